@@ -1,0 +1,26 @@
+# Two commands do everything on a fresh machine with Python 3.11:
+#   make demo   creates .venv, installs the pinned frameworks and xconv, runs the main job
+#   make test   same environment, runs the whole test suite
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+# torch==2.13.0 is the CPU wheel; an unpinned torch pulls a multi-GB CUDA build.
+PINS := torch==2.13.0 tensorflow-cpu==2.21.0
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(PINS) -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m xconv.demo
+
+test: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) demo-out .pytest_cache .hypothesis

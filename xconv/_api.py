@@ -1,0 +1,141 @@
+"""Public functions: build, summary, weights in and out of native models."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from . import shapes
+from .backends import backend_of_model, get_backend
+from .errors import SpecError, WeightError, XconvError
+from .spec import Sequential
+from .weights import DTYPES, as_numpy, check_weights, init_weights
+
+__all__ = ["build", "summary", "get_weights", "set_weights", "transfer_weights", "spec_of", "predict"]
+
+
+def _dtype_name(dtype: Any) -> str:
+    name = str(dtype).replace("torch.", "")
+    try:
+        name = np.dtype(name).name
+    except TypeError:
+        pass
+    if name not in DTYPES:
+        raise XconvError(f"dtype must be one of {', '.join(DTYPES)}. Received: dtype={dtype!r}")
+    return name
+
+
+def build(
+    spec: Sequential,
+    backend: str,
+    *,
+    input_shape: tuple[int, ...] | None = None,
+    seed: int | None = None,
+    dtype: Any = "float32",
+) -> Any:
+    """Compile ``spec`` to a native model.
+
+    ``backend="torch"`` (or ``"pytorch"``) returns a ``torch.nn.Sequential`` taking NCHW input
+    ``(N, C, H, W)``; its ``state_dict()`` keys are the canonical ``"{index}.weight"`` / ``"{index}.bias"``.
+    ``backend="tf"`` (or ``"tensorflow"``, ``"keras"``) returns a functional ``keras.Model`` (Keras 3,
+    TensorFlow backend) taking NHWC input ``(N, H, W, C)``, with layers named by spec index
+    (``conv2d_0``, ``linear_5``).
+
+    Weights come from xconv's own initializer (Kaiming normal on fan-in, zero biases) drawn from ``seed``,
+    so the same ``(spec, seed, dtype)`` gives the same function in every backend; ``seed=None`` draws fresh
+    randomness. ``dtype`` is ``"float32"`` or ``"float64"``.
+
+    >>> tm = build(spec, "torch", seed=0)            # doctest: +SKIP
+    >>> km = build(spec, "tf", seed=0)               # doctest: +SKIP
+    """
+    backend_module = get_backend(backend)  # unknown names fail before any shape work
+    dtype_name = _dtype_name(dtype)
+    resolved, infos = shapes.resolve(spec, input_shape)
+    if not infos:
+        raise SpecError("the spec has no layers")
+    weights = init_weights(infos, seed, dtype_name)
+    return backend_module.build(resolved, infos, weights, dtype_name)
+
+
+def _model_backend(model: Any, what: str) -> tuple[Any, Sequential, list[shapes.LayerInfo]]:
+    backend = backend_of_model(model)
+    spec = None if backend is None else backend.spec_of(model)
+    if spec is None:
+        raise XconvError(
+            f"{what}: expected a model built by xconv.build (torch.nn.Module or keras.Model). "
+            f"Received: {type(model).__name__}"
+        )
+    return backend, spec, shapes.infer(spec)
+
+
+def spec_of(model: Any) -> Sequential:
+    """The spec (with its input shape and inferred fields filled in) that ``model`` was built from."""
+    return _model_backend(model, "spec_of")[1]
+
+
+def get_weights(model: Any) -> dict[str, np.ndarray]:
+    """Canonical weights of a built model: ``{"0.weight": OIHW array, "0.bias": ..., "5.weight": (out, in)}``,
+    the layout of a torch ``state_dict``, as fresh numpy arrays (not views into the model)."""
+    backend, _, infos = _model_backend(model, "get_weights")
+    return backend.get_weights(model, infos)
+
+
+def set_weights(model: Any, weights: Mapping[str, Any]) -> None:
+    """Load canonical weights (numpy arrays or torch tensors, e.g. a hand-written ``nn.Sequential``'s
+    ``state_dict()``) into a built model of either framework.
+
+    Every key, shape and dtype is checked first; float arrays of another precision are cast to the model's
+    dtype. On any problem a :class:`WeightError` names all of them and the model is left untouched.
+    """
+    backend, _, infos = _model_backend(model, "set_weights")
+    arrays = check_weights(infos, weights, backend.dtype_of(model))
+    backend.set_weights(model, infos, arrays)
+
+
+def transfer_weights(src: Any, dst: Any) -> None:
+    """Copy the weights of ``src`` into ``dst`` (models built by xconv from equal specs, either framework).
+    torch -> Keras -> torch is bit-exact."""
+    _, src_spec, _ = _model_backend(src, "transfer_weights (src)")
+    _, dst_spec, _ = _model_backend(dst, "transfer_weights (dst)")
+    if src_spec != dst_spec:
+        raise WeightError(
+            f"transfer_weights: the models come from different specs:\n  src: {src_spec!r}\n  dst: {dst_spec!r}"
+        )
+    set_weights(dst, get_weights(src))
+
+
+def predict(model: Any, x: Any) -> np.ndarray:
+    """Run a built model of either framework on a batch in xconv's logical layout (NCHW, or (N, F)) and
+    return numpy in the same layout: Keras models get NHWC and their 4-D output comes back as NCHW."""
+    backend, _, _ = _model_backend(model, "predict")
+    return backend.forward(model, as_numpy(x))
+
+
+def _fmt_shape(shape: tuple[int, ...]) -> str:
+    return str(tuple(shape))
+
+
+def summary(
+    spec: Sequential, input_shape: tuple[int, ...] | None = None, print_fn: Callable[[str], Any] | None = print
+) -> str:
+    """Print (and return) a table of the spec: per layer its kind, output shape (C, H, W) and parameter
+    count, then the totals. Imports no framework."""
+    resolved, infos = shapes.resolve(spec, input_shape)
+    rows = [("#", "layer", "output (C, H, W)", "params")]
+    rows.append(("", "input", _fmt_shape(resolved.input_shape or ()), ""))
+    for info in infos:
+        rows.append((str(info.index), repr(info.layer), _fmt_shape(info.output_shape), f"{info.param_count:,}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    rule = "-" * (sum(widths) + 6)
+
+    def line(r: tuple[str, ...]) -> str:
+        return f"{r[0]:>{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]:>{widths[3]}}"
+
+    total = sum(i.param_count for i in infos)
+    text = "\n".join(
+        [line(rows[0]), rule, *map(line, rows[1:]), rule, f"total parameters: {total:,}  ({len(infos)} layers)"]
+    )
+    if print_fn is not None:
+        print_fn(text)
+    return text

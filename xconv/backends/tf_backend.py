@@ -1,0 +1,228 @@
+"""Keras 3 backend on TensorFlow: native ``keras.layers``, NHWC, input ``(None, H, W, C)``.
+
+The only file that imports tensorflow / keras. Layout differences are absorbed by the weights
+(xconv.layout) at transfer time; the graph holds no Transpose or Permute.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from ..errors import BackendUnavailable
+
+_requested = os.environ.get("KERAS_BACKEND", "")
+if _requested not in ("", "tensorflow"):
+    raise BackendUnavailable(
+        f"backend 'tf' builds Keras 3 models on TensorFlow, but KERAS_BACKEND={_requested!r}; "
+        "unset KERAS_BACKEND or set it to 'tensorflow' before keras is imported"
+    )
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+if keras.backend.backend() != "tensorflow":
+    raise BackendUnavailable(
+        f"backend 'tf' builds Keras 3 models on TensorFlow, but keras is running on {keras.backend.backend()!r}; "
+        "unset KERAS_BACKEND or set it to 'tensorflow' before keras is imported"
+    )
+
+from .. import layout  # noqa: E402
+from ..shapes import LayerInfo  # noqa: E402
+from ..spec import Conv2d, Flatten, Linear, ReLU, Sequential  # noqa: E402
+
+NAME = "tf"
+
+
+@keras.saving.register_keras_serializable(package="xconv")
+class GatherPad2D(keras.layers.Layer):
+    """Pads H and W by gathering precomputed source indices: torch's 'reflect', 'replicate' and 'circular'
+    padding with native ops (tf.pad has no replicate or circular mode)."""
+
+    def __init__(self, padding: Any, size: Any, mode: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.padding = tuple(tuple(int(v) for v in p) for p in padding)
+        self.size = tuple(int(v) for v in size)
+        self.mode = mode
+        (t, b), (l, r) = self.padding
+        self._rows = tf.constant(layout.pad_indices(self.size[0], t, b, mode), dtype=tf.int32)
+        self._cols = tf.constant(layout.pad_indices(self.size[1], l, r, mode), dtype=tf.int32)
+
+    def call(self, x: Any) -> Any:
+        return tf.gather(tf.gather(x, self._rows, axis=1), self._cols, axis=2)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        (t, b), (l, r) = self.padding
+        n, h, w, c = input_shape
+        return (n, h + t + b, w + l + r, c)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "padding": self.padding, "size": self.size, "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="xconv")
+class Subsample2D(keras.layers.Layer):
+    """Keeps every ``strides``-th row and column: a stride-1 dilated conv followed by this equals the strided
+    dilated conv that Keras refuses (``strides > 1`` with ``dilation_rate > 1``)."""
+
+    def __init__(self, strides: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.strides = tuple(int(s) for s in strides)
+
+    def call(self, x: Any) -> Any:
+        return x[:, :: self.strides[0], :: self.strides[1], :]
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        n, h, w, c = input_shape
+        sh, sw = self.strides
+        return (n, None if h is None else -(-h // sh), None if w is None else -(-w // sw), c)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "strides": self.strides}
+
+
+def _conv2d(info: LayerInfo, x: Any, dtype: str) -> Any:
+    layer: Conv2d = info.layer  # type: ignore[assignment]
+    name = f"conv2d_{info.index}"
+    _, h, w = info.input_shape
+    padding = info.padding
+    assert padding is not None
+    kernel, dilation = layer.kernel_size, layer.dilation
+    extent = [(k - 1) * d + 1 for k, d in zip(kernel, dilation)]
+    strides = list(layer.stride)
+    crop = [0, 0]
+    out_hw = info.output_shape[1:]
+    for axis in (0, 1):
+        # An axis with one output position does not depend on its stride. Computing it at stride 1 on an
+        # input cropped to the kernel's extent is exact, and avoids a oneDNN bug in TF 2.21 (float32, 1-channel
+        # input, output 1 column wide, horizontal stride > 1: errors of order 1).
+        if out_hw[axis] == 1 and strides[axis] > 1:
+            padded = info.input_shape[1 + axis] + sum(padding[axis])
+            crop[axis] = padded - extent[axis]
+            strides[axis] = 1
+    subsample = max(strides) > 1 and max(dilation) > 1  # Keras refuses this pair: stride 1, then subsample
+    conv_strides = (1, 1) if subsample else tuple(strides)
+
+    keras_padding = "valid"
+    native_same = tuple(layout.same_padding(n, k, s, d) for n, k, s, d in zip((h, w), kernel, conv_strides, dilation))
+    if padding == ((0, 0), (0, 0)):
+        pass
+    elif layer.padding_mode == "zeros" and padding == native_same and crop == [0, 0] and not subsample:
+        keras_padding = "same"  # provably TF's own rule for this size, stride and dilation
+    elif layer.padding_mode == "zeros":
+        x = keras.layers.ZeroPadding2D(padding, dtype=dtype, name=f"{name}_pad")(x)
+    else:
+        x = GatherPad2D(padding, (h, w), layer.padding_mode, dtype=dtype, name=f"{name}_pad")(x)
+    if crop != [0, 0]:
+        x = keras.layers.Cropping2D(((0, crop[0]), (0, crop[1])), dtype=dtype, name=f"{name}_crop")(x)
+    x = keras.layers.Conv2D(
+        layer.out_channels,
+        kernel,
+        strides=conv_strides,
+        padding=keras_padding,
+        dilation_rate=dilation,
+        groups=layer.groups,
+        use_bias=layer.bias,
+        dtype=dtype,
+        name=name,
+    )(x)
+    if subsample:
+        x = Subsample2D(strides, dtype=dtype, name=f"{name}_stride")(x)
+    return x
+
+
+def _linear(info: LayerInfo, x: Any, dtype: str) -> Any:
+    layer: Linear = info.layer  # type: ignore[assignment]
+    return keras.layers.Dense(layer.out_features, use_bias=layer.bias, dtype=dtype, name=f"linear_{info.index}")(x)
+
+
+_BUILDERS = {
+    Conv2d: _conv2d,
+    ReLU: lambda info, x, dtype: keras.layers.ReLU(dtype=dtype, name=f"relu_{info.index}")(x),
+    Flatten: lambda info, x, dtype: keras.layers.Flatten(dtype=dtype, name=f"flatten_{info.index}")(x),
+    Linear: _linear,
+}
+
+def build(spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarray], dtype: str) -> keras.Model:
+    shape = spec.input_shape
+    assert shape is not None
+    keras_shape = (shape[1], shape[2], shape[0]) if len(shape) == 3 else shape
+    inputs = keras.Input(shape=keras_shape, dtype=dtype, name="input")
+    x = inputs
+    for info in infos:
+        x = _BUILDERS[type(info.layer)](info, x, dtype)
+    model = keras.Model(inputs, x, name="xconv")
+    model.xconv_spec = spec
+    set_weights(model, infos, weights)
+    return model
+
+
+def owns_model(obj: Any) -> bool:
+    return isinstance(obj, keras.Model)
+
+
+def owns_tensor(obj: Any) -> bool:
+    return bool(tf.is_tensor(obj)) or isinstance(obj, tf.Variable)
+
+
+def spec_of(model: keras.Model) -> Sequential | None:
+    spec = getattr(model, "xconv_spec", None)
+    return spec if isinstance(spec, Sequential) else None
+
+
+def dtype_of(model: keras.Model) -> str:
+    return str(model.inputs[0].dtype)
+
+
+def _params(model: keras.Model, info: LayerInfo) -> dict[str, Any]:
+    """Canonical param name -> Keras variable, for one spec layer."""
+    if not info.params:
+        return {}
+    prefix = "conv2d" if isinstance(info.layer, Conv2d) else "linear"
+    layer = model.get_layer(f"{prefix}_{info.index}")
+    out = {"weight": layer.kernel}
+    if "bias" in info.params:
+        out["bias"] = layer.bias
+    return out
+
+
+def _to_canonical(info: LayerInfo, name: str, value: np.ndarray) -> np.ndarray:
+    if name == "bias":
+        return value
+    if isinstance(info.layer, Conv2d):
+        return layout.hwio_to_oihw(value)
+    return layout.dense_to_linear(value, info.input_source)
+
+
+def _from_canonical(info: LayerInfo, name: str, value: np.ndarray) -> np.ndarray:
+    if name == "bias":
+        return value
+    if isinstance(info.layer, Conv2d):
+        return layout.oihw_to_hwio(value)
+    return layout.linear_to_dense(value, info.input_source)
+
+
+def get_weights(model: keras.Model, infos: list[LayerInfo]) -> dict[str, np.ndarray]:
+    out = {}
+    for info in infos:
+        for name, variable in _params(model, info).items():
+            out[f"{info.index}.{name}"] = _to_canonical(info, name, np.asarray(variable.numpy()))
+    return out
+
+
+def set_weights(model: keras.Model, infos: list[LayerInfo], weights: dict[str, np.ndarray]) -> None:
+    for info in infos:
+        for name, variable in _params(model, info).items():
+            variable.assign(_from_canonical(info, name, weights[f"{info.index}.{name}"]))
+
+
+def permute(x: Any, perm: tuple[int, ...]) -> Any:
+    return tf.transpose(x, perm)
+
+
+def forward(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    """Run ``model`` on an NCHW (or (N, F)) numpy batch; returns numpy in NCHW (or (N, F))."""
+    y = np.asarray(model(layout.to_nhwc(x) if x.ndim == 4 else x, training=False))
+    return layout.to_nchw(y) if y.ndim == 4 else y

@@ -1,0 +1,122 @@
+"""PyTorch backend: native ``torch.nn`` modules, NCHW. The only file that imports torch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..shapes import LayerInfo
+from ..spec import Conv2d, Flatten, Linear, ReLU, Sequential
+
+NAME = "torch"
+
+_TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+_PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
+
+
+class PaddedConv2d(nn.Conv2d):
+    """An ``nn.Conv2d`` whose padding ``nn.Conv2d`` cannot express (4-sided, e.g. TensorFlow 'same' at
+    stride 2) is applied by ``F.pad`` inside the same module, so its ``state_dict`` keys stay
+    ``weight`` / ``bias``."""
+
+    def __init__(self, *args: Any, pad: tuple[int, int, int, int], pad_mode: str, **kwargs: Any) -> None:
+        super().__init__(*args, padding=0, **kwargs)
+        self.pad = pad  # F.pad order: (left, right, top, bottom)
+        self.pad_mode = pad_mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(F.pad(x, self.pad, mode=self.pad_mode))
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, pad={self.pad}, pad_mode={self.pad_mode!r}"
+
+
+def _conv2d(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
+    layer: Conv2d = info.layer  # type: ignore[assignment]
+    (top, bottom), (left, right) = info.padding  # type: ignore[misc]
+    common = dict(
+        stride=layer.stride, dilation=layer.dilation, groups=layer.groups, bias=layer.bias, **factory
+    )
+    args = (layer.in_channels, layer.out_channels, layer.kernel_size)
+    if top == bottom and left == right:
+        return nn.Conv2d(*args, padding=(top, left), padding_mode=layer.padding_mode, **common)
+    return PaddedConv2d(*args, pad=(left, right, top, bottom), pad_mode=_PAD_MODES[layer.padding_mode], **common)
+
+
+def _linear(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
+    layer: Linear = info.layer  # type: ignore[assignment]
+    return nn.Linear(layer.in_features, layer.out_features, bias=layer.bias, **factory)  # type: ignore[arg-type]
+
+
+_BUILDERS = {
+    Conv2d: _conv2d,
+    ReLU: lambda info, factory: nn.ReLU(),
+    Flatten: lambda info, factory: nn.Flatten(),
+    Linear: _linear,
+}
+
+
+def build(spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarray], dtype: str) -> nn.Module:
+    # Modules are made on the meta device so that building neither spends time on torch's own init nor
+    # consumes the user's global torch RNG; the weights are then copied in.
+    factory = {"device": "meta", "dtype": _TORCH_DTYPES[dtype]}
+    model = nn.Sequential(*(_BUILDERS[type(info.layer)](info, factory) for info in infos))
+    model = model.to_empty(device="cpu")
+    model.xconv_spec = spec
+    model.xconv_dtype = dtype
+    set_weights(model, infos, weights)
+    return model
+
+
+def owns_model(obj: Any) -> bool:
+    return isinstance(obj, nn.Module)
+
+
+def owns_tensor(obj: Any) -> bool:
+    return isinstance(obj, torch.Tensor)
+
+
+def spec_of(model: nn.Module) -> Sequential | None:
+    spec = getattr(model, "xconv_spec", None)
+    return spec if isinstance(spec, Sequential) else None
+
+
+def dtype_of(model: nn.Module) -> str:
+    for p in model.parameters():
+        return str(p.dtype).replace("torch.", "")
+    return str(getattr(model, "xconv_dtype", "float32"))
+
+
+def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    return dict(model.state_dict(keep_vars=True))
+
+
+def get_weights(model: nn.Module, infos: list[LayerInfo]) -> dict[str, np.ndarray]:
+    tensors = _tensors(model)
+    out = {}
+    for info in infos:
+        for name in info.params:
+            key = f"{info.index}.{name}"
+            out[key] = tensors[key].detach().cpu().numpy().copy()
+    return out
+
+
+def set_weights(model: nn.Module, infos: list[LayerInfo], weights: dict[str, np.ndarray]) -> None:
+    tensors = _tensors(model)
+    with torch.no_grad():
+        for key, array in weights.items():
+            tensors[key].copy_(torch.from_numpy(np.ascontiguousarray(array)))
+
+
+def permute(x: torch.Tensor, perm: tuple[int, ...]) -> torch.Tensor:
+    return x.permute(*perm).contiguous()
+
+
+def forward(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    """Run ``model`` on an NCHW (or (N, F)) numpy batch; returns numpy in the same logical layout."""
+    with torch.no_grad():
+        return model(torch.from_numpy(np.ascontiguousarray(x))).numpy()

@@ -1,0 +1,175 @@
+"""Shape inference: one pure function per layer kind, shared by ``summary`` and every backend.
+
+Shapes are logical, without batch: (C, H, W) for maps, (F,) for features. Problems are found here, before
+any framework is touched, and raise :class:`SpecError` naming the layer index and kind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+from .errors import SpecError
+from .layout import same_padding
+from .spec import Conv2d, Flatten, Layer, Linear, ReLU, Sequential
+from .spec._normalize import Padding, as_shape
+
+__all__ = ["LayerInfo", "infer", "resolve"]
+
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """What shape inference knows about one layer of a spec."""
+
+    index: int
+    #: the layer with inferred fields filled in (``Linear.in_features``)
+    layer: Layer
+    input_shape: Shape
+    output_shape: Shape
+    #: canonical parameter name (without the index prefix) -> shape, in state_dict order
+    params: dict[str, Shape]
+    #: Conv2d only: the explicit ((top, bottom), (left, right)) padding for this input size
+    padding: Padding | None = None
+    #: for a flat input: the (C, H, W) map it was flattened from (through elementwise layers), else None
+    input_source: Shape | None = None
+    #: the same for the output
+    output_source: Shape | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.layer.kind
+
+    @property
+    def param_count(self) -> int:
+        return sum(math.prod(s) for s in self.params.values())
+
+
+class _Ctx:
+    def __init__(self, index: int, layer: Layer, shape: Shape) -> None:
+        self.index, self.layer, self.shape = index, layer, shape
+
+    def error(self, message: str) -> SpecError:
+        return SpecError(f"layer {self.index} ({self.layer.kind}): {message}")
+
+    def need_map(self) -> tuple[int, int, int]:
+        if len(self.shape) != 3:
+            raise self.error(
+                f"expects a (C, H, W) input but its input is flat with {self.shape[0]} features; "
+                f"a {self.layer.kind} cannot follow Flatten or Linear"
+            )
+        c, h, w = self.shape
+        return c, h, w
+
+
+def _describe(shape: Shape, source: Shape | None) -> str:
+    if source is not None and len(source) == 3:
+        return f"{'*'.join(map(str, source))}={shape[0]}"
+    return str(shape[0])
+
+
+def _conv2d(ctx: _Ctx, layer: Conv2d, source: Shape | None) -> LayerInfo:
+    c, h, w = ctx.need_map()
+    if c != layer.in_channels:
+        raise ctx.error(f"in_channels={layer.in_channels} but its input has {c} channels (input shape {ctx.shape})")
+    (kh, kw), (sh, sw), (dh, dw) = layer.kernel_size, layer.stride, layer.dilation
+    if layer.padding == "same":
+        padding: Padding = (same_padding(h, kh, sh, dh), same_padding(w, kw, sw, dw))
+    else:
+        padding = layer.padding  # type: ignore[assignment]
+    out = []
+    for axis, size, (before, after), k, s, d in (
+        ("height", h, padding[0], kh, sh, dh),
+        ("width", w, padding[1], kw, sw, dw),
+    ):
+        mode = layer.padding_mode
+        if mode == "reflect" and max(before, after) >= size:
+            raise ctx.error(
+                f"reflect padding needs each pad smaller than the input {axis}; padding {axis} "
+                f"({before}, {after}) vs input {axis} {size}"
+            )
+        if mode == "circular" and max(before, after) > size:
+            raise ctx.error(
+                f"circular padding needs each pad at most the input {axis}; padding {axis} "
+                f"({before}, {after}) vs input {axis} {size}"
+            )
+        extent = (k - 1) * d + 1
+        padded = size + before + after
+        if extent > padded:
+            raise ctx.error(
+                f"kernel {axis} {k} (dilated extent {extent}) is larger than the padded input {axis} {padded} "
+                f"(input {size} + padding {before}+{after})"
+            )
+        out.append((padded - extent) // s + 1)
+    params: dict[str, Shape] = {"weight": (layer.out_channels, c // layer.groups, kh, kw)}
+    if layer.bias:
+        params["bias"] = (layer.out_channels,)
+    return LayerInfo(ctx.index, layer, ctx.shape, (layer.out_channels, out[0], out[1]), params, padding=padding)
+
+
+def _elementwise(ctx: _Ctx, layer: Layer, source: Shape | None) -> LayerInfo:
+    return LayerInfo(ctx.index, layer, ctx.shape, ctx.shape, {}, input_source=source, output_source=source)
+
+
+def _flatten(ctx: _Ctx, layer: Flatten, source: Shape | None) -> LayerInfo:
+    if len(ctx.shape) == 1:
+        return _elementwise(ctx, layer, source)
+    return LayerInfo(ctx.index, layer, ctx.shape, (math.prod(ctx.shape),), {}, output_source=ctx.shape)
+
+
+def _linear(ctx: _Ctx, layer: Linear, source: Shape | None) -> LayerInfo:
+    if len(ctx.shape) != 1:
+        raise ctx.error(f"needs a flat input but its input has shape {ctx.shape}; add Flatten() before it")
+    features = ctx.shape[0]
+    if layer.in_features is None:
+        layer = dataclasses.replace(layer, in_features=features)
+    elif layer.in_features != features:
+        raise ctx.error(f"in_features={layer.in_features} but its input has {_describe(ctx.shape, source)} features")
+    params: dict[str, Shape] = {"weight": (layer.out_features, features)}
+    if layer.bias:
+        params["bias"] = (layer.out_features,)
+    return LayerInfo(ctx.index, layer, ctx.shape, (layer.out_features,), params, input_source=source)
+
+
+#: layer class -> its shape rule
+RULES: dict[type[Layer], Callable[[_Ctx, Layer, Shape | None], LayerInfo]] = {
+    Conv2d: _conv2d,  # type: ignore[dict-item]
+    ReLU: _elementwise,
+    Flatten: _flatten,  # type: ignore[dict-item]
+    Linear: _linear,  # type: ignore[dict-item]
+}
+
+
+def infer(spec: Sequential, input_shape: Shape | None = None) -> list[LayerInfo]:
+    """Per-layer shapes and parameter shapes of ``spec`` for ``input_shape`` (default: the spec's own)."""
+    shape = _input_shape(spec, input_shape)
+    source: Shape | None = None
+    infos = []
+    for index, layer in enumerate(spec.layers):
+        rule = RULES.get(type(layer))
+        if rule is None:
+            raise SpecError(f"layer {index} ({layer.kind}): no shape rule for this layer kind")
+        info = rule(_Ctx(index, layer, shape), layer, source)
+        infos.append(info)
+        shape, source = info.output_shape, info.output_source
+    return infos
+
+
+def resolve(spec: Sequential, input_shape: Shape | None = None) -> tuple[Sequential, list[LayerInfo]]:
+    """The spec with its input shape and inferred fields filled in, and its layer infos."""
+    infos = infer(spec, input_shape)
+    shape = _input_shape(spec, input_shape)
+    return Sequential(*(i.layer for i in infos), input_shape=shape), infos
+
+
+def _input_shape(spec: Sequential, input_shape: Shape | None) -> Shape:
+    if not isinstance(spec, Sequential):
+        raise SpecError(f"expected an xconv.Sequential spec. Received: {type(spec).__name__}")
+    if input_shape is not None:
+        return as_shape("input_shape", tuple(input_shape))
+    if spec.input_shape is None:
+        raise SpecError("the spec has no input_shape: pass input_shape=(C, H, W) here or to Sequential(...)")
+    return spec.input_shape

@@ -1,0 +1,95 @@
+"""Argument normalisation shared by the layer specs: every accepted spelling becomes one canonical form."""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+from ..errors import SpecError
+
+Pair = tuple[int, int]
+Padding = tuple[Pair, Pair]
+
+
+def as_int(owner: str, name: str, value: Any, *, minimum: int | None = None) -> int:
+    """An integer (numpy integers too, bools refused), at least ``minimum`` when given."""
+    if isinstance(value, bool):
+        raise SpecError(f"{owner}: `{name}` must be an integer. Received: {name}={value!r}")
+    try:
+        out = operator.index(value)
+    except TypeError:
+        raise SpecError(f"{owner}: `{name}` must be an integer. Received: {name}={value!r}") from None
+    if minimum is not None and out < minimum:
+        relation = "positive" if minimum == 1 else f"at least {minimum}"
+        raise SpecError(f"{owner}: `{name}` must be {relation}. Received: {name}={value!r}")
+    return out
+
+
+def as_pair(owner: str, name: str, value: Any, *, minimum: int) -> Pair:
+    """An int or an (h, w) pair, returned as (h, w)."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise SpecError(f"{owner}: `{name}` must be an int or a pair (h, w). Received: {name}={value!r}")
+        h = as_int(owner, name, value[0], minimum=minimum)
+        w = as_int(owner, name, value[1], minimum=minimum)
+        return (h, w)
+    v = as_int(owner, name, value, minimum=minimum)
+    return (v, v)
+
+
+def as_padding(owner: str, value: Any) -> Padding | str:
+    """'same', or explicit ((top, bottom), (left, right)); 'valid' and every int form become explicit."""
+    if isinstance(value, str):
+        v = value.lower()
+        if v == "same":
+            return "same"
+        if v == "valid":
+            return ((0, 0), (0, 0))
+        raise SpecError(
+            f"{owner}: `padding` must be an int, (ph, pw), ((top, bottom), (left, right)), 'same' or 'valid'. "
+            f"Received: padding={value!r}"
+        )
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (list, tuple)) for v in value):
+        top, bottom = as_pair(owner, "padding", value[0], minimum=0)
+        left, right = as_pair(owner, "padding", value[1], minimum=0)
+        return ((top, bottom), (left, right))
+    if isinstance(value, (list, tuple)) and any(isinstance(v, (list, tuple)) for v in value):
+        raise SpecError(
+            f"{owner}: `padding` pairs must be given for both axes, ((top, bottom), (left, right)). "
+            f"Received: padding={value!r}"
+        )
+    ph, pw = as_pair(owner, "padding", value, minimum=0)
+    return ((ph, ph), (pw, pw))
+
+
+def as_choice(owner: str, name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        options = ", ".join(repr(c) for c in choices)
+        raise SpecError(f"{owner}: `{name}` must be one of {options}. Received: {name}={value!r}")
+    return value
+
+
+def as_bool(owner: str, name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise SpecError(f"{owner}: `{name}` must be True or False. Received: {name}={value!r}")
+    return value
+
+
+def as_shape(owner: str, value: Any) -> tuple[int, ...]:
+    """A logical input shape without batch: (C, H, W) or (features,)."""
+    if isinstance(value, (list, tuple)) and len(value) in (1, 3):
+        return tuple(as_int(owner, "input_shape", v, minimum=1) for v in value)
+    raise SpecError(
+        f"{owner}: `input_shape` must be (C, H, W) or (features,), without the batch axis. "
+        f"Received: input_shape={value!r}"
+    )
+
+
+def compact(value: Any) -> Any:
+    """Shortest spelling of a normalised value, for repr: (3, 3) -> 3, ((1, 1), (2, 2)) -> (1, 2)."""
+    if isinstance(value, tuple) and len(value) == 2:
+        a, b = compact(value[0]), compact(value[1])
+        if a == b and not isinstance(a, tuple):
+            return a
+        return (a, b)
+    return value

@@ -1,0 +1,87 @@
+"""Canonical weights: an ordered ``dict[str, np.ndarray]`` with the keys, shapes and layouts of the
+``state_dict()`` of a ``torch.nn.Sequential`` holding the same layers ("0.weight" OIHW, "5.weight" (out, in)
+with inputs in C,H,W flatten order, ...). Every backend converts to and from this form."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import numpy as np
+
+from .errors import WeightError
+from .shapes import LayerInfo
+
+__all__ = ["expected_shapes", "init_weights", "check_weights", "as_numpy"]
+
+DTYPES = ("float32", "float64")
+
+
+def expected_shapes(infos: list[LayerInfo]) -> dict[str, tuple[int, ...]]:
+    """Canonical key -> shape, in state_dict order."""
+    return {f"{info.index}.{name}": shape for info in infos for name, shape in info.params.items()}
+
+
+def init_weights(infos: list[LayerInfo], seed: int | None, dtype: str) -> dict[str, np.ndarray]:
+    """xconv's framework-independent initializer (the seed notebook's ``random_weight`` / ``zero_weight``):
+    weights ~ N(0, 2 / fan_in) with fan_in = prod(shape[1:]) (Kaiming normal), biases zero.
+
+    Drawn in float64 from ``numpy.random.default_rng(seed)`` in key order, then cast, so the same
+    ``(spec, seed, dtype)`` gives the same numbers in every backend.
+    """
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for key, shape in expected_shapes(infos).items():
+        if key.endswith(".bias"):
+            out[key] = np.zeros(shape, dtype=dtype)
+        else:
+            fan_in = math.prod(shape[1:])
+            out[key] = (rng.standard_normal(shape) * math.sqrt(2.0 / fan_in)).astype(dtype)
+    return out
+
+
+def as_numpy(value: Any) -> np.ndarray:
+    """A numpy view of an array-like: numpy arrays, torch tensors (CPU, any grad state), TF tensors."""
+    if isinstance(value, np.ndarray):
+        return value
+    if hasattr(value, "detach"):  # torch.Tensor, without importing torch
+        return value.detach().cpu().numpy()
+    if hasattr(value, "numpy"):  # TF tensors and variables
+        return np.asarray(value.numpy())
+    return np.asarray(value)
+
+
+def check_weights(
+    infos: list[LayerInfo], weights: Mapping[str, Any], dtype: str
+) -> dict[str, np.ndarray]:
+    """Validate ``weights`` against the spec and return them as numpy arrays of ``dtype``, in canonical order.
+
+    Float arrays of another precision are cast; any other problem (missing or extra key, wrong shape,
+    non-float dtype) is collected, and one :class:`WeightError` names all of them.
+    """
+    if not isinstance(weights, Mapping):
+        raise WeightError(f"weights must be a mapping of name -> array. Received: {type(weights).__name__}")
+    expected = expected_shapes(infos)
+    problems = []
+    out: dict[str, np.ndarray] = {}
+    for key, shape in expected.items():
+        if key not in weights:
+            problems.append(f"missing {key!r} (expected shape {shape})")
+            continue
+        try:
+            array = as_numpy(weights[key])
+        except Exception as e:  # noqa: BLE001 - reported with the key below
+            problems.append(f"{key!r}: cannot be read as an array ({type(e).__name__}: {e})")
+            continue
+        if array.dtype.kind != "f":
+            problems.append(f"{key!r}: dtype {array.dtype} is not a float dtype (the model is {dtype})")
+        elif tuple(array.shape) != shape:
+            problems.append(f"{key!r}: shape {tuple(array.shape)} but expected {shape}")
+        else:
+            out[key] = array.astype(dtype, copy=False)
+    for key in weights:
+        if key not in expected:
+            problems.append(f"unexpected key {key!r}")
+    if problems:
+        raise WeightError("weights do not fit the model:\n  " + "\n  ".join(problems))
+    return out
