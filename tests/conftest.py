@@ -9,7 +9,7 @@ _common = dict(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
 )
-settings.register_profile("ci", max_examples=int(os.environ.get("XCONV_EXAMPLES", "40")), **_common)
+settings.register_profile("ci", max_examples=int(os.environ.get("XCONV_EXAMPLES", "300")), **_common)
 settings.register_profile("thorough", max_examples=1000, **_common)
 settings.register_profile("dev", max_examples=10, **_common)
 settings.load_profile(os.environ.get("XCONV_HYPOTHESIS_PROFILE", "ci"))

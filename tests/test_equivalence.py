@@ -36,3 +36,12 @@ def cases(draw, **spec_options):
 @given(case=cases())
 def test_random_specs_agree(both_backends, dtype, case):
     check_agree(*case, dtype)
+
+
+@given(case=cases(max_layers=4))
+def test_output_shape_matches_inference(both_backends, case):
+    spec, weights, x = case
+    expected = (x.shape[0], *xc.infer(spec)[-1].output_shape)
+    for backend in ("torch", "tf"):
+        model = xc.build(spec, backend, dtype="float64")
+        assert xc.predict(model, x).shape == expected, backend

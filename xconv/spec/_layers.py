@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 from ..errors import SpecError
 from ._normalize import Pair, Padding, as_bool, as_choice, as_int, as_pair, as_padding, compact
@@ -22,7 +22,7 @@ class Layer:
     """Base class of layer specs. Subclasses are frozen dataclasses whose fields hold normalised values."""
 
     #: fields printed positionally by ``repr`` (the required arguments)
-    _positional: ClassVar[tuple[str, ...]] = ()
+    _positional = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -81,7 +81,7 @@ class Conv2d(Layer):
     bias: bool = True
     padding_mode: str = "zeros"
 
-    _positional: ClassVar[tuple[str, ...]] = ("in_channels", "out_channels")
+    _positional = ("in_channels", "out_channels")
 
     def __post_init__(self) -> None:
         me = "Conv2d"
@@ -126,7 +126,7 @@ class Linear(Layer):
     out_features: int = field(default=None)  # type: ignore[assignment]
     bias: bool = True
 
-    _positional: ClassVar[tuple[str, ...]] = ("in_features", "out_features")
+    _positional = ("in_features", "out_features")
 
     def __post_init__(self) -> None:
         me = "Linear"
