@@ -30,7 +30,7 @@ AWKWARD = xc.Sequential(
 
 
 def test_unknown_backend_lists_valid_names():
-    with pytest.raises(ValueError, match="unknown backend 'jax'; valid names: 'torch', 'pytorch', 'tf'"):
+    with pytest.raises(ValueError, match="unknown backend 'jax'; valid names: 'numpy', 'torch', 'pytorch', 'tf', 'tensorflow', 'keras'"):
         xc.build(seed_spec(), "jax")
 
 

@@ -32,7 +32,7 @@ def build(
     *,
     input_shape: tuple[int, ...] | None = None,
     seed: int | None = None,
-    dtype: Any = "float32",
+    dtype: Any = None,
 ) -> Any:
     """Compile ``spec`` to a native model.
 
@@ -44,13 +44,14 @@ def build(
 
     Weights come from xconv's own initializer (Kaiming normal on fan-in, zero biases) drawn from ``seed``,
     so the same ``(spec, seed, dtype)`` gives the same function in every backend; ``seed=None`` draws fresh
-    randomness. ``dtype`` is ``"float32"`` or ``"float64"``.
+    randomness. ``dtype`` is ``"float32"`` or ``"float64"``; the default is float32, float64 for the numpy
+    reference backend (``backend="numpy"``: a pure-numpy callable on NCHW arrays, the testing oracle).
 
     >>> tm = build(spec, "torch", seed=0)            # doctest: +SKIP
     >>> km = build(spec, "tf", seed=0)               # doctest: +SKIP
     """
     backend_module = get_backend(backend)  # unknown names fail before any shape work
-    dtype_name = _dtype_name(dtype)
+    dtype_name = _dtype_name(getattr(backend_module, "DEFAULT_DTYPE", "float32") if dtype is None else dtype)
     resolved, infos = shapes.resolve(spec, input_shape)
     if not infos:
         raise SpecError("the spec has no layers")

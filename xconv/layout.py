@@ -118,3 +118,13 @@ def pad_indices(size: int, before: int, after: int, mode: str) -> np.ndarray:
         i = np.mod(i, period)
         return np.where(i < size, i, period - i)
     raise ValueError(f"pad_indices: unknown mode {mode!r}")
+
+
+def features_to_chw_order(y: np.ndarray, source: tuple[int, ...] | None) -> np.ndarray:
+    """Keras features (N, F) flattened in H,W,C order from a (C, H, W) map -> the same features in C,H,W order."""
+    perm = flatten_permutation(source)
+    if perm is None:
+        return y
+    out = np.empty_like(y)
+    out[:, perm] = y
+    return out

@@ -10,6 +10,7 @@ A backend module provides::
     spec_of(model) -> Sequential | None                  dtype_of(model) -> str
     permute(tensor, perm) -> tensor
     forward(model, x_nchw) -> numpy output in NCHW (or (N, F))
+    trace(model, x, upstream) -> (per-layer outputs, d loss/d x, d loss/d weights), loss = sum(output * upstream)
 """
 
 from __future__ import annotations
@@ -33,10 +34,11 @@ class _Entry:
 
 
 BACKENDS: dict[str, _Entry] = {
+    "numpy": _Entry("xconv.backends.numpy_backend", (), "pip install numpy"),
     "torch": _Entry("xconv.backends.torch_backend", ("torch",), 'pip install "xconv[torch]"  (torch==2.13.0)'),
     "tf": _Entry("xconv.backends.tf_backend", ("tensorflow", "keras"), 'pip install "xconv[tf]"  (tensorflow-cpu==2.21.0)'),
 }
-_ALIASES = {"torch": "torch", "pytorch": "torch", "tf": "tf", "tensorflow": "tf", "keras": "tf"}
+_ALIASES = {"numpy": "numpy", "torch": "torch", "pytorch": "torch", "tf": "tf", "tensorflow": "tf", "keras": "tf"}
 
 
 def canonical_name(name: str) -> str:
@@ -65,7 +67,7 @@ def get_backend(name: str) -> ModuleType:
 def _candidates() -> list[ModuleType]:
     out = []
     for name, entry in BACKENDS.items():
-        if any(f in sys.modules for f in entry.frameworks):
+        if not entry.frameworks or any(f in sys.modules for f in entry.frameworks):
             try:
                 out.append(get_backend(name))
             except BackendUnavailable:

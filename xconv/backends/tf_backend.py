@@ -229,3 +229,40 @@ def forward(model: keras.Model, x: np.ndarray) -> np.ndarray:
     """Run ``model`` on an NCHW (or (N, F)) numpy batch; returns numpy in NCHW (or (N, F))."""
     y = np.asarray(model(layout.to_nhwc(x) if x.ndim == 4 else x, training=False))
     return layout.to_nchw(y) if y.ndim == 4 else y
+
+
+def _nchw(y: np.ndarray) -> np.ndarray:
+    return layout.to_nchw(y) if y.ndim == 4 else y
+
+
+def trace(model: keras.Model, x: np.ndarray, upstream: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, dict[str, np.ndarray]]:
+    """Every spec layer's output, and the gradients of sum(output * upstream) with respect to the input and
+    every weight, all as numpy in canonical layout (NCHW, OIHW, (out, in) in C,H,W order)."""
+    spec = spec_of(model)
+    assert spec is not None
+    from ..shapes import infer
+
+    infos = infer(spec)
+    xv = tf.constant(layout.to_nhwc(x) if x.ndim == 4 else x)
+    up = tf.constant(layout.to_nhwc(upstream) if upstream.ndim == 4 else upstream)
+    variables = {f"{i.index}.{n}": v for i in infos for n, v in _params(model, i).items()}
+    outs: dict[int, Any] = {}
+    with tf.GradientTape() as tape:
+        tape.watch(xv)
+        h = xv
+        for layer in model.layers[1:]:
+            h = layer(h, training=False)
+            outs[int(layer.name.split("_")[1])] = h  # conv2d_3_pad, conv2d_3, ... -> spec index 3
+        loss = tf.reduce_sum(h * up)
+    keys = list(variables)
+    grads = tape.gradient(loss, [xv, *variables.values()], unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    by_index = {i.index: i for i in infos}
+    param_grads = {
+        k: _to_canonical(by_index[int(k.split(".")[0])], k.split(".")[1], np.asarray(g.numpy()))
+        for k, g in zip(keys, grads[1:])
+    }
+    layer_outs = []
+    for i in infos:
+        y = _nchw(np.asarray(outs[i.index].numpy()))
+        layer_outs.append(layout.features_to_chw_order(y, i.output_source) if y.ndim == 2 else y)
+    return layer_outs, _nchw(np.asarray(grads[0].numpy())), param_grads

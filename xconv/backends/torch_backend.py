@@ -120,3 +120,20 @@ def forward(model: nn.Module, x: np.ndarray) -> np.ndarray:
     """Run ``model`` on an NCHW (or (N, F)) numpy batch; returns numpy in the same logical layout."""
     with torch.no_grad():
         return model(torch.from_numpy(np.ascontiguousarray(x))).numpy()
+
+
+def trace(model: nn.Module, x: np.ndarray, upstream: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, dict[str, np.ndarray]]:
+    """Every layer's output, and the gradients of sum(output * upstream) with respect to the input and every
+    weight (canonical keys), all as numpy in canonical layout."""
+    model.zero_grad(set_to_none=True)
+    xt = torch.from_numpy(np.ascontiguousarray(x)).requires_grad_(True)
+    outs, h = [], xt
+    for module in model:
+        h = module(h)
+        outs.append(h.detach().numpy().copy())
+    (h * torch.from_numpy(np.ascontiguousarray(upstream))).sum().backward()
+    grads = {
+        k: (np.zeros(tuple(p.shape), dtype=x.dtype) if p.grad is None else p.grad.numpy().copy())
+        for k, p in model.named_parameters()
+    }
+    return outs, xt.grad.numpy().copy(), grads  # type: ignore[union-attr]

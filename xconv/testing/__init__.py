@@ -1,9 +1,21 @@
-"""xconv's public testing toolkit: hypothesis strategies and comparison helpers.
+"""xconv's public testing toolkit: hypothesis strategies, a per-layer equivalence check across backends
+(numpy reference, torch, tf) including gradients, and the comparison rule.
 
->>> from xconv.testing import strategies, max_rel_diff
+>>> from xconv.testing import strategies, assert_equivalent
 """
 
 from . import strategies
 from ._compare import TOLERANCE, max_rel_diff
+from ._equivalence import DEFAULT_BACKENDS, Row, assert_equivalent, compare_layerwise, default_tolerance, format_table
 
-__all__ = ["strategies", "max_rel_diff", "TOLERANCE"]
+__all__ = [
+    "strategies",
+    "assert_equivalent",
+    "compare_layerwise",
+    "format_table",
+    "default_tolerance",
+    "Row",
+    "max_rel_diff",
+    "TOLERANCE",
+    "DEFAULT_BACKENDS",
+]

@@ -1,0 +1,137 @@
+"""xconv.testing: the numpy reference backend, per-layer comparison with gradients across numpy, torch and
+tf, and fault injection showing each known-wrong mapping is reported at the right layer."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import xconv as xc
+import xconv.shapes
+from xconv import layout
+from xconv.testing import assert_equivalent, compare_layerwise, strategies
+
+SPEC = xc.Sequential(
+    xc.Conv2d(2, 4, 3, stride=2, padding="same"),
+    xc.ReLU(),
+    xc.Conv2d(4, 4, 3, padding=1, groups=2, padding_mode="replicate"),
+    xc.Flatten(),
+    xc.Linear(None, 5),
+    input_shape=(2, 8, 8),
+)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@given(data=st.data())
+def test_three_backends_agree_on_outputs_and_gradients(both_backends, dtype, data):
+    spec = data.draw(strategies.specs(max_layers=5))
+    assert_equivalent(spec, data.draw(strategies.weights(spec)), data.draw(strategies.inputs(spec)), dtype=dtype)
+
+
+def test_numpy_backend_is_a_model_like_the_others():
+    model = xc.build(SPEC, "numpy", seed=0)
+    assert model.dtype == "float64"
+    assert xc.spec_of(model) == xc.shapes.resolve(SPEC)[0]
+    w = xc.get_weights(model)
+    assert list(w) == ["0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias"]
+    y = model(np.zeros((3, 2, 8, 8)))
+    assert y.shape == (3, 5)
+    other = xc.build(SPEC, "numpy")
+    xc.transfer_weights(model, other)
+    np.testing.assert_array_equal(xc.get_weights(other)["4.weight"], w["4.weight"])
+
+
+def test_numpy_backend_imports_no_framework():
+    import subprocess
+
+    code = (
+        "import sys, numpy as np, xconv as xc\n"
+        "from xconv.testing import assert_equivalent\n"
+        "s = xc.Sequential(xc.Conv2d(1, 2, 3), xc.Flatten(), xc.Linear(None, 2), input_shape=(1, 4, 4))\n"
+        "m = xc.build(s, 'numpy', seed=0); m(np.zeros((1, 1, 4, 4)))\n"
+        "assert_equivalent(s, backends=('numpy', 'numpy'))\n"
+        "print('LOADED', sorted(k for k in ('torch', 'tensorflow', 'keras') if k in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "LOADED []" in out.stdout
+
+
+def _fails_at(monkeypatch_apply, layer: int, what: str, dtype="float64", spec=SPEC):
+    monkeypatch_apply()
+    with pytest.raises(AssertionError) as info:
+        assert_equivalent(spec, dtype=dtype, seed=1)
+    message = str(info.value)
+    kind = spec.layers[layer].kind
+    assert f"first part at layer {layer} ({kind}), {what}" in message, message
+    assert "<-- FAIL" in message
+    return message
+
+
+def test_reports_a_wrong_flatten_permutation_at_the_linear(both_backends, monkeypatch):
+    def unpermuted(w, source):  # the classic converter bug: transpose only
+        return np.ascontiguousarray(w.T)
+
+    _fails_at(lambda: monkeypatch.setattr(layout, "linear_to_dense", unpermuted), 4, "output")
+
+
+def test_reports_same_as_symmetric_padding_at_the_conv(both_backends, monkeypatch):
+    from xconv.backends import torch_backend
+
+    real = torch_backend._BUILDERS[xc.Conv2d]
+
+    def symmetric(info, factory):
+        if info.layer.padding == "same":
+            info = type(info)(**{**info.__dict__, "padding": ((1, 1), (1, 1))})
+        return real(info, factory)
+
+    _fails_at(lambda: monkeypatch.setitem(torch_backend._BUILDERS, xc.Conv2d, symmetric), 0, "output")
+
+
+def test_reports_one_nudged_weight_at_its_layer(both_backends, monkeypatch):
+    from xconv.backends import tf_backend
+
+    real = tf_backend._from_canonical
+
+    def nudged(info, name, value):
+        out = real(info, name, value)
+        if info.index == 2 and name == "weight":
+            out = out.copy()
+            out.flat[5] += 1e-3
+        return out
+
+    _fails_at(lambda: monkeypatch.setattr(tf_backend, "_from_canonical", nudged), 2, "output")
+
+
+def test_reports_a_gradient_only_fault(both_backends, monkeypatch):
+    """A backward pass that is wrong while the forward pass is right is reported as a gradient row."""
+    from xconv.backends import numpy_backend
+
+    real = numpy_backend._BACKWARD[xc.ReLU]
+    monkeypatch.setitem(numpy_backend._BACKWARD, xc.ReLU, lambda info, p, x, go: (go * (x >= -0.1), {}))
+    with pytest.raises(AssertionError, match=r"first part at layer 0 \(Conv2d\), grad"):
+        assert_equivalent(SPEC, seed=1)
+    monkeypatch.setitem(numpy_backend._BACKWARD, xc.ReLU, real)
+    assert_equivalent(SPEC, seed=1)
+
+
+def test_nan_is_never_a_pass(both_backends):
+    w = xc.get_weights(xc.build(SPEC, "numpy", seed=0))
+    w["4.bias"] = w["4.bias"].copy()
+    w["4.bias"][0] = np.nan
+    with pytest.raises(AssertionError, match="first part at layer 4"):
+        assert_equivalent(SPEC, weights=w)
+
+
+def test_compare_layerwise_rows_are_data(both_backends):
+    rows = compare_layerwise(SPEC, backends=("numpy", "torch", "tf"), dtype="float64")
+    assert [(r.layer, r.what) for r in rows][:3] == [(0, "output"), (0, "grad weight"), (0, "grad bias")]
+    assert rows[-1].what == "grad input"
+    assert all(r.ok for r in rows) and set(rows[0].diffs) == {"torch", "tf"}
+    assert max(rel for r in rows for _, rel in r.diffs.values()) < 1e-12
+    with pytest.raises(ValueError, match="at least two backends"):
+        compare_layerwise(SPEC, backends=("torch",))

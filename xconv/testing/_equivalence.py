@@ -1,0 +1,175 @@
+"""Run one spec in several backends and compare every layer's output and every gradient."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .. import shapes
+from .._api import build, set_weights
+from ..backends import canonical_name, get_backend
+from ..spec import Sequential
+from ..weights import init_weights
+from ._compare import max_rel_diff
+
+__all__ = ["Row", "compare_layerwise", "assert_equivalent", "default_tolerance", "DEFAULT_BACKENDS"]
+
+DEFAULT_BACKENDS = ("numpy", "torch", "tf")
+
+#: Default relative tolerances (applied to max |a - b| / max(1, max |a|)):
+#: outputs — float32 1e-5 (the seed ConvNet reaches ~2e-6; TF's oneDNN on/off moves results ~6e-8),
+#: float64 1e-10 (correct mappings reach ~1e-15);
+#: gradients — float32 1e-4 (they sum over batch and positions: ~7e-6 relative measured on the seed ConvNet),
+#: float64 1e-9.
+_TOLERANCES = {("float32", "output"): 1e-5, ("float64", "output"): 1e-10,
+               ("float32", "grad"): 1e-4, ("float64", "grad"): 1e-9}
+
+
+def default_tolerance(dtype: str, what: str = "output") -> float:
+    """The default ``rtol`` for ``dtype`` and ``what`` ('output' or 'grad')."""
+    return _TOLERANCES[(dtype, what)]
+
+
+@dataclass
+class Row:
+    """One compared tensor: a layer's output, or the gradient of a weight or of the input."""
+
+    layer: int | None  # spec index; None for the input gradient
+    kind: str
+    what: str  # "output", "grad weight", "grad bias", "grad input"
+    #: backend name -> (max abs diff vs the reference backend, relative diff)
+    diffs: dict[str, tuple[float, float]] = field(default_factory=dict)
+    tolerance: float = 0.0
+    atol: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(abs_ <= self.atol or rel <= self.tolerance for abs_, rel in self.diffs.values()) and all(
+            np.isfinite(rel) for _, rel in self.diffs.values()
+        )
+
+
+def _inputs(spec: Sequential, x: Any, dtype: str) -> np.ndarray:
+    if x is None:
+        x = np.random.default_rng(0).standard_normal((2, *spec.input_shape))  # type: ignore[misc]
+    return np.asarray(x).astype(dtype)
+
+
+def compare_layerwise(
+    spec: Sequential,
+    weights: Mapping[str, Any] | None = None,
+    x: Any = None,
+    backends: Sequence[str] = DEFAULT_BACKENDS,
+    dtype: str = "float64",
+    grads: bool = True,
+    rtol: float | None = None,
+    atol: float | None = None,
+    seed: int = 0,
+) -> list[Row]:
+    """Run ``spec`` in every backend with the same ``weights`` (default: xconv's init from ``seed``) on ``x``
+    (default: a standard-normal batch of 2) and compare, against the first backend, every layer's output and,
+    with ``grads``, the gradients of the scalar loss ``L = sum(y * R)`` (``y`` the model output, ``R`` a fixed
+    standard-normal array drawn from ``seed``) with respect to every weight and to the input, all in canonical
+    layout. Returns one :class:`Row` per compared tensor, layers in order, then the input gradient.
+    """
+    resolved, infos = shapes.resolve(spec)
+    names = [canonical_name(b) for b in backends]
+    if len(names) < 2:
+        raise ValueError(f"compare_layerwise needs at least two backends. Received: {list(backends)}")
+    xs = _inputs(resolved, x, dtype)
+    w = init_weights(infos, seed, dtype) if weights is None else weights
+    out_shape = (xs.shape[0], *infos[-1].output_shape)
+    upstream = np.random.default_rng(seed + 1).standard_normal(out_shape).astype(dtype)
+    runs = {}
+    for name in names:
+        model = build(resolved, name, dtype=dtype)
+        set_weights(model, w)
+        backend = get_backend(name)
+        if grads:
+            runs[name] = backend.trace(model, xs, upstream)
+        else:
+            outs = [backend.forward(model, xs)] if name != "numpy" else model.forward_layers(xs)
+            runs[name] = (outs, None, {})
+    ref = names[0]
+    out_tol = default_tolerance(dtype, "output") if rtol is None else rtol
+    grad_tol = default_tolerance(dtype, "grad") if rtol is None else rtol
+    rows: list[Row] = []
+    layer_outputs = {n: runs[n][0] for n in names}
+    per_layer = all(len(layer_outputs[n]) == len(infos) for n in names)
+    for info in infos if per_layer else infos[-1:]:
+        pos = info.index if per_layer else -1
+        row = Row(info.index, info.kind, "output", tolerance=out_tol, atol=atol or 0.0)
+        for n in names[1:]:
+            row.diffs[n] = _diff(layer_outputs[ref][pos], layer_outputs[n][pos])
+        rows.append(row)
+        if grads:
+            for pname in info.params:
+                key = f"{info.index}.{pname}"
+                grow = Row(info.index, info.kind, f"grad {pname}", tolerance=grad_tol, atol=atol or 0.0)
+                for n in names[1:]:
+                    grow.diffs[n] = _diff(runs[ref][2][key], runs[n][2][key])
+                rows.append(grow)
+    if grads:
+        row = Row(None, "input", "grad input", tolerance=grad_tol, atol=atol or 0.0)
+        for n in names[1:]:
+            row.diffs[n] = _diff(runs[ref][1], runs[n][1])
+        rows.append(row)
+    return rows
+
+
+def _diff(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        return float("inf"), float("inf")
+    abs_ = float(np.abs(a - b).max()) if a.size else 0.0
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        abs_ = float("inf")
+    return abs_, max_rel_diff(a, b)
+
+
+def format_table(rows: list[Row], reference: str) -> str:
+    """A fixed-width table of rows, marking the rows beyond tolerance."""
+    backends = list(rows[0].diffs) if rows else []
+    head = f"{'layer':>5}  {'kind':<10}  {'compared':<12}" + "".join(
+        f"  {('max|' + b + '-' + reference + '|'):>22}  {'relative':>10}" for b in backends
+    ) + f"  {'tolerance':>9}"
+    lines = [head, "-" * len(head)]
+    for row in rows:
+        cells = "".join(f"  {row.diffs[b][0]:>22.3e}  {row.diffs[b][1]:>10.3e}" for b in backends)
+        layer = "" if row.layer is None else str(row.layer)
+        lines.append(f"{layer:>5}  {row.kind:<10}  {row.what:<12}{cells}  {row.tolerance:>9.0e}" + ("" if row.ok else "  <-- FAIL"))
+    return "\n".join(lines)
+
+
+def assert_equivalent(
+    spec: Sequential,
+    weights: Mapping[str, Any] | None = None,
+    x: Any = None,
+    backends: Sequence[str] = DEFAULT_BACKENDS,
+    dtype: str = "float64",
+    grads: bool = True,
+    rtol: float | None = None,
+    atol: float | None = None,
+    seed: int = 0,
+) -> list[Row]:
+    """Assert that every backend computes the same function as the first one (see :func:`compare_layerwise`
+    for what is compared and the loss behind the gradients). A difference d passes when
+    ``d_abs <= atol`` or ``d_abs / max(1, max |reference|) <= rtol``; NaN or Inf never passes. Defaults:
+    :func:`default_tolerance`. On failure raises ``AssertionError`` with the per-layer table and the first
+    layer where the backends part. Returns the rows when all pass.
+    """
+    rows = compare_layerwise(spec, weights, x, backends, dtype, grads, rtol, atol, seed)
+    bad = [r for r in rows if not r.ok]
+    if bad:
+        # Forward: the first output that differs. Backward only: gradients flow from the last layer down, so
+        # the deepest differing gradient is where the backward passes part (the input gradient comes last).
+        outputs = [r for r in bad if r.what == "output"]
+        first = outputs[0] if outputs else max(bad, key=lambda r: -1 if r.layer is None else r.layer)
+        where = "the input gradient" if first.layer is None else f"layer {first.layer} ({first.kind}), {first.what}"
+        raise AssertionError(
+            f"backends differ beyond tolerance ({dtype}); first part at {where}\n"
+            f"{format_table(rows, canonical_name(backends[0]))}\nspec: {spec!r}"
+        )
+    return rows
