@@ -174,3 +174,12 @@ def test_other_keras_backend_is_a_clear_error():
     )
     assert result.returncode == 0, result.stderr
     assert "ERROR backend 'tf' builds Keras 3 models on TensorFlow, but KERAS_BACKEND='jax'" in result.stdout
+
+
+def test_deep_spec_builds_in_keras(both_backends):
+    """Keras walks functional graphs recursively; 1,000 layers exceed Python's default recursion limit."""
+    spec = xc.Sequential(xc.Conv2d(1, 2, 1), *[xc.ReLU() for _ in range(999)], input_shape=(1, 2, 2))
+    limit = sys.getrecursionlimit()
+    km = xc.build(spec, "tf", seed=0)
+    assert sys.getrecursionlimit() == limit
+    assert len(km.layers) == 1001

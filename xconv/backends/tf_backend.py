@@ -7,6 +7,7 @@ The only file that imports tensorflow / keras. Layout differences are absorbed b
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import numpy as np
@@ -156,7 +157,14 @@ def build(spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarra
     x = inputs
     for info in infos:
         x = _BUILDERS[type(info.layer)](info, x, dtype)
-    model = keras.Model(inputs, x, name="xconv")
+    # Keras walks the functional graph recursively (a few frames per layer): a 1,000-layer spec exceeds
+    # Python's default limit of 1,000 frames. Raise it for this call only.
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 20 * len(infos) + 1000))
+    try:
+        model = keras.Model(inputs, x, name="xconv")
+    finally:
+        sys.setrecursionlimit(limit)
     model.xconv_spec = spec
     set_weights(model, infos, weights)
     return model
