@@ -63,6 +63,8 @@ def test_readable_repr():
         "Conv2d(3, 6, kernel_size=(3, 5), stride=2, groups=3, bias=False)"
     )
     assert repr(xc.Linear(out_features=10)) == "Linear(None, 10)"
+    assert repr(xc.Conv2d(1, 1, 3, padding=((3, 1), (1, 1)))) == "Conv2d(1, 1, kernel_size=3, padding=((3, 1), (1, 1)))"
+    assert repr(xc.Conv2d(1, 1, 3, padding=(2, 3))) == "Conv2d(1, 1, kernel_size=3, padding=(2, 3))"
     assert repr(xc.ReLU()) == "ReLU()"
     spec = xc.Sequential(xc.Flatten(), xc.Linear(None, 10), input_shape=(1, 2, 2))
     assert "input_shape=(1, 2, 2)" in repr(spec)
@@ -119,6 +121,11 @@ def test_spec_error_is_a_value_error():
     assert issubclass(xc.SpecError, xc.XconvError) and issubclass(xc.XconvError, ValueError)
     assert issubclass(xc.WeightError, xc.XconvError)
     assert issubclass(xc.BackendUnavailable, ImportError)
+
+
+@given(strategies.specs())
+def test_repr_reads_back(spec):
+    assert eval(repr(spec), {"Sequential": xc.Sequential, **{k: getattr(xc, k) for k in ("Conv2d", "ReLU", "Flatten", "Linear")}}) == spec
 
 
 @given(strategies.specs())

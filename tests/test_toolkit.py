@@ -3,7 +3,11 @@ tf, and fault injection showing each known-wrong mapping is reported at the righ
 
 from __future__ import annotations
 
+import os
+import pathlib
+import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -30,6 +34,17 @@ SPEC = xc.Sequential(
 def test_three_backends_agree_on_outputs_and_gradients(both_backends, dtype, data):
     spec = data.draw(strategies.specs(max_layers=5))
     assert_equivalent(spec, data.draw(strategies.weights(spec)), data.draw(strategies.inputs(spec)), dtype=dtype)
+
+
+@pytest.mark.parametrize("name", ["seed-convnet", "awkward"])
+def test_float32_gradients_on_fixed_specs(both_backends, name):
+    from xconv.demo import seed_convnet
+
+    from .test_backends import AWKWARD
+
+    spec = {"seed-convnet": seed_convnet(size=8), "awkward": AWKWARD}[name]
+    rows = assert_equivalent(spec, dtype="float32", seed=3)
+    assert any(r.what == "grad weight" for r in rows)
 
 
 def test_numpy_backend_is_a_model_like_the_others():
@@ -135,3 +150,46 @@ def test_compare_layerwise_rows_are_data(both_backends):
     assert max(rel for r in rows for _, rel in r.diffs.values()) < 1e-12
     with pytest.raises(ValueError, match="at least two backends"):
         compare_layerwise(SPEC, backends=("torch",))
+
+
+def test_grouped_one_tap_dilated_conv_has_finite_gradients(both_backends):
+    """TF 2.21's XLA grouped conv returns non-finite kernel gradients for kernel 1 with dilation > 1 in about
+    half the calls; xconv builds such axes with dilation 1 (exact for a single tap)."""
+    spec = xc.Sequential(
+        xc.Conv2d(2, 4, 1, padding=((3, 1), (1, 1)), dilation=(2, 3), groups=2, bias=False),
+        xc.Flatten(), xc.Linear(None, 2), input_shape=(2, 2, 6),
+    )
+    for seed in range(20):
+        assert_equivalent(spec, dtype="float64", seed=seed)
+
+
+def test_strided_pointwise_conv_gradients_do_not_corrupt_the_heap(both_backends):
+    """TF 2.21 + oneDNN corrupts the heap in the float32 gradient of a 1x1 stride-2 Conv2D (an abort within a
+    few hundred calls under glibc's malloc checks). xconv subsamples and convolves at stride 1 instead; a child
+    process runs many such gradients with the checks on and must exit cleanly."""
+    code = textwrap.dedent(
+        """
+        import numpy as np
+        import tensorflow as tf
+        import xconv as xc
+        rng = np.random.default_rng(0)
+        for i in range(600):
+            c, o, n = (int(v) for v in rng.integers(1, 7, 3))
+            h, w = (int(v) for v in rng.integers(1, 13, 2))
+            model = xc.build(xc.Sequential(xc.Conv2d(c, o, 1, stride=2), input_shape=(c, h, w)), "tf", seed=i)
+            x = tf.constant(rng.standard_normal((n % 3 + 1, h, w, c)).astype("float32"))
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = model(x)
+                loss = tf.reduce_sum(y * y)
+            tape.gradient(loss, [x, *model.trainable_variables])
+        print("CLEAN")
+        """
+    )
+    env = dict(os.environ, MALLOC_CHECK_="3", TF_CPP_MIN_LOG_LEVEL="3")
+    debug = pathlib.Path("/lib/x86_64-linux-gnu/libc_malloc_debug.so.0")
+    if debug.exists():
+        env["LD_PRELOAD"] = str(debug)
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600,
+                           cwd=pathlib.Path(__file__).resolve().parent.parent)
+    assert child.returncode == 0 and "CLEAN" in child.stdout, (child.returncode, child.stderr[-2000:])

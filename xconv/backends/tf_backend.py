@@ -93,7 +93,11 @@ def _conv2d(info: LayerInfo, x: Any, dtype: str) -> Any:
     _, h, w = info.input_shape
     padding = info.padding
     assert padding is not None
-    kernel, dilation = layer.kernel_size, layer.dilation
+    kernel = layer.kernel_size
+    # A 1-tap axis reads one pixel whatever its dilation, so its dilation is set to 1: exact, and it avoids
+    # non-finite gradients that TF 2.21's XLA grouped conv returns for kernel 1 with dilation > 1 (measured in
+    # float64: 169 of 300 calls), and a needless stride-then-subsample split.
+    dilation = tuple(1 if k == 1 else d for k, d in zip(kernel, layer.dilation))
     extent = [(k - 1) * d + 1 for k, d in zip(kernel, dilation)]
     strides = list(layer.stride)
     crop = [0, 0]
@@ -106,6 +110,13 @@ def _conv2d(info: LayerInfo, x: Any, dtype: str) -> Any:
             padded = info.input_shape[1 + axis] + sum(padding[axis])
             crop[axis] = padded - extent[axis]
             strides[axis] = 1
+    # A strided 1x1 conv reads every s-th pixel: subsampling first and convolving at stride 1 is exact (and
+    # cheaper). TF 2.21 with oneDNN corrupts the heap in the float32 gradient of 1x1 stride-2 convs
+    # ("free(): invalid pointer" within a few hundred calls), so xconv never emits a strided 1x1 conv.
+    pointwise = tuple(kernel) == (1, 1) and max(strides) > 1
+    pre_strides = tuple(strides) if pointwise else (1, 1)
+    if pointwise:
+        strides = [1, 1]
     subsample = max(strides) > 1 and max(dilation) > 1  # Keras refuses this pair: stride 1, then subsample
     conv_strides = (1, 1) if subsample else tuple(strides)
 
@@ -113,7 +124,7 @@ def _conv2d(info: LayerInfo, x: Any, dtype: str) -> Any:
     native_same = tuple(layout.same_padding(n, k, s, d) for n, k, s, d in zip((h, w), kernel, conv_strides, dilation))
     if padding == ((0, 0), (0, 0)):
         pass
-    elif layer.padding_mode == "zeros" and padding == native_same and crop == [0, 0] and not subsample:
+    elif layer.padding_mode == "zeros" and padding == native_same and crop == [0, 0] and not subsample and not pointwise:
         keras_padding = "same"  # provably TF's own rule for this size, stride and dilation
     elif layer.padding_mode == "zeros":
         x = keras.layers.ZeroPadding2D(padding, dtype=dtype, name=f"{name}_pad")(x)
@@ -121,6 +132,8 @@ def _conv2d(info: LayerInfo, x: Any, dtype: str) -> Any:
         x = GatherPad2D(padding, (h, w), layer.padding_mode, dtype=dtype, name=f"{name}_pad")(x)
     if crop != [0, 0]:
         x = keras.layers.Cropping2D(((0, crop[0]), (0, crop[1])), dtype=dtype, name=f"{name}_crop")(x)
+    if pointwise:
+        x = Subsample2D(pre_strides, dtype=dtype, name=f"{name}_subsample")(x)
     x = keras.layers.Conv2D(
         layer.out_channels,
         kernel,
@@ -274,3 +287,37 @@ def trace(model: keras.Model, x: np.ndarray, upstream: np.ndarray) -> tuple[list
         y = _nchw(np.asarray(outs[i.index].numpy()))
         layer_outs.append(layout.features_to_chw_order(y, i.output_source) if y.ndim == 2 else y)
     return layer_outs, _nchw(np.asarray(grads[0].numpy())), param_grads
+
+
+def train(model: keras.Model, xs: np.ndarray, ys: np.ndarray, optimizer: dict[str, Any]) -> np.ndarray:
+    """Train in place with the native Keras optimizer and mean sparse cross-entropy computed in the model's
+    dtype, one step per batch ``xs[i]`` (NCHW, converted to NHWC) with integer labels ``ys[i]``; returns the
+    per-step losses.
+
+    Keras optimizers keep ``learning_rate`` in a float32 variable and cast Python-float hyperparameters
+    through float32; in float64 the hyperparameters are passed as float64 values so the update is float64.
+    Adam's epsilon is set per step to torch's placement (see the comment in the loop).
+    """
+    dtype = dtype_of(model)
+    f = np.float64 if dtype == "float64" else float
+    lr = f(optimizer["lr"])
+    if optimizer["name"] == "sgd":
+        opt = keras.optimizers.SGD(learning_rate=lambda: lr, momentum=f(optimizer["momentum"]),
+                                   nesterov=optimizer["nesterov"])
+    else:
+        b1, b2 = optimizer["betas"]
+        opt = keras.optimizers.Adam(learning_rate=lambda: lr, beta_1=f(b1), beta_2=f(b2), epsilon=f(optimizer["eps"]))
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype=dtype)
+    variables = model.trainable_variables
+    losses = []
+    for step, (x, y) in enumerate(zip(xs, ys), start=1):
+        if optimizer["name"] == "adam":
+            # torch adds eps to sqrt(v_hat); Keras adds it to sqrt(v) with the bias correction folded into the
+            # step size, which equals torch's rule with eps * sqrt(1 - beta_2**t). Set it per step to match.
+            opt.epsilon = f(optimizer["eps"] * np.sqrt(1.0 - optimizer["betas"][1] ** step))
+        inputs = tf.constant(layout.to_nhwc(x) if x.ndim == 4 else x)
+        with tf.GradientTape() as tape:
+            loss = loss_fn(tf.constant(y), model(inputs, training=True))
+        opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        losses.append(float(loss.numpy()))
+    return np.asarray(losses)

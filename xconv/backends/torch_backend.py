@@ -137,3 +137,24 @@ def trace(model: nn.Module, x: np.ndarray, upstream: np.ndarray) -> tuple[list[n
         for k, p in model.named_parameters()
     }
     return outs, xt.grad.numpy().copy(), grads  # type: ignore[union-attr]
+
+
+def train(model: nn.Module, xs: np.ndarray, ys: np.ndarray, optimizer: dict[str, Any]) -> np.ndarray:
+    """Train in place with the native optimizer and mean cross-entropy, one step per batch ``xs[i]`` (NCHW)
+    with integer labels ``ys[i]``; returns the per-step losses."""
+    params = list(model.parameters())
+    if optimizer["name"] == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(
+            params, lr=optimizer["lr"], momentum=optimizer["momentum"], nesterov=optimizer["nesterov"]
+        )
+    else:
+        opt = torch.optim.Adam(params, lr=optimizer["lr"], betas=optimizer["betas"], eps=optimizer["eps"])
+    model.train()
+    losses = []
+    for x, y in zip(xs, ys):
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y))
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return np.asarray(losses)

@@ -89,7 +89,7 @@ def compact(value: Any) -> Any:
     """Shortest spelling of a normalised value, for repr: (3, 3) -> 3, ((1, 1), (2, 2)) -> (1, 2)."""
     if isinstance(value, tuple) and len(value) == 2:
         a, b = compact(value[0]), compact(value[1])
-        if a == b and not isinstance(a, tuple):
-            return a
-        return (a, b)
+        if isinstance(a, tuple) or isinstance(b, tuple):
+            return value  # a 4-sided padding is shown in full, the only spelling that reads back
+        return a if a == b else (a, b)
     return value

@@ -6,6 +6,7 @@
 
 from . import strategies
 from ._compare import TOLERANCE, max_rel_diff
+from ._training import TrainParity, train_parity
 from ._equivalence import DEFAULT_BACKENDS, Row, assert_equivalent, compare_layerwise, default_tolerance, format_table
 
 __all__ = [
@@ -15,6 +16,8 @@ __all__ = [
     "format_table",
     "default_tolerance",
     "Row",
+    "train_parity",
+    "TrainParity",
     "max_rel_diff",
     "TOLERANCE",
     "DEFAULT_BACKENDS",

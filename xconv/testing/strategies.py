@@ -105,10 +105,12 @@ def specs(
     modes: tuple[str, ...] = PADDING_MODES,
     strides: tuple[int, ...] = (1, 2, 3),
     dilations: tuple[int, ...] = (1, 2, 3),
+    groups: bool = True,
 ) -> Sequential:
     """A valid random ``Sequential`` with ``input_shape`` set: convs (with ReLUs) on a (C, H, W) map, then
     optionally Flatten and Linear layers; 1..max_layers layers. Sizes odd and even, sometimes C == H == W,
-    sometimes 1x1 maps before Flatten. ``kinds`` limits the layer kinds drawn."""
+    sometimes 1x1 maps before Flatten. ``kinds`` limits the layer kinds drawn; ``groups=False`` draws only
+    ungrouped convs."""
     if draw(st.integers(0, 5)) == 0:
         c = h = w = draw(st.integers(min_size, min(max_size, max_channels)))
     else:
@@ -129,7 +131,7 @@ def specs(
             layers.append(ReLU())
         else:
             layer = draw(conv2d_layers(shape, paddings=paddings, modes=modes, strides=strides, dilations=dilations,
-                                       max_channels=max_channels))
+                                       max_channels=max_channels, groups=groups))
             layers.append(layer)
         shape = shapes.infer(Sequential(*layers, input_shape=input_shape))[-1].output_shape
     if len(layers) < n and use_head:
