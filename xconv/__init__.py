@@ -4,7 +4,9 @@ Importing xconv imports no framework; torch / tensorflow are imported only when 
 """
 
 from ._api import build, get_weights, predict, set_weights, spec_of, summary, transfer_weights
-from .errors import BackendUnavailable, SpecError, WeightError, XconvError
+from ._porting import from_keras, from_torch, port
+from .checkpoint import load, load_model, save
+from .errors import BackendUnavailable, PortError, SpecError, UnsupportedLayerError, WeightError, XconvError
 from .layout import to_nchw, to_nhwc
 from .shapes import LayerInfo, infer
 from .spec import Conv2d, Flatten, Layer, Linear, ReLU, Sequential, from_dict
@@ -28,11 +30,19 @@ __all__ = [
     "transfer_weights",
     "spec_of",
     "predict",
+    "from_torch",
+    "from_keras",
+    "port",
+    "save",
+    "load",
+    "load_model",
     "to_nhwc",
     "to_nchw",
     "XconvError",
     "SpecError",
     "WeightError",
+    "UnsupportedLayerError",
+    "PortError",
     "BackendUnavailable",
     "__version__",
 ]

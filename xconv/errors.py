@@ -6,7 +6,7 @@ A missing framework is a :class:`BackendUnavailable` (an ``ImportError``) carryi
 
 from __future__ import annotations
 
-__all__ = ["XconvError", "SpecError", "WeightError", "BackendUnavailable"]
+__all__ = ["XconvError", "SpecError", "WeightError", "UnsupportedLayerError", "PortError", "BackendUnavailable"]
 
 
 class XconvError(ValueError):
@@ -19,6 +19,14 @@ class SpecError(XconvError):
 
 class WeightError(XconvError):
     """Weights do not fit a model: missing or extra keys, wrong shapes or dtypes."""
+
+
+class UnsupportedLayerError(XconvError):
+    """A hand-written model holds a layer (or a graph shape) that xconv cannot import exactly."""
+
+
+class PortError(XconvError):
+    """A ported model does not compute the same function as its source (``port(..., verify=True)``)."""
 
 
 class BackendUnavailable(ImportError):

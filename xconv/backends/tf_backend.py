@@ -321,3 +321,117 @@ def train(model: keras.Model, xs: np.ndarray, ys: np.ndarray, optimizer: dict[st
         opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
         losses.append(float(loss.numpy()))
     return np.asarray(losses)
+
+
+# ---- importing hand-written models ----
+
+_SUPPORTED = (
+    "InputLayer, Conv2D ('same'/'valid', strides, dilation, groups, bias, activation relu/linear), "
+    "ZeroPadding2D (folded into the next 'valid' Conv2D), ReLU(), Activation('relu'/'linear'), Flatten, "
+    "Dense (activation relu/linear)"
+)
+
+
+def _activation(layer: Any, where: str) -> str:
+    from ..errors import UnsupportedLayerError
+
+    name = keras.activations.serialize(layer.activation)
+    if name not in ("relu", "linear"):
+        raise UnsupportedLayerError(f"from_keras: {where}: activation {name!r} is not supported (relu or linear)")
+    return str(name)
+
+
+def _chain(model: keras.Model) -> list[Any]:
+    """The model's layers in order, refusing anything that is not a single straight chain."""
+    from ..errors import UnsupportedLayerError
+
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise UnsupportedLayerError("from_keras: the model must have one input and one output")
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    if isinstance(model, keras.Sequential):
+        return layers
+    previous = model.inputs[0]
+    for position, layer in enumerate(layers):
+        inbound = layer._inbound_nodes
+        if len(inbound) != 1 or len(inbound[0].input_tensors) != 1 or inbound[0].input_tensors[0] is not previous:
+            raise UnsupportedLayerError(
+                f"from_keras: layer {position} {layer.name!r} ({type(layer).__name__}) does not take exactly the "
+                "previous layer's output: residual connections and other non-chain graphs are not supported"
+            )
+        previous = layer.output
+    if previous is not model.outputs[0]:
+        raise UnsupportedLayerError("from_keras: the model's output is not the end of its layer chain")
+    return layers
+
+
+def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]:
+    """A hand-written Keras Sequential or functional chain -> (spec, canonical weights)."""
+    from .. import shapes
+    from ..errors import UnsupportedLayerError
+
+    shape = tuple(model.inputs[0].shape[1:])
+    if None in shape or len(shape) not in (1, 3):
+        raise UnsupportedLayerError(f"from_keras: the model's input must have a defined (H, W, C) or (F,) shape. Received: {shape}")
+    input_shape = (shape[2], shape[0], shape[1]) if len(shape) == 3 else shape
+    layers: list[Any] = []
+    raw: dict[str, tuple[str, np.ndarray]] = {}  # canonical key -> (kind, Keras array)
+    pending: Any = None
+    for position, layer in enumerate(_chain(model)):
+        where = f"layer {position} {layer.name!r} ({type(layer).__name__})"
+        if getattr(layer, "data_format", "channels_last") != "channels_last":
+            raise UnsupportedLayerError(f"from_keras: {where}: only data_format='channels_last' is supported")
+        if isinstance(layer, keras.layers.ZeroPadding2D):
+            if pending is not None:
+                raise UnsupportedLayerError(f"from_keras: {where}: two paddings in a row do not fold")
+            pending = tuple(tuple(int(v) for v in p) for p in layer.padding)
+            continue
+        if pending is not None and not (isinstance(layer, keras.layers.Conv2D) and layer.padding == "valid"):
+            raise UnsupportedLayerError(f"from_keras: ZeroPadding2D before {where} folds only into a 'valid' Conv2D")
+        index = len(layers)
+        if isinstance(layer, keras.layers.Conv2D) and type(layer) is keras.layers.Conv2D:
+            act = _activation(layer, where)
+            padding: Any = layer.padding if pending is None else pending
+            pending = None
+            c_in = int(layer.kernel.shape[2]) * layer.groups
+            layers.append(Conv2d(c_in, layer.filters, tuple(layer.kernel_size), stride=tuple(layer.strides),
+                                 padding=padding, dilation=tuple(layer.dilation_rate), groups=layer.groups,
+                                 bias=layer.use_bias))
+            raw[f"{index}.weight"] = ("conv", np.asarray(layer.kernel.numpy()))
+            if layer.use_bias:
+                raw[f"{index}.bias"] = ("bias", np.asarray(layer.bias.numpy()))
+            if act == "relu":
+                layers.append(ReLU())
+        elif isinstance(layer, keras.layers.Dense) and type(layer) is keras.layers.Dense:
+            act = _activation(layer, where)
+            layers.append(Linear(int(layer.kernel.shape[0]), layer.units, bias=layer.use_bias))
+            raw[f"{index}.weight"] = ("dense", np.asarray(layer.kernel.numpy()))
+            if layer.use_bias:
+                raw[f"{index}.bias"] = ("bias", np.asarray(layer.bias.numpy()))
+            if act == "relu":
+                layers.append(ReLU())
+        elif isinstance(layer, keras.layers.ReLU):
+            if layer.max_value is not None or layer.negative_slope != 0 or layer.threshold != 0:
+                raise UnsupportedLayerError(f"from_keras: {where}: only ReLU() with default arguments is supported")
+            layers.append(ReLU())
+        elif isinstance(layer, keras.layers.Activation):
+            act = _activation(layer, where)
+            if act == "relu":
+                layers.append(ReLU())
+        elif isinstance(layer, keras.layers.Flatten):
+            layers.append(Flatten())
+        else:
+            raise UnsupportedLayerError(f"from_keras: {where} is not supported; supported: {_SUPPORTED}")
+    if pending is not None:
+        raise UnsupportedLayerError("from_keras: a ZeroPadding2D is not followed by a Conv2D")
+    spec = Sequential(*layers, input_shape=input_shape)
+    infos = {i.index: i for i in shapes.infer(spec)}
+    weights = {}
+    for key, (kind, value) in raw.items():
+        info = infos[int(key.split(".")[0])]
+        if kind == "conv":
+            weights[key] = layout.hwio_to_oihw(value)
+        elif kind == "dense":
+            weights[key] = layout.dense_to_linear(value, info.input_source)
+        else:
+            weights[key] = value.copy()
+    return spec, weights

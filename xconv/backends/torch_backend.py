@@ -158,3 +158,93 @@ def train(model: nn.Module, xs: np.ndarray, ys: np.ndarray, optimizer: dict[str,
         opt.step()
         losses.append(loss.item())
     return np.asarray(losses)
+
+
+# ---- importing hand-written models ----
+
+_SUPPORTED = "nn.Conv2d, nn.ReLU, nn.Flatten, nn.Linear, nn.ZeroPad2d (folded into the next conv), nn.Identity, nested nn.Sequential"
+
+
+def _flat_modules(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
+    out = []
+    for name, child in module.named_children():
+        full = f"{prefix}{name}"
+        if isinstance(child, nn.Sequential):
+            out.extend(_flat_modules(child, f"{full}."))
+        else:
+            out.append((full, child))
+    return out
+
+
+def import_model(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[Sequential, dict[str, np.ndarray]]:
+    """A hand-written ``nn.Sequential`` -> (spec, canonical weights). Pads that fold exactly into the next
+    conv's zero padding are folded; anything else unsupported raises UnsupportedLayerError."""
+    from ..errors import UnsupportedLayerError
+
+    if not isinstance(module, nn.Sequential):
+        raise UnsupportedLayerError(
+            f"from_torch: expected an nn.Sequential. Received: {type(module).__name__}; supported inside it: "
+            f"{_SUPPORTED}"
+        )
+    layers: list[Any] = []
+    tensors: dict[str, Any] = {}
+    pending: tuple[int, int, int, int] | None = None  # (left, right, top, bottom) from ZeroPad2d
+    pending_name = ""
+    for name, m in _flat_modules(module):
+        where = f"module {name!r} ({type(m).__name__})"
+        if isinstance(m, nn.ZeroPad2d):
+            pad = tuple(int(v) for v in m.padding)
+            if pending is not None or min(pad) < 0:
+                raise UnsupportedLayerError(f"from_torch: {where}: only one non-negative ZeroPad2d before a conv folds")
+            pending, pending_name = pad, name  # type: ignore[assignment]
+            continue
+        if pending is not None and not isinstance(m, nn.Conv2d):
+            raise UnsupportedLayerError(
+                f"from_torch: module {pending_name!r} (ZeroPad2d) is followed by {where}; a pad folds only into "
+                "the conv right after it"
+            )
+        index = len(layers)
+        if isinstance(m, nn.Conv2d):
+            padding: Any = m.padding
+            if isinstance(padding, str):
+                if padding == "same" and pending is None:
+                    padding = "same"  # torch allows it only at stride 1, where it equals TF's rule
+                elif padding == "valid":
+                    padding = (0, 0)
+                else:
+                    raise UnsupportedLayerError(f"from_torch: {where}: padding='same' after a ZeroPad2d does not fold")
+            if pending is not None:
+                if m.padding_mode != "zeros":
+                    raise UnsupportedLayerError(
+                        f"from_torch: module {pending_name!r} (ZeroPad2d) before {where} with "
+                        f"padding_mode={m.padding_mode!r} does not fold: the conv pads after the zeros"
+                    )
+                left, right, top, bottom = pending
+                padding = ((top + padding[0], bottom + padding[0]), (left + padding[1], right + padding[1]))
+                pending = None
+            layers.append(Conv2d(
+                m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=padding,
+                dilation=m.dilation, groups=m.groups, bias=m.bias is not None, padding_mode=m.padding_mode,
+            ))
+            tensors[f"{index}.weight"] = m.weight
+            if m.bias is not None:
+                tensors[f"{index}.bias"] = m.bias
+        elif isinstance(m, nn.ReLU):
+            layers.append(ReLU())
+        elif isinstance(m, nn.Flatten):
+            if m.start_dim != 1 or m.end_dim != -1:
+                raise UnsupportedLayerError(f"from_torch: {where}: only Flatten(start_dim=1, end_dim=-1) is supported")
+            layers.append(Flatten())
+        elif isinstance(m, nn.Linear):
+            layers.append(Linear(m.in_features, m.out_features, bias=m.bias is not None))
+            tensors[f"{index}.weight"] = m.weight
+            if m.bias is not None:
+                tensors[f"{index}.bias"] = m.bias
+        elif isinstance(m, nn.Identity):
+            continue
+        else:
+            raise UnsupportedLayerError(f"from_torch: {where} is not supported; supported: {_SUPPORTED}")
+    if pending is not None:
+        raise UnsupportedLayerError(f"from_torch: module {pending_name!r} (ZeroPad2d) is not followed by a conv")
+    spec = Sequential(*layers, input_shape=input_shape)
+    return spec, {k: t.detach().cpu().numpy().copy() for k, t in tensors.items()}

@@ -1,0 +1,247 @@
+"""Importing hand-written models, porting them across frameworks, and safetensors checkpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+import xconv as xc
+import xconv.shapes
+import xconv.testing
+from xconv import layout
+from xconv.testing import max_rel_diff, strategies
+
+
+def hand_torch(size=8):
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Conv2d(3, 8, kernel_size=5, padding=2), nn.ReLU(),
+        nn.Sequential(nn.ZeroPad2d((1, 0, 1, 0)), nn.Conv2d(8, 4, kernel_size=3, stride=2)),  # pad folds
+        nn.ReLU(), nn.Flatten(), nn.Linear(4 * (size // 2) ** 2, 10),
+    )
+
+
+def hand_keras(size=8):
+    import keras
+
+    return keras.Sequential([
+        keras.Input((size, size, 3)),
+        keras.layers.Conv2D(8, 5, padding="same", activation="relu"),
+        keras.layers.ZeroPadding2D(((1, 0), (1, 0))),
+        keras.layers.Conv2D(4, 3, strides=2, padding="valid"),
+        keras.layers.ReLU(),
+        keras.layers.Flatten(),
+        keras.layers.Dense(10),
+    ])
+
+
+def test_from_torch_folds_pads_and_flattens_nesting(both_backends):
+    spec = xc.from_torch(hand_torch(), input_shape=(3, 8, 8))
+    assert spec == xc.Sequential(
+        xc.Conv2d(3, 8, 5, padding=2), xc.ReLU(), xc.Conv2d(8, 4, 3, stride=2, padding=((1, 0), (1, 0))),
+        xc.ReLU(), xc.Flatten(), xc.Linear(64, 10), input_shape=(3, 8, 8),
+    )
+
+
+def test_torch_to_keras_to_torch(both_backends):
+    import torch
+
+    hand = hand_torch()
+    km = xc.port(hand, to="tf", input_shape=(3, 8, 8))
+    tm = xc.port(km, to="torch")
+    x = np.random.default_rng(1).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        expect = hand(torch.from_numpy(x)).numpy()
+    assert max_rel_diff(expect, xc.predict(km, x)) < 1e-5
+    assert max_rel_diff(expect, xc.predict(tm, x)) < 1e-5
+    _, original = xc.from_torch(hand, (3, 8, 8), return_weights=True)
+    back = xc.get_weights(tm)
+    for k in original:
+        np.testing.assert_array_equal(back[k], original[k])
+
+
+def test_keras_to_torch_to_keras(both_backends):
+    hand = hand_keras()
+    spec = xc.from_keras(hand)
+    assert spec.input_shape == (3, 8, 8)
+    assert [layer.kind for layer in spec.layers] == ["Conv2d", "ReLU", "Conv2d", "ReLU", "Flatten", "Linear"]
+    assert spec.layers[0].padding == "same" and spec.layers[2].padding == ((1, 0), (1, 0))
+    tm = xc.port(hand, to="torch")
+    km = xc.port(tm, to="tf")
+    x = np.random.default_rng(2).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    expect = np.asarray(hand(xc.to_nhwc(x)))
+    assert max_rel_diff(expect, xc.predict(tm, x)) < 1e-5
+    assert max_rel_diff(expect, xc.predict(km, x)) < 1e-5
+    dense_back = km.get_layer("linear_5").kernel.numpy()
+    np.testing.assert_array_equal(dense_back, hand.layers[-1].kernel.numpy())
+
+
+def test_functional_chain_imports_and_residual_is_refused(both_backends):
+    import keras
+
+    inp = keras.Input((6, 6, 2))
+    h = keras.layers.Conv2D(2, 3, padding="same")(inp)
+    out = keras.layers.Dense(3, activation="relu")(keras.layers.Flatten()(h))
+    assert [layer.kind for layer in xc.from_keras(keras.Model(inp, out)).layers] == [
+        "Conv2d", "Flatten", "Linear", "ReLU"
+    ]
+    res = keras.layers.Add()([inp, keras.layers.Conv2D(2, 3, padding="same")(inp)])
+    with pytest.raises(xc.UnsupportedLayerError, match="non-chain|not supported"):
+        xc.from_keras(keras.Model(inp, keras.layers.Flatten()(res)))
+
+
+def test_unsupported_layers_are_named(both_backends):
+    import keras
+    from torch import nn
+
+    with pytest.raises(xc.UnsupportedLayerError, match=r"module '1' \(Tanh\) is not supported; supported: nn.Conv2d"):
+        xc.from_torch(nn.Sequential(nn.Linear(4, 4), nn.Tanh()), (4,))
+    with pytest.raises(xc.UnsupportedLayerError, match="expected an nn.Sequential"):
+        xc.from_torch(nn.Linear(4, 4), (4,))
+    with pytest.raises(xc.UnsupportedLayerError, match="activation 'tanh' is not supported"):
+        xc.from_keras(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="tanh")]))
+    with pytest.raises(xc.UnsupportedLayerError, match="ZeroPad2d.*reflect.*does not fold"):
+        xc.from_torch(nn.Sequential(nn.ZeroPad2d(1), nn.Conv2d(1, 1, 3, padding=1, padding_mode="reflect")), (1, 5, 5))
+    with pytest.raises(xc.XconvError, match="needs input_shape"):
+        xc.port(nn.Sequential(nn.ReLU()), to="tf")
+
+
+def test_port_verify_catches_a_wrong_mapping(both_backends, monkeypatch):
+    monkeypatch.setattr(layout, "linear_to_dense", lambda w, source: np.ascontiguousarray(w.T))
+    with pytest.raises(xc.PortError, match="differs from the torch model"):
+        xc.port(hand_torch(), to="tf", input_shape=(3, 8, 8))
+
+
+def _torch_from_spec(spec):
+    """A hand-written nn.Sequential for ``spec``: 4-sided zero padding as nn.ZeroPad2d before the conv."""
+    from torch import nn
+
+    infos = xc.infer(spec)
+    mods = []
+    for info in infos:
+        layer = info.layer
+        if isinstance(layer, xc.Conv2d):
+            (t, b), (l, r) = info.padding
+            common = dict(stride=layer.stride, dilation=layer.dilation, groups=layer.groups, bias=layer.bias,
+                          padding_mode=layer.padding_mode)
+            if t == b and l == r:
+                mods.append(nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, padding=(t, l), **common))
+            else:
+                assume(layer.padding_mode == "zeros")
+                mods.append(nn.Sequential(nn.ZeroPad2d((l, r, t, b)),
+                                          nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, **common)))
+        elif isinstance(layer, xc.Linear):
+            mods.append(nn.Linear(layer.in_features, layer.out_features, bias=layer.bias))
+        else:
+            mods.append({"ReLU": nn.ReLU, "Flatten": nn.Flatten}[layer.kind]())
+    return nn.Sequential(*mods).double()
+
+
+@given(spec=strategies.specs(max_layers=4))
+def test_random_hand_written_torch_models_port(both_backends, spec):
+    hand = _torch_from_spec(spec)
+    km = xc.port(hand, to="tf", input_shape=spec.input_shape)  # verify=True: raises on any mismatch
+    assert xc.infer(xc.spec_of(km))[-1].output_shape == xc.infer(spec)[-1].output_shape
+
+
+# ---- checkpoints ----
+
+SPEC = xc.Sequential(xc.Conv2d(2, 4, 3, stride=2, padding="same", padding_mode="zeros"), xc.ReLU(),
+                     xc.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"), xc.Flatten(), xc.Linear(None, 3),
+                     input_shape=(2, 6, 6))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_save_load_round_trip(backend, dtype, tmp_path):
+    model = xc.build(SPEC, backend, seed=0, dtype=dtype)
+    path = tmp_path / "m.safetensors"
+    xc.save(path, model)
+    spec, weights = xc.load(path)
+    assert spec == xc.spec_of(model)
+    original = xc.get_weights(model)
+    assert list(weights) == list(original)
+    for k in original:
+        assert weights[k].dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(weights[k], original[k])
+    x = np.random.default_rng(0).standard_normal((2, 2, 6, 6)).astype(dtype)
+    for other in ("torch", "tf"):
+        loaded = xc.load_model(path, backend=other)
+        assert max_rel_diff(xc.predict(model, x), xc.predict(loaded, x)) <= xc.testing.TOLERANCE[dtype]
+
+
+def test_file_loads_with_plain_safetensors_and_torch(both_backends, tmp_path):
+    import safetensors.numpy
+    import torch
+
+    km = xc.build(SPEC, "tf", seed=0)
+    path = tmp_path / "m.safetensors"
+    xc.save(path, km)
+    plain = safetensors.numpy.load_file(str(path))
+    tm = xc.build(SPEC, "torch")
+    tm.load_state_dict({k: torch.from_numpy(v) for k, v in plain.items()})
+    np.testing.assert_array_equal(xc.get_weights(tm)["4.weight"], xc.get_weights(km)["4.weight"])
+
+
+def test_save_spec_and_weights(tmp_path):
+    w = xc.get_weights(xc.build(SPEC, "numpy", seed=0))
+    xc.save(tmp_path / "s.safetensors", SPEC, w)
+    spec, loaded = xc.load(tmp_path / "s.safetensors")
+    assert spec == xc.shapes.resolve(SPEC)[0] and loaded["4.weight"].dtype == np.float64
+    with pytest.raises(xc.WeightError, match="missing '0.weight'"):
+        xc.save(tmp_path / "t.safetensors", SPEC, {k: v for k, v in w.items() if k != "0.weight"})
+    with pytest.raises(xc.XconvError, match="weights are required"):
+        xc.save(tmp_path / "t.safetensors", SPEC)
+
+
+def test_bad_files_give_clear_errors(tmp_path):
+    import json
+
+    import safetensors.numpy
+
+    good = tmp_path / "good.safetensors"
+    xc.save(good, xc.build(SPEC, "numpy", seed=0))
+    data = good.read_bytes()
+    cases = {
+        "truncated": data[: len(data) // 2],
+        "garbage": b"\x00" * 64,
+        "empty": b"",
+    }
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(xc.XconvError, match="not a readable .safetensors file"):
+            xc.load(tmp_path / name)
+    with pytest.raises(xc.XconvError, match="no such checkpoint"):
+        xc.load(tmp_path / "missing.safetensors")
+    safetensors.numpy.save_file({"a": np.zeros(2, np.float32)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(xc.XconvError, match="not an xconv checkpoint"):
+        xc.load(tmp_path / "other.safetensors")
+    meta = {"format": "xconv.checkpoint", "format_version": "1", "spec": json.dumps(xc.shapes.resolve(SPEC)[0].to_dict())}
+    safetensors.numpy.save_file({"0.weight": np.zeros((4, 2, 3, 3), np.float32)}, str(tmp_path / "wrong.safetensors"), meta)
+    with pytest.raises(xc.XconvError, match="missing '0.bias'"):
+        xc.load(tmp_path / "wrong.safetensors")
+    meta["spec"] = '{"format": "xconv.spec", "version": 1, "layers": [{"kind": "Evil", "code": "rm -rf"}]}'
+    safetensors.numpy.save_file({"0.weight": np.zeros(1, np.float32)}, str(tmp_path / "evil.safetensors"), meta)
+    with pytest.raises(xc.XconvError, match="spec in the checkpoint is invalid"):
+        xc.load(tmp_path / "evil.safetensors")
+
+
+def test_interrupted_save_keeps_the_old_file(tmp_path, monkeypatch):
+    import safetensors.numpy
+
+    path = tmp_path / "m.safetensors"
+    xc.save(path, xc.build(SPEC, "numpy", seed=0))
+    before = path.read_bytes()
+
+    def crash(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"half a fi")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(safetensors.numpy, "save_file", crash)
+    with pytest.raises(KeyboardInterrupt):
+        xc.save(path, xc.build(SPEC, "numpy", seed=1))
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]

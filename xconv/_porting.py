@@ -1,0 +1,72 @@
+"""Importing hand-written models and porting them to the other framework."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._api import build, get_weights, set_weights, spec_of
+from .backends import backend_of_model, canonical_name, get_backend
+from .errors import PortError, XconvError
+from .spec import Sequential
+from ._compare import TOLERANCE, max_rel_diff
+
+__all__ = ["from_torch", "from_keras", "port"]
+
+
+def from_torch(model: Any, input_shape: tuple[int, ...], *, return_weights: bool = False) -> Any:
+    """The spec of a hand-written ``torch.nn.Sequential`` (nested ones flattened; ``nn.ZeroPad2d`` folded into
+    the next conv). With ``return_weights=True``, ``(spec, canonical weights)``. Unsupported modules raise
+    :class:`UnsupportedLayerError` naming the module and what is supported."""
+    spec, weights = get_backend("torch").import_model(model, tuple(input_shape))
+    return (spec, weights) if return_weights else spec
+
+
+def from_keras(model: Any, *, return_weights: bool = False) -> Any:
+    """The spec of a hand-written Keras ``Sequential`` or functional chain (input shape from the model; fused
+    ``activation="relu"`` split into its own ReLU; ``ZeroPadding2D`` folded into the next 'valid' conv). With
+    ``return_weights=True``, ``(spec, canonical weights)``."""
+    spec, weights = get_backend("tf").import_model(model)
+    return (spec, weights) if return_weights else spec
+
+
+def _import(model: Any, input_shape: tuple[int, ...] | None) -> tuple[str, Sequential, dict[str, np.ndarray]]:
+    backend = backend_of_model(model)
+    if backend is None:
+        raise XconvError(f"port: expected a torch.nn.Module or a keras.Model. Received: {type(model).__name__}")
+    if backend.spec_of(model) is not None:  # built by xconv
+        return backend.NAME, spec_of(model), get_weights(model)
+    if backend.NAME == "torch":
+        if input_shape is None:
+            raise XconvError("port: a torch model needs input_shape=(C, H, W) (torch modules do not record it)")
+        spec, weights = from_torch(model, input_shape, return_weights=True)
+    else:
+        spec, weights = from_keras(model, return_weights=True)
+    return backend.NAME, spec, weights
+
+
+def port(model: Any, to: str, input_shape: tuple[int, ...] | None = None, verify: bool = True, *, seed: int = 0) -> Any:
+    """Import ``model`` (torch or Keras, hand-written or built by xconv), build the same spec in framework
+    ``to`` and copy the weights. With ``verify`` (the default), one random batch (standard normal, batch 2,
+    drawn from ``seed``) goes through both models and a :class:`PortError` is raised when
+    max |a - b| / max(1, max |a|) exceeds 1e-5 (float32) or 1e-10 (float64), or anything is NaN/Inf.
+
+    >>> km = port(torch_model, to="tf", input_shape=(3, 32, 32))   # doctest: +SKIP
+    """
+    target = canonical_name(to)
+    source, spec, weights = _import(model, input_shape)
+    dtype = next(iter(weights.values())).dtype.name if weights else "float32"
+    out = build(spec, target, dtype=dtype)
+    set_weights(out, weights)
+    if verify:
+        x = np.random.default_rng(seed).standard_normal((2, *spec.input_shape)).astype(dtype)  # type: ignore[misc]
+        a = get_backend(source).forward(model, x)
+        b = get_backend(target).forward(out, x)
+        err = max_rel_diff(a, b)
+        if not err <= TOLERANCE[dtype]:
+            raise PortError(
+                f"port: the {target} model differs from the {source} model by {err:.3g} relative "
+                f"(tolerance {TOLERANCE[dtype]:g}, {dtype}) on a random batch; spec: {spec!r}"
+            )
+    return out
