@@ -99,8 +99,14 @@ def test_unsupported_layers_are_named(both_backends):
 
     with pytest.raises(xc.UnsupportedLayerError, match=r"module '1' \(Tanh\) is not supported; supported: nn.Conv2d"):
         xc.from_torch(nn.Sequential(nn.Linear(4, 4), nn.Tanh()), (4,))
-    with pytest.raises(xc.UnsupportedLayerError, match="expected an nn.Sequential"):
-        xc.from_torch(nn.Linear(4, 4), (4,))
+    assert xc.from_torch(nn.Linear(4, 4), (4,)) == xc.Sequential(xc.Linear(4, 4), input_shape=(4,))
+
+    class Tanh(nn.Module):
+        def forward(self, x):
+            return x.tanh()
+
+    with pytest.raises(xc.UnsupportedLayerError, match=r"operation 'tanh' \(call_method tanh\) is not supported"):
+        xc.from_torch(Tanh(), (4,))
     with pytest.raises(xc.UnsupportedLayerError, match="activation 'tanh' is not supported"):
         xc.from_keras(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="tanh")]))
     with pytest.raises(xc.UnsupportedLayerError, match="ZeroPad2d.*reflect.*does not fold"):
@@ -245,3 +251,82 @@ def test_interrupted_save_keeps_the_old_file(tmp_path, monkeypatch):
         xc.save(path, xc.build(SPEC, "numpy", seed=1))
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+
+
+# ---- class-based torch modules, traced with torch.fx (the seed's styles) ----
+
+def _seed_style_modules():
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    def flatten(x):
+        N = x.shape[0]
+        return x.view(N, -1)
+
+    class ThreeLayerConvNet(nn.Module):  # the seed's nn.Module style
+        def __init__(self, in_channel, channel_1, channel_2, num_classes):
+            super().__init__()
+            self.conv1 = nn.Conv2d(in_channel, channel_1, kernel_size=5, padding=2, bias=True)
+            self.conv2 = nn.Conv2d(channel_1, channel_2, kernel_size=3, padding=1, bias=True)
+            self.fc = nn.Linear(channel_2 * 8 * 8, num_classes)
+
+        def forward(self, x):
+            x = F.relu(self.conv1(x))
+            x = F.relu(self.conv2(x))
+            return self.fc(flatten(x))
+
+    class Barebones(nn.Module):  # the seed's three_layer_convnet(x, params), params held as parameters
+        def __init__(self):
+            super().__init__()
+            g = torch.Generator().manual_seed(0)
+            self.w1 = nn.Parameter(torch.randn(6, 3, 5, 5, generator=g) * 0.1)
+            self.b1 = nn.Parameter(torch.randn(6, generator=g))
+            self.w2 = nn.Parameter(torch.randn(4, 6, 3, 3, generator=g) * 0.1)
+            self.b2 = nn.Parameter(torch.randn(4, generator=g))
+            self.w3 = nn.Parameter(torch.randn(10, 4 * 8 * 8, generator=g) * 0.1)
+            self.b3 = nn.Parameter(torch.randn(10, generator=g))
+
+        def forward(self, x):
+            x = torch.relu(F.conv2d(x, self.w1, self.b1, padding=2))
+            x = F.relu(F.conv2d(x, self.w2, self.b2, padding=1))
+            return F.linear(x.reshape(x.shape[0], -1), self.w3, self.b3)
+
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(3, 3, 3, padding=1)
+
+        def forward(self, x):
+            return torch.flatten(self.c(x) + x, 1)
+
+    class Branchy(nn.Module):
+        def forward(self, x):
+            return x.relu() if x.sum() > 0 else x
+
+    return ThreeLayerConvNet(3, 8, 4, 10), Barebones(), Residual(), Branchy()
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["ThreeLayerConvNet", "barebones"])
+def test_seed_style_modules_port_both_ways(both_backends, which):
+    import torch
+
+    model = _seed_style_modules()[which]
+    spec = xc.from_torch(model, input_shape=(3, 8, 8))
+    assert [layer.kind for layer in spec.layers] == ["Conv2d", "ReLU", "Conv2d", "ReLU", "Flatten", "Linear"]
+    km = xc.port(model, to="tf", input_shape=(3, 8, 8))
+    tm = xc.port(km, to="torch")
+    x = np.random.default_rng(0).standard_normal((3, 3, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        expect = model(torch.from_numpy(x)).numpy()
+    assert max_rel_diff(expect, xc.predict(km, x)) < 1e-5
+    assert max_rel_diff(expect, xc.predict(tm, x)) < 1e-5
+    assert all(p.requires_grad for p in model.parameters())  # the user's model is left as it was
+
+
+def test_non_chain_and_untraceable_modules_are_refused(both_backends):
+    _, _, residual, branchy = _seed_style_modules()
+    with pytest.raises(xc.UnsupportedLayerError, match="non-chain graphs are not supported"):
+        xc.from_torch(residual, (3, 8, 8))
+    with pytest.raises(xc.UnsupportedLayerError, match="cannot be traced by torch.fx"):
+        xc.from_torch(branchy, (3, 8, 8))

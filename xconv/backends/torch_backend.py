@@ -162,7 +162,135 @@ def train(model: nn.Module, xs: np.ndarray, ys: np.ndarray, optimizer: dict[str,
 
 # ---- importing hand-written models ----
 
-_SUPPORTED = "nn.Conv2d, nn.ReLU, nn.Flatten, nn.Linear, nn.ZeroPad2d (folded into the next conv), nn.Identity, nested nn.Sequential"
+_SUPPORTED = (
+    "nn.Conv2d / F.conv2d, nn.ReLU / F.relu / torch.relu / .relu(), nn.Flatten / torch.flatten(x, 1) / "
+    "x.view(N, -1) / x.reshape(N, -1), nn.Linear / F.linear, nn.ZeroPad2d (folded into the next conv), "
+    "nn.Identity, nested nn.Sequential; any nn.Module whose forward is a straight chain of these"
+)
+
+
+def _traced_chain(module: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Trace ``module.forward`` with torch.fx and return its operations as (name, equivalent nn module) in
+    order, refusing anything that is not one straight chain of supported operations."""
+    import operator
+
+    import torch.fx
+
+    from ..errors import UnsupportedLayerError
+
+    try:
+        graph = torch.fx.symbolic_trace(module).graph
+    except Exception as e:  # noqa: BLE001 - tracing failures are reported as unsupported
+        raise UnsupportedLayerError(
+            f"from_torch: {type(module).__name__}.forward cannot be traced by torch.fx ({type(e).__name__}: {e}); "
+            f"supported: {_SUPPORTED}"
+        ) from None
+    nodes = list(graph.nodes)
+    placeholders = [n for n in nodes if n.op == "placeholder"]
+    if len(placeholders) != 1:
+        raise UnsupportedLayerError(f"from_torch: forward must take one input. Received: {len(placeholders)}")
+    current = placeholders[0]
+    params: dict[Any, Any] = {}  # get_attr node -> tensor
+    batch: set[Any] = set()  # nodes that hold the batch size of the current tensor
+    out: list[tuple[str, nn.Module]] = []
+
+    def tensor_args(node: Any) -> list[Any]:
+        return [a for a in _flat_args(node) if a not in params and a not in batch and a is not current]
+
+    for node in nodes:
+        where = f"operation {node.name!r} ({node.op} {getattr(node.target, '__name__', node.target)})"
+        if node.op == "placeholder":
+            continue
+        if node.op == "get_attr":
+            params[node] = _get_attr(module, node.target)
+            continue
+        if node.op == "output":
+            if node.args[0] is not current:
+                raise UnsupportedLayerError("from_torch: forward does not return the end of its chain")
+            continue
+        args = list(node.args)
+        # batch-size helpers: x.shape[0], x.size(0)
+        if node.op == "call_function" and node.target is getattr and args == [current, "shape"]:
+            batch.add(node)
+            continue
+        if node.op == "call_function" and node.target is operator.getitem and args[0] in batch and args[1] == 0:
+            batch.add(node)
+            continue
+        if node.op == "call_method" and node.target == "size" and args[:1] == [current] and args[1:] == [0]:
+            batch.add(node)
+            continue
+        if not args or args[0] is not current or tensor_args(node):
+            raise UnsupportedLayerError(
+                f"from_torch: {where} does not take exactly the previous operation's output: residual "
+                f"connections and other non-chain graphs are not supported"
+            )
+        out.append((node.name, _as_module(module, node, args, params, batch, where)))
+        current = node
+    return out
+
+
+def _flat_args(node: Any) -> list[Any]:
+    import torch.fx
+
+    found: list[Any] = []
+    torch.fx.node.map_arg((node.args, node.kwargs), lambda n: found.append(n) or n)
+    return found
+
+
+def _param(t: Any) -> Any:
+    return t if t is None or isinstance(t, nn.Parameter) else nn.Parameter(t, requires_grad=False)
+
+
+def _get_attr(module: nn.Module, target: str) -> Any:
+    value: Any = module
+    for part in target.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _as_module(root: nn.Module, node: Any, args: list[Any], params: dict[Any, Any], batch: set[Any], where: str) -> nn.Module:
+    """The nn module equivalent to one traced operation (sharing its parameters), or UnsupportedLayerError."""
+    from ..errors import UnsupportedLayerError
+
+    kwargs = dict(node.kwargs)
+    if node.op == "call_module":
+        return root.get_submodule(node.target)
+    if node.op == "call_function" and node.target in (F.relu, torch.relu) or (
+        node.op == "call_method" and node.target == "relu"
+    ):
+        return nn.ReLU()
+    if node.op == "call_function" and node.target is torch.flatten or (node.op == "call_method" and node.target == "flatten"):
+        start = args[1] if len(args) > 1 else kwargs.get("start_dim", 0)
+        end = args[2] if len(args) > 2 else kwargs.get("end_dim", -1)
+        if start == 1 and end == -1:
+            return nn.Flatten()
+    if node.op == "call_method" and node.target in ("view", "reshape"):
+        rest = args[1:]
+        if len(rest) == 1 and isinstance(rest[0], (tuple, list)):
+            rest = list(rest[0])
+        if len(rest) == 2 and rest[0] in batch and rest[1] == -1:
+            return nn.Flatten()
+    if node.op == "call_function" and node.target is F.conv2d:
+        names = ["weight", "bias", "stride", "padding", "dilation", "groups"]
+        values = {**dict(zip(names, args[1:])), **kwargs}
+        weight, bias = params.get(values.get("weight")), params.get(values.get("bias"))
+        if weight is None or ("bias" in values and values["bias"] is not None and bias is None):
+            raise UnsupportedLayerError(f"from_torch: {where}: conv weights must be module parameters")
+        groups = int(values.get("groups", 1))
+        conv = nn.Conv2d(weight.shape[1] * groups, weight.shape[0], tuple(weight.shape[2:]),
+                         stride=values.get("stride", 1), padding=values.get("padding", 0),
+                         dilation=values.get("dilation", 1), groups=groups, bias=bias is not None, device="meta")
+        conv.weight, conv.bias = _param(weight), _param(bias)  # share, do not copy
+        return conv
+    if node.op == "call_function" and node.target is F.linear:
+        values = {**dict(zip(["weight", "bias"], args[1:])), **kwargs}
+        weight, bias = params.get(values.get("weight")), params.get(values.get("bias"))
+        if weight is None:
+            raise UnsupportedLayerError(f"from_torch: {where}: linear weights must be module parameters")
+        linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
+        linear.weight, linear.bias = _param(weight), _param(bias)
+        return linear
+    raise UnsupportedLayerError(f"from_torch: {where} is not supported; supported: {_SUPPORTED}")
 
 
 def _flat_modules(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
@@ -181,16 +309,12 @@ def import_model(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[Seque
     conv's zero padding are folded; anything else unsupported raises UnsupportedLayerError."""
     from ..errors import UnsupportedLayerError
 
-    if not isinstance(module, nn.Sequential):
-        raise UnsupportedLayerError(
-            f"from_torch: expected an nn.Sequential. Received: {type(module).__name__}; supported inside it: "
-            f"{_SUPPORTED}"
-        )
+    items = _flat_modules(module) if isinstance(module, nn.Sequential) else _traced_chain(module)
     layers: list[Any] = []
     tensors: dict[str, Any] = {}
     pending: tuple[int, int, int, int] | None = None  # (left, right, top, bottom) from ZeroPad2d
     pending_name = ""
-    for name, m in _flat_modules(module):
+    for name, m in items:
         where = f"module {name!r} ({type(m).__name__})"
         if isinstance(m, nn.ZeroPad2d):
             pad = tuple(int(v) for v in m.padding)
