@@ -183,3 +183,22 @@ def test_deep_spec_builds_in_keras(both_backends):
     km = xc.build(spec, "tf", seed=0)
     assert sys.getrecursionlimit() == limit
     assert len(km.layers) == 1001
+
+
+def test_shape_errors_come_before_any_framework_import():
+    result = _run_fresh(
+        """
+        import sys
+        import xconv as xc
+        bad = xc.Sequential(xc.Conv2d(4, 4, 3), input_shape=(3, 8, 8))
+        for backend in ("torch", "tf"):
+            try:
+                xc.build(bad, backend)
+            except xc.SpecError as e:
+                print("ERROR", e)
+        print("LOADED", sorted(m for m in ("torch", "tensorflow", "keras") if m in sys.modules))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("ERROR layer 0 (Conv2d): in_channels=4 but its input has 3 channels") == 2
+    assert "LOADED []" in result.stdout

@@ -7,7 +7,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from . import shapes
-from .backends import backend_of_model, get_backend
+from .backends import backend_of_model, canonical_name, get_backend
 from .errors import SpecError, WeightError, XconvError
 from .spec import Sequential
 from .weights import DTYPES, as_numpy, check_weights, init_weights
@@ -50,11 +50,14 @@ def build(
     >>> tm = build(spec, "torch", seed=0)            # doctest: +SKIP
     >>> km = build(spec, "tf", seed=0)               # doctest: +SKIP
     """
-    backend_module = get_backend(backend)  # unknown names fail before any shape work
-    dtype_name = _dtype_name(getattr(backend_module, "DEFAULT_DTYPE", "float32") if dtype is None else dtype)
-    resolved, infos = shapes.resolve(spec, input_shape)
+    name = canonical_name(backend)  # unknown names fail first
+    resolved, infos = shapes.resolve(spec, input_shape)  # shape errors come before any framework import
     if not infos:
         raise SpecError("the spec has no layers")
+    if dtype is None:
+        dtype = "float64" if name == "numpy" else "float32"
+    dtype_name = _dtype_name(dtype)
+    backend_module = get_backend(name)
     weights = init_weights(infos, seed, dtype_name)
     return backend_module.build(resolved, infos, weights, dtype_name)
 

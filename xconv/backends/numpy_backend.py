@@ -13,7 +13,6 @@ from ..shapes import LayerInfo
 from ..spec import Conv2d, Flatten, Linear, ReLU, Sequential
 
 NAME = "numpy"
-DEFAULT_DTYPE = "float64"
 
 _NP_PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
