@@ -329,3 +329,100 @@ def test_non_chain_and_untraceable_modules_are_refused(both_backends):
         xc.from_torch(residual, (3, 8, 8))
     with pytest.raises(xc.UnsupportedLayerError, match="cannot be traced by torch.fx"):
         xc.from_torch(branchy, (3, 8, 8))
+
+
+@given(spec=strategies.specs(max_layers=4))
+def test_random_keras_models_import_exactly(both_backends, spec):
+    """Keras models built from random specs (native layers plus xconv's pad/crop/subsample helpers) import to
+    a spec that computes the same function (it may differ in form: a crop becomes a large stride)."""
+    km = xc.build(spec, "tf", dtype="float64", seed=0)
+    imported, weights = xc.from_keras(km, return_weights=True)
+    tm = xc.build(imported, "torch", dtype="float64")
+    xc.set_weights(tm, weights)
+    x = np.random.default_rng(0).standard_normal((2, *spec.input_shape))
+    assert max_rel_diff(xc.predict(km, x), xc.predict(tm, x)) <= 1e-10
+
+
+# ---- command line ----
+
+def test_cli_convert_chain_and_check(both_backends, tmp_path, capsys):
+    import json
+
+    from xconv import cli
+
+    from .test_backends import AWKWARD
+
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(json.dumps(AWKWARD.to_dict()))
+    assert cli.main(["summary", str(spec_path)]) == 0
+    assert "total parameters" in capsys.readouterr().out
+    first = tmp_path / "a.safetensors"
+    xc.save(first, xc.build(AWKWARD, "torch", seed=0))
+    assert cli.main(["convert", str(first), "--to", "tf", "-o", str(tmp_path / "a.keras")]) == 0
+    assert cli.main(["convert", str(tmp_path / "a.keras"), "--to", "torch", "-o", str(tmp_path / "a.pt")]) == 0
+    assert cli.main(["convert", str(tmp_path / "a.pt"), "--spec", str(spec_path), "--to", "safetensors",
+                     "-o", str(tmp_path / "b.safetensors")]) == 0
+    _, w0 = xc.load(first)
+    _, w1 = xc.load(tmp_path / "b.safetensors")
+    for k in w0:
+        np.testing.assert_array_equal(w0[k], w1[k])
+    capsys.readouterr()
+    assert cli.main(["check", str(tmp_path / "a.keras"), "--batch", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "OK: torch and tf agree on every layer" in out and out.count(" output ") == len(AWKWARD.layers)
+
+
+def test_cli_check_fails_on_a_mismatch(both_backends, tmp_path, capsys, monkeypatch):
+    from xconv import cli
+
+    path = tmp_path / "m.safetensors"
+    xc.save(path, xc.build(SPEC, "numpy", seed=0))
+    monkeypatch.setattr(layout, "linear_to_dense", lambda w, source: np.ascontiguousarray(w.T))
+    assert cli.main(["check", str(path), "--dtype", "float64"]) == 1
+    assert "FAIL: 1 layer(s) beyond tolerance, first: layer 4 (Linear)" in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_line_with_exit_2(tmp_path, capsys):
+    from xconv import cli
+
+    (tmp_path / "w.pt").write_bytes(b"not a pickle")
+    (tmp_path / "x.txt").write_text("hi")
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 10)
+    cases = [
+        (["check", str(tmp_path / "missing.safetensors")], "no such file"),
+        (["convert", str(tmp_path / "w.pt"), "--to", "tf", "-o", "o.keras"], "needs --spec"),
+        (["summary", str(tmp_path / "x.txt")], "unknown file type '.txt'"),
+        (["summary", str(tmp_path / "bad.safetensors")], "not a readable .safetensors file"),
+    ]
+    for argv, message in cases:
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    with pytest.raises(xc.XconvError):
+        cli.main(["--debug", "summary", str(tmp_path / "bad.safetensors")])
+
+
+def test_cli_rejects_a_hostile_pt_file(both_backends, tmp_path, capsys):
+    import pickle
+
+    from xconv import cli
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("EXECUTED",))
+
+    (tmp_path / "spec.json").write_text(__import__("json").dumps(SPEC.to_dict()))
+    with open(tmp_path / "evil.pt", "wb") as f:
+        pickle.dump({"0.weight": Evil()}, f)
+    assert cli.main(["convert", str(tmp_path / "evil.pt"), "--spec", str(tmp_path / "spec.json"), "--to",
+                     "safetensors", "-o", str(tmp_path / "o.safetensors")]) == 2
+    captured = capsys.readouterr()
+    assert "EXECUTED" not in captured.out and "not a readable torch state_dict" in captured.err
+
+
+def test_python_dash_m_xconv():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "xconv", "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "summary" in out.stdout and "convert" in out.stdout

@@ -71,9 +71,11 @@ class Subsample2D(keras.layers.Layer):
     """Keeps every ``strides``-th row and column: a stride-1 dilated conv followed by this equals the strided
     dilated conv that Keras refuses (``strides > 1`` with ``dilation_rate > 1``)."""
 
-    def __init__(self, strides: Any, **kwargs: Any) -> None:
+    def __init__(self, strides: Any, before_conv: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.strides = tuple(int(s) for s in strides)
+        #: True when it feeds a 1x1 conv (a strided 1x1 conv), False when it follows a conv (stride + dilation)
+        self.before_conv = bool(before_conv)
 
     def call(self, x: Any) -> Any:
         return x[:, :: self.strides[0], :: self.strides[1], :]
@@ -84,7 +86,7 @@ class Subsample2D(keras.layers.Layer):
         return (n, None if h is None else -(-h // sh), None if w is None else -(-w // sw), c)
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "strides": self.strides}
+        return {**super().get_config(), "strides": self.strides, "before_conv": self.before_conv}
 
 
 def _conv2d(info: LayerInfo, x: Any, dtype: str) -> Any:
@@ -133,7 +135,7 @@ def _conv2d(info: LayerInfo, x: Any, dtype: str) -> Any:
     if crop != [0, 0]:
         x = keras.layers.Cropping2D(((0, crop[0]), (0, crop[1])), dtype=dtype, name=f"{name}_crop")(x)
     if pointwise:
-        x = Subsample2D(pre_strides, dtype=dtype, name=f"{name}_subsample")(x)
+        x = Subsample2D(pre_strides, before_conv=True, dtype=dtype, name=f"{name}_subsample")(x)
     x = keras.layers.Conv2D(
         layer.out_channels,
         kernel,
@@ -328,7 +330,7 @@ def train(model: keras.Model, xs: np.ndarray, ys: np.ndarray, optimizer: dict[st
 _SUPPORTED = (
     "InputLayer, Conv2D ('same'/'valid', strides, dilation, groups, bias, activation relu/linear), "
     "ZeroPadding2D (folded into the next 'valid' Conv2D), ReLU(), Activation('relu'/'linear'), Flatten, "
-    "Dense (activation relu/linear)"
+    "Dense (activation relu/linear), and xconv's own GatherPad2D / Subsample2D / Cropping2D around a conv"
 )
 
 
@@ -365,7 +367,10 @@ def _chain(model: keras.Model) -> list[Any]:
 
 
 def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]:
-    """A hand-written Keras Sequential or functional chain -> (spec, canonical weights)."""
+    """A Keras Sequential or functional chain (hand-written, or a loaded .keras file of an xconv model) ->
+    (spec, canonical weights). Pads, crops and subsampling around a conv fold into that conv exactly."""
+    import dataclasses
+
     from .. import shapes
     from ..errors import UnsupportedLayerError
 
@@ -375,27 +380,66 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
     input_shape = (shape[2], shape[0], shape[1]) if len(shape) == 3 else shape
     layers: list[Any] = []
     raw: dict[str, tuple[str, np.ndarray]] = {}  # canonical key -> (kind, Keras array)
-    pending: Any = None
+    pad: Any = None  # ((t, b), (l, r)) and its mode, from ZeroPadding2D / GatherPad2D
+    mode = "zeros"
+    crop: Any = None  # (bottom, right) from Cropping2D: the conv after it has one output position there
+    pre: Any = None  # strides of a Subsample2D before a 1x1 conv
+    last_conv: Any = None  # the Keras Conv2D that produced the last spec layer
     for position, layer in enumerate(_chain(model)):
         where = f"layer {position} {layer.name!r} ({type(layer).__name__})"
         if getattr(layer, "data_format", "channels_last") != "channels_last":
             raise UnsupportedLayerError(f"from_keras: {where}: only data_format='channels_last' is supported")
-        if isinstance(layer, keras.layers.ZeroPadding2D):
-            if pending is not None:
+        before_conv = pad is not None or crop is not None or pre is not None
+        if isinstance(layer, (keras.layers.ZeroPadding2D, GatherPad2D)):
+            if before_conv:
                 raise UnsupportedLayerError(f"from_keras: {where}: two paddings in a row do not fold")
-            pending = tuple(tuple(int(v) for v in p) for p in layer.padding)
+            pad = tuple(tuple(int(v) for v in p) for p in layer.padding)
+            mode = layer.mode if isinstance(layer, GatherPad2D) else "zeros"
             continue
-        if pending is not None and not (isinstance(layer, keras.layers.Conv2D) and layer.padding == "valid"):
-            raise UnsupportedLayerError(f"from_keras: ZeroPadding2D before {where} folds only into a 'valid' Conv2D")
+        if isinstance(layer, keras.layers.Cropping2D):
+            (ct, cb), (cl, cr) = (tuple(int(v) for v in p) for p in layer.cropping)
+            if crop is not None or pre is not None or ct or cl:
+                raise UnsupportedLayerError(f"from_keras: {where}: only a bottom/right crop before a conv folds")
+            crop = (cb, cr)
+            continue
+        if isinstance(layer, Subsample2D):
+            if layer.before_conv:
+                if pre is not None:
+                    raise UnsupportedLayerError(f"from_keras: {where}: two subsamplings in a row do not fold")
+                pre = layer.strides  # must be followed by a 1x1 conv, checked there
+                continue
+            if before_conv or not layers or last_conv is not layers[-1]:
+                raise UnsupportedLayerError(f"from_keras: {where}: a subsampling must follow its conv directly")
+            conv = layers[-1]
+            if any(a > 1 and b > 1 for a, b in zip(conv.stride, layer.strides)):
+                raise UnsupportedLayerError(f"from_keras: {where}: subsampling after a strided conv does not fold")
+            stride = tuple(a * b for a, b in zip(conv.stride, layer.strides))
+            layers[-1] = last_conv = dataclasses.replace(conv, stride=stride)
+            continue
+        is_conv = isinstance(layer, keras.layers.Conv2D) and type(layer) is keras.layers.Conv2D
+        if before_conv and not (is_conv and layer.padding == "valid"):
+            raise UnsupportedLayerError(f"from_keras: a padding, crop or subsampling before {where} folds only into a 'valid' Conv2D")
         index = len(layers)
-        if isinstance(layer, keras.layers.Conv2D) and type(layer) is keras.layers.Conv2D:
+        if is_conv:
             act = _activation(layer, where)
-            padding: Any = layer.padding if pending is None else pending
-            pending = None
+            strides = list(layer.strides)
+            if pre is not None:
+                if tuple(layer.kernel_size) != (1, 1) or tuple(layer.strides) != (1, 1):
+                    raise UnsupportedLayerError(f"from_keras: {where}: subsampling folds only into a 1x1 stride-1 conv")
+                strides = list(pre)
+            if crop is not None:
+                for axis, c in enumerate(crop):
+                    if c:  # one output position: any stride above c gives the same single output
+                        if strides[axis] != 1:
+                            raise UnsupportedLayerError(f"from_keras: {where}: a crop before a strided conv does not fold")
+                        strides[axis] = c + 1
             c_in = int(layer.kernel.shape[2]) * layer.groups
-            layers.append(Conv2d(c_in, layer.filters, tuple(layer.kernel_size), stride=tuple(layer.strides),
-                                 padding=padding, dilation=tuple(layer.dilation_rate), groups=layer.groups,
-                                 bias=layer.use_bias))
+            conv = Conv2d(c_in, layer.filters, tuple(layer.kernel_size), stride=tuple(strides),
+                          padding=pad if pad is not None else layer.padding, dilation=tuple(layer.dilation_rate),
+                          groups=layer.groups, bias=layer.use_bias, padding_mode=mode)
+            layers.append(conv)
+            last_conv = conv
+            pad, mode, crop, pre = None, "zeros", None, None
             raw[f"{index}.weight"] = ("conv", np.asarray(layer.kernel.numpy()))
             if layer.use_bias:
                 raw[f"{index}.bias"] = ("bias", np.asarray(layer.bias.numpy()))
@@ -414,15 +458,14 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
                 raise UnsupportedLayerError(f"from_keras: {where}: only ReLU() with default arguments is supported")
             layers.append(ReLU())
         elif isinstance(layer, keras.layers.Activation):
-            act = _activation(layer, where)
-            if act == "relu":
+            if _activation(layer, where) == "relu":
                 layers.append(ReLU())
         elif isinstance(layer, keras.layers.Flatten):
             layers.append(Flatten())
         else:
             raise UnsupportedLayerError(f"from_keras: {where} is not supported; supported: {_SUPPORTED}")
-    if pending is not None:
-        raise UnsupportedLayerError("from_keras: a ZeroPadding2D is not followed by a Conv2D")
+    if pad is not None or crop is not None or pre is not None:
+        raise UnsupportedLayerError("from_keras: a padding, crop or subsampling is not followed by a Conv2D")
     spec = Sequential(*layers, input_shape=input_shape)
     infos = {i.index: i for i in shapes.infer(spec)}
     weights = {}
@@ -435,3 +478,8 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
         else:
             weights[key] = value.copy()
     return spec, weights
+
+
+def read_keras_file(path: str) -> keras.Model:
+    """Load a ``.keras`` file (xconv's own layers are registered by importing this module)."""
+    return keras.models.load_model(path)

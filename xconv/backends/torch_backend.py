@@ -372,3 +372,15 @@ def import_model(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[Seque
         raise UnsupportedLayerError(f"from_torch: module {pending_name!r} (ZeroPad2d) is not followed by a conv")
     spec = Sequential(*layers, input_shape=input_shape)
     return spec, {k: t.detach().cpu().numpy().copy() for k, t in tensors.items()}
+
+
+def read_state_dict(path: str) -> dict[str, Any]:
+    """A torch state_dict file, read with ``weights_only=True``: tensors and containers only, never code."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise TypeError(f"it holds a {type(state).__name__}, not a state_dict")
+    return state
+
+
+def write_state_dict(model: nn.Module, path: str) -> None:
+    torch.save(model.state_dict(), path)

@@ -86,23 +86,15 @@ def compare_layerwise(
     for name in names:
         model = build(resolved, name, dtype=dtype)
         set_weights(model, w)
-        backend = get_backend(name)
-        if grads:
-            runs[name] = backend.trace(model, xs, upstream)
-        else:
-            outs = [backend.forward(model, xs)] if name != "numpy" else model.forward_layers(xs)
-            runs[name] = (outs, None, {})
+        runs[name] = get_backend(name).trace(model, xs, upstream)  # per-layer outputs (and gradients)
     ref = names[0]
     out_tol = default_tolerance(dtype, "output") if rtol is None else rtol
     grad_tol = default_tolerance(dtype, "grad") if rtol is None else rtol
     rows: list[Row] = []
-    layer_outputs = {n: runs[n][0] for n in names}
-    per_layer = all(len(layer_outputs[n]) == len(infos) for n in names)
-    for info in infos if per_layer else infos[-1:]:
-        pos = info.index if per_layer else -1
+    for info in infos:
         row = Row(info.index, info.kind, "output", tolerance=out_tol, atol=atol or 0.0)
         for n in names[1:]:
-            row.diffs[n] = _diff(layer_outputs[ref][pos], layer_outputs[n][pos])
+            row.diffs[n] = _diff(runs[ref][0][info.index], runs[n][0][info.index])
         rows.append(row)
         if grads:
             for pname in info.params:
