@@ -202,3 +202,22 @@ def test_shape_errors_come_before_any_framework_import():
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("ERROR layer 0 (Conv2d): in_channels=4 but its input has 3 channels") == 2
     assert "LOADED []" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "imports",
+    ["import xconv; import keras", "import keras; import xconv", "import xconv; import tensorflow; import keras"],
+    ids=["xconv-first", "keras-first", "tensorflow-first"],
+)
+def test_keras_file_loads_in_a_fresh_process_after_import_xconv(both_backends, tmp_path, imports):
+    path = tmp_path / "awkward.keras"
+    xc.build(AWKWARD, "tf", seed=0).save(path)
+    result = _run_fresh(
+        f"""
+        {imports}
+        model = keras.models.load_model({str(path)!r})
+        print("LOADED", sorted({{type(l).__name__ for l in model.layers}} & {{"GatherPad2D", "Subsample2D"}}))
+        """
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "LOADED ['GatherPad2D', 'Subsample2D']" in result.stdout

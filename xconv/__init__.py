@@ -13,6 +13,67 @@ from .spec import Conv2d, Flatten, Layer, Linear, ReLU, Sequential, from_dict
 
 __version__ = "0.1.0"
 
+
+def register_keras_layers() -> None:
+    """Register xconv's own Keras layers (``GatherPad2D``, ``Subsample2D``) so that ``keras.models.load_model``
+    reads ``.keras`` files that use them. Imports TensorFlow; done automatically by ``import xconv`` when keras
+    is already imported, and by any ``xc.build(..., "tf")``."""
+    from .backends import get_backend
+
+    get_backend("tf")
+
+
+def _register_quietly() -> bool:
+    try:
+        register_keras_layers()
+        return True
+    except Exception:  # noqa: BLE001 - keras on another backend, TF missing, or a framework still half-imported
+        return False
+
+
+class _AfterKerasImport:
+    """A meta-path finder that registers xconv's Keras layers right after ``keras`` (or ``tensorflow``, which
+    imports keras while it is itself half-imported) finishes importing. So ``import xconv`` imports no
+    framework, and ``keras.models.load_model`` still knows xconv's layers whatever the import order."""
+
+    _names = ("keras", "tensorflow")
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> object:
+        import importlib.machinery
+
+        if name not in self._names:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)  # type: ignore[arg-type]
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        original = spec.loader.exec_module
+
+        def exec_module(module: object) -> None:
+            original(module)  # type: ignore[arg-type]
+            if _register_quietly():
+                _remove_keras_hook()
+
+        spec.loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
+
+
+def _remove_keras_hook() -> None:
+    import sys
+
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _AfterKerasImport)]
+
+
+def _install_keras_hook() -> None:
+    import sys
+
+    if "keras" in sys.modules and "tensorflow" in sys.modules:
+        _register_quietly()
+    elif not any(isinstance(f, _AfterKerasImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _AfterKerasImport())
+
+
+_install_keras_hook()
+
 __all__ = [
     "Sequential",
     "Layer",
@@ -44,5 +105,6 @@ __all__ = [
     "UnsupportedLayerError",
     "PortError",
     "BackendUnavailable",
+    "register_keras_layers",
     "__version__",
 ]
