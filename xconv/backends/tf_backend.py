@@ -379,7 +379,7 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
         raise UnsupportedLayerError(f"from_keras: the model's input must have a defined (H, W, C) or (F,) shape. Received: {shape}")
     input_shape = (shape[2], shape[0], shape[1]) if len(shape) == 3 else shape
     layers: list[Any] = []
-    raw: dict[str, tuple[str, np.ndarray]] = {}  # canonical key -> (kind, Keras array)
+    raw: dict[str, np.ndarray] = {}  # canonical key -> Keras array
     pad: Any = None  # ((t, b), (l, r)) and its mode, from ZeroPadding2D / GatherPad2D
     mode = "zeros"
     crop: Any = None  # (bottom, right) from Cropping2D: the conv after it has one output position there
@@ -440,17 +440,17 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
             layers.append(conv)
             last_conv = conv
             pad, mode, crop, pre = None, "zeros", None, None
-            raw[f"{index}.weight"] = ("conv", np.asarray(layer.kernel.numpy()))
+            raw[f"{index}.weight"] = np.asarray(layer.kernel.numpy())
             if layer.use_bias:
-                raw[f"{index}.bias"] = ("bias", np.asarray(layer.bias.numpy()))
+                raw[f"{index}.bias"] = np.asarray(layer.bias.numpy())
             if act == "relu":
                 layers.append(ReLU())
         elif isinstance(layer, keras.layers.Dense) and type(layer) is keras.layers.Dense:
             act = _activation(layer, where)
             layers.append(Linear(int(layer.kernel.shape[0]), layer.units, bias=layer.use_bias))
-            raw[f"{index}.weight"] = ("dense", np.asarray(layer.kernel.numpy()))
+            raw[f"{index}.weight"] = np.asarray(layer.kernel.numpy())
             if layer.use_bias:
-                raw[f"{index}.bias"] = ("bias", np.asarray(layer.bias.numpy()))
+                raw[f"{index}.bias"] = np.asarray(layer.bias.numpy())
             if act == "relu":
                 layers.append(ReLU())
         elif isinstance(layer, keras.layers.ReLU):
@@ -469,14 +469,9 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
     spec = Sequential(*layers, input_shape=input_shape)
     infos = {i.index: i for i in shapes.infer(spec)}
     weights = {}
-    for key, (kind, value) in raw.items():
-        info = infos[int(key.split(".")[0])]
-        if kind == "conv":
-            weights[key] = layout.hwio_to_oihw(value)
-        elif kind == "dense":
-            weights[key] = layout.dense_to_linear(value, info.input_source)
-        else:
-            weights[key] = value.copy()
+    for key, value in raw.items():
+        index, name = key.split(".")
+        weights[key] = np.array(_to_canonical(infos[int(index)], name, value))
     return spec, weights
 
 
