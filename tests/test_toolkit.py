@@ -193,3 +193,12 @@ def test_strided_pointwise_conv_gradients_do_not_corrupt_the_heap(both_backends)
     child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600,
                            cwd=pathlib.Path(__file__).resolve().parent.parent)
     assert child.returncode == 0 and "CLEAN" in child.stdout, (child.returncode, child.stderr[-2000:])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_flat_input_specs_work_everywhere(both_backends, dtype):
+    spec = xc.Sequential(xc.Linear(None, 5), xc.ReLU(), xc.Flatten(), xc.Linear(None, 3), input_shape=(7,))
+    assert_equivalent(spec, dtype=dtype)
+    km = xc.build(spec, "tf", dtype=dtype)
+    assert km.input_shape == (None, 7)
+    assert xc.from_keras(km) == xc.shapes.resolve(spec)[0]
