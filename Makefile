@@ -22,5 +22,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest
 
+bench: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/startup.py
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/overhead.py
+
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache .hypothesis
