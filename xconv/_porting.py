@@ -10,6 +10,7 @@ from ._api import build, get_weights, set_weights, spec_of
 from .backends import backend_of_model, canonical_name, get_backend
 from .errors import PortError, XconvError
 from .spec import Sequential
+from .weights import weights_dtype
 from ._compare import TOLERANCE, max_rel_diff
 
 __all__ = ["from_torch", "from_keras", "port"]
@@ -56,7 +57,7 @@ def port(model: Any, to: str, input_shape: tuple[int, ...] | None = None, verify
     """
     target = canonical_name(to)
     source, spec, weights = _import(model, input_shape)
-    dtype = next(iter(weights.values())).dtype.name if weights else "float32"
+    dtype = weights_dtype(weights)
     out = build(spec, target, dtype=dtype)
     set_weights(out, weights)
     if verify:

@@ -13,7 +13,7 @@ import numpy as np
 from . import shapes
 from .errors import XconvError
 from .spec import Sequential, from_dict
-from .weights import DTYPES, check_weights
+from .weights import check_weights, weights_dtype
 
 __all__ = ["save", "load", "load_model", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
 
@@ -44,9 +44,7 @@ def save(path: str | os.PathLike[str], model_or_spec: Any, weights: Mapping[str,
         if weights is None:
             raise XconvError("save(path, spec, weights): weights are required when saving a spec")
         spec, infos = shapes.resolve(model_or_spec)
-        first = next(iter(weights.values()), None)
-        dtype = np.asarray(first).dtype.name if first is not None and hasattr(first, "dtype") else "float32"
-        arrays = check_weights(infos, weights, dtype if dtype in DTYPES else "float32")
+        arrays = check_weights(infos, weights, weights_dtype(weights))
     else:
         if weights is not None:
             raise XconvError("save(path, model): pass weights only together with a spec")
@@ -97,12 +95,8 @@ def load(path: str | os.PathLike[str]) -> tuple[Sequential, dict[str, np.ndarray
         infos = shapes.infer(spec)
     except (ValueError, TypeError) as e:
         raise XconvError(f"{target}: the spec in the checkpoint is invalid: {e}") from None
-    dtypes = {t.dtype.name for t in tensors.values()}
-    dtype = dtypes.pop() if len(dtypes) == 1 else "float32"
-    if dtype not in DTYPES:
-        raise XconvError(f"{target}: weights have dtype {dtype}; xconv checkpoints hold float32 or float64")
     try:
-        weights = check_weights(infos, tensors, dtype)
+        weights = check_weights(infos, tensors, weights_dtype(tensors))
     except XconvError as e:
         raise XconvError(f"{target}: {e}") from None
     return spec, weights
@@ -114,8 +108,6 @@ def load_model(path: str | os.PathLike[str], backend: str, *, dtype: Any = None)
     from ._api import build, set_weights
 
     spec, weights = load(path)
-    if dtype is None and weights:
-        dtype = next(iter(weights.values())).dtype.name
-    model = build(spec, backend, dtype=dtype)
+    model = build(spec, backend, dtype=dtype or weights_dtype(weights))
     set_weights(model, weights)
     return model

@@ -14,7 +14,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -48,7 +48,7 @@ def _read_spec_json(path: str) -> Sequential:
 
 def _read(path: str, spec_path: str | None = None, input_shape: tuple[int, ...] | None = None) -> tuple[Sequential, dict[str, np.ndarray] | None]:
     """(spec, weights or None) from a spec JSON, an xconv checkpoint, a .keras file or a torch state_dict."""
-    from .weights import check_weights
+    from .weights import check_weights, weights_dtype
 
     ext = os.path.splitext(path)[1].lower()
     if not os.path.exists(path):
@@ -76,9 +76,7 @@ def _read(path: str, spec_path: str | None = None, input_shape: tuple[int, ...] 
             raise _UsageError(f"{path} is not a readable torch state_dict ({type(e).__name__}: {e})") from None
         spec = _read_spec_json(spec_path).with_input_shape(input_shape)
         infos = shapes.infer(spec)
-        first = next(iter(state.values()), None)
-        dtype = str(first.dtype).replace("torch.", "") if first is not None else "float32"
-        weights = check_weights(infos, state, dtype if dtype in ("float32", "float64") else "float32")
+        weights = check_weights(infos, state, weights_dtype(state))
         return spec, weights
     else:
         raise _UsageError(f"{path}: unknown file type {ext!r}; expected .json, .safetensors, .keras, .pt or .pth")
@@ -96,7 +94,8 @@ def _summary(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from ._api import build, get_weights, set_weights
+    from ._api import build, set_weights
+    from .weights import weights_dtype
 
     spec, weights = _read(args.input, args.spec, _parse_shape(args.input_shape))
     spec, _ = shapes.resolve(spec)
@@ -110,14 +109,14 @@ def _convert(args: argparse.Namespace) -> int:
     elif to == "torch":
         from .backends import get_backend
 
-        model = build(spec, "torch", dtype=next(iter(weights.values())).dtype.name)
+        model = build(spec, "torch", dtype=weights_dtype(weights))
         set_weights(model, weights)
         get_backend("torch").write_state_dict(model, args.output)
     else:
-        model = build(spec, "tf", dtype=next(iter(weights.values())).dtype.name)
+        model = build(spec, "tf", dtype=weights_dtype(weights))
         set_weights(model, weights)
         model.save(args.output)
-    print(f"wrote {args.output} ({to}, {len(get_weights(model)) if to != 'safetensors' else len(weights)} tensors)")
+    print(f"wrote {args.output} ({to}, {len(weights)} tensors)")
     return 0
 
 

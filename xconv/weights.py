@@ -12,7 +12,7 @@ import numpy as np
 from .errors import WeightError
 from .shapes import LayerInfo
 
-__all__ = ["expected_shapes", "init_weights", "check_weights", "as_numpy"]
+__all__ = ["expected_shapes", "init_weights", "check_weights", "as_numpy", "weights_dtype"]
 
 DTYPES = ("float32", "float64")
 
@@ -49,6 +49,13 @@ def as_numpy(value: Any) -> np.ndarray:
     if hasattr(value, "numpy"):  # TF tensors and variables
         return np.asarray(value.numpy())
     return np.asarray(value)
+
+
+def weights_dtype(weights: Mapping[str, Any]) -> str:
+    """The model dtype that fits ``weights``: float64 if every array is float64, else float32 (also when empty).
+    ``check_weights`` then casts or refuses each array."""
+    kinds = {as_numpy(v).dtype.name for v in weights.values()}
+    return "float64" if kinds == {"float64"} else "float32"
 
 
 def check_weights(
