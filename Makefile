@@ -13,11 +13,11 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(PINS) -e ".[test]"
+	$(BIN)/python -m pip install --quiet $(PINS) -e ".[test,demo]"
 	touch $(STAMP)
 
 demo: $(STAMP)
-	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m xconv.demo
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/xconv demo
 
 test: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest

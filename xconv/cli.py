@@ -3,6 +3,7 @@
     xconv summary FILE
     xconv convert IN --to torch|tf|safetensors -o OUT [--spec spec.json] [--input-shape C,H,W]
     xconv check FILE [--dtype float32|float64] [--batch N]
+    xconv demo [--data DIR] [--steps N] [--out DIR] ...   (see xconv.demo)
 
 Errors go to stderr as one line (``--debug`` shows the traceback); exit code 2 for bad usage or input,
 1 when ``check`` finds the frameworks differ beyond tolerance.
@@ -160,15 +161,22 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--seed", type=int, default=0)
     k.add_argument("--input-shape", help="C,H,W when the file has none")
     k.set_defaults(run=_check)
+    from . import demo
+
+    d = sub.add_parser("demo", help="the seed's ConvNet trained in PyTorch, ported to Keras and trained again there")
+    demo.add_arguments(d)
+    d.set_defaults(run=demo.run)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from . import demo
+
     parser = _parser()
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))
-    except (_UsageError, XconvError, ImportError) as e:
+    except (_UsageError, XconvError, ImportError, demo.DataError) as e:
         if args.debug:
             raise
         print(f"xconv {args.command}: error: {e}".replace("\n", " "), file=sys.stderr)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -312,9 +312,15 @@ def trace(model: keras.Model, x: np.ndarray, upstream: np.ndarray) -> tuple[list
     return layer_outs, _nchw(np.asarray(grads[0].numpy())), param_grads
 
 
-def train(model: keras.Model, xs: np.ndarray, ys: np.ndarray, optimizer: dict[str, Any]) -> np.ndarray:
+def train(
+    model: keras.Model,
+    batches: Iterable[tuple[np.ndarray, np.ndarray]],
+    optimizer: dict[str, Any],
+    on_step: Callable[[int, float], None] | None = None,
+) -> np.ndarray:
     """Train in place with the native Keras optimizer and mean sparse cross-entropy computed in the model's
-    dtype, one step per batch ``xs[i]`` (NCHW, converted to NHWC) with integer labels ``ys[i]``; returns the
+    dtype, one step per batch ``(x, y)`` (x NCHW, converted to NHWC, or (N, F); y integer labels), calling the
+    model with ``training=True``; ``on_step(t, loss)`` is called after step ``t`` (counted from 0). Returns the
     per-step losses.
 
     Keras optimizers keep ``learning_rate`` in a float32 variable and cast Python-float hyperparameters
@@ -333,16 +339,18 @@ def train(model: keras.Model, xs: np.ndarray, ys: np.ndarray, optimizer: dict[st
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype=dtype)
     variables = model.trainable_variables
     losses = []
-    for step, (x, y) in enumerate(zip(xs, ys), start=1):
+    for t, (x, y) in enumerate(batches):
         if optimizer["name"] == "adam":
             # torch adds eps to sqrt(v_hat); Keras adds it to sqrt(v) with the bias correction folded into the
-            # step size, which equals torch's rule with eps * sqrt(1 - beta_2**t). Set it per step to match.
-            opt.epsilon = f(optimizer["eps"] * np.sqrt(1.0 - optimizer["betas"][1] ** step))
+            # step size, which equals torch's rule with eps * sqrt(1 - beta_2**step). Set it per step to match.
+            opt.epsilon = f(optimizer["eps"] * np.sqrt(1.0 - optimizer["betas"][1] ** (t + 1)))
         inputs = tf.constant(layout.to_nhwc(x) if x.ndim == 4 else x)
         with tf.GradientTape() as tape:
             loss = loss_fn(tf.constant(y), model(inputs, training=True))
         opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
         losses.append(float(loss.numpy()))
+        if on_step is not None:
+            on_step(t, losses[-1])
     return np.asarray(losses)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -139,9 +139,15 @@ def trace(model: nn.Module, x: np.ndarray, upstream: np.ndarray) -> tuple[list[n
     return outs, xt.grad.numpy().copy(), grads  # type: ignore[union-attr]
 
 
-def train(model: nn.Module, xs: np.ndarray, ys: np.ndarray, optimizer: dict[str, Any]) -> np.ndarray:
-    """Train in place with the native optimizer and mean cross-entropy, one step per batch ``xs[i]`` (NCHW)
-    with integer labels ``ys[i]``; returns the per-step losses."""
+def train(
+    model: nn.Module,
+    batches: Iterable[tuple[np.ndarray, np.ndarray]],
+    optimizer: dict[str, Any],
+    on_step: Callable[[int, float], None] | None = None,
+) -> np.ndarray:
+    """Train in place with the native optimizer and mean cross-entropy, one step per batch ``(x, y)`` (x NCHW
+    or (N, F), y integer labels), the seed notebook's loop; ``on_step(t, loss)`` is called after step ``t``
+    (counted from 0), with the model back in train mode for the next step. Returns the per-step losses."""
     params = list(model.parameters())
     if optimizer["name"] == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(
@@ -149,14 +155,16 @@ def train(model: nn.Module, xs: np.ndarray, ys: np.ndarray, optimizer: dict[str,
         )
     else:
         opt = torch.optim.Adam(params, lr=optimizer["lr"], betas=optimizer["betas"], eps=optimizer["eps"])
-    model.train()
     losses = []
-    for x, y in zip(xs, ys):
+    for t, (x, y) in enumerate(batches):
+        model.train()
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y))
+        loss = F.cross_entropy(model(torch.from_numpy(np.ascontiguousarray(x))), torch.from_numpy(y))
         loss.backward()
         opt.step()
         losses.append(loss.item())
+        if on_step is not None:
+            on_step(t, losses[-1])
     return np.asarray(losses)
 
 

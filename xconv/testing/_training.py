@@ -72,7 +72,7 @@ def train_parity(
     for name in ("torch", "tf"):
         model = build(resolved, name, dtype=dtype)
         set_weights(model, weights)
-        losses[name] = get_backend(name).train(model, xs, ys, config)
+        losses[name] = get_backend(name).train(model, zip(xs, ys), config)
         finals[name] = get_weights(model)
     diffs = {}
     for key, a in finals["torch"].items():
