@@ -96,18 +96,24 @@ def test_unsupported_layers_are_named(both_backends):
     import keras
     from torch import nn
 
-    with pytest.raises(xc.UnsupportedLayerError, match=r"module '1' \(Tanh\) is not supported; supported: nn.Conv2d"):
-        xc.from_torch(nn.Sequential(nn.Linear(4, 4), nn.Tanh()), (4,))
+    with pytest.raises(xc.UnsupportedLayerError, match=r"module '1' \(Hardswish\) is not supported; supported: nn.Conv2d"):
+        xc.from_torch(nn.Sequential(nn.Linear(4, 4), nn.Hardswish()), (4,))
     assert xc.from_torch(nn.Linear(4, 4), (4,)) == xc.Sequential(xc.Linear(4, 4), input_shape=(4,))
 
-    class Tanh(nn.Module):
+    class Mish(nn.Module):
         def forward(self, x):
-            return x.tanh()
+            return x.sinh()
 
-    with pytest.raises(xc.UnsupportedLayerError, match=r"operation 'tanh' \(call_method tanh\) is not supported"):
-        xc.from_torch(Tanh(), (4,))
-    with pytest.raises(xc.UnsupportedLayerError, match="activation 'tanh' is not supported"):
-        xc.from_keras(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="tanh")]))
+    with pytest.raises(xc.UnsupportedLayerError, match=r"operation 'sinh' \(call_method sinh\) is not supported"):
+        xc.from_torch(Mish(), (4,))
+    with pytest.raises(xc.UnsupportedLayerError, match="activation 'hard_sigmoid' is not supported"):
+        xc.from_keras(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="hard_sigmoid")]))
+    with pytest.raises(xc.UnsupportedLayerError, match="Softmax needs an explicit dim"):
+        xc.from_torch(nn.Sequential(nn.Softmax()), (4,))
+    with pytest.raises(xc.UnsupportedLayerError, match="divisor_override is not supported"):
+        xc.from_torch(nn.Sequential(nn.AvgPool2d(2, divisor_override=3)), (1, 4, 4))
+    with pytest.raises(xc.UnsupportedLayerError, match="no torch padding/ceil_mode with the same windows"):
+        xc.from_keras(keras.Sequential([keras.Input((5, 5, 1)), keras.layers.MaxPooling2D(4, 1, padding="same")]))
     with pytest.raises(xc.UnsupportedLayerError, match="ZeroPad2d.*reflect.*does not fold"):
         xc.from_torch(nn.Sequential(nn.ZeroPad2d(1), nn.Conv2d(1, 1, 3, padding=1, padding_mode="reflect")), (1, 5, 5))
     with pytest.raises(xc.XconvError, match="needs input_shape"):
@@ -122,6 +128,7 @@ def test_port_verify_catches_a_wrong_mapping(both_backends, monkeypatch):
 
 def _torch_from_spec(spec):
     """A hand-written nn.Sequential for ``spec``: 4-sided zero padding as nn.ZeroPad2d before the conv."""
+    import torch
     from torch import nn
 
     infos = xc.infer(spec)
@@ -140,9 +147,19 @@ def _torch_from_spec(spec):
                                           nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, **common)))
         elif isinstance(layer, xc.Linear):
             mods.append(nn.Linear(layer.in_features, layer.out_features, bias=layer.bias))
-        else:
-            mods.append({"ReLU": nn.ReLU, "Flatten": nn.Flatten}[layer.kind]())
-    return nn.Sequential(*mods).double()
+        else:  # every other layer is one native module: nn.MaxPool2d, nn.BatchNorm2d, nn.Softmax, ...
+            from xconv.backends.torch_backend import _BUILDERS
+
+            mods.append(_BUILDERS[type(layer)](info, {"dtype": torch.float64}))
+    hand = nn.Sequential(*mods).double()
+    # BatchNorm with non-trivial statistics, as after training
+    generator = torch.Generator().manual_seed(0)
+    for m in hand.modules():
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and m.track_running_stats:
+            m.running_mean.normal_(generator=generator)
+            m.running_var.uniform_(0.01, 2.0, generator=generator)
+            m.num_batches_tracked.fill_(7)
+    return hand
 
 
 @given(spec=strategies.specs(max_layers=4))

@@ -125,7 +125,7 @@ def test_spec_error_is_a_value_error():
 
 @given(strategies.specs())
 def test_repr_reads_back(spec):
-    assert eval(repr(spec), {"Sequential": xc.Sequential, **{k: getattr(xc, k) for k in ("Conv2d", "ReLU", "Flatten", "Linear")}}) == spec
+    assert eval(repr(spec), {"Sequential": xc.Sequential, **{k: getattr(xc, k) for k in xc.spec.LAYER_TYPES}}) == spec
 
 
 @given(strategies.specs())

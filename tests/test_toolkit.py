@@ -127,7 +127,7 @@ def test_reports_a_gradient_only_fault(both_backends, monkeypatch):
     from xconv.backends import numpy_backend
 
     real = numpy_backend._BACKWARD[xc.ReLU]
-    monkeypatch.setitem(numpy_backend._BACKWARD, xc.ReLU, lambda info, p, x, go: (go * (x >= -0.1), {}))
+    monkeypatch.setitem(numpy_backend._BACKWARD, xc.ReLU, lambda info, p, x, go, mode: (go * (x >= -0.1), {}))
     with pytest.raises(AssertionError, match=r"first part at layer 0 \(Conv2d\), grad"):
         assert_equivalent(SPEC, seed=1)
     monkeypatch.setitem(numpy_backend._BACKWARD, xc.ReLU, real)

@@ -9,7 +9,10 @@ from .checkpoint import load, load_model, save
 from .errors import BackendUnavailable, PortError, SpecError, UnsupportedLayerError, WeightError, XconvError
 from .layout import to_nchw, to_nhwc
 from .shapes import LayerInfo, infer
-from .spec import Conv2d, Flatten, Layer, Linear, ReLU, Sequential, from_dict
+from .spec import (
+    ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, Layer,
+    LeakyReLU, Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, from_dict,
+)
 
 __version__ = "0.1.0"
 
@@ -81,6 +84,20 @@ __all__ = [
     "ReLU",
     "Flatten",
     "Linear",
+    "MaxPool2d",
+    "AvgPool2d",
+    "AdaptiveAvgPool2d",
+    "BatchNorm2d",
+    "BatchNorm1d",
+    "Dropout",
+    "LeakyReLU",
+    "Sigmoid",
+    "Tanh",
+    "GELU",
+    "ELU",
+    "SiLU",
+    "Softmax",
+    "Identity",
     "from_dict",
     "build",
     "summary",

@@ -128,3 +128,35 @@ def features_to_chw_order(y: np.ndarray, source: tuple[int, ...] | None) -> np.n
     out = np.empty_like(y)
     out[:, perm] = y
     return out
+
+
+def vector_to_keras(v: np.ndarray, source: tuple[int, ...] | None) -> np.ndarray:
+    """A per-feature vector (BatchNorm1d after Flatten) in C,H,W feature order -> H,W,C order."""
+    perm = flatten_permutation(source)
+    return v if perm is None else np.ascontiguousarray(v[perm])
+
+
+def vector_from_keras(v: np.ndarray, source: tuple[int, ...] | None) -> np.ndarray:
+    """Inverse of :func:`vector_to_keras`."""
+    perm = flatten_permutation(source)
+    if perm is None:
+        return v
+    out = np.empty_like(v)
+    out[perm] = v
+    return out
+
+
+def avgpool_counts(size: int, out: int, k: int, s: int, p: int, count_include_pad: bool) -> np.ndarray:
+    """Per output position along one axis, how many positions torch's AvgPool2d divides by: the window
+    [o*s - p, o*s - p + k) cut at the padded input's end (size + p), and also at the input's own edges unless
+    ``count_include_pad``. The divisor of a 2-D window is the product of the two axes' counts."""
+    starts = np.arange(out) * s - p
+    ends = np.minimum(starts + k, size + p)
+    if not count_include_pad:
+        starts, ends = np.maximum(starts, 0), np.minimum(ends, size)
+    return (ends - starts).astype(np.int64)
+
+
+def adaptive_windows(size: int, out: int) -> list[tuple[int, int]]:
+    """torch's AdaptiveAvgPool windows along one axis: [floor(i*size/out), ceil((i+1)*size/out))."""
+    return [((i * size) // out, -(-((i + 1) * size) // out)) for i in range(out)]

@@ -13,7 +13,11 @@ from typing import Callable
 
 from .errors import SpecError
 from .layout import same_padding
-from .spec import Conv2d, Flatten, Layer, Linear, ReLU, Sequential
+from .spec import (
+    ELEMENTWISE, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Flatten, Layer, Linear, MaxPool2d,
+    Sequential, Softmax,
+)
+from .spec._layers import _BatchNorm
 from .spec._normalize import Padding, as_shape
 
 __all__ = ["LayerInfo", "infer", "resolve"]
@@ -30,14 +34,17 @@ class LayerInfo:
     layer: Layer
     input_shape: Shape
     output_shape: Shape
-    #: canonical parameter name (without the index prefix) -> shape, in state_dict order
+    #: canonical state name (without the index prefix) -> shape, in state_dict order: parameters and buffers
     params: dict[str, Shape]
-    #: Conv2d only: the explicit ((top, bottom), (left, right)) padding for this input size
+    #: Conv2d: the explicit ((top, bottom), (left, right)) padding for this input size. MaxPool2d / AvgPool2d:
+    #: the padding on each side plus, bottom / right, what ceil_mode's last window reaches beyond it
     padding: Padding | None = None
     #: for a flat input: the (C, H, W) map it was flattened from (through elementwise layers), else None
     input_source: Shape | None = None
     #: the same for the output
     output_source: Shape | None = None
+    #: names in ``params`` that are buffers (BatchNorm running statistics), not trainable parameters
+    buffers: tuple[str, ...] = ()
 
     @property
     def kind(self) -> str:
@@ -45,7 +52,12 @@ class LayerInfo:
 
     @property
     def param_count(self) -> int:
-        return sum(math.prod(s) for s in self.params.values())
+        """Trainable parameters (buffers not counted)."""
+        return sum(math.prod(s) for n, s in self.params.items() if n not in self.buffers)
+
+    @property
+    def trainable(self) -> tuple[str, ...]:
+        return tuple(n for n in self.params if n not in self.buffers)
 
 
 class _Ctx:
@@ -134,13 +146,89 @@ def _linear(ctx: _Ctx, layer: Linear, source: Shape | None) -> LayerInfo:
     return LayerInfo(ctx.index, layer, ctx.shape, (layer.out_features,), params, input_source=source)
 
 
+def pool_output_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
+    """torch's pooling output length: floor (or ceil) of (size + 2p - d(k-1) - 1) / s, plus 1; with ceil_mode
+    a last window must start inside the input or its left padding."""
+    span = size + 2 * p - d * (k - 1) - 1
+    out = (span + (s - 1 if ceil_mode else 0)) // s + 1
+    if ceil_mode and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+def _pool(ctx: _Ctx, layer: MaxPool2d | AvgPool2d, source: Shape | None) -> LayerInfo:
+    c, h, w = ctx.need_map()
+    dilation = getattr(layer, "dilation", (1, 1))
+    out, padding = [], []
+    for axis, size, k, s, p, d in zip(("height", "width"), (h, w), layer.kernel_size, layer.stride, layer.padding, dilation):
+        n = pool_output_size(size, k, s, p, d, layer.ceil_mode)
+        if n < 1 or size + 2 * p < d * (k - 1) + 1:
+            raise ctx.error(
+                f"kernel {axis} {k} (dilated extent {d * (k - 1) + 1}) is larger than the padded input {axis} "
+                f"{size + 2 * p} (input {size} + padding {p}+{p})"
+            )
+        extra = max(0, (n - 1) * s + d * (k - 1) + 1 - (size + 2 * p))
+        out.append(n)
+        padding.append((p, p + extra))
+    return LayerInfo(ctx.index, layer, ctx.shape, (c, out[0], out[1]), {}, padding=(padding[0], padding[1]))
+
+
+def _adaptive(ctx: _Ctx, layer: AdaptiveAvgPool2d, source: Shape | None) -> LayerInfo:
+    c, _, _ = ctx.need_map()
+    return LayerInfo(ctx.index, layer, ctx.shape, (c, *layer.output_size), {})
+
+
+def _batchnorm(ctx: _Ctx, layer: _BatchNorm, source: Shape | None) -> LayerInfo:
+    if isinstance(layer, BatchNorm2d):
+        features = ctx.need_map()[0]
+        what = "channels"
+    else:
+        if len(ctx.shape) != 1:
+            raise ctx.error(
+                f"BatchNorm1d needs a flat input (after Linear or Flatten) but its input has shape {ctx.shape}; "
+                "use BatchNorm2d on (C, H, W) maps"
+            )
+        features, what = ctx.shape[0], "features"
+    if layer.num_features != features:
+        raise ctx.error(f"num_features={layer.num_features} but its input has {features} {what}")
+    n = (layer.num_features,)
+    params: dict[str, Shape] = {"weight": n, "bias": n} if layer.affine else {}
+    buffers: tuple[str, ...] = ()
+    if layer.track_running_stats:
+        params.update(running_mean=n, running_var=n, num_batches_tracked=())
+        buffers = ("running_mean", "running_var", "num_batches_tracked")
+    keep = source if len(ctx.shape) == 1 else None
+    return LayerInfo(ctx.index, layer, ctx.shape, ctx.shape, params, input_source=keep, output_source=keep,
+                     buffers=buffers)
+
+
+def _softmax(ctx: _Ctx, layer: Softmax, source: Shape | None) -> LayerInfo:
+    rank = len(ctx.shape) + 1
+    if not -rank <= layer.dim < rank or layer.dim % rank == 0:
+        axes = "1 or -1" if rank == 2 else "1, 2, 3 or -1, -2, -3"
+        raise ctx.error(f"dim={layer.dim} is not a non-batch axis of its (N, *{ctx.shape}) input; use {axes}")
+    return _elementwise(ctx, layer, source)
+
+
 #: layer class -> its shape rule
 RULES: dict[type[Layer], Callable[[_Ctx, Layer, Shape | None], LayerInfo]] = {
     Conv2d: _conv2d,  # type: ignore[dict-item]
-    ReLU: _elementwise,
     Flatten: _flatten,  # type: ignore[dict-item]
     Linear: _linear,  # type: ignore[dict-item]
+    MaxPool2d: _pool,  # type: ignore[dict-item]
+    AvgPool2d: _pool,  # type: ignore[dict-item]
+    AdaptiveAvgPool2d: _adaptive,  # type: ignore[dict-item]
+    BatchNorm2d: _batchnorm,  # type: ignore[dict-item]
+    BatchNorm1d: _batchnorm,  # type: ignore[dict-item]
+    Softmax: _softmax,  # type: ignore[dict-item]
+    **{kind: _elementwise for kind in ELEMENTWISE},
 }
+
+
+def softmax_axis(info: LayerInfo) -> int:
+    """The NCHW (or (N, F)) axis, 1..3, of a Softmax layer."""
+    rank = len(info.input_shape) + 1
+    return info.layer.dim % rank  # type: ignore[attr-defined, no-any-return]
 
 
 def infer(spec: Sequential, input_shape: Shape | None = None) -> list[LayerInfo]:

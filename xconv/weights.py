@@ -24,19 +24,27 @@ def expected_shapes(infos: list[LayerInfo]) -> dict[str, tuple[int, ...]]:
 
 def init_weights(infos: list[LayerInfo], seed: int | None, dtype: str) -> dict[str, np.ndarray]:
     """xconv's framework-independent initializer (the seed notebook's ``random_weight`` / ``zero_weight``):
-    weights ~ N(0, 2 / fan_in) with fan_in = prod(shape[1:]) (Kaiming normal), biases zero.
+    conv and linear weights ~ N(0, 2 / fan_in) with fan_in = prod(shape[1:]) (Kaiming normal), biases zero;
+    BatchNorm as torch: weight 1, bias 0, running_mean 0, running_var 1, num_batches_tracked 0 (int64).
 
     Drawn in float64 from ``numpy.random.default_rng(seed)`` in key order, then cast, so the same
     ``(spec, seed, dtype)`` gives the same numbers in every backend.
     """
     rng = np.random.default_rng(seed)
     out: dict[str, np.ndarray] = {}
-    for key, shape in expected_shapes(infos).items():
-        if key.endswith(".bias"):
-            out[key] = np.zeros(shape, dtype=dtype)
-        else:
-            fan_in = math.prod(shape[1:])
-            out[key] = (rng.standard_normal(shape) * math.sqrt(2.0 / fan_in)).astype(dtype)
+    for info in infos:
+        batchnorm = info.kind.startswith("BatchNorm")
+        for name, shape in info.params.items():
+            key = f"{info.index}.{name}"
+            if name == "num_batches_tracked":
+                out[key] = np.zeros(shape, dtype=np.int64)
+            elif name in ("bias", "running_mean"):
+                out[key] = np.zeros(shape, dtype=dtype)
+            elif batchnorm:  # weight, running_var
+                out[key] = np.ones(shape, dtype=dtype)
+            else:
+                fan_in = math.prod(shape[1:])
+                out[key] = (rng.standard_normal(shape) * math.sqrt(2.0 / fan_in)).astype(dtype)
     return out
 
 
@@ -52,9 +60,10 @@ def as_numpy(value: Any) -> np.ndarray:
 
 
 def weights_dtype(weights: Mapping[str, Any]) -> str:
-    """The model dtype that fits ``weights``: float64 if every array is float64, else float32 (also when empty).
-    ``check_weights`` then casts or refuses each array."""
-    kinds = {as_numpy(v).dtype.name for v in weights.values()}
+    """The model dtype that fits ``weights``: float64 if every float array is float64, else float32 (also when
+    there is none; integer buffers such as ``num_batches_tracked`` do not count). ``check_weights`` then casts
+    or refuses each array."""
+    kinds = {a.dtype.name for a in map(as_numpy, weights.values()) if a.dtype.kind != "i"}
     return "float64" if kinds == {"float64"} else "float32"
 
 
@@ -63,8 +72,9 @@ def check_weights(
 ) -> dict[str, np.ndarray]:
     """Validate ``weights`` against the spec and return them as numpy arrays of ``dtype``, in canonical order.
 
-    Float arrays of another precision are cast; any other problem (missing or extra key, wrong shape,
-    non-float dtype) is collected, and one :class:`WeightError` names all of them.
+    Float arrays of another precision are cast; ``num_batches_tracked`` must be an integer scalar and becomes
+    int64; any other problem (missing or extra key, wrong shape, wrong dtype) is collected, and one
+    :class:`WeightError` names all of them.
     """
     if not isinstance(weights, Mapping):
         raise WeightError(f"weights must be a mapping of name -> array. Received: {type(weights).__name__}")
@@ -80,7 +90,13 @@ def check_weights(
         except Exception as e:  # noqa: BLE001 - reported with the key below
             problems.append(f"{key!r}: cannot be read as an array ({type(e).__name__}: {e})")
             continue
-        if array.dtype.kind != "f":
+        if key.endswith(".num_batches_tracked"):
+            if array.dtype.kind not in "iu" or array.shape != ():
+                problems.append(f"{key!r}: must be an integer scalar (torch stores int64). "
+                                f"Received: dtype {array.dtype}, shape {tuple(array.shape)}")
+            else:
+                out[key] = array.astype(np.int64)
+        elif array.dtype.kind != "f":
             problems.append(f"{key!r}: dtype {array.dtype} is not a float dtype (the model is {dtype})")
         elif tuple(array.shape) != shape:
             problems.append(f"{key!r}: shape {tuple(array.shape)} but expected {shape}")

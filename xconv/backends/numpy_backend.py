@@ -4,13 +4,17 @@ imports no framework. float64 by default."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 from .. import layout
-from ..shapes import LayerInfo
-from ..spec import Conv2d, Flatten, Linear, ReLU, Sequential
+from ..shapes import LayerInfo, softmax_axis
+from ..spec import (
+    ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, LeakyReLU,
+    Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh,
+)
 
 NAME = "numpy"
 
@@ -18,40 +22,75 @@ _NP_PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge",
 
 
 class NumpyModel:
-    """A callable model on NCHW numpy arrays. ``weights`` holds canonical arrays (torch layouts)."""
+    """A callable model on NCHW numpy arrays. ``weights`` holds canonical arrays (torch layouts).
+
+    Like a torch module it has a ``training`` flag (``train()`` / ``eval()``; False after ``build``): in
+    training BatchNorm uses batch statistics and updates its running statistics, and Dropout draws masks
+    from ``self.rng``."""
 
     def __init__(self, spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarray], dtype: str) -> None:
         self.xconv_spec = spec
         self.infos = infos
         self.dtype = dtype
-        self.weights = {k: np.array(v, dtype=dtype) for k, v in weights.items()}
+        self.weights = {k: np.array(v, dtype=np.int64 if v.dtype.kind in "iu" else dtype) for k, v in weights.items()}
+        self.training = False
+        self.rng = np.random.default_rng(0)
+        self._masks: dict[int, np.ndarray] = {}
+
+    def train(self, mode: bool = True) -> "NumpyModel":
+        self.training = bool(mode)
+        return self
+
+    def eval(self) -> "NumpyModel":
+        return self.train(False)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.forward_layers(x)[-1]
 
-    def forward_layers(self, x: np.ndarray) -> list[np.ndarray]:
-        """The output of every layer, in order."""
+    def forward_layers(self, x: np.ndarray, update: bool = True) -> list[np.ndarray]:
+        """The output of every layer, in order (in training, BatchNorm running statistics are updated unless
+        ``update`` is False)."""
         outs = []
         x = np.asarray(x, dtype=self.dtype)
         for info in self.infos:
-            x = _FORWARD[type(info.layer)](info, self._params(info), x)
+            x = _FORWARD[type(info.layer)](info, self._params(info), x, _Mode(self, info, update))
             outs.append(x)
         return outs
 
     def backward(self, x: np.ndarray, grad_output: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Gradients of sum(output * grad_output) with respect to the input and every weight (canonical keys)."""
+        """Gradients of sum(output * grad_output) with respect to the input and every trainable weight
+        (canonical keys). Uses the Dropout masks of the last forward pass; does not update statistics."""
         x = np.asarray(x, dtype=self.dtype)
-        inputs = [x, *self.forward_layers(x)[:-1]]
+        inputs = [x, *self.forward_layers(x, update=False)[:-1]]
         g = np.asarray(grad_output, dtype=self.dtype)
         grads: dict[str, np.ndarray] = {}
         for info, layer_input in reversed(list(zip(self.infos, inputs))):
-            g, param_grads = _BACKWARD[type(info.layer)](info, self._params(info), layer_input, g)
+            g, param_grads = _BACKWARD[type(info.layer)](info, self._params(info), layer_input, g, _Mode(self, info, False))
             for name, value in param_grads.items():
                 grads[f"{info.index}.{name}"] = value
-        return g, {k: grads[k] for k in self.weights}
+        return g, {k: grads[k] for info in self.infos for k in (f"{info.index}.{n}" for n in info.trainable)}
 
     def _params(self, info: LayerInfo) -> dict[str, np.ndarray]:
         return {name: self.weights[f"{info.index}.{name}"] for name in info.params}
+
+
+class _Mode:
+    """What a layer needs to know about the model's state: training or not, and where its masks and
+    statistics live."""
+
+    def __init__(self, model: NumpyModel, info: LayerInfo, update: bool) -> None:
+        self.model, self.info, self.update = model, info, update
+
+    @property
+    def training(self) -> bool:
+        return self.model.training
+
+    def mask(self, shape: tuple[int, ...], p: float, dtype: Any) -> np.ndarray:
+        """Dropout's keep-mask scaled by 1 / (1 - p): drawn on a forward pass, reused by the backward pass."""
+        if self.update or self.info.index not in self.model._masks:
+            keep = self.model.rng.random(shape) >= p
+            self.model._masks[self.info.index] = keep.astype(dtype) / np.asarray(1.0 - p, dtype=dtype)
+        return self.model._masks[self.info.index]
 
 
 # ---- Conv2d: explicit pad, then a sum over kernel taps of strided slices ----
@@ -73,7 +112,7 @@ def _taps(info: LayerInfo):  # type: ignore[no-untyped-def]
             yield i, j, rows, cols
 
 
-def _conv_forward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+def _conv_forward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, mode: _Mode) -> np.ndarray:
     layer: Conv2d = info.layer  # type: ignore[assignment]
     w, g = p["weight"], layer.groups
     xp = _pad(info, x)
@@ -90,7 +129,7 @@ def _conv_forward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray) -> n
     return out
 
 
-def _conv_backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, go: np.ndarray) -> Any:
+def _conv_backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, go: np.ndarray, mode: _Mode) -> Any:
     layer: Conv2d = info.layer  # type: ignore[assignment]
     w, g = p["weight"], layer.groups
     xp = _pad(info, x)
@@ -120,29 +159,254 @@ def _conv_backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, go:
     return gx, grads
 
 
-def _linear_forward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+def _linear_forward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, mode: _Mode) -> np.ndarray:
     y = x @ p["weight"].T
     return y + p["bias"] if "bias" in p else y
 
 
-def _linear_backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, go: np.ndarray) -> Any:
+def _linear_backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, go: np.ndarray, mode: _Mode) -> Any:
     grads = {"weight": go.T @ x}
     if "bias" in p:
         grads["bias"] = go.sum(axis=0)
     return go @ p["weight"], grads
 
 
-_FORWARD = {
+# ---- pooling: explicit pad (-inf for max, zeros for average), then the kernel's taps as strided slices ----
+
+def _pool_taps(info: LayerInfo):  # type: ignore[no-untyped-def]
+    layer = info.layer
+    (kh, kw), (sh, sw) = layer.kernel_size, layer.stride  # type: ignore[attr-defined]
+    dh, dw = getattr(layer, "dilation", (1, 1))
+    _, ho, wo = info.output_shape
+    for i in range(kh):
+        for j in range(kw):
+            yield slice(i * dh, i * dh + sh * (ho - 1) + 1, sh), slice(j * dw, j * dw + sw * (wo - 1) + 1, sw)
+
+
+def _pool_pad(info: LayerInfo, x: np.ndarray, value: float) -> np.ndarray:
+    (t, b), (l, r) = info.padding  # type: ignore[misc]
+    return np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)), constant_values=value)
+
+
+def _unpad(info: LayerInfo, gxp: np.ndarray) -> np.ndarray:
+    (t, _), (l, _) = info.padding  # type: ignore[misc]
+    _, h, w = info.input_shape
+    return gxp[:, :, t:t + h, l:l + w]
+
+
+def _maxpool_forward(info: LayerInfo, p: Any, x: np.ndarray, mode: _Mode) -> np.ndarray:
+    xp = _pool_pad(info, x, -np.inf)
+    return np.stack([xp[:, :, r, c] for r, c in _pool_taps(info)]).max(axis=0)
+
+
+def _maxpool_backward(info: LayerInfo, p: Any, x: np.ndarray, go: np.ndarray, mode: _Mode) -> Any:
+    # The gradient goes to the first maximum of each window in row-major tap order (torch's and TF's rule).
+    xp = _pool_pad(info, x, -np.inf)
+    taps = list(_pool_taps(info))
+    winner = np.stack([xp[:, :, r, c] for r, c in taps]).argmax(axis=0)
+    gxp = np.zeros_like(xp)
+    for t, (r, c) in enumerate(taps):
+        gxp[:, :, r, c] += np.where(winner == t, go, 0)
+    return _unpad(info, gxp), {}
+
+
+def _avg_divisor(info: LayerInfo) -> np.ndarray:
+    layer: AvgPool2d = info.layer  # type: ignore[assignment]
+    _, h, w = info.input_shape
+    _, ho, wo = info.output_shape
+    rows = layout.avgpool_counts(h, ho, layer.kernel_size[0], layer.stride[0], layer.padding[0], layer.count_include_pad)
+    cols = layout.avgpool_counts(w, wo, layer.kernel_size[1], layer.stride[1], layer.padding[1], layer.count_include_pad)
+    return np.outer(rows, cols)
+
+
+def _avgpool_forward(info: LayerInfo, p: Any, x: np.ndarray, mode: _Mode) -> np.ndarray:
+    xp = _pool_pad(info, x, 0.0)
+    total = sum(xp[:, :, r, c] for r, c in _pool_taps(info))
+    return total / _avg_divisor(info).astype(x.dtype)
+
+
+def _avgpool_backward(info: LayerInfo, p: Any, x: np.ndarray, go: np.ndarray, mode: _Mode) -> Any:
+    xp = _pool_pad(info, x, 0.0)
+    share = go / _avg_divisor(info).astype(x.dtype)
+    gxp = np.zeros_like(xp)
+    for r, c in _pool_taps(info):
+        gxp[:, :, r, c] += share
+    return _unpad(info, gxp), {}
+
+
+def _adaptive_forward(info: LayerInfo, p: Any, x: np.ndarray, mode: _Mode) -> np.ndarray:
+    _, h, w = info.input_shape
+    _, ho, wo = info.output_shape
+    out = np.empty((x.shape[0], *info.output_shape), dtype=x.dtype)
+    for i, (r0, r1) in enumerate(layout.adaptive_windows(h, ho)):
+        for j, (c0, c1) in enumerate(layout.adaptive_windows(w, wo)):
+            out[:, :, i, j] = x[:, :, r0:r1, c0:c1].mean(axis=(2, 3))
+    return out
+
+
+def _adaptive_backward(info: LayerInfo, p: Any, x: np.ndarray, go: np.ndarray, mode: _Mode) -> Any:
+    _, h, w = info.input_shape
+    _, ho, wo = info.output_shape
+    gx = np.zeros_like(x)
+    for i, (r0, r1) in enumerate(layout.adaptive_windows(h, ho)):
+        for j, (c0, c1) in enumerate(layout.adaptive_windows(w, wo)):
+            gx[:, :, r0:r1, c0:c1] += go[:, :, i:i + 1, j:j + 1] / ((r1 - r0) * (c1 - c0))
+    return gx, {}
+
+
+# ---- BatchNorm: torch's definition (biased batch variance to normalise, unbiased into running_var) ----
+
+def _bn_axes(x: np.ndarray) -> tuple[int, ...]:
+    return (0, 2, 3) if x.ndim == 4 else (0,)
+
+
+def _bn_shape(x: np.ndarray) -> tuple[int, ...]:
+    return (1, -1, 1, 1) if x.ndim == 4 else (1, -1)
+
+
+def _bn_stats(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, mode: _Mode) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(mean, variance, from the batch?) that normalise ``x``."""
+    layer = info.layer
+    if mode.training or not layer.track_running_stats:  # type: ignore[attr-defined]
+        axes = _bn_axes(x)
+        return x.mean(axis=axes), x.var(axis=axes), True
+    return p["running_mean"], p["running_var"], False
+
+
+def _bn_forward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, mode: _Mode) -> np.ndarray:
+    layer = info.layer
+    mean, var, batch = _bn_stats(info, p, x, mode)
+    if batch and mode.training and layer.track_running_stats and mode.update:  # type: ignore[attr-defined]
+        n = x.size // x.shape[1]
+        if n < 2:
+            raise ValueError(f"BatchNorm: expected more than 1 value per channel when training, got {n}")
+        p["num_batches_tracked"][...] += 1
+        m = layer.momentum  # type: ignore[attr-defined]
+        f = 1.0 / int(p["num_batches_tracked"]) if m is None else m
+        p["running_mean"][...] = (1 - f) * p["running_mean"] + f * mean
+        p["running_var"][...] = (1 - f) * p["running_var"] + f * var * (n / (n - 1))
+    shape = _bn_shape(x)
+    y = (x - mean.reshape(shape)) / np.sqrt(var + layer.eps).reshape(shape)  # type: ignore[attr-defined]
+    if "weight" in p:
+        y = y * p["weight"].reshape(shape) + p["bias"].reshape(shape)
+    return y
+
+
+def _bn_backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, go: np.ndarray, mode: _Mode) -> Any:
+    layer = info.layer
+    mean, var, batch = _bn_stats(info, p, x, mode)
+    shape, axes = _bn_shape(x), _bn_axes(x)
+    invstd = (1.0 / np.sqrt(var + layer.eps)).reshape(shape)  # type: ignore[attr-defined]
+    xhat = (x - mean.reshape(shape)) * invstd
+    gxhat = go * p["weight"].reshape(shape) if "weight" in p else go
+    if batch:  # mean and variance depend on x too
+        n = x.size // x.shape[1]
+        gx = invstd / n * (n * gxhat - gxhat.sum(axis=axes).reshape(shape)
+                           - xhat * (gxhat * xhat).sum(axis=axes).reshape(shape))
+    else:
+        gx = gxhat * invstd
+    grads = {"weight": (go * xhat).sum(axis=axes), "bias": go.sum(axis=axes)} if "weight" in p else {}
+    return gx, grads
+
+
+# ---- Dropout and activations ----
+
+def _dropout_forward(info: LayerInfo, p: Any, x: np.ndarray, mode: _Mode) -> np.ndarray:
+    if not mode.training or info.layer.p == 0:  # type: ignore[attr-defined]
+        return x
+    return x * mode.mask(x.shape, info.layer.p, x.dtype)  # type: ignore[attr-defined]
+
+
+def _dropout_backward(info: LayerInfo, p: Any, x: np.ndarray, go: np.ndarray, mode: _Mode) -> Any:
+    if not mode.training or info.layer.p == 0:  # type: ignore[attr-defined]
+        return go, {}
+    return go * mode.mask(x.shape, info.layer.p, x.dtype), {}  # type: ignore[attr-defined]
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        e = np.exp(-np.abs(x))
+        return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+_erf = np.frompyfunc(math.erf, 1, 1)
+_SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
+
+
+def _gelu(info: LayerInfo, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(gelu(x), gelu'(x))"""
+    if info.layer.approximate == "tanh":  # type: ignore[attr-defined]
+        inner = _SQRT_2_OVER_PI * (x + 0.044715 * x**3)
+        t = np.tanh(inner)
+        y = 0.5 * x * (1 + t)
+        return y, 0.5 * (1 + t) + 0.5 * x * (1 - t**2) * _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x**2)
+    cdf = 0.5 * (1 + _erf(x / math.sqrt(2)).astype(x.dtype))
+    pdf = np.exp(-0.5 * x**2) / math.sqrt(2 * math.pi)
+    return x * cdf, cdf + x * pdf
+
+
+def _softmax_forward(info: LayerInfo, x: np.ndarray) -> np.ndarray:
+    axis = softmax_axis(info)
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _elu(info: LayerInfo, x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return np.where(x > 0, x, info.layer.alpha * np.expm1(np.minimum(x, 0)))  # type: ignore[attr-defined]
+
+
+_FORWARD: dict[type, Any] = {
     Conv2d: _conv_forward,
-    ReLU: lambda info, p, x: np.maximum(x, 0),
-    Flatten: lambda info, p, x: x.reshape(x.shape[0], -1),
+    ReLU: lambda info, p, x, mode: np.maximum(x, 0),
+    Flatten: lambda info, p, x, mode: x.reshape(x.shape[0], -1),
     Linear: _linear_forward,
+    MaxPool2d: _maxpool_forward,
+    AvgPool2d: _avgpool_forward,
+    AdaptiveAvgPool2d: _adaptive_forward,
+    BatchNorm2d: _bn_forward,
+    BatchNorm1d: _bn_forward,
+    Dropout: _dropout_forward,
+    LeakyReLU: lambda info, p, x, mode: np.where(x > 0, x, x * info.layer.negative_slope),
+    Sigmoid: lambda info, p, x, mode: _sigmoid(x),
+    Tanh: lambda info, p, x, mode: np.tanh(x),
+    GELU: lambda info, p, x, mode: _gelu(info, x)[0],
+    ELU: lambda info, p, x, mode: _elu(info, x),
+    SiLU: lambda info, p, x, mode: x * _sigmoid(x),
+    Softmax: lambda info, p, x, mode: _softmax_forward(info, x),
+    Identity: lambda info, p, x, mode: x,
 }
-_BACKWARD = {
+
+
+def _softmax_backward(info: LayerInfo, x: np.ndarray, go: np.ndarray) -> np.ndarray:
+    y = _softmax_forward(info, x)
+    return y * (go - (go * y).sum(axis=softmax_axis(info), keepdims=True))
+
+
+def _silu_backward(x: np.ndarray, go: np.ndarray) -> np.ndarray:
+    s = _sigmoid(x)
+    return go * s * (1 + x * (1 - s))
+
+
+_BACKWARD: dict[type, Any] = {
     Conv2d: _conv_backward,
-    ReLU: lambda info, p, x, go: (go * (x > 0), {}),
-    Flatten: lambda info, p, x, go: (go.reshape(x.shape), {}),
+    ReLU: lambda info, p, x, go, mode: (go * (x > 0), {}),
+    Flatten: lambda info, p, x, go, mode: (go.reshape(x.shape), {}),
     Linear: _linear_backward,
+    MaxPool2d: _maxpool_backward,
+    AvgPool2d: _avgpool_backward,
+    AdaptiveAvgPool2d: _adaptive_backward,
+    BatchNorm2d: _bn_backward,
+    BatchNorm1d: _bn_backward,
+    Dropout: _dropout_backward,
+    LeakyReLU: lambda info, p, x, go, mode: (go * np.where(x > 0, 1, info.layer.negative_slope).astype(x.dtype), {}),
+    Sigmoid: lambda info, p, x, go, mode: (go * _sigmoid(x) * (1 - _sigmoid(x)), {}),
+    Tanh: lambda info, p, x, go, mode: (go * (1 - np.tanh(x) ** 2), {}),
+    GELU: lambda info, p, x, go, mode: (go * _gelu(info, x)[1], {}),
+    ELU: lambda info, p, x, go, mode: (go * np.where(x > 0, 1, _elu(info, x) + info.layer.alpha).astype(x.dtype), {}),
+    SiLU: lambda info, p, x, go, mode: (_silu_backward(x, go), {}),
+    Softmax: lambda info, p, x, go, mode: (_softmax_backward(info, x, go), {}),
+    Identity: lambda info, p, x, go, mode: (go, {}),
 }
 
 
@@ -172,7 +436,7 @@ def get_weights(model: NumpyModel, infos: list[LayerInfo]) -> dict[str, np.ndarr
 
 def set_weights(model: NumpyModel, infos: list[LayerInfo], weights: dict[str, np.ndarray]) -> None:
     for k, v in weights.items():
-        model.weights[k] = np.array(v, dtype=model.dtype)
+        model.weights[k] = np.array(v, dtype=np.int64 if v.dtype.kind in "iu" else model.dtype)
 
 
 def permute(x: Any, perm: tuple[int, ...]) -> Any:
@@ -180,10 +444,24 @@ def permute(x: Any, perm: tuple[int, ...]) -> Any:
 
 
 def forward(model: NumpyModel, x: np.ndarray) -> np.ndarray:
-    return model(x)
+    """Inference (running statistics, no dropout), whatever the model's mode."""
+    was = model.training
+    model.eval()
+    try:
+        return model(x)
+    finally:
+        model.train(was)
 
 
-def trace(model: NumpyModel, x: np.ndarray, upstream: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, dict[str, np.ndarray]]:
-    """Every layer's output, and the gradients of sum(output * upstream) w.r.t. the input and every weight."""
-    gx, grads = model.backward(x, upstream)
-    return model.forward_layers(x), gx, grads
+def trace(model: NumpyModel, x: np.ndarray, upstream: np.ndarray, training: bool = False) -> tuple[list[np.ndarray], np.ndarray, dict[str, np.ndarray]]:
+    """Every layer's output, and the gradients of sum(output * upstream) w.r.t. the input and every trainable
+    weight, in inference or (``training``) training mode; in training the running statistics are updated
+    once, as by one framework call."""
+    was = model.training
+    model.train(training)
+    try:
+        outs = model.forward_layers(x)
+        gx, grads = model.backward(x, upstream)
+    finally:
+        model.train(was)
+    return outs, gx, grads

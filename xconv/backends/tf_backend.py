@@ -31,8 +31,12 @@ if keras.backend.backend() != "tensorflow":
     )
 
 from .. import layout  # noqa: E402
-from ..shapes import LayerInfo  # noqa: E402
-from ..spec import Conv2d, Flatten, Linear, ReLU, Sequential  # noqa: E402
+from ..errors import SpecError  # noqa: E402
+from ..shapes import LayerInfo, softmax_axis  # noqa: E402
+from ..spec import (  # noqa: E402
+    ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, LeakyReLU,
+    Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh,
+)
 
 NAME = "tf"
 
@@ -109,6 +113,174 @@ class GroupedConv2D(keras.layers.Conv2D):
         )
 
 
+def _pair(v: Any) -> tuple[int, int]:
+    return (int(v[0]), int(v[1]))
+
+
+@keras.saving.register_keras_serializable(package="xconv")
+class TorchMaxPool2D(keras.layers.Layer):
+    """torch's MaxPool2d where Keras' MaxPooling2D has no equal: pads with -inf (``padding`` per side, the
+    bottom / right including what ceil_mode's last window reaches), then a 'valid' max pool; with
+    ``dilation`` > 1 the maximum over the dilated taps (strided slices), first maximum wins as in torch."""
+
+    def __init__(self, kernel_size: Any, strides: Any, padding: Any, dilation: Any = (1, 1), ceil_mode: bool = False,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.kernel_size, self.strides, self.dilation = _pair(kernel_size), _pair(strides), _pair(dilation)
+        self.padding = tuple(_pair(p) for p in padding)
+        self.ceil_mode = bool(ceil_mode)  # recorded for from_keras; the padding already holds its effect
+
+    def call(self, x: Any) -> Any:
+        (t, b), (l, r) = self.padding
+        if t or b or l or r:
+            x = tf.pad(x, [[0, 0], [t, b], [l, r], [0, 0]], constant_values=float("-inf"))
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.strides, self.dilation
+        if (dh, dw) == (1, 1):
+            return tf.nn.max_pool2d(x, (kh, kw), (sh, sw), "VALID")
+        ho = (x.shape[1] - (kh - 1) * dh - 1) // sh + 1
+        wo = (x.shape[2] - (kw - 1) * dw - 1) // sw + 1
+        out = None
+        for i in range(kh):
+            for j in range(kw):
+                tap = x[:, i * dh: i * dh + sh * (ho - 1) + 1: sh, j * dw: j * dw + sw * (wo - 1) + 1: sw, :]
+                out = tap if out is None else tf.maximum(out, tap)  # ties: the gradient goes to the earlier tap
+        return out
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "kernel_size": self.kernel_size, "strides": self.strides,
+                "padding": self.padding, "dilation": self.dilation, "ceil_mode": self.ceil_mode}
+
+
+@keras.saving.register_keras_serializable(package="xconv")
+class TorchAvgPool2D(keras.layers.Layer):
+    """torch's AvgPool2d where Keras' AveragePooling2D has no equal: zero padding (as TorchMaxPool2D), a
+    'valid' average pool, then each position rescaled by kh*kw / torch's divisor (a precomputed constant:
+    ``count_include_pad`` and ceil_mode's cut windows)."""
+
+    def __init__(self, kernel_size: Any, strides: Any, padding: Any, scale: Any, ceil_mode: bool = False,
+                 count_include_pad: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.kernel_size, self.strides = _pair(kernel_size), _pair(strides)
+        # recorded for from_keras; the padding and scale already hold their effect
+        self.ceil_mode, self.count_include_pad = bool(ceil_mode), bool(count_include_pad)
+        self.padding = tuple(_pair(p) for p in padding)
+        self.scale = None if scale is None else [[float(v) for v in row] for row in scale]
+        self._scale = None if scale is None else tf.constant(np.asarray(self.scale)[None, :, :, None], dtype=self.dtype)
+
+    def call(self, x: Any) -> Any:
+        (t, b), (l, r) = self.padding
+        if t or b or l or r:
+            x = tf.pad(x, [[0, 0], [t, b], [l, r], [0, 0]])
+        y = tf.nn.avg_pool2d(x, self.kernel_size, self.strides, "VALID")
+        return y if self._scale is None else y * self._scale
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "kernel_size": self.kernel_size, "strides": self.strides,
+                "padding": self.padding, "scale": self.scale, "ceil_mode": self.ceil_mode,
+                "count_include_pad": self.count_include_pad}
+
+
+@keras.saving.register_keras_serializable(package="xconv")
+class AdaptiveAvgPool2D(keras.layers.Layer):
+    """torch's AdaptiveAvgPool2d for sizes that do not divide evenly: the mean of each of torch's windows
+    [floor(i*H/h), ceil((i+1)*H/h)), one slice per output position."""
+
+    def __init__(self, output_size: Any, input_size: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.output_size, self.input_size = _pair(output_size), _pair(input_size)
+
+    def call(self, x: Any) -> Any:
+        rows = layout.adaptive_windows(self.input_size[0], self.output_size[0])
+        cols = layout.adaptive_windows(self.input_size[1], self.output_size[1])
+        return tf.stack(
+            [tf.stack([tf.reduce_mean(x[:, r0:r1, c0:c1, :], axis=(1, 2)) for c0, c1 in cols], axis=1)
+             for r0, r1 in rows],
+            axis=1,
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "output_size": self.output_size, "input_size": self.input_size}
+
+
+@keras.saving.register_keras_serializable(package="xconv")
+class TorchBatchNorm(keras.layers.BatchNormalization):
+    """``keras.layers.BatchNormalization`` with torch's training rule: normalise with the biased batch
+    variance, but update ``moving_variance`` with the unbiased one (n / (n - 1)), count
+    ``num_batches_tracked`` (an int64 variable), and with ``torch_momentum=None`` use torch's cumulative
+    average (factor 1 / num_batches_tracked). ``momentum`` (Keras' convention) is 1 - torch_momentum.
+    Without ``track_running_stats`` it always normalises with batch statistics, as torch does. Inference
+    (``training=False``, or ``trainable=False`` as in Keras) is the parent's own computation."""
+
+    def __init__(self, torch_momentum: float | None = 0.1, track_running_stats: bool = True, **kwargs: Any) -> None:
+        kwargs.setdefault("momentum", 1.0 - (0.1 if torch_momentum is None else torch_momentum))
+        super().__init__(**kwargs)
+        self.torch_momentum = None if torch_momentum is None else float(torch_momentum)
+        self.track_running_stats = bool(track_running_stats)
+
+    def build(self, input_shape: Any) -> None:
+        super().build(input_shape)
+        self.num_batches_tracked = self.add_weight(
+            shape=(), dtype="int64", initializer="zeros", trainable=False, name="num_batches_tracked"
+        )
+
+    def call(self, inputs: Any, training: Any = None, mask: Any = None) -> Any:
+        batch_stats = bool(training and self.trainable) or not self.track_running_stats
+        if not batch_stats:
+            return super().call(inputs, training=False, mask=mask)
+        x = tf.convert_to_tensor(inputs)
+        axes = list(range(len(x.shape) - 1))
+        mean, variance = tf.nn.moments(x, axes)
+        if training and self.trainable and self.track_running_stats:
+            n = tf.cast(tf.size(x) // tf.shape(x)[-1], x.dtype)
+            self.num_batches_tracked.assign_add(1)
+            if self.torch_momentum is None:
+                f = 1.0 / tf.cast(self.num_batches_tracked, x.dtype)
+            else:
+                f = tf.constant(self.torch_momentum, dtype=x.dtype)
+            one = tf.constant(1.0, dtype=x.dtype)
+            self.moving_mean.assign((one - f) * self.moving_mean + f * mean)
+            self.moving_variance.assign((one - f) * self.moving_variance + f * variance * (n / (n - one)))
+        return keras.ops.batch_normalization(
+            x, mean, variance, axis=-1, offset=self.beta if self.center else None,
+            scale=self.gamma if self.scale else None, epsilon=self.epsilon,
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "torch_momentum": self.torch_momentum,
+                "track_running_stats": self.track_running_stats}
+
+
+_SQRT1_2 = 0.7071067811865476
+_SQRT_2_OVER_PI = 0.7978845608028654
+
+
+@keras.saving.register_keras_serializable(package="xconv")
+class TorchActivation(keras.layers.Layer):
+    """Activations whose native Keras forms differ from torch's: LeakyReLU with a negative slope (Keras
+    refuses it), GELU's tanh form (no Keras layer), and in float64 the parametric ones (Keras and
+    ``tf.nn`` hold their constants in float32: measured 3.5e-8 for leaky_relu, 5e-9 for gelu). Constants are
+    made in the input's dtype."""
+
+    def __init__(self, function: str, param: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.function, self.param = str(function), float(param)
+
+    def call(self, x: Any) -> Any:
+        c = lambda v: tf.constant(v, dtype=x.dtype)  # noqa: E731
+        if self.function == "leaky_relu":
+            return tf.where(x > 0, x, x * c(self.param))
+        if self.function == "elu":
+            return tf.where(x > 0, x, c(self.param) * tf.math.expm1(tf.minimum(x, c(0.0))))
+        if self.function == "gelu":
+            return c(0.5) * x * (c(1.0) + tf.math.erf(x * c(_SQRT1_2)))
+        if self.function == "gelu_tanh":
+            return c(0.5) * x * (c(1.0) + tf.tanh(c(_SQRT_2_OVER_PI) * (x + c(0.044715) * x * x * x)))
+        raise ValueError(f"TorchActivation: unknown function {self.function!r}")
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "function": self.function, "param": self.param}
+
+
 def _conv2d(info: LayerInfo, x: Any, dtype: str) -> Any:
     layer: Conv2d = info.layer  # type: ignore[assignment]
     name = f"conv2d_{info.index}"
@@ -178,11 +350,108 @@ def _linear(info: LayerInfo, x: Any, dtype: str) -> Any:
     return keras.layers.Dense(layer.out_features, use_bias=layer.bias, dtype=dtype, name=f"linear_{info.index}")(x)
 
 
+def _maxpool(info: LayerInfo, x: Any, dtype: str) -> Any:
+    layer: MaxPool2d = info.layer  # type: ignore[assignment]
+    name = f"maxpool_{info.index}"
+    if info.padding == ((0, 0), (0, 0)) and layer.dilation == (1, 1):
+        return keras.layers.MaxPooling2D(layer.kernel_size, layer.stride, padding="valid", dtype=dtype, name=name)(x)
+    # torch pads with -inf; Keras' 'same' and ZeroPadding2D would let a pad win over negative inputs
+    return TorchMaxPool2D(layer.kernel_size, layer.stride, info.padding, layer.dilation, layer.ceil_mode, dtype=dtype,
+                          name=name)(x)
+
+
+def _avgpool(info: LayerInfo, x: Any, dtype: str) -> Any:
+    layer: AvgPool2d = info.layer  # type: ignore[assignment]
+    name = f"avgpool_{info.index}"
+    _, h, w = info.input_shape
+    _, ho, wo = info.output_shape
+    (kh, kw), (sh, sw), (ph, pw) = layer.kernel_size, layer.stride, layer.padding
+    divisor = np.outer(layout.avgpool_counts(h, ho, kh, sh, ph, layer.count_include_pad),
+                       layout.avgpool_counts(w, wo, kw, sw, pw, layer.count_include_pad))
+    uniform = bool((divisor == kh * kw).all())
+    if uniform and info.padding == ((0, 0), (0, 0)):
+        return keras.layers.AveragePooling2D(layer.kernel_size, layer.stride, padding="valid", dtype=dtype, name=name)(x)
+    if uniform and info.padding == ((ph, ph), (pw, pw)):
+        x = keras.layers.ZeroPadding2D(info.padding, dtype=dtype, name=f"{name}_pad")(x)
+        return keras.layers.AveragePooling2D(layer.kernel_size, layer.stride, padding="valid", dtype=dtype, name=name)(x)
+    scale = None if uniform else (kh * kw / divisor).tolist()
+    return TorchAvgPool2D(layer.kernel_size, layer.stride, info.padding, scale, layer.ceil_mode,
+                          layer.count_include_pad, dtype=dtype, name=name)(x)
+
+
+def _adaptive(info: LayerInfo, x: Any, dtype: str) -> Any:
+    _, h, w = info.input_shape
+    oh, ow = info.layer.output_size  # type: ignore[attr-defined]
+    name = f"adaptiveavgpool_{info.index}"
+    if (oh, ow) == (1, 1):
+        return keras.layers.GlobalAveragePooling2D(keepdims=True, dtype=dtype, name=name)(x)
+    if h % oh == 0 and w % ow == 0:
+        size = (h // oh, w // ow)
+        return keras.layers.AveragePooling2D(size, size, padding="valid", dtype=dtype, name=name)(x)
+    return AdaptiveAvgPool2D((oh, ow), (h, w), dtype=dtype, name=name)(x)
+
+
+def _batchnorm(info: LayerInfo, x: Any, dtype: str) -> Any:
+    layer = info.layer
+    return TorchBatchNorm(
+        torch_momentum=layer.momentum, track_running_stats=layer.track_running_stats,  # type: ignore[attr-defined]
+        axis=-1, epsilon=layer.eps, center=layer.affine, scale=layer.affine,  # type: ignore[attr-defined]
+        dtype=dtype, name=f"batchnorm_{info.index}",
+    )(x)
+
+
+def _act_builder(function: str, param: float = 0.0) -> Callable[[LayerInfo, Any, str], Any]:
+    """Native Keras where equal in this dtype; TorchActivation otherwise."""
+
+    def make(info: LayerInfo, x: Any, dtype: str) -> Any:
+        name = f"{info.kind.lower()}_{info.index}"
+        p = getattr(info.layer, {"leaky_relu": "negative_slope", "elu": "alpha"}.get(function, "_"), param)
+        if dtype == "float32":
+            if function == "leaky_relu" and p >= 0:
+                return keras.layers.LeakyReLU(negative_slope=p, dtype=dtype, name=name)(x)
+            if function == "elu":
+                return keras.layers.ELU(alpha=p, dtype=dtype, name=name)(x)
+            if function == "gelu":
+                return keras.layers.Activation("gelu", dtype=dtype, name=name)(x)  # approximate=False
+        return TorchActivation(function, p, dtype=dtype, name=name)(x)
+
+    return make
+
+
+def _gelu(info: LayerInfo, x: Any, dtype: str) -> Any:
+    tanh = info.layer.approximate == "tanh"  # type: ignore[attr-defined]
+    return _act_builder("gelu_tanh" if tanh else "gelu")(info, x, dtype)
+
+
+def _softmax(info: LayerInfo, x: Any, dtype: str) -> Any:
+    axis = softmax_axis(info)
+    keras_axis = -1 if axis == 1 or len(info.input_shape) == 1 else axis - 1  # NCHW H, W -> NHWC 1, 2
+    return keras.layers.Softmax(axis=keras_axis, dtype=dtype, name=f"softmax_{info.index}")(x)
+
+
+def _named(cls: Any, *args: Any) -> Callable[[LayerInfo, Any, str], Any]:
+    return lambda info, x, dtype: cls(*args, dtype=dtype, name=f"{info.kind.lower()}_{info.index}")(x)
+
+
 _BUILDERS = {
     Conv2d: _conv2d,
     ReLU: lambda info, x, dtype: keras.layers.ReLU(dtype=dtype, name=f"relu_{info.index}")(x),
     Flatten: lambda info, x, dtype: keras.layers.Flatten(dtype=dtype, name=f"flatten_{info.index}")(x),
     Linear: _linear,
+    MaxPool2d: _maxpool,
+    AvgPool2d: _avgpool,
+    AdaptiveAvgPool2d: _adaptive,
+    BatchNorm2d: _batchnorm,
+    BatchNorm1d: _batchnorm,
+    Dropout: lambda info, x, dtype: keras.layers.Dropout(info.layer.p, dtype=dtype, name=f"dropout_{info.index}")(x),
+    LeakyReLU: _act_builder("leaky_relu"),
+    Sigmoid: _named(keras.layers.Activation, "sigmoid"),
+    Tanh: _named(keras.layers.Activation, "tanh"),
+    GELU: _gelu,
+    ELU: _act_builder("elu"),
+    SiLU: _named(keras.layers.Activation, "silu"),
+    Softmax: _softmax,
+    Identity: _named(keras.layers.Identity),
 }
 
 def build(spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarray], dtype: str) -> keras.Model:
@@ -223,10 +492,17 @@ def dtype_of(model: keras.Model) -> str:
     return str(model.inputs[0].dtype)
 
 
+_BN_VARIABLES = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean",
+                 "running_var": "moving_variance", "num_batches_tracked": "num_batches_tracked"}
+
+
 def _params(model: keras.Model, info: LayerInfo) -> dict[str, Any]:
-    """Canonical param name -> Keras variable, for one spec layer."""
+    """Canonical state name -> Keras variable, for one spec layer."""
     if not info.params:
         return {}
+    if isinstance(info.layer, (BatchNorm2d, BatchNorm1d)):
+        layer = model.get_layer(f"batchnorm_{info.index}")
+        return {name: getattr(layer, _BN_VARIABLES[name]) for name in info.params}
     prefix = "conv2d" if isinstance(info.layer, Conv2d) else "linear"
     layer = model.get_layer(f"{prefix}_{info.index}")
     out = {"weight": layer.kernel}
@@ -236,6 +512,8 @@ def _params(model: keras.Model, info: LayerInfo) -> dict[str, Any]:
 
 
 def _to_canonical(info: LayerInfo, name: str, value: np.ndarray) -> np.ndarray:
+    if isinstance(info.layer, (BatchNorm2d, BatchNorm1d)):
+        return value if value.ndim == 0 else layout.vector_from_keras(value, info.input_source)
     if name == "bias":
         return value
     if isinstance(info.layer, Conv2d):
@@ -244,6 +522,8 @@ def _to_canonical(info: LayerInfo, name: str, value: np.ndarray) -> np.ndarray:
 
 
 def _from_canonical(info: LayerInfo, name: str, value: np.ndarray) -> np.ndarray:
+    if isinstance(info.layer, (BatchNorm2d, BatchNorm1d)):
+        return value if value.ndim == 0 else layout.vector_to_keras(value, info.input_source)
     if name == "bias":
         return value
     if isinstance(info.layer, Conv2d):
@@ -279,9 +559,10 @@ def _nchw(y: np.ndarray) -> np.ndarray:
     return layout.to_nchw(y) if y.ndim == 4 else y
 
 
-def trace(model: keras.Model, x: np.ndarray, upstream: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, dict[str, np.ndarray]]:
+def trace(model: keras.Model, x: np.ndarray, upstream: np.ndarray, training: bool = False) -> tuple[list[np.ndarray], np.ndarray, dict[str, np.ndarray]]:
     """Every spec layer's output, and the gradients of sum(output * upstream) with respect to the input and
-    every weight, all as numpy in canonical layout (NCHW, OIHW, (out, in) in C,H,W order)."""
+    every trainable weight, all as numpy in canonical layout (NCHW, OIHW, (out, in) in C,H,W order); layers
+    are called with ``training`` (True: BatchNorm statistics are updated once)."""
     spec = spec_of(model)
     assert spec is not None
     from ..shapes import infer
@@ -289,13 +570,13 @@ def trace(model: keras.Model, x: np.ndarray, upstream: np.ndarray) -> tuple[list
     infos = infer(spec)
     xv = tf.constant(layout.to_nhwc(x) if x.ndim == 4 else x)
     up = tf.constant(layout.to_nhwc(upstream) if upstream.ndim == 4 else upstream)
-    variables = {f"{i.index}.{n}": v for i in infos for n, v in _params(model, i).items()}
+    variables = {f"{i.index}.{n}": v for i in infos for n, v in _params(model, i).items() if n not in i.buffers}
     outs: dict[int, Any] = {}
     with tf.GradientTape() as tape:
         tape.watch(xv)
         h = xv
         for layer in model.layers[1:]:
-            h = layer(h, training=False)
+            h = layer(h, training=training)
             outs[int(layer.name.split("_")[1])] = h  # conv2d_3_pad, conv2d_3, ... -> spec index 3
         loss = tf.reduce_sum(h * up)
     keys = list(variables)
@@ -356,20 +637,52 @@ def train(
 
 # ---- importing hand-written models ----
 
+_ACTIVATION_NAMES = ("relu", "linear", "sigmoid", "tanh", "silu", "swish", "gelu", "elu", "softmax", "leaky_relu")
 _SUPPORTED = (
-    "InputLayer, Conv2D ('same'/'valid', strides, dilation, groups, bias, activation relu/linear), "
-    "ZeroPadding2D (folded into the next 'valid' Conv2D), ReLU(), Activation('relu'/'linear'), Flatten, "
-    "Dense (activation relu/linear), and xconv's own GatherPad2D / Subsample2D / Cropping2D around a conv"
+    "InputLayer, Conv2D ('same'/'valid', strides, dilation, groups, bias, a fused activation), "
+    "ZeroPadding2D (folded into the next 'valid' Conv2D or AveragePooling2D), Dense (a fused activation), "
+    "Flatten, MaxPooling2D / AveragePooling2D ('valid', or 'same' where torch's padding and ceil_mode give the "
+    "same windows), GlobalAveragePooling2D, BatchNormalization, Dropout, ReLU(), LeakyReLU, ELU, Softmax, "
+    "Identity, Activation(" + " / ".join(_ACTIVATION_NAMES) + "), and xconv's own layers"
 )
 
 
-def _activation(layer: Any, where: str) -> str:
+def _activation(layer: Any, where: str) -> Any:
+    """The spec layer of a Keras layer's ``activation`` (None for linear)."""
     from ..errors import UnsupportedLayerError
 
     name = keras.activations.serialize(layer.activation)
-    if name not in ("relu", "linear"):
-        raise UnsupportedLayerError(f"from_keras: {where}: activation {name!r} is not supported (relu or linear)")
-    return str(name)
+    if isinstance(name, dict):
+        name = name.get("config", name.get("class_name"))
+    layers = {"relu": ReLU(), "linear": None, "sigmoid": Sigmoid(), "tanh": Tanh(), "silu": SiLU(), "swish": SiLU(),
+              "gelu": GELU(), "elu": ELU(), "softmax": Softmax(1), "leaky_relu": LeakyReLU(0.2)}
+    if name not in layers:
+        raise UnsupportedLayerError(
+            f"from_keras: {where}: activation {name!r} is not supported ({', '.join(_ACTIVATION_NAMES)})"
+        )
+    return layers[name]
+
+
+def _same_pool(layer: Any, shape: tuple[int, ...], where: str) -> tuple[tuple[int, int], bool]:
+    """torch padding and ceil_mode that give Keras' 'same' pooling windows for this input, or refuse."""
+    from .. import shapes
+    from ..errors import UnsupportedLayerError
+
+    pads, ceil = [], False
+    for size, k, s in zip(shape[1:], layer.pool_size, layer.strides):
+        before, after = layout.same_padding(size, k, s, 1)
+        out = -(-size // s)
+        ok = after - before in (0, 1) and before <= k // 2
+        if ok:
+            ceil = ceil or after > before
+            ok = shapes.pool_output_size(size, k, s, before, 1, after > before) == out
+        if not ok:
+            raise UnsupportedLayerError(
+                f"from_keras: {where}: padding='same' on input size {size} (kernel {k}, stride {s}) has no torch "
+                "padding/ceil_mode with the same windows"
+            )
+        pads.append(before)
+    return (pads[0], pads[1]), ceil
 
 
 def _chain(model: keras.Model) -> list[Any]:
@@ -446,6 +759,17 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
             layers[-1] = last_conv = dataclasses.replace(conv, stride=stride)
             continue
         is_conv = type(layer) in (keras.layers.Conv2D, GroupedConv2D)
+        if pad is not None and crop is None and pre is None and type(layer) is keras.layers.AveragePooling2D:
+            (t, b), (l, r) = pad
+            k = tuple(layer.pool_size)
+            if mode != "zeros" or layer.padding != "valid" or t != b or l != r or t > k[0] // 2 or l > k[1] // 2:
+                raise UnsupportedLayerError(
+                    f"from_keras: a padding before {where} folds only as symmetric zeros of at most half the kernel "
+                    "into a 'valid' AveragePooling2D"
+                )
+            layers.append(AvgPool2d(k, tuple(layer.strides), (t, l)))
+            pad = None
+            continue
         if before_conv and not (is_conv and layer.padding == "valid"):
             raise UnsupportedLayerError(f"from_keras: a padding, crop or subsampling before {where} folds only into a 'valid' Conv2D")
         index = len(layers)
@@ -472,25 +796,89 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
             raw[f"{index}.weight"] = np.asarray(layer.kernel.numpy())
             if layer.use_bias:
                 raw[f"{index}.bias"] = np.asarray(layer.bias.numpy())
-            if act == "relu":
-                layers.append(ReLU())
+            if act is not None:
+                layers.append(act)
         elif isinstance(layer, keras.layers.Dense) and type(layer) is keras.layers.Dense:
             act = _activation(layer, where)
             layers.append(Linear(int(layer.kernel.shape[0]), layer.units, bias=layer.use_bias))
             raw[f"{index}.weight"] = np.asarray(layer.kernel.numpy())
             if layer.use_bias:
                 raw[f"{index}.bias"] = np.asarray(layer.bias.numpy())
-            if act == "relu":
-                layers.append(ReLU())
+            if act is not None:
+                layers.append(act)
         elif isinstance(layer, keras.layers.ReLU):
             if layer.max_value is not None or layer.negative_slope != 0 or layer.threshold != 0:
                 raise UnsupportedLayerError(f"from_keras: {where}: only ReLU() with default arguments is supported")
             layers.append(ReLU())
         elif isinstance(layer, keras.layers.Activation):
-            if _activation(layer, where) == "relu":
-                layers.append(ReLU())
+            act = _activation(layer, where)
+            if act is not None:
+                layers.append(act)
         elif isinstance(layer, keras.layers.Flatten):
             layers.append(Flatten())
+        elif isinstance(layer, (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)):
+            k, st = tuple(layer.pool_size), tuple(layer.strides)
+            current = _current_shape(layers, input_shape)
+            padding, ceil = ((0, 0), False) if layer.padding == "valid" else _same_pool(layer, current, where)
+            if isinstance(layer, keras.layers.MaxPooling2D):
+                layers.append(MaxPool2d(k, st, padding, ceil_mode=ceil))
+            else:  # Keras 'same' averages over the input only: count_include_pad=False
+                layers.append(AvgPool2d(k, st, padding, ceil_mode=ceil, count_include_pad=False))
+        elif isinstance(layer, TorchMaxPool2D):
+            (t, _), (l, _) = layer.padding
+            layers.append(MaxPool2d(layer.kernel_size, layer.strides, (t, l), layer.dilation, layer.ceil_mode))
+        elif isinstance(layer, TorchAvgPool2D):
+            (t, _), (l, _) = layer.padding
+            layers.append(AvgPool2d(layer.kernel_size, layer.strides, (t, l), layer.ceil_mode, layer.count_include_pad))
+        elif isinstance(layer, keras.layers.GlobalAveragePooling2D):
+            layers.append(AdaptiveAvgPool2d(1))
+            if not layer.keepdims:
+                layers.append(Flatten())
+        elif isinstance(layer, AdaptiveAvgPool2D):
+            layers.append(AdaptiveAvgPool2d(layer.output_size))
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            current = _current_shape(layers, input_shape)
+            axis = layer.axis[0] if isinstance(layer.axis, (list, tuple)) else layer.axis
+            if axis % (len(current) + 1) != len(current) or layer.renorm or layer.center != layer.scale:
+                raise UnsupportedLayerError(
+                    f"from_keras: {where}: only BatchNormalization over the last axis, without renorm, with center "
+                    "and scale both on or both off is supported"
+                )
+            torch_bn = isinstance(layer, TorchBatchNorm)
+            momentum = layer.torch_momentum if torch_bn else 1.0 - float(layer.momentum)
+            track = layer.track_running_stats if torch_bn else True
+            cls = BatchNorm2d if len(current) == 3 else BatchNorm1d
+            layers.append(cls(current[0], eps=float(layer.epsilon), momentum=momentum, affine=bool(layer.center),
+                              track_running_stats=track))
+            state = {"weight": "gamma", "bias": "beta"} if layer.center else {}
+            if track:
+                state.update(running_mean="moving_mean", running_var="moving_variance")
+            for name, attr in state.items():
+                raw[f"{index}.{name}"] = np.asarray(getattr(layer, attr).numpy())
+            if track:  # a native Keras layer does not count batches
+                count = layer.num_batches_tracked.numpy() if torch_bn else 0
+                raw[f"{index}.num_batches_tracked"] = np.asarray(count, dtype=np.int64)
+        elif isinstance(layer, keras.layers.Dropout):
+            if layer.noise_shape is not None:
+                raise UnsupportedLayerError(f"from_keras: {where}: Dropout with a noise_shape is not supported")
+            layers.append(Dropout(float(layer.rate)))
+        elif isinstance(layer, keras.layers.LeakyReLU):
+            layers.append(LeakyReLU(float(layer.negative_slope)))
+        elif isinstance(layer, keras.layers.ELU):
+            layers.append(ELU(float(layer.alpha)))
+        elif isinstance(layer, keras.layers.Softmax):
+            rank = len(_current_shape(layers, input_shape)) + 1
+            axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
+            if len(axes) != 1 or axes[0] % rank == 0:
+                raise UnsupportedLayerError(f"from_keras: {where}: only a Softmax over one non-batch axis is supported")
+            axis = axes[0] % rank
+            layers.append(Softmax(1 if axis == rank - 1 else axis + 1))  # NHWC H, W -> NCHW 2, 3
+        elif isinstance(layer, keras.layers.Identity):
+            layers.append(Identity())
+        elif isinstance(layer, TorchActivation):
+            fn = layer.function
+            layers.append({"leaky_relu": lambda: LeakyReLU(layer.param), "elu": lambda: ELU(layer.param),
+                           "gelu": lambda: GELU(), "gelu_tanh": lambda: GELU("tanh")}[fn]())
         else:
             raise UnsupportedLayerError(f"from_keras: {where} is not supported; supported: {_SUPPORTED}")
     if pad is not None or crop is not None or pre is not None:
@@ -502,6 +890,12 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
         index, name = key.split(".")
         weights[key] = np.array(_to_canonical(infos[int(index)], name, value))
     return spec, weights
+
+
+def _current_shape(layers: list[Any], input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    from .. import shapes
+
+    return shapes.infer(Sequential(*layers, input_shape=input_shape))[-1].output_shape if layers else input_shape
 
 
 def read_keras_file(path: str) -> keras.Model:

@@ -10,7 +10,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..shapes import LayerInfo
-from ..spec import Conv2d, Flatten, Linear, ReLU, Sequential
+from ..spec import (
+    ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, LeakyReLU,
+    Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh,
+)
 
 NAME = "torch"
 
@@ -52,11 +55,43 @@ def _linear(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
     return nn.Linear(layer.in_features, layer.out_features, bias=layer.bias, **factory)  # type: ignore[arg-type]
 
 
-_BUILDERS = {
+def _batchnorm(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
+    layer = info.layer
+    cls = nn.BatchNorm2d if isinstance(layer, BatchNorm2d) else nn.BatchNorm1d
+    return cls(layer.num_features, eps=layer.eps, momentum=layer.momentum, affine=layer.affine,  # type: ignore[attr-defined]
+               track_running_stats=layer.track_running_stats, **factory)  # type: ignore[attr-defined]
+
+
+def _maxpool(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
+    layer: MaxPool2d = info.layer  # type: ignore[assignment]
+    return nn.MaxPool2d(layer.kernel_size, layer.stride, layer.padding, layer.dilation, ceil_mode=layer.ceil_mode)
+
+
+def _avgpool(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
+    layer: AvgPool2d = info.layer  # type: ignore[assignment]
+    return nn.AvgPool2d(layer.kernel_size, layer.stride, layer.padding, ceil_mode=layer.ceil_mode,
+                        count_include_pad=layer.count_include_pad)
+
+
+_BUILDERS: dict[type, Callable[[LayerInfo, dict[str, Any]], nn.Module]] = {
     Conv2d: _conv2d,
     ReLU: lambda info, factory: nn.ReLU(),
     Flatten: lambda info, factory: nn.Flatten(),
     Linear: _linear,
+    MaxPool2d: _maxpool,
+    AvgPool2d: _avgpool,
+    AdaptiveAvgPool2d: lambda info, factory: nn.AdaptiveAvgPool2d(info.layer.output_size),  # type: ignore[attr-defined]
+    BatchNorm2d: _batchnorm,
+    BatchNorm1d: _batchnorm,
+    Dropout: lambda info, factory: nn.Dropout(info.layer.p),  # type: ignore[attr-defined]
+    LeakyReLU: lambda info, factory: nn.LeakyReLU(info.layer.negative_slope),  # type: ignore[attr-defined]
+    Sigmoid: lambda info, factory: nn.Sigmoid(),
+    Tanh: lambda info, factory: nn.Tanh(),
+    GELU: lambda info, factory: nn.GELU(approximate=info.layer.approximate),  # type: ignore[attr-defined]
+    ELU: lambda info, factory: nn.ELU(info.layer.alpha),  # type: ignore[attr-defined]
+    SiLU: lambda info, factory: nn.SiLU(),
+    Softmax: lambda info, factory: nn.Softmax(dim=info.layer.dim),  # type: ignore[attr-defined]
+    Identity: lambda info, factory: nn.Identity(),
 }
 
 
@@ -69,7 +104,9 @@ def build(spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarra
     model.xconv_spec = spec
     model.xconv_dtype = dtype
     set_weights(model, infos, weights)
-    return model
+    # Inference mode, like a Keras call without ``training``: tm(x) and km(x) agree out of the box. Training
+    # loops call model.train(), as torch's own do.
+    return model.eval()
 
 
 def owns_model(obj: Any) -> bool:
@@ -109,28 +146,44 @@ def set_weights(model: nn.Module, infos: list[LayerInfo], weights: dict[str, np.
     tensors = _tensors(model)
     with torch.no_grad():
         for key, array in weights.items():
-            tensors[key].copy_(torch.from_numpy(np.ascontiguousarray(array)))
+            tensors[key].copy_(torch.from_numpy(np.array(array, order="C")))  # ascontiguousarray makes 0-d arrays 1-d
 
 
 def permute(x: torch.Tensor, perm: tuple[int, ...]) -> torch.Tensor:
     return x.permute(*perm).contiguous()
 
 
+class _Mode:
+    """``with _Mode(model, training):`` runs in that mode and restores the model's own afterwards."""
+
+    def __init__(self, model: nn.Module, training: bool) -> None:
+        self.model, self.training, self.was = model, training, model.training
+
+    def __enter__(self) -> None:
+        self.model.train(self.training)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.model.train(self.was)
+
+
 def forward(model: nn.Module, x: np.ndarray) -> np.ndarray:
-    """Run ``model`` on an NCHW (or (N, F)) numpy batch; returns numpy in the same logical layout."""
-    with torch.no_grad():
+    """Run ``model`` in inference mode (eval) on an NCHW (or (N, F)) numpy batch; returns numpy in the same
+    logical layout. The model's own mode is restored afterwards."""
+    with torch.no_grad(), _Mode(model, False):
         return model(torch.from_numpy(np.ascontiguousarray(x))).numpy()
 
 
-def trace(model: nn.Module, x: np.ndarray, upstream: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, dict[str, np.ndarray]]:
+def trace(model: nn.Module, x: np.ndarray, upstream: np.ndarray, training: bool = False) -> tuple[list[np.ndarray], np.ndarray, dict[str, np.ndarray]]:
     """Every layer's output, and the gradients of sum(output * upstream) with respect to the input and every
-    weight (canonical keys), all as numpy in canonical layout."""
+    trainable weight (canonical keys), all as numpy in canonical layout; in eval mode, or in train mode with
+    ``training`` (BatchNorm running statistics are then updated once)."""
     model.zero_grad(set_to_none=True)
     xt = torch.from_numpy(np.ascontiguousarray(x)).requires_grad_(True)
     outs, h = [], xt
-    for module in model:
-        h = module(h)
-        outs.append(h.detach().numpy().copy())
+    with _Mode(model, training):
+        for module in model:
+            h = module(h)
+            outs.append(h.detach().numpy().copy())
     (h * torch.from_numpy(np.ascontiguousarray(upstream))).sum().backward()
     grads = {
         k: (np.zeros(tuple(p.shape), dtype=x.dtype) if p.grad is None else p.grad.numpy().copy())
@@ -173,6 +226,9 @@ def train(
 _SUPPORTED = (
     "nn.Conv2d / F.conv2d, nn.ReLU / F.relu / torch.relu / .relu(), nn.Flatten / torch.flatten(x, 1) / "
     "x.view(N, -1) / x.reshape(N, -1), nn.Linear / F.linear, nn.ZeroPad2d (folded into the next conv), "
+    "nn.MaxPool2d / F.max_pool2d, nn.AvgPool2d / F.avg_pool2d, nn.AdaptiveAvgPool2d / F.adaptive_avg_pool2d, "
+    "nn.BatchNorm1d / nn.BatchNorm2d, nn.Dropout, nn.LeakyReLU / F.leaky_relu, nn.Sigmoid / torch.sigmoid, "
+    "nn.Tanh / torch.tanh, nn.GELU / F.gelu, nn.ELU / F.elu, nn.SiLU / F.silu, nn.Softmax / F.softmax (with dim), "
     "nn.Identity, nested nn.Sequential; any nn.Module whose forward is a straight chain of these"
 )
 
@@ -290,6 +346,9 @@ def _as_module(root: nn.Module, node: Any, args: list[Any], params: dict[Any, An
                          dilation=values.get("dilation", 1), groups=groups, bias=bias is not None, device="meta")
         conv.weight, conv.bias = _param(weight), _param(bias)  # share, do not copy
         return conv
+    functional = _functional_module(node, args, kwargs)
+    if functional is not None:
+        return functional
     if node.op == "call_function" and node.target is F.linear:
         values = {**dict(zip(["weight", "bias"], args[1:])), **kwargs}
         weight, bias = params.get(values.get("weight")), params.get(values.get("bias"))
@@ -299,6 +358,53 @@ def _as_module(root: nn.Module, node: Any, args: list[Any], params: dict[Any, An
         linear.weight, linear.bias = _param(weight), _param(bias)
         return linear
     raise UnsupportedLayerError(f"from_torch: {where} is not supported; supported: {_SUPPORTED}")
+
+
+def _functional_module(node: Any, args: list[Any], kwargs: dict[str, Any]) -> nn.Module | None:
+    """The module form of a parameter-free functional call (F.max_pool2d, torch.sigmoid, x.softmax(1), ...)."""
+
+    def values(*names: str) -> dict[str, Any]:
+        return {**dict(zip(names, args[1:])), **kwargs}
+
+    target = node.target
+    if node.op == "call_method":
+        methods = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+        if target in methods and len(args) == 1 and not kwargs:
+            return methods[target]()
+        if target == "softmax":
+            dim = values("dim").get("dim")
+            return None if dim is None else nn.Softmax(dim=dim)
+        return None
+    if node.op != "call_function":
+        return None
+    if target is F.max_pool2d:
+        v = values("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+        if v.get("return_indices"):
+            return None
+        return nn.MaxPool2d(v["kernel_size"], v.get("stride"), v.get("padding", 0), v.get("dilation", 1),
+                            ceil_mode=v.get("ceil_mode", False))
+    if target is F.avg_pool2d:
+        v = values("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override")
+        return nn.AvgPool2d(v["kernel_size"], v.get("stride"), v.get("padding", 0), v.get("ceil_mode", False),
+                            v.get("count_include_pad", True), v.get("divisor_override"))
+    if target is F.adaptive_avg_pool2d:
+        return nn.AdaptiveAvgPool2d(values("output_size")["output_size"])
+    if target in (torch.sigmoid, F.sigmoid):
+        return nn.Sigmoid()
+    if target in (torch.tanh, F.tanh):
+        return nn.Tanh()
+    if target is F.leaky_relu:
+        return nn.LeakyReLU(values("negative_slope").get("negative_slope", 0.01))
+    if target is F.gelu:
+        return nn.GELU(approximate=values().get("approximate", "none"))
+    if target is F.elu:
+        return nn.ELU(values("alpha").get("alpha", 1.0))
+    if target is F.silu:
+        return nn.SiLU()
+    if target in (F.softmax, torch.softmax):
+        dim = values("dim").get("dim")
+        return None if dim is None else nn.Softmax(dim=dim)
+    return None
 
 
 def _flat_modules(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
@@ -373,13 +479,56 @@ def import_model(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[Seque
             if m.bias is not None:
                 tensors[f"{index}.bias"] = m.bias
         elif isinstance(m, nn.Identity):
-            continue
+            layers.append(Identity())
+        elif isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.BatchNorm2d, nn.BatchNorm1d,
+                            nn.Dropout, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.GELU, nn.ELU, nn.SiLU, nn.Softmax)):
+            layer = _module_layer(m, where)
+            layers.append(layer)
+            if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+                for key, t in m.state_dict(keep_vars=True).items():
+                    tensors[f"{index}.{key}"] = t
         else:
             raise UnsupportedLayerError(f"from_torch: {where} is not supported; supported: {_SUPPORTED}")
     if pending is not None:
         raise UnsupportedLayerError(f"from_torch: module {pending_name!r} (ZeroPad2d) is not followed by a conv")
     spec = Sequential(*layers, input_shape=input_shape)
     return spec, {k: t.detach().cpu().numpy().copy() for k, t in tensors.items()}
+
+
+def _module_layer(m: nn.Module, where: str) -> Any:
+    """The spec layer of one parameter-free (or BatchNorm) torch module, or UnsupportedLayerError."""
+    from ..errors import UnsupportedLayerError
+
+    if isinstance(m, nn.MaxPool2d):
+        if m.return_indices:
+            raise UnsupportedLayerError(f"from_torch: {where}: return_indices=True is not supported")
+        return MaxPool2d(m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode)
+    if isinstance(m, nn.AvgPool2d):
+        if m.divisor_override is not None:
+            raise UnsupportedLayerError(f"from_torch: {where}: divisor_override is not supported")
+        return AvgPool2d(m.kernel_size, m.stride, m.padding, m.ceil_mode, m.count_include_pad)
+    if isinstance(m, nn.AdaptiveAvgPool2d):
+        size = m.output_size
+        if size is None or (isinstance(size, (tuple, list)) and None in size):
+            raise UnsupportedLayerError(f"from_torch: {where}: output_size with None is not supported; give both sizes")
+        return AdaptiveAvgPool2d(size)
+    if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+        cls = BatchNorm2d if isinstance(m, nn.BatchNorm2d) else BatchNorm1d
+        return cls(m.num_features, eps=m.eps, momentum=m.momentum, affine=m.affine,
+                   track_running_stats=m.track_running_stats)
+    if isinstance(m, nn.Dropout):
+        return Dropout(m.p)
+    if isinstance(m, nn.LeakyReLU):
+        return LeakyReLU(m.negative_slope)
+    if isinstance(m, nn.GELU):
+        return GELU(m.approximate)
+    if isinstance(m, nn.ELU):
+        return ELU(m.alpha)
+    if isinstance(m, nn.Softmax):
+        if m.dim is None:
+            raise UnsupportedLayerError(f"from_torch: {where}: Softmax needs an explicit dim (torch's implicit choice is deprecated)")
+        return Softmax(m.dim)
+    return {nn.Sigmoid: Sigmoid, nn.Tanh: Tanh, nn.SiLU: SiLU}[type(m)]()
 
 
 def read_state_dict(path: str) -> dict[str, Any]:

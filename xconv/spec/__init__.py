@@ -1,6 +1,13 @@
 """Framework-neutral specs (pure Python)."""
 
-from ._layers import LAYER_TYPES, Conv2d, Flatten, Layer, Linear, ReLU
+from ._layers import (
+    ELEMENTWISE, ELU, GELU, LAYER_TYPES, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout,
+    Flatten, Identity, Layer, LeakyReLU, Linear, MaxPool2d, ReLU, Sigmoid, SiLU, Softmax, Tanh,
+)
 from ._sequential import Sequential, from_dict
 
-__all__ = ["Layer", "Conv2d", "ReLU", "Flatten", "Linear", "Sequential", "from_dict", "LAYER_TYPES"]
+__all__ = [
+    "Layer", "Conv2d", "ReLU", "Flatten", "Linear", "Sequential", "from_dict", "LAYER_TYPES",
+    "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm2d", "BatchNorm1d", "Dropout",
+    "LeakyReLU", "Sigmoid", "Tanh", "GELU", "ELU", "SiLU", "Softmax", "Identity", "ELEMENTWISE",
+]

@@ -7,9 +7,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import SpecError
-from ._normalize import Pair, Padding, as_bool, as_choice, as_int, as_pair, as_padding, compact
+from ._normalize import Pair, Padding, as_bool, as_choice, as_float, as_int, as_pair, as_padding, compact
 
-__all__ = ["Layer", "Conv2d", "ReLU", "Flatten", "Linear", "LAYER_TYPES"]
+__all__ = [
+    "Layer", "Conv2d", "ReLU", "Flatten", "Linear", "LAYER_TYPES",
+    "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm2d", "BatchNorm1d", "Dropout",
+    "LeakyReLU", "Sigmoid", "Tanh", "GELU", "ELU", "SiLU", "Softmax", "Identity", "ELEMENTWISE",
+]
 
 #: kind name -> layer class, filled as classes are defined; used by ``from_dict``.
 LAYER_TYPES: dict[str, type["Layer"]] = {}
@@ -23,6 +27,8 @@ class Layer:
 
     #: fields printed positionally by ``repr`` (the required arguments)
     _positional = ()
+    #: field -> the field whose value it defaults to (``MaxPool2d.stride`` defaults to ``kernel_size``)
+    _defaults_from = {}  # type: ignore[var-annotated]  # read-only; unannotated, so no dataclass field
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -48,6 +54,8 @@ class Layer:
             value = getattr(self, f.name)
             if f.name in self._positional:
                 parts.append(repr(compact(value)))
+            elif f.name in self._defaults_from and value == getattr(self, self._defaults_from[f.name]):
+                continue
             elif value != f.default:
                 parts.append(f"{f.name}={compact(value)!r}")
         return f"{self.kind}({', '.join(parts)})"
@@ -136,3 +144,214 @@ class Linear(Layer):
             raise SpecError("Linear: `out_features` is required. Received: out_features=None")
         self._set("out_features", as_int(me, "out_features", self.out_features, minimum=1))
         self._set("bias", as_bool(me, "bias", self.bias))
+
+
+def _pool_common(self: Any, me: str) -> None:
+    self._set("kernel_size", as_pair(me, "kernel_size", self.kernel_size, minimum=1))
+    stride = self.kernel_size if self.stride is None else self.stride
+    if isinstance(stride, (list, tuple)) and len(stride) == 0:  # torch accepts stride=[] for "the kernel"
+        stride = self.kernel_size
+    self._set("stride", as_pair(me, "stride", stride, minimum=1))
+    self._set("padding", as_pair(me, "padding", self.padding, minimum=0))
+    self._set("ceil_mode", as_bool(me, "ceil_mode", self.ceil_mode))
+
+
+@dataclass(frozen=True, repr=False)
+class MaxPool2d(Layer):
+    """Max pooling, PyTorch's vocabulary and defaults: ``stride`` defaults to ``kernel_size``; ``padding``
+    (int or (ph, pw), symmetric, at most half the kernel) pads with -inf; ``ceil_mode`` keeps a last
+    window that starts inside the input (or its left padding).
+
+    >>> MaxPool2d(2)
+    MaxPool2d(2)
+    """
+
+    kernel_size: Pair
+    stride: Pair | None = None
+    padding: Pair = (0, 0)
+    dilation: Pair = (1, 1)
+    ceil_mode: bool = False
+
+    _positional = ("kernel_size",)
+    _defaults_from = {"stride": "kernel_size"}
+
+    def __post_init__(self) -> None:
+        _pool_common(self, "MaxPool2d")
+        self._set("dilation", as_pair("MaxPool2d", "dilation", self.dilation, minimum=1))
+        for k, p in zip(self.kernel_size, self.padding):
+            if p > k // 2:
+                raise SpecError(
+                    f"MaxPool2d: `padding` must be at most half of the kernel, as in torch. "
+                    f"Received: padding={compact(self.padding)!r}, kernel_size={compact(self.kernel_size)!r}"
+                )
+
+
+@dataclass(frozen=True, repr=False)
+class AvgPool2d(Layer):
+    """Average pooling, PyTorch's vocabulary and defaults: zero ``padding`` (at most half the kernel), counted
+    in the divisor when ``count_include_pad`` (torch's default; Keras' 'same' does not count pads);
+    ``ceil_mode`` as in torch (the part of a last window beyond the padded input is never counted).
+
+    >>> AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
+    AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
+    """
+
+    kernel_size: Pair
+    stride: Pair | None = None
+    padding: Pair = (0, 0)
+    ceil_mode: bool = False
+    count_include_pad: bool = True
+
+    _positional = ("kernel_size",)
+    _defaults_from = {"stride": "kernel_size"}
+
+    def __post_init__(self) -> None:
+        _pool_common(self, "AvgPool2d")
+        self._set("count_include_pad", as_bool("AvgPool2d", "count_include_pad", self.count_include_pad))
+        for k, p in zip(self.kernel_size, self.padding):
+            if p > k // 2:
+                raise SpecError(
+                    f"AvgPool2d: `padding` must be at most half of the kernel, as in torch. "
+                    f"Received: padding={compact(self.padding)!r}, kernel_size={compact(self.kernel_size)!r}"
+                )
+
+
+@dataclass(frozen=True, repr=False)
+class AdaptiveAvgPool2d(Layer):
+    """Average pooling to a fixed ``output_size`` (int or (h, w)) with torch's windows
+    [floor(i*H/h), ceil((i+1)*H/h)). ``AdaptiveAvgPool2d(1)`` is global average pooling.
+
+    >>> AdaptiveAvgPool2d(1)
+    AdaptiveAvgPool2d(1)
+    """
+
+    output_size: Pair
+
+    _positional = ("output_size",)
+
+    def __post_init__(self) -> None:
+        self._set("output_size", as_pair("AdaptiveAvgPool2d", "output_size", self.output_size, minimum=1))
+
+
+@dataclass(frozen=True, repr=False)
+class _BatchNorm(Layer):
+    num_features: int
+    eps: float = 1e-5
+    momentum: float | None = 0.1
+    affine: bool = True
+    track_running_stats: bool = True
+
+    _positional = ("num_features",)
+
+    def __post_init__(self) -> None:
+        me = self.kind
+        self._set("num_features", as_int(me, "num_features", self.num_features, minimum=1))
+        self._set("eps", as_float(me, "eps", self.eps, low=0.0, low_open=True))
+        if self.momentum is not None:
+            self._set("momentum", as_float(me, "momentum", self.momentum, low=0.0, high=1.0))
+        self._set("affine", as_bool(me, "affine", self.affine))
+        self._set("track_running_stats", as_bool(me, "track_running_stats", self.track_running_stats))
+
+
+LAYER_TYPES.pop("_BatchNorm")
+
+
+@dataclass(frozen=True, repr=False)
+class BatchNorm2d(_BatchNorm):
+    """Batch normalisation over the channels of a (C, H, W) map, PyTorch's defaults (eps 1e-5, momentum 0.1,
+    unbiased running variance; ``momentum=None`` is torch's cumulative average).
+
+    >>> BatchNorm2d(16)
+    BatchNorm2d(16)
+    """
+
+
+@dataclass(frozen=True, repr=False)
+class BatchNorm1d(_BatchNorm):
+    """Batch normalisation over the features of a flat input (after Linear or Flatten), PyTorch's defaults."""
+
+
+@dataclass(frozen=True, repr=False)
+class Dropout(Layer):
+    """Zeroes each element with probability ``p`` in training and scales the rest by 1 / (1 - p); the identity
+    in inference. ``p`` in [0, 1)."""
+
+    p: float = 0.5
+
+    _positional = ("p",)
+
+    def __post_init__(self) -> None:
+        self._set("p", as_float("Dropout", "p", self.p, low=0.0, high=1.0, high_open=True))
+
+
+@dataclass(frozen=True, repr=False)
+class LeakyReLU(Layer):
+    """x if x > 0 else negative_slope * x (any real slope, as in torch)."""
+
+    negative_slope: float = 0.01
+
+    _positional = ("negative_slope",)
+
+    def __post_init__(self) -> None:
+        self._set("negative_slope", as_float("LeakyReLU", "negative_slope", self.negative_slope))
+
+
+@dataclass(frozen=True, repr=False)
+class Sigmoid(Layer):
+    """1 / (1 + exp(-x))."""
+
+
+@dataclass(frozen=True, repr=False)
+class Tanh(Layer):
+    """tanh(x)."""
+
+
+@dataclass(frozen=True, repr=False)
+class GELU(Layer):
+    """x * Phi(x) (``approximate="none"``, torch's default) or its tanh approximation (``"tanh"``)."""
+
+    approximate: str = "none"
+
+    def __post_init__(self) -> None:
+        self._set("approximate", as_choice("GELU", "approximate", self.approximate, ("none", "tanh")))
+
+
+@dataclass(frozen=True, repr=False)
+class ELU(Layer):
+    """x if x > 0 else alpha * (exp(x) - 1)."""
+
+    alpha: float = 1.0
+
+    _positional = ("alpha",)
+
+    def __post_init__(self) -> None:
+        self._set("alpha", as_float("ELU", "alpha", self.alpha))
+
+
+@dataclass(frozen=True, repr=False)
+class SiLU(Layer):
+    """x * sigmoid(x)."""
+
+
+@dataclass(frozen=True, repr=False)
+class Softmax(Layer):
+    """Softmax over ``dim`` of the NCHW (or (N, F)) tensor: 1 is the channel / feature axis (the last axis on
+    the Keras side), 2 and 3 are H and W; negative dims count from the end. The batch axis (0) is refused."""
+
+    dim: int = 1
+
+    _positional = ("dim",)
+
+    def __post_init__(self) -> None:
+        self._set("dim", as_int("Softmax", "dim", self.dim))
+        if self.dim in (0, -4):
+            raise SpecError("Softmax: `dim` must not be the batch axis. Received: dim=" + repr(self.dim))
+
+
+@dataclass(frozen=True, repr=False)
+class Identity(Layer):
+    """Returns its input."""
+
+
+#: layers that keep their input's shape and act per element (or per feature vector, Softmax over dim 1)
+ELEMENTWISE = (ReLU, Dropout, LeakyReLU, Sigmoid, Tanh, GELU, ELU, SiLU, Identity)

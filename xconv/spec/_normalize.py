@@ -62,6 +62,25 @@ def as_padding(owner: str, value: Any) -> Padding | str:
     return ((ph, ph), (pw, pw))
 
 
+def as_float(owner: str, name: str, value: Any, *, low: float | None = None, high: float | None = None,
+             low_open: bool = False, high_open: bool = False) -> float:
+    """A finite real number (bools refused) within [low, high] (an open end when ``low_open``/``high_open``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+        raise SpecError(f"{owner}: `{name}` must be a number. Received: {name}={value!r}")
+    out = float(value)
+    bad = out != out or out in (float("inf"), float("-inf"))
+    if low is not None:
+        bad = bad or out < low or (low_open and out == low)
+    if high is not None:
+        bad = bad or out > high or (high_open and out == high)
+    if bad:
+        lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
+        hi = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
+        rule = " and ".join(r for r in (lo, hi) if r) or "finite"
+        raise SpecError(f"{owner}: `{name}` must be {rule}. Received: {name}={value!r}")
+    return out
+
+
 def as_choice(owner: str, name: str, value: Any, choices: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in choices:
         options = ", ".join(repr(c) for c in choices)

@@ -8,7 +8,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .. import shapes
-from .._api import build, set_weights
+from .._api import build, get_weights, set_weights
 from ..backends import canonical_name, get_backend
 from ..spec import Sequential
 from ..weights import init_weights
@@ -38,7 +38,7 @@ class Row:
 
     layer: int | None  # spec index; None for the input gradient
     kind: str
-    what: str  # "output", "grad weight", "grad bias", "grad input"
+    what: str  # "output", "grad weight", "grad bias", "grad input"; in training also "running_var" etc.
     #: backend name -> (max abs diff vs the reference backend, relative diff)
     diffs: dict[str, tuple[float, float]] = field(default_factory=dict)
     tolerance: float = 0.0
@@ -67,14 +67,28 @@ def compare_layerwise(
     rtol: float | None = None,
     atol: float | None = None,
     seed: int = 0,
+    training: bool = False,
 ) -> list[Row]:
     """Run ``spec`` in every backend with the same ``weights`` (default: xconv's init from ``seed``) on ``x``
     (default: a standard-normal batch of 2) and compare, against the first backend, every layer's output and,
     with ``grads``, the gradients of the scalar loss ``L = sum(y * R)`` (``y`` the model output, ``R`` a fixed
-    standard-normal array drawn from ``seed``) with respect to every weight and to the input, all in canonical
-    layout. Returns one :class:`Row` per compared tensor, layers in order, then the input gradient.
+    standard-normal array drawn from ``seed``) with respect to every trainable weight and to the input, all in
+    canonical layout. Returns one :class:`Row` per compared tensor, layers in order, then the input gradient.
+
+    ``training=False`` runs inference (torch ``eval()``, Keras ``training=False``, numpy ``eval()``);
+    ``training=True`` runs one training-mode call (torch ``train()``, Keras ``training=True``): BatchNorm
+    normalises with batch statistics, and its running statistics after the call are compared too. Dropout
+    masks cannot match across frameworks, so a spec with Dropout(p > 0) is refused in training mode.
     """
     resolved, infos = shapes.resolve(spec)
+    if training:
+        drop = [i for i in infos if i.kind == "Dropout" and i.layer.p > 0]  # type: ignore[attr-defined]
+        if drop:
+            raise ValueError(
+                f"compare_layerwise(training=True): layer {drop[0].index} is {drop[0].layer!r}; dropout masks "
+                "differ between frameworks, so training-mode outputs cannot be compared (use training=False, or "
+                "Dropout(0))"
+            )
     names = [canonical_name(b) for b in backends]
     if len(names) < 2:
         raise ValueError(f"compare_layerwise needs at least two backends. Received: {list(backends)}")
@@ -86,7 +100,9 @@ def compare_layerwise(
     for name in names:
         model = build(resolved, name, dtype=dtype)
         set_weights(model, w)
-        runs[name] = get_backend(name).trace(model, xs, upstream)  # per-layer outputs (and gradients)
+        runs[name] = get_backend(name).trace(model, xs, upstream, training)  # per-layer outputs and gradients
+        if training:
+            runs[name] = (*runs[name], get_weights(model))
     ref = names[0]
     out_tol = default_tolerance(dtype, "output") if rtol is None else rtol
     grad_tol = default_tolerance(dtype, "grad") if rtol is None else rtol
@@ -96,8 +112,15 @@ def compare_layerwise(
         for n in names[1:]:
             row.diffs[n] = _diff(runs[ref][0][info.index], runs[n][0][info.index])
         rows.append(row)
+        if training:
+            for bname in info.buffers:
+                key = f"{info.index}.{bname}"
+                brow = Row(info.index, info.kind, bname, tolerance=out_tol, atol=atol or 0.0)
+                for n in names[1:]:
+                    brow.diffs[n] = _diff(runs[ref][3][key], runs[n][3][key])
+                rows.append(brow)
         if grads:
-            for pname in info.params:
+            for pname in info.trainable:
                 key = f"{info.index}.{pname}"
                 grow = Row(info.index, info.kind, f"grad {pname}", tolerance=grad_tol, atol=atol or 0.0)
                 for n in names[1:]:
@@ -145,14 +168,15 @@ def assert_equivalent(
     rtol: float | None = None,
     atol: float | None = None,
     seed: int = 0,
+    training: bool = False,
 ) -> list[Row]:
     """Assert that every backend computes the same function as the first one (see :func:`compare_layerwise`
     for what is compared and the loss behind the gradients). A difference d passes when
     ``d_abs <= atol`` or ``d_abs / max(1, max |reference|) <= rtol``; NaN or Inf never passes. Defaults:
     :func:`default_tolerance`. On failure raises ``AssertionError`` with the per-layer table and the first
-    layer where the backends part. Returns the rows when all pass.
+    layer where the backends part. Returns the rows when all pass. ``training``: see :func:`compare_layerwise`.
     """
-    rows = compare_layerwise(spec, weights, x, backends, dtype, grads, rtol, atol, seed)
+    rows = compare_layerwise(spec, weights, x, backends, dtype, grads, rtol, atol, seed, training)
     bad = [r for r in rows if not r.ok]
     if bad:
         # Forward: the first output that differs. Backward only: gradients flow from the last layer down, so

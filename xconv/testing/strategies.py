@@ -14,11 +14,24 @@ import numpy as np
 from hypothesis import strategies as st
 
 from .. import shapes
+from ..errors import SpecError
 from ..layout import same_padding
-from ..spec import Conv2d, Flatten, Linear, ReLU, Sequential
+from ..spec import (
+    ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, Layer,
+    LeakyReLU, Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh,
+)
 from ..weights import expected_shapes
 
-__all__ = ["specs", "inputs", "weights", "conv2d_layers"]
+__all__ = ["specs", "inputs", "weights", "conv2d_layers", "pool_layers", "activations", "CORE_KINDS", "ALL_KINDS"]
+
+#: the core issue's layers
+CORE_KINDS = ("Conv2d", "ReLU", "Flatten", "Linear")
+#: every layer kind xconv has (the default of :func:`specs`); every backend builds all of them
+ALL_KINDS = CORE_KINDS + (
+    "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm2d", "BatchNorm1d", "Dropout",
+    "LeakyReLU", "Sigmoid", "Tanh", "GELU", "ELU", "SiLU", "Softmax", "Identity",
+)
+_ACTIVATIONS = ("ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "ELU", "SiLU", "Identity", "Dropout")
 
 PADDING_FORMS = ("int", "pair", "sides", "same", "valid")
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
@@ -92,6 +105,56 @@ def conv2d_layers(
 
 
 @st.composite
+def activations(draw: Any, kinds: tuple[str, ...] = ALL_KINDS, flat: bool = False) -> Layer | None:
+    """One elementwise layer (or Softmax) of the allowed ``kinds``, with awkward parameters: negative and
+    steep LeakyReLU slopes, ELU alphas other than 1, both GELU forms, Softmax over every non-batch axis."""
+    options = [k for k in (*_ACTIVATIONS, "Softmax") if k in kinds]
+    if not options:
+        return None
+    kind = draw(st.sampled_from(options))
+    if kind == "LeakyReLU":
+        return LeakyReLU(draw(st.sampled_from([0.01, 0.2, 0.0, -0.5, 1.5])))
+    if kind == "ELU":
+        return ELU(draw(st.sampled_from([1.0, 0.5, 2.0])))
+    if kind == "GELU":
+        return GELU(draw(st.sampled_from(["none", "tanh"])))
+    if kind == "Dropout":
+        return Dropout(draw(st.sampled_from([0.0, 0.5, 0.9])))
+    if kind == "Softmax":
+        return Softmax(draw(st.sampled_from([1, -1] if flat else [1, 2, 3, -1, -2, -3])))
+    return {"ReLU": ReLU, "Sigmoid": Sigmoid, "Tanh": Tanh, "SiLU": SiLU, "Identity": Identity}[kind]()
+
+
+@st.composite
+def pool_layers(draw: Any, shape: tuple[int, int, int], kinds: tuple[str, ...] = ALL_KINDS) -> Layer | None:
+    """A MaxPool2d / AvgPool2d / AdaptiveAvgPool2d valid for ``shape``: kernels 1..4, strides 1..3 (often 2),
+    padding up to half the kernel, ceil_mode, count_include_pad, dilation (max pool), adaptive sizes that
+    divide evenly and that do not."""
+    options = [k for k in ("MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d") if k in kinds]
+    if not options:
+        return None
+    kind = draw(st.sampled_from(options))
+    _, h, w = shape
+    if kind == "AdaptiveAvgPool2d":
+        return AdaptiveAvgPool2d((draw(st.integers(1, min(h, 4))), draw(st.integers(1, min(w, 4)))))
+    k = draw(st.integers(1, 4))
+    kernel = (k, k) if draw(st.booleans()) else (k, draw(st.integers(1, 4)))
+    stride = draw(st.sampled_from([None, 1, 2, 2, 3]))
+    padding = (draw(st.integers(0, kernel[0] // 2)), draw(st.integers(0, kernel[1] // 2)))
+    ceil_mode = draw(st.booleans())
+    try:
+        if kind == "MaxPool2d":
+            dilation = draw(st.sampled_from([1, 1, 2]))
+            layer: Layer = MaxPool2d(kernel, stride, padding, dilation, ceil_mode)
+        else:
+            layer = AvgPool2d(kernel, stride, padding, ceil_mode, count_include_pad=draw(st.booleans()))
+        shapes.infer(Sequential(layer, input_shape=shape))
+        return layer
+    except SpecError:  # kernel too large for this map: the smallest pool of the kind
+        return MaxPool2d(1) if kind == "MaxPool2d" else AvgPool2d(1)
+
+
+@st.composite
 def specs(
     draw: Any,
     *,
@@ -100,17 +163,18 @@ def specs(
     max_size: int = 12,
     max_channels: int = 6,
     max_features: int = 800,
-    kinds: tuple[str, ...] = ("Conv2d", "ReLU", "Flatten", "Linear"),
+    kinds: tuple[str, ...] = ALL_KINDS,
     paddings: tuple[str, ...] = PADDING_FORMS,
     modes: tuple[str, ...] = PADDING_MODES,
     strides: tuple[int, ...] = (1, 2, 3),
     dilations: tuple[int, ...] = (1, 2, 3),
     groups: bool = True,
 ) -> Sequential:
-    """A valid random ``Sequential`` with ``input_shape`` set: convs (with ReLUs) on a (C, H, W) map, then
-    optionally Flatten and Linear layers; 1..max_layers layers. Sizes odd and even, sometimes C == H == W,
-    sometimes 1x1 maps before Flatten. ``kinds`` limits the layer kinds drawn; ``groups=False`` draws only
-    ungrouped convs."""
+    """A valid random ``Sequential`` with ``input_shape`` set: convs, pools, BatchNorm2d, activations and
+    Dropout on a (C, H, W) map, then optionally Flatten with Linear, BatchNorm1d, activations and Dropout;
+    1..max_layers layers. Sizes odd and even, sometimes C == H == W, sometimes 1x1 maps before Flatten.
+    ``kinds`` limits the layer kinds drawn (default: all, :data:`ALL_KINDS`; :data:`CORE_KINDS` for the
+    core's four); ``groups=False`` draws only ungrouped convs."""
     if draw(st.integers(0, 5)) == 0:
         c = h = w = draw(st.integers(min_size, min(max_size, max_channels)))
     else:
@@ -126,13 +190,29 @@ def specs(
     n_conv_part = 0
     if use_conv:
         n_conv_part = n if not use_head else draw(st.integers(0, n))
+    has_pool = any(p in kinds for p in ("MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"))
+    has_act = any(a in kinds for a in (*_ACTIVATIONS, "Softmax"))
+    map_kinds = [k for k, ok in (("Conv2d", "Conv2d" in kinds), ("Conv2d", "Conv2d" in kinds), ("pool", has_pool),
+                                 ("BatchNorm2d", "BatchNorm2d" in kinds), ("activation", has_act),
+                                 ("activation", has_act)) if ok]
+    if not use_conv and map_kinds:  # a map part of pools, BatchNorm and activations only
+        use_conv = True
+        n_conv_part = n if not use_head else draw(st.integers(0, n))
     while len(layers) < n_conv_part:
-        if "ReLU" in kinds and layers and not isinstance(layers[-1], ReLU) and draw(st.booleans()):
-            layers.append(ReLU())
-        else:
+        choice = draw(st.sampled_from(map_kinds))
+        layer: Any = None
+        if choice == "activation":
+            layer = draw(activations(kinds))
+        elif choice == "pool":
+            layer = draw(pool_layers(shape, kinds))  # type: ignore[arg-type]
+        elif choice == "BatchNorm2d":
+            layer = BatchNorm2d(shape[0], **draw(_batchnorm_options()))
+        elif "Conv2d" in kinds:
             layer = draw(conv2d_layers(shape, paddings=paddings, modes=modes, strides=strides, dilations=dilations,
-                                       max_channels=max_channels, groups=groups))
-            layers.append(layer)
+                                       max_channels=max_channels, groups=groups))  # type: ignore[arg-type]
+        if layer is None:
+            layer = draw(activations(kinds)) or Identity()
+        layers.append(layer)
         shape = shapes.infer(Sequential(*layers, input_shape=input_shape))[-1].output_shape
     if len(layers) < n and use_head:
         features = int(np.prod(shape))
@@ -144,10 +224,15 @@ def specs(
             layers.append(conv)
             shape = (conv.out_channels, 1, 1)
         layers.append(Flatten())
+        shape = (int(np.prod(shape)),)
         if "Linear" in kinds:
             for j in range(draw(st.integers(1, max(1, min(3, n - len(layers)))))):
-                if j and "ReLU" in kinds and draw(st.booleans()):
-                    layers.append(ReLU())
+                if draw(st.booleans()):  # between Flatten / Linear and the next Linear: the permutation looks through
+                    extra = draw(activations(kinds, flat=True))
+                    if "BatchNorm1d" in kinds and draw(st.booleans()):
+                        extra = BatchNorm1d(shape[0], **draw(_batchnorm_options()))
+                    if extra is not None:
+                        layers.append(extra)
                 in_features = None if draw(st.booleans()) else int(np.prod(shape))
                 out = draw(st.integers(1, 12))
                 layers.append(Linear(in_features, out, bias=draw(st.booleans())))
@@ -158,11 +243,31 @@ def specs(
 
 
 @st.composite
-def inputs(draw: Any, spec: Sequential, *, batch: tuple[int, int] = (1, 3), dtype: str = "float64", scale: float = 1.0) -> np.ndarray:
+def _batchnorm_options(draw: Any) -> dict[str, Any]:
+    return dict(
+        eps=draw(st.sampled_from([1e-5, 1e-5, 1e-3, 0.1])),
+        momentum=draw(st.sampled_from([0.1, 0.1, 0.5, None])),
+        affine=draw(st.sampled_from([True, True, False])),
+        track_running_stats=draw(st.sampled_from([True, True, True, False])),
+    )
+
+
+@st.composite
+def inputs(
+    draw: Any, spec: Sequential, *, batch: tuple[int, int] = (1, 3), dtype: str = "float64", scale: float = 1.0,
+    training: bool = False,
+) -> np.ndarray:
     """A batch for ``spec`` in logical layout (N, C, H, W) or (N, F): standard normal times ``scale``
-    (negative values included), drawn from a hypothesis-chosen seed."""
+    (negative values included), drawn from a hypothesis-chosen seed. The batch is at least 2 where a
+    BatchNorm normalises with batch statistics (in ``training``, or without running statistics) over a
+    single value per channel otherwise, which torch refuses."""
     assert spec.input_shape is not None, "the spec needs an input_shape"
-    n = draw(st.integers(*batch))
+    low, high = batch
+    for info in shapes.infer(spec):
+        if info.kind.startswith("BatchNorm") and (training or not info.layer.track_running_stats):  # type: ignore[attr-defined]
+            if int(np.prod(info.input_shape[1:])) == 1:
+                low = max(low, 2)
+    n = draw(st.integers(low, max(low, high)))
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     return (rng.standard_normal((n, *spec.input_shape)) * scale).astype(dtype)
@@ -171,12 +276,24 @@ def inputs(draw: Any, spec: Sequential, *, batch: tuple[int, int] = (1, 3), dtyp
 @st.composite
 def weights(draw: Any, spec: Sequential, *, dtype: str = "float64") -> dict[str, np.ndarray]:
     """Canonical weights for ``spec``: Kaiming-scaled normal weights and, unlike xconv's initializer,
-    non-zero biases (a zero bias would hide a bias mapped to the wrong channel)."""
+    non-zero biases (a zero bias would hide a bias mapped to the wrong channel); BatchNorm with random scale,
+    shift and running mean, running variances from 1e-4 to 10 (small ones make an eps mismatch large), and a
+    random ``num_batches_tracked``."""
     infos = shapes.infer(spec)
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     out = {}
     for key, shape in expected_shapes(infos).items():
-        fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
-        out[key] = (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(dtype)
+        name = key.split(".", 1)[1]
+        if name == "num_batches_tracked":
+            out[key] = np.asarray(rng.integers(0, 1000), dtype=np.int64)
+            continue
+        if name == "running_var":
+            value = 10.0 ** rng.uniform(-4, 1, size=shape)
+        elif len(shape) == 1 and name != "bias" or name == "running_mean":  # BatchNorm weight / running_mean
+            value = rng.standard_normal(shape)
+        else:
+            fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+            value = rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
+        out[key] = value.astype(dtype)
     return out
