@@ -23,8 +23,12 @@ test: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/startup.py
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/overhead.py
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/port_speed.py
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/onnx_route.py
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/suite_throughput.py
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache .hypothesis

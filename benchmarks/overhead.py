@@ -15,34 +15,12 @@ import argparse
 import json
 import os
 import pathlib
-import statistics
-import time
 
 import numpy as np
+from _timing import paired
 
 import xconv as xc
 from xconv.demo import seed_convnet
-
-
-def _time(fn, x) -> float:  # noqa: ANN001
-    t = time.perf_counter()
-    fn(x)
-    return time.perf_counter() - t
-
-
-def paired(fn_a, fn_b, x, repeats: int) -> tuple[float, float, float]:  # noqa: ANN001
-    """Median ratio a/b over interleaved pairs (order alternating), and the median times."""
-    fn_a(x), fn_b(x)  # warm up
-    ratios, ta, tb = [], [], []
-    for i in range(repeats):
-        if i % 2:
-            b, a = _time(fn_b, x), _time(fn_a, x)
-        else:
-            a, b = _time(fn_a, x), _time(fn_b, x)
-        ratios.append(a / b)
-        ta.append(a)
-        tb.append(b)
-    return statistics.median(ratios), statistics.median(ta), statistics.median(tb)
 
 
 def main() -> None:
@@ -72,13 +50,13 @@ def main() -> None:
         x = np.random.default_rng(0).standard_normal((batch, 3, 32, 32)).astype(np.float32)
         xt, xk = torch.from_numpy(x), tf.constant(xc.to_nhwc(x))
         with torch.no_grad():
-            r, a, b = paired(tm, hand_torch, xt, args.repeats)
+            r, a, b = paired(lambda: tm(xt), lambda: hand_torch(xt), args.repeats)
         rows.append(("torch eager", batch, a, b, r))
-        r, a, b = paired(lambda v: km(v, training=False), lambda v: hand_keras(v, training=False), xk, args.repeats)
+        r, a, b = paired(lambda: km(xk, training=False), lambda: hand_keras(xk, training=False), args.repeats)
         rows.append(("keras eager call", batch, a, b, r))
         fa = tf.function(lambda v: km(v, training=False))
         fb = tf.function(lambda v: hand_keras(v, training=False))
-        r, a, b = paired(fa, fb, xk, args.repeats)
+        r, a, b = paired(lambda: fa(xk), lambda: fb(xk), args.repeats)
         rows.append(("keras tf.function", batch, a, b, r))
 
     graph = tf.function(lambda v: km(v, training=False)).get_concrete_function(

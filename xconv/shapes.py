@@ -168,6 +168,12 @@ def _pool(ctx: _Ctx, layer: MaxPool2d | AvgPool2d, source: Shape | None) -> Laye
                 f"{size + 2 * p} (input {size} + padding {p}+{p})"
             )
         extra = max(0, (n - 1) * s + d * (k - 1) + 1 - (size + 2 * p))
+        empty = [o for o in range(n) if not any(0 <= o * s - p + j * d < size for j in range(k))]
+        if empty:  # only possible with dilation: the taps step over the input
+            raise ctx.error(
+                f"the {axis} window at output position {empty[0]} reads only padding (kernel {k}, dilation {d}, "
+                f"padding {p}, input {size}); torch would output -inf there"
+            )
         out.append(n)
         padding.append((p, p + extra))
     return LayerInfo(ctx.index, layer, ctx.shape, (c, out[0], out[1]), {}, padding=(padding[0], padding[1]))

@@ -89,7 +89,8 @@ class _Mode:
         """Dropout's keep-mask scaled by 1 / (1 - p): drawn on a forward pass, reused by the backward pass."""
         if self.update or self.info.index not in self.model._masks:
             keep = self.model.rng.random(shape) >= p
-            self.model._masks[self.info.index] = keep.astype(dtype) / np.asarray(1.0 - p, dtype=dtype)
+            scale = np.asarray(0.0 if p == 1 else 1.0 / (1.0 - p), dtype=dtype)
+            self.model._masks[self.info.index] = keep.astype(dtype) * scale
         return self.model._masks[self.info.index]
 
 

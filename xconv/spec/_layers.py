@@ -274,14 +274,14 @@ class BatchNorm1d(_BatchNorm):
 @dataclass(frozen=True, repr=False)
 class Dropout(Layer):
     """Zeroes each element with probability ``p`` in training and scales the rest by 1 / (1 - p); the identity
-    in inference. ``p`` in [0, 1)."""
+    in inference. ``p`` in [0, 1] (p = 1 zeroes everything, as in both frameworks)."""
 
     p: float = 0.5
 
     _positional = ("p",)
 
     def __post_init__(self) -> None:
-        self._set("p", as_float("Dropout", "p", self.p, low=0.0, high=1.0, high_open=True))
+        self._set("p", as_float("Dropout", "p", self.p, low=0.0, high=1.0))
 
 
 @dataclass(frozen=True, repr=False)

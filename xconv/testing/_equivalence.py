@@ -51,6 +51,18 @@ class Row:
         )
 
 
+def lipschitz(layer: Any) -> float | None:
+    """For an elementwise layer (and Softmax): a bound L on |f'(x)|, so that an input known to absolute error
+    e gives an output within L * e plus the layer's own rounding. None for other layers."""
+    bounds = {"ReLU": 1.0, "Identity": 1.0, "Dropout": 1.0, "Tanh": 1.0, "Sigmoid": 0.25, "Softmax": 1.0,
+              "GELU": 1.13, "SiLU": 1.1}
+    if layer.kind == "LeakyReLU":
+        return max(1.0, abs(layer.negative_slope))
+    if layer.kind == "ELU":
+        return max(1.0, abs(layer.alpha))
+    return bounds.get(layer.kind)
+
+
 def _inputs(spec: Sequential, x: Any, dtype: str) -> np.ndarray:
     if x is None:
         x = np.random.default_rng(0).standard_normal((2, *spec.input_shape))  # type: ignore[misc]
@@ -109,8 +121,13 @@ def compare_layerwise(
     rows: list[Row] = []
     for info in infos:
         row = Row(info.index, info.kind, "output", tolerance=out_tol, atol=atol or 0.0)
+        # An elementwise layer carries its input's error: an input of magnitude m known to rtol * m comes out
+        # within L * rtol * m whatever the output's own magnitude (tanh of values near 1e3 is of order 1).
+        bound = lipschitz(info.layer)
+        layer_in = xs if info.index == 0 else runs[ref][0][info.index - 1]
+        carried = 0.0 if bound is None else bound * float(np.abs(np.asarray(layer_in, dtype=np.float64)).max(initial=0.0))
         for n in names[1:]:
-            row.diffs[n] = _diff(runs[ref][0][info.index], runs[n][0][info.index])
+            row.diffs[n] = _diff(runs[ref][0][info.index], runs[n][0][info.index], carried)
         rows.append(row)
         if training:
             for bname in info.buffers:
@@ -134,14 +151,16 @@ def compare_layerwise(
     return rows
 
 
-def _diff(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+def _diff(a: np.ndarray, b: np.ndarray, carried: float = 0.0) -> tuple[float, float]:
+    """(max |a - b|, that over max(1, max |a|, carried)); inf for NaN/Inf or a shape mismatch."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
         return float("inf"), float("inf")
     abs_ = float(np.abs(a - b).max()) if a.size else 0.0
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
-        abs_ = float("inf")
-    return abs_, max_rel_diff(a, b)
+        return float("inf"), float("inf")
+    rel = max_rel_diff(a, b)
+    return abs_, rel if carried <= 1.0 else min(rel, abs_ / max(1.0, float(np.abs(a).max(initial=0.0)), carried))
 
 
 def format_table(rows: list[Row], reference: str) -> str:

@@ -56,10 +56,20 @@ def train_parity(
     constant, the two differ wherever gradients are small (measured 2.8e-3 relative after 20 float64 steps on
     the seed ConvNet); xconv sets the Keras optimizer's epsilon to that value before each step, which makes
     the native Keras Adam follow torch's rule.
+
+    Models train in training mode (torch ``train()``, Keras ``training=True``), so BatchNorm uses batch
+    statistics and updates its running statistics; those buffers are compared with the parameters. Specs
+    with Dropout(p > 0) are refused: the masks cannot match.
     """
     if optimizer not in ("sgd", "adam"):
         raise ValueError(f"optimizer must be 'sgd' or 'adam'. Received: optimizer={optimizer!r}")
     resolved, infos = shapes.resolve(spec)
+    drop = [i for i in infos if i.kind == "Dropout" and i.layer.p > 0]  # type: ignore[attr-defined]
+    if drop:
+        raise ValueError(
+            f"train_parity: layer {drop[0].index} is {drop[0].layer!r}; dropout masks differ between frameworks, "
+            "so trajectories cannot be compared (use Dropout(0) to keep the layer)"
+        )
     out = infos[-1].output_shape
     if len(out) != 1:
         raise SpecError(f"train_parity needs a spec whose output is flat (classes,); this one ends in {out}")

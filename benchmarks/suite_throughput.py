@@ -1,0 +1,61 @@
+"""Property-suite throughput: random specs fully checked per minute by ``xconv.testing.assert_equivalent``
+across numpy, torch and tf (every layer's output, every weight and input gradient), in float32 and float64,
+inference and training mode, drawn by ``strategies.specs()`` with default options. Prints a table and writes
+benchmarks/results/suite_throughput.json.
+
+    .venv/bin/python benchmarks/suite_throughput.py [--examples N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from _timing import machine, write
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from xconv.testing import assert_equivalent, strategies
+
+NO_DROPOUT = tuple(k for k in strategies.ALL_KINDS if k != "Dropout")
+
+
+def measure(examples: int, dtype: str, training: bool) -> tuple[int, float]:
+    checked = 0
+
+    @settings(max_examples=examples, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(data=st.data())
+    def prop(data: st.DataObject) -> None:
+        nonlocal checked
+        kinds = NO_DROPOUT if training else strategies.ALL_KINDS
+        spec = data.draw(strategies.specs(max_layers=5, kinds=kinds, batch_stats=dtype == "float64"))
+        x = data.draw(strategies.inputs(spec, training=training))
+        assert_equivalent(spec, data.draw(strategies.weights(spec)), x, dtype=dtype, training=training)
+        checked += 1
+
+    prop()  # warm-up: imports and the first builds
+    checked = 0
+    t = time.perf_counter()
+    prop()
+    return checked, time.perf_counter() - t
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--examples", type=int, default=200)
+    args = parser.parse_args()
+    rows = []
+    for dtype, training in (("float32", False), ("float64", False), ("float64", True)):
+        n, seconds = measure(args.examples, dtype, training)
+        rows.append((dtype, "training" if training else "inference", n, seconds, 60 * n / seconds))
+    print(f"three backends (numpy, torch, tf), outputs and gradients per layer; {machine()}")
+    print(f"{'dtype':<8} {'mode':<10} {'specs':>6} {'seconds':>8} {'specs/min':>10}")
+    for dtype, mode, n, seconds, rate in rows:
+        print(f"{dtype:<8} {mode:<10} {n:>6} {seconds:>8.1f} {rate:>10.0f}")
+    write("suite_throughput", {"rows": [dict(dtype=d, mode=m, specs=n, seconds=s, per_minute=r)
+                                        for d, m, n, s, r in rows]})
+
+
+if __name__ == "__main__":
+    main()
