@@ -1,7 +1,8 @@
 """Port speed: ``transfer_weights`` torch -> Keras and Keras -> torch on a ResNet-50-sized spec, against
 ``np.copyto`` of the same bytes and against a naive transpose + ``keras set_weights`` port, side by side in one
-run (interleaved pairs, medians of per-pair ratios). Target: transfer <= 4x the copy. Prints a table and
-writes benchmarks/results/port_speed.json.
+run (interleaved pairs, medians of per-pair ratios). Target: transfer <= 4x the copy. Also prints the first
+call in each direction, which traces the model's compiled transfer function. Prints a table and writes
+benchmarks/results/port_speed.json.
 
     .venv/bin/python benchmarks/port_speed.py [--repeats N]
 
@@ -64,6 +65,13 @@ def main() -> None:
             arrays.append(np.transpose(a, (2, 3, 1, 0)) if a.ndim == 4 else (a.T if a.ndim == 2 else a))
         km.set_weights(arrays)
 
+    import time
+
+    first = {}
+    for label, a, b in (("torch -> Keras", tm, km), ("Keras -> torch", km, tm)):
+        t = time.perf_counter()
+        xc.transfer_weights(a, b)  # the first call traces the model's compiled transfer function
+        first[label] = time.perf_counter() - t
     rows = []
     for label, fn in (("torch -> Keras transfer_weights", lambda: xc.transfer_weights(tm, km)),
                       ("Keras -> torch transfer_weights", lambda: xc.transfer_weights(km, tm))):
@@ -78,7 +86,9 @@ def main() -> None:
     print(f"{'path':<34} {'ms':>9} {'copy ms':>9} {'x copy':>8}  target <= 4")
     for label, a, b, r in rows:
         print(f"{label:<34} {a * 1e3:>9.1f} {b * 1e3:>9.1f} {r:>8.2f}")
-    write("port_speed", {"parameters": params, "bytes": nbytes, "repeats": args.repeats,
+    print("first call of each direction on a model (traces its compiled transfer once): "
+          + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in first.items()))
+    write("port_speed", {"parameters": params, "bytes": nbytes, "repeats": args.repeats, "first_call_seconds": first,
                          "rows": [dict(path=p, seconds=a, copy_seconds=b, ratio=r) for p, a, b, r in rows]})
 
 

@@ -308,3 +308,32 @@ def test_layer_specs_validate_and_round_trip():
         got = xc.infer(xc.Sequential(xc.MaxPool2d(k, s, p, d, ceil), input_shape=(1, size, size)))[0].output_shape
         want = torch.nn.functional.max_pool2d(torch.zeros(1, 1, size, size), k, s, p, d, ceil_mode=ceil).shape[1:]
         assert got == tuple(want)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_zero_copy_transfer_path_is_bit_exact(both_backends, monkeypatch, tmp_path, dtype):
+    """transfer_weights between torch and Keras goes through DLPack and one compiled TF function for large
+    models; force it on a small spec with every layout change (conv kernels, a Dense after Flatten, BatchNorm1d
+    vectors after Flatten, int64 counters) and check both directions against the numpy path."""
+    from xconv import _api
+
+    spec = xc.Sequential(xc.Conv2d(2, 3, 3, padding=1), xc.BatchNorm2d(3), xc.Flatten(), xc.BatchNorm1d(48),
+                         xc.Linear(None, 4), input_shape=(2, 4, 4))
+    rng = np.random.default_rng(0)
+    tm = xc.build(spec, "torch", dtype=dtype)
+    w = {k: (rng.standard_normal(v.shape).astype(dtype) if v.dtype.kind == "f" else np.asarray(rng.integers(1, 99)))
+         for k, v in xc.get_weights(tm).items()}
+    for k in ("1.running_var", "3.running_var"):
+        w[k] = np.abs(w[k]) + 0.1
+    xc.set_weights(tm, w)
+    monkeypatch.setattr(_api, "FAST_TRANSFER_BYTES", 0)
+    km = xc.build(spec, "tf", dtype=dtype)
+    xc.transfer_weights(tm, km)
+    back = xc.build(spec, "torch", dtype=dtype)
+    xc.transfer_weights(km, back)
+    for got in (xc.get_weights(km), xc.get_weights(back)):  # the numpy path reads both models
+        for k, v in w.items():
+            np.testing.assert_array_equal(got[k], v)
+    x = rng.standard_normal((3, 2, 4, 4)).astype(dtype)
+    assert xc.testing.max_rel_diff(xc.predict(tm, x), xc.predict(km, x)) <= xc.testing.TOLERANCE[dtype]
+    km.save(str(tmp_path / "after_transfer.keras"))  # the cached transfer function does not get in the way

@@ -545,6 +545,116 @@ def set_weights(model: keras.Model, infos: list[LayerInfo], weights: dict[str, n
             variable.assign(_from_canonical(info, name, weights[f"{info.index}.{name}"]))
 
 
+# ---- zero-copy transfers (transfer_weights between torch and Keras) ----
+
+def _transfer_state(model: keras.Model, infos: list[LayerInfo]) -> dict[str, Any]:
+    """Per model, cached: canonical key -> variable, the float layout ops, the int64 counters, the float bytes."""
+    state = model.__dict__.get("_xconv_transfer")
+    if state is None:
+        variables = {f"{i.index}.{n}": v for i in infos for n, v in _params(model, i).items()}
+        counters = [k for k in variables if k.endswith(".num_batches_tracked")]
+        ops = _layout_ops(infos)
+        nbytes = sum(int(np.prod(variables[k].shape)) * np.dtype(variables[k].dtype).itemsize for k, _, _, _ in ops)
+        state = dict(variables=variables, counters=counters, ops=ops, bytes=nbytes)
+        model.__dict__["_xconv_transfer"] = state
+    return state
+
+
+def float_bytes(model: keras.Model, infos: list[LayerInfo]) -> int:
+    return int(_transfer_state(model, infos)["bytes"])
+
+
+def _layout_ops(infos: list[LayerInfo]) -> list[tuple[str, str, Any, Any]]:
+    """Per float canonical key: (key, kind of layout change, permutation or None, its inverse or None)."""
+    ops = []
+    for info in infos:
+        for name in info.params:
+            if name == "num_batches_tracked":
+                continue
+            perm = layout.flatten_permutation(info.input_source)
+            inverse = None if perm is None else np.argsort(perm)
+            if isinstance(info.layer, Conv2d) and name == "weight":
+                kind = "conv"
+            elif isinstance(info.layer, Linear) and name == "weight":
+                kind = "linear"
+            elif isinstance(info.layer, (BatchNorm1d, BatchNorm2d)):
+                kind = "vector"
+            else:
+                kind = "same"
+            ops.append((f"{info.index}.{name}", kind, perm, inverse))
+    return ops
+
+
+def _to_keras_op(x: Any, kind: str, perm: Any) -> Any:
+    if kind == "conv":
+        return tf.transpose(x, (2, 3, 1, 0))
+    if kind == "linear":
+        return tf.transpose(x if perm is None else tf.gather(x, perm, axis=1))
+    if kind == "vector" and perm is not None:
+        return tf.gather(x, perm)
+    return x
+
+
+def _to_canonical_op(x: Any, kind: str, inverse: Any) -> Any:
+    if kind == "conv":
+        return tf.transpose(x, (3, 2, 0, 1))
+    if kind == "linear":
+        w = tf.transpose(x)
+        return w if inverse is None else tf.gather(w, inverse, axis=1)
+    if kind == "vector" and inverse is not None:
+        return tf.gather(x, inverse)
+    return tf.identity(x)
+
+
+def _compiled(model: keras.Model, infos: list[LayerInfo], direction: str) -> Any:
+    """The model's cached tf.function that moves all weights in one call: "in" transposes canonical tensors
+    and assigns them to the variables (the transposed buffer is handed over, not copied) and sets the int64
+    counters from one vector; "out" returns the canonical tensors and the counters. Layout changes are exact
+    (transposes, gathers)."""
+    state = _transfer_state(model, infos)
+    if direction in state:
+        return state[direction]
+    ops, variables, counters = state["ops"], state["variables"], state["counters"]
+    if direction == "in":
+        @tf.function(autograph=False)
+        def move(values: Any, counts: Any) -> None:
+            for (key, kind, perm, _), x in zip(ops, values):
+                variables[key].assign(_to_keras_op(x, kind, perm))
+            for i, key in enumerate(counters):
+                variables[key].assign(counts[i])
+    else:
+        @tf.function(autograph=False)
+        def move() -> Any:
+            floats = [_to_canonical_op(variables[key], kind, inverse) for key, kind, _, inverse in ops]
+            return floats, tf.stack([tf.convert_to_tensor(variables[k]) for k in counters]) if counters else None
+    state[direction] = move
+    return move
+
+
+def import_tensors(model: keras.Model, infos: list[LayerInfo], arrays: dict[str, Any]) -> None:
+    """Assign canonical DLPack tensors (torch tensors, numpy arrays) of the model's dtype to its variables."""
+    from tensorflow.experimental import dlpack
+
+    state = _transfer_state(model, infos)
+    move = _compiled(model, infos, "in")
+    counts = np.array([int(arrays[k]) for k in state["counters"]], dtype=np.int64)
+    move([dlpack.from_dlpack(arrays[key].__dlpack__()) for key, _, _, _ in state["ops"]], counts)
+
+
+def export_tensors(model: keras.Model, infos: list[LayerInfo]) -> dict[str, Any]:
+    """Canonical weights as DLPack capsules of TF tensors, computed in one call (each capsule can be consumed
+    once, by ``torch.from_dlpack`` for example); the int64 counters as numpy scalars."""
+    from tensorflow.experimental import dlpack
+
+    state = _transfer_state(model, infos)
+    floats, counts = _compiled(model, infos, "out")()
+    out: dict[str, Any] = {key: dlpack.to_dlpack(t) for (key, _, _, _), t in zip(state["ops"], floats)}
+    if state["counters"]:
+        for key, count in zip(state["counters"], counts.numpy()):
+            out[key] = np.asarray(count, dtype=np.int64)
+    return out
+
+
 def permute(x: Any, perm: tuple[int, ...]) -> Any:
     return tf.transpose(x, perm)
 

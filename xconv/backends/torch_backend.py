@@ -149,6 +149,31 @@ def set_weights(model: nn.Module, infos: list[LayerInfo], weights: dict[str, np.
             tensors[key].copy_(torch.from_numpy(np.array(array, order="C")))  # ascontiguousarray makes 0-d arrays 1-d
 
 
+def float_bytes(model: nn.Module, infos: list[LayerInfo]) -> int:
+    import itertools
+
+    tensors = itertools.chain(model.parameters(), model.buffers())
+    return sum(t.numel() * t.element_size() for t in tensors if t.is_floating_point())
+
+
+def export_tensors(model: nn.Module, infos: list[LayerInfo]) -> dict[str, Any]:
+    """Canonical weights as the model's own tensors (no copy; DLPack producers), for transfer_weights."""
+    tensors = _tensors(model)
+    return {f"{i.index}.{n}": tensors[f"{i.index}.{n}"].detach() for i in infos for n in i.params}
+
+
+def import_tensors(model: nn.Module, infos: list[LayerInfo], arrays: dict[str, Any]) -> None:
+    """Copy canonical DLPack tensors (same dtype, shapes checked by the spec) into the model, one pass each."""
+    tensors = _tensors(model)
+    with torch.no_grad():
+        for key, array in arrays.items():
+            if isinstance(array, np.ndarray):
+                source = torch.from_numpy(np.array(array, order="C"))
+            else:
+                source = array if isinstance(array, torch.Tensor) else torch.from_dlpack(array)
+            tensors[key].copy_(source)
+
+
 def permute(x: torch.Tensor, perm: tuple[int, ...]) -> torch.Tensor:
     return x.permute(*perm).contiguous()
 
