@@ -281,7 +281,15 @@ class TorchActivation(keras.layers.Layer):
         return {**super().get_config(), "function": self.function, "param": self.param}
 
 
-def _conv2d(info: LayerInfo, x: Any, dtype: str) -> Any:
+def fused_relus(infos: list[LayerInfo]) -> set[int]:
+    """Indices of the convs and Linears whose next layer is a ReLU: Keras runs that ReLU inside the layer
+    (``activation="relu"``, as hand-written Keras models do), which saves one layer call per pair in eager
+    mode. Weights and per-layer tracing are unaffected; ``from_keras`` splits the ReLU out again."""
+    return {i.index for i, nxt in zip(infos, infos[1:])
+            if isinstance(i.layer, (Conv2d, Linear)) and isinstance(nxt.layer, ReLU)}
+
+
+def _conv2d(info: LayerInfo, x: Any, dtype: str, activation: str | None = None) -> Any:
     layer: Conv2d = info.layer  # type: ignore[assignment]
     name = f"conv2d_{info.index}"
     _, h, w = info.input_shape
@@ -337,6 +345,7 @@ def _conv2d(info: LayerInfo, x: Any, dtype: str) -> Any:
         dilation_rate=dilation,
         groups=layer.groups,
         use_bias=layer.bias,
+        activation=activation,
         dtype=dtype,
         name=name,
     )(x)
@@ -345,9 +354,10 @@ def _conv2d(info: LayerInfo, x: Any, dtype: str) -> Any:
     return x
 
 
-def _linear(info: LayerInfo, x: Any, dtype: str) -> Any:
+def _linear(info: LayerInfo, x: Any, dtype: str, activation: str | None = None) -> Any:
     layer: Linear = info.layer  # type: ignore[assignment]
-    return keras.layers.Dense(layer.out_features, use_bias=layer.bias, dtype=dtype, name=f"linear_{info.index}")(x)
+    return keras.layers.Dense(layer.out_features, use_bias=layer.bias, activation=activation, dtype=dtype,
+                              name=f"linear_{info.index}")(x)
 
 
 def _maxpool(info: LayerInfo, x: Any, dtype: str) -> Any:
@@ -460,8 +470,14 @@ def build(spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarra
     keras_shape = (shape[1], shape[2], shape[0]) if len(shape) == 3 else shape
     inputs = keras.Input(shape=keras_shape, dtype=dtype, name="input")
     x = inputs
+    fused = fused_relus(infos)
     for info in infos:
-        x = _BUILDERS[type(info.layer)](info, x, dtype)
+        if info.index - 1 in fused:
+            continue  # this ReLU runs inside the conv / Dense before it
+        if info.index in fused:
+            x = _BUILDERS[type(info.layer)](info, x, dtype, activation="relu")
+        else:
+            x = _BUILDERS[type(info.layer)](info, x, dtype)
     # Keras walks the functional graph recursively (a few frames per layer): a 1,000-layer spec exceeds
     # Python's default limit of 1,000 frames. Raise it for this call only.
     limit = sys.getrecursionlimit()
@@ -682,12 +698,25 @@ def trace(model: keras.Model, x: np.ndarray, upstream: np.ndarray, training: boo
     up = tf.constant(layout.to_nhwc(upstream) if upstream.ndim == 4 else upstream)
     variables = {f"{i.index}.{n}": v for i in infos for n, v in _params(model, i).items() if n not in i.buffers}
     outs: dict[int, Any] = {}
+    fused = fused_relus(infos)
+    layers = model.layers[1:]
+    indices = [int(layer.name.split("_")[1]) for layer in layers]  # conv2d_3_pad, conv2d_3, ... -> spec index 3
     with tf.GradientTape() as tape:
         tape.watch(xv)
         h = xv
-        for layer in model.layers[1:]:
-            h = layer(h, training=training)
-            outs[int(layer.name.split("_")[1])] = h  # conv2d_3_pad, conv2d_3, ... -> spec index 3
+        for position, (layer, index) in enumerate(zip(layers, indices)):
+            if index in fused and hasattr(layer, "activation"):  # the conv's own output, then its ReLU apart
+                activation, layer.activation = layer.activation, keras.activations.linear
+                try:
+                    h = layer(h, training=training)
+                finally:
+                    layer.activation = activation
+            else:
+                h = layer(h, training=training)
+            outs[index] = h
+            if index in fused and (position + 1 == len(layers) or indices[position + 1] != index):
+                h = keras.activations.relu(h)
+                outs[index + 1] = h
         loss = tf.reduce_sum(h * up)
     keys = list(variables)
     grads = tape.gradient(loss, [xv, *variables.values()], unconnected_gradients=tf.UnconnectedGradients.ZERO)
@@ -837,6 +866,7 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
     crop: Any = None  # (bottom, right) from Cropping2D: the conv after it has one output position there
     pre: Any = None  # strides of a Subsample2D before a 1x1 conv
     last_conv: Any = None  # the Keras Conv2D that produced the last spec layer
+    fused_act = False  # whether that conv's fused activation was split into the spec layer after it
     for position, layer in enumerate(_chain(model)):
         where = f"layer {position} {layer.name!r} ({type(layer).__name__})"
         if getattr(layer, "data_format", "channels_last") != "channels_last":
@@ -860,13 +890,16 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
                     raise UnsupportedLayerError(f"from_keras: {where}: two subsamplings in a row do not fold")
                 pre = layer.strides  # must be followed by a 1x1 conv, checked there
                 continue
-            if before_conv or not layers or last_conv is not layers[-1]:
+            # the conv may carry a fused activation (split out as the next spec layer): it commutes with
+            # subsampling, so the conv is the layer before it
+            at = -2 if len(layers) > 1 and last_conv is layers[-2] and fused_act else -1
+            if before_conv or not layers or last_conv is not layers[at]:
                 raise UnsupportedLayerError(f"from_keras: {where}: a subsampling must follow its conv directly")
-            conv = layers[-1]
+            conv = layers[at]
             if any(a > 1 and b > 1 for a, b in zip(conv.stride, layer.strides)):
                 raise UnsupportedLayerError(f"from_keras: {where}: subsampling after a strided conv does not fold")
             stride = tuple(a * b for a, b in zip(conv.stride, layer.strides))
-            layers[-1] = last_conv = dataclasses.replace(conv, stride=stride)
+            layers[at] = last_conv = dataclasses.replace(conv, stride=stride)
             continue
         is_conv = type(layer) in (keras.layers.Conv2D, GroupedConv2D)
         if pad is not None and crop is None and pre is None and type(layer) is keras.layers.AveragePooling2D:
@@ -902,6 +935,7 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
                           groups=layer.groups, bias=layer.use_bias, padding_mode=mode)
             layers.append(conv)
             last_conv = conv
+            fused_act = act is not None
             pad, mode, crop, pre = None, "zeros", None, None
             raw[f"{index}.weight"] = np.asarray(layer.kernel.numpy())
             if layer.use_bias:
