@@ -337,3 +337,22 @@ def test_zero_copy_transfer_path_is_bit_exact(both_backends, monkeypatch, tmp_pa
     x = rng.standard_normal((3, 2, 4, 4)).astype(dtype)
     assert xc.testing.max_rel_diff(xc.predict(tm, x), xc.predict(km, x)) <= xc.testing.TOLERANCE[dtype]
     km.save(str(tmp_path / "after_transfer.keras"))  # the cached transfer function does not get in the way
+
+
+def test_checkpoints_keep_batchnorm_buffers(both_backends, tmp_path):
+    spec = xc.Sequential(xc.Conv2d(1, 3, 3), xc.BatchNorm2d(3), xc.Flatten(), xc.BatchNorm1d(12), xc.Linear(None, 2),
+                         input_shape=(1, 4, 4))
+    tm = xc.build(spec, "torch", seed=0)
+    w = xc.get_weights(tm)
+    w["1.num_batches_tracked"] = np.asarray(5)
+    w["1.running_var"] = np.full(3, 0.3, "float32")
+    xc.set_weights(tm, w)
+    xc.save(tmp_path / "m.safetensors", tm)
+    loaded_spec, loaded = xc.load(tmp_path / "m.safetensors")
+    assert loaded_spec == xc.spec_of(tm)
+    assert loaded["1.num_batches_tracked"].shape == () and loaded["1.num_batches_tracked"].dtype == np.int64
+    km = xc.load_model(tmp_path / "m.safetensors", backend="tf")
+    assert int(xc.get_weights(km)["1.num_batches_tracked"]) == 5
+    np.testing.assert_array_equal(xc.get_weights(km)["1.running_var"], w["1.running_var"])
+    with pytest.raises(xc.WeightError, match="num_batches_tracked'.*must be an integer scalar"):
+        xc.set_weights(km, {**w, "1.num_batches_tracked": np.asarray(5.0)})

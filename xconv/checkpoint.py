@@ -60,7 +60,7 @@ def save(path: str | os.PathLike[str], model_or_spec: Any, weights: Mapping[str,
     fd, tmp = tempfile.mkstemp(prefix=".xconv-", suffix=".tmp", dir=folder)
     os.close(fd)
     try:
-        _safetensors().numpy.save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, tmp, metadata)
+        _safetensors().numpy.save_file({k: np.require(v, requirements="C") for k, v in arrays.items()}, tmp, metadata)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, target)

@@ -146,7 +146,7 @@ def set_weights(model: nn.Module, infos: list[LayerInfo], weights: dict[str, np.
     tensors = _tensors(model)
     with torch.no_grad():
         for key, array in weights.items():
-            tensors[key].copy_(torch.from_numpy(np.array(array, order="C")))  # ascontiguousarray makes 0-d arrays 1-d
+            tensors[key].copy_(torch.from_numpy(np.require(array, requirements="C")))  # keeps 0-d arrays 0-d
 
 
 def float_bytes(model: nn.Module, infos: list[LayerInfo]) -> int:

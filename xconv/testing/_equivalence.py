@@ -166,14 +166,14 @@ def _diff(a: np.ndarray, b: np.ndarray, carried: float = 0.0) -> tuple[float, fl
 def format_table(rows: list[Row], reference: str) -> str:
     """A fixed-width table of rows, marking the rows beyond tolerance."""
     backends = list(rows[0].diffs) if rows else []
-    head = f"{'layer':>5}  {'kind':<10}  {'compared':<12}" + "".join(
+    head = f"{'layer':>5}  {'kind':<17}  {'compared':<19}" + "".join(
         f"  {('max|' + b + '-' + reference + '|'):>22}  {'relative':>10}" for b in backends
     ) + f"  {'tolerance':>9}"
     lines = [head, "-" * len(head)]
     for row in rows:
         cells = "".join(f"  {row.diffs[b][0]:>22.3e}  {row.diffs[b][1]:>10.3e}" for b in backends)
         layer = "" if row.layer is None else str(row.layer)
-        lines.append(f"{layer:>5}  {row.kind:<10}  {row.what:<12}{cells}  {row.tolerance:>9.0e}" + ("" if row.ok else "  <-- FAIL"))
+        lines.append(f"{layer:>5}  {row.kind:<17}  {row.what:<19}{cells}  {row.tolerance:>9.0e}" + ("" if row.ok else "  <-- FAIL"))
     return "\n".join(lines)
 
 
