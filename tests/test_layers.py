@@ -356,3 +356,23 @@ def test_checkpoints_keep_batchnorm_buffers(both_backends, tmp_path):
     np.testing.assert_array_equal(xc.get_weights(km)["1.running_var"], w["1.running_var"])
     with pytest.raises(xc.WeightError, match="num_batches_tracked'.*must be an integer scalar"):
         xc.set_weights(km, {**w, "1.num_batches_tracked": np.asarray(5.0)})
+
+
+def test_keras_fit_trains_batchnorm_with_torchs_rule(both_backends, tmp_path):
+    """model.fit calls the model with training=True: batch statistics, the unbiased running variance and the
+    batch counter, as in torch; a reloaded .keras file keeps the counter."""
+    import keras
+
+    spec = xc.Sequential(xc.Flatten(), xc.BatchNorm1d(4, momentum=None), xc.Linear(None, 2), input_shape=(1, 2, 2))
+    km = xc.build(spec, "tf", seed=0)  # float32: fit's data adapter casts numpy inputs to floatx anyway
+    x = np.random.default_rng(0).standard_normal((6, 2, 2, 1)).astype("float32").astype("float64")
+    km.compile(optimizer=keras.optimizers.SGD(0.0), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    km.fit(x, np.zeros(6, dtype=np.int64), batch_size=6, epochs=3, shuffle=False, verbose=0)
+    w = xc.get_weights(km)
+    assert int(w["1.num_batches_tracked"]) == 3
+    flat = x.reshape(6, -1)  # H,W,C order equals C,H,W order for one channel
+    np.testing.assert_allclose(w["1.running_mean"], flat.mean(0), rtol=1e-5)  # cumulative average of 3 equal batches
+    np.testing.assert_allclose(w["1.running_var"], flat.var(0, ddof=1), rtol=1e-5)  # unbiased (biased: 17% off)
+    km.save(str(tmp_path / "fit.keras"))
+    reloaded = keras.models.load_model(str(tmp_path / "fit.keras"))
+    assert int(reloaded.get_layer("batchnorm_1").num_batches_tracked.numpy()) == 3
