@@ -4,7 +4,6 @@ function (max |a - b| / max(1, max |a|) within the dtype's tolerance)."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -376,3 +376,24 @@ def test_keras_fit_trains_batchnorm_with_torchs_rule(both_backends, tmp_path):
     km.save(str(tmp_path / "fit.keras"))
     reloaded = keras.models.load_model(str(tmp_path / "fit.keras"))
     assert int(reloaded.get_layer("batchnorm_1").num_batches_tracked.numpy()) == 3
+
+
+@pytest.mark.parametrize("fault", ["keras LeakyReLU default slope", "keras gelu tanh approximation"])
+def test_activation_mappings_that_look_right_are_caught(both_backends, monkeypatch, fault):
+    """Elementwise rows are scaled by their input's size too (see compare_layerwise); a wrong activation still
+    shows: Keras' LeakyReLU defaults to slope 0.3 (torch 0.01), keras.ops.gelu to the tanh form."""
+    import keras
+
+    from xconv.backends import tf_backend
+
+    act = xc.LeakyReLU() if "LeakyReLU" in fault else xc.GELU()
+    spec = xc.Sequential(xc.Conv2d(2, 3, 3, padding=1), act, input_shape=(2, 6, 6))
+    x = 2 * np.random.default_rng(0).standard_normal((2, 2, 6, 6))
+    assert_equivalent(spec, x=x, backends=("torch", "tf"), dtype="float32", grads=False)
+    if "LeakyReLU" in fault:
+        wrong = lambda info, h, dtype: keras.layers.LeakyReLU(dtype=dtype, name=f"leakyrelu_{info.index}")(h)  # noqa: E731
+    else:
+        wrong = lambda info, h, dtype: keras.layers.Activation(  # noqa: E731
+            lambda v: keras.ops.gelu(v, approximate=True), dtype=dtype, name=f"gelu_{info.index}")(h)
+    monkeypatch.setitem(tf_backend._BUILDERS, type(act), wrong)
+    _fails_at(spec, 1, "output", x, dtype="float32")

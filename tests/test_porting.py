@@ -12,6 +12,8 @@ import xconv.testing
 from xconv import layout
 from xconv.testing import max_rel_diff, strategies
 
+from .test_toolkit import unpermuted_dense
+
 
 def hand_torch(size=8):
     from torch import nn
@@ -121,7 +123,7 @@ def test_unsupported_layers_are_named(both_backends):
 
 
 def test_port_verify_catches_a_wrong_mapping(both_backends, monkeypatch):
-    monkeypatch.setattr(layout, "linear_to_dense", lambda w, source: np.ascontiguousarray(w.T))
+    monkeypatch.setattr(layout, "to_keras", unpermuted_dense)
     with pytest.raises(xc.PortError, match="differs from the torch model"):
         xc.port(hand_torch(), to="tf", input_shape=(3, 8, 8))
 
@@ -394,7 +396,7 @@ def test_cli_check_fails_on_a_mismatch(both_backends, tmp_path, capsys, monkeypa
 
     path = tmp_path / "m.safetensors"
     xc.save(path, xc.build(SPEC, "numpy", seed=0))
-    monkeypatch.setattr(layout, "linear_to_dense", lambda w, source: np.ascontiguousarray(w.T))
+    monkeypatch.setattr(layout, "to_keras", unpermuted_dense)
     assert cli.main(["check", str(path), "--dtype", "float64"]) == 1
     assert "FAIL: 1 layer(s) beyond tolerance, first: layer 4 (Linear)" in capsys.readouterr().out
 

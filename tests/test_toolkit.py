@@ -19,6 +19,13 @@ import xconv.shapes
 from xconv import layout
 from xconv.testing import assert_equivalent, compare_layerwise, strategies
 
+_to_keras = layout.to_keras
+
+
+def unpermuted_dense(kind, x, source, ops=layout.NUMPY_OPS):
+    """The classic converter bug: a Dense kernel that is only transposed, its inputs left in C,H,W order."""
+    return _to_keras(kind, x, None if kind == "linear" else source, ops)
+
 SPEC = xc.Sequential(
     xc.Conv2d(2, 4, 3, stride=2, padding="same"),
     xc.ReLU(),
@@ -88,10 +95,7 @@ def _fails_at(monkeypatch_apply, layer: int, what: str, dtype="float64", spec=SP
 
 
 def test_reports_a_wrong_flatten_permutation_at_the_linear(both_backends, monkeypatch):
-    def unpermuted(w, source):  # the classic converter bug: transpose only
-        return np.ascontiguousarray(w.T)
-
-    _fails_at(lambda: monkeypatch.setattr(layout, "linear_to_dense", unpermuted), 4, "output")
+    _fails_at(lambda: monkeypatch.setattr(layout, "to_keras", unpermuted_dense), 4, "output")
 
 
 def test_reports_same_as_symmetric_padding_at_the_conv(both_backends, monkeypatch):

@@ -4,7 +4,7 @@ H,W,C flatten), and TensorFlow's 'same' padding rule. Every layout transform in 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -17,6 +17,10 @@ __all__ = [
     "dense_to_linear",
     "to_nhwc",
     "to_nchw",
+    "to_keras",
+    "to_canonical",
+    "ArrayOps",
+    "NUMPY_OPS",
 ]
 
 
@@ -30,16 +34,6 @@ def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[in
     return total // 2, total - total // 2
 
 
-def oihw_to_hwio(w: np.ndarray) -> np.ndarray:
-    """Torch conv kernel (out, in/groups, kh, kw) -> Keras kernel (kh, kw, in/groups, out)."""
-    return np.ascontiguousarray(w.transpose(2, 3, 1, 0))
-
-
-def hwio_to_oihw(w: np.ndarray) -> np.ndarray:
-    """Keras conv kernel (kh, kw, in/groups, out) -> torch kernel (out, in/groups, kh, kw)."""
-    return np.ascontiguousarray(w.transpose(3, 2, 0, 1))
-
-
 def flatten_permutation(source: tuple[int, ...] | None) -> np.ndarray | None:
     """For features flattened from a (C, H, W) map: ``perm[j]`` is the C,H,W (torch) flat index of the j-th
     H,W,C (Keras) flat index. ``None`` when the two orders coincide (flat input, C == 1 or H*W == 1)."""
@@ -51,23 +45,71 @@ def flatten_permutation(source: tuple[int, ...] | None) -> np.ndarray | None:
     return np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).reshape(-1)
 
 
+class ArrayOps(NamedTuple):
+    """The two array operations the weight layouts need, so that one implementation serves numpy arrays and
+    framework tensors alike (the TF backend passes ``tf.transpose`` / ``tf.gather`` for its compiled path)."""
+
+    transpose: Callable[[Any, tuple[int, ...]], Any]  # a new, contiguous array
+    take: Callable[[Any, np.ndarray, int], Any]  # entries idx along axis, a new array
+
+
+NUMPY_OPS = ArrayOps(
+    transpose=lambda x, axes: np.ascontiguousarray(np.transpose(x, axes)),
+    take=lambda x, idx, axis: np.take(x, idx, axis=axis),
+)
+
+#: conv kernels: torch (out, in/groups, kh, kw) <-> Keras (kh, kw, in/groups, out)
+OIHW_TO_HWIO = (2, 3, 1, 0)
+HWIO_TO_OIHW = (3, 2, 0, 1)
+
+
+def to_keras(kind: str, x: Any, source: tuple[int, ...] | None, ops: ArrayOps = NUMPY_OPS) -> Any:
+    """One canonical (torch) array in Keras layout. ``kind``: "conv" (OIHW -> HWIO), "linear" ((out, in) with
+    inputs in C,H,W order -> (in, out) in H,W,C order), "vector" (features along the last axis, C,H,W ->
+    H,W,C order: BatchNorm1d vectors after Flatten, flat activations), anything else unchanged. ``source`` is
+    the (C, H, W) map the features were flattened from, or None."""
+    perm = flatten_permutation(source)
+    if kind == "conv":
+        return ops.transpose(x, OIHW_TO_HWIO)
+    if kind == "linear":
+        return ops.transpose(x if perm is None else ops.take(x, perm, 1), (1, 0))
+    if kind == "vector" and perm is not None:
+        return ops.take(x, perm, -1)
+    return x
+
+
+def to_canonical(kind: str, x: Any, source: tuple[int, ...] | None, ops: ArrayOps = NUMPY_OPS) -> Any:
+    """Inverse of :func:`to_keras`."""
+    perm = flatten_permutation(source)
+    inverse = None if perm is None else np.argsort(perm)
+    if kind == "conv":
+        return ops.transpose(x, HWIO_TO_OIHW)
+    if kind == "linear":
+        w = ops.transpose(x, (1, 0))
+        return w if inverse is None else ops.take(w, inverse, 1)
+    if kind == "vector" and inverse is not None:
+        return ops.take(x, inverse, -1)
+    return x
+
+
+def oihw_to_hwio(w: np.ndarray) -> np.ndarray:
+    """Torch conv kernel (out, in/groups, kh, kw) -> Keras kernel (kh, kw, in/groups, out)."""
+    return to_keras("conv", w, None)  # type: ignore[no-any-return]
+
+
+def hwio_to_oihw(w: np.ndarray) -> np.ndarray:
+    """Keras conv kernel (kh, kw, in/groups, out) -> torch kernel (out, in/groups, kh, kw)."""
+    return to_canonical("conv", w, None)  # type: ignore[no-any-return]
+
+
 def linear_to_dense(w: np.ndarray, source: tuple[int, ...] | None) -> np.ndarray:
     """Torch Linear weight (out, in) in C,H,W input order -> Keras Dense kernel (in, out) in H,W,C order."""
-    perm = flatten_permutation(source)
-    if perm is not None:
-        w = w[:, perm]
-    return np.ascontiguousarray(w.T)
+    return to_keras("linear", w, source)  # type: ignore[no-any-return]
 
 
 def dense_to_linear(kernel: np.ndarray, source: tuple[int, ...] | None) -> np.ndarray:
     """Inverse of :func:`linear_to_dense`."""
-    w = kernel.T
-    perm = flatten_permutation(source)
-    if perm is not None:
-        out = np.empty_like(w)
-        out[:, perm] = w
-        return out
-    return np.ascontiguousarray(w)
+    return to_canonical("linear", kernel, source)  # type: ignore[no-any-return]
 
 
 _TO_NHWC = (0, 2, 3, 1)
@@ -120,43 +162,19 @@ def pad_indices(size: int, before: int, after: int, mode: str) -> np.ndarray:
     raise ValueError(f"pad_indices: unknown mode {mode!r}")
 
 
+def keras_axis(axis: int, rank: int) -> int:
+    """The NHWC axis (as a negative index) holding NCHW ``axis`` (1..rank-1) of a rank-``rank`` tensor; flat
+    (N, F) tensors are the same in both."""
+    if rank != 4:
+        return axis - rank
+    return {1: -1, 2: -3, 3: -2}[axis]
+
+
+def canonical_axis(axis: int, rank: int) -> int:
+    """Inverse of :func:`keras_axis`: the NCHW axis (1..rank-1) of Keras ``axis`` (any sign)."""
+    return next(a for a in range(1, rank) if keras_axis(a, rank) == axis % rank - rank)
+
+
 def features_to_chw_order(y: np.ndarray, source: tuple[int, ...] | None) -> np.ndarray:
     """Keras features (N, F) flattened in H,W,C order from a (C, H, W) map -> the same features in C,H,W order."""
-    perm = flatten_permutation(source)
-    if perm is None:
-        return y
-    out = np.empty_like(y)
-    out[:, perm] = y
-    return out
-
-
-def vector_to_keras(v: np.ndarray, source: tuple[int, ...] | None) -> np.ndarray:
-    """A per-feature vector (BatchNorm1d after Flatten) in C,H,W feature order -> H,W,C order."""
-    perm = flatten_permutation(source)
-    return v if perm is None else np.ascontiguousarray(v[perm])
-
-
-def vector_from_keras(v: np.ndarray, source: tuple[int, ...] | None) -> np.ndarray:
-    """Inverse of :func:`vector_to_keras`."""
-    perm = flatten_permutation(source)
-    if perm is None:
-        return v
-    out = np.empty_like(v)
-    out[perm] = v
-    return out
-
-
-def avgpool_counts(size: int, out: int, k: int, s: int, p: int, count_include_pad: bool) -> np.ndarray:
-    """Per output position along one axis, how many positions torch's AvgPool2d divides by: the window
-    [o*s - p, o*s - p + k) cut at the padded input's end (size + p), and also at the input's own edges unless
-    ``count_include_pad``. The divisor of a 2-D window is the product of the two axes' counts."""
-    starts = np.arange(out) * s - p
-    ends = np.minimum(starts + k, size + p)
-    if not count_include_pad:
-        starts, ends = np.maximum(starts, 0), np.minimum(ends, size)
-    return (ends - starts).astype(np.int64)
-
-
-def adaptive_windows(size: int, out: int) -> list[tuple[int, int]]:
-    """torch's AdaptiveAvgPool windows along one axis: [floor(i*size/out), ceil((i+1)*size/out))."""
-    return [((i * size) // out, -(-((i + 1) * size) // out)) for i in range(out)]
+    return to_canonical("vector", y, source)  # type: ignore[no-any-return]

@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
+
 from .errors import SpecError
 from .layout import same_padding
 from .spec import (
@@ -154,6 +156,48 @@ def pool_output_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool)
     if ceil_mode and (out - 1) * s >= size + p:
         out -= 1
     return out
+
+
+def tap_slices(
+    kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int], out: tuple[int, int]
+) -> list[tuple[int, int, slice, slice]]:
+    """For each kernel tap (i, j) of a conv or pool over an already padded input: (i, j, rows, cols), the
+    strided slices of that input it reads for ``out`` = (out_h, out_w) outputs, taps in row-major order."""
+    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel, stride, dilation, out
+    return [(i, j, slice(i * dh, i * dh + sh * (ho - 1) + 1, sh), slice(j * dw, j * dw + sw * (wo - 1) + 1, sw))
+            for i in range(kh) for j in range(kw)]
+
+
+def layer_taps(info: LayerInfo) -> list[tuple[int, int, slice, slice]]:
+    """:func:`tap_slices` of a Conv2d, MaxPool2d or AvgPool2d layer, on its input padded by ``info.padding``."""
+    layer = info.layer
+    dilation = getattr(layer, "dilation", (1, 1))
+    return tap_slices(layer.kernel_size, layer.stride, dilation, info.output_shape[1:])  # type: ignore[attr-defined, arg-type]
+
+
+def avgpool_counts(size: int, out: int, k: int, s: int, p: int, count_include_pad: bool) -> np.ndarray:
+    """Per output position along one axis, how many positions torch's AvgPool2d divides by: the window
+    [o*s - p, o*s - p + k) cut at the padded input's end (size + p), and also at the input's own edges unless
+    ``count_include_pad``. The divisor of a 2-D window is the product of the two axes' counts."""
+    starts = np.arange(out) * s - p
+    ends = np.minimum(starts + k, size + p)
+    if not count_include_pad:
+        starts, ends = np.maximum(starts, 0), np.minimum(ends, size)
+    return (ends - starts).astype(np.int64)
+
+
+def adaptive_windows(size: int, out: int) -> list[tuple[int, int]]:
+    """torch's AdaptiveAvgPool windows along one axis: [floor(i*size/out), ceil((i+1)*size/out))."""
+    return [((i * size) // out, -(-((i + 1) * size) // out)) for i in range(out)]
+
+
+def avgpool_divisor(info: LayerInfo) -> np.ndarray:
+    """torch's AvgPool2d divisor for each output position (out_h, out_w): the product of the two axes'
+    :func:`avgpool_counts`."""
+    layer: AvgPool2d = info.layer  # type: ignore[assignment]
+    counts = [avgpool_counts(size, out, k, s, p, layer.count_include_pad) for size, out, k, s, p in zip(
+        info.input_shape[1:], info.output_shape[1:], layer.kernel_size, layer.stride, layer.padding)]
+    return np.outer(counts[0], counts[1])
 
 
 def _pool(ctx: _Ctx, layer: MaxPool2d | AvgPool2d, source: Shape | None) -> LayerInfo:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from .. import layout
-from ..shapes import LayerInfo, softmax_axis
+from ..shapes import LayerInfo, adaptive_windows, avgpool_divisor, layer_taps, softmax_axis
 from ..spec import (
     ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, LeakyReLU,
     Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh,
@@ -101,18 +101,6 @@ def _pad(info: LayerInfo, x: np.ndarray) -> np.ndarray:
     return np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)), mode=_NP_PAD_MODES[info.layer.padding_mode])  # type: ignore[attr-defined]
 
 
-def _taps(info: LayerInfo):  # type: ignore[no-untyped-def]
-    """For each kernel tap (i, j): the slices of the padded input it multiplies."""
-    layer: Conv2d = info.layer  # type: ignore[assignment]
-    (kh, kw), (sh, sw), (dh, dw) = layer.kernel_size, layer.stride, layer.dilation
-    _, ho, wo = info.output_shape
-    for i in range(kh):
-        for j in range(kw):
-            rows = slice(i * dh, i * dh + sh * (ho - 1) + 1, sh)
-            cols = slice(j * dw, j * dw + sw * (wo - 1) + 1, sw)
-            yield i, j, rows, cols
-
-
 def _conv_forward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, mode: _Mode) -> np.ndarray:
     layer: Conv2d = info.layer  # type: ignore[assignment]
     w, g = p["weight"], layer.groups
@@ -123,7 +111,7 @@ def _conv_forward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, mode
     for group in range(g):
         xs = xp[:, group * cin:(group + 1) * cin]
         ws = w[group * cout:(group + 1) * cout]
-        for i, j, rows, cols in _taps(info):
+        for i, j, rows, cols in layer_taps(info):
             out[:, group * cout:(group + 1) * cout] += np.einsum("nchw,oc->nohw", xs[:, :, rows, cols], ws[:, :, i, j])
     if "bias" in p:
         out += p["bias"][None, :, None, None]
@@ -139,7 +127,7 @@ def _conv_backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, go:
     gw = np.zeros_like(w)
     for group in range(g):
         ci, co = slice(group * cin, (group + 1) * cin), slice(group * cout, (group + 1) * cout)
-        for i, j, rows, cols in _taps(info):
+        for i, j, rows, cols in layer_taps(info):
             gw[co, :, i, j] += np.einsum("nohw,nchw->oc", go[:, co], xp[:, ci, rows, cols])
             gxp[:, ci, rows, cols] += np.einsum("nohw,oc->nchw", go[:, co], w[co, :, i, j])
     # Un-pad: every padded position came from one input position (or from a zero), so gradients add up there.
@@ -174,16 +162,6 @@ def _linear_backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, g
 
 # ---- pooling: explicit pad (-inf for max, zeros for average), then the kernel's taps as strided slices ----
 
-def _pool_taps(info: LayerInfo):  # type: ignore[no-untyped-def]
-    layer = info.layer
-    (kh, kw), (sh, sw) = layer.kernel_size, layer.stride  # type: ignore[attr-defined]
-    dh, dw = getattr(layer, "dilation", (1, 1))
-    _, ho, wo = info.output_shape
-    for i in range(kh):
-        for j in range(kw):
-            yield slice(i * dh, i * dh + sh * (ho - 1) + 1, sh), slice(j * dw, j * dw + sw * (wo - 1) + 1, sw)
-
-
 def _pool_pad(info: LayerInfo, x: np.ndarray, value: float) -> np.ndarray:
     (t, b), (l, r) = info.padding  # type: ignore[misc]
     return np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)), constant_values=value)
@@ -197,13 +175,13 @@ def _unpad(info: LayerInfo, gxp: np.ndarray) -> np.ndarray:
 
 def _maxpool_forward(info: LayerInfo, p: Any, x: np.ndarray, mode: _Mode) -> np.ndarray:
     xp = _pool_pad(info, x, -np.inf)
-    return np.stack([xp[:, :, r, c] for r, c in _pool_taps(info)]).max(axis=0)
+    return np.stack([xp[:, :, r, c] for _, _, r, c in layer_taps(info)]).max(axis=0)
 
 
 def _maxpool_backward(info: LayerInfo, p: Any, x: np.ndarray, go: np.ndarray, mode: _Mode) -> Any:
     # The gradient goes to the first maximum of each window in row-major tap order (torch's and TF's rule).
     xp = _pool_pad(info, x, -np.inf)
-    taps = list(_pool_taps(info))
+    taps = [(r, c) for _, _, r, c in layer_taps(info)]
     winner = np.stack([xp[:, :, r, c] for r, c in taps]).argmax(axis=0)
     gxp = np.zeros_like(xp)
     for t, (r, c) in enumerate(taps):
@@ -211,26 +189,17 @@ def _maxpool_backward(info: LayerInfo, p: Any, x: np.ndarray, go: np.ndarray, mo
     return _unpad(info, gxp), {}
 
 
-def _avg_divisor(info: LayerInfo) -> np.ndarray:
-    layer: AvgPool2d = info.layer  # type: ignore[assignment]
-    _, h, w = info.input_shape
-    _, ho, wo = info.output_shape
-    rows = layout.avgpool_counts(h, ho, layer.kernel_size[0], layer.stride[0], layer.padding[0], layer.count_include_pad)
-    cols = layout.avgpool_counts(w, wo, layer.kernel_size[1], layer.stride[1], layer.padding[1], layer.count_include_pad)
-    return np.outer(rows, cols)
-
-
 def _avgpool_forward(info: LayerInfo, p: Any, x: np.ndarray, mode: _Mode) -> np.ndarray:
     xp = _pool_pad(info, x, 0.0)
-    total = sum(xp[:, :, r, c] for r, c in _pool_taps(info))
-    return total / _avg_divisor(info).astype(x.dtype)
+    total = sum(xp[:, :, r, c] for _, _, r, c in layer_taps(info))
+    return total / avgpool_divisor(info).astype(x.dtype)
 
 
 def _avgpool_backward(info: LayerInfo, p: Any, x: np.ndarray, go: np.ndarray, mode: _Mode) -> Any:
     xp = _pool_pad(info, x, 0.0)
-    share = go / _avg_divisor(info).astype(x.dtype)
+    share = go / avgpool_divisor(info).astype(x.dtype)
     gxp = np.zeros_like(xp)
-    for r, c in _pool_taps(info):
+    for _, _, r, c in layer_taps(info):
         gxp[:, :, r, c] += share
     return _unpad(info, gxp), {}
 
@@ -239,8 +208,8 @@ def _adaptive_forward(info: LayerInfo, p: Any, x: np.ndarray, mode: _Mode) -> np
     _, h, w = info.input_shape
     _, ho, wo = info.output_shape
     out = np.empty((x.shape[0], *info.output_shape), dtype=x.dtype)
-    for i, (r0, r1) in enumerate(layout.adaptive_windows(h, ho)):
-        for j, (c0, c1) in enumerate(layout.adaptive_windows(w, wo)):
+    for i, (r0, r1) in enumerate(adaptive_windows(h, ho)):
+        for j, (c0, c1) in enumerate(adaptive_windows(w, wo)):
             out[:, :, i, j] = x[:, :, r0:r1, c0:c1].mean(axis=(2, 3))
     return out
 
@@ -249,8 +218,8 @@ def _adaptive_backward(info: LayerInfo, p: Any, x: np.ndarray, go: np.ndarray, m
     _, h, w = info.input_shape
     _, ho, wo = info.output_shape
     gx = np.zeros_like(x)
-    for i, (r0, r1) in enumerate(layout.adaptive_windows(h, ho)):
-        for j, (c0, c1) in enumerate(layout.adaptive_windows(w, wo)):
+    for i, (r0, r1) in enumerate(adaptive_windows(h, ho)):
+        for j, (c0, c1) in enumerate(adaptive_windows(w, wo)):
             gx[:, :, r0:r1, c0:c1] += go[:, :, i:i + 1, j:j + 1] / ((r1 - r0) * (c1 - c0))
     return gx, {}
 

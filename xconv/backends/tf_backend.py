@@ -31,8 +31,9 @@ if keras.backend.backend() != "tensorflow":
     )
 
 from .. import layout  # noqa: E402
-from ..errors import SpecError  # noqa: E402
-from ..shapes import LayerInfo, softmax_axis  # noqa: E402
+from ..shapes import (  # noqa: E402
+    LayerInfo, adaptive_windows, avgpool_divisor, pool_output_size, softmax_axis, tap_slices,
+)
 from ..spec import (  # noqa: E402
     ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, LeakyReLU,
     Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh,
@@ -137,13 +138,11 @@ class TorchMaxPool2D(keras.layers.Layer):
         (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.strides, self.dilation
         if (dh, dw) == (1, 1):
             return tf.nn.max_pool2d(x, (kh, kw), (sh, sw), "VALID")
-        ho = (x.shape[1] - (kh - 1) * dh - 1) // sh + 1
-        wo = (x.shape[2] - (kw - 1) * dw - 1) // sw + 1
+        out_hw = (pool_output_size(x.shape[1], kh, sh, 0, dh, False), pool_output_size(x.shape[2], kw, sw, 0, dw, False))
         out = None
-        for i in range(kh):
-            for j in range(kw):
-                tap = x[:, i * dh: i * dh + sh * (ho - 1) + 1: sh, j * dw: j * dw + sw * (wo - 1) + 1: sw, :]
-                out = tap if out is None else tf.maximum(out, tap)  # ties: the gradient goes to the earlier tap
+        for _, _, rows, cols in tap_slices(self.kernel_size, self.strides, self.dilation, out_hw):
+            tap = x[:, rows, cols, :]
+            out = tap if out is None else tf.maximum(out, tap)  # ties: the gradient goes to the earlier tap
         return out
 
     def get_config(self) -> dict[str, Any]:
@@ -190,8 +189,8 @@ class AdaptiveAvgPool2D(keras.layers.Layer):
         self.output_size, self.input_size = _pair(output_size), _pair(input_size)
 
     def call(self, x: Any) -> Any:
-        rows = layout.adaptive_windows(self.input_size[0], self.output_size[0])
-        cols = layout.adaptive_windows(self.input_size[1], self.output_size[1])
+        rows = adaptive_windows(self.input_size[0], self.output_size[0])
+        cols = adaptive_windows(self.input_size[1], self.output_size[1])
         return tf.stack(
             [tf.stack([tf.reduce_mean(x[:, r0:r1, c0:c1, :], axis=(1, 2)) for c0, c1 in cols], axis=1)
              for r0, r1 in rows],
@@ -373,11 +372,8 @@ def _maxpool(info: LayerInfo, x: Any, dtype: str) -> Any:
 def _avgpool(info: LayerInfo, x: Any, dtype: str) -> Any:
     layer: AvgPool2d = info.layer  # type: ignore[assignment]
     name = f"avgpool_{info.index}"
-    _, h, w = info.input_shape
-    _, ho, wo = info.output_shape
-    (kh, kw), (sh, sw), (ph, pw) = layer.kernel_size, layer.stride, layer.padding
-    divisor = np.outer(layout.avgpool_counts(h, ho, kh, sh, ph, layer.count_include_pad),
-                       layout.avgpool_counts(w, wo, kw, sw, pw, layer.count_include_pad))
+    (kh, kw), (ph, pw) = layer.kernel_size, layer.padding
+    divisor = avgpool_divisor(info)
     uniform = bool((divisor == kh * kw).all())
     if uniform and info.padding == ((0, 0), (0, 0)):
         return keras.layers.AveragePooling2D(layer.kernel_size, layer.stride, padding="valid", dtype=dtype, name=name)(x)
@@ -435,7 +431,7 @@ def _gelu(info: LayerInfo, x: Any, dtype: str) -> Any:
 
 def _softmax(info: LayerInfo, x: Any, dtype: str) -> Any:
     axis = softmax_axis(info)
-    keras_axis = -1 if axis == 1 or len(info.input_shape) == 1 else axis - 1  # NCHW H, W -> NHWC 1, 2
+    keras_axis = layout.keras_axis(axis, len(info.input_shape) + 1)
     return keras.layers.Softmax(axis=keras_axis, dtype=dtype, name=f"softmax_{info.index}")(x)
 
 
@@ -527,24 +523,23 @@ def _params(model: keras.Model, info: LayerInfo) -> dict[str, Any]:
     return out
 
 
+def _kind(info: LayerInfo, name: str) -> str:
+    """How canonical state ``name`` of a layer is laid out in Keras (see ``layout.to_keras``)."""
+    if name == "weight" and isinstance(info.layer, Conv2d):
+        return "conv"
+    if name == "weight" and isinstance(info.layer, Linear):
+        return "linear"
+    if name != "num_batches_tracked" and isinstance(info.layer, (BatchNorm2d, BatchNorm1d)):
+        return "vector"
+    return "same"
+
+
 def _to_canonical(info: LayerInfo, name: str, value: np.ndarray) -> np.ndarray:
-    if isinstance(info.layer, (BatchNorm2d, BatchNorm1d)):
-        return value if value.ndim == 0 else layout.vector_from_keras(value, info.input_source)
-    if name == "bias":
-        return value
-    if isinstance(info.layer, Conv2d):
-        return layout.hwio_to_oihw(value)
-    return layout.dense_to_linear(value, info.input_source)
+    return layout.to_canonical(_kind(info, name), value, info.input_source)  # type: ignore[no-any-return]
 
 
 def _from_canonical(info: LayerInfo, name: str, value: np.ndarray) -> np.ndarray:
-    if isinstance(info.layer, (BatchNorm2d, BatchNorm1d)):
-        return value if value.ndim == 0 else layout.vector_to_keras(value, info.input_source)
-    if name == "bias":
-        return value
-    if isinstance(info.layer, Conv2d):
-        return layout.oihw_to_hwio(value)
-    return layout.linear_to_dense(value, info.input_source)
+    return layout.to_keras(_kind(info, name), value, info.input_source)  # type: ignore[no-any-return]
 
 
 def get_weights(model: keras.Model, infos: list[LayerInfo]) -> dict[str, np.ndarray]:
@@ -570,7 +565,7 @@ def _transfer_state(model: keras.Model, infos: list[LayerInfo]) -> dict[str, Any
         variables = {f"{i.index}.{n}": v for i in infos for n, v in _params(model, i).items()}
         counters = [k for k in variables if k.endswith(".num_batches_tracked")]
         ops = _layout_ops(infos)
-        nbytes = sum(int(np.prod(variables[k].shape)) * np.dtype(variables[k].dtype).itemsize for k, _, _, _ in ops)
+        nbytes = sum(int(np.prod(variables[k].shape)) * np.dtype(variables[k].dtype).itemsize for k, _, _ in ops)
         state = dict(variables=variables, counters=counters, ops=ops, bytes=nbytes)
         model.__dict__["_xconv_transfer"] = state
     return state
@@ -580,46 +575,13 @@ def float_bytes(model: keras.Model, infos: list[LayerInfo]) -> int:
     return int(_transfer_state(model, infos)["bytes"])
 
 
-def _layout_ops(infos: list[LayerInfo]) -> list[tuple[str, str, Any, Any]]:
-    """Per float canonical key: (key, kind of layout change, permutation or None, its inverse or None)."""
-    ops = []
-    for info in infos:
-        for name in info.params:
-            if name == "num_batches_tracked":
-                continue
-            perm = layout.flatten_permutation(info.input_source)
-            inverse = None if perm is None else np.argsort(perm)
-            if isinstance(info.layer, Conv2d) and name == "weight":
-                kind = "conv"
-            elif isinstance(info.layer, Linear) and name == "weight":
-                kind = "linear"
-            elif isinstance(info.layer, (BatchNorm1d, BatchNorm2d)):
-                kind = "vector"
-            else:
-                kind = "same"
-            ops.append((f"{info.index}.{name}", kind, perm, inverse))
-    return ops
+_TF_OPS = layout.ArrayOps(transpose=tf.transpose, take=lambda x, idx, axis: tf.gather(x, idx, axis=axis))
 
 
-def _to_keras_op(x: Any, kind: str, perm: Any) -> Any:
-    if kind == "conv":
-        return tf.transpose(x, (2, 3, 1, 0))
-    if kind == "linear":
-        return tf.transpose(x if perm is None else tf.gather(x, perm, axis=1))
-    if kind == "vector" and perm is not None:
-        return tf.gather(x, perm)
-    return x
-
-
-def _to_canonical_op(x: Any, kind: str, inverse: Any) -> Any:
-    if kind == "conv":
-        return tf.transpose(x, (3, 2, 0, 1))
-    if kind == "linear":
-        w = tf.transpose(x)
-        return w if inverse is None else tf.gather(w, inverse, axis=1)
-    if kind == "vector" and inverse is not None:
-        return tf.gather(x, inverse)
-    return tf.identity(x)
+def _layout_ops(infos: list[LayerInfo]) -> list[tuple[str, str, Any]]:
+    """Per float canonical key: (key, layout kind, flatten source)."""
+    return [(f"{i.index}.{n}", _kind(i, n), i.input_source) for i in infos for n in i.params
+            if n != "num_batches_tracked"]
 
 
 def _compiled(model: keras.Model, infos: list[LayerInfo], direction: str) -> Any:
@@ -634,14 +596,15 @@ def _compiled(model: keras.Model, infos: list[LayerInfo], direction: str) -> Any
     if direction == "in":
         @tf.function(autograph=False)
         def move(values: Any, counts: Any) -> None:
-            for (key, kind, perm, _), x in zip(ops, values):
-                variables[key].assign(_to_keras_op(x, kind, perm))
+            for (key, kind, source), x in zip(ops, values):
+                variables[key].assign(layout.to_keras(kind, x, source, _TF_OPS))
             for i, key in enumerate(counters):
                 variables[key].assign(counts[i])
     else:
         @tf.function(autograph=False)
         def move() -> Any:
-            floats = [_to_canonical_op(variables[key], kind, inverse) for key, kind, _, inverse in ops]
+            floats = [tf.identity(layout.to_canonical(kind, tf.convert_to_tensor(variables[key]), source, _TF_OPS))
+                      for key, kind, source in ops]
             return floats, tf.stack([tf.convert_to_tensor(variables[k]) for k in counters]) if counters else None
     state[direction] = move
     return move
@@ -654,7 +617,7 @@ def import_tensors(model: keras.Model, infos: list[LayerInfo], arrays: dict[str,
     state = _transfer_state(model, infos)
     move = _compiled(model, infos, "in")
     counts = np.array([int(arrays[k]) for k in state["counters"]], dtype=np.int64)
-    move([dlpack.from_dlpack(arrays[key].__dlpack__()) for key, _, _, _ in state["ops"]], counts)
+    move([dlpack.from_dlpack(arrays[key].__dlpack__()) for key, _, _ in state["ops"]], counts)
 
 
 def export_tensors(model: keras.Model, infos: list[LayerInfo]) -> dict[str, Any]:
@@ -664,7 +627,7 @@ def export_tensors(model: keras.Model, infos: list[LayerInfo]) -> dict[str, Any]
 
     state = _transfer_state(model, infos)
     floats, counts = _compiled(model, infos, "out")()
-    out: dict[str, Any] = {key: dlpack.to_dlpack(t) for (key, _, _, _), t in zip(state["ops"], floats)}
+    out: dict[str, Any] = {key: dlpack.to_dlpack(t) for (key, _, _), t in zip(state["ops"], floats)}
     if state["counters"]:
         for key, count in zip(state["counters"], counts.numpy()):
             out[key] = np.asarray(count, dtype=np.int64)
@@ -1016,7 +979,7 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
             if len(axes) != 1 or axes[0] % rank == 0:
                 raise UnsupportedLayerError(f"from_keras: {where}: only a Softmax over one non-batch axis is supported")
             axis = axes[0] % rank
-            layers.append(Softmax(1 if axis == rank - 1 else axis + 1))  # NHWC H, W -> NCHW 2, 3
+            layers.append(Softmax(layout.canonical_axis(axis, rank)))
         elif isinstance(layer, keras.layers.Identity):
             layers.append(Identity())
         elif isinstance(layer, TorchActivation):

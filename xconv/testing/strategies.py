@@ -20,7 +20,6 @@ from ..spec import (
     ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, Layer,
     LeakyReLU, Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh,
 )
-from ..weights import expected_shapes
 
 __all__ = ["specs", "inputs", "weights", "conv2d_layers", "pool_layers", "activations", "CORE_KINDS", "ALL_KINDS"]
 
