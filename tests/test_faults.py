@@ -79,7 +79,7 @@ def test_catches_the_onednn_bug_when_the_workaround_is_off(both_backends):
     run_property(**options)  # with the workaround: passes
     code = textwrap.dedent(
         f"""
-        from xconv.backends import tf_backend
+        from xconv.backends.tf import builders as tf_backend
         from tests.test_faults import run_property
         tf_backend.ONEDNN_WORKAROUND = False
         try:

@@ -58,7 +58,7 @@ def _fails_at(spec, layer, what, x=None, weights=None, training=False, dtype="fl
 def test_maxpool_zero_padding_is_caught(both_backends, monkeypatch):
     import keras
 
-    from xconv.backends import tf_backend
+    from xconv.backends.tf import builders as tf_backend
 
     spec = xc.Sequential(xc.Conv2d(1, 2, 1), xc.MaxPool2d(3, stride=2, padding=1), input_shape=(1, 6, 6))
     x = -np.ones((1, 1, 6, 6))
@@ -76,7 +76,7 @@ def test_maxpool_zero_padding_is_caught(both_backends, monkeypatch):
 def test_avgpool_keras_same_is_caught(both_backends, monkeypatch):
     import keras
 
-    from xconv.backends import tf_backend
+    from xconv.backends.tf import builders as tf_backend
 
     spec = xc.Sequential(xc.AvgPool2d(3, stride=1, padding=1), input_shape=(1, 5, 5))  # count_include_pad=True
     x = np.random.default_rng(0).standard_normal((1, 1, 5, 5)) + 3.0
@@ -97,7 +97,7 @@ def _bn_weights(var):
 
 
 def test_batchnorm_eps_left_at_keras_default_is_caught(both_backends, monkeypatch):
-    from xconv.backends import tf_backend
+    from xconv.backends.tf import builders as tf_backend
 
     w = _bn_weights(1e-3)  # small running variances: eps 1e-3 vs 1e-5 changes the scale by ~40%
     assert_equivalent(BN_SPEC, w, backends=("torch", "tf"), grads=False)
@@ -117,7 +117,7 @@ def test_batchnorm_momentum_and_biased_variance_are_caught(both_backends, monkey
     its moving variance is biased. Passing torch's momentum as Keras' momentum is wrong too."""
     import keras
 
-    from xconv.backends import tf_backend
+    from xconv.backends.tf import builders as tf_backend
 
     w = _bn_weights(0.5)
     x = np.random.default_rng(2).standard_normal((2, 2, 6, 6))
@@ -384,7 +384,7 @@ def test_activation_mappings_that_look_right_are_caught(both_backends, monkeypat
     shows: Keras' LeakyReLU defaults to slope 0.3 (torch 0.01), keras.ops.gelu to the tanh form."""
     import keras
 
-    from xconv.backends import tf_backend
+    from xconv.backends.tf import builders as tf_backend
 
     act = xc.LeakyReLU() if "LeakyReLU" in fault else xc.GELU()
     spec = xc.Sequential(xc.Conv2d(2, 3, 3, padding=1), act, input_shape=(2, 6, 6))

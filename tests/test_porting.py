@@ -41,9 +41,11 @@ def hand_keras(size=8):
 
 def test_from_torch_folds_pads_and_flattens_nesting(both_backends):
     spec = xc.from_torch(hand_torch(), input_shape=(3, 8, 8))
+    # every layer is named by its module's qualified name, so the weights have the state_dict's own keys
     assert spec == xc.Sequential(
-        xc.Conv2d(3, 8, 5, padding=2), xc.ReLU(), xc.Conv2d(8, 4, 3, stride=2, padding=((1, 0), (1, 0))),
-        xc.ReLU(), xc.Flatten(), xc.Linear(64, 10), input_shape=(3, 8, 8),
+        xc.Conv2d(3, 8, 5, padding=2, name="0"), xc.ReLU(name="1"),
+        xc.Conv2d(8, 4, 3, stride=2, padding=((1, 0), (1, 0)), name="2.1"),
+        xc.ReLU(name="3"), xc.Flatten(name="4"), xc.Linear(64, 10, name="5"), input_shape=(3, 8, 8),
     )
 
 
@@ -76,7 +78,7 @@ def test_keras_to_torch_to_keras(both_backends):
     expect = np.asarray(hand(xc.to_nhwc(x)))
     assert max_rel_diff(expect, xc.predict(tm, x)) < 1e-5
     assert max_rel_diff(expect, xc.predict(km, x)) < 1e-5
-    dense_back = km.get_layer("linear_5").kernel.numpy()
+    dense_back = km.get_layer(hand.layers[-1].name).kernel.numpy()  # layers keep their Keras names
     np.testing.assert_array_equal(dense_back, hand.layers[-1].kernel.numpy())
 
 
@@ -90,8 +92,17 @@ def test_functional_chain_imports_and_residual_is_refused(both_backends):
         "Conv2d", "Flatten", "Linear", "ReLU"
     ]
     res = keras.layers.Add()([inp, keras.layers.Conv2D(2, 3, padding="same")(inp)])
-    with pytest.raises(xc.UnsupportedLayerError, match="non-chain|not supported"):
-        xc.from_keras(keras.Model(inp, keras.layers.Flatten()(res)))
+    spec = xc.from_keras(keras.Model(inp, keras.layers.Flatten()(res)))
+    assert [item.kind for item in spec.layers] == ["Add", "Flatten"]
+    # a tensor read inside two branches of one join is not a fork-join nesting: refused with its name
+    a = keras.layers.Conv2D(2, 1, name="shared")(inp)
+    b = keras.layers.Conv2D(2, 1)(a)
+    c = keras.layers.Conv2D(2, 1)(inp)
+    d = keras.layers.Add()([b, c])
+    e = keras.layers.Add(name="late")([d, a])
+    f = keras.layers.Add()([e, keras.layers.Conv2D(2, 1)(c)])
+    with pytest.raises(xc.UnsupportedLayerError, match="shared|late|not a nesting"):
+        xc.from_keras(keras.Model(inp, f))
 
 
 def test_unsupported_layers_are_named(both_backends):
@@ -100,7 +111,7 @@ def test_unsupported_layers_are_named(both_backends):
 
     with pytest.raises(xc.UnsupportedLayerError, match=r"module '1' \(Hardswish\) is not supported; supported: nn.Conv2d"):
         xc.from_torch(nn.Sequential(nn.Linear(4, 4), nn.Hardswish()), (4,))
-    assert xc.from_torch(nn.Linear(4, 4), (4,)) == xc.Sequential(xc.Linear(4, 4), input_shape=(4,))
+    assert xc.from_torch(nn.Linear(4, 4), (4,)) == xc.Sequential(xc.Linear(4, 4, name="linear"), input_shape=(4,))
 
     class Mish(nn.Module):
         def forward(self, x):
@@ -116,8 +127,10 @@ def test_unsupported_layers_are_named(both_backends):
         xc.from_torch(nn.Sequential(nn.AvgPool2d(2, divisor_override=3)), (1, 4, 4))
     with pytest.raises(xc.UnsupportedLayerError, match="no torch padding/ceil_mode with the same windows"):
         xc.from_keras(keras.Sequential([keras.Input((5, 5, 1)), keras.layers.MaxPooling2D(4, 1, padding="same")]))
-    with pytest.raises(xc.UnsupportedLayerError, match="ZeroPad2d.*reflect.*does not fold"):
-        xc.from_torch(nn.Sequential(nn.ZeroPad2d(1), nn.Conv2d(1, 1, 3, padding=1, padding_mode="reflect")), (1, 5, 5))
+    # a ZeroPad2d that cannot fold into a reflect-padded conv stays a layer of its own
+    padded = nn.Sequential(nn.ZeroPad2d(1), nn.Conv2d(1, 1, 3, padding=1, padding_mode="reflect"))
+    assert [layer.kind for layer in xc.from_torch(padded, (1, 5, 5)).layers] == ["ZeroPad2d", "Conv2d"]
+    xc.port(padded, to="tf", input_shape=(1, 5, 5))
     with pytest.raises(xc.XconvError, match="needs input_shape"):
         xc.port(nn.Sequential(nn.ReLU()), to="tf")
 
@@ -342,10 +355,11 @@ def test_seed_style_modules_port_both_ways(both_backends, which):
     assert all(p.requires_grad for p in model.parameters())  # the user's model is left as it was
 
 
-def test_non_chain_and_untraceable_modules_are_refused(both_backends):
+def test_residual_imports_and_untraceable_modules_are_refused(both_backends):
     _, _, residual, branchy = _seed_style_modules()
-    with pytest.raises(xc.UnsupportedLayerError, match="non-chain graphs are not supported"):
-        xc.from_torch(residual, (3, 8, 8))
+    spec = xc.from_torch(residual, (3, 8, 8))
+    assert [item.kind for item in spec.layers] == ["Add", "Flatten"]
+    xc.port(residual, to="tf", input_shape=(3, 8, 8))
     with pytest.raises(xc.UnsupportedLayerError, match="cannot be traced by torch.fx"):
         xc.from_torch(branchy, (3, 8, 8))
 

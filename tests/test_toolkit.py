@@ -112,7 +112,7 @@ def test_reports_same_as_symmetric_padding_at_the_conv(both_backends, monkeypatc
 
 
 def test_reports_one_nudged_weight_at_its_layer(both_backends, monkeypatch):
-    from xconv.backends import tf_backend
+    from xconv.backends.tf import weights as tf_backend
 
     real = tf_backend._from_canonical
 

@@ -37,7 +37,7 @@ def test_same_seed_same_run(both_backends):
 
 def test_catches_an_optimizer_mismatch(both_backends, monkeypatch):
     """Keras without Nesterov against torch with it: the parity check must see it."""
-    from xconv.backends import tf_backend
+    from xconv.backends.tf import builders as tf_backend
 
     real = tf_backend.keras.optimizers.SGD
     monkeypatch.setattr(tf_backend.keras.optimizers, "SGD", lambda **kw: real(**{**kw, "nesterov": False}))

@@ -10,8 +10,9 @@ from .errors import BackendUnavailable, PortError, SpecError, UnsupportedLayerEr
 from .layout import to_nchw, to_nhwc
 from .shapes import LayerInfo, infer
 from .spec import (
-    ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, Layer,
-    LeakyReLU, Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, from_dict,
+    ELU, GELU, Add, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Concat, Conv2d, Dropout, Flatten, Identity,
+    Layer, LeakyReLU, Linear, MaxPool2d, Multiply, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d,
+    from_dict,
 )
 
 __version__ = "0.1.0"
@@ -98,6 +99,10 @@ __all__ = [
     "SiLU",
     "Softmax",
     "Identity",
+    "ZeroPad2d",
+    "Add",
+    "Concat",
+    "Multiply",
     "from_dict",
     "build",
     "summary",

@@ -34,15 +34,27 @@ def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[in
     return total // 2, total - total // 2
 
 
-def flatten_permutation(source: tuple[int, ...] | None) -> np.ndarray | None:
+def flatten_permutation(source: Any) -> np.ndarray | None:
     """For features flattened from a (C, H, W) map: ``perm[j]`` is the C,H,W (torch) flat index of the j-th
-    H,W,C (Keras) flat index. ``None`` when the two orders coincide (flat input, C == 1 or H*W == 1)."""
+    H,W,C (Keras) flat index. ``None`` when the two orders coincide (flat input, C == 1 or H*W == 1).
+
+    ``source`` may also be a tuple of blocks (features concatenated after flattening): each block a (C, H, W)
+    map or an (F,) run of features; the permutation is then block by block."""
     if source is None:
         return None
-    c, h, w = source
-    if c == 1 or h * w == 1:
-        return None
-    return np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).reshape(-1)
+    if isinstance(source[0], (int, np.integer)):
+        source = (tuple(source),)
+    parts, offset, trivial = [], 0, True
+    for block in source:
+        size = math.prod(block)
+        if len(block) == 3 and block[0] != 1 and block[1] * block[2] != 1:
+            c, h, w = block
+            parts.append(offset + np.arange(size).reshape(c, h, w).transpose(1, 2, 0).reshape(-1))
+            trivial = False
+        else:
+            parts.append(offset + np.arange(size))
+        offset += size
+    return None if trivial else np.concatenate(parts)
 
 
 class ArrayOps(NamedTuple):

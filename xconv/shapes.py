@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -17,8 +17,9 @@ from .errors import SpecError
 from .layout import same_padding
 from .spec import (
     ELEMENTWISE, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Flatten, Layer, Linear, MaxPool2d,
-    Sequential, Softmax,
+    Sequential, Softmax, ZeroPad2d,
 )
+from .spec._sequential import Combinator, Concat
 from .spec._layers import _BatchNorm
 from .spec._normalize import Padding, as_shape
 
@@ -47,10 +48,33 @@ class LayerInfo:
     output_source: Shape | None = None
     #: names in ``params`` that are buffers (BatchNorm running statistics), not trainable parameters
     buffers: tuple[str, ...] = ()
+    #: the prefix of this node's canonical weight keys, its torch module path and (unnamed: with the kind in
+    #: front) its Keras layer name: the layer's ``name``, else its positional path ("4", "1.0.2")
+    key: str = ""
+    #: the positional path (index in its Sequential, branch index in a combinator, joined by dots)
+    path: str = ""
+    #: indices of the nodes whose outputs this node reads (-1: the model's input), in order
+    inputs: tuple[int, ...] = ()
+    #: the shapes of those inputs (``input_shape`` is the first)
+    input_shapes: tuple[Shape, ...] = ()
 
     @property
     def kind(self) -> str:
         return self.layer.kind
+
+    @property
+    def name(self) -> str | None:
+        return self.layer.name
+
+    @property
+    def is_join(self) -> bool:
+        """Whether this node joins branches (Add, Concat, Multiply) rather than applying a layer."""
+        return isinstance(self.layer, Combinator)
+
+    @property
+    def label(self) -> str:
+        """How messages name the node: ``layer3.1.bn2 (BatchNorm2d)``, ``4 (Conv2d)``."""
+        return f"{self.key} ({self.kind})"
 
     @property
     def param_count(self) -> int:
@@ -63,11 +87,12 @@ class LayerInfo:
 
 
 class _Ctx:
-    def __init__(self, index: int, layer: Layer, shape: Shape) -> None:
+    def __init__(self, index: int, layer: Layer, shape: Shape, key: str | None = None) -> None:
         self.index, self.layer, self.shape = index, layer, shape
+        self.key = str(index) if key is None else key
 
     def error(self, message: str) -> SpecError:
-        return SpecError(f"layer {self.index} ({self.layer.kind}): {message}")
+        return SpecError(f"layer {self.key} ({self.layer.kind}): {message}")
 
     def need_map(self) -> tuple[int, int, int]:
         if len(self.shape) != 3:
@@ -79,9 +104,11 @@ class _Ctx:
         return c, h, w
 
 
-def _describe(shape: Shape, source: Shape | None) -> str:
-    if source is not None and len(source) == 3:
+def _describe(shape: Shape, source: Any) -> str:
+    if source is not None and len(source) == 3 and isinstance(source[0], int):
         return f"{'*'.join(map(str, source))}={shape[0]}"
+    if source is not None:
+        return f"{' + '.join('*'.join(map(str, b)) for b in source)}={shape[0]}"
     return str(shape[0])
 
 
@@ -260,6 +287,64 @@ def _softmax(ctx: _Ctx, layer: Softmax, source: Shape | None) -> LayerInfo:
     return _elementwise(ctx, layer, source)
 
 
+def _zeropad(ctx: _Ctx, layer: ZeroPad2d, source: Shape | None) -> LayerInfo:
+    c, h, w = ctx.need_map()
+    (t, b), (l, r) = layer.padding
+    return LayerInfo(ctx.index, layer, ctx.shape, (c, h + t + b, w + l + r), {}, padding=layer.padding)
+
+
+def blocks(source: Any, shape: Shape) -> tuple[Shape, ...]:
+    """A flat tensor's flatten source as a tuple of blocks: each block a (C, H, W) map flattened in C,H,W
+    order or an (F,) run of features already in order. ``source`` None: one (F,) block."""
+    if source is None:
+        return ((shape[0],),)
+    if isinstance(source[0], int):
+        return (tuple(source),)
+    return tuple(source)
+
+
+def join_rule(combinator: Combinator, key: str, index: int, shapes_in: list[Shape], sources: list[Any]) -> LayerInfo:
+    """Shape rule of an Add / Multiply (numpy broadcasting of size-1 dimensions, equal ranks) or Concat."""
+    from . import layout
+
+    def error(message: str) -> SpecError:
+        listed = ", ".join(str(tuple(s)) for s in shapes_in)
+        return SpecError(f"{combinator.kind} {key}: {message}; branch output shapes: {listed}")
+
+    ranks = {len(s) for s in shapes_in}
+    if len(ranks) != 1:
+        raise error("branch outputs must have the same rank (all (C, H, W) maps or all flat)")
+    rank = ranks.pop()
+    if isinstance(combinator, Concat):
+        axis = combinator.dim % (rank + 1) if -(rank + 1) <= combinator.dim <= rank else None
+        if axis is None or axis == 0:
+            raise error(f"dim={combinator.dim} is not a non-batch axis of an (N, *{shapes_in[0]}) tensor")
+        others = {tuple(s[:axis - 1]) + tuple(s[axis:]) for s in shapes_in}
+        if len(others) != 1:
+            raise error(f"outputs must agree in every dimension but dim {axis}")
+        out = list(shapes_in[0])
+        out[axis - 1] = sum(s[axis - 1] for s in shapes_in)
+        source = None
+        if rank == 1 and any(src is not None for src in sources):
+            source = tuple(b for s, src in zip(shapes_in, sources) for b in blocks(src, s))
+        return LayerInfo(index, combinator, shapes_in[0], tuple(out), {}, input_source=None, output_source=source)  # type: ignore[arg-type]
+    out = []
+    for dim in zip(*shapes_in):
+        sizes = {d for d in dim if d != 1}
+        if len(sizes) > 1:
+            raise error("dimensions must be equal or 1 (numpy broadcasting)")
+        out.append(sizes.pop() if sizes else 1)
+    source = None
+    if rank == 1:
+        full = [src for s, src in zip(shapes_in, sources) if s[0] == out[0] and out[0] > 1]
+        perms = [layout.flatten_permutation(src) for src in full]
+        if any((p is None) != (perms[0] is None) or (p is not None and not (p == perms[0]).all()) for p in perms):
+            raise error("flat branches hold features in different orders (flattened from different maps or "
+                        "concatenated differently); their sum or product is not the same function in NHWC")
+        source = full[0] if full else None
+    return LayerInfo(index, combinator, shapes_in[0], tuple(out), {}, output_source=source)  # type: ignore[arg-type]
+
+
 #: layer class -> its shape rule
 RULES: dict[type[Layer], Callable[[_Ctx, Layer, Shape | None], LayerInfo]] = {
     Conv2d: _conv2d,  # type: ignore[dict-item]
@@ -271,6 +356,7 @@ RULES: dict[type[Layer], Callable[[_Ctx, Layer, Shape | None], LayerInfo]] = {
     BatchNorm2d: _batchnorm,  # type: ignore[dict-item]
     BatchNorm1d: _batchnorm,  # type: ignore[dict-item]
     Softmax: _softmax,  # type: ignore[dict-item]
+    ZeroPad2d: _zeropad,  # type: ignore[dict-item]
     **{kind: _elementwise for kind in ELEMENTWISE},
 }
 
@@ -281,26 +367,27 @@ def softmax_axis(info: LayerInfo) -> int:
     return info.layer.dim % rank  # type: ignore[attr-defined, no-any-return]
 
 
+def concat_axis(info: LayerInfo) -> int:
+    """The NCHW (or (N, F)) axis, 1..3, of a Concat node."""
+    rank = len(info.input_shape) + 1
+    return info.layer.dim % rank  # type: ignore[attr-defined, no-any-return]
+
+
 def infer(spec: Sequential, input_shape: Shape | None = None) -> list[LayerInfo]:
-    """Per-layer shapes and parameter shapes of ``spec`` for ``input_shape`` (default: the spec's own)."""
-    shape = _input_shape(spec, input_shape)
-    source: Shape | None = None
-    infos = []
-    for index, layer in enumerate(spec.layers):
-        rule = RULES.get(type(layer))
-        if rule is None:
-            raise SpecError(f"layer {index} ({layer.kind}): no shape rule for this layer kind")
-        info = rule(_Ctx(index, layer, shape), layer, source)
-        infos.append(info)
-        shape, source = info.output_shape, info.output_source
-    return infos
+    """The spec's graph: one :class:`LayerInfo` per node (layer or join) in topological order, each with its
+    key, inputs, shapes and parameter shapes, for ``input_shape`` (default: the spec's own). The last node's
+    output is the model's output."""
+    from .graph import build_graph
+
+    return build_graph(spec, _input_shape(spec, input_shape))[0]
 
 
 def resolve(spec: Sequential, input_shape: Shape | None = None) -> tuple[Sequential, list[LayerInfo]]:
-    """The spec with its input shape and inferred fields filled in, and its layer infos."""
-    infos = infer(spec, input_shape)
-    shape = _input_shape(spec, input_shape)
-    return Sequential(*(i.layer for i in infos), input_shape=shape), infos
+    """The spec with its input shape and inferred fields filled in, and its graph (see :func:`infer`)."""
+    from .graph import build_graph
+
+    infos, resolved = build_graph(spec, _input_shape(spec, input_shape))
+    return resolved, infos
 
 
 def _input_shape(spec: Sequential, input_shape: Shape | None) -> Shape:

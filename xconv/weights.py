@@ -19,7 +19,7 @@ DTYPES = ("float32", "float64")
 
 def expected_shapes(infos: list[LayerInfo]) -> dict[str, tuple[int, ...]]:
     """Canonical key -> shape, in state_dict order."""
-    return {f"{info.index}.{name}": shape for info in infos for name, shape in info.params.items()}
+    return {f"{info.key}.{name}": shape for info in infos for name, shape in info.params.items()}
 
 
 def init_weights(infos: list[LayerInfo], seed: int | None, dtype: str) -> dict[str, np.ndarray]:
@@ -35,7 +35,7 @@ def init_weights(infos: list[LayerInfo], seed: int | None, dtype: str) -> dict[s
     for info in infos:
         batchnorm = info.kind.startswith("BatchNorm")
         for name, shape in info.params.items():
-            key = f"{info.index}.{name}"
+            key = f"{info.key}.{name}"
             if name == "num_batches_tracked":
                 out[key] = np.zeros(shape, dtype=np.int64)
             elif name in ("bias", "running_mean"):

@@ -36,7 +36,7 @@ class _Entry:
 BACKENDS: dict[str, _Entry] = {
     "numpy": _Entry("xconv.backends.numpy_backend", (), "pip install numpy"),
     "torch": _Entry("xconv.backends.torch_backend", ("torch",), 'pip install "xconv[torch]"  (torch==2.13.0)'),
-    "tf": _Entry("xconv.backends.tf_backend", ("tensorflow", "keras"), 'pip install "xconv[tf]"  (tensorflow-cpu==2.21.0)'),
+    "tf": _Entry("xconv.backends.tf", ("tensorflow", "keras"), 'pip install "xconv[tf]"  (tensorflow-cpu==2.21.0)'),
 }
 _ALIASES = {"numpy": "numpy", "torch": "torch", "pytorch": "torch", "tf": "tf", "tensorflow": "tf", "keras": "tf"}
 

@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 
 from .. import layout
-from ..shapes import LayerInfo, adaptive_windows, avgpool_divisor, layer_taps, softmax_axis
+from ..shapes import LayerInfo, adaptive_windows, avgpool_divisor, concat_axis, layer_taps, softmax_axis
 from ..spec import (
     ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, LeakyReLU,
-    Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh,
+    Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d,
 )
 
 NAME = "numpy"
@@ -48,30 +48,79 @@ class NumpyModel:
         return self.forward_layers(x)[-1]
 
     def forward_layers(self, x: np.ndarray, update: bool = True) -> list[np.ndarray]:
-        """The output of every layer, in order (in training, BatchNorm running statistics are updated unless
-        ``update`` is False)."""
-        outs = []
-        x = np.asarray(x, dtype=self.dtype)
+        """The output of every node of the graph, in order (in training, BatchNorm running statistics are
+        updated unless ``update`` is False)."""
+        values: dict[int, np.ndarray] = {-1: np.asarray(x, dtype=self.dtype)}
         for info in self.infos:
-            x = _FORWARD[type(info.layer)](info, self._params(info), x, _Mode(self, info, update))
-            outs.append(x)
-        return outs
+            args = [values[i] for i in info.inputs]
+            if info.is_join:
+                values[info.index] = _join_forward(info, args)
+            else:
+                values[info.index] = _FORWARD[type(info.layer)](info, self._params(info), args[0], _Mode(self, info, update))
+        return [values[info.index] for info in self.infos]
 
     def backward(self, x: np.ndarray, grad_output: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Gradients of sum(output * grad_output) with respect to the input and every trainable weight
-        (canonical keys). Uses the Dropout masks of the last forward pass; does not update statistics."""
+        (canonical keys). Where a tensor feeds several nodes, the gradients from each add up. Uses the
+        Dropout masks of the last forward pass; does not update statistics."""
         x = np.asarray(x, dtype=self.dtype)
-        inputs = [x, *self.forward_layers(x, update=False)[:-1]]
-        g = np.asarray(grad_output, dtype=self.dtype)
+        outs = self.forward_layers(x, update=False)
+        values = {-1: x, **{info.index: out for info, out in zip(self.infos, outs)}}
+        pending: dict[int, np.ndarray] = {self.infos[-1].index: np.asarray(grad_output, dtype=self.dtype)}
         grads: dict[str, np.ndarray] = {}
-        for info, layer_input in reversed(list(zip(self.infos, inputs))):
-            g, param_grads = _BACKWARD[type(info.layer)](info, self._params(info), layer_input, g, _Mode(self, info, False))
-            for name, value in param_grads.items():
-                grads[f"{info.index}.{name}"] = value
-        return g, {k: grads[k] for info in self.infos for k in (f"{info.index}.{n}" for n in info.trainable)}
+        for info in reversed(self.infos):
+            g = pending.pop(info.index, None)
+            if g is None:  # the output does not depend on this node
+                g = np.zeros_like(values[info.index])
+            args = [values[i] for i in info.inputs]
+            if info.is_join:
+                input_grads = _join_backward(info, args, g)
+            else:
+                gx, param_grads = _BACKWARD[type(info.layer)](info, self._params(info), args[0], g, _Mode(self, info, False))
+                input_grads = [gx]
+                for name, value in param_grads.items():
+                    grads[f"{info.key}.{name}"] = value
+            for source, gi in zip(info.inputs, input_grads):
+                pending[source] = gi if source not in pending else pending[source] + gi
+        gx = pending.get(-1, np.zeros_like(x))
+        return gx, {k: grads[k] for info in self.infos for k in (f"{info.key}.{n}" for n in info.trainable)}
 
     def _params(self, info: LayerInfo) -> dict[str, np.ndarray]:
-        return {name: self.weights[f"{info.index}.{name}"] for name in info.params}
+        return {name: self.weights[f"{info.key}.{name}"] for name in info.params}
+
+
+def _join_forward(info: LayerInfo, args: list[np.ndarray]) -> np.ndarray:
+    kind = info.kind
+    if kind == "Concat":
+        return np.concatenate(args, axis=concat_axis(info))
+    out = args[0]
+    for a in args[1:]:
+        out = out + a if kind == "Add" else out * a
+    return out
+
+
+def _unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Sum ``g`` over the axes along which an input of ``shape`` was broadcast."""
+    axes = tuple(i for i, (a, b) in enumerate(zip(g.shape, shape)) if b == 1 and a != 1)
+    return g.sum(axis=axes, keepdims=True) if axes else g
+
+
+def _join_backward(info: LayerInfo, args: list[np.ndarray], g: np.ndarray) -> list[np.ndarray]:
+    kind = info.kind
+    if kind == "Concat":
+        axis = concat_axis(info)
+        bounds = np.cumsum([a.shape[axis] for a in args])[:-1]
+        return list(np.split(g, bounds, axis=axis))
+    if kind == "Add":
+        return [_unbroadcast(g, a.shape) for a in args]
+    out = []
+    for i, a in enumerate(args):
+        others = np.ones((), dtype=g.dtype)
+        for j, b in enumerate(args):
+            if j != i:
+                others = others * b
+        out.append(_unbroadcast(g * others, a.shape))
+    return out
 
 
 class _Mode:
@@ -345,6 +394,7 @@ _FORWARD: dict[type, Any] = {
     SiLU: lambda info, p, x, mode: x * _sigmoid(x),
     Softmax: lambda info, p, x, mode: _softmax_forward(info, x),
     Identity: lambda info, p, x, mode: x,
+    ZeroPad2d: lambda info, p, x, mode: np.pad(x, ((0, 0), (0, 0), *info.padding)),
 }
 
 
@@ -377,6 +427,7 @@ _BACKWARD: dict[type, Any] = {
     SiLU: lambda info, p, x, go, mode: (_silu_backward(x, go), {}),
     Softmax: lambda info, p, x, go, mode: (_softmax_backward(info, x, go), {}),
     Identity: lambda info, p, x, go, mode: (go, {}),
+    ZeroPad2d: lambda info, p, x, go, mode: (_unpad(info, go), {}),
 }
 
 

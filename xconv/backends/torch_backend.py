@@ -9,10 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..shapes import LayerInfo
+import operator
+
+from ..graph import is_chain
+from ..shapes import LayerInfo, concat_axis
 from ..spec import (
     ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, LeakyReLU,
-    Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh,
+    Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d,
 )
 
 NAME = "torch"
@@ -92,14 +95,64 @@ _BUILDERS: dict[type, Callable[[LayerInfo, dict[str, Any]], nn.Module]] = {
     SiLU: lambda info, factory: nn.SiLU(),
     Softmax: lambda info, factory: nn.Softmax(dim=info.layer.dim),  # type: ignore[attr-defined]
     Identity: lambda info, factory: nn.Identity(),
+    ZeroPad2d: lambda info, factory: nn.ZeroPad2d((*info.layer.padding[1], *info.layer.padding[0])),  # type: ignore[attr-defined]
 }
+
+
+def _install(root: nn.Module, path: str, module: nn.Module) -> None:
+    """Register ``module`` at dotted ``path`` under ``root``, creating plain containers on the way."""
+    *parents, leaf = path.split(".")
+    owner = root
+    for part in parents:
+        child = owner._modules.get(part)
+        if child is None:
+            child = nn.Module()
+            owner.add_module(part, child)
+        owner = child
+    owner.add_module(leaf, module)
+
+
+def _join(info: LayerInfo, args: list[Any]) -> Any:
+    """A join node on torch tensors (also fx proxies)."""
+    if info.kind == "Concat":
+        return torch.cat(args, dim=concat_axis(info))
+    out = args[0]
+    for a in args[1:]:
+        out = out + a if info.kind == "Add" else out * a
+    return out
 
 
 def build(spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarray], dtype: str) -> nn.Module:
     # Modules are made on the meta device so that building neither spends time on torch's own init nor
     # consumes the user's global torch RNG; the weights are then copied in.
     factory = {"device": "meta", "dtype": _TORCH_DTYPES[dtype]}
-    model = nn.Sequential(*(_BUILDERS[type(info.layer)](info, factory) for info in infos))
+    modules = [None if info.is_join else _BUILDERS[type(info.layer)](info, factory) for info in infos]
+    if is_chain(infos):
+        model: nn.Module = nn.Sequential(*modules)  # type: ignore[arg-type]
+    else:
+        # A graph: a torch.fx.GraphModule whose submodules sit at the canonical keys (so its state_dict has
+        # exactly the canonical keys) and whose generated forward adds, multiplies and concatenates.
+        import torch.fx
+
+        root = nn.Module()
+        graph = torch.fx.Graph()
+        values: dict[int, Any] = {-1: graph.placeholder("x")}
+        for info, module in zip(infos, modules):
+            args = [values[i] for i in info.inputs]
+            if module is None:
+                if info.kind == "Concat":
+                    values[info.index] = graph.call_function(torch.cat, (args, concat_axis(info)))
+                else:
+                    op = operator.add if info.kind == "Add" else operator.mul
+                    node = args[0]
+                    for a in args[1:]:
+                        node = graph.call_function(op, (node, a))
+                    values[info.index] = node
+            else:
+                _install(root, info.key, module)
+                values[info.index] = graph.call_module(info.key, (args[0],))
+        graph.output(values[infos[-1].index])
+        model = torch.fx.GraphModule(root, graph, class_name="XconvGraph")
     model = model.to_empty(device="cpu")
     model.xconv_spec = spec
     model.xconv_dtype = dtype
@@ -137,7 +190,7 @@ def get_weights(model: nn.Module, infos: list[LayerInfo]) -> dict[str, np.ndarra
     out = {}
     for info in infos:
         for name in info.params:
-            key = f"{info.index}.{name}"
+            key = f"{info.key}.{name}"
             out[key] = tensors[key].detach().cpu().numpy().copy()
     return out
 
@@ -159,7 +212,7 @@ def float_bytes(model: nn.Module, infos: list[LayerInfo]) -> int:
 def export_tensors(model: nn.Module, infos: list[LayerInfo]) -> dict[str, Any]:
     """Canonical weights as the model's own tensors (no copy; DLPack producers), for transfer_weights."""
     tensors = _tensors(model)
-    return {f"{i.index}.{n}": tensors[f"{i.index}.{n}"].detach() for i in infos for n in i.params}
+    return {f"{i.key}.{n}": tensors[f"{i.key}.{n}"].detach() for i in infos for n in i.params}
 
 
 def import_tensors(model: nn.Module, infos: list[LayerInfo], arrays: dict[str, Any]) -> None:
@@ -191,6 +244,12 @@ class _Mode:
         self.model.train(self.was)
 
 
+def infos_of(model: nn.Module) -> list[LayerInfo]:
+    from ..shapes import infer
+
+    return infer(model.xconv_spec)
+
+
 def forward(model: nn.Module, x: np.ndarray) -> np.ndarray:
     """Run ``model`` in inference mode (eval) on an NCHW (or (N, F)) numpy batch; returns numpy in the same
     logical layout. The model's own mode is restored afterwards."""
@@ -204,15 +263,18 @@ def trace(model: nn.Module, x: np.ndarray, upstream: np.ndarray, training: bool 
     ``training`` (BatchNorm running statistics are then updated once)."""
     model.zero_grad(set_to_none=True)
     xt = torch.from_numpy(np.ascontiguousarray(x)).requires_grad_(True)
-    outs, h = [], xt
+    values: dict[int, Any] = {-1: xt}
+    outs = []
     with _Mode(model, training):
-        for module in model:
-            h = module(h)
-            outs.append(h.detach().numpy().copy())
+        for info in infos_of(model):
+            args = [values[i] for i in info.inputs]
+            values[info.index] = _join(info, args) if info.is_join else model.get_submodule(info.key)(args[0])
+            outs.append(values[info.index].detach().numpy().copy())
+    h = values[len(outs) - 1]
     (h * torch.from_numpy(np.ascontiguousarray(upstream))).sum().backward()
     grads = {
         k: (np.zeros(tuple(p.shape), dtype=x.dtype) if p.grad is None else p.grad.numpy().copy())
-        for k, p in model.named_parameters()
+        for k, p in model.named_parameters(remove_duplicate=False)
     }
     return outs, xt.grad.numpy().copy(), grads  # type: ignore[union-attr]
 
@@ -246,314 +308,10 @@ def train(
     return np.asarray(losses)
 
 
-# ---- importing hand-written models ----
+def import_model(module: nn.Module, input_shape: tuple[int, ...]) -> Any:
+    from ..porting.torch_fx import import_model as run
 
-_SUPPORTED = (
-    "nn.Conv2d / F.conv2d, nn.ReLU / F.relu / torch.relu / .relu(), nn.Flatten / torch.flatten(x, 1) / "
-    "x.view(N, -1) / x.reshape(N, -1), nn.Linear / F.linear, nn.ZeroPad2d (folded into the next conv), "
-    "nn.MaxPool2d / F.max_pool2d, nn.AvgPool2d / F.avg_pool2d, nn.AdaptiveAvgPool2d / F.adaptive_avg_pool2d, "
-    "nn.BatchNorm1d / nn.BatchNorm2d, nn.Dropout, nn.LeakyReLU / F.leaky_relu, nn.Sigmoid / torch.sigmoid, "
-    "nn.Tanh / torch.tanh, nn.GELU / F.gelu, nn.ELU / F.elu, nn.SiLU / F.silu, nn.Softmax / F.softmax (with dim), "
-    "nn.Identity, nested nn.Sequential; any nn.Module whose forward is a straight chain of these"
-)
-
-
-def _traced_chain(module: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Trace ``module.forward`` with torch.fx and return its operations as (name, equivalent nn module) in
-    order, refusing anything that is not one straight chain of supported operations."""
-    import operator
-
-    import torch.fx
-
-    from ..errors import UnsupportedLayerError
-
-    try:
-        graph = torch.fx.symbolic_trace(module).graph
-    except Exception as e:  # noqa: BLE001 - tracing failures are reported as unsupported
-        raise UnsupportedLayerError(
-            f"from_torch: {type(module).__name__}.forward cannot be traced by torch.fx ({type(e).__name__}: {e}); "
-            f"supported: {_SUPPORTED}"
-        ) from None
-    nodes = list(graph.nodes)
-    placeholders = [n for n in nodes if n.op == "placeholder"]
-    if len(placeholders) != 1:
-        raise UnsupportedLayerError(f"from_torch: forward must take one input. Received: {len(placeholders)}")
-    current = placeholders[0]
-    params: dict[Any, Any] = {}  # get_attr node -> tensor
-    batch: set[Any] = set()  # nodes that hold the batch size of the current tensor
-    out: list[tuple[str, nn.Module]] = []
-
-    def tensor_args(node: Any) -> list[Any]:
-        return [a for a in _flat_args(node) if a not in params and a not in batch and a is not current]
-
-    for node in nodes:
-        where = f"operation {node.name!r} ({node.op} {getattr(node.target, '__name__', node.target)})"
-        if node.op == "placeholder":
-            continue
-        if node.op == "get_attr":
-            params[node] = _get_attr(module, node.target)
-            continue
-        if node.op == "output":
-            if node.args[0] is not current:
-                raise UnsupportedLayerError("from_torch: forward does not return the end of its chain")
-            continue
-        args = list(node.args)
-        # batch-size helpers: x.shape[0], x.size(0)
-        if node.op == "call_function" and node.target is getattr and args == [current, "shape"]:
-            batch.add(node)
-            continue
-        if node.op == "call_function" and node.target is operator.getitem and args[0] in batch and args[1] == 0:
-            batch.add(node)
-            continue
-        if node.op == "call_method" and node.target == "size" and args[:1] == [current] and args[1:] == [0]:
-            batch.add(node)
-            continue
-        if not args or args[0] is not current or tensor_args(node):
-            raise UnsupportedLayerError(
-                f"from_torch: {where} does not take exactly the previous operation's output: residual "
-                f"connections and other non-chain graphs are not supported"
-            )
-        out.append((node.name, _as_module(module, node, args, params, batch, where)))
-        current = node
-    return out
-
-
-def _flat_args(node: Any) -> list[Any]:
-    import torch.fx
-
-    found: list[Any] = []
-    torch.fx.node.map_arg((node.args, node.kwargs), lambda n: found.append(n) or n)
-    return found
-
-
-def _param(t: Any) -> Any:
-    return t if t is None or isinstance(t, nn.Parameter) else nn.Parameter(t, requires_grad=False)
-
-
-def _get_attr(module: nn.Module, target: str) -> Any:
-    value: Any = module
-    for part in target.split("."):
-        value = getattr(value, part)
-    return value
-
-
-def _as_module(root: nn.Module, node: Any, args: list[Any], params: dict[Any, Any], batch: set[Any], where: str) -> nn.Module:
-    """The nn module equivalent to one traced operation (sharing its parameters), or UnsupportedLayerError."""
-    from ..errors import UnsupportedLayerError
-
-    kwargs = dict(node.kwargs)
-    if node.op == "call_module":
-        return root.get_submodule(node.target)
-    if node.op == "call_function" and node.target in (F.relu, torch.relu) or (
-        node.op == "call_method" and node.target == "relu"
-    ):
-        return nn.ReLU()
-    if node.op == "call_function" and node.target is torch.flatten or (node.op == "call_method" and node.target == "flatten"):
-        start = args[1] if len(args) > 1 else kwargs.get("start_dim", 0)
-        end = args[2] if len(args) > 2 else kwargs.get("end_dim", -1)
-        if start == 1 and end == -1:
-            return nn.Flatten()
-    if node.op == "call_method" and node.target in ("view", "reshape"):
-        rest = args[1:]
-        if len(rest) == 1 and isinstance(rest[0], (tuple, list)):
-            rest = list(rest[0])
-        if len(rest) == 2 and rest[0] in batch and rest[1] == -1:
-            return nn.Flatten()
-    if node.op == "call_function" and node.target is F.conv2d:
-        names = ["weight", "bias", "stride", "padding", "dilation", "groups"]
-        values = {**dict(zip(names, args[1:])), **kwargs}
-        weight, bias = params.get(values.get("weight")), params.get(values.get("bias"))
-        if weight is None or ("bias" in values and values["bias"] is not None and bias is None):
-            raise UnsupportedLayerError(f"from_torch: {where}: conv weights must be module parameters")
-        groups = int(values.get("groups", 1))
-        conv = nn.Conv2d(weight.shape[1] * groups, weight.shape[0], tuple(weight.shape[2:]),
-                         stride=values.get("stride", 1), padding=values.get("padding", 0),
-                         dilation=values.get("dilation", 1), groups=groups, bias=bias is not None, device="meta")
-        conv.weight, conv.bias = _param(weight), _param(bias)  # share, do not copy
-        return conv
-    functional = _functional_module(node, args, kwargs)
-    if functional is not None:
-        return functional
-    if node.op == "call_function" and node.target is F.linear:
-        values = {**dict(zip(["weight", "bias"], args[1:])), **kwargs}
-        weight, bias = params.get(values.get("weight")), params.get(values.get("bias"))
-        if weight is None:
-            raise UnsupportedLayerError(f"from_torch: {where}: linear weights must be module parameters")
-        linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
-        linear.weight, linear.bias = _param(weight), _param(bias)
-        return linear
-    raise UnsupportedLayerError(f"from_torch: {where} is not supported; supported: {_SUPPORTED}")
-
-
-def _functional_module(node: Any, args: list[Any], kwargs: dict[str, Any]) -> nn.Module | None:
-    """The module form of a parameter-free functional call (F.max_pool2d, torch.sigmoid, x.softmax(1), ...)."""
-
-    def values(*names: str) -> dict[str, Any]:
-        return {**dict(zip(names, args[1:])), **kwargs}
-
-    target = node.target
-    if node.op == "call_method":
-        methods = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
-        if target in methods and len(args) == 1 and not kwargs:
-            return methods[target]()
-        if target == "softmax":
-            dim = values("dim").get("dim")
-            return None if dim is None else nn.Softmax(dim=dim)
-        return None
-    if node.op != "call_function":
-        return None
-    if target is F.max_pool2d:
-        v = values("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
-        if v.get("return_indices"):
-            return None
-        return nn.MaxPool2d(v["kernel_size"], v.get("stride"), v.get("padding", 0), v.get("dilation", 1),
-                            ceil_mode=v.get("ceil_mode", False))
-    if target is F.avg_pool2d:
-        v = values("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override")
-        return nn.AvgPool2d(v["kernel_size"], v.get("stride"), v.get("padding", 0), v.get("ceil_mode", False),
-                            v.get("count_include_pad", True), v.get("divisor_override"))
-    if target is F.adaptive_avg_pool2d:
-        return nn.AdaptiveAvgPool2d(values("output_size")["output_size"])
-    if target in (torch.sigmoid, F.sigmoid):
-        return nn.Sigmoid()
-    if target in (torch.tanh, F.tanh):
-        return nn.Tanh()
-    if target is F.leaky_relu:
-        return nn.LeakyReLU(values("negative_slope").get("negative_slope", 0.01))
-    if target is F.gelu:
-        return nn.GELU(approximate=values().get("approximate", "none"))
-    if target is F.elu:
-        return nn.ELU(values("alpha").get("alpha", 1.0))
-    if target is F.silu:
-        return nn.SiLU()
-    if target in (F.softmax, torch.softmax):
-        dim = values("dim").get("dim")
-        return None if dim is None else nn.Softmax(dim=dim)
-    return None
-
-
-def _flat_modules(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
-    out = []
-    for name, child in module.named_children():
-        full = f"{prefix}{name}"
-        if isinstance(child, nn.Sequential):
-            out.extend(_flat_modules(child, f"{full}."))
-        else:
-            out.append((full, child))
-    return out
-
-
-def import_model(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[Sequential, dict[str, np.ndarray]]:
-    """A hand-written ``nn.Sequential`` -> (spec, canonical weights). Pads that fold exactly into the next
-    conv's zero padding are folded; anything else unsupported raises UnsupportedLayerError."""
-    from ..errors import UnsupportedLayerError
-
-    items = _flat_modules(module) if isinstance(module, nn.Sequential) else _traced_chain(module)
-    layers: list[Any] = []
-    tensors: dict[str, Any] = {}
-    pending: tuple[int, int, int, int] | None = None  # (left, right, top, bottom) from ZeroPad2d
-    pending_name = ""
-    for name, m in items:
-        where = f"module {name!r} ({type(m).__name__})"
-        if isinstance(m, nn.ZeroPad2d):
-            pad = tuple(int(v) for v in m.padding)
-            if pending is not None or min(pad) < 0:
-                raise UnsupportedLayerError(f"from_torch: {where}: only one non-negative ZeroPad2d before a conv folds")
-            pending, pending_name = pad, name  # type: ignore[assignment]
-            continue
-        if pending is not None and not isinstance(m, nn.Conv2d):
-            raise UnsupportedLayerError(
-                f"from_torch: module {pending_name!r} (ZeroPad2d) is followed by {where}; a pad folds only into "
-                "the conv right after it"
-            )
-        index = len(layers)
-        if isinstance(m, nn.Conv2d):
-            padding: Any = m.padding
-            if isinstance(padding, str):
-                if padding == "same" and pending is None:
-                    padding = "same"  # torch allows it only at stride 1, where it equals TF's rule
-                elif padding == "valid":
-                    padding = (0, 0)
-                else:
-                    raise UnsupportedLayerError(f"from_torch: {where}: padding='same' after a ZeroPad2d does not fold")
-            if pending is not None:
-                if m.padding_mode != "zeros":
-                    raise UnsupportedLayerError(
-                        f"from_torch: module {pending_name!r} (ZeroPad2d) before {where} with "
-                        f"padding_mode={m.padding_mode!r} does not fold: the conv pads after the zeros"
-                    )
-                left, right, top, bottom = pending
-                padding = ((top + padding[0], bottom + padding[0]), (left + padding[1], right + padding[1]))
-                pending = None
-            layers.append(Conv2d(
-                m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=padding,
-                dilation=m.dilation, groups=m.groups, bias=m.bias is not None, padding_mode=m.padding_mode,
-            ))
-            tensors[f"{index}.weight"] = m.weight
-            if m.bias is not None:
-                tensors[f"{index}.bias"] = m.bias
-        elif isinstance(m, nn.ReLU):
-            layers.append(ReLU())
-        elif isinstance(m, nn.Flatten):
-            if m.start_dim != 1 or m.end_dim != -1:
-                raise UnsupportedLayerError(f"from_torch: {where}: only Flatten(start_dim=1, end_dim=-1) is supported")
-            layers.append(Flatten())
-        elif isinstance(m, nn.Linear):
-            layers.append(Linear(m.in_features, m.out_features, bias=m.bias is not None))
-            tensors[f"{index}.weight"] = m.weight
-            if m.bias is not None:
-                tensors[f"{index}.bias"] = m.bias
-        elif isinstance(m, nn.Identity):
-            layers.append(Identity())
-        elif isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.BatchNorm2d, nn.BatchNorm1d,
-                            nn.Dropout, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.GELU, nn.ELU, nn.SiLU, nn.Softmax)):
-            layer = _module_layer(m, where)
-            layers.append(layer)
-            if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
-                for key, t in m.state_dict(keep_vars=True).items():
-                    tensors[f"{index}.{key}"] = t
-        else:
-            raise UnsupportedLayerError(f"from_torch: {where} is not supported; supported: {_SUPPORTED}")
-    if pending is not None:
-        raise UnsupportedLayerError(f"from_torch: module {pending_name!r} (ZeroPad2d) is not followed by a conv")
-    spec = Sequential(*layers, input_shape=input_shape)
-    return spec, {k: t.detach().cpu().numpy().copy() for k, t in tensors.items()}
-
-
-def _module_layer(m: nn.Module, where: str) -> Any:
-    """The spec layer of one parameter-free (or BatchNorm) torch module, or UnsupportedLayerError."""
-    from ..errors import UnsupportedLayerError
-
-    if isinstance(m, nn.MaxPool2d):
-        if m.return_indices:
-            raise UnsupportedLayerError(f"from_torch: {where}: return_indices=True is not supported")
-        return MaxPool2d(m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode)
-    if isinstance(m, nn.AvgPool2d):
-        if m.divisor_override is not None:
-            raise UnsupportedLayerError(f"from_torch: {where}: divisor_override is not supported")
-        return AvgPool2d(m.kernel_size, m.stride, m.padding, m.ceil_mode, m.count_include_pad)
-    if isinstance(m, nn.AdaptiveAvgPool2d):
-        size = m.output_size
-        if size is None or (isinstance(size, (tuple, list)) and None in size):
-            raise UnsupportedLayerError(f"from_torch: {where}: output_size with None is not supported; give both sizes")
-        return AdaptiveAvgPool2d(size)
-    if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
-        cls = BatchNorm2d if isinstance(m, nn.BatchNorm2d) else BatchNorm1d
-        return cls(m.num_features, eps=m.eps, momentum=m.momentum, affine=m.affine,
-                   track_running_stats=m.track_running_stats)
-    if isinstance(m, nn.Dropout):
-        return Dropout(m.p)
-    if isinstance(m, nn.LeakyReLU):
-        return LeakyReLU(m.negative_slope)
-    if isinstance(m, nn.GELU):
-        return GELU(m.approximate)
-    if isinstance(m, nn.ELU):
-        return ELU(m.alpha)
-    if isinstance(m, nn.Softmax):
-        if m.dim is None:
-            raise UnsupportedLayerError(f"from_torch: {where}: Softmax needs an explicit dim (torch's implicit choice is deprecated)")
-        return Softmax(m.dim)
-    return {nn.Sigmoid: Sigmoid, nn.Tanh: Tanh, nn.SiLU: SiLU}[type(m)]()
+    return run(module, input_shape)
 
 
 def read_state_dict(path: str) -> dict[str, Any]:

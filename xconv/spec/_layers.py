@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import SpecError
-from ._normalize import Pair, Padding, as_bool, as_choice, as_float, as_int, as_pair, as_padding, compact
+from ._normalize import Pair, Padding, as_bool, as_choice, as_float, as_int, as_name, as_pair, as_padding, compact
 
 __all__ = [
     "Layer", "Conv2d", "ReLU", "Flatten", "Linear", "LAYER_TYPES",
     "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm2d", "BatchNorm1d", "Dropout",
-    "LeakyReLU", "Sigmoid", "Tanh", "GELU", "ELU", "SiLU", "Softmax", "Identity", "ELEMENTWISE",
+    "LeakyReLU", "Sigmoid", "Tanh", "GELU", "ELU", "SiLU", "Softmax", "Identity", "ZeroPad2d", "ELEMENTWISE",
 ]
 
 #: kind name -> layer class, filled as classes are defined; used by ``from_dict``.
@@ -30,9 +30,20 @@ class Layer:
     #: field -> the field whose value it defaults to (``MaxPool2d.stride`` defaults to ``kernel_size``)
     _defaults_from = {}  # type: ignore[var-annotated]  # read-only; unannotated, so no dataclass field
 
+    #: optional name (a non-empty string without "/"; dots allowed): the layer's key in canonical weights
+    #: (``"{name}.weight"``) and its Keras layer name; unnamed layers are keyed by their positional path
+    name: str | None = field(default=None, kw_only=True)
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         LAYER_TYPES[cls.__name__] = cls
+
+    def __post_init__(self) -> None:
+        self._set("name", as_name(self.kind, self.name))
+        self._validate()
+
+    def _validate(self) -> None:
+        """Normalise and check the fields (subclasses)."""
 
     @property
     def kind(self) -> str:
@@ -52,12 +63,16 @@ class Layer:
         parts = []
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.name == "name":
+                continue
             if f.name in self._positional:
                 parts.append(repr(compact(value)))
             elif f.name in self._defaults_from and value == getattr(self, self._defaults_from[f.name]):
                 continue
             elif value != f.default:
                 parts.append(f"{f.name}={compact(value)!r}")
+        if self.name is not None:
+            parts.append(f"name={self.name!r}")
         return f"{self.kind}({', '.join(parts)})"
 
 
@@ -91,7 +106,7 @@ class Conv2d(Layer):
 
     _positional = ("in_channels", "out_channels")
 
-    def __post_init__(self) -> None:
+    def _validate(self) -> None:
         me = "Conv2d"
         self._set("in_channels", as_int(me, "in_channels", self.in_channels, minimum=1))
         self._set("out_channels", as_int(me, "out_channels", self.out_channels, minimum=1))
@@ -136,7 +151,7 @@ class Linear(Layer):
 
     _positional = ("in_features", "out_features")
 
-    def __post_init__(self) -> None:
+    def _validate(self) -> None:
         me = "Linear"
         if self.in_features is not None:
             self._set("in_features", as_int(me, "in_features", self.in_features, minimum=1))
@@ -175,7 +190,7 @@ class MaxPool2d(Layer):
     _positional = ("kernel_size",)
     _defaults_from = {"stride": "kernel_size"}
 
-    def __post_init__(self) -> None:
+    def _validate(self) -> None:
         _pool_common(self, "MaxPool2d")
         self._set("dilation", as_pair("MaxPool2d", "dilation", self.dilation, minimum=1))
         for k, p in zip(self.kernel_size, self.padding):
@@ -205,7 +220,7 @@ class AvgPool2d(Layer):
     _positional = ("kernel_size",)
     _defaults_from = {"stride": "kernel_size"}
 
-    def __post_init__(self) -> None:
+    def _validate(self) -> None:
         _pool_common(self, "AvgPool2d")
         self._set("count_include_pad", as_bool("AvgPool2d", "count_include_pad", self.count_include_pad))
         for k, p in zip(self.kernel_size, self.padding):
@@ -229,7 +244,7 @@ class AdaptiveAvgPool2d(Layer):
 
     _positional = ("output_size",)
 
-    def __post_init__(self) -> None:
+    def _validate(self) -> None:
         self._set("output_size", as_pair("AdaptiveAvgPool2d", "output_size", self.output_size, minimum=1))
 
 
@@ -243,7 +258,7 @@ class _BatchNorm(Layer):
 
     _positional = ("num_features",)
 
-    def __post_init__(self) -> None:
+    def _validate(self) -> None:
         me = self.kind
         self._set("num_features", as_int(me, "num_features", self.num_features, minimum=1))
         self._set("eps", as_float(me, "eps", self.eps, low=0.0, low_open=True))
@@ -280,7 +295,7 @@ class Dropout(Layer):
 
     _positional = ("p",)
 
-    def __post_init__(self) -> None:
+    def _validate(self) -> None:
         self._set("p", as_float("Dropout", "p", self.p, low=0.0, high=1.0))
 
 
@@ -292,7 +307,7 @@ class LeakyReLU(Layer):
 
     _positional = ("negative_slope",)
 
-    def __post_init__(self) -> None:
+    def _validate(self) -> None:
         self._set("negative_slope", as_float("LeakyReLU", "negative_slope", self.negative_slope))
 
 
@@ -312,7 +327,7 @@ class GELU(Layer):
 
     approximate: str = "none"
 
-    def __post_init__(self) -> None:
+    def _validate(self) -> None:
         self._set("approximate", as_choice("GELU", "approximate", self.approximate, ("none", "tanh")))
 
 
@@ -324,7 +339,7 @@ class ELU(Layer):
 
     _positional = ("alpha",)
 
-    def __post_init__(self) -> None:
+    def _validate(self) -> None:
         self._set("alpha", as_float("ELU", "alpha", self.alpha))
 
 
@@ -342,7 +357,7 @@ class Softmax(Layer):
 
     _positional = ("dim",)
 
-    def __post_init__(self) -> None:
+    def _validate(self) -> None:
         self._set("dim", as_int("Softmax", "dim", self.dim))
         if self.dim in (0, -4):
             raise SpecError("Softmax: `dim` must not be the batch axis. Received: dim=" + repr(self.dim))
@@ -351,6 +366,39 @@ class Softmax(Layer):
 @dataclass(frozen=True, repr=False)
 class Identity(Layer):
     """Returns its input."""
+
+
+@dataclass(frozen=True, repr=False)
+class ZeroPad2d(Layer):
+    """Zero padding of a (C, H, W) map, torch's ``nn.ZeroPad2d``: ``padding`` is an int (all four sides) or
+    ``(left, right, top, bottom)``, stored as ((top, bottom), (left, right)) like Conv2d's explicit padding.
+
+    >>> ZeroPad2d(1)
+    ZeroPad2d(1)
+    >>> ZeroPad2d((0, 1, 0, 1))
+    ZeroPad2d(((0, 1), (0, 1)))
+    """
+
+    padding: Padding
+
+    _positional = ("padding",)
+
+    def _validate(self) -> None:
+        me = "ZeroPad2d"
+        value = self.padding
+        if isinstance(value, (list, tuple)) and len(value) == 4:
+            left, right, top, bottom = (as_int(me, "padding", v, minimum=0) for v in value)
+            self._set("padding", ((top, bottom), (left, right)))
+        elif isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (list, tuple)) for v in value):
+            (top, bottom), (left, right) = (as_pair(me, "padding", v, minimum=0) for v in value)
+            self._set("padding", ((top, bottom), (left, right)))
+        elif isinstance(value, (list, tuple)):
+            raise SpecError(
+                f"{me}: `padding` must be an int or (left, right, top, bottom), as in torch. Received: padding={value!r}"
+            )
+        else:
+            p = as_int(me, "padding", value, minimum=0)
+            self._set("padding", ((p, p), (p, p)))
 
 
 #: layers that keep their input's shape and act per element (or per feature vector, Softmax over dim 1)

@@ -112,3 +112,14 @@ def compact(value: Any) -> Any:
             return value  # a 4-sided padding is shown in full, the only spelling that reads back
         return a if a == b else (a, b)
     return value
+
+
+def as_name(owner: str, value: Any) -> str | None:
+    """None, or a non-empty string without "/" (dots allowed: torch module paths)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or "/" in value or value != value.strip():
+        raise SpecError(
+            f"{owner}: `name` must be a non-empty string without '/' or surrounding spaces. Received: name={value!r}"
+        )
+    return value

@@ -1,26 +1,29 @@
-"""The Sequential spec and its JSON form."""
+"""Containers: the Sequential chain and the fork-join combinators (Add, Concat, Multiply), and their JSON form."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Union
 
 from ..errors import SpecError
 from ._layers import LAYER_TYPES, Layer
-from ._normalize import as_shape
+from ._normalize import as_int, as_name, as_shape
 
-__all__ = ["Sequential", "from_dict", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["Sequential", "Add", "Concat", "Multiply", "Combinator", "Item", "from_dict", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "xconv.spec"
-FORMAT_VERSION = 1
+#: 2: nested containers, combinators and names; version 1 files (flat chains) still load
+FORMAT_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True, init=False)
 class Sequential:
-    """A chain of layer specs, optionally with its logical input shape ``(C, H, W)`` (or ``(features,)``).
+    """A chain of layer specs, combinators and named sub-chains, optionally with its logical input shape
+    ``(C, H, W)`` (or ``(features,)``) and a ``name``.
 
-    Nested ``Sequential`` specs are flattened. The input shape may instead be given to ``build`` or
-    ``summary``.
+    An unnamed nested ``Sequential`` is flattened into its parent (so chains keep their positional keys
+    ``"0.weight"``, ``"1.weight"``, ...); a named one stays one element. The input shape may instead be given
+    to ``build`` or ``summary``.
 
     >>> from xconv import Conv2d, ReLU, Flatten, Linear
     >>> spec = Sequential(Conv2d(3, 8, 3, padding=1), ReLU(), Flatten(), Linear(None, 10), input_shape=(3, 8, 8))
@@ -28,11 +31,14 @@ class Sequential:
     4
     """
 
-    layers: tuple[Layer, ...]
+    layers: tuple["Item", ...]
     input_shape: tuple[int, ...] | None
+    name: str | None
 
-    def __init__(self, *layers: Layer | "Sequential", input_shape: Iterable[int] | None = None) -> None:
-        flat: list[Layer] = []
+    def __init__(
+        self, *layers: "Item", input_shape: Iterable[int] | None = None, name: str | None = None
+    ) -> None:
+        flat: list[Item] = []
         for position, layer in enumerate(layers):
             if isinstance(layer, Sequential):
                 if layer.input_shape is not None and position > 0:
@@ -42,17 +48,26 @@ class Sequential:
                     )
                 if layer.input_shape is not None and input_shape is None:
                     input_shape = layer.input_shape
-                flat.extend(layer.layers)
-            elif isinstance(layer, Layer):
+                if layer.name is None:
+                    flat.extend(layer.layers)
+                else:
+                    flat.append(layer.with_input_shape(None, drop=True))
+            elif isinstance(layer, (Layer, Combinator)):
                 flat.append(layer)
             else:
                 raise SpecError(
-                    f"Sequential: position {position} must be a layer spec such as xconv.Conv2d(...). "
-                    f"Received: {layer!r} of type {type(layer).__name__}"
+                    f"Sequential: position {position} must be a layer spec such as xconv.Conv2d(...), a "
+                    f"Sequential or a combinator (Add, Concat, Multiply). Received: {layer!r} of type "
+                    f"{type(layer).__name__}"
                 )
         object.__setattr__(self, "layers", tuple(flat))
         shape = None if input_shape is None else as_shape("Sequential", tuple(input_shape))
         object.__setattr__(self, "input_shape", shape)
+        object.__setattr__(self, "name", as_name("Sequential", name))
+
+    @property
+    def kind(self) -> str:
+        return "Sequential"
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -60,19 +75,22 @@ class Sequential:
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(self.layers)
 
-    def __getitem__(self, index: int) -> Layer:
+    def __getitem__(self, index: int) -> "Item":
         return self.layers[index]
 
     def __repr__(self) -> str:
-        inner = "".join(f"\n    {layer!r}," for layer in self.layers)
-        shape = f"\n    input_shape={self.input_shape!r},\n" if self.input_shape is not None else "\n"
-        return f"Sequential({inner}{shape})"
+        return _repr(self, 0)
 
-    def with_input_shape(self, input_shape: Iterable[int] | None) -> "Sequential":
-        """The same layers with ``input_shape`` replaced (``None`` keeps the current one)."""
-        if input_shape is None:
+    def with_input_shape(self, input_shape: Iterable[int] | None, drop: bool = False) -> "Sequential":
+        """The same layers with ``input_shape`` replaced (``None`` keeps the current one, or with ``drop``
+        removes it)."""
+        if input_shape is None and not drop:
             return self
-        return Sequential(*self.layers, input_shape=tuple(input_shape))
+        out = object.__new__(Sequential)
+        object.__setattr__(out, "layers", self.layers)
+        object.__setattr__(out, "input_shape", None if input_shape is None else as_shape("Sequential", tuple(input_shape)))
+        object.__setattr__(out, "name", self.name)
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; ``xconv.from_dict`` turns it back into an equal spec."""
@@ -80,33 +98,161 @@ class Sequential:
             "format": FORMAT,
             "version": FORMAT_VERSION,
             "input_shape": None if self.input_shape is None else list(self.input_shape),
-            "layers": [layer.to_dict() for layer in self.layers],
+            "name": self.name,
+            "layers": [_item_dict(layer) for layer in self.layers],
         }
 
 
+@dataclasses.dataclass(frozen=True, init=False)
+class Combinator:
+    """Base of the fork-join combinators: every branch receives the combinator's input; the branch outputs
+    are joined. A branch is a layer spec, a ``Sequential`` without input shape, or another combinator."""
+
+    branches: tuple["Item", ...]
+    name: str | None
+
+    def __init__(self, *branches: "Item", name: str | None = None) -> None:
+        me = type(self).__name__
+        if len(branches) < 2:
+            raise SpecError(f"{me}: needs at least two branches. Received: {len(branches)}")
+        out: list[Item] = []
+        for position, branch in enumerate(branches):
+            if isinstance(branch, Sequential):
+                if branch.input_shape is not None:
+                    raise SpecError(f"{me}: branch {position} is a Sequential with input_shape={branch.input_shape}; "
+                                    "branches take the combinator's input and carry no input shape")
+                if not branch.layers:
+                    raise SpecError(f"{me}: branch {position} is an empty Sequential; use xconv.Identity() for a skip")
+            elif not isinstance(branch, (Layer, Combinator)):
+                raise SpecError(
+                    f"{me}: branch {position} must be a layer spec, a Sequential or a combinator. Received: "
+                    f"{branch!r} of type {type(branch).__name__}"
+                )
+            out.append(branch)
+        object.__setattr__(self, "branches", tuple(out))
+        object.__setattr__(self, "name", as_name(me, name))
+
+    @property
+    def kind(self) -> str:
+        return type(self).__name__
+
+    def __repr__(self) -> str:
+        return _repr(self, 0)
+
+    def _extra(self) -> dict[str, Any]:
+        return {}
+
+
+class Add(Combinator):
+    """The sum of the branches' outputs. Size-1 dimensions broadcast as in numpy on the logical shape (a
+    ``(C, 1, 1)`` branch adds to a ``(C, H, W)`` one); ranks must agree.
+
+    >>> from xconv import Conv2d, Identity
+    >>> Add(Conv2d(8, 8, 3, padding=1), Identity())
+    Add(
+        Conv2d(8, 8, kernel_size=3, padding=1),
+        Identity(),
+    )
+    """
+
+
+class Multiply(Combinator):
+    """The elementwise product of the branches' outputs, broadcasting size-1 dimensions as :class:`Add` does
+    (squeeze-excitation: a ``(C, 1, 1)`` gate times the ``(C, H, W)`` map)."""
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class Concat(Combinator):
+    """The branches' outputs concatenated along ``dim``, numbered as torch numbers the (N, C, H, W) / (N, F)
+    tensor: 1 is channels (features of a flat input), 2 and 3 are H and W; negative dims count from the end.
+    The other dimensions must agree."""
+
+    dim: int
+
+    def __init__(self, *branches: "Item", dim: int = 1, name: str | None = None) -> None:
+        super().__init__(*branches, name=name)
+        d = as_int("Concat", "dim", dim)
+        if d in (0, -4):
+            raise SpecError(f"Concat: `dim` must not be the batch axis. Received: dim={dim!r}")
+        object.__setattr__(self, "dim", d)
+
+    def _extra(self) -> dict[str, Any]:
+        return {"dim": self.dim}
+
+
+Item = Union[Layer, Sequential, Combinator]
+COMBINATORS: dict[str, type[Combinator]] = {"Add": Add, "Concat": Concat, "Multiply": Multiply}
+
+
+def _repr(item: Any, depth: int) -> str:
+    pad = "    " * (depth + 1)
+    if isinstance(item, Layer):
+        return repr(item)
+    if isinstance(item, Sequential):
+        children, extra = item.layers, {}
+        if item.input_shape is not None:
+            extra["input_shape"] = item.input_shape
+    else:
+        children, extra = item.branches, item._extra()
+    if item.name is not None:
+        extra["name"] = item.name
+    inner = "".join(f"\n{pad}{_repr(child, depth + 1)}," for child in children)
+    tail = "".join(f"\n{pad}{k}={v!r}," for k, v in extra.items())
+    return f"{item.kind}({inner}{tail}\n{'    ' * depth})"
+
+
+def _item_dict(item: Any) -> dict[str, Any]:
+    if isinstance(item, Layer):
+        return item.to_dict()
+    if isinstance(item, Sequential):
+        return {"kind": "Sequential", "name": item.name, "layers": [_item_dict(x) for x in item.layers]}
+    return {"kind": item.kind, "name": item.name, **item._extra(), "branches": [_item_dict(b) for b in item.branches]}
+
+
 def from_dict(data: Mapping[str, Any]) -> Sequential:
-    """Rebuild a spec from ``Sequential.to_dict()`` output (after a JSON round trip too)."""
+    """Rebuild a spec from ``Sequential.to_dict()`` output (after a JSON round trip too; version 1 files of
+    flat chains load as well)."""
     if not isinstance(data, Mapping) or data.get("format") != FORMAT:
         raise SpecError(f"from_dict: expected a dict with format={FORMAT!r}. Received: {str(data)[:200]}")
     version = data.get("version")
-    if version != FORMAT_VERSION:
-        raise SpecError(f"from_dict: unsupported spec format version {version!r}; this xconv reads {FORMAT_VERSION}")
+    if version not in (1, FORMAT_VERSION):
+        raise SpecError(f"from_dict: unsupported spec format version {version!r}; this xconv reads 1 and {FORMAT_VERSION}")
     layers_data = data.get("layers")
     if not isinstance(layers_data, list):
         raise SpecError(f"from_dict: `layers` must be a list. Received: {layers_data!r}")
-    layers = []
-    for index, item in enumerate(layers_data):
-        if not isinstance(item, Mapping) or item.get("kind") not in LAYER_TYPES:
-            known = ", ".join(sorted(LAYER_TYPES))
-            raise SpecError(f"from_dict: layer {index} has an unknown kind; known kinds: {known}. Received: {item!r}")
-        fields = {k: v for k, v in item.items() if k != "kind"}
-        cls = LAYER_TYPES[item["kind"]]
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(fields) - names)
-        if unknown:
-            raise SpecError(f"from_dict: layer {index} ({item['kind']}) has unknown fields {unknown}")
+    layers = [_item(item, str(index)) for index, item in enumerate(layers_data)]
+    return Sequential(*layers, input_shape=data.get("input_shape"), name=data.get("name"))
+
+
+def _item(item: Any, where: str) -> Any:
+    known = sorted([*LAYER_TYPES, "Sequential", *COMBINATORS])
+    if not isinstance(item, Mapping) or item.get("kind") not in known:
+        raise SpecError(f"from_dict: item {where} has an unknown kind; known kinds: {', '.join(known)}. "
+                        f"Received: {str(item)[:200]}")
+    kind = item["kind"]
+    if kind == "Sequential" or kind in COMBINATORS:
+        children_key = "layers" if kind == "Sequential" else "branches"
+        allowed = {"kind", "name", children_key} | ({"dim"} if kind == "Concat" else set())
+        unknown = sorted(set(item) - allowed)
+        children = item.get(children_key)
+        if unknown or not isinstance(children, list):
+            raise SpecError(f"from_dict: item {where} ({kind}) needs a list `{children_key}` and has no other fields "
+                            f"than {sorted(allowed)}. Received: {str(item)[:200]}")
+        parts = [_item(child, f"{where}.{i}") for i, child in enumerate(children)]
+        extra = {"dim": item["dim"]} if "dim" in item else {}
         try:
-            layers.append(cls(**fields))
+            if kind == "Sequential":
+                return Sequential(*parts, name=item.get("name"))
+            return COMBINATORS[kind](*parts, name=item.get("name"), **extra)
         except SpecError as e:
-            raise SpecError(f"from_dict: layer {index}: {e}") from None
-    return Sequential(*layers, input_shape=data.get("input_shape"))
+            raise SpecError(f"from_dict: item {where}: {e}") from None
+    fields = {k: v for k, v in item.items() if k != "kind"}
+    cls = LAYER_TYPES[kind]
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(fields) - names)
+    if unknown:
+        raise SpecError(f"from_dict: layer {where} ({kind}) has unknown fields {unknown}")
+    try:
+        return cls(**fields)
+    except SpecError as e:
+        raise SpecError(f"from_dict: layer {where}: {e}") from None

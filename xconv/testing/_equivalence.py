@@ -36,13 +36,15 @@ def default_tolerance(dtype: str, what: str = "output") -> float:
 class Row:
     """One compared tensor: a layer's output, or the gradient of a weight or of the input."""
 
-    layer: int | None  # spec index; None for the input gradient
+    layer: int | None  # graph node index (the spec index for chains); None for the input gradient
     kind: str
     what: str  # "output", "grad weight", "grad bias", "grad input"; in training also "running_var" etc.
     #: backend name -> (max abs diff vs the reference backend, relative diff)
     diffs: dict[str, tuple[float, float]] = field(default_factory=dict)
     tolerance: float = 0.0
     atol: float = 0.0
+    #: the node's key: its name, or its positional path ("3", "layer1.0.bn2", "1.0.1")
+    key: str = ""
 
     @property
     def ok(self) -> bool:
@@ -71,7 +73,7 @@ def _term_scale(info: Any, weights: Mapping[str, Any], layer_in: np.ndarray) -> 
 
     if info.kind not in ("Conv2d", "Linear"):
         return 0.0
-    w = np.abs(np.asarray(_as_array(weights[f"{info.index}.weight"]), dtype=np.float64))
+    w = np.abs(np.asarray(_as_array(weights[f"{info.key}.weight"]), dtype=np.float64))
     x = np.abs(np.asarray(layer_in, dtype=np.float64))
     forward = numpy_backend._FORWARD[type(info.layer)]
     return float(np.abs(forward(info, {"weight": w}, x, None)).max(initial=0.0))
@@ -117,7 +119,7 @@ def compare_layerwise(
         drop = [i for i in infos if i.kind == "Dropout" and i.layer.p > 0]  # type: ignore[attr-defined]
         if drop:
             raise ValueError(
-                f"compare_layerwise(training=True): layer {drop[0].index} is {drop[0].layer!r}; dropout masks "
+                f"compare_layerwise(training=True): layer {drop[0].key} is {drop[0].layer!r}; dropout masks "
                 "differ between frameworks, so training-mode outputs cannot be compared (use training=False, or "
                 "Dropout(0))"
             )
@@ -140,28 +142,34 @@ def compare_layerwise(
     grad_tol = default_tolerance(dtype, "grad") if rtol is None else rtol
     rows: list[Row] = []
     for info in infos:
-        row = Row(info.index, info.kind, "output", tolerance=out_tol, atol=atol or 0.0)
+        row = Row(info.index, info.kind, "output", tolerance=out_tol, atol=atol or 0.0, key=info.key)
         # An elementwise layer carries its input's error: an input of magnitude m known to rtol * m comes out
         # within L * rtol * m whatever the output's own magnitude (tanh of values near 1e3 is of order 1).
-        # A conv or Linear rounds at the size of the terms it sums, |W| |x|, even where they cancel.
+        # A conv or Linear rounds at the size of the terms it sums, |W| |x|, even where they cancel. A join
+        # carries its inputs' errors (a product scaled by the other factors' size).
         bound = lipschitz(info.layer)
-        layer_in = xs if info.index == 0 else runs[ref][0][info.index - 1]
-        carried = 0.0 if bound is None else bound * float(np.abs(np.asarray(layer_in, dtype=np.float64)).max(initial=0.0))
-        carried = max(carried, _term_scale(info, w, layer_in))
+        ins = [xs if i < 0 else runs[ref][0][i] for i in info.inputs]
+        layer_in = ins[0]
+        size = [float(np.abs(np.asarray(a, dtype=np.float64)).max(initial=0.0)) for a in ins]
+        carried = 0.0 if bound is None else bound * size[0]
+        if info.is_join:
+            carried = sum(size) if info.kind != "Multiply" else float(np.prod([max(1.0, v) for v in size])) * len(size)
+        else:
+            carried = max(carried, _term_scale(info, w, layer_in))
         for n in names[1:]:
             row.diffs[n] = _diff(runs[ref][0][info.index], runs[n][0][info.index], carried)
         rows.append(row)
         if training:
             for bname in info.buffers:
-                key = f"{info.index}.{bname}"
-                brow = Row(info.index, info.kind, bname, tolerance=out_tol, atol=atol or 0.0)
+                key = f"{info.key}.{bname}"
+                brow = Row(info.index, info.kind, bname, tolerance=out_tol, atol=atol or 0.0, key=info.key)
                 for n in names[1:]:
                     brow.diffs[n] = _diff(runs[ref][3][key], runs[n][3][key])
                 rows.append(brow)
         if grads:
             for pname in info.trainable:
-                key = f"{info.index}.{pname}"
-                grow = Row(info.index, info.kind, f"grad {pname}", tolerance=grad_tol, atol=atol or 0.0)
+                key = f"{info.key}.{pname}"
+                grow = Row(info.index, info.kind, f"grad {pname}", tolerance=grad_tol, atol=atol or 0.0, key=info.key)
                 for n in names[1:]:
                     grow.diffs[n] = _diff(runs[ref][2][key], runs[n][2][key])
                 rows.append(grow)
@@ -194,7 +202,7 @@ def format_table(rows: list[Row], reference: str) -> str:
     lines = [head, "-" * len(head)]
     for row in rows:
         cells = "".join(f"  {row.diffs[b][0]:>22.3e}  {row.diffs[b][1]:>10.3e}" for b in backends)
-        layer = "" if row.layer is None else str(row.layer)
+        layer = "" if row.layer is None else (row.key or str(row.layer))
         lines.append(f"{layer:>5}  {row.kind:<17}  {row.what:<19}{cells}  {row.tolerance:>9.0e}" + ("" if row.ok else "  <-- FAIL"))
     return "\n".join(lines)
 
@@ -224,7 +232,7 @@ def assert_equivalent(
         # the deepest differing gradient is where the backward passes part (the input gradient comes last).
         outputs = [r for r in bad if r.what == "output"]
         first = outputs[0] if outputs else max(bad, key=lambda r: -1 if r.layer is None else r.layer)
-        where = "the input gradient" if first.layer is None else f"layer {first.layer} ({first.kind}), {first.what}"
+        where = "the input gradient" if first.layer is None else f"layer {first.key or first.layer} ({first.kind}), {first.what}"
         raise AssertionError(
             f"backends differ beyond tolerance ({dtype}); first part at {where}\n"
             f"{format_table(rows, canonical_name(backends[0]))}\nspec: {spec!r}"

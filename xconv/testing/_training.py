@@ -67,7 +67,7 @@ def train_parity(
     drop = [i for i in infos if i.kind == "Dropout" and i.layer.p > 0]  # type: ignore[attr-defined]
     if drop:
         raise ValueError(
-            f"train_parity: layer {drop[0].index} is {drop[0].layer!r}; dropout masks differ between frameworks, "
+            f"train_parity: layer {drop[0].key} is {drop[0].layer!r}; dropout masks differ between frameworks, "
             "so trajectories cannot be compared (use Dropout(0) to keep the layer)"
         )
     out = infos[-1].output_shape

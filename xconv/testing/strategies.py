@@ -293,7 +293,7 @@ def weights(draw: Any, spec: Sequential, *, dtype: str = "float64") -> dict[str,
         batchnorm = info.kind.startswith("BatchNorm")
         running_var = None
         for name, shape in info.params.items():
-            key = f"{info.index}.{name}"
+            key = f"{info.key}.{name}"
             if name == "num_batches_tracked":
                 out[key] = np.asarray(rng.integers(0, 1000), dtype=np.int64)
                 continue
@@ -309,5 +309,5 @@ def weights(draw: Any, spec: Sequential, *, dtype: str = "float64") -> dict[str,
             out[key] = value.astype(dtype)
         if batchnorm and "weight" in info.params:
             var = running_var if running_var is not None else np.ones(info.params["weight"])
-            out[f"{info.index}.weight"] = (out[f"{info.index}.weight"] * np.sqrt(var + info.layer.eps)).astype(dtype)  # type: ignore[attr-defined]
+            out[f"{info.key}.weight"] = (out[f"{info.key}.weight"] * np.sqrt(var + info.layer.eps)).astype(dtype)  # type: ignore[attr-defined]
     return out

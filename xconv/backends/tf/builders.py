@@ -1,0 +1,289 @@
+"""Keras builders: one per layer kind, and the functional model of a spec's graph."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from ._env import keras, tf
+import sys
+
+from ... import layout
+from ...shapes import LayerInfo, avgpool_divisor, concat_axis, softmax_axis
+from ...spec import (
+    ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, LeakyReLU,
+    Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d,
+)
+from .layers import (
+    AdaptiveAvgPool2D, GatherPad2D, GroupedConv2D, Subsample2D, TorchActivation, TorchAvgPool2D, TorchBatchNorm,
+    TorchMaxPool2D,
+)
+
+#: Work around a oneDNN bug in TF 2.21 (see ``_conv2d``). Only tests turn it off, to show the bug is real.
+ONEDNN_WORKAROUND = True
+
+
+_PREFIX = {"BatchNorm2d": "batchnorm", "BatchNorm1d": "batchnorm", "MaxPool2d": "maxpool", "AvgPool2d": "avgpool",
+           "AdaptiveAvgPool2d": "adaptiveavgpool"}
+
+
+def keras_name(info: LayerInfo) -> str:
+    """The Keras layer name of a node: its spec name, else the kind and positional key (``conv2d_0``,
+    ``batchnorm_1.0.1``, ``add_3``). Helper layers around it add a suffix (``_pad``, ``_crop``, ...)."""
+    if info.name is not None:
+        return info.name
+    return f"{_PREFIX.get(info.kind, info.kind.lower())}_{info.key}"
+
+
+def fused_relus(infos: list[LayerInfo]) -> dict[int, int]:
+    """Conv or Linear node -> the ReLU node that Keras runs inside it (``activation="relu"``, as hand-written
+    Keras models do; it saves one layer call per pair in eager mode): only where the ReLU is the one reader
+    of the conv's output, so that no other node needs the pre-activation tensor. Weights and per-node
+    tracing are unaffected; ``from_keras`` splits the ReLU out again."""
+    readers: dict[int, list[int]] = {}
+    for info in infos:
+        for i in info.inputs:
+            readers.setdefault(i, []).append(info.index)
+    out = {}
+    for info in infos:
+        nxt = readers.get(info.index, [])
+        if isinstance(info.layer, (Conv2d, Linear)) and len(nxt) == 1 and isinstance(infos[nxt[0]].layer, ReLU):
+            out[info.index] = nxt[0]
+    return out
+
+
+def _join(info: LayerInfo, args: list[Any], dtype: str) -> Any:
+    name = keras_name(info)
+    if info.kind == "Concat":
+        axis = layout.keras_axis(concat_axis(info), len(info.input_shape) + 1)
+        return keras.layers.Concatenate(axis=axis, dtype=dtype, name=name)(args)
+    cls = keras.layers.Add if info.kind == "Add" else keras.layers.Multiply
+    return cls(dtype=dtype, name=name)(args)
+
+
+def _history(output: Any, inputs: list[Any]) -> list[str]:
+    """Names of the Keras layers between ``inputs`` and ``output`` (one node's layers), first to last."""
+    names: list[str] = []
+    t = output
+    stop = {id(i) for i in inputs}
+    while id(t) not in stop:
+        op = t._keras_history.operation
+        names.append(op.name)
+        node = op._inbound_nodes[t._keras_history.node_index]
+        if len(node.input_tensors) != 1:
+            break  # a merge layer: the join itself
+        t = node.input_tensors[0]
+    return names[::-1]
+
+
+def _conv2d(info: LayerInfo, x: Any, dtype: str, activation: str | None = None) -> Any:
+    layer: Conv2d = info.layer  # type: ignore[assignment]
+    name = keras_name(info)
+    _, h, w = info.input_shape
+    padding = info.padding
+    assert padding is not None
+    kernel = layer.kernel_size
+    # A 1-tap axis reads one pixel whatever its dilation, so its dilation is set to 1: exact, and it avoids
+    # non-finite gradients that TF 2.21's XLA grouped conv returns for kernel 1 with dilation > 1 (measured in
+    # float64: 169 of 300 calls), and a needless stride-then-subsample split.
+    dilation = tuple(1 if k == 1 else d for k, d in zip(kernel, layer.dilation))
+    extent = [(k - 1) * d + 1 for k, d in zip(kernel, dilation)]
+    strides = list(layer.stride)
+    crop = [0, 0]
+    out_hw = info.output_shape[1:]
+    for axis in (0, 1):
+        # An axis with one output position does not depend on its stride. Computing it at stride 1 on an
+        # input cropped to the kernel's extent is exact, and avoids a oneDNN bug in TF 2.21 (float32, 1-channel
+        # input, output 1 column wide, horizontal stride > 1: errors of order 1).
+        if ONEDNN_WORKAROUND and out_hw[axis] == 1 and strides[axis] > 1:
+            padded = info.input_shape[1 + axis] + sum(padding[axis])
+            crop[axis] = padded - extent[axis]
+            strides[axis] = 1
+    # A strided 1x1 conv reads every s-th pixel: subsampling first and convolving at stride 1 is exact (and
+    # cheaper). TF 2.21 with oneDNN corrupts the heap in the float32 gradient of 1x1 stride-2 convs
+    # ("free(): invalid pointer" within a few hundred calls), so xconv never emits a strided 1x1 conv.
+    pointwise = tuple(kernel) == (1, 1) and max(strides) > 1
+    pre_strides = tuple(strides) if pointwise else (1, 1)
+    if pointwise:
+        strides = [1, 1]
+    subsample = max(strides) > 1 and max(dilation) > 1  # Keras refuses this pair: stride 1, then subsample
+    conv_strides = (1, 1) if subsample else tuple(strides)
+
+    keras_padding = "valid"
+    native_same = tuple(layout.same_padding(n, k, s, d) for n, k, s, d in zip((h, w), kernel, conv_strides, dilation))
+    if padding == ((0, 0), (0, 0)):
+        pass
+    elif layer.padding_mode == "zeros" and padding == native_same and crop == [0, 0] and not subsample and not pointwise:
+        keras_padding = "same"  # provably TF's own rule for this size, stride and dilation
+    elif layer.padding_mode == "zeros":
+        x = keras.layers.ZeroPadding2D(padding, dtype=dtype, name=f"{name}_pad")(x)
+    else:
+        x = GatherPad2D(padding, (h, w), layer.padding_mode, dtype=dtype, name=f"{name}_pad")(x)
+    if crop != [0, 0]:
+        x = keras.layers.Cropping2D(((0, crop[0]), (0, crop[1])), dtype=dtype, name=f"{name}_crop")(x)
+    if pointwise:
+        x = Subsample2D(pre_strides, before_conv=True, dtype=dtype, name=f"{name}_subsample")(x)
+    conv_class = GroupedConv2D if layer.groups > 1 else keras.layers.Conv2D
+    x = conv_class(
+        layer.out_channels,
+        kernel,
+        strides=conv_strides,
+        padding=keras_padding,
+        dilation_rate=dilation,
+        groups=layer.groups,
+        use_bias=layer.bias,
+        activation=activation,
+        dtype=dtype,
+        name=name,
+    )(x)
+    if subsample:
+        x = Subsample2D(strides, dtype=dtype, name=f"{name}_stride")(x)
+    return x
+
+
+def _linear(info: LayerInfo, x: Any, dtype: str, activation: str | None = None) -> Any:
+    layer: Linear = info.layer  # type: ignore[assignment]
+    return keras.layers.Dense(layer.out_features, use_bias=layer.bias, activation=activation, dtype=dtype,
+                              name=keras_name(info))(x)
+
+
+def _maxpool(info: LayerInfo, x: Any, dtype: str) -> Any:
+    layer: MaxPool2d = info.layer  # type: ignore[assignment]
+    name = keras_name(info)
+    if info.padding == ((0, 0), (0, 0)) and layer.dilation == (1, 1):
+        return keras.layers.MaxPooling2D(layer.kernel_size, layer.stride, padding="valid", dtype=dtype, name=name)(x)
+    # torch pads with -inf; Keras' 'same' and ZeroPadding2D would let a pad win over negative inputs
+    return TorchMaxPool2D(layer.kernel_size, layer.stride, info.padding, layer.dilation, layer.ceil_mode, dtype=dtype,
+                          name=name)(x)
+
+
+def _avgpool(info: LayerInfo, x: Any, dtype: str) -> Any:
+    layer: AvgPool2d = info.layer  # type: ignore[assignment]
+    name = keras_name(info)
+    (kh, kw), (ph, pw) = layer.kernel_size, layer.padding
+    divisor = avgpool_divisor(info)
+    uniform = bool((divisor == kh * kw).all())
+    if uniform and info.padding == ((0, 0), (0, 0)):
+        return keras.layers.AveragePooling2D(layer.kernel_size, layer.stride, padding="valid", dtype=dtype, name=name)(x)
+    if uniform and info.padding == ((ph, ph), (pw, pw)):
+        x = keras.layers.ZeroPadding2D(info.padding, dtype=dtype, name=f"{name}_pad")(x)
+        return keras.layers.AveragePooling2D(layer.kernel_size, layer.stride, padding="valid", dtype=dtype, name=name)(x)
+    scale = None if uniform else (kh * kw / divisor).tolist()
+    return TorchAvgPool2D(layer.kernel_size, layer.stride, info.padding, scale, layer.ceil_mode,
+                          layer.count_include_pad, dtype=dtype, name=name)(x)
+
+
+def _adaptive(info: LayerInfo, x: Any, dtype: str) -> Any:
+    _, h, w = info.input_shape
+    oh, ow = info.layer.output_size  # type: ignore[attr-defined]
+    name = keras_name(info)
+    if (oh, ow) == (1, 1):
+        return keras.layers.GlobalAveragePooling2D(keepdims=True, dtype=dtype, name=name)(x)
+    if h % oh == 0 and w % ow == 0:
+        size = (h // oh, w // ow)
+        return keras.layers.AveragePooling2D(size, size, padding="valid", dtype=dtype, name=name)(x)
+    return AdaptiveAvgPool2D((oh, ow), (h, w), dtype=dtype, name=name)(x)
+
+
+def _batchnorm(info: LayerInfo, x: Any, dtype: str) -> Any:
+    layer = info.layer
+    return TorchBatchNorm(
+        torch_momentum=layer.momentum, track_running_stats=layer.track_running_stats,  # type: ignore[attr-defined]
+        axis=-1, epsilon=layer.eps, center=layer.affine, scale=layer.affine,  # type: ignore[attr-defined]
+        dtype=dtype, name=keras_name(info),
+    )(x)
+
+
+def _act_builder(function: str, param: float = 0.0) -> Callable[[LayerInfo, Any, str], Any]:
+    """Native Keras where equal in this dtype; TorchActivation otherwise."""
+
+    def make(info: LayerInfo, x: Any, dtype: str) -> Any:
+        name = keras_name(info)
+        p = getattr(info.layer, {"leaky_relu": "negative_slope", "elu": "alpha"}.get(function, "_"), param)
+        if dtype == "float32":
+            if function == "leaky_relu" and p >= 0:
+                return keras.layers.LeakyReLU(negative_slope=p, dtype=dtype, name=name)(x)
+            if function == "elu":
+                return keras.layers.ELU(alpha=p, dtype=dtype, name=name)(x)
+            if function == "gelu":
+                return keras.layers.Activation("gelu", dtype=dtype, name=name)(x)  # approximate=False
+        return TorchActivation(function, p, dtype=dtype, name=name)(x)
+
+    return make
+
+
+def _gelu(info: LayerInfo, x: Any, dtype: str) -> Any:
+    tanh = info.layer.approximate == "tanh"  # type: ignore[attr-defined]
+    return _act_builder("gelu_tanh" if tanh else "gelu")(info, x, dtype)
+
+
+def _softmax(info: LayerInfo, x: Any, dtype: str) -> Any:
+    axis = softmax_axis(info)
+    keras_axis = layout.keras_axis(axis, len(info.input_shape) + 1)
+    return keras.layers.Softmax(axis=keras_axis, dtype=dtype, name=keras_name(info))(x)
+
+
+def _named(cls: Any, *args: Any) -> Callable[[LayerInfo, Any, str], Any]:
+    return lambda info, x, dtype: cls(*args, dtype=dtype, name=keras_name(info))(x)
+
+
+_BUILDERS = {
+    Conv2d: _conv2d,
+    ReLU: _named(keras.layers.ReLU),
+    Flatten: _named(keras.layers.Flatten),
+    Linear: _linear,
+    MaxPool2d: _maxpool,
+    AvgPool2d: _avgpool,
+    AdaptiveAvgPool2d: _adaptive,
+    BatchNorm2d: _batchnorm,
+    BatchNorm1d: _batchnorm,
+    Dropout: lambda info, x, dtype: keras.layers.Dropout(info.layer.p, dtype=dtype, name=keras_name(info))(x),  # type: ignore[attr-defined]
+    LeakyReLU: _act_builder("leaky_relu"),
+    Sigmoid: _named(keras.layers.Activation, "sigmoid"),
+    Tanh: _named(keras.layers.Activation, "tanh"),
+    GELU: _gelu,
+    ELU: _act_builder("elu"),
+    SiLU: _named(keras.layers.Activation, "silu"),
+    Softmax: _softmax,
+    Identity: _named(keras.layers.Identity),
+    ZeroPad2d: lambda info, x, dtype: keras.layers.ZeroPadding2D(info.padding, dtype=dtype, name=keras_name(info))(x),
+}
+
+def build(spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarray], dtype: str) -> keras.Model:
+    from .weights import set_weights
+
+    shape = spec.input_shape
+    assert shape is not None
+    keras_shape = (shape[1], shape[2], shape[0]) if len(shape) == 3 else shape
+    inputs = keras.Input(shape=keras_shape, dtype=dtype, name="input")
+    values: dict[int, Any] = {-1: inputs}
+    fused = fused_relus(infos)
+    relu_of = {relu: conv for conv, relu in fused.items()}
+    node_layers: dict[int, list[str]] = {}
+    for info in infos:
+        args = [values[i] for i in info.inputs]
+        if info.index in relu_of:  # this ReLU runs inside the conv / Dense before it
+            values[info.index] = args[0]
+            node_layers[info.index] = []
+            continue
+        if info.is_join:
+            values[info.index] = _join(info, args, dtype)
+        elif info.index in fused:
+            values[info.index] = _BUILDERS[type(info.layer)](info, args[0], dtype, activation="relu")
+        else:
+            values[info.index] = _BUILDERS[type(info.layer)](info, args[0], dtype)
+        node_layers[info.index] = [keras_name(info)] if info.is_join else _history(values[info.index], args)
+    # Keras walks the functional graph recursively (a few frames per layer): a 1,000-layer spec exceeds
+    # Python's default limit of 1,000 frames. Raise it for this call only.
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 20 * len(infos) + 1000))
+    try:
+        model = keras.Model(inputs, values[infos[-1].index], name="xconv")
+    finally:
+        sys.setrecursionlimit(limit)
+    model.xconv_spec = spec
+    #: node index -> the names of the Keras layers that compute it, in order (for tracing)
+    model.xconv_node_layers = node_layers
+    set_weights(model, infos, weights)
+    return model

@@ -1,0 +1,253 @@
+"""xconv's own Keras layers: exact compositions of native ops for torch semantics that Keras layers lack.
+Registered as serialisable (package "xconv") so ``.keras`` files that use them load."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from ._env import keras, tf
+
+from ... import layout
+from ...shapes import adaptive_windows, pool_output_size, tap_slices
+
+__all__ = ["GatherPad2D", "Subsample2D", "GroupedConv2D", "TorchMaxPool2D", "TorchAvgPool2D", "AdaptiveAvgPool2D",
+           "TorchBatchNorm", "TorchActivation"]
+
+
+@keras.saving.register_keras_serializable(package="xconv")
+class GatherPad2D(keras.layers.Layer):
+    """Pads H and W by gathering precomputed source indices: torch's 'reflect', 'replicate' and 'circular'
+    padding with native ops (tf.pad has no replicate or circular mode)."""
+
+    def __init__(self, padding: Any, size: Any, mode: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.padding = tuple(tuple(int(v) for v in p) for p in padding)
+        self.size = tuple(int(v) for v in size)
+        self.mode = mode
+        (t, b), (l, r) = self.padding
+        self._rows = tf.constant(layout.pad_indices(self.size[0], t, b, mode), dtype=tf.int32)
+        self._cols = tf.constant(layout.pad_indices(self.size[1], l, r, mode), dtype=tf.int32)
+
+    def call(self, x: Any) -> Any:
+        return tf.gather(tf.gather(x, self._rows, axis=1), self._cols, axis=2)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        (t, b), (l, r) = self.padding
+        n, h, w, c = input_shape
+        return (n, h + t + b, w + l + r, c)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "padding": self.padding, "size": self.size, "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="xconv")
+class Subsample2D(keras.layers.Layer):
+    """Keeps every ``strides``-th row and column: a stride-1 dilated conv followed by this equals the strided
+    dilated conv that Keras refuses (``strides > 1`` with ``dilation_rate > 1``)."""
+
+    def __init__(self, strides: Any, before_conv: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.strides = tuple(int(s) for s in strides)
+        #: True when it feeds a 1x1 conv (a strided 1x1 conv), False when it follows a conv (stride + dilation)
+        self.before_conv = bool(before_conv)
+
+    def call(self, x: Any) -> Any:
+        return x[:, :: self.strides[0], :: self.strides[1], :]
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        n, h, w, c = input_shape
+        sh, sw = self.strides
+        return (n, None if h is None else -(-h // sh), None if w is None else -(-w // sw), c)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "strides": self.strides, "before_conv": self.before_conv}
+
+
+@keras.saving.register_keras_serializable(package="xconv")
+class GroupedConv2D(keras.layers.Conv2D):
+    """``keras.layers.Conv2D`` whose grouped convolution runs as one ``tf.nn.convolution`` per group,
+    concatenated. Same kernel, bias and config as Conv2D. Keras' own grouped path compiles with XLA on CPU,
+    which in TF 2.21 returns non-finite gradients for one-tap dilated kernels and was the frame of the
+    remaining intermittent aborts seen in the gradient property test."""
+
+    def convolution_op(self, inputs: Any, kernel: Any) -> Any:
+        if self.groups == 1:
+            return super().convolution_op(inputs, kernel)
+        pieces = zip(tf.split(inputs, self.groups, axis=-1), tf.split(kernel, self.groups, axis=-1))
+        return tf.concat(
+            [
+                tf.nn.convolution(x, k, strides=self.strides, padding=self.padding.upper(), dilations=self.dilation_rate)
+                for x, k in pieces
+            ],
+            axis=-1,
+        )
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (int(v[0]), int(v[1]))
+
+
+@keras.saving.register_keras_serializable(package="xconv")
+class TorchMaxPool2D(keras.layers.Layer):
+    """torch's MaxPool2d where Keras' MaxPooling2D has no equal: pads with -inf (``padding`` per side, the
+    bottom / right including what ceil_mode's last window reaches), then a 'valid' max pool; with
+    ``dilation`` > 1 the maximum over the dilated taps (strided slices), first maximum wins as in torch."""
+
+    def __init__(self, kernel_size: Any, strides: Any, padding: Any, dilation: Any = (1, 1), ceil_mode: bool = False,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.kernel_size, self.strides, self.dilation = _pair(kernel_size), _pair(strides), _pair(dilation)
+        self.padding = tuple(_pair(p) for p in padding)
+        self.ceil_mode = bool(ceil_mode)  # recorded for from_keras; the padding already holds its effect
+
+    def call(self, x: Any) -> Any:
+        (t, b), (l, r) = self.padding
+        if t or b or l or r:
+            x = tf.pad(x, [[0, 0], [t, b], [l, r], [0, 0]], constant_values=float("-inf"))
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.strides, self.dilation
+        if (dh, dw) == (1, 1):
+            return tf.nn.max_pool2d(x, (kh, kw), (sh, sw), "VALID")
+        out_hw = (pool_output_size(x.shape[1], kh, sh, 0, dh, False), pool_output_size(x.shape[2], kw, sw, 0, dw, False))
+        out = None
+        for _, _, rows, cols in tap_slices(self.kernel_size, self.strides, self.dilation, out_hw):
+            tap = x[:, rows, cols, :]
+            out = tap if out is None else tf.maximum(out, tap)  # ties: the gradient goes to the earlier tap
+        return out
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "kernel_size": self.kernel_size, "strides": self.strides,
+                "padding": self.padding, "dilation": self.dilation, "ceil_mode": self.ceil_mode}
+
+
+@keras.saving.register_keras_serializable(package="xconv")
+class TorchAvgPool2D(keras.layers.Layer):
+    """torch's AvgPool2d where Keras' AveragePooling2D has no equal: zero padding (as TorchMaxPool2D), a
+    'valid' average pool, then each position rescaled by kh*kw / torch's divisor (a precomputed constant:
+    ``count_include_pad`` and ceil_mode's cut windows)."""
+
+    def __init__(self, kernel_size: Any, strides: Any, padding: Any, scale: Any, ceil_mode: bool = False,
+                 count_include_pad: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.kernel_size, self.strides = _pair(kernel_size), _pair(strides)
+        # recorded for from_keras; the padding and scale already hold their effect
+        self.ceil_mode, self.count_include_pad = bool(ceil_mode), bool(count_include_pad)
+        self.padding = tuple(_pair(p) for p in padding)
+        self.scale = None if scale is None else [[float(v) for v in row] for row in scale]
+        self._scale = None if scale is None else tf.constant(np.asarray(self.scale)[None, :, :, None], dtype=self.dtype)
+
+    def call(self, x: Any) -> Any:
+        (t, b), (l, r) = self.padding
+        if t or b or l or r:
+            x = tf.pad(x, [[0, 0], [t, b], [l, r], [0, 0]])
+        y = tf.nn.avg_pool2d(x, self.kernel_size, self.strides, "VALID")
+        return y if self._scale is None else y * self._scale
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "kernel_size": self.kernel_size, "strides": self.strides,
+                "padding": self.padding, "scale": self.scale, "ceil_mode": self.ceil_mode,
+                "count_include_pad": self.count_include_pad}
+
+
+@keras.saving.register_keras_serializable(package="xconv")
+class AdaptiveAvgPool2D(keras.layers.Layer):
+    """torch's AdaptiveAvgPool2d for sizes that do not divide evenly: the mean of each of torch's windows
+    [floor(i*H/h), ceil((i+1)*H/h)), one slice per output position."""
+
+    def __init__(self, output_size: Any, input_size: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.output_size, self.input_size = _pair(output_size), _pair(input_size)
+
+    def call(self, x: Any) -> Any:
+        rows = adaptive_windows(self.input_size[0], self.output_size[0])
+        cols = adaptive_windows(self.input_size[1], self.output_size[1])
+        return tf.stack(
+            [tf.stack([tf.reduce_mean(x[:, r0:r1, c0:c1, :], axis=(1, 2)) for c0, c1 in cols], axis=1)
+             for r0, r1 in rows],
+            axis=1,
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "output_size": self.output_size, "input_size": self.input_size}
+
+
+@keras.saving.register_keras_serializable(package="xconv")
+class TorchBatchNorm(keras.layers.BatchNormalization):
+    """``keras.layers.BatchNormalization`` with torch's training rule: normalise with the biased batch
+    variance, but update ``moving_variance`` with the unbiased one (n / (n - 1)), count
+    ``num_batches_tracked`` (an int64 variable), and with ``torch_momentum=None`` use torch's cumulative
+    average (factor 1 / num_batches_tracked). ``momentum`` (Keras' convention) is 1 - torch_momentum.
+    Without ``track_running_stats`` it always normalises with batch statistics, as torch does. Inference
+    (``training=False``, or ``trainable=False`` as in Keras) is the parent's own computation."""
+
+    def __init__(self, torch_momentum: float | None = 0.1, track_running_stats: bool = True, **kwargs: Any) -> None:
+        kwargs.setdefault("momentum", 1.0 - (0.1 if torch_momentum is None else torch_momentum))
+        super().__init__(**kwargs)
+        self.torch_momentum = None if torch_momentum is None else float(torch_momentum)
+        self.track_running_stats = bool(track_running_stats)
+
+    def build(self, input_shape: Any) -> None:
+        super().build(input_shape)
+        self.num_batches_tracked = self.add_weight(
+            shape=(), dtype="int64", initializer="zeros", trainable=False, name="num_batches_tracked"
+        )
+
+    def call(self, inputs: Any, training: Any = None, mask: Any = None) -> Any:
+        batch_stats = bool(training and self.trainable) or not self.track_running_stats
+        if not batch_stats:
+            return super().call(inputs, training=False, mask=mask)
+        x = tf.convert_to_tensor(inputs)
+        axes = list(range(len(x.shape) - 1))
+        mean, variance = tf.nn.moments(x, axes)
+        if training and self.trainable and self.track_running_stats:
+            n = tf.cast(tf.size(x) // tf.shape(x)[-1], x.dtype)
+            self.num_batches_tracked.assign_add(1)
+            if self.torch_momentum is None:
+                f = 1.0 / tf.cast(self.num_batches_tracked, x.dtype)
+            else:
+                f = tf.constant(self.torch_momentum, dtype=x.dtype)
+            one = tf.constant(1.0, dtype=x.dtype)
+            self.moving_mean.assign((one - f) * self.moving_mean + f * mean)
+            self.moving_variance.assign((one - f) * self.moving_variance + f * variance * (n / (n - one)))
+        return keras.ops.batch_normalization(
+            x, mean, variance, axis=-1, offset=self.beta if self.center else None,
+            scale=self.gamma if self.scale else None, epsilon=self.epsilon,
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "torch_momentum": self.torch_momentum,
+                "track_running_stats": self.track_running_stats}
+
+
+_SQRT1_2 = 0.7071067811865476
+_SQRT_2_OVER_PI = 0.7978845608028654
+
+
+@keras.saving.register_keras_serializable(package="xconv")
+class TorchActivation(keras.layers.Layer):
+    """Activations whose native Keras forms differ from torch's: LeakyReLU with a negative slope (Keras
+    refuses it), GELU's tanh form (no Keras layer), and in float64 the parametric ones (Keras and
+    ``tf.nn`` hold their constants in float32: measured 3.5e-8 for leaky_relu, 5e-9 for gelu). Constants are
+    made in the input's dtype."""
+
+    def __init__(self, function: str, param: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.function, self.param = str(function), float(param)
+
+    def call(self, x: Any) -> Any:
+        c = lambda v: tf.constant(v, dtype=x.dtype)  # noqa: E731
+        if self.function == "leaky_relu":
+            return tf.where(x > 0, x, x * c(self.param))
+        if self.function == "elu":
+            return tf.where(x > 0, x, c(self.param) * tf.math.expm1(tf.minimum(x, c(0.0))))
+        if self.function == "gelu":
+            return c(0.5) * x * (c(1.0) + tf.math.erf(x * c(_SQRT1_2)))
+        if self.function == "gelu_tanh":
+            return c(0.5) * x * (c(1.0) + tf.tanh(c(_SQRT_2_OVER_PI) * (x + c(0.044715) * x * x * x)))
+        raise ValueError(f"TorchActivation: unknown function {self.function!r}")
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "function": self.function, "param": self.param}
+
+

@@ -1,0 +1,147 @@
+"""Canonical weights in and out of Keras variables, and the zero-copy transfer path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._env import keras, tf
+
+from ... import layout
+from ...shapes import LayerInfo
+from ...spec import BatchNorm1d, BatchNorm2d, Conv2d, Linear
+from .builders import keras_name
+
+
+_BN_VARIABLES = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean",
+                 "running_var": "moving_variance", "num_batches_tracked": "num_batches_tracked"}
+
+
+def _params(model: keras.Model, info: LayerInfo) -> dict[str, Any]:
+    """Canonical state name -> Keras variable, for one spec layer."""
+    if not info.params:
+        return {}
+    layers = model.__dict__.get("_xconv_layers_by_name")
+    if layers is None:
+        layers = model.__dict__["_xconv_layers_by_name"] = {layer.name: layer for layer in model.layers}
+    layer = layers[keras_name(info)]
+    if isinstance(info.layer, (BatchNorm2d, BatchNorm1d)):
+        return {name: getattr(layer, _BN_VARIABLES[name]) for name in info.params}
+    out = {"weight": layer.kernel}
+    if "bias" in info.params:
+        out["bias"] = layer.bias
+    return out
+
+
+def _kind(info: LayerInfo, name: str) -> str:
+    """How canonical state ``name`` of a layer is laid out in Keras (see ``layout.to_keras``)."""
+    if name == "weight" and isinstance(info.layer, Conv2d):
+        return "conv"
+    if name == "weight" and isinstance(info.layer, Linear):
+        return "linear"
+    if name != "num_batches_tracked" and isinstance(info.layer, (BatchNorm2d, BatchNorm1d)):
+        return "vector"
+    return "same"
+
+
+def _to_canonical(info: LayerInfo, name: str, value: np.ndarray) -> np.ndarray:
+    return layout.to_canonical(_kind(info, name), value, info.input_source)  # type: ignore[no-any-return]
+
+
+def _from_canonical(info: LayerInfo, name: str, value: np.ndarray) -> np.ndarray:
+    return layout.to_keras(_kind(info, name), value, info.input_source)  # type: ignore[no-any-return]
+
+
+def get_weights(model: keras.Model, infos: list[LayerInfo]) -> dict[str, np.ndarray]:
+    out = {}
+    for info in infos:
+        for name, variable in _params(model, info).items():
+            out[f"{info.key}.{name}"] = _to_canonical(info, name, np.asarray(variable.numpy()))
+    return out
+
+
+def set_weights(model: keras.Model, infos: list[LayerInfo], weights: dict[str, np.ndarray]) -> None:
+    for info in infos:
+        for name, variable in _params(model, info).items():
+            variable.assign(_from_canonical(info, name, weights[f"{info.key}.{name}"]))
+
+
+# ---- zero-copy transfers (transfer_weights between torch and Keras) ----
+
+def _transfer_state(model: keras.Model, infos: list[LayerInfo]) -> dict[str, Any]:
+    """Per model, cached: canonical key -> variable, the float layout ops, the int64 counters, the float bytes."""
+    state = model.__dict__.get("_xconv_transfer")
+    if state is None:
+        variables = {f"{i.key}.{n}": v for i in infos for n, v in _params(model, i).items()}
+        counters = [k for k in variables if k.endswith(".num_batches_tracked")]
+        ops = _layout_ops(infos)
+        nbytes = sum(int(np.prod(variables[k].shape)) * np.dtype(variables[k].dtype).itemsize for k, _, _ in ops)
+        state = dict(variables=variables, counters=counters, ops=ops, bytes=nbytes)
+        model.__dict__["_xconv_transfer"] = state
+    return state
+
+
+def float_bytes(model: keras.Model, infos: list[LayerInfo]) -> int:
+    return int(_transfer_state(model, infos)["bytes"])
+
+
+_TF_OPS = layout.ArrayOps(transpose=tf.transpose, take=lambda x, idx, axis: tf.gather(x, idx, axis=axis))
+
+
+def _layout_ops(infos: list[LayerInfo]) -> list[tuple[str, str, Any]]:
+    """Per float canonical key: (key, layout kind, flatten source)."""
+    return [(f"{i.key}.{n}", _kind(i, n), i.input_source) for i in infos for n in i.params
+            if n != "num_batches_tracked"]
+
+
+def _compiled(model: keras.Model, infos: list[LayerInfo], direction: str) -> Any:
+    """The model's cached tf.function that moves all weights in one call: "in" transposes canonical tensors
+    and assigns them to the variables (the transposed buffer is handed over, not copied) and sets the int64
+    counters from one vector; "out" returns the canonical tensors and the counters. Layout changes are exact
+    (transposes, gathers)."""
+    state = _transfer_state(model, infos)
+    if direction in state:
+        return state[direction]
+    ops, variables, counters = state["ops"], state["variables"], state["counters"]
+    if direction == "in":
+        @tf.function(autograph=False)
+        def move(values: Any, counts: Any) -> None:
+            for (key, kind, source), x in zip(ops, values):
+                variables[key].assign(layout.to_keras(kind, x, source, _TF_OPS))
+            for i, key in enumerate(counters):
+                variables[key].assign(counts[i])
+    else:
+        @tf.function(autograph=False)
+        def move() -> Any:
+            floats = [tf.identity(layout.to_canonical(kind, tf.convert_to_tensor(variables[key]), source, _TF_OPS))
+                      for key, kind, source in ops]
+            return floats, tf.stack([tf.convert_to_tensor(variables[k]) for k in counters]) if counters else None
+    state[direction] = move
+    return move
+
+
+def import_tensors(model: keras.Model, infos: list[LayerInfo], arrays: dict[str, Any]) -> None:
+    """Assign canonical DLPack tensors (torch tensors, numpy arrays) of the model's dtype to its variables."""
+    from tensorflow.experimental import dlpack
+
+    state = _transfer_state(model, infos)
+    move = _compiled(model, infos, "in")
+    counts = np.array([int(arrays[k]) for k in state["counters"]], dtype=np.int64)
+    move([dlpack.from_dlpack(arrays[key].__dlpack__()) for key, _, _ in state["ops"]], counts)
+
+
+def export_tensors(model: keras.Model, infos: list[LayerInfo]) -> dict[str, Any]:
+    """Canonical weights as DLPack capsules of TF tensors, computed in one call (each capsule can be consumed
+    once, by ``torch.from_dlpack`` for example); the int64 counters as numpy scalars."""
+    from tensorflow.experimental import dlpack
+
+    state = _transfer_state(model, infos)
+    floats, counts = _compiled(model, infos, "out")()
+    out: dict[str, Any] = {key: dlpack.to_dlpack(t) for (key, _, _), t in zip(state["ops"], floats)}
+    if state["counters"]:
+        for key, count in zip(state["counters"], counts.numpy()):
+            out[key] = np.asarray(count, dtype=np.int64)
+    return out
+
+

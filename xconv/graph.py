@@ -1,0 +1,111 @@
+"""The one graph form every pass shares: a spec (nested Sequentials and fork-join combinators) unrolled into
+nodes in topological order. Each node is a :class:`~xconv.shapes.LayerInfo`: a layer or a join (Add, Concat,
+Multiply), the indices of the nodes it reads (-1 for the model's input), its key, positional path and shapes.
+A chain is the one-path case: node i reads node i - 1 and its key is ``str(i)``.
+
+Shape inference, every backend, the canonical weights, the equivalence checker and the importers work on this
+list; nothing else walks the nested spec.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from .errors import SpecError
+from .shapes import RULES, LayerInfo, Shape, _Ctx, join_rule
+from .spec import Layer, Sequential
+from .spec._sequential import Combinator, Concat
+
+__all__ = ["build_graph", "consumers", "is_chain", "Graph"]
+
+Graph = list[LayerInfo]
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.nodes: list[LayerInfo] = []
+        self.keys: dict[str, str] = {}  # key -> positional path that took it
+
+    def claim(self, key: str, path: str, what: str) -> None:
+        if key in self.keys:
+            other = self.keys[key]
+            raise SpecError(
+                f"the key {key!r} names two parts of the spec ({what} at path {path or '(top)'} and the part at path "
+                f"{other}); names must be unique and must not equal another part's positional path"
+            )
+        self.keys[key] = path
+
+    def shape(self, node: int, input_shape: Shape) -> Shape:
+        return input_shape if node < 0 else self.nodes[node].output_shape
+
+    def source(self, node: int) -> Any:
+        return None if node < 0 else self.nodes[node].output_source
+
+    def item(self, item: Any, node: int, key: str, path: str, input_shape: Shape) -> tuple[int, Any]:
+        """Append the nodes of ``item`` reading node ``node``; (its output node, the resolved item)."""
+        if isinstance(item, Layer):
+            if item.name is not None:
+                key = item.name
+            self.claim(key, path, f"{item.kind}")
+            rule = RULES.get(type(item))
+            if rule is None:
+                raise SpecError(f"layer {key} ({item.kind}): no shape rule for this layer kind")
+            shape = self.shape(node, input_shape)
+            info = rule(_Ctx(len(self.nodes), item, shape, key), item, self.source(node))
+            info = dataclasses.replace(info, key=key, path=path, inputs=(node,), input_shapes=(shape,))
+            self.nodes.append(info)
+            return len(self.nodes) - 1, info.layer
+        if isinstance(item, Sequential):
+            if item.name is not None:
+                key = item.name
+                self.claim(key, path, "Sequential")
+            parts = []
+            for i, child in enumerate(item.layers):
+                node, resolved = self.item(child, node, _join(key, i), _join(path, i), input_shape)
+                parts.append(resolved)
+            return node, Sequential(*parts, name=item.name)
+        assert isinstance(item, Combinator)
+        if item.name is not None:
+            key = item.name
+        outs, parts = [], []
+        for i, branch in enumerate(item.branches):
+            out, resolved = self.item(branch, node, _join(key, i), _join(path, i), input_shape)
+            outs.append(out)
+            parts.append(resolved)
+        self.claim(key, path, item.kind)
+        shapes_in = [self.shape(o, input_shape) for o in outs]
+        info = join_rule(item, key, len(self.nodes), shapes_in, [self.source(o) for o in outs])
+        info = dataclasses.replace(info, key=key, path=path, inputs=tuple(outs), input_shapes=tuple(shapes_in))
+        self.nodes.append(info)
+        extra = {"dim": item.dim} if isinstance(item, Concat) else {}
+        return len(self.nodes) - 1, type(item)(*parts, name=item.name, **extra)
+
+
+def _join(prefix: str, index: int) -> str:
+    return f"{prefix}.{index}" if prefix else str(index)
+
+
+def build_graph(spec: Sequential, input_shape: Shape) -> tuple[Graph, Sequential]:
+    """(nodes in topological order, the spec with inferred fields filled in and ``input_shape`` set)."""
+    builder = _Builder()
+    parts = []
+    node = -1
+    for i, item in enumerate(spec.layers):
+        node, resolved = builder.item(item, node, str(i), str(i), input_shape)
+        parts.append(resolved)
+    return builder.nodes, Sequential(*parts, input_shape=input_shape, name=spec.name)
+
+
+def consumers(graph: Graph) -> dict[int, list[int]]:
+    """Node index (-1: the input) -> the indices of the nodes that read it, in order (with repeats)."""
+    out: dict[int, list[int]] = {i: [] for i in range(-1, len(graph))}
+    for info in graph:
+        for j in info.inputs:
+            out[j].append(info.index)
+    return out
+
+
+def is_chain(graph: Graph) -> bool:
+    """Whether the graph is a plain chain of positionally keyed layers (node i reads node i - 1, key "i")."""
+    return all(info.inputs == (info.index - 1,) and info.key == str(info.index) for info in graph)

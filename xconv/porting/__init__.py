@@ -1,0 +1,1 @@
+"""Front-ends that import hand-written models into specs."""

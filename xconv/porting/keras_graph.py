@@ -1,0 +1,396 @@
+"""Keras front-end: a Keras model's functional graph -> raw DAG -> nested spec and canonical weights.
+
+Each layer call becomes a raw node; passes then fold what xconv's own builder (or a hand-written model) put
+around a conv back into it — explicit padding, a crop, a subsampling, a fused activation — each only where the
+tensor in between has one reader."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .. import layout
+from ..backends.tf import (
+    AdaptiveAvgPool2D, GatherPad2D, GroupedConv2D, Subsample2D, TorchActivation, TorchAvgPool2D, TorchBatchNorm,
+    TorchMaxPool2D, keras,
+)
+from ..backends.tf.weights import _to_canonical
+from ..errors import UnsupportedLayerError
+from ..spec import (
+    ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, LeakyReLU,
+    Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d,
+)
+from ._graph import Names, Raw, drop, readers, to_spec
+
+# ---- importing hand-written models ----
+
+_ACTIVATION_NAMES = ("relu", "linear", "sigmoid", "tanh", "silu", "swish", "gelu", "elu", "softmax", "leaky_relu")
+_SUPPORTED = (
+    "InputLayer, Conv2D ('same'/'valid', strides, dilation, groups, bias, a fused activation), "
+    "ZeroPadding2D (folded into the next 'valid' Conv2D or AveragePooling2D where exact), Add, Multiply, "
+    "Concatenate, Dense (a fused activation), "
+    "Flatten, MaxPooling2D / AveragePooling2D ('valid', or 'same' where torch's padding and ceil_mode give the "
+    "same windows), GlobalAveragePooling2D, BatchNormalization, Dropout, ReLU(), LeakyReLU, ELU, Softmax, "
+    "Identity, Activation(" + " / ".join(_ACTIVATION_NAMES) + "), and xconv's own layers"
+)
+
+
+def _activation(layer: Any, where: str) -> Any:
+    """The spec layer of a Keras layer's ``activation`` (None for linear)."""
+    from ..errors import UnsupportedLayerError
+
+    name = keras.activations.serialize(layer.activation)
+    if isinstance(name, dict):
+        name = name.get("config", name.get("class_name"))
+    layers = {"relu": ReLU(), "linear": None, "sigmoid": Sigmoid(), "tanh": Tanh(), "silu": SiLU(), "swish": SiLU(),
+              "gelu": GELU(), "elu": ELU(), "softmax": Softmax(1), "leaky_relu": LeakyReLU(0.2)}
+    if name not in layers:
+        raise UnsupportedLayerError(
+            f"from_keras: {where}: activation {name!r} is not supported ({', '.join(_ACTIVATION_NAMES)})"
+        )
+    return layers[name]
+
+
+def _same_pool(layer: Any, shape: tuple[int, ...], where: str) -> tuple[tuple[int, int], bool]:
+    """torch padding and ceil_mode that give Keras' 'same' pooling windows for this input, or refuse."""
+    from .. import shapes
+    from ..errors import UnsupportedLayerError
+
+    pads, ceil = [], False
+    for size, k, s in zip(shape[1:], layer.pool_size, layer.strides):
+        before, after = layout.same_padding(size, k, s, 1)
+        out = -(-size // s)
+        ok = after - before in (0, 1) and before <= k // 2
+        if ok:
+            ceil = ceil or after > before
+            ok = shapes.pool_output_size(size, k, s, before, 1, after > before) == out
+        if not ok:
+            raise UnsupportedLayerError(
+                f"from_keras: {where}: padding='same' on input size {size} (kernel {k}, stride {s}) has no torch "
+                "padding/ceil_mode with the same windows"
+            )
+        pads.append(before)
+    return (pads[0], pads[1]), ceil
+
+
+def _calls(model: keras.Model) -> list[tuple[Any, list[Any], Any]]:
+    """The model's layer calls in topological order: (layer, input tensors, output tensor)."""
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise UnsupportedLayerError("from_keras: the model must have one input and one output")
+    start = id(model.inputs[0])
+    order: list[tuple[Any, list[Any], Any]] = []
+    done: set[int] = {start}
+    stack: list[tuple[Any, bool]] = [(model.outputs[0], False)]
+    while stack:
+        t, expanded = stack.pop()
+        if id(t) in done:
+            continue
+        history = getattr(t, "_keras_history", None)
+        if history is None:
+            raise UnsupportedLayerError(f"from_keras: a tensor of the graph has no producing layer ({t!r})")
+        op = history.operation
+        node = op._inbound_nodes[history.node_index]
+        inputs = list(node.input_tensors)
+        if expanded:
+            if len(node.output_tensors) != 1:
+                raise UnsupportedLayerError(f"from_keras: layer {op.name!r} ({type(op).__name__}) has several outputs")
+            done.add(id(t))
+            order.append((op, inputs, t))
+            continue
+        stack.append((t, True))
+        stack.extend((i, False) for i in reversed(inputs) if id(i) not in done)
+    return order
+
+
+def _default_names(spec: Sequential, auto: set[str]) -> Sequential:
+    """The spec without the names xconv's own builder gives unnamed nodes (``conv2d_1.0.0`` at that path) and
+    without the names the importer made up (``auto``), so an xconv model imports back to its spec."""
+    import dataclasses
+
+    from ..backends.tf.builders import _PREFIX
+
+    def strip(item: Any, path: str) -> Any:
+        name = item.name
+        default = f"{_PREFIX.get(item.kind, item.kind.lower())}_{path}"
+        keep = name is not None and name not in auto and name != default
+        if isinstance(item, Sequential):
+            children = [strip(c, f"{path}.{i}" if path else str(i)) for i, c in enumerate(item.layers)]
+            return Sequential(*children, name=item.name)
+        if hasattr(item, "branches"):
+            branches = [strip(b, f"{path}.{i}") for i, b in enumerate(item.branches)]
+            extra = {"dim": item.dim} if item.kind == "Concat" else {}
+            return type(item)(*branches, name=name if keep else None, **extra)
+        return item if keep or name is None else dataclasses.replace(item, name=None)
+
+    return Sequential(*(strip(c, str(i)) for i, c in enumerate(spec.layers)), input_shape=spec.input_shape)
+
+
+def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]:
+    """A Keras Sequential or functional model (hand-written, or a loaded .keras file of an xconv model) ->
+    (spec, canonical weights)."""
+    import dataclasses
+
+    from .. import shapes
+
+    shape = tuple(model.inputs[0].shape[1:])
+    if None in shape or len(shape) not in (1, 3):
+        raise UnsupportedLayerError(f"from_keras: the model's input must have a defined (H, W, C) or (F,) shape. Received: {shape}")
+    input_shape = (shape[2], shape[0], shape[1]) if len(shape) == 3 else shape
+    calls = _calls(model)
+    names = Names({layer.name for layer, _, _ in calls})
+    auto: set[str] = set()
+    nodes: list[Raw] = [Raw("input", "input", [])]
+    index: dict[int, int] = {id(model.inputs[0]): 0}
+    raw: dict[int, dict[str, np.ndarray]] = {}  # raw node -> canonical param name -> Keras array
+
+    def add(node: Raw, weights: dict[str, np.ndarray] | None = None) -> int:
+        nodes.append(node)
+        if weights:
+            raw[len(nodes) - 1] = weights
+        return len(nodes) - 1
+
+    for layer, inputs, out in calls:
+        where = f"layer {layer.name!r} ({type(layer).__name__})"
+        if getattr(layer, "data_format", "channels_last") != "channels_last":
+            raise UnsupportedLayerError(f"from_keras: {where}: only data_format='channels_last' is supported")
+        ids = [index[id(t)] for t in inputs]
+        name = names.take(layer.name, own=True)
+        rank = len(out.shape) - 1
+        if isinstance(layer, (keras.layers.Add, keras.layers.Multiply, keras.layers.Concatenate)):
+            if type(layer) not in (keras.layers.Add, keras.layers.Multiply, keras.layers.Concatenate):
+                raise UnsupportedLayerError(f"from_keras: {where}: subclasses of merge layers are not supported")
+            if isinstance(layer, keras.layers.Concatenate):
+                axis = layer.axis % (rank + 1)
+                if axis == 0:
+                    raise UnsupportedLayerError(f"from_keras: {where}: concatenation along the batch axis")
+                index[id(out)] = add(Raw(name, "cat", ids, dim=layout.canonical_axis(axis, rank + 1)))
+            else:
+                index[id(out)] = add(Raw(name, "add" if isinstance(layer, keras.layers.Add) else "mul", ids))
+            continue
+        if len(ids) != 1:
+            raise UnsupportedLayerError(f"from_keras: {where} takes {len(ids)} inputs; only merge layers may take several")
+        src = ids[0]
+        in_shape = tuple(inputs[0].shape[1:])
+        current = (in_shape[2], in_shape[0], in_shape[1]) if len(in_shape) == 3 else in_shape
+        if isinstance(layer, keras.layers.ZeroPadding2D):
+            pad = tuple(tuple(int(v) for v in p) for p in layer.padding)
+            (t, b), (l, r) = pad
+            index[id(out)] = add(Raw(name, "layer", [src], layer=ZeroPad2d((l, r, t, b), name=name)))
+        elif isinstance(layer, GatherPad2D):
+            pad = tuple(tuple(int(v) for v in p) for p in layer.padding)
+            index[id(out)] = add(Raw(name, "keras_pad", [src], payload=(pad, layer.mode)))
+        elif isinstance(layer, keras.layers.Cropping2D):
+            index[id(out)] = add(Raw(name, "keras_crop", [src], payload=tuple(tuple(int(v) for v in p) for p in layer.cropping)))
+        elif isinstance(layer, Subsample2D):
+            op = "keras_subsample_before" if layer.before_conv else "keras_subsample_after"
+            index[id(out)] = add(Raw(name, op, [src], payload=tuple(layer.strides)))
+        elif type(layer) in (keras.layers.Conv2D, GroupedConv2D):
+            act = _activation(layer, where)
+            weights = {"weight": np.asarray(layer.kernel.numpy())}
+            if layer.use_bias:
+                weights["bias"] = np.asarray(layer.bias.numpy())
+            c_in = int(layer.kernel.shape[2]) * layer.groups
+            conv = Conv2d(c_in, layer.filters, tuple(layer.kernel_size), stride=tuple(layer.strides),
+                          padding=layer.padding, dilation=tuple(layer.dilation_rate), groups=layer.groups,
+                          bias=layer.use_bias, name=name)
+            i = add(Raw(name, "layer", [src], layer=conv, payload=layer), weights)
+            if act is not None:
+                act_name = names.take(f"{name}.activation")
+                auto.add(act_name)
+                i = add(Raw(act_name, "layer", [i], layer=dataclasses.replace(act, name=act_name), payload="fused"))
+            index[id(out)] = i
+        elif type(layer) is keras.layers.Dense:
+            act = _activation(layer, where)
+            weights = {"weight": np.asarray(layer.kernel.numpy())}
+            if layer.use_bias:
+                weights["bias"] = np.asarray(layer.bias.numpy())
+            i = add(Raw(name, "layer", [src], layer=Linear(int(layer.kernel.shape[0]), layer.units, bias=layer.use_bias,
+                                                            name=name)), weights)
+            if act is not None:
+                act_name = names.take(f"{name}.activation")
+                auto.add(act_name)
+                i = add(Raw(act_name, "layer", [i], layer=dataclasses.replace(act, name=act_name)))
+            index[id(out)] = i
+        else:
+            spec_layer, weights = _plain_layer(layer, where, current)
+            if spec_layer is None:  # Activation("linear")
+                index[id(out)] = src
+                continue
+            index[id(out)] = add(Raw(name, "layer", [src], layer=dataclasses.replace(spec_layer, name=name)), weights)
+            if isinstance(layer, keras.layers.GlobalAveragePooling2D) and not layer.keepdims:
+                flat = names.take(f"{name}.flatten")
+                auto.add(flat)
+                index[id(out)] = add(Raw(flat, "layer", [index[id(out)]], layer=Flatten(name=flat)))
+    _fold_convs(nodes, raw, input_shape)
+    _fold_avgpool_pads(nodes)
+    named = to_spec(nodes, index[id(model.outputs[0])], input_shape, names, "from_keras")
+    for node in nodes:
+        if node.op == "layer" and node.layer is not None and node.layer.kind == "Identity" and node.name not in names.reserved:
+            auto.add(node.name)
+    auto |= {n for n in names.used if ".skip" in n and n not in names.reserved}
+    spec = _default_names(named, auto)
+    by_name = {node.layer.name: i for i, node in enumerate(nodes) if node.alive and node.op == "layer"}
+    weights_out: dict[str, np.ndarray] = {}
+    for old, new in zip(shapes.infer(named), shapes.infer(spec)):
+        if not new.params:
+            continue
+        arrays = raw.get(by_name.get(old.name, -1), {})
+        for pname in new.params:
+            weights_out[f"{new.key}.{pname}"] = np.array(_to_canonical(new, pname, arrays[pname]))
+    return spec, weights_out
+
+
+def _plain_layer(layer: Any, where: str, current: tuple[int, ...]) -> tuple[Any, dict[str, np.ndarray]]:
+    """A Keras layer with no folding to do -> (spec layer or None for an identity activation, Keras arrays)."""
+    weights: dict[str, np.ndarray] = {}
+    if type(layer) is keras.layers.ReLU:
+        if layer.max_value is not None or layer.negative_slope != 0 or layer.threshold != 0:
+            raise UnsupportedLayerError(f"from_keras: {where}: only ReLU() with default arguments is supported")
+        return ReLU(), weights
+    if type(layer) is keras.layers.Activation:
+        return _activation(layer, where), weights
+    if type(layer) is keras.layers.Flatten:
+        return Flatten(), weights
+    if type(layer) in (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D):
+        k, st = tuple(layer.pool_size), tuple(layer.strides)
+        padding, ceil = ((0, 0), False) if layer.padding == "valid" else _same_pool(layer, current, where)
+        if isinstance(layer, keras.layers.MaxPooling2D):
+            return MaxPool2d(k, st, padding, ceil_mode=ceil), weights
+        return AvgPool2d(k, st, padding, ceil_mode=ceil, count_include_pad=False), weights  # Keras 'same' excludes pads
+    if type(layer) is TorchMaxPool2D:
+        (t, _), (l, _) = layer.padding
+        return MaxPool2d(layer.kernel_size, layer.strides, (t, l), layer.dilation, layer.ceil_mode), weights
+    if type(layer) is TorchAvgPool2D:
+        (t, _), (l, _) = layer.padding
+        return AvgPool2d(layer.kernel_size, layer.strides, (t, l), layer.ceil_mode, layer.count_include_pad), weights
+    if type(layer) is keras.layers.GlobalAveragePooling2D:
+        return AdaptiveAvgPool2d(1), weights
+    if type(layer) is AdaptiveAvgPool2D:
+        return AdaptiveAvgPool2d(layer.output_size), weights
+    if type(layer) in (keras.layers.BatchNormalization, TorchBatchNorm):
+        axis = layer.axis[0] if isinstance(layer.axis, (list, tuple)) else layer.axis
+        if axis % (len(current) + 1) != len(current) or layer.renorm or layer.center != layer.scale:
+            raise UnsupportedLayerError(
+                f"from_keras: {where}: only BatchNormalization over the last axis, without renorm, with center "
+                "and scale both on or both off is supported"
+            )
+        torch_bn = isinstance(layer, TorchBatchNorm)
+        momentum = layer.torch_momentum if torch_bn else 1.0 - float(layer.momentum)
+        track = layer.track_running_stats if torch_bn else True
+        cls = BatchNorm2d if len(current) == 3 else BatchNorm1d
+        state = {"weight": "gamma", "bias": "beta"} if layer.center else {}
+        if track:
+            state.update(running_mean="moving_mean", running_var="moving_variance")
+        for pname, attr in state.items():
+            weights[pname] = np.asarray(getattr(layer, attr).numpy())
+        if track:  # a native Keras layer does not count batches
+            count = layer.num_batches_tracked.numpy() if torch_bn else 0
+            weights["num_batches_tracked"] = np.asarray(count, dtype=np.int64)
+        return cls(current[0], eps=float(layer.epsilon), momentum=momentum, affine=bool(layer.center),
+                   track_running_stats=track), weights
+    if type(layer) is keras.layers.Dropout:
+        if layer.noise_shape is not None:
+            raise UnsupportedLayerError(f"from_keras: {where}: Dropout with a noise_shape is not supported")
+        return Dropout(float(layer.rate)), weights
+    if type(layer) is keras.layers.LeakyReLU:
+        return LeakyReLU(float(layer.negative_slope)), weights
+    if type(layer) is keras.layers.ELU:
+        return ELU(float(layer.alpha)), weights
+    if type(layer) is keras.layers.Softmax:
+        rank = len(current) + 1
+        axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
+        if len(axes) != 1 or axes[0] % rank == 0:
+            raise UnsupportedLayerError(f"from_keras: {where}: only a Softmax over one non-batch axis is supported")
+        return Softmax(layout.canonical_axis(axes[0] % rank, rank)), weights
+    if type(layer) is keras.layers.Identity:
+        return Identity(), weights
+    if type(layer) is TorchActivation:
+        fn = layer.function
+        return {"leaky_relu": lambda: LeakyReLU(layer.param), "elu": lambda: ELU(layer.param),
+                "gelu": lambda: GELU(), "gelu_tanh": lambda: GELU("tanh")}[fn](), weights
+    raise UnsupportedLayerError(f"from_keras: {where} is not supported; supported: {_SUPPORTED}")
+
+
+def _fold_convs(nodes: list[Raw], raw: dict[int, dict[str, np.ndarray]], input_shape: tuple[int, ...]) -> None:
+    """Fold into each Keras conv what sits around it: before it a subsampling (a strided 1x1 conv), a
+    bottom/right crop (a one-position axis computed at stride 1), an explicit padding; after it (past a fused
+    activation, which commutes with subsampling) a subsampling (stride with dilation). Each only where the
+    tensor in between has no other reader."""
+    import dataclasses
+
+    users = readers(nodes)
+    for c, node in enumerate(nodes):
+        if not (node.alive and node.op == "layer" and isinstance(node.layer, Conv2d) and node.payload is not None):
+            continue
+        keras_layer, conv = node.payload, node.layer
+        where = f"layer {node.name!r} ({type(keras_layer).__name__})"
+        strides = list(conv.stride)
+        p = node.inputs[0]
+        pre = crop = pad = None
+        drop_pre = drop_crop = drop_pad = None
+        mode = "zeros"
+        if nodes[p].op == "keras_subsample_before" and len(users[p]) == 1:
+            if tuple(conv.kernel_size) != (1, 1) or tuple(conv.stride) != (1, 1):
+                raise UnsupportedLayerError(f"from_keras: {where}: subsampling folds only into a 1x1 stride-1 conv")
+            pre, drop_pre = nodes[p].payload, p
+            p = nodes[p].inputs[0]
+        if nodes[p].op == "keras_crop" and len(users[p]) == 1:
+            (ct, cb), (cl, cr) = nodes[p].payload
+            if ct or cl:
+                raise UnsupportedLayerError(f"from_keras: {where}: only a bottom/right crop before a conv folds")
+            crop, drop_crop = (cb, cr), p
+            p = nodes[p].inputs[0]
+        if conv.padding == ((0, 0), (0, 0)) and len(users[p]) == 1 and (
+                nodes[p].op == "keras_pad" or nodes[p].op == "layer" and isinstance(nodes[p].layer, ZeroPad2d)):
+            if nodes[p].op == "keras_pad":
+                pad, mode = nodes[p].payload
+            else:
+                pad = nodes[p].layer.padding
+            drop_pad = p
+        if pre is not None:
+            strides = list(pre)
+        if crop is not None:
+            for axis, cut in enumerate(crop):
+                if cut:  # one output position: any stride above the crop gives the same single output
+                    if strides[axis] != 1:
+                        raise UnsupportedLayerError(f"from_keras: {where}: a crop before a strided conv does not fold")
+                    strides[axis] = cut + 1
+        # a subsampling after the conv (past its fused activation)
+        after = users[c][0] if len(users[c]) == 1 else None
+        if after is not None and nodes[after].payload == "fused" and len(users[after]) == 1:
+            after = users[after][0]
+        if after is not None and nodes[after].op == "keras_subsample_after":
+            sub = nodes[after].payload
+            if any(a > 1 and b > 1 for a, b in zip(strides, sub)):
+                raise UnsupportedLayerError(f"from_keras: {where}: subsampling after a strided conv does not fold")
+            strides = [a * b for a, b in zip(strides, sub)]
+            drop(nodes, after)
+        node.layer = dataclasses.replace(conv, stride=tuple(strides), padding=pad if pad is not None else conv.padding,
+                                         padding_mode=mode)
+        for i in (drop_pad, drop_crop, drop_pre):
+            if i is not None:
+                drop(nodes, i)
+        users = readers(nodes)
+
+
+def _fold_avgpool_pads(nodes: list[Raw]) -> None:
+    """A symmetric ZeroPad2d of at most half the kernel read only by a 'valid' AveragePooling2D is torch's
+    AvgPool2d padding (zeros counted in the divisor)."""
+    import dataclasses
+
+    users = readers(nodes)
+    for i, node in enumerate(nodes):
+        if not (node.alive and node.op == "layer" and isinstance(node.layer, ZeroPad2d) and len(users[i]) == 1):
+            continue
+        pool = nodes[users[i][0]]
+        if not (pool.op == "layer" and isinstance(pool.layer, AvgPool2d) and pool.layer.padding == (0, 0)
+                and pool.layer.count_include_pad is False and not pool.layer.ceil_mode):
+            continue
+        (t, b), (l, r) = node.layer.padding
+        k = pool.layer.kernel_size
+        if t != b or l != r or t > k[0] // 2 or l > k[1] // 2:
+            continue
+        pool.layer = dataclasses.replace(pool.layer, padding=(t, l), count_include_pad=True)
+        drop(nodes, i)
+        users = readers(nodes)

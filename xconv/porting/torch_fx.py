@@ -1,0 +1,388 @@
+"""torch front-end: a module's ``torch.fx`` graph -> raw DAG -> nested spec, with canonical weights keyed by
+the module's own ``state_dict`` names."""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import numpy as np
+import torch
+import torch.fx
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import UnsupportedLayerError
+from ..spec import (
+    ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, LeakyReLU,
+    Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d,
+)
+from ._graph import Names, Raw, drop, readers, to_spec
+
+_SUPPORTED = (
+    "nn.Conv2d / F.conv2d, nn.ReLU / F.relu / torch.relu / .relu(), nn.Flatten / torch.flatten(x, 1) / "
+    "x.view(N, -1) / x.reshape(N, -1), nn.Linear / F.linear, nn.ZeroPad2d (folded into the next conv where exact), "
+    "nn.MaxPool2d / F.max_pool2d, nn.AvgPool2d / F.avg_pool2d, nn.AdaptiveAvgPool2d / F.adaptive_avg_pool2d, "
+    "nn.BatchNorm1d / nn.BatchNorm2d, nn.Dropout, nn.LeakyReLU / F.leaky_relu, nn.Sigmoid / torch.sigmoid, "
+    "nn.Tanh / torch.tanh, nn.GELU / F.gelu, nn.ELU / F.elu, nn.SiLU / F.silu, nn.Softmax / F.softmax (with dim), "
+    "nn.Identity, nested nn.Sequential; x + y / torch.add / +=, x * y / torch.mul (broadcasting), torch.cat "
+    "along channels; any nn.Module whose forward is a fork-join graph of these"
+)
+
+
+def _flat_args(node: Any) -> list[Any]:
+    import torch.fx
+
+    found: list[Any] = []
+    torch.fx.node.map_arg((node.args, node.kwargs), lambda n: found.append(n) or n)
+    return found
+
+
+def _param(t: Any) -> Any:
+    return t if t is None or isinstance(t, nn.Parameter) else nn.Parameter(t, requires_grad=False)
+
+
+def _get_attr(module: nn.Module, target: str) -> Any:
+    value: Any = module
+    for part in target.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _as_module(root: nn.Module, node: Any, args: list[Any], params: dict[Any, Any], batch: set[Any], where: str) -> nn.Module:
+    """The nn module equivalent to one traced operation (sharing its parameters), or UnsupportedLayerError."""
+    from ..errors import UnsupportedLayerError
+
+    kwargs = dict(node.kwargs)
+    if node.op == "call_module":
+        return root.get_submodule(node.target)
+    if node.op == "call_function" and node.target in (F.relu, torch.relu) or (
+        node.op == "call_method" and node.target == "relu"
+    ):
+        return nn.ReLU()
+    if node.op == "call_function" and node.target is torch.flatten or (node.op == "call_method" and node.target == "flatten"):
+        start = args[1] if len(args) > 1 else kwargs.get("start_dim", 0)
+        end = args[2] if len(args) > 2 else kwargs.get("end_dim", -1)
+        if start == 1 and end == -1:
+            return nn.Flatten()
+    if node.op == "call_method" and node.target in ("view", "reshape"):
+        rest = args[1:]
+        if len(rest) == 1 and isinstance(rest[0], (tuple, list)):
+            rest = list(rest[0])
+        if len(rest) == 2 and rest[0] in batch and rest[1] == -1:
+            return nn.Flatten()
+    if node.op == "call_function" and node.target is F.conv2d:
+        names = ["weight", "bias", "stride", "padding", "dilation", "groups"]
+        values = {**dict(zip(names, args[1:])), **kwargs}
+        weight, bias = params.get(values.get("weight")), params.get(values.get("bias"))
+        if weight is None or ("bias" in values and values["bias"] is not None and bias is None):
+            raise UnsupportedLayerError(f"from_torch: {where}: conv weights must be module parameters")
+        groups = int(values.get("groups", 1))
+        conv = nn.Conv2d(weight.shape[1] * groups, weight.shape[0], tuple(weight.shape[2:]),
+                         stride=values.get("stride", 1), padding=values.get("padding", 0),
+                         dilation=values.get("dilation", 1), groups=groups, bias=bias is not None, device="meta")
+        conv.weight, conv.bias = _param(weight), _param(bias)  # share, do not copy
+        return conv
+    functional = _functional_module(node, args, kwargs)
+    if functional is not None:
+        return functional
+    if node.op == "call_function" and node.target is F.linear:
+        values = {**dict(zip(["weight", "bias"], args[1:])), **kwargs}
+        weight, bias = params.get(values.get("weight")), params.get(values.get("bias"))
+        if weight is None:
+            raise UnsupportedLayerError(f"from_torch: {where}: linear weights must be module parameters")
+        linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
+        linear.weight, linear.bias = _param(weight), _param(bias)
+        return linear
+    raise UnsupportedLayerError(f"from_torch: {where} is not supported; supported: {_SUPPORTED}")
+
+
+def _functional_module(node: Any, args: list[Any], kwargs: dict[str, Any]) -> nn.Module | None:
+    """The module form of a parameter-free functional call (F.max_pool2d, torch.sigmoid, x.softmax(1), ...)."""
+
+    def values(*names: str) -> dict[str, Any]:
+        return {**dict(zip(names, args[1:])), **kwargs}
+
+    target = node.target
+    if node.op == "call_method":
+        methods = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+        if target in methods and len(args) == 1 and not kwargs:
+            return methods[target]()
+        if target == "softmax":
+            dim = values("dim").get("dim")
+            return None if dim is None else nn.Softmax(dim=dim)
+        return None
+    if node.op != "call_function":
+        return None
+    if target is F.max_pool2d:
+        v = values("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+        if v.get("return_indices"):
+            return None
+        return nn.MaxPool2d(v["kernel_size"], v.get("stride"), v.get("padding", 0), v.get("dilation", 1),
+                            ceil_mode=v.get("ceil_mode", False))
+    if target is F.avg_pool2d:
+        v = values("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override")
+        return nn.AvgPool2d(v["kernel_size"], v.get("stride"), v.get("padding", 0), v.get("ceil_mode", False),
+                            v.get("count_include_pad", True), v.get("divisor_override"))
+    if target is F.adaptive_avg_pool2d:
+        return nn.AdaptiveAvgPool2d(values("output_size")["output_size"])
+    if target in (torch.sigmoid, F.sigmoid):
+        return nn.Sigmoid()
+    if target in (torch.tanh, F.tanh):
+        return nn.Tanh()
+    if target is F.leaky_relu:
+        return nn.LeakyReLU(values("negative_slope").get("negative_slope", 0.01))
+    if target is F.gelu:
+        return nn.GELU(approximate=values().get("approximate", "none"))
+    if target is F.elu:
+        return nn.ELU(values("alpha").get("alpha", 1.0))
+    if target is F.silu:
+        return nn.SiLU()
+    if target in (F.softmax, torch.softmax):
+        dim = values("dim").get("dim")
+        return None if dim is None else nn.Softmax(dim=dim)
+    return None
+
+
+def _module_layer(m: nn.Module, where: str) -> Any:
+    """The spec layer of one parameter-free (or BatchNorm) torch module, or UnsupportedLayerError."""
+    from ..errors import UnsupportedLayerError
+
+    if isinstance(m, nn.MaxPool2d):
+        if m.return_indices:
+            raise UnsupportedLayerError(f"from_torch: {where}: return_indices=True is not supported")
+        return MaxPool2d(m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode)
+    if isinstance(m, nn.AvgPool2d):
+        if m.divisor_override is not None:
+            raise UnsupportedLayerError(f"from_torch: {where}: divisor_override is not supported")
+        return AvgPool2d(m.kernel_size, m.stride, m.padding, m.ceil_mode, m.count_include_pad)
+    if isinstance(m, nn.AdaptiveAvgPool2d):
+        size = m.output_size
+        if size is None or (isinstance(size, (tuple, list)) and None in size):
+            raise UnsupportedLayerError(f"from_torch: {where}: output_size with None is not supported; give both sizes")
+        return AdaptiveAvgPool2d(size)
+    if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+        cls = BatchNorm2d if isinstance(m, nn.BatchNorm2d) else BatchNorm1d
+        return cls(m.num_features, eps=m.eps, momentum=m.momentum, affine=m.affine,
+                   track_running_stats=m.track_running_stats)
+    if isinstance(m, nn.Dropout):
+        return Dropout(m.p)
+    if isinstance(m, nn.LeakyReLU):
+        return LeakyReLU(m.negative_slope)
+    if isinstance(m, nn.GELU):
+        return GELU(m.approximate)
+    if isinstance(m, nn.ELU):
+        return ELU(m.alpha)
+    if isinstance(m, nn.Softmax):
+        if m.dim is None:
+            raise UnsupportedLayerError(f"from_torch: {where}: Softmax needs an explicit dim (torch's implicit choice is deprecated)")
+        return Softmax(m.dim)
+    return {nn.Sigmoid: Sigmoid, nn.Tanh: Tanh, nn.SiLU: SiLU}[type(m)]()
+
+
+_ADDS = (operator.add, operator.iadd, torch.add)
+_MULS = (operator.mul, operator.imul, torch.mul)
+_CATS = (torch.cat, torch.concat)
+
+
+def _inplace(root: nn.Module, node: Any) -> bool:
+    if node.op == "call_module":
+        return bool(getattr(root.get_submodule(node.target), "inplace", False))
+    if node.op == "call_method":
+        return str(node.target).endswith("_") and not str(node.target).startswith("_")
+    return bool(node.kwargs.get("inplace", False)) or node.target in (operator.iadd, operator.imul)
+
+
+def _layer(m: nn.Module, name: str, where: str) -> tuple[Any, dict[str, Any]]:
+    """The spec layer (named ``name``) of one torch module, and its state tensors keyed canonically."""
+    if isinstance(m, nn.Conv2d):
+        padding: Any = m.padding
+        if isinstance(padding, str):
+            padding = "same" if padding == "same" else (0, 0)  # torch allows 'same' only at stride 1: TF's rule
+        layer: Any = Conv2d(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=padding,
+                            dilation=m.dilation, groups=m.groups, bias=m.bias is not None,
+                            padding_mode=m.padding_mode, name=name)
+    elif isinstance(m, nn.Linear):
+        layer = Linear(m.in_features, m.out_features, bias=m.bias is not None, name=name)
+    elif isinstance(m, nn.ReLU):
+        layer = ReLU(name=name)
+    elif isinstance(m, nn.Flatten):
+        if m.start_dim != 1 or m.end_dim != -1:
+            raise UnsupportedLayerError(f"from_torch: {where}: only Flatten(start_dim=1, end_dim=-1) is supported")
+        layer = Flatten(name=name)
+    elif isinstance(m, nn.Identity):
+        layer = Identity(name=name)
+    elif isinstance(m, nn.ZeroPad2d):
+        pad = tuple(int(v) for v in m.padding)
+        if min(pad) < 0:
+            raise UnsupportedLayerError(f"from_torch: {where}: negative padding (cropping) is not supported")
+        layer = ZeroPad2d(pad, name=name)
+    elif isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.BatchNorm2d, nn.BatchNorm1d,
+                        nn.Dropout, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.GELU, nn.ELU, nn.SiLU, nn.Softmax)):
+        import dataclasses
+
+        layer = dataclasses.replace(_module_layer(m, where), name=name)
+    else:
+        raise UnsupportedLayerError(f"from_torch: {where} is not supported; supported: {_SUPPORTED}")
+    state = m.state_dict(keep_vars=True) if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d)) else {}
+    return layer, {f"{name}.{k}": t for k, t in state.items() if t is not None}
+
+
+def _fold_pads(nodes: list[Raw]) -> None:
+    """A ZeroPad2d read only by a zero-padded conv (explicit padding) folds into that conv's padding."""
+    import dataclasses
+
+    users = readers(nodes)
+    for i, node in enumerate(nodes):
+        if not (node.alive and node.op == "layer" and isinstance(node.layer, ZeroPad2d) and len(users[i]) == 1):
+            continue
+        conv = nodes[users[i][0]]
+        if not (conv.op == "layer" and isinstance(conv.layer, Conv2d) and conv.layer.padding_mode == "zeros"
+                and conv.layer.padding != "same" and conv.inputs == [i]):
+            continue
+        (t, b), (l, r) = node.layer.padding
+        (ct, cb), (cl, cr) = conv.layer.padding
+        conv.layer = dataclasses.replace(conv.layer, padding=((t + ct, b + cb), (l + cl, r + cr)))
+        drop(nodes, i)
+        users = readers(nodes)
+
+
+def import_model(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[Sequential, dict[str, np.ndarray]]:
+    """A hand-written torch module -> (spec, canonical weights). The module is traced with ``torch.fx``; every
+    layer is named by its module's qualified name (so the weights have the keys of ``module.state_dict()``),
+    residual additions, gating products and channel concatenations become ``Add`` / ``Multiply`` /
+    ``Concat``, and ``nn.ZeroPad2d`` folds into the conv after it where that is exact. Anything else raises
+    :class:`UnsupportedLayerError` naming the operation."""
+    if module._forward_hooks or module._forward_pre_hooks or any(
+        m._forward_hooks or m._forward_pre_hooks for m in module.modules()
+    ):
+        raise UnsupportedLayerError("from_torch: the module or a submodule has forward hooks, which change its "
+                                    "output; remove them before importing")
+    try:
+        gm = torch.fx.symbolic_trace(module)
+    except Exception as e:  # noqa: BLE001 - tracing failures are reported as unsupported
+        raise UnsupportedLayerError(
+            f"from_torch: {type(module).__name__}.forward cannot be traced by torch.fx ({type(e).__name__}: {e}); "
+            f"supported: {_SUPPORTED}"
+        ) from None
+    reserved = {name for name, _ in module.named_modules() if name}
+    names = Names(reserved)
+    nodes: list[Raw] = []
+    index: dict[Any, int] = {}
+    params: dict[Any, Any] = {}
+    batch: set[Any] = set()
+    tensors: dict[str, Any] = {}
+    calls: dict[str, int] = {}
+    fx_users = {node: len(node.users) for node in gm.graph.nodes}
+    output = None
+    for node in gm.graph.nodes:
+        where = f"operation {node.name!r} ({node.op} {getattr(node.target, '__name__', node.target)})"
+        args = list(node.args)
+        if node.op == "placeholder":
+            if nodes:
+                raise UnsupportedLayerError(f"from_torch: forward must take one input; {where} is a second one")
+            index[node] = len(nodes)
+            nodes.append(Raw(node.name, "input", []))
+            continue
+        if node.op == "get_attr":
+            params[node] = _get_attr(gm, node.target)
+            continue
+        if node.op == "output":
+            out = args[0]
+            if out not in index:
+                raise UnsupportedLayerError(
+                    f"from_torch: forward must return one tensor computed from its input. Received: {out!r}"[:300])
+            output = index[out]
+            continue
+        if node.op == "call_function" and node.target is getattr and len(args) == 2 and args[1] == "shape" and args[0] in index:
+            batch.add(node)
+            continue
+        if node.op == "call_function" and node.target is operator.getitem and args[0] in batch and args[1] == 0:
+            batch.add(node)
+            continue
+        if node.op == "call_method" and node.target == "size" and args[:1] and args[0] in index and args[1:] == [0]:
+            batch.add(node)
+            continue
+        tensor_inputs = [a for a in _flat_args(node) if a in index]
+        if _inplace(gm, node) and tensor_inputs and fx_users[tensor_inputs[0]] > 1:
+            raise UnsupportedLayerError(
+                f"from_torch: {where} works in place on a tensor that other operations also read; the imported "
+                "graph could not say which of them see the old values"
+            )
+        join = None
+        if node.op == "call_function" and node.target in _ADDS or node.op == "call_method" and node.target in ("add", "add_"):
+            join = "add"
+        elif node.op == "call_function" and node.target in _MULS or node.op == "call_method" and node.target in ("mul", "mul_"):
+            join = "mul"
+        if join is not None:
+            if len(args) != 2 or not all(a in index for a in args) or node.kwargs.get("alpha", 1) != 1 or (
+                    set(node.kwargs) - {"alpha"}):
+                raise UnsupportedLayerError(
+                    f"from_torch: {where}: only a sum or product of two tensors computed from the input is supported "
+                    "(no constants or parameters)"
+                )
+            index[node] = len(nodes)
+            nodes.append(Raw(node.name, join, [index[a] for a in args]))
+            continue
+        if node.op == "call_function" and node.target in _CATS:
+            parts = args[0] if args else node.kwargs.get("tensors")
+            dim = args[1] if len(args) > 1 else node.kwargs.get("dim", 0)
+            if not isinstance(parts, (list, tuple)) or not parts or not all(p in index for p in parts):
+                raise UnsupportedLayerError(f"from_torch: {where}: only a concatenation of tensors computed from the input")
+            if not isinstance(dim, int) or dim in (0, -4):
+                raise UnsupportedLayerError(f"from_torch: {where}: concatenation along dim={dim!r} (the batch axis)")
+            if len(parts) == 1:
+                index[node] = index[parts[0]]
+                continue
+            # cat([x0, x1, x2]) where cat([x0, x1]) exists already (DenseNet's growing feature lists) reads it
+            ids = [index[p] for p in parts]
+            prefix = _existing_prefix(nodes, ids, dim)
+            index[node] = len(nodes)
+            nodes.append(Raw(node.name, "cat", prefix, dim=dim))
+            continue
+        if len(tensor_inputs) != 1 or not args or args[0] is not tensor_inputs[0]:
+            raise UnsupportedLayerError(
+                f"from_torch: {where} does not take exactly one tensor computed from the input; supported: {_SUPPORTED}"
+            )
+        if node.op == "call_module":
+            where = f"module {node.target!r} ({type(gm.get_submodule(node.target)).__name__})"
+        m = _as_module(gm, node, args, params, batch, where)
+        if node.op == "call_module":
+            target = str(node.target)
+            calls[target] = calls.get(target, 0) + 1
+            shared = any(True for _ in m.parameters()) or any(True for _ in m.buffers())
+            if calls[target] > 1 and shared:
+                raise UnsupportedLayerError(
+                    f"from_torch: module {target!r} ({type(m).__name__}) is called more than once: its weights are "
+                    "shared between calls, which xconv specs do not express"
+                )
+            name = names.take(target, own=calls[target] == 1)
+        else:
+            name = names.take(node.name)
+        layer, state = _layer(m, name, where)
+        tensors.update(state)
+        index[node] = len(nodes)
+        nodes.append(Raw(node.name if node.op != "call_module" else str(node.target), "layer", [index[args[0]]],
+                         layer=layer))
+    if output is None:
+        raise UnsupportedLayerError("from_torch: forward returns nothing")
+    _fold_pads(nodes)
+    spec = to_spec(nodes, output, tuple(input_shape), names, "from_torch")
+    from ..shapes import infer
+
+    keys = [f"{i.key}.{n}" for i in infer(spec) for n in i.params]
+    missing = [k for k in keys if k not in tensors]
+    if missing:
+        raise UnsupportedLayerError(f"from_torch: no tensor for {missing[0]!r}; its parameters are not module parameters")
+    return spec, {k: tensors[k].detach().cpu().numpy().copy() for k in keys}
+
+
+def _existing_prefix(nodes: list[Raw], ids: list[int], dim: int) -> list[int]:
+    """For cat(ids): if a live cat node of ids[:-1] (recursively resolved) exists, [that node, ids[-1]]."""
+    if len(ids) <= 2:
+        return ids
+    head = _existing_prefix(nodes, ids[:-1], dim)
+    for j, node in enumerate(nodes):
+        if node.op == "cat" and node.dim == dim and node.inputs == head:
+            return [j, ids[-1]]
+    return ids
