@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(PINS) -e ".[test,demo]"
+	$(BIN)/python -m pip install --quiet $(PINS) -e ".[test,demo,zoo]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -125,7 +125,8 @@ def test_spec_error_is_a_value_error():
 
 @given(strategies.specs())
 def test_repr_reads_back(spec):
-    assert eval(repr(spec), {"Sequential": xc.Sequential, **{k: getattr(xc, k) for k in xc.spec.LAYER_TYPES}}) == spec
+    names = {k: getattr(xc, k) for k in (*xc.spec.LAYER_TYPES, *xc.spec.COMBINATORS, "Sequential")}
+    assert eval(repr(spec), names) == spec
 
 
 @given(strategies.specs())

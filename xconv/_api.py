@@ -116,8 +116,10 @@ def transfer_weights(src: Any, dst: Any) -> None:
         raise WeightError(
             f"transfer_weights: the models come from different specs:\n  src: {src_spec!r}\n  dst: {dst_spec!r}"
         )
+    from .backends._protocol import FastTransfer
+
     if (
-        hasattr(src_backend, "export_tensors") and hasattr(dst_backend, "import_tensors")
+        isinstance(src_backend, FastTransfer) and isinstance(dst_backend, FastTransfer)
         and src_backend is not dst_backend and src_backend.dtype_of(src) == dst_backend.dtype_of(dst)
         and src_backend.float_bytes(src, infos) >= FAST_TRANSFER_BYTES
     ):
@@ -140,23 +142,52 @@ def _fmt_shape(shape: tuple[int, ...]) -> str:
 def summary(
     spec: Sequential, input_shape: tuple[int, ...] | None = None, print_fn: Callable[[str], Any] | None = print
 ) -> str:
-    """Print (and return) a table of the spec: per layer its kind, output shape (C, H, W) and parameter
-    count, then the totals. Imports no framework."""
+    """Print (and return) the spec as an indented tree: per layer, combinator and named Sequential its
+    positional path, name, kind (with arguments), output shape (C, H, W) and parameter count; then the totals.
+    Branches of a combinator are indented under it. Imports no framework."""
+    import dataclasses
+
+    from .spec._sequential import Combinator
+
     resolved, infos = shapes.resolve(spec, input_shape)
-    rows = [("#", "layer", "output (C, H, W)", "params")]
-    rows.append(("", "input", _fmt_shape(resolved.input_shape or ()), ""))
-    for info in infos:
-        rows.append((str(info.index), repr(info.layer), _fmt_shape(info.output_shape), f"{info.param_count:,}"))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    rule = "-" * (sum(widths) + 6)
+    by_path = {info.path: info for info in infos}
+    rows = [("path", "name", "layer", "output (C, H, W)", "params")]
+    rows.append(("", "", "input", _fmt_shape(resolved.input_shape or ()), ""))
+
+    def walk(item: Any, path: str, depth: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+        pad = "  " * depth
+        name = item.name or ""
+        if isinstance(item, Sequential):
+            rows.append((pad + path, name, "Sequential", "", ""))
+            for i, child in enumerate(item.layers):
+                shape = walk(child, f"{path}.{i}", depth + 1, shape)
+            return shape
+        info = by_path[path]
+        if isinstance(item, Combinator):
+            extra = f"(dim={item.dim})" if item.kind == "Concat" else ""  # type: ignore[attr-defined]
+            rows.append((pad + path, name, item.kind + extra, _fmt_shape(info.output_shape), ""))
+            for i, branch in enumerate(item.branches):
+                walk(branch, f"{path}.{i}", depth + 1, shape)
+            return info.output_shape
+        plain = repr(dataclasses.replace(item, name=None)) if item.name is not None else repr(item)
+        rows.append((pad + path, name, plain, _fmt_shape(info.output_shape), f"{info.param_count:,}"))
+        return info.output_shape
+
+    shape: tuple[int, ...] = resolved.input_shape or ()
+    for i, item in enumerate(resolved.layers):
+        shape = walk(item, str(i), 0, shape)
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    rule = "-" * (sum(widths) + 8)
 
     def line(r: tuple[str, ...]) -> str:
-        return f"{r[0]:>{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]:>{widths[3]}}"
+        return "  ".join([f"{r[0]:<{widths[0]}}", f"{r[1]:<{widths[1]}}", f"{r[2]:<{widths[2]}}",
+                          f"{r[3]:<{widths[3]}}", f"{r[4]:>{widths[4]}}"])
 
     total = sum(i.param_count for i in infos)
-    text = "\n".join(
-        [line(rows[0]), rule, *map(line, rows[1:]), rule, f"total parameters: {total:,}  ({len(infos)} layers)"]
-    )
+    layers = sum(1 for i in infos if not i.is_join)
+    joins = len(infos) - layers
+    tail = f"total parameters: {total:,}  ({layers} layers" + (f", {joins} joins)" if joins else ")")
+    text = "\n".join([line(rows[0]), rule, *map(line, rows[1:]), rule, tail])
     if print_fn is not None:
         print_fn(text)
     return text

@@ -94,6 +94,16 @@ def build_graph(spec: Sequential, input_shape: Shape) -> tuple[Graph, Sequential
     for i, item in enumerate(spec.layers):
         node, resolved = builder.item(item, node, str(i), str(i), input_shape)
         parts.append(resolved)
+    layer_keys = {info.key for info in builder.nodes if not info.is_join}
+    for key in builder.keys:
+        parts_of = key.split(".")
+        for cut in range(1, len(parts_of)):
+            prefix = ".".join(parts_of[:cut])
+            if prefix in layer_keys:
+                raise SpecError(
+                    f"the key {key!r} lies under the layer {prefix!r}: a layer's key cannot also be the prefix of "
+                    "another part's key (in torch the layer would have to contain it)"
+                )
     return builder.nodes, Sequential(*parts, input_shape=input_shape, name=spec.name)
 
 

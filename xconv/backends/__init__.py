@@ -1,16 +1,8 @@
 """Backend registry. Backends are imported lazily; a model or tensor is matched to its backend by looking at
 ``sys.modules`` first, so nothing here imports a framework that the caller has not imported already.
 
-A backend module provides::
-
-    NAME: str
-    owns_model(obj) -> bool            owns_tensor(obj) -> bool
-    build(spec, infos, weights, dtype) -> native model
-    get_weights(model, infos) -> canonical dict          set_weights(model, infos, canonical dict)
-    spec_of(model) -> Sequential | None                  dtype_of(model) -> str
-    permute(tensor, perm) -> tensor
-    forward(model, x_nchw) -> numpy output in NCHW (or (N, F))
-    trace(model, x, upstream) -> (per-layer outputs, d loss/d x, d loss/d weights), loss = sum(output * upstream)
+A backend module satisfies :class:`xconv.backends._protocol.Backend` (and, for the frameworks, ``Trainable``,
+``FastTransfer`` and ``Importer``); ``infos`` is always the spec's graph (``xconv.graph``).
 """
 
 from __future__ import annotations

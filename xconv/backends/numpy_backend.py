@@ -81,12 +81,17 @@ class NumpyModel:
                 for name, value in param_grads.items():
                     grads[f"{info.key}.{name}"] = value
             for source, gi in zip(info.inputs, input_grads):
-                pending[source] = gi if source not in pending else pending[source] + gi
+                _accumulate(pending, source, gi)
         gx = pending.get(-1, np.zeros_like(x))
         return gx, {k: grads[k] for info in self.infos for k in (f"{info.key}.{n}" for n in info.trainable)}
 
     def _params(self, info: LayerInfo) -> dict[str, np.ndarray]:
         return {name: self.weights[f"{info.key}.{name}"] for name in info.params}
+
+
+def _accumulate(pending: dict[int, np.ndarray], source: int, g: np.ndarray) -> None:
+    """Where a tensor feeds several nodes, its gradient is the sum of what each of them sends back."""
+    pending[source] = g if source not in pending else pending[source] + g
 
 
 def _join_forward(info: LayerInfo, args: list[np.ndarray]) -> np.ndarray:

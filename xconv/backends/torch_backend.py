@@ -149,6 +149,12 @@ def build(spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarra
                         node = graph.call_function(op, (node, a))
                     values[info.index] = node
             else:
+                clash = [part for part in info.key.split(".") if hasattr(nn.Module, part)]
+                if clash:
+                    from ..errors import SpecError
+
+                    raise SpecError(f"layer {info.label}: the name part {clash[0]!r} is an attribute of every "
+                                    "torch.nn.Module; torch cannot hold a submodule under that name")
                 _install(root, info.key, module)
                 values[info.index] = graph.call_module(info.key, (args[0],))
         graph.output(values[infos[-1].index])

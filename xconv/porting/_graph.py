@@ -34,6 +34,8 @@ class Raw:
     dim: int = 1
     payload: Any = None
     alive: bool = True
+    #: ``name`` is already a unique layer name (taken from the front-end's ``Names``)
+    owned: bool = False
 
     def where(self) -> str:
         kind = self.layer.kind if self.layer is not None else self.op
@@ -101,6 +103,8 @@ def to_spec(nodes: list[Raw], output: int, input_shape: tuple[int, ...], names: 
         raise UnsupportedLayerError(f"{who}: the model's output does not depend on its input")
     users = {i: [u for u in us if u in region] for i, us in users.items()}
     items = _chain(nodes, users, 0, output, region, names, who)
+    if not items:  # the model returns its input
+        items = [Identity(name=names.take("identity"))]
     return Sequential(*items, input_shape=input_shape)
 
 
@@ -157,6 +161,11 @@ def _chain(nodes: list[Raw], users: dict[int, list[int]], start: int, end: int, 
             if src == cur:
                 branches.append(_identity(nodes[join], k, names))
                 continue
+            if src in nodes[join].inputs[:k]:
+                raise UnsupportedLayerError(
+                    f"{who}: {nodes[join].where()} reads {nodes[src].where()} twice; a fork-join spec would have to "
+                    "compute it twice with shared weights"
+                )
             members = _ancestors(nodes, src, cur) & region
             for m in members:
                 if m in taken and taken[m] != src:
@@ -178,7 +187,7 @@ def _identity(join: Raw, k: int, names: Names) -> Layer:
 
 def _combinator(node: Raw, branches: list[Any], names: Names) -> Any:
     cls = JOINS[node.op]
-    name = names.take(node.name)
+    name = node.name if node.owned else names.take(node.name)
     if cls is Concat:
         return Concat(*branches, dim=node.dim, name=name)
     return cls(*branches, name=name)

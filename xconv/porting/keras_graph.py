@@ -110,15 +110,22 @@ def _default_names(spec: Sequential, auto: set[str]) -> Sequential:
 
     from ..backends.tf.builders import _PREFIX
 
-    def strip(item: Any, path: str) -> Any:
+    def child(prefix: str, i: int) -> str:
+        return f"{prefix}.{i}" if prefix else str(i)
+
+    def strip(item: Any, key: str) -> Any:
+        """``key``: the node's key if it ends up unnamed (its parent's key and its index)."""
         name = item.name
-        default = f"{_PREFIX.get(item.kind, item.kind.lower())}_{path}"
+        default = f"{_PREFIX.get(item.kind, item.kind.lower())}_{key}"
         keep = name is not None and name not in auto and name != default
+        prefix = name if keep else key
         if isinstance(item, Sequential):
-            children = [strip(c, f"{path}.{i}" if path else str(i)) for i, c in enumerate(item.layers)]
-            return Sequential(*children, name=item.name)
+            keep = name is not None and name not in auto  # a Sequential is not a Keras layer: its name is its own
+            prefix = name if keep else key
+            children = [strip(c, child(prefix, i)) for i, c in enumerate(item.layers)]
+            return Sequential(*children, name=name if keep else None)
         if hasattr(item, "branches"):
-            branches = [strip(b, f"{path}.{i}") for i, b in enumerate(item.branches)]
+            branches = [strip(b, child(prefix, i)) for i, b in enumerate(item.branches)]
             extra = {"dim": item.dim} if item.kind == "Concat" else {}
             return type(item)(*branches, name=name if keep else None, **extra)
         return item if keep or name is None else dataclasses.replace(item, name=None)
@@ -150,8 +157,18 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
             raw[len(nodes) - 1] = weights
         return len(nodes) - 1
 
+    called: dict[int, int] = {}
+    for layer, _, _ in calls:
+        called[id(layer)] = called.get(id(layer), 0) + 1
     for layer, inputs, out in calls:
         where = f"layer {layer.name!r} ({type(layer).__name__})"
+        if called[id(layer)] > 1 and layer.weights:
+            raise UnsupportedLayerError(
+                f"from_keras: {where} is called {called[id(layer)]} times: its weights are shared between calls, "
+                "which xconv specs do not express"
+            )
+        if isinstance(layer, keras.Model):
+            raise UnsupportedLayerError(f"from_keras: {where} is a nested model; nested models are not supported")
         if getattr(layer, "data_format", "channels_last") != "channels_last":
             raise UnsupportedLayerError(f"from_keras: {where}: only data_format='channels_last' is supported")
         ids = [index[id(t)] for t in inputs]
@@ -164,9 +181,9 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
                 axis = layer.axis % (rank + 1)
                 if axis == 0:
                     raise UnsupportedLayerError(f"from_keras: {where}: concatenation along the batch axis")
-                index[id(out)] = add(Raw(name, "cat", ids, dim=layout.canonical_axis(axis, rank + 1)))
+                index[id(out)] = add(Raw(name, "cat", ids, dim=layout.canonical_axis(axis, rank + 1), owned=True))
             else:
-                index[id(out)] = add(Raw(name, "add" if isinstance(layer, keras.layers.Add) else "mul", ids))
+                index[id(out)] = add(Raw(name, "add" if isinstance(layer, keras.layers.Add) else "mul", ids, owned=True))
             continue
         if len(ids) != 1:
             raise UnsupportedLayerError(f"from_keras: {where} takes {len(ids)} inputs; only merge layers may take several")
@@ -196,7 +213,7 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
                           bias=layer.use_bias, name=name)
             i = add(Raw(name, "layer", [src], layer=conv, payload=layer), weights)
             if act is not None:
-                act_name = names.take(f"{name}.activation")
+                act_name = names.take(f"{name}_activation")
                 auto.add(act_name)
                 i = add(Raw(act_name, "layer", [i], layer=dataclasses.replace(act, name=act_name), payload="fused"))
             index[id(out)] = i
@@ -208,7 +225,7 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
             i = add(Raw(name, "layer", [src], layer=Linear(int(layer.kernel.shape[0]), layer.units, bias=layer.use_bias,
                                                             name=name)), weights)
             if act is not None:
-                act_name = names.take(f"{name}.activation")
+                act_name = names.take(f"{name}_activation")
                 auto.add(act_name)
                 i = add(Raw(act_name, "layer", [i], layer=dataclasses.replace(act, name=act_name)))
             index[id(out)] = i
@@ -219,15 +236,24 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
                 continue
             index[id(out)] = add(Raw(name, "layer", [src], layer=dataclasses.replace(spec_layer, name=name)), weights)
             if isinstance(layer, keras.layers.GlobalAveragePooling2D) and not layer.keepdims:
-                flat = names.take(f"{name}.flatten")
+                flat = names.take(f"{name}_flatten")
                 auto.add(flat)
                 index[id(out)] = add(Raw(flat, "layer", [index[id(out)]], layer=Flatten(name=flat)))
     _fold_convs(nodes, raw, input_shape)
     _fold_avgpool_pads(nodes)
-    named = to_spec(nodes, index[id(model.outputs[0])], input_shape, names, "from_keras")
-    for node in nodes:
-        if node.op == "layer" and node.layer is not None and node.layer.kind == "Identity" and node.name not in names.reserved:
-            auto.add(node.name)
+    from ..errors import SpecError
+
+    try:
+        return _finish(nodes, index[id(model.outputs[0])], input_shape, names, auto, raw)
+    except SpecError as e:
+        raise UnsupportedLayerError(f"from_keras: the model's graph does not make a valid spec: {e}") from None
+
+
+def _finish(nodes: list[Raw], output: int, input_shape: tuple[int, ...], names: Names, auto: set[str],
+            raw: dict[int, dict[str, np.ndarray]]) -> tuple[Sequential, dict[str, np.ndarray]]:
+    from .. import shapes
+
+    named = to_spec(nodes, output, input_shape, names, "from_keras")
     auto |= {n for n in names.used if ".skip" in n and n not in names.reserved}
     spec = _default_names(named, auto)
     by_name = {node.layer.name: i for i, node in enumerate(nodes) if node.alive and node.op == "layer"}

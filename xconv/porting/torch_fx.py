@@ -190,16 +190,26 @@ def _inplace(root: nn.Module, node: Any) -> bool:
         return bool(getattr(root.get_submodule(node.target), "inplace", False))
     if node.op == "call_method":
         return str(node.target).endswith("_") and not str(node.target).startswith("_")
-    return bool(node.kwargs.get("inplace", False)) or node.target in (operator.iadd, operator.imul)
+    name = getattr(node.target, "__name__", "")
+    return (bool(node.kwargs.get("inplace", False)) or node.target in (operator.iadd, operator.imul)
+            or name.endswith("_") and not name.startswith("_"))
 
 
 def _layer(m: nn.Module, name: str, where: str) -> tuple[Any, dict[str, Any]]:
     """The spec layer (named ``name``) of one torch module, and its state tensors keyed canonically."""
-    if isinstance(m, nn.Conv2d):
+    from ..backends.torch_backend import PaddedConv2d
+
+    if type(m) is PaddedConv2d:  # xconv's own: its 4-sided padding is applied inside
+        left, right, top, bottom = m.pad
+        mode = {"constant": "zeros"}.get(m.pad_mode, m.pad_mode)
+        layer: Any = Conv2d(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride,
+                            padding=((top, bottom), (left, right)), dilation=m.dilation, groups=m.groups,
+                            bias=m.bias is not None, padding_mode=mode, name=name)
+    elif isinstance(m, nn.Conv2d):
         padding: Any = m.padding
         if isinstance(padding, str):
             padding = "same" if padding == "same" else (0, 0)  # torch allows 'same' only at stride 1: TF's rule
-        layer: Any = Conv2d(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=padding,
+        layer = Conv2d(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=padding,
                             dilation=m.dilation, groups=m.groups, bias=m.bias is not None,
                             padding_mode=m.padding_mode, name=name)
     elif isinstance(m, nn.Linear):
@@ -247,6 +257,61 @@ def _fold_pads(nodes: list[Raw]) -> None:
         users = readers(nodes)
 
 
+class _Tracer(torch.fx.Tracer):
+    """torch.fx's tracer, with xconv's own padded conv (a torch model built by xconv) kept as one layer."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        from ..backends.torch_backend import PaddedConv2d
+
+        return type(m) is PaddedConv2d or super().is_leaf_module(m, qualname)
+
+
+_ALIAS_METHODS = ("view", "reshape", "flatten", "contiguous", "view_as", "reshape_as", "squeeze", "unsqueeze")
+
+
+def _aliases(root: nn.Module, node: Any) -> bool:
+    """Whether ``node``'s output may share memory with its first input (a view, or a no-op module)."""
+    if node.op == "call_module":
+        return isinstance(root.get_submodule(node.target), (nn.Identity, nn.Dropout, nn.Flatten))
+    if node.op == "call_method":
+        return node.target in _ALIAS_METHODS or _inplace(root, node)
+    if node.op == "call_function":
+        return node.target in (torch.flatten, torch.reshape, F.dropout) or _inplace(root, node)
+    return False
+
+
+def _unsafe_inplace(root: nn.Module, node: Any) -> Any:
+    """For an in-place operation: a node that reads the tensor it overwrites (through any view or no-op
+    alias) other than on the way to it, or None. The traced graph cannot say whether that reader saw the
+    old or the new values."""
+    first = next((a for a in _flat_args(node) if isinstance(a, torch.fx.Node)), None)
+    if first is None:
+        return None
+    on_path = set()  # the alias chain from the overwritten tensor to this operation
+    cur = first
+    while True:
+        on_path.add(cur)
+        if cur.op in ("call_module", "call_method", "call_function") and _aliases(root, cur) and cur.args:
+            parent = cur.args[0]
+            if isinstance(parent, torch.fx.Node):
+                cur = parent
+                continue
+        break
+    # every tensor sharing that memory: the chain and all aliases taken of any of it
+    shared, stack = set(on_path), list(on_path)
+    while stack:
+        n = stack.pop()
+        for user in n.users:
+            if user is not node and _aliases(root, user) and user.args and user.args[0] is n and user not in shared:
+                shared.add(user)
+                stack.append(user)
+    for n in shared:
+        for user in n.users:
+            if user is not node and user not in shared:
+                return user
+    return None
+
+
 def import_model(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[Sequential, dict[str, np.ndarray]]:
     """A hand-written torch module -> (spec, canonical weights). The module is traced with ``torch.fx``; every
     layer is named by its module's qualified name (so the weights have the keys of ``module.state_dict()``),
@@ -259,7 +324,8 @@ def import_model(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[Seque
         raise UnsupportedLayerError("from_torch: the module or a submodule has forward hooks, which change its "
                                     "output; remove them before importing")
     try:
-        gm = torch.fx.symbolic_trace(module)
+        graph = _Tracer().trace(module)
+        gm = torch.fx.GraphModule(module, graph)
     except Exception as e:  # noqa: BLE001 - tracing failures are reported as unsupported
         raise UnsupportedLayerError(
             f"from_torch: {type(module).__name__}.forward cannot be traced by torch.fx ({type(e).__name__}: {e}); "
@@ -273,7 +339,7 @@ def import_model(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[Seque
     batch: set[Any] = set()
     tensors: dict[str, Any] = {}
     calls: dict[str, int] = {}
-    fx_users = {node: len(node.users) for node in gm.graph.nodes}
+    owners: dict[int, str] = {}  # id of a weight tensor -> the canonical key it was imported under
     output = None
     for node in gm.graph.nodes:
         where = f"operation {node.name!r} ({node.op} {getattr(node.target, '__name__', node.target)})"
@@ -304,11 +370,13 @@ def import_model(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[Seque
             batch.add(node)
             continue
         tensor_inputs = [a for a in _flat_args(node) if a in index]
-        if _inplace(gm, node) and tensor_inputs and fx_users[tensor_inputs[0]] > 1:
-            raise UnsupportedLayerError(
-                f"from_torch: {where} works in place on a tensor that other operations also read; the imported "
-                "graph could not say which of them see the old values"
-            )
+        if _inplace(gm, node):
+            other = _unsafe_inplace(gm, node)
+            if other is not None:
+                raise UnsupportedLayerError(
+                    f"from_torch: {where} works in place on a tensor that {other.name!r} also reads (directly or "
+                    "through a view); the traced graph cannot say which values that operation sees"
+                )
         join = None
         if node.op == "call_function" and node.target in _ADDS or node.op == "call_method" and node.target in ("add", "add_"):
             join = "add"
@@ -326,7 +394,7 @@ def import_model(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[Seque
             continue
         if node.op == "call_function" and node.target in _CATS:
             parts = args[0] if args else node.kwargs.get("tensors")
-            dim = args[1] if len(args) > 1 else node.kwargs.get("dim", 0)
+            dim = args[1] if len(args) > 1 else node.kwargs.get("dim", node.kwargs.get("axis", 0))
             if not isinstance(parts, (list, tuple)) or not parts or not all(p in index for p in parts):
                 raise UnsupportedLayerError(f"from_torch: {where}: only a concatenation of tensors computed from the input")
             if not isinstance(dim, int) or dim in (0, -4):
@@ -360,6 +428,13 @@ def import_model(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[Seque
         else:
             name = names.take(node.name)
         layer, state = _layer(m, name, where)
+        for key, t in state.items():
+            if id(t) in owners:
+                raise UnsupportedLayerError(
+                    f"from_torch: {where} uses the tensor {owners[id(t)]!r} that another operation uses too: shared "
+                    "weights are not expressed by xconv specs"
+                )
+            owners[id(t)] = key
         tensors.update(state)
         index[node] = len(nodes)
         nodes.append(Raw(node.name if node.op != "call_module" else str(node.target), "layer", [index[args[0]]],
@@ -367,10 +442,14 @@ def import_model(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[Seque
     if output is None:
         raise UnsupportedLayerError("from_torch: forward returns nothing")
     _fold_pads(nodes)
-    spec = to_spec(nodes, output, tuple(input_shape), names, "from_torch")
+    from ..errors import SpecError
     from ..shapes import infer
 
-    keys = [f"{i.key}.{n}" for i in infer(spec) for n in i.params]
+    try:
+        spec = to_spec(nodes, output, tuple(input_shape), names, "from_torch")
+        keys = [f"{i.key}.{n}" for i in infer(spec) for n in i.params]
+    except SpecError as e:
+        raise UnsupportedLayerError(f"from_torch: the traced graph does not make a valid spec: {e}") from None
     missing = [k for k in keys if k not in tensors]
     if missing:
         raise UnsupportedLayerError(f"from_torch: no tensor for {missing[0]!r}; its parameters are not module parameters")

@@ -376,12 +376,17 @@ class ZeroPad2d(Layer):
     >>> ZeroPad2d(1)
     ZeroPad2d(1)
     >>> ZeroPad2d((0, 1, 0, 1))
-    ZeroPad2d(((0, 1), (0, 1)))
+    ZeroPad2d((0, 1, 0, 1))
     """
 
     padding: Padding
 
     _positional = ("padding",)
+
+    def __repr__(self) -> str:
+        (t, b), (l, r) = self.padding
+        pad = t if t == b == l == r else (l, r, t, b)
+        return f"ZeroPad2d({pad!r}" + ("" if self.name is None else f", name={self.name!r}") + ")"
 
     def _validate(self) -> None:
         me = "ZeroPad2d"

@@ -118,8 +118,12 @@ def as_name(owner: str, value: Any) -> str | None:
     """None, or a non-empty string without "/" (dots allowed: torch module paths)."""
     if value is None:
         return None
-    if not isinstance(value, str) or not value or "/" in value or value != value.strip():
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
         raise SpecError(
-            f"{owner}: `name` must be a non-empty string without '/' or surrounding spaces. Received: name={value!r}"
+            f"{owner}: `name` must be dot-separated non-empty parts of letters, digits and _ - : # @ (no '/', "
+            f"spaces or empty parts: torch module paths and Keras layer names). Received: name={value!r}"
         )
     return value
+
+
+_NAME = __import__("re").compile(r"[A-Za-z0-9_\-:#@]+(\.[A-Za-z0-9_\-:#@]+)*")

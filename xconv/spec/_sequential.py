@@ -16,7 +16,7 @@ FORMAT = "xconv.spec"
 FORMAT_VERSION = 2
 
 
-@dataclasses.dataclass(frozen=True, init=False)
+@dataclasses.dataclass(frozen=True, init=False, repr=False)
 class Sequential:
     """A chain of layer specs, combinators and named sub-chains, optionally with its logical input shape
     ``(C, H, W)`` (or ``(features,)``) and a ``name``.
@@ -48,6 +48,8 @@ class Sequential:
                     )
                 if layer.input_shape is not None and input_shape is None:
                     input_shape = layer.input_shape
+                if not layer.layers:
+                    raise SpecError(f"Sequential: the nested Sequential at position {position} is empty")
                 if layer.name is None:
                     flat.extend(layer.layers)
                 else:
@@ -103,7 +105,7 @@ class Sequential:
         }
 
 
-@dataclasses.dataclass(frozen=True, init=False)
+@dataclasses.dataclass(frozen=True, init=False, repr=False)
 class Combinator:
     """Base of the fork-join combinators: every branch receives the combinator's input; the branch outputs
     are joined. A branch is a layer spec, a ``Sequential`` without input shape, or another combinator."""
@@ -161,7 +163,7 @@ class Multiply(Combinator):
     (squeeze-excitation: a ``(C, 1, 1)`` gate times the ``(C, H, W)`` map)."""
 
 
-@dataclasses.dataclass(frozen=True, init=False)
+@dataclasses.dataclass(frozen=True, init=False, repr=False)
 class Concat(Combinator):
     """The branches' outputs concatenated along ``dim``, numbered as torch numbers the (N, C, H, W) / (N, F)
     tensor: 1 is channels (features of a flat input), 2 and 3 are H and W; negative dims count from the end.

@@ -17,19 +17,23 @@ from .. import shapes
 from ..errors import SpecError
 from ..layout import same_padding
 from ..spec import (
-    ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, Layer,
-    LeakyReLU, Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh,
+    ELU, GELU, Add, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Concat, Conv2d, Dropout, Flatten, Identity,
+    Layer, LeakyReLU, Linear, MaxPool2d, Multiply, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d,
 )
 
-__all__ = ["specs", "inputs", "weights", "conv2d_layers", "pool_layers", "activations", "CORE_KINDS", "ALL_KINDS"]
+__all__ = ["specs", "inputs", "weights", "conv2d_layers", "pool_layers", "activations", "blocks", "CORE_KINDS",
+           "ALL_KINDS", "COMBINATOR_KINDS"]
 
 #: the core issue's layers
 CORE_KINDS = ("Conv2d", "ReLU", "Flatten", "Linear")
 #: every layer kind xconv has (the default of :func:`specs`); every backend builds all of them
 ALL_KINDS = CORE_KINDS + (
     "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm2d", "BatchNorm1d", "Dropout",
-    "LeakyReLU", "Sigmoid", "Tanh", "GELU", "ELU", "SiLU", "Softmax", "Identity",
+    "LeakyReLU", "Sigmoid", "Tanh", "GELU", "ELU", "SiLU", "Softmax", "Identity", "ZeroPad2d",
+    "Add", "Concat", "Multiply",
 )
+#: the fork-join combinators, drawn by :func:`blocks`
+COMBINATOR_KINDS = ("Add", "Concat", "Multiply")
 _ACTIVATIONS = ("ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "ELU", "SiLU", "Identity", "Dropout")
 
 PADDING_FORMS = ("int", "pair", "sides", "same", "valid")
@@ -153,6 +157,80 @@ def pool_layers(draw: Any, shape: tuple[int, int, int], kinds: tuple[str, ...] =
         return MaxPool2d(1) if kind == "MaxPool2d" else AvgPool2d(1)
 
 
+def _valid(items: list[Any], shape: tuple[int, ...]) -> bool:
+    try:
+        shapes.infer(Sequential(*items, input_shape=shape))
+        return True
+    except SpecError:
+        return False
+
+
+def _out_shape(items: list[Any], shape: tuple[int, ...]) -> tuple[int, ...]:
+    return shapes.infer(Sequential(*items, input_shape=shape))[-1].output_shape
+
+
+@st.composite
+def _same_size_branch(draw: Any, shape: tuple[int, int, int], c_out: int, kinds: tuple[str, ...], depth: int,
+                      batch_stats: bool) -> Any:
+    """A branch that keeps H and W and gives ``c_out`` channels: a skip (when the channels agree), a
+    stride-1 'same' conv with extras after it, a nested block, or a 3x3 stride-1 pool; 1..3 layers."""
+    c, h, w = shape
+    options = ["conv", "conv"]
+    if c_out == c:
+        options += ["skip", "pool", "act"] + (["block"] if depth < 2 else [])
+    choice = draw(st.sampled_from(options))
+    if choice == "skip":
+        return Identity()
+    if choice == "act":
+        return draw(activations(kinds)) or Identity()
+    if choice == "pool":
+        if "MaxPool2d" in kinds and draw(st.booleans()):
+            return MaxPool2d(3, stride=1, padding=1)
+        return AvgPool2d(3, stride=1, padding=1, count_include_pad=draw(st.booleans())) if "AvgPool2d" in kinds else Identity()
+    if choice == "block":
+        return draw(blocks(shape, kinds=kinds, depth=depth + 1, batch_stats=batch_stats, keep_shape=True))
+    k = draw(st.integers(1, 3))
+    items: list[Any] = [Conv2d(c, c_out, k, padding="same", bias=draw(st.booleans()),
+                               dilation=draw(st.sampled_from([1, 1, 2])))]
+    for _ in range(draw(st.integers(0, 2))):
+        extra = draw(st.sampled_from(["act", "bn", "conv"]))
+        if extra == "bn" and "BatchNorm2d" in kinds:
+            items.append(BatchNorm2d(c_out, **draw(_batchnorm_options(batch_stats))))
+        elif extra == "conv":
+            items.append(Conv2d(c_out, c_out, 3, padding=1, bias=draw(st.booleans())))
+        else:
+            items.append(draw(activations(kinds)) or ReLU())
+    return items[0] if len(items) == 1 else Sequential(*items)
+
+
+@st.composite
+def blocks(draw: Any, shape: tuple[int, int, int], *, kinds: tuple[str, ...] = ALL_KINDS, depth: int = 0,
+           max_channels: int = 6, batch_stats: bool = True, keep_shape: bool = False) -> Any:
+    """A fork-join block valid for a (C, H, W) input: ``Add`` or ``Multiply`` of 2-3 same-size branches
+    (skips, convs with extras, pools, nested blocks: branches of different depths), a squeeze-excitation
+    ``Multiply`` (a (C, 1, 1) sigmoid gate broadcast over the map), or a ``Concat`` along channels (any channel
+    counts) or along H or W. ``keep_shape``: only blocks whose output has the input's shape."""
+    c, h, w = shape
+    options = [k for k in COMBINATOR_KINDS if k in kinds and not (keep_shape and k == "Concat")] or ["Add"]
+    kind = draw(st.sampled_from(options))
+    n = draw(st.integers(2, 3))
+    if kind == "Concat":
+        dim = draw(st.sampled_from([1, 1, 1, 2, 3, -3]))
+        if dim == 1 or dim == -3:
+            outs = [draw(st.integers(1, max_channels)) for _ in range(n)]
+            outs[0] = c if draw(st.booleans()) else outs[0]
+        else:
+            outs = [c] * n
+        branches = [draw(_same_size_branch(shape, o, kinds, depth, batch_stats)) for o in outs]
+        return Concat(*branches, dim=dim)
+    if kind == "Multiply" and draw(st.booleans()):
+        gate = Sequential(AdaptiveAvgPool2d(1), Conv2d(c, c, 1), Sigmoid())
+        return Multiply(draw(_same_size_branch(shape, c, kinds, depth, batch_stats)), gate)
+    c_out = c if keep_shape or draw(st.booleans()) else draw(st.integers(1, max_channels))
+    branches = [draw(_same_size_branch(shape, c_out, kinds, depth, batch_stats)) for _ in range(n)]
+    return (Add if kind == "Add" else Multiply)(*branches)
+
+
 @st.composite
 def specs(
     draw: Any,
@@ -169,10 +247,11 @@ def specs(
     dilations: tuple[int, ...] = (1, 2, 3),
     groups: bool = True,
     batch_stats: bool = True,
+    graphs: bool = True,
 ) -> Sequential:
     """A valid random ``Sequential`` with ``input_shape`` set: convs, pools, BatchNorm2d, activations and
     Dropout on a (C, H, W) map, then optionally Flatten with Linear, BatchNorm1d, activations and Dropout;
-    1..max_layers layers. Sizes odd and even, sometimes C == H == W, sometimes 1x1 maps before Flatten.
+    1..max_layers layers (a fork-join block counts as one; ``graphs=False`` draws chains only). Sizes odd and even, sometimes C == H == W, sometimes 1x1 maps before Flatten.
     ``kinds`` limits the layer kinds drawn (default: all, :data:`ALL_KINDS`; :data:`CORE_KINDS` for the
     core's four); ``groups=False`` draws only ungrouped convs. ``batch_stats=False`` draws no BatchNorm with
     ``track_running_stats=False`` (which normalises with batch statistics even in inference): in float32,
@@ -198,7 +277,10 @@ def specs(
     has_act = any(a in kinds for a in (*_ACTIVATIONS, "Softmax"))
     map_kinds = [k for k, ok in (("Conv2d", "Conv2d" in kinds), ("Conv2d", "Conv2d" in kinds), ("pool", has_pool),
                                  ("BatchNorm2d", "BatchNorm2d" in kinds), ("activation", has_act),
-                                 ("activation", has_act)) if ok]
+                                 ("activation", has_act), ("ZeroPad2d", "ZeroPad2d" in kinds)) if ok]
+    use_blocks = graphs and "Conv2d" in kinds and any(k in kinds for k in COMBINATOR_KINDS)
+    if use_blocks:
+        map_kinds += ["block", "block", "block"]
     if not use_conv and map_kinds:  # a map part of pools, BatchNorm and activations only
         use_conv = True
         n_conv_part = n if not use_head else draw(st.integers(0, n))
@@ -211,6 +293,10 @@ def specs(
             layer = draw(pool_layers(shape, kinds))  # type: ignore[arg-type]
         elif choice == "BatchNorm2d":
             layer = BatchNorm2d(shape[0], **draw(_batchnorm_options(batch_stats)))
+        elif choice == "ZeroPad2d":
+            layer = ZeroPad2d(tuple(draw(st.integers(0, 2)) for _ in range(4)))
+        elif choice == "block":
+            layer = draw(blocks(shape, kinds=kinds, max_channels=max_channels, batch_stats=batch_stats))  # type: ignore[arg-type]
         elif "Conv2d" in kinds:
             layer = draw(conv2d_layers(shape, paddings=paddings, modes=modes, strides=strides, dilations=dilations,
                                        max_channels=max_channels, groups=groups))  # type: ignore[arg-type]
@@ -227,8 +313,14 @@ def specs(
             conv = Conv2d(shape[0], draw(st.integers(1, max_channels)), (shape[1], shape[2]))
             layers.append(conv)
             shape = (conv.out_channels, 1, 1)
-        layers.append(Flatten())
-        shape = (int(np.prod(shape)),)
+        if use_blocks and "Concat" in kinds and "Conv2d" in kinds and draw(st.integers(0, 3)) == 0:
+            # features flattened from two different maps, concatenated: a block permutation for the Linear
+            c_extra = draw(st.integers(1, max_channels))
+            layers.append(Concat(Flatten(), Sequential(Conv2d(shape[0], c_extra, 1), Flatten())))
+            shape = (int(np.prod(shape)) + c_extra * shape[1] * shape[2],)
+        else:
+            layers.append(Flatten())
+            shape = (int(np.prod(shape)),)
         if "Linear" in kinds:
             for j in range(draw(st.integers(1, max(1, min(3, n - len(layers)))))):
                 if draw(st.booleans()):  # between Flatten / Linear and the next Linear: the permutation looks through
@@ -239,6 +331,16 @@ def specs(
                         layers.append(extra)
                 in_features = None if draw(st.booleans()) else int(np.prod(shape))
                 out = draw(st.integers(1, 12))
+                if use_blocks and draw(st.integers(0, 4)) == 0:  # flat branches: a residual or a concat
+                    residual = Add(Identity(), Linear(in_features, shape[0], bias=draw(st.booleans())))
+                    if draw(st.booleans()) and "Add" in kinds and _valid([*layers, residual], input_shape):
+                        # (features still in a flatten order cannot be added to a Linear's: refused, not drawn)
+                        layers.append(residual)
+                        continue
+                    if "Concat" in kinds:
+                        layers.append(Concat(Identity(), Linear(in_features, out)))
+                        shape = (shape[0] + out,)
+                        continue
                 layers.append(Linear(in_features, out, bias=draw(st.booleans())))
                 shape = (out,)
     if not layers:

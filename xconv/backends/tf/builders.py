@@ -29,10 +29,13 @@ _PREFIX = {"BatchNorm2d": "batchnorm", "BatchNorm1d": "batchnorm", "MaxPool2d": 
 
 
 def keras_name(info: LayerInfo) -> str:
-    """The Keras layer name of a node: its spec name, else the kind and positional key (``conv2d_0``,
-    ``batchnorm_1.0.1``, ``add_3``). Helper layers around it add a suffix (``_pad``, ``_crop``, ...)."""
+    """The Keras layer name of a node: its spec name; else, under a named container, its key (``stem.0``);
+    else the kind and positional key (``conv2d_0``, ``batchnorm_1.0.1``, ``add_3``). Helper layers around it
+    add a suffix (``_pad``, ``_crop``, ...). So importing the Keras model gives back the same weight keys."""
     if info.name is not None:
         return info.name
+    if not info.key.split(".")[0].isdigit():  # under a named Sequential or combinator: the key says it all
+        return info.key
     return f"{_PREFIX.get(info.kind, info.kind.lower())}_{info.key}"
 
 
@@ -261,6 +264,31 @@ def build(spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarra
     fused = fused_relus(infos)
     relu_of = {relu: conv for conv, relu in fused.items()}
     node_layers: dict[int, list[str]] = {}
+    try:
+        _build_nodes(infos, values, fused, relu_of, node_layers, dtype)
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(limit, 20 * len(infos) + 1000))
+        try:
+            model = keras.Model(inputs, values[infos[-1].index], name="xconv")
+        finally:
+            sys.setrecursionlimit(limit)
+    except ValueError as e:
+        if "is used 2 times" not in str(e) and "unique" not in str(e):
+            raise
+        from ...errors import SpecError
+
+        raise SpecError(f"Keras refuses the layer names of this spec ({e}); a name may not equal another node's "
+                        "Keras name (unnamed nodes are called kind_key, e.g. conv2d_1; helpers add _pad, _crop, "
+                        "_subsample, _stride) nor 'input'") from None
+    model.xconv_spec = spec
+    #: node index -> the names of the Keras layers that compute it, in order (for tracing)
+    model.xconv_node_layers = node_layers
+    set_weights(model, infos, weights)
+    return model
+
+
+def _build_nodes(infos: list[LayerInfo], values: dict[int, Any], fused: dict[int, int], relu_of: dict[int, int],
+                 node_layers: dict[int, list[str]], dtype: str) -> None:
     for info in infos:
         args = [values[i] for i in info.inputs]
         if info.index in relu_of:  # this ReLU runs inside the conv / Dense before it
@@ -274,16 +302,5 @@ def build(spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarra
         else:
             values[info.index] = _BUILDERS[type(info.layer)](info, args[0], dtype)
         node_layers[info.index] = [keras_name(info)] if info.is_join else _history(values[info.index], args)
-    # Keras walks the functional graph recursively (a few frames per layer): a 1,000-layer spec exceeds
-    # Python's default limit of 1,000 frames. Raise it for this call only.
-    limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(limit, 20 * len(infos) + 1000))
-    try:
-        model = keras.Model(inputs, values[infos[-1].index], name="xconv")
-    finally:
-        sys.setrecursionlimit(limit)
-    model.xconv_spec = spec
-    #: node index -> the names of the Keras layers that compute it, in order (for tracing)
-    model.xconv_node_layers = node_layers
-    set_weights(model, infos, weights)
-    return model
+    # (keras.Model walks the functional graph recursively, a few frames per layer: a 1,000-layer spec exceeds
+    # Python's default limit of 1,000 frames, so build() raises it for that call only.)

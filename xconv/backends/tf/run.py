@@ -39,39 +39,54 @@ def trace(model: keras.Model, x: np.ndarray, upstream: np.ndarray, training: boo
     is split out: the conv runs with a linear activation, then the ReLU."""
     from ...shapes import infer
 
+    from ...porting.keras_graph import _calls
+
     infos = infer(model.xconv_spec)
-    by_name = {layer.name: layer for layer in model.layers}
     xv = tf.constant(layout.to_nhwc(x) if x.ndim == 4 else x)
     up = tf.constant(layout.to_nhwc(upstream) if upstream.ndim == 4 else
                      layout.to_keras("vector", upstream, infos[-1].output_source))
     variables = {(i.index, n): v for i in infos for n, v in _params(model, i).items() if n not in i.buffers}
     fused = fused_relus(infos)
     relu_of = {relu: conv for conv, relu in fused.items()}
-    values: dict[int, Any] = {-1: xv}
+    node_layers = model.xconv_node_layers
+    fused_layers = {name: i for i in fused for name in node_layers[i] if hasattr(model.get_layer(name), "activation")}
+    # Run the Keras graph call by call, following its own wiring (a mis-wired model shows at its node), and
+    # keep a fused conv's output before its ReLU as well.
+    calls = _calls(model)
+    value: dict[int, Any] = {}
+    out_of: dict[str, int] = {}
+    pre: dict[str, Any] = {}
     with tf.GradientTape() as tape:
         tape.watch(xv)
+        value[id(model.inputs[0])] = xv
+        for layer, inputs, out in calls:
+            args = [value[id(t)] for t in inputs]
+            arg = args if len(args) > 1 or isinstance(layer, (keras.layers.Add, keras.layers.Multiply, keras.layers.Concatenate)) else args[0]
+            out_of[layer.name] = id(out)
+            if layer.name in fused_layers:
+                activation, layer.activation = layer.activation, keras.activations.linear
+                try:
+                    pre[layer.name] = layer(arg, training=training)
+                finally:
+                    layer.activation = activation
+                value[id(out)] = activation(pre[layer.name])
+            else:
+                value[id(out)] = layer(arg, training=training)
+        values: dict[int, Any] = {}
         for info in infos:
-            args = [values[i] for i in info.inputs]
             if info.index in relu_of:
-                values[info.index] = keras.activations.relu(args[0])
+                values[info.index] = value[out_of[node_layers[relu_of[info.index]][-1]]]
                 continue
-            names = model.xconv_node_layers[info.index]
-            if info.is_join:
-                values[info.index] = by_name[names[0]](args, training=training)
-                continue
-            h = args[0]
-            for name in names:
-                layer = by_name[name]
-                if info.index in fused and hasattr(layer, "activation"):  # the conv's own output, ReLU apart
-                    activation, layer.activation = layer.activation, keras.activations.linear
-                    try:
-                        h = layer(h, training=training)
-                    finally:
-                        layer.activation = activation
-                else:
-                    h = layer(h, training=training)
-            values[info.index] = h
-        loss = tf.reduce_sum(values[infos[-1].index] * up)
+            names = node_layers[info.index]
+            if info.index in fused:  # the conv's own output: before the ReLU, through what follows the conv
+                at = next(k for k, name in enumerate(names) if name in fused_layers)
+                h = pre[names[at]]
+                for name in names[at + 1:]:
+                    h = model.get_layer(name)(h, training=training)
+                values[info.index] = h
+            else:
+                values[info.index] = value[out_of[names[-1]]]
+        loss = tf.reduce_sum(value[id(model.outputs[0])] * up)
     keys = list(variables)
     grads = tape.gradient(loss, [xv, *variables.values()], unconnected_gradients=tf.UnconnectedGradients.ZERO)
     param_grads = {

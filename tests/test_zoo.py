@@ -1,0 +1,63 @@
+"""The standard model zoos port both ways, verified: torchvision's classification models to Keras, with the
+original's own state_dict loading into the ported model, and keras.applications' models to torch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import xconv as xc
+from xconv.testing import max_rel_diff
+
+from .zoo_support import KERAS_APPLICATIONS, TORCHVISION, keras_model, torchvision_model
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", list(TORCHVISION))
+def test_torchvision_ports_to_keras(both_backends, name, dtype):
+    import torch
+
+    model = torchvision_model(name)
+    if dtype == "float64":
+        model = model.double()
+    shape = TORCHVISION[name][1]
+    km = xc.port(model, to="tf", input_shape=shape)  # verify=True: a random batch through both
+    xc.set_weights(km, model.state_dict())  # the original's own keys load as they are
+    x = np.random.default_rng(1).standard_normal((2, *shape)).astype(dtype)
+    with torch.no_grad():
+        expect = model(torch.from_numpy(x)).numpy()
+    assert max_rel_diff(expect, xc.predict(km, x)) <= xc.testing.TOLERANCE[dtype]
+    assert not {"Permute", "Transpose"} & {type(layer).__name__ for layer in km.layers}
+
+
+@pytest.mark.parametrize("name", list(KERAS_APPLICATIONS))
+def test_keras_applications_port_to_torch(both_backends, name):
+    model = keras_model(name)
+    tm = xc.port(model, to="torch")
+    h, w, c = KERAS_APPLICATIONS[name]
+    x = np.random.default_rng(1).standard_normal((2, c, h, w)).astype("float32")
+    expect = np.asarray(model(xc.to_nhwc(x), training=False))
+    assert max_rel_diff(expect, xc.predict(tm, x)) <= xc.testing.TOLERANCE["float32"]
+    km = xc.port(tm, to="tf")  # and back: the same function again
+    assert max_rel_diff(expect, xc.predict(km, x)) <= xc.testing.TOLERANCE["float32"]
+
+
+def test_torchvision_state_dict_keys_are_the_canonical_keys(both_backends):
+    model = torchvision_model("resnet18")
+    _, weights = xc.from_torch(model, (3, 64, 64), return_weights=True)
+    assert list(weights) == list(model.state_dict())
+
+
+def test_the_zoo_check_fails_when_a_weight_is_wrong(both_backends):
+    """The zoo comparison is able to fail: one nudged BatchNorm statistic shows in the ported model's output."""
+    import torch
+
+    model = torchvision_model("resnet18")
+    km = xc.port(model, to="tf", input_shape=(3, 64, 64))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["layer2.0.bn1.running_var"][0] *= 4
+    xc.set_weights(km, state)
+    x = np.random.default_rng(1).standard_normal((2, 3, 64, 64)).astype("float32")
+    with torch.no_grad():
+        expect = model(torch.from_numpy(x)).numpy()
+    assert max_rel_diff(expect, xc.predict(km, x)) > xc.testing.TOLERANCE["float32"]
