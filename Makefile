@@ -29,6 +29,7 @@ bench: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/port_speed.py
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/onnx_route.py
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/suite_throughput.py
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/zoo.py
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache .hypothesis

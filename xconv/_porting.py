@@ -17,17 +17,23 @@ __all__ = ["from_torch", "from_keras", "port"]
 
 
 def from_torch(model: Any, input_shape: tuple[int, ...], *, return_weights: bool = False) -> Any:
-    """The spec of a hand-written ``torch.nn.Sequential`` (nested ones flattened; ``nn.ZeroPad2d`` folded into
-    the next conv). With ``return_weights=True``, ``(spec, canonical weights)``. Unsupported modules raise
-    :class:`UnsupportedLayerError` naming the module and what is supported."""
+    """The spec of a hand-written torch module, traced with ``torch.fx``: chains, residual additions, gating
+    products and concatenations (a nesting of fork-join blocks), every layer named by its module's qualified
+    name so that the canonical weights have exactly the keys of ``model.state_dict()``; ``nn.ZeroPad2d`` folds
+    into the conv after it where exact. With ``return_weights=True``, ``(spec, canonical weights)``.
+    Unsupported operations raise :class:`UnsupportedLayerError` naming the operation and what is supported.
+
+    >>> spec, weights = from_torch(torchvision.models.resnet18().eval(), (3, 224, 224), return_weights=True)  # doctest: +SKIP
+    """
     spec, weights = get_backend("torch").import_model(model, tuple(input_shape))
     return (spec, weights) if return_weights else spec
 
 
 def from_keras(model: Any, *, return_weights: bool = False) -> Any:
-    """The spec of a hand-written Keras ``Sequential`` or functional chain (input shape from the model; fused
-    ``activation="relu"`` split into its own ReLU; ``ZeroPadding2D`` folded into the next 'valid' conv). With
-    ``return_weights=True``, ``(spec, canonical weights)``."""
+    """The spec of a Keras ``Sequential`` or functional model (input shape from the model), layers named by their
+    Keras names: ``Add``, ``Multiply`` and ``Concatenate`` become combinators, a fused activation its own layer,
+    ``ZeroPadding2D`` folds into the next 'valid' conv where exact. With ``return_weights=True``,
+    ``(spec, canonical weights)``. Unsupported layers raise :class:`UnsupportedLayerError` naming the layer."""
     spec, weights = get_backend("tf").import_model(model)
     return (spec, weights) if return_weights else spec
 

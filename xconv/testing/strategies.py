@@ -227,6 +227,12 @@ def blocks(draw: Any, shape: tuple[int, int, int], *, kinds: tuple[str, ...] = A
         gate = Sequential(AdaptiveAvgPool2d(1), Conv2d(c, c, 1), Sigmoid())
         return Multiply(draw(_same_size_branch(shape, c, kinds, depth, batch_stats)), gate)
     c_out = c if keep_shape or draw(st.booleans()) else draw(st.integers(1, max_channels))
+    if kind == "Multiply" and not batch_stats:
+        # float32 suites: two factors. The gradient of one factor of a product sums terms scaled by all the
+        # others; three factors after a BatchNorm with a small running variance (1/sqrt(var + eps) up to 100)
+        # make float32 gradient terms ~100x their sum, and TF's float32 gradients then differ by ~1e-4 of the
+        # output scale (measured 1.2e-4; torch 6e-7) without any mapping being wrong. float64 draws three.
+        n = 2
     branches = [draw(_same_size_branch(shape, c_out, kinds, depth, batch_stats)) for _ in range(n)]
     return (Add if kind == "Add" else Multiply)(*branches)
 

@@ -1,0 +1,74 @@
+"""The model zoo table: every torchvision model the tests port to Keras and every keras.applications model they
+port to torch, with random weights (nothing downloaded): parameters, port time (import, build, weights, one
+verification batch; the framework warmed up by a first small port), and the max relative difference of the
+ported model's output from the original's on a fresh batch of 4, float32 and float64. Prints a Markdown table and
+writes benchmarks/results/zoo.json.
+
+    .venv/bin/python benchmarks/zoo.py [--size 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+import time
+
+import numpy as np
+from _timing import write
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from tests.zoo_support import KERAS_APPLICATIONS, TORCHVISION, keras_model, torchvision_model  # noqa: E402
+
+import xconv as xc  # noqa: E402
+from xconv.testing import max_rel_diff  # noqa: E402
+
+
+def torch_row(name: str, size: int) -> dict:
+    import torch
+
+    model = torchvision_model(name)
+    shape = (3, size, size)
+    t = time.perf_counter()
+    km = xc.port(model, to="tf", input_shape=shape)
+    seconds = time.perf_counter() - t
+    x = np.random.default_rng(1).standard_normal((4, *shape)).astype("float32")
+    with torch.no_grad():
+        err32 = max_rel_diff(model(torch.from_numpy(x)).numpy(), xc.predict(km, x))
+        m64 = model.double()
+        km64 = xc.port(m64, to="tf", input_shape=shape)
+        err64 = max_rel_diff(m64(torch.from_numpy(x.astype("float64"))).numpy(), xc.predict(km64, x.astype("float64")))
+    params = sum(p.numel() for p in model.parameters())
+    return dict(model=f"torchvision {name}", direction="torch -> Keras", params=params, port_s=seconds,
+                rel_diff_float32=err32, rel_diff_float64=err64)
+
+
+def keras_row(name: str, size: int) -> dict:
+    model = keras_model(name)
+    t = time.perf_counter()
+    tm = xc.port(model, to="torch")
+    seconds = time.perf_counter() - t
+    h, w, c = KERAS_APPLICATIONS[name]
+    x = np.random.default_rng(1).standard_normal((4, c, h, w)).astype("float32")
+    err32 = max_rel_diff(np.asarray(model(xc.to_nhwc(x), training=False)), xc.predict(tm, x))
+    return dict(model=f"keras.applications {name}", direction="Keras -> torch", params=int(model.count_params()),
+                port_s=seconds, rel_diff_float32=err32, rel_diff_float64=None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--size", type=int, default=64)
+    args = parser.parse_args()
+    xc.port(torchvision_model("squeezenet1_1"), to="tf", input_shape=(3, args.size, args.size))  # warm up
+    rows = [torch_row(n, args.size) for n in TORCHVISION] + [keras_row(n, args.size) for n in KERAS_APPLICATIONS]
+    print(f"| model | direction | parameters | port time | max rel. diff float32 | float64 |")
+    print("|---|---|---:|---:|---:|---:|")
+    for r in rows:
+        f64 = "" if r["rel_diff_float64"] is None else f"{r['rel_diff_float64']:.1e}"
+        print(f"| {r['model']} | {r['direction']} | {r['params'] / 1e6:.1f}M | {r['port_s']:.1f} s | "
+              f"{r['rel_diff_float32']:.1e} | {f64} |")
+    write("zoo", {"input": f"3x{args.size}x{args.size}", "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
