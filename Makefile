@@ -20,7 +20,7 @@ demo: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/xconv demo
 
 test: $(STAMP)
-	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest -n auto
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[bench]"

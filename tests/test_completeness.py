@@ -105,3 +105,14 @@ def test_strategies_draw_every_kind():
     _collect.kinds = set()
     _collect()
     assert set(KINDS) - _collect.kinds == set()
+
+
+def test_every_backend_satisfies_the_backend_protocol(both_backends):
+    from xconv.backends import BACKENDS, get_backend
+    from xconv.backends._protocol import Backend, FastTransfer, Importer, Trainable
+
+    for name in BACKENDS:
+        assert isinstance(get_backend(name), Backend), name
+    for name in ("torch", "tf"):
+        module = get_backend(name)
+        assert isinstance(module, Trainable) and isinstance(module, FastTransfer) and isinstance(module, Importer), name
