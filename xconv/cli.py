@@ -15,10 +15,11 @@ import argparse
 import json
 import os
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from . import layout as xc_layout
 from . import shapes
 from .errors import XconvError
 from .spec import Sequential, from_dict
@@ -102,6 +103,15 @@ def _convert(args: argparse.Namespace) -> int:
     spec, _ = shapes.resolve(spec)
     if weights is None:
         raise _UsageError(f"{args.input} holds a spec without weights; convert needs weights")
+    if os.path.splitext(args.input)[1].lower() == ".keras":  # the file's own model must be what was imported
+        from ._compare import TOLERANCE
+
+        x = np.random.default_rng(0).standard_normal((2, *spec.input_shape))  # type: ignore[misc]
+        err = _keras_file_error(args.input, spec, weights, x)
+        tol = TOLERANCE[weights_dtype(weights)]
+        if not err <= tol:
+            raise _UsageError(f"{args.input}: the stored model does not compute what its layers' configurations say "
+                              f"({err:.3g} relative, tolerance {tol:g}); refusing to convert an edited file")
     to = args.to
     if to == "safetensors":
         from .checkpoint import save
@@ -121,7 +131,28 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keras_file_error(path: str, spec: Any, weights: Any, x: np.ndarray) -> float:
+    """How far the model stored in a ``.keras`` file (run as loaded, in its own dtype) is from the numpy
+    reference of the spec and weights imported from it: max |a - b| / max(1, max |a|). A file whose layer
+    configs were edited imports to the nominal spec but computes something else; this sees it."""
+    from ._api import build, set_weights
+    from .backends import get_backend
+
+    tf_backend = get_backend("tf")
+    model = tf_backend.read_keras_file(path)
+    reference = build(spec, "numpy")
+    set_weights(reference, weights)
+    expect = reference(x.astype("float64"))
+    dtype = str(model.inputs[0].dtype)
+    y = np.asarray(model(xc_layout.to_nhwc(x.astype(dtype)) if x.ndim == 4 else x.astype(dtype), training=False))
+    got = xc_layout.to_nchw(y) if y.ndim == 4 else xc_layout.features_to_chw_order(y, shapes.infer(spec)[-1].output_source)
+    from ._compare import max_rel_diff
+
+    return max_rel_diff(expect, got)
+
+
 def _check(args: argparse.Namespace) -> int:
+    from ._compare import TOLERANCE
     from .testing._equivalence import compare_layerwise, format_table
 
     spec, weights = _read(args.file, input_shape=_parse_shape(args.input_shape))
@@ -133,8 +164,16 @@ def _check(args: argparse.Namespace) -> int:
     print(format_table(rows, "torch"))
     bad = [r for r in rows if not r.ok]
     if bad:
-        print(f"FAIL: {len(bad)} layer(s) beyond tolerance, first: layer {bad[0].layer} ({bad[0].kind})")
+        print(f"FAIL: {len(bad)} layer(s) beyond tolerance, first: layer {bad[0].key or bad[0].layer} ({bad[0].kind})")
         return 1
+    if os.path.splitext(args.file)[1].lower() == ".keras":
+        err = _keras_file_error(args.file, spec, weights, x)
+        file_dtype = "float64" if all(w.dtype == np.float64 for w in weights.values() if w.dtype.kind == "f") else "float32"
+        print(f"the model in {args.file} itself against the numpy reference: {err:.3e} relative")
+        if not err <= TOLERANCE[file_dtype]:
+            print(f"FAIL: the model stored in {args.file} does not compute what its layers' configurations say "
+                  f"({err:.3g} relative, tolerance {TOLERANCE[file_dtype]:g}); was the file edited?")
+            return 1
     print(f"OK: torch and tf agree on every layer ({args.dtype}, batch {args.batch})")
     return 0
 

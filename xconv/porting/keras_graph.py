@@ -37,19 +37,24 @@ _SUPPORTED = (
 
 
 def _activation(layer: Any, where: str) -> Any:
-    """The spec layer of a Keras layer's ``activation`` (None for linear)."""
-    from ..errors import UnsupportedLayerError
-
-    name = keras.activations.serialize(layer.activation)
-    if isinstance(name, dict):
-        name = name.get("config", name.get("class_name"))
-    layers = {"relu": ReLU(), "linear": None, "sigmoid": Sigmoid(), "tanh": Tanh(), "silu": SiLU(), "swish": SiLU(),
-              "gelu": GELU(), "elu": ELU(), "softmax": Softmax(1), "leaky_relu": LeakyReLU(0.2)}
-    if name not in layers:
-        raise UnsupportedLayerError(
-            f"from_keras: {where}: activation {name!r} is not supported ({', '.join(_ACTIVATION_NAMES)})"
-        )
-    return layers[name]
+    """The spec layer of a Keras layer's ``activation`` (None for linear). Only Keras' own functions map: a
+    user function that happens to be called ``relu`` is refused, never taken for the built-in."""
+    a = keras.activations
+    known = [(a.relu, ReLU()), (a.linear, None), (a.sigmoid, Sigmoid()), (a.tanh, Tanh()), (a.silu, SiLU()),
+             (a.gelu, GELU()), (a.elu, ELU()), (a.softmax, Softmax(1)), (a.leaky_relu, LeakyReLU(0.2))]
+    fn = layer.activation
+    for function, spec_layer in known:
+        if fn is function:
+            return spec_layer
+    label = getattr(fn, "__qualname__", None) or repr(fn)
+    module = getattr(fn, "__module__", None) or "?"
+    if module.startswith("keras."):
+        raise UnsupportedLayerError(f"from_keras: {where}: activation {label!r} is not supported "
+                                    f"({', '.join(_ACTIVATION_NAMES)})")
+    raise UnsupportedLayerError(
+        f"from_keras: {where}: activation {label!r} (from {module}) is not one of Keras' own "
+        f"{', '.join(_ACTIVATION_NAMES)}"
+    )
 
 
 def _same_pool(layer: Any, shape: tuple[int, ...], where: str) -> tuple[tuple[int, int], bool]:
@@ -190,16 +195,16 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
         src = ids[0]
         in_shape = tuple(inputs[0].shape[1:])
         current = (in_shape[2], in_shape[0], in_shape[1]) if len(in_shape) == 3 else in_shape
-        if isinstance(layer, keras.layers.ZeroPadding2D):
+        if type(layer) is keras.layers.ZeroPadding2D:
             pad = tuple(tuple(int(v) for v in p) for p in layer.padding)
             (t, b), (l, r) = pad
             index[id(out)] = add(Raw(name, "layer", [src], layer=ZeroPad2d((l, r, t, b), name=name)))
-        elif isinstance(layer, GatherPad2D):
+        elif type(layer) is GatherPad2D:
             pad = tuple(tuple(int(v) for v in p) for p in layer.padding)
             index[id(out)] = add(Raw(name, "keras_pad", [src], payload=(pad, layer.mode)))
-        elif isinstance(layer, keras.layers.Cropping2D):
+        elif type(layer) is keras.layers.Cropping2D:
             index[id(out)] = add(Raw(name, "keras_crop", [src], payload=tuple(tuple(int(v) for v in p) for p in layer.cropping)))
-        elif isinstance(layer, Subsample2D):
+        elif type(layer) is Subsample2D:
             op = "keras_subsample_before" if layer.before_conv else "keras_subsample_after"
             index[id(out)] = add(Raw(name, op, [src], payload=tuple(layer.strides)))
         elif type(layer) in (keras.layers.Conv2D, GroupedConv2D):

@@ -122,13 +122,35 @@ def _compiled(model: keras.Model, infos: list[LayerInfo], direction: str) -> Any
 
 
 def import_tensors(model: keras.Model, infos: list[LayerInfo], arrays: dict[str, Any]) -> None:
-    """Assign canonical DLPack tensors (torch tensors, numpy arrays) of the model's dtype to its variables."""
+    """Assign canonical DLPack tensors (torch tensors, numpy arrays) of the model's dtype to its variables.
+
+    Tensors that a layout change (transpose, gather) turns into new buffers go in without a copy; the others
+    (biases, BatchNorm vectors: small) are copied first, since TensorFlow would otherwise keep the source's
+    buffer as the variable's and the two models would share memory."""
     from tensorflow.experimental import dlpack
 
     state = _transfer_state(model, infos)
     move = _compiled(model, infos, "in")
     counts = np.array([int(arrays[k]) for k in state["counters"]], dtype=np.int64)
-    move([dlpack.from_dlpack(arrays[key].__dlpack__()) for key, _, _ in state["ops"]], counts)
+    values = []
+    for key, kind, source in state["ops"]:
+        if _new_buffer(kind, source, tuple(arrays[key].shape)):
+            values.append(dlpack.from_dlpack(arrays[key].__dlpack__()))
+        else:
+            values.append(tf.constant(np.array(np.from_dlpack(arrays[key]), copy=True)))
+    move(values, counts)
+
+
+def _new_buffer(kind: str, source: Any, shape: tuple[int, ...]) -> bool:
+    """Whether the layout change of a canonical tensor writes a new buffer: a gather does; a transpose does
+    unless it only moves size-1 axes (TensorFlow then reshapes, keeping the buffer)."""
+    if kind in ("linear", "vector") and layout.flatten_permutation(source) is not None:
+        return True
+    perm = {"conv": layout.OIHW_TO_HWIO, "linear": (1, 0)}.get(kind)
+    if perm is None:
+        return False
+    moved = [axis for axis in perm if shape[axis] != 1]
+    return moved != sorted(moved)
 
 
 def export_tensors(model: keras.Model, infos: list[LayerInfo]) -> dict[str, Any]:
