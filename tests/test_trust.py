@@ -127,3 +127,186 @@ def test_check_runs_the_model_stored_in_a_keras_file(both_backends, tmp_path, ca
     assert "does not compute what its layers' configurations say" in capsys.readouterr().out
     assert cli.main(["convert", str(edited), "--to", "torch", "-o", str(tmp_path / "out.pt")]) == 2
     assert not (tmp_path / "out.pt").exists()
+
+
+# ---- checkpoints: digest, file modes, caps ----
+
+def _checkpoint(tmp_path, name="m.safetensors"):
+    spec = xc.Sequential(xc.Linear(3, 2), input_shape=(3,))
+    path = tmp_path / name
+    xc.save(path, spec, {"0.weight": np.arange(6, dtype=np.float32).reshape(2, 3), "0.bias": np.ones(2, np.float32)})
+    return path
+
+
+def test_a_flipped_byte_in_tensor_data_is_an_error(tmp_path):
+    path = _checkpoint(tmp_path)
+    data = bytearray(path.read_bytes())
+    one = np.float32(1.0).tobytes()  # a bias value: flip a byte of it
+    at = data.rindex(one)
+    data[at + 2] ^= 0x40
+    path.write_bytes(bytes(data))
+    with pytest.raises(xc.XconvError, match="does not match the digest"):
+        xc.load(path)
+
+
+def test_files_without_a_digest_load(tmp_path):
+    import safetensors.numpy
+
+    from xconv import checkpoint
+
+    path = _checkpoint(tmp_path)
+    spec, weights = xc.load(path)
+    assert checkpoint.has_digest(path)
+    meta = {"format": "xconv.checkpoint", "format_version": "1", "spec": json.dumps(spec.to_dict())}
+    safetensors.numpy.save_file(weights, str(tmp_path / "other.safetensors"), meta)
+    assert not checkpoint.has_digest(tmp_path / "other.safetensors")
+    assert list(xc.load(tmp_path / "other.safetensors")[1]) == list(weights)
+
+
+def test_save_follows_the_umask_keeps_modes_writes_through_links_and_refuses_read_only(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = _checkpoint(tmp_path)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
+        path.chmod(0o640)
+        _checkpoint(tmp_path)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640
+        link = tmp_path / "link.safetensors"
+        link.symlink_to(path)
+        _checkpoint(tmp_path, "link.safetensors")
+        assert link.is_symlink() and xc.load(link)[0] == xc.load(path)[0]
+        path.chmod(0o444)
+        with pytest.raises(xc.XconvError, match="read-only"):
+            _checkpoint(tmp_path)
+    finally:
+        os.umask(old)
+
+
+def test_a_deep_spec_in_a_checkpoint_is_refused_before_parsing(tmp_path):
+    import safetensors.numpy
+
+    deep = "[" * 100_000 + "]" * 100_000
+    meta = {"format": "xconv.checkpoint", "format_version": "1", "spec": deep}
+    safetensors.numpy.save_file({"x": np.zeros(1, np.float32)}, str(tmp_path / "deep.safetensors"), meta)
+    with pytest.raises(xc.XconvError, match="deeper"):
+        xc.load(tmp_path / "deep.safetensors")
+
+
+# ---- every API error is an XconvError ----
+
+def test_api_errors_are_xconv_errors(both_backends):
+    import keras
+    import torch
+    from torch import nn
+
+    bad = [
+        lambda: xc.from_dict({"format": "xconv.spec", "version": 2, "layers": [{"kind": "Conv2d"}]}),
+        lambda: xc.from_dict({"format": "xconv.spec", "version": 2, "layers": [], "input_shape": 5}),
+        lambda: xc.load(None),
+        lambda: xc.from_torch(nn.Linear(2, 2), None),
+        lambda: xc.from_torch(nn.Linear(2, 2).to(torch.bfloat16), (2,)),
+        lambda: xc.port(nn.Linear(2, 2).half(), to="tf", input_shape=(2,)),
+        lambda: xc.from_keras(None),
+        lambda: xc.save("x.safetensors", xc.Sequential(xc.Linear(2, 2), input_shape=(2,)),
+                        {"0.weight": torch.zeros(2, 2, dtype=torch.bfloat16), "0.bias": np.zeros(2, np.float32)}),
+        lambda: xc.set_weights(xc.build(xc.Sequential(xc.BatchNorm1d(2), input_shape=(2,)), "numpy"),
+                               {"0.weight": np.ones(2), "0.bias": np.zeros(2), "0.running_mean": np.zeros(2),
+                                "0.running_var": np.ones(2), "0.num_batches_tracked": np.array(2**64 - 1, np.uint64)}),
+    ]
+    for i, call in enumerate(bad):
+        with pytest.raises(xc.XconvError):
+            call()
+    assert keras is not None
+    model = xc.build(xc.Sequential(xc.Linear(2, 2), input_shape=(2,)), "torch", dtype=np.float32)  # the class
+    assert xc.predict(model, np.ones((3, 2), np.float64)).dtype == np.float32  # cast to the model's dtype
+    with pytest.raises(xc.XconvError, match=r"\(N, 2\)"):
+        xc.predict(model, np.ones((3, 4)))
+
+
+def test_testing_toolkit_imports_without_hypothesis():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['hypothesis'] = None\n"
+            "from xconv.testing import assert_equivalent, max_rel_diff\nprint('OK')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "OK", out.stderr
+
+
+# ---- fuzz: random bytes, truncations and random JSON give XconvError only ----
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                     max_leaves=20)
+_KEYS = ["format", "version", "layers", "input_shape", "name", "branches", "dim", "in_channels",
+         "out_channels", "kernel_size", "padding", "in_features", "out_features"]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_from_dict_fuzz(data):
+    kinds = st.sampled_from([*xc.spec.LAYER_TYPES, "Sequential", "Add", "Concat", "Multiply", "Nope"])
+    layer = st.fixed_dictionaries({"kind": kinds}, optional={k: _json for k in _KEYS})
+    doc = data.draw(st.one_of(
+        _json,
+        st.fixed_dictionaries({"format": st.just("xconv.spec"), "version": st.sampled_from([1, 2, 3]),
+                               "layers": st.lists(layer, max_size=4)}, optional={"input_shape": _json}),
+    ))
+    try:
+        xc.from_dict(doc)
+    except xc.XconvError:
+        pass
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_load_fuzz(tmp_path_factory, data):
+    good = _checkpoint(tmp_path_factory.mktemp("fuzz")).read_bytes()
+    how = data.draw(st.sampled_from(["truncate", "flip", "random"]))
+    if how == "truncate":
+        blob = good[: data.draw(st.integers(0, len(good) - 1))]
+    elif how == "flip":
+        at = data.draw(st.integers(0, len(good) - 1))
+        blob = good[:at] + bytes([good[at] ^ data.draw(st.integers(1, 255))]) + good[at + 1:]
+    else:
+        blob = data.draw(st.binary(max_size=200))
+    path = tmp_path_factory.mktemp("fuzz") / "f.safetensors"
+    path.write_bytes(blob)
+    try:
+        xc.load(path)
+    except xc.XconvError:
+        pass
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_cli_fuzz_is_exit_2(tmp_path_factory, data, capsys):
+    """Random bytes, truncated checkpoints and random JSON given to the CLI: exit 2 or a clean run, never a
+    traceback."""
+    from xconv import cli
+
+    folder = tmp_path_factory.mktemp("cli")
+    good = _checkpoint(folder).read_bytes()
+    ext = data.draw(st.sampled_from([".safetensors", ".json", ".keras", ".pt"]))
+    how = data.draw(st.sampled_from(["truncate", "random", "json"]))
+    if how == "truncate":
+        blob = good[: data.draw(st.integers(0, len(good) - 1))]
+    elif how == "random":
+        blob = data.draw(st.binary(max_size=300))
+    else:
+        blob = json.dumps(data.draw(_json)).encode()
+    path = folder / f"f{ext}"
+    path.write_bytes(blob)
+    command = data.draw(st.sampled_from(["summary", "check", "convert"]))
+    args = [command, str(path)]
+    if command == "convert":
+        args += ["--to", "safetensors", "-o", str(folder / "out.safetensors")]
+    code = cli.main(args)
+    captured = capsys.readouterr()
+    assert code in (0, 2) and "Traceback" not in captured.err, (args, code, captured.err)

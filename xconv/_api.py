@@ -16,11 +16,10 @@ __all__ = ["build", "summary", "get_weights", "set_weights", "transfer_weights",
 
 
 def _dtype_name(dtype: Any) -> str:
-    name = str(dtype).replace("torch.", "")
     try:
-        name = np.dtype(name).name
+        name = np.dtype(dtype).name  # "float32", np.float32 (the class), np.dtype("float64")
     except TypeError:
-        pass
+        name = str(dtype).replace("torch.", "")
     if name not in DTYPES:
         raise XconvError(f"dtype must be one of {', '.join(DTYPES)}. Received: dtype={dtype!r}")
     return name
@@ -130,9 +129,18 @@ def transfer_weights(src: Any, dst: Any) -> None:
 
 def predict(model: Any, x: Any) -> np.ndarray:
     """Run a built model of either framework on a batch in xconv's logical layout (NCHW, or (N, F)) and
-    return numpy in the same layout: Keras models get NHWC and their 4-D output comes back as NCHW."""
-    backend, _, _ = _model_backend(model, "predict")
-    return backend.forward(model, as_numpy(x))
+    return numpy in the same layout: Keras models get NHWC and their 4-D output comes back as NCHW. The batch
+    is cast to the model's dtype (as Keras does) and its shape checked against the spec's input shape."""
+    backend, spec, _ = _model_backend(model, "predict")
+    array = as_numpy(x)
+    expected = tuple(spec.input_shape or ())
+    if array.ndim != len(expected) + 1 or tuple(array.shape[1:]) != expected:
+        layout_name = "(N, C, H, W)" if len(expected) == 3 else "(N, F)"
+        raise XconvError(f"predict: the model takes a batch of shape (N, {', '.join(map(str, expected))}) in "
+                         f"{layout_name} layout. Received: an array of shape {tuple(array.shape)}")
+    if array.dtype.kind not in "fiub":
+        raise XconvError(f"predict: the batch must hold numbers. Received: dtype {array.dtype}")
+    return backend.forward(model, array.astype(backend.dtype_of(model), copy=False))
 
 
 def _fmt_shape(shape: tuple[int, ...]) -> str:

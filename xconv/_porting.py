@@ -25,8 +25,26 @@ def from_torch(model: Any, input_shape: tuple[int, ...], *, return_weights: bool
 
     >>> spec, weights = from_torch(torchvision.models.resnet18().eval(), (3, 224, 224), return_weights=True)  # doctest: +SKIP
     """
-    spec, weights = get_backend("torch").import_model(model, tuple(input_shape))
+    from .spec._normalize import as_shape
+
+    backend = get_backend("torch")
+    if not backend.owns_model(model):
+        raise XconvError(f"from_torch: expected a torch.nn.Module. Received: {type(model).__name__}")
+    shape = as_shape("from_torch", input_shape)
+    _check_float_params(model, "from_torch")
+    spec, weights = backend.import_model(model, shape)
     return (spec, weights) if return_weights else spec
+
+
+def _check_float_params(model: Any, who: str) -> None:
+    """xconv models are float32 or float64: other precisions (float16, bfloat16) are refused, by name."""
+    import itertools
+
+    for name, t in itertools.chain(model.named_parameters(), model.named_buffers()):
+        kind = str(t.dtype).replace("torch.", "")
+        if t.is_floating_point() and kind not in ("float32", "float64"):
+            raise XconvError(f"{who}: {name!r} is {kind}; xconv models are float32 or float64 (call model.float() "
+                             "or model.double() first)")
 
 
 def from_keras(model: Any, *, return_weights: bool = False) -> Any:
@@ -34,7 +52,13 @@ def from_keras(model: Any, *, return_weights: bool = False) -> Any:
     Keras names: ``Add``, ``Multiply`` and ``Concatenate`` become combinators, a fused activation its own layer,
     ``ZeroPadding2D`` folds into the next 'valid' conv where exact. With ``return_weights=True``,
     ``(spec, canonical weights)``. Unsupported layers raise :class:`UnsupportedLayerError` naming the layer."""
-    spec, weights = get_backend("tf").import_model(model)
+    backend = get_backend("tf")
+    if not backend.owns_model(model):
+        raise XconvError(f"from_keras: expected a keras.Model. Received: {type(model).__name__}")
+    for v in model.weights:
+        if "float" in str(v.dtype) and str(v.dtype) not in ("float32", "float64"):
+            raise XconvError(f"from_keras: {v.path!r} is {v.dtype}; xconv models are float32 or float64")
+    spec, weights = backend.import_model(model)
     return (spec, weights) if return_weights else spec
 
 

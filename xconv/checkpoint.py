@@ -3,8 +3,10 @@ version in its metadata. Nothing in a file is ever executed: safetensors holds r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import stat
 import tempfile
 from typing import Any, Mapping
 
@@ -15,7 +17,7 @@ from .errors import XconvError
 from .spec import Sequential, from_dict
 from .weights import check_weights, weights_dtype
 
-__all__ = ["save", "load", "load_model", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
+__all__ = ["save", "load", "load_model", "digest", "has_digest", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
 
 CHECKPOINT_FORMAT = "xconv.checkpoint"
 CHECKPOINT_VERSION = "1"
@@ -50,31 +52,103 @@ def save(path: str | os.PathLike[str], model_or_spec: Any, weights: Mapping[str,
             raise XconvError("save(path, model): pass weights only together with a spec")
         spec = spec_of(model_or_spec)
         arrays = get_weights(model_or_spec)
+    arrays = {k: np.require(v, requirements="C") for k, v in arrays.items()}
     metadata = {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_VERSION,
         "spec": json.dumps(spec.to_dict()),
+        "sha256": digest(arrays),
     }
-    target = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(target))
-    fd, tmp = tempfile.mkstemp(prefix=".xconv-", suffix=".tmp", dir=folder)
+    target = _writable_target(path)
+    folder = os.path.dirname(target)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".xconv-", suffix=".tmp", dir=folder)
+    except OSError as e:
+        raise XconvError(f"cannot write {os.fspath(path)}: {e.strerror or e}") from None
     os.close(fd)
     try:
-        _safetensors().numpy.save_file({k: np.require(v, requirements="C") for k, v in arrays.items()}, tmp, metadata)
+        _safetensors().numpy.save_file(arrays, tmp, metadata)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, _mode_for(target))
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, Exception) and not isinstance(e, XconvError):
+            raise XconvError(f"cannot write {os.fspath(path)}: {e}") from None  # a full disk, a vanished folder
         raise
+
+
+def digest(arrays: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 over every tensor's key, dtype, shape and bytes, in key order: stored in a checkpoint's metadata
+    and checked on load, so a flipped byte is an error instead of a different model."""
+    h = hashlib.sha256()
+    for key in sorted(arrays):
+        a = np.ascontiguousarray(arrays[key])
+        h.update(json.dumps([key, a.dtype.str, list(a.shape)]).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _writable_target(path: Any) -> str:
+    """The file a save writes: a symlink's target (saving through a link writes where it points, as
+    ``torch.save`` does); a read-only existing file is refused."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise XconvError(f"save: the path must be a str or os.PathLike. Received: {type(path).__name__}")
+    target = os.path.realpath(os.fspath(path))
+    if os.path.isdir(target):
+        raise XconvError(f"cannot write {os.fspath(path)}: it is a directory")
+    if os.path.exists(target) and not os.stat(target).st_mode & stat.S_IWUSR:
+        raise XconvError(f"cannot write {os.fspath(path)}: the file is read-only")
+    return target
+
+
+def _mode_for(target: str) -> int:
+    """An existing file keeps its mode; a new one gets what the umask allows, as open() would give it."""
+    if os.path.exists(target):
+        return stat.S_IMODE(os.stat(target).st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+#: what a checkpoint's metadata may ask for before it is parsed
+MAX_SPEC_CHARS = 16 * 2**20
+MAX_SPEC_DEPTH = 64
+
+
+def _json_depth(text: str) -> int:
+    """The deepest nesting of brackets in a JSON text (strings skipped), without parsing it."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
 
 
 def load(path: str | os.PathLike[str]) -> tuple[Sequential, dict[str, np.ndarray]]:
     """Read an xconv checkpoint: ``(spec, weights)``. A missing, truncated, corrupted, non-xconv or
     inconsistent file raises :class:`XconvError` saying why."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise XconvError(f"load: the path must be a str or os.PathLike. Received: {type(path).__name__}")
     target = os.fspath(path)
     st = _safetensors()
+    if os.path.exists(target) and not stat.S_ISREG(os.stat(target).st_mode):
+        raise XconvError(f"{target} is not a regular file")
     try:
         with st.safe_open(target, framework="numpy") as f:
             metadata = f.metadata() or {}
@@ -90,16 +164,30 @@ def load(path: str | os.PathLike[str]) -> tuple[Sequential, dict[str, np.ndarray
             f"{target}: checkpoint format version {metadata.get('format_version')!r}; this xconv reads "
             f"{CHECKPOINT_VERSION!r}"
         )
+    expected = metadata.get("sha256")
+    if expected is not None and digest(tensors) != expected:
+        raise XconvError(f"{target}: the tensor data does not match the digest stored with it: the file is corrupted")
+    text = metadata.get("spec", "")
+    if len(text) > MAX_SPEC_CHARS or _json_depth(text) > MAX_SPEC_DEPTH:
+        raise XconvError(f"{target}: the spec in the checkpoint is larger or deeper than an xconv spec can be "
+                         f"({len(text)} characters; at most {MAX_SPEC_CHARS} and {MAX_SPEC_DEPTH} levels)")
     try:
-        spec = from_dict(json.loads(metadata.get("spec", "")))
+        spec = from_dict(json.loads(text))
         infos = shapes.infer(spec)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, RecursionError) as e:
         raise XconvError(f"{target}: the spec in the checkpoint is invalid: {e}") from None
     try:
         weights = check_weights(infos, tensors, weights_dtype(tensors))
     except XconvError as e:
         raise XconvError(f"{target}: {e}") from None
     return spec, weights
+
+
+def has_digest(path: str | os.PathLike[str]) -> bool:
+    """Whether a checkpoint carries the SHA-256 digest of its tensors (files written by other tools may not;
+    they load, unchecked)."""
+    with _safetensors().safe_open(os.fspath(path), framework="numpy") as f:
+        return "sha256" in (f.metadata() or {})
 
 
 def load_model(path: str | os.PathLike[str], backend: str, *, dtype: Any = None) -> Any:

@@ -1,21 +1,26 @@
 """The ``xconv`` command line: summary, convert, check. Frameworks are imported only when a command needs one.
 
-    xconv summary FILE
+    xconv summary FILE [--spec spec.json] [--input-shape C,H,W]
     xconv convert IN --to torch|tf|safetensors -o OUT [--spec spec.json] [--input-shape C,H,W]
-    xconv check FILE [--dtype float32|float64] [--batch N]
+    xconv check FILE [--spec spec.json] [--dtype float32|float64] [--batch N] [--seed N]
     xconv demo [--data DIR] [--steps N] [--out DIR] ...   (see xconv.demo)
 
 Errors go to stderr as one line (``--debug`` shows the traceback); exit code 2 for bad usage or input,
-1 when ``check`` finds the frameworks differ beyond tolerance.
+1 when ``check`` finds the frameworks differ beyond tolerance. Only regular files are read, and ``convert``
+writes its output to a temporary file in the output's folder renamed into place, so a failed conversion
+leaves no half-written file and keeps the old one.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import stat
 import sys
-from typing import Any, Sequence
+import tempfile
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -29,6 +34,112 @@ class _UsageError(Exception):
     pass
 
 
+#: the most numbers a random input batch of ``check`` (or of the check of a ``.keras`` input) may hold
+MAX_INPUT_ELEMENTS = 2**28
+
+#: the file extensions each ``convert --to`` target writes
+OUTPUT_EXTENSIONS = {"torch": (".pt", ".pth"), "tf": (".keras",), "safetensors": (".safetensors",)}
+
+INPUT_EXTENSIONS = (".json", ".safetensors", ".keras", ".pt", ".pth")
+
+
+def _input_file(path: str) -> None:
+    """Refuse a path that is not an existing regular file: a FIFO or a device would be read forever."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise _UsageError(f"no such file: {path}") from None
+    except OSError as e:
+        raise _UsageError(f"cannot read {path}: {e.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise _UsageError(f"{path} is not a regular file")
+
+
+def _check_input(path: str, spec_path: str | None) -> None:
+    """What can be said about an input before reading it: it and its --spec are regular files of a known type."""
+    _input_file(path)
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in INPUT_EXTENSIONS:
+        raise _UsageError(f"{path}: unknown file type {ext!r}; expected .json, .safetensors, .keras, .pt or .pth")
+    if ext in (".pt", ".pth"):
+        if spec_path is None:
+            raise _UsageError(f"{path}: a torch state_dict needs --spec spec.json (it holds no architecture)")
+        _input_file(spec_path)
+    elif spec_path is not None:
+        raise _UsageError("--spec is only for torch state_dict (.pt/.pth) inputs")
+
+
+def _check_output(output: str, to: str, inputs: Sequence[str | None]) -> str:
+    """The real path to write ``output`` to, after refusing an extension that ``to`` does not write, one of
+    the ``inputs`` itself, something other than a regular file, and a folder that is missing or unwritable."""
+    ext = os.path.splitext(output)[1].lower()
+    allowed = OUTPUT_EXTENSIONS[to]
+    if ext not in allowed:
+        found = f"ends in {ext!r}" if ext else "has no extension"
+        raise _UsageError(f"--to {to} writes {' or '.join(allowed)} files; the output {output} {found}")
+    target = os.path.realpath(output)
+    exists = os.path.exists(target)
+    for path in inputs:
+        if path is not None and (os.path.samefile(path, target) if exists else os.path.realpath(path) == target):
+            raise _UsageError(f"the output {output} is the input file {path}; write to another file")
+    if exists and not os.path.isfile(target):
+        raise _UsageError(f"cannot write {output}: it exists and is not a regular file")
+    folder = os.path.dirname(target)
+    if not os.path.isdir(folder):
+        what = "is not a folder" if os.path.exists(folder) else "does not exist"
+        raise _UsageError(f"cannot write {output}: its folder {os.path.dirname(output) or '.'} {what}")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise _UsageError(f"cannot write {output}: its folder is not writable ({e.strerror})") from None
+    return target
+
+
+def _write_atomically(target: str, output: str, write: Callable[[str], None]) -> None:
+    """``write(tmp)`` to a temporary file in ``target``'s folder, with ``target``'s extension, then rename it
+    into place: an existing ``target`` keeps its content until the new one is complete, and its permissions."""
+    folder, name = os.path.split(target)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".xconv-tmp-", suffix=os.path.splitext(name)[1], dir=folder)
+    except OSError as e:
+        raise _UsageError(f"cannot write {output}: {e.strerror or e}") from None
+    os.close(fd)
+    try:
+        write(tmp)
+        if os.path.exists(target):
+            mode = stat.S_IMODE(os.stat(target).st_mode)
+        else:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(tmp, mode)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except OSError as e:
+        _unlink_quietly(tmp)
+        raise _UsageError(f"cannot write {output}: {e.strerror or e}") from None
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _random_input(seed: int, batch: int, spec: Sequential) -> np.ndarray:
+    shape = (batch, *spec.input_shape)  # type: ignore[misc]
+    if math.prod(shape) > MAX_INPUT_ELEMENTS:
+        raise _UsageError(f"an input batch of shape {shape} is too large (more than {MAX_INPUT_ELEMENTS:,} numbers); "
+                          "use a smaller --batch or --input-shape")
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
 def _parse_shape(text: str | None) -> tuple[int, ...] | None:
     if text is None:
         return None
@@ -39,22 +150,44 @@ def _parse_shape(text: str | None) -> tuple[int, ...] | None:
 
 
 def _read_spec_json(path: str) -> Sequential:
+    _input_file(path)
     try:
-        with open(path) as f:
-            return from_dict(json.load(f))
+        with open(path, "rb") as f:
+            raw = f.read()
     except OSError as e:
         raise _UsageError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise _UsageError(f"{path} is not UTF-8 text, so not a spec JSON") from None
     except json.JSONDecodeError as e:
         raise _UsageError(f"{path} is not JSON: {e}") from None
+    except RecursionError:
+        raise _UsageError(f"{path} is not a spec: its JSON is nested too deeply") from None
+    try:
+        return from_dict(data)
+    except XconvError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
+        raise _UsageError(f"{path} is not a valid spec ({type(e).__name__}: {e})") from None
+
+
+def _read_keras(path: str) -> Any:
+    from .backends import get_backend
+
+    backend = get_backend("tf")
+    try:
+        return backend.read_keras_file(path)
+    except Exception as e:  # noqa: BLE001 - keras raises many types for a bad file; any is bad input
+        raise _UsageError(f"{path} is not a readable .keras file ({type(e).__name__}: {e})") from None
 
 
 def _read(path: str, spec_path: str | None = None, input_shape: tuple[int, ...] | None = None) -> tuple[Sequential, dict[str, np.ndarray] | None]:
     """(spec, weights or None) from a spec JSON, an xconv checkpoint, a .keras file or a torch state_dict."""
     from .weights import check_weights, weights_dtype
 
+    _check_input(path, spec_path)
     ext = os.path.splitext(path)[1].lower()
-    if not os.path.exists(path):
-        raise _UsageError(f"no such file: {path}")
     if ext == ".json":
         spec, weights = _read_spec_json(path), None
     elif ext == ".safetensors":
@@ -63,12 +196,9 @@ def _read(path: str, spec_path: str | None = None, input_shape: tuple[int, ...] 
         spec, weights = load(path)
     elif ext == ".keras":
         from ._porting import from_keras
-        from .backends import get_backend
 
-        spec, weights = from_keras(get_backend("tf").read_keras_file(path), return_weights=True)
-    elif ext in (".pt", ".pth"):
-        if spec_path is None:
-            raise _UsageError(f"{path}: a torch state_dict needs --spec spec.json (it holds no architecture)")
+        spec, weights = from_keras(_read_keras(path), return_weights=True)
+    else:
         from .backends import get_backend
 
         reader = get_backend("torch").read_state_dict
@@ -76,22 +206,25 @@ def _read(path: str, spec_path: str | None = None, input_shape: tuple[int, ...] 
             state = reader(path)  # torch.load(weights_only=True): never unpickles code
         except Exception as e:  # noqa: BLE001 - any unreadable file is bad input
             raise _UsageError(f"{path} is not a readable torch state_dict ({type(e).__name__}: {e})") from None
+        assert spec_path is not None  # _check_input refuses a state_dict without --spec
         spec = _read_spec_json(spec_path).with_input_shape(input_shape)
         infos = shapes.infer(spec)
         weights = check_weights(infos, state, weights_dtype(state))
         return spec, weights
-    else:
-        raise _UsageError(f"{path}: unknown file type {ext!r}; expected .json, .safetensors, .keras, .pt or .pth")
-    if spec_path is not None:
-        raise _UsageError("--spec is only for torch state_dict (.pt/.pth) inputs")
     return spec.with_input_shape(input_shape), weights
 
 
 def _summary(args: argparse.Namespace) -> int:
     from ._api import summary
 
-    spec, _ = _read(args.file, input_shape=_parse_shape(args.input_shape))
+    spec, _ = _read(args.file, args.spec, _parse_shape(args.input_shape))
     summary(spec)
+    if os.path.splitext(args.file)[1].lower() == ".safetensors":
+        from .checkpoint import has_digest
+
+        if not has_digest(args.file):
+            print("note: this checkpoint has no digest of its tensors (written by another tool): its data was "
+                  "loaded unchecked")
     return 0
 
 
@@ -99,14 +232,17 @@ def _convert(args: argparse.Namespace) -> int:
     from ._api import build, set_weights
     from .weights import weights_dtype
 
-    spec, weights = _read(args.input, args.spec, _parse_shape(args.input_shape))
+    input_shape = _parse_shape(args.input_shape)
+    _check_input(args.input, args.spec)
+    target = _check_output(args.output, args.to, (args.input, args.spec))
+    spec, weights = _read(args.input, args.spec, input_shape)
     spec, _ = shapes.resolve(spec)
     if weights is None:
         raise _UsageError(f"{args.input} holds a spec without weights; convert needs weights")
     if os.path.splitext(args.input)[1].lower() == ".keras":  # the file's own model must be what was imported
         from ._compare import TOLERANCE
 
-        x = np.random.default_rng(0).standard_normal((2, *spec.input_shape))  # type: ignore[misc]
+        x = _random_input(0, 2, spec)
         err = _keras_file_error(args.input, spec, weights, x)
         tol = TOLERANCE[weights_dtype(weights)]
         if not err <= tol:
@@ -116,17 +252,18 @@ def _convert(args: argparse.Namespace) -> int:
     if to == "safetensors":
         from .checkpoint import save
 
-        save(args.output, spec, weights)
+        _write_atomically(target, args.output, lambda tmp: save(tmp, spec, weights))
     elif to == "torch":
         from .backends import get_backend
 
         model = build(spec, "torch", dtype=weights_dtype(weights))
         set_weights(model, weights)
-        get_backend("torch").write_state_dict(model, args.output)
+        writer = get_backend("torch").write_state_dict
+        _write_atomically(target, args.output, lambda tmp: writer(model, tmp))
     else:
         model = build(spec, "tf", dtype=weights_dtype(weights))
         set_weights(model, weights)
-        model.save(args.output)
+        _write_atomically(target, args.output, model.save)
     print(f"wrote {args.output} ({to}, {len(weights)} tensors)")
     return 0
 
@@ -136,10 +273,8 @@ def _keras_file_error(path: str, spec: Any, weights: Any, x: np.ndarray) -> floa
     reference of the spec and weights imported from it: max |a - b| / max(1, max |a|). A file whose layer
     configs were edited imports to the nominal spec but computes something else; this sees it."""
     from ._api import build, set_weights
-    from .backends import get_backend
 
-    tf_backend = get_backend("tf")
-    model = tf_backend.read_keras_file(path)
+    model = _read_keras(path)
     reference = build(spec, "numpy")
     set_weights(reference, weights)
     expect = reference(x.astype("float64"))
@@ -155,11 +290,13 @@ def _check(args: argparse.Namespace) -> int:
     from ._compare import TOLERANCE
     from .testing._equivalence import compare_layerwise, format_table
 
-    spec, weights = _read(args.file, input_shape=_parse_shape(args.input_shape))
-    spec, _ = shapes.resolve(spec)
     if args.batch < 1:
         raise _UsageError(f"--batch must be positive. Received: {args.batch}")
-    x = np.random.default_rng(args.seed).standard_normal((args.batch, *spec.input_shape))  # type: ignore[misc]
+    if args.seed < 0:
+        raise _UsageError(f"--seed must not be negative. Received: {args.seed}")
+    spec, weights = _read(args.file, args.spec, _parse_shape(args.input_shape))
+    spec, _ = shapes.resolve(spec)
+    x = _random_input(args.seed, args.batch, spec)
     rows = compare_layerwise(spec, weights, x, backends=("torch", "tf"), dtype=args.dtype, grads=False)
     print(format_table(rows, "torch"))
     bad = [r for r in rows if not r.ok]
@@ -184,6 +321,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("summary", help="layer table of a spec JSON, xconv checkpoint or .keras file")
     s.add_argument("file")
+    s.add_argument("--spec", help="spec JSON, needed for a torch state_dict input")
     s.add_argument("--input-shape", help="C,H,W when the file has none")
     s.set_defaults(run=_summary)
     c = sub.add_parser("convert", help="convert between xconv .safetensors, .keras and torch .pt")
@@ -195,6 +333,7 @@ def _parser() -> argparse.ArgumentParser:
     c.set_defaults(run=_convert)
     k = sub.add_parser("check", help="build both frameworks with the file's weights and compare every layer")
     k.add_argument("file")
+    k.add_argument("--spec", help="spec JSON, needed for a torch state_dict input")
     k.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     k.add_argument("--batch", type=int, default=8)
     k.add_argument("--seed", type=int, default=0)
@@ -219,6 +358,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"xconv {args.command}: error: {e}".replace("\n", " "), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"xconv {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - exit 1 means a mismatch, and no traceback without --debug
+        if args.debug:
+            raise
+        print(f"xconv {args.command}: error: {type(e).__name__}: {e} (unexpected; --debug shows the traceback)"
+              .replace("\n", " "), file=sys.stderr)
         return 2
 
 

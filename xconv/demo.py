@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -52,7 +54,7 @@ class Data:
 
 
 class DataError(Exception):
-    """The data given with --data cannot be used (exit code 2)."""
+    """The arguments or the data given with --data cannot be used (exit code 2)."""
 
 
 def load_digits(seed: int = 0, n_val: int = 297) -> Data:
@@ -201,11 +203,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no per-iteration lines")
 
 
-def run(args: argparse.Namespace, echo: Callable[..., Any] = print) -> int:
+OUTPUT_FILES = ("curves.png", "convnet.safetensors", "convnet.keras", "convnet.pt", "metrics.json")
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse hyperparameters that cannot train and an output folder that cannot be written, before any work."""
     if args.steps is not None and args.steps < 1:
         raise DataError(f"--steps must be at least 1. Received: {args.steps}")
     if args.batch < 1:
         raise DataError(f"--batch must be at least 1. Received: {args.batch}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise DataError(f"--lr must be a positive finite number. Received: {args.lr}")
+    if args.print_every is not None and args.print_every < 1:
+        raise DataError(f"--print-every must be at least 1. Received: {args.print_every}")
+    if args.seed < 0:
+        raise DataError(f"--seed must not be negative. Received: {args.seed}")
+    check_out_folder(args.out)
+
+
+def check_out_folder(out: str) -> None:
+    """Refuse an ``--out`` that is not a folder, lies under something that is not one, cannot be written, or
+    holds something other than a regular file where an output goes. Leaves nothing behind."""
+    path = os.path.abspath(out)
+    existing = path
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        if existing == path:
+            raise DataError(f"--out {out} must be a folder; it exists and is not one")
+        raise DataError(f"--out {out} cannot be made: {existing} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise DataError(f"--out {out}: cannot write in {existing} ({e.strerror})") from None
+    if existing == path:
+        for name in OUTPUT_FILES:
+            file = os.path.join(path, name)
+            if os.path.lexists(file) and not os.path.isfile(file):
+                raise DataError(f"--out {out}: {name} there is not a regular file; cannot overwrite it")
+
+
+def run(args: argparse.Namespace, echo: Callable[..., Any] = print) -> int:
+    check_arguments(args)
     import torch
 
     started = time.perf_counter()

@@ -63,7 +63,14 @@ def weights_dtype(weights: Mapping[str, Any]) -> str:
     """The model dtype that fits ``weights``: float64 if every float array is float64, else float32 (also when
     there is none; integer buffers such as ``num_batches_tracked`` do not count). ``check_weights`` then casts
     or refuses each array."""
-    kinds = {a.dtype.name for a in map(as_numpy, weights.values()) if a.dtype.kind != "i"}
+    kinds = set()
+    for value in weights.values():
+        try:
+            array = as_numpy(value)
+        except Exception:  # noqa: BLE001 - unreadable (bfloat16, ...): check_weights names it
+            continue
+        if array.dtype.kind not in "iu":
+            kinds.add(array.dtype.name)
     return "float64" if kinds == {"float64"} else "float32"
 
 
@@ -94,6 +101,8 @@ def check_weights(
             if array.dtype.kind not in "iu" or array.shape != ():
                 problems.append(f"{key!r}: must be an integer scalar (torch stores int64). "
                                 f"Received: dtype {array.dtype}, shape {tuple(array.shape)}")
+            elif not np.iinfo(np.int64).min <= int(array) <= np.iinfo(np.int64).max:
+                problems.append(f"{key!r}: {int(array)} does not fit torch's int64 counter")
             else:
                 out[key] = array.astype(np.int64)
         elif array.dtype.kind != "f":

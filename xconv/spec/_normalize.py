@@ -96,6 +96,8 @@ def as_bool(owner: str, name: str, value: Any) -> bool:
 
 def as_shape(owner: str, value: Any) -> tuple[int, ...]:
     """A logical input shape without batch: (C, H, W) or (features,)."""
+    if not isinstance(value, (list, tuple)) and hasattr(value, "__iter__") and not isinstance(value, (str, bytes)):
+        value = tuple(value)  # torch.Size, numpy arrays, generators
     if isinstance(value, (list, tuple)) and len(value) in (1, 3):
         return tuple(as_int(owner, "input_shape", v, minimum=1) for v in value)
     raise SpecError(

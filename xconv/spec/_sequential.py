@@ -63,7 +63,7 @@ class Sequential:
                     f"{type(layer).__name__}"
                 )
         object.__setattr__(self, "layers", tuple(flat))
-        shape = None if input_shape is None else as_shape("Sequential", tuple(input_shape))
+        shape = None if input_shape is None else as_shape("Sequential", input_shape)
         object.__setattr__(self, "input_shape", shape)
         object.__setattr__(self, "name", as_name("Sequential", name))
 
@@ -90,7 +90,7 @@ class Sequential:
             return self
         out = object.__new__(Sequential)
         object.__setattr__(out, "layers", self.layers)
-        object.__setattr__(out, "input_shape", None if input_shape is None else as_shape("Sequential", tuple(input_shape)))
+        object.__setattr__(out, "input_shape", None if input_shape is None else as_shape("Sequential", input_shape))
         object.__setattr__(out, "name", self.name)
         return out
 
@@ -226,7 +226,13 @@ def from_dict(data: Mapping[str, Any]) -> Sequential:
     return Sequential(*layers, input_shape=data.get("input_shape"), name=data.get("name"))
 
 
+#: how deeply containers may nest in a spec read from data
+MAX_DEPTH = 64
+
+
 def _item(item: Any, where: str) -> Any:
+    if where.count(".") >= MAX_DEPTH:
+        raise SpecError(f"from_dict: item {where} is nested more than {MAX_DEPTH} levels deep")
     known = sorted([*LAYER_TYPES, "Sequential", *COMBINATORS])
     if not isinstance(item, Mapping) or item.get("kind") not in known:
         raise SpecError(f"from_dict: item {where} has an unknown kind; known kinds: {', '.join(known)}. "
@@ -258,3 +264,5 @@ def _item(item: Any, where: str) -> Any:
         return cls(**fields)
     except SpecError as e:
         raise SpecError(f"from_dict: layer {where}: {e}") from None
+    except TypeError as e:  # a required field missing
+        raise SpecError(f"from_dict: layer {where} ({kind}): {e}") from None

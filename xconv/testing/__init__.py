@@ -4,10 +4,20 @@
 >>> from xconv.testing import strategies, assert_equivalent
 """
 
-from . import strategies
 from ._compare import TOLERANCE, max_rel_diff
 from ._training import TrainParity, train_parity
 from ._equivalence import DEFAULT_BACKENDS, Row, assert_equivalent, compare_layerwise, default_tolerance, format_table
+
+
+
+def __getattr__(name: str) -> object:
+    """``strategies`` is imported on first use: it needs hypothesis (the ``test`` extra), the rest does not."""
+    if name == "strategies":
+        import importlib
+
+        return importlib.import_module(".strategies", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "strategies",
