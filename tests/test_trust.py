@@ -310,3 +310,23 @@ def test_cli_fuzz_is_exit_2(tmp_path_factory, data, capsys):
     code = cli.main(args)
     captured = capsys.readouterr()
     assert code in (0, 2) and "Traceback" not in captured.err, (args, code, captured.err)
+
+
+def test_layer_subclasses_and_a_full_disk_are_clear(both_backends, tmp_path, monkeypatch):
+    import errno
+
+    import safetensors.numpy
+    from torch import nn
+
+    class Gate(nn.Sigmoid):  # a subclass without its own forward: traced, imported as the sigmoid it is
+        pass
+
+    assert [layer.kind for layer in xc.from_torch(nn.Sequential(Gate()), (3,)).layers] == ["Sigmoid"]
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(safetensors.numpy, "save_file", full)
+    with pytest.raises(xc.XconvError, match="No space left"):
+        _checkpoint(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == []  # no temporary file left behind
