@@ -109,8 +109,8 @@ def test_unsupported_layers_are_named(both_backends):
     import keras
     from torch import nn
 
-    with pytest.raises(xc.UnsupportedLayerError, match=r"module '1' \(Hardswish\) is not supported; supported: nn.Conv2d"):
-        xc.from_torch(nn.Sequential(nn.Linear(4, 4), nn.Hardswish()), (4,))
+    with pytest.raises(xc.UnsupportedLayerError, match=r"module '1' \(Mish\) is not supported; supported: nn.Conv2d"):
+        xc.from_torch(nn.Sequential(nn.Linear(4, 4), nn.Mish()), (4,))
     assert xc.from_torch(nn.Linear(4, 4), (4,)) == xc.Sequential(xc.Linear(4, 4, name="linear"), input_shape=(4,))
 
     class Mish(nn.Module):
@@ -119,8 +119,8 @@ def test_unsupported_layers_are_named(both_backends):
 
     with pytest.raises(xc.UnsupportedLayerError, match=r"operation 'sinh' \(call_method sinh\) is not supported"):
         xc.from_torch(Mish(), (4,))
-    with pytest.raises(xc.UnsupportedLayerError, match="activation 'hard_sigmoid' is not supported"):
-        xc.from_keras(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="hard_sigmoid")]))
+    with pytest.raises(xc.UnsupportedLayerError, match="activation 'softplus' is not supported"):
+        xc.from_keras(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softplus")]))
     with pytest.raises(xc.UnsupportedLayerError, match="Softmax needs an explicit dim"):
         xc.from_torch(nn.Sequential(nn.Softmax()), (4,))
     with pytest.raises(xc.UnsupportedLayerError, match="divisor_override is not supported"):

@@ -42,6 +42,15 @@ TORCHVISION: dict[str, tuple[dict[str, Any], tuple[int, int, int]]] = {
     "googlenet": ({"aux_logits": False, "init_weights": True}, (3, 64, 64)),
     "densenet121": ({}, (3, 64, 64)),
     "regnet_x_400mf": ({}, (3, 64, 64)),
+    "mobilenet_v2": ({}, (3, 64, 64)),
+    "mobilenet_v3_small": ({}, (3, 64, 64)),
+    "mobilenet_v3_large": ({}, (3, 64, 64)),
+    "efficientnet_b0": ({}, (3, 64, 64)),
+    "efficientnet_v2_s": ({}, (3, 64, 64)),
+    "mnasnet0_5": ({}, (3, 64, 64)),
+    "regnet_y_400mf": ({}, (3, 64, 64)),
+    "resnext50_32x4d": ({}, (3, 64, 64)),
+    "inception_v3": ({"aux_logits": False, "init_weights": True}, (3, 75, 75)),
 }
 
 #: keras.applications models that port to torch: name -> input (H, W, C)
@@ -49,6 +58,8 @@ KERAS_APPLICATIONS: dict[str, tuple[int, int, int]] = {
     "ResNet50": (64, 64, 3),
     "ResNet50V2": (64, 64, 3),
     "DenseNet121": (64, 64, 3),
+    "MobileNetV2": (64, 64, 3),
+    "Xception": (71, 71, 3),
 }
 
 

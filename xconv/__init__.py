@@ -12,7 +12,7 @@ from .shapes import LayerInfo, infer
 from .spec import (
     ELU, GELU, Add, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Concat, Conv2d, Dropout, Flatten, Identity,
     Layer, LeakyReLU, Linear, MaxPool2d, Multiply, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d,
-    from_dict,
+    from_dict, Hardsigmoid, Hardswish, Hardtanh, StochasticDepth,
 )
 
 __version__ = "0.1.0"
@@ -100,6 +100,10 @@ __all__ = [
     "Softmax",
     "Identity",
     "ZeroPad2d",
+    "Hardtanh",
+    "Hardsigmoid",
+    "Hardswish",
+    "StochasticDepth",
     "Add",
     "Concat",
     "Multiply",

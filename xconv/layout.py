@@ -63,6 +63,7 @@ class ArrayOps(NamedTuple):
 
     transpose: Callable[[Any, tuple[int, ...]], Any]  # a new, contiguous array
     take: Callable[[Any, np.ndarray, int], Any]  # entries idx along axis, a new array
+    reshape: Callable[[Any, tuple[int, ...]], Any] = lambda x, shape: x.reshape(shape)
 
 
 NUMPY_OPS = ArrayOps(
@@ -80,6 +81,10 @@ def to_keras(kind: str, x: Any, source: tuple[int, ...] | None, ops: ArrayOps = 
     inputs in C,H,W order -> (in, out) in H,W,C order), "vector" (features along the last axis, C,H,W ->
     H,W,C order: BatchNorm1d vectors after Flatten, flat activations), anything else unchanged. ``source`` is
     the (C, H, W) map the features were flattened from, or None."""
+    if kind == "depthwise":  # (C*m, 1, kh, kw) -> DepthwiseConv2D's (kh, kw, C, m): output channel c*m + j
+        hwio = ops.transpose(x, OIHW_TO_HWIO)  # ``source``: C, the conv's input channels
+        kh, kw, _, cm = (int(d) for d in hwio.shape)
+        return ops.reshape(hwio, (kh, kw, int(source), cm // int(source)))
     perm = flatten_permutation(source)
     if kind == "conv":
         return ops.transpose(x, OIHW_TO_HWIO)
@@ -92,6 +97,9 @@ def to_keras(kind: str, x: Any, source: tuple[int, ...] | None, ops: ArrayOps = 
 
 def to_canonical(kind: str, x: Any, source: tuple[int, ...] | None, ops: ArrayOps = NUMPY_OPS) -> Any:
     """Inverse of :func:`to_keras`."""
+    if kind == "depthwise":  # (kh, kw, C, m) -> (C*m, 1, kh, kw)
+        kh, kw, c, m = (int(d) for d in x.shape)
+        return ops.transpose(ops.reshape(x, (kh, kw, 1, c * m)), HWIO_TO_OIHW)
     perm = flatten_permutation(source)
     inverse = None if perm is None else np.argsort(perm)
     if kind == "conv":

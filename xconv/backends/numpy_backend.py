@@ -13,7 +13,8 @@ from .. import layout
 from ..shapes import LayerInfo, adaptive_windows, avgpool_divisor, concat_axis, layer_taps, softmax_axis
 from ..spec import (
     ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, LeakyReLU,
-    Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d,
+    Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d, Hardsigmoid, Hardswish, Hardtanh,
+    StochasticDepth,
 )
 
 NAME = "numpy"
@@ -400,6 +401,10 @@ _FORWARD: dict[type, Any] = {
     Softmax: lambda info, p, x, mode: _softmax_forward(info, x),
     Identity: lambda info, p, x, mode: x,
     ZeroPad2d: lambda info, p, x, mode: np.pad(x, ((0, 0), (0, 0), *info.padding)),
+    Hardtanh: lambda info, p, x, mode: np.clip(x, info.layer.min_val, info.layer.max_val),
+    Hardsigmoid: lambda info, p, x, mode: np.minimum(np.maximum(x + 3, 0), 6) / 6,
+    Hardswish: lambda info, p, x, mode: x * np.minimum(np.maximum(x + 3, 0), 6) / 6,
+    StochasticDepth: lambda info, p, x, mode: _stochastic_depth(info, x, mode),
 }
 
 
@@ -433,7 +438,23 @@ _BACKWARD: dict[type, Any] = {
     Softmax: lambda info, p, x, go, mode: (_softmax_backward(info, x, go), {}),
     Identity: lambda info, p, x, go, mode: (go, {}),
     ZeroPad2d: lambda info, p, x, go, mode: (_unpad(info, go), {}),
+    # torch's rules, boundaries included: hardtanh and hardsigmoid pass gradients strictly inside their ramp;
+    # hardswish's is x / 3 + 1/2 on [-3, 3]
+    Hardtanh: lambda info, p, x, go, mode: (go * ((x > info.layer.min_val) & (x < info.layer.max_val)), {}),
+    Hardsigmoid: lambda info, p, x, go, mode: (go * ((x > -3) & (x < 3)) / 6, {}),
+    Hardswish: lambda info, p, x, go, mode: (go * np.where(x < -3, 0, np.where(x <= 3, x / 3 + 0.5, 1)).astype(x.dtype), {}),
+    StochasticDepth: lambda info, p, x, go, mode: (_stochastic_depth(info, go, mode, like=x), {}),
 }
+
+
+def _stochastic_depth(info: LayerInfo, x: np.ndarray, mode: _Mode, like: np.ndarray | None = None) -> np.ndarray:
+    """Multiply by the per-sample (or whole-batch) keep mask scaled by 1 / (1 - p), in training only."""
+    layer = info.layer
+    if not mode.training or layer.p == 0:  # type: ignore[attr-defined]
+        return x
+    ref = x if like is None else like
+    shape = (ref.shape[0] if layer.mode == "row" else 1,) + (1,) * (ref.ndim - 1)  # type: ignore[attr-defined]
+    return x * mode.mask(shape, layer.p, ref.dtype)  # type: ignore[attr-defined]
 
 
 def build(spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarray], dtype: str) -> NumpyModel:

@@ -19,13 +19,15 @@ from ..backends.tf.weights import _to_canonical
 from ..errors import UnsupportedLayerError
 from ..spec import (
     ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, LeakyReLU,
-    Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d,
+    Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d, Hardsigmoid, Hardswish, Hardtanh,
+    StochasticDepth,
 )
 from ._graph import Names, Raw, drop, readers, to_spec
 
 # ---- importing hand-written models ----
 
-_ACTIVATION_NAMES = ("relu", "linear", "sigmoid", "tanh", "silu", "swish", "gelu", "elu", "softmax", "leaky_relu")
+_ACTIVATION_NAMES = ("relu", "linear", "sigmoid", "tanh", "silu", "swish", "gelu", "elu", "softmax", "leaky_relu",
+                     "relu6", "hard_sigmoid", "hard_swish")
 _SUPPORTED = (
     "InputLayer, Conv2D ('same'/'valid', strides, dilation, groups, bias, a fused activation), "
     "ZeroPadding2D (folded into the next 'valid' Conv2D or AveragePooling2D where exact), Add, Multiply, "
@@ -41,7 +43,8 @@ def _activation(layer: Any, where: str) -> Any:
     user function that happens to be called ``relu`` is refused, never taken for the built-in."""
     a = keras.activations
     known = [(a.relu, ReLU()), (a.linear, None), (a.sigmoid, Sigmoid()), (a.tanh, Tanh()), (a.silu, SiLU()),
-             (a.gelu, GELU()), (a.elu, ELU()), (a.softmax, Softmax(1)), (a.leaky_relu, LeakyReLU(0.2))]
+             (a.gelu, GELU()), (a.elu, ELU()), (a.softmax, Softmax(1)), (a.leaky_relu, LeakyReLU(0.2)),
+             (a.relu6, Hardtanh(0.0, 6.0)), (a.hard_sigmoid, Hardsigmoid()), (a.hard_swish, Hardswish())]
     fn = layer.activation
     for function, spec_layer in known:
         if fn is function:
@@ -222,6 +225,34 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
                 auto.add(act_name)
                 i = add(Raw(act_name, "layer", [i], layer=dataclasses.replace(act, name=act_name), payload="fused"))
             index[id(out)] = i
+        elif type(layer) in (keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D):
+            act = _activation(layer, where)
+            kernel = np.asarray((layer.depthwise_kernel if hasattr(layer, "depthwise_kernel") else layer.kernel).numpy())
+            c_in, multiplier = int(kernel.shape[2]), int(kernel.shape[3])
+            separable = type(layer) is keras.layers.SeparableConv2D
+            dw_name = names.take(f"{name}.depthwise") if separable else name
+            dw_bias = layer.use_bias and not separable
+            weights = {"weight": kernel}
+            if dw_bias:
+                weights["bias"] = np.asarray(layer.bias.numpy())
+            conv = Conv2d(c_in, c_in * multiplier, tuple(layer.kernel_size), stride=tuple(layer.strides),
+                          padding=layer.padding, dilation=tuple(layer.dilation_rate), groups=c_in, bias=dw_bias,
+                          name=dw_name)
+            i = add(Raw(dw_name, "layer", [src], layer=conv, payload=layer), weights)
+            if separable:  # then the 1x1 pointwise conv, with the bias
+                pw_name = names.take(f"{name}.pointwise")
+                pointwise = np.asarray(layer.pointwise_kernel.numpy())
+                pw_weights = {"weight": pointwise}
+                if layer.use_bias:
+                    pw_weights["bias"] = np.asarray(layer.bias.numpy())
+                i = add(Raw(pw_name, "layer", [i], layer=Conv2d(c_in * multiplier, int(pointwise.shape[3]), 1,
+                                                                   bias=layer.use_bias, name=pw_name)), pw_weights)
+            if act is not None:
+                act_name = names.take(f"{name}_activation")
+                auto.add(act_name)
+                i = add(Raw(act_name, "layer", [i], layer=dataclasses.replace(act, name=act_name),
+                            payload=None if separable else "fused"))
+            index[id(out)] = i
         elif type(layer) is keras.layers.Dense:
             act = _activation(layer, where)
             weights = {"weight": np.asarray(layer.kernel.numpy())}
@@ -276,9 +307,10 @@ def _plain_layer(layer: Any, where: str, current: tuple[int, ...]) -> tuple[Any,
     """A Keras layer with no folding to do -> (spec layer or None for an identity activation, Keras arrays)."""
     weights: dict[str, np.ndarray] = {}
     if type(layer) is keras.layers.ReLU:
-        if layer.max_value is not None or layer.negative_slope != 0 or layer.threshold != 0:
-            raise UnsupportedLayerError(f"from_keras: {where}: only ReLU() with default arguments is supported")
-        return ReLU(), weights
+        if layer.negative_slope != 0 or layer.threshold != 0:
+            raise UnsupportedLayerError(f"from_keras: {where}: only ReLU() and ReLU(max_value=m) are supported "
+                                        "(no negative_slope or threshold)")
+        return (ReLU() if layer.max_value is None else Hardtanh(0.0, float(layer.max_value))), weights
     if type(layer) is keras.layers.Activation:
         return _activation(layer, where), weights
     if type(layer) is keras.layers.Flatten:
@@ -321,9 +353,14 @@ def _plain_layer(layer: Any, where: str, current: tuple[int, ...]) -> tuple[Any,
         return cls(current[0], eps=float(layer.epsilon), momentum=momentum, affine=bool(layer.center),
                    track_running_stats=track), weights
     if type(layer) is keras.layers.Dropout:
-        if layer.noise_shape is not None:
-            raise UnsupportedLayerError(f"from_keras: {where}: Dropout with a noise_shape is not supported")
-        return Dropout(float(layer.rate)), weights
+        if layer.noise_shape is None:
+            return Dropout(float(layer.rate)), weights
+        shape = tuple(layer.noise_shape)
+        if len(shape) == len(current) + 1 and all(d == 1 for d in shape[1:]) and shape[0] in (None, 1):
+            # whole samples dropped (Keras applications' stochastic depth), or the whole batch
+            return StochasticDepth(float(layer.rate), "row" if shape[0] is None else "batch"), weights
+        raise UnsupportedLayerError(f"from_keras: {where}: Dropout with noise_shape={shape} is not supported "
+                                    "(only whole samples: (None, 1, 1, 1))")
     if type(layer) is keras.layers.LeakyReLU:
         return LeakyReLU(float(layer.negative_slope)), weights
     if type(layer) is keras.layers.ELU:
@@ -339,7 +376,9 @@ def _plain_layer(layer: Any, where: str, current: tuple[int, ...]) -> tuple[Any,
     if type(layer) is TorchActivation:
         fn = layer.function
         return {"leaky_relu": lambda: LeakyReLU(layer.param), "elu": lambda: ELU(layer.param),
-                "gelu": lambda: GELU(), "gelu_tanh": lambda: GELU("tanh")}[fn](), weights
+                "gelu": lambda: GELU(), "gelu_tanh": lambda: GELU("tanh"),
+                "hardtanh": lambda: Hardtanh(layer.param, layer.param2), "hardsigmoid": lambda: Hardsigmoid(),
+                "hardswish": lambda: Hardswish()}[fn](), weights
     raise UnsupportedLayerError(f"from_keras: {where} is not supported; supported: {_SUPPORTED}")
 
 

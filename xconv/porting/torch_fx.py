@@ -15,7 +15,8 @@ from torch import nn
 from ..errors import UnsupportedLayerError
 from ..spec import (
     ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, LeakyReLU,
-    Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d,
+    Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d, Hardsigmoid, Hardswish, Hardtanh,
+    StochasticDepth,
 )
 from ._graph import Names, Raw, drop, readers, to_spec
 
@@ -138,6 +139,23 @@ def _functional_module(node: Any, args: list[Any], kwargs: dict[str, Any]) -> nn
         return nn.ELU(values("alpha").get("alpha", 1.0))
     if target is F.silu:
         return nn.SiLU()
+    if target is F.relu6:
+        return nn.ReLU6()
+    if target is F.hardtanh:
+        v = values("min_val", "max_val")
+        return nn.Hardtanh(v.get("min_val", -1.0), v.get("max_val", 1.0))
+    if target is F.hardsigmoid:
+        return nn.Hardsigmoid()
+    if target is F.hardswish:
+        return nn.Hardswish()
+    if getattr(target, "__name__", "") == "stochastic_depth" and getattr(target, "__module__", "").startswith(
+            "torchvision.ops"):  # torchvision.ops.stochastic_depth(input, p, mode, training)
+        from ..backends.torch_backend import StochasticDepthModule
+
+        v = values("p", "mode", "training")
+        module = StochasticDepthModule(v["p"], v["mode"])
+        module.train(bool(v.get("training", True)))
+        return module
     if target in (F.softmax, torch.softmax):
         dim = values("dim").get("dim")
         return None if dim is None else nn.Softmax(dim=dim)
@@ -180,6 +198,7 @@ def _module_layer(m: nn.Module, where: str) -> Any:
     return {nn.Sigmoid: Sigmoid, nn.Tanh: Tanh, nn.SiLU: SiLU}[type(m)]()
 
 
+_OWN = "xconv.backends.torch_backend"  # xconv's own torch modules (a model built by xconv)
 _ADDS = (operator.add, operator.iadd, torch.add)
 _MULS = (operator.mul, operator.imul, torch.mul)
 _CATS = (torch.cat, torch.concat)
@@ -222,6 +241,14 @@ def _layer(m: nn.Module, name: str, where: str) -> tuple[Any, dict[str, Any]]:
         layer = Flatten(name=name)
     elif isinstance(m, nn.Identity):
         layer = Identity(name=name)
+    elif type(m) in (nn.Hardtanh, nn.ReLU6):
+        layer = Hardtanh(float(m.min_val), float(m.max_val), name=name)
+    elif type(m) is nn.Hardsigmoid or type(m).__name__ == "ExactHardsigmoid" and type(m).__module__ == _OWN:
+        layer = Hardsigmoid(name=name)
+    elif type(m) is nn.Hardswish:
+        layer = Hardswish(name=name)
+    elif type(m).__name__ == "StochasticDepthModule" and type(m).__module__ == _OWN:
+        layer = StochasticDepth(m.p, m.mode, name=name)
     elif isinstance(m, nn.ZeroPad2d):
         pad = tuple(int(v) for v in m.padding)
         if min(pad) < 0:
@@ -261,9 +288,9 @@ class _Tracer(torch.fx.Tracer):
     """torch.fx's tracer, with xconv's own padded conv (a torch model built by xconv) kept as one layer."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        from ..backends.torch_backend import PaddedConv2d
+        from ..backends.torch_backend import ExactHardsigmoid, PaddedConv2d, StochasticDepthModule
 
-        return type(m) is PaddedConv2d or super().is_leaf_module(m, qualname)
+        return type(m) in (PaddedConv2d, StochasticDepthModule, ExactHardsigmoid) or super().is_leaf_module(m, qualname)
 
 
 _ALIAS_METHODS = ("view", "reshape", "flatten", "contiguous", "view_as", "reshape_as", "squeeze", "unsqueeze")
@@ -408,6 +435,17 @@ def import_model(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[Seque
             index[node] = len(nodes)
             nodes.append(Raw(node.name, "cat", prefix, dim=dim))
             continue
+        mean = _spatial_mean(node, args)
+        if mean is not None and len(tensor_inputs) == 1 and args[0] is tensor_inputs[0]:
+            keepdim = mean
+            pool_name = names.take(node.name)
+            i = len(nodes)
+            nodes.append(Raw(node.name, "layer", [index[args[0]]], layer=AdaptiveAvgPool2d(1, name=pool_name)))
+            if not keepdim:
+                flat = names.take(f"{node.name}_flatten")
+                nodes.append(Raw(flat, "layer", [i], layer=Flatten(name=flat)))
+            index[node] = len(nodes) - 1
+            continue
         if len(tensor_inputs) != 1 or not args or args[0] is not tensor_inputs[0]:
             raise UnsupportedLayerError(
                 f"from_torch: {where} does not take exactly one tensor computed from the input; supported: {_SUPPORTED}"
@@ -454,6 +492,20 @@ def import_model(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[Seque
     if missing:
         raise UnsupportedLayerError(f"from_torch: no tensor for {missing[0]!r}; its parameters are not module parameters")
     return spec, {k: tensors[k].detach().cpu().numpy().copy() for k in keys}
+
+
+def _spatial_mean(node: Any, args: list[Any]) -> bool | None:
+    """For ``x.mean([2, 3])``, ``x.mean((-2, -1), keepdim=True)``, ``torch.mean(x, (2, 3))``: keepdim (the mean
+    over H and W is a global average pool, then a flatten unless kept); None for anything else."""
+    if not (node.op == "call_method" and node.target == "mean" or node.op == "call_function" and node.target is torch.mean):
+        return None
+    dims = args[1] if len(args) > 1 else node.kwargs.get("dim")
+    keepdim = args[2] if len(args) > 2 else node.kwargs.get("keepdim", False)
+    if set(node.kwargs) - {"dim", "keepdim"} or not isinstance(dims, (list, tuple)) or not isinstance(keepdim, bool):
+        return None
+    if sorted(d % 4 for d in dims if isinstance(d, int)) != [2, 3] or len(dims) != 2:
+        return None
+    return keepdim
 
 
 def _existing_prefix(nodes: list[Raw], ids: list[int], dim: int) -> list[int]:

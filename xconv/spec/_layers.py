@@ -13,6 +13,7 @@ __all__ = [
     "Layer", "Conv2d", "ReLU", "Flatten", "Linear", "LAYER_TYPES",
     "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm2d", "BatchNorm1d", "Dropout",
     "LeakyReLU", "Sigmoid", "Tanh", "GELU", "ELU", "SiLU", "Softmax", "Identity", "ZeroPad2d", "ELEMENTWISE",
+    "Hardtanh", "Hardsigmoid", "Hardswish", "StochasticDepth",
 ]
 
 #: kind name -> layer class, filled as classes are defined; used by ``from_dict``.
@@ -406,5 +407,54 @@ class ZeroPad2d(Layer):
             self._set("padding", ((p, p), (p, p)))
 
 
+@dataclass(frozen=True, repr=False)
+class Hardtanh(Layer):
+    """min(max(x, min_val), max_val), torch's defaults (-1, 1). torch's ``ReLU6`` is ``Hardtanh(0.0, 6.0)``
+    (Keras: ``ReLU(max_value=6)``).
+
+    >>> Hardtanh(0.0, 6.0)
+    Hardtanh(0.0, 6.0)
+    """
+
+    min_val: float = -1.0
+    max_val: float = 1.0
+
+    _positional = ("min_val", "max_val")
+
+    def _validate(self) -> None:
+        self._set("min_val", as_float("Hardtanh", "min_val", self.min_val))
+        self._set("max_val", as_float("Hardtanh", "max_val", self.max_val))
+        if self.max_val <= self.min_val:
+            raise SpecError(f"Hardtanh: `max_val` must be greater than `min_val`. Received: min_val={self.min_val}, "
+                            f"max_val={self.max_val}")
+
+
+@dataclass(frozen=True, repr=False)
+class Hardsigmoid(Layer):
+    """torch's hard sigmoid: min(max(x + 3, 0), 6) / 6 (Keras 3's ``hard_sigmoid`` is the same function)."""
+
+
+@dataclass(frozen=True, repr=False)
+class Hardswish(Layer):
+    """torch's hard swish: x * min(max(x + 3, 0), 6) / 6 (Keras 3's ``hard_swish``)."""
+
+
+@dataclass(frozen=True, repr=False)
+class StochasticDepth(Layer):
+    """torchvision's stochastic depth: the identity in inference; in training each sample (``mode="row"``) or
+    the whole batch (``"batch"``) is zeroed with probability ``p`` and the rest scaled by 1 / (1 - p). Keras:
+    ``Dropout(p, noise_shape=(None, 1, 1, 1))``."""
+
+    p: float = 0.5
+    mode: str = "row"
+
+    _positional = ("p",)
+
+    def _validate(self) -> None:
+        self._set("p", as_float("StochasticDepth", "p", self.p, low=0.0, high=1.0))
+        self._set("mode", as_choice("StochasticDepth", "mode", self.mode, ("row", "batch")))
+
+
 #: layers that keep their input's shape and act per element (or per feature vector, Softmax over dim 1)
-ELEMENTWISE = (ReLU, Dropout, LeakyReLU, Sigmoid, Tanh, GELU, ELU, SiLU, Identity)
+ELEMENTWISE = (ReLU, Dropout, LeakyReLU, Sigmoid, Tanh, GELU, ELU, SiLU, Identity, Hardtanh, Hardsigmoid, Hardswish,
+               StochasticDepth)

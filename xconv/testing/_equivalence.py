@@ -57,7 +57,8 @@ def lipschitz(layer: Any) -> float | None:
     """For an elementwise layer (and Softmax): a bound L on |f'(x)|, so that an input known to absolute error
     e gives an output within L * e plus the layer's own rounding. None for other layers."""
     bounds = {"ReLU": 1.0, "Identity": 1.0, "Dropout": 1.0, "Tanh": 1.0, "Sigmoid": 0.25, "Softmax": 1.0,
-              "GELU": 1.13, "SiLU": 1.1}
+              "GELU": 1.13, "SiLU": 1.1, "Hardtanh": 1.0, "Hardsigmoid": 1 / 6, "Hardswish": 1.5,
+              "StochasticDepth": 1.0}
     if layer.kind == "LeakyReLU":
         return max(1.0, abs(layer.negative_slope))
     if layer.kind == "ELU":
@@ -116,7 +117,7 @@ def compare_layerwise(
     """
     resolved, infos = shapes.resolve(spec)
     if training:
-        drop = [i for i in infos if i.kind == "Dropout" and i.layer.p > 0]  # type: ignore[attr-defined]
+        drop = [i for i in infos if i.kind in ("Dropout", "StochasticDepth") and i.layer.p > 0]  # type: ignore[attr-defined]
         if drop:
             raise ValueError(
                 f"compare_layerwise(training=True): layer {drop[0].key} is {drop[0].layer!r}; dropout masks "

@@ -64,7 +64,7 @@ def train_parity(
     if optimizer not in ("sgd", "adam"):
         raise ValueError(f"optimizer must be 'sgd' or 'adam'. Received: optimizer={optimizer!r}")
     resolved, infos = shapes.resolve(spec)
-    drop = [i for i in infos if i.kind == "Dropout" and i.layer.p > 0]  # type: ignore[attr-defined]
+    drop = [i for i in infos if i.kind in ("Dropout", "StochasticDepth") and i.layer.p > 0]  # type: ignore[attr-defined]
     if drop:
         raise ValueError(
             f"train_parity: layer {drop[0].key} is {drop[0].layer!r}; dropout masks differ between frameworks, "

@@ -13,7 +13,8 @@ from ... import layout
 from ...shapes import LayerInfo, avgpool_divisor, concat_axis, softmax_axis
 from ...spec import (
     ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, LeakyReLU,
-    Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d,
+    Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d, Hardsigmoid, Hardswish, Hardtanh,
+    StochasticDepth,
 )
 from .layers import (
     AdaptiveAvgPool2D, GatherPad2D, GroupedConv2D, Subsample2D, TorchActivation, TorchAvgPool2D, TorchBatchNorm,
@@ -80,10 +81,9 @@ def _history(output: Any, inputs: list[Any]) -> list[str]:
     return names[::-1]
 
 
-def _conv2d(info: LayerInfo, x: Any, dtype: str, activation: str | None = None) -> Any:
+def _conv_plan(info: LayerInfo) -> tuple[Any, ...]:
+    """How a Conv2d runs in Keras: (dilation, strides, crop, pointwise, pre_strides, subsample, conv_strides)."""
     layer: Conv2d = info.layer  # type: ignore[assignment]
-    name = keras_name(info)
-    _, h, w = info.input_shape
     padding = info.padding
     assert padding is not None
     kernel = layer.kernel_size
@@ -112,7 +112,17 @@ def _conv2d(info: LayerInfo, x: Any, dtype: str, activation: str | None = None) 
         strides = [1, 1]
     subsample = max(strides) > 1 and max(dilation) > 1  # Keras refuses this pair: stride 1, then subsample
     conv_strides = (1, 1) if subsample else tuple(strides)
+    return dilation, strides, crop, pointwise, pre_strides, subsample, conv_strides
 
+
+def _conv2d(info: LayerInfo, x: Any, dtype: str, activation: str | None = None) -> Any:
+    layer: Conv2d = info.layer  # type: ignore[assignment]
+    name = keras_name(info)
+    _, h, w = info.input_shape
+    padding = info.padding
+    assert padding is not None
+    kernel = layer.kernel_size
+    dilation, strides, crop, pointwise, pre_strides, subsample, conv_strides = _conv_plan(info)
     keras_padding = "valid"
     native_same = tuple(layout.same_padding(n, k, s, d) for n, k, s, d in zip((h, w), kernel, conv_strides, dilation))
     if padding == ((0, 0), (0, 0)):
@@ -127,6 +137,14 @@ def _conv2d(info: LayerInfo, x: Any, dtype: str, activation: str | None = None) 
         x = keras.layers.Cropping2D(((0, crop[0]), (0, crop[1])), dtype=dtype, name=f"{name}_crop")(x)
     if pointwise:
         x = Subsample2D(pre_strides, before_conv=True, dtype=dtype, name=f"{name}_subsample")(x)
+    if is_depthwise(info):
+        x = keras.layers.DepthwiseConv2D(
+            kernel, strides=conv_strides, padding=keras_padding, depth_multiplier=layer.out_channels // layer.groups,
+            dilation_rate=dilation, use_bias=layer.bias, activation=activation, dtype=dtype, name=name,
+        )(x)
+        if subsample:
+            x = Subsample2D(strides, dtype=dtype, name=f"{name}_stride")(x)
+        return x
     conv_class = GroupedConv2D if layer.groups > 1 else keras.layers.Conv2D
     x = conv_class(
         layer.out_channels,
@@ -143,6 +161,17 @@ def _conv2d(info: LayerInfo, x: Any, dtype: str, activation: str | None = None) 
     if subsample:
         x = Subsample2D(strides, dtype=dtype, name=f"{name}_stride")(x)
     return x
+
+
+def is_depthwise(info: LayerInfo) -> bool:
+    """A conv with one group per input channel (a channel multiplier of out/in) that Keras' DepthwiseConv2D can
+    run: one fused kernel instead of a convolution per group. TensorFlow's depthwise kernel takes equal strides
+    only ("Current implementation only supports equal length strides"), so other strides stay grouped convs."""
+    layer = info.layer
+    if not (isinstance(layer, Conv2d) and layer.groups > 1 and layer.groups == layer.in_channels):
+        return False
+    conv_strides = _conv_plan(info)[-1]
+    return bool(conv_strides[0] == conv_strides[1])
 
 
 def _linear(info: LayerInfo, x: Any, dtype: str, activation: str | None = None) -> Any:
@@ -250,6 +279,16 @@ _BUILDERS = {
     SiLU: _named(keras.layers.Activation, "silu"),
     Softmax: _softmax,
     Identity: _named(keras.layers.Identity),
+    Hardtanh: lambda info, x, dtype: (
+        keras.layers.ReLU(max_value=6.0, dtype=dtype, name=keras_name(info))(x)
+        if (info.layer.min_val, info.layer.max_val) == (0.0, 6.0)  # type: ignore[attr-defined]
+        else TorchActivation("hardtanh", info.layer.min_val, info.layer.max_val, dtype=dtype,  # type: ignore[attr-defined]
+                             name=keras_name(info))(x)),
+    Hardsigmoid: lambda info, x, dtype: TorchActivation("hardsigmoid", dtype=dtype, name=keras_name(info))(x),
+    Hardswish: lambda info, x, dtype: TorchActivation("hardswish", dtype=dtype, name=keras_name(info))(x),
+    StochasticDepth: lambda info, x, dtype: keras.layers.Dropout(
+        info.layer.p, noise_shape=(None if info.layer.mode == "row" else 1,) + (1,) * len(info.input_shape),  # type: ignore[attr-defined]
+        dtype=dtype, name=keras_name(info))(x),
     ZeroPad2d: lambda info, x, dtype: keras.layers.ZeroPadding2D(info.padding, dtype=dtype, name=keras_name(info))(x),
 }
 

@@ -227,13 +227,14 @@ _SQRT_2_OVER_PI = 0.7978845608028654
 @keras.saving.register_keras_serializable(package="xconv")
 class TorchActivation(keras.layers.Layer):
     """Activations whose native Keras forms differ from torch's: LeakyReLU with a negative slope (Keras
-    refuses it), GELU's tanh form (no Keras layer), and in float64 the parametric ones (Keras and
+    refuses it), GELU's tanh form (no Keras layer), hardtanh with other bounds than ReLU6's, torch's hard sigmoid
+    and hard swish in torch's order of operations, and in float64 the parametric ones (Keras and
     ``tf.nn`` hold their constants in float32: measured 3.5e-8 for leaky_relu, 5e-9 for gelu). Constants are
     made in the input's dtype."""
 
-    def __init__(self, function: str, param: float = 0.0, **kwargs: Any) -> None:
+    def __init__(self, function: str, param: float = 0.0, param2: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.function, self.param = str(function), float(param)
+        self.function, self.param, self.param2 = str(function), float(param), float(param2)
 
     def call(self, x: Any) -> Any:
         c = lambda v: tf.constant(v, dtype=x.dtype)  # noqa: E731
@@ -245,9 +246,15 @@ class TorchActivation(keras.layers.Layer):
             return c(0.5) * x * (c(1.0) + tf.math.erf(x * c(_SQRT1_2)))
         if self.function == "gelu_tanh":
             return c(0.5) * x * (c(1.0) + tf.tanh(c(_SQRT_2_OVER_PI) * (x + c(0.044715) * x * x * x)))
+        if self.function == "hardtanh":
+            return tf.minimum(tf.maximum(x, c(self.param)), c(self.param2))
+        if self.function == "hardsigmoid":  # torch's order of operations: min(max(x + 3, 0), 6) / 6
+            return tf.minimum(tf.maximum(x + c(3.0), c(0.0)), c(6.0)) / c(6.0)
+        if self.function == "hardswish":  # x * min(max(x + 3, 0), 6) / 6
+            return x * tf.minimum(tf.maximum(x + c(3.0), c(0.0)), c(6.0)) / c(6.0)
         raise ValueError(f"TorchActivation: unknown function {self.function!r}")
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "function": self.function, "param": self.param}
+        return {**super().get_config(), "function": self.function, "param": self.param, "param2": self.param2}
 
 

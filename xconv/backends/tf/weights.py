@@ -11,7 +11,7 @@ from ._env import keras, tf
 from ... import layout
 from ...shapes import LayerInfo
 from ...spec import BatchNorm1d, BatchNorm2d, Conv2d, Linear
-from .builders import keras_name
+from .builders import is_depthwise, keras_name
 
 
 _BN_VARIABLES = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean",
@@ -37,7 +37,7 @@ def _params(model: keras.Model, info: LayerInfo) -> dict[str, Any]:
 def _kind(info: LayerInfo, name: str) -> str:
     """How canonical state ``name`` of a layer is laid out in Keras (see ``layout.to_keras``)."""
     if name == "weight" and isinstance(info.layer, Conv2d):
-        return "conv"
+        return "depthwise" if is_depthwise(info) else "conv"
     if name == "weight" and isinstance(info.layer, Linear):
         return "linear"
     if name != "num_batches_tracked" and isinstance(info.layer, (BatchNorm2d, BatchNorm1d)):
@@ -45,12 +45,17 @@ def _kind(info: LayerInfo, name: str) -> str:
     return "same"
 
 
+def _source(info: LayerInfo, name: str) -> Any:
+    """What ``layout`` needs besides the kind: the flatten source, or a depthwise conv's input channels."""
+    return info.layer.in_channels if _kind(info, name) == "depthwise" else info.input_source  # type: ignore[attr-defined]
+
+
 def _to_canonical(info: LayerInfo, name: str, value: np.ndarray) -> np.ndarray:
-    return layout.to_canonical(_kind(info, name), value, info.input_source)  # type: ignore[no-any-return]
+    return layout.to_canonical(_kind(info, name), value, _source(info, name))  # type: ignore[no-any-return]
 
 
 def _from_canonical(info: LayerInfo, name: str, value: np.ndarray) -> np.ndarray:
-    return layout.to_keras(_kind(info, name), value, info.input_source)  # type: ignore[no-any-return]
+    return layout.to_keras(_kind(info, name), value, _source(info, name))  # type: ignore[no-any-return]
 
 
 def get_weights(model: keras.Model, infos: list[LayerInfo]) -> dict[str, np.ndarray]:
@@ -86,12 +91,13 @@ def float_bytes(model: keras.Model, infos: list[LayerInfo]) -> int:
     return int(_transfer_state(model, infos)["bytes"])
 
 
-_TF_OPS = layout.ArrayOps(transpose=tf.transpose, take=lambda x, idx, axis: tf.gather(x, idx, axis=axis))
+_TF_OPS = layout.ArrayOps(transpose=tf.transpose, take=lambda x, idx, axis: tf.gather(x, idx, axis=axis),
+                          reshape=tf.reshape)
 
 
 def _layout_ops(infos: list[LayerInfo]) -> list[tuple[str, str, Any]]:
     """Per float canonical key: (key, layout kind, flatten source)."""
-    return [(f"{i.key}.{n}", _kind(i, n), i.input_source) for i in infos for n in i.params
+    return [(f"{i.key}.{n}", _kind(i, n), _source(i, n)) for i in infos for n in i.params
             if n != "num_batches_tracked"]
 
 
@@ -144,9 +150,9 @@ def import_tensors(model: keras.Model, infos: list[LayerInfo], arrays: dict[str,
 def _new_buffer(kind: str, source: Any, shape: tuple[int, ...]) -> bool:
     """Whether the layout change of a canonical tensor writes a new buffer: a gather does; a transpose does
     unless it only moves size-1 axes (TensorFlow then reshapes, keeping the buffer)."""
-    if kind in ("linear", "vector") and layout.flatten_permutation(source) is not None:
+    if kind in ("linear", "vector") and not isinstance(source, int) and layout.flatten_permutation(source) is not None:
         return True
-    perm = {"conv": layout.OIHW_TO_HWIO, "linear": (1, 0)}.get(kind)
+    perm = {"conv": layout.OIHW_TO_HWIO, "depthwise": layout.OIHW_TO_HWIO, "linear": (1, 0)}.get(kind)
     if perm is None:
         return False
     moved = [axis for axis in perm if shape[axis] != 1]

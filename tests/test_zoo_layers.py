@@ -1,0 +1,136 @@
+"""The modern-CNN layers (hard activations, depthwise and separable convolutions, stochastic depth, spatial
+means): exact both ways, and the mappings that look right but are not are caught at their node."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import xconv as xc
+from xconv.testing import assert_equivalent, max_rel_diff
+
+MOBILE = xc.Sequential(
+    xc.Conv2d(3, 6, 3, stride=2, padding=1, bias=False), xc.BatchNorm2d(6), xc.Hardswish(),
+    xc.Add(xc.Sequential(xc.Conv2d(6, 12, 3, padding=1, groups=6), xc.Hardtanh(0.0, 6.0), xc.Conv2d(12, 6, 1)),
+           xc.Identity()),
+    xc.Multiply(xc.Identity(), xc.Sequential(xc.AdaptiveAvgPool2d(1), xc.Conv2d(6, 6, 1), xc.Hardsigmoid())),
+    xc.StochasticDepth(0.2), xc.Conv2d(6, 6, 3, stride=2, padding="same", groups=6), xc.Hardtanh(-1.0, 1.0),
+    input_shape=(3, 9, 8),
+)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_mobile_layers_agree(both_backends, dtype):
+    assert_equivalent(MOBILE, dtype=dtype, seed=4)
+
+
+def test_keras_uses_native_depthwise_and_relu6(both_backends):
+    km = xc.build(MOBILE, "tf")
+    kinds = [type(layer).__name__ for layer in km.layers]
+    assert kinds.count("DepthwiseConv2D") == 2 and "ReLU" in kinds and "GroupedConv2D" not in kinds
+
+
+def test_catches_keras_2_hard_sigmoid_constants(both_backends, monkeypatch):
+    """Keras 2 defined hard_sigmoid as clip(0.2 x + 0.5, 0, 1), not torch's (x + 3) / 6."""
+    import tensorflow as tf
+
+    from xconv.backends.tf import layers
+
+    real = layers.TorchActivation.call
+
+    def keras2(self, x):
+        if self.function == "hardsigmoid":
+            return tf.clip_by_value(0.2 * x + 0.5, 0.0, 1.0)
+        return real(self, x)
+
+    monkeypatch.setattr(layers.TorchActivation, "call", keras2)
+    spec = xc.Sequential(xc.Conv2d(2, 2, 1), xc.Hardsigmoid(), input_shape=(2, 4, 4))
+    with pytest.raises(AssertionError, match=r"first part at layer 1 \(Hardsigmoid\), output"):
+        assert_equivalent(spec, backends=("numpy", "tf"), x=np.random.default_rng(0).standard_normal((2, 2, 4, 4)) * 3)
+
+
+def test_catches_a_depthwise_kernel_in_the_wrong_layout(both_backends, monkeypatch):
+    """(kh, kw, multiplier, C) instead of DepthwiseConv2D's (kh, kw, C, multiplier)."""
+    from xconv import layout
+
+    real = layout.to_keras
+
+    def swapped(kind, x, source, ops=layout.NUMPY_OPS):
+        out = real(kind, x, source, ops)
+        if kind == "depthwise":
+            kh, kw, c, m = out.shape
+            out = np.ascontiguousarray(np.asarray(out).reshape(kh, kw, m, c).transpose(0, 1, 3, 2))
+        return out
+
+    monkeypatch.setattr(layout, "to_keras", swapped)
+    spec = xc.Sequential(xc.Conv2d(3, 6, 3, groups=3, padding=1), input_shape=(3, 5, 5))
+    with pytest.raises(AssertionError, match=r"first part at layer 0 \(Conv2d\), output"):
+        assert_equivalent(spec, backends=("numpy", "tf"))
+
+
+def test_stochastic_depth_statistics(both_backends):
+    """In training whole samples are dropped with probability p and the rest scaled by 1 / (1 - p), in every
+    backend (masks differ by nature: the statistics are compared)."""
+    import tensorflow as tf
+    import torch
+
+    spec = xc.Sequential(xc.StochasticDepth(0.3), input_shape=(2, 3, 3))
+    x = np.ones((4000, 2, 3, 3), dtype=np.float32)
+    tm, km, nm = (xc.build(spec, b, dtype="float32") for b in ("torch", "tf", "numpy"))
+    tm.train()
+    outs = {"torch": tm(torch.from_numpy(x)).detach().numpy(),
+            "tf": xc.to_nchw(np.asarray(km(xc.to_nhwc(x), training=True))),
+            "numpy": nm.train()(x)}
+    for name, y in outs.items():
+        per_sample = y.reshape(len(y), -1)
+        assert np.all(per_sample.min(axis=1) == per_sample.max(axis=1)), name  # whole samples
+        kept = per_sample[:, 0] > 0
+        assert abs(kept.mean() - 0.7) < 0.03, (name, kept.mean())
+        np.testing.assert_allclose(per_sample[kept, 0], 1 / 0.7, rtol=1e-6)
+    assert tf is not None
+
+
+def test_torch_functional_forms_and_spatial_means_import(both_backends):
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class Head(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1, groups=1)
+            self.dw = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            x = F.hardswish(self.conv(x))
+            x = F.relu6(self.dw(x)) * F.hardsigmoid(x.mean((2, 3), keepdim=True))
+            return self.fc(F.hardtanh(x, -2.0, 2.0).mean([2, 3]))
+
+    m = Head().eval()
+    spec, weights = xc.from_torch(m, (3, 6, 6), return_weights=True)
+    assert list(weights) == list(m.state_dict())
+    km = xc.port(m, to="tf", input_shape=(3, 6, 6))
+    x = np.random.default_rng(0).standard_normal((2, 3, 6, 6)).astype(np.float32) * 3
+    with torch.no_grad():
+        assert max_rel_diff(m(torch.from_numpy(x)).numpy(), xc.predict(km, x)) < 1e-5
+
+
+def test_keras_separable_depthwise_relu6_and_stochastic_depth_import(both_backends):
+    import keras
+
+    inp = keras.Input((8, 8, 3))
+    h = keras.layers.SeparableConv2D(6, 3, padding="same", depth_multiplier=2, activation="relu")(inp)
+    h = keras.layers.DepthwiseConv2D(3, strides=2, padding="same", use_bias=False)(h)
+    h = keras.layers.ReLU(6.0)(h)
+    h = keras.layers.Activation("hard_swish")(h)
+    s = keras.layers.Dropout(0.2, noise_shape=(None, 1, 1, 1))(keras.layers.Conv2D(6, 1)(h))
+    h = keras.layers.Add()([h, s])
+    out = keras.layers.Activation("hard_sigmoid")(h)
+    model = keras.Model(inp, out)
+    spec, weights = xc.from_keras(model, return_weights=True)
+    kinds = [i.kind for i in xc.infer(spec)]
+    assert {"Hardtanh", "Hardswish", "Hardsigmoid", "StochasticDepth"} <= set(kinds)
+    tm = xc.port(model, to="torch")
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    assert max_rel_diff(xc.to_nchw(np.asarray(model(xc.to_nhwc(x)))), xc.predict(tm, x)) < 1e-5
