@@ -134,3 +134,29 @@ def test_keras_separable_depthwise_relu6_and_stochastic_depth_import(both_backen
     tm = xc.port(model, to="torch")
     x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
     assert max_rel_diff(xc.to_nchw(np.asarray(model(xc.to_nhwc(x)))), xc.predict(tm, x)) < 1e-5
+
+
+def test_keras_operation_nodes_and_reshapes(both_backends):
+    """MobileNetV3 writes hard sigmoid as x + 3, ReLU(6), * (1/6); squeeze-excitation reshapes (C,) to (1, 1, C)
+    after a global pooling; MobileNet ends with a Reshape of a 1x1 map. Other constants and reshapes are refused
+    with their names."""
+    import keras
+
+    inp = keras.Input((6, 6, 4))
+    pooled = keras.layers.GlobalAveragePooling2D()(inp)
+    gate = keras.layers.Reshape((1, 1, 4))(pooled)
+    gate = keras.layers.Conv2D(4, 1)(gate)
+    gate = keras.layers.ReLU(6.0)(gate + 3.0) * (1.0 / 6.0)
+    h = keras.layers.Multiply()([inp, gate])
+    h = keras.layers.GlobalAveragePooling2D(keepdims=True)(h)
+    out = keras.layers.Reshape((4,))(keras.layers.Conv2D(4, 1)(h))
+    model = keras.Model(inp, out)
+    spec = xc.from_keras(model)
+    assert "Hardsigmoid" in {i.kind for i in xc.infer(spec)}
+    tm = xc.port(model, to="torch")
+    x = np.random.default_rng(0).standard_normal((2, 4, 6, 6)).astype(np.float32) * 3
+    assert max_rel_diff(np.asarray(model(xc.to_nhwc(x))), xc.predict(tm, x)) < 1e-5
+    with pytest.raises(xc.UnsupportedLayerError, match="could not be folded"):
+        xc.from_keras(keras.Model(inp, inp * 2.0))
+    with pytest.raises(xc.UnsupportedLayerError, match="could not be folded"):
+        xc.from_keras(keras.Model(inp, keras.layers.Reshape((3, 12, 4))(inp)))

@@ -60,6 +60,9 @@ KERAS_APPLICATIONS: dict[str, tuple[int, int, int]] = {
     "DenseNet121": (64, 64, 3),
     "MobileNetV2": (64, 64, 3),
     "Xception": (71, 71, 3),
+    "MobileNet": (64, 64, 3),
+    "MobileNetV3Small": (64, 64, 3),
+    "EfficientNetV2B0": (64, 64, 3),
 }
 
 
@@ -81,7 +84,12 @@ def torchvision_model(name: str, seed: int = 0) -> Any:
 def keras_model(name: str) -> Any:
     import keras
 
+    import inspect
+
     keras.utils.set_random_seed(0)
-    return getattr(keras.applications, name)(weights=None, input_shape=KERAS_APPLICATIONS[name])
+    build = getattr(keras.applications, name)
+    extra = {"include_preprocessing": False} if "include_preprocessing" in inspect.signature(build).parameters else {}
+    # logits, not probabilities: a softmax over 1,000 classes would shrink every difference to ~1e-3 of itself
+    return build(weights=None, input_shape=KERAS_APPLICATIONS[name], classifier_activation=None, **extra)
 
 

@@ -182,6 +182,15 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
         ids = [index[id(t)] for t in inputs]
         name = names.take(layer.name, own=True)
         rank = len(out.shape) - 1
+        scalar = _scalar_op(layer, out)
+        if scalar is not None:  # x + 3.0, x * (1 / 6): operation nodes with a constant (MobileNetV3's hard sigmoid)
+            index[id(out)] = add(Raw(name, "keras_scalar", [index[id(inputs[0])]], payload=scalar))
+            continue
+        if type(layer) is keras.layers.Reshape:
+            in_shape = tuple(inputs[0].shape[1:])
+            index[id(out)] = add(Raw(name, "keras_reshape", [index[id(inputs[0])]],
+                                     payload=(in_shape, tuple(layer.target_shape))))
+            continue
         if isinstance(layer, (keras.layers.Add, keras.layers.Multiply, keras.layers.Concatenate)):
             if type(layer) not in (keras.layers.Add, keras.layers.Multiply, keras.layers.Concatenate):
                 raise UnsupportedLayerError(f"from_keras: {where}: subclasses of merge layers are not supported")
@@ -277,6 +286,8 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
                 index[id(out)] = add(Raw(flat, "layer", [index[id(out)]], layer=Flatten(name=flat)))
     _fold_convs(nodes, raw, input_shape)
     _fold_avgpool_pads(nodes)
+    _fold_hard_sigmoids(nodes)
+    _fold_reshapes(nodes, names, auto)
     from ..errors import SpecError
 
     try:
@@ -441,6 +452,56 @@ def _fold_convs(nodes: list[Raw], raw: dict[int, dict[str, np.ndarray]], input_s
         for i in (drop_pad, drop_crop, drop_pre):
             if i is not None:
                 drop(nodes, i)
+        users = readers(nodes)
+
+
+def _scalar_op(layer: Any, out: Any) -> tuple[str, float] | None:
+    """("add" | "mul" | "sub" | "div", c) for a Keras operation node computing x + c, x * c, x - c or x / c."""
+    kinds = {"Add": "add", "Multiply": "mul", "Subtract": "sub", "Divide": "div", "TrueDivide": "div"}
+    if not type(layer).__module__.startswith("keras.src.ops") or type(layer).__name__ not in kinds:
+        return None
+    args = layer._inbound_nodes[out._keras_history.node_index].arguments.args
+    if len(args) != 2 or not isinstance(args[1], (int, float)) or isinstance(args[1], bool):
+        return None
+    return kinds[type(layer).__name__], float(args[1])
+
+
+def _fold_hard_sigmoids(nodes: list[Raw]) -> None:
+    """x + 3, then ReLU(max_value=6), then * (1/6) (or / 6), each read only by the next: torch's hard sigmoid
+    (Keras applications write it with operation nodes, MobileNetV3)."""
+    users = readers(nodes)
+    for i, node in enumerate(nodes):
+        if not (node.alive and node.op == "keras_scalar" and node.payload == ("add", 3.0) and len(users[i]) == 1):
+            continue
+        relu = users[i][0]
+        if not (nodes[relu].op == "layer" and nodes[relu].layer == Hardtanh(0.0, 6.0, name=nodes[relu].layer.name)
+                and len(users[relu]) == 1):
+            continue
+        scale = users[relu][0]
+        if not (nodes[scale].op == "keras_scalar" and nodes[scale].payload in (("mul", 1.0 / 6.0), ("div", 6.0))):
+            continue
+        name = nodes[scale].name
+        drop(nodes, scale)
+        drop(nodes, relu)
+        node.op, node.layer, node.payload, node.name = "layer", Hardsigmoid(name=name), None, name
+        users = readers(nodes)
+
+
+def _fold_reshapes(nodes: list[Raw], names: Names, auto: set[str]) -> None:
+    """A Reshape of a 1x1 map (1, 1, C) to (C,) is a Flatten; a Reshape of (C,) to (1, 1, C) right after a
+    Flatten of a 1x1 map (squeeze-excitation after a global pooling) undoes it. Others stay, and are refused."""
+    users = readers(nodes)
+    for i, node in enumerate(nodes):
+        if not (node.alive and node.op == "keras_reshape"):
+            continue
+        src, target = node.payload
+        if len(src) == 3 and src[:2] == (1, 1) and target == (src[2],):
+            node.op, node.layer, node.payload = "layer", Flatten(name=node.name), None
+        elif len(src) == 1 and target == (1, 1, src[0]):
+            flat = node.inputs[0]
+            if nodes[flat].op == "layer" and isinstance(nodes[flat].layer, Flatten) and len(users[flat]) == 1:
+                drop(nodes, i)
+                drop(nodes, flat)
         users = readers(nodes)
 
 
