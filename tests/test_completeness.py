@@ -44,13 +44,9 @@ EXAMPLES = {
     "Multiply": ([xc.Multiply(xc.Identity(), xc.AdaptiveAvgPool2d(1))], (2, 3, 3)),
 }
 
-#: kinds an importer does not bring back as themselves, with the reason (none today)
+#: kinds an importer does not bring back as themselves, with the reason (none today: every kind imports)
 REFUSED_BY_TORCH_IMPORT: dict[str, str] = {}
-REFUSED_BY_KERAS_IMPORT: dict[str, str] = {
-    "Identity": "an Identity branch of an xconv model is a Keras Identity layer and imports as one; a plain "
-                "Identity in a chain imports too, so nothing is refused (kept for the shape of this table)",
-}
-REFUSED_BY_KERAS_IMPORT.clear()
+REFUSED_BY_KERAS_IMPORT: dict[str, str] = {}
 
 
 def test_every_kind_has_an_example():

@@ -149,10 +149,10 @@ def test_a_flipped_byte_in_tensor_data_is_an_error(tmp_path):
         xc.load(path)
 
 
-def test_files_without_a_digest_load(tmp_path):
+def test_files_without_a_digest_load(tmp_path, capsys):
     import safetensors.numpy
 
-    from xconv import checkpoint
+    from xconv import checkpoint, cli
 
     path = _checkpoint(tmp_path)
     spec, weights = xc.load(path)
@@ -161,6 +161,10 @@ def test_files_without_a_digest_load(tmp_path):
     safetensors.numpy.save_file(weights, str(tmp_path / "other.safetensors"), meta)
     assert not checkpoint.has_digest(tmp_path / "other.safetensors")
     assert list(xc.load(tmp_path / "other.safetensors")[1]) == list(weights)
+    assert cli.main(["summary", str(tmp_path / "other.safetensors")]) == 0
+    assert "no digest" in capsys.readouterr().out
+    assert cli.main(["summary", str(path)]) == 0
+    assert "no digest" not in capsys.readouterr().out
 
 
 def test_save_follows_the_umask_keeps_modes_writes_through_links_and_refuses_read_only(tmp_path):
@@ -279,9 +283,14 @@ def test_load_fuzz(tmp_path_factory, data):
     path = tmp_path_factory.mktemp("fuzz") / "f.safetensors"
     path.write_bytes(blob)
     try:
-        xc.load(path)
+        spec, weights = xc.load(path)
     except xc.XconvError:
-        pass
+        return
+    # what loads must be the original: a truncation never loads, and a flipped byte only where it changes nothing
+    # (the header's alignment spaces, a space turned into another JSON whitespace)
+    assert how == "flip" or how == "random" and blob == good
+    original_spec, original = xc.load(_checkpoint(tmp_path_factory.mktemp("ref")))
+    assert spec == original_spec and all(np.array_equal(weights[k], original[k]) for k in original)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
@@ -330,3 +339,38 @@ def test_layer_subclasses_and_a_full_disk_are_clear(both_backends, tmp_path, mon
     with pytest.raises(xc.XconvError, match="No space left"):
         _checkpoint(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == []  # no temporary file left behind
+
+
+def test_keras_folds_refuse_what_they_cannot_make_exact(both_backends):
+    """A crop folds into a conv only where one output position remains; a subsampling after a 'same' conv does
+    not fold; a Reshape back to (1, 1, C) undoes only a Flatten of a 1x1 map; a depthwise kernel keeps its own
+    layout whatever strides the built model uses."""
+    import keras
+
+    from xconv.backends.tf import Subsample2D
+
+    inp = keras.Input((10, 10, 3))
+    crop = keras.layers.Conv2D(4, 3)(keras.layers.Cropping2D(((0, 1), (0, 0)))(inp))
+    with pytest.raises(xc.UnsupportedLayerError, match="crop before a conv folds only"):
+        xc.from_keras(keras.Model(inp, keras.layers.GlobalAveragePooling2D()(crop)))
+    same = Subsample2D((2, 2))(keras.layers.Conv2D(4, 3, padding="same", dilation_rate=2)(inp))
+    with pytest.raises(xc.UnsupportedLayerError, match="subsampling after a 'same' conv"):
+        xc.from_keras(keras.Model(inp, same))
+    small = keras.Input((2, 2, 3))
+    back = keras.layers.Reshape((1, 1, 12))(keras.layers.Flatten()(small))
+    with pytest.raises(xc.UnsupportedLayerError, match="could not be folded"):
+        xc.from_keras(keras.Model(small, keras.layers.ReLU()(back)))
+    tall = keras.Input((9, 4, 3))  # one output row: the built model computes that axis at stride 1
+    model = keras.Model(tall, keras.layers.DepthwiseConv2D(3, strides=2)(tall))
+    tm = xc.port(model, to="torch")
+    x = np.random.default_rng(0).standard_normal((2, 3, 9, 4)).astype(np.float32)
+    assert max_rel_diff(xc.to_nchw(np.asarray(model(xc.to_nhwc(x)))), xc.predict(tm, x)) < 1e-5
+
+
+def test_torch_layer_subclasses_kept_whole_by_fx_are_refused(both_backends):
+    import torch
+    from torch import nn
+
+    qat = torch.ao.nn.qat.Conv2d(2, 2, 3, qconfig=torch.ao.quantization.get_default_qat_qconfig("x86"))
+    with pytest.raises(xc.UnsupportedLayerError, match="is not supported"):
+        xc.from_torch(nn.Sequential(qat), (2, 5, 5))

@@ -29,12 +29,13 @@ from ._graph import Names, Raw, drop, readers, to_spec
 _ACTIVATION_NAMES = ("relu", "linear", "sigmoid", "tanh", "silu", "swish", "gelu", "elu", "softmax", "leaky_relu",
                      "relu6", "hard_sigmoid", "hard_swish")
 _SUPPORTED = (
-    "InputLayer, Conv2D ('same'/'valid', strides, dilation, groups, bias, a fused activation), "
-    "ZeroPadding2D (folded into the next 'valid' Conv2D or AveragePooling2D where exact), Add, Multiply, "
-    "Concatenate, Dense (a fused activation), "
-    "Flatten, MaxPooling2D / AveragePooling2D ('valid', or 'same' where torch's padding and ceil_mode give the "
-    "same windows), GlobalAveragePooling2D, BatchNormalization, Dropout, ReLU(), LeakyReLU, ELU, Softmax, "
-    "Identity, Activation(" + " / ".join(_ACTIVATION_NAMES) + "), and xconv's own layers"
+    "InputLayer, Conv2D ('same'/'valid', strides, dilation, groups, bias, a fused activation), DepthwiseConv2D, "
+    "SeparableConv2D, ZeroPadding2D (folded into the next 'valid' Conv2D or AveragePooling2D where exact), Add, "
+    "Multiply, Concatenate, Dense (a fused activation), Flatten, Reshape of a 1x1 map, MaxPooling2D / "
+    "AveragePooling2D ('valid', or 'same' where torch's padding and ceil_mode give the same windows), "
+    "GlobalAveragePooling2D, BatchNormalization, Dropout (also whole samples: stochastic depth), ReLU() and "
+    "ReLU(max_value), LeakyReLU, ELU, Softmax, Identity, x + 3 -> ReLU(6) -> * (1/6) (hard sigmoid), "
+    "Activation(" + " / ".join(_ACTIVATION_NAMES) + "), and xconv's own layers"
 )
 
 
@@ -215,7 +216,8 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
             pad = tuple(tuple(int(v) for v in p) for p in layer.padding)
             index[id(out)] = add(Raw(name, "keras_pad", [src], payload=(pad, layer.mode)))
         elif type(layer) is keras.layers.Cropping2D:
-            index[id(out)] = add(Raw(name, "keras_crop", [src], payload=tuple(tuple(int(v) for v in p) for p in layer.cropping)))
+            cropping = tuple(tuple(int(v) for v in p) for p in layer.cropping)
+            index[id(out)] = add(Raw(name, "keras_crop", [src], payload=(cropping, tuple(inputs[0].shape[1:3]))))
         elif type(layer) is Subsample2D:
             op = "keras_subsample_before" if layer.before_conv else "keras_subsample_after"
             index[id(out)] = add(Raw(name, op, [src], payload=tuple(layer.strides)))
@@ -241,7 +243,8 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
             separable = type(layer) is keras.layers.SeparableConv2D
             dw_name = names.take(f"{name}.depthwise") if separable else name
             dw_bias = layer.use_bias and not separable
-            weights = {"weight": kernel}
+            # canonical at once: DepthwiseConv2D's (kh, kw, C, m) layout, whatever the built model will use
+            weights = {"weight": _Canonical(layout.to_canonical("depthwise", kernel, c_in))}
             if dw_bias:
                 weights["bias"] = np.asarray(layer.bias.numpy())
             conv = Conv2d(c_in, c_in * multiplier, tuple(layer.kernel_size), stride=tuple(layer.strides),
@@ -280,10 +283,13 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
                 index[id(out)] = src
                 continue
             index[id(out)] = add(Raw(name, "layer", [src], layer=dataclasses.replace(spec_layer, name=name)), weights)
+            if isinstance(spec_layer, Flatten):  # what it flattens: a Reshape back may undo it (1x1 maps only)
+                nodes[-1].payload = ("from", tuple(int(d) for d in inputs[0].shape[1:]))
             if isinstance(layer, keras.layers.GlobalAveragePooling2D) and not layer.keepdims:
                 flat = names.take(f"{name}_flatten")
                 auto.add(flat)
-                index[id(out)] = add(Raw(flat, "layer", [index[id(out)]], layer=Flatten(name=flat)))
+                index[id(out)] = add(Raw(flat, "layer", [index[id(out)]], layer=Flatten(name=flat),
+                                         payload=("from", (1, 1, int(out.shape[-1])))))
     _fold_convs(nodes, raw, input_shape)
     _fold_avgpool_pads(nodes)
     _fold_hard_sigmoids(nodes)
@@ -310,8 +316,17 @@ def _finish(nodes: list[Raw], output: int, input_shape: tuple[int, ...], names: 
             continue
         arrays = raw.get(by_name.get(old.name, -1), {})
         for pname in new.params:
-            weights_out[f"{new.key}.{pname}"] = np.array(_to_canonical(new, pname, arrays[pname]))
+            value = arrays[pname]
+            canonical = value.array if isinstance(value, _Canonical) else _to_canonical(new, pname, value)
+            weights_out[f"{new.key}.{pname}"] = np.array(canonical)
     return spec, weights_out
+
+
+class _Canonical:
+    """A weight already in canonical (torch) layout."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
 
 
 def _plain_layer(layer: Any, where: str, current: tuple[int, ...]) -> tuple[Any, dict[str, np.ndarray]]:
@@ -417,9 +432,16 @@ def _fold_convs(nodes: list[Raw], raw: dict[int, dict[str, np.ndarray]], input_s
             pre, drop_pre = nodes[p].payload, p
             p = nodes[p].inputs[0]
         if nodes[p].op == "keras_crop" and len(users[p]) == 1:
-            (ct, cb), (cl, cr) = nodes[p].payload
-            if ct or cl:
-                raise UnsupportedLayerError(f"from_keras: {where}: only a bottom/right crop before a conv folds")
+            ((ct, cb), (cl, cr)), size = nodes[p].payload
+            if ct or cl or conv.padding != ((0, 0), (0, 0)):
+                raise UnsupportedLayerError(f"from_keras: {where}: only a bottom/right crop before a 'valid' conv folds")
+            for cut, n, k, d in zip((cb, cr), size, conv.kernel_size, conv.dilation):
+                # exact only where the cropped axis holds exactly the kernel's extent (one output position)
+                if cut and n - cut != (k - 1) * d + 1:
+                    raise UnsupportedLayerError(
+                        f"from_keras: {where}: a crop before a conv folds only where the cropped input is exactly the "
+                        "kernel's extent (one output position)"
+                    )
             crop, drop_crop = (cb, cr), p
             p = nodes[p].inputs[0]
         if conv.padding == ((0, 0), (0, 0)) and len(users[p]) == 1 and (
@@ -443,6 +465,8 @@ def _fold_convs(nodes: list[Raw], raw: dict[int, dict[str, np.ndarray]], input_s
             after = users[after][0]
         if after is not None and nodes[after].op == "keras_subsample_after":
             sub = nodes[after].payload
+            if conv.padding == "same":  # 'same' at stride 1, then every s-th pixel, is not 'same' at stride s
+                raise UnsupportedLayerError(f"from_keras: {where}: a subsampling after a 'same' conv does not fold")
             if any(a > 1 and b > 1 for a, b in zip(strides, sub)):
                 raise UnsupportedLayerError(f"from_keras: {where}: subsampling after a strided conv does not fold")
             strides = [a * b for a, b in zip(strides, sub)]
@@ -499,7 +523,8 @@ def _fold_reshapes(nodes: list[Raw], names: Names, auto: set[str]) -> None:
             node.op, node.layer, node.payload = "layer", Flatten(name=node.name), None
         elif len(src) == 1 and target == (1, 1, src[0]):
             flat = node.inputs[0]
-            if nodes[flat].op == "layer" and isinstance(nodes[flat].layer, Flatten) and len(users[flat]) == 1:
+            if (nodes[flat].op == "layer" and isinstance(nodes[flat].layer, Flatten) and len(users[flat]) == 1
+                    and nodes[flat].payload == ("from", (1, 1, src[0]))):
                 drop(nodes, i)
                 drop(nodes, flat)
         users = readers(nodes)

@@ -26,8 +26,10 @@ _SUPPORTED = (
     "nn.MaxPool2d / F.max_pool2d, nn.AvgPool2d / F.avg_pool2d, nn.AdaptiveAvgPool2d / F.adaptive_avg_pool2d, "
     "nn.BatchNorm1d / nn.BatchNorm2d, nn.Dropout, nn.LeakyReLU / F.leaky_relu, nn.Sigmoid / torch.sigmoid, "
     "nn.Tanh / torch.tanh, nn.GELU / F.gelu, nn.ELU / F.elu, nn.SiLU / F.silu, nn.Softmax / F.softmax (with dim), "
-    "nn.Identity, nested nn.Sequential; x + y / torch.add / +=, x * y / torch.mul (broadcasting), torch.cat "
-    "along channels; any nn.Module whose forward is a fork-join graph of these"
+    "nn.Identity, nn.ReLU6 / F.relu6, nn.Hardtanh / F.hardtanh, nn.Hardsigmoid / F.hardsigmoid, nn.Hardswish / "
+    "F.hardswish, torchvision's stochastic depth, x.mean([2, 3]) / torch.mean over H and W, nested "
+    "nn.Sequential; x + y / torch.add / +=, x * y / torch.mul (broadcasting), torch.cat / torch.concat; any "
+    "nn.Module whose forward is a fork-join graph of these"
 )
 
 
@@ -215,7 +217,9 @@ def _inplace(root: nn.Module, node: Any) -> bool:
 
 
 def _layer(m: nn.Module, name: str, where: str) -> tuple[Any, dict[str, Any]]:
-    """The spec layer (named ``name``) of one torch module, and its state tensors keyed canonically."""
+    """The spec layer (named ``name``) of one torch module, and its state tensors keyed canonically. Only the
+    exact classes map: a subclass that torch.fx keeps whole (one from torch.nn or torch.ao.nn, such as a
+    quantisation-aware conv) may compute something else, and is refused."""
     from ..backends.torch_backend import PaddedConv2d
 
     if type(m) is PaddedConv2d:  # xconv's own: its 4-sided padding is applied inside
@@ -224,22 +228,22 @@ def _layer(m: nn.Module, name: str, where: str) -> tuple[Any, dict[str, Any]]:
         layer: Any = Conv2d(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride,
                             padding=((top, bottom), (left, right)), dilation=m.dilation, groups=m.groups,
                             bias=m.bias is not None, padding_mode=mode, name=name)
-    elif isinstance(m, nn.Conv2d):
+    elif type(m) is nn.Conv2d:
         padding: Any = m.padding
         if isinstance(padding, str):
             padding = "same" if padding == "same" else (0, 0)  # torch allows 'same' only at stride 1: TF's rule
         layer = Conv2d(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=padding,
                             dilation=m.dilation, groups=m.groups, bias=m.bias is not None,
                             padding_mode=m.padding_mode, name=name)
-    elif isinstance(m, nn.Linear):
+    elif type(m) is nn.Linear:
         layer = Linear(m.in_features, m.out_features, bias=m.bias is not None, name=name)
-    elif isinstance(m, nn.ReLU):
+    elif type(m) is nn.ReLU:
         layer = ReLU(name=name)
-    elif isinstance(m, nn.Flatten):
+    elif type(m) is nn.Flatten:
         if m.start_dim != 1 or m.end_dim != -1:
             raise UnsupportedLayerError(f"from_torch: {where}: only Flatten(start_dim=1, end_dim=-1) is supported")
         layer = Flatten(name=name)
-    elif isinstance(m, nn.Identity):
+    elif type(m) is nn.Identity:
         layer = Identity(name=name)
     elif type(m) in (nn.Hardtanh, nn.ReLU6):
         layer = Hardtanh(float(m.min_val), float(m.max_val), name=name)
@@ -249,13 +253,13 @@ def _layer(m: nn.Module, name: str, where: str) -> tuple[Any, dict[str, Any]]:
         layer = Hardswish(name=name)
     elif type(m).__name__ == "StochasticDepthModule" and type(m).__module__ == _OWN:
         layer = StochasticDepth(m.p, m.mode, name=name)
-    elif isinstance(m, nn.ZeroPad2d):
+    elif type(m) is nn.ZeroPad2d:
         pad = tuple(int(v) for v in m.padding)
         if min(pad) < 0:
             raise UnsupportedLayerError(f"from_torch: {where}: negative padding (cropping) is not supported")
         layer = ZeroPad2d(pad, name=name)
-    elif isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.BatchNorm2d, nn.BatchNorm1d,
-                        nn.Dropout, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.GELU, nn.ELU, nn.SiLU, nn.Softmax)):
+    elif type(m) in (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.BatchNorm2d, nn.BatchNorm1d,
+                     nn.Dropout, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.GELU, nn.ELU, nn.SiLU, nn.Softmax):
         import dataclasses
 
         layer = dataclasses.replace(_module_layer(m, where), name=name)
@@ -503,7 +507,9 @@ def _spatial_mean(node: Any, args: list[Any]) -> bool | None:
     keepdim = args[2] if len(args) > 2 else node.kwargs.get("keepdim", False)
     if set(node.kwargs) - {"dim", "keepdim"} or not isinstance(dims, (list, tuple)) or not isinstance(keepdim, bool):
         return None
-    if sorted(d % 4 for d in dims if isinstance(d, int)) != [2, 3] or len(dims) != 2:
+    if len(dims) != 2 or not all(isinstance(d, int) and -2 <= d <= 3 and d not in (0, 1) for d in dims):
+        return None
+    if sorted(d % 4 for d in dims) != [2, 3]:
         return None
     return keepdim
 

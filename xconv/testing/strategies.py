@@ -25,7 +25,7 @@ from ..spec import (
 __all__ = ["specs", "inputs", "weights", "conv2d_layers", "pool_layers", "activations", "blocks", "CORE_KINDS",
            "ALL_KINDS", "COMBINATOR_KINDS"]
 
-#: the core issue's layers
+#: the core layers: convolution, ReLU, Flatten, Linear
 CORE_KINDS = ("Conv2d", "ReLU", "Flatten", "Linear")
 #: every layer kind xconv has (the default of :func:`specs`); every backend builds all of them
 ALL_KINDS = CORE_KINDS + (
@@ -400,7 +400,8 @@ def inputs(
 def weights(draw: Any, spec: Sequential, *, dtype: str = "float64") -> dict[str, np.ndarray]:
     """Canonical weights for ``spec``: Kaiming-scaled normal weights and, unlike xconv's initializer,
     non-zero biases (a zero bias would hide a bias mapped to the wrong channel); BatchNorm with random shift and
-    running mean, running variances from 1e-4 to 10 (small ones make an eps mismatch large), scales drawn as
+    running mean, running variances from 1e-4 to 10 (small ones make an eps mismatch large; 0.1 to 10 without
+    affine parameters), scales drawn as
     N(0, 1) * sqrt(running_var + eps) so that each BatchNorm keeps activations near unit size as a trained one
     does (unscaled, chains of them grow values 100-fold per layer, and float32 rounding with them), and a
     random ``num_batches_tracked``."""
@@ -419,7 +420,11 @@ def weights(draw: Any, spec: Sequential, *, dtype: str = "float64") -> dict[str,
             if batchnorm and name == "weight":
                 value = rng.standard_normal(shape)  # scaled below, once running_var is known
             elif batchnorm and name == "running_var":
-                value = running_var = 10.0 ** rng.uniform(-4, 1, size=shape)
+                # with a gain, from 1e-4 (an eps mismatch shows) to 10; without one (affine=False) nothing
+                # rescales the output, so the variance is what a trained layer would have seen of inputs of
+                # about unit size: 0.1 to 10 (1e-4 would amplify by 100 per layer, and float32 rounding with it)
+                low = -4 if info.layer.affine else -1  # type: ignore[attr-defined]
+                value = running_var = 10.0 ** rng.uniform(low, 1, size=shape)
             elif batchnorm:  # bias, running_mean
                 value = rng.standard_normal(shape)
             else:
