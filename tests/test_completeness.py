@@ -39,6 +39,8 @@ EXAMPLES = {
     "Hardsigmoid": ([xc.Hardsigmoid()], (2, 3, 3)),
     "Hardswish": ([xc.Hardswish()], (2, 3, 3)),
     "StochasticDepth": ([xc.StochasticDepth(0.2)], (2, 3, 3)),
+    "Rescaling": ([xc.Rescaling(1 / 255, -1.0), xc.Rescaling((2.0, 0.5), (0.1, 0.2))], (2, 3, 3)),
+    "Normalization": ([xc.Normalization(2)], (2, 3, 3)),
     "Add": ([xc.Add(xc.Conv2d(2, 2, 1), xc.Identity())], (2, 3, 3)),
     "Concat": ([xc.Concat(xc.Conv2d(2, 1, 1), xc.Identity())], (2, 3, 3)),
     "Multiply": ([xc.Multiply(xc.Identity(), xc.AdaptiveAvgPool2d(1))], (2, 3, 3)),

@@ -158,3 +158,50 @@ def test_keras_operation_nodes_and_reshapes(both_backends):
         xc.from_keras(keras.Model(inp, inp * 2.0))
     with pytest.raises(xc.UnsupportedLayerError, match="could not be folded"):
         xc.from_keras(keras.Model(inp, keras.layers.Reshape((3, 12, 4))(inp)))
+
+
+PREPROCESS = xc.Sequential(xc.Rescaling(1 / 255), xc.Normalization(3), xc.Rescaling((2.0, 1.0, 0.5), -0.1),
+                           xc.Conv2d(3, 4, 3), xc.Flatten(), xc.Normalization(36), input_shape=(3, 5, 5))
+
+
+def _preprocess_weights(dtype="float64"):
+    w = xc.weights.init_weights(xc.infer(PREPROCESS), 0, dtype)
+    w["1.mean"], w["1.variance"] = np.array([0.4, 0.5, 0.6]), np.array([0.05, 0.06, 0.07])
+    w["5.mean"], w["5.variance"] = np.linspace(-1, 1, 36), np.linspace(0.1, 3.0, 36)
+    return {k: np.asarray(v, dtype=np.int64 if v.dtype.kind == "i" else dtype) for k, v in w.items()}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_preprocessing_layers_agree(both_backends, dtype):
+    x = np.random.default_rng(0).uniform(0, 255, (2, 3, 5, 5))
+    assert_equivalent(PREPROCESS, _preprocess_weights(dtype), x, dtype=dtype)
+
+
+def test_catches_a_normalization_with_a_batchnorm_epsilon(both_backends, monkeypatch):
+    """Keras' Normalization floors the standard deviation at 1e-7; sqrt(variance + 1e-3) looks alike."""
+    import tensorflow as tf
+
+    from xconv.backends.tf import layers
+
+    def eps(self, x):
+        return (x - tf.cast(self.mean, x.dtype)) / tf.sqrt(tf.cast(self.variance, x.dtype) + 1e-3)
+
+    monkeypatch.setattr(layers.ChannelNormalization, "call", eps)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 3, 5, 5))
+    with pytest.raises(AssertionError, match=r"first part at layer 1 \(Normalization\), output"):
+        assert_equivalent(PREPROCESS, _preprocess_weights(), x, backends=("numpy", "tf"))
+
+
+def test_keras_rescaling_and_normalization_import(both_backends):
+    import keras
+
+    inp = keras.Input((5, 5, 3))
+    norm = keras.layers.Normalization(axis=-1, mean=[0.1, 0.2, 0.3], variance=[1.0, 2.0, 3.0])
+    h = norm(keras.layers.Rescaling(1 / 255.0, offset=0.5)(inp))
+    out = keras.layers.Conv2D(2, 3)(h)
+    model = keras.Model(inp, out)
+    spec, weights = xc.from_keras(model, return_weights=True)
+    assert [i.kind for i in xc.infer(spec)][:2] == ["Rescaling", "Normalization"]
+    tm = xc.port(model, to="torch")
+    x = np.random.default_rng(0).uniform(0, 255, (2, 3, 5, 5)).astype(np.float32)
+    assert max_rel_diff(xc.to_nchw(np.asarray(model(xc.to_nhwc(x)))), xc.predict(tm, x)) < 1e-5

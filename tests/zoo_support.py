@@ -63,6 +63,9 @@ KERAS_APPLICATIONS: dict[str, tuple[int, int, int]] = {
     "MobileNet": (64, 64, 3),
     "MobileNetV3Small": (64, 64, 3),
     "EfficientNetV2B0": (64, 64, 3),
+    "EfficientNetB0": (64, 64, 3),  # Rescaling and Normalization inside, always
+    "EfficientNetV2B0+preprocessing": (64, 64, 3),
+    "MobileNetV3Small+preprocessing": (64, 64, 3),
 }
 
 
@@ -87,8 +90,10 @@ def keras_model(name: str) -> Any:
     import inspect
 
     keras.utils.set_random_seed(0)
-    build = getattr(keras.applications, name)
-    extra = {"include_preprocessing": False} if "include_preprocessing" in inspect.signature(build).parameters else {}
+    base, _, preprocessing = name.partition("+")
+    build = getattr(keras.applications, base)
+    extra = {"include_preprocessing": bool(preprocessing)} if "include_preprocessing" in inspect.signature(
+        build).parameters else {}
     # logits, not probabilities: a softmax over 1,000 classes would shrink every difference to ~1e-3 of itself
     return build(weights=None, input_shape=KERAS_APPLICATIONS[name], classifier_activation=None, **extra)
 

@@ -17,7 +17,7 @@ from .errors import SpecError
 from .layout import same_padding
 from .spec import (
     ELEMENTWISE, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Flatten, Layer, Linear, MaxPool2d,
-    Sequential, Softmax, ZeroPad2d,
+    Normalization, Rescaling, Sequential, Softmax, ZeroPad2d,
 )
 from .spec._sequential import Combinator, Concat
 from .spec._layers import _BatchNorm
@@ -287,6 +287,31 @@ def _softmax(ctx: _Ctx, layer: Softmax, source: Shape | None) -> LayerInfo:
     return _elementwise(ctx, layer, source)
 
 
+def _channels(ctx: _Ctx) -> int:
+    return ctx.shape[0]
+
+
+def _rescaling(ctx: _Ctx, layer: Rescaling, source: Shape | None) -> LayerInfo:
+    for name in ("scale", "offset"):
+        value = getattr(layer, name)
+        if isinstance(value, tuple) and len(value) not in (1, _channels(ctx)):
+            raise ctx.error(f"{name} has {len(value)} values but its input has {_channels(ctx)} channels")
+    if len(ctx.shape) == 1 and source is not None and any(
+            isinstance(getattr(layer, n), tuple) and len(getattr(layer, n)) > 1 for n in ("scale", "offset")):
+        raise ctx.error("per-feature constants on features flattened from a map are not supported (their order "
+                        "differs between NCHW and NHWC)")
+    return _elementwise(ctx, layer, source)
+
+
+def _normalization(ctx: _Ctx, layer: Normalization, source: Shape | None) -> LayerInfo:
+    if layer.num_features != _channels(ctx):
+        raise ctx.error(f"num_features={layer.num_features} but its input has {_channels(ctx)} channels")
+    n = (layer.num_features,)
+    keep = source if len(ctx.shape) == 1 else None
+    return LayerInfo(ctx.index, layer, ctx.shape, ctx.shape, {"mean": n, "variance": n}, input_source=keep,
+                     output_source=keep, buffers=("mean", "variance"))
+
+
 def _zeropad(ctx: _Ctx, layer: ZeroPad2d, source: Shape | None) -> LayerInfo:
     c, h, w = ctx.need_map()
     (t, b), (l, r) = layer.padding
@@ -357,6 +382,8 @@ RULES: dict[type[Layer], Callable[[_Ctx, Layer, Shape | None], LayerInfo]] = {
     BatchNorm1d: _batchnorm,  # type: ignore[dict-item]
     Softmax: _softmax,  # type: ignore[dict-item]
     ZeroPad2d: _zeropad,  # type: ignore[dict-item]
+    Rescaling: _rescaling,  # type: ignore[dict-item]
+    Normalization: _normalization,  # type: ignore[dict-item]
     **{kind: _elementwise for kind in ELEMENTWISE},
 }
 

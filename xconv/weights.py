@@ -38,7 +38,9 @@ def init_weights(infos: list[LayerInfo], seed: int | None, dtype: str) -> dict[s
             key = f"{info.key}.{name}"
             if name == "num_batches_tracked":
                 out[key] = np.zeros(shape, dtype=np.int64)
-            elif name in ("bias", "running_mean"):
+            elif name == "variance":  # Normalization
+                out[key] = np.ones(shape, dtype=dtype)
+            elif name in ("bias", "running_mean", "mean"):
                 out[key] = np.zeros(shape, dtype=dtype)
             elif batchnorm:  # weight, running_var
                 out[key] = np.ones(shape, dtype=dtype)

@@ -14,7 +14,7 @@ from ..shapes import LayerInfo, adaptive_windows, avgpool_divisor, concat_axis, 
 from ..spec import (
     ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, LeakyReLU,
     Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d, Hardsigmoid, Hardswish, Hardtanh,
-    StochasticDepth,
+    Normalization, Rescaling, StochasticDepth,
 )
 
 NAME = "numpy"
@@ -405,6 +405,8 @@ _FORWARD: dict[type, Any] = {
     Hardsigmoid: lambda info, p, x, mode: np.minimum(np.maximum(x + 3, 0), 6) / 6,
     Hardswish: lambda info, p, x, mode: x * np.minimum(np.maximum(x + 3, 0), 6) / 6,
     StochasticDepth: lambda info, p, x, mode: _stochastic_depth(info, x, mode),
+    Rescaling: lambda info, p, x, mode: x * _per_channel(info.layer.scale, x) + _per_channel(info.layer.offset, x),
+    Normalization: lambda info, p, x, mode: (x - _per_channel(p["mean"], x)) / _norm_denominator(p, x),
 }
 
 
@@ -444,7 +446,22 @@ _BACKWARD: dict[type, Any] = {
     Hardsigmoid: lambda info, p, x, go, mode: (go * ((x > -3) & (x < 3)) / 6, {}),
     Hardswish: lambda info, p, x, go, mode: (go * np.where(x < -3, 0, np.where(x <= 3, x / 3 + 0.5, 1)).astype(x.dtype), {}),
     StochasticDepth: lambda info, p, x, go, mode: (_stochastic_depth(info, go, mode, like=x), {}),
+    Rescaling: lambda info, p, x, go, mode: (go * _per_channel(info.layer.scale, x), {}),
+    Normalization: lambda info, p, x, go, mode: (go / _norm_denominator(p, x), {}),
 }
+
+#: Keras' backend epsilon, the floor of Normalization's standard deviation
+NORMALIZATION_FLOOR = 1e-7
+
+
+def _per_channel(value: Any, x: np.ndarray) -> np.ndarray:
+    """A number or one number per channel, shaped to broadcast over an NCHW (or (N, F)) batch."""
+    v = np.asarray(value, dtype=x.dtype)
+    return v.reshape((1, -1) + (1,) * (x.ndim - 2)) if v.ndim == 1 else v
+
+
+def _norm_denominator(p: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    return np.maximum(np.sqrt(_per_channel(p["variance"], x)), np.asarray(NORMALIZATION_FLOOR, dtype=x.dtype))
 
 
 def _stochastic_depth(info: LayerInfo, x: np.ndarray, mode: _Mode, like: np.ndarray | None = None) -> np.ndarray:

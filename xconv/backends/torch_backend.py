@@ -16,7 +16,7 @@ from ..shapes import LayerInfo, concat_axis
 from ..spec import (
     ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, LeakyReLU,
     Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d, Hardsigmoid, Hardswish, Hardtanh,
-    StochasticDepth,
+    Normalization, Rescaling, StochasticDepth,
 )
 
 NAME = "torch"
@@ -68,6 +68,42 @@ class ExactHardsigmoid(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu6(x + 3.0) / 6.0
+
+
+def _channels(value: Any, ndim: int) -> torch.Tensor:
+    t = torch.as_tensor(value, dtype=torch.float64)
+    return t.reshape((1, -1) + (1,) * (ndim - 2)) if t.ndim == 1 else t
+
+
+class RescalingModule(nn.Module):
+    """x * scale + offset with constant scale and offset (numbers or one per channel), Keras' ``Rescaling``.
+    The constants belong to the spec, not the weights: plain attributes, made in the input's dtype."""
+
+    def __init__(self, scale: Any, offset: Any, ndim: int) -> None:
+        super().__init__()
+        self.scale, self.offset, self.ndim = scale, offset, ndim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * _channels(self.scale, self.ndim).to(x.dtype) + _channels(self.offset, self.ndim).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}, offset={self.offset}"
+
+
+class NormalizationModule(nn.Module):
+    """(x - mean) / max(sqrt(variance), 1e-7) per channel, Keras' ``Normalization``; ``mean`` and ``variance``
+    are saved buffers."""
+
+    def __init__(self, num_features: int, ndim: int, device: Any = None, dtype: Any = None) -> None:
+        super().__init__()
+        self.ndim = ndim
+        self.register_buffer("mean", torch.zeros(num_features, device=device, dtype=dtype))
+        self.register_buffer("variance", torch.ones(num_features, device=device, dtype=dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1) + (1,) * (self.ndim - 2)
+        std = torch.sqrt(self.variance).clamp_min(1e-7).reshape(shape)
+        return (x - self.mean.reshape(shape)) / std
 
 
 def _hardtanh(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
@@ -135,6 +171,10 @@ _BUILDERS: dict[type, Callable[[LayerInfo, dict[str, Any]], nn.Module]] = {
     Hardsigmoid: lambda info, factory: ExactHardsigmoid() if factory["dtype"] == torch.float64 else nn.Hardsigmoid(),
     Hardswish: lambda info, factory: nn.Hardswish(),
     StochasticDepth: lambda info, factory: StochasticDepthModule(info.layer.p, info.layer.mode),  # type: ignore[attr-defined]
+    Rescaling: lambda info, factory: RescalingModule(info.layer.scale, info.layer.offset,  # type: ignore[attr-defined]
+                                                     len(info.input_shape) + 1),
+    Normalization: lambda info, factory: NormalizationModule(info.layer.num_features, len(info.input_shape) + 1,  # type: ignore[attr-defined]
+                                                             **factory),
     ZeroPad2d: lambda info, factory: nn.ZeroPad2d((*info.layer.padding[1], *info.layer.padding[0])),  # type: ignore[attr-defined]
 }
 

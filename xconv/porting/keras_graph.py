@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import layout
 from ..backends.tf import (
-    AdaptiveAvgPool2D, GatherPad2D, GroupedConv2D, Subsample2D, TorchActivation, TorchAvgPool2D, TorchBatchNorm,
+    ChannelNormalization, ChannelRescaling, AdaptiveAvgPool2D, GatherPad2D, GroupedConv2D, Subsample2D, TorchActivation, TorchAvgPool2D, TorchBatchNorm,
     TorchMaxPool2D, keras,
 )
 from ..backends.tf.weights import _to_canonical
@@ -20,7 +20,7 @@ from ..errors import UnsupportedLayerError
 from ..spec import (
     ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, LeakyReLU,
     Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d, Hardsigmoid, Hardswish, Hardtanh,
-    StochasticDepth,
+    Normalization, Rescaling, StochasticDepth,
 )
 from ._graph import Names, Raw, drop, readers, to_spec
 
@@ -33,7 +33,7 @@ _SUPPORTED = (
     "SeparableConv2D, ZeroPadding2D (folded into the next 'valid' Conv2D or AveragePooling2D where exact), Add, "
     "Multiply, Concatenate, Dense (a fused activation), Flatten, Reshape of a 1x1 map, MaxPooling2D / "
     "AveragePooling2D ('valid', or 'same' where torch's padding and ceil_mode give the same windows), "
-    "GlobalAveragePooling2D, BatchNormalization, Dropout (also whole samples: stochastic depth), ReLU() and "
+    "GlobalAveragePooling2D, BatchNormalization, Rescaling, Normalization (channel axis), Dropout (also whole samples: stochastic depth), ReLU() and "
     "ReLU(max_value), LeakyReLU, ELU, Softmax, Identity, x + 3 -> ReLU(6) -> * (1/6) (hard sigmoid), "
     "Activation(" + " / ".join(_ACTIVATION_NAMES) + "), and xconv's own layers"
 )
@@ -399,6 +399,25 @@ def _plain_layer(layer: Any, where: str, current: tuple[int, ...]) -> tuple[Any,
         return Softmax(layout.canonical_axis(axes[0] % rank, rank)), weights
     if type(layer) is keras.layers.Identity:
         return Identity(), weights
+    if type(layer) in (keras.layers.Rescaling, ChannelRescaling):
+        def constant(v: Any) -> Any:
+            flat = np.asarray(v, dtype=np.float64).reshape(-1)
+            return float(flat[0]) if np.ndim(v) == 0 else tuple(float(x) for x in flat)
+
+        return Rescaling(constant(layer.scale), constant(layer.offset)), weights
+    if type(layer) is ChannelNormalization:
+        weights = {"mean": np.asarray(layer.mean.numpy()), "variance": np.asarray(layer.variance.numpy())}
+        return Normalization(current[0]), weights
+    if type(layer) is keras.layers.Normalization:
+        axis = tuple(layer.axis) if isinstance(layer.axis, (list, tuple)) else (layer.axis,)
+        if layer.invert or axis not in ((len(current),), (-1,)):
+            raise UnsupportedLayerError(f"from_keras: {where}: only Normalization over the channel axis (last), "
+                                        "not inverted, is supported")
+        # the values the layer computes with (its finalised mean and variance), one per channel
+        mean = np.asarray(layer.mean, dtype=np.float64).reshape(-1)
+        variance = np.asarray(layer.variance, dtype=np.float64).reshape(-1)
+        dtype = np.dtype(layer.compute_dtype)
+        return Normalization(current[0]), {"mean": mean.astype(dtype), "variance": variance.astype(dtype)}
     if type(layer) is TorchActivation:
         fn = layer.function
         return {"leaky_relu": lambda: LeakyReLU(layer.param), "elu": lambda: ELU(layer.param),

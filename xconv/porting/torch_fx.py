@@ -16,7 +16,7 @@ from ..errors import UnsupportedLayerError
 from ..spec import (
     ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, LeakyReLU,
     Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d, Hardsigmoid, Hardswish, Hardtanh,
-    StochasticDepth,
+    Normalization, Rescaling, StochasticDepth,
 )
 from ._graph import Names, Raw, drop, readers, to_spec
 
@@ -253,6 +253,10 @@ def _layer(m: nn.Module, name: str, where: str) -> tuple[Any, dict[str, Any]]:
         layer = Hardswish(name=name)
     elif type(m).__name__ == "StochasticDepthModule" and type(m).__module__ == _OWN:
         layer = StochasticDepth(m.p, m.mode, name=name)
+    elif type(m).__name__ == "RescalingModule" and type(m).__module__ == _OWN:
+        layer = Rescaling(m.scale, m.offset, name=name)
+    elif type(m).__name__ == "NormalizationModule" and type(m).__module__ == _OWN:
+        layer = Normalization(int(m.mean.numel()), name=name)
     elif type(m) is nn.ZeroPad2d:
         pad = tuple(int(v) for v in m.padding)
         if min(pad) < 0:
@@ -265,7 +269,8 @@ def _layer(m: nn.Module, name: str, where: str) -> tuple[Any, dict[str, Any]]:
         layer = dataclasses.replace(_module_layer(m, where), name=name)
     else:
         raise UnsupportedLayerError(f"from_torch: {where} is not supported; supported: {_SUPPORTED}")
-    state = m.state_dict(keep_vars=True) if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d)) else {}
+    state = m.state_dict(keep_vars=True) if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d)) or (
+        isinstance(layer, Normalization)) else {}
     return layer, {f"{name}.{k}": t for k, t in state.items() if t is not None}
 
 
@@ -292,9 +297,12 @@ class _Tracer(torch.fx.Tracer):
     """torch.fx's tracer, with xconv's own padded conv (a torch model built by xconv) kept as one layer."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        from ..backends.torch_backend import ExactHardsigmoid, PaddedConv2d, StochasticDepthModule
+        from ..backends.torch_backend import (
+            ExactHardsigmoid, NormalizationModule, PaddedConv2d, RescalingModule, StochasticDepthModule,
+        )
 
-        return type(m) in (PaddedConv2d, StochasticDepthModule, ExactHardsigmoid) or super().is_leaf_module(m, qualname)
+        own = (PaddedConv2d, StochasticDepthModule, ExactHardsigmoid, RescalingModule, NormalizationModule)
+        return type(m) in own or super().is_leaf_module(m, qualname)
 
 
 _ALIAS_METHODS = ("view", "reshape", "flatten", "contiguous", "view_as", "reshape_as", "squeeze", "unsqueeze")

@@ -3,7 +3,7 @@
 from ._layers import (
     ELEMENTWISE, ELU, GELU, LAYER_TYPES, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout,
     Flatten, Identity, Layer, LeakyReLU, Linear, MaxPool2d, ReLU, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d,
-    Hardsigmoid, Hardswish, Hardtanh, StochasticDepth,
+    Hardsigmoid, Hardswish, Hardtanh, Normalization, Rescaling, StochasticDepth,
 )
 from ._sequential import COMBINATORS, Add, Combinator, Concat, Item, Multiply, Sequential, from_dict
 
@@ -12,5 +12,5 @@ __all__ = [
     "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm2d", "BatchNorm1d", "Dropout",
     "LeakyReLU", "Sigmoid", "Tanh", "GELU", "ELU", "SiLU", "Softmax", "Identity", "ZeroPad2d", "ELEMENTWISE",
     "Add", "Concat", "Multiply", "Combinator", "Item", "COMBINATORS",
-    "Hardtanh", "Hardsigmoid", "Hardswish", "StochasticDepth",
+    "Hardtanh", "Hardsigmoid", "Hardswish", "StochasticDepth", "Rescaling", "Normalization",
 ]

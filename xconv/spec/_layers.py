@@ -13,7 +13,7 @@ __all__ = [
     "Layer", "Conv2d", "ReLU", "Flatten", "Linear", "LAYER_TYPES",
     "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm2d", "BatchNorm1d", "Dropout",
     "LeakyReLU", "Sigmoid", "Tanh", "GELU", "ELU", "SiLU", "Softmax", "Identity", "ZeroPad2d", "ELEMENTWISE",
-    "Hardtanh", "Hardsigmoid", "Hardswish", "StochasticDepth",
+    "Hardtanh", "Hardsigmoid", "Hardswish", "StochasticDepth", "Rescaling", "Normalization",
 ]
 
 #: kind name -> layer class, filled as classes are defined; used by ``from_dict``.
@@ -453,6 +453,51 @@ class StochasticDepth(Layer):
     def _validate(self) -> None:
         self._set("p", as_float("StochasticDepth", "p", self.p, low=0.0, high=1.0))
         self._set("mode", as_choice("StochasticDepth", "mode", self.mode, ("row", "batch")))
+
+
+def _scalar_or_channels(owner: str, name: str, value: Any) -> float | tuple[float, ...]:
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise SpecError(f"{owner}: `{name}` must be a number or one number per channel. Received: {name}=()")
+        return tuple(as_float(owner, name, v) for v in value)
+    return as_float(owner, name, value)
+
+
+@dataclass(frozen=True, repr=False)
+class Rescaling(Layer):
+    """x * scale + offset (Keras' ``Rescaling``, e.g. 1/255 inside keras.applications models): ``scale`` and
+    ``offset`` a number or one number per channel (features of a flat input). Constants, not weights.
+
+    >>> Rescaling(1 / 255)
+    Rescaling(0.00392156862745098)
+    """
+
+    scale: float | tuple[float, ...] = 1.0
+    offset: float | tuple[float, ...] = 0.0
+
+    _positional = ("scale",)
+
+    def _validate(self) -> None:
+        self._set("scale", _scalar_or_channels("Rescaling", "scale", self.scale))
+        self._set("offset", _scalar_or_channels("Rescaling", "offset", self.offset))
+
+
+@dataclass(frozen=True, repr=False)
+class Normalization(Layer):
+    """(x - mean) / max(sqrt(variance), 1e-7) per channel (Keras' ``Normalization`` over the channel axis); ``mean``
+    and ``variance`` are buffers of shape (num_features,) in the canonical weights (``"{key}.mean"``), as BatchNorm's
+    running statistics are.
+
+    >>> Normalization(3)
+    Normalization(3)
+    """
+
+    num_features: int
+
+    _positional = ("num_features",)
+
+    def _validate(self) -> None:
+        self._set("num_features", as_int("Normalization", "num_features", self.num_features, minimum=1))
 
 
 #: layers that keep their input's shape and act per element (or per feature vector, Softmax over dim 1)

@@ -63,6 +63,8 @@ def lipschitz(layer: Any) -> float | None:
         return max(1.0, abs(layer.negative_slope))
     if layer.kind == "ELU":
         return max(1.0, abs(layer.alpha))
+    if layer.kind == "Rescaling":
+        return float(np.abs(np.asarray(layer.scale)).max())
     return bounds.get(layer.kind)
 
 

@@ -19,7 +19,7 @@ from ..layout import same_padding
 from ..spec import (
     ELU, GELU, Add, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Concat, Conv2d, Dropout, Flatten, Identity,
     Layer, LeakyReLU, Linear, MaxPool2d, Multiply, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d,
-    Hardsigmoid, Hardswish, Hardtanh, StochasticDepth,
+    Hardsigmoid, Hardswish, Hardtanh, Normalization, Rescaling, StochasticDepth,
 )
 
 __all__ = ["specs", "inputs", "weights", "conv2d_layers", "pool_layers", "activations", "blocks", "CORE_KINDS",
@@ -31,7 +31,8 @@ CORE_KINDS = ("Conv2d", "ReLU", "Flatten", "Linear")
 ALL_KINDS = CORE_KINDS + (
     "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm2d", "BatchNorm1d", "Dropout",
     "LeakyReLU", "Sigmoid", "Tanh", "GELU", "ELU", "SiLU", "Softmax", "Identity", "ZeroPad2d",
-    "Add", "Concat", "Multiply", "Hardtanh", "Hardsigmoid", "Hardswish", "StochasticDepth",
+    "Add", "Concat", "Multiply", "Hardtanh", "Hardsigmoid", "Hardswish", "StochasticDepth", "Rescaling",
+    "Normalization",
 )
 #: the fork-join combinators, drawn by :func:`blocks`
 COMBINATOR_KINDS = ("Add", "Concat", "Multiply")
@@ -294,7 +295,8 @@ def specs(
     has_act = any(a in kinds for a in (*_ACTIVATIONS, "Softmax"))
     map_kinds = [k for k, ok in (("Conv2d", "Conv2d" in kinds), ("Conv2d", "Conv2d" in kinds), ("pool", has_pool),
                                  ("BatchNorm2d", "BatchNorm2d" in kinds), ("activation", has_act),
-                                 ("activation", has_act), ("ZeroPad2d", "ZeroPad2d" in kinds)) if ok]
+                                 ("activation", has_act), ("ZeroPad2d", "ZeroPad2d" in kinds),
+                                 ("Rescaling", "Rescaling" in kinds), ("Normalization", "Normalization" in kinds)) if ok]
     use_blocks = graphs and "Conv2d" in kinds and any(k in kinds for k in COMBINATOR_KINDS)
     if use_blocks:
         map_kinds += ["block", "block", "block"]
@@ -312,6 +314,12 @@ def specs(
             layer = BatchNorm2d(shape[0], **draw(_batchnorm_options(batch_stats)))
         elif choice == "ZeroPad2d":
             layer = ZeroPad2d(tuple(draw(st.integers(0, 2)) for _ in range(4)))
+        elif choice == "Rescaling":  # a number or one per channel (1/255, ImageNet's standard deviations, ...)
+            per_channel = st.lists(st.floats(-3, 3, allow_nan=False), min_size=shape[0], max_size=shape[0]).map(tuple)
+            layer = Rescaling(draw(st.one_of(st.sampled_from([1 / 255, 2.0, -0.5]), per_channel)),
+                              draw(st.one_of(st.sampled_from([0.0, -1.0]), per_channel)))
+        elif choice == "Normalization":
+            layer = Normalization(shape[0])
         elif choice == "block":
             layer = draw(blocks(shape, kinds=kinds, max_channels=max_channels, batch_stats=batch_stats))  # type: ignore[arg-type]
         elif "Conv2d" in kinds:
@@ -412,6 +420,10 @@ def weights(draw: Any, spec: Sequential, *, dtype: str = "float64") -> dict[str,
     for info in infos:
         batchnorm = info.kind.startswith("BatchNorm")
         running_var = None
+        if info.kind == "Normalization":  # a mean and a variance per channel, as adapt() would find
+            out[f"{info.key}.mean"] = rng.standard_normal(info.params["mean"]).astype(dtype)
+            out[f"{info.key}.variance"] = (10.0 ** rng.uniform(-1, 1, size=info.params["variance"])).astype(dtype)
+            continue
         for name, shape in info.params.items():
             key = f"{info.key}.{name}"
             if name == "num_batches_tracked":

@@ -14,7 +14,7 @@ from ._env import keras, tf
 from . import builders
 from .builders import _BUILDERS, build, fused_relus, keras_name
 from .layers import (
-    AdaptiveAvgPool2D, GatherPad2D, GroupedConv2D, Subsample2D, TorchActivation, TorchAvgPool2D, TorchBatchNorm,
+    ChannelNormalization, ChannelRescaling, AdaptiveAvgPool2D, GatherPad2D, GroupedConv2D, Subsample2D, TorchActivation, TorchAvgPool2D, TorchBatchNorm,
     TorchMaxPool2D,
 )
 from .run import forward, trace, train
@@ -62,4 +62,5 @@ __all__ = [
     "trace", "train", "owns_model", "owns_tensor", "spec_of", "dtype_of", "permute", "import_model",
     "read_keras_file", "keras_name", "fused_relus", "GatherPad2D", "Subsample2D", "GroupedConv2D",
     "TorchMaxPool2D", "TorchAvgPool2D", "AdaptiveAvgPool2D", "TorchBatchNorm", "TorchActivation", "keras", "tf",
+    "ChannelRescaling", "ChannelNormalization",
 ]

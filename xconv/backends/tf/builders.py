@@ -14,10 +14,10 @@ from ...shapes import LayerInfo, avgpool_divisor, concat_axis, softmax_axis
 from ...spec import (
     ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, LeakyReLU,
     Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d, Hardsigmoid, Hardswish, Hardtanh,
-    StochasticDepth,
+    Normalization, Rescaling, StochasticDepth,
 )
 from .layers import (
-    AdaptiveAvgPool2D, GatherPad2D, GroupedConv2D, Subsample2D, TorchActivation, TorchAvgPool2D, TorchBatchNorm,
+    ChannelNormalization, ChannelRescaling, AdaptiveAvgPool2D, GatherPad2D, GroupedConv2D, Subsample2D, TorchActivation, TorchAvgPool2D, TorchBatchNorm,
     TorchMaxPool2D,
 )
 
@@ -289,6 +289,9 @@ _BUILDERS = {
     StochasticDepth: lambda info, x, dtype: keras.layers.Dropout(
         info.layer.p, noise_shape=(None if info.layer.mode == "row" else 1,) + (1,) * len(info.input_shape),  # type: ignore[attr-defined]
         dtype=dtype, name=keras_name(info))(x),
+    Rescaling: lambda info, x, dtype: ChannelRescaling(info.layer.scale, info.layer.offset, dtype=dtype,  # type: ignore[attr-defined]
+                                                       name=keras_name(info))(x),
+    Normalization: lambda info, x, dtype: ChannelNormalization(dtype=dtype, name=keras_name(info))(x),
     ZeroPad2d: lambda info, x, dtype: keras.layers.ZeroPadding2D(info.padding, dtype=dtype, name=keras_name(info))(x),
 }
 

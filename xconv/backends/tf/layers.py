@@ -13,7 +13,7 @@ from ... import layout
 from ...shapes import adaptive_windows, pool_output_size, tap_slices
 
 __all__ = ["GatherPad2D", "Subsample2D", "GroupedConv2D", "TorchMaxPool2D", "TorchAvgPool2D", "AdaptiveAvgPool2D",
-           "TorchBatchNorm", "TorchActivation"]
+           "TorchBatchNorm", "TorchActivation", "ChannelRescaling", "ChannelNormalization"]
 
 
 @keras.saving.register_keras_serializable(package="xconv")
@@ -258,3 +258,38 @@ class TorchActivation(keras.layers.Layer):
         return {**super().get_config(), "function": self.function, "param": self.param, "param2": self.param2}
 
 
+
+
+def _channels(value: Any) -> Any:
+    return [float(v) for v in value] if isinstance(value, (list, tuple)) else float(value)
+
+
+@keras.saving.register_keras_serializable(package="xconv")
+class ChannelRescaling(keras.layers.Layer):
+    """x * scale + offset, numbers or one per channel (last axis), with the constants made in the input's dtype
+    (Keras' own ``Rescaling`` casts Python floats through float32 on the way to float64)."""
+
+    def __init__(self, scale: Any = 1.0, offset: Any = 0.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.scale, self.offset = _channels(scale), _channels(offset)
+
+    def call(self, x: Any) -> Any:
+        return x * tf.constant(self.scale, dtype=x.dtype) + tf.constant(self.offset, dtype=x.dtype)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "scale": self.scale, "offset": self.offset}
+
+
+@keras.saving.register_keras_serializable(package="xconv")
+class ChannelNormalization(keras.layers.Layer):
+    """(x - mean) / max(sqrt(variance), 1e-7) over the last axis, as Keras' ``Normalization``, with ``mean`` and
+    ``variance`` as (non-trainable) variables that weights load into."""
+
+    def build(self, input_shape: Any) -> None:
+        n = int(input_shape[-1])
+        self.mean = self.add_weight(shape=(n,), initializer="zeros", trainable=False, name="mean")
+        self.variance = self.add_weight(shape=(n,), initializer="ones", trainable=False, name="variance")
+
+    def call(self, x: Any) -> Any:
+        std = tf.maximum(tf.sqrt(tf.cast(self.variance, x.dtype)), tf.constant(1e-7, dtype=x.dtype))
+        return (x - tf.cast(self.mean, x.dtype)) / std

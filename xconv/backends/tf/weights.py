@@ -10,7 +10,7 @@ from ._env import keras, tf
 
 from ... import layout
 from ...shapes import LayerInfo
-from ...spec import BatchNorm1d, BatchNorm2d, Conv2d, Linear
+from ...spec import BatchNorm1d, BatchNorm2d, Conv2d, Linear, Normalization
 from .builders import is_depthwise, keras_name
 
 
@@ -28,6 +28,8 @@ def _params(model: keras.Model, info: LayerInfo) -> dict[str, Any]:
     layer = layers[keras_name(info)]
     if isinstance(info.layer, (BatchNorm2d, BatchNorm1d)):
         return {name: getattr(layer, _BN_VARIABLES[name]) for name in info.params}
+    if isinstance(info.layer, Normalization):
+        return {"mean": layer.mean, "variance": layer.variance}
     out = {"weight": layer.kernel}
     if "bias" in info.params:
         out["bias"] = layer.bias
@@ -40,7 +42,7 @@ def _kind(info: LayerInfo, name: str) -> str:
         return "depthwise" if is_depthwise(info) else "conv"
     if name == "weight" and isinstance(info.layer, Linear):
         return "linear"
-    if name != "num_batches_tracked" and isinstance(info.layer, (BatchNorm2d, BatchNorm1d)):
+    if name != "num_batches_tracked" and isinstance(info.layer, (BatchNorm2d, BatchNorm1d, Normalization)):
         return "vector"
     return "same"
 
