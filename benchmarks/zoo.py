@@ -69,7 +69,7 @@ def main() -> None:
     argparse.ArgumentParser(description=__doc__).parse_args()
     xc.port(torchvision_model("squeezenet1_1"), to="tf", input_shape=(3, 64, 64))  # warm up
     rows = [torch_row(n) for n in TORCHVISION] + [keras_row(n) for n in KERAS_APPLICATIONS]
-    print(f"| model | direction | parameters | port time | max rel. diff float32 | float64 |")
+    print("| model | direction | parameters | port time | max rel. diff float32 | float64 |")
     print("|---|---|---:|---:|---:|---:|")
     for r in rows:
         f64 = "" if r["rel_diff_float64"] is None else f"{r['rel_diff_float64']:.1e}"

@@ -147,8 +147,6 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
     (spec, canonical weights)."""
     import dataclasses
 
-    from .. import shapes
-
     shape = tuple(model.inputs[0].shape[1:])
     if None in shape or len(shape) not in (1, 3):
         raise UnsupportedLayerError(f"from_keras: the model's input must have a defined (H, W, C) or (F,) shape. Received: {shape}")
@@ -290,10 +288,10 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
                 auto.add(flat)
                 index[id(out)] = add(Raw(flat, "layer", [index[id(out)]], layer=Flatten(name=flat),
                                          payload=("from", (1, 1, int(out.shape[-1])))))
-    _fold_convs(nodes, raw, input_shape)
+    _fold_convs(nodes)
     _fold_avgpool_pads(nodes)
     _fold_hard_sigmoids(nodes)
-    _fold_reshapes(nodes, names, auto)
+    _fold_reshapes(nodes)
     from ..errors import SpecError
 
     try:
@@ -427,7 +425,7 @@ def _plain_layer(layer: Any, where: str, current: tuple[int, ...]) -> tuple[Any,
     raise UnsupportedLayerError(f"from_keras: {where} is not supported; supported: {_SUPPORTED}")
 
 
-def _fold_convs(nodes: list[Raw], raw: dict[int, dict[str, np.ndarray]], input_shape: tuple[int, ...]) -> None:
+def _fold_convs(nodes: list[Raw]) -> None:
     """Fold into each Keras conv what sits around it: before it a subsampling (a strided 1x1 conv), a
     bottom/right crop (a one-position axis computed at stride 1), an explicit padding; after it (past a fused
     activation, which commutes with subsampling) a subsampling (stride with dilation). Each only where the
@@ -530,7 +528,7 @@ def _fold_hard_sigmoids(nodes: list[Raw]) -> None:
         users = readers(nodes)
 
 
-def _fold_reshapes(nodes: list[Raw], names: Names, auto: set[str]) -> None:
+def _fold_reshapes(nodes: list[Raw]) -> None:
     """A Reshape of a 1x1 map (1, 1, C) to (C,) is a Flatten; a Reshape of (C,) to (1, 1, C) right after a
     Flatten of a 1x1 map (squeeze-excitation after a global pooling) undoes it. Others stay, and are refused."""
     users = readers(nodes)

@@ -481,6 +481,14 @@ class Rescaling(Layer):
         self._set("scale", _scalar_or_channels("Rescaling", "scale", self.scale))
         self._set("offset", _scalar_or_channels("Rescaling", "offset", self.offset))
 
+    def __repr__(self) -> str:  # the values as stored: a per-channel tuple is never shortened to a number
+        parts = [repr(self.scale)]
+        if self.offset != 0.0 or isinstance(self.offset, tuple):
+            parts.append(f"offset={self.offset!r}")
+        if self.name is not None:
+            parts.append(f"name={self.name!r}")
+        return f"Rescaling({', '.join(parts)})"
+
 
 @dataclass(frozen=True, repr=False)
 class Normalization(Layer):

@@ -11,8 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._env import keras, tf
-from . import builders
-from .builders import _BUILDERS, build, fused_relus, keras_name
+from .builders import build, fused_relus, keras_name
 from .layers import (
     ChannelNormalization, ChannelRescaling, AdaptiveAvgPool2D, GatherPad2D, GroupedConv2D, Subsample2D, TorchActivation, TorchAvgPool2D, TorchBatchNorm,
     TorchMaxPool2D,

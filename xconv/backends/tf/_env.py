@@ -7,7 +7,6 @@ The only module of xconv that imports tensorflow / keras. Layout differences are
 from __future__ import annotations
 
 import os
-import sys
 from ...errors import BackendUnavailable
 
 _requested = os.environ.get("KERAS_BACKEND", "")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import numpy as np
 
-from ._env import keras, tf
+from ._env import keras
 import sys
 
 from ... import layout

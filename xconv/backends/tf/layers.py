@@ -3,7 +3,7 @@ Registered as serialisable (package "xconv") so ``.keras`` files that use them l
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 

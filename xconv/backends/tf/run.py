@@ -9,7 +9,6 @@ import numpy as np
 from ._env import keras, tf
 
 from ... import layout
-from ...shapes import LayerInfo
 from .builders import fused_relus
 from .weights import _params, _to_canonical
 
