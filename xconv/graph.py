@@ -15,7 +15,7 @@ from typing import Any
 from .errors import SpecError
 from .shapes import RULES, LayerInfo, Shape, _Ctx, join_rule
 from .spec import Layer, Sequential
-from .spec._sequential import Combinator, Concat
+from .spec._sequential import Combinator
 
 __all__ = ["build_graph", "consumers", "is_chain", "Graph"]
 
@@ -78,8 +78,7 @@ class _Builder:
         info = join_rule(item, key, len(self.nodes), shapes_in, [self.source(o) for o in outs])
         info = dataclasses.replace(info, key=key, path=path, inputs=tuple(outs), input_shapes=tuple(shapes_in))
         self.nodes.append(info)
-        extra = {"dim": item.dim} if isinstance(item, Concat) else {}
-        return len(self.nodes) - 1, type(item)(*parts, name=item.name, **extra)
+        return len(self.nodes) - 1, item.rebuild(parts, item.name)
 
 
 def _join(prefix: str, index: int) -> str:

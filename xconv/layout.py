@@ -20,6 +20,7 @@ __all__ = [
     "to_keras",
     "to_canonical",
     "ArrayOps",
+    "source_blocks",
     "NUMPY_OPS",
 ]
 
@@ -42,10 +43,8 @@ def flatten_permutation(source: Any) -> np.ndarray | None:
     map or an (F,) run of features; the permutation is then block by block."""
     if source is None:
         return None
-    if isinstance(source[0], (int, np.integer)):
-        source = (tuple(source),)
     parts, offset, trivial = [], 0, True
-    for block in source:
+    for block in source_blocks(source):
         size = math.prod(block)
         if len(block) == 3 and block[0] != 1 and block[1] * block[2] != 1:
             c, h, w = block
@@ -55,6 +54,17 @@ def flatten_permutation(source: Any) -> np.ndarray | None:
             parts.append(offset + np.arange(size))
         offset += size
     return None if trivial else np.concatenate(parts)
+
+
+def source_blocks(source: Any, features: int | None = None) -> tuple[tuple[int, ...], ...]:
+    """A flat tensor's flatten source as a tuple of blocks, each a (C, H, W) map flattened in C,H,W order or an
+    (F,) run of features already in order: a single (C, H, W) becomes one block; ``None`` (features in order)
+    becomes one (``features``,) block."""
+    if source is None:
+        return ((int(features),),) if features is not None else ()
+    if isinstance(source[0], (int, np.integer)):
+        return (tuple(int(v) for v in source),)
+    return tuple(tuple(int(v) for v in block) for block in source)
 
 
 class ArrayOps(NamedTuple):

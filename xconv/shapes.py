@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import SpecError
-from .layout import same_padding
+from .layout import same_padding, source_blocks
 from .spec import (
     ELEMENTWISE, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Flatten, Layer, Linear, MaxPool2d,
     Normalization, Rescaling, Sequential, Softmax, ZeroPad2d,
@@ -105,11 +105,9 @@ class _Ctx:
 
 
 def _describe(shape: Shape, source: Any) -> str:
-    if source is not None and len(source) == 3 and isinstance(source[0], int):
-        return f"{'*'.join(map(str, source))}={shape[0]}"
-    if source is not None:
-        return f"{' + '.join('*'.join(map(str, b)) for b in source)}={shape[0]}"
-    return str(shape[0])
+    if source is None:
+        return str(shape[0])
+    return f"{' + '.join('*'.join(map(str, b)) for b in source_blocks(source))}={shape[0]}"
 
 
 def _conv2d(ctx: _Ctx, layer: Conv2d, source: Shape | None) -> LayerInfo:
@@ -318,16 +316,6 @@ def _zeropad(ctx: _Ctx, layer: ZeroPad2d, source: Shape | None) -> LayerInfo:
     return LayerInfo(ctx.index, layer, ctx.shape, (c, h + t + b, w + l + r), {}, padding=layer.padding)
 
 
-def blocks(source: Any, shape: Shape) -> tuple[Shape, ...]:
-    """A flat tensor's flatten source as a tuple of blocks: each block a (C, H, W) map flattened in C,H,W
-    order or an (F,) run of features already in order. ``source`` None: one (F,) block."""
-    if source is None:
-        return ((shape[0],),)
-    if isinstance(source[0], int):
-        return (tuple(source),)
-    return tuple(source)
-
-
 def join_rule(combinator: Combinator, key: str, index: int, shapes_in: list[Shape], sources: list[Any]) -> LayerInfo:
     """Shape rule of an Add / Multiply (numpy broadcasting of size-1 dimensions, equal ranks) or Concat."""
     from . import layout
@@ -351,7 +339,7 @@ def join_rule(combinator: Combinator, key: str, index: int, shapes_in: list[Shap
         out[axis - 1] = sum(s[axis - 1] for s in shapes_in)
         source = None
         if rank == 1 and any(src is not None for src in sources):
-            source = tuple(b for s, src in zip(shapes_in, sources) for b in blocks(src, s))
+            source = tuple(b for s, src in zip(shapes_in, sources) for b in layout.source_blocks(src, s[0]))
         return LayerInfo(index, combinator, shapes_in[0], tuple(out), {}, input_source=None, output_source=source)  # type: ignore[arg-type]
     out = []
     for dim in zip(*shapes_in):

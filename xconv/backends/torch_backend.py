@@ -6,6 +6,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
+import torch.fx  # for the importer front-end (xconv.porting.torch_fx), which takes torch from here
 import torch.nn.functional as F
 from torch import nn
 
@@ -212,8 +213,6 @@ def build(spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarra
     else:
         # A graph: a torch.fx.GraphModule whose submodules sit at the canonical keys (so its state_dict has
         # exactly the canonical keys) and whose generated forward adds, multiplies and concatenates.
-        import torch.fx
-
         root = nn.Module()
         graph = torch.fx.Graph()
         values: dict[int, Any] = {-1: graph.placeholder("x")}

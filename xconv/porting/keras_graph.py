@@ -117,7 +117,7 @@ def _default_names(spec: Sequential, auto: set[str]) -> Sequential:
     without the names the importer made up (``auto``), so an xconv model imports back to its spec."""
     import dataclasses
 
-    from ..backends.tf.builders import _PREFIX
+    from ..backends.tf.builders import default_keras_name
 
     def child(prefix: str, i: int) -> str:
         return f"{prefix}.{i}" if prefix else str(i)
@@ -125,7 +125,7 @@ def _default_names(spec: Sequential, auto: set[str]) -> Sequential:
     def strip(item: Any, key: str) -> Any:
         """``key``: the node's key if it ends up unnamed (its parent's key and its index)."""
         name = item.name
-        default = f"{_PREFIX.get(item.kind, item.kind.lower())}_{key}"
+        default = default_keras_name(item.kind, key)
         keep = name is not None and name not in auto and name != default
         prefix = name if keep else key
         if isinstance(item, Sequential):
@@ -135,8 +135,7 @@ def _default_names(spec: Sequential, auto: set[str]) -> Sequential:
             return Sequential(*children, name=name if keep else None)
         if hasattr(item, "branches"):
             branches = [strip(b, child(prefix, i)) for i, b in enumerate(item.branches)]
-            extra = {"dim": item.dim} if item.kind == "Concat" else {}
-            return type(item)(*branches, name=name if keep else None, **extra)
+            return item.rebuild(branches, name if keep else None)
         return item if keep or name is None else dataclasses.replace(item, name=None)
 
     return Sequential(*(strip(c, str(i)) for i, c in enumerate(spec.layers)), input_shape=spec.input_shape)

@@ -7,11 +7,8 @@ import operator
 from typing import Any
 
 import numpy as np
-import torch
-import torch.fx
-import torch.nn.functional as F
-from torch import nn
 
+from ..backends.torch_backend import F, nn, torch  # the backend is the one place that imports torch
 from ..errors import UnsupportedLayerError
 from ..spec import (
     ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, LeakyReLU,
@@ -34,8 +31,6 @@ _SUPPORTED = (
 
 
 def _flat_args(node: Any) -> list[Any]:
-    import torch.fx
-
     found: list[Any] = []
     torch.fx.node.map_arg((node.args, node.kwargs), lambda n: found.append(n) or n)
     return found

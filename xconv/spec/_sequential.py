@@ -144,6 +144,10 @@ class Combinator:
     def _extra(self) -> dict[str, Any]:
         return {}
 
+    def rebuild(self, branches: Iterable["Item"], name: str | None) -> "Combinator":
+        """The same combinator (kind and dim) over other branches and name."""
+        return type(self)(*branches, name=name, **self._extra())
+
 
 class Add(Combinator):
     """The sum of the branches' outputs. Size-1 dimensions broadcast as in numpy on the logical shape (a

@@ -37,7 +37,12 @@ def keras_name(info: LayerInfo) -> str:
         return info.name
     if not info.key.split(".")[0].isdigit():  # under a named Sequential or combinator: the key says it all
         return info.key
-    return f"{_PREFIX.get(info.kind, info.kind.lower())}_{info.key}"
+    return default_keras_name(info.kind, info.key)
+
+
+def default_keras_name(kind: str, key: str) -> str:
+    """The Keras name of an unnamed node at a positional key: ``conv2d_0``, ``batchnorm_1.0.1``, ``add_3``."""
+    return f"{_PREFIX.get(kind, kind.lower())}_{key}"
 
 
 def fused_relus(infos: list[LayerInfo]) -> dict[int, int]:
@@ -45,10 +50,9 @@ def fused_relus(infos: list[LayerInfo]) -> dict[int, int]:
     Keras models do; it saves one layer call per pair in eager mode): only where the ReLU is the one reader
     of the conv's output, so that no other node needs the pre-activation tensor. Weights and per-node
     tracing are unaffected; ``from_keras`` splits the ReLU out again."""
-    readers: dict[int, list[int]] = {}
-    for info in infos:
-        for i in info.inputs:
-            readers.setdefault(i, []).append(info.index)
+    from ...graph import consumers
+
+    readers = consumers(infos)
     out = {}
     for info in infos:
         nxt = readers.get(info.index, [])
