@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 _LIBRARY: Any = None  # kept alive: the schemas live as long as the library object
 
 
@@ -51,6 +53,8 @@ TORCHVISION: dict[str, tuple[dict[str, Any], tuple[int, int, int]]] = {
     "regnet_y_400mf": ({}, (3, 64, 64)),
     "resnext50_32x4d": ({}, (3, 64, 64)),
     "inception_v3": ({"aux_logits": False, "init_weights": True}, (3, 75, 75)),
+    "shufflenet_v2_x0_5": ({}, (3, 64, 64)),
+    "convnext_tiny": ({}, (3, 64, 64)),
 }
 
 #: keras.applications models that port to torch: name -> input (H, W, C)
@@ -66,6 +70,8 @@ KERAS_APPLICATIONS: dict[str, tuple[int, int, int]] = {
     "EfficientNetB0": (64, 64, 3),  # Rescaling and Normalization inside, always
     "EfficientNetV2B0+preprocessing": (64, 64, 3),
     "MobileNetV3Small+preprocessing": (64, 64, 3),
+    "InceptionV3": (75, 75, 3),
+    "ConvNeXtTiny": (64, 64, 3),
 }
 
 
@@ -81,6 +87,9 @@ def torchvision_model(name: str, seed: int = 0) -> Any:
             if isinstance(m, torch.nn.BatchNorm2d):  # running statistics a trained model would have
                 m.running_mean.normal_(0, 0.1)
                 m.running_var.uniform_(0.5, 1.5)
+        for key, p in model.named_parameters():
+            if key.endswith("layer_scale"):  # initialised to 1e-6, which would hide every residual branch
+                p.uniform_(0.5, 1.5)
     return model
 
 
@@ -95,6 +104,11 @@ def keras_model(name: str) -> Any:
     extra = {"include_preprocessing": bool(preprocessing)} if "include_preprocessing" in inspect.signature(
         build).parameters else {}
     # logits, not probabilities: a softmax over 1,000 classes would shrink every difference to ~1e-3 of itself
-    return build(weights=None, input_shape=KERAS_APPLICATIONS[name], classifier_activation=None, **extra)
+    model = build(weights=None, input_shape=KERAS_APPLICATIONS[name], classifier_activation=None, **extra)
+    rng = np.random.default_rng(0)
+    for layer in model._flatten_layers():
+        if type(layer).__name__ == "LayerScale":  # initialised to 1e-6, which would hide every residual branch
+            layer.gamma.assign(rng.uniform(0.5, 1.5, layer.gamma.shape).astype(layer.gamma.dtype))
+    return model
 
 

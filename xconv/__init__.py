@@ -13,6 +13,7 @@ from .spec import (
     ELU, GELU, Add, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Concat, Conv2d, Dropout, Flatten, Identity,
     Layer, LeakyReLU, Linear, MaxPool2d, Multiply, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d,
     from_dict, Hardsigmoid, Hardswish, Hardtanh, Normalization, Rescaling, StochasticDepth,
+    ChannelLinear, ChannelShuffle, LayerNorm, LayerScale, Narrow,
 )
 
 __version__ = "0.1.0"
@@ -106,6 +107,11 @@ __all__ = [
     "StochasticDepth",
     "Rescaling",
     "Normalization",
+    "LayerNorm",
+    "ChannelLinear",
+    "LayerScale",
+    "Narrow",
+    "ChannelShuffle",
     "Add",
     "Concat",
     "Multiply",

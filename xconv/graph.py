@@ -93,12 +93,16 @@ def build_graph(spec: Sequential, input_shape: Shape) -> tuple[Graph, Sequential
     for i, item in enumerate(spec.layers):
         node, resolved = builder.item(item, node, str(i), str(i), input_shape)
         parts.append(resolved)
-    layer_keys = {info.key for info in builder.nodes if not info.is_join}
+    # a layer scale is a parameter of the torch module at its key (torchvision's CNBlock.layer_scale), not a
+    # module: other parts may sit under its key, but not under its parameter's
+    layer_keys = {info.key for info in builder.nodes if not info.is_join and info.kind != "LayerScale"}
+    scale_keys = {f"{info.key}.layer_scale" for info in builder.nodes if info.kind == "LayerScale"}
+    layer_keys |= scale_keys
     for key in builder.keys:
         parts_of = key.split(".")
-        for cut in range(1, len(parts_of)):
+        for cut in range(1, len(parts_of) + 1):
             prefix = ".".join(parts_of[:cut])
-            if prefix in layer_keys:
+            if prefix in (layer_keys if cut < len(parts_of) else scale_keys):
                 raise SpecError(
                     f"the key {key!r} lies under the layer {prefix!r}: a layer's key cannot also be the prefix of "
                     "another part's key (in torch the layer would have to contain it)"

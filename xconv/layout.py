@@ -89,12 +89,15 @@ HWIO_TO_OIHW = (3, 2, 0, 1)
 def to_keras(kind: str, x: Any, source: tuple[int, ...] | None, ops: ArrayOps = NUMPY_OPS) -> Any:
     """One canonical (torch) array in Keras layout. ``kind``: "conv" (OIHW -> HWIO), "linear" ((out, in) with
     inputs in C,H,W order -> (in, out) in H,W,C order), "vector" (features along the last axis, C,H,W ->
-    H,W,C order: BatchNorm1d vectors after Flatten, flat activations), anything else unchanged. ``source`` is
-    the (C, H, W) map the features were flattened from, or None."""
+    H,W,C order: BatchNorm1d vectors after Flatten, flat activations), "scale" ((C, 1, 1) -> (C,)), "depthwise"
+    ((C*m, 1, kh, kw) -> (kh, kw, C, m)), anything else unchanged. ``source`` is the (C, H, W) map the features
+    were flattened from, or None (for "depthwise": the conv's input channels C)."""
     if kind == "depthwise":  # (C*m, 1, kh, kw) -> DepthwiseConv2D's (kh, kw, C, m): output channel c*m + j
         hwio = ops.transpose(x, OIHW_TO_HWIO)  # ``source``: C, the conv's input channels
         kh, kw, _, cm = (int(d) for d in hwio.shape)
         return ops.reshape(hwio, (kh, kw, int(source), cm // int(source)))
+    if kind == "scale":  # layer scale: (C, 1, 1) -> (C,)
+        return ops.reshape(x, (int(x.shape[0]),))
     perm = flatten_permutation(source)
     if kind == "conv":
         return ops.transpose(x, OIHW_TO_HWIO)
@@ -110,6 +113,8 @@ def to_canonical(kind: str, x: Any, source: tuple[int, ...] | None, ops: ArrayOp
     if kind == "depthwise":  # (kh, kw, C, m) -> (C*m, 1, kh, kw)
         kh, kw, c, m = (int(d) for d in x.shape)
         return ops.transpose(ops.reshape(x, (kh, kw, 1, c * m)), HWIO_TO_OIHW)
+    if kind == "scale":  # (C,) -> (C, 1, 1)
+        return ops.reshape(x, (int(x.shape[0]), 1, 1))
     perm = flatten_permutation(source)
     inverse = None if perm is None else np.argsort(perm)
     if kind == "conv":

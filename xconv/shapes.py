@@ -17,7 +17,8 @@ from .errors import SpecError
 from .layout import same_padding, source_blocks
 from .spec import (
     ELEMENTWISE, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Flatten, Layer, Linear, MaxPool2d,
-    Normalization, Rescaling, Sequential, Softmax, ZeroPad2d,
+    Normalization, Rescaling, Sequential, Softmax, ZeroPad2d, ChannelLinear, ChannelShuffle, LayerNorm, LayerScale,
+    Narrow,
 )
 from .spec._sequential import Combinator, Concat
 from .spec._layers import _BatchNorm
@@ -267,7 +268,7 @@ def _batchnorm(ctx: _Ctx, layer: _BatchNorm, source: Shape | None) -> LayerInfo:
     if layer.num_features != features:
         raise ctx.error(f"num_features={layer.num_features} but its input has {features} {what}")
     n = (layer.num_features,)
-    params: dict[str, Shape] = {"weight": n, "bias": n} if layer.affine else {}
+    params: dict[str, Shape] = {name: n for name in layer.affine_params}
     buffers: tuple[str, ...] = ()
     if layer.track_running_stats:
         params.update(running_mean=n, running_var=n, num_batches_tracked=())
@@ -314,6 +315,71 @@ def _zeropad(ctx: _Ctx, layer: ZeroPad2d, source: Shape | None) -> LayerInfo:
     c, h, w = ctx.need_map()
     (t, b), (l, r) = layer.padding
     return LayerInfo(ctx.index, layer, ctx.shape, (c, h + t + b, w + l + r), {}, padding=layer.padding)
+
+
+def _layernorm(ctx: _Ctx, layer: LayerNorm, source: Shape | None) -> LayerInfo:
+    if layer.num_features != _channels(ctx):
+        what = "channels" if len(ctx.shape) == 3 else "features"
+        raise ctx.error(f"num_features={layer.num_features} but its input has {_channels(ctx)} {what}")
+    n = (layer.num_features,)
+    params = {"weight": n} if layer.elementwise_affine else {}
+    if layer.bias:
+        params["bias"] = n
+    keep = source if len(ctx.shape) == 1 else None
+    return LayerInfo(ctx.index, layer, ctx.shape, ctx.shape, params, input_source=keep, output_source=keep)
+
+
+def _channel_linear(ctx: _Ctx, layer: ChannelLinear, source: Shape | None) -> LayerInfo:
+    c, h, w = ctx.need_map()
+    if c != layer.in_features:
+        raise ctx.error(f"in_features={layer.in_features} but its input has {c} channels")
+    params: dict[str, Shape] = {"weight": (layer.out_features, c)}
+    if layer.bias:
+        params["bias"] = (layer.out_features,)
+    return LayerInfo(ctx.index, layer, ctx.shape, (layer.out_features, h, w), params)
+
+
+def _layer_scale(ctx: _Ctx, layer: LayerScale, source: Shape | None) -> LayerInfo:
+    c, _, _ = ctx.need_map()
+    if c != layer.num_features:
+        raise ctx.error(f"num_features={layer.num_features} but its input has {c} channels")
+    return LayerInfo(ctx.index, layer, ctx.shape, ctx.shape, {"layer_scale": (c, 1, 1)})
+
+
+def _narrow(ctx: _Ctx, layer: Narrow, source: Shape | None) -> LayerInfo:
+    from .layout import flatten_permutation
+
+    rank = len(ctx.shape) + 1
+    if not -rank <= layer.dim < rank or layer.dim % rank == 0:
+        raise ctx.error(f"dim={layer.dim} is not a non-batch axis of its (N, *{ctx.shape}) input")
+    axis = layer.dim % rank
+    size = ctx.shape[axis - 1]
+    if layer.start + layer.length > size:
+        raise ctx.error(f"start={layer.start} + length={layer.length} exceeds the size {size} of dim {axis}")
+    if rank == 2 and flatten_permutation(source) is not None:
+        raise ctx.error("a slice of features flattened from a map is not supported (their order differs between "
+                        "NCHW and NHWC)")
+    out = list(ctx.shape)
+    out[axis - 1] = layer.length
+    return LayerInfo(ctx.index, layer, ctx.shape, tuple(out), {})
+
+
+def _shuffle(ctx: _Ctx, layer: ChannelShuffle, source: Shape | None) -> LayerInfo:
+    c, _, _ = ctx.need_map()
+    if c % layer.groups:
+        raise ctx.error(f"its input's {c} channels do not divide into groups={layer.groups}")
+    return LayerInfo(ctx.index, layer, ctx.shape, ctx.shape, {})
+
+
+def shuffle_order(channels: int, groups: int) -> np.ndarray:
+    """ChannelShuffle as a gather: output channel j reads input channel ``order[j]``."""
+    return np.arange(channels).reshape(groups, channels // groups).T.reshape(-1)
+
+
+def narrow_axis(info: LayerInfo) -> int:
+    """The NCHW (or (N, F)) axis, 1..3, of a Narrow layer."""
+    rank = len(info.input_shape) + 1
+    return info.layer.dim % rank  # type: ignore[attr-defined, no-any-return]
 
 
 def join_rule(combinator: Combinator, key: str, index: int, shapes_in: list[Shape], sources: list[Any]) -> LayerInfo:
@@ -372,6 +438,11 @@ RULES: dict[type[Layer], Callable[[_Ctx, Layer, Shape | None], LayerInfo]] = {
     ZeroPad2d: _zeropad,  # type: ignore[dict-item]
     Rescaling: _rescaling,  # type: ignore[dict-item]
     Normalization: _normalization,  # type: ignore[dict-item]
+    LayerNorm: _layernorm,  # type: ignore[dict-item]
+    ChannelLinear: _channel_linear,  # type: ignore[dict-item]
+    LayerScale: _layer_scale,  # type: ignore[dict-item]
+    Narrow: _narrow,  # type: ignore[dict-item]
+    ChannelShuffle: _shuffle,  # type: ignore[dict-item]
     **{kind: _elementwise for kind in ELEMENTWISE},
 }
 

@@ -25,7 +25,8 @@ def expected_shapes(infos: list[LayerInfo]) -> dict[str, tuple[int, ...]]:
 def init_weights(infos: list[LayerInfo], seed: int | None, dtype: str) -> dict[str, np.ndarray]:
     """xconv's framework-independent initializer (the seed notebook's ``random_weight`` / ``zero_weight``):
     conv and linear weights ~ N(0, 2 / fan_in) with fan_in = prod(shape[1:]) (Kaiming normal), biases zero;
-    BatchNorm as torch: weight 1, bias 0, running_mean 0, running_var 1, num_batches_tracked 0 (int64).
+    BatchNorm as torch: weight 1, bias 0, running_mean 0, running_var 1, num_batches_tracked 0 (int64);
+    LayerNorm weight 1; layer scale 1e-6 (torchvision's and Keras' ConvNeXt default).
 
     Drawn in float64 from ``numpy.random.default_rng(seed)`` in key order, then cast, so the same
     ``(spec, seed, dtype)`` gives the same numbers in every backend.
@@ -33,7 +34,7 @@ def init_weights(infos: list[LayerInfo], seed: int | None, dtype: str) -> dict[s
     rng = np.random.default_rng(seed)
     out: dict[str, np.ndarray] = {}
     for info in infos:
-        batchnorm = info.kind.startswith("BatchNorm")
+        batchnorm = info.kind.startswith("BatchNorm") or info.kind == "LayerNorm"
         for name, shape in info.params.items():
             key = f"{info.key}.{name}"
             if name == "num_batches_tracked":
@@ -42,6 +43,8 @@ def init_weights(infos: list[LayerInfo], seed: int | None, dtype: str) -> dict[s
                 out[key] = np.ones(shape, dtype=dtype)
             elif name in ("bias", "running_mean", "mean"):
                 out[key] = np.zeros(shape, dtype=dtype)
+            elif name == "layer_scale":
+                out[key] = np.full(shape, 1e-6, dtype=dtype)
             elif batchnorm:  # weight, running_var
                 out[key] = np.ones(shape, dtype=dtype)
             else:

@@ -313,7 +313,9 @@ def _bn_forward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, mode: 
     shape = _bn_shape(x)
     y = (x - mean.reshape(shape)) / np.sqrt(var + layer.eps).reshape(shape)  # type: ignore[attr-defined]
     if "weight" in p:
-        y = y * p["weight"].reshape(shape) + p["bias"].reshape(shape)
+        y = y * p["weight"].reshape(shape)
+    if "bias" in p:
+        y = y + p["bias"].reshape(shape)
     return y
 
 
@@ -330,7 +332,11 @@ def _bn_backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, go: n
                            - xhat * (gxhat * xhat).sum(axis=axes).reshape(shape))
     else:
         gx = gxhat * invstd
-    grads = {"weight": (go * xhat).sum(axis=axes), "bias": go.sum(axis=axes)} if "weight" in p else {}
+    grads = {}
+    if "weight" in p:
+        grads["weight"] = (go * xhat).sum(axis=axes)
+    if "bias" in p:
+        grads["bias"] = go.sum(axis=axes)
     return gx, grads
 
 
@@ -449,6 +455,11 @@ _BACKWARD: dict[type, Any] = {
     Rescaling: lambda info, p, x, go, mode: (go * _per_channel(info.layer.scale, x), {}),
     Normalization: lambda info, p, x, go, mode: (go / _norm_denominator(p, x), {}),
 }
+
+from .numpy_channels import BACKWARD as _CHANNEL_BACKWARD, FORWARD as _CHANNEL_FORWARD  # noqa: E402
+
+_FORWARD.update(_CHANNEL_FORWARD)
+_BACKWARD.update(_CHANNEL_BACKWARD)
 
 #: Keras' backend epsilon, the floor of Normalization's standard deviation
 NORMALIZATION_FLOOR = 1e-7

@@ -13,11 +13,11 @@ from torch import nn
 import operator
 
 from ..graph import is_chain
-from ..shapes import LayerInfo, concat_axis
+from ..shapes import LayerInfo, concat_axis, narrow_axis
 from ..spec import (
     ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, LeakyReLU,
     Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d, Hardsigmoid, Hardswish, Hardtanh,
-    Normalization, Rescaling, StochasticDepth,
+    Normalization, Rescaling, StochasticDepth, ChannelLinear, ChannelShuffle, LayerNorm, LayerScale, Narrow,
 )
 
 NAME = "torch"
@@ -107,6 +107,56 @@ class NormalizationModule(nn.Module):
         return (x - self.mean.reshape(shape)) / std
 
 
+class ChannelLayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` over the channels at every pixel of an NCHW map (torchvision's ``LayerNorm2d``): the same
+    parameters and keys, applied to the channels-last view."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
+        return y.permute(0, 3, 1, 2)
+
+
+class ChannelLinearModule(nn.Linear):
+    """``nn.Linear`` over the channels at every pixel of an NCHW map (weight (out, in), as nn.Linear's), run as
+    the 1x1 convolution it is."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight[:, :, None, None], self.bias)
+
+
+class LayerScaleModule(nn.Module):
+    """x * layer_scale with a learned (C, 1, 1) parameter (torchvision's ``CNBlock.layer_scale``); used in
+    chains. In a graph the parameter sits on the module at the layer's key and the product is in the forward."""
+
+    def __init__(self, num_features: int, device: Any = None, dtype: Any = None) -> None:
+        super().__init__()
+        self.layer_scale = nn.Parameter(torch.full((num_features, 1, 1), 1e-6, device=device, dtype=dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer_scale * x
+
+
+class NarrowModule(nn.Module):
+    """``x.narrow(dim, start, length)``: a slice along one axis (``x.chunk``, ``torch.split``, ``x[:, a:b]``)."""
+
+    def __init__(self, dim: int, start: int, length: int) -> None:
+        super().__init__()
+        self.dim, self.start, self.length = dim, start, length
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.narrow(self.dim, self.start, self.length)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, start={self.start}, length={self.length}"
+
+
+def _layernorm(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
+    layer = info.layer
+    cls = ChannelLayerNorm if len(info.input_shape) == 3 else nn.LayerNorm
+    return cls(layer.num_features, eps=layer.eps, elementwise_affine=layer.elementwise_affine,  # type: ignore[attr-defined]
+               bias=layer.bias, **factory)  # type: ignore[attr-defined]
+
+
 def _hardtanh(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
     layer: Hardtanh = info.layer  # type: ignore[assignment]
     if (layer.min_val, layer.max_val) == (0.0, 6.0):
@@ -134,8 +184,13 @@ def _linear(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
 def _batchnorm(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
     layer = info.layer
     cls = nn.BatchNorm2d if isinstance(layer, BatchNorm2d) else nn.BatchNorm1d
-    return cls(layer.num_features, eps=layer.eps, momentum=layer.momentum, affine=layer.affine,  # type: ignore[attr-defined]
-               track_running_stats=layer.track_running_stats, **factory)  # type: ignore[attr-defined]
+    learned = layer.affine_params  # type: ignore[attr-defined]
+    module = cls(layer.num_features, eps=layer.eps, momentum=layer.momentum, affine=len(learned) == 2,  # type: ignore[attr-defined]
+                 track_running_stats=layer.track_running_stats, **factory)  # type: ignore[attr-defined]
+    if len(learned) == 1:  # Keras' scale=False or center=False: F.batch_norm takes weight and bias separately
+        fill = torch.ones if learned[0] == "weight" else torch.zeros  # torch's own initial gain and shift
+        module.register_parameter(learned[0], nn.Parameter(fill(layer.num_features, **factory)))  # type: ignore[attr-defined]
+    return module
 
 
 def _maxpool(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
@@ -176,12 +231,18 @@ _BUILDERS: dict[type, Callable[[LayerInfo, dict[str, Any]], nn.Module]] = {
                                                      len(info.input_shape) + 1),
     Normalization: lambda info, factory: NormalizationModule(info.layer.num_features, len(info.input_shape) + 1,  # type: ignore[attr-defined]
                                                              **factory),
+    LayerNorm: _layernorm,
+    ChannelLinear: lambda info, factory: ChannelLinearModule(info.layer.in_features, info.layer.out_features,  # type: ignore[attr-defined]
+                                                             bias=info.layer.bias, **factory),  # type: ignore[attr-defined]
+    LayerScale: lambda info, factory: LayerScaleModule(info.layer.num_features, **factory),  # type: ignore[attr-defined]
+    Narrow: lambda info, factory: NarrowModule(narrow_axis(info), info.layer.start, info.layer.length),  # type: ignore[attr-defined]
+    ChannelShuffle: lambda info, factory: nn.ChannelShuffle(info.layer.groups),  # type: ignore[attr-defined]
     ZeroPad2d: lambda info, factory: nn.ZeroPad2d((*info.layer.padding[1], *info.layer.padding[0])),  # type: ignore[attr-defined]
 }
 
 
-def _install(root: nn.Module, path: str, module: nn.Module) -> None:
-    """Register ``module`` at dotted ``path`` under ``root``, creating plain containers on the way."""
+def _owner(root: nn.Module, path: str) -> tuple[nn.Module, str]:
+    """(the module that holds dotted ``path`` under ``root``, the last part), making plain containers on the way."""
     *parents, leaf = path.split(".")
     owner = root
     for part in parents:
@@ -190,7 +251,17 @@ def _install(root: nn.Module, path: str, module: nn.Module) -> None:
             child = nn.Module()
             owner.add_module(part, child)
         owner = child
+    return owner, leaf
+
+
+def _install(root: nn.Module, path: str, module: nn.Module) -> None:
+    owner, leaf = _owner(root, path)
     owner.add_module(leaf, module)
+
+
+def _install_parameter(root: nn.Module, path: str, parameter: nn.Parameter) -> None:
+    owner, leaf = _owner(root, path)
+    owner.register_parameter(leaf, parameter)
 
 
 def _join(info: LayerInfo, args: list[Any]) -> Any:
@@ -227,6 +298,10 @@ def build(spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarra
                     for a in args[1:]:
                         node = graph.call_function(op, (node, a))
                     values[info.index] = node
+            elif info.kind == "LayerScale":  # a parameter of the module at the key, as torchvision's CNBlock
+                _install_parameter(root, f"{info.key}.layer_scale", module.layer_scale)
+                scale = graph.get_attr(f"{info.key}.layer_scale")
+                values[info.index] = graph.call_function(operator.mul, (scale, args[0]))
             else:
                 clash = [part for part in info.key.split(".") if hasattr(nn.Module, part)]
                 if clash:
@@ -342,6 +417,38 @@ def forward(model: nn.Module, x: np.ndarray) -> np.ndarray:
         return model(torch.from_numpy(np.ascontiguousarray(x))).numpy()
 
 
+def propagate_shapes(gm: Any, input_shape: tuple[int, ...]) -> bool:
+    """Record each traced node's output shape (``node.meta["xconv_shape"]``) for a batch of two inputs of
+    ``input_shape``, run on fake tensors (nothing is computed, no state changes). False if the module does not
+    run on that shape; the importer then works without shapes."""
+    from torch._dynamo.utils import deepcopy_to_fake_tensor
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    class Recorder(torch.fx.Interpreter):
+        def run_node(self, n: Any) -> Any:
+            result = super().run_node(n)
+            if isinstance(result, torch.Tensor):
+                n.meta["xconv_shape"] = tuple(int(d) for d in result.shape)
+            return result
+
+    dtype = next((p.dtype for p in gm.parameters() if p.is_floating_point()), torch.float32)
+    try:
+        mode = FakeTensorMode(allow_non_fake_inputs=True)
+        fake = deepcopy_to_fake_tensor(gm, mode)
+        with mode:
+            Recorder(fake, graph=gm.graph).run(torch.zeros((2, *input_shape), dtype=dtype))
+    except Exception:  # noqa: BLE001 - a module that does not run on this shape is reported by the importer
+        return False
+    return True
+
+
+def _apply(model: nn.Module, info: LayerInfo, x: Any) -> Any:
+    """One layer node of a built model on ``x``: its module, or (a graph's layer scale) its parameter."""
+    if info.kind == "LayerScale" and not isinstance(model, nn.Sequential):
+        return model.get_parameter(f"{info.key}.layer_scale") * x
+    return model.get_submodule(info.key)(x)
+
+
 def trace(model: nn.Module, x: np.ndarray, upstream: np.ndarray, training: bool = False) -> tuple[list[np.ndarray], np.ndarray, dict[str, np.ndarray]]:
     """Every layer's output, and the gradients of sum(output * upstream) with respect to the input and every
     trainable weight (canonical keys), all as numpy in canonical layout; in eval mode, or in train mode with
@@ -353,7 +460,7 @@ def trace(model: nn.Module, x: np.ndarray, upstream: np.ndarray, training: bool 
     with _Mode(model, training):
         for info in infos_of(model):
             args = [values[i] for i in info.inputs]
-            values[info.index] = _join(info, args) if info.is_join else model.get_submodule(info.key)(args[0])
+            values[info.index] = _join(info, args) if info.is_join else _apply(model, info, args[0])
             outs.append(values[info.index].detach().numpy().copy())
     h = values[len(outs) - 1]
     (h * torch.from_numpy(np.ascontiguousarray(upstream))).sum().backward()

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from .. import layout
+from ..backends.tf.layers import ChannelGather, ChannelScale, Narrow as NarrowLayer
 from ..backends.tf import (
     ChannelNormalization, ChannelRescaling, AdaptiveAvgPool2D, GatherPad2D, GroupedConv2D, Subsample2D, TorchActivation, TorchAvgPool2D, TorchBatchNorm,
     TorchMaxPool2D, keras,
@@ -20,8 +21,9 @@ from ..errors import UnsupportedLayerError
 from ..spec import (
     ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, LeakyReLU,
     Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d, Hardsigmoid, Hardswish, Hardtanh,
-    Normalization, Rescaling, StochasticDepth,
+    Normalization, Rescaling, StochasticDepth, ChannelLinear, ChannelShuffle, LayerNorm, LayerScale, Narrow,
 )
+from .. import shapes
 from ._graph import Names, Raw, drop, readers, to_spec
 
 # ---- importing hand-written models ----
@@ -33,7 +35,9 @@ _SUPPORTED = (
     "SeparableConv2D, ZeroPadding2D (folded into the next 'valid' Conv2D or AveragePooling2D where exact), Add, "
     "Multiply, Concatenate, Dense (a fused activation), Flatten, Reshape of a 1x1 map, MaxPooling2D / "
     "AveragePooling2D ('valid', or 'same' where torch's padding and ceil_mode give the same windows), "
-    "GlobalAveragePooling2D, BatchNormalization, Rescaling, Normalization (channel axis), Dropout (also whole samples: stochastic depth), ReLU() and "
+    "GlobalAveragePooling2D, BatchNormalization (also scale=False or center=False), LayerNormalization (channel "
+    "axis), Dense on an (H, W, C) map (per pixel), keras.applications' LayerScale and StochasticDepth, nested "
+    "models (inlined), Rescaling, Normalization (channel axis), Dropout (also whole samples: stochastic depth), ReLU() and "
     "ReLU(max_value), LeakyReLU, ELU, Softmax, Identity, x + 3 -> ReLU(6) -> * (1/6) (hard sigmoid), "
     "Activation(" + " / ".join(_ACTIVATION_NAMES) + "), and xconv's own layers"
 )
@@ -63,7 +67,6 @@ def _activation(layer: Any, where: str) -> Any:
 
 def _same_pool(layer: Any, shape: tuple[int, ...], where: str) -> tuple[tuple[int, int], bool]:
     """torch padding and ceil_mode that give Keras' 'same' pooling windows for this input, or refuse."""
-    from .. import shapes
     from ..errors import UnsupportedLayerError
 
     pads, ceil = [], False
@@ -83,10 +86,15 @@ def _same_pool(layer: Any, shape: tuple[int, ...], where: str) -> tuple[tuple[in
     return (pads[0], pads[1]), ceil
 
 
-def _calls(model: keras.Model) -> list[tuple[Any, list[Any], Any]]:
-    """The model's layer calls in topological order: (layer, input tensors, output tensor)."""
+def _calls(model: keras.Model, inline: bool = False, depth: int = 0) -> list[tuple[Any, list[Any], Any]]:
+    """The model's layer calls in topological order: (layer, input tensors, output tensor). With ``inline``, a
+    nested model's call is replaced by its own calls, between two aliases ``(None, [tensor], same tensor)``
+    that tie its input and output to the outer graph's tensors."""
     if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise UnsupportedLayerError("from_keras: the model must have one input and one output")
+        where = "the model" if depth == 0 else f"the nested model {model.name!r}"
+        raise UnsupportedLayerError(f"from_keras: {where} must have one input and one output")
+    if depth > 16:
+        raise UnsupportedLayerError(f"from_keras: models nested more than 16 deep ({model.name!r})")
     start = id(model.inputs[0])
     order: list[tuple[Any, list[Any], Any]] = []
     done: set[int] = {start}
@@ -105,7 +113,14 @@ def _calls(model: keras.Model) -> list[tuple[Any, list[Any], Any]]:
             if len(node.output_tensors) != 1:
                 raise UnsupportedLayerError(f"from_keras: layer {op.name!r} ({type(op).__name__}) has several outputs")
             done.add(id(t))
-            order.append((op, inputs, t))
+            if inline and isinstance(op, keras.Model):
+                if len(inputs) != 1:
+                    raise UnsupportedLayerError(f"from_keras: nested model {op.name!r} takes {len(inputs)} inputs")
+                order.append((None, inputs, op.inputs[0]))
+                order.extend(_calls(op, inline, depth + 1))
+                order.append((None, [op.outputs[0]], t))
+            else:
+                order.append((op, inputs, t))
             continue
         stack.append((t, True))
         stack.extend((i, False) for i in reversed(inputs) if id(i) not in done)
@@ -150,8 +165,8 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
     if None in shape or len(shape) not in (1, 3):
         raise UnsupportedLayerError(f"from_keras: the model's input must have a defined (H, W, C) or (F,) shape. Received: {shape}")
     input_shape = (shape[2], shape[0], shape[1]) if len(shape) == 3 else shape
-    calls = _calls(model)
-    names = Names({layer.name for layer, _, _ in calls})
+    calls = _calls(model, inline=True)
+    names = Names({layer.name for layer, _, _ in calls if layer is not None})
     auto: set[str] = set()
     nodes: list[Raw] = [Raw("input", "input", [])]
     index: dict[int, int] = {id(model.inputs[0]): 0}
@@ -167,14 +182,15 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
     for layer, _, _ in calls:
         called[id(layer)] = called.get(id(layer), 0) + 1
     for layer, inputs, out in calls:
+        if layer is None:  # into or out of a nested model: the same tensor
+            index[id(out)] = index[id(inputs[0])]
+            continue
         where = f"layer {layer.name!r} ({type(layer).__name__})"
         if called[id(layer)] > 1 and layer.weights:
             raise UnsupportedLayerError(
                 f"from_keras: {where} is called {called[id(layer)]} times: its weights are shared between calls, "
                 "which xconv specs do not express"
             )
-        if isinstance(layer, keras.Model):
-            raise UnsupportedLayerError(f"from_keras: {where} is a nested model; nested models are not supported")
         if getattr(layer, "data_format", "channels_last") != "channels_last":
             raise UnsupportedLayerError(f"from_keras: {where}: only data_format='channels_last' is supported")
         ids = [index[id(t)] for t in inputs]
@@ -188,6 +204,10 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
             in_shape = tuple(inputs[0].shape[1:])
             index[id(out)] = add(Raw(name, "keras_reshape", [index[id(inputs[0])]],
                                      payload=(in_shape, tuple(layer.target_shape))))
+            continue
+        tensor_op = _tensor_op(layer, ids)
+        if tensor_op is not None:  # x + y, x * y as operation nodes (keras.applications' ConvNeXt blocks)
+            index[id(out)] = add(Raw(name, tensor_op, ids, owned=True))
             continue
         if isinstance(layer, (keras.layers.Add, keras.layers.Multiply, keras.layers.Concatenate)):
             if type(layer) not in (keras.layers.Add, keras.layers.Multiply, keras.layers.Concatenate):
@@ -267,8 +287,13 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
             weights = {"weight": np.asarray(layer.kernel.numpy())}
             if layer.use_bias:
                 weights["bias"] = np.asarray(layer.bias.numpy())
-            i = add(Raw(name, "layer", [src], layer=Linear(int(layer.kernel.shape[0]), layer.units, bias=layer.use_bias,
-                                                            name=name)), weights)
+            if len(current) == 3:  # on an NHWC map: the channels at every pixel
+                linear: Any = ChannelLinear(int(layer.kernel.shape[0]), layer.units, bias=layer.use_bias, name=name)
+            elif len(current) == 1:
+                linear = Linear(int(layer.kernel.shape[0]), layer.units, bias=layer.use_bias, name=name)
+            else:
+                raise UnsupportedLayerError(f"from_keras: {where}: Dense on an input of shape {in_shape}")
+            i = add(Raw(name, "layer", [src], layer=linear), weights)
             if act is not None:
                 act_name = names.take(f"{name}_activation")
                 auto.add(act_name)
@@ -301,7 +326,6 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
 
 def _finish(nodes: list[Raw], output: int, input_shape: tuple[int, ...], names: Names, auto: set[str],
             raw: dict[int, dict[str, np.ndarray]]) -> tuple[Sequential, dict[str, np.ndarray]]:
-    from .. import shapes
 
     named = to_spec(nodes, output, input_shape, names, "from_keras")
     auto |= {n for n in names.used if ".skip" in n and n not in names.reserved}
@@ -356,16 +380,16 @@ def _plain_layer(layer: Any, where: str, current: tuple[int, ...]) -> tuple[Any,
         return AdaptiveAvgPool2d(layer.output_size), weights
     if type(layer) in (keras.layers.BatchNormalization, TorchBatchNorm):
         axis = layer.axis[0] if isinstance(layer.axis, (list, tuple)) else layer.axis
-        if axis % (len(current) + 1) != len(current) or layer.renorm or layer.center != layer.scale:
+        if axis % (len(current) + 1) != len(current) or layer.renorm:
             raise UnsupportedLayerError(
-                f"from_keras: {where}: only BatchNormalization over the last axis, without renorm, with center "
-                "and scale both on or both off is supported"
+                f"from_keras: {where}: only BatchNormalization over the last axis, without renorm, is supported"
             )
         torch_bn = isinstance(layer, TorchBatchNorm)
         momentum = layer.torch_momentum if torch_bn else 1.0 - float(layer.momentum)
         track = layer.track_running_stats if torch_bn else True
         cls = BatchNorm2d if len(current) == 3 else BatchNorm1d
-        state = {"weight": "gamma", "bias": "beta"} if layer.center else {}
+        state = {name: attr for name, attr, on in (("weight", "gamma", layer.scale), ("bias", "beta", layer.center))
+                 if on}
         if track:
             state.update(running_mean="moving_mean", running_var="moving_variance")
         for pname, attr in state.items():
@@ -373,8 +397,36 @@ def _plain_layer(layer: Any, where: str, current: tuple[int, ...]) -> tuple[Any,
         if track:  # a native Keras layer does not count batches
             count = layer.num_batches_tracked.numpy() if torch_bn else 0
             weights["num_batches_tracked"] = np.asarray(count, dtype=np.int64)
-        return cls(current[0], eps=float(layer.epsilon), momentum=momentum, affine=bool(layer.center),
-                   track_running_stats=track), weights
+        return cls(current[0], eps=float(layer.epsilon), momentum=momentum, affine=bool(layer.center or layer.scale),
+                   track_running_stats=track, scale=bool(layer.scale), center=bool(layer.center)), weights
+    if type(layer) is keras.layers.LayerNormalization:
+        axes = tuple(layer.axis) if isinstance(layer.axis, (list, tuple)) else (layer.axis,)
+        rank = len(current) + 1
+        if len(axes) != 1 or axes[0] % rank != rank - 1 or layer.rms_scaling or (layer.center and not layer.scale):
+            raise UnsupportedLayerError(
+                f"from_keras: {where}: only LayerNormalization over the last (channel) axis, without rms_scaling, "
+                "with scale (and center) or neither is supported"
+            )
+        if layer.scale:
+            weights["weight"] = np.asarray(layer.gamma.numpy())
+        if layer.center:
+            weights["bias"] = np.asarray(layer.beta.numpy())
+        return LayerNorm(current[0], eps=float(layer.epsilon), elementwise_affine=bool(layer.scale),
+                         bias=bool(layer.center)), weights
+    if type(layer) is ChannelScale or _applications_layer(layer, "convnext", "LayerScale"):
+        if len(current) != 3:
+            raise UnsupportedLayerError(f"from_keras: {where}: a layer scale is supported on (H, W, C) maps only")
+        return LayerScale(current[0]), {"layer_scale": np.asarray(layer.gamma.numpy())}
+    if _applications_layer(layer, "convnext", "StochasticDepth"):  # per-sample keep mask scaled by 1 / keep
+        return StochasticDepth(float(layer.drop_path_rate), "row"), weights
+    if type(layer) is NarrowLayer:
+        return Narrow(layout.canonical_axis(layer.axis, len(current) + 1), layer.start, layer.length), weights
+    if type(layer) is ChannelGather:
+        c = current[0]
+        for groups in ([layer.groups] if layer.groups else []) + list(range(1, c + 1)):
+            if c % groups == 0 and list(shapes.shuffle_order(c, groups)) == list(layer.order):
+                return ChannelShuffle(groups), weights
+        raise UnsupportedLayerError(f"from_keras: {where}: a channel gather that is not a channel shuffle")
     if type(layer) is keras.layers.Dropout:
         if layer.noise_shape is None:
             return Dropout(float(layer.rate)), weights
@@ -422,6 +474,12 @@ def _plain_layer(layer: Any, where: str, current: tuple[int, ...]) -> tuple[Any,
                 "hardtanh": lambda: Hardtanh(layer.param, layer.param2), "hardsigmoid": lambda: Hardsigmoid(),
                 "hardswish": lambda: Hardswish()}[fn](), weights
     raise UnsupportedLayerError(f"from_keras: {where} is not supported; supported: {_SUPPORTED}")
+
+
+def _applications_layer(layer: Any, module: str, name: str) -> bool:
+    """Whether ``layer`` is exactly keras.applications' own class ``name`` from its module ``module``."""
+    cls = type(layer)
+    return cls.__name__ == name and cls.__module__ == f"keras.src.applications.{module}"
 
 
 def _fold_convs(nodes: list[Raw]) -> None:
@@ -504,6 +562,14 @@ def _scalar_op(layer: Any, out: Any) -> tuple[str, float] | None:
     if len(args) != 2 or not isinstance(args[1], (int, float)) or isinstance(args[1], bool):
         return None
     return kinds[type(layer).__name__], float(args[1])
+
+
+def _tensor_op(layer: Any, ids: list[int]) -> str | None:
+    """"add" / "mul" for a Keras operation node adding or multiplying two tensors of the graph, else None."""
+    kinds = {"Add": "add", "Multiply": "mul"}
+    if not type(layer).__module__.startswith("keras.src.ops") or type(layer).__name__ not in kinds or len(ids) != 2:
+        return None
+    return kinds[type(layer).__name__]
 
 
 def _fold_hard_sigmoids(nodes: list[Raw]) -> None:

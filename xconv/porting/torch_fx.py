@@ -3,6 +3,7 @@ the module's own ``state_dict`` names."""
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 from typing import Any
 
@@ -11,191 +12,12 @@ import numpy as np
 from ..backends.torch_backend import F, nn, torch  # the backend is the one place that imports torch
 from ..errors import UnsupportedLayerError
 from ..spec import (
-    ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, LeakyReLU,
-    Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d, Hardsigmoid, Hardswish, Hardtanh,
-    Normalization, Rescaling, StochasticDepth,
+    ELEMENTWISE, AdaptiveAvgPool2d, ChannelLinear, ChannelShuffle, Conv2d, Flatten, LayerNorm, LayerScale, Linear,
+    Narrow, Sequential, Softmax, ZeroPad2d,
 )
 from ._graph import Names, Raw, drop, readers, to_spec
+from .torch_layers import _SUPPORTED, _as_module, _flat_args, _get_attr, _layer
 
-_SUPPORTED = (
-    "nn.Conv2d / F.conv2d, nn.ReLU / F.relu / torch.relu / .relu(), nn.Flatten / torch.flatten(x, 1) / "
-    "x.view(N, -1) / x.reshape(N, -1), nn.Linear / F.linear, nn.ZeroPad2d (folded into the next conv where exact), "
-    "nn.MaxPool2d / F.max_pool2d, nn.AvgPool2d / F.avg_pool2d, nn.AdaptiveAvgPool2d / F.adaptive_avg_pool2d, "
-    "nn.BatchNorm1d / nn.BatchNorm2d, nn.Dropout, nn.LeakyReLU / F.leaky_relu, nn.Sigmoid / torch.sigmoid, "
-    "nn.Tanh / torch.tanh, nn.GELU / F.gelu, nn.ELU / F.elu, nn.SiLU / F.silu, nn.Softmax / F.softmax (with dim), "
-    "nn.Identity, nn.ReLU6 / F.relu6, nn.Hardtanh / F.hardtanh, nn.Hardsigmoid / F.hardsigmoid, nn.Hardswish / "
-    "F.hardswish, torchvision's stochastic depth, x.mean([2, 3]) / torch.mean over H and W, nested "
-    "nn.Sequential; x + y / torch.add / +=, x * y / torch.mul (broadcasting), torch.cat / torch.concat; any "
-    "nn.Module whose forward is a fork-join graph of these"
-)
-
-
-def _flat_args(node: Any) -> list[Any]:
-    found: list[Any] = []
-    torch.fx.node.map_arg((node.args, node.kwargs), lambda n: found.append(n) or n)
-    return found
-
-
-def _param(t: Any) -> Any:
-    return t if t is None or isinstance(t, nn.Parameter) else nn.Parameter(t, requires_grad=False)
-
-
-def _get_attr(module: nn.Module, target: str) -> Any:
-    value: Any = module
-    for part in target.split("."):
-        value = getattr(value, part)
-    return value
-
-
-def _as_module(root: nn.Module, node: Any, args: list[Any], params: dict[Any, Any], batch: set[Any], where: str) -> nn.Module:
-    """The nn module equivalent to one traced operation (sharing its parameters), or UnsupportedLayerError."""
-    from ..errors import UnsupportedLayerError
-
-    kwargs = dict(node.kwargs)
-    if node.op == "call_module":
-        return root.get_submodule(node.target)
-    if node.op == "call_function" and node.target in (F.relu, torch.relu) or (
-        node.op == "call_method" and node.target == "relu"
-    ):
-        return nn.ReLU()
-    if node.op == "call_function" and node.target is torch.flatten or (node.op == "call_method" and node.target == "flatten"):
-        start = args[1] if len(args) > 1 else kwargs.get("start_dim", 0)
-        end = args[2] if len(args) > 2 else kwargs.get("end_dim", -1)
-        if start == 1 and end == -1:
-            return nn.Flatten()
-    if node.op == "call_method" and node.target in ("view", "reshape"):
-        rest = args[1:]
-        if len(rest) == 1 and isinstance(rest[0], (tuple, list)):
-            rest = list(rest[0])
-        if len(rest) == 2 and rest[0] in batch and rest[1] == -1:
-            return nn.Flatten()
-    if node.op == "call_function" and node.target is F.conv2d:
-        names = ["weight", "bias", "stride", "padding", "dilation", "groups"]
-        values = {**dict(zip(names, args[1:])), **kwargs}
-        weight, bias = params.get(values.get("weight")), params.get(values.get("bias"))
-        if weight is None or ("bias" in values and values["bias"] is not None and bias is None):
-            raise UnsupportedLayerError(f"from_torch: {where}: conv weights must be module parameters")
-        groups = int(values.get("groups", 1))
-        conv = nn.Conv2d(weight.shape[1] * groups, weight.shape[0], tuple(weight.shape[2:]),
-                         stride=values.get("stride", 1), padding=values.get("padding", 0),
-                         dilation=values.get("dilation", 1), groups=groups, bias=bias is not None, device="meta")
-        conv.weight, conv.bias = _param(weight), _param(bias)  # share, do not copy
-        return conv
-    functional = _functional_module(node, args, kwargs)
-    if functional is not None:
-        return functional
-    if node.op == "call_function" and node.target is F.linear:
-        values = {**dict(zip(["weight", "bias"], args[1:])), **kwargs}
-        weight, bias = params.get(values.get("weight")), params.get(values.get("bias"))
-        if weight is None:
-            raise UnsupportedLayerError(f"from_torch: {where}: linear weights must be module parameters")
-        linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
-        linear.weight, linear.bias = _param(weight), _param(bias)
-        return linear
-    raise UnsupportedLayerError(f"from_torch: {where} is not supported; supported: {_SUPPORTED}")
-
-
-def _functional_module(node: Any, args: list[Any], kwargs: dict[str, Any]) -> nn.Module | None:
-    """The module form of a parameter-free functional call (F.max_pool2d, torch.sigmoid, x.softmax(1), ...)."""
-
-    def values(*names: str) -> dict[str, Any]:
-        return {**dict(zip(names, args[1:])), **kwargs}
-
-    target = node.target
-    if node.op == "call_method":
-        methods = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
-        if target in methods and len(args) == 1 and not kwargs:
-            return methods[target]()
-        if target == "softmax":
-            dim = values("dim").get("dim")
-            return None if dim is None else nn.Softmax(dim=dim)
-        return None
-    if node.op != "call_function":
-        return None
-    if target is F.max_pool2d:
-        v = values("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
-        if v.get("return_indices"):
-            return None
-        return nn.MaxPool2d(v["kernel_size"], v.get("stride"), v.get("padding", 0), v.get("dilation", 1),
-                            ceil_mode=v.get("ceil_mode", False))
-    if target is F.avg_pool2d:
-        v = values("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override")
-        return nn.AvgPool2d(v["kernel_size"], v.get("stride"), v.get("padding", 0), v.get("ceil_mode", False),
-                            v.get("count_include_pad", True), v.get("divisor_override"))
-    if target is F.adaptive_avg_pool2d:
-        return nn.AdaptiveAvgPool2d(values("output_size")["output_size"])
-    if target in (torch.sigmoid, F.sigmoid):
-        return nn.Sigmoid()
-    if target in (torch.tanh, F.tanh):
-        return nn.Tanh()
-    if target is F.leaky_relu:
-        return nn.LeakyReLU(values("negative_slope").get("negative_slope", 0.01))
-    if target is F.gelu:
-        return nn.GELU(approximate=values().get("approximate", "none"))
-    if target is F.elu:
-        return nn.ELU(values("alpha").get("alpha", 1.0))
-    if target is F.silu:
-        return nn.SiLU()
-    if target is F.relu6:
-        return nn.ReLU6()
-    if target is F.hardtanh:
-        v = values("min_val", "max_val")
-        return nn.Hardtanh(v.get("min_val", -1.0), v.get("max_val", 1.0))
-    if target is F.hardsigmoid:
-        return nn.Hardsigmoid()
-    if target is F.hardswish:
-        return nn.Hardswish()
-    if getattr(target, "__name__", "") == "stochastic_depth" and getattr(target, "__module__", "").startswith(
-            "torchvision.ops"):  # torchvision.ops.stochastic_depth(input, p, mode, training)
-        from ..backends.torch_backend import StochasticDepthModule
-
-        v = values("p", "mode", "training")
-        module = StochasticDepthModule(v["p"], v["mode"])
-        module.train(bool(v.get("training", True)))
-        return module
-    if target in (F.softmax, torch.softmax):
-        dim = values("dim").get("dim")
-        return None if dim is None else nn.Softmax(dim=dim)
-    return None
-
-
-def _module_layer(m: nn.Module, where: str) -> Any:
-    """The spec layer of one parameter-free (or BatchNorm) torch module, or UnsupportedLayerError."""
-    from ..errors import UnsupportedLayerError
-
-    if isinstance(m, nn.MaxPool2d):
-        if m.return_indices:
-            raise UnsupportedLayerError(f"from_torch: {where}: return_indices=True is not supported")
-        return MaxPool2d(m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode)
-    if isinstance(m, nn.AvgPool2d):
-        if m.divisor_override is not None:
-            raise UnsupportedLayerError(f"from_torch: {where}: divisor_override is not supported")
-        return AvgPool2d(m.kernel_size, m.stride, m.padding, m.ceil_mode, m.count_include_pad)
-    if isinstance(m, nn.AdaptiveAvgPool2d):
-        size = m.output_size
-        if size is None or (isinstance(size, (tuple, list)) and None in size):
-            raise UnsupportedLayerError(f"from_torch: {where}: output_size with None is not supported; give both sizes")
-        return AdaptiveAvgPool2d(size)
-    if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
-        cls = BatchNorm2d if isinstance(m, nn.BatchNorm2d) else BatchNorm1d
-        return cls(m.num_features, eps=m.eps, momentum=m.momentum, affine=m.affine,
-                   track_running_stats=m.track_running_stats)
-    if isinstance(m, nn.Dropout):
-        return Dropout(m.p)
-    if isinstance(m, nn.LeakyReLU):
-        return LeakyReLU(m.negative_slope)
-    if isinstance(m, nn.GELU):
-        return GELU(m.approximate)
-    if isinstance(m, nn.ELU):
-        return ELU(m.alpha)
-    if isinstance(m, nn.Softmax):
-        if m.dim is None:
-            raise UnsupportedLayerError(f"from_torch: {where}: Softmax needs an explicit dim (torch's implicit choice is deprecated)")
-        return Softmax(m.dim)
-    return {nn.Sigmoid: Sigmoid, nn.Tanh: Tanh, nn.SiLU: SiLU}[type(m)]()
-
-
-_OWN = "xconv.backends.torch_backend"  # xconv's own torch modules (a model built by xconv)
 _ADDS = (operator.add, operator.iadd, torch.add)
 _MULS = (operator.mul, operator.imul, torch.mul)
 _CATS = (torch.cat, torch.concat)
@@ -209,64 +31,6 @@ def _inplace(root: nn.Module, node: Any) -> bool:
     name = getattr(node.target, "__name__", "")
     return (bool(node.kwargs.get("inplace", False)) or node.target in (operator.iadd, operator.imul)
             or name.endswith("_") and not name.startswith("_"))
-
-
-def _layer(m: nn.Module, name: str, where: str) -> tuple[Any, dict[str, Any]]:
-    """The spec layer (named ``name``) of one torch module, and its state tensors keyed canonically. Only the
-    exact classes map: a subclass that torch.fx keeps whole (one from torch.nn or torch.ao.nn, such as a
-    quantisation-aware conv) may compute something else, and is refused."""
-    from ..backends.torch_backend import PaddedConv2d
-
-    if type(m) is PaddedConv2d:  # xconv's own: its 4-sided padding is applied inside
-        left, right, top, bottom = m.pad
-        mode = {"constant": "zeros"}.get(m.pad_mode, m.pad_mode)
-        layer: Any = Conv2d(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride,
-                            padding=((top, bottom), (left, right)), dilation=m.dilation, groups=m.groups,
-                            bias=m.bias is not None, padding_mode=mode, name=name)
-    elif type(m) is nn.Conv2d:
-        padding: Any = m.padding
-        if isinstance(padding, str):
-            padding = "same" if padding == "same" else (0, 0)  # torch allows 'same' only at stride 1: TF's rule
-        layer = Conv2d(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=padding,
-                            dilation=m.dilation, groups=m.groups, bias=m.bias is not None,
-                            padding_mode=m.padding_mode, name=name)
-    elif type(m) is nn.Linear:
-        layer = Linear(m.in_features, m.out_features, bias=m.bias is not None, name=name)
-    elif type(m) is nn.ReLU:
-        layer = ReLU(name=name)
-    elif type(m) is nn.Flatten:
-        if m.start_dim != 1 or m.end_dim != -1:
-            raise UnsupportedLayerError(f"from_torch: {where}: only Flatten(start_dim=1, end_dim=-1) is supported")
-        layer = Flatten(name=name)
-    elif type(m) is nn.Identity:
-        layer = Identity(name=name)
-    elif type(m) in (nn.Hardtanh, nn.ReLU6):
-        layer = Hardtanh(float(m.min_val), float(m.max_val), name=name)
-    elif type(m) is nn.Hardsigmoid or type(m).__name__ == "ExactHardsigmoid" and type(m).__module__ == _OWN:
-        layer = Hardsigmoid(name=name)
-    elif type(m) is nn.Hardswish:
-        layer = Hardswish(name=name)
-    elif type(m).__name__ == "StochasticDepthModule" and type(m).__module__ == _OWN:
-        layer = StochasticDepth(m.p, m.mode, name=name)
-    elif type(m).__name__ == "RescalingModule" and type(m).__module__ == _OWN:
-        layer = Rescaling(m.scale, m.offset, name=name)
-    elif type(m).__name__ == "NormalizationModule" and type(m).__module__ == _OWN:
-        layer = Normalization(int(m.mean.numel()), name=name)
-    elif type(m) is nn.ZeroPad2d:
-        pad = tuple(int(v) for v in m.padding)
-        if min(pad) < 0:
-            raise UnsupportedLayerError(f"from_torch: {where}: negative padding (cropping) is not supported")
-        layer = ZeroPad2d(pad, name=name)
-    elif type(m) in (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.BatchNorm2d, nn.BatchNorm1d,
-                     nn.Dropout, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.GELU, nn.ELU, nn.SiLU, nn.Softmax):
-        import dataclasses
-
-        layer = dataclasses.replace(_module_layer(m, where), name=name)
-    else:
-        raise UnsupportedLayerError(f"from_torch: {where} is not supported; supported: {_SUPPORTED}")
-    state = m.state_dict(keep_vars=True) if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d)) or (
-        isinstance(layer, Normalization)) else {}
-    return layer, {f"{name}.{k}": t for k, t in state.items() if t is not None}
 
 
 def _fold_pads(nodes: list[Raw]) -> None:
@@ -293,10 +57,12 @@ class _Tracer(torch.fx.Tracer):
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         from ..backends.torch_backend import (
-            ExactHardsigmoid, NormalizationModule, PaddedConv2d, RescalingModule, StochasticDepthModule,
+            ChannelLayerNorm, ChannelLinearModule, ExactHardsigmoid, LayerScaleModule, NarrowModule,
+            NormalizationModule, PaddedConv2d, RescalingModule, StochasticDepthModule,
         )
 
-        own = (PaddedConv2d, StochasticDepthModule, ExactHardsigmoid, RescalingModule, NormalizationModule)
+        own = (PaddedConv2d, StochasticDepthModule, ExactHardsigmoid, RescalingModule, NormalizationModule,
+               ChannelLayerNorm, ChannelLinearModule, LayerScaleModule, NarrowModule)
         return type(m) in own or super().is_leaf_module(m, qualname)
 
 
@@ -365,6 +131,9 @@ def import_model(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[Seque
             f"from_torch: {type(module).__name__}.forward cannot be traced by torch.fx ({type(e).__name__}: {e}); "
             f"supported: {_SUPPORTED}"
         ) from None
+    from ..backends.torch_backend import propagate_shapes
+
+    propagate_shapes(gm, tuple(input_shape))
     reserved = {name for name, _ in module.named_modules() if name}
     names = Names(reserved)
     nodes: list[Raw] = []
@@ -374,6 +143,9 @@ def import_model(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[Seque
     tensors: dict[str, Any] = {}
     calls: dict[str, int] = {}
     owners: dict[int, str] = {}  # id of a weight tensor -> the canonical key it was imported under
+    consts: dict[Any, Any] = {}  # sizes and arithmetic on them, evaluated (the batch size stays _BATCH)
+    nhwc: set[Any] = set()  # tensors permuted to channels-last, (N, H, W, C)
+    shapes = _ShapeOps(index, consts, nhwc)
     output = None
     for node in gm.graph.nodes:
         where = f"operation {node.name!r} ({node.op} {getattr(node.target, '__name__', node.target)})"
@@ -392,16 +164,26 @@ def import_model(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[Seque
             if out not in index:
                 raise UnsupportedLayerError(
                     f"from_torch: forward must return one tensor computed from its input. Received: {out!r}"[:300])
+            if out in nhwc:
+                raise UnsupportedLayerError(f"from_torch: forward returns {out.name!r}, a channels-last (permuted) tensor")
             output = index[out]
             continue
-        if node.op == "call_function" and node.target is getattr and len(args) == 2 and args[1] == "shape" and args[0] in index:
-            batch.add(node)
+        value = shapes.size_value(node, args)
+        if value is not _NOT:
+            consts[node] = value
+            if value is _BATCH:
+                batch.add(node)
             continue
-        if node.op == "call_function" and node.target is operator.getitem and args[0] in batch and args[1] == 0:
-            batch.add(node)
-            continue
-        if node.op == "call_method" and node.target == "size" and args[:1] and args[0] in index and args[1:] == [0]:
-            batch.add(node)
+        step = shapes.reshuffle(node, args, where)
+        if step is not None:  # permutes, views and slices: aliases, Narrow and ChannelShuffle nodes
+            if step != "pending":
+                alias, layer = step
+                if layer is None:
+                    index[node] = index[alias]
+                else:
+                    layer = dataclasses.replace(layer, name=names.take(node.name))
+                    index[node] = len(nodes)
+                    nodes.append(Raw(node.name, "layer", [index[alias]], layer=layer))
             continue
         tensor_inputs = [a for a in _flat_args(node) if a in index]
         if _inplace(gm, node):
@@ -416,6 +198,15 @@ def import_model(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[Seque
             join = "add"
         elif node.op == "call_function" and node.target in _MULS or node.op == "call_method" and node.target in ("mul", "mul_"):
             join = "mul"
+        if join == "mul" and len(args) == 2 and not node.kwargs and sum(a in params for a in args) == 1 and (
+                sum(a in index for a in args) == 1):
+            scale_node, x_node = (args[0], args[1]) if args[0] in params else (args[1], args[0])
+            layer, state = _layer_scale(scale_node, params[scale_node], x_node, shapes, names, where)
+            _own_state(state, owners, where)
+            tensors.update(state)
+            index[node] = len(nodes)
+            nodes.append(Raw(node.name, "layer", [index[x_node]], layer=layer))
+            continue
         if join is not None:
             if len(args) != 2 or not all(a in index for a in args) or node.kwargs.get("alpha", 1) != 1 or (
                     set(node.kwargs) - {"alpha"}):
@@ -423,6 +214,10 @@ def import_model(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[Seque
                     f"from_torch: {where}: only a sum or product of two tensors computed from the input is supported "
                     "(no constants or parameters)"
                 )
+            if (args[0] in nhwc) != (args[1] in nhwc):
+                raise UnsupportedLayerError(f"from_torch: {where} joins a channels-last tensor with an NCHW one")
+            if args[0] in nhwc:
+                nhwc.add(node)
             index[node] = len(nodes)
             nodes.append(Raw(node.name, join, [index[a] for a in args]))
             continue
@@ -431,6 +226,7 @@ def import_model(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[Seque
             dim = args[1] if len(args) > 1 else node.kwargs.get("dim", node.kwargs.get("axis", 0))
             if not isinstance(parts, (list, tuple)) or not parts or not all(p in index for p in parts):
                 raise UnsupportedLayerError(f"from_torch: {where}: only a concatenation of tensors computed from the input")
+            shapes.refuse_nhwc(parts, where)
             if not isinstance(dim, int) or dim in (0, -4):
                 raise UnsupportedLayerError(f"from_torch: {where}: concatenation along dim={dim!r} (the batch axis)")
             if len(parts) == 1:
@@ -444,6 +240,7 @@ def import_model(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[Seque
             continue
         mean = _spatial_mean(node, args)
         if mean is not None and len(tensor_inputs) == 1 and args[0] is tensor_inputs[0]:
+            shapes.refuse_nhwc(args[:1], where)
             keepdim = mean
             pool_name = names.take(node.name)
             i = len(nodes)
@@ -471,15 +268,11 @@ def import_model(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[Seque
                 )
             name = names.take(target, own=calls[target] == 1)
         else:
-            name = names.take(node.name)
+            owner = _parameter_owner(node, args, names)
+            name = names.take(node.name) if owner is None else names.take(owner, own=True)
         layer, state = _layer(m, name, where)
-        for key, t in state.items():
-            if id(t) in owners:
-                raise UnsupportedLayerError(
-                    f"from_torch: {where} uses the tensor {owners[id(t)]!r} that another operation uses too: shared "
-                    "weights are not expressed by xconv specs"
-                )
-            owners[id(t)] = key
+        layer = shapes.place(node, args[0], m, layer, where)
+        _own_state(state, owners, where)
         tensors.update(state)
         index[node] = len(nodes)
         nodes.append(Raw(node.name if node.op != "call_module" else str(node.target), "layer", [index[args[0]]],
@@ -526,3 +319,228 @@ def _existing_prefix(nodes: list[Raw], ids: list[int], dim: int) -> list[int]:
         if node.op == "cat" and node.dim == dim and node.inputs == head:
             return [j, ids[-1]]
     return ids
+
+
+def _own_state(state: dict[str, Any], owners: dict[int, str], where: str) -> None:
+    """Record which canonical key each weight tensor went to; a tensor used twice is refused."""
+    for key, t in state.items():
+        if id(t) in owners:
+            raise UnsupportedLayerError(
+                f"from_torch: {where} uses the tensor {owners[id(t)]!r} that another operation uses too: shared "
+                "weights are not expressed by xconv specs"
+            )
+        owners[id(t)] = key
+
+
+def _parameter_owner(node: Any, args: list[Any], names: Names) -> str | None:
+    """For a functional call on parameters ``m.weight`` (and ``m.bias``) of a module ``m`` that is not called
+    itself (torchvision's LayerNorm2d calls F.layer_norm in its forward): ``m``'s qualified name, so the weights
+    keep their state_dict keys. None otherwise."""
+    if node.op != "call_function":
+        return None
+    found = [a.target for a in _flat_args(node) if getattr(a, "op", None) == "get_attr"]
+    owners = {str(t).rpartition(".")[0] for t in found}
+    if len(owners) != 1 or not all(str(t).rpartition(".")[2] in ("weight", "bias") for t in found):
+        return None
+    owner = owners.pop()
+    return owner if owner and owner in names.reserved and owner not in names.used else None
+
+
+def _layer_scale(scale_node: Any, p: Any, x_node: Any, shapes: "_ShapeOps", names: Names,
+                 where: str) -> tuple[Any, dict[str, Any]]:
+    """``layer_scale * x`` with a parameter of shape (C, 1, 1) named ``layer_scale`` (torchvision's CNBlock)."""
+    shape = shapes.shape(x_node)
+    target = str(scale_node.target)
+    owner, _, attr = target.rpartition(".")
+    if not (isinstance(p, nn.Parameter) and shape is not None and len(shape) == 4 and x_node not in shapes.nhwc
+            and tuple(p.shape) == (shape[1], 1, 1) and attr == "layer_scale" and owner):
+        raise UnsupportedLayerError(
+            f"from_torch: {where}: a product with a parameter or constant is supported only as a layer scale: a "
+            f"parameter named layer_scale of shape (C, 1, 1) on a module, times an NCHW map (got {target!r}, shape "
+            f"{tuple(getattr(p, 'shape', ()))})"
+        )
+    if owner in names.used:
+        raise UnsupportedLayerError(f"from_torch: {where}: the layer scale's module {owner!r} is also called as a layer")
+    name = names.take(owner, own=True)
+    return LayerScale(shape[1], name=name), {f"{name}.layer_scale": p}
+
+
+_BATCH = object()  # the batch size, symbolic: it stays free in the spec
+_NOT = object()  # not a size computation
+_ARITHMETIC = {operator.floordiv: operator.floordiv, operator.mul: operator.mul, operator.add: operator.add,
+               operator.sub: operator.sub}
+
+
+class _ShapeOps:
+    """Shape-level operations of a traced forward, with the shapes torch.fx's shape propagation recorded:
+    size arithmetic, permutes to and from channels-last, views, slices and channel shuffles."""
+
+    def __init__(self, index: dict[Any, int], consts: dict[Any, Any], nhwc: set[Any]) -> None:
+        self.index, self.consts, self.nhwc = index, consts, nhwc
+        self.grouped: dict[Any, tuple[Any, int]] = {}  # x.view(N, g, C // g, H, W)
+        self.swapped: dict[Any, tuple[Any, int]] = {}  # ... .transpose(1, 2)
+        self.pieces: dict[Any, tuple[Any, int, list[tuple[int, int]]]] = {}  # x.chunk / x.split: (src, dim, parts)
+
+    def shape(self, node: Any) -> tuple[int, ...] | None:
+        return getattr(node, "meta", {}).get("xconv_shape")  # type: ignore[no-any-return]
+
+    def resolve(self, value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return type(value)(self.resolve(v) for v in value)
+        return self.consts.get(value, value) if isinstance(value, torch.fx.Node) else value
+
+    def size_value(self, node: Any, args: list[Any]) -> Any:
+        """The value of a size computation (x.size(), x.shape[1], c // 2), or _NOT."""
+        if node.op == "call_method" and node.target == "size" and args and args[0] in self.index:
+            dims = self._sizes(args[0])
+            if dims is None:
+                return _BATCH if args[1:] == [0] else _NOT
+            return dims if len(args) == 1 else dims[self.resolve(args[1])]
+        if node.op == "call_function" and node.target is getattr and len(args) == 2 and args[1] == "shape" and (
+                args[0] in self.index):
+            dims = self._sizes(args[0])
+            return dims if dims is not None else (_BATCH,)
+        if node.op == "call_function" and node.target is operator.getitem and args[0] in self.consts:
+            value, i = self.consts[args[0]], self.resolve(args[1])
+            if isinstance(value, tuple) and isinstance(i, int) and -len(value) <= i < len(value):
+                return value[i]
+            return _NOT
+        if node.op == "call_function" and node.target in _ARITHMETIC and len(args) == 2 and any(
+                a in self.consts for a in args):
+            a, b = self.resolve(args[0]), self.resolve(args[1])
+            if isinstance(a, int) and isinstance(b, int):
+                return _ARITHMETIC[node.target](a, b)
+        return _NOT
+
+    def _sizes(self, node: Any) -> tuple[Any, ...] | None:
+        shape = self.shape(node)
+        return None if shape is None or node in self.nhwc else (_BATCH, *shape[1:])
+
+    def refuse_nhwc(self, tensors: Any, where: str) -> None:
+        if any(t in self.nhwc for t in tensors):
+            raise UnsupportedLayerError(f"from_torch: {where} on a channels-last (permuted) tensor is not supported")
+
+    def place(self, node: Any, src: Any, m: Any, layer: Any, where: str) -> Any:
+        """Check a layer against its input's layout: on a channels-last tensor only per-pixel layers (LayerNorm,
+        Linear -> ChannelLinear, elementwise); nn.LayerNorm and nn.Linear on an NCHW map act on W and are refused."""
+        shape = self.shape(src)
+        if src in self.nhwc:
+            if isinstance(layer, Linear):
+                layer = ChannelLinear(layer.in_features, layer.out_features, bias=layer.bias, name=layer.name)
+            elif not (isinstance(layer, LayerNorm) or isinstance(layer, ELEMENTWISE) and not isinstance(layer, Softmax)):
+                raise UnsupportedLayerError(f"from_torch: {where} on a channels-last (permuted) tensor is not supported; "
+                                            "between permutes only LayerNorm, Linear and elementwise layers")
+            self.nhwc.add(node)
+            return layer
+        own_map_norm = type(m).__name__ == "ChannelLayerNorm"
+        if isinstance(layer, (LayerNorm, Linear)) and not own_map_norm and shape is not None and len(shape) != 2:
+            raise UnsupportedLayerError(
+                f"from_torch: {where} acts on the last axis of a tensor of shape {shape}; supported over the features "
+                "of a flat input, or over channels between x.permute(0, 2, 3, 1) and x.permute(0, 3, 1, 2)")
+        return layer
+
+    def reshuffle(self, node: Any, args: list[Any], where: str) -> Any:
+        """For permutes, contiguous, views/reshapes of the shuffle idiom, chunk/split/narrow/slicing: None if
+        not one of them; "pending" for an intermediate step; else (the tensor it reads, a layer or None for
+        an alias)."""
+        op, target = node.op, node.target
+        src = args[0] if args else None
+        method = target if op == "call_method" else getattr(target, "__name__", "") if op == "call_function" else ""
+        is_torch = op == "call_method" or op == "call_function" and target in (
+            torch.permute, torch.transpose, torch.narrow, torch.chunk, torch.split, operator.getitem, torch.reshape)
+        if not is_torch:
+            return None
+        if method == "getitem" and src in self.pieces:
+            base, dim, parts = self.pieces[src]
+            start, length = parts[self.resolve(args[1])]
+            return base, Narrow(dim, start, length)
+        if src in self.swapped and method == "contiguous":
+            self.swapped[node] = self.swapped[src]
+            return "pending"
+        if src in self.swapped and method in ("view", "reshape"):
+            base, groups = self.swapped[src]
+            c, h, w = self.shape(base)[1:]  # type: ignore[index]
+            dims = self._dims(args)
+            if dims in ((_BATCH, -1, h, w), (_BATCH, c, h, w)):
+                return base, ChannelShuffle(groups)
+            raise UnsupportedLayerError(f"from_torch: {where}: a view after a grouped transpose that is not a channel shuffle")
+        if src in self.grouped and method == "transpose" and sorted(self.resolve(args[1:3])) == [1, 2]:
+            self.swapped[node] = self.grouped[src]
+            return "pending"
+        if src not in self.index:
+            return None
+        shape = self.shape(src)
+        if method == "contiguous" and len(args) == 1:
+            if src in self.nhwc:
+                self.nhwc.add(node)
+            return src, None
+        if method == "permute":
+            perm = tuple(self._dims(args))
+            if perm == (0, 2, 3, 1) and src not in self.nhwc and shape is not None and len(shape) == 4:
+                self.nhwc.add(node)
+                return src, None
+            if perm == (0, 3, 1, 2) and src in self.nhwc:
+                return src, None
+            raise UnsupportedLayerError(f"from_torch: {where}: permute{perm} is supported only as x.permute(0, 2, 3, 1) "
+                                        "of an NCHW map and back (x.permute(0, 3, 1, 2))")
+        if src in self.nhwc or shape is None:
+            return None
+        rank = len(shape)
+        if method in ("view", "reshape") and rank == 4:
+            dims = self._dims(args)
+            c, h, w = shape[1:]
+            if len(dims) == 5 and dims[0] is _BATCH and dims[3:] == (h, w) and isinstance(dims[1], int) and (
+                    isinstance(dims[2], int) and dims[1] * dims[2] == c and dims[1] > 0):
+                self.grouped[node] = (src, dims[1])
+                return "pending"
+            return None
+        if method in ("chunk", "split"):
+            names = ("chunks", "dim") if method == "chunk" else ("split_size_or_sections", "dim")
+            values = {**dict(zip(names, self.resolve(args[1:]))), **self.resolve(dict(node.kwargs))}
+            dim = values.get("dim", 0)
+            dim = dim % rank if isinstance(dim, int) and -rank <= dim < rank else 0
+            if dim == 0:
+                raise UnsupportedLayerError(f"from_torch: {where}: a split along the batch axis")
+            size = shape[dim]
+            if method == "chunk":
+                step = -(-size // int(values["chunks"]))
+                parts = [(a, min(step, size - a)) for a in range(0, size, step)]
+            elif isinstance(values["split_size_or_sections"], int):
+                step = values["split_size_or_sections"]
+                parts = [(a, min(step, size - a)) for a in range(0, size, step)]
+            else:
+                starts = np.cumsum([0, *values["split_size_or_sections"]])
+                parts = [(int(a), int(b - a)) for a, b in zip(starts[:-1], starts[1:])]
+            self.pieces[node] = (src, dim, parts)
+            return "pending"
+        if method == "narrow":
+            values = {**dict(zip(("dim", "start", "length"), self.resolve(args[1:]))), **self.resolve(dict(node.kwargs))}
+            dim, start = values["dim"] % rank, values["start"] % shape[values["dim"] % rank]
+            if dim == 0:
+                raise UnsupportedLayerError(f"from_torch: {where}: a narrow along the batch axis")
+            return src, Narrow(dim, start, values["length"])
+        if method == "getitem":
+            return self._slice(src, shape, self.resolve(args[1]), where)
+        return None
+
+    def _dims(self, args: list[Any]) -> tuple[Any, ...]:
+        rest = list(args[1:])
+        if len(rest) == 1 and isinstance(rest[0], (list, tuple)):
+            rest = list(rest[0])
+        return tuple(self.resolve(rest))
+
+    def _slice(self, src: Any, shape: tuple[int, ...], key: Any, where: str) -> Any:
+        """x[:, a:b] (one sliced axis, step 1) as a Narrow; x[:] an alias."""
+        key = key if isinstance(key, tuple) else (key,)
+        if not all(isinstance(k, slice) for k in key) or len(key) > len(shape):
+            raise UnsupportedLayerError(f"from_torch: {where}: only slices (x[:, a:b]) are supported as indexing")
+        cut = [(d, k) for d, k in enumerate(key) if k != slice(None)]
+        if not cut:
+            return src, None
+        if len(cut) > 1 or cut[0][0] == 0 or cut[0][1].step not in (None, 1):
+            raise UnsupportedLayerError(f"from_torch: {where}: only one sliced non-batch axis with step 1 is supported")
+        dim, k = cut[0]
+        start, stop, _ = k.indices(shape[dim])
+        if stop <= start:
+            raise UnsupportedLayerError(f"from_torch: {where}: an empty slice")
+        return src, Narrow(dim, start, stop - start)

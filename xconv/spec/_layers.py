@@ -256,6 +256,10 @@ class _BatchNorm(Layer):
     momentum: float | None = 0.1
     affine: bool = True
     track_running_stats: bool = True
+    #: with ``affine``: False keeps the gain at 1 (no ``weight``), as Keras' ``BatchNormalization(scale=False)``
+    scale: bool = True
+    #: with ``affine``: False keeps the shift at 0 (no ``bias``), as Keras' ``center=False``
+    center: bool = True
 
     _positional = ("num_features",)
 
@@ -267,6 +271,20 @@ class _BatchNorm(Layer):
             self._set("momentum", as_float(me, "momentum", self.momentum, low=0.0, high=1.0))
         self._set("affine", as_bool(me, "affine", self.affine))
         self._set("track_running_stats", as_bool(me, "track_running_stats", self.track_running_stats))
+        self._set("scale", as_bool(me, "scale", self.scale))
+        self._set("center", as_bool(me, "center", self.center))
+        if not (self.scale or self.center):
+            self._set("affine", False)
+        if not self.affine:  # nothing learned: one spelling
+            self._set("scale", True)
+            self._set("center", True)
+
+    @property
+    def affine_params(self) -> tuple[str, ...]:
+        """The learned parameters: ("weight", "bias"), one of them, or none."""
+        if not self.affine:
+            return ()
+        return tuple(n for n, on in (("weight", self.scale), ("bias", self.center)) if on)
 
 
 LAYER_TYPES.pop("_BatchNorm")

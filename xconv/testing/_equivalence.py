@@ -58,7 +58,7 @@ def lipschitz(layer: Any) -> float | None:
     e gives an output within L * e plus the layer's own rounding. None for other layers."""
     bounds = {"ReLU": 1.0, "Identity": 1.0, "Dropout": 1.0, "Tanh": 1.0, "Sigmoid": 0.25, "Softmax": 1.0,
               "GELU": 1.13, "SiLU": 1.1, "Hardtanh": 1.0, "Hardsigmoid": 1 / 6, "Hardswish": 1.5,
-              "StochasticDepth": 1.0}
+              "StochasticDepth": 1.0, "Narrow": 1.0, "ChannelShuffle": 1.0}
     if layer.kind == "LeakyReLU":
         return max(1.0, abs(layer.negative_slope))
     if layer.kind == "ELU":
@@ -69,17 +69,19 @@ def lipschitz(layer: Any) -> float | None:
 
 
 def _term_scale(info: Any, weights: Mapping[str, Any], layer_in: np.ndarray) -> float:
-    """For a conv or Linear: max of |W| applied to |x| (bias left out), the size of the terms each output
+    """For a conv, Linear or ChannelLinear: max of |W| applied to |x| (bias left out), the size of the terms each output
     sums. Rounding in a sum scales with its terms, not with its result: 220 terms of size ~100 that cancel to
-    an output near 1 carry float32 errors of ~3e-5 (measured, torch and Keras alike). 0 for other layers."""
+    an output near 1 carry float32 errors of ~3e-5 (measured, torch and Keras alike). A layer scale: max |s| |x|.
+    0 for other layers."""
     from ..backends import numpy_backend
 
-    if info.kind not in ("Conv2d", "Linear"):
+    name = {"Conv2d": "weight", "Linear": "weight", "ChannelLinear": "weight", "LayerScale": "layer_scale"}.get(info.kind)
+    if name is None:
         return 0.0
-    w = np.abs(np.asarray(_as_array(weights[f"{info.key}.weight"]), dtype=np.float64))
+    w = np.abs(np.asarray(_as_array(weights[f"{info.key}.{name}"]), dtype=np.float64))
     x = np.abs(np.asarray(layer_in, dtype=np.float64))
     forward = numpy_backend._FORWARD[type(info.layer)]
-    return float(np.abs(forward(info, {"weight": w}, x, None)).max(initial=0.0))
+    return float(np.abs(forward(info, {name: w}, x, None)).max(initial=0.0))
 
 
 def _as_array(value: Any) -> np.ndarray:

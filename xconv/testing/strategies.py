@@ -19,11 +19,12 @@ from ..layout import same_padding
 from ..spec import (
     ELU, GELU, Add, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Concat, Conv2d, Dropout, Flatten, Identity,
     Layer, LeakyReLU, Linear, MaxPool2d, Multiply, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d,
-    Hardsigmoid, Hardswish, Hardtanh, Normalization, Rescaling, StochasticDepth,
+    Hardsigmoid, Hardswish, Hardtanh, Normalization, Rescaling, StochasticDepth, ChannelLinear, ChannelShuffle,
+    LayerNorm, LayerScale, Narrow,
 )
 
-__all__ = ["specs", "inputs", "weights", "conv2d_layers", "pool_layers", "activations", "blocks", "CORE_KINDS",
-           "ALL_KINDS", "COMBINATOR_KINDS"]
+__all__ = ["specs", "inputs", "weights", "conv2d_layers", "pool_layers", "activations", "blocks", "channel_layers",
+           "CORE_KINDS", "ALL_KINDS", "COMBINATOR_KINDS", "CHANNEL_KINDS"]
 
 #: the core layers: convolution, ReLU, Flatten, Linear
 CORE_KINDS = ("Conv2d", "ReLU", "Flatten", "Linear")
@@ -32,8 +33,10 @@ ALL_KINDS = CORE_KINDS + (
     "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm2d", "BatchNorm1d", "Dropout",
     "LeakyReLU", "Sigmoid", "Tanh", "GELU", "ELU", "SiLU", "Softmax", "Identity", "ZeroPad2d",
     "Add", "Concat", "Multiply", "Hardtanh", "Hardsigmoid", "Hardswish", "StochasticDepth", "Rescaling",
-    "Normalization",
+    "Normalization", "LayerNorm", "ChannelLinear", "LayerScale", "Narrow", "ChannelShuffle",
 )
+#: the channel-axis kinds, drawn by :func:`channel_layers`
+CHANNEL_KINDS = ("LayerNorm", "ChannelLinear", "LayerScale", "Narrow", "ChannelShuffle")
 #: the fork-join combinators, drawn by :func:`blocks`
 COMBINATOR_KINDS = ("Add", "Concat", "Multiply")
 _ACTIVATIONS = ("ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "ELU", "SiLU", "Identity", "Dropout", "Hardtanh",
@@ -135,6 +138,40 @@ def activations(draw: Any, kinds: tuple[str, ...] = ALL_KINDS, flat: bool = Fals
         return Softmax(draw(st.sampled_from([1, -1] if flat else [1, 2, 3, -1, -2, -3])))
     return {"ReLU": ReLU, "Sigmoid": Sigmoid, "Tanh": Tanh, "SiLU": SiLU, "Identity": Identity,
             "Hardsigmoid": Hardsigmoid, "Hardswish": Hardswish}[kind]()
+
+
+@st.composite
+def _layernorm(draw: Any, features: int, batch_stats: bool = True) -> LayerNorm:
+    # float32 suites (batch_stats=False) keep eps >= 1e-3: normalising a pixel's few channels whose values nearly
+    # coincide divides float32 rounding of x - mean by sqrt(var + eps), up to 1 / sqrt(eps) (as for BatchNorm with
+    # batch statistics); float64 draws torch's and ConvNeXt's small eps too
+    eps = draw(st.sampled_from([1e-5, 1e-6, 1e-3] if batch_stats else [1e-3, 0.1]))
+    affine = draw(st.sampled_from([True, True, False]))
+    return LayerNorm(features, eps=eps, elementwise_affine=affine, bias=affine and draw(st.booleans()))
+
+
+@st.composite
+def channel_layers(draw: Any, shape: tuple[int, int, int], kinds: tuple[str, ...] = ALL_KINDS, *,
+                   max_channels: int = 6, batch_stats: bool = True) -> Layer | None:
+    """A channel-axis layer valid for a (C, H, W) input: LayerNorm over the channels, ChannelLinear,
+    LayerScale, Narrow along any non-batch axis (negative dims too), ChannelShuffle with any divisor of C."""
+    options = [k for k in CHANNEL_KINDS if k in kinds]
+    if not options:
+        return None
+    kind = draw(st.sampled_from(options))
+    c, h, w = shape
+    if kind == "LayerNorm":
+        return draw(_layernorm(c, batch_stats))  # type: ignore[no-any-return]
+    if kind == "ChannelLinear":
+        return ChannelLinear(c, draw(st.integers(1, max_channels)), bias=draw(st.booleans()))
+    if kind == "LayerScale":
+        return LayerScale(c)
+    if kind == "Narrow":
+        dim = draw(st.sampled_from([1, 1, 2, 3, -1, -2, -3]))
+        size = shape[dim % 4 - 1]
+        start = draw(st.integers(0, size - 1))
+        return Narrow(dim, start, draw(st.integers(1, size - start)))
+    return ChannelShuffle(draw(st.sampled_from([g for g in range(1, c + 1) if c % g == 0])))
 
 
 @st.composite
@@ -296,7 +333,8 @@ def specs(
     map_kinds = [k for k, ok in (("Conv2d", "Conv2d" in kinds), ("Conv2d", "Conv2d" in kinds), ("pool", has_pool),
                                  ("BatchNorm2d", "BatchNorm2d" in kinds), ("activation", has_act),
                                  ("activation", has_act), ("ZeroPad2d", "ZeroPad2d" in kinds),
-                                 ("Rescaling", "Rescaling" in kinds), ("Normalization", "Normalization" in kinds)) if ok]
+                                 ("Rescaling", "Rescaling" in kinds), ("Normalization", "Normalization" in kinds),
+                                 ("channels", any(k in kinds for k in CHANNEL_KINDS))) if ok]
     use_blocks = graphs and "Conv2d" in kinds and any(k in kinds for k in COMBINATOR_KINDS)
     if use_blocks:
         map_kinds += ["block", "block", "block"]
@@ -320,6 +358,8 @@ def specs(
                               draw(st.one_of(st.sampled_from([0.0, -1.0]), per_channel)))
         elif choice == "Normalization":
             layer = Normalization(shape[0])
+        elif choice == "channels":
+            layer = draw(channel_layers(shape, kinds, max_channels=max_channels, batch_stats=batch_stats))  # type: ignore[arg-type]
         elif choice == "block":
             layer = draw(blocks(shape, kinds=kinds, max_channels=max_channels, batch_stats=batch_stats))  # type: ignore[arg-type]
         elif "Conv2d" in kinds:
@@ -352,6 +392,8 @@ def specs(
                     extra = draw(activations(kinds, flat=True))
                     if "BatchNorm1d" in kinds and draw(st.booleans()):
                         extra = BatchNorm1d(shape[0], **draw(_batchnorm_options(batch_stats)))
+                    elif "LayerNorm" in kinds and draw(st.integers(0, 3)) == 0:
+                        extra = draw(_layernorm(shape[0], batch_stats))
                     if extra is not None:
                         layers.append(extra)
                 in_features = None if draw(st.booleans()) else int(np.prod(shape))
@@ -379,6 +421,8 @@ def _batchnorm_options(draw: Any, batch_stats: bool = True) -> dict[str, Any]:
         eps=draw(st.sampled_from([1e-5, 1e-5, 1e-3, 0.1])),
         momentum=draw(st.sampled_from([0.1, 0.1, 0.5, None])),
         affine=draw(st.sampled_from([True, True, False])),
+        scale=draw(st.sampled_from([True, True, False])),  # Keras' scale=False / center=False
+        center=draw(st.sampled_from([True, True, False])),
         track_running_stats=draw(st.sampled_from([True, True, True, False] if batch_stats else [True])),
     )
 
@@ -435,7 +479,7 @@ def weights(draw: Any, spec: Sequential, *, dtype: str = "float64") -> dict[str,
                 # with a gain, from 1e-4 (an eps mismatch shows) to 10; without one (affine=False) nothing
                 # rescales the output, so the variance is what a trained layer would have seen of inputs of
                 # about unit size: 0.1 to 10 (1e-4 would amplify by 100 per layer, and float32 rounding with it)
-                low = -4 if info.layer.affine else -1  # type: ignore[attr-defined]
+                low = -4 if "weight" in info.params else -1
                 value = running_var = 10.0 ** rng.uniform(low, 1, size=shape)
             elif batchnorm:  # bias, running_mean
                 value = rng.standard_normal(shape)

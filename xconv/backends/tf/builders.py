@@ -10,14 +10,14 @@ from ._env import keras
 import sys
 
 from ... import layout
-from ...shapes import LayerInfo, avgpool_divisor, concat_axis, softmax_axis
+from ...shapes import LayerInfo, avgpool_divisor, concat_axis, narrow_axis, shuffle_order, softmax_axis
 from ...spec import (
     ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, LeakyReLU,
     Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d, Hardsigmoid, Hardswish, Hardtanh,
-    Normalization, Rescaling, StochasticDepth,
+    Normalization, Rescaling, StochasticDepth, ChannelLinear, ChannelShuffle, LayerNorm, LayerScale, Narrow,
 )
 from .layers import (
-    ChannelNormalization, ChannelRescaling, AdaptiveAvgPool2D, GatherPad2D, GroupedConv2D, Subsample2D, TorchActivation, TorchAvgPool2D, TorchBatchNorm,
+    ChannelGather, ChannelScale, Narrow as NarrowLayer, ChannelNormalization, ChannelRescaling, AdaptiveAvgPool2D, GatherPad2D, GroupedConv2D, Subsample2D, TorchActivation, TorchAvgPool2D, TorchBatchNorm,
     TorchMaxPool2D,
 )
 
@@ -226,7 +226,7 @@ def _batchnorm(info: LayerInfo, x: Any, dtype: str) -> Any:
     layer = info.layer
     return TorchBatchNorm(
         torch_momentum=layer.momentum, track_running_stats=layer.track_running_stats,  # type: ignore[attr-defined]
-        axis=-1, epsilon=layer.eps, center=layer.affine, scale=layer.affine,  # type: ignore[attr-defined]
+        axis=-1, epsilon=layer.eps, center="bias" in layer.affine_params, scale="weight" in layer.affine_params,  # type: ignore[attr-defined]
         dtype=dtype, name=keras_name(info),
     )(x)
 
@@ -296,6 +296,16 @@ _BUILDERS = {
     Rescaling: lambda info, x, dtype: ChannelRescaling(info.layer.scale, info.layer.offset, dtype=dtype,  # type: ignore[attr-defined]
                                                        name=keras_name(info))(x),
     Normalization: lambda info, x, dtype: ChannelNormalization(dtype=dtype, name=keras_name(info))(x),
+    LayerNorm: lambda info, x, dtype: keras.layers.LayerNormalization(
+        axis=-1, epsilon=info.layer.eps, scale=info.layer.elementwise_affine, center=info.layer.bias,  # type: ignore[attr-defined]
+        dtype=dtype, name=keras_name(info))(x),
+    ChannelLinear: _linear,
+    LayerScale: lambda info, x, dtype: ChannelScale(dtype=dtype, name=keras_name(info))(x),
+    Narrow: lambda info, x, dtype: NarrowLayer(layout.keras_axis(narrow_axis(info), len(info.input_shape) + 1),
+                                               info.layer.start, info.layer.length,  # type: ignore[attr-defined]
+                                               dtype=dtype, name=keras_name(info))(x),
+    ChannelShuffle: lambda info, x, dtype: ChannelGather(shuffle_order(info.input_shape[0], info.layer.groups),  # type: ignore[attr-defined]
+                                                         info.layer.groups, dtype=dtype, name=keras_name(info))(x),  # type: ignore[attr-defined]
     ZeroPad2d: lambda info, x, dtype: keras.layers.ZeroPadding2D(info.padding, dtype=dtype, name=keras_name(info))(x),
 }
 

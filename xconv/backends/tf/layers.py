@@ -293,3 +293,54 @@ class ChannelNormalization(keras.layers.Layer):
     def call(self, x: Any) -> Any:
         std = tf.maximum(tf.sqrt(tf.cast(self.variance, x.dtype)), tf.constant(1e-7, dtype=x.dtype))
         return (x - tf.cast(self.mean, x.dtype)) / std
+
+
+@keras.saving.register_keras_serializable(package="xconv")
+class ChannelScale(keras.layers.Layer):
+    """x * gamma with a learned per-channel ``gamma`` of shape (C,) (layer scale, as keras.applications'
+    ConvNeXt ``LayerScale``)."""
+
+    def build(self, input_shape: Any) -> None:
+        self.gamma = self.add_weight(shape=(int(input_shape[-1]),), initializer="ones", name="gamma")
+
+    def call(self, x: Any) -> Any:
+        return x * tf.cast(self.gamma, x.dtype)
+
+
+@keras.saving.register_keras_serializable(package="xconv")
+class Narrow(keras.layers.Layer):
+    """``length`` entries from ``start`` along ``axis`` (a slice; torch's ``x.narrow``)."""
+
+    def __init__(self, axis: int, start: int, length: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.axis, self.start, self.length = int(axis), int(start), int(length)
+
+    def call(self, x: Any) -> Any:
+        index = [slice(None)] * len(x.shape)
+        index[self.axis] = slice(self.start, self.start + self.length)
+        return x[tuple(index)]
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        shape = list(input_shape)
+        shape[self.axis] = self.length
+        return tuple(shape)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "axis": self.axis, "start": self.start, "length": self.length}
+
+
+@keras.saving.register_keras_serializable(package="xconv")
+class ChannelGather(keras.layers.Layer):
+    """Output channel j is input channel ``order[j]`` (last axis): torch's ``ChannelShuffle(groups)`` as one
+    gather (``groups`` is kept for reading the layer back; the order alone defines the function)."""
+
+    def __init__(self, order: Any, groups: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.order = [int(i) for i in order]
+        self.groups = None if groups is None else int(groups)
+
+    def call(self, x: Any) -> Any:
+        return tf.gather(x, self.order, axis=-1)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "order": self.order, "groups": self.groups}

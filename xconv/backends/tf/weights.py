@@ -10,7 +10,7 @@ from ._env import keras, tf
 
 from ... import layout
 from ...shapes import LayerInfo
-from ...spec import BatchNorm1d, BatchNorm2d, Conv2d, Linear, Normalization
+from ...spec import BatchNorm1d, BatchNorm2d, ChannelLinear, Conv2d, LayerNorm, LayerScale, Linear, Normalization
 from .builders import is_depthwise, keras_name
 
 
@@ -30,6 +30,10 @@ def _params(model: keras.Model, info: LayerInfo) -> dict[str, Any]:
         return {name: getattr(layer, _BN_VARIABLES[name]) for name in info.params}
     if isinstance(info.layer, Normalization):
         return {"mean": layer.mean, "variance": layer.variance}
+    if isinstance(info.layer, LayerNorm):
+        return {name: getattr(layer, {"weight": "gamma", "bias": "beta"}[name]) for name in info.params}
+    if isinstance(info.layer, LayerScale):
+        return {"layer_scale": layer.gamma}
     out = {"weight": layer.kernel}
     if "bias" in info.params:
         out["bias"] = layer.bias
@@ -40,9 +44,11 @@ def _kind(info: LayerInfo, name: str) -> str:
     """How canonical state ``name`` of a layer is laid out in Keras (see ``layout.to_keras``)."""
     if name == "weight" and isinstance(info.layer, Conv2d):
         return "depthwise" if is_depthwise(info) else "conv"
-    if name == "weight" and isinstance(info.layer, Linear):
+    if name == "weight" and isinstance(info.layer, (Linear, ChannelLinear)):
         return "linear"
-    if name != "num_batches_tracked" and isinstance(info.layer, (BatchNorm2d, BatchNorm1d, Normalization)):
+    if name == "layer_scale":
+        return "scale"
+    if name != "num_batches_tracked" and isinstance(info.layer, (BatchNorm2d, BatchNorm1d, Normalization, LayerNorm)):
         return "vector"
     return "same"
 

@@ -1,0 +1,282 @@
+"""torch front-end, the layer half: which torch module or functional call is which spec layer. Only exact
+classes and functions map; anything else is refused with the operation's name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..backends.torch_backend import F, nn, torch  # the backend is the one place that imports torch
+from ..errors import UnsupportedLayerError
+from ..spec import (
+    ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, LeakyReLU,
+    Linear, MaxPool2d, ReLU, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d, Hardsigmoid, Hardswish, Hardtanh,
+    Normalization, Rescaling, StochasticDepth, ChannelLinear, ChannelShuffle, LayerNorm, LayerScale, Narrow,
+)
+
+_SUPPORTED = (
+    "nn.Conv2d / F.conv2d, nn.ReLU / F.relu / torch.relu / .relu(), nn.Flatten / torch.flatten(x, 1) / "
+    "x.view(N, -1) / x.reshape(N, -1), nn.Linear / F.linear, nn.ZeroPad2d (folded into the next conv where exact), "
+    "nn.MaxPool2d / F.max_pool2d, nn.AvgPool2d / F.avg_pool2d, nn.AdaptiveAvgPool2d / F.adaptive_avg_pool2d, "
+    "nn.BatchNorm1d / nn.BatchNorm2d, nn.Dropout, nn.LeakyReLU / F.leaky_relu, nn.Sigmoid / torch.sigmoid, "
+    "nn.Tanh / torch.tanh, nn.GELU / F.gelu, nn.ELU / F.elu, nn.SiLU / F.silu, nn.Softmax / F.softmax (with dim), "
+    "nn.Identity, nn.ReLU6 / F.relu6, nn.Hardtanh / F.hardtanh, nn.Hardsigmoid / F.hardsigmoid, nn.Hardswish / "
+    "F.hardswish, torchvision's stochastic depth, x.mean([2, 3]) / torch.mean over H and W, nn.LayerNorm / "
+    "F.layer_norm and nn.Linear over features or, between x.permute(0, 2, 3, 1) and x.permute(0, 3, 1, 2), over "
+    "the channels at every pixel (with elementwise layers in between), a (C, 1, 1) parameter named layer_scale "
+    "times x, x.chunk / torch.split / x.narrow / x[:, a:b], nn.ChannelShuffle and its view-transpose-view idiom, nested "
+    "nn.Sequential; x + y / torch.add / +=, x * y / torch.mul (broadcasting), torch.cat / torch.concat; any "
+    "nn.Module whose forward is a fork-join graph of these"
+)
+
+
+def _flat_args(node: Any) -> list[Any]:
+    found: list[Any] = []
+    torch.fx.node.map_arg((node.args, node.kwargs), lambda n: found.append(n) or n)
+    return found
+
+
+def _param(t: Any) -> Any:
+    return t if t is None or isinstance(t, nn.Parameter) else nn.Parameter(t, requires_grad=False)
+
+
+def _get_attr(module: nn.Module, target: str) -> Any:
+    value: Any = module
+    for part in target.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _as_module(root: nn.Module, node: Any, args: list[Any], params: dict[Any, Any], batch: set[Any], where: str) -> nn.Module:
+    """The nn module equivalent to one traced operation (sharing its parameters), or UnsupportedLayerError."""
+    from ..errors import UnsupportedLayerError
+
+    kwargs = dict(node.kwargs)
+    if node.op == "call_module":
+        return root.get_submodule(node.target)
+    if node.op == "call_function" and node.target in (F.relu, torch.relu) or (
+        node.op == "call_method" and node.target == "relu"
+    ):
+        return nn.ReLU()
+    if node.op == "call_function" and node.target is torch.flatten or (node.op == "call_method" and node.target == "flatten"):
+        start = args[1] if len(args) > 1 else kwargs.get("start_dim", 0)
+        end = args[2] if len(args) > 2 else kwargs.get("end_dim", -1)
+        if start == 1 and end == -1:
+            return nn.Flatten()
+    if node.op == "call_method" and node.target in ("view", "reshape"):
+        rest = args[1:]
+        if len(rest) == 1 and isinstance(rest[0], (tuple, list)):
+            rest = list(rest[0])
+        if len(rest) == 2 and rest[0] in batch and rest[1] == -1:
+            return nn.Flatten()
+    if node.op == "call_function" and node.target is F.conv2d:
+        names = ["weight", "bias", "stride", "padding", "dilation", "groups"]
+        values = {**dict(zip(names, args[1:])), **kwargs}
+        weight, bias = params.get(values.get("weight")), params.get(values.get("bias"))
+        if weight is None or ("bias" in values and values["bias"] is not None and bias is None):
+            raise UnsupportedLayerError(f"from_torch: {where}: conv weights must be module parameters")
+        groups = int(values.get("groups", 1))
+        conv = nn.Conv2d(weight.shape[1] * groups, weight.shape[0], tuple(weight.shape[2:]),
+                         stride=values.get("stride", 1), padding=values.get("padding", 0),
+                         dilation=values.get("dilation", 1), groups=groups, bias=bias is not None, device="meta")
+        conv.weight, conv.bias = _param(weight), _param(bias)  # share, do not copy
+        return conv
+    if node.op == "call_function" and node.target is F.layer_norm:
+        values = {**dict(zip(["normalized_shape", "weight", "bias", "eps"], args[1:])), **kwargs}
+        weight, bias = params.get(values.get("weight")), params.get(values.get("bias"))
+        if (values.get("weight") is not None and weight is None) or (values.get("bias") is not None and bias is None):
+            raise UnsupportedLayerError(f"from_torch: {where}: layer_norm weights must be module parameters")
+        if weight is None and bias is not None:
+            raise UnsupportedLayerError(f"from_torch: {where}: layer_norm with a bias but no weight is not supported")
+        shape = tuple(values["normalized_shape"])
+        norm = nn.LayerNorm(shape, eps=values.get("eps", 1e-5), elementwise_affine=weight is not None,
+                            bias=bias is not None, device="meta")
+        norm.weight, norm.bias = _param(weight), _param(bias)
+        return norm
+    functional = _functional_module(node, args, kwargs)
+    if functional is not None:
+        return functional
+    if node.op == "call_function" and node.target is F.linear:
+        values = {**dict(zip(["weight", "bias"], args[1:])), **kwargs}
+        weight, bias = params.get(values.get("weight")), params.get(values.get("bias"))
+        if weight is None:
+            raise UnsupportedLayerError(f"from_torch: {where}: linear weights must be module parameters")
+        linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
+        linear.weight, linear.bias = _param(weight), _param(bias)
+        return linear
+    raise UnsupportedLayerError(f"from_torch: {where} is not supported; supported: {_SUPPORTED}")
+
+
+def _functional_module(node: Any, args: list[Any], kwargs: dict[str, Any]) -> nn.Module | None:
+    """The module form of a parameter-free functional call (F.max_pool2d, torch.sigmoid, x.softmax(1), ...)."""
+
+    def values(*names: str) -> dict[str, Any]:
+        return {**dict(zip(names, args[1:])), **kwargs}
+
+    target = node.target
+    if node.op == "call_method":
+        methods = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+        if target in methods and len(args) == 1 and not kwargs:
+            return methods[target]()
+        if target == "softmax":
+            dim = values("dim").get("dim")
+            return None if dim is None else nn.Softmax(dim=dim)
+        return None
+    if node.op != "call_function":
+        return None
+    if target is F.max_pool2d:
+        v = values("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+        if v.get("return_indices"):
+            return None
+        return nn.MaxPool2d(v["kernel_size"], v.get("stride"), v.get("padding", 0), v.get("dilation", 1),
+                            ceil_mode=v.get("ceil_mode", False))
+    if target is F.avg_pool2d:
+        v = values("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override")
+        return nn.AvgPool2d(v["kernel_size"], v.get("stride"), v.get("padding", 0), v.get("ceil_mode", False),
+                            v.get("count_include_pad", True), v.get("divisor_override"))
+    if target is F.adaptive_avg_pool2d:
+        return nn.AdaptiveAvgPool2d(values("output_size")["output_size"])
+    if target in (torch.sigmoid, F.sigmoid):
+        return nn.Sigmoid()
+    if target in (torch.tanh, F.tanh):
+        return nn.Tanh()
+    if target is F.leaky_relu:
+        return nn.LeakyReLU(values("negative_slope").get("negative_slope", 0.01))
+    if target is F.gelu:
+        return nn.GELU(approximate=values().get("approximate", "none"))
+    if target is F.elu:
+        return nn.ELU(values("alpha").get("alpha", 1.0))
+    if target is F.silu:
+        return nn.SiLU()
+    if target is F.relu6:
+        return nn.ReLU6()
+    if target is F.hardtanh:
+        v = values("min_val", "max_val")
+        return nn.Hardtanh(v.get("min_val", -1.0), v.get("max_val", 1.0))
+    if target is F.hardsigmoid:
+        return nn.Hardsigmoid()
+    if target is F.hardswish:
+        return nn.Hardswish()
+    if getattr(target, "__name__", "") == "stochastic_depth" and getattr(target, "__module__", "").startswith(
+            "torchvision.ops"):  # torchvision.ops.stochastic_depth(input, p, mode, training)
+        from ..backends.torch_backend import StochasticDepthModule
+
+        v = values("p", "mode", "training")
+        module = StochasticDepthModule(v["p"], v["mode"])
+        module.train(bool(v.get("training", True)))
+        return module
+    if target in (F.softmax, torch.softmax):
+        dim = values("dim").get("dim")
+        return None if dim is None else nn.Softmax(dim=dim)
+    return None
+
+
+def _module_layer(m: nn.Module, where: str) -> Any:
+    """The spec layer of one parameter-free (or BatchNorm) torch module, or UnsupportedLayerError."""
+    from ..errors import UnsupportedLayerError
+
+    if isinstance(m, nn.MaxPool2d):
+        if m.return_indices:
+            raise UnsupportedLayerError(f"from_torch: {where}: return_indices=True is not supported")
+        return MaxPool2d(m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode)
+    if isinstance(m, nn.AvgPool2d):
+        if m.divisor_override is not None:
+            raise UnsupportedLayerError(f"from_torch: {where}: divisor_override is not supported")
+        return AvgPool2d(m.kernel_size, m.stride, m.padding, m.ceil_mode, m.count_include_pad)
+    if isinstance(m, nn.AdaptiveAvgPool2d):
+        size = m.output_size
+        if size is None or (isinstance(size, (tuple, list)) and None in size):
+            raise UnsupportedLayerError(f"from_torch: {where}: output_size with None is not supported; give both sizes")
+        return AdaptiveAvgPool2d(size)
+    if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+        cls = BatchNorm2d if isinstance(m, nn.BatchNorm2d) else BatchNorm1d
+        # what F.batch_norm is given: a gain and a shift each when present (a shift alone is Keras' scale=False)
+        scale, center = m.weight is not None, m.bias is not None
+        return cls(m.num_features, eps=m.eps, momentum=m.momentum, affine=scale or center,
+                   track_running_stats=m.track_running_stats, scale=scale, center=center)
+    if isinstance(m, nn.Dropout):
+        return Dropout(m.p)
+    if isinstance(m, nn.LeakyReLU):
+        return LeakyReLU(m.negative_slope)
+    if isinstance(m, nn.GELU):
+        return GELU(m.approximate)
+    if isinstance(m, nn.ELU):
+        return ELU(m.alpha)
+    if isinstance(m, nn.Softmax):
+        if m.dim is None:
+            raise UnsupportedLayerError(f"from_torch: {where}: Softmax needs an explicit dim (torch's implicit choice is deprecated)")
+        return Softmax(m.dim)
+    return {nn.Sigmoid: Sigmoid, nn.Tanh: Tanh, nn.SiLU: SiLU}[type(m)]()
+
+
+_OWN = "xconv.backends.torch_backend"  # xconv's own torch modules (a model built by xconv)
+
+def _layer(m: nn.Module, name: str, where: str) -> tuple[Any, dict[str, Any]]:
+    """The spec layer (named ``name``) of one torch module, and its state tensors keyed canonically. Only the
+    exact classes map: a subclass that torch.fx keeps whole (one from torch.nn or torch.ao.nn, such as a
+    quantisation-aware conv) may compute something else, and is refused."""
+    from ..backends.torch_backend import PaddedConv2d
+
+    if type(m) is PaddedConv2d:  # xconv's own: its 4-sided padding is applied inside
+        left, right, top, bottom = m.pad
+        mode = {"constant": "zeros"}.get(m.pad_mode, m.pad_mode)
+        layer: Any = Conv2d(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride,
+                            padding=((top, bottom), (left, right)), dilation=m.dilation, groups=m.groups,
+                            bias=m.bias is not None, padding_mode=mode, name=name)
+    elif type(m) is nn.Conv2d:
+        padding: Any = m.padding
+        if isinstance(padding, str):
+            padding = "same" if padding == "same" else (0, 0)  # torch allows 'same' only at stride 1: TF's rule
+        layer = Conv2d(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=padding,
+                            dilation=m.dilation, groups=m.groups, bias=m.bias is not None,
+                            padding_mode=m.padding_mode, name=name)
+    elif type(m) is nn.Linear:
+        layer = Linear(m.in_features, m.out_features, bias=m.bias is not None, name=name)
+    elif type(m) is nn.ReLU:
+        layer = ReLU(name=name)
+    elif type(m) is nn.Flatten:
+        if m.start_dim != 1 or m.end_dim != -1:
+            raise UnsupportedLayerError(f"from_torch: {where}: only Flatten(start_dim=1, end_dim=-1) is supported")
+        layer = Flatten(name=name)
+    elif type(m) is nn.Identity:
+        layer = Identity(name=name)
+    elif type(m) in (nn.Hardtanh, nn.ReLU6):
+        layer = Hardtanh(float(m.min_val), float(m.max_val), name=name)
+    elif type(m) is nn.Hardsigmoid or type(m).__name__ == "ExactHardsigmoid" and type(m).__module__ == _OWN:
+        layer = Hardsigmoid(name=name)
+    elif type(m) is nn.Hardswish:
+        layer = Hardswish(name=name)
+    elif type(m).__name__ == "StochasticDepthModule" and type(m).__module__ == _OWN:
+        layer = StochasticDepth(m.p, m.mode, name=name)
+    elif type(m).__name__ == "RescalingModule" and type(m).__module__ == _OWN:
+        layer = Rescaling(m.scale, m.offset, name=name)
+    elif type(m).__name__ == "NormalizationModule" and type(m).__module__ == _OWN:
+        layer = Normalization(int(m.mean.numel()), name=name)
+    elif type(m) is nn.LayerNorm or type(m).__name__ == "ChannelLayerNorm" and type(m).__module__ == _OWN:
+        if len(m.normalized_shape) != 1:
+            raise UnsupportedLayerError(f"from_torch: {where}: LayerNorm over {len(m.normalized_shape)} dimensions; "
+                                        "only over one (features, or channels at every pixel) is supported")
+        layer = LayerNorm(m.normalized_shape[0], eps=m.eps, elementwise_affine=m.weight is not None,
+                          bias=m.bias is not None, name=name)
+    elif type(m).__name__ == "ChannelLinearModule" and type(m).__module__ == _OWN:
+        layer = ChannelLinear(m.in_features, m.out_features, bias=m.bias is not None, name=name)
+    elif type(m).__name__ == "LayerScaleModule" and type(m).__module__ == _OWN:
+        layer = LayerScale(int(m.layer_scale.shape[0]), name=name)
+    elif type(m).__name__ == "NarrowModule" and type(m).__module__ == _OWN:
+        layer = Narrow(m.dim, m.start, m.length, name=name)
+    elif type(m) is nn.ChannelShuffle:
+        layer = ChannelShuffle(int(m.groups), name=name)
+    elif type(m) is nn.ZeroPad2d:
+        pad = tuple(int(v) for v in m.padding)
+        if min(pad) < 0:
+            raise UnsupportedLayerError(f"from_torch: {where}: negative padding (cropping) is not supported")
+        layer = ZeroPad2d(pad, name=name)
+    elif type(m) in (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.BatchNorm2d, nn.BatchNorm1d,
+                     nn.Dropout, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.GELU, nn.ELU, nn.SiLU, nn.Softmax):
+        import dataclasses
+
+        layer = dataclasses.replace(_module_layer(m, where), name=name)
+    else:
+        raise UnsupportedLayerError(f"from_torch: {where} is not supported; supported: {_SUPPORTED}")
+    state = m.state_dict(keep_vars=True) if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d)) or (
+        isinstance(layer, (Normalization, LayerNorm, LayerScale))) else {}
+    return layer, {f"{name}.{k}": t for k, t in state.items() if t is not None}
