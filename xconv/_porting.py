@@ -16,12 +16,15 @@ from ._compare import TOLERANCE, max_rel_diff
 __all__ = ["from_torch", "from_keras", "port"]
 
 
-def from_torch(model: Any, input_shape: tuple[int, ...], *, return_weights: bool = False) -> Any:
+def from_torch(model: Any, input_shape: tuple[int, ...], *, return_weights: bool = False,
+               output: str | None = None) -> Any:
     """The spec of a hand-written torch module, traced with ``torch.fx``: chains, residual additions, gating
     products and concatenations (a nesting of fork-join blocks), every layer named by its module's qualified
     name so that the canonical weights have exactly the keys of ``model.state_dict()``; ``nn.ZeroPad2d`` folds
     into the conv after it where exact. With ``return_weights=True``, ``(spec, canonical weights)``.
     Unsupported operations raise :class:`UnsupportedLayerError` naming the operation and what is supported.
+    A model that returns a dict of tensors (torchvision's segmentation models return ``{"out": ...}``) is
+    imported for its entry ``output``; without ``output`` the dict must hold exactly one entry.
 
     >>> spec, weights = from_torch(torchvision.models.resnet18().eval(), (3, 224, 224), return_weights=True)  # doctest: +SKIP
     """
@@ -32,7 +35,9 @@ def from_torch(model: Any, input_shape: tuple[int, ...], *, return_weights: bool
         raise XconvError(f"from_torch: expected a torch.nn.Module. Received: {type(model).__name__}")
     shape = as_shape("from_torch", input_shape)
     _check_float_params(model, "from_torch")
-    spec, weights = backend.import_model(model, shape)
+    if output is not None and not isinstance(output, str):
+        raise XconvError(f"from_torch: `output` must be the name of a dict entry. Received: {output!r}")
+    spec, weights = backend.import_model(model, shape, output)
     return (spec, weights) if return_weights else spec
 
 
@@ -62,7 +67,8 @@ def from_keras(model: Any, *, return_weights: bool = False) -> Any:
     return (spec, weights) if return_weights else spec
 
 
-def _import(model: Any, input_shape: tuple[int, ...] | None) -> tuple[str, Sequential, dict[str, np.ndarray]]:
+def _import(model: Any, input_shape: tuple[int, ...] | None,
+            output: str | None = None) -> tuple[str, Sequential, dict[str, np.ndarray]]:
     backend = backend_of_model(model)
     if backend is None:
         raise XconvError(f"port: expected a torch.nn.Module or a keras.Model. Received: {type(model).__name__}")
@@ -71,28 +77,33 @@ def _import(model: Any, input_shape: tuple[int, ...] | None) -> tuple[str, Seque
     if backend.NAME == "torch":
         if input_shape is None:
             raise XconvError("port: a torch model needs input_shape=(C, H, W) (torch modules do not record it)")
-        spec, weights = from_torch(model, input_shape, return_weights=True)
+        spec, weights = from_torch(model, input_shape, return_weights=True, output=output)
     else:
         spec, weights = from_keras(model, return_weights=True)
     return backend.NAME, spec, weights
 
 
-def port(model: Any, to: str, input_shape: tuple[int, ...] | None = None, verify: bool = True, *, seed: int = 0) -> Any:
+def port(model: Any, to: str, input_shape: tuple[int, ...] | None = None, verify: bool = True, *, seed: int = 0,
+         output: str | None = None) -> Any:
     """Import ``model`` (torch or Keras, hand-written or built by xconv), build the same spec in framework
     ``to`` and copy the weights. With ``verify`` (the default), one random batch (standard normal, batch 2,
     drawn from ``seed``) goes through both models and a :class:`PortError` is raised when
     max |a - b| / max(1, max |a|) exceeds 1e-5 (float32) or 1e-10 (float64), or anything is NaN/Inf.
 
+    ``output``: for a torch model that returns a dict, the entry to port (see :func:`from_torch`).
+
     >>> km = port(torch_model, to="tf", input_shape=(3, 32, 32))   # doctest: +SKIP
     """
     target = canonical_name(to)
-    source, spec, weights = _import(model, input_shape)
+    source, spec, weights = _import(model, input_shape, output)
+    if output is not None and (source != "torch" or get_backend(source).spec_of(model) is not None):
+        raise XconvError("port: `output` chooses an entry of a hand-written torch model's returned dict")
     dtype = weights_dtype(weights)
     out = build(spec, target, dtype=dtype)
     set_weights(out, weights)
     if verify:
         x = np.random.default_rng(seed).standard_normal((2, *spec.input_shape)).astype(dtype)  # type: ignore[misc]
-        a = get_backend(source).forward(model, x)
+        a = get_backend(source).forward(model, x, output) if output is not None else get_backend(source).forward(model, x)
         b = get_backend(target).forward(out, x)
         err = max_rel_diff(a, b)
         if not err <= TOLERANCE[dtype]:

@@ -410,11 +410,15 @@ def infos_of(model: nn.Module) -> list[LayerInfo]:
     return infer(model.xconv_spec)
 
 
-def forward(model: nn.Module, x: np.ndarray) -> np.ndarray:
+def forward(model: nn.Module, x: np.ndarray, output: str | None = None) -> np.ndarray:
     """Run ``model`` in inference mode (eval) on an NCHW (or (N, F)) numpy batch; returns numpy in the same
-    logical layout. The model's own mode is restored afterwards."""
+    logical layout (a dict-returning model: its entry ``output``, or its one entry). The model's own mode is
+    restored afterwards."""
     with torch.no_grad(), _Mode(model, False):
-        return model(torch.from_numpy(np.ascontiguousarray(x))).numpy()
+        y = model(torch.from_numpy(np.ascontiguousarray(x)))
+    if isinstance(y, dict):
+        y = y[output] if output is not None else next(iter(y.values()))
+    return y.numpy()  # type: ignore[no-any-return]
 
 
 def propagate_shapes(gm: Any, input_shape: tuple[int, ...]) -> bool:
@@ -500,10 +504,10 @@ def train(
     return np.asarray(losses)
 
 
-def import_model(module: nn.Module, input_shape: tuple[int, ...]) -> Any:
+def import_model(module: nn.Module, input_shape: tuple[int, ...], output: str | None = None) -> Any:
     from ..porting.torch_fx import import_model as run
 
-    return run(module, input_shape)
+    return run(module, input_shape, output)
 
 
 def read_state_dict(path: str) -> dict[str, Any]:

@@ -112,7 +112,8 @@ def _unsafe_inplace(root: nn.Module, node: Any) -> Any:
     return None
 
 
-def import_model(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[Sequential, dict[str, np.ndarray]]:
+def import_model(module: nn.Module, input_shape: tuple[int, ...],
+                 output_key: str | None = None) -> tuple[Sequential, dict[str, np.ndarray]]:
     """A hand-written torch module -> (spec, canonical weights). The module is traced with ``torch.fx``; every
     layer is named by its module's qualified name (so the weights have the keys of ``module.state_dict()``),
     residual additions, gating products and channel concatenations become ``Add`` / ``Multiply`` /
@@ -147,7 +148,10 @@ def import_model(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[Seque
     nhwc: set[Any] = set()  # tensors permuted to channels-last, (N, H, W, C)
     shapes = _ShapeOps(index, consts, nhwc)
     output = None
+    live = _live_nodes(gm.graph, output_key)
     for node in gm.graph.nodes:
+        if node not in live and node.op not in ("placeholder", "output"):
+            continue  # computes only what the chosen output does not need (another dict entry)
         where = f"operation {node.name!r} ({node.op} {getattr(node.target, '__name__', node.target)})"
         args = list(node.args)
         if node.op == "placeholder":
@@ -160,7 +164,7 @@ def import_model(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[Seque
             params[node] = _get_attr(gm, node.target)
             continue
         if node.op == "output":
-            out = args[0]
+            out = _pick_output(args[0], output_key)
             if out not in index:
                 raise UnsupportedLayerError(
                     f"from_torch: forward must return one tensor computed from its input. Received: {out!r}"[:300])
@@ -404,6 +408,8 @@ class _ShapeOps:
             value, i = self.consts[args[0]], self.resolve(args[1])
             if isinstance(value, tuple) and isinstance(i, int) and -len(value) <= i < len(value):
                 return value[i]
+            if isinstance(value, tuple) and isinstance(i, slice):  # x.shape[-2:]
+                return value[i]
             return _NOT
         if node.op == "call_function" and node.target in _ARITHMETIC and len(args) == 2 and any(
                 a in self.consts for a in args):
@@ -544,3 +550,42 @@ class _ShapeOps:
         if stop <= start:
             raise UnsupportedLayerError(f"from_torch: {where}: an empty slice")
         return src, Narrow(dim, start, stop - start)
+
+
+def _pick_output(out: Any, key: str | None) -> Any:
+    """The returned tensor: the entry ``key`` of a returned dict (or its one entry), else the value itself."""
+    if isinstance(out, dict):
+        if key is None:
+            if len(out) != 1:
+                raise UnsupportedLayerError(f"from_torch: forward returns a dict with entries {sorted(out)}; choose "
+                                            "one with output=...")
+            return next(iter(out.values()))
+        if key not in out:
+            raise UnsupportedLayerError(f"from_torch: output={key!r} is not an entry of the returned dict "
+                                        f"({sorted(out)})")
+        return out[key]
+    if key is not None:
+        raise UnsupportedLayerError(f"from_torch: output={key!r} was given but forward does not return a dict")
+    return out
+
+
+def _live_nodes(graph: Any, key: str | None) -> set[Any]:
+    """The nodes the (chosen) output depends on."""
+    out_node = next(n for n in graph.nodes if n.op == "output")
+    value = out_node.args[0]
+    if isinstance(value, dict) and key in value:
+        value = value[key]
+    stack = [a for a in _flat_args_of(value)]
+    live: set[Any] = set()
+    while stack:
+        n = stack.pop()
+        if n not in live:
+            live.add(n)
+            stack.extend(n.all_input_nodes)
+    return live
+
+
+def _flat_args_of(value: Any) -> list[Any]:
+    found: list[Any] = []
+    torch.fx.node.map_arg(value, lambda n: found.append(n) or n)
+    return found
