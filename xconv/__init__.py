@@ -12,7 +12,7 @@ from .shapes import LayerInfo, infer
 from .spec import (
     ELU, GELU, Add, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Concat, Conv2d, Dropout, Flatten, Identity,
     Layer, LeakyReLU, Linear, MaxPool2d, Multiply, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d,
-    from_dict, Hardsigmoid, Hardswish, Hardtanh, Normalization, Rescaling, StochasticDepth,
+    from_dict, Hardsigmoid, Hardswish, Hardtanh, Normalization, Rescaling, StochasticDepth, Upsample, ConvTranspose2d,
 )
 
 __version__ = "0.1.0"
@@ -106,6 +106,8 @@ __all__ = [
     "StochasticDepth",
     "Rescaling",
     "Normalization",
+    "Upsample",
+    "ConvTranspose2d",
     "Add",
     "Concat",
     "Multiply",

@@ -87,7 +87,10 @@ HWIO_TO_OIHW = (3, 2, 0, 1)
 
 
 def to_keras(kind: str, x: Any, source: tuple[int, ...] | None, ops: ArrayOps = NUMPY_OPS) -> Any:
-    """One canonical (torch) array in Keras layout. ``kind``: "conv" (OIHW -> HWIO), "linear" ((out, in) with
+    """One canonical (torch) array in Keras layout. ``kind``: "conv" (OIHW -> HWIO), "conv_transpose" (torch's
+    (in, out/groups, kh, kw) -> Conv2DTranspose's (kh, kw, out/groups, in): the same axis permutation, and no
+    spatial flip, since both frameworks define the transposed conv as the input gradient of the same
+    cross-correlation; checked against both frameworks in float64), "linear" ((out, in) with
     inputs in C,H,W order -> (in, out) in H,W,C order), "vector" (features along the last axis, C,H,W ->
     H,W,C order: BatchNorm1d vectors after Flatten, flat activations), anything else unchanged. ``source`` is
     the (C, H, W) map the features were flattened from, or None."""
@@ -96,7 +99,7 @@ def to_keras(kind: str, x: Any, source: tuple[int, ...] | None, ops: ArrayOps = 
         kh, kw, _, cm = (int(d) for d in hwio.shape)
         return ops.reshape(hwio, (kh, kw, int(source), cm // int(source)))
     perm = flatten_permutation(source)
-    if kind == "conv":
+    if kind in ("conv", "conv_transpose"):
         return ops.transpose(x, OIHW_TO_HWIO)
     if kind == "linear":
         return ops.transpose(x if perm is None else ops.take(x, perm, 1), (1, 0))
@@ -112,7 +115,7 @@ def to_canonical(kind: str, x: Any, source: tuple[int, ...] | None, ops: ArrayOp
         return ops.transpose(ops.reshape(x, (kh, kw, 1, c * m)), HWIO_TO_OIHW)
     perm = flatten_permutation(source)
     inverse = None if perm is None else np.argsort(perm)
-    if kind == "conv":
+    if kind in ("conv", "conv_transpose"):
         return ops.transpose(x, HWIO_TO_OIHW)
     if kind == "linear":
         w = ops.transpose(x, (1, 0))

@@ -5,6 +5,7 @@ from ._layers import (
     Flatten, Identity, Layer, LeakyReLU, Linear, MaxPool2d, ReLU, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d,
     Hardsigmoid, Hardswish, Hardtanh, Normalization, Rescaling, StochasticDepth,
 )
+from ._resampling import ConvTranspose2d, Upsample
 from ._sequential import COMBINATORS, Add, Combinator, Concat, Item, Multiply, Sequential, from_dict
 
 __all__ = [
@@ -13,4 +14,5 @@ __all__ = [
     "LeakyReLU", "Sigmoid", "Tanh", "GELU", "ELU", "SiLU", "Softmax", "Identity", "ZeroPad2d", "ELEMENTWISE",
     "Add", "Concat", "Multiply", "Combinator", "Item", "COMBINATORS",
     "Hardtanh", "Hardsigmoid", "Hardswish", "StochasticDepth", "Rescaling", "Normalization",
+    "Upsample", "ConvTranspose2d",
 ]
