@@ -13,7 +13,7 @@ from ..errors import UnsupportedLayerError
 from ..spec import (
     ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, LeakyReLU,
     Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d, Hardsigmoid, Hardswish, Hardtanh,
-    Normalization, Rescaling, StochasticDepth,
+    Normalization, Rescaling, StochasticDepth, ConvTranspose2d, Upsample,
 )
 from ._graph import Names, Raw, drop, readers, to_spec
 
@@ -25,7 +25,8 @@ _SUPPORTED = (
     "nn.Tanh / torch.tanh, nn.GELU / F.gelu, nn.ELU / F.elu, nn.SiLU / F.silu, nn.Softmax / F.softmax (with dim), "
     "nn.Identity, nn.ReLU6 / F.relu6, nn.Hardtanh / F.hardtanh, nn.Hardsigmoid / F.hardsigmoid, nn.Hardswish / "
     "F.hardswish, torchvision's stochastic depth, x.mean([2, 3]) / torch.mean over H and W, nested "
-    "nn.Sequential; x + y / torch.add / +=, x * y / torch.mul (broadcasting), torch.cat / torch.concat; any "
+    "nn.Sequential; nn.ConvTranspose2d, nn.Upsample / nn.UpsamplingNearest2d / nn.UpsamplingBilinear2d / "
+    "F.interpolate (nearest, nearest-exact, bilinear; no antialias or recompute_scale_factor); x + y / torch.add / +=, x * y / torch.mul (broadcasting), torch.cat / torch.concat; any "
     "nn.Module whose forward is a fork-join graph of these"
 )
 
@@ -53,7 +54,18 @@ def _as_module(root: nn.Module, node: Any, args: list[Any], params: dict[Any, An
 
     kwargs = dict(node.kwargs)
     if node.op == "call_module":
-        return root.get_submodule(node.target)
+        m = root.get_submodule(node.target)
+        if isinstance(m, nn.ConvTranspose2d) and (len(args) > 1 or kwargs):
+            raise UnsupportedLayerError(f"from_torch: {where}: an output_size passed to forward is not supported "
+                                        "(give the output_padding to the module instead)")
+        return m
+    if node.op == "call_function" and node.target is F.interpolate:
+        names = ["size", "scale_factor", "mode", "align_corners", "recompute_scale_factor", "antialias"]
+        values = {**dict(zip(names, args[1:])), **kwargs}
+        if values.get("antialias") or values.get("recompute_scale_factor"):
+            raise UnsupportedLayerError(f"from_torch: {where}: antialias and recompute_scale_factor are not supported")
+        return nn.Upsample(size=values.get("size"), scale_factor=values.get("scale_factor"),
+                           mode=values.get("mode", "nearest"), align_corners=values.get("align_corners"))
     if node.op == "call_function" and node.target in (F.relu, torch.relu) or (
         node.op == "call_method" and node.target == "relu"
     ):
@@ -230,6 +242,14 @@ def _layer(m: nn.Module, name: str, where: str) -> tuple[Any, dict[str, Any]]:
         layer = Conv2d(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=padding,
                             dilation=m.dilation, groups=m.groups, bias=m.bias is not None,
                             padding_mode=m.padding_mode, name=name)
+    elif type(m) is nn.ConvTranspose2d:
+        if m.padding_mode != "zeros" or isinstance(m.padding, str):
+            raise UnsupportedLayerError(f"from_torch: {where}: only zero padding given as numbers is supported")
+        layer = ConvTranspose2d(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=m.padding,
+                                output_padding=m.output_padding, groups=m.groups, bias=m.bias is not None,
+                                dilation=m.dilation, name=name)
+    elif type(m) in (nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d):
+        layer = _upsample(m, name, where)
     elif type(m) is nn.Linear:
         layer = Linear(m.in_features, m.out_features, bias=m.bias is not None, name=name)
     elif type(m) is nn.ReLU:
@@ -264,9 +284,22 @@ def _layer(m: nn.Module, name: str, where: str) -> tuple[Any, dict[str, Any]]:
         layer = dataclasses.replace(_module_layer(m, where), name=name)
     else:
         raise UnsupportedLayerError(f"from_torch: {where} is not supported; supported: {_SUPPORTED}")
-    state = m.state_dict(keep_vars=True) if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d)) or (
-        isinstance(layer, Normalization)) else {}
+    weighted = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d)
+    state = m.state_dict(keep_vars=True) if isinstance(m, weighted) or isinstance(layer, Normalization) else {}
     return layer, {f"{name}.{k}": t for k, t in state.items() if t is not None}
+
+
+def _upsample(m: nn.Module, name: str, where: str) -> Upsample:
+    """The spec of an nn.Upsample: torch's own arguments, checked by the spec (a mode other than nearest,
+    nearest-exact or bilinear, or recompute_scale_factor, is refused)."""
+    from ..errors import SpecError
+
+    if getattr(m, "recompute_scale_factor", None):
+        raise UnsupportedLayerError(f"from_torch: {where}: recompute_scale_factor=True is not supported")
+    try:
+        return Upsample(m.size, m.scale_factor, m.mode, m.align_corners, name=name)
+    except SpecError as e:
+        raise UnsupportedLayerError(f"from_torch: {where}: {e}") from None
 
 
 def _fold_pads(nodes: list[Raw]) -> None:
