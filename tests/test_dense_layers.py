@@ -85,7 +85,7 @@ def test_keras_file_round_trip_and_import(both_backends, tmp_path):
     x = np.random.default_rng(0).standard_normal((2, 4, 5, 3))
     np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(km(x)))
     spec, weights = xc.from_keras(loaded, return_weights=True)
-    assert [layer.kind for layer in spec.layers] == [layer.kind for layer in DECODER.layers]
+    assert spec.layers[1:] == DECODER.layers[1:]  # (the 3x3 stride-1 conv comes back with padding 'same')
     tm = xc.build(spec, "torch", dtype="float64")
     xc.set_weights(tm, weights)
     assert max_rel_diff(xc.to_nchw(np.asarray(km(x))), xc.predict(tm, xc.to_nchw(x))) <= 1e-13
@@ -137,7 +137,7 @@ def test_keras_models_port_to_torch(both_backends):
     model = keras.Model(inp, h)
     spec = xc.from_keras(model)
     kinds = [i.kind for i in xc.infer(spec)]
-    assert kinds == ["ConvTranspose2d", "ConvTranspose2d", "ReLU", "ConvTranspose2d", "ConvTranspose2d"] + ["Upsample"] * 4
+    assert kinds == ["ConvTranspose2d"] * 2 + ["ReLU"] + ["ConvTranspose2d"] * 2 + ["Upsample"] * 4
     modes = [i.layer.mode for i in xc.infer(spec) if i.kind == "Upsample"]
     assert modes == ["nearest", "nearest-exact", "bilinear", "bilinear"]  # TF's nearest resize is nearest-exact
     tm = xc.port(model, to="torch")  # verify=True

@@ -26,7 +26,8 @@ _SUPPORTED = (
     "nn.Identity, nn.ReLU6 / F.relu6, nn.Hardtanh / F.hardtanh, nn.Hardsigmoid / F.hardsigmoid, nn.Hardswish / "
     "F.hardswish, torchvision's stochastic depth, x.mean([2, 3]) / torch.mean over H and W, nested "
     "nn.Sequential; nn.ConvTranspose2d, nn.Upsample / nn.UpsamplingNearest2d / nn.UpsamplingBilinear2d / "
-    "F.interpolate (nearest, nearest-exact, bilinear; no antialias or recompute_scale_factor); x + y / torch.add / +=, x * y / torch.mul (broadcasting), torch.cat / torch.concat; any "
+    "F.interpolate (nearest, nearest-exact, bilinear; no antialias or recompute_scale_factor); x + y / torch.add / "
+    "+=, x * y / torch.mul (broadcasting), torch.cat / torch.concat; any "
     "nn.Module whose forward is a fork-join graph of these"
 )
 

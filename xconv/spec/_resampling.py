@@ -17,7 +17,8 @@ UPSAMPLE_MODES = ("nearest", "nearest-exact", "bilinear")
 def _factors(value: Any) -> tuple[float, float]:
     if isinstance(value, (list, tuple)):
         if len(value) != 2:
-            raise SpecError(f"Upsample: `scale_factor` must be a number or a pair (h, w). Received: scale_factor={value!r}")
+            raise SpecError("Upsample: `scale_factor` must be a number or a pair (h, w). "
+                            f"Received: scale_factor={value!r}")
         h, w = value
     else:
         h = w = value

@@ -54,8 +54,9 @@ class Row:
 
 
 def lipschitz(layer: Any) -> float | None:
-    """For an elementwise layer (and Softmax): a bound L on |f'(x)|, so that an input known to absolute error
-    e gives an output within L * e plus the layer's own rounding. None for other layers."""
+    """For an elementwise layer (and Softmax, and Upsample: weights >= 0 that sum to 1 per output): a bound L on
+    |f'(x)|, so that an input known to absolute error e gives an output within L * e plus the layer's own
+    rounding. None for other layers."""
     bounds = {"ReLU": 1.0, "Identity": 1.0, "Dropout": 1.0, "Tanh": 1.0, "Sigmoid": 0.25, "Softmax": 1.0,
               "GELU": 1.13, "SiLU": 1.1, "Hardtanh": 1.0, "Hardsigmoid": 1 / 6, "Hardswish": 1.5,
               "StochasticDepth": 1.0, "Upsample": 1.0}
@@ -69,8 +70,8 @@ def lipschitz(layer: Any) -> float | None:
 
 
 def _term_scale(info: Any, weights: Mapping[str, Any], layer_in: np.ndarray) -> float:
-    """For a conv, transposed conv or Linear: max of |W| applied to |x| (bias left out), the size of the terms each output
-    sums. Rounding in a sum scales with its terms, not with its result: 220 terms of size ~100 that cancel to
+    """For a conv, transposed conv or Linear: max of |W| applied to |x| (bias left out), the size of the terms each
+    output sums. Rounding in a sum scales with its terms, not with its result: 220 terms of size ~100 that cancel to
     an output near 1 carry float32 errors of ~3e-5 (measured, torch and Keras alike). 0 for other layers."""
     from ..backends import numpy_backend
 

@@ -156,7 +156,8 @@ def _new_buffer(kind: str, source: Any, shape: tuple[int, ...]) -> bool:
     unless it only moves size-1 axes (TensorFlow then reshapes, keeping the buffer)."""
     if kind in ("linear", "vector") and not isinstance(source, int) and layout.flatten_permutation(source) is not None:
         return True
-    perm = {"conv": layout.OIHW_TO_HWIO, "conv_transpose": layout.OIHW_TO_HWIO, "depthwise": layout.OIHW_TO_HWIO, "linear": (1, 0)}.get(kind)
+    perm = {"conv": layout.OIHW_TO_HWIO, "conv_transpose": layout.OIHW_TO_HWIO, "depthwise": layout.OIHW_TO_HWIO,
+            "linear": (1, 0)}.get(kind)
     if perm is None:
         return False
     moved = [axis for axis in perm if shape[axis] != 1]
