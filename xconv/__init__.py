@@ -14,6 +14,7 @@ from .spec import (
     Layer, LeakyReLU, Linear, MaxPool2d, Multiply, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d,
     from_dict, Hardsigmoid, Hardswish, Hardtanh, Normalization, Rescaling, StochasticDepth,
     ChannelLinear, ChannelShuffle, LayerNorm, LayerScale, Narrow,
+    Upsample, ConvTranspose2d,
 )
 
 __version__ = "0.1.0"
@@ -112,6 +113,8 @@ __all__ = [
     "LayerScale",
     "Narrow",
     "ChannelShuffle",
+    "Upsample",
+    "ConvTranspose2d",
     "Add",
     "Concat",
     "Multiply",

@@ -87,7 +87,10 @@ HWIO_TO_OIHW = (3, 2, 0, 1)
 
 
 def to_keras(kind: str, x: Any, source: tuple[int, ...] | None, ops: ArrayOps = NUMPY_OPS) -> Any:
-    """One canonical (torch) array in Keras layout. ``kind``: "conv" (OIHW -> HWIO), "linear" ((out, in) with
+    """One canonical (torch) array in Keras layout. ``kind``: "conv" (OIHW -> HWIO), "conv_transpose" (torch's
+    (in, out/groups, kh, kw) -> Conv2DTranspose's (kh, kw, out/groups, in): the same axis permutation, and no
+    spatial flip, since both frameworks define the transposed conv as the input gradient of the same
+    cross-correlation; checked against both frameworks in float64), "linear" ((out, in) with
     inputs in C,H,W order -> (in, out) in H,W,C order), "vector" (features along the last axis, C,H,W ->
     H,W,C order: BatchNorm1d vectors after Flatten, flat activations), "scale" ((C, 1, 1) -> (C,)), "depthwise"
     ((C*m, 1, kh, kw) -> (kh, kw, C, m)), anything else unchanged. ``source`` is the (C, H, W) map the features
@@ -99,7 +102,7 @@ def to_keras(kind: str, x: Any, source: tuple[int, ...] | None, ops: ArrayOps = 
     if kind == "scale":  # layer scale: (C, 1, 1) -> (C,)
         return ops.reshape(x, (int(x.shape[0]),))
     perm = flatten_permutation(source)
-    if kind == "conv":
+    if kind in ("conv", "conv_transpose"):
         return ops.transpose(x, OIHW_TO_HWIO)
     if kind == "linear":
         return ops.transpose(x if perm is None else ops.take(x, perm, 1), (1, 0))
@@ -117,7 +120,7 @@ def to_canonical(kind: str, x: Any, source: tuple[int, ...] | None, ops: ArrayOp
         return ops.reshape(x, (int(x.shape[0]), 1, 1))
     perm = flatten_permutation(source)
     inverse = None if perm is None else np.argsort(perm)
-    if kind == "conv":
+    if kind in ("conv", "conv_transpose"):
         return ops.transpose(x, HWIO_TO_OIHW)
     if kind == "linear":
         w = ops.transpose(x, (1, 0))

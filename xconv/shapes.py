@@ -18,7 +18,7 @@ from .layout import same_padding, source_blocks
 from .spec import (
     ELEMENTWISE, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Flatten, Layer, Linear, MaxPool2d,
     Normalization, Rescaling, Sequential, Softmax, ZeroPad2d, ChannelLinear, ChannelShuffle, LayerNorm, LayerScale,
-    Narrow,
+    Narrow, ConvTranspose2d, Upsample,
 )
 from .spec._sequential import Combinator, Concat
 from .spec._layers import _BatchNorm
@@ -382,6 +382,38 @@ def narrow_axis(info: LayerInfo) -> int:
     return info.layer.dim % rank  # type: ignore[attr-defined, no-any-return]
 
 
+def _upsample(ctx: _Ctx, layer: Upsample, source: Shape | None) -> LayerInfo:
+    from . import resample
+
+    c, h, w = ctx.need_map()
+    sizes = layer.size or (None, None)
+    factors = layer.scale_factor or (None, None)
+    out = [resample.output_length(n, o, s) for n, o, s in zip((h, w), sizes, factors)]
+    if min(out) < 1:
+        raise ctx.error(f"scale_factor={layer.scale_factor} gives an empty output for input size {(h, w)} "
+                        f"(floor(size * factor) = {tuple(out)})")
+    return LayerInfo(ctx.index, layer, ctx.shape, (c, out[0], out[1]), {})
+
+
+def conv_transpose_length(size: int, k: int, s: int, p: int, op: int, d: int) -> int:
+    """torch's transposed-conv output length: (size - 1) * s - 2p + d(k - 1) + op + 1."""
+    return (size - 1) * s - 2 * p + d * (k - 1) + op + 1
+
+
+def _conv_transpose(ctx: _Ctx, layer: ConvTranspose2d, source: Shape | None) -> LayerInfo:
+    c, h, w = ctx.need_map()
+    if c != layer.in_channels:
+        raise ctx.error(f"in_channels={layer.in_channels} but its input has {c} channels (input shape {ctx.shape})")
+    out = [conv_transpose_length(n, k, s, p, op, d) for n, k, s, p, op, d in zip(
+        (h, w), layer.kernel_size, layer.stride, layer.padding, layer.output_padding, layer.dilation)]
+    if min(out) < 1:
+        raise ctx.error(f"padding={layer.padding} crops the whole output (input {(h, w)}, output {tuple(out)})")
+    params: dict[str, Shape] = {"weight": (c, layer.out_channels // layer.groups, *layer.kernel_size)}
+    if layer.bias:
+        params["bias"] = (layer.out_channels,)
+    return LayerInfo(ctx.index, layer, ctx.shape, (layer.out_channels, out[0], out[1]), params)
+
+
 def join_rule(combinator: Combinator, key: str, index: int, shapes_in: list[Shape], sources: list[Any]) -> LayerInfo:
     """Shape rule of an Add / Multiply (numpy broadcasting of size-1 dimensions, equal ranks) or Concat."""
     from . import layout
@@ -443,6 +475,8 @@ RULES: dict[type[Layer], Callable[[_Ctx, Layer, Shape | None], LayerInfo]] = {
     LayerScale: _layer_scale,  # type: ignore[dict-item]
     Narrow: _narrow,  # type: ignore[dict-item]
     ChannelShuffle: _shuffle,  # type: ignore[dict-item]
+    Upsample: _upsample,  # type: ignore[dict-item]
+    ConvTranspose2d: _conv_transpose,  # type: ignore[dict-item]
     **{kind: _elementwise for kind in ELEMENTWISE},
 }
 

@@ -9,12 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from .. import layout
-from ..shapes import LayerInfo, adaptive_windows, avgpool_divisor, concat_axis, layer_taps, softmax_axis
+from .. import layout, resample
+from ..shapes import LayerInfo, adaptive_windows, avgpool_divisor, concat_axis, layer_taps, softmax_axis, tap_slices
 from ..spec import (
     ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, LeakyReLU,
     Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d, Hardsigmoid, Hardswish, Hardtanh,
-    Normalization, Rescaling, StochasticDepth,
+    Normalization, Rescaling, StochasticDepth, ConvTranspose2d, Upsample,
 )
 
 NAME = "numpy"
@@ -279,6 +279,67 @@ def _adaptive_backward(info: LayerInfo, p: Any, x: np.ndarray, go: np.ndarray, m
     return gx, {}
 
 
+# ---- ConvTranspose2d: each input pixel adds its kernel-weighted copy at stride s into the full output, of which
+# padding crops both ends; Upsample: out = A_h x A_w^T with the per-axis matrices of xconv.resample ----
+
+def _convt_parts(info: LayerInfo, x: np.ndarray) -> tuple[Any, list[Any], tuple[int, ...]]:
+    """(layer, per-tap (i, j, rows, cols) slices of the full output, the full output's shape)."""
+    layer: ConvTranspose2d = info.layer  # type: ignore[assignment]
+    taps = tap_slices(layer.kernel_size, layer.stride, layer.dilation, info.input_shape[1:])  # type: ignore[arg-type]
+    full = [(n - 1) * s + d * (k - 1) + 1 + op for n, s, d, k, op in zip(
+        info.input_shape[1:], layer.stride, layer.dilation, layer.kernel_size, layer.output_padding)]
+    return layer, taps, (x.shape[0], layer.out_channels, *full)
+
+
+def _convt_forward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, mode: Any) -> np.ndarray:
+    layer, taps, full = _convt_parts(info, x)
+    g, w = layer.groups, p["weight"]
+    cin, cout = layer.in_channels // g, layer.out_channels // g
+    y = np.zeros(full, dtype=x.dtype)
+    for group in range(g):
+        ci, co = slice(group * cin, (group + 1) * cin), slice(group * cout, (group + 1) * cout)
+        for i, j, rows, cols in taps:
+            y[:, co, rows, cols] += np.einsum("nchw,co->nohw", x[:, ci], w[ci, :, i, j])
+    (ph, pw), (ho, wo) = layer.padding, info.output_shape[1:]
+    y = y[:, :, ph:ph + ho, pw:pw + wo]
+    return y + p["bias"][None, :, None, None] if "bias" in p else y
+
+
+def _convt_backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, go: np.ndarray, mode: Any) -> Any:
+    layer, taps, full = _convt_parts(info, x)
+    g, w = layer.groups, p["weight"]
+    cin, cout = layer.in_channels // g, layer.out_channels // g
+    (ph, pw), (ho, wo) = layer.padding, info.output_shape[1:]
+    gfull = np.zeros(full, dtype=go.dtype)
+    gfull[:, :, ph:ph + ho, pw:pw + wo] = go
+    gx, gw = np.zeros_like(x), np.zeros_like(w)
+    for group in range(g):
+        ci, co = slice(group * cin, (group + 1) * cin), slice(group * cout, (group + 1) * cout)
+        for i, j, rows, cols in taps:
+            gx[:, ci] += np.einsum("nohw,co->nchw", gfull[:, co, rows, cols], w[ci, :, i, j])
+            gw[ci, :, i, j] += np.einsum("nchw,nohw->co", x[:, ci], gfull[:, co, rows, cols])
+    grads = {"weight": gw}
+    if "bias" in p:
+        grads["bias"] = go.sum(axis=(0, 2, 3))
+    return gx, grads
+
+
+def _upsample_matrices(info: LayerInfo, dtype: Any) -> list[np.ndarray]:
+    hw_in, hw_out = info.input_shape[1:], info.output_shape[1:]
+    return [resample.matrix(t, n).astype(dtype) for t, n in zip(
+        resample.layer_taps(info.layer, hw_in, hw_out), hw_in)]  # type: ignore[arg-type]
+
+
+def _upsample_forward(info: LayerInfo, p: Any, x: np.ndarray, mode: Any) -> np.ndarray:
+    a_h, a_w = _upsample_matrices(info, x.dtype)
+    return np.einsum("oh,nchw,pw->ncop", a_h, x, a_w)
+
+
+def _upsample_backward(info: LayerInfo, p: Any, x: np.ndarray, go: np.ndarray, mode: Any) -> Any:
+    a_h, a_w = _upsample_matrices(info, x.dtype)
+    return np.einsum("oh,ncop,pw->nchw", a_h, go, a_w), {}
+
+
 # ---- BatchNorm: torch's definition (biased batch variance to normalise, unbiased into running_var) ----
 
 def _bn_axes(x: np.ndarray) -> tuple[int, ...]:
@@ -413,6 +474,8 @@ _FORWARD: dict[type, Any] = {
     StochasticDepth: lambda info, p, x, mode: _stochastic_depth(info, x, mode),
     Rescaling: lambda info, p, x, mode: x * _per_channel(info.layer.scale, x) + _per_channel(info.layer.offset, x),
     Normalization: lambda info, p, x, mode: (x - _per_channel(p["mean"], x)) / _norm_denominator(p, x),
+    ConvTranspose2d: _convt_forward,
+    Upsample: _upsample_forward,
 }
 
 
@@ -454,6 +517,8 @@ _BACKWARD: dict[type, Any] = {
     StochasticDepth: lambda info, p, x, go, mode: (_stochastic_depth(info, go, mode, like=x), {}),
     Rescaling: lambda info, p, x, go, mode: (go * _per_channel(info.layer.scale, x), {}),
     Normalization: lambda info, p, x, go, mode: (go / _norm_denominator(p, x), {}),
+    ConvTranspose2d: _convt_backward,
+    Upsample: _upsample_backward,
 }
 
 from .numpy_channels import BACKWARD as _CHANNEL_BACKWARD, FORWARD as _CHANNEL_FORWARD  # noqa: E402

@@ -18,6 +18,7 @@ from ..spec import (
     ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, LeakyReLU,
     Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d, Hardsigmoid, Hardswish, Hardtanh,
     Normalization, Rescaling, StochasticDepth, ChannelLinear, ChannelShuffle, LayerNorm, LayerScale, Narrow,
+    ConvTranspose2d, Upsample,
 )
 
 NAME = "torch"
@@ -204,7 +205,22 @@ def _avgpool(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
                         count_include_pad=layer.count_include_pad)
 
 
+def _conv_transpose(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
+    layer: ConvTranspose2d = info.layer  # type: ignore[assignment]
+    return nn.ConvTranspose2d(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
+                              padding=layer.padding, output_padding=layer.output_padding, groups=layer.groups,
+                              bias=layer.bias, dilation=layer.dilation, **factory)
+
+
+def _upsample(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
+    layer: Upsample = info.layer  # type: ignore[assignment]
+    return nn.Upsample(size=layer.size, scale_factor=layer.scale_factor, mode=layer.mode,
+                       align_corners=layer.align_corners)
+
+
 _BUILDERS: dict[type, Callable[[LayerInfo, dict[str, Any]], nn.Module]] = {
+    ConvTranspose2d: _conv_transpose,
+    Upsample: _upsample,
     Conv2d: _conv2d,
     ReLU: lambda info, factory: nn.ReLU(),
     Flatten: lambda info, factory: nn.Flatten(),

@@ -25,6 +25,7 @@ from ..spec import (
 )
 from .. import shapes
 from ._graph import Names, Raw, drop, readers, to_spec
+from ._keras_resampling import CONV_TRANSPOSE, UPSAMPLE, conv_transpose, fold_transpose_crops, upsample
 
 # ---- importing hand-written models ----
 
@@ -39,7 +40,9 @@ _SUPPORTED = (
     "axis), Dense on an (H, W, C) map (per pixel), keras.applications' LayerScale and StochasticDepth, nested "
     "models (inlined), Rescaling, Normalization (channel axis), Dropout (also whole samples: stochastic depth), ReLU() and "
     "ReLU(max_value), LeakyReLU, ELU, Softmax, Identity, x + 3 -> ReLU(6) -> * (1/6) (hard sigmoid), "
-    "Activation(" + " / ".join(_ACTIVATION_NAMES) + "), and xconv's own layers"
+    "Activation(" + " / ".join(_ACTIVATION_NAMES) + "), Conv2DTranspose ('valid'; 'same' where torch's padding "
+    "and output_padding give the same crop; a Cropping2D after it folds in), UpSampling2D (nearest, bilinear), "
+    "Resizing (nearest, bilinear), and xconv's own layers"
 )
 
 
@@ -282,6 +285,15 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
                 i = add(Raw(act_name, "layer", [i], layer=dataclasses.replace(act, name=act_name),
                             payload=None if separable else "fused"))
             index[id(out)] = i
+        elif type(layer) in CONV_TRANSPOSE:
+            act = _activation(layer, where)
+            i = add(Raw(name, "layer", [src], layer=None), None)
+            nodes[i].layer, raw[i] = conv_transpose(layer, in_shape, name, where)
+            if act is not None:
+                act_name = names.take(f"{name}_activation")
+                auto.add(act_name)
+                i = add(Raw(act_name, "layer", [i], layer=dataclasses.replace(act, name=act_name)))
+            index[id(out)] = i
         elif type(layer) is keras.layers.Dense:
             act = _activation(layer, where)
             weights = {"weight": np.asarray(layer.kernel.numpy())}
@@ -312,6 +324,7 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
                 auto.add(flat)
                 index[id(out)] = add(Raw(flat, "layer", [index[id(out)]], layer=Flatten(name=flat),
                                          payload=("from", (1, 1, int(out.shape[-1])))))
+    fold_transpose_crops(nodes)
     _fold_convs(nodes)
     _fold_avgpool_pads(nodes)
     _fold_hard_sigmoids(nodes)
@@ -362,6 +375,8 @@ def _plain_layer(layer: Any, where: str, current: tuple[int, ...]) -> tuple[Any,
         return _activation(layer, where), weights
     if type(layer) is keras.layers.Flatten:
         return Flatten(), weights
+    if type(layer) in UPSAMPLE:
+        return upsample(layer, where, current), weights
     if type(layer) in (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D):
         k, st = tuple(layer.pool_size), tuple(layer.strides)
         padding, ceil = ((0, 0), False) if layer.padding == "valid" else _same_pool(layer, current, where)

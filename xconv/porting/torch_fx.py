@@ -260,7 +260,7 @@ def import_model(module: nn.Module, input_shape: tuple[int, ...],
             )
         if node.op == "call_module":
             where = f"module {node.target!r} ({type(gm.get_submodule(node.target)).__name__})"
-        m = _as_module(gm, node, args, params, batch, where)
+        m = _as_module(gm, node, args, params, batch, where, shapes.resolve)
         if node.op == "call_module":
             target = str(node.target)
             calls[target] = calls.get(target, 0) + 1
@@ -389,6 +389,8 @@ class _ShapeOps:
         return getattr(node, "meta", {}).get("xconv_shape")  # type: ignore[no-any-return]
 
     def resolve(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: self.resolve(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
             return type(value)(self.resolve(v) for v in value)
         return self.consts.get(value, value) if isinstance(value, torch.fx.Node) else value

@@ -11,6 +11,7 @@ from ..spec import (
     ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, LeakyReLU,
     Linear, MaxPool2d, ReLU, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d, Hardsigmoid, Hardswish, Hardtanh,
     Normalization, Rescaling, StochasticDepth, ChannelLinear, ChannelShuffle, LayerNorm, LayerScale, Narrow,
+    ConvTranspose2d, Upsample,
 )
 
 _SUPPORTED = (
@@ -23,7 +24,9 @@ _SUPPORTED = (
     "F.hardswish, torchvision's stochastic depth, x.mean([2, 3]) / torch.mean over H and W, nn.LayerNorm / "
     "F.layer_norm and nn.Linear over features or, between x.permute(0, 2, 3, 1) and x.permute(0, 3, 1, 2), over "
     "the channels at every pixel (with elementwise layers in between), a (C, 1, 1) parameter named layer_scale "
-    "times x, x.chunk / torch.split / x.narrow / x[:, a:b], nn.ChannelShuffle and its view-transpose-view idiom, nested "
+    "times x, x.chunk / torch.split / x.narrow / x[:, a:b], nn.ChannelShuffle and its view-transpose-view idiom, "
+    "nn.ConvTranspose2d, nn.Upsample / nn.UpsamplingNearest2d / nn.UpsamplingBilinear2d / F.interpolate (nearest, "
+    "nearest-exact, bilinear; no antialias or recompute_scale_factor; sizes may come from x.shape), nested "
     "nn.Sequential; x + y / torch.add / +=, x * y / torch.mul (broadcasting), torch.cat / torch.concat; any "
     "nn.Module whose forward is a fork-join graph of these"
 )
@@ -46,13 +49,31 @@ def _get_attr(module: nn.Module, target: str) -> Any:
     return value
 
 
-def _as_module(root: nn.Module, node: Any, args: list[Any], params: dict[Any, Any], batch: set[Any], where: str) -> nn.Module:
-    """The nn module equivalent to one traced operation (sharing its parameters), or UnsupportedLayerError."""
+def _as_module(root: nn.Module, node: Any, args: list[Any], params: dict[Any, Any], batch: set[Any], where: str,
+               resolve: Any = lambda v: v) -> nn.Module:
+    """The nn module equivalent to one traced operation (sharing its parameters), or UnsupportedLayerError.
+    ``resolve`` turns size computations among the arguments (``x.shape[-2:]``) into their values."""
     from ..errors import UnsupportedLayerError
 
     kwargs = dict(node.kwargs)
     if node.op == "call_module":
-        return root.get_submodule(node.target)
+        m = root.get_submodule(node.target)
+        if isinstance(m, nn.ConvTranspose2d) and (len(args) > 1 or kwargs):
+            raise UnsupportedLayerError(f"from_torch: {where}: an output_size passed to forward is not supported "
+                                        "(give the output_padding to the module instead)")
+        return m
+    if node.op == "call_function" and node.target is F.interpolate:
+        names = ["size", "scale_factor", "mode", "align_corners", "recompute_scale_factor", "antialias"]
+        values = resolve({**dict(zip(names, args[1:])), **kwargs})
+        if values.get("antialias") or values.get("recompute_scale_factor"):
+            raise UnsupportedLayerError(f"from_torch: {where}: antialias and recompute_scale_factor are not supported")
+        size = values.get("size")
+        if isinstance(size, (list, tuple)) and not all(isinstance(v, int) for v in size) or (
+                size is not None and not isinstance(size, (int, list, tuple))):
+            raise UnsupportedLayerError(f"from_torch: {where}: the size {size!r} is not known at import")
+        return nn.Upsample(size=tuple(size) if isinstance(size, (list, tuple)) else size,
+                           scale_factor=values.get("scale_factor"), mode=values.get("mode", "nearest"),
+                           align_corners=values.get("align_corners"))
     if node.op == "call_function" and node.target in (F.relu, torch.relu) or (
         node.op == "call_method" and node.target == "relu"
     ):
@@ -229,6 +250,14 @@ def _layer(m: nn.Module, name: str, where: str) -> tuple[Any, dict[str, Any]]:
         layer = Conv2d(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=padding,
                             dilation=m.dilation, groups=m.groups, bias=m.bias is not None,
                             padding_mode=m.padding_mode, name=name)
+    elif type(m) is nn.ConvTranspose2d:
+        if m.padding_mode != "zeros" or isinstance(m.padding, str):
+            raise UnsupportedLayerError(f"from_torch: {where}: only zero padding given as numbers is supported")
+        layer = ConvTranspose2d(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=m.padding,
+                                output_padding=m.output_padding, groups=m.groups, bias=m.bias is not None,
+                                dilation=m.dilation, name=name)
+    elif type(m) in (nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d):
+        layer = _upsample(m, name, where)
     elif type(m) is nn.Linear:
         layer = Linear(m.in_features, m.out_features, bias=m.bias is not None, name=name)
     elif type(m) is nn.ReLU:
@@ -277,6 +306,20 @@ def _layer(m: nn.Module, name: str, where: str) -> tuple[Any, dict[str, Any]]:
         layer = dataclasses.replace(_module_layer(m, where), name=name)
     else:
         raise UnsupportedLayerError(f"from_torch: {where} is not supported; supported: {_SUPPORTED}")
-    state = m.state_dict(keep_vars=True) if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d)) or (
+    weighted = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d)
+    state = m.state_dict(keep_vars=True) if isinstance(m, weighted) or (
         isinstance(layer, (Normalization, LayerNorm, LayerScale))) else {}
     return layer, {f"{name}.{k}": t for k, t in state.items() if t is not None}
+
+
+def _upsample(m: nn.Module, name: str, where: str) -> Upsample:
+    """The spec of an nn.Upsample: torch's own arguments, checked by the spec (a mode other than nearest,
+    nearest-exact or bilinear, or recompute_scale_factor, is refused)."""
+    from ..errors import SpecError
+
+    if getattr(m, "recompute_scale_factor", None):
+        raise UnsupportedLayerError(f"from_torch: {where}: recompute_scale_factor=True is not supported")
+    try:
+        return Upsample(m.size, m.scale_factor, m.mode, m.align_corners, name=name)
+    except SpecError as e:
+        raise UnsupportedLayerError(f"from_torch: {where}: {e}") from None

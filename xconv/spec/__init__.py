@@ -6,6 +6,7 @@ from ._layers import (
     Hardsigmoid, Hardswish, Hardtanh, Normalization, Rescaling, StochasticDepth,
 )
 from ._channels import ChannelLinear, ChannelShuffle, LayerNorm, LayerScale, Narrow
+from ._resampling import ConvTranspose2d, Upsample
 from ._sequential import COMBINATORS, Add, Combinator, Concat, Item, Multiply, Sequential, from_dict
 
 __all__ = [
@@ -15,4 +16,5 @@ __all__ = [
     "Add", "Concat", "Multiply", "Combinator", "Item", "COMBINATORS",
     "Hardtanh", "Hardsigmoid", "Hardswish", "StochasticDepth", "Rescaling", "Normalization",
     "LayerNorm", "ChannelLinear", "LayerScale", "Narrow", "ChannelShuffle",
+    "Upsample", "ConvTranspose2d",
 ]

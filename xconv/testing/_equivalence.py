@@ -54,11 +54,12 @@ class Row:
 
 
 def lipschitz(layer: Any) -> float | None:
-    """For an elementwise layer (and Softmax): a bound L on |f'(x)|, so that an input known to absolute error
-    e gives an output within L * e plus the layer's own rounding. None for other layers."""
+    """For an elementwise layer (and Softmax, and Upsample: weights >= 0 that sum to 1 per output): a bound L on
+    |f'(x)|, so that an input known to absolute error e gives an output within L * e plus the layer's own
+    rounding. None for other layers."""
     bounds = {"ReLU": 1.0, "Identity": 1.0, "Dropout": 1.0, "Tanh": 1.0, "Sigmoid": 0.25, "Softmax": 1.0,
               "GELU": 1.13, "SiLU": 1.1, "Hardtanh": 1.0, "Hardsigmoid": 1 / 6, "Hardswish": 1.5,
-              "StochasticDepth": 1.0, "Narrow": 1.0, "ChannelShuffle": 1.0}
+              "StochasticDepth": 1.0, "Narrow": 1.0, "ChannelShuffle": 1.0, "Upsample": 1.0}
     if layer.kind == "LeakyReLU":
         return max(1.0, abs(layer.negative_slope))
     if layer.kind == "ELU":
@@ -69,13 +70,14 @@ def lipschitz(layer: Any) -> float | None:
 
 
 def _term_scale(info: Any, weights: Mapping[str, Any], layer_in: np.ndarray) -> float:
-    """For a conv, Linear or ChannelLinear: max of |W| applied to |x| (bias left out), the size of the terms each output
-    sums. Rounding in a sum scales with its terms, not with its result: 220 terms of size ~100 that cancel to
-    an output near 1 carry float32 errors of ~3e-5 (measured, torch and Keras alike). A layer scale: max |s| |x|.
-    0 for other layers."""
+    """For a conv, transposed conv, Linear or ChannelLinear: max of |W| applied to |x| (bias left out), the size of
+    the terms each output sums. Rounding in a sum scales with its terms, not with its result: 220 terms of size
+    ~100 that cancel to an output near 1 carry float32 errors of ~3e-5 (measured, torch and Keras alike). A layer
+    scale: max |s| |x|. 0 for other layers."""
     from ..backends import numpy_backend
 
-    name = {"Conv2d": "weight", "Linear": "weight", "ChannelLinear": "weight", "LayerScale": "layer_scale"}.get(info.kind)
+    name = {"Conv2d": "weight", "Linear": "weight", "ChannelLinear": "weight", "ConvTranspose2d": "weight",
+            "LayerScale": "layer_scale"}.get(info.kind)
     if name is None:
         return 0.0
     w = np.abs(np.asarray(_as_array(weights[f"{info.key}.{name}"]), dtype=np.float64))

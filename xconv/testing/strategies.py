@@ -20,11 +20,11 @@ from ..spec import (
     ELU, GELU, Add, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Concat, Conv2d, Dropout, Flatten, Identity,
     Layer, LeakyReLU, Linear, MaxPool2d, Multiply, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d,
     Hardsigmoid, Hardswish, Hardtanh, Normalization, Rescaling, StochasticDepth, ChannelLinear, ChannelShuffle,
-    LayerNorm, LayerScale, Narrow,
+    LayerNorm, LayerScale, Narrow, ConvTranspose2d, Upsample,
 )
 
 __all__ = ["specs", "inputs", "weights", "conv2d_layers", "pool_layers", "activations", "blocks", "channel_layers",
-           "CORE_KINDS", "ALL_KINDS", "COMBINATOR_KINDS", "CHANNEL_KINDS"]
+           "upsample_layers", "conv_transpose_layers", "CORE_KINDS", "ALL_KINDS", "COMBINATOR_KINDS", "CHANNEL_KINDS"]
 
 #: the core layers: convolution, ReLU, Flatten, Linear
 CORE_KINDS = ("Conv2d", "ReLU", "Flatten", "Linear")
@@ -33,7 +33,8 @@ ALL_KINDS = CORE_KINDS + (
     "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm2d", "BatchNorm1d", "Dropout",
     "LeakyReLU", "Sigmoid", "Tanh", "GELU", "ELU", "SiLU", "Softmax", "Identity", "ZeroPad2d",
     "Add", "Concat", "Multiply", "Hardtanh", "Hardsigmoid", "Hardswish", "StochasticDepth", "Rescaling",
-    "Normalization", "LayerNorm", "ChannelLinear", "LayerScale", "Narrow", "ChannelShuffle",
+    "Normalization", "LayerNorm", "ChannelLinear", "LayerScale", "Narrow", "ChannelShuffle", "Upsample",
+    "ConvTranspose2d",
 )
 #: the channel-axis kinds, drawn by :func:`channel_layers`
 CHANNEL_KINDS = ("LayerNorm", "ChannelLinear", "LayerScale", "Narrow", "ChannelShuffle")
@@ -203,6 +204,45 @@ def pool_layers(draw: Any, shape: tuple[int, int, int], kinds: tuple[str, ...] =
         return MaxPool2d(1) if kind == "MaxPool2d" else AvgPool2d(1)
 
 
+@st.composite
+def upsample_layers(draw: Any, shape: tuple[int, int, int], max_size: int = 12) -> Upsample:
+    """An Upsample valid for ``shape``: every mode (bilinear with both align_corners), explicit sizes (smaller and
+    larger than the input, per axis), integer and non-integer scale factors (e.g. 1.3, 2.5, 1/3: torch's output
+    floor(n * f) with source positions at 1 / f); an output side grows to at most 2 * ``max_size``."""
+    _, h, w = shape
+    limit = lambda n: max(n, 2 * max_size)  # noqa: E731
+    mode = draw(st.sampled_from(["nearest", "nearest", "nearest-exact", "bilinear", "bilinear"]))
+    corners = draw(st.booleans()) if mode == "bilinear" else None
+    if draw(st.booleans()):
+        size = (draw(st.integers(1, limit(h))), draw(st.integers(1, limit(w))))
+        return Upsample(size, mode=mode, align_corners=corners)
+    options = [f for f in (1.0, 2.0, 3.0, 0.5, 1.3, 1.5, 2.5, 1 / 3, 0.7, 1.7, 2.05) if 1 <= int(min(h, w) * f)
+               and int(max(h, w) * f) <= limit(max(h, w))]
+    factor = (draw(st.sampled_from(options)), draw(st.sampled_from(options)))
+    return Upsample(scale_factor=factor if factor[0] != factor[1] else factor[0], mode=mode, align_corners=corners)
+
+
+@st.composite
+def conv_transpose_layers(draw: Any, shape: tuple[int, int, int], max_channels: int = 6,
+                          groups: bool = True) -> ConvTranspose2d:
+    """A ConvTranspose2d valid for ``shape``: kernels 1..4, strides and dilations 1..3, every output_padding torch
+    accepts (below the stride or the dilation), paddings up to what leaves one output position, groups."""
+    c, h, w = shape
+    axes = []
+    for n in (h, w):
+        k, s, d = draw(st.integers(1, 4)), draw(st.sampled_from([1, 2, 2, 3])), draw(st.sampled_from([1, 1, 2, 3]))
+        op = draw(st.integers(0, max(s, d) - 1))
+        full = (n - 1) * s + d * (k - 1) + 1 + op
+        p = draw(st.integers(0, min(3, (full - 1) // 2)))
+        axes.append((k, s, d, op, p))
+    g = draw(st.sampled_from([1, 1, 2, c])) if groups else 1
+    g = g if c % g == 0 else 1
+    out = g * draw(st.integers(1, max(1, max_channels // g)))
+    (kh, sh, dh, oh, ph), (kw, sw, dw, ow, pw) = axes
+    return ConvTranspose2d(c, out, (kh, kw), stride=(sh, sw), padding=(ph, pw), output_padding=(oh, ow), groups=g,
+                           bias=draw(st.booleans()), dilation=(dh, dw))
+
+
 def _valid(items: list[Any], shape: tuple[int, ...]) -> bool:
     try:
         shapes.infer(Sequential(*items, input_shape=shape))
@@ -334,7 +374,9 @@ def specs(
                                  ("BatchNorm2d", "BatchNorm2d" in kinds), ("activation", has_act),
                                  ("activation", has_act), ("ZeroPad2d", "ZeroPad2d" in kinds),
                                  ("Rescaling", "Rescaling" in kinds), ("Normalization", "Normalization" in kinds),
-                                 ("channels", any(k in kinds for k in CHANNEL_KINDS))) if ok]
+                                 ("channels", any(k in kinds for k in CHANNEL_KINDS)),
+                                 ("Upsample", "Upsample" in kinds), ("Upsample", "Upsample" in kinds),
+                                 ("ConvTranspose2d", "ConvTranspose2d" in kinds)) if ok]
     use_blocks = graphs and "Conv2d" in kinds and any(k in kinds for k in COMBINATOR_KINDS)
     if use_blocks:
         map_kinds += ["block", "block", "block"]
@@ -360,6 +402,13 @@ def specs(
             layer = Normalization(shape[0])
         elif choice == "channels":
             layer = draw(channel_layers(shape, kinds, max_channels=max_channels, batch_stats=batch_stats))  # type: ignore[arg-type]
+        elif choice == "Upsample":
+            layer = draw(upsample_layers(shape, max_size))  # type: ignore[arg-type]
+        elif choice == "ConvTranspose2d":
+            if max(shape[1:]) > max_size:  # keep maps small: a transposed conv grows them up to 3x
+                layer = Conv2d(shape[0], shape[0], 3, stride=2, padding=1)
+            else:
+                layer = draw(conv_transpose_layers(shape, max_channels, groups))  # type: ignore[arg-type]
         elif choice == "block":
             layer = draw(blocks(shape, kinds=kinds, max_channels=max_channels, batch_stats=batch_stats))  # type: ignore[arg-type]
         elif "Conv2d" in kinds:

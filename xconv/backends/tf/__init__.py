@@ -14,7 +14,7 @@ from ._env import keras, tf
 from .builders import build, fused_relus, keras_name
 from .layers import (
     ChannelNormalization, ChannelRescaling, AdaptiveAvgPool2D, GatherPad2D, GroupedConv2D, Subsample2D, TorchActivation, TorchAvgPool2D, TorchBatchNorm,
-    TorchMaxPool2D,
+    TorchMaxPool2D, TorchConvTranspose2D, TorchUpsample2D,
 )
 from .run import forward, trace, train
 from .weights import export_tensors, float_bytes, get_weights, import_tensors, set_weights
@@ -61,5 +61,5 @@ __all__ = [
     "trace", "train", "owns_model", "owns_tensor", "spec_of", "dtype_of", "permute", "import_model",
     "read_keras_file", "keras_name", "fused_relus", "GatherPad2D", "Subsample2D", "GroupedConv2D",
     "TorchMaxPool2D", "TorchAvgPool2D", "AdaptiveAvgPool2D", "TorchBatchNorm", "TorchActivation", "keras", "tf",
-    "ChannelRescaling", "ChannelNormalization",
+    "ChannelRescaling", "ChannelNormalization", "TorchConvTranspose2D", "TorchUpsample2D",
 ]

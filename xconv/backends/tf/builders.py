@@ -9,16 +9,18 @@ import numpy as np
 from ._env import keras
 import sys
 
-from ... import layout
+from ... import layout, resample
 from ...shapes import LayerInfo, avgpool_divisor, concat_axis, narrow_axis, shuffle_order, softmax_axis
 from ...spec import (
     ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, LeakyReLU,
     Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d, Hardsigmoid, Hardswish, Hardtanh,
     Normalization, Rescaling, StochasticDepth, ChannelLinear, ChannelShuffle, LayerNorm, LayerScale, Narrow,
+    ConvTranspose2d, Upsample,
 )
 from .layers import (
-    ChannelGather, ChannelScale, Narrow as NarrowLayer, ChannelNormalization, ChannelRescaling, AdaptiveAvgPool2D, GatherPad2D, GroupedConv2D, Subsample2D, TorchActivation, TorchAvgPool2D, TorchBatchNorm,
-    TorchMaxPool2D,
+    ChannelGather, ChannelScale, Narrow as NarrowLayer, ChannelNormalization, ChannelRescaling, AdaptiveAvgPool2D,
+    GatherPad2D, GroupedConv2D, Subsample2D, TorchActivation, TorchAvgPool2D, TorchBatchNorm, TorchMaxPool2D,
+    TorchConvTranspose2D, TorchUpsample2D,
 )
 
 #: Work around a oneDNN bug in TF 2.21 (see ``_conv2d``). Only tests turn it off, to show the bug is real.
@@ -264,7 +266,58 @@ def _named(cls: Any, *args: Any) -> Callable[[LayerInfo, Any, str], Any]:
     return lambda info, x, dtype: cls(*args, dtype=dtype, name=keras_name(info))(x)
 
 
+def native_upsampling(info: LayerInfo, dtype: str) -> str | None:
+    """The ``UpSampling2D`` interpolation that computes this Upsample node, or None: integer factors whose
+    source rows are torch's (nearest: repeat; bilinear: TensorFlow's half-pixel weights, which it computes in
+    float32 even for float64 tensors, measured 1e-6 from torch in float64, so float32 models only)."""
+    layer: Upsample = info.layer  # type: ignore[assignment]
+    (_, h, w), (_, ho, wo) = info.input_shape, info.output_shape
+    if ho % h or wo % w:
+        return None
+    factors = (ho // h, wo // w)
+    mine = resample.layer_taps(layer, (h, w), (ho, wo))
+    if layer.mode != "bilinear":
+        repeat = all((t.i0 == np.arange(n * f) // f).all() for t, n, f in zip(mine, (h, w), factors))
+        return "nearest" if repeat else None
+    theirs = [resample.taps(n, n * f, "bilinear", False, None) for n, f in zip((h, w), factors)]
+    same = all((a.i0 == b.i0).all() and (a.i1 == b.i1).all() and np.allclose(a.w1, b.w1, rtol=0, atol=1e-12)
+               for a, b in zip(mine, theirs))
+    return "bilinear" if same and dtype == "float32" else None
+
+
+def _upsample(info: LayerInfo, x: Any, dtype: str) -> Any:
+    layer: Upsample = info.layer  # type: ignore[assignment]
+    (_, h, w), (_, ho, wo) = info.input_shape, info.output_shape
+    native = native_upsampling(info, dtype)
+    if native is not None:
+        return keras.layers.UpSampling2D((ho // h, wo // w), interpolation=native, dtype=dtype,
+                                         name=keras_name(info))(x)
+    return TorchUpsample2D((h, w), (ho, wo), layer.mode, layer.align_corners, layer.size, layer.scale_factor,
+                           dtype=dtype, name=keras_name(info))(x)
+
+
+def _conv_transpose(info: LayerInfo, x: Any, dtype: str) -> Any:
+    """``Conv2DTranspose`` ('valid', torch's output_padding) and a ``Cropping2D`` of torch's padding; with groups
+    or dilation (which Conv2DTranspose lacks on CPU), :class:`TorchConvTranspose2D`."""
+    layer: ConvTranspose2d = info.layer  # type: ignore[assignment]
+    name = keras_name(info)
+    dilation = tuple(1 if k == 1 else d for k, d in zip(layer.kernel_size, layer.dilation))  # one tap: no spread
+    if layer.groups == 1 and dilation == (1, 1):
+        x = keras.layers.Conv2DTranspose(layer.out_channels, layer.kernel_size, strides=layer.stride, padding="valid",
+                                         output_padding=layer.output_padding, use_bias=layer.bias, dtype=dtype,
+                                         name=name)(x)
+        (ph, pw) = layer.padding
+        if ph or pw:
+            x = keras.layers.Cropping2D(((ph, ph), (pw, pw)), dtype=dtype, name=f"{name}_crop")(x)
+        return x
+    return TorchConvTranspose2D(layer.out_channels, layer.kernel_size, strides=layer.stride, groups=layer.groups,
+                                torch_padding=layer.padding, torch_output_padding=layer.output_padding,
+                                torch_dilation=dilation, use_bias=layer.bias, dtype=dtype, name=name)(x)
+
+
 _BUILDERS = {
+    ConvTranspose2d: _conv_transpose,
+    Upsample: _upsample,
     Conv2d: _conv2d,
     ReLU: _named(keras.layers.ReLU),
     Flatten: _named(keras.layers.Flatten),

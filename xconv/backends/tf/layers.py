@@ -9,11 +9,12 @@ import numpy as np
 
 from ._env import keras, tf
 
-from ... import layout
+from ... import layout, resample
 from ...shapes import adaptive_windows, pool_output_size, tap_slices
 
 __all__ = ["GatherPad2D", "Subsample2D", "GroupedConv2D", "TorchMaxPool2D", "TorchAvgPool2D", "AdaptiveAvgPool2D",
-           "TorchBatchNorm", "TorchActivation", "ChannelRescaling", "ChannelNormalization"]
+           "TorchBatchNorm", "TorchActivation", "ChannelRescaling", "ChannelNormalization", "TorchUpsample2D",
+           "TorchConvTranspose2D"]
 
 
 @keras.saving.register_keras_serializable(package="xconv")
@@ -344,3 +345,113 @@ class ChannelGather(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "order": self.order, "groups": self.groups}
+
+
+@keras.saving.register_keras_serializable(package="xconv")
+class TorchUpsample2D(keras.layers.Layer):
+    """torch's ``nn.Upsample`` where ``UpSampling2D`` is not the same function: per axis, a gather of the source
+    rows (nearest modes) or two gathers weighted by torch's bilinear weights, all from :mod:`xconv.resample`
+    (constants made from the sizes at construction; no transposes). ``size`` / ``scale_factor`` are the spec's."""
+
+    def __init__(self, input_size: Any, output_size: Any, mode: str, align_corners: Any = None, size: Any = None,
+                 scale_factor: Any = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.input_size, self.output_size = _pair(input_size), _pair(output_size)
+        self.mode, self.align_corners = str(mode), None if align_corners is None else bool(align_corners)
+        self.size = None if size is None else _pair(size)
+        self.scale_factor = None if scale_factor is None else tuple(float(v) for v in scale_factor)
+        factors = self.scale_factor or (None, None)
+        self._taps = [resample.taps(n, o, self.mode, self.align_corners, f)
+                      for n, o, f in zip(self.input_size, self.output_size, factors)]
+
+    def call(self, x: Any) -> Any:
+        for axis, t in ((1, self._taps[0]), (2, self._taps[1])):
+            if t.nearest and len(t.i0) == x.shape[axis] and (t.i0 == np.arange(len(t.i0))).all():
+                continue  # an axis that is copied
+            y = tf.gather(x, tf.constant(t.i0, dtype=tf.int32), axis=axis)
+            if not t.nearest:
+                shape = [1, 1, 1, 1]
+                shape[axis] = -1
+                w0 = tf.constant(t.w0.reshape(shape), dtype=x.dtype)
+                w1 = tf.constant(t.w1.reshape(shape), dtype=x.dtype)
+                y = y * w0 + tf.gather(x, tf.constant(t.i1, dtype=tf.int32), axis=axis) * w1
+            x = y
+        return x
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return (input_shape[0], *self.output_size, input_shape[-1])
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "input_size": self.input_size, "output_size": self.output_size,
+                "mode": self.mode, "align_corners": self.align_corners, "size": self.size,
+                "scale_factor": self.scale_factor}
+
+
+def dilate_kernel(kernel: Any, dilation: tuple[int, int]) -> Any:
+    """A (kh, kw, ., .) kernel with dilation - 1 zeros between its taps: a transposed conv with it equals the
+    dilated one (TensorFlow's CPU transposed conv takes no dilation). Pad and reshape only."""
+    kh, kw, o, i = (int(d) for d in kernel.shape)
+    dh, dw = dilation
+    k = tf.reshape(kernel, (kh, 1, kw, 1, o, i))
+    k = tf.pad(k, [[0, 0], [0, dh - 1], [0, 0], [0, dw - 1], [0, 0], [0, 0]])
+    return tf.reshape(k, (kh * dh, kw * dw, o, i))[: (kh - 1) * dh + 1, : (kw - 1) * dw + 1]
+
+
+@keras.saving.register_keras_serializable(package="xconv")
+class TorchConvTranspose2D(keras.layers.Conv2DTranspose):
+    """torch's ``nn.ConvTranspose2d`` where ``Conv2DTranspose`` cannot run it (groups, dilation): the kernel is
+    (kh, kw, out // groups, in), torch's weight permuted as for ``Conv2DTranspose``; one 'VALID'
+    ``tf.nn.conv2d_transpose`` per group with the kernel's taps spread by the dilation, then torch's
+    output_padding (zero rows bottom / right, before the bias) and padding (cropped from both ends)."""
+
+    def __init__(self, filters: int, kernel_size: Any, strides: Any = (1, 1), groups: int = 1,
+                 torch_padding: Any = (0, 0), torch_output_padding: Any = (0, 0), torch_dilation: Any = (1, 1),
+                 **kwargs: Any) -> None:
+        for key in ("padding", "output_padding", "dilation_rate"):
+            kwargs.pop(key, None)
+        super().__init__(filters, kernel_size, strides=strides, padding="valid", **kwargs)
+        self.groups = int(groups)
+        self.torch_padding, self.torch_output_padding = _pair(torch_padding), _pair(torch_output_padding)
+        self.torch_dilation = _pair(torch_dilation)
+
+    def build(self, input_shape: Any) -> None:
+        self.kernel = self.add_weight(
+            name="kernel", shape=(*self.kernel_size, self.filters // self.groups, int(input_shape[-1])),
+            initializer=self.kernel_initializer, regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint, trainable=True, dtype=self.dtype)
+        self.bias = None if not self.use_bias else self.add_weight(
+            name="bias", shape=(self.filters,), initializer=self.bias_initializer, regularizer=self.bias_regularizer,
+            constraint=self.bias_constraint, trainable=True, dtype=self.dtype)
+
+    def _full(self, h: int, w: int) -> tuple[int, int]:
+        return tuple((n - 1) * s + d * (k - 1) + 1 for n, s, d, k in zip(  # type: ignore[return-value]
+            (h, w), self.strides, self.torch_dilation, self.kernel_size))
+
+    def call(self, x: Any) -> Any:
+        kernel = tf.convert_to_tensor(self.kernel)
+        if self.torch_dilation != (1, 1):
+            kernel = dilate_kernel(kernel, self.torch_dilation)
+        full = self._full(int(x.shape[1]), int(x.shape[2]))
+        g = self.groups
+        shape = tf.stack([tf.shape(x)[0], full[0], full[1], self.filters // g])
+        pieces = zip(tf.split(x, g, axis=-1), tf.split(kernel, g, axis=-1)) if g > 1 else [(x, kernel)]
+        outs = [tf.nn.conv2d_transpose(xi, ki, shape, strides=self.strides, padding="VALID") for xi, ki in pieces]
+        y = tf.concat(outs, axis=-1) if g > 1 else outs[0]
+        (oh, ow), (ph, pw) = self.torch_output_padding, self.torch_padding
+        if oh or ow:
+            y = tf.pad(y, [[0, 0], [0, oh], [0, ow], [0, 0]])
+        if ph or pw:
+            y = y[:, ph:full[0] + oh - ph, pw:full[1] + ow - pw, :]
+        if self.use_bias:
+            y = y + self.bias
+        return y if self.activation is None else self.activation(y)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        n, h, w, _ = input_shape
+        full = self._full(h, w)
+        return (n, *(f + op - 2 * p for f, op, p in zip(full, self.torch_output_padding, self.torch_padding)),
+                self.filters)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "groups": self.groups, "torch_padding": self.torch_padding,
+                "torch_output_padding": self.torch_output_padding, "torch_dilation": self.torch_dilation}

@@ -10,7 +10,7 @@ from ._env import keras, tf
 
 from ... import layout
 from ...shapes import LayerInfo
-from ...spec import BatchNorm1d, BatchNorm2d, ChannelLinear, Conv2d, LayerNorm, LayerScale, Linear, Normalization
+from ...spec import BatchNorm1d, BatchNorm2d, ChannelLinear, Conv2d, ConvTranspose2d, LayerNorm, LayerScale, Linear, Normalization
 from .builders import is_depthwise, keras_name
 
 
@@ -44,6 +44,8 @@ def _kind(info: LayerInfo, name: str) -> str:
     """How canonical state ``name`` of a layer is laid out in Keras (see ``layout.to_keras``)."""
     if name == "weight" and isinstance(info.layer, Conv2d):
         return "depthwise" if is_depthwise(info) else "conv"
+    if name == "weight" and isinstance(info.layer, ConvTranspose2d):
+        return "conv_transpose"
     if name == "weight" and isinstance(info.layer, (Linear, ChannelLinear)):
         return "linear"
     if name == "layer_scale":
@@ -160,7 +162,8 @@ def _new_buffer(kind: str, source: Any, shape: tuple[int, ...]) -> bool:
     unless it only moves size-1 axes (TensorFlow then reshapes, keeping the buffer)."""
     if kind in ("linear", "vector") and not isinstance(source, int) and layout.flatten_permutation(source) is not None:
         return True
-    perm = {"conv": layout.OIHW_TO_HWIO, "depthwise": layout.OIHW_TO_HWIO, "linear": (1, 0)}.get(kind)
+    perm = {"conv": layout.OIHW_TO_HWIO, "conv_transpose": layout.OIHW_TO_HWIO, "depthwise": layout.OIHW_TO_HWIO,
+            "linear": (1, 0)}.get(kind)
     if perm is None:
         return False
     moved = [axis for axis in perm if shape[axis] != 1]

@@ -1,0 +1,105 @@
+"""Keras front-end for the layers that grow a map: ``Conv2DTranspose`` (and a ``Cropping2D`` after it) as torch's
+``ConvTranspose2d``, ``UpSampling2D`` and ``Resizing`` as torch's ``Upsample``, each only where the functions
+are the same, and xconv's own ``TorchConvTranspose2D`` / ``TorchUpsample2D``."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from .. import layout, resample
+from ..backends.tf import TorchConvTranspose2D, TorchUpsample2D, keras
+from ..errors import SpecError, UnsupportedLayerError
+from ..spec import ConvTranspose2d, Upsample
+from ._graph import Raw, drop, readers
+
+__all__ = ["conv_transpose", "upsample", "fold_transpose_crops", "CONV_TRANSPOSE", "UPSAMPLE"]
+
+CONV_TRANSPOSE = (keras.layers.Conv2DTranspose, TorchConvTranspose2D)
+UPSAMPLE = (keras.layers.UpSampling2D, keras.layers.Resizing, TorchUpsample2D)
+
+
+def conv_transpose(layer: Any, in_shape: tuple[int, ...], name: str, where: str) -> tuple[ConvTranspose2d, dict]:
+    """The ConvTranspose2d of a Keras transposed conv on an (H, W, C) input, and its Keras arrays. 'valid' and
+    'same' become torch's padding (cropped from both ends) and output_padding (added bottom / right) where
+    TensorFlow's crop of the full output is one of those; otherwise refused."""
+    kernel = np.asarray(layer.kernel.numpy())  # (kh, kw, out // groups, in)
+    weights = {"weight": kernel}
+    if layer.use_bias:
+        weights["bias"] = np.asarray(layer.bias.numpy())
+    common = dict(stride=tuple(layer.strides), bias=layer.use_bias, name=name)
+    if type(layer) is TorchConvTranspose2D:
+        spec = ConvTranspose2d(int(kernel.shape[3]), layer.filters, tuple(layer.kernel_size), groups=layer.groups,
+                               padding=layer.torch_padding, output_padding=layer.torch_output_padding,
+                               dilation=layer.torch_dilation, **common)  # type: ignore[arg-type]
+        return spec, weights
+    out_hw = tuple(layer.compute_output_shape((None, *in_shape))[1:3])  # Keras' own output length
+    padding, output_padding = [], []
+    for n, out, k, s, d in zip(in_shape[:2], out_hw, layer.kernel_size, layer.strides, layer.dilation_rate):
+        full = (n - 1) * s + d * (k - 1) + 1
+        # TensorFlow keeps [before, before + out) of the full output zero-extended, before from the forward conv's
+        # padding for an input of length out ('valid': none)
+        before = 0 if layer.padding == "valid" else layout.same_padding(out, k, s, d)[0]
+        op = out - full + 2 * before
+        if op < 0 or (op >= s and op >= d):
+            raise UnsupportedLayerError(
+                f"from_keras: {where}: padding={layer.padding!r} on input length {n} (kernel {k}, stride {s}, "
+                f"dilation {d}) keeps positions [{before}, {before + out}) of the full output of {full}, which "
+                "torch's padding (both ends) and output_padding (the end) cannot express")
+        padding.append(before)
+        output_padding.append(op)
+    spec = ConvTranspose2d(int(kernel.shape[3]), layer.filters, tuple(layer.kernel_size), padding=tuple(padding),
+                           output_padding=tuple(output_padding), dilation=tuple(layer.dilation_rate),
+                           **common)  # type: ignore[arg-type]
+    return spec, weights
+
+
+def upsample(layer: Any, where: str, current: tuple[int, ...]) -> Upsample:
+    """The Upsample of an UpSampling2D (integer factors: torch's nearest, which repeats rows, or bilinear with
+    half-pixel centres), a Resizing (TensorFlow's nearest resize is torch's nearest-exact; bilinear) or
+    xconv's own TorchUpsample2D."""
+    try:
+        if type(layer) is TorchUpsample2D:
+            return Upsample(layer.size, layer.scale_factor, layer.mode, layer.align_corners)
+        if type(layer) is keras.layers.UpSampling2D:
+            if layer.interpolation == "bilinear":
+                return Upsample(scale_factor=tuple(layer.size), mode="bilinear")
+            if layer.interpolation == "nearest":
+                _, h, w = current
+                for mode in ("nearest", "nearest-exact"):  # whichever repeats rows for this size (both, in practice)
+                    taps = resample.layer_taps(Upsample(scale_factor=tuple(layer.size), mode=mode), (h, w),
+                                               (h * layer.size[0], w * layer.size[1]))
+                    if all((t.i0 == np.arange(len(t.i0)) // f).all() for t, f in zip(taps, layer.size)):
+                        return Upsample(scale_factor=tuple(layer.size), mode=mode)
+        elif type(layer) is keras.layers.Resizing and not (layer.crop_to_aspect_ratio or layer.pad_to_aspect_ratio
+                                                          or layer.antialias):
+            mode = {"nearest": "nearest-exact", "bilinear": "bilinear"}.get(layer.interpolation)
+            if mode is not None:
+                return Upsample((int(layer.height), int(layer.width)), mode=mode)
+    except SpecError as e:
+        raise UnsupportedLayerError(f"from_keras: {where}: {e}") from None
+    raise UnsupportedLayerError(
+        f"from_keras: {where}: only UpSampling2D with interpolation 'nearest' or 'bilinear' and Resizing with "
+        "'nearest' or 'bilinear', without crop_to_aspect_ratio, pad_to_aspect_ratio or antialias, are supported")
+
+
+def fold_transpose_crops(nodes: list[Raw]) -> None:
+    """A Cropping2D read right after a transposed conv (its one reader) becomes torch's padding and output_padding
+    where it can: cropping (a, b) on an axis adds a to the padding and a - b to the output_padding."""
+    users = readers(nodes)
+    for i, node in enumerate(nodes):
+        if not (node.alive and node.op == "layer" and isinstance(node.layer, ConvTranspose2d) and len(users[i]) == 1):
+            continue
+        crop = users[i][0]
+        if nodes[crop].op != "keras_crop":
+            continue
+        (cropping, _), layer = nodes[crop].payload, node.layer
+        padding = tuple(p + a for p, (a, _) in zip(layer.padding, cropping))
+        output_padding = tuple(op + a - b for op, (a, b) in zip(layer.output_padding, cropping))
+        if any(op < 0 or (op >= s and op >= d) for op, s, d in zip(output_padding, layer.stride, layer.dilation)):
+            continue  # left in place: refused by name
+        node.layer = dataclasses.replace(layer, padding=padding, output_padding=output_padding)
+        drop(nodes, crop)
+        users = readers(nodes)
