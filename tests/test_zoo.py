@@ -9,7 +9,9 @@ import pytest
 import xconv as xc
 from xconv.testing import max_rel_diff
 
-from .zoo_support import KERAS_APPLICATIONS, TORCHVISION, keras_model, torchvision_model
+from .zoo_support import (
+    KERAS_APPLICATIONS, SEGMENTATION, TORCHVISION, keras_model, segmentation_model, torchvision_model,
+)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -28,6 +30,36 @@ def test_torchvision_ports_to_keras(both_backends, name, dtype):
         expect = model(torch.from_numpy(x)).numpy()
     assert max_rel_diff(expect, xc.predict(km, x)) <= xc.testing.TOLERANCE[dtype]
     assert not {"Permute", "Transpose"} & {type(layer).__name__ for layer in km.layers}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", list(SEGMENTATION))
+def test_torchvision_segmentation_ports_to_keras(both_backends, name, dtype):
+    """Dense prediction: dilated backbones, ASPP's pooled branch upsampled back with a size read from the input,
+    LR-ASPP's gate, bilinear upsampling to the input size; the model returns {"out": ...}."""
+    import torch
+
+    model = segmentation_model(name)
+    if dtype == "float64":
+        model = model.double()
+    shape = SEGMENTATION[name]
+    km = xc.port(model, to="tf", input_shape=shape, output="out")  # verify=True
+    xc.set_weights(km, model.state_dict())
+    x = np.random.default_rng(1).standard_normal((2, *shape)).astype(dtype)
+    with torch.no_grad():
+        expect = model(torch.from_numpy(x))["out"].numpy()
+    got = xc.predict(km, x)
+    assert got.shape == expect.shape == (2, 21, *shape[1:])
+    assert max_rel_diff(expect, got) <= xc.testing.TOLERANCE[dtype]
+    assert not {"Permute", "Transpose"} & {type(layer).__name__ for layer in km.layers}
+
+
+def test_a_dict_output_needs_its_entry_named(both_backends):
+    model = segmentation_model("lraspp_mobilenet_v3_large")
+    spec = xc.from_torch(model, (3, 64, 64))  # one entry: taken
+    assert xc.infer(spec)[-1].output_shape == (21, 64, 64)
+    with pytest.raises(xc.UnsupportedLayerError, match="not an entry"):
+        xc.from_torch(model, (3, 64, 64), output="aux")
 
 
 def _own_scale_diff(expect: np.ndarray, got: np.ndarray) -> float:

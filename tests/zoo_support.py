@@ -57,6 +57,13 @@ TORCHVISION: dict[str, tuple[dict[str, Any], tuple[int, int, int]]] = {
     "convnext_tiny": ({}, (3, 64, 64)),
 }
 
+#: torchvision segmentation models that port to Keras (their forward returns {"out": ...}): name -> input (C, H, W)
+SEGMENTATION: dict[str, tuple[int, int, int]] = {
+    "fcn_resnet50": (3, 96, 96),
+    "deeplabv3_mobilenet_v3_large": (3, 96, 96),
+    "lraspp_mobilenet_v3_large": (3, 96, 96),
+}
+
 #: keras.applications models that port to torch: name -> input (H, W, C)
 KERAS_APPLICATIONS: dict[str, tuple[int, int, int]] = {
     "ResNet50": (64, 64, 3),
@@ -90,6 +97,22 @@ def torchvision_model(name: str, seed: int = 0) -> Any:
         for key, p in model.named_parameters():
             if key.endswith("layer_scale"):  # initialised to 1e-6, which would hide every residual branch
                 p.uniform_(0.5, 1.5)
+    return model
+
+
+def segmentation_model(name: str, seed: int = 0) -> Any:
+    """A torchvision segmentation model (no auxiliary head, nothing downloaded) in eval mode with seeded random
+    weights and non-trivial BatchNorm statistics."""
+    import torch
+
+    tv = import_torchvision()
+    torch.manual_seed(seed)
+    model = getattr(tv.models.segmentation, name)(weights=None, weights_backbone=None, aux_loss=False).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
     return model
 
 
