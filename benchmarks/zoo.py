@@ -8,7 +8,8 @@ writes benchmarks/results/zoo.json.
 
     .venv/bin/python benchmarks/zoo.py
 
-Inputs are 3x64x64 (torchvision's inception_v3 3x75x75, Keras' Xception 71x71).
+Inputs are 3x64x64 (torchvision's inception_v3 3x75x75, Keras' Xception 71x71 and InceptionV3 75x75, the
+segmentation models 3x96x96, their "out" entry compared).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import numpy as np
 from _timing import write
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from tests.zoo_support import KERAS_APPLICATIONS, TORCHVISION, keras_model, torchvision_model  # noqa: E402
+from tests.zoo_support import (  # noqa: E402
+    KERAS_APPLICATIONS, SEGMENTATION, TORCHVISION, keras_model, segmentation_model, torchvision_model,
+)
 
 # (the zoo's definitions live with the tests that port it; this script measures the same models)
 
@@ -30,23 +33,29 @@ import xconv as xc  # noqa: E402
 from xconv.testing import max_rel_diff  # noqa: E402
 
 
-def torch_row(name: str) -> dict:
+def torch_row(name: str, segmentation: bool = False) -> dict:
     import torch
 
-    model = torchvision_model(name)
-    shape = TORCHVISION[name][1]
+    model = segmentation_model(name) if segmentation else torchvision_model(name)
+    shape = SEGMENTATION[name] if segmentation else TORCHVISION[name][1]
+    output = "out" if segmentation else None
+
+    def run(m: object, x: np.ndarray) -> np.ndarray:
+        y = m(torch.from_numpy(x))  # type: ignore[operator]
+        return (y["out"] if segmentation else y).numpy()
+
     t = time.perf_counter()
-    km = xc.port(model, to="tf", input_shape=shape)
+    km = xc.port(model, to="tf", input_shape=shape, output=output)
     seconds = time.perf_counter() - t
     x = np.random.default_rng(1).standard_normal((4, *shape)).astype("float32")
     with torch.no_grad():
-        err32 = max_rel_diff(model(torch.from_numpy(x)).numpy(), xc.predict(km, x))
+        err32 = max_rel_diff(run(model, x), xc.predict(km, x))
         m64 = model.double()
-        km64 = xc.port(m64, to="tf", input_shape=shape)
-        err64 = max_rel_diff(m64(torch.from_numpy(x.astype("float64"))).numpy(), xc.predict(km64, x.astype("float64")))
+        km64 = xc.port(m64, to="tf", input_shape=shape, output=output)
+        err64 = max_rel_diff(run(m64, x.astype("float64")), xc.predict(km64, x.astype("float64")))
     params = sum(p.numel() for p in model.parameters())
-    return dict(model=f"torchvision {name}", direction="torch -> Keras", params=params, port_s=seconds,
-                rel_diff_float32=err32, rel_diff_float64=err64)
+    return dict(model=f"torchvision {'segmentation.' if segmentation else ''}{name}", direction="torch -> Keras",
+                params=params, port_s=seconds, rel_diff_float32=err32, rel_diff_float64=err64)
 
 
 def keras_row(name: str) -> dict:
@@ -69,13 +78,14 @@ def main() -> None:
     argparse.ArgumentParser(description=__doc__).parse_args()
     xc.port(torchvision_model("squeezenet1_1"), to="tf", input_shape=(3, 64, 64))  # warm up
     rows = [torch_row(n) for n in TORCHVISION] + [keras_row(n) for n in KERAS_APPLICATIONS]
+    rows += [torch_row(n, segmentation=True) for n in SEGMENTATION]
     print("| model | direction | parameters | port time | max rel. diff float32 | float64 |")
     print("|---|---|---:|---:|---:|---:|")
     for r in rows:
         f64 = "" if r["rel_diff_float64"] is None else f"{r['rel_diff_float64']:.1e}"
         print(f"| {r['model']} | {r['direction']} | {r['params'] / 1e6:.1f}M | {r['port_s']:.1f} s | "
               f"{r['rel_diff_float32']:.1e} | {f64} |")
-    write("zoo", {"input": "3x64x64 (Xception 71x71, Inception v3 75x75)", "rows": rows})
+    write("zoo", {"input": "3x64x64 (Xception 71x71, Inception v3 75x75, segmentation 3x96x96)", "rows": rows})
 
 
 if __name__ == "__main__":
