@@ -8,7 +8,8 @@ import pathlib
 import platform
 import statistics
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 

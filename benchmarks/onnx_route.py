@@ -23,7 +23,6 @@ from _timing import machine, paired, write
 import xconv as xc
 from xconv.demo import seed_convnet
 
-
 COLD = """
 import io, sys, time, warnings
 import torch, onnx, keras, tensorflow  # imports are not timed
@@ -43,8 +42,14 @@ print(time.perf_counter() - t)
 
 def cold(which: str, runs: int = 3) -> float:
     """Median time of the first call in a fresh process (frameworks already imported)."""
-    times = [float(subprocess.run([sys.executable, "-c", COLD, which], capture_output=True, text=True,
-                                  check=True).stdout.split()[-1]) for _ in range(runs)]
+    times = [
+        float(
+            subprocess.run(
+                [sys.executable, "-c", COLD, which], capture_output=True, text=True, check=True
+            ).stdout.split()[-1]
+        )
+        for _ in range(runs)
+    ]
     return statistics.median(times)
 
 
@@ -63,8 +68,10 @@ def main() -> None:
             torch.onnx.export(tm, example, io.BytesIO(), dynamo=False)
 
     rows = []
-    for label, fn in (("xc.port(torch -> Keras), verify=True", lambda: xc.port(tm, to="tf")),
-                      ("xc.port(torch -> Keras), verify=False", lambda: xc.port(tm, to="tf", verify=False))):
+    for label, fn in (
+        ("xc.port(torch -> Keras), verify=True", lambda: xc.port(tm, to="tf")),
+        ("xc.port(torch -> Keras), verify=False", lambda: xc.port(tm, to="tf", verify=False)),
+    ):
         r, a, b = paired(fn, onnx_export, args.repeats)
         rows.append((label, a, b, 1 / r))
     cold_port, cold_onnx = cold("port"), cold("onnx")
@@ -73,8 +80,13 @@ def main() -> None:
     print(f"{'path':<40} {'port ms':>9} {'onnx.export ms':>15} {'speed-up':>9}  target >= 20")
     for label, a, b, s in rows:
         print(f"{label:<40} {a * 1e3:>9.1f} {b * 1e3:>15.1f} {s:>9.1f}")
-    write("onnx_route", {"repeats": args.repeats,
-                         "rows": [dict(path=p, port_seconds=a, onnx_export_seconds=b, speedup=s) for p, a, b, s in rows]})
+    write(
+        "onnx_route",
+        {
+            "repeats": args.repeats,
+            "rows": [dict(path=p, port_seconds=a, onnx_export_seconds=b, speedup=s) for p, a, b, s in rows],
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -35,13 +35,22 @@ def main() -> None:
 
     spec = seed_convnet()
     hand_torch = nn.Sequential(
-        nn.Conv2d(3, 32, 5, padding=2), nn.ReLU(), nn.Conv2d(32, 16, 3, padding=1), nn.ReLU(), nn.Flatten(),
+        nn.Conv2d(3, 32, 5, padding=2),
+        nn.ReLU(),
+        nn.Conv2d(32, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
         nn.Linear(16 * 32 * 32, 10),
     ).eval()
-    hand_keras = keras.Sequential([
-        keras.Input((32, 32, 3)), keras.layers.Conv2D(32, 5, padding="same", activation="relu"),
-        keras.layers.Conv2D(16, 3, padding="same", activation="relu"), keras.layers.Flatten(), keras.layers.Dense(10),
-    ])
+    hand_keras = keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Conv2D(32, 5, padding="same", activation="relu"),
+            keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10),
+        ]
+    )
     tm = xc.build(spec, "torch", seed=0).eval()
     km = xc.build(spec, "tf", seed=0)
 
@@ -59,20 +68,32 @@ def main() -> None:
         r, a, b = paired(lambda: fa(xk), lambda: fb(xk), args.repeats)
         rows.append(("keras tf.function", batch, a, b, r))
 
-    graph = tf.function(lambda v: km(v, training=False)).get_concrete_function(
-        tf.TensorSpec((None, 32, 32, 3), tf.float32)).graph
+    graph = (
+        tf.function(lambda v: km(v, training=False))
+        .get_concrete_function(tf.TensorSpec((None, 32, 32, 3), tf.float32))
+        .graph
+    )
     transposes = sum(1 for op in graph.get_operations() if "Transpose" in op.type or "Permute" in op.type)
 
-    print(f"seed ConvNet, {os.cpu_count()} cores, {args.repeats} interleaved pairs, medians; "
-          f"MALLOC_MMAP_THRESHOLD_={os.environ.get('MALLOC_MMAP_THRESHOLD_', 'unset')}")
+    print(
+        f"seed ConvNet, {os.cpu_count()} cores, {args.repeats} interleaved pairs, medians; "
+        f"MALLOC_MMAP_THRESHOLD_={os.environ.get('MALLOC_MMAP_THRESHOLD_', 'unset')}"
+    )
     print(f"{'path':<20} {'batch':>5} {'xconv ms':>10} {'native ms':>10} {'ratio':>7}  target <= 1.02")
     for path, batch, a, b, r in rows:
         print(f"{path:<20} {batch:>5} {a * 1e3:>10.2f} {b * 1e3:>10.2f} {r:>7.3f}")
     print(f"Transpose/Permute ops in the traced Keras graph: {transposes} (target 0)")
     out = pathlib.Path(__file__).parent / "results" / "overhead.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"rows": [dict(path=p, batch=bt, xconv_s=a, native_s=b, ratio=r) for p, bt, a, b, r in rows],
-                               "transposes": transposes}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "rows": [dict(path=p, batch=bt, xconv_s=a, native_s=b, ratio=r) for p, bt, a, b, r in rows],
+                "transposes": transposes,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -22,15 +22,26 @@ import xconv as xc
 
 
 def resnet50_chain() -> xc.Sequential:
-    layers: list = [xc.Conv2d(3, 64, 7, stride=2, padding=3, bias=False), xc.BatchNorm2d(64), xc.ReLU(),
-                    xc.MaxPool2d(3, stride=2, padding=1)]
+    layers: list = [
+        xc.Conv2d(3, 64, 7, stride=2, padding=3, bias=False),
+        xc.BatchNorm2d(64),
+        xc.ReLU(),
+        xc.MaxPool2d(3, stride=2, padding=1),
+    ]
     channels = 64
     for mid, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
         for b in range(blocks):
-            layers += [xc.Conv2d(channels, mid, 1, bias=False), xc.BatchNorm2d(mid), xc.ReLU(),
-                       xc.Conv2d(mid, mid, 3, stride=stride if b == 0 else 1, padding=1, bias=False),
-                       xc.BatchNorm2d(mid), xc.ReLU(),
-                       xc.Conv2d(mid, 4 * mid, 1, bias=False), xc.BatchNorm2d(4 * mid), xc.ReLU()]
+            layers += [
+                xc.Conv2d(channels, mid, 1, bias=False),
+                xc.BatchNorm2d(mid),
+                xc.ReLU(),
+                xc.Conv2d(mid, mid, 3, stride=stride if b == 0 else 1, padding=1, bias=False),
+                xc.BatchNorm2d(mid),
+                xc.ReLU(),
+                xc.Conv2d(mid, 4 * mid, 1, bias=False),
+                xc.BatchNorm2d(4 * mid),
+                xc.ReLU(),
+            ]
             channels = 4 * mid
     layers += [xc.AdaptiveAvgPool2d(1), xc.Flatten(), xc.Linear(2048, 1000)]
     return xc.Sequential(*layers, input_shape=(3, 224, 224))
@@ -73,23 +84,37 @@ def main() -> None:
         xc.transfer_weights(a, b)  # the first call traces the model's compiled transfer function
         first[label] = time.perf_counter() - t
     rows = []
-    for label, fn in (("torch -> Keras transfer_weights", lambda: xc.transfer_weights(tm, km)),
-                      ("Keras -> torch transfer_weights", lambda: xc.transfer_weights(km, tm))):
+    for label, fn in (
+        ("torch -> Keras transfer_weights", lambda: xc.transfer_weights(tm, km)),
+        ("Keras -> torch transfer_weights", lambda: xc.transfer_weights(km, tm)),
+    ):
         with torch.no_grad():
             r, a, b = paired(fn, copy, args.repeats)
         rows.append((label, a, b, r))
     r, a, b = paired(naive, copy, args.repeats)
     rows.append(("naive transpose + set_weights", a, b, r))
 
-    print(f"ResNet-50-sized chain: {params / 1e6:.1f}M parameters, {nbytes / 2**20:.0f} MiB float32; {machine()}; "
-          f"{args.repeats} interleaved pairs, medians")
+    print(
+        f"ResNet-50-sized chain: {params / 1e6:.1f}M parameters, {nbytes / 2**20:.0f} MiB float32; {machine()}; "
+        f"{args.repeats} interleaved pairs, medians"
+    )
     print(f"{'path':<34} {'ms':>9} {'copy ms':>9} {'x copy':>8}  target <= 4")
     for label, a, b, r in rows:
         print(f"{label:<34} {a * 1e3:>9.1f} {b * 1e3:>9.1f} {r:>8.2f}")
-    print("first call of each direction on a model (traces its compiled transfer once): "
-          + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in first.items()))
-    write("port_speed", {"parameters": params, "bytes": nbytes, "repeats": args.repeats, "first_call_seconds": first,
-                         "rows": [dict(path=p, seconds=a, copy_seconds=b, ratio=r) for p, a, b, r in rows]})
+    print(
+        "first call of each direction on a model (traces its compiled transfer once): "
+        + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in first.items())
+    )
+    write(
+        "port_speed",
+        {
+            "parameters": params,
+            "bytes": nbytes,
+            "repeats": args.repeats,
+            "first_call_seconds": first,
+            "rows": [dict(path=p, seconds=a, copy_seconds=b, ratio=r) for p, a, b, r in rows],
+        },
+    )
 
 
 if __name__ == "__main__":

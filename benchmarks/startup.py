@@ -13,13 +13,17 @@ import subprocess
 import sys
 import time
 
-CODE = "import time, sys; t = time.perf_counter(); import xconv; print(time.perf_counter() - t, " \
-       "any(m in sys.modules for m in ('torch', 'tensorflow', 'keras')))"
+CODE = (
+    "import time, sys; t = time.perf_counter(); import xconv; print(time.perf_counter() - t, "
+    "any(m in sys.modules for m in ('torch', 'tensorflow', 'keras')))"
+)
 
 
 def import_time(repeats: int = 7) -> tuple[float, bool]:
-    runs = [subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, check=True).stdout.split()
-            for _ in range(repeats)]
+    runs = [
+        subprocess.run([sys.executable, "-c", CODE], capture_output=True, text=True, check=True).stdout.split()
+        for _ in range(repeats)
+    ]
     return statistics.median(float(r[0]) for r in runs), any(r[1] == "True" for r in runs)
 
 

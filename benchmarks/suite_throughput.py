@@ -23,8 +23,12 @@ NO_DROPOUT = tuple(k for k in strategies.ALL_KINDS if k != "Dropout")
 def measure(examples: int, dtype: str, training: bool) -> tuple[int, float]:
     checked = 0
 
-    @settings(max_examples=examples, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
     @given(data=st.data())
     def prop(data: st.DataObject) -> None:
         nonlocal checked
@@ -52,8 +56,10 @@ def main() -> None:
     print(f"{'dtype':<8} {'mode':<10} {'specs':>6} {'seconds':>8} {'specs/min':>10}")
     for dtype, mode, n, seconds, rate in rows:
         print(f"{dtype:<8} {mode:<10} {n:>6} {seconds:>8.1f} {rate:>10.0f}")
-    write("suite_throughput", {"rows": [dict(dtype=d, mode=m, specs=n, seconds=s, per_minute=r)
-                                        for d, m, n, s, r in rows]})
+    write(
+        "suite_throughput",
+        {"rows": [dict(dtype=d, mode=m, specs=n, seconds=s, per_minute=r) for d, m, n, s, r in rows]},
+    )
 
 
 if __name__ == "__main__":

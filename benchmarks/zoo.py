@@ -23,14 +23,17 @@ import numpy as np
 from _timing import write
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from tests.zoo_support import (  # noqa: E402
-    KERAS_APPLICATIONS, SEGMENTATION, TORCHVISION, keras_model, segmentation_model, torchvision_model,
-)
-
 # (the zoo's definitions live with the tests that port it; this script measures the same models)
-
-import xconv as xc  # noqa: E402
-from xconv.testing import max_rel_diff  # noqa: E402
+import xconv as xc
+from tests.zoo_support import (
+    KERAS_APPLICATIONS,
+    SEGMENTATION,
+    TORCHVISION,
+    keras_model,
+    segmentation_model,
+    torchvision_model,
+)
+from xconv.testing import max_rel_diff
 
 
 def torch_row(name: str, segmentation: bool = False) -> dict:
@@ -54,8 +57,14 @@ def torch_row(name: str, segmentation: bool = False) -> dict:
         km64 = xc.port(m64, to="tf", input_shape=shape, output=output)
         err64 = max_rel_diff(run(m64, x.astype("float64")), xc.predict(km64, x.astype("float64")))
     params = sum(p.numel() for p in model.parameters())
-    return dict(model=f"torchvision {'segmentation.' if segmentation else ''}{name}", direction="torch -> Keras",
-                params=params, port_s=seconds, rel_diff_float32=err32, rel_diff_float64=err64)
+    return dict(
+        model=f"torchvision {'segmentation.' if segmentation else ''}{name}",
+        direction="torch -> Keras",
+        params=params,
+        port_s=seconds,
+        rel_diff_float32=err32,
+        rel_diff_float64=err64,
+    )
 
 
 def keras_row(name: str) -> dict:
@@ -70,8 +79,14 @@ def keras_row(name: str) -> dict:
     expect = np.asarray(model(xc.to_nhwc(x), training=False))
     # against the logits' own scale: some of these give logits of 1e-19 with random weights
     err32 = float(np.abs(expect - xc.predict(tm, x)).max() / np.abs(expect).max())
-    return dict(model=f"keras.applications {name}", direction="Keras -> torch", params=int(model.count_params()),
-                port_s=seconds, rel_diff_float32=err32, rel_diff_float64=None)
+    return dict(
+        model=f"keras.applications {name}",
+        direction="Keras -> torch",
+        params=int(model.count_params()),
+        port_s=seconds,
+        rel_diff_float32=err32,
+        rel_diff_float64=None,
+    )
 
 
 def main() -> None:
@@ -83,8 +98,10 @@ def main() -> None:
     print("|---|---|---:|---:|---:|---:|")
     for r in rows:
         f64 = "" if r["rel_diff_float64"] is None else f"{r['rel_diff_float64']:.1e}"
-        print(f"| {r['model']} | {r['direction']} | {r['params'] / 1e6:.1f}M | {r['port_s']:.1f} s | "
-              f"{r['rel_diff_float32']:.1e} | {f64} |")
+        print(
+            f"| {r['model']} | {r['direction']} | {r['params'] / 1e6:.1f}M | {r['port_s']:.1f} s | "
+            f"{r['rel_diff_float32']:.1e} | {f64} |"
+        )
     write("zoo", {"input": "3x64x64 (Xception 71x71, Inception v3 75x75, segmentation 3x96x96)", "rows": rows})
 
 

@@ -20,9 +20,9 @@ from .test_shapes import seed_spec
 AWKWARD = xc.Sequential(
     xc.Conv2d(1, 3, 3, stride=2, dilation=2, padding=2, padding_mode="reflect"),  # (3, 6, 6)
     xc.ReLU(),
-    xc.Conv2d(3, 6, 2, stride=2, padding="same", groups=3),                       # (6, 3, 3)
-    xc.Conv2d(6, 1, 1, padding=((1, 0), (0, 2)), padding_mode="circular"),        # (1, 4, 5)
-    xc.Conv2d(1, 3, 3, stride=(1, 3)),                                            # (3, 2, 1)
+    xc.Conv2d(3, 6, 2, stride=2, padding="same", groups=3),  # (6, 3, 3)
+    xc.Conv2d(6, 1, 1, padding=((1, 0), (0, 2)), padding_mode="circular"),  # (1, 4, 5)
+    xc.Conv2d(1, 3, 3, stride=(1, 3)),  # (3, 2, 1)
     xc.Flatten(),
     xc.Linear(None, 5),
     input_shape=(1, 12, 12),
@@ -30,11 +30,15 @@ AWKWARD = xc.Sequential(
 
 
 def test_unknown_backend_lists_valid_names():
-    with pytest.raises(ValueError, match="unknown backend 'jax'; valid names: 'numpy', 'torch', 'pytorch', 'tf', 'tensorflow', 'keras'"):
+    with pytest.raises(
+        ValueError, match="unknown backend 'jax'; valid names: 'numpy', 'torch', 'pytorch', 'tf', 'tensorflow', 'keras'"
+    ):
         xc.build(seed_spec(), "jax")
 
 
-@pytest.mark.parametrize("alias, canonical", [("pytorch", "torch"), ("tensorflow", "tf"), ("keras", "tf"), ("TF", "tf")])
+@pytest.mark.parametrize(
+    "alias, canonical", [("pytorch", "torch"), ("tensorflow", "tf"), ("keras", "tf"), ("TF", "tf")]
+)
 def test_aliases(both_backends, alias, canonical):
     assert type(xc.build(AWKWARD, alias)) is type(xc.build(AWKWARD, canonical))
 
@@ -54,7 +58,13 @@ def test_models_are_native(both_backends):
     km = xc.build(seed_spec(), "tf", seed=0)
     assert isinstance(km, keras.Model)
     assert km.input_shape == (None, 32, 32, 3)
-    assert [layer.name for layer in km.layers] == ["input", "conv2d_0", "conv2d_2", "flatten_4", "linear_5"]  # ReLUs fused
+    assert [layer.name for layer in km.layers] == [
+        "input",
+        "conv2d_0",
+        "conv2d_2",
+        "flatten_4",
+        "linear_5",
+    ]  # ReLUs fused
 
 
 def test_spec_of_returns_the_resolved_spec(backend):
@@ -103,7 +113,9 @@ def test_keras_file_round_trip_with_custom_layers(both_backends, tmp_path):
 
 
 def test_keras_model_trains_with_fit(both_backends):
-    km = xc.build(xc.Sequential(xc.Conv2d(1, 2, 3), xc.Flatten(), xc.Linear(None, 3), input_shape=(1, 5, 5)), "tf", seed=0)
+    km = xc.build(
+        xc.Sequential(xc.Conv2d(1, 2, 3), xc.Flatten(), xc.Linear(None, 3), input_shape=(1, 5, 5)), "tf", seed=0
+    )
     km.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     rng = np.random.default_rng(0)
     history = km.fit(rng.standard_normal((8, 5, 5, 1)), rng.integers(0, 3, 8), epochs=1, verbose=0)
@@ -122,7 +134,10 @@ def test_torch_model_scripts_and_exports(both_backends):
 def _run_fresh(code: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True, text=True, env={**os.environ, **env}, timeout=300,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=300,
     )
 
 
@@ -154,9 +169,10 @@ def test_frameworks_are_imported_only_under_backends():
     import re
 
     root = pathlib.Path(xc.__file__).parent
-    pattern = re.compile(r"^\s*(import|from)\s+(torch|tensorflow|keras)\b", re.M)
+    pattern = re.compile(r"^\s*(import|from)\s+(torch|tensorflow|keras)\b", re.MULTILINE)
     offenders = [
-        str(p.relative_to(root)) for p in root.rglob("*.py")
+        str(p.relative_to(root))
+        for p in root.rglob("*.py")
         if "backends" not in p.parts and p.name != "demo.py" and pattern.search(p.read_text())
     ]
     assert offenders == []

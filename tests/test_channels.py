@@ -11,13 +11,27 @@ import xconv as xc
 from xconv.testing import assert_equivalent, max_rel_diff
 
 CONVNEXT_LIKE = xc.Sequential(
-    xc.Conv2d(4, 8, 2, stride=2, name="stem"), xc.LayerNorm(8, eps=1e-6, name="stem_norm"),
-    xc.Add(xc.Sequential(xc.Conv2d(8, 8, 3, padding=1, groups=8, name="blk.dw"), xc.LayerNorm(8, eps=1e-6),
-                         xc.ChannelLinear(8, 16), xc.GELU(), xc.ChannelLinear(16, 8), xc.LayerScale(8, name="blk")),
-           xc.Identity()),
+    xc.Conv2d(4, 8, 2, stride=2, name="stem"),
+    xc.LayerNorm(8, eps=1e-6, name="stem_norm"),
+    xc.Add(
+        xc.Sequential(
+            xc.Conv2d(8, 8, 3, padding=1, groups=8, name="blk.dw"),
+            xc.LayerNorm(8, eps=1e-6),
+            xc.ChannelLinear(8, 16),
+            xc.GELU(),
+            xc.ChannelLinear(16, 8),
+            xc.LayerScale(8, name="blk"),
+        ),
+        xc.Identity(),
+    ),
     xc.Concat(xc.Narrow(1, 0, 3), xc.Sequential(xc.Narrow(1, 3, 5), xc.Conv2d(5, 5, 1), xc.ReLU())),
-    xc.ChannelShuffle(2), xc.BatchNorm2d(8, scale=False), xc.BatchNorm2d(8, center=False),
-    xc.AdaptiveAvgPool2d(1), xc.Flatten(), xc.LayerNorm(8), xc.Linear(8, 3),
+    xc.ChannelShuffle(2),
+    xc.BatchNorm2d(8, scale=False),
+    xc.BatchNorm2d(8, center=False),
+    xc.AdaptiveAvgPool2d(1),
+    xc.Flatten(),
+    xc.LayerNorm(8),
+    xc.Linear(8, 3),
     input_shape=(4, 10, 10),
 )
 
@@ -67,8 +81,9 @@ def _torch_modules():
 
     class LayerNorm2d(nn.LayerNorm):  # torchvision's: traced through to F.layer_norm on its own parameters
         def forward(self, x):
-            return F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias,
-                                self.eps).permute(0, 3, 1, 2)
+            return F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps).permute(
+                0, 3, 1, 2
+            )
 
     class Block(nn.Module):
         def __init__(self, c):
@@ -146,18 +161,23 @@ def _refused(forward, match):
         xc.from_torch(M(), (4, 4, 4))
 
 
-@pytest.mark.parametrize("forward, match", [
-    (lambda self, x: self.linear(self.conv(x)), "acts on the last axis"),  # nn.Linear on NCHW: over W
-    (lambda self, x: self.norm(self.conv(x)), "acts on the last axis"),
-    (lambda self, x: self.conv(x).permute(0, 2, 1, 3), r"permute\(0, 2, 1, 3\)"),
-    (lambda self, x: self.conv(x).permute(0, 2, 3, 1), "channels-last"),  # returned permuted
-    (lambda self, x: self.conv(x).permute(0, 2, 3, 1).relu().flatten(1), "channels-last"),
-    (lambda self, x: self.gamma * self.conv(x), "layer_scale"),  # a learned scale under another name
-    (lambda self, x: self.conv(x)[:, ::2], "step 1"),
-    (lambda self, x: self.conv(x)[:, 1:2, 1:3], "one sliced"),
-    (lambda self, x: self.conv(x).view(x.size(0), 2, 2, 4, 4).transpose(1, 3).reshape(x.size(0), 4, 4, 4),
-     "supported"),
-])
+@pytest.mark.parametrize(
+    "forward, match",
+    [
+        (lambda self, x: self.linear(self.conv(x)), "acts on the last axis"),  # nn.Linear on NCHW: over W
+        (lambda self, x: self.norm(self.conv(x)), "acts on the last axis"),
+        (lambda self, x: self.conv(x).permute(0, 2, 1, 3), r"permute\(0, 2, 1, 3\)"),
+        (lambda self, x: self.conv(x).permute(0, 2, 3, 1), "channels-last"),  # returned permuted
+        (lambda self, x: self.conv(x).permute(0, 2, 3, 1).relu().flatten(1), "channels-last"),
+        (lambda self, x: self.gamma * self.conv(x), "layer_scale"),  # a learned scale under another name
+        (lambda self, x: self.conv(x)[:, ::2], "step 1"),
+        (lambda self, x: self.conv(x)[:, 1:2, 1:3], "one sliced"),
+        (
+            lambda self, x: self.conv(x).view(x.size(0), 2, 2, 4, 4).transpose(1, 3).reshape(x.size(0), 4, 4, 4),
+            "supported",
+        ),
+    ],
+)
 def test_torch_forms_that_act_on_another_axis_are_refused(both_backends, forward, match):
     _refused(forward, match)
 
@@ -165,8 +185,13 @@ def test_torch_forms_that_act_on_another_axis_are_refused(both_backends, forward
 def _keras_model(nested):
     import keras
 
-    inner = keras.Sequential([keras.layers.Conv2D(6, 2, strides=2, name="inner_conv"),
-                              keras.layers.LayerNormalization(epsilon=1e-6, name="inner_norm")], name="stem")
+    inner = keras.Sequential(
+        [
+            keras.layers.Conv2D(6, 2, strides=2, name="inner_conv"),
+            keras.layers.LayerNormalization(epsilon=1e-6, name="inner_norm"),
+        ],
+        name="stem",
+    )
     x = keras.Input((8, 8, 3))
     y = inner(x) if nested else keras.layers.LayerNormalization(epsilon=1e-6)(keras.layers.Conv2D(6, 2, strides=2)(x))
     z = keras.layers.Dense(12, name="pw1")(y)  # on the NHWC map: per pixel
@@ -201,9 +226,11 @@ def test_keras_forms_that_differ_are_refused(both_backends):
     import keras
 
     x = keras.Input((4, 4, 3))
-    for layer, match in ((keras.layers.LayerNormalization(axis=1), "last"),
-                         (keras.layers.LayerNormalization(rms_scaling=True), "rms_scaling"),
-                         (keras.layers.LayerNormalization(scale=False), "scale")):
+    for layer, match in (
+        (keras.layers.LayerNormalization(axis=1), "last"),
+        (keras.layers.LayerNormalization(rms_scaling=True), "rms_scaling"),
+        (keras.layers.LayerNormalization(scale=False), "scale"),
+    ):
         with pytest.raises(xc.UnsupportedLayerError, match=match):
             xc.from_keras(keras.Model(x, layer(x)))
 
@@ -215,8 +242,9 @@ def test_catches_layer_norm_over_the_wrong_axis(both_backends, monkeypatch):
     from xconv.backends.tf import builders
 
     def wrong_axis(info, x, dtype):
-        return keras.layers.LayerNormalization(axis=-2, epsilon=info.layer.eps, dtype=dtype,
-                                               name=builders.keras_name(info))(x)
+        return keras.layers.LayerNormalization(
+            axis=-2, epsilon=info.layer.eps, dtype=dtype, name=builders.keras_name(info)
+        )(x)
 
     monkeypatch.setitem(builders._BUILDERS, xc.LayerNorm, wrong_axis)
     spec = xc.Sequential(xc.Conv2d(3, 4, 1), xc.LayerNorm(4), input_shape=(3, 4, 4))

@@ -83,9 +83,13 @@ def test_convert_refuses_to_write_over_its_input(tmp_path, capsys):
 
 def test_convert_refuses_an_output_extension_that_does_not_match_to(tmp_path, capsys):
     src = _checkpoint(tmp_path)
-    for to, name, found in (("safetensors", "o.pt", "ends in '.pt'"), ("torch", "o.keras", "ends in '.keras'"),
-                            ("tf", "o.pt", "ends in '.pt'"), ("tf", "o", "has no extension"),
-                            ("torch", "o.safetensors", "ends in '.safetensors'")):
+    for to, name, found in (
+        ("safetensors", "o.pt", "ends in '.pt'"),
+        ("torch", "o.keras", "ends in '.keras'"),
+        ("tf", "o.pt", "ends in '.pt'"),
+        ("tf", "o", "has no extension"),
+        ("torch", "o.safetensors", "ends in '.safetensors'"),
+    ):
         _refused(["convert", src, "--to", to, "-o", tmp_path / name], capsys, f"--to {to} writes")
         assert not (tmp_path / name).exists()
     _refused(["convert", src, "--to", "safetensors", "-o", tmp_path / "o.pt"], capsys, "o.pt ends in '.pt'")
@@ -138,15 +142,21 @@ def test_convert_refuses_an_output_place_it_cannot_write(tmp_path, capsys):
     src = _checkpoint(tmp_path)
     (tmp_path / "file").write_text("x")
     (tmp_path / "dir.safetensors").mkdir()
-    _refused(["convert", src, "--to", "safetensors", "-o", tmp_path / "missing" / "o.safetensors"], capsys,
-             "does not exist")
-    _refused(["convert", src, "--to", "safetensors", "-o", tmp_path / "file" / "o.safetensors"], capsys,
-             "is not a folder")
-    _refused(["convert", src, "--to", "safetensors", "-o", tmp_path / "dir.safetensors"], capsys,
-             "is not a regular file")
+    _refused(
+        ["convert", src, "--to", "safetensors", "-o", tmp_path / "missing" / "o.safetensors"], capsys, "does not exist"
+    )
+    _refused(
+        ["convert", src, "--to", "safetensors", "-o", tmp_path / "file" / "o.safetensors"], capsys, "is not a folder"
+    )
+    _refused(
+        ["convert", src, "--to", "safetensors", "-o", tmp_path / "dir.safetensors"], capsys, "is not a regular file"
+    )
     if sys.platform.startswith("linux") and os.path.isdir("/proc/self"):  # not writable, even by root
-        _refused(["convert", src, "--to", "safetensors", "-o", "/proc/self/o.safetensors"], capsys,
-                 "cannot write /proc/self/o.safetensors")
+        _refused(
+            ["convert", src, "--to", "safetensors", "-o", "/proc/self/o.safetensors"],
+            capsys,
+            "cannot write /proc/self/o.safetensors",
+        )
     if hasattr(os, "geteuid") and os.geteuid() != 0:  # root writes into read-only folders
         ro = tmp_path / "ro"
         ro.mkdir()
@@ -189,17 +199,20 @@ def test_demo_refuses_an_unwritable_out_before_training(tmp_path, capsys, no_tra
     assert (tmp_path / "file").read_text() == "x"
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--lr", "nan"], "--lr must be a positive finite number. Received: nan"),
-    (["--lr", "inf"], "--lr must be a positive finite number. Received: inf"),
-    (["--lr", "-1"], "--lr must be a positive finite number. Received: -1.0"),
-    (["--lr", "0"], "--lr must be a positive finite number"),
-    (["--steps", "0"], "--steps must be at least 1"),
-    (["--steps", "-5"], "--steps must be at least 1"),
-    (["--batch", "0"], "--batch must be at least 1"),
-    (["--print-every", "0"], "--print-every must be at least 1"),
-    (["--seed", "-1"], "--seed must not be negative"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--lr", "nan"], "--lr must be a positive finite number. Received: nan"),
+        (["--lr", "inf"], "--lr must be a positive finite number. Received: inf"),
+        (["--lr", "-1"], "--lr must be a positive finite number. Received: -1.0"),
+        (["--lr", "0"], "--lr must be a positive finite number"),
+        (["--steps", "0"], "--steps must be at least 1"),
+        (["--steps", "-5"], "--steps must be at least 1"),
+        (["--batch", "0"], "--batch must be at least 1"),
+        (["--print-every", "0"], "--print-every must be at least 1"),
+        (["--seed", "-1"], "--seed must not be negative"),
+    ],
+)
 def test_demo_refuses_bad_hyperparameters_before_training(tmp_path, capsys, no_training, argv, message):
     _refused(["demo", *argv, "--out", tmp_path / "o"], capsys, message)
     assert no_training == [] and not (tmp_path / "o").exists()
@@ -223,8 +236,11 @@ def test_files_that_are_not_keras_files_are_exit_2(both_backends, tmp_path, caps
         pickle.dump({"layers": [1, 2]}, f)
     (tmp_path / "empty.keras").write_bytes(b"")
     for name in ("text.keras", "pickle.keras", "empty.keras"):
-        for argv in (["summary", tmp_path / name], ["check", tmp_path / name],
-                     ["convert", tmp_path / name, "--to", "torch", "-o", tmp_path / "o.pt"]):
+        for argv in (
+            ["summary", tmp_path / name],
+            ["check", tmp_path / name],
+            ["convert", tmp_path / name, "--to", "torch", "-o", tmp_path / "o.pt"],
+        ):
             _refused(argv, capsys, f"{name} is not a readable .keras file")
     assert not (tmp_path / "o.pt").exists()
 
@@ -247,8 +263,20 @@ def test_a_fifo_given_as_spec_is_refused(both_backends, tmp_path, capsys):
 
     torch.save(xc.build(SPEC, "torch", seed=0).state_dict(), tmp_path / "w.pt")
     with _fifo_feeding(tmp_path / "fifo.json", json.dumps(SPEC.to_dict())):
-        _refused(["convert", tmp_path / "w.pt", "--spec", tmp_path / "fifo.json", "--to", "safetensors",
-                  "-o", tmp_path / "o.safetensors"], capsys, "fifo.json is not a regular file")
+        _refused(
+            [
+                "convert",
+                tmp_path / "w.pt",
+                "--spec",
+                tmp_path / "fifo.json",
+                "--to",
+                "safetensors",
+                "-o",
+                tmp_path / "o.safetensors",
+            ],
+            capsys,
+            "fifo.json is not a regular file",
+        )
     assert not (tmp_path / "o.safetensors").exists()
 
 

@@ -46,12 +46,22 @@ EXAMPLES = {
     "LayerScale": ([xc.LayerScale(2)], (2, 3, 3)),
     "Narrow": ([xc.Narrow(1, 1, 2), xc.Narrow(-1, 0, 2)], (3, 3, 3)),
     "ChannelShuffle": ([xc.ChannelShuffle(2)], (4, 3, 3)),
-    "Upsample": ([xc.Upsample(scale_factor=2), xc.Upsample(scale_factor=1.5, mode="bilinear"),
-                  xc.Upsample((4, 7), mode="bilinear", align_corners=True),
-                  xc.Upsample(scale_factor=(0.7, 1.3), mode="nearest-exact")], (2, 3, 3)),
-    "ConvTranspose2d": ([xc.ConvTranspose2d(2, 4, 3, stride=2, padding=1, output_padding=1),
-                         xc.ConvTranspose2d(4, 2, (2, 3), stride=(1, 2), dilation=(2, 1), groups=2,
-                                            output_padding=(1, 0))], (2, 3, 3)),
+    "Upsample": (
+        [
+            xc.Upsample(scale_factor=2),
+            xc.Upsample(scale_factor=1.5, mode="bilinear"),
+            xc.Upsample((4, 7), mode="bilinear", align_corners=True),
+            xc.Upsample(scale_factor=(0.7, 1.3), mode="nearest-exact"),
+        ],
+        (2, 3, 3),
+    ),
+    "ConvTranspose2d": (
+        [
+            xc.ConvTranspose2d(2, 4, 3, stride=2, padding=1, output_padding=1),
+            xc.ConvTranspose2d(4, 2, (2, 3), stride=(1, 2), dilation=(2, 1), groups=2, output_padding=(1, 0)),
+        ],
+        (2, 3, 3),
+    ),
     "Add": ([xc.Add(xc.Conv2d(2, 2, 1), xc.Identity())], (2, 3, 3)),
     "Concat": ([xc.Concat(xc.Conv2d(2, 1, 1), xc.Identity())], (2, 3, 3)),
     "Multiply": ([xc.Multiply(xc.Identity(), xc.AdaptiveAvgPool2d(1))], (2, 3, 3)),
@@ -90,8 +100,10 @@ def test_every_kind_builds_in_every_backend_and_imports_back(both_backends, kind
     spec = xc.Sequential(*items, input_shape=shape)
     x = np.random.default_rng(0).standard_normal((2, *shape))
     reference = xc.predict(xc.build(spec, "numpy", seed=0), x)
-    for backend, importer, refused in (("torch", "from_torch", REFUSED_BY_TORCH_IMPORT),
-                                       ("tf", "from_keras", REFUSED_BY_KERAS_IMPORT)):
+    for backend, importer, refused in (
+        ("torch", "from_torch", REFUSED_BY_TORCH_IMPORT),
+        ("tf", "from_keras", REFUSED_BY_KERAS_IMPORT),
+    ):
         model = xc.build(spec, backend, seed=0, dtype="float64")
         assert max_rel_diff(reference, xc.predict(model, x)) <= 1e-10, (kind, backend)
         if kind in refused:
@@ -105,8 +117,9 @@ def test_every_kind_builds_in_every_backend_and_imports_back(both_backends, kind
         assert max_rel_diff(reference, xc.predict(back, x)) <= 1e-10, (kind, importer)
 
 
-@settings(max_examples=400, derandomize=True, phases=[Phase.generate], deadline=None,
-          suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=400, derandomize=True, phases=[Phase.generate], deadline=None, suppress_health_check=list(HealthCheck)
+)
 @given(spec=strategies.specs())
 def _collect(spec):
     _collect.kinds.update(i.kind for i in xc.infer(spec))

@@ -13,7 +13,8 @@ import xconv as xc
 from xconv.testing import assert_equivalent, max_rel_diff, strategies
 
 DECODER = xc.Sequential(
-    xc.Conv2d(3, 4, 3, padding=1), xc.ReLU(),
+    xc.Conv2d(3, 4, 3, padding=1),
+    xc.ReLU(),
     xc.ConvTranspose2d(4, 4, 3, stride=2, padding=1, output_padding=1),
     xc.Upsample(scale_factor=2),
     xc.Upsample(scale_factor=(1.3, 2.5), mode="bilinear"),
@@ -37,8 +38,14 @@ def test_decoder_agrees_in_every_backend(both_backends, dtype):
 @settings(max_examples=25)
 @given(data=st.data(), dtype=st.sampled_from(["float32", "float64"]))
 def test_random_specs_with_the_new_kinds_agree_with_gradients(both_backends, data, dtype):
-    spec = data.draw(strategies.specs(kinds=("Conv2d", "ReLU", "Flatten", "Linear", "Upsample", "ConvTranspose2d"),
-                                      max_layers=4, max_size=8, graphs=False))
+    spec = data.draw(
+        strategies.specs(
+            kinds=("Conv2d", "ReLU", "Flatten", "Linear", "Upsample", "ConvTranspose2d"),
+            max_layers=4,
+            max_size=8,
+            graphs=False,
+        )
+    )
     weights = data.draw(strategies.weights(spec, dtype=dtype))
     x = data.draw(strategies.inputs(spec, dtype=dtype))
     assert_equivalent(spec, weights, x, dtype=dtype)
@@ -92,6 +99,7 @@ def test_keras_file_round_trip_and_import(both_backends, tmp_path):
 
 
 # ---- importers ----
+
 
 def test_torch_modules_port_to_keras_and_back(both_backends):
     import torch.nn.functional as F
@@ -154,8 +162,8 @@ def test_keras_same_crops_that_torch_cannot_express_are_refused(both_backends):
     model = keras.Model(inp, keras.layers.Conv2DTranspose(2, 3, strides=2, padding="same", name="up")(inp))
     with pytest.raises(xc.UnsupportedLayerError, match=r"'up' \(Conv2DTranspose\).*keeps positions \[0, 10\)"):
         xc.from_keras(model)
-    from torch import nn
     import torch
+    from torch import nn
 
     t = nn.ConvTranspose2d(2, 2, 3, stride=2, padding=1, output_padding=1).double()
     layer = model.get_layer("up")
@@ -167,12 +175,18 @@ def test_keras_same_crops_that_torch_cannot_express_are_refused(both_backends):
     assert max_rel_diff(keras_out, t(torch.from_numpy(x)).detach().numpy()) > 0.1
 
 
-@pytest.mark.parametrize("build, match", [
-    (lambda k: k.layers.UpSampling2D(2, interpolation="bicubic", name="bad"), "'bad' \\(UpSampling2D\\)"),
-    (lambda k: k.layers.Resizing(7, 3, crop_to_aspect_ratio=True, name="bad"), "'bad' \\(Resizing\\)"),
-    (lambda k: k.layers.Resizing(7, 3, interpolation="area", name="bad"), "'bad' \\(Resizing\\)"),
-    (lambda k: k.layers.Conv2DTranspose(2, 4, strides=1, padding="same", name="bad"), "'bad' \\(Conv2DTranspose\\)"),
-])
+@pytest.mark.parametrize(
+    "build, match",
+    [
+        (lambda k: k.layers.UpSampling2D(2, interpolation="bicubic", name="bad"), "'bad' \\(UpSampling2D\\)"),
+        (lambda k: k.layers.Resizing(7, 3, crop_to_aspect_ratio=True, name="bad"), "'bad' \\(Resizing\\)"),
+        (lambda k: k.layers.Resizing(7, 3, interpolation="area", name="bad"), "'bad' \\(Resizing\\)"),
+        (
+            lambda k: k.layers.Conv2DTranspose(2, 4, strides=1, padding="same", name="bad"),
+            "'bad' \\(Conv2DTranspose\\)",
+        ),
+    ],
+)
 def test_keras_refusals_name_the_layer(both_backends, build, match):
     import keras
 
@@ -207,8 +221,10 @@ def test_torch_refusals_name_the_operation(both_backends):
         (Interp(scale_factor=2, mode="bicubic"), "interpolate.*bicubic"),
         (Interp(scale_factor=2, mode="area"), "interpolate.*area"),
         (nn.Sequential(nn.Upsample(scale_factor=2, mode="trilinear")), "'0' \\(Upsample\\).*trilinear"),
-        (nn.Sequential(nn.ConvTranspose2d(2, 2, 3, padding_mode="zeros"), nn.Flatten(), nn.Upsample(scale_factor=2)),
-         "does not make a valid spec.*Upsample"),
+        (
+            nn.Sequential(nn.ConvTranspose2d(2, 2, 3, padding_mode="zeros"), nn.Flatten(), nn.Upsample(scale_factor=2)),
+            "does not make a valid spec.*Upsample",
+        ),
         (OutputSize(), "'up' \\(ConvTranspose2d\\).*output_size"),
     ]
     for module, match in cases:
@@ -217,13 +233,21 @@ def test_torch_refusals_name_the_operation(both_backends):
 
 
 def test_specs_validate_like_torch():
-    for bad, match in [(dict(), "exactly one"), (dict(size=2, scale_factor=2), "exactly one"),
-                       (dict(size=2, align_corners=False), "mode='bilinear' only"), (dict(scale_factor=-1), "> 0"),
-                       (dict(size=(2, 0)), "positive"), (dict(size=2, mode="bicubic"), "must be one of")]:
+    for bad, match in [
+        (dict(), "exactly one"),
+        (dict(size=2, scale_factor=2), "exactly one"),
+        (dict(size=2, align_corners=False), "mode='bilinear' only"),
+        (dict(scale_factor=-1), "> 0"),
+        (dict(size=(2, 0)), "positive"),
+        (dict(size=2, mode="bicubic"), "must be one of"),
+    ]:
         with pytest.raises(xc.SpecError, match=match):
             xc.Upsample(**bad)
-    for bad, match in [(dict(stride=2, output_padding=2), "smaller than either"), (dict(groups=3), "divisible"),
-                       (dict(padding="same"), "no 'same'")]:
+    for bad, match in [
+        (dict(stride=2, output_padding=2), "smaller than either"),
+        (dict(groups=3), "divisible"),
+        (dict(padding="same"), "no 'same'"),
+    ]:
         with pytest.raises(xc.SpecError, match=match):
             xc.ConvTranspose2d(6, 4, 3, **bad)
     xc.ConvTranspose2d(2, 2, 3, output_padding=1, dilation=2)  # below the dilation: torch accepts it
@@ -332,3 +356,13 @@ def test_catches_a_transposed_kernel_in_the_wrong_layout(both_backends, monkeypa
     spec = _spec(xc.ConvTranspose2d(2, 2, 3, stride=2, padding=1), xc.ReLU())
     with pytest.raises(AssertionError, match=r"first part at layer 1 \(ConvTranspose2d\), output"):
         assert_equivalent(spec, x=X, backends=("numpy", "tf"))
+
+
+def test_a_one_tap_dilated_transposed_conv_with_output_padding(both_backends):
+    """torch allows output_padding < dilation at stride 1; Keras' Conv2DTranspose needs output_padding < stride,
+    so this one runs as xconv's layer, and reads back with its dilation (found by the random torch ports)."""
+    spec = xc.Sequential(xc.ConvTranspose2d(1, 1, 1, output_padding=(0, 1), dilation=(1, 2), bias=False),
+                         input_shape=(1, 1, 1))
+    assert_equivalent(spec, dtype="float64")
+    km = xc.port(xc.build(spec, "torch", dtype="float64"), to="tf")
+    assert xc.from_keras(km) == spec

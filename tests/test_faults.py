@@ -20,8 +20,9 @@ from xconv.testing import max_rel_diff, strategies
 from .test_equivalence import check_agree
 
 # Generate only (no shrinking: the failure is expected), a fixed example sequence, one report.
-SEARCH = settings(max_examples=150, derandomize=True, phases=[Phase.generate], report_multiple_bugs=False,
-                  deadline=None)
+SEARCH = settings(
+    max_examples=150, derandomize=True, phases=[Phase.generate], report_multiple_bugs=False, deadline=None
+)
 
 
 def run_property(dtype="float64", **spec_options):

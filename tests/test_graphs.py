@@ -16,20 +16,31 @@ from xconv.testing import assert_equivalent, max_rel_diff, strategies, train_par
 
 def basic_block(c_in, c_out, stride):
     body = xc.Sequential(
-        xc.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), xc.BatchNorm2d(c_out), xc.ReLU(),
-        xc.Conv2d(c_out, c_out, 3, padding=1, bias=False), xc.BatchNorm2d(c_out),
+        xc.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+        xc.BatchNorm2d(c_out),
+        xc.ReLU(),
+        xc.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+        xc.BatchNorm2d(c_out),
     )
-    skip = xc.Identity() if stride == 1 and c_in == c_out else xc.Sequential(
-        xc.Conv2d(c_in, c_out, 1, stride=stride, bias=False), xc.BatchNorm2d(c_out))
+    skip = (
+        xc.Identity()
+        if stride == 1 and c_in == c_out
+        else xc.Sequential(xc.Conv2d(c_in, c_out, 1, stride=stride, bias=False), xc.BatchNorm2d(c_out))
+    )
     return xc.Sequential(xc.Add(body, skip), xc.ReLU())
 
 
 def resnet(size=16, width=8):
     return xc.Sequential(
-        xc.Conv2d(3, width, 7, stride=2, padding=3, bias=False), xc.BatchNorm2d(width), xc.ReLU(),
+        xc.Conv2d(3, width, 7, stride=2, padding=3, bias=False),
+        xc.BatchNorm2d(width),
+        xc.ReLU(),
         xc.MaxPool2d(3, stride=2, padding=1),
-        basic_block(width, width, 1), basic_block(width, 2 * width, 2),
-        xc.AdaptiveAvgPool2d(1), xc.Flatten(), xc.Linear(2 * width, 10),
+        basic_block(width, width, 1),
+        basic_block(width, 2 * width, 2),
+        xc.AdaptiveAvgPool2d(1),
+        xc.Flatten(),
+        xc.Linear(2 * width, 10),
         input_shape=(3, size, size),
     )
 
@@ -46,6 +57,7 @@ SE = xc.Sequential(  # squeeze-excitation gate, a concat of different-depth bran
 
 # ---- specs ----
 
+
 def test_positional_and_named_keys():
     spec = xc.Sequential(
         xc.Conv2d(3, 4, 3, padding=1),
@@ -55,14 +67,27 @@ def test_positional_and_named_keys():
         input_shape=(3, 6, 6),
     )
     keys = list(xc.weights.expected_shapes(xc.infer(spec)))
-    assert keys == ["0.weight", "0.bias", "1.0.0.weight", "1.0.0.bias", "1.0.1.weight", "1.0.1.bias",
-                    "1.0.1.running_mean", "1.0.1.running_var", "1.0.1.num_batches_tracked", "2.0.weight", "2.0.bias",
-                    "head.proj.weight", "head.proj.bias"]
+    assert keys == [
+        "0.weight",
+        "0.bias",
+        "1.0.0.weight",
+        "1.0.0.bias",
+        "1.0.1.weight",
+        "1.0.1.bias",
+        "1.0.1.running_mean",
+        "1.0.1.running_var",
+        "1.0.1.num_batches_tracked",
+        "2.0.weight",
+        "2.0.bias",
+        "head.proj.weight",
+        "head.proj.bias",
+    ]
 
 
 def test_chains_keep_their_keys_and_nested_named_sequentials_prefix_them():
-    chain = xc.Sequential(xc.Conv2d(1, 2, 3), xc.Sequential(xc.ReLU(), xc.Flatten()), xc.Linear(None, 3),
-                          input_shape=(1, 4, 4))
+    chain = xc.Sequential(
+        xc.Conv2d(1, 2, 3), xc.Sequential(xc.ReLU(), xc.Flatten()), xc.Linear(None, 3), input_shape=(1, 4, 4)
+    )
     assert [i.key for i in xc.infer(chain)] == ["0", "1", "2", "3"]
     named = xc.Sequential(xc.Sequential(xc.Conv2d(1, 2, 3), xc.ReLU(), name="stem"), input_shape=(1, 4, 4))
     assert [i.key for i in xc.infer(named)] == ["stem.0", "stem.1"]
@@ -94,8 +119,12 @@ def test_broadcasting_gate_and_flat_orders():
     assert [i.output_shape for i in infos if i.is_join] == [(6, 5, 4), (9, 5, 4), (9 * 20 + 2 * 20,)]
     # features flattened from different maps cannot be added: their NHWC orders differ
     with pytest.raises(xc.SpecError, match="different orders"):
-        xc.infer(xc.Sequential(xc.Add(xc.Flatten(), xc.Sequential(xc.Conv2d(2, 2, 1), xc.Flatten(), xc.Linear(None, 8))),
-                               input_shape=(2, 2, 2)))
+        xc.infer(
+            xc.Sequential(
+                xc.Add(xc.Flatten(), xc.Sequential(xc.Conv2d(2, 2, 1), xc.Flatten(), xc.Linear(None, 8))),
+                input_shape=(2, 2, 2),
+            )
+        )
 
 
 def test_nested_specs_round_trip_through_json_repr_and_hash():
@@ -116,8 +145,9 @@ def test_summary_is_an_indented_tree():
     assert "total parameters" in lines[-1] and "joins" in lines[-1]
 
 
-@settings(max_examples=200, derandomize=True, phases=[Phase.generate], deadline=None,
-          suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=200, derandomize=True, phases=[Phase.generate], deadline=None, suppress_health_check=list(HealthCheck)
+)
 @given(spec=strategies.specs())
 def _draw(spec):
     _draw.seen.append(any(i.is_join for i in xc.infer(spec)))
@@ -131,6 +161,7 @@ def test_at_least_thirty_percent_of_drawn_specs_hold_a_combinator():
 
 
 # ---- backends ----
+
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("name", ["resnet", "se-concat"])
@@ -174,8 +205,13 @@ def test_keras_model_is_the_dag_and_saves(both_backends, tmp_path):
 
 
 def test_relu_is_fused_only_when_it_is_the_one_reader(both_backends):
-    spec = xc.Sequential(xc.Conv2d(2, 2, 3, padding=1), xc.Add(xc.ReLU(), xc.Identity()), xc.Conv2d(2, 2, 1), xc.ReLU(),
-                         input_shape=(2, 4, 4))
+    spec = xc.Sequential(
+        xc.Conv2d(2, 2, 3, padding=1),
+        xc.Add(xc.ReLU(), xc.Identity()),
+        xc.Conv2d(2, 2, 1),
+        xc.ReLU(),
+        input_shape=(2, 4, 4),
+    )
     km = xc.build(spec, "tf")
     activations = {layer.name: getattr(layer, "activation", None) for layer in km.layers}
     assert activations["conv2d_0"].__name__ == "linear"  # its output also feeds the skip
@@ -201,6 +237,7 @@ def test_training_parity_on_a_small_resnet(both_backends):
 
 # ---- the checker catches graph faults at the right node ----
 
+
 def test_catches_swapped_concat_branches(both_backends, monkeypatch):
     from xconv.backends.tf import builders
 
@@ -214,8 +251,12 @@ def test_catches_a_relu_fused_into_a_conv_whose_output_feeds_a_skip(both_backend
     from xconv.backends.tf import builders, run
 
     def greedy(infos):  # fuses whenever a ReLU reads the conv, whoever else does
-        return {i.index: j.index for i in infos for j in infos
-                if i.kind == "Conv2d" and j.kind == "ReLU" and j.inputs == (i.index,)}
+        return {
+            i.index: j.index
+            for i in infos
+            for j in infos
+            if i.kind == "Conv2d" and j.kind == "ReLU" and j.inputs == (i.index,)
+        }
 
     monkeypatch.setattr(builders, "fused_relus", greedy)
     monkeypatch.setattr(run, "fused_relus", greedy)
@@ -229,21 +270,26 @@ def test_catches_a_fan_out_gradient_not_added_up(both_backends, monkeypatch):
     from xconv.backends import numpy_backend
 
     monkeypatch.setattr(numpy_backend, "_accumulate", lambda pending, source, g: pending.__setitem__(source, g))
-    spec = xc.Sequential(xc.Conv2d(2, 2, 3, padding=1), xc.Add(xc.Conv2d(2, 2, 1), xc.Identity()),
-                         input_shape=(2, 4, 4))
+    spec = xc.Sequential(
+        xc.Conv2d(2, 2, 3, padding=1), xc.Add(xc.Conv2d(2, 2, 1), xc.Identity()), input_shape=(2, 4, 4)
+    )
     with pytest.raises(AssertionError, match=r"first part at layer 0 \(Conv2d\), grad"):
         assert_equivalent(spec, backends=("numpy", "torch"))
 
 
 def test_catches_a_block_permutation_dropped_after_a_concat(both_backends, monkeypatch):
     real = layout.flatten_permutation
-    monkeypatch.setattr(layout, "flatten_permutation",
-                        lambda source: None if source is not None and not isinstance(source[0], int) else real(source))
+    monkeypatch.setattr(
+        layout,
+        "flatten_permutation",
+        lambda source: None if source is not None and not isinstance(source[0], int) else real(source),
+    )
     with pytest.raises(AssertionError, match=r"first part at layer 3 \(Concat\), output"):
         assert_equivalent(SE, backends=("numpy", "tf"))
 
 
 # ---- importing graphs ----
+
 
 def _torch_modules():
     import torch
@@ -258,8 +304,11 @@ def _torch_modules():
             self.relu = nn.ReLU(inplace=True)
             self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
             self.bn2 = nn.BatchNorm2d(c_out)
-            self.downsample = None if stride == 1 and c_in == c_out else nn.Sequential(
-                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+            self.downsample = (
+                None
+                if stride == 1 and c_in == c_out
+                else nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+            )
 
         def forward(self, x):
             identity = x
@@ -425,6 +474,10 @@ def test_random_graph_models_import_back_from_torch(both_backends, spec):
 @given(data=st.data())
 @settings(max_examples=25, deadline=None)
 def test_training_mode_graphs_agree(both_backends, data):
-    spec = data.draw(strategies.specs(max_layers=4, kinds=tuple(k for k in strategies.ALL_KINDS if k not in ("Dropout", "StochasticDepth"))))
+    spec = data.draw(
+        strategies.specs(
+            max_layers=4, kinds=tuple(k for k in strategies.ALL_KINDS if k not in ("Dropout", "StochasticDepth"))
+        )
+    )
     x = data.draw(strategies.inputs(spec, training=True))
     assert_equivalent(spec, data.draw(strategies.weights(spec)), x, dtype="float64", training=True)

@@ -28,8 +28,16 @@ def test_three_backends_agree_in_training_mode(both_backends, data):
 
 
 def test_float32_training_mode_on_a_fixed_spec(both_backends):
-    spec = xc.Sequential(xc.Conv2d(3, 4, 3, padding=1), xc.BatchNorm2d(4), xc.ReLU(), xc.MaxPool2d(2),
-                         xc.Flatten(), xc.BatchNorm1d(36, momentum=None), xc.Linear(None, 5), input_shape=(3, 6, 6))
+    spec = xc.Sequential(
+        xc.Conv2d(3, 4, 3, padding=1),
+        xc.BatchNorm2d(4),
+        xc.ReLU(),
+        xc.MaxPool2d(2),
+        xc.Flatten(),
+        xc.BatchNorm1d(36, momentum=None),
+        xc.Linear(None, 5),
+        input_shape=(3, 6, 6),
+    )
     x = np.random.default_rng(0).standard_normal((4, 3, 6, 6))
     rows = assert_equivalent(spec, x=x, dtype="float32", training=True)
     assert {r.what for r in rows} >= {"running_mean", "running_var", "num_batches_tracked", "grad weight"}
@@ -82,8 +90,13 @@ def test_avgpool_keras_same_is_caught(both_backends, monkeypatch):
     spec = xc.Sequential(xc.AvgPool2d(3, stride=1, padding=1), input_shape=(1, 5, 5))  # count_include_pad=True
     x = np.random.default_rng(0).standard_normal((1, 1, 5, 5)) + 3.0
     assert_equivalent(spec, x=x, backends=("torch", "tf"), grads=False)
-    monkeypatch.setitem(tf_backend._BUILDERS, xc.AvgPool2d, lambda info, h, dtype: keras.layers.AveragePooling2D(
-        3, 1, padding="same", dtype=dtype, name=f"avgpool_{info.index}")(h))  # Keras 'same' excludes the pads
+    monkeypatch.setitem(
+        tf_backend._BUILDERS,
+        xc.AvgPool2d,
+        lambda info, h, dtype: keras.layers.AveragePooling2D(
+            3, 1, padding="same", dtype=dtype, name=f"avgpool_{info.index}"
+        )(h),
+    )  # Keras 'same' excludes the pads
     _fails_at(spec, 0, "output", x)
 
 
@@ -130,8 +143,9 @@ def test_batchnorm_momentum_and_biased_variance_are_caught(both_backends, monkey
             self.num_batches_tracked = self.add_weight(shape=(), dtype="int64", initializer="zeros", trainable=False)
 
     def native(momentum):
-        return lambda info, h, dtype: NativeBN(epsilon=1e-5, momentum=momentum, dtype=dtype,
-                                               name=f"batchnorm_{info.index}")(h)
+        return lambda info, h, dtype: NativeBN(
+            epsilon=1e-5, momentum=momentum, dtype=dtype, name=f"batchnorm_{info.index}"
+        )(h)
 
     monkeypatch.setitem(tf_backend._BUILDERS, xc.BatchNorm2d, native(0.9))  # right momentum, biased variance
     _fails_at(BN_SPEC, 1, "running_var", x, w, training=True)
@@ -163,10 +177,18 @@ def test_training_parity_with_batchnorm_and_pools(both_backends):
     # convs before BatchNorm without bias, as usual: a bias there gets no gradient, only rounding noise, and
     # max |a - b| / max |a| of a tensor that stays at noise level measures nothing
     spec = xc.Sequential(
-        xc.Conv2d(1, 4, 3, padding=1, bias=False), xc.BatchNorm2d(4), xc.ReLU(), xc.MaxPool2d(2),
-        xc.Conv2d(4, 4, 3, padding=1, bias=False), xc.BatchNorm2d(4, momentum=None), xc.GELU(),
+        xc.Conv2d(1, 4, 3, padding=1, bias=False),
+        xc.BatchNorm2d(4),
+        xc.ReLU(),
+        xc.MaxPool2d(2),
+        xc.Conv2d(4, 4, 3, padding=1, bias=False),
+        xc.BatchNorm2d(4, momentum=None),
+        xc.GELU(),
         xc.AvgPool2d(2, ceil_mode=True),
-        xc.Flatten(), xc.BatchNorm1d(16), xc.Dropout(0.0), xc.Linear(None, 5),
+        xc.Flatten(),
+        xc.BatchNorm1d(16),
+        xc.Dropout(0.0),
+        xc.Linear(None, 5),
         input_shape=(1, 8, 8),
     )
     r = train_parity(spec, steps=10, batch=8, dtype="float64")
@@ -179,8 +201,15 @@ def test_training_parity_with_batchnorm_and_pools(both_backends):
 
 
 def test_batchnorm1d_after_flatten_is_permuted_like_a_linear(both_backends):
-    spec = xc.Sequential(xc.Conv2d(2, 3, 1), xc.Flatten(), xc.Tanh(), xc.BatchNorm1d(27), xc.Dropout(0.2),
-                         xc.Linear(None, 4), input_shape=(2, 3, 3))
+    spec = xc.Sequential(
+        xc.Conv2d(2, 3, 1),
+        xc.Flatten(),
+        xc.Tanh(),
+        xc.BatchNorm1d(27),
+        xc.Dropout(0.2),
+        xc.Linear(None, 4),
+        input_shape=(2, 3, 3),
+    )
     tm = xc.build(spec, "torch", seed=0)
     w = xc.get_weights(tm)
     rng = np.random.default_rng(0)
@@ -229,8 +258,14 @@ def test_hand_written_keras_layers_port_to_torch(both_backends, name):
     import keras
 
     make = dict(HAND_KERAS_LAYERS)[name]
-    model = keras.Sequential([keras.Input((7, 7, 3)), make(keras), keras.layers.GlobalAveragePooling2D(),
-                              keras.layers.Dense(4, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.Input((7, 7, 3)),
+            make(keras),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(4, activation="softmax"),
+        ]
+    )
     for v in model.non_trainable_variables:  # moving statistics as after training
         v.assign(np.random.default_rng(0).uniform(0.2, 2.0, v.shape).astype("float32"))
     tm = xc.port(model, to="torch")  # verified: raises beyond float32 tolerance
@@ -241,8 +276,8 @@ def test_hand_written_keras_layers_port_to_torch(both_backends, name):
 
 def test_hand_written_torch_modules_port_to_keras(both_backends):
     import torch
-    from torch import nn
     import torch.nn.functional as F
+    from torch import nn
 
     class Net(nn.Module):
         def __init__(self):
@@ -262,15 +297,29 @@ def test_hand_written_torch_modules_port_to_keras(both_backends):
         net.bn.running_var.uniform_(0.5, 2)
     km = xc.port(net, to="tf", input_shape=(3, 7, 7))
     spec = xc.spec_of(km)
-    assert [l.kind for l in spec.layers] == ["Conv2d", "BatchNorm2d", "LeakyReLU", "MaxPool2d", "Sigmoid",
-                                             "AdaptiveAvgPool2d", "Flatten", "Linear", "Softmax"]
+    assert [l.kind for l in spec.layers] == [
+        "Conv2d",
+        "BatchNorm2d",
+        "LeakyReLU",
+        "MaxPool2d",
+        "Sigmoid",
+        "AdaptiveAvgPool2d",
+        "Flatten",
+        "Linear",
+        "Softmax",
+    ]
 
 
 def test_keras_file_with_composed_layers_reloads_and_imports(both_backends, tmp_path):
     import keras
 
-    spec = xc.Sequential(*POOLS.layers, xc.BatchNorm2d(2, momentum=None), xc.LeakyReLU(-0.5), xc.GELU("tanh"),
-                         input_shape=POOLS.input_shape)
+    spec = xc.Sequential(
+        *POOLS.layers,
+        xc.BatchNorm2d(2, momentum=None),
+        xc.LeakyReLU(-0.5),
+        xc.GELU("tanh"),
+        input_shape=POOLS.input_shape,
+    )
     km = xc.build(spec, "tf", seed=0, dtype="float64")
     path = str(tmp_path / "m.keras")
     km.save(path)
@@ -303,7 +352,12 @@ def test_layer_specs_validate_and_round_trip():
         xc.infer(xc.Sequential(xc.MaxPool2d(3), input_shape=(1, 2, 2)))
     assert xc.MaxPool2d(2) == xc.MaxPool2d(2, stride=2) and repr(xc.MaxPool2d(3, 1)) == "MaxPool2d(3, stride=1)"
     # torch's output sizes, ceil_mode included
-    for size, k, s, p, d, ceil in [(8, 2, 2, 0, 1, True), (7, 3, 2, 1, 1, True), (5, 2, 2, 1, 1, True), (6, 3, 3, 1, 2, False)]:
+    for size, k, s, p, d, ceil in [
+        (8, 2, 2, 0, 1, True),
+        (7, 3, 2, 1, 1, True),
+        (5, 2, 2, 1, 1, True),
+        (6, 3, 3, 1, 2, False),
+    ]:
         import torch
 
         got = xc.infer(xc.Sequential(xc.MaxPool2d(k, s, p, d, ceil), input_shape=(1, size, size)))[0].output_shape
@@ -318,12 +372,20 @@ def test_zero_copy_transfer_path_is_bit_exact(both_backends, monkeypatch, tmp_pa
     vectors after Flatten, int64 counters) and check both directions against the numpy path."""
     from xconv import _api
 
-    spec = xc.Sequential(xc.Conv2d(2, 3, 3, padding=1), xc.BatchNorm2d(3), xc.Flatten(), xc.BatchNorm1d(48),
-                         xc.Linear(None, 4), input_shape=(2, 4, 4))
+    spec = xc.Sequential(
+        xc.Conv2d(2, 3, 3, padding=1),
+        xc.BatchNorm2d(3),
+        xc.Flatten(),
+        xc.BatchNorm1d(48),
+        xc.Linear(None, 4),
+        input_shape=(2, 4, 4),
+    )
     rng = np.random.default_rng(0)
     tm = xc.build(spec, "torch", dtype=dtype)
-    w = {k: (rng.standard_normal(v.shape).astype(dtype) if v.dtype.kind == "f" else np.asarray(rng.integers(1, 99)))
-         for k, v in xc.get_weights(tm).items()}
+    w = {
+        k: (rng.standard_normal(v.shape).astype(dtype) if v.dtype.kind == "f" else np.asarray(rng.integers(1, 99)))
+        for k, v in xc.get_weights(tm).items()
+    }
     for k in ("1.running_var", "3.running_var"):
         w[k] = np.abs(w[k]) + 0.1
     xc.set_weights(tm, w)
@@ -341,8 +403,14 @@ def test_zero_copy_transfer_path_is_bit_exact(both_backends, monkeypatch, tmp_pa
 
 
 def test_checkpoints_keep_batchnorm_buffers(both_backends, tmp_path):
-    spec = xc.Sequential(xc.Conv2d(1, 3, 3), xc.BatchNorm2d(3), xc.Flatten(), xc.BatchNorm1d(12), xc.Linear(None, 2),
-                         input_shape=(1, 4, 4))
+    spec = xc.Sequential(
+        xc.Conv2d(1, 3, 3),
+        xc.BatchNorm2d(3),
+        xc.Flatten(),
+        xc.BatchNorm1d(12),
+        xc.Linear(None, 2),
+        input_shape=(1, 4, 4),
+    )
     tm = xc.build(spec, "torch", seed=0)
     w = xc.get_weights(tm)
     w["1.num_batches_tracked"] = np.asarray(5)
@@ -392,9 +460,10 @@ def test_activation_mappings_that_look_right_are_caught(both_backends, monkeypat
     x = 2 * np.random.default_rng(0).standard_normal((2, 2, 6, 6))
     assert_equivalent(spec, x=x, backends=("torch", "tf"), dtype="float32", grads=False)
     if "LeakyReLU" in fault:
-        wrong = lambda info, h, dtype: keras.layers.LeakyReLU(dtype=dtype, name=f"leakyrelu_{info.index}")(h)  # noqa: E731
+        wrong = lambda info, h, dtype: keras.layers.LeakyReLU(dtype=dtype, name=f"leakyrelu_{info.index}")(h)
     else:
-        wrong = lambda info, h, dtype: keras.layers.Activation(  # noqa: E731
-            lambda v: keras.ops.gelu(v, approximate=True), dtype=dtype, name=f"gelu_{info.index}")(h)
+        wrong = lambda info, h, dtype: keras.layers.Activation(
+            lambda v: keras.ops.gelu(v, approximate=True), dtype=dtype, name=f"gelu_{info.index}"
+        )(h)
     monkeypatch.setitem(tf_backend._BUILDERS, type(act), wrong)
     _fails_at(spec, 1, "output", x, dtype="float32")

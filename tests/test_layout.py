@@ -37,7 +37,7 @@ def test_pad_indices_match_torch(mode):
     import torch.nn.functional as F
 
     for size in range(1, 6):
-        for before, after in itertools.product(range(0, 5), repeat=2):
+        for before, after in itertools.product(range(5), repeat=2):
             if mode == "reflect" and max(before, after) >= size or mode == "circular" and max(before, after) > size:
                 continue
             x = torch.arange(size, dtype=torch.float64).reshape(1, 1, 1, size)
@@ -63,7 +63,9 @@ def test_linear_dense_round_trip_is_exact():
     k = layout.linear_to_dense(w, (3, 4, 5))
     assert k.shape == (60, 7)
     np.testing.assert_array_equal(layout.dense_to_linear(k, (3, 4, 5)), w)
-    np.testing.assert_array_equal(layout.hwio_to_oihw(layout.oihw_to_hwio(w.reshape(7, 3, 4, 5))), w.reshape(7, 3, 4, 5))
+    np.testing.assert_array_equal(
+        layout.hwio_to_oihw(layout.oihw_to_hwio(w.reshape(7, 3, 4, 5))), w.reshape(7, 3, 4, 5)
+    )
 
 
 def test_to_nhwc_and_back_for_every_tensor_kind():

@@ -19,33 +19,42 @@ def hand_torch(size=8):
     from torch import nn
 
     return nn.Sequential(
-        nn.Conv2d(3, 8, kernel_size=5, padding=2), nn.ReLU(),
+        nn.Conv2d(3, 8, kernel_size=5, padding=2),
+        nn.ReLU(),
         nn.Sequential(nn.ZeroPad2d((1, 0, 1, 0)), nn.Conv2d(8, 4, kernel_size=3, stride=2)),  # pad folds
-        nn.ReLU(), nn.Flatten(), nn.Linear(4 * (size // 2) ** 2, 10),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * (size // 2) ** 2, 10),
     )
 
 
 def hand_keras(size=8):
     import keras
 
-    return keras.Sequential([
-        keras.Input((size, size, 3)),
-        keras.layers.Conv2D(8, 5, padding="same", activation="relu"),
-        keras.layers.ZeroPadding2D(((1, 0), (1, 0))),
-        keras.layers.Conv2D(4, 3, strides=2, padding="valid"),
-        keras.layers.ReLU(),
-        keras.layers.Flatten(),
-        keras.layers.Dense(10),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((size, size, 3)),
+            keras.layers.Conv2D(8, 5, padding="same", activation="relu"),
+            keras.layers.ZeroPadding2D(((1, 0), (1, 0))),
+            keras.layers.Conv2D(4, 3, strides=2, padding="valid"),
+            keras.layers.ReLU(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10),
+        ]
+    )
 
 
 def test_from_torch_folds_pads_and_flattens_nesting(both_backends):
     spec = xc.from_torch(hand_torch(), input_shape=(3, 8, 8))
     # every layer is named by its module's qualified name, so the weights have the state_dict's own keys
     assert spec == xc.Sequential(
-        xc.Conv2d(3, 8, 5, padding=2, name="0"), xc.ReLU(name="1"),
+        xc.Conv2d(3, 8, 5, padding=2, name="0"),
+        xc.ReLU(name="1"),
         xc.Conv2d(8, 4, 3, stride=2, padding=((1, 0), (1, 0)), name="2.1"),
-        xc.ReLU(name="3"), xc.Flatten(name="4"), xc.Linear(64, 10, name="5"), input_shape=(3, 8, 8),
+        xc.ReLU(name="3"),
+        xc.Flatten(name="4"),
+        xc.Linear(64, 10, name="5"),
+        input_shape=(3, 8, 8),
     )
 
 
@@ -89,7 +98,10 @@ def test_functional_chain_imports_and_residual_is_refused(both_backends):
     h = keras.layers.Conv2D(2, 3, padding="same")(inp)
     out = keras.layers.Dense(3, activation="relu")(keras.layers.Flatten()(h))
     assert [layer.kind for layer in xc.from_keras(keras.Model(inp, out)).layers] == [
-        "Conv2d", "Flatten", "Linear", "ReLU"
+        "Conv2d",
+        "Flatten",
+        "Linear",
+        "ReLU",
     ]
     res = keras.layers.Add()([inp, keras.layers.Conv2D(2, 3, padding="same")(inp)])
     spec = xc.from_keras(keras.Model(inp, keras.layers.Flatten()(res)))
@@ -152,14 +164,25 @@ def _torch_from_spec(spec):
         layer = info.layer
         if isinstance(layer, xc.Conv2d):
             (t, b), (l, r) = info.padding
-            common = dict(stride=layer.stride, dilation=layer.dilation, groups=layer.groups, bias=layer.bias,
-                          padding_mode=layer.padding_mode)
+            common = dict(
+                stride=layer.stride,
+                dilation=layer.dilation,
+                groups=layer.groups,
+                bias=layer.bias,
+                padding_mode=layer.padding_mode,
+            )
             if t == b and l == r:
-                mods.append(nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, padding=(t, l), **common))
+                mods.append(
+                    nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, padding=(t, l), **common)
+                )
             else:
                 assume(layer.padding_mode == "zeros")
-                mods.append(nn.Sequential(nn.ZeroPad2d((l, r, t, b)),
-                                          nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, **common)))
+                mods.append(
+                    nn.Sequential(
+                        nn.ZeroPad2d((l, r, t, b)),
+                        nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, **common),
+                    )
+                )
         elif isinstance(layer, xc.Linear):
             mods.append(nn.Linear(layer.in_features, layer.out_features, bias=layer.bias))
         else:  # every other layer is one native module: nn.MaxPool2d, nn.BatchNorm2d, nn.Softmax, ...
@@ -186,9 +209,14 @@ def test_random_hand_written_torch_models_port(both_backends, spec):
 
 # ---- checkpoints ----
 
-SPEC = xc.Sequential(xc.Conv2d(2, 4, 3, stride=2, padding="same", padding_mode="zeros"), xc.ReLU(),
-                     xc.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"), xc.Flatten(), xc.Linear(None, 3),
-                     input_shape=(2, 6, 6))
+SPEC = xc.Sequential(
+    xc.Conv2d(2, 4, 3, stride=2, padding="same", padding_mode="zeros"),
+    xc.ReLU(),
+    xc.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"),
+    xc.Flatten(),
+    xc.Linear(None, 3),
+    input_shape=(2, 6, 6),
+)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -255,8 +283,14 @@ def test_bad_files_give_clear_errors(tmp_path):
     safetensors.numpy.save_file({"a": np.zeros(2, np.float32)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(xc.XconvError, match="not an xconv checkpoint"):
         xc.load(tmp_path / "other.safetensors")
-    meta = {"format": "xconv.checkpoint", "format_version": "1", "spec": json.dumps(xc.shapes.resolve(SPEC)[0].to_dict())}
-    safetensors.numpy.save_file({"0.weight": np.zeros((4, 2, 3, 3), np.float32)}, str(tmp_path / "wrong.safetensors"), meta)
+    meta = {
+        "format": "xconv.checkpoint",
+        "format_version": "1",
+        "spec": json.dumps(xc.shapes.resolve(SPEC)[0].to_dict()),
+    }
+    safetensors.numpy.save_file(
+        {"0.weight": np.zeros((4, 2, 3, 3), np.float32)}, str(tmp_path / "wrong.safetensors"), meta
+    )
     with pytest.raises(xc.XconvError, match="missing '0.bias'"):
         xc.load(tmp_path / "wrong.safetensors")
     meta["spec"] = '{"format": "xconv.spec", "version": 1, "layers": [{"kind": "Evil", "code": "rm -rf"}]}'
@@ -285,6 +319,7 @@ def test_interrupted_save_keeps_the_old_file(tmp_path, monkeypatch):
 
 
 # ---- class-based torch modules, traced with torch.fx (the seed's styles) ----
+
 
 def _seed_style_modules():
     import torch
@@ -378,6 +413,7 @@ def test_random_keras_models_import_exactly(both_backends, spec):
 
 # ---- command line ----
 
+
 def test_cli_convert_chain_and_check(both_backends, tmp_path, capsys):
     import json
 
@@ -393,8 +429,21 @@ def test_cli_convert_chain_and_check(both_backends, tmp_path, capsys):
     xc.save(first, xc.build(AWKWARD, "torch", seed=0))
     assert cli.main(["convert", str(first), "--to", "tf", "-o", str(tmp_path / "a.keras")]) == 0
     assert cli.main(["convert", str(tmp_path / "a.keras"), "--to", "torch", "-o", str(tmp_path / "a.pt")]) == 0
-    assert cli.main(["convert", str(tmp_path / "a.pt"), "--spec", str(spec_path), "--to", "safetensors",
-                     "-o", str(tmp_path / "b.safetensors")]) == 0
+    assert (
+        cli.main(
+            [
+                "convert",
+                str(tmp_path / "a.pt"),
+                "--spec",
+                str(spec_path),
+                "--to",
+                "safetensors",
+                "-o",
+                str(tmp_path / "b.safetensors"),
+            ]
+        )
+        == 0
+    )
     _, w0 = xc.load(first)
     _, w1 = xc.load(tmp_path / "b.safetensors")
     for k in w0:
@@ -447,8 +496,21 @@ def test_cli_rejects_a_hostile_pt_file(both_backends, tmp_path, capsys):
     (tmp_path / "spec.json").write_text(__import__("json").dumps(SPEC.to_dict()))
     with open(tmp_path / "evil.pt", "wb") as f:
         pickle.dump({"0.weight": Evil()}, f)
-    assert cli.main(["convert", str(tmp_path / "evil.pt"), "--spec", str(tmp_path / "spec.json"), "--to",
-                     "safetensors", "-o", str(tmp_path / "o.safetensors")]) == 2
+    assert (
+        cli.main(
+            [
+                "convert",
+                str(tmp_path / "evil.pt"),
+                "--spec",
+                str(tmp_path / "spec.json"),
+                "--to",
+                "safetensors",
+                "-o",
+                str(tmp_path / "o.safetensors"),
+            ]
+        )
+        == 2
+    )
     captured = capsys.readouterr()
     assert "EXECUTED" not in captured.out and "not a readable torch state_dict" in captured.err
 

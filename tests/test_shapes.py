@@ -88,8 +88,17 @@ def test_flatten_source_seen_through_relu():
         ),
         (xc.Sequential(xc.ReLU()), r"no input_shape"),
     ],
-    ids=["channels", "in-features", "kernel-too-large", "dilated-kernel", "conv-after-flatten",
-         "linear-on-map", "reflect-too-wide", "circular-too-wide", "no-input-shape"],
+    ids=[
+        "channels",
+        "in-features",
+        "kernel-too-large",
+        "dilated-kernel",
+        "conv-after-flatten",
+        "linear-on-map",
+        "reflect-too-wide",
+        "circular-too-wide",
+        "no-input-shape",
+    ],
 )
 def test_shape_errors(spec, message):
     with pytest.raises(xc.SpecError, match=message):

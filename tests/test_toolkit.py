@@ -26,6 +26,7 @@ def unpermuted_dense(kind, x, source, ops=layout.NUMPY_OPS):
     """The classic converter bug: a Dense kernel that is only transposed, its inputs left in C,H,W order."""
     return _to_keras(kind, x, None if kind == "linear" else source, ops)
 
+
 SPEC = xc.Sequential(
     xc.Conv2d(2, 4, 3, stride=2, padding="same"),
     xc.ReLU(),
@@ -161,7 +162,9 @@ def test_grouped_one_tap_dilated_conv_has_finite_gradients(both_backends):
     half the calls; xconv builds such axes with dilation 1 (exact for a single tap)."""
     spec = xc.Sequential(
         xc.Conv2d(2, 4, 1, padding=((3, 1), (1, 1)), dilation=(2, 3), groups=2, bias=False),
-        xc.Flatten(), xc.Linear(None, 2), input_shape=(2, 2, 6),
+        xc.Flatten(),
+        xc.Linear(None, 2),
+        input_shape=(2, 2, 6),
     )
     for seed in range(20):
         assert_equivalent(spec, dtype="float64", seed=seed)
@@ -194,8 +197,14 @@ def test_strided_pointwise_conv_gradients_do_not_corrupt_the_heap(both_backends)
     debug = pathlib.Path("/lib/x86_64-linux-gnu/libc_malloc_debug.so.0")
     if debug.exists():
         env["LD_PRELOAD"] = str(debug)
-    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600,
-                           cwd=pathlib.Path(__file__).resolve().parent.parent)
+    child = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=pathlib.Path(__file__).resolve().parent.parent,
+    )
     assert child.returncode == 0 and "CLEAN" in child.stdout, (child.returncode, child.stderr[-2000:])
 
 

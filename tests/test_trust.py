@@ -13,8 +13,15 @@ import xconv as xc
 from xconv.testing import max_rel_diff
 
 #: 16 MiB of float32 weights (the zero-copy transfer path) with size-1 axes that make transposes reshapes
-LARGE = xc.Sequential(xc.Conv2d(1, 1, 1), xc.Conv2d(1, 64, 1), xc.Flatten(), xc.Linear(None, 1024),
-                      xc.BatchNorm1d(1024), xc.Linear(1024, 1), input_shape=(1, 8, 8))
+LARGE = xc.Sequential(
+    xc.Conv2d(1, 1, 1),
+    xc.Conv2d(1, 64, 1),
+    xc.Flatten(),
+    xc.Linear(None, 1024),
+    xc.BatchNorm1d(1024),
+    xc.Linear(1024, 1),
+    input_shape=(1, 8, 8),
+)
 SMALL = xc.Sequential(xc.Conv2d(2, 3, 3), xc.BatchNorm2d(3), xc.Flatten(), xc.Linear(None, 1), input_shape=(2, 5, 5))
 
 
@@ -92,8 +99,13 @@ def test_torch_importer_traces_subclasses_and_refuses_hooks(both_backends):
 
 
 def _edited_keras_file(tmp_path):
-    spec = xc.Sequential(xc.Conv2d(2, 3, 3, padding=1), xc.AvgPool2d(3, stride=2, padding=1, ceil_mode=True),
-                         xc.Flatten(), xc.Linear(None, 2), input_shape=(2, 6, 6))
+    spec = xc.Sequential(
+        xc.Conv2d(2, 3, 3, padding=1),
+        xc.AvgPool2d(3, stride=2, padding=1, ceil_mode=True),
+        xc.Flatten(),
+        xc.Linear(None, 2),
+        input_shape=(2, 6, 6),
+    )
     path, edited = tmp_path / "m.keras", tmp_path / "edited.keras"
     xc.build(spec, "tf", seed=0).save(path)
     with zipfile.ZipFile(path) as z:
@@ -130,6 +142,7 @@ def test_check_runs_the_model_stored_in_a_keras_file(both_backends, tmp_path, ca
 
 
 # ---- checkpoints: digest, file modes, caps ----
+
 
 def _checkpoint(tmp_path, name="m.safetensors"):
     spec = xc.Sequential(xc.Linear(3, 2), input_shape=(3,))
@@ -201,6 +214,7 @@ def test_a_deep_spec_in_a_checkpoint_is_refused_before_parsing(tmp_path):
 
 # ---- every API error is an XconvError ----
 
+
 def test_api_errors_are_xconv_errors(both_backends):
     import keras
     import torch
@@ -214,11 +228,21 @@ def test_api_errors_are_xconv_errors(both_backends):
         lambda: xc.from_torch(nn.Linear(2, 2).to(torch.bfloat16), (2,)),
         lambda: xc.port(nn.Linear(2, 2).half(), to="tf", input_shape=(2,)),
         lambda: xc.from_keras(None),
-        lambda: xc.save("x.safetensors", xc.Sequential(xc.Linear(2, 2), input_shape=(2,)),
-                        {"0.weight": torch.zeros(2, 2, dtype=torch.bfloat16), "0.bias": np.zeros(2, np.float32)}),
-        lambda: xc.set_weights(xc.build(xc.Sequential(xc.BatchNorm1d(2), input_shape=(2,)), "numpy"),
-                               {"0.weight": np.ones(2), "0.bias": np.zeros(2), "0.running_mean": np.zeros(2),
-                                "0.running_var": np.ones(2), "0.num_batches_tracked": np.array(2**64 - 1, np.uint64)}),
+        lambda: xc.save(
+            "x.safetensors",
+            xc.Sequential(xc.Linear(2, 2), input_shape=(2,)),
+            {"0.weight": torch.zeros(2, 2, dtype=torch.bfloat16), "0.bias": np.zeros(2, np.float32)},
+        ),
+        lambda: xc.set_weights(
+            xc.build(xc.Sequential(xc.BatchNorm1d(2), input_shape=(2,)), "numpy"),
+            {
+                "0.weight": np.ones(2),
+                "0.bias": np.zeros(2),
+                "0.running_mean": np.zeros(2),
+                "0.running_var": np.ones(2),
+                "0.num_batches_tracked": np.array(2**64 - 1, np.uint64),
+            },
+        ),
     ]
     for i, call in enumerate(bad):
         with pytest.raises(xc.XconvError):
@@ -234,22 +258,39 @@ def test_testing_toolkit_imports_without_hypothesis():
     import subprocess
     import sys
 
-    code = ("import sys; sys.modules['hypothesis'] = None\n"
-            "from xconv.testing import assert_equivalent, max_rel_diff\nprint('OK')")
+    code = (
+        "import sys; sys.modules['hypothesis'] = None\n"
+        "from xconv.testing import assert_equivalent, max_rel_diff\nprint('OK')"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "OK", out.stderr
 
 
 # ---- fuzz: random bytes, truncations and random JSON give XconvError only ----
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-                     max_leaves=20)
-_KEYS = ["format", "version", "layers", "input_shape", "name", "branches", "dim", "in_channels",
-         "out_channels", "kernel_size", "padding", "in_features", "out_features"]
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+_KEYS = [
+    "format",
+    "version",
+    "layers",
+    "input_shape",
+    "name",
+    "branches",
+    "dim",
+    "in_channels",
+    "out_channels",
+    "kernel_size",
+    "padding",
+    "in_features",
+    "out_features",
+]
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
@@ -257,11 +298,19 @@ _KEYS = ["format", "version", "layers", "input_shape", "name", "branches", "dim"
 def test_from_dict_fuzz(data):
     kinds = st.sampled_from([*xc.spec.LAYER_TYPES, "Sequential", "Add", "Concat", "Multiply", "Nope"])
     layer = st.fixed_dictionaries({"kind": kinds}, optional={k: _json for k in _KEYS})
-    doc = data.draw(st.one_of(
-        _json,
-        st.fixed_dictionaries({"format": st.just("xconv.spec"), "version": st.sampled_from([1, 2, 3]),
-                               "layers": st.lists(layer, max_size=4)}, optional={"input_shape": _json}),
-    ))
+    doc = data.draw(
+        st.one_of(
+            _json,
+            st.fixed_dictionaries(
+                {
+                    "format": st.just("xconv.spec"),
+                    "version": st.sampled_from([1, 2, 3]),
+                    "layers": st.lists(layer, max_size=4),
+                },
+                optional={"input_shape": _json},
+            ),
+        )
+    )
     try:
         xc.from_dict(doc)
     except xc.XconvError:
@@ -277,7 +326,7 @@ def test_load_fuzz(tmp_path_factory, data):
         blob = good[: data.draw(st.integers(0, len(good) - 1))]
     elif how == "flip":
         at = data.draw(st.integers(0, len(good) - 1))
-        blob = good[:at] + bytes([good[at] ^ data.draw(st.integers(1, 255))]) + good[at + 1:]
+        blob = good[:at] + bytes([good[at] ^ data.draw(st.integers(1, 255))]) + good[at + 1 :]
     else:
         blob = data.draw(st.binary(max_size=200))
     path = tmp_path_factory.mktemp("fuzz") / "f.safetensors"

@@ -23,10 +23,12 @@ def _block(c_in, c_out):
 
 def unet(kind):
     bottom = xc.Sequential(xc.MaxPool2d(2), _block(8, 16), _up(kind, 16, 8))
-    middle = xc.Sequential(xc.MaxPool2d(2), _block(4, 8), xc.Concat(xc.Identity(), bottom), _block(16, 8),
-                           _up(kind, 8, 4))
-    return xc.Sequential(_block(3, 4), xc.Concat(xc.Identity(), middle), _block(8, 4), xc.Conv2d(4, 2, 1),
-                         input_shape=(3, 16, 12))
+    middle = xc.Sequential(
+        xc.MaxPool2d(2), _block(4, 8), xc.Concat(xc.Identity(), bottom), _block(16, 8), _up(kind, 8, 4)
+    )
+    return xc.Sequential(
+        _block(3, 4), xc.Concat(xc.Identity(), middle), _block(8, 4), xc.Conv2d(4, 2, 1), input_shape=(3, 16, 12)
+    )
 
 
 @pytest.mark.parametrize("kind", ["transpose", "bilinear"])

@@ -26,8 +26,12 @@ KEYS = ["0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias", "6.wei
 def test_keys_and_shapes(backend):
     w = xc.get_weights(xc.build(seed_spec(), backend, seed=0))
     assert {k: v.shape for k, v in w.items()} == {
-        "0.weight": (32, 3, 5, 5), "0.bias": (32,), "2.weight": (16, 32, 3, 3), "2.bias": (16,),
-        "5.weight": (10, 16384), "5.bias": (10,),
+        "0.weight": (32, 3, 5, 5),
+        "0.bias": (32,),
+        "2.weight": (16, 32, 3, 3),
+        "2.bias": (16,),
+        "5.weight": (10, 16384),
+        "5.bias": (10,),
     }
     assert list(xc.get_weights(xc.build(SPEC, backend, seed=0))) == KEYS
 
@@ -83,15 +87,15 @@ def test_round_trips_are_bit_exact(both_backends, dtype):
     tm = xc.build(SPEC, "torch", dtype=dtype)
     km = xc.build(SPEC, "tf", dtype=dtype)
     xc.set_weights(tm, w)
-    xc.transfer_weights(tm, km)      # torch -> Keras
+    xc.transfer_weights(tm, km)  # torch -> Keras
     tm2 = xc.build(SPEC, "torch", dtype=dtype)
-    xc.transfer_weights(km, tm2)     # Keras -> torch
+    xc.transfer_weights(km, tm2)  # Keras -> torch
     back = xc.get_weights(tm2)
     for k in KEYS:
         assert back[k].dtype == w[k].dtype
         np.testing.assert_array_equal(back[k], w[k])
     km2 = xc.build(SPEC, "tf", dtype=dtype)
-    xc.transfer_weights(tm2, km2)    # Keras -> torch -> Keras
+    xc.transfer_weights(tm2, km2)  # Keras -> torch -> Keras
     for a, b in zip(km.weights, km2.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
@@ -101,8 +105,12 @@ def test_hand_written_state_dict_loads_as_it_is(both_backends):
     from torch import nn
 
     hand = nn.Sequential(
-        nn.Conv2d(3, 32, kernel_size=5, padding=2), nn.ReLU(), nn.Conv2d(32, 16, kernel_size=3, padding=1),
-        nn.ReLU(), nn.Flatten(), nn.Linear(16 * 8 * 8, 10),
+        nn.Conv2d(3, 32, kernel_size=5, padding=2),
+        nn.ReLU(),
+        nn.Conv2d(32, 16, kernel_size=3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(16 * 8 * 8, 10),
     )
     spec = seed_spec(8)
     x = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)

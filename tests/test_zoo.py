@@ -10,7 +10,12 @@ import xconv as xc
 from xconv.testing import max_rel_diff
 
 from .zoo_support import (
-    KERAS_APPLICATIONS, SEGMENTATION, TORCHVISION, keras_model, segmentation_model, torchvision_model,
+    KERAS_APPLICATIONS,
+    SEGMENTATION,
+    TORCHVISION,
+    keras_model,
+    segmentation_model,
+    torchvision_model,
 )
 
 

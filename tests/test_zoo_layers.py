@@ -10,11 +10,17 @@ import xconv as xc
 from xconv.testing import assert_equivalent, max_rel_diff
 
 MOBILE = xc.Sequential(
-    xc.Conv2d(3, 6, 3, stride=2, padding=1, bias=False), xc.BatchNorm2d(6), xc.Hardswish(),
-    xc.Add(xc.Sequential(xc.Conv2d(6, 12, 3, padding=1, groups=6), xc.Hardtanh(0.0, 6.0), xc.Conv2d(12, 6, 1)),
-           xc.Identity()),
+    xc.Conv2d(3, 6, 3, stride=2, padding=1, bias=False),
+    xc.BatchNorm2d(6),
+    xc.Hardswish(),
+    xc.Add(
+        xc.Sequential(xc.Conv2d(6, 12, 3, padding=1, groups=6), xc.Hardtanh(0.0, 6.0), xc.Conv2d(12, 6, 1)),
+        xc.Identity(),
+    ),
     xc.Multiply(xc.Identity(), xc.Sequential(xc.AdaptiveAvgPool2d(1), xc.Conv2d(6, 6, 1), xc.Hardsigmoid())),
-    xc.StochasticDepth(0.2), xc.Conv2d(6, 6, 3, stride=2, padding="same", groups=6), xc.Hardtanh(-1.0, 1.0),
+    xc.StochasticDepth(0.2),
+    xc.Conv2d(6, 6, 3, stride=2, padding="same", groups=6),
+    xc.Hardtanh(-1.0, 1.0),
     input_shape=(3, 9, 8),
 )
 
@@ -77,9 +83,11 @@ def test_stochastic_depth_statistics(both_backends):
     x = np.ones((4000, 2, 3, 3), dtype=np.float32)
     tm, km, nm = (xc.build(spec, b, dtype="float32") for b in ("torch", "tf", "numpy"))
     tm.train()
-    outs = {"torch": tm(torch.from_numpy(x)).detach().numpy(),
-            "tf": xc.to_nchw(np.asarray(km(xc.to_nhwc(x), training=True))),
-            "numpy": nm.train()(x)}
+    outs = {
+        "torch": tm(torch.from_numpy(x)).detach().numpy(),
+        "tf": xc.to_nchw(np.asarray(km(xc.to_nhwc(x), training=True))),
+        "numpy": nm.train()(x),
+    }
     for name, y in outs.items():
         per_sample = y.reshape(len(y), -1)
         assert np.all(per_sample.min(axis=1) == per_sample.max(axis=1)), name  # whole samples
@@ -160,8 +168,15 @@ def test_keras_operation_nodes_and_reshapes(both_backends):
         xc.from_keras(keras.Model(inp, keras.layers.Reshape((3, 12, 4))(inp)))
 
 
-PREPROCESS = xc.Sequential(xc.Rescaling(1 / 255), xc.Normalization(3), xc.Rescaling((2.0, 1.0, 0.5), -0.1),
-                           xc.Conv2d(3, 4, 3), xc.Flatten(), xc.Normalization(36), input_shape=(3, 5, 5))
+PREPROCESS = xc.Sequential(
+    xc.Rescaling(1 / 255),
+    xc.Normalization(3),
+    xc.Rescaling((2.0, 1.0, 0.5), -0.1),
+    xc.Conv2d(3, 4, 3),
+    xc.Flatten(),
+    xc.Normalization(36),
+    input_shape=(3, 5, 5),
+)
 
 
 def _preprocess_weights(dtype="float64"):

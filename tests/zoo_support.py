@@ -117,15 +117,18 @@ def segmentation_model(name: str, seed: int = 0) -> Any:
 
 
 def keras_model(name: str) -> Any:
-    import keras
-
     import inspect
+
+    import keras
 
     keras.utils.set_random_seed(0)
     base, _, preprocessing = name.partition("+")
     build = getattr(keras.applications, base)
-    extra = {"include_preprocessing": bool(preprocessing)} if "include_preprocessing" in inspect.signature(
-        build).parameters else {}
+    extra = (
+        {"include_preprocessing": bool(preprocessing)}
+        if "include_preprocessing" in inspect.signature(build).parameters
+        else {}
+    )
     # logits, not probabilities: a softmax over 1,000 classes would shrink every difference to ~1e-3 of itself
     model = build(weights=None, input_shape=KERAS_APPLICATIONS[name], classifier_activation=None, **extra)
     rng = np.random.default_rng(0)
@@ -133,5 +136,3 @@ def keras_model(name: str) -> Any:
         if type(layer).__name__ == "LayerScale":  # initialised to 1e-6, which would hide every residual branch
             layer.gamma.assign(rng.uniform(0.5, 1.5, layer.gamma.shape).astype(layer.gamma.dtype))
     return model
-
-

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -12,7 +13,7 @@ from .errors import SpecError, WeightError, XconvError
 from .spec import Sequential
 from .weights import DTYPES, as_numpy, check_weights, init_weights
 
-__all__ = ["build", "summary", "get_weights", "set_weights", "transfer_weights", "spec_of", "predict"]
+__all__ = ["build", "get_weights", "predict", "set_weights", "spec_of", "summary", "transfer_weights"]
 
 
 def _dtype_name(dtype: Any) -> str:
@@ -118,8 +119,10 @@ def transfer_weights(src: Any, dst: Any) -> None:
     from .backends._protocol import FastTransfer
 
     if (
-        isinstance(src_backend, FastTransfer) and isinstance(dst_backend, FastTransfer)
-        and src_backend is not dst_backend and src_backend.dtype_of(src) == dst_backend.dtype_of(dst)
+        isinstance(src_backend, FastTransfer)
+        and isinstance(dst_backend, FastTransfer)
+        and src_backend is not dst_backend
+        and src_backend.dtype_of(src) == dst_backend.dtype_of(dst)
         and src_backend.float_bytes(src, infos) >= FAST_TRANSFER_BYTES
     ):
         dst_backend.import_tensors(dst, infos, src_backend.export_tensors(src, infos))
@@ -136,8 +139,10 @@ def predict(model: Any, x: Any) -> np.ndarray:
     expected = tuple(spec.input_shape or ())
     if array.ndim != len(expected) + 1 or tuple(array.shape[1:]) != expected:
         layout_name = "(N, C, H, W)" if len(expected) == 3 else "(N, F)"
-        raise XconvError(f"predict: the model takes a batch of shape (N, {', '.join(map(str, expected))}) in "
-                         f"{layout_name} layout. Received: an array of shape {tuple(array.shape)}")
+        raise XconvError(
+            f"predict: the model takes a batch of shape (N, {', '.join(map(str, expected))}) in "
+            f"{layout_name} layout. Received: an array of shape {tuple(array.shape)}"
+        )
     if array.dtype.kind not in "fiub":
         raise XconvError(f"predict: the batch must hold numbers. Received: dtype {array.dtype}")
     return backend.forward(model, array.astype(backend.dtype_of(model), copy=False))
@@ -188,8 +193,15 @@ def summary(
     rule = "-" * (sum(widths) + 8)
 
     def line(r: tuple[str, ...]) -> str:
-        return "  ".join([f"{r[0]:<{widths[0]}}", f"{r[1]:<{widths[1]}}", f"{r[2]:<{widths[2]}}",
-                          f"{r[3]:<{widths[3]}}", f"{r[4]:>{widths[4]}}"])
+        return "  ".join(
+            [
+                f"{r[0]:<{widths[0]}}",
+                f"{r[1]:<{widths[1]}}",
+                f"{r[2]:<{widths[2]}}",
+                f"{r[3]:<{widths[3]}}",
+                f"{r[4]:>{widths[4]}}",
+            ]
+        )
 
     total = sum(i.param_count for i in infos)
     layers = sum(1 for i in infos if not i.is_join)

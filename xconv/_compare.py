@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["max_rel_diff", "TOLERANCE"]
+__all__ = ["TOLERANCE", "max_rel_diff"]
 
 #: Default bound on max |a - b| / max(1, max |a|) per dtype. float32: the seed ConvNet reaches ~2e-6 of the
 #: output scale and TF's oneDNN on/off moves results by ~6e-8, so 1e-5 leaves room for deeper random specs

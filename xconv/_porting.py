@@ -7,17 +7,18 @@ from typing import Any
 import numpy as np
 
 from ._api import build, get_weights, set_weights, spec_of
+from ._compare import TOLERANCE, max_rel_diff
 from .backends import backend_of_model, canonical_name, get_backend
 from .errors import PortError, XconvError
 from .spec import Sequential
 from .weights import weights_dtype
-from ._compare import TOLERANCE, max_rel_diff
 
-__all__ = ["from_torch", "from_keras", "port"]
+__all__ = ["from_keras", "from_torch", "port"]
 
 
-def from_torch(model: Any, input_shape: tuple[int, ...], *, return_weights: bool = False,
-               output: str | None = None) -> Any:
+def from_torch(
+    model: Any, input_shape: tuple[int, ...], *, return_weights: bool = False, output: str | None = None
+) -> Any:
     """The spec of a hand-written torch module, traced with ``torch.fx``: chains, residual additions, gating
     products and concatenations (a nesting of fork-join blocks), every layer named by its module's qualified
     name so that the canonical weights have exactly the keys of ``model.state_dict()``; ``nn.ZeroPad2d`` folds
@@ -48,8 +49,10 @@ def _check_float_params(model: Any, who: str) -> None:
     for name, t in itertools.chain(model.named_parameters(), model.named_buffers()):
         kind = str(t.dtype).replace("torch.", "")
         if t.is_floating_point() and kind not in ("float32", "float64"):
-            raise XconvError(f"{who}: {name!r} is {kind}; xconv models are float32 or float64 (call model.float() "
-                             "or model.double() first)")
+            raise XconvError(
+                f"{who}: {name!r} is {kind}; xconv models are float32 or float64 (call model.float() "
+                "or model.double() first)"
+            )
 
 
 def from_keras(model: Any, *, return_weights: bool = False) -> Any:
@@ -67,8 +70,9 @@ def from_keras(model: Any, *, return_weights: bool = False) -> Any:
     return (spec, weights) if return_weights else spec
 
 
-def _import(model: Any, input_shape: tuple[int, ...] | None,
-            output: str | None = None) -> tuple[str, Sequential, dict[str, np.ndarray]]:
+def _import(
+    model: Any, input_shape: tuple[int, ...] | None, output: str | None = None
+) -> tuple[str, Sequential, dict[str, np.ndarray]]:
     backend = backend_of_model(model)
     if backend is None:
         raise XconvError(f"port: expected a torch.nn.Module or a keras.Model. Received: {type(model).__name__}")
@@ -83,8 +87,15 @@ def _import(model: Any, input_shape: tuple[int, ...] | None,
     return backend.NAME, spec, weights
 
 
-def port(model: Any, to: str, input_shape: tuple[int, ...] | None = None, verify: bool = True, *, seed: int = 0,
-         output: str | None = None) -> Any:
+def port(
+    model: Any,
+    to: str,
+    input_shape: tuple[int, ...] | None = None,
+    verify: bool = True,
+    *,
+    seed: int = 0,
+    output: str | None = None,
+) -> Any:
     """Import ``model`` (torch or Keras, hand-written or built by xconv), build the same spec in framework
     ``to`` and copy the weights. With ``verify`` (the default), one random batch (standard normal, batch 2,
     drawn from ``seed``) goes through both models and a :class:`PortError` is raised when
@@ -103,7 +114,11 @@ def port(model: Any, to: str, input_shape: tuple[int, ...] | None = None, verify
     set_weights(out, weights)
     if verify:
         x = np.random.default_rng(seed).standard_normal((2, *spec.input_shape)).astype(dtype)  # type: ignore[misc]
-        a = get_backend(source).forward(model, x, output) if output is not None else get_backend(source).forward(model, x)
+        a = (
+            get_backend(source).forward(model, x, output)
+            if output is not None
+            else get_backend(source).forward(model, x)
+        )
         b = get_backend(target).forward(out, x)
         err = max_rel_diff(a, b)
         if not err <= TOLERANCE[dtype]:

@@ -8,7 +8,8 @@ import json
 import os
 import stat
 import tempfile
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -17,7 +18,7 @@ from .errors import XconvError
 from .spec import Sequential, from_dict
 from .weights import check_weights, weights_dtype
 
-__all__ = ["save", "load", "load_model", "digest", "has_digest", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
+__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "digest", "has_digest", "load", "load_model", "save"]
 
 CHECKPOINT_FORMAT = "xconv.checkpoint"
 CHECKPOINT_VERSION = "1"
@@ -169,8 +170,10 @@ def load(path: str | os.PathLike[str]) -> tuple[Sequential, dict[str, np.ndarray
         raise XconvError(f"{target}: the tensor data does not match the digest stored with it: the file is corrupted")
     text = metadata.get("spec", "")
     if len(text) > MAX_SPEC_CHARS or _json_depth(text) > MAX_SPEC_DEPTH:
-        raise XconvError(f"{target}: the spec in the checkpoint is larger or deeper than an xconv spec can be "
-                         f"({len(text)} characters; at most {MAX_SPEC_CHARS} and {MAX_SPEC_DEPTH} levels)")
+        raise XconvError(
+            f"{target}: the spec in the checkpoint is larger or deeper than an xconv spec can be "
+            f"({len(text)} characters; at most {MAX_SPEC_CHARS} and {MAX_SPEC_DEPTH} levels)"
+        )
     try:
         spec = from_dict(json.loads(text))
         infos = shapes.infer(spec)

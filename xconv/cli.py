@@ -20,7 +20,8 @@ import os
 import stat
 import sys
 import tempfile
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -135,8 +136,10 @@ def _unlink_quietly(path: str) -> None:
 def _random_input(seed: int, batch: int, spec: Sequential) -> np.ndarray:
     shape = (batch, *spec.input_shape)  # type: ignore[misc]
     if math.prod(shape) > MAX_INPUT_ELEMENTS:
-        raise _UsageError(f"an input batch of shape {shape} is too large (more than {MAX_INPUT_ELEMENTS:,} numbers); "
-                          "use a smaller --batch or --input-shape")
+        raise _UsageError(
+            f"an input batch of shape {shape} is too large (more than {MAX_INPUT_ELEMENTS:,} numbers); "
+            "use a smaller --batch or --input-shape"
+        )
     return np.random.default_rng(seed).standard_normal(shape)
 
 
@@ -182,7 +185,9 @@ def _read_keras(path: str) -> Any:
         raise _UsageError(f"{path} is not a readable .keras file ({type(e).__name__}: {e})") from None
 
 
-def _read(path: str, spec_path: str | None = None, input_shape: tuple[int, ...] | None = None) -> tuple[Sequential, dict[str, np.ndarray] | None]:
+def _read(
+    path: str, spec_path: str | None = None, input_shape: tuple[int, ...] | None = None
+) -> tuple[Sequential, dict[str, np.ndarray] | None]:
     """(spec, weights or None) from a spec JSON, an xconv checkpoint, a .keras file or a torch state_dict."""
     from .weights import check_weights, weights_dtype
 
@@ -223,8 +228,10 @@ def _summary(args: argparse.Namespace) -> int:
         from .checkpoint import has_digest
 
         if not has_digest(args.file):
-            print("note: this checkpoint has no digest of its tensors (written by another tool): its data was "
-                  "loaded unchecked")
+            print(
+                "note: this checkpoint has no digest of its tensors (written by another tool): its data was "
+                "loaded unchecked"
+            )
     return 0
 
 
@@ -246,8 +253,10 @@ def _convert(args: argparse.Namespace) -> int:
         err = _keras_file_error(args.input, spec, weights, x)
         tol = TOLERANCE[weights_dtype(weights)]
         if not err <= tol:
-            raise _UsageError(f"{args.input}: the stored model does not compute what its layers' configurations say "
-                              f"({err:.3g} relative, tolerance {tol:g}); refusing to convert an edited file")
+            raise _UsageError(
+                f"{args.input}: the stored model does not compute what its layers' configurations say "
+                f"({err:.3g} relative, tolerance {tol:g}); refusing to convert an edited file"
+            )
     to = args.to
     if to == "safetensors":
         from .checkpoint import save
@@ -280,7 +289,11 @@ def _keras_file_error(path: str, spec: Any, weights: Any, x: np.ndarray) -> floa
     expect = reference(x.astype("float64"))
     dtype = str(model.inputs[0].dtype)
     y = np.asarray(model(xc_layout.to_nhwc(x.astype(dtype)) if x.ndim == 4 else x.astype(dtype), training=False))
-    got = xc_layout.to_nchw(y) if y.ndim == 4 else xc_layout.features_to_chw_order(y, shapes.infer(spec)[-1].output_source)
+    got = (
+        xc_layout.to_nchw(y)
+        if y.ndim == 4
+        else xc_layout.features_to_chw_order(y, shapes.infer(spec)[-1].output_source)
+    )
     from ._compare import max_rel_diff
 
     return max_rel_diff(expect, got)
@@ -305,11 +318,15 @@ def _check(args: argparse.Namespace) -> int:
         return 1
     if os.path.splitext(args.file)[1].lower() == ".keras":
         err = _keras_file_error(args.file, spec, weights, x)
-        file_dtype = "float64" if all(w.dtype == np.float64 for w in weights.values() if w.dtype.kind == "f") else "float32"
+        file_dtype = (
+            "float64" if all(w.dtype == np.float64 for w in weights.values() if w.dtype.kind == "f") else "float32"
+        )
         print(f"the model in {args.file} itself against the numpy reference: {err:.3e} relative")
         if not err <= TOLERANCE[file_dtype]:
-            print(f"FAIL: the model stored in {args.file} does not compute what its layers' configurations say "
-                  f"({err:.3g} relative, tolerance {TOLERANCE[file_dtype]:g}); was the file edited?")
+            print(
+                f"FAIL: the model stored in {args.file} does not compute what its layers' configurations say "
+                f"({err:.3g} relative, tolerance {TOLERANCE[file_dtype]:g}); was the file edited?"
+            )
             return 1
     print(f"OK: torch and tf agree on every layer ({args.dtype}, batch {args.batch})")
     return 0
@@ -364,11 +381,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"xconv {args.command}: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # noqa: BLE001 - exit 1 means a mismatch, and no traceback without --debug
+    except Exception as e:
         if args.debug:
             raise
-        print(f"xconv {args.command}: error: {type(e).__name__}: {e} (unexpected; --debug shows the traceback)"
-              .replace("\n", " "), file=sys.stderr)
+        print(
+            f"xconv {args.command}: error: {type(e).__name__}: {e} (unexpected; --debug shows the traceback)".replace(
+                "\n", " "
+            ),
+            file=sys.stderr,
+        )
         return 2
 
 

@@ -16,14 +16,15 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 import xconv as xc
-from xconv.backends import get_backend
 from xconv._compare import TOLERANCE, max_rel_diff
+from xconv.backends import get_backend
 
 #: CIFAR-10 per-channel mean and std of the seed notebook's ``T.Normalize`` (pixels scaled to [0, 1] first)
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -165,7 +166,9 @@ def _train(
     return losses, curve
 
 
-def _plot(path: str, torch_losses: np.ndarray, tf_losses: np.ndarray, torch_acc: list, tf_acc: list, title: str) -> None:
+def _plot(
+    path: str, torch_losses: np.ndarray, tf_losses: np.ndarray, torch_acc: list, tf_acc: list, title: str
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -179,8 +182,10 @@ def _plot(path: str, torch_losses: np.ndarray, tf_losses: np.ndarray, torch_acc:
     ax1.set_ylabel("training loss (cross-entropy)")
     ax1.set_yscale("log")
     ax1.legend()
-    for curve, label, style in ((torch_acc, "PyTorch", dict(linewidth=2.5, alpha=0.6)),
-                                (tf_acc, "Keras", dict(linestyle="--", linewidth=1.2, color="black"))):
+    for curve, label, style in (
+        (torch_acc, "PyTorch", dict(linewidth=2.5, alpha=0.6)),
+        (tf_acc, "Keras", dict(linestyle="--", linewidth=1.2, color="black")),
+    ):
         ax2.plot([t for t, _ in curve], [100 * a for _, a in curve], label=label, **style)
     ax2.set_xlabel("iteration")
     ax2.set_ylabel("validation accuracy (%)")
@@ -257,14 +262,18 @@ def run(args: argparse.Namespace, echo: Callable[..., Any] = print) -> int:
     channels, size = data.x_train.shape[1], data.x_train.shape[2]
     spec = seed_convnet(channels, size, classes=10)
     tol = TOLERANCE[args.dtype]
-    echo(f"Data: {data.name}, {len(data.x_train):,} training / {len(data.x_val):,} validation images of "
-         f"{channels}x{size}x{size}; {args.dtype}")
+    echo(
+        f"Data: {data.name}, {len(data.x_train):,} training / {len(data.x_val):,} validation images of "
+        f"{channels}x{size}x{size}; {args.dtype}"
+    )
     echo("The seed's ConvNet as one xconv spec:\n")
     xc.summary(spec, print_fn=echo)
     batches = batch_indices(len(data.x_train), args.batch, steps, args.seed)
 
-    echo(f"\n1. Train in PyTorch: {steps} steps of {args.batch}, SGD(lr={args.lr:g}, momentum=0.9, nesterov=True), "
-         "cross-entropy")
+    echo(
+        f"\n1. Train in PyTorch: {steps} steps of {args.batch}, SGD(lr={args.lr:g}, momentum=0.9, nesterov=True), "
+        "cross-entropy"
+    )
     tm = xc.build(spec, backend="torch", seed=args.seed, dtype=args.dtype)
     initial = {k: v.copy() for k, v in xc.get_weights(tm).items()}
     t0 = time.perf_counter()
@@ -290,12 +299,16 @@ def run(args: argparse.Namespace, echo: Callable[..., Any] = print) -> int:
     echo(f"  ported in {port_time:.2f} s")
     echo(f"  validation accuracy   PyTorch {100 * acc_t:.2f}%   Keras {100 * acc_k:.2f}%")
     echo(f"  argmax agreement      {100 * agree.mean():.2f}% of {len(agree)} images")
-    echo(f"  max |logit difference| {np.abs(logits_t - logits_k).max():.3e} (relative {logit_err:.3e}, "
-         f"tolerance {tol:g})")
+    echo(
+        f"  max |logit difference| {np.abs(logits_t - logits_k).max():.3e} (relative {logit_err:.3e}, "
+        f"tolerance {tol:g})"
+    )
     echo(f"  torch -> Keras -> torch weights bit-exact: {exact}")
 
-    echo(f"\n3. Train the same spec in Keras from the same initial weights on the same {steps} batches "
-         "(keras.optimizers.SGD, same settings)")
+    echo(
+        f"\n3. Train the same spec in Keras from the same initial weights on the same {steps} batches "
+        "(keras.optimizers.SGD, same settings)"
+    )
     kt = xc.build(spec, backend="tf", dtype=args.dtype)
     xc.set_weights(kt, initial)
     t0 = time.perf_counter()
@@ -307,15 +320,20 @@ def run(args: argparse.Namespace, echo: Callable[..., Any] = print) -> int:
     curve_tol = steps * tol
     curve_ok = loss_diff / loss_scale <= curve_tol and bool(np.isfinite(tf_losses).all())
     final_k = xc.get_weights(kt)
-    param_diff = max(float(np.abs(trained[k] - final_k[k]).max() / max(np.abs(trained[k]).max(), 1e-30))
-                     for k in trained)
+    param_diff = max(
+        float(np.abs(trained[k] - final_k[k]).max() / max(np.abs(trained[k]).max(), 1e-30)) for k in trained
+    )
     for (t, a), (_, b) in zip(torch_acc, tf_acc):
         if t % print_every and t != steps - 1:
             continue
-        echo(f"  iteration {t:>5}   loss PyTorch {torch_losses[t]:.6f}  Keras {tf_losses[t]:.6f}   "
-             f"val acc PyTorch {100 * a:6.2f}%  Keras {100 * b:6.2f}%")
-    echo(f"  max per-step loss difference {loss_diff:.3e} (relative {loss_diff / loss_scale:.3e}, allowed "
-         f"{curve_tol:.1e} = steps x {tol:g})")
+        echo(
+            f"  iteration {t:>5}   loss PyTorch {torch_losses[t]:.6f}  Keras {tf_losses[t]:.6f}   "
+            f"val acc PyTorch {100 * a:6.2f}%  Keras {100 * b:6.2f}%"
+        )
+    echo(
+        f"  max per-step loss difference {loss_diff:.3e} (relative {loss_diff / loss_scale:.3e}, allowed "
+        f"{curve_tol:.1e} = steps x {tol:g})"
+    )
     echo(f"  final parameters, max per-tensor relative difference {param_diff:.3e}")
     echo(f"  training time  PyTorch {torch_time:.1f} s   Keras {tf_time:.1f} s")
 
@@ -327,25 +345,46 @@ def run(args: argparse.Namespace, echo: Callable[..., Any] = print) -> int:
         "torch": os.path.join(args.out, "convnet.pt"),
         "metrics": os.path.join(args.out, "metrics.json"),
     }
-    _plot(files["plot"], torch_losses, tf_losses, torch_acc, tf_acc,
-          f"Seed ConvNet on {data.name}: PyTorch vs Keras, same spec, weights and batches")
+    _plot(
+        files["plot"],
+        torch_losses,
+        tf_losses,
+        torch_acc,
+        tf_acc,
+        f"Seed ConvNet on {data.name}: PyTorch vs Keras, same spec, weights and batches",
+    )
     xc.save(files["checkpoint"], tm)
     km.save(files["keras"])
     torch.save(tm.state_dict(), files["torch"])
     ok = logit_err <= tol and argmax_ok and exact and curve_ok and acc_t == acc_k
     metrics = dict(
-        data=data.name, dtype=args.dtype, steps=steps, batch=args.batch, lr=args.lr, seed=args.seed,
-        val_accuracy_torch=acc_t, val_accuracy_keras_ported=acc_k, argmax_agreement=float(agree.mean()),
-        max_abs_logit_diff=float(np.abs(logits_t - logits_k).max()), max_rel_logit_diff=logit_err,
-        weights_round_trip_bit_exact=exact, torch_losses=torch_losses.tolist(), keras_losses=tf_losses.tolist(),
-        max_loss_diff=loss_diff, max_param_diff=param_diff,
-        val_accuracy_curve_torch=torch_acc, val_accuracy_curve_keras=tf_acc, ok=ok,
+        data=data.name,
+        dtype=args.dtype,
+        steps=steps,
+        batch=args.batch,
+        lr=args.lr,
+        seed=args.seed,
+        val_accuracy_torch=acc_t,
+        val_accuracy_keras_ported=acc_k,
+        argmax_agreement=float(agree.mean()),
+        max_abs_logit_diff=float(np.abs(logits_t - logits_k).max()),
+        max_rel_logit_diff=logit_err,
+        weights_round_trip_bit_exact=exact,
+        torch_losses=torch_losses.tolist(),
+        keras_losses=tf_losses.tolist(),
+        max_loss_diff=loss_diff,
+        max_param_diff=param_diff,
+        val_accuracy_curve_torch=torch_acc,
+        val_accuracy_curve_keras=tf_acc,
+        ok=ok,
     )
     with open(files["metrics"], "w") as f:
         json.dump(metrics, f, indent=1)
     echo(f"\nWrote {', '.join(files.values())}")
-    echo(f"\nresult: {'the two frameworks compute and train the same function' if ok else 'MISMATCH beyond tolerance'}"
-         f" ({time.perf_counter() - started:.0f} s)")
+    echo(
+        f"\nresult: {'the two frameworks compute and train the same function' if ok else 'MISMATCH beyond tolerance'}"
+        f" ({time.perf_counter() - started:.0f} s)"
+    )
     return 0 if ok else 1
 
 

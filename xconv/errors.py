@@ -6,7 +6,7 @@ A missing framework is a :class:`BackendUnavailable` (an ``ImportError``) carryi
 
 from __future__ import annotations
 
-__all__ = ["XconvError", "SpecError", "WeightError", "UnsupportedLayerError", "PortError", "BackendUnavailable"]
+__all__ = ["BackendUnavailable", "PortError", "SpecError", "UnsupportedLayerError", "WeightError", "XconvError"]
 
 
 class XconvError(ValueError):

@@ -17,7 +17,7 @@ from .shapes import RULES, LayerInfo, Shape, _Ctx, join_rule
 from .spec import Layer, Sequential
 from .spec._sequential import Combinator
 
-__all__ = ["build_graph", "consumers", "is_chain", "Graph"]
+__all__ = ["Graph", "build_graph", "consumers", "is_chain"]
 
 Graph = list[LayerInfo]
 

@@ -4,24 +4,25 @@ H,W,C flatten), and TensorFlow's 'same' padding rule. Every layout transform in 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 
 __all__ = [
-    "same_padding",
-    "oihw_to_hwio",
-    "hwio_to_oihw",
-    "flatten_permutation",
-    "linear_to_dense",
-    "dense_to_linear",
-    "to_nhwc",
-    "to_nchw",
-    "to_keras",
-    "to_canonical",
-    "ArrayOps",
-    "source_blocks",
     "NUMPY_OPS",
+    "ArrayOps",
+    "dense_to_linear",
+    "flatten_permutation",
+    "hwio_to_oihw",
+    "linear_to_dense",
+    "oihw_to_hwio",
+    "same_padding",
+    "source_blocks",
+    "to_canonical",
+    "to_keras",
+    "to_nchw",
+    "to_nhwc",
 ]
 
 

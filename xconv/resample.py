@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["output_length", "Taps", "taps", "matrix"]
+__all__ = ["Taps", "matrix", "output_length", "taps"]
 
 
 def output_length(size: int, out: int | None, scale: float | None) -> int:
@@ -92,7 +92,9 @@ def matrix(t: Taps, size: int) -> np.ndarray:
 
 def layer_taps(layer: object, input_hw: tuple[int, int], output_hw: tuple[int, int]) -> tuple[Taps, Taps]:
     """The (H, W) taps of an ``Upsample`` spec layer between these sizes."""
-    factors = getattr(layer, "scale_factor") or (None, None)
-    mode, corners = getattr(layer, "mode"), getattr(layer, "align_corners")
-    return (taps(input_hw[0], output_hw[0], mode, corners, factors[0]),
-            taps(input_hw[1], output_hw[1], mode, corners, factors[1]))
+    factors = layer.scale_factor or (None, None)
+    mode, corners = layer.mode, layer.align_corners
+    return (
+        taps(input_hw[0], output_hw[0], mode, corners, factors[0]),
+        taps(input_hw[1], output_hw[1], mode, corners, factors[1]),
+    )

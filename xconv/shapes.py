@@ -8,21 +8,41 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from .errors import SpecError
 from .layout import same_padding, source_blocks
 from .spec import (
-    ELEMENTWISE, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Flatten, Layer, Linear, MaxPool2d,
-    Normalization, Rescaling, Sequential, Softmax, ZeroPad2d, ChannelLinear, ChannelShuffle, LayerNorm, LayerScale,
-    Narrow, ConvTranspose2d, Upsample,
+    ELEMENTWISE,
+    AdaptiveAvgPool2d,
+    AvgPool2d,
+    BatchNorm1d,
+    BatchNorm2d,
+    ChannelLinear,
+    ChannelShuffle,
+    Conv2d,
+    ConvTranspose2d,
+    Flatten,
+    Layer,
+    LayerNorm,
+    LayerScale,
+    Linear,
+    MaxPool2d,
+    Narrow,
+    Normalization,
+    Rescaling,
+    Sequential,
+    Softmax,
+    Upsample,
+    ZeroPad2d,
 )
-from .spec._sequential import Combinator, Concat
 from .spec._layers import _BatchNorm
 from .spec._normalize import Padding, as_shape
+from .spec._sequential import Combinator, Concat
 
 __all__ = ["LayerInfo", "infer", "resolve"]
 
@@ -190,8 +210,11 @@ def tap_slices(
     """For each kernel tap (i, j) of a conv or pool over an already padded input: (i, j, rows, cols), the
     strided slices of that input it reads for ``out`` = (out_h, out_w) outputs, taps in row-major order."""
     (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel, stride, dilation, out
-    return [(i, j, slice(i * dh, i * dh + sh * (ho - 1) + 1, sh), slice(j * dw, j * dw + sw * (wo - 1) + 1, sw))
-            for i in range(kh) for j in range(kw)]
+    return [
+        (i, j, slice(i * dh, i * dh + sh * (ho - 1) + 1, sh), slice(j * dw, j * dw + sw * (wo - 1) + 1, sw))
+        for i in range(kh)
+        for j in range(kw)
+    ]
 
 
 def layer_taps(info: LayerInfo) -> list[tuple[int, int, slice, slice]]:
@@ -221,8 +244,12 @@ def avgpool_divisor(info: LayerInfo) -> np.ndarray:
     """torch's AvgPool2d divisor for each output position (out_h, out_w): the product of the two axes'
     :func:`avgpool_counts`."""
     layer: AvgPool2d = info.layer  # type: ignore[assignment]
-    counts = [avgpool_counts(size, out, k, s, p, layer.count_include_pad) for size, out, k, s, p in zip(
-        info.input_shape[1:], info.output_shape[1:], layer.kernel_size, layer.stride, layer.padding)]
+    counts = [
+        avgpool_counts(size, out, k, s, p, layer.count_include_pad)
+        for size, out, k, s, p in zip(
+            info.input_shape[1:], info.output_shape[1:], layer.kernel_size, layer.stride, layer.padding
+        )
+    ]
     return np.outer(counts[0], counts[1])
 
 
@@ -230,7 +257,9 @@ def _pool(ctx: _Ctx, layer: MaxPool2d | AvgPool2d, source: Shape | None) -> Laye
     c, h, w = ctx.need_map()
     dilation = getattr(layer, "dilation", (1, 1))
     out, padding = [], []
-    for axis, size, k, s, p, d in zip(("height", "width"), (h, w), layer.kernel_size, layer.stride, layer.padding, dilation):
+    for axis, size, k, s, p, d in zip(
+        ("height", "width"), (h, w), layer.kernel_size, layer.stride, layer.padding, dilation
+    ):
         n = pool_output_size(size, k, s, p, d, layer.ceil_mode)
         if n < 1 or size + 2 * p < d * (k - 1) + 1:
             raise ctx.error(
@@ -274,8 +303,9 @@ def _batchnorm(ctx: _Ctx, layer: _BatchNorm, source: Shape | None) -> LayerInfo:
         params.update(running_mean=n, running_var=n, num_batches_tracked=())
         buffers = ("running_mean", "running_var", "num_batches_tracked")
     keep = source if len(ctx.shape) == 1 else None
-    return LayerInfo(ctx.index, layer, ctx.shape, ctx.shape, params, input_source=keep, output_source=keep,
-                     buffers=buffers)
+    return LayerInfo(
+        ctx.index, layer, ctx.shape, ctx.shape, params, input_source=keep, output_source=keep, buffers=buffers
+    )
 
 
 def _softmax(ctx: _Ctx, layer: Softmax, source: Shape | None) -> LayerInfo:
@@ -295,10 +325,15 @@ def _rescaling(ctx: _Ctx, layer: Rescaling, source: Shape | None) -> LayerInfo:
         value = getattr(layer, name)
         if isinstance(value, tuple) and len(value) not in (1, _channels(ctx)):
             raise ctx.error(f"{name} has {len(value)} values but its input has {_channels(ctx)} channels")
-    if len(ctx.shape) == 1 and source is not None and any(
-            isinstance(getattr(layer, n), tuple) and len(getattr(layer, n)) > 1 for n in ("scale", "offset")):
-        raise ctx.error("per-feature constants on features flattened from a map are not supported (their order "
-                        "differs between NCHW and NHWC)")
+    if (
+        len(ctx.shape) == 1
+        and source is not None
+        and any(isinstance(getattr(layer, n), tuple) and len(getattr(layer, n)) > 1 for n in ("scale", "offset"))
+    ):
+        raise ctx.error(
+            "per-feature constants on features flattened from a map are not supported (their order "
+            "differs between NCHW and NHWC)"
+        )
     return _elementwise(ctx, layer, source)
 
 
@@ -307,8 +342,16 @@ def _normalization(ctx: _Ctx, layer: Normalization, source: Shape | None) -> Lay
         raise ctx.error(f"num_features={layer.num_features} but its input has {_channels(ctx)} channels")
     n = (layer.num_features,)
     keep = source if len(ctx.shape) == 1 else None
-    return LayerInfo(ctx.index, layer, ctx.shape, ctx.shape, {"mean": n, "variance": n}, input_source=keep,
-                     output_source=keep, buffers=("mean", "variance"))
+    return LayerInfo(
+        ctx.index,
+        layer,
+        ctx.shape,
+        ctx.shape,
+        {"mean": n, "variance": n},
+        input_source=keep,
+        output_source=keep,
+        buffers=("mean", "variance"),
+    )
 
 
 def _zeropad(ctx: _Ctx, layer: ZeroPad2d, source: Shape | None) -> LayerInfo:
@@ -357,8 +400,9 @@ def _narrow(ctx: _Ctx, layer: Narrow, source: Shape | None) -> LayerInfo:
     if layer.start + layer.length > size:
         raise ctx.error(f"start={layer.start} + length={layer.length} exceeds the size {size} of dim {axis}")
     if rank == 2 and flatten_permutation(source) is not None:
-        raise ctx.error("a slice of features flattened from a map is not supported (their order differs between "
-                        "NCHW and NHWC)")
+        raise ctx.error(
+            "a slice of features flattened from a map is not supported (their order differs between NCHW and NHWC)"
+        )
     out = list(ctx.shape)
     out[axis - 1] = layer.length
     return LayerInfo(ctx.index, layer, ctx.shape, tuple(out), {})
@@ -390,8 +434,10 @@ def _upsample(ctx: _Ctx, layer: Upsample, source: Shape | None) -> LayerInfo:
     factors = layer.scale_factor or (None, None)
     out = [resample.output_length(n, o, s) for n, o, s in zip((h, w), sizes, factors)]
     if min(out) < 1:
-        raise ctx.error(f"scale_factor={layer.scale_factor} gives an empty output for input size {(h, w)} "
-                        f"(floor(size * factor) = {tuple(out)})")
+        raise ctx.error(
+            f"scale_factor={layer.scale_factor} gives an empty output for input size {(h, w)} "
+            f"(floor(size * factor) = {tuple(out)})"
+        )
     return LayerInfo(ctx.index, layer, ctx.shape, (c, out[0], out[1]), {})
 
 
@@ -404,8 +450,12 @@ def _conv_transpose(ctx: _Ctx, layer: ConvTranspose2d, source: Shape | None) -> 
     c, h, w = ctx.need_map()
     if c != layer.in_channels:
         raise ctx.error(f"in_channels={layer.in_channels} but its input has {c} channels (input shape {ctx.shape})")
-    out = [conv_transpose_length(n, k, s, p, op, d) for n, k, s, p, op, d in zip(
-        (h, w), layer.kernel_size, layer.stride, layer.padding, layer.output_padding, layer.dilation)]
+    out = [
+        conv_transpose_length(n, k, s, p, op, d)
+        for n, k, s, p, op, d in zip(
+            (h, w), layer.kernel_size, layer.stride, layer.padding, layer.output_padding, layer.dilation
+        )
+    ]
     if min(out) < 1:
         raise ctx.error(f"padding={layer.padding} crops the whole output (input {(h, w)}, output {tuple(out)})")
     params: dict[str, Shape] = {"weight": (c, layer.out_channels // layer.groups, *layer.kernel_size)}
@@ -430,7 +480,7 @@ def join_rule(combinator: Combinator, key: str, index: int, shapes_in: list[Shap
         axis = combinator.dim % (rank + 1) if -(rank + 1) <= combinator.dim <= rank else None
         if axis is None or axis == 0:
             raise error(f"dim={combinator.dim} is not a non-batch axis of an (N, *{shapes_in[0]}) tensor")
-        others = {tuple(s[:axis - 1]) + tuple(s[axis:]) for s in shapes_in}
+        others = {tuple(s[: axis - 1]) + tuple(s[axis:]) for s in shapes_in}
         if len(others) != 1:
             raise error(f"outputs must agree in every dimension but dim {axis}")
         out = list(shapes_in[0])
@@ -450,8 +500,10 @@ def join_rule(combinator: Combinator, key: str, index: int, shapes_in: list[Shap
         full = [src for s, src in zip(shapes_in, sources) if s[0] == out[0] and out[0] > 1]
         perms = [layout.flatten_permutation(src) for src in full]
         if any((p is None) != (perms[0] is None) or (p is not None and not (p == perms[0]).all()) for p in perms):
-            raise error("flat branches hold features in different orders (flattened from different maps or "
-                        "concatenated differently); their sum or product is not the same function in NHWC")
+            raise error(
+                "flat branches hold features in different orders (flattened from different maps or "
+                "concatenated differently); their sum or product is not the same function in NHWC"
+            )
         source = full[0] if full else None
     return LayerInfo(index, combinator, shapes_in[0], tuple(out), {}, output_source=source)  # type: ignore[arg-type]
 

@@ -5,14 +5,15 @@ with inputs in C,H,W flatten order, ...). Every backend converts to and from thi
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
 from .errors import WeightError
 from .shapes import LayerInfo
 
-__all__ = ["expected_shapes", "init_weights", "check_weights", "as_numpy", "weights_dtype"]
+__all__ = ["as_numpy", "check_weights", "expected_shapes", "init_weights", "weights_dtype"]
 
 DTYPES = ("float32", "float64")
 
@@ -79,9 +80,7 @@ def weights_dtype(weights: Mapping[str, Any]) -> str:
     return "float64" if kinds == {"float64"} else "float32"
 
 
-def check_weights(
-    infos: list[LayerInfo], weights: Mapping[str, Any], dtype: str
-) -> dict[str, np.ndarray]:
+def check_weights(infos: list[LayerInfo], weights: Mapping[str, Any], dtype: str) -> dict[str, np.ndarray]:
     """Validate ``weights`` against the spec and return them as numpy arrays of ``dtype``, in canonical order.
 
     Float arrays of another precision are cast; ``num_batches_tracked`` must be an integer scalar and becomes
@@ -104,8 +103,10 @@ def check_weights(
             continue
         if key.endswith(".num_batches_tracked"):
             if array.dtype.kind not in "iu" or array.shape != ():
-                problems.append(f"{key!r}: must be an integer scalar (torch stores int64). "
-                                f"Received: dtype {array.dtype}, shape {tuple(array.shape)}")
+                problems.append(
+                    f"{key!r}: must be an integer scalar (torch stores int64). "
+                    f"Received: dtype {array.dtype}, shape {tuple(array.shape)}"
+                )
             elif not np.iinfo(np.int64).min <= int(array) <= np.iinfo(np.int64).max:
                 problems.append(f"{key!r}: {int(array)} does not fit torch's int64 counter")
             else:

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import BackendUnavailable
 
-__all__ = ["get_backend", "backend_of_model", "backend_of_tensor", "BACKENDS", "canonical_name"]
+__all__ = ["BACKENDS", "backend_of_model", "backend_of_tensor", "canonical_name", "get_backend"]
 
 
 @dataclass(frozen=True)

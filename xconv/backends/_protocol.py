@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Protocol, runtime_checkable
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from ..shapes import LayerInfo
 from ..spec import Sequential
 
-__all__ = ["Backend", "Trainable", "FastTransfer", "Importer"]
+__all__ = ["Backend", "FastTransfer", "Importer", "Trainable"]
 
 Graph = list[LayerInfo]
 
@@ -41,8 +42,9 @@ class Backend(Protocol):
 
     def forward(self, model: Any, x: np.ndarray) -> np.ndarray: ...
 
-    def trace(self, model: Any, x: np.ndarray, upstream: np.ndarray,
-              training: bool = False) -> tuple[list[np.ndarray], np.ndarray, dict[str, np.ndarray]]:
+    def trace(
+        self, model: Any, x: np.ndarray, upstream: np.ndarray, training: bool = False
+    ) -> tuple[list[np.ndarray], np.ndarray, dict[str, np.ndarray]]:
         """Every graph node's output, d loss / d input and d loss / d weights for loss = sum(output * upstream)."""
         ...
 
@@ -51,8 +53,13 @@ class Backend(Protocol):
 class Trainable(Protocol):
     """A backend whose models train with the framework's native optimizer (torch, Keras)."""
 
-    def train(self, model: Any, batches: Iterable[tuple[np.ndarray, np.ndarray]], optimizer: dict[str, Any],
-              on_step: Callable[[int, float], None] | None = None) -> np.ndarray: ...
+    def train(
+        self,
+        model: Any,
+        batches: Iterable[tuple[np.ndarray, np.ndarray]],
+        optimizer: dict[str, Any],
+        on_step: Callable[[int, float], None] | None = None,
+    ) -> np.ndarray: ...
 
 
 @runtime_checkable

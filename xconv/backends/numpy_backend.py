@@ -12,9 +12,34 @@ import numpy as np
 from .. import layout, resample
 from ..shapes import LayerInfo, adaptive_windows, avgpool_divisor, concat_axis, layer_taps, softmax_axis, tap_slices
 from ..spec import (
-    ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, LeakyReLU,
-    Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d, Hardsigmoid, Hardswish, Hardtanh,
-    Normalization, Rescaling, StochasticDepth, ConvTranspose2d, Upsample,
+    ELU,
+    GELU,
+    AdaptiveAvgPool2d,
+    AvgPool2d,
+    BatchNorm1d,
+    BatchNorm2d,
+    Conv2d,
+    ConvTranspose2d,
+    Dropout,
+    Flatten,
+    Hardsigmoid,
+    Hardswish,
+    Hardtanh,
+    Identity,
+    LeakyReLU,
+    Linear,
+    MaxPool2d,
+    Normalization,
+    ReLU,
+    Rescaling,
+    Sequential,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    StochasticDepth,
+    Tanh,
+    Upsample,
+    ZeroPad2d,
 )
 
 NAME = "numpy"
@@ -38,11 +63,11 @@ class NumpyModel:
         self.rng = np.random.default_rng(0)
         self._masks: dict[int, np.ndarray] = {}
 
-    def train(self, mode: bool = True) -> "NumpyModel":
+    def train(self, mode: bool = True) -> NumpyModel:
         self.training = bool(mode)
         return self
 
-    def eval(self) -> "NumpyModel":
+    def eval(self) -> NumpyModel:
         return self.train(False)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -57,7 +82,9 @@ class NumpyModel:
             if info.is_join:
                 values[info.index] = _join_forward(info, args)
             else:
-                values[info.index] = _FORWARD[type(info.layer)](info, self._params(info), args[0], _Mode(self, info, update))
+                values[info.index] = _FORWARD[type(info.layer)](
+                    info, self._params(info), args[0], _Mode(self, info, update)
+                )
         return [values[info.index] for info in self.infos]
 
     def backward(self, x: np.ndarray, grad_output: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -77,7 +104,9 @@ class NumpyModel:
             if info.is_join:
                 input_grads = _join_backward(info, args, g)
             else:
-                gx, param_grads = _BACKWARD[type(info.layer)](info, self._params(info), args[0], g, _Mode(self, info, False))
+                gx, param_grads = _BACKWARD[type(info.layer)](
+                    info, self._params(info), args[0], g, _Mode(self, info, False)
+                )
                 input_grads = [gx]
                 for name, value in param_grads.items():
                     grads[f"{info.key}.{name}"] = value
@@ -151,6 +180,7 @@ class _Mode:
 
 # ---- Conv2d: explicit pad, then a sum over kernel taps of strided slices ----
 
+
 def _pad(info: LayerInfo, x: np.ndarray) -> np.ndarray:
     (t, b), (l, r) = info.padding  # type: ignore[misc]
     return np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)), mode=_NP_PAD_MODES[info.layer.padding_mode])  # type: ignore[attr-defined]
@@ -164,10 +194,12 @@ def _conv_forward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, mode
     cin, cout = layer.in_channels // g, layer.out_channels // g
     out = np.zeros((n, *info.output_shape), dtype=x.dtype)
     for group in range(g):
-        xs = xp[:, group * cin:(group + 1) * cin]
-        ws = w[group * cout:(group + 1) * cout]
+        xs = xp[:, group * cin : (group + 1) * cin]
+        ws = w[group * cout : (group + 1) * cout]
         for i, j, rows, cols in layer_taps(info):
-            out[:, group * cout:(group + 1) * cout] += np.einsum("nchw,oc->nohw", xs[:, :, rows, cols], ws[:, :, i, j])
+            out[:, group * cout : (group + 1) * cout] += np.einsum(
+                "nchw,oc->nohw", xs[:, :, rows, cols], ws[:, :, i, j]
+            )
     if "bias" in p:
         out += p["bias"][None, :, None, None]
     return out
@@ -189,7 +221,7 @@ def _conv_backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, go:
     (t, b), (l, r) = info.padding  # type: ignore[misc]
     _, h, wd = x.shape[1:]
     if layer.padding_mode == "zeros":
-        gx = gxp[:, :, t:t + h, l:l + wd]
+        gx = gxp[:, :, t : t + h, l : l + wd]
     else:
         rows_src = layout.pad_indices(h, t, b, layer.padding_mode)
         cols_src = layout.pad_indices(wd, l, r, layer.padding_mode)
@@ -217,6 +249,7 @@ def _linear_backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, g
 
 # ---- pooling: explicit pad (-inf for max, zeros for average), then the kernel's taps as strided slices ----
 
+
 def _pool_pad(info: LayerInfo, x: np.ndarray, value: float) -> np.ndarray:
     (t, b), (l, r) = info.padding  # type: ignore[misc]
     return np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)), constant_values=value)
@@ -225,7 +258,7 @@ def _pool_pad(info: LayerInfo, x: np.ndarray, value: float) -> np.ndarray:
 def _unpad(info: LayerInfo, gxp: np.ndarray) -> np.ndarray:
     (t, _), (l, _) = info.padding  # type: ignore[misc]
     _, h, w = info.input_shape
-    return gxp[:, :, t:t + h, l:l + w]
+    return gxp[:, :, t : t + h, l : l + w]
 
 
 def _maxpool_forward(info: LayerInfo, p: Any, x: np.ndarray, mode: _Mode) -> np.ndarray:
@@ -275,19 +308,24 @@ def _adaptive_backward(info: LayerInfo, p: Any, x: np.ndarray, go: np.ndarray, m
     gx = np.zeros_like(x)
     for i, (r0, r1) in enumerate(adaptive_windows(h, ho)):
         for j, (c0, c1) in enumerate(adaptive_windows(w, wo)):
-            gx[:, :, r0:r1, c0:c1] += go[:, :, i:i + 1, j:j + 1] / ((r1 - r0) * (c1 - c0))
+            gx[:, :, r0:r1, c0:c1] += go[:, :, i : i + 1, j : j + 1] / ((r1 - r0) * (c1 - c0))
     return gx, {}
 
 
 # ---- ConvTranspose2d: each input pixel adds its kernel-weighted copy at stride s into the full output, of which
 # padding crops both ends; Upsample: out = A_h x A_w^T with the per-axis matrices of xconv.resample ----
 
+
 def _convt_parts(info: LayerInfo, x: np.ndarray) -> tuple[Any, list[Any], tuple[int, ...]]:
     """(layer, per-tap (i, j, rows, cols) slices of the full output, the full output's shape)."""
     layer: ConvTranspose2d = info.layer  # type: ignore[assignment]
     taps = tap_slices(layer.kernel_size, layer.stride, layer.dilation, info.input_shape[1:])  # type: ignore[arg-type]
-    full = [(n - 1) * s + d * (k - 1) + 1 + op for n, s, d, k, op in zip(
-        info.input_shape[1:], layer.stride, layer.dilation, layer.kernel_size, layer.output_padding)]
+    full = [
+        (n - 1) * s + d * (k - 1) + 1 + op
+        for n, s, d, k, op in zip(
+            info.input_shape[1:], layer.stride, layer.dilation, layer.kernel_size, layer.output_padding
+        )
+    ]
     return layer, taps, (x.shape[0], layer.out_channels, *full)
 
 
@@ -301,7 +339,7 @@ def _convt_forward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, mod
         for i, j, rows, cols in taps:
             y[:, co, rows, cols] += np.einsum("nchw,co->nohw", x[:, ci], w[ci, :, i, j])
     (ph, pw), (ho, wo) = layer.padding, info.output_shape[1:]
-    y = y[:, :, ph:ph + ho, pw:pw + wo]
+    y = y[:, :, ph : ph + ho, pw : pw + wo]
     return y + p["bias"][None, :, None, None] if "bias" in p else y
 
 
@@ -311,7 +349,7 @@ def _convt_backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, go
     cin, cout = layer.in_channels // g, layer.out_channels // g
     (ph, pw), (ho, wo) = layer.padding, info.output_shape[1:]
     gfull = np.zeros(full, dtype=go.dtype)
-    gfull[:, :, ph:ph + ho, pw:pw + wo] = go
+    gfull[:, :, ph : ph + ho, pw : pw + wo] = go
     gx, gw = np.zeros_like(x), np.zeros_like(w)
     for group in range(g):
         ci, co = slice(group * cin, (group + 1) * cin), slice(group * cout, (group + 1) * cout)
@@ -326,8 +364,7 @@ def _convt_backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, go
 
 def _upsample_matrices(info: LayerInfo, dtype: Any) -> list[np.ndarray]:
     hw_in, hw_out = info.input_shape[1:], info.output_shape[1:]
-    return [resample.matrix(t, n).astype(dtype) for t, n in zip(
-        resample.layer_taps(info.layer, hw_in, hw_out), hw_in)]  # type: ignore[arg-type]
+    return [resample.matrix(t, n).astype(dtype) for t, n in zip(resample.layer_taps(info.layer, hw_in, hw_out), hw_in)]  # type: ignore[arg-type]
 
 
 def _upsample_forward(info: LayerInfo, p: Any, x: np.ndarray, mode: Any) -> np.ndarray:
@@ -342,6 +379,7 @@ def _upsample_backward(info: LayerInfo, p: Any, x: np.ndarray, go: np.ndarray, m
 
 # ---- BatchNorm: torch's definition (biased batch variance to normalise, unbiased into running_var) ----
 
+
 def _bn_axes(x: np.ndarray) -> tuple[int, ...]:
     return (0, 2, 3) if x.ndim == 4 else (0,)
 
@@ -350,7 +388,9 @@ def _bn_shape(x: np.ndarray) -> tuple[int, ...]:
     return (1, -1, 1, 1) if x.ndim == 4 else (1, -1)
 
 
-def _bn_stats(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, mode: _Mode) -> tuple[np.ndarray, np.ndarray, bool]:
+def _bn_stats(
+    info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, mode: _Mode
+) -> tuple[np.ndarray, np.ndarray, bool]:
     """(mean, variance, from the batch?) that normalise ``x``."""
     layer = info.layer
     if mode.training or not layer.track_running_stats:  # type: ignore[attr-defined]
@@ -389,8 +429,11 @@ def _bn_backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, go: n
     gxhat = go * p["weight"].reshape(shape) if "weight" in p else go
     if batch:  # mean and variance depend on x too
         n = x.size // x.shape[1]
-        gx = invstd / n * (n * gxhat - gxhat.sum(axis=axes).reshape(shape)
-                           - xhat * (gxhat * xhat).sum(axis=axes).reshape(shape))
+        gx = (
+            invstd
+            / n
+            * (n * gxhat - gxhat.sum(axis=axes).reshape(shape) - xhat * (gxhat * xhat).sum(axis=axes).reshape(shape))
+        )
     else:
         gx = gxhat * invstd
     grads = {}
@@ -402,6 +445,7 @@ def _bn_backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, go: n
 
 
 # ---- Dropout and activations ----
+
 
 def _dropout_forward(info: LayerInfo, p: Any, x: np.ndarray, mode: _Mode) -> np.ndarray:
     if not mode.training or info.layer.p == 0:  # type: ignore[attr-defined]
@@ -513,7 +557,10 @@ _BACKWARD: dict[type, Any] = {
     # hardswish's is x / 3 + 1/2 on [-3, 3]
     Hardtanh: lambda info, p, x, go, mode: (go * ((x > info.layer.min_val) & (x < info.layer.max_val)), {}),
     Hardsigmoid: lambda info, p, x, go, mode: (go * ((x > -3) & (x < 3)) / 6, {}),
-    Hardswish: lambda info, p, x, go, mode: (go * np.where(x < -3, 0, np.where(x <= 3, x / 3 + 0.5, 1)).astype(x.dtype), {}),
+    Hardswish: lambda info, p, x, go, mode: (
+        go * np.where(x < -3, 0, np.where(x <= 3, x / 3 + 0.5, 1)).astype(x.dtype),
+        {},
+    ),
     StochasticDepth: lambda info, p, x, go, mode: (_stochastic_depth(info, go, mode, like=x), {}),
     Rescaling: lambda info, p, x, go, mode: (go * _per_channel(info.layer.scale, x), {}),
     Normalization: lambda info, p, x, go, mode: (go / _norm_denominator(p, x), {}),
@@ -521,7 +568,8 @@ _BACKWARD: dict[type, Any] = {
     Upsample: _upsample_backward,
 }
 
-from .numpy_channels import BACKWARD as _CHANNEL_BACKWARD, FORWARD as _CHANNEL_FORWARD  # noqa: E402
+from .numpy_channels import BACKWARD as _CHANNEL_BACKWARD
+from .numpy_channels import FORWARD as _CHANNEL_FORWARD
 
 _FORWARD.update(_CHANNEL_FORWARD)
 _BACKWARD.update(_CHANNEL_BACKWARD)
@@ -593,7 +641,9 @@ def forward(model: NumpyModel, x: np.ndarray) -> np.ndarray:
         model.train(was)
 
 
-def trace(model: NumpyModel, x: np.ndarray, upstream: np.ndarray, training: bool = False) -> tuple[list[np.ndarray], np.ndarray, dict[str, np.ndarray]]:
+def trace(
+    model: NumpyModel, x: np.ndarray, upstream: np.ndarray, training: bool = False
+) -> tuple[list[np.ndarray], np.ndarray, dict[str, np.ndarray]]:
     """Every layer's output, and the gradients of sum(output * upstream) w.r.t. the input and every trainable
     weight, in inference or (``training``) training mode; in training the running statistics are updated
     once, as by one framework call."""

@@ -85,7 +85,10 @@ FORWARD: dict[type, Any] = {
 BACKWARD: dict[type, Any] = {
     LayerNorm: _ln_backward,
     ChannelLinear: _cl_backward,
-    LayerScale: lambda info, p, x, go, mode: (go * p["layer_scale"], {"layer_scale": (go * x).sum(axis=(0, 2, 3))[:, None, None]}),
+    LayerScale: lambda info, p, x, go, mode: (
+        go * p["layer_scale"],
+        {"layer_scale": (go * x).sum(axis=(0, 2, 3))[:, None, None]},
+    ),
     Narrow: lambda info, p, x, go, mode: (_narrow_backward(info, x, go), {}),
     ChannelShuffle: lambda info, p, x, go, mode: (go[:, np.argsort(_order(info))], {}),
 }

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+import operator
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -10,15 +12,42 @@ import torch.fx  # for the importer front-end (xconv.porting.torch_fx), which ta
 import torch.nn.functional as F
 from torch import nn
 
-import operator
-
 from ..graph import is_chain
 from ..shapes import LayerInfo, concat_axis, narrow_axis
 from ..spec import (
-    ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, LeakyReLU,
-    Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d, Hardsigmoid, Hardswish, Hardtanh,
-    Normalization, Rescaling, StochasticDepth, ChannelLinear, ChannelShuffle, LayerNorm, LayerScale, Narrow,
-    ConvTranspose2d, Upsample,
+    ELU,
+    GELU,
+    AdaptiveAvgPool2d,
+    AvgPool2d,
+    BatchNorm1d,
+    BatchNorm2d,
+    ChannelLinear,
+    ChannelShuffle,
+    Conv2d,
+    ConvTranspose2d,
+    Dropout,
+    Flatten,
+    Hardsigmoid,
+    Hardswish,
+    Hardtanh,
+    Identity,
+    LayerNorm,
+    LayerScale,
+    LeakyReLU,
+    Linear,
+    MaxPool2d,
+    Narrow,
+    Normalization,
+    ReLU,
+    Rescaling,
+    Sequential,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    StochasticDepth,
+    Tanh,
+    Upsample,
+    ZeroPad2d,
 )
 
 NAME = "torch"
@@ -154,8 +183,13 @@ class NarrowModule(nn.Module):
 def _layernorm(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
     layer = info.layer
     cls = ChannelLayerNorm if len(info.input_shape) == 3 else nn.LayerNorm
-    return cls(layer.num_features, eps=layer.eps, elementwise_affine=layer.elementwise_affine,  # type: ignore[attr-defined]
-               bias=layer.bias, **factory)  # type: ignore[attr-defined]
+    return cls(
+        layer.num_features,
+        eps=layer.eps,
+        elementwise_affine=layer.elementwise_affine,  # type: ignore[attr-defined]
+        bias=layer.bias,
+        **factory,
+    )  # type: ignore[attr-defined]
 
 
 def _hardtanh(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
@@ -168,9 +202,7 @@ def _hardtanh(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
 def _conv2d(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
     layer: Conv2d = info.layer  # type: ignore[assignment]
     (top, bottom), (left, right) = info.padding  # type: ignore[misc]
-    common = dict(
-        stride=layer.stride, dilation=layer.dilation, groups=layer.groups, bias=layer.bias, **factory
-    )
+    common = dict(stride=layer.stride, dilation=layer.dilation, groups=layer.groups, bias=layer.bias, **factory)
     args = (layer.in_channels, layer.out_channels, layer.kernel_size)
     if top == bottom and left == right:
         return nn.Conv2d(*args, padding=(top, left), padding_mode=layer.padding_mode, **common)
@@ -186,8 +218,14 @@ def _batchnorm(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
     layer = info.layer
     cls = nn.BatchNorm2d if isinstance(layer, BatchNorm2d) else nn.BatchNorm1d
     learned = layer.affine_params  # type: ignore[attr-defined]
-    module = cls(layer.num_features, eps=layer.eps, momentum=layer.momentum, affine=len(learned) == 2,  # type: ignore[attr-defined]
-                 track_running_stats=layer.track_running_stats, **factory)  # type: ignore[attr-defined]
+    module = cls(
+        layer.num_features,
+        eps=layer.eps,
+        momentum=layer.momentum,
+        affine=len(learned) == 2,  # type: ignore[attr-defined]
+        track_running_stats=layer.track_running_stats,
+        **factory,
+    )  # type: ignore[attr-defined]
     if len(learned) == 1:  # Keras' scale=False or center=False: F.batch_norm takes weight and bias separately
         fill = torch.ones if learned[0] == "weight" else torch.zeros  # torch's own initial gain and shift
         module.register_parameter(learned[0], nn.Parameter(fill(layer.num_features, **factory)))  # type: ignore[attr-defined]
@@ -201,21 +239,36 @@ def _maxpool(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
 
 def _avgpool(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
     layer: AvgPool2d = info.layer  # type: ignore[assignment]
-    return nn.AvgPool2d(layer.kernel_size, layer.stride, layer.padding, ceil_mode=layer.ceil_mode,
-                        count_include_pad=layer.count_include_pad)
+    return nn.AvgPool2d(
+        layer.kernel_size,
+        layer.stride,
+        layer.padding,
+        ceil_mode=layer.ceil_mode,
+        count_include_pad=layer.count_include_pad,
+    )
 
 
 def _conv_transpose(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
     layer: ConvTranspose2d = info.layer  # type: ignore[assignment]
-    return nn.ConvTranspose2d(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
-                              padding=layer.padding, output_padding=layer.output_padding, groups=layer.groups,
-                              bias=layer.bias, dilation=layer.dilation, **factory)
+    return nn.ConvTranspose2d(
+        layer.in_channels,
+        layer.out_channels,
+        layer.kernel_size,
+        stride=layer.stride,
+        padding=layer.padding,
+        output_padding=layer.output_padding,
+        groups=layer.groups,
+        bias=layer.bias,
+        dilation=layer.dilation,
+        **factory,
+    )
 
 
 def _upsample(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
     layer: Upsample = info.layer  # type: ignore[assignment]
-    return nn.Upsample(size=layer.size, scale_factor=layer.scale_factor, mode=layer.mode,
-                       align_corners=layer.align_corners)
+    return nn.Upsample(
+        size=layer.size, scale_factor=layer.scale_factor, mode=layer.mode, align_corners=layer.align_corners
+    )
 
 
 _BUILDERS: dict[type, Callable[[LayerInfo, dict[str, Any]], nn.Module]] = {
@@ -243,13 +296,23 @@ _BUILDERS: dict[type, Callable[[LayerInfo, dict[str, Any]], nn.Module]] = {
     Hardsigmoid: lambda info, factory: ExactHardsigmoid() if factory["dtype"] == torch.float64 else nn.Hardsigmoid(),
     Hardswish: lambda info, factory: nn.Hardswish(),
     StochasticDepth: lambda info, factory: StochasticDepthModule(info.layer.p, info.layer.mode),  # type: ignore[attr-defined]
-    Rescaling: lambda info, factory: RescalingModule(info.layer.scale, info.layer.offset,  # type: ignore[attr-defined]
-                                                     len(info.input_shape) + 1),
-    Normalization: lambda info, factory: NormalizationModule(info.layer.num_features, len(info.input_shape) + 1,  # type: ignore[attr-defined]
-                                                             **factory),
+    Rescaling: lambda info, factory: RescalingModule(
+        info.layer.scale,
+        info.layer.offset,  # type: ignore[attr-defined]
+        len(info.input_shape) + 1,
+    ),
+    Normalization: lambda info, factory: NormalizationModule(
+        info.layer.num_features,
+        len(info.input_shape) + 1,  # type: ignore[attr-defined]
+        **factory,
+    ),
     LayerNorm: _layernorm,
-    ChannelLinear: lambda info, factory: ChannelLinearModule(info.layer.in_features, info.layer.out_features,  # type: ignore[attr-defined]
-                                                             bias=info.layer.bias, **factory),  # type: ignore[attr-defined]
+    ChannelLinear: lambda info, factory: ChannelLinearModule(
+        info.layer.in_features,
+        info.layer.out_features,  # type: ignore[attr-defined]
+        bias=info.layer.bias,
+        **factory,
+    ),  # type: ignore[attr-defined]
     LayerScale: lambda info, factory: LayerScaleModule(info.layer.num_features, **factory),  # type: ignore[attr-defined]
     Narrow: lambda info, factory: NarrowModule(narrow_axis(info), info.layer.start, info.layer.length),  # type: ignore[attr-defined]
     ChannelShuffle: lambda info, factory: nn.ChannelShuffle(info.layer.groups),  # type: ignore[attr-defined]
@@ -323,8 +386,10 @@ def build(spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarra
                 if clash:
                     from ..errors import SpecError
 
-                    raise SpecError(f"layer {info.label}: the name part {clash[0]!r} is an attribute of every "
-                                    "torch.nn.Module; torch cannot hold a submodule under that name")
+                    raise SpecError(
+                        f"layer {info.label}: the name part {clash[0]!r} is an attribute of every "
+                        "torch.nn.Module; torch cannot hold a submodule under that name"
+                    )
                 _install(root, info.key, module)
                 values[info.index] = graph.call_module(info.key, (args[0],))
         graph.output(values[infos[-1].index])
@@ -416,7 +481,7 @@ class _Mode:
     def __enter__(self) -> None:
         self.model.train(self.training)
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.model.train(self.was)
 
 
@@ -469,7 +534,9 @@ def _apply(model: nn.Module, info: LayerInfo, x: Any) -> Any:
     return model.get_submodule(info.key)(x)
 
 
-def trace(model: nn.Module, x: np.ndarray, upstream: np.ndarray, training: bool = False) -> tuple[list[np.ndarray], np.ndarray, dict[str, np.ndarray]]:
+def trace(
+    model: nn.Module, x: np.ndarray, upstream: np.ndarray, training: bool = False
+) -> tuple[list[np.ndarray], np.ndarray, dict[str, np.ndarray]]:
     """Every layer's output, and the gradients of sum(output * upstream) with respect to the input and every
     trainable weight (canonical keys), all as numpy in canonical layout; in eval mode, or in train mode with
     ``training`` (BatchNorm running statistics are then updated once)."""

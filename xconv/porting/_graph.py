@@ -17,7 +17,7 @@ from ..errors import UnsupportedLayerError
 from ..spec import Add, Concat, Identity, Multiply, Sequential
 from ..spec._layers import Layer
 
-__all__ = ["Raw", "Names", "to_spec", "readers", "drop"]
+__all__ = ["Names", "Raw", "drop", "readers", "to_spec"]
 
 JOINS = {"add": Add, "mul": Multiply, "cat": Concat}
 
@@ -133,8 +133,9 @@ def _find_join(users: dict[int, list[int]], cur: int, region: set[int]) -> int |
     return None
 
 
-def _chain(nodes: list[Raw], users: dict[int, list[int]], start: int, end: int, region: set[int], names: Names,
-           who: str) -> list[Any]:
+def _chain(
+    nodes: list[Raw], users: dict[int, list[int]], start: int, end: int, region: set[int], names: Names, who: str
+) -> list[Any]:
     items: list[Any] = []
     cur = start
     while cur != end:

@@ -15,7 +15,7 @@ from ..errors import SpecError, UnsupportedLayerError
 from ..spec import ConvTranspose2d, Upsample
 from ._graph import Raw, drop, readers
 
-__all__ = ["conv_transpose", "upsample", "fold_transpose_crops", "CONV_TRANSPOSE", "UPSAMPLE"]
+__all__ = ["CONV_TRANSPOSE", "UPSAMPLE", "conv_transpose", "fold_transpose_crops", "upsample"]
 
 CONV_TRANSPOSE = (keras.layers.Conv2DTranspose, TorchConvTranspose2D)
 UPSAMPLE = (keras.layers.UpSampling2D, keras.layers.Resizing, TorchUpsample2D)
@@ -31,9 +31,16 @@ def conv_transpose(layer: Any, in_shape: tuple[int, ...], name: str, where: str)
         weights["bias"] = np.asarray(layer.bias.numpy())
     common = dict(stride=tuple(layer.strides), bias=layer.use_bias, name=name)
     if type(layer) is TorchConvTranspose2D:
-        spec = ConvTranspose2d(int(kernel.shape[3]), layer.filters, tuple(layer.kernel_size), groups=layer.groups,
-                               padding=layer.torch_padding, output_padding=layer.torch_output_padding,
-                               dilation=layer.torch_dilation, **common)  # type: ignore[arg-type]
+        spec = ConvTranspose2d(
+            int(kernel.shape[3]),
+            layer.filters,
+            tuple(layer.kernel_size),
+            groups=layer.groups,
+            padding=layer.torch_padding,
+            output_padding=layer.torch_output_padding,
+            dilation=layer.torch_dilation,
+            **common,
+        )  # type: ignore[arg-type]
         return spec, weights
     out_hw = tuple(layer.compute_output_shape((None, *in_shape))[1:3])  # Keras' own output length
     padding, output_padding = [], []
@@ -47,12 +54,19 @@ def conv_transpose(layer: Any, in_shape: tuple[int, ...], name: str, where: str)
             raise UnsupportedLayerError(
                 f"from_keras: {where}: padding={layer.padding!r} on input length {n} (kernel {k}, stride {s}, "
                 f"dilation {d}) keeps positions [{before}, {before + out}) of the full output of {full}, which "
-                "torch's padding (both ends) and output_padding (the end) cannot express")
+                "torch's padding (both ends) and output_padding (the end) cannot express"
+            )
         padding.append(before)
         output_padding.append(op)
-    spec = ConvTranspose2d(int(kernel.shape[3]), layer.filters, tuple(layer.kernel_size), padding=tuple(padding),
-                           output_padding=tuple(output_padding), dilation=tuple(layer.dilation_rate),
-                           **common)  # type: ignore[arg-type]
+    spec = ConvTranspose2d(
+        int(kernel.shape[3]),
+        layer.filters,
+        tuple(layer.kernel_size),
+        padding=tuple(padding),
+        output_padding=tuple(output_padding),
+        dilation=tuple(layer.dilation_rate),
+        **common,
+    )  # type: ignore[arg-type]
     return spec, weights
 
 
@@ -69,12 +83,16 @@ def upsample(layer: Any, where: str, current: tuple[int, ...]) -> Upsample:
             if layer.interpolation == "nearest":
                 _, h, w = current
                 for mode in ("nearest", "nearest-exact"):  # whichever repeats rows for this size (both, in practice)
-                    taps = resample.layer_taps(Upsample(scale_factor=tuple(layer.size), mode=mode), (h, w),
-                                               (h * layer.size[0], w * layer.size[1]))
+                    taps = resample.layer_taps(
+                        Upsample(scale_factor=tuple(layer.size), mode=mode),
+                        (h, w),
+                        (h * layer.size[0], w * layer.size[1]),
+                    )
                     if all((t.i0 == np.arange(len(t.i0)) // f).all() for t, f in zip(taps, layer.size)):
                         return Upsample(scale_factor=tuple(layer.size), mode=mode)
-        elif type(layer) is keras.layers.Resizing and not (layer.crop_to_aspect_ratio or layer.pad_to_aspect_ratio
-                                                          or layer.antialias):
+        elif type(layer) is keras.layers.Resizing and not (
+            layer.crop_to_aspect_ratio or layer.pad_to_aspect_ratio or layer.antialias
+        ):
             mode = {"nearest": "nearest-exact", "bilinear": "bilinear"}.get(layer.interpolation)
             if mode is not None:
                 return Upsample((int(layer.height), int(layer.width)), mode=mode)
@@ -82,7 +100,8 @@ def upsample(layer: Any, where: str, current: tuple[int, ...]) -> Upsample:
         raise UnsupportedLayerError(f"from_keras: {where}: {e}") from None
     raise UnsupportedLayerError(
         f"from_keras: {where}: only UpSampling2D with interpolation 'nearest' or 'bilinear' and Resizing with "
-        "'nearest' or 'bilinear', without crop_to_aspect_ratio, pad_to_aspect_ratio or antialias, are supported")
+        "'nearest' or 'bilinear', without crop_to_aspect_ratio, pad_to_aspect_ratio or antialias, are supported"
+    )
 
 
 def fold_transpose_crops(nodes: list[Raw]) -> None:

@@ -10,27 +10,77 @@ from typing import Any
 
 import numpy as np
 
-from .. import layout
-from ..backends.tf.layers import ChannelGather, ChannelScale, Narrow as NarrowLayer
+from .. import layout, shapes
 from ..backends.tf import (
-    ChannelNormalization, ChannelRescaling, AdaptiveAvgPool2D, GatherPad2D, GroupedConv2D, Subsample2D, TorchActivation, TorchAvgPool2D, TorchBatchNorm,
-    TorchMaxPool2D, keras,
+    AdaptiveAvgPool2D,
+    ChannelNormalization,
+    ChannelRescaling,
+    GatherPad2D,
+    GroupedConv2D,
+    Subsample2D,
+    TorchActivation,
+    TorchAvgPool2D,
+    TorchBatchNorm,
+    TorchMaxPool2D,
+    keras,
 )
+from ..backends.tf.layers import ChannelGather, ChannelScale
+from ..backends.tf.layers import Narrow as NarrowLayer
 from ..backends.tf.weights import _to_canonical
 from ..errors import UnsupportedLayerError
 from ..spec import (
-    ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, LeakyReLU,
-    Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d, Hardsigmoid, Hardswish, Hardtanh,
-    Normalization, Rescaling, StochasticDepth, ChannelLinear, ChannelShuffle, LayerNorm, LayerScale, Narrow,
+    ELU,
+    GELU,
+    AdaptiveAvgPool2d,
+    AvgPool2d,
+    BatchNorm1d,
+    BatchNorm2d,
+    ChannelLinear,
+    ChannelShuffle,
+    Conv2d,
+    Dropout,
+    Flatten,
+    Hardsigmoid,
+    Hardswish,
+    Hardtanh,
+    Identity,
+    LayerNorm,
+    LayerScale,
+    LeakyReLU,
+    Linear,
+    MaxPool2d,
+    Narrow,
+    Normalization,
+    ReLU,
+    Rescaling,
+    Sequential,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    StochasticDepth,
+    Tanh,
+    ZeroPad2d,
 )
-from .. import shapes
 from ._graph import Names, Raw, drop, readers, to_spec
 from ._keras_resampling import CONV_TRANSPOSE, UPSAMPLE, conv_transpose, fold_transpose_crops, upsample
 
 # ---- importing hand-written models ----
 
-_ACTIVATION_NAMES = ("relu", "linear", "sigmoid", "tanh", "silu", "swish", "gelu", "elu", "softmax", "leaky_relu",
-                     "relu6", "hard_sigmoid", "hard_swish")
+_ACTIVATION_NAMES = (
+    "relu",
+    "linear",
+    "sigmoid",
+    "tanh",
+    "silu",
+    "swish",
+    "gelu",
+    "elu",
+    "softmax",
+    "leaky_relu",
+    "relu6",
+    "hard_sigmoid",
+    "hard_swish",
+)
 _SUPPORTED = (
     "InputLayer, Conv2D ('same'/'valid', strides, dilation, groups, bias, a fused activation), DepthwiseConv2D, "
     "SeparableConv2D, ZeroPadding2D (folded into the next 'valid' Conv2D or AveragePooling2D where exact), Add, "
@@ -50,9 +100,20 @@ def _activation(layer: Any, where: str) -> Any:
     """The spec layer of a Keras layer's ``activation`` (None for linear). Only Keras' own functions map: a
     user function that happens to be called ``relu`` is refused, never taken for the built-in."""
     a = keras.activations
-    known = [(a.relu, ReLU()), (a.linear, None), (a.sigmoid, Sigmoid()), (a.tanh, Tanh()), (a.silu, SiLU()),
-             (a.gelu, GELU()), (a.elu, ELU()), (a.softmax, Softmax(1)), (a.leaky_relu, LeakyReLU(0.2)),
-             (a.relu6, Hardtanh(0.0, 6.0)), (a.hard_sigmoid, Hardsigmoid()), (a.hard_swish, Hardswish())]
+    known = [
+        (a.relu, ReLU()),
+        (a.linear, None),
+        (a.sigmoid, Sigmoid()),
+        (a.tanh, Tanh()),
+        (a.silu, SiLU()),
+        (a.gelu, GELU()),
+        (a.elu, ELU()),
+        (a.softmax, Softmax(1)),
+        (a.leaky_relu, LeakyReLU(0.2)),
+        (a.relu6, Hardtanh(0.0, 6.0)),
+        (a.hard_sigmoid, Hardsigmoid()),
+        (a.hard_swish, Hardswish()),
+    ]
     fn = layer.activation
     for function, spec_layer in known:
         if fn is function:
@@ -60,8 +121,9 @@ def _activation(layer: Any, where: str) -> Any:
     label = getattr(fn, "__qualname__", None) or repr(fn)
     module = getattr(fn, "__module__", None) or "?"
     if module.startswith("keras."):
-        raise UnsupportedLayerError(f"from_keras: {where}: activation {label!r} is not supported "
-                                    f"({', '.join(_ACTIVATION_NAMES)})")
+        raise UnsupportedLayerError(
+            f"from_keras: {where}: activation {label!r} is not supported ({', '.join(_ACTIVATION_NAMES)})"
+        )
     raise UnsupportedLayerError(
         f"from_keras: {where}: activation {label!r} (from {module}) is not one of Keras' own "
         f"{', '.join(_ACTIVATION_NAMES)}"
@@ -166,7 +228,9 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
 
     shape = tuple(model.inputs[0].shape[1:])
     if None in shape or len(shape) not in (1, 3):
-        raise UnsupportedLayerError(f"from_keras: the model's input must have a defined (H, W, C) or (F,) shape. Received: {shape}")
+        raise UnsupportedLayerError(
+            f"from_keras: the model's input must have a defined (H, W, C) or (F,) shape. Received: {shape}"
+        )
     input_shape = (shape[2], shape[0], shape[1]) if len(shape) == 3 else shape
     calls = _calls(model, inline=True)
     names = Names({layer.name for layer, _, _ in calls if layer is not None})
@@ -205,8 +269,9 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
             continue
         if type(layer) is keras.layers.Reshape:
             in_shape = tuple(inputs[0].shape[1:])
-            index[id(out)] = add(Raw(name, "keras_reshape", [index[id(inputs[0])]],
-                                     payload=(in_shape, tuple(layer.target_shape))))
+            index[id(out)] = add(
+                Raw(name, "keras_reshape", [index[id(inputs[0])]], payload=(in_shape, tuple(layer.target_shape)))
+            )
             continue
         tensor_op = _tensor_op(layer, ids)
         if tensor_op is not None:  # x + y, x * y as operation nodes (keras.applications' ConvNeXt blocks)
@@ -221,10 +286,14 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
                     raise UnsupportedLayerError(f"from_keras: {where}: concatenation along the batch axis")
                 index[id(out)] = add(Raw(name, "cat", ids, dim=layout.canonical_axis(axis, rank + 1), owned=True))
             else:
-                index[id(out)] = add(Raw(name, "add" if isinstance(layer, keras.layers.Add) else "mul", ids, owned=True))
+                index[id(out)] = add(
+                    Raw(name, "add" if isinstance(layer, keras.layers.Add) else "mul", ids, owned=True)
+                )
             continue
         if len(ids) != 1:
-            raise UnsupportedLayerError(f"from_keras: {where} takes {len(ids)} inputs; only merge layers may take several")
+            raise UnsupportedLayerError(
+                f"from_keras: {where} takes {len(ids)} inputs; only merge layers may take several"
+            )
         src = ids[0]
         in_shape = tuple(inputs[0].shape[1:])
         current = (in_shape[2], in_shape[0], in_shape[1]) if len(in_shape) == 3 else in_shape
@@ -247,9 +316,17 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
             if layer.use_bias:
                 weights["bias"] = np.asarray(layer.bias.numpy())
             c_in = int(layer.kernel.shape[2]) * layer.groups
-            conv = Conv2d(c_in, layer.filters, tuple(layer.kernel_size), stride=tuple(layer.strides),
-                          padding=layer.padding, dilation=tuple(layer.dilation_rate), groups=layer.groups,
-                          bias=layer.use_bias, name=name)
+            conv = Conv2d(
+                c_in,
+                layer.filters,
+                tuple(layer.kernel_size),
+                stride=tuple(layer.strides),
+                padding=layer.padding,
+                dilation=tuple(layer.dilation_rate),
+                groups=layer.groups,
+                bias=layer.use_bias,
+                name=name,
+            )
             i = add(Raw(name, "layer", [src], layer=conv, payload=layer), weights)
             if act is not None:
                 act_name = names.take(f"{name}_activation")
@@ -258,7 +335,9 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
             index[id(out)] = i
         elif type(layer) in (keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D):
             act = _activation(layer, where)
-            kernel = np.asarray((layer.depthwise_kernel if hasattr(layer, "depthwise_kernel") else layer.kernel).numpy())
+            kernel = np.asarray(
+                (layer.depthwise_kernel if hasattr(layer, "depthwise_kernel") else layer.kernel).numpy()
+            )
             c_in, multiplier = int(kernel.shape[2]), int(kernel.shape[3])
             separable = type(layer) is keras.layers.SeparableConv2D
             dw_name = names.take(f"{name}.depthwise") if separable else name
@@ -267,9 +346,17 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
             weights = {"weight": _Canonical(layout.to_canonical("depthwise", kernel, c_in))}
             if dw_bias:
                 weights["bias"] = np.asarray(layer.bias.numpy())
-            conv = Conv2d(c_in, c_in * multiplier, tuple(layer.kernel_size), stride=tuple(layer.strides),
-                          padding=layer.padding, dilation=tuple(layer.dilation_rate), groups=c_in, bias=dw_bias,
-                          name=dw_name)
+            conv = Conv2d(
+                c_in,
+                c_in * multiplier,
+                tuple(layer.kernel_size),
+                stride=tuple(layer.strides),
+                padding=layer.padding,
+                dilation=tuple(layer.dilation_rate),
+                groups=c_in,
+                bias=dw_bias,
+                name=dw_name,
+            )
             i = add(Raw(dw_name, "layer", [src], layer=conv, payload=layer), weights)
             if separable:  # then the 1x1 pointwise conv, with the bias
                 pw_name = names.take(f"{name}.pointwise")
@@ -277,13 +364,27 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
                 pw_weights = {"weight": pointwise}
                 if layer.use_bias:
                     pw_weights["bias"] = np.asarray(layer.bias.numpy())
-                i = add(Raw(pw_name, "layer", [i], layer=Conv2d(c_in * multiplier, int(pointwise.shape[3]), 1,
-                                                                   bias=layer.use_bias, name=pw_name)), pw_weights)
+                i = add(
+                    Raw(
+                        pw_name,
+                        "layer",
+                        [i],
+                        layer=Conv2d(c_in * multiplier, int(pointwise.shape[3]), 1, bias=layer.use_bias, name=pw_name),
+                    ),
+                    pw_weights,
+                )
             if act is not None:
                 act_name = names.take(f"{name}_activation")
                 auto.add(act_name)
-                i = add(Raw(act_name, "layer", [i], layer=dataclasses.replace(act, name=act_name),
-                            payload=None if separable else "fused"))
+                i = add(
+                    Raw(
+                        act_name,
+                        "layer",
+                        [i],
+                        layer=dataclasses.replace(act, name=act_name),
+                        payload=None if separable else "fused",
+                    )
+                )
             index[id(out)] = i
         elif type(layer) in CONV_TRANSPOSE:
             act = _activation(layer, where)
@@ -322,8 +423,15 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
             if isinstance(layer, keras.layers.GlobalAveragePooling2D) and not layer.keepdims:
                 flat = names.take(f"{name}_flatten")
                 auto.add(flat)
-                index[id(out)] = add(Raw(flat, "layer", [index[id(out)]], layer=Flatten(name=flat),
-                                         payload=("from", (1, 1, int(out.shape[-1])))))
+                index[id(out)] = add(
+                    Raw(
+                        flat,
+                        "layer",
+                        [index[id(out)]],
+                        layer=Flatten(name=flat),
+                        payload=("from", (1, 1, int(out.shape[-1]))),
+                    )
+                )
     fold_transpose_crops(nodes)
     _fold_convs(nodes)
     _fold_avgpool_pads(nodes)
@@ -337,8 +445,14 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
         raise UnsupportedLayerError(f"from_keras: the model's graph does not make a valid spec: {e}") from None
 
 
-def _finish(nodes: list[Raw], output: int, input_shape: tuple[int, ...], names: Names, auto: set[str],
-            raw: dict[int, dict[str, np.ndarray]]) -> tuple[Sequential, dict[str, np.ndarray]]:
+def _finish(
+    nodes: list[Raw],
+    output: int,
+    input_shape: tuple[int, ...],
+    names: Names,
+    auto: set[str],
+    raw: dict[int, dict[str, np.ndarray]],
+) -> tuple[Sequential, dict[str, np.ndarray]]:
 
     named = to_spec(nodes, output, input_shape, names, "from_keras")
     auto |= {n for n in names.used if ".skip" in n and n not in names.reserved}
@@ -368,8 +482,9 @@ def _plain_layer(layer: Any, where: str, current: tuple[int, ...]) -> tuple[Any,
     weights: dict[str, np.ndarray] = {}
     if type(layer) is keras.layers.ReLU:
         if layer.negative_slope != 0 or layer.threshold != 0:
-            raise UnsupportedLayerError(f"from_keras: {where}: only ReLU() and ReLU(max_value=m) are supported "
-                                        "(no negative_slope or threshold)")
+            raise UnsupportedLayerError(
+                f"from_keras: {where}: only ReLU() and ReLU(max_value=m) are supported (no negative_slope or threshold)"
+            )
         return (ReLU() if layer.max_value is None else Hardtanh(0.0, float(layer.max_value))), weights
     if type(layer) is keras.layers.Activation:
         return _activation(layer, where), weights
@@ -403,8 +518,9 @@ def _plain_layer(layer: Any, where: str, current: tuple[int, ...]) -> tuple[Any,
         momentum = layer.torch_momentum if torch_bn else 1.0 - float(layer.momentum)
         track = layer.track_running_stats if torch_bn else True
         cls = BatchNorm2d if len(current) == 3 else BatchNorm1d
-        state = {name: attr for name, attr, on in (("weight", "gamma", layer.scale), ("bias", "beta", layer.center))
-                 if on}
+        state = {
+            name: attr for name, attr, on in (("weight", "gamma", layer.scale), ("bias", "beta", layer.center)) if on
+        }
         if track:
             state.update(running_mean="moving_mean", running_var="moving_variance")
         for pname, attr in state.items():
@@ -412,8 +528,15 @@ def _plain_layer(layer: Any, where: str, current: tuple[int, ...]) -> tuple[Any,
         if track:  # a native Keras layer does not count batches
             count = layer.num_batches_tracked.numpy() if torch_bn else 0
             weights["num_batches_tracked"] = np.asarray(count, dtype=np.int64)
-        return cls(current[0], eps=float(layer.epsilon), momentum=momentum, affine=bool(layer.center or layer.scale),
-                   track_running_stats=track, scale=bool(layer.scale), center=bool(layer.center)), weights
+        return cls(
+            current[0],
+            eps=float(layer.epsilon),
+            momentum=momentum,
+            affine=bool(layer.center or layer.scale),
+            track_running_stats=track,
+            scale=bool(layer.scale),
+            center=bool(layer.center),
+        ), weights
     if type(layer) is keras.layers.LayerNormalization:
         axes = tuple(layer.axis) if isinstance(layer.axis, (list, tuple)) else (layer.axis,)
         rank = len(current) + 1
@@ -426,8 +549,9 @@ def _plain_layer(layer: Any, where: str, current: tuple[int, ...]) -> tuple[Any,
             weights["weight"] = np.asarray(layer.gamma.numpy())
         if layer.center:
             weights["bias"] = np.asarray(layer.beta.numpy())
-        return LayerNorm(current[0], eps=float(layer.epsilon), elementwise_affine=bool(layer.scale),
-                         bias=bool(layer.center)), weights
+        return LayerNorm(
+            current[0], eps=float(layer.epsilon), elementwise_affine=bool(layer.scale), bias=bool(layer.center)
+        ), weights
     if type(layer) is ChannelScale or _applications_layer(layer, "convnext", "LayerScale"):
         if len(current) != 3:
             raise UnsupportedLayerError(f"from_keras: {where}: a layer scale is supported on (H, W, C) maps only")
@@ -449,8 +573,10 @@ def _plain_layer(layer: Any, where: str, current: tuple[int, ...]) -> tuple[Any,
         if len(shape) == len(current) + 1 and all(d == 1 for d in shape[1:]) and shape[0] in (None, 1):
             # whole samples dropped (Keras applications' stochastic depth), or the whole batch
             return StochasticDepth(float(layer.rate), "row" if shape[0] is None else "batch"), weights
-        raise UnsupportedLayerError(f"from_keras: {where}: Dropout with noise_shape={shape} is not supported "
-                                    "(only whole samples: (None, 1, 1, 1))")
+        raise UnsupportedLayerError(
+            f"from_keras: {where}: Dropout with noise_shape={shape} is not supported "
+            "(only whole samples: (None, 1, 1, 1))"
+        )
     if type(layer) is keras.layers.LeakyReLU:
         return LeakyReLU(float(layer.negative_slope)), weights
     if type(layer) is keras.layers.ELU:
@@ -464,6 +590,7 @@ def _plain_layer(layer: Any, where: str, current: tuple[int, ...]) -> tuple[Any,
     if type(layer) is keras.layers.Identity:
         return Identity(), weights
     if type(layer) in (keras.layers.Rescaling, ChannelRescaling):
+
         def constant(v: Any) -> Any:
             flat = np.asarray(v, dtype=np.float64).reshape(-1)
             return float(flat[0]) if np.ndim(v) == 0 else tuple(float(x) for x in flat)
@@ -475,8 +602,9 @@ def _plain_layer(layer: Any, where: str, current: tuple[int, ...]) -> tuple[Any,
     if type(layer) is keras.layers.Normalization:
         axis = tuple(layer.axis) if isinstance(layer.axis, (list, tuple)) else (layer.axis,)
         if layer.invert or axis not in ((len(current),), (-1,)):
-            raise UnsupportedLayerError(f"from_keras: {where}: only Normalization over the channel axis (last), "
-                                        "not inverted, is supported")
+            raise UnsupportedLayerError(
+                f"from_keras: {where}: only Normalization over the channel axis (last), not inverted, is supported"
+            )
         # the values the layer computes with (its finalised mean and variance), one per channel
         mean = np.asarray(layer.mean, dtype=np.float64).reshape(-1)
         variance = np.asarray(layer.variance, dtype=np.float64).reshape(-1)
@@ -484,10 +612,15 @@ def _plain_layer(layer: Any, where: str, current: tuple[int, ...]) -> tuple[Any,
         return Normalization(current[0]), {"mean": mean.astype(dtype), "variance": variance.astype(dtype)}
     if type(layer) is TorchActivation:
         fn = layer.function
-        return {"leaky_relu": lambda: LeakyReLU(layer.param), "elu": lambda: ELU(layer.param),
-                "gelu": lambda: GELU(), "gelu_tanh": lambda: GELU("tanh"),
-                "hardtanh": lambda: Hardtanh(layer.param, layer.param2), "hardsigmoid": lambda: Hardsigmoid(),
-                "hardswish": lambda: Hardswish()}[fn](), weights
+        return {
+            "leaky_relu": lambda: LeakyReLU(layer.param),
+            "elu": lambda: ELU(layer.param),
+            "gelu": lambda: GELU(),
+            "gelu_tanh": lambda: GELU("tanh"),
+            "hardtanh": lambda: Hardtanh(layer.param, layer.param2),
+            "hardsigmoid": lambda: Hardsigmoid(),
+            "hardswish": lambda: Hardswish(),
+        }[fn](), weights
     raise UnsupportedLayerError(f"from_keras: {where} is not supported; supported: {_SUPPORTED}")
 
 
@@ -523,7 +656,9 @@ def _fold_convs(nodes: list[Raw]) -> None:
         if nodes[p].op == "keras_crop" and len(users[p]) == 1:
             ((ct, cb), (cl, cr)), size = nodes[p].payload
             if ct or cl or conv.padding != ((0, 0), (0, 0)):
-                raise UnsupportedLayerError(f"from_keras: {where}: only a bottom/right crop before a 'valid' conv folds")
+                raise UnsupportedLayerError(
+                    f"from_keras: {where}: only a bottom/right crop before a 'valid' conv folds"
+                )
             for cut, n, k, d in zip((cb, cr), size, conv.kernel_size, conv.dilation):
                 # exact only where the cropped axis holds exactly the kernel's extent (one output position)
                 if cut and n - cut != (k - 1) * d + 1:
@@ -533,8 +668,11 @@ def _fold_convs(nodes: list[Raw]) -> None:
                     )
             crop, drop_crop = (cb, cr), p
             p = nodes[p].inputs[0]
-        if conv.padding == ((0, 0), (0, 0)) and len(users[p]) == 1 and (
-                nodes[p].op == "keras_pad" or nodes[p].op == "layer" and isinstance(nodes[p].layer, ZeroPad2d)):
+        if (
+            conv.padding == ((0, 0), (0, 0))
+            and len(users[p]) == 1
+            and (nodes[p].op == "keras_pad" or nodes[p].op == "layer" and isinstance(nodes[p].layer, ZeroPad2d))
+        ):
             if nodes[p].op == "keras_pad":
                 pad, mode = nodes[p].payload
             else:
@@ -560,8 +698,9 @@ def _fold_convs(nodes: list[Raw]) -> None:
                 raise UnsupportedLayerError(f"from_keras: {where}: subsampling after a strided conv does not fold")
             strides = [a * b for a, b in zip(strides, sub)]
             drop(nodes, after)
-        node.layer = dataclasses.replace(conv, stride=tuple(strides), padding=pad if pad is not None else conv.padding,
-                                         padding_mode=mode)
+        node.layer = dataclasses.replace(
+            conv, stride=tuple(strides), padding=pad if pad is not None else conv.padding, padding_mode=mode
+        )
         for i in (drop_pad, drop_crop, drop_pre):
             if i is not None:
                 drop(nodes, i)
@@ -580,7 +719,7 @@ def _scalar_op(layer: Any, out: Any) -> tuple[str, float] | None:
 
 
 def _tensor_op(layer: Any, ids: list[int]) -> str | None:
-    """"add" / "mul" for a Keras operation node adding or multiplying two tensors of the graph, else None."""
+    """ "add" / "mul" for a Keras operation node adding or multiplying two tensors of the graph, else None."""
     kinds = {"Add": "add", "Multiply": "mul"}
     if not type(layer).__module__.startswith("keras.src.ops") or type(layer).__name__ not in kinds or len(ids) != 2:
         return None
@@ -595,8 +734,11 @@ def _fold_hard_sigmoids(nodes: list[Raw]) -> None:
         if not (node.alive and node.op == "keras_scalar" and node.payload == ("add", 3.0) and len(users[i]) == 1):
             continue
         relu = users[i][0]
-        if not (nodes[relu].op == "layer" and nodes[relu].layer == Hardtanh(0.0, 6.0, name=nodes[relu].layer.name)
-                and len(users[relu]) == 1):
+        if not (
+            nodes[relu].op == "layer"
+            and nodes[relu].layer == Hardtanh(0.0, 6.0, name=nodes[relu].layer.name)
+            and len(users[relu]) == 1
+        ):
             continue
         scale = users[relu][0]
         if not (nodes[scale].op == "keras_scalar" and nodes[scale].payload in (("mul", 1.0 / 6.0), ("div", 6.0))):
@@ -620,8 +762,12 @@ def _fold_reshapes(nodes: list[Raw]) -> None:
             node.op, node.layer, node.payload = "layer", Flatten(name=node.name), None
         elif len(src) == 1 and target == (1, 1, src[0]):
             flat = node.inputs[0]
-            if (nodes[flat].op == "layer" and isinstance(nodes[flat].layer, Flatten) and len(users[flat]) == 1
-                    and nodes[flat].payload == ("from", (1, 1, src[0]))):
+            if (
+                nodes[flat].op == "layer"
+                and isinstance(nodes[flat].layer, Flatten)
+                and len(users[flat]) == 1
+                and nodes[flat].payload == ("from", (1, 1, src[0]))
+            ):
                 drop(nodes, i)
                 drop(nodes, flat)
         users = readers(nodes)
@@ -637,8 +783,13 @@ def _fold_avgpool_pads(nodes: list[Raw]) -> None:
         if not (node.alive and node.op == "layer" and isinstance(node.layer, ZeroPad2d) and len(users[i]) == 1):
             continue
         pool = nodes[users[i][0]]
-        if not (pool.op == "layer" and isinstance(pool.layer, AvgPool2d) and pool.layer.padding == (0, 0)
-                and pool.layer.count_include_pad is False and not pool.layer.ceil_mode):
+        if not (
+            pool.op == "layer"
+            and isinstance(pool.layer, AvgPool2d)
+            and pool.layer.padding == (0, 0)
+            and pool.layer.count_include_pad is False
+            and not pool.layer.ceil_mode
+        ):
             continue
         (t, b), (l, r) = node.layer.padding
         k = pool.layer.kernel_size

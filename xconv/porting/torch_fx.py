@@ -12,8 +12,19 @@ import numpy as np
 from ..backends.torch_backend import F, nn, torch  # the backend is the one place that imports torch
 from ..errors import UnsupportedLayerError
 from ..spec import (
-    ELEMENTWISE, AdaptiveAvgPool2d, ChannelLinear, ChannelShuffle, Conv2d, Flatten, LayerNorm, LayerScale, Linear,
-    Narrow, Sequential, Softmax, ZeroPad2d,
+    ELEMENTWISE,
+    AdaptiveAvgPool2d,
+    ChannelLinear,
+    ChannelShuffle,
+    Conv2d,
+    Flatten,
+    LayerNorm,
+    LayerScale,
+    Linear,
+    Narrow,
+    Sequential,
+    Softmax,
+    ZeroPad2d,
 )
 from ._graph import Names, Raw, drop, readers, to_spec
 from .torch_layers import _SUPPORTED, _as_module, _flat_args, _get_attr, _layer
@@ -29,8 +40,12 @@ def _inplace(root: nn.Module, node: Any) -> bool:
     if node.op == "call_method":
         return str(node.target).endswith("_") and not str(node.target).startswith("_")
     name = getattr(node.target, "__name__", "")
-    return (bool(node.kwargs.get("inplace", False)) or node.target in (operator.iadd, operator.imul)
-            or name.endswith("_") and not name.startswith("_"))
+    return (
+        bool(node.kwargs.get("inplace", False))
+        or node.target in (operator.iadd, operator.imul)
+        or name.endswith("_")
+        and not name.startswith("_")
+    )
 
 
 def _fold_pads(nodes: list[Raw]) -> None:
@@ -42,8 +57,13 @@ def _fold_pads(nodes: list[Raw]) -> None:
         if not (node.alive and node.op == "layer" and isinstance(node.layer, ZeroPad2d) and len(users[i]) == 1):
             continue
         conv = nodes[users[i][0]]
-        if not (conv.op == "layer" and isinstance(conv.layer, Conv2d) and conv.layer.padding_mode == "zeros"
-                and conv.layer.padding != "same" and conv.inputs == [i]):
+        if not (
+            conv.op == "layer"
+            and isinstance(conv.layer, Conv2d)
+            and conv.layer.padding_mode == "zeros"
+            and conv.layer.padding != "same"
+            and conv.inputs == [i]
+        ):
             continue
         (t, b), (l, r) = node.layer.padding
         (ct, cb), (cl, cr) = conv.layer.padding
@@ -57,12 +77,28 @@ class _Tracer(torch.fx.Tracer):
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         from ..backends.torch_backend import (
-            ChannelLayerNorm, ChannelLinearModule, ExactHardsigmoid, LayerScaleModule, NarrowModule,
-            NormalizationModule, PaddedConv2d, RescalingModule, StochasticDepthModule,
+            ChannelLayerNorm,
+            ChannelLinearModule,
+            ExactHardsigmoid,
+            LayerScaleModule,
+            NarrowModule,
+            NormalizationModule,
+            PaddedConv2d,
+            RescalingModule,
+            StochasticDepthModule,
         )
 
-        own = (PaddedConv2d, StochasticDepthModule, ExactHardsigmoid, RescalingModule, NormalizationModule,
-               ChannelLayerNorm, ChannelLinearModule, LayerScaleModule, NarrowModule)
+        own = (
+            PaddedConv2d,
+            StochasticDepthModule,
+            ExactHardsigmoid,
+            RescalingModule,
+            NormalizationModule,
+            ChannelLayerNorm,
+            ChannelLinearModule,
+            LayerScaleModule,
+            NarrowModule,
+        )
         return type(m) in own or super().is_leaf_module(m, qualname)
 
 
@@ -112,18 +148,23 @@ def _unsafe_inplace(root: nn.Module, node: Any) -> Any:
     return None
 
 
-def import_model(module: nn.Module, input_shape: tuple[int, ...],
-                 output_key: str | None = None) -> tuple[Sequential, dict[str, np.ndarray]]:
+def import_model(
+    module: nn.Module, input_shape: tuple[int, ...], output_key: str | None = None
+) -> tuple[Sequential, dict[str, np.ndarray]]:
     """A hand-written torch module -> (spec, canonical weights). The module is traced with ``torch.fx``; every
     layer is named by its module's qualified name (so the weights have the keys of ``module.state_dict()``),
     residual additions, gating products and channel concatenations become ``Add`` / ``Multiply`` /
     ``Concat``, and ``nn.ZeroPad2d`` folds into the conv after it where that is exact. Anything else raises
     :class:`UnsupportedLayerError` naming the operation."""
-    if module._forward_hooks or module._forward_pre_hooks or any(
-        m._forward_hooks or m._forward_pre_hooks for m in module.modules()
+    if (
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or any(m._forward_hooks or m._forward_pre_hooks for m in module.modules())
     ):
-        raise UnsupportedLayerError("from_torch: the module or a submodule has forward hooks, which change its "
-                                    "output; remove them before importing")
+        raise UnsupportedLayerError(
+            "from_torch: the module or a submodule has forward hooks, which change its "
+            "output; remove them before importing"
+        )
     try:
         graph = _Tracer().trace(module)
         gm = torch.fx.GraphModule(module, graph)
@@ -167,9 +208,12 @@ def import_model(module: nn.Module, input_shape: tuple[int, ...],
             out = _pick_output(args[0], output_key)
             if out not in index:
                 raise UnsupportedLayerError(
-                    f"from_torch: forward must return one tensor computed from its input. Received: {out!r}"[:300])
+                    f"from_torch: forward must return one tensor computed from its input. Received: {out!r}"[:300]
+                )
             if out in nhwc:
-                raise UnsupportedLayerError(f"from_torch: forward returns {out.name!r}, a channels-last (permuted) tensor")
+                raise UnsupportedLayerError(
+                    f"from_torch: forward returns {out.name!r}, a channels-last (permuted) tensor"
+                )
             output = index[out]
             continue
         value = shapes.size_value(node, args)
@@ -198,12 +242,27 @@ def import_model(module: nn.Module, input_shape: tuple[int, ...],
                     "through a view); the traced graph cannot say which values that operation sees"
                 )
         join = None
-        if node.op == "call_function" and node.target in _ADDS or node.op == "call_method" and node.target in ("add", "add_"):
+        if (
+            node.op == "call_function"
+            and node.target in _ADDS
+            or node.op == "call_method"
+            and node.target in ("add", "add_")
+        ):
             join = "add"
-        elif node.op == "call_function" and node.target in _MULS or node.op == "call_method" and node.target in ("mul", "mul_"):
+        elif (
+            node.op == "call_function"
+            and node.target in _MULS
+            or node.op == "call_method"
+            and node.target in ("mul", "mul_")
+        ):
             join = "mul"
-        if join == "mul" and len(args) == 2 and not node.kwargs and sum(a in params for a in args) == 1 and (
-                sum(a in index for a in args) == 1):
+        if (
+            join == "mul"
+            and len(args) == 2
+            and not node.kwargs
+            and sum(a in params for a in args) == 1
+            and (sum(a in index for a in args) == 1)
+        ):
             scale_node, x_node = (args[0], args[1]) if args[0] in params else (args[1], args[0])
             layer, state = _layer_scale(scale_node, params[scale_node], x_node, shapes, names, where)
             _own_state(state, owners, where)
@@ -212,8 +271,12 @@ def import_model(module: nn.Module, input_shape: tuple[int, ...],
             nodes.append(Raw(node.name, "layer", [index[x_node]], layer=layer))
             continue
         if join is not None:
-            if len(args) != 2 or not all(a in index for a in args) or node.kwargs.get("alpha", 1) != 1 or (
-                    set(node.kwargs) - {"alpha"}):
+            if (
+                len(args) != 2
+                or not all(a in index for a in args)
+                or node.kwargs.get("alpha", 1) != 1
+                or (set(node.kwargs) - {"alpha"})
+            ):
                 raise UnsupportedLayerError(
                     f"from_torch: {where}: only a sum or product of two tensors computed from the input is supported "
                     "(no constants or parameters)"
@@ -229,7 +292,9 @@ def import_model(module: nn.Module, input_shape: tuple[int, ...],
             parts = args[0] if args else node.kwargs.get("tensors")
             dim = args[1] if len(args) > 1 else node.kwargs.get("dim", node.kwargs.get("axis", 0))
             if not isinstance(parts, (list, tuple)) or not parts or not all(p in index for p in parts):
-                raise UnsupportedLayerError(f"from_torch: {where}: only a concatenation of tensors computed from the input")
+                raise UnsupportedLayerError(
+                    f"from_torch: {where}: only a concatenation of tensors computed from the input"
+                )
             shapes.refuse_nhwc(parts, where)
             if not isinstance(dim, int) or dim in (0, -4):
                 raise UnsupportedLayerError(f"from_torch: {where}: concatenation along dim={dim!r} (the batch axis)")
@@ -279,8 +344,9 @@ def import_model(module: nn.Module, input_shape: tuple[int, ...],
         _own_state(state, owners, where)
         tensors.update(state)
         index[node] = len(nodes)
-        nodes.append(Raw(node.name if node.op != "call_module" else str(node.target), "layer", [index[args[0]]],
-                         layer=layer))
+        nodes.append(
+            Raw(node.name if node.op != "call_module" else str(node.target), "layer", [index[args[0]]], layer=layer)
+        )
     if output is None:
         raise UnsupportedLayerError("from_torch: forward returns nothing")
     _fold_pads(nodes)
@@ -294,14 +360,18 @@ def import_model(module: nn.Module, input_shape: tuple[int, ...],
         raise UnsupportedLayerError(f"from_torch: the traced graph does not make a valid spec: {e}") from None
     missing = [k for k in keys if k not in tensors]
     if missing:
-        raise UnsupportedLayerError(f"from_torch: no tensor for {missing[0]!r}; its parameters are not module parameters")
+        raise UnsupportedLayerError(
+            f"from_torch: no tensor for {missing[0]!r}; its parameters are not module parameters"
+        )
     return spec, {k: tensors[k].detach().cpu().numpy().copy() for k in keys}
 
 
 def _spatial_mean(node: Any, args: list[Any]) -> bool | None:
     """For ``x.mean([2, 3])``, ``x.mean((-2, -1), keepdim=True)``, ``torch.mean(x, (2, 3))``: keepdim (the mean
     over H and W is a global average pool, then a flatten unless kept); None for anything else."""
-    if not (node.op == "call_method" and node.target == "mean" or node.op == "call_function" and node.target is torch.mean):
+    if not (
+        node.op == "call_method" and node.target == "mean" or node.op == "call_function" and node.target is torch.mean
+    ):
         return None
     dims = args[1] if len(args) > 1 else node.kwargs.get("dim")
     keepdim = args[2] if len(args) > 2 else node.kwargs.get("keepdim", False)
@@ -350,29 +420,43 @@ def _parameter_owner(node: Any, args: list[Any], names: Names) -> str | None:
     return owner if owner and owner in names.reserved and owner not in names.used else None
 
 
-def _layer_scale(scale_node: Any, p: Any, x_node: Any, shapes: "_ShapeOps", names: Names,
-                 where: str) -> tuple[Any, dict[str, Any]]:
+def _layer_scale(
+    scale_node: Any, p: Any, x_node: Any, shapes: _ShapeOps, names: Names, where: str
+) -> tuple[Any, dict[str, Any]]:
     """``layer_scale * x`` with a parameter of shape (C, 1, 1) named ``layer_scale`` (torchvision's CNBlock)."""
     shape = shapes.shape(x_node)
     target = str(scale_node.target)
     owner, _, attr = target.rpartition(".")
-    if not (isinstance(p, nn.Parameter) and shape is not None and len(shape) == 4 and x_node not in shapes.nhwc
-            and tuple(p.shape) == (shape[1], 1, 1) and attr == "layer_scale" and owner):
+    if not (
+        isinstance(p, nn.Parameter)
+        and shape is not None
+        and len(shape) == 4
+        and x_node not in shapes.nhwc
+        and tuple(p.shape) == (shape[1], 1, 1)
+        and attr == "layer_scale"
+        and owner
+    ):
         raise UnsupportedLayerError(
             f"from_torch: {where}: a product with a parameter or constant is supported only as a layer scale: a "
             f"parameter named layer_scale of shape (C, 1, 1) on a module, times an NCHW map (got {target!r}, shape "
             f"{tuple(getattr(p, 'shape', ()))})"
         )
     if owner in names.used:
-        raise UnsupportedLayerError(f"from_torch: {where}: the layer scale's module {owner!r} is also called as a layer")
+        raise UnsupportedLayerError(
+            f"from_torch: {where}: the layer scale's module {owner!r} is also called as a layer"
+        )
     name = names.take(owner, own=True)
     return LayerScale(shape[1], name=name), {f"{name}.layer_scale": p}
 
 
 _BATCH = object()  # the batch size, symbolic: it stays free in the spec
 _NOT = object()  # not a size computation
-_ARITHMETIC = {operator.floordiv: operator.floordiv, operator.mul: operator.mul, operator.add: operator.add,
-               operator.sub: operator.sub}
+_ARITHMETIC = {
+    operator.floordiv: operator.floordiv,
+    operator.mul: operator.mul,
+    operator.add: operator.add,
+    operator.sub: operator.sub,
+}
 
 
 class _ShapeOps:
@@ -402,8 +486,13 @@ class _ShapeOps:
             if dims is None:
                 return _BATCH if args[1:] == [0] else _NOT
             return dims if len(args) == 1 else dims[self.resolve(args[1])]
-        if node.op == "call_function" and node.target is getattr and len(args) == 2 and args[1] == "shape" and (
-                args[0] in self.index):
+        if (
+            node.op == "call_function"
+            and node.target is getattr
+            and len(args) == 2
+            and args[1] == "shape"
+            and (args[0] in self.index)
+        ):
             dims = self._sizes(args[0])
             return dims if dims is not None else (_BATCH,)
         if node.op == "call_function" and node.target is operator.getitem and args[0] in self.consts:
@@ -413,8 +502,12 @@ class _ShapeOps:
             if isinstance(value, tuple) and isinstance(i, slice):  # x.shape[-2:]
                 return value[i]
             return _NOT
-        if node.op == "call_function" and node.target in _ARITHMETIC and len(args) == 2 and any(
-                a in self.consts for a in args):
+        if (
+            node.op == "call_function"
+            and node.target in _ARITHMETIC
+            and len(args) == 2
+            and any(a in self.consts for a in args)
+        ):
             a, b = self.resolve(args[0]), self.resolve(args[1])
             if isinstance(a, int) and isinstance(b, int):
                 return _ARITHMETIC[node.target](a, b)
@@ -435,16 +528,21 @@ class _ShapeOps:
         if src in self.nhwc:
             if isinstance(layer, Linear):
                 layer = ChannelLinear(layer.in_features, layer.out_features, bias=layer.bias, name=layer.name)
-            elif not (isinstance(layer, LayerNorm) or isinstance(layer, ELEMENTWISE) and not isinstance(layer, Softmax)):
-                raise UnsupportedLayerError(f"from_torch: {where} on a channels-last (permuted) tensor is not supported; "
-                                            "between permutes only LayerNorm, Linear and elementwise layers")
+            elif not (
+                isinstance(layer, LayerNorm) or isinstance(layer, ELEMENTWISE) and not isinstance(layer, Softmax)
+            ):
+                raise UnsupportedLayerError(
+                    f"from_torch: {where} on a channels-last (permuted) tensor is not supported; "
+                    "between permutes only LayerNorm, Linear and elementwise layers"
+                )
             self.nhwc.add(node)
             return layer
         own_map_norm = type(m).__name__ == "ChannelLayerNorm"
         if isinstance(layer, (LayerNorm, Linear)) and not own_map_norm and shape is not None and len(shape) != 2:
             raise UnsupportedLayerError(
                 f"from_torch: {where} acts on the last axis of a tensor of shape {shape}; supported over the features "
-                "of a flat input, or over channels between x.permute(0, 2, 3, 1) and x.permute(0, 3, 1, 2)")
+                "of a flat input, or over channels between x.permute(0, 2, 3, 1) and x.permute(0, 3, 1, 2)"
+            )
         return layer
 
     def reshuffle(self, node: Any, args: list[Any], where: str) -> Any:
@@ -454,8 +552,12 @@ class _ShapeOps:
         op, target = node.op, node.target
         src = args[0] if args else None
         method = target if op == "call_method" else getattr(target, "__name__", "") if op == "call_function" else ""
-        is_torch = op == "call_method" or op == "call_function" and target in (
-            torch.permute, torch.transpose, torch.narrow, torch.chunk, torch.split, operator.getitem, torch.reshape)
+        is_torch = (
+            op == "call_method"
+            or op == "call_function"
+            and target
+            in (torch.permute, torch.transpose, torch.narrow, torch.chunk, torch.split, operator.getitem, torch.reshape)
+        )
         if not is_torch:
             return None
         if method == "getitem" and src in self.pieces:
@@ -471,7 +573,9 @@ class _ShapeOps:
             dims = self._dims(args)
             if dims in ((_BATCH, -1, h, w), (_BATCH, c, h, w)):
                 return base, ChannelShuffle(groups)
-            raise UnsupportedLayerError(f"from_torch: {where}: a view after a grouped transpose that is not a channel shuffle")
+            raise UnsupportedLayerError(
+                f"from_torch: {where}: a view after a grouped transpose that is not a channel shuffle"
+            )
         if src in self.grouped and method == "transpose" and sorted(self.resolve(args[1:3])) == [1, 2]:
             self.swapped[node] = self.grouped[src]
             return "pending"
@@ -489,16 +593,23 @@ class _ShapeOps:
                 return src, None
             if perm == (0, 3, 1, 2) and src in self.nhwc:
                 return src, None
-            raise UnsupportedLayerError(f"from_torch: {where}: permute{perm} is supported only as x.permute(0, 2, 3, 1) "
-                                        "of an NCHW map and back (x.permute(0, 3, 1, 2))")
+            raise UnsupportedLayerError(
+                f"from_torch: {where}: permute{perm} is supported only as x.permute(0, 2, 3, 1) "
+                "of an NCHW map and back (x.permute(0, 3, 1, 2))"
+            )
         if src in self.nhwc or shape is None:
             return None
         rank = len(shape)
         if method in ("view", "reshape") and rank == 4:
             dims = self._dims(args)
             c, h, w = shape[1:]
-            if len(dims) == 5 and dims[0] is _BATCH and dims[3:] == (h, w) and isinstance(dims[1], int) and (
-                    isinstance(dims[2], int) and dims[1] * dims[2] == c and dims[1] > 0):
+            if (
+                len(dims) == 5
+                and dims[0] is _BATCH
+                and dims[3:] == (h, w)
+                and isinstance(dims[1], int)
+                and (isinstance(dims[2], int) and dims[1] * dims[2] == c and dims[1] > 0)
+            ):
                 self.grouped[node] = (src, dims[1])
                 return "pending"
             return None
@@ -522,7 +633,10 @@ class _ShapeOps:
             self.pieces[node] = (src, dim, parts)
             return "pending"
         if method == "narrow":
-            values = {**dict(zip(("dim", "start", "length"), self.resolve(args[1:]))), **self.resolve(dict(node.kwargs))}
+            values = {
+                **dict(zip(("dim", "start", "length"), self.resolve(args[1:]))),
+                **self.resolve(dict(node.kwargs)),
+            }
             dim, start = values["dim"] % rank, values["start"] % shape[values["dim"] % rank]
             if dim == 0:
                 raise UnsupportedLayerError(f"from_torch: {where}: a narrow along the batch axis")
@@ -559,12 +673,14 @@ def _pick_output(out: Any, key: str | None) -> Any:
     if isinstance(out, dict):
         if key is None:
             if len(out) != 1:
-                raise UnsupportedLayerError(f"from_torch: forward returns a dict with entries {sorted(out)}; choose "
-                                            "one with output=...")
+                raise UnsupportedLayerError(
+                    f"from_torch: forward returns a dict with entries {sorted(out)}; choose one with output=..."
+                )
             return next(iter(out.values()))
         if key not in out:
-            raise UnsupportedLayerError(f"from_torch: output={key!r} is not an entry of the returned dict "
-                                        f"({sorted(out)})")
+            raise UnsupportedLayerError(
+                f"from_torch: output={key!r} is not an entry of the returned dict ({sorted(out)})"
+            )
         return out[key]
     if key is not None:
         raise UnsupportedLayerError(f"from_torch: output={key!r} was given but forward does not return a dict")

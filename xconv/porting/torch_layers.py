@@ -8,10 +8,38 @@ from typing import Any
 from ..backends.torch_backend import F, nn, torch  # the backend is the one place that imports torch
 from ..errors import UnsupportedLayerError
 from ..spec import (
-    ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, LeakyReLU,
-    Linear, MaxPool2d, ReLU, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d, Hardsigmoid, Hardswish, Hardtanh,
-    Normalization, Rescaling, StochasticDepth, ChannelLinear, ChannelShuffle, LayerNorm, LayerScale, Narrow,
-    ConvTranspose2d, Upsample,
+    ELU,
+    GELU,
+    AdaptiveAvgPool2d,
+    AvgPool2d,
+    BatchNorm1d,
+    BatchNorm2d,
+    ChannelLinear,
+    ChannelShuffle,
+    Conv2d,
+    ConvTranspose2d,
+    Dropout,
+    Flatten,
+    Hardsigmoid,
+    Hardswish,
+    Hardtanh,
+    Identity,
+    LayerNorm,
+    LayerScale,
+    LeakyReLU,
+    Linear,
+    MaxPool2d,
+    Narrow,
+    Normalization,
+    ReLU,
+    Rescaling,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    StochasticDepth,
+    Tanh,
+    Upsample,
+    ZeroPad2d,
 )
 
 _SUPPORTED = (
@@ -49,8 +77,15 @@ def _get_attr(module: nn.Module, target: str) -> Any:
     return value
 
 
-def _as_module(root: nn.Module, node: Any, args: list[Any], params: dict[Any, Any], batch: set[Any], where: str,
-               resolve: Any = lambda v: v) -> nn.Module:
+def _as_module(
+    root: nn.Module,
+    node: Any,
+    args: list[Any],
+    params: dict[Any, Any],
+    batch: set[Any],
+    where: str,
+    resolve: Any = lambda v: v,
+) -> nn.Module:
     """The nn module equivalent to one traced operation (sharing its parameters), or UnsupportedLayerError.
     ``resolve`` turns size computations among the arguments (``x.shape[-2:]``) into their values."""
     from ..errors import UnsupportedLayerError
@@ -59,8 +94,10 @@ def _as_module(root: nn.Module, node: Any, args: list[Any], params: dict[Any, An
     if node.op == "call_module":
         m = root.get_submodule(node.target)
         if isinstance(m, nn.ConvTranspose2d) and (len(args) > 1 or kwargs):
-            raise UnsupportedLayerError(f"from_torch: {where}: an output_size passed to forward is not supported "
-                                        "(give the output_padding to the module instead)")
+            raise UnsupportedLayerError(
+                f"from_torch: {where}: an output_size passed to forward is not supported "
+                "(give the output_padding to the module instead)"
+            )
         return m
     if node.op == "call_function" and node.target is F.interpolate:
         names = ["size", "scale_factor", "mode", "align_corners", "recompute_scale_factor", "antialias"]
@@ -68,17 +105,29 @@ def _as_module(root: nn.Module, node: Any, args: list[Any], params: dict[Any, An
         if values.get("antialias") or values.get("recompute_scale_factor"):
             raise UnsupportedLayerError(f"from_torch: {where}: antialias and recompute_scale_factor are not supported")
         size = values.get("size")
-        if isinstance(size, (list, tuple)) and not all(isinstance(v, int) for v in size) or (
-                size is not None and not isinstance(size, (int, list, tuple))):
+        if (
+            isinstance(size, (list, tuple))
+            and not all(isinstance(v, int) for v in size)
+            or (size is not None and not isinstance(size, (int, list, tuple)))
+        ):
             raise UnsupportedLayerError(f"from_torch: {where}: the size {size!r} is not known at import")
-        return nn.Upsample(size=tuple(size) if isinstance(size, (list, tuple)) else size,
-                           scale_factor=values.get("scale_factor"), mode=values.get("mode", "nearest"),
-                           align_corners=values.get("align_corners"))
-    if node.op == "call_function" and node.target in (F.relu, torch.relu) or (
-        node.op == "call_method" and node.target == "relu"
+        return nn.Upsample(
+            size=tuple(size) if isinstance(size, (list, tuple)) else size,
+            scale_factor=values.get("scale_factor"),
+            mode=values.get("mode", "nearest"),
+            align_corners=values.get("align_corners"),
+        )
+    if (
+        node.op == "call_function"
+        and node.target in (F.relu, torch.relu)
+        or (node.op == "call_method" and node.target == "relu")
     ):
         return nn.ReLU()
-    if node.op == "call_function" and node.target is torch.flatten or (node.op == "call_method" and node.target == "flatten"):
+    if (
+        node.op == "call_function"
+        and node.target is torch.flatten
+        or (node.op == "call_method" and node.target == "flatten")
+    ):
         start = args[1] if len(args) > 1 else kwargs.get("start_dim", 0)
         end = args[2] if len(args) > 2 else kwargs.get("end_dim", -1)
         if start == 1 and end == -1:
@@ -96,9 +145,17 @@ def _as_module(root: nn.Module, node: Any, args: list[Any], params: dict[Any, An
         if weight is None or ("bias" in values and values["bias"] is not None and bias is None):
             raise UnsupportedLayerError(f"from_torch: {where}: conv weights must be module parameters")
         groups = int(values.get("groups", 1))
-        conv = nn.Conv2d(weight.shape[1] * groups, weight.shape[0], tuple(weight.shape[2:]),
-                         stride=values.get("stride", 1), padding=values.get("padding", 0),
-                         dilation=values.get("dilation", 1), groups=groups, bias=bias is not None, device="meta")
+        conv = nn.Conv2d(
+            weight.shape[1] * groups,
+            weight.shape[0],
+            tuple(weight.shape[2:]),
+            stride=values.get("stride", 1),
+            padding=values.get("padding", 0),
+            dilation=values.get("dilation", 1),
+            groups=groups,
+            bias=bias is not None,
+            device="meta",
+        )
         conv.weight, conv.bias = _param(weight), _param(bias)  # share, do not copy
         return conv
     if node.op == "call_function" and node.target is F.layer_norm:
@@ -109,8 +166,13 @@ def _as_module(root: nn.Module, node: Any, args: list[Any], params: dict[Any, An
         if weight is None and bias is not None:
             raise UnsupportedLayerError(f"from_torch: {where}: layer_norm with a bias but no weight is not supported")
         shape = tuple(values["normalized_shape"])
-        norm = nn.LayerNorm(shape, eps=values.get("eps", 1e-5), elementwise_affine=weight is not None,
-                            bias=bias is not None, device="meta")
+        norm = nn.LayerNorm(
+            shape,
+            eps=values.get("eps", 1e-5),
+            elementwise_affine=weight is not None,
+            bias=bias is not None,
+            device="meta",
+        )
         norm.weight, norm.bias = _param(weight), _param(bias)
         return norm
     functional = _functional_module(node, args, kwargs)
@@ -148,12 +210,23 @@ def _functional_module(node: Any, args: list[Any], kwargs: dict[str, Any]) -> nn
         v = values("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
         if v.get("return_indices"):
             return None
-        return nn.MaxPool2d(v["kernel_size"], v.get("stride"), v.get("padding", 0), v.get("dilation", 1),
-                            ceil_mode=v.get("ceil_mode", False))
+        return nn.MaxPool2d(
+            v["kernel_size"],
+            v.get("stride"),
+            v.get("padding", 0),
+            v.get("dilation", 1),
+            ceil_mode=v.get("ceil_mode", False),
+        )
     if target is F.avg_pool2d:
         v = values("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override")
-        return nn.AvgPool2d(v["kernel_size"], v.get("stride"), v.get("padding", 0), v.get("ceil_mode", False),
-                            v.get("count_include_pad", True), v.get("divisor_override"))
+        return nn.AvgPool2d(
+            v["kernel_size"],
+            v.get("stride"),
+            v.get("padding", 0),
+            v.get("ceil_mode", False),
+            v.get("count_include_pad", True),
+            v.get("divisor_override"),
+        )
     if target is F.adaptive_avg_pool2d:
         return nn.AdaptiveAvgPool2d(values("output_size")["output_size"])
     if target in (torch.sigmoid, F.sigmoid):
@@ -178,7 +251,8 @@ def _functional_module(node: Any, args: list[Any], kwargs: dict[str, Any]) -> nn
     if target is F.hardswish:
         return nn.Hardswish()
     if getattr(target, "__name__", "") == "stochastic_depth" and getattr(target, "__module__", "").startswith(
-            "torchvision.ops"):  # torchvision.ops.stochastic_depth(input, p, mode, training)
+        "torchvision.ops"
+    ):  # torchvision.ops.stochastic_depth(input, p, mode, training)
         from ..backends.torch_backend import StochasticDepthModule
 
         v = values("p", "mode", "training")
@@ -212,8 +286,15 @@ def _module_layer(m: nn.Module, where: str) -> Any:
         cls = BatchNorm2d if isinstance(m, nn.BatchNorm2d) else BatchNorm1d
         # what F.batch_norm is given: a gain and a shift each when present (a shift alone is Keras' scale=False)
         scale, center = m.weight is not None, m.bias is not None
-        return cls(m.num_features, eps=m.eps, momentum=m.momentum, affine=scale or center,
-                   track_running_stats=m.track_running_stats, scale=scale, center=center)
+        return cls(
+            m.num_features,
+            eps=m.eps,
+            momentum=m.momentum,
+            affine=scale or center,
+            track_running_stats=m.track_running_stats,
+            scale=scale,
+            center=center,
+        )
     if isinstance(m, nn.Dropout):
         return Dropout(m.p)
     if isinstance(m, nn.LeakyReLU):
@@ -224,12 +305,15 @@ def _module_layer(m: nn.Module, where: str) -> Any:
         return ELU(m.alpha)
     if isinstance(m, nn.Softmax):
         if m.dim is None:
-            raise UnsupportedLayerError(f"from_torch: {where}: Softmax needs an explicit dim (torch's implicit choice is deprecated)")
+            raise UnsupportedLayerError(
+                f"from_torch: {where}: Softmax needs an explicit dim (torch's implicit choice is deprecated)"
+            )
         return Softmax(m.dim)
     return {nn.Sigmoid: Sigmoid, nn.Tanh: Tanh, nn.SiLU: SiLU}[type(m)]()
 
 
 _OWN = "xconv.backends.torch_backend"  # xconv's own torch modules (a model built by xconv)
+
 
 def _layer(m: nn.Module, name: str, where: str) -> tuple[Any, dict[str, Any]]:
     """The spec layer (named ``name``) of one torch module, and its state tensors keyed canonically. Only the
@@ -240,22 +324,49 @@ def _layer(m: nn.Module, name: str, where: str) -> tuple[Any, dict[str, Any]]:
     if type(m) is PaddedConv2d:  # xconv's own: its 4-sided padding is applied inside
         left, right, top, bottom = m.pad
         mode = {"constant": "zeros"}.get(m.pad_mode, m.pad_mode)
-        layer: Any = Conv2d(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride,
-                            padding=((top, bottom), (left, right)), dilation=m.dilation, groups=m.groups,
-                            bias=m.bias is not None, padding_mode=mode, name=name)
+        layer: Any = Conv2d(
+            m.in_channels,
+            m.out_channels,
+            m.kernel_size,
+            stride=m.stride,
+            padding=((top, bottom), (left, right)),
+            dilation=m.dilation,
+            groups=m.groups,
+            bias=m.bias is not None,
+            padding_mode=mode,
+            name=name,
+        )
     elif type(m) is nn.Conv2d:
         padding: Any = m.padding
         if isinstance(padding, str):
             padding = "same" if padding == "same" else (0, 0)  # torch allows 'same' only at stride 1: TF's rule
-        layer = Conv2d(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=padding,
-                            dilation=m.dilation, groups=m.groups, bias=m.bias is not None,
-                            padding_mode=m.padding_mode, name=name)
+        layer = Conv2d(
+            m.in_channels,
+            m.out_channels,
+            m.kernel_size,
+            stride=m.stride,
+            padding=padding,
+            dilation=m.dilation,
+            groups=m.groups,
+            bias=m.bias is not None,
+            padding_mode=m.padding_mode,
+            name=name,
+        )
     elif type(m) is nn.ConvTranspose2d:
         if m.padding_mode != "zeros" or isinstance(m.padding, str):
             raise UnsupportedLayerError(f"from_torch: {where}: only zero padding given as numbers is supported")
-        layer = ConvTranspose2d(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=m.padding,
-                                output_padding=m.output_padding, groups=m.groups, bias=m.bias is not None,
-                                dilation=m.dilation, name=name)
+        layer = ConvTranspose2d(
+            m.in_channels,
+            m.out_channels,
+            m.kernel_size,
+            stride=m.stride,
+            padding=m.padding,
+            output_padding=m.output_padding,
+            groups=m.groups,
+            bias=m.bias is not None,
+            dilation=m.dilation,
+            name=name,
+        )
     elif type(m) in (nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d):
         layer = _upsample(m, name, where)
     elif type(m) is nn.Linear:
@@ -282,10 +393,17 @@ def _layer(m: nn.Module, name: str, where: str) -> tuple[Any, dict[str, Any]]:
         layer = Normalization(int(m.mean.numel()), name=name)
     elif type(m) is nn.LayerNorm or type(m).__name__ == "ChannelLayerNorm" and type(m).__module__ == _OWN:
         if len(m.normalized_shape) != 1:
-            raise UnsupportedLayerError(f"from_torch: {where}: LayerNorm over {len(m.normalized_shape)} dimensions; "
-                                        "only over one (features, or channels at every pixel) is supported")
-        layer = LayerNorm(m.normalized_shape[0], eps=m.eps, elementwise_affine=m.weight is not None,
-                          bias=m.bias is not None, name=name)
+            raise UnsupportedLayerError(
+                f"from_torch: {where}: LayerNorm over {len(m.normalized_shape)} dimensions; "
+                "only over one (features, or channels at every pixel) is supported"
+            )
+        layer = LayerNorm(
+            m.normalized_shape[0],
+            eps=m.eps,
+            elementwise_affine=m.weight is not None,
+            bias=m.bias is not None,
+            name=name,
+        )
     elif type(m).__name__ == "ChannelLinearModule" and type(m).__module__ == _OWN:
         layer = ChannelLinear(m.in_features, m.out_features, bias=m.bias is not None, name=name)
     elif type(m).__name__ == "LayerScaleModule" and type(m).__module__ == _OWN:
@@ -299,16 +417,32 @@ def _layer(m: nn.Module, name: str, where: str) -> tuple[Any, dict[str, Any]]:
         if min(pad) < 0:
             raise UnsupportedLayerError(f"from_torch: {where}: negative padding (cropping) is not supported")
         layer = ZeroPad2d(pad, name=name)
-    elif type(m) in (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.BatchNorm2d, nn.BatchNorm1d,
-                     nn.Dropout, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.GELU, nn.ELU, nn.SiLU, nn.Softmax):
+    elif type(m) in (
+        nn.MaxPool2d,
+        nn.AvgPool2d,
+        nn.AdaptiveAvgPool2d,
+        nn.BatchNorm2d,
+        nn.BatchNorm1d,
+        nn.Dropout,
+        nn.LeakyReLU,
+        nn.Sigmoid,
+        nn.Tanh,
+        nn.GELU,
+        nn.ELU,
+        nn.SiLU,
+        nn.Softmax,
+    ):
         import dataclasses
 
         layer = dataclasses.replace(_module_layer(m, where), name=name)
     else:
         raise UnsupportedLayerError(f"from_torch: {where} is not supported; supported: {_SUPPORTED}")
     weighted = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d)
-    state = m.state_dict(keep_vars=True) if isinstance(m, weighted) or (
-        isinstance(layer, (Normalization, LayerNorm, LayerScale))) else {}
+    state = (
+        m.state_dict(keep_vars=True)
+        if isinstance(m, weighted) or (isinstance(layer, (Normalization, LayerNorm, LayerScale)))
+        else {}
+    )
     return layer, {f"{name}.{k}": t for k, t in state.items() if t is not None}
 
 

@@ -9,7 +9,7 @@ from ..errors import SpecError
 from ._layers import Layer
 from ._normalize import as_bool, as_float, as_int
 
-__all__ = ["LayerNorm", "ChannelLinear", "LayerScale", "Narrow", "ChannelShuffle"]
+__all__ = ["ChannelLinear", "ChannelShuffle", "LayerNorm", "LayerScale", "Narrow"]
 
 
 @dataclass(frozen=True, repr=False)

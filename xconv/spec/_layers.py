@@ -7,17 +7,41 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import SpecError
-from ._normalize import Pair, Padding, as_bool, as_choice, as_float, as_int, as_name, as_pair, as_padding, compact
+from ._normalize import Padding, Pair, as_bool, as_choice, as_float, as_int, as_name, as_padding, as_pair, compact
 
 __all__ = [
-    "Layer", "Conv2d", "ReLU", "Flatten", "Linear", "LAYER_TYPES",
-    "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm2d", "BatchNorm1d", "Dropout",
-    "LeakyReLU", "Sigmoid", "Tanh", "GELU", "ELU", "SiLU", "Softmax", "Identity", "ZeroPad2d", "ELEMENTWISE",
-    "Hardtanh", "Hardsigmoid", "Hardswish", "StochasticDepth", "Rescaling", "Normalization",
+    "ELEMENTWISE",
+    "ELU",
+    "GELU",
+    "LAYER_TYPES",
+    "AdaptiveAvgPool2d",
+    "AvgPool2d",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "Conv2d",
+    "Dropout",
+    "Flatten",
+    "Hardsigmoid",
+    "Hardswish",
+    "Hardtanh",
+    "Identity",
+    "Layer",
+    "LeakyReLU",
+    "Linear",
+    "MaxPool2d",
+    "Normalization",
+    "ReLU",
+    "Rescaling",
+    "SiLU",
+    "Sigmoid",
+    "Softmax",
+    "StochasticDepth",
+    "Tanh",
+    "ZeroPad2d",
 ]
 
 #: kind name -> layer class, filled as classes are defined; used by ``from_dict``.
-LAYER_TYPES: dict[str, type["Layer"]] = {}
+LAYER_TYPES: dict[str, type[Layer]] = {}
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
@@ -443,8 +467,10 @@ class Hardtanh(Layer):
         self._set("min_val", as_float("Hardtanh", "min_val", self.min_val))
         self._set("max_val", as_float("Hardtanh", "max_val", self.max_val))
         if self.max_val <= self.min_val:
-            raise SpecError(f"Hardtanh: `max_val` must be greater than `min_val`. Received: min_val={self.min_val}, "
-                            f"max_val={self.max_val}")
+            raise SpecError(
+                f"Hardtanh: `max_val` must be greater than `min_val`. Received: min_val={self.min_val}, "
+                f"max_val={self.max_val}"
+            )
 
 
 @dataclass(frozen=True, repr=False)
@@ -527,5 +553,18 @@ class Normalization(Layer):
 
 
 #: layers that keep their input's shape and act per element (or per feature vector, Softmax over dim 1)
-ELEMENTWISE = (ReLU, Dropout, LeakyReLU, Sigmoid, Tanh, GELU, ELU, SiLU, Identity, Hardtanh, Hardsigmoid, Hardswish,
-               StochasticDepth)
+ELEMENTWISE = (
+    ReLU,
+    Dropout,
+    LeakyReLU,
+    Sigmoid,
+    Tanh,
+    GELU,
+    ELU,
+    SiLU,
+    Identity,
+    Hardtanh,
+    Hardsigmoid,
+    Hardswish,
+    StochasticDepth,
+)

@@ -62,8 +62,16 @@ def as_padding(owner: str, value: Any) -> Padding | str:
     return ((ph, ph), (pw, pw))
 
 
-def as_float(owner: str, name: str, value: Any, *, low: float | None = None, high: float | None = None,
-             low_open: bool = False, high_open: bool = False) -> float:
+def as_float(
+    owner: str,
+    name: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
     """A finite real number (bools refused) within [low, high] (an open end when ``low_open``/``high_open``)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
         raise SpecError(f"{owner}: `{name}` must be a number. Received: {name}={value!r}")

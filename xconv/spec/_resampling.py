@@ -9,7 +9,7 @@ from ..errors import SpecError
 from ._layers import Layer
 from ._normalize import Pair, as_bool, as_choice, as_float, as_int, as_pair
 
-__all__ = ["Upsample", "ConvTranspose2d"]
+__all__ = ["ConvTranspose2d", "Upsample"]
 
 UPSAMPLE_MODES = ("nearest", "nearest-exact", "bilinear")
 
@@ -17,13 +17,16 @@ UPSAMPLE_MODES = ("nearest", "nearest-exact", "bilinear")
 def _factors(value: Any) -> tuple[float, float]:
     if isinstance(value, (list, tuple)):
         if len(value) != 2:
-            raise SpecError("Upsample: `scale_factor` must be a number or a pair (h, w). "
-                            f"Received: scale_factor={value!r}")
+            raise SpecError(
+                f"Upsample: `scale_factor` must be a number or a pair (h, w). Received: scale_factor={value!r}"
+            )
         h, w = value
     else:
         h = w = value
-    return (as_float("Upsample", "scale_factor", h, low=0.0, low_open=True),
-            as_float("Upsample", "scale_factor", w, low=0.0, low_open=True))
+    return (
+        as_float("Upsample", "scale_factor", h, low=0.0, low_open=True),
+        as_float("Upsample", "scale_factor", w, low=0.0, low_open=True),
+    )
 
 
 @dataclass(frozen=True, repr=False)
@@ -48,19 +51,25 @@ class Upsample(Layer):
     def _validate(self) -> None:
         me = "Upsample"
         if (self.size is None) == (self.scale_factor is None):
-            raise SpecError(f"{me}: give exactly one of `size` and `scale_factor`, as in torch. Received: "
-                            f"size={self.size!r}, scale_factor={self.scale_factor!r}")
+            raise SpecError(
+                f"{me}: give exactly one of `size` and `scale_factor`, as in torch. Received: "
+                f"size={self.size!r}, scale_factor={self.scale_factor!r}"
+            )
         if self.size is not None:
             self._set("size", as_pair(me, "size", self.size, minimum=1))
         else:
             self._set("scale_factor", _factors(self.scale_factor))
         self._set("mode", as_choice(me, "mode", self.mode, UPSAMPLE_MODES))
         if self.mode == "bilinear":
-            self._set("align_corners", False if self.align_corners is None else as_bool(me, "align_corners",
-                                                                                      self.align_corners))
+            self._set(
+                "align_corners",
+                False if self.align_corners is None else as_bool(me, "align_corners", self.align_corners),
+            )
         elif self.align_corners is not None:
-            raise SpecError(f"{me}: `align_corners` applies to mode='bilinear' only, as in torch. Received: "
-                            f"mode={self.mode!r}, align_corners={self.align_corners!r}")
+            raise SpecError(
+                f"{me}: `align_corners` applies to mode='bilinear' only, as in torch. Received: "
+                f"mode={self.mode!r}, align_corners={self.align_corners!r}"
+            )
 
 
 @dataclass(frozen=True, repr=False)
@@ -93,8 +102,10 @@ class ConvTranspose2d(Layer):
         self._set("kernel_size", as_pair(me, "kernel_size", self.kernel_size, minimum=1))
         self._set("stride", as_pair(me, "stride", self.stride, minimum=1))
         if isinstance(self.padding, str):
-            raise SpecError(f"{me}: `padding` must be an int or (ph, pw); torch's transposed convs take no "
-                            f"'same' or 'valid'. Received: padding={self.padding!r}")
+            raise SpecError(
+                f"{me}: `padding` must be an int or (ph, pw); torch's transposed convs take no "
+                f"'same' or 'valid'. Received: padding={self.padding!r}"
+            )
         self._set("padding", as_pair(me, "padding", self.padding, minimum=0))
         self._set("output_padding", as_pair(me, "output_padding", self.output_padding, minimum=0))
         self._set("groups", as_int(me, "groups", self.groups, minimum=1))
@@ -102,10 +113,13 @@ class ConvTranspose2d(Layer):
         self._set("dilation", as_pair(me, "dilation", self.dilation, minimum=1))
         for op, s, d in zip(self.output_padding, self.stride, self.dilation):
             if op >= s and op >= d:
-                raise SpecError(f"{me}: `output_padding` must be smaller than either `stride` or `dilation`, as in "
-                                f"torch. Received: output_padding={self.output_padding}, stride={self.stride}, "
-                                f"dilation={self.dilation}")
+                raise SpecError(
+                    f"{me}: `output_padding` must be smaller than either `stride` or `dilation`, as in "
+                    f"torch. Received: output_padding={self.output_padding}, stride={self.stride}, "
+                    f"dilation={self.dilation}"
+                )
         for name in ("in_channels", "out_channels"):
             if getattr(self, name) % self.groups:
-                raise SpecError(f"{me}: `{name}` (={getattr(self, name)}) must be divisible by `groups` "
-                                f"(={self.groups})")
+                raise SpecError(
+                    f"{me}: `{name}` (={getattr(self, name)}) must be divisible by `groups` (={self.groups})"
+                )

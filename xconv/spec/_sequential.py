@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable, Mapping, Union
+from collections.abc import Iterable, Mapping
+from typing import Any, Union
 
 from ..errors import SpecError
 from ._layers import LAYER_TYPES, Layer
 from ._normalize import as_int, as_name, as_shape
 
-__all__ = ["Sequential", "Add", "Concat", "Multiply", "Combinator", "Item", "from_dict", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "Add", "Combinator", "Concat", "Item", "Multiply", "Sequential", "from_dict"]
 
 FORMAT = "xconv.spec"
 #: 2: nested containers, combinators and names; version 1 files (flat chains) still load
@@ -31,13 +32,11 @@ class Sequential:
     4
     """
 
-    layers: tuple["Item", ...]
+    layers: tuple[Item, ...]
     input_shape: tuple[int, ...] | None
     name: str | None
 
-    def __init__(
-        self, *layers: "Item", input_shape: Iterable[int] | None = None, name: str | None = None
-    ) -> None:
+    def __init__(self, *layers: Item, input_shape: Iterable[int] | None = None, name: str | None = None) -> None:
         flat: list[Item] = []
         for position, layer in enumerate(layers):
             if isinstance(layer, Sequential):
@@ -77,13 +76,13 @@ class Sequential:
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(self.layers)
 
-    def __getitem__(self, index: int) -> "Item":
+    def __getitem__(self, index: int) -> Item:
         return self.layers[index]
 
     def __repr__(self) -> str:
         return _repr(self, 0)
 
-    def with_input_shape(self, input_shape: Iterable[int] | None, drop: bool = False) -> "Sequential":
+    def with_input_shape(self, input_shape: Iterable[int] | None, drop: bool = False) -> Sequential:
         """The same layers with ``input_shape`` replaced (``None`` keeps the current one, or with ``drop``
         removes it)."""
         if input_shape is None and not drop:
@@ -110,10 +109,10 @@ class Combinator:
     """Base of the fork-join combinators: every branch receives the combinator's input; the branch outputs
     are joined. A branch is a layer spec, a ``Sequential`` without input shape, or another combinator."""
 
-    branches: tuple["Item", ...]
+    branches: tuple[Item, ...]
     name: str | None
 
-    def __init__(self, *branches: "Item", name: str | None = None) -> None:
+    def __init__(self, *branches: Item, name: str | None = None) -> None:
         me = type(self).__name__
         if len(branches) < 2:
             raise SpecError(f"{me}: needs at least two branches. Received: {len(branches)}")
@@ -121,8 +120,10 @@ class Combinator:
         for position, branch in enumerate(branches):
             if isinstance(branch, Sequential):
                 if branch.input_shape is not None:
-                    raise SpecError(f"{me}: branch {position} is a Sequential with input_shape={branch.input_shape}; "
-                                    "branches take the combinator's input and carry no input shape")
+                    raise SpecError(
+                        f"{me}: branch {position} is a Sequential with input_shape={branch.input_shape}; "
+                        "branches take the combinator's input and carry no input shape"
+                    )
                 if not branch.layers:
                     raise SpecError(f"{me}: branch {position} is an empty Sequential; use xconv.Identity() for a skip")
             elif not isinstance(branch, (Layer, Combinator)):
@@ -144,7 +145,7 @@ class Combinator:
     def _extra(self) -> dict[str, Any]:
         return {}
 
-    def rebuild(self, branches: Iterable["Item"], name: str | None) -> "Combinator":
+    def rebuild(self, branches: Iterable[Item], name: str | None) -> Combinator:
         """The same combinator (kind and dim) over other branches and name."""
         return type(self)(*branches, name=name, **self._extra())
 
@@ -175,7 +176,7 @@ class Concat(Combinator):
 
     dim: int
 
-    def __init__(self, *branches: "Item", dim: int = 1, name: str | None = None) -> None:
+    def __init__(self, *branches: Item, dim: int = 1, name: str | None = None) -> None:
         super().__init__(*branches, name=name)
         d = as_int("Concat", "dim", dim)
         if d in (0, -4):
@@ -222,7 +223,9 @@ def from_dict(data: Mapping[str, Any]) -> Sequential:
         raise SpecError(f"from_dict: expected a dict with format={FORMAT!r}. Received: {str(data)[:200]}")
     version = data.get("version")
     if version not in (1, FORMAT_VERSION):
-        raise SpecError(f"from_dict: unsupported spec format version {version!r}; this xconv reads 1 and {FORMAT_VERSION}")
+        raise SpecError(
+            f"from_dict: unsupported spec format version {version!r}; this xconv reads 1 and {FORMAT_VERSION}"
+        )
     layers_data = data.get("layers")
     if not isinstance(layers_data, list):
         raise SpecError(f"from_dict: `layers` must be a list. Received: {layers_data!r}")
@@ -239,8 +242,9 @@ def _item(item: Any, where: str) -> Any:
         raise SpecError(f"from_dict: item {where} is nested more than {MAX_DEPTH} levels deep")
     known = sorted([*LAYER_TYPES, "Sequential", *COMBINATORS])
     if not isinstance(item, Mapping) or item.get("kind") not in known:
-        raise SpecError(f"from_dict: item {where} has an unknown kind; known kinds: {', '.join(known)}. "
-                        f"Received: {str(item)[:200]}")
+        raise SpecError(
+            f"from_dict: item {where} has an unknown kind; known kinds: {', '.join(known)}. Received: {str(item)[:200]}"
+        )
     kind = item["kind"]
     if kind == "Sequential" or kind in COMBINATORS:
         children_key = "layers" if kind == "Sequential" else "branches"
@@ -248,8 +252,10 @@ def _item(item: Any, where: str) -> Any:
         unknown = sorted(set(item) - allowed)
         children = item.get(children_key)
         if unknown or not isinstance(children, list):
-            raise SpecError(f"from_dict: item {where} ({kind}) needs a list `{children_key}` and has no other fields "
-                            f"than {sorted(allowed)}. Received: {str(item)[:200]}")
+            raise SpecError(
+                f"from_dict: item {where} ({kind}) needs a list `{children_key}` and has no other fields "
+                f"than {sorted(allowed)}. Received: {str(item)[:200]}"
+            )
         parts = [_item(child, f"{where}.{i}") for i, child in enumerate(children)]
         extra = {"dim": item["dim"]} if "dim" in item else {}
         try:

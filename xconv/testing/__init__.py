@@ -5,9 +5,8 @@
 """
 
 from ._compare import TOLERANCE, max_rel_diff
-from ._training import TrainParity, train_parity
 from ._equivalence import DEFAULT_BACKENDS, Row, assert_equivalent, compare_layerwise, default_tolerance, format_table
-
+from ._training import TrainParity, train_parity
 
 
 def __getattr__(name: str) -> object:
@@ -20,15 +19,15 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
-    "strategies",
+    "DEFAULT_BACKENDS",
+    "TOLERANCE",
+    "Row",
+    "TrainParity",
     "assert_equivalent",
     "compare_layerwise",
-    "format_table",
     "default_tolerance",
-    "Row",
-    "train_parity",
-    "TrainParity",
+    "format_table",
     "max_rel_diff",
-    "TOLERANCE",
-    "DEFAULT_BACKENDS",
+    "strategies",
+    "train_parity",
 ]

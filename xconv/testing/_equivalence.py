@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -14,7 +15,7 @@ from ..spec import Sequential
 from ..weights import init_weights
 from ._compare import max_rel_diff
 
-__all__ = ["Row", "compare_layerwise", "assert_equivalent", "default_tolerance", "DEFAULT_BACKENDS"]
+__all__ = ["DEFAULT_BACKENDS", "Row", "assert_equivalent", "compare_layerwise", "default_tolerance"]
 
 DEFAULT_BACKENDS = ("numpy", "torch", "tf")
 
@@ -23,8 +24,12 @@ DEFAULT_BACKENDS = ("numpy", "torch", "tf")
 #: float64 1e-10 (correct mappings reach ~1e-15);
 #: gradients — float32 1e-4 (they sum over batch and positions: ~7e-6 relative measured on the seed ConvNet),
 #: float64 1e-9.
-_TOLERANCES = {("float32", "output"): 1e-5, ("float64", "output"): 1e-10,
-               ("float32", "grad"): 1e-4, ("float64", "grad"): 1e-9}
+_TOLERANCES = {
+    ("float32", "output"): 1e-5,
+    ("float64", "output"): 1e-10,
+    ("float32", "grad"): 1e-4,
+    ("float64", "grad"): 1e-9,
+}
 
 
 def default_tolerance(dtype: str, what: str = "output") -> float:
@@ -57,9 +62,23 @@ def lipschitz(layer: Any) -> float | None:
     """For an elementwise layer (and Softmax, and Upsample: weights >= 0 that sum to 1 per output): a bound L on
     |f'(x)|, so that an input known to absolute error e gives an output within L * e plus the layer's own
     rounding. None for other layers."""
-    bounds = {"ReLU": 1.0, "Identity": 1.0, "Dropout": 1.0, "Tanh": 1.0, "Sigmoid": 0.25, "Softmax": 1.0,
-              "GELU": 1.13, "SiLU": 1.1, "Hardtanh": 1.0, "Hardsigmoid": 1 / 6, "Hardswish": 1.5,
-              "StochasticDepth": 1.0, "Narrow": 1.0, "ChannelShuffle": 1.0, "Upsample": 1.0}
+    bounds = {
+        "ReLU": 1.0,
+        "Identity": 1.0,
+        "Dropout": 1.0,
+        "Tanh": 1.0,
+        "Sigmoid": 0.25,
+        "Softmax": 1.0,
+        "GELU": 1.13,
+        "SiLU": 1.1,
+        "Hardtanh": 1.0,
+        "Hardsigmoid": 1 / 6,
+        "Hardswish": 1.5,
+        "StochasticDepth": 1.0,
+        "Narrow": 1.0,
+        "ChannelShuffle": 1.0,
+        "Upsample": 1.0,
+    }
     if layer.kind == "LeakyReLU":
         return max(1.0, abs(layer.negative_slope))
     if layer.kind == "ELU":
@@ -76,8 +95,13 @@ def _term_scale(info: Any, weights: Mapping[str, Any], layer_in: np.ndarray) -> 
     scale: max |s| |x|. 0 for other layers."""
     from ..backends import numpy_backend
 
-    name = {"Conv2d": "weight", "Linear": "weight", "ChannelLinear": "weight", "ConvTranspose2d": "weight",
-            "LayerScale": "layer_scale"}.get(info.kind)
+    name = {
+        "Conv2d": "weight",
+        "Linear": "weight",
+        "ChannelLinear": "weight",
+        "ConvTranspose2d": "weight",
+        "LayerScale": "layer_scale",
+    }.get(info.kind)
     if name is None:
         return 0.0
     w = np.abs(np.asarray(_as_array(weights[f"{info.key}.{name}"]), dtype=np.float64))
@@ -203,14 +227,19 @@ def _diff(a: np.ndarray, b: np.ndarray, carried: float = 0.0) -> tuple[float, fl
 def format_table(rows: list[Row], reference: str) -> str:
     """A fixed-width table of rows, marking the rows beyond tolerance."""
     backends = list(rows[0].diffs) if rows else []
-    head = f"{'layer':>5}  {'kind':<17}  {'compared':<19}" + "".join(
-        f"  {('max|' + b + '-' + reference + '|'):>22}  {'relative':>10}" for b in backends
-    ) + f"  {'tolerance':>9}"
+    head = (
+        f"{'layer':>5}  {'kind':<17}  {'compared':<19}"
+        + "".join(f"  {('max|' + b + '-' + reference + '|'):>22}  {'relative':>10}" for b in backends)
+        + f"  {'tolerance':>9}"
+    )
     lines = [head, "-" * len(head)]
     for row in rows:
         cells = "".join(f"  {row.diffs[b][0]:>22.3e}  {row.diffs[b][1]:>10.3e}" for b in backends)
         layer = "" if row.layer is None else (row.key or str(row.layer))
-        lines.append(f"{layer:>5}  {row.kind:<17}  {row.what:<19}{cells}  {row.tolerance:>9.0e}" + ("" if row.ok else "  <-- FAIL"))
+        lines.append(
+            f"{layer:>5}  {row.kind:<17}  {row.what:<19}{cells}  {row.tolerance:>9.0e}"
+            + ("" if row.ok else "  <-- FAIL")
+        )
     return "\n".join(lines)
 
 
@@ -239,7 +268,11 @@ def assert_equivalent(
         # the deepest differing gradient is where the backward passes part (the input gradient comes last).
         outputs = [r for r in bad if r.what == "output"]
         first = outputs[0] if outputs else max(bad, key=lambda r: -1 if r.layer is None else r.layer)
-        where = "the input gradient" if first.layer is None else f"layer {first.key or first.layer} ({first.kind}), {first.what}"
+        where = (
+            "the input gradient"
+            if first.layer is None
+            else f"layer {first.key or first.layer} ({first.kind}), {first.what}"
+        )
         raise AssertionError(
             f"backends differ beyond tolerance ({dtype}); first part at {where}\n"
             f"{format_table(rows, canonical_name(backends[0]))}\nspec: {spec!r}"

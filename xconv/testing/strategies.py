@@ -17,31 +17,117 @@ from .. import shapes
 from ..errors import SpecError
 from ..layout import same_padding
 from ..spec import (
-    ELU, GELU, Add, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Concat, Conv2d, Dropout, Flatten, Identity,
-    Layer, LeakyReLU, Linear, MaxPool2d, Multiply, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d,
-    Hardsigmoid, Hardswish, Hardtanh, Normalization, Rescaling, StochasticDepth, ChannelLinear, ChannelShuffle,
-    LayerNorm, LayerScale, Narrow, ConvTranspose2d, Upsample,
+    ELU,
+    GELU,
+    AdaptiveAvgPool2d,
+    Add,
+    AvgPool2d,
+    BatchNorm1d,
+    BatchNorm2d,
+    ChannelLinear,
+    ChannelShuffle,
+    Concat,
+    Conv2d,
+    ConvTranspose2d,
+    Dropout,
+    Flatten,
+    Hardsigmoid,
+    Hardswish,
+    Hardtanh,
+    Identity,
+    Layer,
+    LayerNorm,
+    LayerScale,
+    LeakyReLU,
+    Linear,
+    MaxPool2d,
+    Multiply,
+    Narrow,
+    Normalization,
+    ReLU,
+    Rescaling,
+    Sequential,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    StochasticDepth,
+    Tanh,
+    Upsample,
+    ZeroPad2d,
 )
 
-__all__ = ["specs", "inputs", "weights", "conv2d_layers", "pool_layers", "activations", "blocks", "channel_layers",
-           "upsample_layers", "conv_transpose_layers", "CORE_KINDS", "ALL_KINDS", "COMBINATOR_KINDS", "CHANNEL_KINDS"]
+__all__ = [
+    "ALL_KINDS",
+    "CHANNEL_KINDS",
+    "COMBINATOR_KINDS",
+    "CORE_KINDS",
+    "activations",
+    "blocks",
+    "channel_layers",
+    "conv2d_layers",
+    "conv_transpose_layers",
+    "inputs",
+    "pool_layers",
+    "specs",
+    "upsample_layers",
+    "weights",
+]
 
 #: the core layers: convolution, ReLU, Flatten, Linear
 CORE_KINDS = ("Conv2d", "ReLU", "Flatten", "Linear")
 #: every layer kind xconv has (the default of :func:`specs`); every backend builds all of them
 ALL_KINDS = CORE_KINDS + (
-    "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm2d", "BatchNorm1d", "Dropout",
-    "LeakyReLU", "Sigmoid", "Tanh", "GELU", "ELU", "SiLU", "Softmax", "Identity", "ZeroPad2d",
-    "Add", "Concat", "Multiply", "Hardtanh", "Hardsigmoid", "Hardswish", "StochasticDepth", "Rescaling",
-    "Normalization", "LayerNorm", "ChannelLinear", "LayerScale", "Narrow", "ChannelShuffle", "Upsample",
+    "MaxPool2d",
+    "AvgPool2d",
+    "AdaptiveAvgPool2d",
+    "BatchNorm2d",
+    "BatchNorm1d",
+    "Dropout",
+    "LeakyReLU",
+    "Sigmoid",
+    "Tanh",
+    "GELU",
+    "ELU",
+    "SiLU",
+    "Softmax",
+    "Identity",
+    "ZeroPad2d",
+    "Add",
+    "Concat",
+    "Multiply",
+    "Hardtanh",
+    "Hardsigmoid",
+    "Hardswish",
+    "StochasticDepth",
+    "Rescaling",
+    "Normalization",
+    "LayerNorm",
+    "ChannelLinear",
+    "LayerScale",
+    "Narrow",
+    "ChannelShuffle",
+    "Upsample",
     "ConvTranspose2d",
 )
 #: the channel-axis kinds, drawn by :func:`channel_layers`
 CHANNEL_KINDS = ("LayerNorm", "ChannelLinear", "LayerScale", "Narrow", "ChannelShuffle")
 #: the fork-join combinators, drawn by :func:`blocks`
 COMBINATOR_KINDS = ("Add", "Concat", "Multiply")
-_ACTIVATIONS = ("ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "ELU", "SiLU", "Identity", "Dropout", "Hardtanh",
-                "Hardsigmoid", "Hardswish", "StochasticDepth")
+_ACTIVATIONS = (
+    "ReLU",
+    "LeakyReLU",
+    "Sigmoid",
+    "Tanh",
+    "GELU",
+    "ELU",
+    "SiLU",
+    "Identity",
+    "Dropout",
+    "Hardtanh",
+    "Hardsigmoid",
+    "Hardswish",
+    "StochasticDepth",
+)
 
 PADDING_FORMS = ("int", "pair", "sides", "same", "valid")
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
@@ -109,8 +195,15 @@ def conv2d_layers(
         g = 1
     out = g * draw(st.integers(1, max(1, max_channels // g)))
     return Conv2d(
-        c, out, (kh, kw), stride=(sh, sw), padding=padding, dilation=(dh, dw), groups=g,
-        bias=draw(st.booleans()), padding_mode=mode,
+        c,
+        out,
+        (kh, kw),
+        stride=(sh, sw),
+        padding=padding,
+        dilation=(dh, dw),
+        groups=g,
+        bias=draw(st.booleans()),
+        padding_mode=mode,
     )
 
 
@@ -137,8 +230,15 @@ def activations(draw: Any, kinds: tuple[str, ...] = ALL_KINDS, flat: bool = Fals
         return Hardtanh(low, high)
     if kind == "Softmax":
         return Softmax(draw(st.sampled_from([1, -1] if flat else [1, 2, 3, -1, -2, -3])))
-    return {"ReLU": ReLU, "Sigmoid": Sigmoid, "Tanh": Tanh, "SiLU": SiLU, "Identity": Identity,
-            "Hardsigmoid": Hardsigmoid, "Hardswish": Hardswish}[kind]()
+    return {
+        "ReLU": ReLU,
+        "Sigmoid": Sigmoid,
+        "Tanh": Tanh,
+        "SiLU": SiLU,
+        "Identity": Identity,
+        "Hardsigmoid": Hardsigmoid,
+        "Hardswish": Hardswish,
+    }[kind]()
 
 
 @st.composite
@@ -152,8 +252,14 @@ def _layernorm(draw: Any, features: int, batch_stats: bool = True) -> LayerNorm:
 
 
 @st.composite
-def channel_layers(draw: Any, shape: tuple[int, int, int], kinds: tuple[str, ...] = ALL_KINDS, *,
-                   max_channels: int = 6, batch_stats: bool = True) -> Layer | None:
+def channel_layers(
+    draw: Any,
+    shape: tuple[int, int, int],
+    kinds: tuple[str, ...] = ALL_KINDS,
+    *,
+    max_channels: int = 6,
+    batch_stats: bool = True,
+) -> Layer | None:
     """A channel-axis layer valid for a (C, H, W) input: LayerNorm over the channels, ChannelLinear,
     LayerScale, Narrow along any non-batch axis (negative dims too), ChannelShuffle with any divisor of C."""
     options = [k for k in CHANNEL_KINDS if k in kinds]
@@ -210,21 +316,25 @@ def upsample_layers(draw: Any, shape: tuple[int, int, int], max_size: int = 12) 
     larger than the input, per axis), integer and non-integer scale factors (e.g. 1.3, 2.5, 1/3: torch's output
     floor(n * f) with source positions at 1 / f); an output side grows to at most 2 * ``max_size``."""
     _, h, w = shape
-    limit = lambda n: max(n, 2 * max_size)  # noqa: E731
+    limit = lambda n: max(n, 2 * max_size)
     mode = draw(st.sampled_from(["nearest", "nearest", "nearest-exact", "bilinear", "bilinear"]))
     corners = draw(st.booleans()) if mode == "bilinear" else None
     if draw(st.booleans()):
         size = (draw(st.integers(1, limit(h))), draw(st.integers(1, limit(w))))
         return Upsample(size, mode=mode, align_corners=corners)
-    options = [f for f in (1.0, 2.0, 3.0, 0.5, 1.3, 1.5, 2.5, 1 / 3, 0.7, 1.7, 2.05) if 1 <= int(min(h, w) * f)
-               and int(max(h, w) * f) <= limit(max(h, w))]
+    options = [
+        f
+        for f in (1.0, 2.0, 3.0, 0.5, 1.3, 1.5, 2.5, 1 / 3, 0.7, 1.7, 2.05)
+        if 1 <= int(min(h, w) * f) and int(max(h, w) * f) <= limit(max(h, w))
+    ]
     factor = (draw(st.sampled_from(options)), draw(st.sampled_from(options)))
     return Upsample(scale_factor=factor if factor[0] != factor[1] else factor[0], mode=mode, align_corners=corners)
 
 
 @st.composite
-def conv_transpose_layers(draw: Any, shape: tuple[int, int, int], max_channels: int = 6,
-                          groups: bool = True) -> ConvTranspose2d:
+def conv_transpose_layers(
+    draw: Any, shape: tuple[int, int, int], max_channels: int = 6, groups: bool = True
+) -> ConvTranspose2d:
     """A ConvTranspose2d valid for ``shape``: kernels 1..4, strides and dilations 1..3, every output_padding torch
     accepts (below the stride or the dilation), paddings up to what leaves one output position, groups."""
     c, h, w = shape
@@ -239,8 +349,17 @@ def conv_transpose_layers(draw: Any, shape: tuple[int, int, int], max_channels: 
     g = g if c % g == 0 else 1
     out = g * draw(st.integers(1, max(1, max_channels // g)))
     (kh, sh, dh, oh, ph), (kw, sw, dw, ow, pw) = axes
-    return ConvTranspose2d(c, out, (kh, kw), stride=(sh, sw), padding=(ph, pw), output_padding=(oh, ow), groups=g,
-                           bias=draw(st.booleans()), dilation=(dh, dw))
+    return ConvTranspose2d(
+        c,
+        out,
+        (kh, kw),
+        stride=(sh, sw),
+        padding=(ph, pw),
+        output_padding=(oh, ow),
+        groups=g,
+        bias=draw(st.booleans()),
+        dilation=(dh, dw),
+    )
 
 
 def _valid(items: list[Any], shape: tuple[int, ...]) -> bool:
@@ -256,8 +375,9 @@ def _out_shape(items: list[Any], shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 @st.composite
-def _same_size_branch(draw: Any, shape: tuple[int, int, int], c_out: int, kinds: tuple[str, ...], depth: int,
-                      batch_stats: bool) -> Any:
+def _same_size_branch(
+    draw: Any, shape: tuple[int, int, int], c_out: int, kinds: tuple[str, ...], depth: int, batch_stats: bool
+) -> Any:
     """A branch that keeps H and W and gives ``c_out`` channels: a skip (when the channels agree), a
     stride-1 'same' conv with extras after it, a nested block, or a 3x3 stride-1 pool; 1..3 layers."""
     c, h, w = shape
@@ -272,12 +392,17 @@ def _same_size_branch(draw: Any, shape: tuple[int, int, int], c_out: int, kinds:
     if choice == "pool":
         if "MaxPool2d" in kinds and draw(st.booleans()):
             return MaxPool2d(3, stride=1, padding=1)
-        return AvgPool2d(3, stride=1, padding=1, count_include_pad=draw(st.booleans())) if "AvgPool2d" in kinds else Identity()
+        return (
+            AvgPool2d(3, stride=1, padding=1, count_include_pad=draw(st.booleans()))
+            if "AvgPool2d" in kinds
+            else Identity()
+        )
     if choice == "block":
         return draw(blocks(shape, kinds=kinds, depth=depth + 1, batch_stats=batch_stats, keep_shape=True))
     k = draw(st.integers(1, 3))
-    items: list[Any] = [Conv2d(c, c_out, k, padding="same", bias=draw(st.booleans()),
-                               dilation=draw(st.sampled_from([1, 1, 2])))]
+    items: list[Any] = [
+        Conv2d(c, c_out, k, padding="same", bias=draw(st.booleans()), dilation=draw(st.sampled_from([1, 1, 2])))
+    ]
     for _ in range(draw(st.integers(0, 2))):
         extra = draw(st.sampled_from(["act", "bn", "conv"]))
         if extra == "bn" and "BatchNorm2d" in kinds:
@@ -293,8 +418,16 @@ def _same_size_branch(draw: Any, shape: tuple[int, int, int], c_out: int, kinds:
 
 
 @st.composite
-def blocks(draw: Any, shape: tuple[int, int, int], *, kinds: tuple[str, ...] = ALL_KINDS, depth: int = 0,
-           max_channels: int = 6, batch_stats: bool = True, keep_shape: bool = False) -> Any:
+def blocks(
+    draw: Any,
+    shape: tuple[int, int, int],
+    *,
+    kinds: tuple[str, ...] = ALL_KINDS,
+    depth: int = 0,
+    max_channels: int = 6,
+    batch_stats: bool = True,
+    keep_shape: bool = False,
+) -> Any:
     """A fork-join block valid for a (C, H, W) input: ``Add`` or ``Multiply`` of 2-3 same-size branches
     (skips, convs with extras, pools, nested blocks: branches of different depths), a squeeze-excitation
     ``Multiply`` (a (C, 1, 1) sigmoid gate broadcast over the map), or a ``Concat`` along channels (any channel
@@ -370,13 +503,25 @@ def specs(
         n_conv_part = n if not use_head else draw(st.integers(0, n))
     has_pool = any(p in kinds for p in ("MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"))
     has_act = any(a in kinds for a in (*_ACTIVATIONS, "Softmax"))
-    map_kinds = [k for k, ok in (("Conv2d", "Conv2d" in kinds), ("Conv2d", "Conv2d" in kinds), ("pool", has_pool),
-                                 ("BatchNorm2d", "BatchNorm2d" in kinds), ("activation", has_act),
-                                 ("activation", has_act), ("ZeroPad2d", "ZeroPad2d" in kinds),
-                                 ("Rescaling", "Rescaling" in kinds), ("Normalization", "Normalization" in kinds),
-                                 ("channels", any(k in kinds for k in CHANNEL_KINDS)),
-                                 ("Upsample", "Upsample" in kinds), ("Upsample", "Upsample" in kinds),
-                                 ("ConvTranspose2d", "ConvTranspose2d" in kinds)) if ok]
+    map_kinds = [
+        k
+        for k, ok in (
+            ("Conv2d", "Conv2d" in kinds),
+            ("Conv2d", "Conv2d" in kinds),
+            ("pool", has_pool),
+            ("BatchNorm2d", "BatchNorm2d" in kinds),
+            ("activation", has_act),
+            ("activation", has_act),
+            ("ZeroPad2d", "ZeroPad2d" in kinds),
+            ("Rescaling", "Rescaling" in kinds),
+            ("Normalization", "Normalization" in kinds),
+            ("channels", any(k in kinds for k in CHANNEL_KINDS)),
+            ("Upsample", "Upsample" in kinds),
+            ("Upsample", "Upsample" in kinds),
+            ("ConvTranspose2d", "ConvTranspose2d" in kinds),
+        )
+        if ok
+    ]
     use_blocks = graphs and "Conv2d" in kinds and any(k in kinds for k in COMBINATOR_KINDS)
     if use_blocks:
         map_kinds += ["block", "block", "block"]
@@ -396,8 +541,10 @@ def specs(
             layer = ZeroPad2d(tuple(draw(st.integers(0, 2)) for _ in range(4)))
         elif choice == "Rescaling":  # a number or one per channel (1/255, ImageNet's standard deviations, ...)
             per_channel = st.lists(st.floats(-3, 3, allow_nan=False), min_size=shape[0], max_size=shape[0]).map(tuple)
-            layer = Rescaling(draw(st.one_of(st.sampled_from([1 / 255, 2.0, -0.5]), per_channel)),
-                              draw(st.one_of(st.sampled_from([0.0, -1.0]), per_channel)))
+            layer = Rescaling(
+                draw(st.one_of(st.sampled_from([1 / 255, 2.0, -0.5]), per_channel)),
+                draw(st.one_of(st.sampled_from([0.0, -1.0]), per_channel)),
+            )
         elif choice == "Normalization":
             layer = Normalization(shape[0])
         elif choice == "channels":
@@ -412,8 +559,17 @@ def specs(
         elif choice == "block":
             layer = draw(blocks(shape, kinds=kinds, max_channels=max_channels, batch_stats=batch_stats))  # type: ignore[arg-type]
         elif "Conv2d" in kinds:
-            layer = draw(conv2d_layers(shape, paddings=paddings, modes=modes, strides=strides, dilations=dilations,
-                                       max_channels=max_channels, groups=groups))  # type: ignore[arg-type]
+            layer = draw(
+                conv2d_layers(
+                    shape,
+                    paddings=paddings,
+                    modes=modes,
+                    strides=strides,
+                    dilations=dilations,
+                    max_channels=max_channels,
+                    groups=groups,
+                )
+            )  # type: ignore[arg-type]
         if layer is None:
             layer = draw(activations(kinds)) or Identity()
         layers.append(layer)
@@ -422,8 +578,17 @@ def specs(
         features = int(np.prod(shape))
         if features > max_features:  # keep Linear layers small: bring the map down with a 1x1-output conv
             if "Conv2d" not in kinds:
-                return draw(specs(max_layers=max_layers, min_size=1, max_size=4, max_channels=max_channels,
-                                  kinds=kinds, paddings=paddings, modes=modes))
+                return draw(
+                    specs(
+                        max_layers=max_layers,
+                        min_size=1,
+                        max_size=4,
+                        max_channels=max_channels,
+                        kinds=kinds,
+                        paddings=paddings,
+                        modes=modes,
+                    )
+                )
             conv = Conv2d(shape[0], draw(st.integers(1, max_channels)), (shape[1], shape[2]))
             layers.append(conv)
             shape = (conv.out_channels, 1, 1)
@@ -478,7 +643,12 @@ def _batchnorm_options(draw: Any, batch_stats: bool = True) -> dict[str, Any]:
 
 @st.composite
 def inputs(
-    draw: Any, spec: Sequential, *, batch: tuple[int, int] = (1, 3), dtype: str = "float64", scale: float = 1.0,
+    draw: Any,
+    spec: Sequential,
+    *,
+    batch: tuple[int, int] = (1, 3),
+    dtype: str = "float64",
+    scale: float = 1.0,
     training: bool = False,
 ) -> np.ndarray:
     """A batch for ``spec`` in logical layout (N, C, H, W) or (N, F): standard normal times ``scale``

@@ -13,8 +13,18 @@ from typing import Any
 from ._env import keras, tf
 from .builders import build, fused_relus, keras_name
 from .layers import (
-    ChannelNormalization, ChannelRescaling, AdaptiveAvgPool2D, GatherPad2D, GroupedConv2D, Subsample2D, TorchActivation, TorchAvgPool2D, TorchBatchNorm,
-    TorchMaxPool2D, TorchConvTranspose2D, TorchUpsample2D,
+    AdaptiveAvgPool2D,
+    ChannelNormalization,
+    ChannelRescaling,
+    GatherPad2D,
+    GroupedConv2D,
+    Subsample2D,
+    TorchActivation,
+    TorchAvgPool2D,
+    TorchBatchNorm,
+    TorchConvTranspose2D,
+    TorchMaxPool2D,
+    TorchUpsample2D,
 )
 from .run import forward, trace, train
 from .weights import export_tensors, float_bytes, get_weights, import_tensors, set_weights
@@ -46,7 +56,7 @@ def permute(x: Any, perm: tuple[int, ...]) -> Any:
 
 
 def import_model(model: Any) -> Any:
-    from ...porting.keras_graph import import_model as run  # noqa: PLC0415
+    from ...porting.keras_graph import import_model as run
 
     return run(model)
 
@@ -57,9 +67,37 @@ def read_keras_file(path: str) -> Any:
 
 
 __all__ = [
-    "NAME", "build", "get_weights", "set_weights", "export_tensors", "import_tensors", "float_bytes", "forward",
-    "trace", "train", "owns_model", "owns_tensor", "spec_of", "dtype_of", "permute", "import_model",
-    "read_keras_file", "keras_name", "fused_relus", "GatherPad2D", "Subsample2D", "GroupedConv2D",
-    "TorchMaxPool2D", "TorchAvgPool2D", "AdaptiveAvgPool2D", "TorchBatchNorm", "TorchActivation", "keras", "tf",
-    "ChannelRescaling", "ChannelNormalization", "TorchConvTranspose2D", "TorchUpsample2D",
+    "NAME",
+    "AdaptiveAvgPool2D",
+    "ChannelNormalization",
+    "ChannelRescaling",
+    "GatherPad2D",
+    "GroupedConv2D",
+    "Subsample2D",
+    "TorchActivation",
+    "TorchAvgPool2D",
+    "TorchBatchNorm",
+    "TorchConvTranspose2D",
+    "TorchMaxPool2D",
+    "TorchUpsample2D",
+    "build",
+    "dtype_of",
+    "export_tensors",
+    "float_bytes",
+    "forward",
+    "fused_relus",
+    "get_weights",
+    "import_model",
+    "import_tensors",
+    "keras",
+    "keras_name",
+    "owns_model",
+    "owns_tensor",
+    "permute",
+    "read_keras_file",
+    "set_weights",
+    "spec_of",
+    "tf",
+    "trace",
+    "train",
 ]

@@ -7,6 +7,7 @@ The only module of xconv that imports tensorflow / keras. Layout differences are
 from __future__ import annotations
 
 import os
+
 from ...errors import BackendUnavailable
 
 _requested = os.environ.get("KERAS_BACKEND", "")
@@ -16,8 +17,8 @@ if _requested not in ("", "tensorflow"):
         "unset KERAS_BACKEND or set it to 'tensorflow' before keras is imported"
     )
 
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import tensorflow as tf
 
 if keras.backend.backend() != "tensorflow":
     raise BackendUnavailable(

@@ -2,33 +2,81 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import sys
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
-
-from ._env import keras
-import sys
 
 from ... import layout, resample
 from ...shapes import LayerInfo, avgpool_divisor, concat_axis, narrow_axis, shuffle_order, softmax_axis
 from ...spec import (
-    ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, LeakyReLU,
-    Linear, MaxPool2d, ReLU, Sequential, Sigmoid, SiLU, Softmax, Tanh, ZeroPad2d, Hardsigmoid, Hardswish, Hardtanh,
-    Normalization, Rescaling, StochasticDepth, ChannelLinear, ChannelShuffle, LayerNorm, LayerScale, Narrow,
-    ConvTranspose2d, Upsample,
+    ELU,
+    GELU,
+    AdaptiveAvgPool2d,
+    AvgPool2d,
+    BatchNorm1d,
+    BatchNorm2d,
+    ChannelLinear,
+    ChannelShuffle,
+    Conv2d,
+    ConvTranspose2d,
+    Dropout,
+    Flatten,
+    Hardsigmoid,
+    Hardswish,
+    Hardtanh,
+    Identity,
+    LayerNorm,
+    LayerScale,
+    LeakyReLU,
+    Linear,
+    MaxPool2d,
+    Narrow,
+    Normalization,
+    ReLU,
+    Rescaling,
+    Sequential,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    StochasticDepth,
+    Tanh,
+    Upsample,
+    ZeroPad2d,
+)
+from ._env import keras
+from .layers import (
+    AdaptiveAvgPool2D,
+    ChannelGather,
+    ChannelNormalization,
+    ChannelRescaling,
+    ChannelScale,
+    GatherPad2D,
+    GroupedConv2D,
+    Subsample2D,
+    TorchActivation,
+    TorchAvgPool2D,
+    TorchBatchNorm,
+    TorchConvTranspose2D,
+    TorchMaxPool2D,
+    TorchUpsample2D,
 )
 from .layers import (
-    ChannelGather, ChannelScale, Narrow as NarrowLayer, ChannelNormalization, ChannelRescaling, AdaptiveAvgPool2D,
-    GatherPad2D, GroupedConv2D, Subsample2D, TorchActivation, TorchAvgPool2D, TorchBatchNorm, TorchMaxPool2D,
-    TorchConvTranspose2D, TorchUpsample2D,
+    Narrow as NarrowLayer,
 )
 
 #: Work around a oneDNN bug in TF 2.21 (see ``_conv2d``). Only tests turn it off, to show the bug is real.
 ONEDNN_WORKAROUND = True
 
 
-_PREFIX = {"BatchNorm2d": "batchnorm", "BatchNorm1d": "batchnorm", "MaxPool2d": "maxpool", "AvgPool2d": "avgpool",
-           "AdaptiveAvgPool2d": "adaptiveavgpool"}
+_PREFIX = {
+    "BatchNorm2d": "batchnorm",
+    "BatchNorm1d": "batchnorm",
+    "MaxPool2d": "maxpool",
+    "AvgPool2d": "avgpool",
+    "AdaptiveAvgPool2d": "adaptiveavgpool",
+}
 
 
 def keras_name(info: LayerInfo) -> str:
@@ -133,7 +181,9 @@ def _conv2d(info: LayerInfo, x: Any, dtype: str, activation: str | None = None) 
     native_same = tuple(layout.same_padding(n, k, s, d) for n, k, s, d in zip((h, w), kernel, conv_strides, dilation))
     if padding == ((0, 0), (0, 0)):
         pass
-    elif layer.padding_mode == "zeros" and padding == native_same and crop == [0, 0] and not subsample and not pointwise:
+    elif (
+        layer.padding_mode == "zeros" and padding == native_same and crop == [0, 0] and not subsample and not pointwise
+    ):
         keras_padding = "same"  # provably TF's own rule for this size, stride and dilation
     elif layer.padding_mode == "zeros":
         x = keras.layers.ZeroPadding2D(padding, dtype=dtype, name=f"{name}_pad")(x)
@@ -145,8 +195,15 @@ def _conv2d(info: LayerInfo, x: Any, dtype: str, activation: str | None = None) 
         x = Subsample2D(pre_strides, before_conv=True, dtype=dtype, name=f"{name}_subsample")(x)
     if is_depthwise(info):
         x = keras.layers.DepthwiseConv2D(
-            kernel, strides=conv_strides, padding=keras_padding, depth_multiplier=layer.out_channels // layer.groups,
-            dilation_rate=dilation, use_bias=layer.bias, activation=activation, dtype=dtype, name=name,
+            kernel,
+            strides=conv_strides,
+            padding=keras_padding,
+            depth_multiplier=layer.out_channels // layer.groups,
+            dilation_rate=dilation,
+            use_bias=layer.bias,
+            activation=activation,
+            dtype=dtype,
+            name=name,
         )(x)
         if subsample:
             x = Subsample2D(strides, dtype=dtype, name=f"{name}_stride")(x)
@@ -182,8 +239,9 @@ def is_depthwise(info: LayerInfo) -> bool:
 
 def _linear(info: LayerInfo, x: Any, dtype: str, activation: str | None = None) -> Any:
     layer: Linear = info.layer  # type: ignore[assignment]
-    return keras.layers.Dense(layer.out_features, use_bias=layer.bias, activation=activation, dtype=dtype,
-                              name=keras_name(info))(x)
+    return keras.layers.Dense(
+        layer.out_features, use_bias=layer.bias, activation=activation, dtype=dtype, name=keras_name(info)
+    )(x)
 
 
 def _maxpool(info: LayerInfo, x: Any, dtype: str) -> Any:
@@ -192,8 +250,9 @@ def _maxpool(info: LayerInfo, x: Any, dtype: str) -> Any:
     if info.padding == ((0, 0), (0, 0)) and layer.dilation == (1, 1):
         return keras.layers.MaxPooling2D(layer.kernel_size, layer.stride, padding="valid", dtype=dtype, name=name)(x)
     # torch pads with -inf; Keras' 'same' and ZeroPadding2D would let a pad win over negative inputs
-    return TorchMaxPool2D(layer.kernel_size, layer.stride, info.padding, layer.dilation, layer.ceil_mode, dtype=dtype,
-                          name=name)(x)
+    return TorchMaxPool2D(
+        layer.kernel_size, layer.stride, info.padding, layer.dilation, layer.ceil_mode, dtype=dtype, name=name
+    )(x)
 
 
 def _avgpool(info: LayerInfo, x: Any, dtype: str) -> Any:
@@ -203,13 +262,25 @@ def _avgpool(info: LayerInfo, x: Any, dtype: str) -> Any:
     divisor = avgpool_divisor(info)
     uniform = bool((divisor == kh * kw).all())
     if uniform and info.padding == ((0, 0), (0, 0)):
-        return keras.layers.AveragePooling2D(layer.kernel_size, layer.stride, padding="valid", dtype=dtype, name=name)(x)
+        return keras.layers.AveragePooling2D(layer.kernel_size, layer.stride, padding="valid", dtype=dtype, name=name)(
+            x
+        )
     if uniform and info.padding == ((ph, ph), (pw, pw)):
         x = keras.layers.ZeroPadding2D(info.padding, dtype=dtype, name=f"{name}_pad")(x)
-        return keras.layers.AveragePooling2D(layer.kernel_size, layer.stride, padding="valid", dtype=dtype, name=name)(x)
+        return keras.layers.AveragePooling2D(layer.kernel_size, layer.stride, padding="valid", dtype=dtype, name=name)(
+            x
+        )
     scale = None if uniform else (kh * kw / divisor).tolist()
-    return TorchAvgPool2D(layer.kernel_size, layer.stride, info.padding, scale, layer.ceil_mode,
-                          layer.count_include_pad, dtype=dtype, name=name)(x)
+    return TorchAvgPool2D(
+        layer.kernel_size,
+        layer.stride,
+        info.padding,
+        scale,
+        layer.ceil_mode,
+        layer.count_include_pad,
+        dtype=dtype,
+        name=name,
+    )(x)
 
 
 def _adaptive(info: LayerInfo, x: Any, dtype: str) -> Any:
@@ -227,9 +298,14 @@ def _adaptive(info: LayerInfo, x: Any, dtype: str) -> Any:
 def _batchnorm(info: LayerInfo, x: Any, dtype: str) -> Any:
     layer = info.layer
     return TorchBatchNorm(
-        torch_momentum=layer.momentum, track_running_stats=layer.track_running_stats,  # type: ignore[attr-defined]
-        axis=-1, epsilon=layer.eps, center="bias" in layer.affine_params, scale="weight" in layer.affine_params,  # type: ignore[attr-defined]
-        dtype=dtype, name=keras_name(info),
+        torch_momentum=layer.momentum,
+        track_running_stats=layer.track_running_stats,  # type: ignore[attr-defined]
+        axis=-1,
+        epsilon=layer.eps,
+        center="bias" in layer.affine_params,
+        scale="weight" in layer.affine_params,  # type: ignore[attr-defined]
+        dtype=dtype,
+        name=keras_name(info),
     )(x)
 
 
@@ -280,8 +356,10 @@ def native_upsampling(info: LayerInfo, dtype: str) -> str | None:
         repeat = all((t.i0 == np.arange(n * f) // f).all() for t, n, f in zip(mine, (h, w), factors))
         return "nearest" if repeat else None
     theirs = [resample.taps(n, n * f, "bilinear", False, None) for n, f in zip((h, w), factors)]
-    same = all((a.i0 == b.i0).all() and (a.i1 == b.i1).all() and np.allclose(a.w1, b.w1, rtol=0, atol=1e-12)
-               for a, b in zip(mine, theirs))
+    same = all(
+        (a.i0 == b.i0).all() and (a.i1 == b.i1).all() and np.allclose(a.w1, b.w1, rtol=0, atol=1e-12)
+        for a, b in zip(mine, theirs)
+    )
     return "bilinear" if same and dtype == "float32" else None
 
 
@@ -290,10 +368,19 @@ def _upsample(info: LayerInfo, x: Any, dtype: str) -> Any:
     (_, h, w), (_, ho, wo) = info.input_shape, info.output_shape
     native = native_upsampling(info, dtype)
     if native is not None:
-        return keras.layers.UpSampling2D((ho // h, wo // w), interpolation=native, dtype=dtype,
-                                         name=keras_name(info))(x)
-    return TorchUpsample2D((h, w), (ho, wo), layer.mode, layer.align_corners, layer.size, layer.scale_factor,
-                           dtype=dtype, name=keras_name(info))(x)
+        return keras.layers.UpSampling2D((ho // h, wo // w), interpolation=native, dtype=dtype, name=keras_name(info))(
+            x
+        )
+    return TorchUpsample2D(
+        (h, w),
+        (ho, wo),
+        layer.mode,
+        layer.align_corners,
+        layer.size,
+        layer.scale_factor,
+        dtype=dtype,
+        name=keras_name(info),
+    )(x)
 
 
 def _conv_transpose(info: LayerInfo, x: Any, dtype: str) -> Any:
@@ -302,17 +389,34 @@ def _conv_transpose(info: LayerInfo, x: Any, dtype: str) -> Any:
     layer: ConvTranspose2d = info.layer  # type: ignore[assignment]
     name = keras_name(info)
     dilation = tuple(1 if k == 1 else d for k, d in zip(layer.kernel_size, layer.dilation))  # one tap: no spread
-    if layer.groups == 1 and dilation == (1, 1):
-        x = keras.layers.Conv2DTranspose(layer.out_channels, layer.kernel_size, strides=layer.stride, padding="valid",
-                                         output_padding=layer.output_padding, use_bias=layer.bias, dtype=dtype,
-                                         name=name)(x)
+    native_padding = all(op < s for op, s in zip(layer.output_padding, layer.stride))  # Keras' own rule
+    if layer.groups == 1 and dilation == (1, 1) and native_padding:
+        x = keras.layers.Conv2DTranspose(
+            layer.out_channels,
+            layer.kernel_size,
+            strides=layer.stride,
+            padding="valid",
+            output_padding=layer.output_padding,
+            use_bias=layer.bias,
+            dtype=dtype,
+            name=name,
+        )(x)
         (ph, pw) = layer.padding
         if ph or pw:
             x = keras.layers.Cropping2D(((ph, ph), (pw, pw)), dtype=dtype, name=f"{name}_crop")(x)
         return x
-    return TorchConvTranspose2D(layer.out_channels, layer.kernel_size, strides=layer.stride, groups=layer.groups,
-                                torch_padding=layer.padding, torch_output_padding=layer.output_padding,
-                                torch_dilation=dilation, use_bias=layer.bias, dtype=dtype, name=name)(x)
+    return TorchConvTranspose2D(
+        layer.out_channels,
+        layer.kernel_size,
+        strides=layer.stride,
+        groups=layer.groups,
+        torch_padding=layer.padding,
+        torch_output_padding=layer.output_padding,
+        torch_dilation=layer.dilation,  # kept as given (a 1-tap axis spreads nothing) so the layer reads back
+        use_bias=layer.bias,
+        dtype=dtype,
+        name=name,
+    )(x)
 
 
 _BUILDERS = {
@@ -339,28 +443,55 @@ _BUILDERS = {
     Hardtanh: lambda info, x, dtype: (
         keras.layers.ReLU(max_value=6.0, dtype=dtype, name=keras_name(info))(x)
         if (info.layer.min_val, info.layer.max_val) == (0.0, 6.0)  # type: ignore[attr-defined]
-        else TorchActivation("hardtanh", info.layer.min_val, info.layer.max_val, dtype=dtype,  # type: ignore[attr-defined]
-                             name=keras_name(info))(x)),
+        else TorchActivation(
+            "hardtanh",
+            info.layer.min_val,
+            info.layer.max_val,
+            dtype=dtype,  # type: ignore[attr-defined]
+            name=keras_name(info),
+        )(x)
+    ),
     Hardsigmoid: lambda info, x, dtype: TorchActivation("hardsigmoid", dtype=dtype, name=keras_name(info))(x),
     Hardswish: lambda info, x, dtype: TorchActivation("hardswish", dtype=dtype, name=keras_name(info))(x),
     StochasticDepth: lambda info, x, dtype: keras.layers.Dropout(
-        info.layer.p, noise_shape=(None if info.layer.mode == "row" else 1,) + (1,) * len(info.input_shape),  # type: ignore[attr-defined]
-        dtype=dtype, name=keras_name(info))(x),
-    Rescaling: lambda info, x, dtype: ChannelRescaling(info.layer.scale, info.layer.offset, dtype=dtype,  # type: ignore[attr-defined]
-                                                       name=keras_name(info))(x),
+        info.layer.p,
+        noise_shape=(None if info.layer.mode == "row" else 1,) + (1,) * len(info.input_shape),  # type: ignore[attr-defined]
+        dtype=dtype,
+        name=keras_name(info),
+    )(x),
+    Rescaling: lambda info, x, dtype: ChannelRescaling(
+        info.layer.scale,
+        info.layer.offset,
+        dtype=dtype,  # type: ignore[attr-defined]
+        name=keras_name(info),
+    )(x),
     Normalization: lambda info, x, dtype: ChannelNormalization(dtype=dtype, name=keras_name(info))(x),
     LayerNorm: lambda info, x, dtype: keras.layers.LayerNormalization(
-        axis=-1, epsilon=info.layer.eps, scale=info.layer.elementwise_affine, center=info.layer.bias,  # type: ignore[attr-defined]
-        dtype=dtype, name=keras_name(info))(x),
+        axis=-1,
+        epsilon=info.layer.eps,
+        scale=info.layer.elementwise_affine,
+        center=info.layer.bias,  # type: ignore[attr-defined]
+        dtype=dtype,
+        name=keras_name(info),
+    )(x),
     ChannelLinear: _linear,
     LayerScale: lambda info, x, dtype: ChannelScale(dtype=dtype, name=keras_name(info))(x),
-    Narrow: lambda info, x, dtype: NarrowLayer(layout.keras_axis(narrow_axis(info), len(info.input_shape) + 1),
-                                               info.layer.start, info.layer.length,  # type: ignore[attr-defined]
-                                               dtype=dtype, name=keras_name(info))(x),
-    ChannelShuffle: lambda info, x, dtype: ChannelGather(shuffle_order(info.input_shape[0], info.layer.groups),  # type: ignore[attr-defined]
-                                                         info.layer.groups, dtype=dtype, name=keras_name(info))(x),  # type: ignore[attr-defined]
+    Narrow: lambda info, x, dtype: NarrowLayer(
+        layout.keras_axis(narrow_axis(info), len(info.input_shape) + 1),
+        info.layer.start,
+        info.layer.length,  # type: ignore[attr-defined]
+        dtype=dtype,
+        name=keras_name(info),
+    )(x),
+    ChannelShuffle: lambda info, x, dtype: ChannelGather(
+        shuffle_order(info.input_shape[0], info.layer.groups),  # type: ignore[attr-defined]
+        info.layer.groups,
+        dtype=dtype,
+        name=keras_name(info),
+    )(x),  # type: ignore[attr-defined]
     ZeroPad2d: lambda info, x, dtype: keras.layers.ZeroPadding2D(info.padding, dtype=dtype, name=keras_name(info))(x),
 }
+
 
 def build(spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarray], dtype: str) -> keras.Model:
     from .weights import set_weights
@@ -386,9 +517,11 @@ def build(spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarra
             raise
         from ...errors import SpecError
 
-        raise SpecError(f"Keras refuses the layer names of this spec ({e}); a name may not equal another node's "
-                        "Keras name (unnamed nodes are called kind_key, e.g. conv2d_1; helpers add _pad, _crop, "
-                        "_subsample, _stride) nor 'input'") from None
+        raise SpecError(
+            f"Keras refuses the layer names of this spec ({e}); a name may not equal another node's "
+            "Keras name (unnamed nodes are called kind_key, e.g. conv2d_1; helpers add _pad, _crop, "
+            "_subsample, _stride) nor 'input'"
+        ) from None
     model.xconv_spec = spec
     #: node index -> the names of the Keras layers that compute it, in order (for tracing)
     model.xconv_node_layers = node_layers
@@ -396,8 +529,14 @@ def build(spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarra
     return model
 
 
-def _build_nodes(infos: list[LayerInfo], values: dict[int, Any], fused: dict[int, int], relu_of: dict[int, int],
-                 node_layers: dict[int, list[str]], dtype: str) -> None:
+def _build_nodes(
+    infos: list[LayerInfo],
+    values: dict[int, Any],
+    fused: dict[int, int],
+    relu_of: dict[int, int],
+    node_layers: dict[int, list[str]],
+    dtype: str,
+) -> None:
     for info in infos:
         args = [values[i] for i in info.inputs]
         if info.index in relu_of:  # this ReLU runs inside the conv / Dense before it

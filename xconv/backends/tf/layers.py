@@ -7,14 +7,24 @@ from typing import Any
 
 import numpy as np
 
-from ._env import keras, tf
-
 from ... import layout, resample
 from ...shapes import adaptive_windows, pool_output_size, tap_slices
+from ._env import keras, tf
 
-__all__ = ["GatherPad2D", "Subsample2D", "GroupedConv2D", "TorchMaxPool2D", "TorchAvgPool2D", "AdaptiveAvgPool2D",
-           "TorchBatchNorm", "TorchActivation", "ChannelRescaling", "ChannelNormalization", "TorchUpsample2D",
-           "TorchConvTranspose2D"]
+__all__ = [
+    "AdaptiveAvgPool2D",
+    "ChannelNormalization",
+    "ChannelRescaling",
+    "GatherPad2D",
+    "GroupedConv2D",
+    "Subsample2D",
+    "TorchActivation",
+    "TorchAvgPool2D",
+    "TorchBatchNorm",
+    "TorchConvTranspose2D",
+    "TorchMaxPool2D",
+    "TorchUpsample2D",
+]
 
 
 @keras.saving.register_keras_serializable(package="xconv")
@@ -79,7 +89,9 @@ class GroupedConv2D(keras.layers.Conv2D):
         pieces = zip(tf.split(inputs, self.groups, axis=-1), tf.split(kernel, self.groups, axis=-1))
         return tf.concat(
             [
-                tf.nn.convolution(x, k, strides=self.strides, padding=self.padding.upper(), dilations=self.dilation_rate)
+                tf.nn.convolution(
+                    x, k, strides=self.strides, padding=self.padding.upper(), dilations=self.dilation_rate
+                )
                 for x, k in pieces
             ],
             axis=-1,
@@ -96,8 +108,15 @@ class TorchMaxPool2D(keras.layers.Layer):
     bottom / right including what ceil_mode's last window reaches), then a 'valid' max pool; with
     ``dilation`` > 1 the maximum over the dilated taps (strided slices), first maximum wins as in torch."""
 
-    def __init__(self, kernel_size: Any, strides: Any, padding: Any, dilation: Any = (1, 1), ceil_mode: bool = False,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        kernel_size: Any,
+        strides: Any,
+        padding: Any,
+        dilation: Any = (1, 1),
+        ceil_mode: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.kernel_size, self.strides, self.dilation = _pair(kernel_size), _pair(strides), _pair(dilation)
         self.padding = tuple(_pair(p) for p in padding)
@@ -110,7 +129,10 @@ class TorchMaxPool2D(keras.layers.Layer):
         (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.strides, self.dilation
         if (dh, dw) == (1, 1):
             return tf.nn.max_pool2d(x, (kh, kw), (sh, sw), "VALID")
-        out_hw = (pool_output_size(x.shape[1], kh, sh, 0, dh, False), pool_output_size(x.shape[2], kw, sw, 0, dw, False))
+        out_hw = (
+            pool_output_size(x.shape[1], kh, sh, 0, dh, False),
+            pool_output_size(x.shape[2], kw, sw, 0, dw, False),
+        )
         out = None
         for _, _, rows, cols in tap_slices(self.kernel_size, self.strides, self.dilation, out_hw):
             tap = x[:, rows, cols, :]
@@ -118,8 +140,14 @@ class TorchMaxPool2D(keras.layers.Layer):
         return out
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "kernel_size": self.kernel_size, "strides": self.strides,
-                "padding": self.padding, "dilation": self.dilation, "ceil_mode": self.ceil_mode}
+        return {
+            **super().get_config(),
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "padding": self.padding,
+            "dilation": self.dilation,
+            "ceil_mode": self.ceil_mode,
+        }
 
 
 @keras.saving.register_keras_serializable(package="xconv")
@@ -128,8 +156,16 @@ class TorchAvgPool2D(keras.layers.Layer):
     'valid' average pool, then each position rescaled by kh*kw / torch's divisor (a precomputed constant:
     ``count_include_pad`` and ceil_mode's cut windows)."""
 
-    def __init__(self, kernel_size: Any, strides: Any, padding: Any, scale: Any, ceil_mode: bool = False,
-                 count_include_pad: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        kernel_size: Any,
+        strides: Any,
+        padding: Any,
+        scale: Any,
+        ceil_mode: bool = False,
+        count_include_pad: bool = True,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.kernel_size, self.strides = _pair(kernel_size), _pair(strides)
         # recorded for from_keras; the padding and scale already hold their effect
@@ -146,9 +182,15 @@ class TorchAvgPool2D(keras.layers.Layer):
         return y if self._scale is None else y * self._scale
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "kernel_size": self.kernel_size, "strides": self.strides,
-                "padding": self.padding, "scale": self.scale, "ceil_mode": self.ceil_mode,
-                "count_include_pad": self.count_include_pad}
+        return {
+            **super().get_config(),
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "padding": self.padding,
+            "scale": self.scale,
+            "ceil_mode": self.ceil_mode,
+            "count_include_pad": self.count_include_pad,
+        }
 
 
 @keras.saving.register_keras_serializable(package="xconv")
@@ -164,8 +206,10 @@ class AdaptiveAvgPool2D(keras.layers.Layer):
         rows = adaptive_windows(self.input_size[0], self.output_size[0])
         cols = adaptive_windows(self.input_size[1], self.output_size[1])
         return tf.stack(
-            [tf.stack([tf.reduce_mean(x[:, r0:r1, c0:c1, :], axis=(1, 2)) for c0, c1 in cols], axis=1)
-             for r0, r1 in rows],
+            [
+                tf.stack([tf.reduce_mean(x[:, r0:r1, c0:c1, :], axis=(1, 2)) for c0, c1 in cols], axis=1)
+                for r0, r1 in rows
+            ],
             axis=1,
         )
 
@@ -212,13 +256,21 @@ class TorchBatchNorm(keras.layers.BatchNormalization):
             self.moving_mean.assign((one - f) * self.moving_mean + f * mean)
             self.moving_variance.assign((one - f) * self.moving_variance + f * variance * (n / (n - one)))
         return keras.ops.batch_normalization(
-            x, mean, variance, axis=-1, offset=self.beta if self.center else None,
-            scale=self.gamma if self.scale else None, epsilon=self.epsilon,
+            x,
+            mean,
+            variance,
+            axis=-1,
+            offset=self.beta if self.center else None,
+            scale=self.gamma if self.scale else None,
+            epsilon=self.epsilon,
         )
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "torch_momentum": self.torch_momentum,
-                "track_running_stats": self.track_running_stats}
+        return {
+            **super().get_config(),
+            "torch_momentum": self.torch_momentum,
+            "track_running_stats": self.track_running_stats,
+        }
 
 
 _SQRT1_2 = 0.7071067811865476
@@ -238,7 +290,7 @@ class TorchActivation(keras.layers.Layer):
         self.function, self.param, self.param2 = str(function), float(param), float(param2)
 
     def call(self, x: Any) -> Any:
-        c = lambda v: tf.constant(v, dtype=x.dtype)  # noqa: E731
+        c = lambda v: tf.constant(v, dtype=x.dtype)
         if self.function == "leaky_relu":
             return tf.where(x > 0, x, x * c(self.param))
         if self.function == "elu":
@@ -257,8 +309,6 @@ class TorchActivation(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "function": self.function, "param": self.param, "param2": self.param2}
-
-
 
 
 def _channels(value: Any) -> Any:
@@ -353,16 +403,26 @@ class TorchUpsample2D(keras.layers.Layer):
     rows (nearest modes) or two gathers weighted by torch's bilinear weights, all from :mod:`xconv.resample`
     (constants made from the sizes at construction; no transposes). ``size`` / ``scale_factor`` are the spec's."""
 
-    def __init__(self, input_size: Any, output_size: Any, mode: str, align_corners: Any = None, size: Any = None,
-                 scale_factor: Any = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        input_size: Any,
+        output_size: Any,
+        mode: str,
+        align_corners: Any = None,
+        size: Any = None,
+        scale_factor: Any = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.input_size, self.output_size = _pair(input_size), _pair(output_size)
         self.mode, self.align_corners = str(mode), None if align_corners is None else bool(align_corners)
         self.size = None if size is None else _pair(size)
         self.scale_factor = None if scale_factor is None else tuple(float(v) for v in scale_factor)
         factors = self.scale_factor or (None, None)
-        self._taps = [resample.taps(n, o, self.mode, self.align_corners, f)
-                      for n, o, f in zip(self.input_size, self.output_size, factors)]
+        self._taps = [
+            resample.taps(n, o, self.mode, self.align_corners, f)
+            for n, o, f in zip(self.input_size, self.output_size, factors)
+        ]
 
     def call(self, x: Any) -> Any:
         for axis, t in ((1, self._taps[0]), (2, self._taps[1])):
@@ -382,9 +442,15 @@ class TorchUpsample2D(keras.layers.Layer):
         return (input_shape[0], *self.output_size, input_shape[-1])
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "input_size": self.input_size, "output_size": self.output_size,
-                "mode": self.mode, "align_corners": self.align_corners, "size": self.size,
-                "scale_factor": self.scale_factor}
+        return {
+            **super().get_config(),
+            "input_size": self.input_size,
+            "output_size": self.output_size,
+            "mode": self.mode,
+            "align_corners": self.align_corners,
+            "size": self.size,
+            "scale_factor": self.scale_factor,
+        }
 
 
 def dilate_kernel(kernel: Any, dilation: tuple[int, int]) -> Any:
@@ -404,9 +470,17 @@ class TorchConvTranspose2D(keras.layers.Conv2DTranspose):
     ``tf.nn.conv2d_transpose`` per group with the kernel's taps spread by the dilation, then torch's
     output_padding (zero rows bottom / right, before the bias) and padding (cropped from both ends)."""
 
-    def __init__(self, filters: int, kernel_size: Any, strides: Any = (1, 1), groups: int = 1,
-                 torch_padding: Any = (0, 0), torch_output_padding: Any = (0, 0), torch_dilation: Any = (1, 1),
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        filters: int,
+        kernel_size: Any,
+        strides: Any = (1, 1),
+        groups: int = 1,
+        torch_padding: Any = (0, 0),
+        torch_output_padding: Any = (0, 0),
+        torch_dilation: Any = (1, 1),
+        **kwargs: Any,
+    ) -> None:
         for key in ("padding", "output_padding", "dilation_rate"):
             kwargs.pop(key, None)
         super().__init__(filters, kernel_size, strides=strides, padding="valid", **kwargs)
@@ -416,16 +490,35 @@ class TorchConvTranspose2D(keras.layers.Conv2DTranspose):
 
     def build(self, input_shape: Any) -> None:
         self.kernel = self.add_weight(
-            name="kernel", shape=(*self.kernel_size, self.filters // self.groups, int(input_shape[-1])),
-            initializer=self.kernel_initializer, regularizer=self.kernel_regularizer,
-            constraint=self.kernel_constraint, trainable=True, dtype=self.dtype)
-        self.bias = None if not self.use_bias else self.add_weight(
-            name="bias", shape=(self.filters,), initializer=self.bias_initializer, regularizer=self.bias_regularizer,
-            constraint=self.bias_constraint, trainable=True, dtype=self.dtype)
+            name="kernel",
+            shape=(*self.kernel_size, self.filters // self.groups, int(input_shape[-1])),
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+            trainable=True,
+            dtype=self.dtype,
+        )
+        self.bias = (
+            None
+            if not self.use_bias
+            else self.add_weight(
+                name="bias",
+                shape=(self.filters,),
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+                trainable=True,
+                dtype=self.dtype,
+            )
+        )
 
     def _full(self, h: int, w: int) -> tuple[int, int]:
-        return tuple((n - 1) * s + d * (k - 1) + 1 for n, s, d, k in zip(  # type: ignore[return-value]
-            (h, w), self.strides, self.torch_dilation, self.kernel_size))
+        return tuple(
+            (n - 1) * s + d * (k - 1) + 1
+            for n, s, d, k in zip(  # type: ignore[return-value]
+                (h, w), self.strides, self.torch_dilation, self.kernel_size
+            )
+        )
 
     def call(self, x: Any) -> Any:
         kernel = tf.convert_to_tensor(self.kernel)
@@ -441,7 +534,7 @@ class TorchConvTranspose2D(keras.layers.Conv2DTranspose):
         if oh or ow:
             y = tf.pad(y, [[0, 0], [0, oh], [0, ow], [0, 0]])
         if ph or pw:
-            y = y[:, ph:full[0] + oh - ph, pw:full[1] + ow - pw, :]
+            y = y[:, ph : full[0] + oh - ph, pw : full[1] + ow - pw, :]
         if self.use_bias:
             y = y + self.bias
         return y if self.activation is None else self.activation(y)
@@ -449,9 +542,17 @@ class TorchConvTranspose2D(keras.layers.Conv2DTranspose):
     def compute_output_shape(self, input_shape: Any) -> Any:
         n, h, w, _ = input_shape
         full = self._full(h, w)
-        return (n, *(f + op - 2 * p for f, op, p in zip(full, self.torch_output_padding, self.torch_padding)),
-                self.filters)
+        return (
+            n,
+            *(f + op - 2 * p for f, op, p in zip(full, self.torch_output_padding, self.torch_padding)),
+            self.filters,
+        )
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "groups": self.groups, "torch_padding": self.torch_padding,
-                "torch_output_padding": self.torch_output_padding, "torch_dilation": self.torch_dilation}
+        return {
+            **super().get_config(),
+            "groups": self.groups,
+            "torch_padding": self.torch_padding,
+            "torch_output_padding": self.torch_output_padding,
+            "torch_dilation": self.torch_dilation,
+        }

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
-from ._env import keras, tf
-
 from ... import layout
+from ._env import keras, tf
 from .builders import fused_relus
 from .weights import _params, _to_canonical
 
@@ -31,19 +31,21 @@ def _nchw(y: np.ndarray) -> np.ndarray:
     return layout.to_nchw(y) if y.ndim == 4 else y
 
 
-def trace(model: keras.Model, x: np.ndarray, upstream: np.ndarray, training: bool = False) -> tuple[list[np.ndarray], np.ndarray, dict[str, np.ndarray]]:
+def trace(
+    model: keras.Model, x: np.ndarray, upstream: np.ndarray, training: bool = False
+) -> tuple[list[np.ndarray], np.ndarray, dict[str, np.ndarray]]:
     """Every graph node's output, and the gradients of sum(output * upstream) with respect to the input and
     every trainable weight, all as numpy in canonical layout (NCHW, OIHW, (out, in) in C,H,W order); layers
     are called with ``training`` (True: BatchNorm statistics are updated once). A ReLU fused into its conv
     is split out: the conv runs with a linear activation, then the ReLU."""
-    from ...shapes import infer
-
     from ...porting.keras_graph import _calls
+    from ...shapes import infer
 
     infos = infer(model.xconv_spec)
     xv = tf.constant(layout.to_nhwc(x) if x.ndim == 4 else x)
-    up = tf.constant(layout.to_nhwc(upstream) if upstream.ndim == 4 else
-                     layout.to_keras("vector", upstream, infos[-1].output_source))
+    up = tf.constant(
+        layout.to_nhwc(upstream) if upstream.ndim == 4 else layout.to_keras("vector", upstream, infos[-1].output_source)
+    )
     variables = {(i.index, n): v for i in infos for n, v in _params(model, i).items() if n not in i.buffers}
     fused = fused_relus(infos)
     relu_of = {relu: conv for conv, relu in fused.items()}
@@ -60,7 +62,12 @@ def trace(model: keras.Model, x: np.ndarray, upstream: np.ndarray, training: boo
         value[id(model.inputs[0])] = xv
         for layer, inputs, out in calls:
             args = [value[id(t)] for t in inputs]
-            arg = args if len(args) > 1 or isinstance(layer, (keras.layers.Add, keras.layers.Multiply, keras.layers.Concatenate)) else args[0]
+            arg = (
+                args
+                if len(args) > 1
+                or isinstance(layer, (keras.layers.Add, keras.layers.Multiply, keras.layers.Concatenate))
+                else args[0]
+            )
             out_of[layer.name] = id(out)
             if layer.name in fused_layers:
                 activation, layer.activation = layer.activation, keras.activations.linear
@@ -80,7 +87,7 @@ def trace(model: keras.Model, x: np.ndarray, upstream: np.ndarray, training: boo
             if info.index in fused:  # the conv's own output: before the ReLU, through what follows the conv
                 at = next(k for k, name in enumerate(names) if name in fused_layers)
                 h = pre[names[at]]
-                for name in names[at + 1:]:
+                for name in names[at + 1 :]:
                     h = model.get_layer(name)(h, training=training)
                 values[info.index] = h
             else:
@@ -118,8 +125,9 @@ def train(
     f = np.float64 if dtype == "float64" else float
     lr = f(optimizer["lr"])
     if optimizer["name"] == "sgd":
-        opt = keras.optimizers.SGD(learning_rate=lambda: lr, momentum=f(optimizer["momentum"]),
-                                   nesterov=optimizer["nesterov"])
+        opt = keras.optimizers.SGD(
+            learning_rate=lambda: lr, momentum=f(optimizer["momentum"]), nesterov=optimizer["nesterov"]
+        )
     else:
         b1, b2 = optimizer["betas"]
         opt = keras.optimizers.Adam(learning_rate=lambda: lr, beta_1=f(b1), beta_2=f(b2), epsilon=f(optimizer["eps"]))
@@ -139,5 +147,3 @@ def train(
         if on_step is not None:
             on_step(t, losses[-1])
     return np.asarray(losses)
-
-

@@ -6,16 +6,29 @@ from typing import Any
 
 import numpy as np
 
-from ._env import keras, tf
-
 from ... import layout
 from ...shapes import LayerInfo
-from ...spec import BatchNorm1d, BatchNorm2d, ChannelLinear, Conv2d, ConvTranspose2d, LayerNorm, LayerScale, Linear, Normalization
+from ...spec import (
+    BatchNorm1d,
+    BatchNorm2d,
+    ChannelLinear,
+    Conv2d,
+    ConvTranspose2d,
+    LayerNorm,
+    LayerScale,
+    Linear,
+    Normalization,
+)
+from ._env import keras, tf
 from .builders import is_depthwise, keras_name
 
-
-_BN_VARIABLES = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean",
-                 "running_var": "moving_variance", "num_batches_tracked": "num_batches_tracked"}
+_BN_VARIABLES = {
+    "weight": "gamma",
+    "bias": "beta",
+    "running_mean": "moving_mean",
+    "running_var": "moving_variance",
+    "num_batches_tracked": "num_batches_tracked",
+}
 
 
 def _params(model: keras.Model, info: LayerInfo) -> dict[str, Any]:
@@ -84,6 +97,7 @@ def set_weights(model: keras.Model, infos: list[LayerInfo], weights: dict[str, n
 
 # ---- zero-copy transfers (transfer_weights between torch and Keras) ----
 
+
 def _transfer_state(model: keras.Model, infos: list[LayerInfo]) -> dict[str, Any]:
     """Per model, cached: canonical key -> variable, the float layout ops, the int64 counters, the float bytes."""
     state = model.__dict__.get("_xconv_transfer")
@@ -101,14 +115,14 @@ def float_bytes(model: keras.Model, infos: list[LayerInfo]) -> int:
     return int(_transfer_state(model, infos)["bytes"])
 
 
-_TF_OPS = layout.ArrayOps(transpose=tf.transpose, take=lambda x, idx, axis: tf.gather(x, idx, axis=axis),
-                          reshape=tf.reshape)
+_TF_OPS = layout.ArrayOps(
+    transpose=tf.transpose, take=lambda x, idx, axis: tf.gather(x, idx, axis=axis), reshape=tf.reshape
+)
 
 
 def _layout_ops(infos: list[LayerInfo]) -> list[tuple[str, str, Any]]:
     """Per float canonical key: (key, layout kind, flatten source)."""
-    return [(f"{i.key}.{n}", _kind(i, n), _source(i, n)) for i in infos for n in i.params
-            if n != "num_batches_tracked"]
+    return [(f"{i.key}.{n}", _kind(i, n), _source(i, n)) for i in infos for n in i.params if n != "num_batches_tracked"]
 
 
 def _compiled(model: keras.Model, infos: list[LayerInfo], direction: str) -> Any:
@@ -121,6 +135,7 @@ def _compiled(model: keras.Model, infos: list[LayerInfo], direction: str) -> Any
         return state[direction]
     ops, variables, counters = state["ops"], state["variables"], state["counters"]
     if direction == "in":
+
         @tf.function(autograph=False)
         def move(values: Any, counts: Any) -> None:
             for (key, kind, source), x in zip(ops, values):
@@ -128,11 +143,15 @@ def _compiled(model: keras.Model, infos: list[LayerInfo], direction: str) -> Any
             for i, key in enumerate(counters):
                 variables[key].assign(counts[i])
     else:
+
         @tf.function(autograph=False)
         def move() -> Any:
-            floats = [tf.identity(layout.to_canonical(kind, tf.convert_to_tensor(variables[key]), source, _TF_OPS))
-                      for key, kind, source in ops]
+            floats = [
+                tf.identity(layout.to_canonical(kind, tf.convert_to_tensor(variables[key]), source, _TF_OPS))
+                for key, kind, source in ops
+            ]
             return floats, tf.stack([tf.convert_to_tensor(variables[k]) for k in counters]) if counters else None
+
     state[direction] = move
     return move
 
@@ -162,8 +181,12 @@ def _new_buffer(kind: str, source: Any, shape: tuple[int, ...]) -> bool:
     unless it only moves size-1 axes (TensorFlow then reshapes, keeping the buffer)."""
     if kind in ("linear", "vector") and not isinstance(source, int) and layout.flatten_permutation(source) is not None:
         return True
-    perm = {"conv": layout.OIHW_TO_HWIO, "conv_transpose": layout.OIHW_TO_HWIO, "depthwise": layout.OIHW_TO_HWIO,
-            "linear": (1, 0)}.get(kind)
+    perm = {
+        "conv": layout.OIHW_TO_HWIO,
+        "conv_transpose": layout.OIHW_TO_HWIO,
+        "depthwise": layout.OIHW_TO_HWIO,
+        "linear": (1, 0),
+    }.get(kind)
     if perm is None:
         return False
     moved = [axis for axis in perm if shape[axis] != 1]
@@ -182,5 +205,3 @@ def export_tensors(model: keras.Model, infos: list[LayerInfo]) -> dict[str, Any]
         for key, count in zip(state["counters"], counts.numpy()):
             out[key] = np.asarray(count, dtype=np.int64)
     return out
-
-
