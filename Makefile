@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine with Python 3.11:
 #   make demo   creates .venv, installs the pinned frameworks and xconv, runs the main job
-#   make test   same environment, runs the whole test suite
+#   make test   same environment: builds the documentation (strict), runs the whole test suite
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,19 +8,28 @@ BIN := $(VENV)/bin
 PINS := torch==2.13.0 tensorflow-cpu==2.21.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench docs lint clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(PINS) -e ".[test,demo,zoo]"
+	$(BIN)/python -m pip install --quiet $(PINS) -e ".[test,demo,zoo,docs,lint]"
 	touch $(STAMP)
 
 demo: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/xconv demo
 
-test: $(STAMP)
+test: docs
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest -n auto
+
+# the documentation site into site/: broken links, missing pages or API references fail
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+lint: $(STAMP)
+	$(BIN)/ruff check xconv tests benchmarks
+	$(BIN)/ruff format --check xconv tests benchmarks
+	$(BIN)/mypy xconv
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
@@ -32,4 +41,4 @@ bench: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/zoo.py
 
 clean:
-	rm -rf $(VENV) demo-out .pytest_cache .hypothesis
+	rm -rf $(VENV) demo-out site .pytest_cache .hypothesis

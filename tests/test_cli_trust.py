@@ -314,3 +314,19 @@ def test_an_unexpected_failure_is_one_line_with_exit_2(tmp_path, capsys, monkeyp
     assert "--debug" in err
     with pytest.raises(RuntimeError, match="boom"):
         cli.main(["--debug", "summary", str(spec)])
+
+
+def test_version_and_quiet_output(tmp_path):
+    """``xconv --version``; a command that imports TensorFlow prints none of its native start-up lines."""
+    import pathlib
+    import subprocess
+
+    exe = pathlib.Path(sys.executable).with_name("xconv")
+    done = subprocess.run([str(exe), "--version"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and done.stdout.strip() == f"xconv {xc.__version__}"
+    spec = tmp_path / "s.json"
+    spec.write_text(json.dumps(SPEC.to_dict()))
+    done = subprocess.run([str(exe), "check", str(spec), "--batch", "2"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "absl::InitializeLog" not in done.stderr and "I0000" not in done.stderr and "oneDNN" not in done.stderr
+    assert "agree on every layer" in done.stdout

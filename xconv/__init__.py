@@ -50,7 +50,7 @@ from .spec import (
     from_dict,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def register_keras_layers() -> None:

@@ -332,9 +332,17 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="xconv", description="One network spec, native PyTorch and Keras models.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--verbose", action="store_true", help="show TensorFlow's native start-up log lines")
+    p.add_argument("--version", action="version", version=f"xconv {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("summary", help="layer table of a spec JSON, xconv checkpoint or .keras file")
     s.add_argument("file")
@@ -369,6 +377,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = _parser()
     args = parser.parse_args(argv)
+    if not args.verbose and argv is None:  # the program itself (not a call from Python code)
+        from ._quiet import filter_native_stderr
+
+        filter_native_stderr()
     try:
         return int(args.run(args))
     except (_UsageError, XconvError, ImportError, demo.DataError) as e:
