@@ -7,10 +7,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
-import torch
-import torch.fx  # for the importer front-end (xconv.porting.torch_fx), which takes torch from here
+import torch as torch  # `as`: re-exported, with nn, for the importer front-end (xconv.porting)
+import torch.fx
 import torch.nn.functional as F
-from torch import nn
+from torch import nn as nn
 
 from ..graph import is_chain
 from ..shapes import LayerInfo, concat_axis, narrow_axis

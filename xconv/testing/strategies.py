@@ -266,7 +266,7 @@ def channel_layers(
     if not options:
         return None
     kind = draw(st.sampled_from(options))
-    c, h, w = shape
+    c, _h, _w = shape
     if kind == "LayerNorm":
         return draw(_layernorm(c, batch_stats))  # type: ignore[no-any-return]
     if kind == "ChannelLinear":
@@ -380,7 +380,7 @@ def _same_size_branch(
 ) -> Any:
     """A branch that keeps H and W and gives ``c_out`` channels: a skip (when the channels agree), a
     stride-1 'same' conv with extras after it, a nested block, or a 3x3 stride-1 pool; 1..3 layers."""
-    c, h, w = shape
+    c, _h, _w = shape
     options = ["conv", "conv"]
     if c_out == c:
         options += ["skip", "pool", "act"] + (["block"] if depth < 2 else [])
@@ -432,7 +432,7 @@ def blocks(
     (skips, convs with extras, pools, nested blocks: branches of different depths), a squeeze-excitation
     ``Multiply`` (a (C, 1, 1) sigmoid gate broadcast over the map), or a ``Concat`` along channels (any channel
     counts) or along H or W. ``keep_shape``: only blocks whose output has the input's shape."""
-    c, h, w = shape
+    c, _h, _w = shape
     options = [k for k in COMBINATOR_KINDS if k in kinds and not (keep_shape and k == "Concat")] or ["Add"]
     kind = draw(st.sampled_from(options))
     n = draw(st.integers(2, 3))
@@ -631,14 +631,14 @@ def specs(
 
 @st.composite
 def _batchnorm_options(draw: Any, batch_stats: bool = True) -> dict[str, Any]:
-    return dict(
-        eps=draw(st.sampled_from([1e-5, 1e-5, 1e-3, 0.1])),
-        momentum=draw(st.sampled_from([0.1, 0.1, 0.5, None])),
-        affine=draw(st.sampled_from([True, True, False])),
-        scale=draw(st.sampled_from([True, True, False])),  # Keras' scale=False / center=False
-        center=draw(st.sampled_from([True, True, False])),
-        track_running_stats=draw(st.sampled_from([True, True, True, False] if batch_stats else [True])),
-    )
+    return {
+        "eps": draw(st.sampled_from([1e-5, 1e-5, 1e-3, 0.1])),
+        "momentum": draw(st.sampled_from([0.1, 0.1, 0.5, None])),
+        "affine": draw(st.sampled_from([True, True, False])),
+        "scale": draw(st.sampled_from([True, True, False])),  # Keras' scale=False / center=False
+        "center": draw(st.sampled_from([True, True, False])),
+        "track_running_stats": draw(st.sampled_from([True, True, True, False] if batch_stats else [True])),
+    }
 
 
 @st.composite
@@ -658,9 +658,12 @@ def inputs(
     assert spec.input_shape is not None, "the spec needs an input_shape"
     low, high = batch
     for info in shapes.infer(spec):
-        if info.kind.startswith("BatchNorm") and (training or not info.layer.track_running_stats):  # type: ignore[attr-defined]
-            if int(np.prod(info.input_shape[1:])) == 1:
-                low = max(low, 2)
+        if (
+            info.kind.startswith("BatchNorm")
+            and (training or not info.layer.track_running_stats)  # type: ignore[attr-defined]
+            and int(np.prod(info.input_shape[1:])) == 1
+        ):
+            low = max(low, 2)
     n = draw(st.integers(low, max(low, high)))
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng([seed, 1])  # inputs and weights: separate streams
