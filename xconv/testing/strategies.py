@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from hypothesis import strategies as st
@@ -176,9 +176,14 @@ def conv2d_layers(
         padding = (draw(side), draw(side))
     else:
         padding = ((draw(side), draw(side)), (draw(side), draw(side)))
-    explicit = None if form == "same" else Conv2d(1, 1, 1, padding=padding).padding
-    padded_h = None if explicit is None else h + sum(explicit[0])  # type: ignore[index]
-    padded_w = None if explicit is None else w + sum(explicit[1])  # type: ignore[index]
+    # every form but 'same' is stored as explicit ((top, bottom), (left, right))
+    explicit = (
+        None
+        if form == "same"
+        else cast("tuple[tuple[int, int], tuple[int, int]]", Conv2d(1, 1, 1, padding=padding).padding)
+    )
+    padded_h = None if explicit is None else h + sum(explicit[0])
+    padded_w = None if explicit is None else w + sum(explicit[1])
     axis_h = draw(_axis(padded_h, kernel_max, strides, dilations))
     if draw(st.booleans()) and _fits(axis_h, padded_w):
         axis_w = axis_h
@@ -188,7 +193,7 @@ def conv2d_layers(
     pads = explicit or (same_padding(h, kh, sh, dh), same_padding(w, kw, sw, dw))
     mode = draw(st.sampled_from(modes))
     limit = {"reflect": (h - 1, w - 1), "circular": (h, w)}.get(mode)
-    if limit is not None and (max(pads[0]) > limit[0] or max(pads[1]) > limit[1]):  # type: ignore[index]
+    if limit is not None and (max(pads[0]) > limit[0] or max(pads[1]) > limit[1]):
         mode = "zeros" if "zeros" in modes else "replicate"
     g = draw(st.sampled_from([1, 1, 2, 3, c])) if groups else 1  # c: depthwise (Keras' DepthwiseConv2D)
     if c % g:
@@ -316,7 +321,10 @@ def upsample_layers(draw: Any, shape: tuple[int, int, int], max_size: int = 12) 
     larger than the input, per axis), integer and non-integer scale factors (e.g. 1.3, 2.5, 1/3: torch's output
     floor(n * f) with source positions at 1 / f); an output side grows to at most 2 * ``max_size``."""
     _, h, w = shape
-    limit = lambda n: max(n, 2 * max_size)
+
+    def limit(n: int) -> int:
+        return max(n, 2 * max_size)
+
     mode = draw(st.sampled_from(["nearest", "nearest", "nearest-exact", "bilinear", "bilinear"]))
     corners = draw(st.booleans()) if mode == "bilinear" else None
     if draw(st.booleans()):
@@ -561,7 +569,7 @@ def specs(
         elif "Conv2d" in kinds:
             layer = draw(
                 conv2d_layers(
-                    shape,
+                    cast("tuple[int, int, int]", shape),  # a (C, H, W) map here
                     paddings=paddings,
                     modes=modes,
                     strides=strides,
@@ -569,7 +577,7 @@ def specs(
                     max_channels=max_channels,
                     groups=groups,
                 )
-            )  # type: ignore[arg-type]
+            )
         if layer is None:
             layer = draw(activations(kinds)) or Identity()
         layers.append(layer)
@@ -578,7 +586,7 @@ def specs(
         features = int(np.prod(shape))
         if features > max_features:  # keep Linear layers small: bring the map down with a 1x1-output conv
             if "Conv2d" not in kinds:
-                return draw(
+                spec: Sequential = draw(
                     specs(
                         max_layers=max_layers,
                         min_size=1,
@@ -589,6 +597,7 @@ def specs(
                         modes=modes,
                     )
                 )
+                return spec
             conv = Conv2d(shape[0], draw(st.integers(1, max_channels)), (shape[1], shape[2]))
             layers.append(conv)
             shape = (conv.out_channels, 1, 1)
