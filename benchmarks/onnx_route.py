@@ -84,7 +84,7 @@ def main() -> None:
         "onnx_route",
         {
             "repeats": args.repeats,
-            "rows": [dict(path=p, port_seconds=a, onnx_export_seconds=b, speedup=s) for p, a, b, s in rows],
+            "rows": [{"path": p, "port_seconds": a, "onnx_export_seconds": b, "speedup": s} for p, a, b, s in rows],
         },
     )
 

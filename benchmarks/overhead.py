@@ -59,13 +59,15 @@ def main() -> None:
         x = np.random.default_rng(0).standard_normal((batch, 3, 32, 32)).astype(np.float32)
         xt, xk = torch.from_numpy(x), tf.constant(xc.to_nhwc(x))
         with torch.no_grad():
-            r, a, b = paired(lambda: tm(xt), lambda: hand_torch(xt), args.repeats)
+            r, a, b = paired(lambda xt=xt: tm(xt), lambda xt=xt: hand_torch(xt), args.repeats)
         rows.append(("torch eager", batch, a, b, r))
-        r, a, b = paired(lambda: km(xk, training=False), lambda: hand_keras(xk, training=False), args.repeats)
+        r, a, b = paired(
+            lambda xk=xk: km(xk, training=False), lambda xk=xk: hand_keras(xk, training=False), args.repeats
+        )
         rows.append(("keras eager call", batch, a, b, r))
         fa = tf.function(lambda v: km(v, training=False))
         fb = tf.function(lambda v: hand_keras(v, training=False))
-        r, a, b = paired(lambda: fa(xk), lambda: fb(xk), args.repeats)
+        r, a, b = paired(lambda fa=fa, xk=xk: fa(xk), lambda fb=fb, xk=xk: fb(xk), args.repeats)
         rows.append(("keras tf.function", batch, a, b, r))
 
     graph = (
@@ -88,7 +90,7 @@ def main() -> None:
     out.write_text(
         json.dumps(
             {
-                "rows": [dict(path=p, batch=bt, xconv_s=a, native_s=b, ratio=r) for p, bt, a, b, r in rows],
+                "rows": [{"path": p, "batch": bt, "xconv_s": a, "native_s": b, "ratio": r} for p, bt, a, b, r in rows],
                 "transposes": transposes,
             },
             indent=2,

@@ -71,7 +71,7 @@ def main() -> None:
     def naive() -> None:
         state = tm.state_dict()
         arrays = []
-        for key, t in state.items():
+        for t in state.values():
             a = t.detach().numpy()
             arrays.append(np.transpose(a, (2, 3, 1, 0)) if a.ndim == 4 else (a.T if a.ndim == 2 else a))
         km.set_weights(arrays)
@@ -112,7 +112,7 @@ def main() -> None:
             "bytes": nbytes,
             "repeats": args.repeats,
             "first_call_seconds": first,
-            "rows": [dict(path=p, seconds=a, copy_seconds=b, ratio=r) for p, a, b, r in rows],
+            "rows": [{"path": p, "seconds": a, "copy_seconds": b, "ratio": r} for p, a, b, r in rows],
         },
     )
 

@@ -52,7 +52,7 @@ def main() -> None:
     for what, backend, s, note in rows:
         print(f"{what:<18} {backend:<8} {s:>10.4f}  {note}")
     out = pathlib.Path(__file__).parent / "results" / "startup.json"
-    out.write_text(json.dumps([dict(what=w, backend=b, seconds=s, note=n) for w, b, s, n in rows], indent=2))
+    out.write_text(json.dumps([{"what": w, "backend": b, "seconds": s, "note": n} for w, b, s, n in rows], indent=2))
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ def main() -> None:
         print(f"{dtype:<8} {mode:<10} {n:>6} {seconds:>8.1f} {rate:>10.0f}")
     write(
         "suite_throughput",
-        {"rows": [dict(dtype=d, mode=m, specs=n, seconds=s, per_minute=r) for d, m, n, s, r in rows]},
+        {"rows": [{"dtype": d, "mode": m, "specs": n, "seconds": s, "per_minute": r} for d, m, n, s, r in rows]},
     )
 
 

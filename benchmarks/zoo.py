@@ -57,14 +57,14 @@ def torch_row(name: str, segmentation: bool = False) -> dict:
         km64 = xc.port(m64, to="tf", input_shape=shape, output=output)
         err64 = max_rel_diff(run(m64, x.astype("float64")), xc.predict(km64, x.astype("float64")))
     params = sum(p.numel() for p in model.parameters())
-    return dict(
-        model=f"torchvision {'segmentation.' if segmentation else ''}{name}",
-        direction="torch -> Keras",
-        params=params,
-        port_s=seconds,
-        rel_diff_float32=err32,
-        rel_diff_float64=err64,
-    )
+    return {
+        "model": f"torchvision {'segmentation.' if segmentation else ''}{name}",
+        "direction": "torch -> Keras",
+        "params": params,
+        "port_s": seconds,
+        "rel_diff_float32": err32,
+        "rel_diff_float64": err64,
+    }
 
 
 def keras_row(name: str) -> dict:
@@ -79,14 +79,14 @@ def keras_row(name: str) -> dict:
     expect = np.asarray(model(xc.to_nhwc(x), training=False))
     # against the logits' own scale: some of these give logits of 1e-19 with random weights
     err32 = float(np.abs(expect - xc.predict(tm, x)).max() / np.abs(expect).max())
-    return dict(
-        model=f"keras.applications {name}",
-        direction="Keras -> torch",
-        params=int(model.count_params()),
-        port_s=seconds,
-        rel_diff_float32=err32,
-        rel_diff_float64=None,
-    )
+    return {
+        "model": f"keras.applications {name}",
+        "direction": "Keras -> torch",
+        "params": int(model.count_params()),
+        "port_s": seconds,
+        "rel_diff_float32": err32,
+        "rel_diff_float64": None,
+    }
 
 
 def main() -> None:

@@ -5,10 +5,10 @@ from hypothesis import HealthCheck, settings
 
 # Hypothesis profiles: "ci" (default) keeps `make test` well inside CI's time on 2 cores; "thorough" is for
 # a long local run: XCONV_HYPOTHESIS_PROFILE=thorough make test
-_common = dict(
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
-)
+_common = {
+    "deadline": None,
+    "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
+}
 settings.register_profile("ci", max_examples=int(os.environ.get("XCONV_EXAMPLES", "300")), **_common)
 settings.register_profile("thorough", max_examples=1000, **_common)
 settings.register_profile("dev", max_examples=10, **_common)

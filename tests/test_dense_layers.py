@@ -234,19 +234,19 @@ def test_torch_refusals_name_the_operation(both_backends):
 
 def test_specs_validate_like_torch():
     for bad, match in [
-        (dict(), "exactly one"),
-        (dict(size=2, scale_factor=2), "exactly one"),
-        (dict(size=2, align_corners=False), "mode='bilinear' only"),
-        (dict(scale_factor=-1), "> 0"),
-        (dict(size=(2, 0)), "positive"),
-        (dict(size=2, mode="bicubic"), "must be one of"),
+        ({}, "exactly one"),
+        ({"size": 2, "scale_factor": 2}, "exactly one"),
+        ({"size": 2, "align_corners": False}, "mode='bilinear' only"),
+        ({"scale_factor": -1}, "> 0"),
+        ({"size": (2, 0)}, "positive"),
+        ({"size": 2, "mode": "bicubic"}, "must be one of"),
     ]:
         with pytest.raises(xc.SpecError, match=match):
             xc.Upsample(**bad)
     for bad, match in [
-        (dict(stride=2, output_padding=2), "smaller than either"),
-        (dict(groups=3), "divisible"),
-        (dict(padding="same"), "no 'same'"),
+        ({"stride": 2, "output_padding": 2}, "smaller than either"),
+        ({"groups": 3}, "divisible"),
+        ({"padding": "same"}, "no 'same'"),
     ]:
         with pytest.raises(xc.SpecError, match=match):
             xc.ConvTranspose2d(6, 4, 3, **bad)
@@ -361,8 +361,9 @@ def test_catches_a_transposed_kernel_in_the_wrong_layout(both_backends, monkeypa
 def test_a_one_tap_dilated_transposed_conv_with_output_padding(both_backends):
     """torch allows output_padding < dilation at stride 1; Keras' Conv2DTranspose needs output_padding < stride,
     so this one runs as xconv's layer, and reads back with its dilation (found by the random torch ports)."""
-    spec = xc.Sequential(xc.ConvTranspose2d(1, 1, 1, output_padding=(0, 1), dilation=(1, 2), bias=False),
-                         input_shape=(1, 1, 1))
+    spec = xc.Sequential(
+        xc.ConvTranspose2d(1, 1, 1, output_padding=(0, 1), dilation=(1, 2), bias=False), input_shape=(1, 1, 1)
+    )
     assert_equivalent(spec, dtype="float64")
     km = xc.port(xc.build(spec, "torch", dtype="float64"), to="tf")
     assert xc.from_keras(km) == spec

@@ -50,7 +50,7 @@ def test_random_specs_agree_float64(both_backends, case):
 
 @given(case=cases(max_layers=4))
 def test_output_shape_matches_inference(both_backends, case):
-    spec, weights, x = case
+    spec, _weights, x = case
     expected = (x.shape[0], *xc.infer(spec)[-1].output_shape)
     for backend in ("torch", "tf"):
         model = xc.build(spec, backend, dtype="float64")

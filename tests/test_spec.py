@@ -174,3 +174,27 @@ def test_json_round_trip(spec):
 def test_from_dict_errors(data, message):
     with pytest.raises(xc.SpecError, match=message):
         xc.from_dict(data)
+
+
+def test_typing_only_constructor_signatures_match_the_fields():
+    """Some layer classes declare, for type checkers only, an ``__init__`` that accepts the spellings the
+    constructor normalises (ints for pairs, ...): its parameters must be the dataclass's own, in order."""
+    import ast
+    import inspect
+    import textwrap
+
+    checked = 0
+    for cls in xc.spec.LAYER_TYPES.values():
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+        stubs = [node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and node.name == "__init__"]
+        if not stubs:
+            continue
+        args = stubs[0].args
+        fields = [f for f in dataclasses.fields(cls) if f.init]
+        assert [a.arg for a in args.args[1:]] == [f.name for f in fields if not f.kw_only], cls.__name__
+        assert [a.arg for a in args.kwonlyargs] == [f.name for f in fields if f.kw_only], cls.__name__
+        assert len(args.defaults) == sum(
+            1 for f in fields if not f.kw_only and (f.default is not dataclasses.MISSING)
+        ), cls.__name__
+        checked += 1
+    assert checked >= 7

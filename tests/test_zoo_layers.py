@@ -114,7 +114,7 @@ def test_torch_functional_forms_and_spatial_means_import(both_backends):
             return self.fc(F.hardtanh(x, -2.0, 2.0).mean([2, 3]))
 
     m = Head().eval()
-    spec, weights = xc.from_torch(m, (3, 6, 6), return_weights=True)
+    _spec, weights = xc.from_torch(m, (3, 6, 6), return_weights=True)
     assert list(weights) == list(m.state_dict())
     km = xc.port(m, to="tf", input_shape=(3, 6, 6))
     x = np.random.default_rng(0).standard_normal((2, 3, 6, 6)).astype(np.float32) * 3
@@ -134,7 +134,7 @@ def test_keras_separable_depthwise_relu6_and_stochastic_depth_import(both_backen
     h = keras.layers.Add()([h, s])
     out = keras.layers.Activation("hard_sigmoid")(h)
     model = keras.Model(inp, out)
-    spec, weights = xc.from_keras(model, return_weights=True)
+    spec, _weights = xc.from_keras(model, return_weights=True)
     kinds = [i.kind for i in xc.infer(spec)]
     assert {"Hardtanh", "Hardswish", "Hardsigmoid", "StochasticDepth"} <= set(kinds)
     tm = xc.port(model, to="torch")
@@ -215,7 +215,7 @@ def test_keras_rescaling_and_normalization_import(both_backends):
     h = norm(keras.layers.Rescaling(1 / 255.0, offset=0.5)(inp))
     out = keras.layers.Conv2D(2, 3)(h)
     model = keras.Model(inp, out)
-    spec, weights = xc.from_keras(model, return_weights=True)
+    spec, _weights = xc.from_keras(model, return_weights=True)
     assert [i.kind for i in xc.infer(spec)][:2] == ["Rescaling", "Normalization"]
     tm = xc.port(model, to="torch")
     x = np.random.default_rng(0).uniform(0, 255, (2, 3, 5, 5)).astype(np.float32)

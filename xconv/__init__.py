@@ -3,6 +3,10 @@
 Importing xconv imports no framework; torch / tensorflow are imported only when a backend is used.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from ._api import build, get_weights, predict, set_weights, spec_of, summary, transfer_weights
 from ._porting import from_keras, from_torch, port
 from .checkpoint import load, load_model, save
@@ -77,18 +81,20 @@ class _AfterKerasImport:
 
     _names = ("keras", "tensorflow")
 
-    def find_spec(self, name: str, path: object = None, target: object = None) -> object:
+    def find_spec(
+        self, name: str, path: Sequence[str] | None = None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
         import importlib.machinery
 
         if name not in self._names:
             return None
-        spec = importlib.machinery.PathFinder.find_spec(name, path)  # type: ignore[arg-type]
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
         original = spec.loader.exec_module
 
-        def exec_module(module: object) -> None:
-            original(module)  # type: ignore[arg-type]
+        def exec_module(module: ModuleType) -> None:
+            original(module)
             if _register_quietly():
                 _remove_keras_hook()
 
@@ -112,6 +118,12 @@ def _install_keras_hook() -> None:
 
 
 _install_keras_hook()
+
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from importlib.machinery import ModuleSpec
+    from types import ModuleType
 
 __all__ = [
     "ELU",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -13,12 +13,15 @@ from .errors import SpecError, WeightError, XconvError
 from .spec import Sequential
 from .weights import DTYPES, as_numpy, check_weights, init_weights
 
+if TYPE_CHECKING:
+    from .backends._protocol import Backend
+
 __all__ = ["build", "get_weights", "predict", "set_weights", "spec_of", "summary", "transfer_weights"]
 
 
 def _dtype_name(dtype: Any) -> str:
     try:
-        name = np.dtype(dtype).name  # "float32", np.float32 (the class), np.dtype("float64")
+        name: str = np.dtype(dtype).name  # "float32", np.float32 (the class), np.dtype("float64")
     except TypeError:
         name = str(dtype).replace("torch.", "")
     if name not in DTYPES:
@@ -62,7 +65,7 @@ def build(
     return backend_module.build(resolved, infos, weights, dtype_name)
 
 
-def _model_backend(model: Any, what: str) -> tuple[Any, Sequential, list[shapes.LayerInfo]]:
+def _model_backend(model: Any, what: str) -> tuple[Backend, Sequential, list[shapes.LayerInfo]]:
     backend = backend_of_model(model)
     spec = None if backend is None else backend.spec_of(model)
     if spec is None:
@@ -70,7 +73,7 @@ def _model_backend(model: Any, what: str) -> tuple[Any, Sequential, list[shapes.
             f"{what}: expected a model built by xconv.build (torch.nn.Module or keras.Model). "
             f"Received: {type(model).__name__}"
         )
-    return backend, spec, shapes.infer(spec)
+    return cast("Backend", backend), spec, shapes.infer(spec)  # a backend module satisfies the protocol
 
 
 def spec_of(model: Any) -> Sequential:

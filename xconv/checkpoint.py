@@ -153,7 +153,7 @@ def load(path: str | os.PathLike[str]) -> tuple[Sequential, dict[str, np.ndarray
     try:
         with st.safe_open(target, framework="numpy") as f:
             metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - a safetensors handle, not a dict
     except FileNotFoundError:
         raise XconvError(f"no such checkpoint: {target}") from None
     except Exception as e:  # noqa: BLE001 - safetensors raises its own error type for bad files

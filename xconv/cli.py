@@ -317,6 +317,7 @@ def _check(args: argparse.Namespace) -> int:
         print(f"FAIL: {len(bad)} layer(s) beyond tolerance, first: layer {bad[0].key or bad[0].layer} ({bad[0].kind})")
         return 1
     if os.path.splitext(args.file)[1].lower() == ".keras":
+        assert weights is not None  # a .keras file carries its weights
         err = _keras_file_error(args.file, spec, weights, x)
         file_dtype = (
             "float64" if all(w.dtype == np.float64 for w in weights.values() if w.dtype.kind == "f") else "float32"

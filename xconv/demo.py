@@ -160,14 +160,19 @@ def _train(
                 print(f"Iteration {t}, loss = {loss:.4f}")
                 print(f"Got {correct} / {len(data.y_val)} correct ({100 * acc:.2f})")
 
-    optimizer = dict(name="sgd", lr=lr, momentum=0.9, nesterov=True)
+    optimizer = {"name": "sgd", "lr": lr, "momentum": 0.9, "nesterov": True}
     pairs = ((data.x_train[i], data.y_train[i]) for i in batches)
     losses = backend.train(model, pairs, optimizer, on_step)
     return losses, curve
 
 
 def _plot(
-    path: str, torch_losses: np.ndarray, tf_losses: np.ndarray, torch_acc: list, tf_acc: list, title: str
+    path: str,
+    torch_losses: np.ndarray,
+    tf_losses: np.ndarray,
+    torch_acc: list[tuple[int, float]],
+    tf_acc: list[tuple[int, float]],
+    title: str,
 ) -> None:
     import matplotlib
 
@@ -183,8 +188,8 @@ def _plot(
     ax1.set_yscale("log")
     ax1.legend()
     for curve, label, style in (
-        (torch_acc, "PyTorch", dict(linewidth=2.5, alpha=0.6)),
-        (tf_acc, "Keras", dict(linestyle="--", linewidth=1.2, color="black")),
+        (torch_acc, "PyTorch", {"linewidth": 2.5, "alpha": 0.6}),
+        (tf_acc, "Keras", {"linestyle": "--", "linewidth": 1.2, "color": "black"}),
     ):
         ax2.plot([t for t, _ in curve], [100 * a for _, a in curve], label=label, **style)
     ax2.set_xlabel("iteration")
@@ -357,27 +362,27 @@ def run(args: argparse.Namespace, echo: Callable[..., Any] = print) -> int:
     km.save(files["keras"])
     torch.save(tm.state_dict(), files["torch"])
     ok = logit_err <= tol and argmax_ok and exact and curve_ok and acc_t == acc_k
-    metrics = dict(
-        data=data.name,
-        dtype=args.dtype,
-        steps=steps,
-        batch=args.batch,
-        lr=args.lr,
-        seed=args.seed,
-        val_accuracy_torch=acc_t,
-        val_accuracy_keras_ported=acc_k,
-        argmax_agreement=float(agree.mean()),
-        max_abs_logit_diff=float(np.abs(logits_t - logits_k).max()),
-        max_rel_logit_diff=logit_err,
-        weights_round_trip_bit_exact=exact,
-        torch_losses=torch_losses.tolist(),
-        keras_losses=tf_losses.tolist(),
-        max_loss_diff=loss_diff,
-        max_param_diff=param_diff,
-        val_accuracy_curve_torch=torch_acc,
-        val_accuracy_curve_keras=tf_acc,
-        ok=ok,
-    )
+    metrics = {
+        "data": data.name,
+        "dtype": args.dtype,
+        "steps": steps,
+        "batch": args.batch,
+        "lr": args.lr,
+        "seed": args.seed,
+        "val_accuracy_torch": acc_t,
+        "val_accuracy_keras_ported": acc_k,
+        "argmax_agreement": float(agree.mean()),
+        "max_abs_logit_diff": float(np.abs(logits_t - logits_k).max()),
+        "max_rel_logit_diff": logit_err,
+        "weights_round_trip_bit_exact": exact,
+        "torch_losses": torch_losses.tolist(),
+        "keras_losses": tf_losses.tolist(),
+        "max_loss_diff": loss_diff,
+        "max_param_diff": param_diff,
+        "val_accuracy_curve_torch": torch_acc,
+        "val_accuracy_curve_keras": tf_acc,
+        "ok": ok,
+    }
     with open(files["metrics"], "w") as f:
         json.dump(metrics, f, indent=1)
     echo(f"\nWrote {', '.join(files.values())}")

@@ -87,7 +87,7 @@ OIHW_TO_HWIO = (2, 3, 1, 0)
 HWIO_TO_OIHW = (3, 2, 0, 1)
 
 
-def to_keras(kind: str, x: Any, source: tuple[int, ...] | None, ops: ArrayOps = NUMPY_OPS) -> Any:
+def to_keras(kind: str, x: Any, source: tuple[int, ...] | int | None, ops: ArrayOps = NUMPY_OPS) -> Any:
     """One canonical (torch) array in Keras layout. ``kind``: "conv" (OIHW -> HWIO), "conv_transpose" (torch's
     (in, out/groups, kh, kw) -> Conv2DTranspose's (kh, kw, out/groups, in): the same axis permutation, and no
     spatial flip, since both frameworks define the transposed conv as the input gradient of the same
@@ -97,9 +97,10 @@ def to_keras(kind: str, x: Any, source: tuple[int, ...] | None, ops: ArrayOps = 
     ((C*m, 1, kh, kw) -> (kh, kw, C, m)), anything else unchanged. ``source`` is the (C, H, W) map the features
     were flattened from, or None (for "depthwise": the conv's input channels C)."""
     if kind == "depthwise":  # (C*m, 1, kh, kw) -> DepthwiseConv2D's (kh, kw, C, m): output channel c*m + j
-        hwio = ops.transpose(x, OIHW_TO_HWIO)  # ``source``: C, the conv's input channels
+        assert isinstance(source, int), "a depthwise kernel's source is the conv's input channels"
+        hwio = ops.transpose(x, OIHW_TO_HWIO)
         kh, kw, _, cm = (int(d) for d in hwio.shape)
-        return ops.reshape(hwio, (kh, kw, int(source), cm // int(source)))
+        return ops.reshape(hwio, (kh, kw, source, cm // source))
     if kind == "scale":  # layer scale: (C, 1, 1) -> (C,)
         return ops.reshape(x, (int(x.shape[0]),))
     perm = flatten_permutation(source)
@@ -112,7 +113,7 @@ def to_keras(kind: str, x: Any, source: tuple[int, ...] | None, ops: ArrayOps = 
     return x
 
 
-def to_canonical(kind: str, x: Any, source: tuple[int, ...] | None, ops: ArrayOps = NUMPY_OPS) -> Any:
+def to_canonical(kind: str, x: Any, source: tuple[int, ...] | int | None, ops: ArrayOps = NUMPY_OPS) -> Any:
     """Inverse of :func:`to_keras`."""
     if kind == "depthwise":  # (kh, kw, C, m) -> (C*m, 1, kh, kw)
         kh, kw, c, m = (int(d) for d in x.shape)

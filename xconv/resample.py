@@ -17,9 +17,12 @@ Per axis, with ``scale`` the user's scale factor or None (an explicit size):
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .spec import Upsample
 
 __all__ = ["Taps", "matrix", "output_length", "taps"]
 
@@ -29,7 +32,7 @@ def output_length(size: int, out: int | None, scale: float | None) -> int:
     float64 product, truncated)."""
     if out is not None:
         return int(out)
-    return int(math.floor(float(size) * float(scale)))  # type: ignore[arg-type]
+    return math.floor(float(size) * float(scale))  # type: ignore[arg-type]
 
 
 class Taps(NamedTuple):
@@ -54,7 +57,8 @@ def _nearest(size: int, out: int, scale: float | None, exact: bool) -> np.ndarra
         return dst >> 1
     ratio = np.float32(1.0 / scale) if scale is not None else np.float32(size) / np.float32(out)
     position = (dst.astype(np.float32) + np.float32(0.5 if exact else 0.0)) * ratio  # float32, as torch's floorf
-    return np.minimum(np.floor(position).astype(np.int64), size - 1)
+    index: np.ndarray = np.minimum(np.floor(position).astype(np.int64), size - 1)
+    return index
 
 
 def taps(size: int, out: int, mode: str, align_corners: bool | None, scale: float | None) -> Taps:
@@ -90,7 +94,7 @@ def matrix(t: Taps, size: int) -> np.ndarray:
     return a
 
 
-def layer_taps(layer: object, input_hw: tuple[int, int], output_hw: tuple[int, int]) -> tuple[Taps, Taps]:
+def layer_taps(layer: Upsample, input_hw: tuple[int, int], output_hw: tuple[int, int]) -> tuple[Taps, Taps]:
     """The (H, W) taps of an ``Upsample`` spec layer between these sizes."""
     factors = layer.scale_factor or (None, None)
     mode, corners = layer.mode, layer.align_corners

@@ -244,6 +244,7 @@ def avgpool_divisor(info: LayerInfo) -> np.ndarray:
     """torch's AvgPool2d divisor for each output position (out_h, out_w): the product of the two axes'
     :func:`avgpool_counts`."""
     layer: AvgPool2d = info.layer  # type: ignore[assignment]
+    assert layer.stride is not None  # the kernel size when not given
     counts = [
         avgpool_counts(size, out, k, s, p, layer.count_include_pad)
         for size, out, k, s, p in zip(
@@ -256,6 +257,7 @@ def avgpool_divisor(info: LayerInfo) -> np.ndarray:
 def _pool(ctx: _Ctx, layer: MaxPool2d | AvgPool2d, source: Shape | None) -> LayerInfo:
     c, h, w = ctx.need_map()
     dilation = getattr(layer, "dilation", (1, 1))
+    assert layer.stride is not None  # the kernel size when not given
     out, padding = [], []
     for axis, size, k, s, p, d in zip(
         ("height", "width"), (h, w), layer.kernel_size, layer.stride, layer.padding, dilation
@@ -364,7 +366,7 @@ def _layernorm(ctx: _Ctx, layer: LayerNorm, source: Shape | None) -> LayerInfo:
     if layer.num_features != _channels(ctx):
         what = "channels" if len(ctx.shape) == 3 else "features"
         raise ctx.error(f"num_features={layer.num_features} but its input has {_channels(ctx)} {what}")
-    n = (layer.num_features,)
+    n: tuple[int, ...] = (layer.num_features,)
     params = {"weight": n} if layer.elementwise_affine else {}
     if layer.bias:
         params["bias"] = n

@@ -59,7 +59,8 @@ def as_numpy(value: Any) -> np.ndarray:
     if isinstance(value, np.ndarray):
         return value
     if hasattr(value, "detach"):  # torch.Tensor, without importing torch
-        return value.detach().cpu().numpy()
+        array: np.ndarray = value.detach().cpu().numpy()
+        return array
     if hasattr(value, "numpy"):  # TF tensors and variables
         return np.asarray(value.numpy())
     return np.asarray(value)
@@ -73,7 +74,7 @@ def weights_dtype(weights: Mapping[str, Any]) -> str:
     for value in weights.values():
         try:
             array = as_numpy(value)
-        except Exception:  # noqa: BLE001 - unreadable (bfloat16, ...): check_weights names it
+        except Exception:  # noqa: BLE001, S112 - unreadable (bfloat16, ...): check_weights names it
             continue
         if array.dtype.kind not in "iu":
             kinds.add(array.dtype.name)

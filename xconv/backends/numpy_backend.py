@@ -5,7 +5,7 @@ imports no framework. float64 by default."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -44,7 +44,12 @@ from ..spec import (
 
 NAME = "numpy"
 
-_NP_PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+_NP_PAD_MODES: dict[str, Literal["constant", "reflect", "edge", "wrap"]] = {
+    "zeros": "constant",
+    "reflect": "reflect",
+    "replicate": "edge",
+    "circular": "wrap",
+}
 
 
 class NumpyModel:
@@ -182,8 +187,11 @@ class _Mode:
 
 
 def _pad(info: LayerInfo, x: np.ndarray) -> np.ndarray:
-    (t, b), (l, r) = info.padding  # type: ignore[misc]
-    return np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)), mode=_NP_PAD_MODES[info.layer.padding_mode])  # type: ignore[attr-defined]
+    assert info.padding is not None  # a conv's explicit padding, resolved by shape inference
+    (t, b), (l, r) = info.padding
+    mode = _NP_PAD_MODES[cast(Conv2d, info.layer).padding_mode]
+    padded: np.ndarray = np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)), mode=mode)
+    return padded
 
 
 def _conv_forward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, mode: _Mode) -> np.ndarray:
@@ -226,9 +234,9 @@ def _conv_backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, go:
         rows_src = layout.pad_indices(h, t, b, layer.padding_mode)
         cols_src = layout.pad_indices(wd, l, r, layer.padding_mode)
         gx_rows = np.zeros((*gxp.shape[:2], h, gxp.shape[3]), dtype=gxp.dtype)
-        np.add.at(gx_rows, (slice(None), slice(None), rows_src), gxp)
+        np.add.at(gx_rows, (slice(None), slice(None), rows_src), gxp)  # type: ignore[arg-type]  # numpy accepts slices
         gx = np.zeros(x.shape, dtype=gxp.dtype)
-        np.add.at(gx, (slice(None), slice(None), slice(None), cols_src), gx_rows)
+        np.add.at(gx, (slice(None), slice(None), slice(None), cols_src), gx_rows)  # type: ignore[arg-type]  # numpy accepts slices
     grads = {"weight": gw}
     if "bias" in p:
         grads["bias"] = go.sum(axis=(0, 2, 3))
@@ -237,7 +245,8 @@ def _conv_backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, go:
 
 def _linear_forward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, mode: _Mode) -> np.ndarray:
     y = x @ p["weight"].T
-    return y + p["bias"] if "bias" in p else y
+    out: np.ndarray = y + p["bias"] if "bias" in p else y
+    return out
 
 
 def _linear_backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, go: np.ndarray, mode: _Mode) -> Any:
@@ -263,7 +272,8 @@ def _unpad(info: LayerInfo, gxp: np.ndarray) -> np.ndarray:
 
 def _maxpool_forward(info: LayerInfo, p: Any, x: np.ndarray, mode: _Mode) -> np.ndarray:
     xp = _pool_pad(info, x, -np.inf)
-    return np.stack([xp[:, :, r, c] for _, _, r, c in layer_taps(info)]).max(axis=0)
+    out: np.ndarray = np.stack([xp[:, :, r, c] for _, _, r, c in layer_taps(info)]).max(axis=0)
+    return out
 
 
 def _maxpool_backward(info: LayerInfo, p: Any, x: np.ndarray, go: np.ndarray, mode: _Mode) -> Any:
@@ -369,7 +379,8 @@ def _upsample_matrices(info: LayerInfo, dtype: Any) -> list[np.ndarray]:
 
 def _upsample_forward(info: LayerInfo, p: Any, x: np.ndarray, mode: Any) -> np.ndarray:
     a_h, a_w = _upsample_matrices(info, x.dtype)
-    return np.einsum("oh,nchw,pw->ncop", a_h, x, a_w)
+    out: np.ndarray = np.einsum("oh,nchw,pw->ncop", a_h, x, a_w)
+    return out
 
 
 def _upsample_backward(info: LayerInfo, p: Any, x: np.ndarray, go: np.ndarray, mode: Any) -> Any:
@@ -412,7 +423,7 @@ def _bn_forward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, mode: 
         p["running_mean"][...] = (1 - f) * p["running_mean"] + f * mean
         p["running_var"][...] = (1 - f) * p["running_var"] + f * var * (n / (n - 1))
     shape = _bn_shape(x)
-    y = (x - mean.reshape(shape)) / np.sqrt(var + layer.eps).reshape(shape)  # type: ignore[attr-defined]
+    y: np.ndarray = (x - mean.reshape(shape)) / np.sqrt(var + layer.eps).reshape(shape)  # type: ignore[attr-defined]
     if "weight" in p:
         y = y * p["weight"].reshape(shape)
     if "bias" in p:
@@ -462,7 +473,8 @@ def _dropout_backward(info: LayerInfo, p: Any, x: np.ndarray, go: np.ndarray, mo
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
         e = np.exp(-np.abs(x))
-        return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+        out: np.ndarray = np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+        return out
 
 
 _erf = np.frompyfunc(math.erf, 1, 1)
@@ -476,7 +488,7 @@ def _gelu(info: LayerInfo, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         t = np.tanh(inner)
         y = 0.5 * x * (1 + t)
         return y, 0.5 * (1 + t) + 0.5 * x * (1 - t**2) * _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x**2)
-    cdf = 0.5 * (1 + _erf(x / math.sqrt(2)).astype(x.dtype))
+    cdf = 0.5 * (1 + np.asarray(_erf(x / math.sqrt(2))).astype(x.dtype))
     pdf = np.exp(-0.5 * x**2) / math.sqrt(2 * math.pi)
     return x * cdf, cdf + x * pdf
 
@@ -484,7 +496,8 @@ def _gelu(info: LayerInfo, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _softmax_forward(info: LayerInfo, x: np.ndarray) -> np.ndarray:
     axis = softmax_axis(info)
     e = np.exp(x - x.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
+    out: np.ndarray = e / e.sum(axis=axis, keepdims=True)
+    return out
 
 
 def _elu(info: LayerInfo, x: np.ndarray) -> np.ndarray:
@@ -525,12 +538,14 @@ _FORWARD: dict[type, Any] = {
 
 def _softmax_backward(info: LayerInfo, x: np.ndarray, go: np.ndarray) -> np.ndarray:
     y = _softmax_forward(info, x)
-    return y * (go - (go * y).sum(axis=softmax_axis(info), keepdims=True))
+    out: np.ndarray = y * (go - (go * y).sum(axis=softmax_axis(info), keepdims=True))
+    return out
 
 
 def _silu_backward(x: np.ndarray, go: np.ndarray) -> np.ndarray:
     s = _sigmoid(x)
-    return go * s * (1 + x * (1 - s))
+    out: np.ndarray = go * s * (1 + x * (1 - s))
+    return out
 
 
 _BACKWARD: dict[type, Any] = {
@@ -585,7 +600,10 @@ def _per_channel(value: Any, x: np.ndarray) -> np.ndarray:
 
 
 def _norm_denominator(p: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
-    return np.maximum(np.sqrt(_per_channel(p["variance"], x)), np.asarray(NORMALIZATION_FLOOR, dtype=x.dtype))
+    out: np.ndarray = np.maximum(
+        np.sqrt(_per_channel(p["variance"], x)), np.asarray(NORMALIZATION_FLOOR, dtype=x.dtype)
+    )
+    return out
 
 
 def _stochastic_depth(info: LayerInfo, x: np.ndarray, mode: _Mode, like: np.ndarray | None = None) -> np.ndarray:

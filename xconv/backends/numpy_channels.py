@@ -46,7 +46,7 @@ def _ln_backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, go: n
 
 
 def _cl_forward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, mode: Any) -> np.ndarray:
-    y = np.einsum("nchw,oc->nohw", x, p["weight"])
+    y: np.ndarray = np.einsum("nchw,oc->nohw", x, p["weight"])
     return y + _per_channel(p["bias"], y) if "bias" in p else y
 
 

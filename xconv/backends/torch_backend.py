@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
-import torch
-import torch.fx  # for the importer front-end (xconv.porting.torch_fx), which takes torch from here
+import torch as torch  # `as`: re-exported, with nn, for the importer front-end (xconv.porting)
+import torch.fx
 import torch.nn.functional as F
-from torch import nn
+from torch import nn as nn
 
 from ..graph import is_chain
 from ..shapes import LayerInfo, concat_axis, narrow_axis
@@ -61,8 +61,17 @@ class PaddedConv2d(nn.Conv2d):
     stride 2) is applied by ``F.pad`` inside the same module, so its ``state_dict`` keys stay
     ``weight`` / ``bias``."""
 
-    def __init__(self, *args: Any, pad: tuple[int, int, int, int], pad_mode: str, **kwargs: Any) -> None:
-        super().__init__(*args, padding=0, **kwargs)
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        *,
+        pad: tuple[int, int, int, int],
+        pad_mode: str,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, padding=0, **kwargs)
         self.pad = pad  # F.pad order: (left, right, top, bottom)
         self.pad_mode = pad_mode
 
@@ -70,7 +79,7 @@ class PaddedConv2d(nn.Conv2d):
         return super().forward(F.pad(x, self.pad, mode=self.pad_mode))
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, pad={self.pad}, pad_mode={self.pad_mode!r}"
+        return f"{super().extra_repr()}, pad={self.pad}, pad_mode={self.pad_mode!r}"  # type: ignore[no-untyped-call]  # untyped in torch
 
 
 class StochasticDepthModule(nn.Module):
@@ -124,6 +133,9 @@ class RescalingModule(nn.Module):
 class NormalizationModule(nn.Module):
     """(x - mean) / max(sqrt(variance), 1e-7) per channel, Keras' ``Normalization``; ``mean`` and ``variance``
     are saved buffers."""
+
+    mean: torch.Tensor
+    variance: torch.Tensor
 
     def __init__(self, num_features: int, ndim: int, device: Any = None, dtype: Any = None) -> None:
         super().__init__()
@@ -180,16 +192,30 @@ class NarrowModule(nn.Module):
         return f"dim={self.dim}, start={self.start}, length={self.length}"
 
 
+def _rescaling(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
+    layer = cast(Rescaling, info.layer)
+    return RescalingModule(layer.scale, layer.offset, len(info.input_shape) + 1)
+
+
+def _normalization(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
+    return NormalizationModule(cast(Normalization, info.layer).num_features, len(info.input_shape) + 1, **factory)
+
+
+def _channel_linear(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
+    layer = cast(ChannelLinear, info.layer)
+    return ChannelLinearModule(layer.in_features, layer.out_features, bias=layer.bias, **factory)
+
+
 def _layernorm(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
-    layer = info.layer
+    layer = cast(LayerNorm, info.layer)
     cls = ChannelLayerNorm if len(info.input_shape) == 3 else nn.LayerNorm
     return cls(
         layer.num_features,
         eps=layer.eps,
-        elementwise_affine=layer.elementwise_affine,  # type: ignore[attr-defined]
+        elementwise_affine=layer.elementwise_affine,
         bias=layer.bias,
         **factory,
-    )  # type: ignore[attr-defined]
+    )
 
 
 def _hardtanh(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
@@ -205,7 +231,8 @@ def _conv2d(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
     common = dict(stride=layer.stride, dilation=layer.dilation, groups=layer.groups, bias=layer.bias, **factory)
     args = (layer.in_channels, layer.out_channels, layer.kernel_size)
     if top == bottom and left == right:
-        return nn.Conv2d(*args, padding=(top, left), padding_mode=layer.padding_mode, **common)
+        mode = cast('Literal["zeros", "reflect", "replicate", "circular"]', layer.padding_mode)  # checked by the spec
+        return nn.Conv2d(*args, padding=(top, left), padding_mode=mode, **common)
     return PaddedConv2d(*args, pad=(left, right, top, bottom), pad_mode=_PAD_MODES[layer.padding_mode], **common)
 
 
@@ -215,20 +242,20 @@ def _linear(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
 
 
 def _batchnorm(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
-    layer = info.layer
+    layer = cast("BatchNorm2d | BatchNorm1d", info.layer)
     cls = nn.BatchNorm2d if isinstance(layer, BatchNorm2d) else nn.BatchNorm1d
-    learned = layer.affine_params  # type: ignore[attr-defined]
+    learned = layer.affine_params
     module = cls(
         layer.num_features,
         eps=layer.eps,
         momentum=layer.momentum,
-        affine=len(learned) == 2,  # type: ignore[attr-defined]
+        affine=len(learned) == 2,
         track_running_stats=layer.track_running_stats,
         **factory,
-    )  # type: ignore[attr-defined]
+    )
     if len(learned) == 1:  # Keras' scale=False or center=False: F.batch_norm takes weight and bias separately
         fill = torch.ones if learned[0] == "weight" else torch.zeros  # torch's own initial gain and shift
-        module.register_parameter(learned[0], nn.Parameter(fill(layer.num_features, **factory)))  # type: ignore[attr-defined]
+        module.register_parameter(learned[0], nn.Parameter(fill(layer.num_features, **factory)))
     return module
 
 
@@ -296,23 +323,10 @@ _BUILDERS: dict[type, Callable[[LayerInfo, dict[str, Any]], nn.Module]] = {
     Hardsigmoid: lambda info, factory: ExactHardsigmoid() if factory["dtype"] == torch.float64 else nn.Hardsigmoid(),
     Hardswish: lambda info, factory: nn.Hardswish(),
     StochasticDepth: lambda info, factory: StochasticDepthModule(info.layer.p, info.layer.mode),  # type: ignore[attr-defined]
-    Rescaling: lambda info, factory: RescalingModule(
-        info.layer.scale,
-        info.layer.offset,  # type: ignore[attr-defined]
-        len(info.input_shape) + 1,
-    ),
-    Normalization: lambda info, factory: NormalizationModule(
-        info.layer.num_features,
-        len(info.input_shape) + 1,  # type: ignore[attr-defined]
-        **factory,
-    ),
+    Rescaling: _rescaling,
+    Normalization: _normalization,
     LayerNorm: _layernorm,
-    ChannelLinear: lambda info, factory: ChannelLinearModule(
-        info.layer.in_features,
-        info.layer.out_features,  # type: ignore[attr-defined]
-        bias=info.layer.bias,
-        **factory,
-    ),  # type: ignore[attr-defined]
+    ChannelLinear: _channel_linear,
     LayerScale: lambda info, factory: LayerScaleModule(info.layer.num_features, **factory),  # type: ignore[attr-defined]
     Narrow: lambda info, factory: NarrowModule(narrow_axis(info), info.layer.start, info.layer.length),  # type: ignore[attr-defined]
     ChannelShuffle: lambda info, factory: nn.ChannelShuffle(info.layer.groups),  # type: ignore[attr-defined]
@@ -378,7 +392,7 @@ def build(spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarra
                         node = graph.call_function(op, (node, a))
                     values[info.index] = node
             elif info.kind == "LayerScale":  # a parameter of the module at the key, as torchvision's CNBlock
-                _install_parameter(root, f"{info.key}.layer_scale", module.layer_scale)
+                _install_parameter(root, f"{info.key}.layer_scale", cast(nn.Parameter, module.layer_scale))
                 scale = graph.get_attr(f"{info.key}.layer_scale")
                 values[info.index] = graph.call_function(operator.mul, (scale, args[0]))
             else:
@@ -395,8 +409,8 @@ def build(spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarra
         graph.output(values[infos[-1].index])
         model = torch.fx.GraphModule(root, graph, class_name="XconvGraph")
     model = model.to_empty(device="cpu")
-    model.xconv_spec = spec
-    model.xconv_dtype = dtype
+    model.xconv_spec = spec  # type: ignore[assignment]  # torch types Module attributes as tensors or modules only
+    model.xconv_dtype = dtype  # type: ignore[assignment]
     set_weights(model, infos, weights)
     # Inference mode, like a Keras call without ``training``: tm(x) and km(x) agree out of the box. Training
     # loops call model.train(), as torch's own do.
@@ -464,7 +478,7 @@ def import_tensors(model: nn.Module, infos: list[LayerInfo], arrays: dict[str, A
             if isinstance(array, np.ndarray):
                 source = torch.from_numpy(np.array(array, order="C"))
             else:
-                source = array if isinstance(array, torch.Tensor) else torch.from_dlpack(array)
+                source = array if isinstance(array, torch.Tensor) else torch.from_dlpack(array)  # type: ignore[attr-defined]  # exported by torch, not marked so
             tensors[key].copy_(source)
 
 
@@ -488,7 +502,7 @@ class _Mode:
 def infos_of(model: nn.Module) -> list[LayerInfo]:
     from ..shapes import infer
 
-    return infer(model.xconv_spec)
+    return infer(cast(Sequential, model.xconv_spec))
 
 
 def forward(model: nn.Module, x: np.ndarray, output: str | None = None) -> np.ndarray:
@@ -579,7 +593,7 @@ def train(
         model.train()
         opt.zero_grad(set_to_none=True)
         loss = F.cross_entropy(model(torch.from_numpy(np.ascontiguousarray(x))), torch.from_numpy(y))
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # untyped in torch
         opt.step()
         losses.append(loss.item())
         if on_step is not None:

@@ -157,7 +157,8 @@ def _chain(
                 f"{who}: the paths leaving {nodes[cur].where()} do not meet again in an add, multiply or concatenation "
                 f"(at {where}); this graph is not a nesting of fork-join blocks"
             )
-        branches, taken = [], {}
+        branches: list[Any] = []
+        taken: dict[int, int] = {}  # node -> the join input whose branch holds it
         for k, src in enumerate(nodes[join].inputs):
             if src == cur:
                 branches.append(_identity(nodes[join], k, names))

@@ -21,7 +21,9 @@ CONV_TRANSPOSE = (keras.layers.Conv2DTranspose, TorchConvTranspose2D)
 UPSAMPLE = (keras.layers.UpSampling2D, keras.layers.Resizing, TorchUpsample2D)
 
 
-def conv_transpose(layer: Any, in_shape: tuple[int, ...], name: str, where: str) -> tuple[ConvTranspose2d, dict]:
+def conv_transpose(
+    layer: Any, in_shape: tuple[int, ...], name: str, where: str
+) -> tuple[ConvTranspose2d, dict[str, np.ndarray]]:
     """The ConvTranspose2d of a Keras transposed conv on an (H, W, C) input, and its Keras arrays. 'valid' and
     'same' become torch's padding (cropped from both ends) and output_padding (added bottom / right) where
     TensorFlow's crop of the full output is one of those; otherwise refused."""
@@ -29,7 +31,7 @@ def conv_transpose(layer: Any, in_shape: tuple[int, ...], name: str, where: str)
     weights = {"weight": kernel}
     if layer.use_bias:
         weights["bias"] = np.asarray(layer.bias.numpy())
-    common = dict(stride=tuple(layer.strides), bias=layer.use_bias, name=name)
+    common = {"stride": tuple(layer.strides), "bias": layer.use_bias, "name": name}
     if type(layer) is TorchConvTranspose2D:
         spec = ConvTranspose2d(
             int(kernel.shape[3]),
@@ -40,7 +42,7 @@ def conv_transpose(layer: Any, in_shape: tuple[int, ...], name: str, where: str)
             output_padding=layer.torch_output_padding,
             dilation=layer.torch_dilation,
             **common,
-        )  # type: ignore[arg-type]
+        )
         return spec, weights
     out_hw = tuple(layer.compute_output_shape((None, *in_shape))[1:3])  # Keras' own output length
     padding, output_padding = [], []
@@ -66,7 +68,7 @@ def conv_transpose(layer: Any, in_shape: tuple[int, ...], name: str, where: str)
         output_padding=tuple(output_padding),
         dilation=tuple(layer.dilation_rate),
         **common,
-    )  # type: ignore[arg-type]
+    )
     return spec, weights
 
 
@@ -93,9 +95,9 @@ def upsample(layer: Any, where: str, current: tuple[int, ...]) -> Upsample:
         elif type(layer) is keras.layers.Resizing and not (
             layer.crop_to_aspect_ratio or layer.pad_to_aspect_ratio or layer.antialias
         ):
-            mode = {"nearest": "nearest-exact", "bilinear": "bilinear"}.get(layer.interpolation)
-            if mode is not None:
-                return Upsample((int(layer.height), int(layer.width)), mode=mode)
+            resize_mode = {"nearest": "nearest-exact", "bilinear": "bilinear"}.get(layer.interpolation)
+            if resize_mode is not None:
+                return Upsample((int(layer.height), int(layer.width)), mode=resize_mode)
     except SpecError as e:
         raise UnsupportedLayerError(f"from_keras: {where}: {e}") from None
     raise UnsupportedLayerError(

@@ -6,6 +6,7 @@ tensor in between has one reader."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,7 @@ from ..spec import (
     Hardswish,
     Hardtanh,
     Identity,
+    Layer,
     LayerNorm,
     LayerScale,
     LeakyReLU,
@@ -312,7 +314,7 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
             index[id(out)] = add(Raw(name, op, [src], payload=tuple(layer.strides)))
         elif type(layer) in (keras.layers.Conv2D, GroupedConv2D):
             act = _activation(layer, where)
-            weights = {"weight": np.asarray(layer.kernel.numpy())}
+            weights: dict[str, Any] = {"weight": np.asarray(layer.kernel.numpy())}
             if layer.use_bias:
                 weights["bias"] = np.asarray(layer.bias.numpy())
             c_in = int(layer.kernel.shape[2]) * layer.groups
@@ -583,7 +585,7 @@ def _plain_layer(layer: Any, where: str, current: tuple[int, ...]) -> tuple[Any,
         return ELU(float(layer.alpha)), weights
     if type(layer) is keras.layers.Softmax:
         rank = len(current) + 1
-        axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
+        axes = tuple(layer.axis) if isinstance(layer.axis, (list, tuple)) else (layer.axis,)
         if len(axes) != 1 or axes[0] % rank == 0:
             raise UnsupportedLayerError(f"from_keras: {where}: only a Softmax over one non-batch axis is supported")
         return Softmax(layout.canonical_axis(axes[0] % rank, rank)), weights
@@ -612,7 +614,7 @@ def _plain_layer(layer: Any, where: str, current: tuple[int, ...]) -> tuple[Any,
         return Normalization(current[0]), {"mean": mean.astype(dtype), "variance": variance.astype(dtype)}
     if type(layer) is TorchActivation:
         fn = layer.function
-        return {
+        makers: dict[str, Callable[[], Layer]] = {
             "leaky_relu": lambda: LeakyReLU(layer.param),
             "elu": lambda: ELU(layer.param),
             "gelu": lambda: GELU(),
@@ -620,7 +622,8 @@ def _plain_layer(layer: Any, where: str, current: tuple[int, ...]) -> tuple[Any,
             "hardtanh": lambda: Hardtanh(layer.param, layer.param2),
             "hardsigmoid": lambda: Hardsigmoid(),
             "hardswish": lambda: Hardswish(),
-        }[fn](), weights
+        }
+        return makers[fn](), weights
     raise UnsupportedLayerError(f"from_keras: {where} is not supported; supported: {_SUPPORTED}")
 
 
@@ -699,7 +702,7 @@ def _fold_convs(nodes: list[Raw]) -> None:
             strides = [a * b for a, b in zip(strides, sub)]
             drop(nodes, after)
         node.layer = dataclasses.replace(
-            conv, stride=tuple(strides), padding=pad if pad is not None else conv.padding, padding_mode=mode
+            conv, stride=(strides[0], strides[1]), padding=pad if pad is not None else conv.padding, padding_mode=mode
         )
         for i in (drop_pad, drop_crop, drop_pre):
             if i is not None:

@@ -4,12 +4,13 @@ the module's own ``state_dict`` names."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import operator
 from typing import Any
 
 import numpy as np
 
-from ..backends.torch_backend import F, nn, torch  # the backend is the one place that imports torch
+from ..backends.torch_backend import nn, torch  # the backend is the one place that imports torch
 from ..errors import UnsupportedLayerError
 from ..spec import (
     ELEMENTWISE,
@@ -28,6 +29,8 @@ from ..spec import (
 )
 from ._graph import Names, Raw, drop, readers, to_spec
 from .torch_layers import _SUPPORTED, _as_module, _flat_args, _get_attr, _layer
+
+F = torch.nn.functional
 
 _ADDS = (operator.add, operator.iadd, torch.add)
 _MULS = (operator.mul, operator.imul, torch.mul)
@@ -61,7 +64,7 @@ def _fold_pads(nodes: list[Raw]) -> None:
             conv.op == "layer"
             and isinstance(conv.layer, Conv2d)
             and conv.layer.padding_mode == "zeros"
-            and conv.layer.padding != "same"
+            and not isinstance(conv.layer.padding, str)  # explicit, not 'same'
             and conv.inputs == [i]
         ):
             continue
@@ -470,7 +473,7 @@ class _ShapeOps:
         self.pieces: dict[Any, tuple[Any, int, list[tuple[int, int]]]] = {}  # x.chunk / x.split: (src, dim, parts)
 
     def shape(self, node: Any) -> tuple[int, ...] | None:
-        return getattr(node, "meta", {}).get("xconv_shape")  # type: ignore[no-any-return]
+        return getattr(node, "meta", {}).get("xconv_shape")
 
     def resolve(self, value: Any) -> Any:
         if isinstance(value, dict):
@@ -527,6 +530,7 @@ class _ShapeOps:
         shape = self.shape(src)
         if src in self.nhwc:
             if isinstance(layer, Linear):
+                assert layer.in_features is not None  # torch's Linear knows its input size
                 layer = ChannelLinear(layer.in_features, layer.out_features, bias=layer.bias, name=layer.name)
             elif not (
                 isinstance(layer, LayerNorm) or isinstance(layer, ELEMENTWISE) and not isinstance(layer, Softmax)
@@ -629,7 +633,7 @@ class _ShapeOps:
                 parts = [(a, min(step, size - a)) for a in range(0, size, step)]
             else:
                 starts = np.cumsum([0, *values["split_size_or_sections"]])
-                parts = [(int(a), int(b - a)) for a, b in zip(starts[:-1], starts[1:])]
+                parts = [(int(a), int(b - a)) for a, b in itertools.pairwise(starts)]
             self.pieces[node] = (src, dim, parts)
             return "pending"
         if method == "narrow":
@@ -705,5 +709,10 @@ def _live_nodes(graph: Any, key: str | None) -> set[Any]:
 
 def _flat_args_of(value: Any) -> list[Any]:
     found: list[Any] = []
-    torch.fx.node.map_arg(value, lambda n: found.append(n) or n)
+
+    def collect(n: Any) -> Any:
+        found.append(n)
+        return n
+
+    torch.fx.node.map_arg(value, collect)
     return found

@@ -3,9 +3,9 @@ classes and functions map; anything else is refused with the operation's name.""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from ..backends.torch_backend import F, nn, torch  # the backend is the one place that imports torch
+from ..backends.torch_backend import nn, torch  # the backend is the one place that imports torch
 from ..errors import UnsupportedLayerError
 from ..spec import (
     ELU,
@@ -42,6 +42,8 @@ from ..spec import (
     ZeroPad2d,
 )
 
+F = torch.nn.functional
+
 _SUPPORTED = (
     "nn.Conv2d / F.conv2d, nn.ReLU / F.relu / torch.relu / .relu(), nn.Flatten / torch.flatten(x, 1) / "
     "x.view(N, -1) / x.reshape(N, -1), nn.Linear / F.linear, nn.ZeroPad2d (folded into the next conv where exact), "
@@ -62,7 +64,12 @@ _SUPPORTED = (
 
 def _flat_args(node: Any) -> list[Any]:
     found: list[Any] = []
-    torch.fx.node.map_arg((node.args, node.kwargs), lambda n: found.append(n) or n)
+
+    def collect(n: Any) -> Any:
+        found.append(n)
+        return n
+
+    torch.fx.node.map_arg((node.args, node.kwargs), collect)
     return found
 
 
@@ -281,7 +288,7 @@ def _module_layer(m: nn.Module, where: str) -> Any:
         size = m.output_size
         if size is None or (isinstance(size, (tuple, list)) and None in size):
             raise UnsupportedLayerError(f"from_torch: {where}: output_size with None is not supported; give both sizes")
-        return AdaptiveAvgPool2d(size)
+        return AdaptiveAvgPool2d(cast("int | tuple[int, int]", size))  # no None left
     if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
         cls = BatchNorm2d if isinstance(m, nn.BatchNorm2d) else BatchNorm1d
         # what F.batch_norm is given: a gain and a shift each when present (a shift alone is Keras' scale=False)
@@ -320,6 +327,8 @@ def _layer(m: nn.Module, name: str, where: str) -> tuple[Any, dict[str, Any]]:
     exact classes map: a subclass that torch.fx keeps whole (one from torch.nn or torch.ao.nn, such as a
     quantisation-aware conv) may compute something else, and is refused."""
     from ..backends.torch_backend import PaddedConv2d
+
+    own: Any = m  # a module matched by its class's name or in a tuple of classes: attributes read as plain values
 
     if type(m) is PaddedConv2d:  # xconv's own: its 4-sided padding is applied inside
         left, right, top, bottom = m.pad
@@ -368,7 +377,7 @@ def _layer(m: nn.Module, name: str, where: str) -> tuple[Any, dict[str, Any]]:
             name=name,
         )
     elif type(m) in (nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d):
-        layer = _upsample(m, name, where)
+        layer = _upsample(cast(nn.Upsample, m), name, where)  # or a subclass of it, as matched
     elif type(m) is nn.Linear:
         layer = Linear(m.in_features, m.out_features, bias=m.bias is not None, name=name)
     elif type(m) is nn.ReLU:
@@ -380,36 +389,36 @@ def _layer(m: nn.Module, name: str, where: str) -> tuple[Any, dict[str, Any]]:
     elif type(m) is nn.Identity:
         layer = Identity(name=name)
     elif type(m) in (nn.Hardtanh, nn.ReLU6):
-        layer = Hardtanh(float(m.min_val), float(m.max_val), name=name)
+        layer = Hardtanh(float(own.min_val), float(own.max_val), name=name)
     elif type(m) is nn.Hardsigmoid or type(m).__name__ == "ExactHardsigmoid" and type(m).__module__ == _OWN:
         layer = Hardsigmoid(name=name)
     elif type(m) is nn.Hardswish:
         layer = Hardswish(name=name)
     elif type(m).__name__ == "StochasticDepthModule" and type(m).__module__ == _OWN:
-        layer = StochasticDepth(m.p, m.mode, name=name)
+        layer = StochasticDepth(own.p, own.mode, name=name)
     elif type(m).__name__ == "RescalingModule" and type(m).__module__ == _OWN:
-        layer = Rescaling(m.scale, m.offset, name=name)
+        layer = Rescaling(own.scale, own.offset, name=name)
     elif type(m).__name__ == "NormalizationModule" and type(m).__module__ == _OWN:
-        layer = Normalization(int(m.mean.numel()), name=name)
+        layer = Normalization(int(own.mean.numel()), name=name)
     elif type(m) is nn.LayerNorm or type(m).__name__ == "ChannelLayerNorm" and type(m).__module__ == _OWN:
-        if len(m.normalized_shape) != 1:
+        if len(own.normalized_shape) != 1:
             raise UnsupportedLayerError(
-                f"from_torch: {where}: LayerNorm over {len(m.normalized_shape)} dimensions; "
+                f"from_torch: {where}: LayerNorm over {len(own.normalized_shape)} dimensions; "
                 "only over one (features, or channels at every pixel) is supported"
             )
         layer = LayerNorm(
-            m.normalized_shape[0],
-            eps=m.eps,
-            elementwise_affine=m.weight is not None,
-            bias=m.bias is not None,
+            own.normalized_shape[0],
+            eps=own.eps,
+            elementwise_affine=own.weight is not None,
+            bias=own.bias is not None,
             name=name,
         )
     elif type(m).__name__ == "ChannelLinearModule" and type(m).__module__ == _OWN:
-        layer = ChannelLinear(m.in_features, m.out_features, bias=m.bias is not None, name=name)
+        layer = ChannelLinear(own.in_features, own.out_features, bias=own.bias is not None, name=name)
     elif type(m).__name__ == "LayerScaleModule" and type(m).__module__ == _OWN:
-        layer = LayerScale(int(m.layer_scale.shape[0]), name=name)
+        layer = LayerScale(int(own.layer_scale.shape[0]), name=name)
     elif type(m).__name__ == "NarrowModule" and type(m).__module__ == _OWN:
-        layer = Narrow(m.dim, m.start, m.length, name=name)
+        layer = Narrow(own.dim, own.start, own.length, name=name)
     elif type(m) is nn.ChannelShuffle:
         layer = ChannelShuffle(int(m.groups), name=name)
     elif type(m) is nn.ZeroPad2d:
@@ -446,7 +455,7 @@ def _layer(m: nn.Module, name: str, where: str) -> tuple[Any, dict[str, Any]]:
     return layer, {f"{name}.{k}": t for k, t in state.items() if t is not None}
 
 
-def _upsample(m: nn.Module, name: str, where: str) -> Upsample:
+def _upsample(m: nn.Upsample, name: str, where: str) -> Upsample:
     """The spec of an nn.Upsample: torch's own arguments, checked by the spec (a mode other than nearest,
     nearest-exact or bilinear, or recompute_scale_factor, is refused)."""
     from ..errors import SpecError

@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import SpecError
-from ._normalize import Padding, Pair, as_bool, as_choice, as_float, as_int, as_name, as_padding, as_pair, compact
+from ._normalize import (
+    Padding,
+    PaddingLike,
+    Pair,
+    PairLike,
+    as_bool,
+    as_choice,
+    as_float,
+    as_int,
+    as_name,
+    as_padding,
+    as_pair,
+    compact,
+)
 
 __all__ = [
     "ELEMENTWISE",
@@ -51,9 +64,9 @@ class Layer:
     """Base class of layer specs. Subclasses are frozen dataclasses whose fields hold normalised values."""
 
     #: fields printed positionally by ``repr`` (the required arguments)
-    _positional = ()
+    _positional: ClassVar[tuple[str, ...]] = ()
     #: field -> the field whose value it defaults to (``MaxPool2d.stride`` defaults to ``kernel_size``)
-    _defaults_from = {}  # type: ignore[var-annotated]  # read-only; unannotated, so no dataclass field
+    _defaults_from: ClassVar[dict[str, str]] = {}  # read-only; a ClassVar, so no dataclass field
 
     #: optional name (a non-empty string without "/"; dots allowed): the layer's key in canonical weights
     #: (``"{name}.weight"``) and its Keras layer name; unnamed layers are keyed by their positional path
@@ -130,6 +143,23 @@ class Conv2d(Layer):
     padding_mode: str = "zeros"
 
     _positional = ("in_channels", "out_channels")
+
+    if TYPE_CHECKING:  # the spellings the constructor accepts; the fields hold their normal forms
+
+        def __init__(
+            self,
+            in_channels: int,
+            out_channels: int,
+            kernel_size: PairLike,
+            stride: PairLike = ...,
+            padding: PaddingLike | str = ...,
+            dilation: PairLike = ...,
+            groups: int = ...,
+            bias: bool = ...,
+            padding_mode: str = ...,
+            *,
+            name: str | None = ...,
+        ) -> None: ...
 
     def _validate(self) -> None:
         me = "Conv2d"
@@ -213,7 +243,20 @@ class MaxPool2d(Layer):
     ceil_mode: bool = False
 
     _positional = ("kernel_size",)
-    _defaults_from = {"stride": "kernel_size"}
+    _defaults_from: ClassVar[dict[str, str]] = {"stride": "kernel_size"}
+
+    if TYPE_CHECKING:  # the spellings the constructor accepts; the fields hold their normal forms
+
+        def __init__(
+            self,
+            kernel_size: PairLike,
+            stride: PairLike | None = ...,
+            padding: PairLike = ...,
+            dilation: PairLike = ...,
+            ceil_mode: bool = ...,
+            *,
+            name: str | None = ...,
+        ) -> None: ...
 
     def _validate(self) -> None:
         _pool_common(self, "MaxPool2d")
@@ -243,7 +286,20 @@ class AvgPool2d(Layer):
     count_include_pad: bool = True
 
     _positional = ("kernel_size",)
-    _defaults_from = {"stride": "kernel_size"}
+    _defaults_from: ClassVar[dict[str, str]] = {"stride": "kernel_size"}
+
+    if TYPE_CHECKING:  # the spellings the constructor accepts; the fields hold their normal forms
+
+        def __init__(
+            self,
+            kernel_size: PairLike,
+            stride: PairLike | None = ...,
+            padding: PairLike = ...,
+            ceil_mode: bool = ...,
+            count_include_pad: bool = ...,
+            *,
+            name: str | None = ...,
+        ) -> None: ...
 
     def _validate(self) -> None:
         _pool_common(self, "AvgPool2d")
@@ -268,6 +324,10 @@ class AdaptiveAvgPool2d(Layer):
     output_size: Pair
 
     _positional = ("output_size",)
+
+    if TYPE_CHECKING:  # the spellings the constructor accepts; the field holds the normal form
+
+        def __init__(self, output_size: PairLike, *, name: str | None = ...) -> None: ...
 
     def _validate(self) -> None:
         self._set("output_size", as_pair("AdaptiveAvgPool2d", "output_size", self.output_size, minimum=1))
@@ -425,6 +485,10 @@ class ZeroPad2d(Layer):
     padding: Padding
 
     _positional = ("padding",)
+
+    if TYPE_CHECKING:  # the spellings the constructor accepts; the field holds the normal form
+
+        def __init__(self, padding: PaddingLike, *, name: str | None = ...) -> None: ...
 
     def __repr__(self) -> str:
         (t, b), (l, r) = self.padding

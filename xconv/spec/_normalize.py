@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import math
 import operator
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import SpecError
 
 Pair = tuple[int, int]
 Padding = tuple[Pair, Pair]
+
+#: the spellings the constructors accept for a ``Pair`` field: an int or (h, w)
+PairLike = int | Sequence[int]
+#: the spellings accepted for an explicit padding: an int, (ph, pw) or ((top, bottom), (left, right))
+PaddingLike = int | Sequence[int] | Sequence[Sequence[int]]
 
 
 def as_int(owner: str, name: str, value: Any, *, minimum: int | None = None) -> int:
@@ -76,7 +83,7 @@ def as_float(
     if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
         raise SpecError(f"{owner}: `{name}` must be a number. Received: {name}={value!r}")
     out = float(value)
-    bad = out != out or out in (float("inf"), float("-inf"))
+    bad = not math.isfinite(out)
     if low is not None:
         bad = bad or out < low or (low_open and out == low)
     if high is not None:

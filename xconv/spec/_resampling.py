@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import SpecError
 from ._layers import Layer
-from ._normalize import Pair, as_bool, as_choice, as_float, as_int, as_pair
+from ._normalize import Pair, PairLike, as_bool, as_choice, as_float, as_int, as_pair
 
 __all__ = ["ConvTranspose2d", "Upsample"]
 
@@ -47,6 +48,18 @@ class Upsample(Layer):
     scale_factor: tuple[float, float] | None = None
     mode: str = "nearest"
     align_corners: bool | None = None
+
+    if TYPE_CHECKING:  # the spellings the constructor accepts; the fields hold their normal forms
+
+        def __init__(
+            self,
+            size: PairLike | None = ...,
+            scale_factor: float | Sequence[float] | None = ...,
+            mode: str = ...,
+            align_corners: bool | None = ...,
+            *,
+            name: str | None = ...,
+        ) -> None: ...
 
     def _validate(self) -> None:
         me = "Upsample"
@@ -94,6 +107,23 @@ class ConvTranspose2d(Layer):
     dilation: Pair = (1, 1)
 
     _positional = ("in_channels", "out_channels")
+
+    if TYPE_CHECKING:  # the spellings the constructor accepts; the fields hold their normal forms
+
+        def __init__(
+            self,
+            in_channels: int,
+            out_channels: int,
+            kernel_size: PairLike,
+            stride: PairLike = ...,
+            padding: PairLike = ...,
+            output_padding: PairLike = ...,
+            groups: int = ...,
+            bias: bool = ...,
+            dilation: PairLike = ...,
+            *,
+            name: str | None = ...,
+        ) -> None: ...
 
     def _validate(self) -> None:
         me = "ConvTranspose2d"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
-from typing import Any, Union
+from typing import Any
 
 from ..errors import SpecError
 from ._layers import LAYER_TYPES, Layer
@@ -187,7 +187,7 @@ class Concat(Combinator):
         return {"dim": self.dim}
 
 
-Item = Union[Layer, Sequential, Combinator]
+Item = Layer | Sequential | Combinator
 COMBINATORS: dict[str, type[Combinator]] = {"Add": Add, "Concat": Concat, "Multiply": Multiply}
 
 

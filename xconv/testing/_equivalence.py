@@ -80,9 +80,9 @@ def lipschitz(layer: Any) -> float | None:
         "Upsample": 1.0,
     }
     if layer.kind == "LeakyReLU":
-        return max(1.0, abs(layer.negative_slope))
+        return max(1.0, abs(float(layer.negative_slope)))
     if layer.kind == "ELU":
-        return max(1.0, abs(layer.alpha))
+        return max(1.0, abs(float(layer.alpha)))
     if layer.kind == "Rescaling":
         return float(np.abs(np.asarray(layer.scale)).max())
     return bounds.get(layer.kind)

@@ -77,7 +77,7 @@ def train_parity(
     weights = init_weights(infos, seed, dtype)
     xs = rng.standard_normal((steps, batch, *resolved.input_shape)).astype(dtype)  # type: ignore[misc]
     ys = rng.integers(0, out[0], size=(steps, batch)).astype(np.int64)
-    config = dict(name=optimizer, lr=lr, momentum=momentum, nesterov=nesterov, betas=betas, eps=eps)
+    config = {"name": optimizer, "lr": lr, "momentum": momentum, "nesterov": nesterov, "betas": betas, "eps": eps}
     losses, finals = {}, {}
     for name in ("torch", "tf"):
         model = build(resolved, name, dtype=dtype)

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from hypothesis import strategies as st
@@ -176,9 +176,14 @@ def conv2d_layers(
         padding = (draw(side), draw(side))
     else:
         padding = ((draw(side), draw(side)), (draw(side), draw(side)))
-    explicit = None if form == "same" else Conv2d(1, 1, 1, padding=padding).padding
-    padded_h = None if explicit is None else h + sum(explicit[0])  # type: ignore[index]
-    padded_w = None if explicit is None else w + sum(explicit[1])  # type: ignore[index]
+    # every form but 'same' is stored as explicit ((top, bottom), (left, right))
+    explicit = (
+        None
+        if form == "same"
+        else cast("tuple[tuple[int, int], tuple[int, int]]", Conv2d(1, 1, 1, padding=padding).padding)
+    )
+    padded_h = None if explicit is None else h + sum(explicit[0])
+    padded_w = None if explicit is None else w + sum(explicit[1])
     axis_h = draw(_axis(padded_h, kernel_max, strides, dilations))
     if draw(st.booleans()) and _fits(axis_h, padded_w):
         axis_w = axis_h
@@ -188,7 +193,7 @@ def conv2d_layers(
     pads = explicit or (same_padding(h, kh, sh, dh), same_padding(w, kw, sw, dw))
     mode = draw(st.sampled_from(modes))
     limit = {"reflect": (h - 1, w - 1), "circular": (h, w)}.get(mode)
-    if limit is not None and (max(pads[0]) > limit[0] or max(pads[1]) > limit[1]):  # type: ignore[index]
+    if limit is not None and (max(pads[0]) > limit[0] or max(pads[1]) > limit[1]):
         mode = "zeros" if "zeros" in modes else "replicate"
     g = draw(st.sampled_from([1, 1, 2, 3, c])) if groups else 1  # c: depthwise (Keras' DepthwiseConv2D)
     if c % g:
@@ -266,7 +271,7 @@ def channel_layers(
     if not options:
         return None
     kind = draw(st.sampled_from(options))
-    c, h, w = shape
+    c, _h, _w = shape
     if kind == "LayerNorm":
         return draw(_layernorm(c, batch_stats))  # type: ignore[no-any-return]
     if kind == "ChannelLinear":
@@ -316,7 +321,10 @@ def upsample_layers(draw: Any, shape: tuple[int, int, int], max_size: int = 12) 
     larger than the input, per axis), integer and non-integer scale factors (e.g. 1.3, 2.5, 1/3: torch's output
     floor(n * f) with source positions at 1 / f); an output side grows to at most 2 * ``max_size``."""
     _, h, w = shape
-    limit = lambda n: max(n, 2 * max_size)
+
+    def limit(n: int) -> int:
+        return max(n, 2 * max_size)
+
     mode = draw(st.sampled_from(["nearest", "nearest", "nearest-exact", "bilinear", "bilinear"]))
     corners = draw(st.booleans()) if mode == "bilinear" else None
     if draw(st.booleans()):
@@ -380,7 +388,7 @@ def _same_size_branch(
 ) -> Any:
     """A branch that keeps H and W and gives ``c_out`` channels: a skip (when the channels agree), a
     stride-1 'same' conv with extras after it, a nested block, or a 3x3 stride-1 pool; 1..3 layers."""
-    c, h, w = shape
+    c, _h, _w = shape
     options = ["conv", "conv"]
     if c_out == c:
         options += ["skip", "pool", "act"] + (["block"] if depth < 2 else [])
@@ -432,7 +440,7 @@ def blocks(
     (skips, convs with extras, pools, nested blocks: branches of different depths), a squeeze-excitation
     ``Multiply`` (a (C, 1, 1) sigmoid gate broadcast over the map), or a ``Concat`` along channels (any channel
     counts) or along H or W. ``keep_shape``: only blocks whose output has the input's shape."""
-    c, h, w = shape
+    c, _h, _w = shape
     options = [k for k in COMBINATOR_KINDS if k in kinds and not (keep_shape and k == "Concat")] or ["Add"]
     kind = draw(st.sampled_from(options))
     n = draw(st.integers(2, 3))
@@ -561,7 +569,7 @@ def specs(
         elif "Conv2d" in kinds:
             layer = draw(
                 conv2d_layers(
-                    shape,
+                    cast("tuple[int, int, int]", shape),  # a (C, H, W) map here
                     paddings=paddings,
                     modes=modes,
                     strides=strides,
@@ -569,7 +577,7 @@ def specs(
                     max_channels=max_channels,
                     groups=groups,
                 )
-            )  # type: ignore[arg-type]
+            )
         if layer is None:
             layer = draw(activations(kinds)) or Identity()
         layers.append(layer)
@@ -578,7 +586,7 @@ def specs(
         features = int(np.prod(shape))
         if features > max_features:  # keep Linear layers small: bring the map down with a 1x1-output conv
             if "Conv2d" not in kinds:
-                return draw(
+                spec: Sequential = draw(
                     specs(
                         max_layers=max_layers,
                         min_size=1,
@@ -589,6 +597,7 @@ def specs(
                         modes=modes,
                     )
                 )
+                return spec
             conv = Conv2d(shape[0], draw(st.integers(1, max_channels)), (shape[1], shape[2]))
             layers.append(conv)
             shape = (conv.out_channels, 1, 1)
@@ -631,14 +640,14 @@ def specs(
 
 @st.composite
 def _batchnorm_options(draw: Any, batch_stats: bool = True) -> dict[str, Any]:
-    return dict(
-        eps=draw(st.sampled_from([1e-5, 1e-5, 1e-3, 0.1])),
-        momentum=draw(st.sampled_from([0.1, 0.1, 0.5, None])),
-        affine=draw(st.sampled_from([True, True, False])),
-        scale=draw(st.sampled_from([True, True, False])),  # Keras' scale=False / center=False
-        center=draw(st.sampled_from([True, True, False])),
-        track_running_stats=draw(st.sampled_from([True, True, True, False] if batch_stats else [True])),
-    )
+    return {
+        "eps": draw(st.sampled_from([1e-5, 1e-5, 1e-3, 0.1])),
+        "momentum": draw(st.sampled_from([0.1, 0.1, 0.5, None])),
+        "affine": draw(st.sampled_from([True, True, False])),
+        "scale": draw(st.sampled_from([True, True, False])),  # Keras' scale=False / center=False
+        "center": draw(st.sampled_from([True, True, False])),
+        "track_running_stats": draw(st.sampled_from([True, True, True, False] if batch_stats else [True])),
+    }
 
 
 @st.composite
@@ -658,9 +667,12 @@ def inputs(
     assert spec.input_shape is not None, "the spec needs an input_shape"
     low, high = batch
     for info in shapes.infer(spec):
-        if info.kind.startswith("BatchNorm") and (training or not info.layer.track_running_stats):  # type: ignore[attr-defined]
-            if int(np.prod(info.input_shape[1:])) == 1:
-                low = max(low, 2)
+        if (
+            info.kind.startswith("BatchNorm")
+            and (training or not info.layer.track_running_stats)  # type: ignore[attr-defined]
+            and int(np.prod(info.input_shape[1:])) == 1
+        ):
+            low = max(low, 2)
     n = draw(st.integers(low, max(low, high)))
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng([seed, 1])  # inputs and weights: separate streams

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -296,14 +296,14 @@ def _adaptive(info: LayerInfo, x: Any, dtype: str) -> Any:
 
 
 def _batchnorm(info: LayerInfo, x: Any, dtype: str) -> Any:
-    layer = info.layer
+    layer = cast("BatchNorm2d | BatchNorm1d", info.layer)
     return TorchBatchNorm(
         torch_momentum=layer.momentum,
-        track_running_stats=layer.track_running_stats,  # type: ignore[attr-defined]
+        track_running_stats=layer.track_running_stats,
         axis=-1,
         epsilon=layer.eps,
         center="bias" in layer.affine_params,
-        scale="weight" in layer.affine_params,  # type: ignore[attr-defined]
+        scale="weight" in layer.affine_params,
         dtype=dtype,
         name=keras_name(info),
     )(x)
@@ -419,7 +419,7 @@ def _conv_transpose(info: LayerInfo, x: Any, dtype: str) -> Any:
     )(x)
 
 
-_BUILDERS = {
+_BUILDERS: dict[type, Callable[..., Any]] = {  # (info, x, dtype), conv and Dense also activation=
     ConvTranspose2d: _conv_transpose,
     Upsample: _upsample,
     Conv2d: _conv2d,
@@ -431,7 +431,7 @@ _BUILDERS = {
     AdaptiveAvgPool2d: _adaptive,
     BatchNorm2d: _batchnorm,
     BatchNorm1d: _batchnorm,
-    Dropout: lambda info, x, dtype: keras.layers.Dropout(info.layer.p, dtype=dtype, name=keras_name(info))(x),  # type: ignore[attr-defined]
+    Dropout: lambda info, x, dtype: keras.layers.Dropout(info.layer.p, dtype=dtype, name=keras_name(info))(x),
     LeakyReLU: _act_builder("leaky_relu"),
     Sigmoid: _named(keras.layers.Activation, "sigmoid"),
     Tanh: _named(keras.layers.Activation, "tanh"),
@@ -442,12 +442,12 @@ _BUILDERS = {
     Identity: _named(keras.layers.Identity),
     Hardtanh: lambda info, x, dtype: (
         keras.layers.ReLU(max_value=6.0, dtype=dtype, name=keras_name(info))(x)
-        if (info.layer.min_val, info.layer.max_val) == (0.0, 6.0)  # type: ignore[attr-defined]
+        if (info.layer.min_val, info.layer.max_val) == (0.0, 6.0)
         else TorchActivation(
             "hardtanh",
             info.layer.min_val,
             info.layer.max_val,
-            dtype=dtype,  # type: ignore[attr-defined]
+            dtype=dtype,
             name=keras_name(info),
         )(x)
     ),
@@ -455,14 +455,14 @@ _BUILDERS = {
     Hardswish: lambda info, x, dtype: TorchActivation("hardswish", dtype=dtype, name=keras_name(info))(x),
     StochasticDepth: lambda info, x, dtype: keras.layers.Dropout(
         info.layer.p,
-        noise_shape=(None if info.layer.mode == "row" else 1,) + (1,) * len(info.input_shape),  # type: ignore[attr-defined]
+        noise_shape=(None if info.layer.mode == "row" else 1,) + (1,) * len(info.input_shape),
         dtype=dtype,
         name=keras_name(info),
     )(x),
     Rescaling: lambda info, x, dtype: ChannelRescaling(
         info.layer.scale,
         info.layer.offset,
-        dtype=dtype,  # type: ignore[attr-defined]
+        dtype=dtype,
         name=keras_name(info),
     )(x),
     Normalization: lambda info, x, dtype: ChannelNormalization(dtype=dtype, name=keras_name(info))(x),
@@ -470,7 +470,7 @@ _BUILDERS = {
         axis=-1,
         epsilon=info.layer.eps,
         scale=info.layer.elementwise_affine,
-        center=info.layer.bias,  # type: ignore[attr-defined]
+        center=info.layer.bias,
         dtype=dtype,
         name=keras_name(info),
     )(x),
@@ -479,16 +479,16 @@ _BUILDERS = {
     Narrow: lambda info, x, dtype: NarrowLayer(
         layout.keras_axis(narrow_axis(info), len(info.input_shape) + 1),
         info.layer.start,
-        info.layer.length,  # type: ignore[attr-defined]
+        info.layer.length,
         dtype=dtype,
         name=keras_name(info),
     )(x),
     ChannelShuffle: lambda info, x, dtype: ChannelGather(
-        shuffle_order(info.input_shape[0], info.layer.groups),  # type: ignore[attr-defined]
+        shuffle_order(info.input_shape[0], info.layer.groups),
         info.layer.groups,
         dtype=dtype,
         name=keras_name(info),
-    )(x),  # type: ignore[attr-defined]
+    )(x),
     ZeroPad2d: lambda info, x, dtype: keras.layers.ZeroPadding2D(info.padding, dtype=dtype, name=keras_name(info))(x),
 }
 

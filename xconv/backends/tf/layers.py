@@ -290,7 +290,9 @@ class TorchActivation(keras.layers.Layer):
         self.function, self.param, self.param2 = str(function), float(param), float(param2)
 
     def call(self, x: Any) -> Any:
-        c = lambda v: tf.constant(v, dtype=x.dtype)
+        def c(v: float) -> Any:
+            return tf.constant(v, dtype=x.dtype)
+
         if self.function == "leaky_relu":
             return tf.where(x > 0, x, x * c(self.param))
         if self.function == "elu":
@@ -515,9 +517,7 @@ class TorchConvTranspose2D(keras.layers.Conv2DTranspose):
     def _full(self, h: int, w: int) -> tuple[int, int]:
         return tuple(
             (n - 1) * s + d * (k - 1) + 1
-            for n, s, d, k in zip(  # type: ignore[return-value]
-                (h, w), self.strides, self.torch_dilation, self.kernel_size
-            )
+            for n, s, d, k in zip((h, w), self.strides, self.torch_dilation, self.kernel_size)
         )
 
     def call(self, x: Any) -> Any:

@@ -16,9 +16,10 @@ from .weights import _params, _to_canonical
 def forward(model: keras.Model, x: np.ndarray) -> np.ndarray:
     """Run ``model`` on an NCHW (or (N, F)) numpy batch; returns numpy in NCHW (or (N, F), features in C,H,W
     order where they were flattened from a map)."""
-    y = np.asarray(model(layout.to_nhwc(x) if x.ndim == 4 else x, training=False))
+    y: np.ndarray = np.asarray(model(layout.to_nhwc(x) if x.ndim == 4 else x, training=False))
     if y.ndim == 4:
-        return layout.to_nchw(y)
+        nchw: np.ndarray = layout.to_nchw(y)
+        return nchw
     spec = getattr(model, "xconv_spec", None)
     if spec is not None:
         from ...shapes import infer

@@ -100,13 +100,13 @@ def set_weights(model: keras.Model, infos: list[LayerInfo], weights: dict[str, n
 
 def _transfer_state(model: keras.Model, infos: list[LayerInfo]) -> dict[str, Any]:
     """Per model, cached: canonical key -> variable, the float layout ops, the int64 counters, the float bytes."""
-    state = model.__dict__.get("_xconv_transfer")
+    state: dict[str, Any] | None = model.__dict__.get("_xconv_transfer")
     if state is None:
         variables = {f"{i.key}.{n}": v for i in infos for n, v in _params(model, i).items()}
         counters = [k for k in variables if k.endswith(".num_batches_tracked")]
         ops = _layout_ops(infos)
         nbytes = sum(int(np.prod(variables[k].shape)) * np.dtype(variables[k].dtype).itemsize for k, _, _ in ops)
-        state = dict(variables=variables, counters=counters, ops=ops, bytes=nbytes)
+        state = {"variables": variables, "counters": counters, "ops": ops, "bytes": nbytes}
         model.__dict__["_xconv_transfer"] = state
     return state
 
@@ -136,7 +136,7 @@ def _compiled(model: keras.Model, infos: list[LayerInfo], direction: str) -> Any
     ops, variables, counters = state["ops"], state["variables"], state["counters"]
     if direction == "in":
 
-        @tf.function(autograph=False)
+        @tf.function(autograph=False)  # type: ignore[untyped-decorator]  # tensorflow ships no type information
         def move(values: Any, counts: Any) -> None:
             for (key, kind, source), x in zip(ops, values):
                 variables[key].assign(layout.to_keras(kind, x, source, _TF_OPS))
@@ -144,7 +144,7 @@ def _compiled(model: keras.Model, infos: list[LayerInfo], direction: str) -> Any
                 variables[key].assign(counts[i])
     else:
 
-        @tf.function(autograph=False)
+        @tf.function(autograph=False)  # type: ignore[untyped-decorator]  # tensorflow ships no type information
         def move() -> Any:
             floats = [
                 tf.identity(layout.to_canonical(kind, tf.convert_to_tensor(variables[key]), source, _TF_OPS))
