@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine with Python 3.11:
 #   make demo   creates .venv, installs the pinned frameworks and xconv, runs the main job
-#   make test   same environment: builds the documentation (strict), runs the whole test suite
+#   make test   same environment: lint and types, the documentation build (strict), the whole test suite
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/xconv demo
 
-test: docs
+test: lint docs
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest -n auto
 
 # the documentation site into site/: broken links, missing pages or API references fail

@@ -12,7 +12,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-BLOCK = re.compile(r"(<!-- not run: [^>]*-->\n[ ]*)?```python\n(.*?)```", re.S)
+BLOCK = re.compile(r"(<!-- not run: [^>]*-->\n[ ]*)?```python\n(.*?)```", re.DOTALL)
 
 
 def blocks(page: pathlib.Path) -> list[str]:
@@ -33,6 +33,6 @@ def test_examples_run(both_backends, page, tmp_path, monkeypatch):
     namespace: dict = {"__name__": f"docs_{page.stem}"}
     for i, code in enumerate(blocks(page)):
         try:
-            exec(compile(code, f"{page.name} block {i + 1}", "exec"), namespace)
+            exec(compile(code, f"{page.name} block {i + 1}", "exec"), namespace)  # noqa: S102 - running the docs is the test
         except Exception as e:  # noqa: BLE001 - reported with the page and block
             pytest.fail(f"{page.name}, python block {i + 1} fails: {type(e).__name__}: {e}\n{code}")
