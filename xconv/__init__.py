@@ -60,7 +60,11 @@ __version__ = "0.2.0"
 def register_keras_layers() -> None:
     """Register xconv's own Keras layers (``GatherPad2D``, ``Subsample2D``) so that ``keras.models.load_model``
     reads ``.keras`` files that use them. Imports TensorFlow; done automatically by ``import xconv`` when keras
-    is already imported, and by any ``xc.build(..., "tf")``."""
+    is already imported, and by any ``xc.build(..., "tf")``.
+
+    >>> import xconv as xc
+    >>> xc.register_keras_layers()  # then keras.models.load_model reads .keras files that use xconv's layers
+    """
     from .backends import get_backend
 
     get_backend("tf")

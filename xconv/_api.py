@@ -77,13 +77,25 @@ def _model_backend(model: Any, what: str) -> tuple[Backend, Sequential, list[sha
 
 
 def spec_of(model: Any) -> Sequential:
-    """The spec (with its input shape and inferred fields filled in) that ``model`` was built from."""
+    """The spec (with its input shape and inferred fields filled in) that ``model`` was built from.
+
+    >>> import xconv as xc
+    >>> model = xc.build(xc.Sequential(xc.Conv2d(3, 8, 3), input_shape=(3, 8, 8)), "numpy")
+    >>> xc.spec_of(model).layers
+    (Conv2d(3, 8, kernel_size=3),)
+    """
     return _model_backend(model, "spec_of")[1]
 
 
 def get_weights(model: Any) -> dict[str, np.ndarray]:
     """Canonical weights of a built model: ``{"0.weight": OIHW array, "0.bias": ..., "5.weight": (out, in)}``,
-    the layout of a torch ``state_dict``, as fresh numpy arrays (not views into the model)."""
+    the layout of a torch ``state_dict``, as fresh numpy arrays (not views into the model).
+
+    >>> import xconv as xc
+    >>> model = xc.build(xc.Sequential(xc.Conv2d(3, 8, 3), input_shape=(3, 8, 8)), "numpy", seed=0)
+    >>> {key: value.shape for key, value in xc.get_weights(model).items()}
+    {'0.weight': (8, 3, 3, 3), '0.bias': (8,)}
+    """
     backend, _, infos = _model_backend(model, "get_weights")
     return backend.get_weights(model, infos)
 
@@ -94,6 +106,12 @@ def set_weights(model: Any, weights: Mapping[str, Any]) -> None:
 
     Every key, shape and dtype is checked first; float arrays of another precision are cast to the model's
     dtype. On any problem a :class:`WeightError` names all of them and the model is left untouched.
+
+    >>> import numpy as np, xconv as xc
+    >>> model = xc.build(xc.Sequential(xc.Conv2d(3, 8, 3), input_shape=(3, 8, 8)), "numpy")
+    >>> xc.set_weights(model, {"0.weight": np.ones((8, 3, 3, 3)), "0.bias": np.zeros(8)})
+    >>> float(xc.predict(model, np.ones((1, 3, 8, 8))).max())
+    27.0
     """
     backend, _, infos = _model_backend(model, "set_weights")
     arrays = check_weights(infos, weights, backend.dtype_of(model))
@@ -112,6 +130,13 @@ def transfer_weights(src: Any, dst: Any) -> None:
     arrays go through DLPack without numpy copies, and the Keras side transposes and assigns them in one
     compiled TensorFlow function per model and direction (traced on first use, about 0.4 s for a
     ResNet-50-sized spec; later transfers then take about 3x a plain memory copy, see benchmarks/port_speed.py).
+
+    >>> import xconv as xc
+    >>> spec = xc.Sequential(xc.Conv2d(3, 8, 3), input_shape=(3, 8, 8))
+    >>> a, b = xc.build(spec, "numpy", seed=0), xc.build(spec, "numpy", seed=1)
+    >>> xc.transfer_weights(a, b)
+    >>> all((xc.get_weights(a)[k] == v).all() for k, v in xc.get_weights(b).items())
+    True
     """
     src_backend, src_spec, infos = _model_backend(src, "transfer_weights (src)")
     dst_backend, dst_spec, _ = _model_backend(dst, "transfer_weights (dst)")
@@ -136,7 +161,13 @@ def transfer_weights(src: Any, dst: Any) -> None:
 def predict(model: Any, x: Any) -> np.ndarray:
     """Run a built model of either framework on a batch in xconv's logical layout (NCHW, or (N, F)) and
     return numpy in the same layout: Keras models get NHWC and their 4-D output comes back as NCHW. The batch
-    is cast to the model's dtype (as Keras does) and its shape checked against the spec's input shape."""
+    is cast to the model's dtype (as Keras does) and its shape checked against the spec's input shape.
+
+    >>> import numpy as np, xconv as xc
+    >>> model = xc.build(xc.Sequential(xc.Conv2d(3, 8, 3), input_shape=(3, 8, 8)), "numpy", seed=0)
+    >>> xc.predict(model, np.zeros((2, 3, 8, 8))).shape  # NCHW in, NCHW out, whatever the framework
+    (2, 8, 6, 6)
+    """
     backend, spec, _ = _model_backend(model, "predict")
     array = as_numpy(x)
     expected = tuple(spec.input_shape or ())
@@ -160,7 +191,13 @@ def summary(
 ) -> str:
     """Print (and return) the spec as an indented tree: per layer, combinator and named Sequential its
     positional path, name, kind (with arguments), output shape (C, H, W) and parameter count; then the totals.
-    Branches of a combinator are indented under it. Imports no framework."""
+    Branches of a combinator are indented under it. Imports no framework.
+
+    >>> import xconv as xc
+    >>> _ = xc.summary(xc.Sequential(xc.Conv2d(3, 8, 3), xc.ReLU(), input_shape=(3, 8, 8)))  # doctest: +ELLIPSIS
+    path  name  layer ...
+    ...
+    """
     import dataclasses
 
     from .spec._sequential import Combinator

@@ -16,6 +16,10 @@ def max_rel_diff(reference: np.ndarray, other: np.ndarray) -> float:
     """max |reference - other| / max(1, max |reference|), elementwise on unsorted arrays of equal shape.
 
     NaN or Inf in either array gives ``inf`` (never a pass); a shape mismatch raises ``AssertionError``.
+
+    >>> import numpy as np
+    >>> round(max_rel_diff(np.array([10.0, 1.0]), np.array([10.0, 1.001])), 12)  # scaled by max(1, max |a|) = 10
+    0.0001
     """
     a = np.asarray(reference, dtype=np.float64)
     b = np.asarray(other, dtype=np.float64)

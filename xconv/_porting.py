@@ -59,7 +59,13 @@ def from_keras(model: Any, *, return_weights: bool = False) -> Any:
     """The spec of a Keras ``Sequential`` or functional model (input shape from the model), layers named by their
     Keras names: ``Add``, ``Multiply`` and ``Concatenate`` become combinators, a fused activation its own layer,
     ``ZeroPadding2D`` folds into the next 'valid' conv where exact. With ``return_weights=True``,
-    ``(spec, canonical weights)``. Unsupported layers raise :class:`UnsupportedLayerError` naming the layer."""
+    ``(spec, canonical weights)``. Unsupported layers raise :class:`UnsupportedLayerError` naming the layer.
+
+    >>> import keras, xconv as xc
+    >>> model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, activation="relu", name="conv")])
+    >>> [layer.kind for layer in xc.from_keras(model).layers]
+    ['Conv2d', 'ReLU']
+    """
     backend = get_backend("tf")
     if not backend.owns_model(model):
         raise XconvError(f"from_keras: expected a keras.Model. Received: {type(model).__name__}")

@@ -40,6 +40,13 @@ def save(path: str | os.PathLike[str], model_or_spec: Any, weights: Mapping[str,
     Written to a temporary file in the same folder and renamed into place, so an interrupted save never
     leaves a half-written file where the old one was. The file also loads with
     ``safetensors.numpy.load_file`` and, for torch users, straight into the built model's ``load_state_dict``.
+
+    >>> import os, tempfile, xconv as xc
+    >>> spec = xc.Sequential(xc.Conv2d(3, 8, 3), input_shape=(3, 8, 8))
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.safetensors")
+    >>> xc.save(path, xc.build(spec, "numpy", seed=0))
+    >>> xc.load(path)[0] == xc.spec_of(xc.build(spec, "numpy"))
+    True
     """
     from ._api import get_weights, spec_of
 
@@ -143,7 +150,15 @@ def _json_depth(text: str) -> int:
 
 def load(path: str | os.PathLike[str]) -> tuple[Sequential, dict[str, np.ndarray]]:
     """Read an xconv checkpoint: ``(spec, weights)``. A missing, truncated, corrupted, non-xconv or
-    inconsistent file raises :class:`XconvError` saying why."""
+    inconsistent file raises :class:`XconvError` saying why.
+
+    >>> import os, tempfile, xconv as xc
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.safetensors")
+    >>> xc.save(path, xc.build(xc.Sequential(xc.Conv2d(3, 8, 3), input_shape=(3, 8, 8)), "numpy", seed=0))
+    >>> spec, weights = xc.load(path)
+    >>> sorted(weights)
+    ['0.bias', '0.weight']
+    """
     if not isinstance(path, (str, os.PathLike)):
         raise XconvError(f"load: the path must be a str or os.PathLike. Received: {type(path).__name__}")
     target = os.fspath(path)
@@ -195,7 +210,14 @@ def has_digest(path: str | os.PathLike[str]) -> bool:
 
 def load_model(path: str | os.PathLike[str], backend: str, *, dtype: Any = None) -> Any:
     """Build a native model for ``backend`` from a checkpoint and fill in its weights (``dtype`` defaults to
-    the checkpoint's)."""
+    the checkpoint's).
+
+    >>> import os, tempfile, xconv as xc
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.safetensors")
+    >>> xc.save(path, xc.build(xc.Sequential(xc.Conv2d(3, 8, 3), input_shape=(3, 8, 8)), "numpy", seed=0))
+    >>> type(xc.load_model(path, backend="numpy")).__name__
+    'NumpyModel'
+    """
     from ._api import build, set_weights
 
     spec, weights = load(path)

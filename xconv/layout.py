@@ -177,12 +177,22 @@ def _check_4d(ndim: int, what: str) -> None:
 
 
 def to_nhwc(x: Any) -> Any:
-    """NCHW -> NHWC for a numpy array, torch tensor or TF tensor; returns the same kind."""
+    """NCHW -> NHWC for a numpy array, torch tensor or TF tensor; returns the same kind.
+
+    >>> import numpy as np
+    >>> to_nhwc(np.zeros((2, 3, 8, 5))).shape
+    (2, 8, 5, 3)
+    """
     return _permute(x, _TO_NHWC, "to_nhwc")
 
 
 def to_nchw(x: Any) -> Any:
-    """NHWC -> NCHW for a numpy array, torch tensor or TF tensor; returns the same kind."""
+    """NHWC -> NCHW for a numpy array, torch tensor or TF tensor; returns the same kind.
+
+    >>> import numpy as np
+    >>> to_nchw(np.zeros((2, 8, 5, 3))).shape
+    (2, 3, 8, 5)
+    """
     return _permute(x, _TO_NCHW, "to_nchw")
 
 

@@ -51,7 +51,13 @@ Shape = tuple[int, ...]
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """What shape inference knows about one layer of a spec."""
+    """What shape inference knows about one layer of a spec.
+
+    >>> import xconv as xc
+    >>> info = xc.infer(xc.Sequential(xc.Conv2d(3, 8, 3), input_shape=(3, 8, 8)))[0]
+    >>> info.key, info.input_shape, info.output_shape, info.params
+    ('0', (3, 8, 8), (8, 6, 6), {'weight': (8, 3, 3, 3), 'bias': (8,)})
+    """
 
     index: int
     #: the layer with inferred fields filled in (``Linear.in_features``)
@@ -550,7 +556,13 @@ def concat_axis(info: LayerInfo) -> int:
 def infer(spec: Sequential, input_shape: Shape | None = None) -> list[LayerInfo]:
     """The spec's graph: one :class:`LayerInfo` per node (layer or join) in topological order, each with its
     key, inputs, shapes and parameter shapes, for ``input_shape`` (default: the spec's own). The last node's
-    output is the model's output."""
+    output is the model's output.
+
+    >>> import xconv as xc
+    >>> spec = xc.Sequential(xc.Conv2d(3, 8, 3), xc.Flatten(), xc.Linear(None, 10), input_shape=(3, 8, 8))
+    >>> [(i.kind, i.output_shape) for i in infer(spec)]
+    [('Conv2d', (8, 6, 6)), ('Flatten', (288,)), ('Linear', (10,))]
+    """
     from .graph import build_graph
 
     return build_graph(spec, _input_shape(spec, input_shape))[0]

@@ -61,7 +61,13 @@ PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 @dataclass(frozen=True)
 class Layer:
-    """Base class of layer specs. Subclasses are frozen dataclasses whose fields hold normalised values."""
+    """Base class of layer specs. Subclasses are frozen dataclasses whose fields hold normalised values.
+
+    >>> from xconv import Conv2d
+    >>> layer = Conv2d(3, 8, 3, name="stem")
+    >>> layer.kind, layer.to_dict()["kernel_size"]
+    ('Conv2d', [3, 3])
+    """
 
     #: fields printed positionally by ``repr`` (the required arguments)
     _positional: ClassVar[tuple[str, ...]] = ()
@@ -181,13 +187,21 @@ class Conv2d(Layer):
 
 @dataclass(frozen=True, repr=False)
 class ReLU(Layer):
-    """Elementwise max(x, 0)."""
+    """Elementwise max(x, 0).
+
+    >>> ReLU()
+    ReLU()
+    """
 
 
 @dataclass(frozen=True, repr=False)
 class Flatten(Layer):
     """Flattens (C, H, W) to C*H*W features in C,H,W order (PyTorch's order; Keras layouts are permuted
-    at weight-transfer time, never at run time)."""
+    at weight-transfer time, never at run time).
+
+    >>> Flatten()
+    Flatten()
+    """
 
 
 @dataclass(frozen=True, repr=False)
@@ -386,13 +400,21 @@ class BatchNorm2d(_BatchNorm):
 
 @dataclass(frozen=True, repr=False)
 class BatchNorm1d(_BatchNorm):
-    """Batch normalisation over the features of a flat input (after Linear or Flatten), PyTorch's defaults."""
+    """Batch normalisation over the features of a flat input (after Linear or Flatten), PyTorch's defaults.
+
+    >>> BatchNorm1d(64, momentum=None)
+    BatchNorm1d(64, momentum=None)
+    """
 
 
 @dataclass(frozen=True, repr=False)
 class Dropout(Layer):
     """Zeroes each element with probability ``p`` in training and scales the rest by 1 / (1 - p); the identity
-    in inference. ``p`` in [0, 1] (p = 1 zeroes everything, as in both frameworks)."""
+    in inference. ``p`` in [0, 1] (p = 1 zeroes everything, as in both frameworks).
+
+    >>> Dropout(0.25)
+    Dropout(0.25)
+    """
 
     p: float = 0.5
 
@@ -404,7 +426,11 @@ class Dropout(Layer):
 
 @dataclass(frozen=True, repr=False)
 class LeakyReLU(Layer):
-    """x if x > 0 else negative_slope * x (any real slope, as in torch)."""
+    """x if x > 0 else negative_slope * x (any real slope, as in torch).
+
+    >>> LeakyReLU(0.2)
+    LeakyReLU(0.2)
+    """
 
     negative_slope: float = 0.01
 
@@ -416,17 +442,29 @@ class LeakyReLU(Layer):
 
 @dataclass(frozen=True, repr=False)
 class Sigmoid(Layer):
-    """1 / (1 + exp(-x))."""
+    """1 / (1 + exp(-x)).
+
+    >>> Sigmoid()
+    Sigmoid()
+    """
 
 
 @dataclass(frozen=True, repr=False)
 class Tanh(Layer):
-    """tanh(x)."""
+    """tanh(x).
+
+    >>> Tanh()
+    Tanh()
+    """
 
 
 @dataclass(frozen=True, repr=False)
 class GELU(Layer):
-    """x * Phi(x) (``approximate="none"``, torch's default) or its tanh approximation (``"tanh"``)."""
+    """x * Phi(x) (``approximate="none"``, torch's default) or its tanh approximation (``"tanh"``).
+
+    >>> GELU("tanh")
+    GELU(approximate='tanh')
+    """
 
     approximate: str = "none"
 
@@ -436,7 +474,11 @@ class GELU(Layer):
 
 @dataclass(frozen=True, repr=False)
 class ELU(Layer):
-    """x if x > 0 else alpha * (exp(x) - 1)."""
+    """x if x > 0 else alpha * (exp(x) - 1).
+
+    >>> ELU(0.5)
+    ELU(0.5)
+    """
 
     alpha: float = 1.0
 
@@ -448,13 +490,21 @@ class ELU(Layer):
 
 @dataclass(frozen=True, repr=False)
 class SiLU(Layer):
-    """x * sigmoid(x)."""
+    """x * sigmoid(x).
+
+    >>> SiLU()
+    SiLU()
+    """
 
 
 @dataclass(frozen=True, repr=False)
 class Softmax(Layer):
     """Softmax over ``dim`` of the NCHW (or (N, F)) tensor: 1 is the channel / feature axis (the last axis on
-    the Keras side), 2 and 3 are H and W; negative dims count from the end. The batch axis (0) is refused."""
+    the Keras side), 2 and 3 are H and W; negative dims count from the end. The batch axis (0) is refused.
+
+    >>> Softmax(1)  # over the channels of (N, C, H, W), the last axis of Keras' (N, H, W, C)
+    Softmax(1)
+    """
 
     dim: int = 1
 
@@ -468,7 +518,11 @@ class Softmax(Layer):
 
 @dataclass(frozen=True, repr=False)
 class Identity(Layer):
-    """Returns its input."""
+    """Returns its input.
+
+    >>> Identity(name="skip")
+    Identity(name='skip')
+    """
 
 
 @dataclass(frozen=True, repr=False)
@@ -539,19 +593,31 @@ class Hardtanh(Layer):
 
 @dataclass(frozen=True, repr=False)
 class Hardsigmoid(Layer):
-    """torch's hard sigmoid: min(max(x + 3, 0), 6) / 6 (Keras 3's ``hard_sigmoid`` is the same function)."""
+    """torch's hard sigmoid: min(max(x + 3, 0), 6) / 6 (Keras 3's ``hard_sigmoid`` is the same function).
+
+    >>> Hardsigmoid()
+    Hardsigmoid()
+    """
 
 
 @dataclass(frozen=True, repr=False)
 class Hardswish(Layer):
-    """torch's hard swish: x * min(max(x + 3, 0), 6) / 6 (Keras 3's ``hard_swish``)."""
+    """torch's hard swish: x * min(max(x + 3, 0), 6) / 6 (Keras 3's ``hard_swish``).
+
+    >>> Hardswish()
+    Hardswish()
+    """
 
 
 @dataclass(frozen=True, repr=False)
 class StochasticDepth(Layer):
     """torchvision's stochastic depth: the identity in inference; in training each sample (``mode="row"``) or
     the whole batch (``"batch"``) is zeroed with probability ``p`` and the rest scaled by 1 / (1 - p). Keras:
-    ``Dropout(p, noise_shape=(None, 1, 1, 1))``."""
+    ``Dropout(p, noise_shape=(None, 1, 1, 1))``.
+
+    >>> StochasticDepth(0.1, "row")
+    StochasticDepth(0.1)
+    """
 
     p: float = 0.5
     mode: str = "row"

@@ -165,14 +165,35 @@ class Add(Combinator):
 
 class Multiply(Combinator):
     """The elementwise product of the branches' outputs, broadcasting size-1 dimensions as :class:`Add` does
-    (squeeze-excitation: a ``(C, 1, 1)`` gate times the ``(C, H, W)`` map)."""
+    (squeeze-excitation: a ``(C, 1, 1)`` gate times the ``(C, H, W)`` map).
+
+    >>> from xconv import AdaptiveAvgPool2d, Conv2d, Identity, Sigmoid
+    >>> Multiply(Identity(), Sequential(AdaptiveAvgPool2d(1), Conv2d(8, 8, 1), Sigmoid()))  # a (8, 1, 1) gate
+    Multiply(
+        Identity(),
+        Sequential(
+            AdaptiveAvgPool2d(1),
+            Conv2d(8, 8, kernel_size=1),
+            Sigmoid(),
+        ),
+    )
+    """
 
 
 @dataclasses.dataclass(frozen=True, init=False, repr=False)
 class Concat(Combinator):
     """The branches' outputs concatenated along ``dim``, numbered as torch numbers the (N, C, H, W) / (N, F)
     tensor: 1 is channels (features of a flat input), 2 and 3 are H and W; negative dims count from the end.
-    The other dimensions must agree."""
+    The other dimensions must agree.
+
+    >>> from xconv import Conv2d, Identity
+    >>> Concat(Identity(), Conv2d(16, 8, 1))  # (16, H, W) -> (24, H, W)
+    Concat(
+        Identity(),
+        Conv2d(16, 8, kernel_size=1),
+        dim=1,
+    )
+    """
 
     dim: int
 
@@ -218,7 +239,13 @@ def _item_dict(item: Any) -> dict[str, Any]:
 
 def from_dict(data: Mapping[str, Any]) -> Sequential:
     """Rebuild a spec from ``Sequential.to_dict()`` output (after a JSON round trip too; version 1 files of
-    flat chains load as well)."""
+    flat chains load as well).
+
+    >>> from xconv import Conv2d, ReLU
+    >>> spec = Sequential(Conv2d(3, 8, 3), ReLU(), input_shape=(3, 8, 8))
+    >>> from_dict(spec.to_dict()) == spec
+    True
+    """
     if not isinstance(data, Mapping) or data.get("format") != FORMAT:
         raise SpecError(f"from_dict: expected a dict with format={FORMAT!r}. Received: {str(data)[:200]}")
     version = data.get("version")

@@ -33,7 +33,11 @@ _TOLERANCES = {
 
 
 def default_tolerance(dtype: str, what: str = "output") -> float:
-    """The default ``rtol`` for ``dtype`` and ``what`` ('output' or 'grad')."""
+    """The default ``rtol`` for ``dtype`` and ``what`` ('output' or 'grad').
+
+    >>> default_tolerance("float32"), default_tolerance("float64", "grad")
+    (1e-05, 1e-09)
+    """
     return _TOLERANCES[(dtype, what)]
 
 
@@ -144,6 +148,12 @@ def compare_layerwise(
     ``training=True`` runs one training-mode call (torch ``train()``, Keras ``training=True``): BatchNorm
     normalises with batch statistics, and its running statistics after the call are compared too. Dropout
     masks cannot match across frameworks, so a spec with Dropout(p > 0) is refused in training mode.
+
+    >>> import xconv as xc
+    >>> from xconv.testing import compare_layerwise
+    >>> rows = compare_layerwise(xc.Sequential(xc.Conv2d(2, 4, 3), input_shape=(2, 6, 6)), backends=("numpy", "torch"))
+    >>> [(row.kind, row.what, row.ok) for row in rows]
+    [('Conv2d', 'output', True), ('Conv2d', 'grad weight', True), ('Conv2d', 'grad bias', True), ('input', 'grad input', True)]
     """
     resolved, infos = shapes.resolve(spec)
     if training:
@@ -225,7 +235,13 @@ def _diff(a: np.ndarray, b: np.ndarray, carried: float = 0.0) -> tuple[float, fl
 
 
 def format_table(rows: list[Row], reference: str) -> str:
-    """A fixed-width table of rows, marking the rows beyond tolerance."""
+    """A fixed-width table of rows, marking the rows beyond tolerance.
+
+    >>> import xconv as xc
+    >>> rows = compare_layerwise(xc.Sequential(xc.ReLU(), input_shape=(2, 3, 3)), backends=("numpy", "torch"))
+    >>> print(format_table(rows, "numpy").splitlines()[0].split())
+    ['layer', 'kind', 'compared', 'max|torch-numpy|', 'relative', 'tolerance']
+    """
     backends = list(rows[0].diffs) if rows else []
     head = (
         f"{'layer':>5}  {'kind':<17}  {'compared':<19}"
@@ -260,6 +276,13 @@ def assert_equivalent(
     ``d_abs <= atol`` or ``d_abs / max(1, max |reference|) <= rtol``; NaN or Inf never passes. Defaults:
     :func:`default_tolerance`. On failure raises ``AssertionError`` with the per-layer table and the first
     layer where the backends part. Returns the rows when all pass. ``training``: see :func:`compare_layerwise`.
+
+    >>> import xconv as xc
+    >>> from xconv.testing import assert_equivalent
+    >>> rows = assert_equivalent(xc.Sequential(xc.Conv2d(2, 4, 3), xc.ReLU(), input_shape=(2, 6, 6)),
+    ...                          backends=("numpy", "torch"))  # raises AssertionError, with the table, on a mismatch
+    >>> len(rows)  # every layer's output and every gradient, compared
+    5
     """
     rows = compare_layerwise(spec, weights, x, backends, dtype, grads, rtol, atol, seed, training)
     bad = [r for r in rows if not r.ok]
