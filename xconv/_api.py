@@ -53,6 +53,28 @@ def build(
     >>> tm = build(spec, "torch", seed=0)            # doctest: +SKIP
     >>> km = build(spec, "tf", seed=0)               # doctest: +SKIP
     """
+    return build_with_weights(spec, backend, None, input_shape=input_shape, seed=seed, dtype=dtype)
+
+
+def build_with_weights(
+    spec: Sequential,
+    backend: str,
+    weights: Mapping[str, Any] | None,
+    *,
+    input_shape: tuple[int, ...] | None = None,
+    seed: int | None = None,
+    dtype: Any = None,
+) -> Any:
+    """:func:`build` with canonical ``weights`` checked (as :func:`set_weights` does) and loaded while the model
+    is built, without drawing initial weights first (``None``: xconv's initializer from ``seed``). ``port``
+    uses it.
+
+    >>> import numpy as np, xconv as xc
+    >>> spec = xc.Sequential(xc.Conv2d(1, 1, 1), input_shape=(1, 2, 2))
+    >>> model = build_with_weights(spec, "numpy", {"0.weight": np.full((1, 1, 1, 1), 2.0), "0.bias": np.zeros(1)})
+    >>> float(xc.predict(model, np.ones((1, 1, 2, 2))).max())
+    2.0
+    """
     name = canonical_name(backend)  # unknown names fail first
     resolved, infos = shapes.resolve(spec, input_shape)  # shape errors come before any framework import
     if not infos:
@@ -60,9 +82,9 @@ def build(
     if dtype is None:
         dtype = "float64" if name == "numpy" else "float32"
     dtype_name = _dtype_name(dtype)
+    arrays = init_weights(infos, seed, dtype_name) if weights is None else check_weights(infos, weights, dtype_name)
     backend_module = get_backend(name)
-    weights = init_weights(infos, seed, dtype_name)
-    return backend_module.build(resolved, infos, weights, dtype_name)
+    return backend_module.build(resolved, infos, arrays, dtype_name)
 
 
 def _model_backend(model: Any, what: str) -> tuple[Backend, Sequential, list[shapes.LayerInfo]]:

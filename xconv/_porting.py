@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ._api import build, get_weights, set_weights, spec_of
+from ._api import build_with_weights, get_weights, spec_of
 from ._compare import TOLERANCE, max_rel_diff
 from .backends import backend_of_model, canonical_name, get_backend
 from .errors import PortError, XconvError
@@ -116,8 +116,7 @@ def port(
     if output is not None and (source != "torch" or get_backend(source).spec_of(model) is not None):
         raise XconvError("port: `output` chooses an entry of a hand-written torch model's returned dict")
     dtype = weights_dtype(weights)
-    out = build(spec, target, dtype=dtype)
-    set_weights(out, weights)
+    out = build_with_weights(spec, target, weights, dtype=dtype)  # no initial weights drawn and overwritten
     if verify:
         x = np.random.default_rng(seed).standard_normal((2, *spec.input_shape)).astype(dtype)  # type: ignore[misc]
         a = (
