@@ -139,7 +139,9 @@ def main() -> None:
         return
 
     def run(name: str, *extra: str) -> dict:
-        done = subprocess.run([sys.executable, __file__, "--child", name, *extra], capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, __file__, "--child", name, *extra], capture_output=True, text=True, check=False
+        )
         if done.returncode:
             sys.exit(f"{name}: the child process failed:\n{done.stderr[-3000:]}")
         return json.loads(done.stdout.strip().splitlines()[-1])
@@ -165,8 +167,7 @@ def main() -> None:
     print("the same steps one by one (from_torch, build, set_weights), peak above the baseline after each, / weights:")
     for r in rows:
         print(
-            f"  {r['model']:<34} "
-            + ", ".join(f"{k} {v * 1024 / r['target_bytes']:.2f}" for k, v in r["steps"].items())
+            f"  {r['model']:<34} " + ", ".join(f"{k} {v * 1024 / r['target_bytes']:.2f}" for k, v in r["steps"].items())
         )
     print(
         f"for scale: keras.applications.VGG16(weights=None) built alone (same warm-up): peak - baseline = "

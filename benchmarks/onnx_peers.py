@@ -92,7 +92,9 @@ def child_onnx(full: bool) -> dict:
     folder = tempfile.mkdtemp(prefix="onnx-peers-")
     os.chdir(folder)  # onnx2tf looks for its sample images here first; the web is out of reach
     rng = np.random.default_rng(0)
-    np.save("calibration_image_sample_data_20x128x128x3_float32.npy", rng.uniform(0, 1, (20, 128, 128, 3)).astype("float32"))
+    np.save(
+        "calibration_image_sample_data_20x128x128x3_float32.npy", rng.uniform(0, 1, (20, 128, 128, 3)).astype("float32")
+    )
     model = torchvision_model("resnet18")
     x = rng.standard_normal((1, *SHAPE)).astype("float32")
     xt = torch.from_numpy(x)
@@ -149,7 +151,11 @@ def child_onnx(full: bool) -> dict:
 def run_child(python: str, mode: str, *extra: str) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
     done = subprocess.run(
-        [python, str(pathlib.Path(__file__).resolve()), "--child", mode, *extra], capture_output=True, text=True, env=env
+        [python, str(pathlib.Path(__file__).resolve()), "--child", mode, *extra],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith(MARK)]
     if done.returncode or not lines:
@@ -161,7 +167,7 @@ def has_onnx2tf(python: str) -> bool:
     if not os.path.exists(python):
         return False
     check = "import importlib.util, sys; sys.exit(importlib.util.find_spec('onnx2tf') is None)"
-    return subprocess.run([python, "-c", check], capture_output=True).returncode == 0
+    return subprocess.run([python, "-c", check], capture_output=True, check=False).returncode == 0
 
 
 def xconv_cold(python: str, runs: int) -> dict:
@@ -208,7 +214,9 @@ def main() -> None:
         f"beside onnx2tf {onnx['onnx2tf']} (TensorFlow {onnx['tensorflow']}): xconv end to end {beside['port_s']:.2f} s "
         f"(imports {beside['imports_s']:.1f} s; onnx2tf's process imports {onnx['imports_s']:.1f} s)"
     )
-    print(f"{'ONNX route':<40} {'export s':>9} {'onnx2tf s':>10} {'total s':>8} {'xconv s':>8} {'speed-up':>9}  target >= 50")
+    print(
+        f"{'ONNX route':<40} {'export s':>9} {'onnx2tf s':>10} {'total s':>8} {'xconv s':>8} {'speed-up':>9}  target >= 50"
+    )
     speedups = {}
     for label, r in onnx["runs"].items():
         speedups[label] = r["end_to_end_s"] / beside["port_s"]
@@ -222,7 +230,9 @@ def main() -> None:
         f"onnx2tf {rel['onnx2tf']:.1e} rel ({ab['onnx2tf']:.1e} abs); target: xconv no worse: "
         f"{'reached' if rel['xconv'] <= rel['onnx2tf'] else 'NOT reached'}"
     )
-    print(f"{'inference, batch 1, one process':<32} {'xconv ms':>9} {'onnx2tf ms':>11} {'ratio':>7}  target <= 1 (no slower)")
+    print(
+        f"{'inference, batch 1, one process':<32} {'xconv ms':>9} {'onnx2tf ms':>11} {'ratio':>7}  target <= 1 (no slower)"
+    )
     for row in onnx["inference"]:
         print(f"{row['path']:<32} {row['xconv_s'] * 1e3:>9.1f} {row['onnx2tf_s'] * 1e3:>11.1f} {row['ratio']:>7.3f}")
     data["speedups"] = speedups

@@ -70,9 +70,7 @@ def timed(fn: Callable[[], Any]) -> float:
     return seconds
 
 
-def direction(
-    model: Any, source: str, target: str, native: Callable[[], Any], repeats: int
-) -> dict[str, Any]:
+def direction(model: Any, source: str, target: str, native: Callable[[], Any], repeats: int) -> dict[str, Any]:
     to = "tf" if target == "tf" else "torch"
     runs: list[dict[str, float]] = []
     for i in range(repeats):

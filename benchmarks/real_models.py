@@ -85,6 +85,40 @@ def keras_application(name: str) -> object:
     return build(weights=None, input_shape=(*SHAPE[1:], SHAPE[0]), **extra)
 
 
+def torch_row(name: str, xt: object, repeats: int) -> tuple:
+    import torch
+
+    original = torchvision_model(name)
+    spec, weights = xc.from_torch(original, SHAPE, return_weights=True)
+    rebuilt = xc.build(spec, "torch").eval()
+    xc.set_weights(rebuilt, weights)
+    with torch.no_grad():
+        err = max_rel_diff(original(xt).numpy(), rebuilt(xt).numpy())
+        r, a, b = paired(lambda: rebuilt(xt), lambda: original(xt), repeats)
+    perm = f"{torch_permutes(rebuilt, xt)} / {torch_permutes(original, xt)}"
+    return (f"torchvision {name}", "torch eager", a, b, r, err, perm)
+
+
+def keras_rows(name: str, xk: object, repeats: int) -> list[tuple]:
+    import tensorflow as tf
+
+    original = keras_application(name)
+    spec, weights = xc.from_keras(original, return_weights=True)
+    rebuilt = xc.build(spec, "tf")
+    xc.set_weights(rebuilt, weights)
+    err = max_rel_diff(np.asarray(original(xk, training=False)), np.asarray(rebuilt(xk, training=False)))
+    (lr, opr), (lo, opo) = keras_permutes(rebuilt), keras_permutes(original)
+    perm = f"layers {lr} / {lo}, graph ops {opr} / {opo}"
+    label = f"keras.applications {name}"
+    r, a, b = paired(lambda: rebuilt(xk, training=False), lambda: original(xk, training=False), repeats)
+    rows = [(label, "Keras eager call", a, b, r, err, perm)]
+    fr = tf.function(lambda v: rebuilt(v, training=False))
+    fo = tf.function(lambda v: original(v, training=False))
+    r, a, b = paired(lambda: fr(xk), lambda: fo(xk), repeats)
+    rows.append((label, "Keras tf.function", a, b, r, err, perm))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=15)
@@ -97,35 +131,9 @@ def main() -> None:
     xk = tf.constant(xc.to_nhwc(x))
     rows = []
     for name in TORCHVISION:
-        original = torchvision_model(name)
-        spec, weights = xc.from_torch(original, SHAPE, return_weights=True)
-        rebuilt = xc.build(spec, "torch").eval()
-        xc.set_weights(rebuilt, weights)
-        with torch.no_grad():
-            err = max_rel_diff(original(xt).numpy(), rebuilt(xt).numpy())
-            r, a, b = paired(lambda: rebuilt(xt), lambda: original(xt), args.repeats)
-        perm = f"{torch_permutes(rebuilt, xt)} / {torch_permutes(original, xt)}"
-        rows.append((f"torchvision {name}", "torch eager", a, b, r, err, perm))
-        del original, rebuilt, weights
+        rows.append(torch_row(name, xt, args.repeats))
     for name in KERAS:
-        original = keras_application(name)
-        spec, weights = xc.from_keras(original, return_weights=True)
-        rebuilt = xc.build(spec, "tf")
-        xc.set_weights(rebuilt, weights)
-        err = max_rel_diff(
-            np.asarray(original(xk, training=False)), np.asarray(rebuilt(xk, training=False))
-        )
-        (lr, opr), (lo, opo) = keras_permutes(rebuilt), keras_permutes(original)
-        perm = f"layers {lr} / {lo}, graph ops {opr} / {opo}"
-        r, a, b = paired(
-            lambda: rebuilt(xk, training=False), lambda: original(xk, training=False), args.repeats
-        )
-        rows.append((f"keras.applications {name}", "Keras eager call", a, b, r, err, perm))
-        fr = tf.function(lambda v: rebuilt(v, training=False))
-        fo = tf.function(lambda v: original(v, training=False))
-        r, a, b = paired(lambda: fr(xk), lambda: fo(xk), args.repeats)
-        rows.append((f"keras.applications {name}", "Keras tf.function", a, b, r, err, perm))
-        del original, rebuilt, weights, fr, fo
+        rows += keras_rows(name, xk, args.repeats)
 
     print(
         f"batch {BATCH} of {'x'.join(map(str, SHAPE))}, float32; {machine()}; {args.repeats} interleaved pairs, "
