@@ -14,7 +14,11 @@ rebuilt model keeps NCHW, runs each LayerNorm over the channels as permute -> la
 ``ChannelLayerNorm``) and each per-pixel Linear as the 1x1 convolution it is.
 Prints a table and writes benchmarks/results/real_models.json.
 
-    .venv/bin/python benchmarks/real_models.py [--repeats N]
+    .venv/bin/python benchmarks/real_models.py [--repeats N] [--threads N]
+
+On a machine shared with other work, torch's OpenMP workers wait at every operator's barrier while a core is
+taken, and every model then takes about the same time whatever it computes; ``--threads 1`` measures
+single-threaded torch instead (results in real_models_threads1.json).
 """
 
 from __future__ import annotations
@@ -122,9 +126,13 @@ def keras_rows(name: str, xk: object, repeats: int) -> list[tuple]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's own)")
     args = parser.parse_args()
     import tensorflow as tf
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     x = np.random.default_rng(0).standard_normal((BATCH, *SHAPE)).astype(np.float32)
     xt = torch.from_numpy(x)
@@ -136,8 +144,9 @@ def main() -> None:
         rows += keras_rows(name, xk, args.repeats)
 
     print(
-        f"batch {BATCH} of {'x'.join(map(str, SHAPE))}, float32; {machine()}; {args.repeats} interleaved pairs, "
-        "medians; rebuilt = from_torch/from_keras -> build -> set_weights"
+        f"batch {BATCH} of {'x'.join(map(str, SHAPE))}, float32; {machine()}; torch threads "
+        f"{torch.get_num_threads()}; {args.repeats} interleaved pairs, medians; "
+        "rebuilt = from_torch/from_keras -> build -> set_weights"
     )
     print(
         f"{'model':<34} {'path':<18} {'rebuilt ms':>10} {'original ms':>11} {'ratio':>6}  target <= 1.02  "
@@ -149,8 +158,9 @@ def main() -> None:
             f"{'reached' if r <= 1.02 else 'NOT reached':<14}  {err:.1e} | {perm}"
         )
     write(
-        "real_models",
+        f"real_models_threads{args.threads}" if args.threads else "real_models",
         {
+            "torch_threads": torch.get_num_threads(),
             "batch": BATCH,
             "input": list(SHAPE),
             "repeats": args.repeats,
