@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 PINS := torch==2.13.0 tensorflow-cpu==2.21.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench docs lint clean
+.PHONY: demo test bench bench-peers docs lint clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,25 @@ bench: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/onnx_route.py
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/suite_throughput.py
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/zoo.py
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/real_models.py
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/port_time.py
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/memory.py
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/build_time.py
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/onnx_peers.py
+
+# The ONNX route as its users run it, in an environment of its own: onnx2tf with the versions it pins
+# (its own TensorFlow), torch and torchvision as the project pins them, xconv runs there from the
+# source tree (PYTHONPATH) so that both converted models run side by side in one process. The project's .venv is not touched.
+PEERS := .venv-peers
+$(PEERS)/.installed: Makefile
+	test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
+	echo '*' > $(PEERS)/.gitignore
+	$(PEERS)/bin/python -m pip install --quiet --upgrade pip
+	$(PEERS)/bin/python -m pip install --quiet torch==2.13.0 torchvision==0.28.0 onnx2tf onnxscript
+	touch $@
+
+bench-peers: $(STAMP) $(PEERS)/.installed
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/onnx_peers.py --peers $(PEERS)/bin/python
 
 clean:
 	rm -rf $(VENV) demo-out site .pytest_cache .hypothesis
