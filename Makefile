@@ -45,9 +45,10 @@ bench: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/build_time.py
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/onnx_peers.py
 
-# The ONNX route as its users run it, in an environment of its own: onnx2tf with the versions it pins
-# (its own TensorFlow), torch and torchvision as the project pins them, xconv runs there from the
-# source tree (PYTHONPATH) so that both converted models run side by side in one process. The project's .venv is not touched.
+# The ONNX route as its users run it, in an environment of its own: onnx2tf with the versions it pins (its own
+# TensorFlow), torch and torchvision as the project pins them; xconv runs there from the source tree, so that
+# both converted models run side by side in one process. The project's .venv is not touched. --full also times
+# onnx2tf's default run (SavedModel and TFLite files written: minutes).
 PEERS := .venv-peers
 $(PEERS)/.installed: Makefile
 	test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
@@ -57,7 +58,7 @@ $(PEERS)/.installed: Makefile
 	touch $@
 
 bench-peers: $(STAMP) $(PEERS)/.installed
-	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/onnx_peers.py --peers $(PEERS)/bin/python
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/onnx_peers.py --peers $(PEERS)/bin/python --full
 
 clean:
 	rm -rf $(VENV) demo-out site .pytest_cache .hypothesis
