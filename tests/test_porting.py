@@ -200,7 +200,10 @@ def _torch_from_spec(spec):
     return hand
 
 
-@given(spec=strategies.specs(max_layers=4, graphs=False))  # hand-written chains; graphs: test_graphs.py
+# hand-written chains (graphs: test_graphs.py). No batch-statistics BatchNorm: a spec without weights ports in
+# float32 (nothing tells a weightless torch module's dtype), where x - mean cancels for a nearly constant channel
+# (measured 1.3e-5 after Rescaling(1/255)), as strategies.specs documents for batch_stats
+@given(spec=strategies.specs(max_layers=4, graphs=False, batch_stats=False))
 def test_random_hand_written_torch_models_port(both_backends, spec):
     hand = _torch_from_spec(spec)
     km = xc.port(hand, to="tf", input_shape=spec.input_shape)  # verify=True: raises on any mismatch
