@@ -28,7 +28,7 @@ from ..spec import (
     ZeroPad2d,
 )
 from ._graph import Names, Raw, drop, readers, to_spec
-from .torch_layers import _SUPPORTED, _as_module, _flat_args, _get_attr, _layer
+from .torch_layers import _SUPPORTED, _as_module, _flat_args, _get_attr, _layer, nodes_in
 
 F = torch.nn.functional
 
@@ -697,7 +697,7 @@ def _live_nodes(graph: Any, key: str | None) -> set[Any]:
     value = out_node.args[0]
     if isinstance(value, dict) and key in value:
         value = value[key]
-    stack = [a for a in _flat_args_of(value)]
+    stack = nodes_in(value)
     live: set[Any] = set()
     while stack:
         n = stack.pop()
@@ -705,14 +705,3 @@ def _live_nodes(graph: Any, key: str | None) -> set[Any]:
             live.add(n)
             stack.extend(n.all_input_nodes)
     return live
-
-
-def _flat_args_of(value: Any) -> list[Any]:
-    found: list[Any] = []
-
-    def collect(n: Any) -> Any:
-        found.append(n)
-        return n
-
-    torch.fx.node.map_arg(value, collect)
-    return found

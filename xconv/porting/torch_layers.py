@@ -63,13 +63,19 @@ _SUPPORTED = (
 
 
 def _flat_args(node: Any) -> list[Any]:
+    """The graph nodes among a node's arguments, in order."""
+    return nodes_in((node.args, node.kwargs))
+
+
+def nodes_in(value: Any) -> list[Any]:
+    """The graph nodes inside ``value`` (nested tuples, lists and dicts of arguments), in order."""
     found: list[Any] = []
 
     def collect(n: Any) -> Any:
         found.append(n)
         return n
 
-    torch.fx.node.map_arg((node.args, node.kwargs), collect)
+    torch.fx.node.map_arg(value, collect)
     return found
 
 
