@@ -170,12 +170,24 @@ def test_grouped_one_tap_dilated_conv_has_finite_gradients(both_backends):
         assert_equivalent(spec, dtype="float64", seed=seed)
 
 
-def test_strided_pointwise_conv_gradients_do_not_corrupt_the_heap(both_backends):
-    """TF 2.21 + oneDNN corrupts the heap in the float32 gradient of a 1x1 stride-2 Conv2D (an abort within a
-    few hundred calls under glibc's malloc checks). xconv subsamples and convolves at stride 1 instead; a child
-    process runs many such gradients with the checks on and must exit cleanly."""
+@pytest.mark.parametrize(
+    "layer",
+    [
+        "xc.Conv2d(c, o, 1, stride=2)",
+        # the transposed conv's filter gradient is the same oneDNN kernel; it fails once the output has rows or
+        # columns past the last input pixel (output_padding)
+        "xc.ConvTranspose2d(c, o, 1, stride=(2, 1 + i % 2), output_padding=(1, i % 2))",
+    ],
+    ids=["Conv2d", "ConvTranspose2d"],
+)
+def test_strided_pointwise_conv_gradients_do_not_corrupt_the_heap(both_backends, layer):
+    """TF 2.21 + oneDNN corrupts the heap in the float32 filter gradient of a strided 1x1 kernel (under glibc's
+    malloc checks "free(): invalid pointer", a segfault or a failed oneDNN reorder within a few hundred calls).
+    xconv never emits that op: a strided 1x1 conv subsamples and convolves at stride 1, a strided 1x1 transposed
+    conv is a per-pixel product and zero insertion. A child process runs many such gradients with the checks on
+    and must exit cleanly."""
     code = textwrap.dedent(
-        """
+        f"""
         import numpy as np
         import tensorflow as tf
         import xconv as xc
@@ -183,7 +195,7 @@ def test_strided_pointwise_conv_gradients_do_not_corrupt_the_heap(both_backends)
         for i in range(600):
             c, o, n = (int(v) for v in rng.integers(1, 7, 3))
             h, w = (int(v) for v in rng.integers(1, 13, 2))
-            model = xc.build(xc.Sequential(xc.Conv2d(c, o, 1, stride=2), input_shape=(c, h, w)), "tf", seed=i)
+            model = xc.build(xc.Sequential({layer}, input_shape=(c, h, w)), "tf", seed=i)
             x = tf.constant(rng.standard_normal((n % 3 + 1, h, w, c)).astype("float32"))
             with tf.GradientTape() as tape:
                 tape.watch(x)

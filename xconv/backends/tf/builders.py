@@ -385,12 +385,18 @@ def _upsample(info: LayerInfo, x: Any, dtype: str) -> Any:
 
 def _conv_transpose(info: LayerInfo, x: Any, dtype: str) -> Any:
     """``Conv2DTranspose`` ('valid', torch's output_padding) and a ``Cropping2D`` of torch's padding; with groups
-    or dilation (which Conv2DTranspose lacks on CPU), :class:`TorchConvTranspose2D`."""
+    or dilation (which Conv2DTranspose lacks on CPU) or a strided 1x1 kernel, :class:`TorchConvTranspose2D`."""
     layer: ConvTranspose2d = info.layer  # type: ignore[assignment]
     name = keras_name(info)
     dilation = tuple(1 if k == 1 else d for k, d in zip(layer.kernel_size, layer.dilation))  # one tap: no spread
     native_padding = all(op < s for op, s in zip(layer.output_padding, layer.stride))  # Keras' own rule
-    if layer.groups == 1 and dilation == (1, 1) and native_padding:
+    # TF 2.21 with oneDNN corrupts the heap in the float32 filter gradient of a strided 1x1 transposed conv
+    # whose output has rows or columns past the last input pixel (output_padding; under glibc's malloc checks
+    # "free(): invalid pointer" or a failed oneDNN reorder within a few hundred calls): the same kernel as the
+    # strided 1x1 conv above. TorchConvTranspose2D computes a strided 1x1 kernel as a per-pixel product and zero
+    # insertion instead, so xconv never emits that op.
+    pointwise = tuple(layer.kernel_size) == (1, 1) and max(layer.stride) > 1
+    if layer.groups == 1 and dilation == (1, 1) and native_padding and not pointwise:
         x = keras.layers.Conv2DTranspose(
             layer.out_channels,
             layer.kernel_size,

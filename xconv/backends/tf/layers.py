@@ -465,9 +465,19 @@ def dilate_kernel(kernel: Any, dilation: tuple[int, int]) -> Any:
     return tf.reshape(k, (kh * dh, kw * dw, o, i))[: (kh - 1) * dh + 1, : (kw - 1) * dw + 1]
 
 
+def spread(y: Any, strides: tuple[int, int], full: tuple[int, int]) -> Any:
+    """Zero insertion: pixel (i, j) of ``y`` moves to (i * sh, j * sw) of a ``full``-sized map of zeros."""
+    sh, sw = strides
+    h, w, c = (int(d) for d in y.shape[1:])
+    y = tf.pad(y[:, :, None, :, None, :], [[0, 0], [0, 0], [0, sh - 1], [0, 0], [0, sw - 1], [0, 0]])
+    y = tf.reshape(y, tf.stack([tf.shape(y)[0], h * sh, w * sw, c]))
+    return y[:, : full[0], : full[1], :]
+
+
 @keras.saving.register_keras_serializable(package="xconv")
 class TorchConvTranspose2D(keras.layers.Conv2DTranspose):
-    """torch's ``nn.ConvTranspose2d`` where ``Conv2DTranspose`` cannot run it (groups, dilation): the kernel is
+    """torch's ``nn.ConvTranspose2d`` where ``Conv2DTranspose`` cannot run it (groups, dilation) or must not (a
+    strided 1x1 kernel, computed as a per-pixel product and zero insertion: see ``spread``): the kernel is
     (kh, kw, out // groups, in), torch's weight permuted as for ``Conv2DTranspose``; one 'VALID'
     ``tf.nn.conv2d_transpose`` per group with the kernel's taps spread by the dilation, then torch's
     output_padding (zero rows bottom / right, before the bias) and padding (cropped from both ends)."""
@@ -522,14 +532,22 @@ class TorchConvTranspose2D(keras.layers.Conv2DTranspose):
 
     def call(self, x: Any) -> Any:
         kernel = tf.convert_to_tensor(self.kernel)
-        if self.torch_dilation != (1, 1):
-            kernel = dilate_kernel(kernel, self.torch_dilation)
         full = self._full(int(x.shape[1]), int(x.shape[2]))
         g = self.groups
-        shape = tf.stack([tf.shape(x)[0], full[0], full[1], self.filters // g])
-        pieces = zip(tf.split(x, g, axis=-1), tf.split(kernel, g, axis=-1)) if g > 1 else [(x, kernel)]
-        outs = [tf.nn.conv2d_transpose(xi, ki, shape, strides=self.strides, padding="VALID") for xi, ki in pieces]
-        y = tf.concat(outs, axis=-1) if g > 1 else outs[0]
+        pointwise = tuple(self.kernel_size) == (1, 1) and tuple(self.strides) != (1, 1)
+        if self.torch_dilation != (1, 1) and not pointwise:
+            kernel = dilate_kernel(kernel, self.torch_dilation)
+        pieces = list(zip(tf.split(x, g, axis=-1), tf.split(kernel, g, axis=-1))) if g > 1 else [(x, kernel)]
+        if pointwise:
+            # One tap: each input pixel lands on one output pixel, the others are zeros. A per-pixel product and
+            # zero insertion are exact, and avoid TF 2.21's oneDNN filter gradient of a strided 1x1 kernel,
+            # which corrupts the heap in float32.
+            outs = [tf.einsum("nhwi,oi->nhwo", xi, ki[0, 0]) for xi, ki in pieces]
+            y = spread(tf.concat(outs, axis=-1) if g > 1 else outs[0], self.strides, full)
+        else:
+            shape = tf.stack([tf.shape(x)[0], full[0], full[1], self.filters // g])
+            outs = [tf.nn.conv2d_transpose(xi, ki, shape, strides=self.strides, padding="VALID") for xi, ki in pieces]
+            y = tf.concat(outs, axis=-1) if g > 1 else outs[0]
         (oh, ow), (ph, pw) = self.torch_output_padding, self.torch_padding
         if oh or ow:
             y = tf.pad(y, [[0, 0], [0, oh], [0, ow], [0, 0]])
