@@ -153,6 +153,51 @@ def test_port_verify_catches_a_wrong_mapping(both_backends, monkeypatch):
         xc.port(hand_torch(), to="tf", input_shape=(3, 8, 8))
 
 
+@pytest.mark.parametrize("side", ["source", "target"])
+def test_port_rounding_allowance_still_catches_a_small_mapping_error(both_backends, monkeypatch, side):
+    """Beyond the fixed float32 tolerance, port compares both models with the spec computed in float64 and allows
+    a multiple of float32 rounding. One weight 0.1% off, in the ported model or in the original, is far more
+    than rounding and still fails, with both distances in the message."""
+    import torch
+
+    import xconv._porting as porting
+
+    torch.manual_seed(0)
+    model = hand_torch().eval()
+    real = porting.build_with_weights
+
+    def nudged(spec, backend, weights, **kw):
+        if backend == "tf":
+            weights = {k: (v * 1.001 if k == "0.weight" else v) for k, v in weights.items()}
+        return real(spec, backend, weights, **kw)
+
+    if side == "target":
+        monkeypatch.setattr(porting, "build_with_weights", nudged)
+    else:  # the import reports weights that are not the model's own
+        real_import = porting._import
+
+        def imported(*args, **kw):
+            name, spec, weights = real_import(*args, **kw)
+            return name, spec, {k: (v * 1.001 if k == "0.weight" else v) for k, v in weights.items()}
+
+        monkeypatch.setattr(porting, "_import", imported)
+    with pytest.raises(xc.PortError, match=r"differs from the torch model .*rounding alone") as info:
+        xc.port(model, to="tf", input_shape=(3, 8, 8))
+    assert "against the spec computed in float64" in str(info.value)
+
+
+def test_port_error_message_stays_short_for_a_large_spec(both_backends, monkeypatch):
+    import xconv._porting as porting
+
+    monkeypatch.setattr(layout, "to_keras", unpermuted_dense)
+    spec = xc.Sequential(
+        *[xc.Conv2d(3, 3, 1) for _ in range(60)], xc.Flatten(), xc.Linear(None, 4), input_shape=(3, 4, 4)
+    )
+    with pytest.raises(xc.PortError, match="more lines: xconv.summary") as info:
+        xc.port(xc.build(spec, "torch"), to="tf")
+    assert len(str(info.value).splitlines()) <= porting._SHORT_LINES + 2
+
+
 def _torch_from_spec(spec):
     """A hand-written nn.Sequential for ``spec``: 4-sided zero padding as nn.ZeroPad2d before the conv."""
     import torch

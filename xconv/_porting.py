@@ -105,7 +105,10 @@ def port(
     """Import ``model`` (torch or Keras, hand-written or built by xconv), build the same spec in framework
     ``to`` and copy the weights. With ``verify`` (the default), one random batch (standard normal, batch 2,
     drawn from ``seed``) goes through both models and a :class:`PortError` is raised when
-    max |a - b| / max(1, max |a|) exceeds 1e-5 (float32) or 1e-10 (float64), or anything is NaN/Inf.
+    max |a - b| / max(1, max |a|) exceeds 1e-5 (float32) or 1e-10 (float64), or anything is NaN/Inf. A deep
+    float32 network's own rounding can exceed 1e-5; beyond it, both models are compared with the spec computed in
+    float64 (same weights) and each may be off by up to ten times the rounding error of an xconv float32 build
+    of that spec, measured on the same batch; the error message gives the three distances.
 
     ``output``: for a torch model that returns a dict, the entry to port (see :func:`from_torch`).
 
@@ -127,8 +130,57 @@ def port(
         b = get_backend(target).forward(out, x)
         err = max_rel_diff(a, b)
         if not err <= TOLERANCE[dtype]:
-            raise PortError(
-                f"port: the {target} model differs from the {source} model by {err:.3g} relative "
-                f"(tolerance {TOLERANCE[dtype]:g}, {dtype}) on a random batch; spec: {spec!r}"
-            )
+            detail = _rounding_check(spec, weights, x, a, b, (source, target)) if dtype == "float32" else None
+            if detail is None or not detail[0]:
+                raise PortError(
+                    f"port: the {target} model differs from the {source} model by {err:.3g} relative "
+                    f"(tolerance {TOLERANCE[dtype]:g}, {dtype}) on a random batch"
+                    + ("" if detail is None else f"; {detail[1]}")
+                    + f"; spec: {_short(spec)}"
+                )
     return out
+
+
+#: how far from the float64 reference the two float32 models may be, in units of an xconv float32 build's own
+#: rounding error. Both compute the same function with float32 sums in other orders and kernels: on twelve
+#: keras.applications models with logits (64x64 inputs) the Keras model's error was 0.8 to 2.9 times the torch
+#: build's, so 10 leaves room without hiding a mapping error, which is not rounding-sized.
+ROUNDING_FACTOR = 10.0
+
+
+def _rounding_check(
+    spec: Sequential, weights: dict[str, Any], x: np.ndarray, a: np.ndarray, b: np.ndarray, names: tuple[str, str]
+) -> tuple[bool, str]:
+    """For a float32 port beyond the fixed tolerance: a deep network's own float32 rounding can exceed it. The
+    spec is built again with the same weights in float64 (the reference) and in float32 (its rounding error,
+    measured). The port passes when both the source model ``a`` and the ported model ``b`` are within
+    ``ROUNDING_FACTOR`` times that rounding error of the reference (or within the fixed tolerance). A mapping
+    error on either side is a distance from the reference that rounding does not explain, so it still fails."""
+    from .weights import as_numpy
+
+    where = "torch" if "torch" in names else "numpy"
+    arrays = {k: as_numpy(v) for k, v in weights.items()}
+    w64 = {k: v.astype(np.float64) if v.dtype.kind == "f" else v for k, v in arrays.items()}
+    backend = get_backend(where)
+    exact = backend.forward(build_with_weights(spec, where, w64, dtype="float64"), x.astype(np.float64))
+    rounding = max_rel_diff(exact, backend.forward(build_with_weights(spec, where, arrays, dtype="float32"), x))
+    bound = max(TOLERANCE["float32"], ROUNDING_FACTOR * rounding)
+    off_a, off_b = max_rel_diff(exact, a), max_rel_diff(exact, b)
+    return max(off_a, off_b) <= bound, (
+        f"against the spec computed in float64 the {names[0]} model is {off_a:.3g} off, the ported "
+        f"{names[1]} model {off_b:.3g}, and an xconv float32 build {rounding:.3g} (rounding alone; "
+        f"allowed: {ROUNDING_FACTOR:g} times that)"
+    )
+
+
+_SHORT_LINES = 40
+
+
+def _short(spec: Sequential, lines: int = _SHORT_LINES) -> str:
+    """The spec's repr, its first ``lines`` lines when longer (a zoo model's runs to hundreds)."""
+    text = repr(spec).splitlines()
+    if len(text) <= lines:
+        return "\n".join(text)
+    return (
+        "\n".join(text[:lines]) + f"\n    ... ({len(text) - lines} more lines: xconv.summary(spec) lists every layer)"
+    )
