@@ -156,14 +156,11 @@ def _rounding_check(
     measured). The port passes when both the source model ``a`` and the ported model ``b`` are within
     ``ROUNDING_FACTOR`` times that rounding error of the reference (or within the fixed tolerance). A mapping
     error on either side is a distance from the reference that rounding does not explain, so it still fails."""
-    from .weights import as_numpy
-
     where = "torch" if "torch" in names else "numpy"
-    arrays = {k: as_numpy(v) for k, v in weights.items()}
-    w64 = {k: v.astype(np.float64) if v.dtype.kind == "f" else v for k, v in arrays.items()}
     backend = get_backend(where)
-    exact = backend.forward(build_with_weights(spec, where, w64, dtype="float64"), x.astype(np.float64))
-    rounding = max_rel_diff(exact, backend.forward(build_with_weights(spec, where, arrays, dtype="float32"), x))
+    # (build_with_weights casts the weights to the model's dtype)
+    exact = backend.forward(build_with_weights(spec, where, weights, dtype="float64"), x.astype(np.float64))
+    rounding = max_rel_diff(exact, backend.forward(build_with_weights(spec, where, weights, dtype="float32"), x))
     bound = max(TOLERANCE["float32"], ROUNDING_FACTOR * rounding)
     off_a, off_b = max_rel_diff(exact, a), max_rel_diff(exact, b)
     return max(off_a, off_b) <= bound, (

@@ -455,23 +455,29 @@ class TorchUpsample2D(keras.layers.Layer):
         }
 
 
+def spread(t: Any, steps: tuple[int, int], sizes: tuple[int, int], axis: int) -> Any:
+    """Zero insertion along the two axes ``axis`` and ``axis + 1``: element (i, j) moves to (i * s0, j * s1), the
+    rest are zeros, and the result keeps its first ``sizes`` positions. Pad and reshape only. A kernel's taps
+    spread by a dilation, or a map's pixels by a stride."""
+    s0, s1 = steps
+    n0, n1 = int(t.shape[axis]), int(t.shape[axis + 1])
+    t = tf.expand_dims(tf.expand_dims(t, axis + 2), axis + 1)  # (..., n0, 1, n1, 1, ...)
+    pad = [[0, 0]] * len(t.shape)
+    pad[axis + 1], pad[axis + 3] = [0, s0 - 1], [0, s1 - 1]
+    t = tf.pad(t, pad)
+    shape = tf.shape(t)
+    t = tf.reshape(t, tf.concat([shape[:axis], [n0 * s0, n1 * s1], shape[axis + 4 :]], axis=0))
+    begin = [0] * (len(t.shape))
+    size = [-1] * len(t.shape)
+    size[axis], size[axis + 1] = sizes
+    return tf.slice(t, begin, size)
+
+
 def dilate_kernel(kernel: Any, dilation: tuple[int, int]) -> Any:
     """A (kh, kw, ., .) kernel with dilation - 1 zeros between its taps: a transposed conv with it equals the
-    dilated one (TensorFlow's CPU transposed conv takes no dilation). Pad and reshape only."""
-    kh, kw, o, i = (int(d) for d in kernel.shape)
-    dh, dw = dilation
-    k = tf.reshape(kernel, (kh, 1, kw, 1, o, i))
-    k = tf.pad(k, [[0, 0], [0, dh - 1], [0, 0], [0, dw - 1], [0, 0], [0, 0]])
-    return tf.reshape(k, (kh * dh, kw * dw, o, i))[: (kh - 1) * dh + 1, : (kw - 1) * dw + 1]
-
-
-def spread(y: Any, strides: tuple[int, int], full: tuple[int, int]) -> Any:
-    """Zero insertion: pixel (i, j) of ``y`` moves to (i * sh, j * sw) of a ``full``-sized map of zeros."""
-    sh, sw = strides
-    h, w, c = (int(d) for d in y.shape[1:])
-    y = tf.pad(y[:, :, None, :, None, :], [[0, 0], [0, 0], [0, sh - 1], [0, 0], [0, sw - 1], [0, 0]])
-    y = tf.reshape(y, tf.stack([tf.shape(y)[0], h * sh, w * sw, c]))
-    return y[:, : full[0], : full[1], :]
+    dilated one (TensorFlow's CPU transposed conv takes no dilation)."""
+    kh, kw = (int(d) for d in kernel.shape[:2])
+    return spread(kernel, dilation, ((kh - 1) * dilation[0] + 1, (kw - 1) * dilation[1] + 1), axis=0)
 
 
 @keras.saving.register_keras_serializable(package="xconv")
@@ -543,7 +549,7 @@ class TorchConvTranspose2D(keras.layers.Conv2DTranspose):
             # zero insertion are exact, and avoid TF 2.21's oneDNN filter gradient of a strided 1x1 kernel,
             # which corrupts the heap in float32.
             outs = [tf.einsum("nhwi,oi->nhwo", xi, ki[0, 0]) for xi, ki in pieces]
-            y = spread(tf.concat(outs, axis=-1) if g > 1 else outs[0], self.strides, full)
+            y = spread(tf.concat(outs, axis=-1) if g > 1 else outs[0], self.strides, full, axis=1)
         else:
             shape = tf.stack([tf.shape(x)[0], full[0], full[1], self.filters // g])
             outs = [tf.nn.conv2d_transpose(xi, ki, shape, strides=self.strides, padding="VALID") for xi, ki in pieces]
