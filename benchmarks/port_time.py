@@ -6,7 +6,10 @@ to="torch")`` against torchvision's ``resnet50(weights=None)``. Target: port <= 
 Each port is also taken apart into the steps ``port`` runs, timed one by one: import (``from_torch`` /
 ``from_keras`` with the weights), build (``xc.build`` in the target framework), weights (``set_weights``;
 a model's first transfer in each direction traces its compiled transfer function, and every port builds a
-new model) and verification (one standard-normal batch of 2 through both models, compared). Both frameworks
+new model) and verification (``port``'s check: three batch groups, five images in all, through both models in
+one call each, compared group by group; for a Keras source also one training-mode call of two images each).
+What the stronger check costs is printed beside it: "one-batch check" times the check ``port`` used to run
+(one standard-normal batch of 2, compared), not counted in the sum. Both frameworks
 are warmed up first by a small port each way; then each repeat times, in alternating order, the native build,
 the steps one by one and the whole ``port``; figures are medians of the repeats, ratios medians of per-repeat
 ratios. Prints a table and writes benchmarks/results/port_time.json.
@@ -32,11 +35,13 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 # (the zoo's seeded models live with the tests that port them)
 import xconv as xc
 from tests.zoo_support import import_torchvision, torchvision_model
+from xconv._verify import verify_port
 from xconv.backends import get_backend
 from xconv.testing import max_rel_diff
 
 SHAPE = (3, 224, 224)
 STEPS = ("import", "build", "weights", "verification")
+EXTRA = ("one-batch check",)
 
 
 def steps(model: Any, source: str, target: str) -> dict[str, float]:
@@ -55,10 +60,13 @@ def steps(model: Any, source: str, target: str) -> dict[str, float]:
     xc.set_weights(built, weights)
     times["weights"] = time.perf_counter() - t
     t = time.perf_counter()
+    verify_port(model, built, spec, weights, (source, target), "float32", 0)
+    times["verification"] = time.perf_counter() - t
+    t = time.perf_counter()
     x = np.random.default_rng(0).standard_normal((2, *SHAPE)).astype("float32")
     err = max_rel_diff(get_backend(source).forward(model, x), get_backend(target).forward(built, x))
     assert err <= 1e-5, err
-    times["verification"] = time.perf_counter() - t
+    times["one-batch check"] = time.perf_counter() - t
     return times
 
 
@@ -86,7 +94,7 @@ def direction(model: Any, source: str, target: str, native: Callable[[], Any], r
                 run["port"] = timed(lambda: xc.port(model, to=to, input_shape=SHAPE if source == "torch" else None))
         runs.append(run)
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-    ratio = {k: statistics.median(r[k] / r["native build"] for r in runs) for k in (*STEPS, "port")}
+    ratio = {k: statistics.median(r[k] / r["native build"] for r in runs) for k in (*STEPS, *EXTRA, "port")}
     ratio["steps summed"] = statistics.median(sum(r[k] for k in STEPS) / r["native build"] for r in runs)
     med["steps summed"] = statistics.median(sum(r[k] for k in STEPS) for r in runs)
     return {"median_seconds": med, "ratio_to_native_build": ratio, "runs": runs}
@@ -123,7 +131,7 @@ def main() -> None:
     )
     print(f"{'':<30} {'torch -> Keras':>22} {'Keras -> torch':>22}")
     print(f"{'step':<30} {'s':>9} {'x build':>12} {'s':>9} {'x build':>12}")
-    for key in (*STEPS, "steps summed", "port"):
+    for key in (*STEPS, "steps summed", "port", *EXTRA):
         a, b = to_tf, to_torch
         print(
             f"{key:<30} {a['median_seconds'][key]:>9.3f} {a['ratio_to_native_build'][key]:>12.2f} "

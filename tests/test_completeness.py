@@ -19,6 +19,10 @@ EXAMPLES = {
     "Conv2d": ([xc.Conv2d(2, 3, 3, stride=2, padding=1)], (2, 5, 5)),
     "ReLU": ([xc.ReLU()], (2, 3, 3)),
     "Flatten": ([xc.Flatten()], (2, 3, 3)),
+    "FlattenChannelsLast": ([xc.Conv2d(2, 3, 1), xc.Flatten(channels_last=True)], (2, 3, 3)),
+    "FrozenBatchNorm": ([xc.BatchNorm2d(2, frozen=True), xc.Flatten(), xc.BatchNorm1d(18, frozen=True)], (2, 3, 3)),
+    "GroupNorm": ([xc.GroupNorm(2, 4, eps=1e-3), xc.GroupNorm(4, 4, affine=False)], (4, 3, 3)),
+    "PReLU": ([xc.PReLU(2), xc.PReLU(), xc.Flatten(), xc.PReLU(18), xc.PReLU(1)], (2, 3, 3)),
     "Linear": ([xc.Flatten(), xc.Linear(None, 4)], (2, 3, 3)),
     "MaxPool2d": ([xc.MaxPool2d(3, stride=2, padding=1)], (2, 5, 5)),
     "AvgPool2d": ([xc.AvgPool2d(2)], (2, 4, 4)),
@@ -65,6 +69,7 @@ EXAMPLES = {
     "Add": ([xc.Add(xc.Conv2d(2, 2, 1), xc.Identity())], (2, 3, 3)),
     "Concat": ([xc.Concat(xc.Conv2d(2, 1, 1), xc.Identity())], (2, 3, 3)),
     "Multiply": ([xc.Multiply(xc.Identity(), xc.AdaptiveAvgPool2d(1))], (2, 3, 3)),
+    "Subtract": ([xc.Subtract(xc.Conv2d(2, 2, 1), xc.AdaptiveAvgPool2d(1))], (2, 3, 3)),
 }
 
 #: kinds an importer does not bring back as themselves, with the reason (none today: every kind imports)
@@ -72,8 +77,12 @@ REFUSED_BY_TORCH_IMPORT: dict[str, str] = {}
 REFUSED_BY_KERAS_IMPORT: dict[str, str] = {}
 
 
+#: examples of a kind's variants that change what is built or imported: (kind, what must come back)
+VARIANTS = {"FlattenChannelsLast": ("Flatten", "channels_last"), "FrozenBatchNorm": ("BatchNorm2d", "frozen")}
+
+
 def test_every_kind_has_an_example():
-    assert sorted(EXAMPLES) == KINDS
+    assert sorted(set(EXAMPLES) - set(VARIANTS)) == KINDS
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -88,11 +97,12 @@ def test_every_kind_has_a_shape_rule_a_reference_and_builders(kind):
     assert cls in numpy_backend._FORWARD and cls in numpy_backend._BACKWARD, f"{kind}: no numpy forward/backward"
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", KINDS + sorted(VARIANTS))
 def test_every_kind_builds_in_every_backend_and_imports_back(both_backends, kind):
     from xconv.backends import torch_backend
     from xconv.backends.tf import builders
 
+    variant = VARIANTS.get(kind)
     if kind in LAYER_TYPES:
         assert LAYER_TYPES[kind] in torch_backend._BUILDERS, f"{kind}: no torch builder"
         assert LAYER_TYPES[kind] in builders._BUILDERS, f"{kind}: no Keras builder"
@@ -111,14 +121,18 @@ def test_every_kind_builds_in_every_backend_and_imports_back(both_backends, kind
         args = (model, shape) if importer == "from_torch" else (model,)
         imported, weights = getattr(xc, importer)(*args, return_weights=True)
         kinds = {i.kind for i in xc.infer(imported)}
-        assert kind in kinds, f"{importer} does not bring {kind} back: got {sorted(kinds)}"
+        if variant is not None:  # the variant's flag comes back on every layer of that kind
+            flags = [getattr(i.layer, variant[1]) for i in xc.infer(imported) if i.kind == variant[0]]
+            assert flags and all(flags), f"{importer} does not bring {kind} back: {imported}"
+        else:
+            assert kind in kinds, f"{importer} does not bring {kind} back: got {sorted(kinds)}"
         back = xc.build(imported, "numpy")
         xc.set_weights(back, weights)
         assert max_rel_diff(reference, xc.predict(back, x)) <= 1e-10, (kind, importer)
 
 
 @settings(
-    max_examples=400, derandomize=True, phases=[Phase.generate], deadline=None, suppress_health_check=list(HealthCheck)
+    max_examples=600, derandomize=True, phases=[Phase.generate], deadline=None, suppress_health_check=list(HealthCheck)
 )
 @given(spec=strategies.specs())
 def _collect(spec):

@@ -85,6 +85,22 @@ def test_catches_the_onednn_bug_when_the_workaround_is_off(both_backends):
         "dilations": (1,),
     }
     run_property(**options)  # with the workaround: passes
+    root = pathlib.Path(__file__).resolve().parent.parent
+    probe = textwrap.dedent(
+        """
+        import numpy as np, xconv as xc
+        from xconv.backends.tf import builders
+        builders.ONEDNN_WORKAROUND = False
+        spec = xc.Sequential(xc.Conv2d(1, 2, 3, stride=(1, 3)), input_shape=(1, 5, 4))
+        x = np.random.default_rng(0).standard_normal((2, 1, 5, 4))
+        ref = xc.predict(xc.build(spec, "torch", seed=0, dtype="float64"), x)
+        print(float(np.abs(xc.predict(xc.build(spec, "tf", seed=0), x.astype("float32")) - ref).max()))
+        """
+    )
+    raw = subprocess.run([sys.executable, "-c", probe], check=False, capture_output=True, text=True, cwd=root)
+    if raw.returncode == 0 and float(raw.stdout.split()[-1]) < 1e-5:
+        # oneDNN picks its kernel by processor: where the raw conv is right, there is no bug to catch
+        pytest.skip(f"this processor's oneDNN float32 conv has no such bug (raw error {raw.stdout.split()[-1]})")
     code = textwrap.dedent(
         f"""
         from xconv.backends.tf import builders as tf_backend
@@ -98,7 +114,6 @@ def test_catches_the_onednn_bug_when_the_workaround_is_off(both_backends):
             print("PASSED")
         """
     )
-    root = pathlib.Path(__file__).resolve().parent.parent
     child = subprocess.run(
         [sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=root, timeout=600
     )

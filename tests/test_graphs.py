@@ -399,10 +399,11 @@ def test_torch_graph_refusals_name_the_node(both_backends):
     with pytest.raises(xc.UnsupportedLayerError, match="called more than once|feeds two branches|not a nesting"):
         xc.from_torch(NotNested(), (2, 4, 4))
 
-    class InPlace(nn.Module):
+    class InPlace(nn.Module):  # a tensor read before it is overwritten in place: the order cannot be kept
         def forward(self, x):
-            y = torch.relu_(x)
-            return x + y
+            a = x.sigmoid()
+            torch.relu_(x)
+            return x + a
 
     with pytest.raises(xc.UnsupportedLayerError, match="in place"):
         xc.from_torch(InPlace(), (2, 4, 4))

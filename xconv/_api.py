@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import enum
+import functools
+import hashlib
+import types
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
@@ -76,6 +80,8 @@ def build_with_weights(
     2.0
     """
     name = canonical_name(backend)  # unknown names fail first
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        raise XconvError(f"build: `seed` must be a non-negative integer or None. Received: {seed!r}")
     resolved, infos = shapes.resolve(spec, input_shape)  # shape errors come before any framework import
     if not infos:
         raise SpecError("the spec has no layers")
@@ -84,7 +90,140 @@ def build_with_weights(
     dtype_name = _dtype_name(dtype)
     arrays = init_weights(infos, seed, dtype_name) if weights is None else check_weights(infos, weights, dtype_name)
     backend_module = get_backend(name)
-    return backend_module.build(resolved, infos, arrays, dtype_name)
+    model = backend_module.build(resolved, infos, arrays, dtype_name)
+    seal = getattr(backend_module, "seal", None)
+    if seal is not None:  # the frameworks' models can be edited in place: their structure is recorded
+        seal(model)
+    return model
+
+
+#: an edited model's re-imported spec is checked on a random batch of this size against the model itself
+EDIT_CHECK_BATCH = 2
+
+
+_SCALARS = frozenset({type(None), bool, int, float, str, bytes, complex})
+#: types that plain_value describes by their name alone (initializers, dtype policies, ...), as it finds them
+_OPAQUE: dict[type, str] = {}
+
+
+@functools.lru_cache(maxsize=4096)
+def _code_digest(code: types.CodeType) -> str:
+    """A digest of a function's code that another process computes alike (``marshal`` output may not be)."""
+    consts = [_code_digest(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts]
+    text = repr((code.co_name, code.co_names, code.co_varnames, consts)).encode()
+    return hashlib.sha256(code.co_code + text).hexdigest()[:16]
+
+
+def plain_value(value: Any, depth: int = 0) -> Any:
+    """A printable stand-in for a module or layer attribute, equal for equal values (the backends' ``structure``
+    uses it): numbers, strings and containers as they are, tensors, arrays and variables by type, shape and
+    dtype only (their values are weights or state), functions by name and code (built-in ones by name), classes
+    by name, framework dtypes and devices by their repr, any other object by its type."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    opaque = _OPAQUE.get(kind)
+    if opaque is not None:
+        return opaque
+    if depth > 8:
+        return f"<{kind.__qualname__}>"
+    if isinstance(value, (tuple, list)):
+        if all(type(v) in _SCALARS for v in value):  # (3, 3), ["weight", "bias"]: the common case, fast
+            return (kind.__name__, *value)
+        return (kind.__name__, *(plain_value(v, depth + 1) for v in value))
+    if isinstance(value, dict):
+        return ("dict", *sorted((repr(k), repr(plain_value(v, depth + 1))) for k, v in value.items()))
+    if isinstance(value, (set, frozenset)):
+        return ("set", *sorted(repr(plain_value(v, depth + 1)) for v in value))
+    if isinstance(value, type):
+        return f"{value.__module__}.{value.__qualname__}"
+    if isinstance(value, (enum.Enum, np.dtype, np.generic)):
+        return repr(value)
+    if hasattr(value, "shape") and hasattr(value, "dtype"):  # a tensor, an array, a variable
+        return (kind.__name__, tuple(value.shape), str(value.dtype))
+    if kind.__module__ == "torch":  # torch.dtype, torch.device, torch.memory_format
+        return repr(value)
+    func = getattr(value, "__func__", value)  # a bound method: its function
+    code = getattr(func, "__code__", None)
+    if isinstance(code, types.CodeType):
+        return ("function", getattr(func, "__qualname__", ""), _code_digest(code))
+    if isinstance(value, types.BuiltinFunctionType):  # torch.tanh, len
+        return ("builtin", getattr(value, "__module__", None), getattr(value, "__qualname__", None))
+    opaque = _OPAQUE[kind] = f"<{kind.__module__}.{kind.__qualname__}>"  # (the checks above depend on the type)
+    return opaque
+
+
+def _changes(sealed: tuple[tuple[str, str, Any], ...], now: tuple[tuple[str, str, Any], ...]) -> str:
+    """What differs between two structure records of a model ((name, type, attributes) rows), the first three."""
+    before = {name: (kind, state) for name, kind, state in sealed}
+    after = {name: (kind, state) for name, kind, state in now}
+    out = []
+    for name, (kind, state) in after.items():
+        label = repr(name) if name else "the model itself"
+        if name not in before:
+            out.append(f"{label} ({kind}) added")
+        elif before[name][0] != kind:
+            out.append(f"{label} replaced: {before[name][0]} -> {kind}")
+        elif before[name][1] != state:
+            out.append(f"{label} ({kind}) changed")
+    out += [f"{name!r} ({kind}) removed" for name, (kind, _) in before.items() if name not in after]
+    return "; ".join(out[:3]) + (f"; {len(out) - 3} more" if len(out) > 3 else "")
+
+
+def edited_spec(
+    backend: Any,
+    model: Any,
+    stored: Sequential,
+    sealed: tuple[tuple[str, str, Any], ...],
+    now: tuple[tuple[str, str, Any], ...],
+) -> Sequential:
+    """The spec of a model built by xconv and changed afterwards (a module replaced, an attribute set): the
+    recorded build spec no longer describes it. The model is imported again as it is now (``from_torch`` with
+    the input shape it was built for, or ``from_keras``), the import built with the model's current weights,
+    and both run on a random batch: the spec is returned only if they agree within ``TOLERANCE``, otherwise
+    an :class:`XconvError` says what changed and what to do. The result is kept on the model for as long as
+    its structure stays ``now`` (a backend's ``spec_of`` calls this; weights and train/eval are no edit)."""
+    from ._compare import TOLERANCE, max_rel_diff
+
+    cached = getattr(model, "xconv_edited", None)
+    if isinstance(cached, tuple) and len(cached) == 2 and cached[0] == now:
+        return cast(Sequential, cached[1])
+    what = _changes(sealed, now) or "its structure changed"
+    todo = (
+        "describe the change in the spec and build that (xconv.build), copying the weights with "
+        "xconv.set_weights, or import the model yourself (xconv.from_torch / xconv.from_keras)"
+    )
+    shape = tuple(stored.input_shape or ())
+    try:
+        from ._porting import from_keras, from_torch
+
+        if backend.NAME == "torch":
+            spec = from_torch(model, shape, return_weights=True)[0]
+        else:
+            spec = from_keras(model, return_weights=True)[0]
+        spec, infos = shapes.resolve(spec)
+        dtype = backend.dtype_of(model)
+        rebuilt = build_with_weights(spec, backend.NAME, backend.get_weights(model, infos), dtype=dtype)
+        x = np.random.default_rng(0).standard_normal((EDIT_CHECK_BATCH, *shape)).astype(dtype)
+        a, b = backend.forward(model, x), backend.forward(rebuilt, x)
+    except Exception as e:  # noqa: BLE001 - whatever fails, the edited model cannot be described by a spec
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise XconvError(
+            f"the model was edited after xconv.build ({what}) and xconv cannot import it as it is now, with "
+            f"the input shape it was built for {shape}: {detail}; {todo}"
+        ) from None
+    differs = (
+        f"output shape {b.shape[1:]} instead of {a.shape[1:]}"
+        if a.shape != b.shape
+        else f"{max_rel_diff(a, b):.3g} relative on a random batch"
+    )
+    if a.shape != b.shape or not max_rel_diff(a, b) <= TOLERANCE[dtype]:
+        raise XconvError(
+            f"the model was edited after xconv.build ({what}) in a way xconv's importer does not see: imported "
+            f"again it computes something else ({differs}); {todo}"
+        )
+    model.xconv_edited = (now, spec)
+    return spec
 
 
 def _model_backend(model: Any, what: str) -> tuple[Backend, Sequential, list[shapes.LayerInfo]]:
@@ -100,6 +239,13 @@ def _model_backend(model: Any, what: str) -> tuple[Backend, Sequential, list[sha
 
 def spec_of(model: Any) -> Sequential:
     """The spec (with its input shape and inferred fields filled in) that ``model`` was built from.
+
+    A torch or Keras model changed after its build (a module replaced, appended or deleted, an attribute such as
+    ``stride`` or ``padding_mode`` set; not its weights, train/eval mode, hooks or freezing) is described as it
+    is now: imported again (:func:`from_torch` with the input shape it was built for, or :func:`from_keras`),
+    with layers named by their module paths, and checked on a random batch against the model itself. So
+    :func:`save`, :func:`port` and the weight functions follow the edited model; an edit the importer cannot
+    read, or does not see exactly, raises :class:`XconvError` saying what changed and what to do.
 
     >>> import xconv as xc
     >>> model = xc.build(xc.Sequential(xc.Conv2d(3, 8, 3), input_shape=(3, 8, 8)), "numpy")
@@ -122,22 +268,32 @@ def get_weights(model: Any) -> dict[str, np.ndarray]:
     return backend.get_weights(model, infos)
 
 
-def set_weights(model: Any, weights: Mapping[str, Any]) -> None:
+def set_weights(model: Any, weights: Mapping[str, Any], *, strict: bool = True) -> list[str]:
     """Load canonical weights (numpy arrays or torch tensors, e.g. a hand-written ``nn.Sequential``'s
     ``state_dict()``) into a built model of either framework.
 
     Every key, shape and dtype is checked first; float arrays of another precision are cast to the model's
     dtype. On any problem a :class:`WeightError` names all of them and the model is left untouched.
 
+    ``strict=False`` (as in torch's ``load_state_dict``) skips keys the model does not have: the weights of
+    what the ported function does not use, such as GoogLeNet's and Inception's auxiliary heads, which run only
+    in training. Missing keys are still an error. Returns the keys skipped, sorted (empty when ``strict``).
+
     >>> import numpy as np, xconv as xc
     >>> model = xc.build(xc.Sequential(xc.Conv2d(3, 8, 3), input_shape=(3, 8, 8)), "numpy")
     >>> xc.set_weights(model, {"0.weight": np.ones((8, 3, 3, 3)), "0.bias": np.zeros(8)})
+    []
     >>> float(xc.predict(model, np.ones((1, 3, 8, 8))).max())
     27.0
+    >>> xc.set_weights(model, {"0.weight": np.ones((8, 3, 3, 3)), "0.bias": np.zeros(8), "aux.weight": 0}, strict=False)
+    ['aux.weight']
     """
     backend, _, infos = _model_backend(model, "set_weights")
-    arrays = check_weights(infos, weights, backend.dtype_of(model))
+    if not isinstance(strict, bool):
+        raise XconvError(f"set_weights: `strict` must be True or False. Received: {strict!r}")
+    arrays = check_weights(infos, weights, backend.dtype_of(model), strict=strict)
     backend.set_weights(model, infos, arrays)
+    return sorted(k for k in weights if k not in arrays)
 
 
 #: float bytes from which transfer_weights between torch and Keras takes the zero-copy path (see below)

@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 
 from ._api import build_with_weights, get_weights, spec_of
-from ._compare import TOLERANCE, max_rel_diff
+from ._verify import _SHORT_LINES, ROUNDING_FACTOR, _rounding_check, _short  # noqa: F401 - (re-exported)
 from .backends import backend_of_model, canonical_name, get_backend
-from .errors import PortError, XconvError
+from .errors import XconvError
 from .spec import Sequential
 from .weights import weights_dtype
 
@@ -35,11 +35,29 @@ def from_torch(
     if not backend.owns_model(model):
         raise XconvError(f"from_torch: expected a torch.nn.Module. Received: {type(model).__name__}")
     shape = as_shape("from_torch", input_shape)
+    _check_materialized(model, "from_torch")
     _check_float_params(model, "from_torch")
     if output is not None and not isinstance(output, str):
         raise XconvError(f"from_torch: `output` must be the name of a dict entry. Received: {output!r}")
     spec, weights = backend.import_model(model, shape, output)
     return (spec, weights) if return_weights else spec
+
+
+def _check_materialized(model: Any, who: str) -> None:
+    """Parameters with values: not on the meta device, not a lazy module's uninitialised parameter."""
+    import itertools
+
+    for name, t in itertools.chain(model.named_parameters(), model.named_buffers()):
+        if type(t).__name__ in ("UninitializedParameter", "UninitializedBuffer"):
+            raise XconvError(
+                f"{who}: {name!r} is not initialised yet (a lazy module such as nn.LazyConv2d); run the model once "
+                "on a batch of its input shape first, so that its parameters get their shapes and values"
+            )
+        if t.device.type == "meta":
+            raise XconvError(
+                f"{who}: {name!r} is on the meta device, with a shape but no values; create the model on the CPU, "
+                "or call model.to_empty(device='cpu') and load its weights, before importing it"
+            )
 
 
 def _check_float_params(model: Any, who: str) -> None:
@@ -69,6 +87,23 @@ def from_keras(model: Any, *, return_weights: bool = False) -> Any:
     backend = get_backend("tf")
     if not backend.owns_model(model):
         raise XconvError(f"from_keras: expected a keras.Model. Received: {type(model).__name__}")
+    try:
+        inputs, outputs = model.inputs, model.outputs
+    except (AttributeError, ValueError):
+        inputs = outputs = None
+    if not inputs:
+        raise XconvError(
+            f"from_keras: the model {model.name!r} has no input yet (a Sequential without keras.Input, never "
+            "called); start it with keras.Input((H, W, C)) or call model.build((None, H, W, C)) first"
+        )
+    structure = getattr(model, "_outputs_struct", None)
+    if len(inputs) != 1 or len(outputs) != 1 or isinstance(structure, (dict, list, tuple)):
+        what = f"a {type(structure).__name__} of {len(outputs)}" if isinstance(structure, (dict, list, tuple)) else ""
+        raise XconvError(
+            f"from_keras: the model {model.name!r} takes {len(inputs)} input(s) and returns "
+            f"{what or len(outputs)} output(s); xconv ports a model with one input and one output tensor: "
+            "build keras.Model(model.inputs[0], model.outputs[k]) for the output you want"
+        )
     for v in model.weights:
         if "float" in str(v.dtype) and str(v.dtype) not in ("float32", "float64"):
             raise XconvError(f"from_keras: {v.path!r} is {v.dtype}; xconv models are float32 or float64")
@@ -103,81 +138,37 @@ def port(
     output: str | None = None,
 ) -> Any:
     """Import ``model`` (torch or Keras, hand-written or built by xconv), build the same spec in framework
-    ``to`` and copy the weights. With ``verify`` (the default), one random batch (standard normal, batch 2,
-    drawn from ``seed``) goes through both models and a :class:`PortError` is raised when
-    max |a - b| / max(1, max |a|) exceeds 1e-5 (float32) or 1e-10 (float64), or anything is NaN/Inf. A deep
-    float32 network's own rounding can exceed 1e-5; beyond it, both models are compared with the spec computed in
-    float64 (same weights) and each may be off by up to ten times the rounding error of an xconv float32 build
-    of that spec, measured on the same batch; the error message gives the three distances.
+    ``to`` and copy the weights. The source model is left exactly as it was: every module's train/eval flag
+    and every buffer.
+
+    With ``verify`` (the default) both native models run on batches drawn from ``seed`` and what they return is
+    compared as it comes out of each (a flat vector as the model returns it, a map NCHW in torch and NHWC in
+    Keras): a standard-normal batch, the same batch times 100 and an input with exact zeros (an image with an
+    all-zero border; see ``xconv._verify.VERIFY_BATCHES``), each group compared at its own scale. A torch source in training mode is
+    also compared in training mode (BatchNorm on batch statistics, unless the spec draws random masks); its
+    statistics are put back afterwards. A :class:`PortError` is raised when max |a - b| / max(1, max |a|)
+    exceeds 1e-5 (float32) or 1e-10 (float64), or anything is NaN/Inf. A deep float32 network's own rounding can
+    exceed 1e-5; beyond it, both models are compared with the spec computed in float64 (same weights) and each
+    may be off by up to ten times the rounding error of an xconv float32 build of that spec, measured on the
+    same batch; the error message gives the three distances and says which side is off: the source (the
+    importer missed something it computes) or the ported model.
 
     ``output``: for a torch model that returns a dict, the entry to port (see :func:`from_torch`).
 
     >>> km = port(torch_model, to="tf", input_shape=(3, 32, 32))   # doctest: +SKIP
     """
     target = canonical_name(to)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise XconvError(f"port: `seed` must be a non-negative integer. Received: {seed!r}")
+    if not isinstance(verify, bool):
+        raise XconvError(f"port: `verify` must be True or False. Received: {verify!r}")
     source, spec, weights = _import(model, input_shape, output)
     if output is not None and (source != "torch" or get_backend(source).spec_of(model) is not None):
         raise XconvError("port: `output` chooses an entry of a hand-written torch model's returned dict")
     dtype = weights_dtype(weights)
     out = build_with_weights(spec, target, weights, dtype=dtype)  # no initial weights drawn and overwritten
     if verify:
-        x = np.random.default_rng(seed).standard_normal((2, *spec.input_shape)).astype(dtype)  # type: ignore[misc]
-        a = (
-            get_backend(source).forward(model, x, output)
-            if output is not None
-            else get_backend(source).forward(model, x)
-        )
-        b = get_backend(target).forward(out, x)
-        err = max_rel_diff(a, b)
-        if not err <= TOLERANCE[dtype]:
-            detail = _rounding_check(spec, weights, x, a, b, (source, target)) if dtype == "float32" else None
-            if detail is None or not detail[0]:
-                raise PortError(
-                    f"port: the {target} model differs from the {source} model by {err:.3g} relative "
-                    f"(tolerance {TOLERANCE[dtype]:g}, {dtype}) on a random batch"
-                    + ("" if detail is None else f"; {detail[1]}")
-                    + f"; spec: {_short(spec)}"
-                )
+        from ._verify import verify_port
+
+        verify_port(model, out, spec, weights, (source, target), dtype, int(seed), output)
     return out
-
-
-#: how far from the float64 reference the two float32 models may be, in units of an xconv float32 build's own
-#: rounding error. Both compute the same function with float32 sums in other orders and kernels: on twelve
-#: keras.applications models with logits (64x64 inputs) the Keras model's error was 0.8 to 2.9 times the torch
-#: build's, so 10 leaves room without hiding a mapping error, which is not rounding-sized.
-ROUNDING_FACTOR = 10.0
-
-
-def _rounding_check(
-    spec: Sequential, weights: dict[str, Any], x: np.ndarray, a: np.ndarray, b: np.ndarray, names: tuple[str, str]
-) -> tuple[bool, str]:
-    """For a float32 port beyond the fixed tolerance: a deep network's own float32 rounding can exceed it. The
-    spec is built again with the same weights in float64 (the reference) and in float32 (its rounding error,
-    measured). The port passes when both the source model ``a`` and the ported model ``b`` are within
-    ``ROUNDING_FACTOR`` times that rounding error of the reference (or within the fixed tolerance). A mapping
-    error on either side is a distance from the reference that rounding does not explain, so it still fails."""
-    where = "torch" if "torch" in names else "numpy"
-    backend = get_backend(where)
-    # (build_with_weights casts the weights to the model's dtype)
-    exact = backend.forward(build_with_weights(spec, where, weights, dtype="float64"), x.astype(np.float64))
-    rounding = max_rel_diff(exact, backend.forward(build_with_weights(spec, where, weights, dtype="float32"), x))
-    bound = max(TOLERANCE["float32"], ROUNDING_FACTOR * rounding)
-    off_a, off_b = max_rel_diff(exact, a), max_rel_diff(exact, b)
-    return max(off_a, off_b) <= bound, (
-        f"against the spec computed in float64 the {names[0]} model is {off_a:.3g} off, the ported "
-        f"{names[1]} model {off_b:.3g}, and an xconv float32 build {rounding:.3g} (rounding alone; "
-        f"allowed: {ROUNDING_FACTOR:g} times that)"
-    )
-
-
-_SHORT_LINES = 40
-
-
-def _short(spec: Sequential, lines: int = _SHORT_LINES) -> str:
-    """The spec's repr, its first ``lines`` lines when longer (a zoo model's runs to hundreds)."""
-    text = repr(spec).splitlines()
-    if len(text) <= lines:
-        return "\n".join(text)
-    return (
-        "\n".join(text[:lines]) + f"\n    ... ({len(text) - lines} more lines: xconv.summary(spec) lists every layer)"
-    )

@@ -1,19 +1,24 @@
 """The ``xconv`` command line: summary, convert, check. Frameworks are imported only when a command needs one.
 
     xconv summary FILE [--spec spec.json] [--input-shape C,H,W]
-    xconv convert IN --to torch|tf|safetensors -o OUT [--spec spec.json] [--input-shape C,H,W]
+    xconv convert IN --to torch|tf|safetensors -o OUT [--spec spec.json] [--input-shape C,H,W] [--dtype D]
     xconv check FILE [--spec spec.json] [--dtype float32|float64] [--batch N] [--seed N]
     xconv demo [--data DIR] [--steps N] [--out DIR] ...   (see xconv.demo)
 
 Errors go to stderr as one line (``--debug`` shows the traceback); exit code 2 for bad usage or input,
 1 when ``check`` finds the frameworks differ beyond tolerance. Only regular files are read, and ``convert``
 writes its output to a temporary file in the output's folder renamed into place, so a failed conversion
-leaves no half-written file and keeps the old one.
+leaves no half-written file and keeps the old one; an output that is a broken or looping symbolic link is
+refused (``cp`` does the same), and so is a ``.keras`` name not in lower case (Keras reads no other).
+``convert`` keeps the input's dtype; an input mixing float32 and float64 tensors is refused, naming them,
+unless ``--dtype`` chooses (float64 keeps every value). A ``.keras`` model with a mixed precision dtype policy
+is refused by ``convert`` and ``check``: xconv models are float32 or float64.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
 import os
@@ -43,6 +48,9 @@ OUTPUT_EXTENSIONS = {"torch": (".pt", ".pth"), "tf": (".keras",), "safetensors":
 
 INPUT_EXTENSIONS = (".json", ".safetensors", ".keras", ".pt", ".pth")
 
+#: how a ``convert`` whose input mixes float32 and float64 tensors chooses its dtype (see ``_read``)
+MIXED_DTYPE_FIX = "pass --dtype float64 (keeps every value) or --dtype float32 (rounds the float64 ones)"
+
 
 def _input_file(path: str) -> None:
     """Refuse a path that is not an existing regular file: a FIFO or a device would be read forever."""
@@ -62,6 +70,11 @@ def _check_input(path: str, spec_path: str | None) -> None:
     ext = os.path.splitext(path)[1].lower()
     if ext not in INPUT_EXTENSIONS:
         raise _UsageError(f"{path}: unknown file type {ext!r}; expected .json, .safetensors, .keras, .pt or .pth")
+    if ext == ".keras" and not path.endswith(".keras"):
+        raise _UsageError(
+            f"{path}: Keras reads only files whose name ends in lower-case .keras; rename it to "
+            f"{os.path.splitext(path)[0]}.keras"
+        )
     if ext in (".pt", ".pth"):
         if spec_path is None:
             raise _UsageError(f"{path}: a torch state_dict needs --spec spec.json (it holds no architecture)")
@@ -78,6 +91,24 @@ def _check_output(output: str, to: str, inputs: Sequence[str | None]) -> str:
     if ext not in allowed:
         found = f"ends in {ext!r}" if ext else "has no extension"
         raise _UsageError(f"--to {to} writes {' or '.join(allowed)} files; the output {output} {found}")
+    if to == "tf" and not output.endswith(".keras"):
+        raise _UsageError(
+            f"-o {output}: Keras writes and reads only files whose name ends in lower-case .keras; use -o "
+            f"{os.path.splitext(output)[0]}.keras"
+        )
+    if os.path.islink(output) and not os.path.exists(output):  # writing through it would create its target
+        try:
+            os.path.realpath(output, strict=True)
+        except FileNotFoundError:
+            raise _UsageError(
+                f"-o {output} is a broken symbolic link (to {os.readlink(output)}, which does not exist); remove "
+                "the link or give -o another path"
+            ) from None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise _UsageError(
+                    f"-o {output} is a symbolic link that loops back on itself; remove the link or give -o another path"
+                ) from None
     target = os.path.realpath(output)
     exists = os.path.exists(target)
     for path in inputs:
@@ -186,23 +217,38 @@ def _read_keras(path: str) -> Any:
 
 
 def _read(
-    path: str, spec_path: str | None = None, input_shape: tuple[int, ...] | None = None
+    path: str,
+    spec_path: str | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    dtype: str | None = None,
+    run_keras: bool = True,
 ) -> tuple[Sequential, dict[str, np.ndarray] | None]:
-    """(spec, weights or None) from a spec JSON, an xconv checkpoint, a .keras file or a torch state_dict."""
-    from .weights import check_weights, weights_dtype
+    """(spec, weights or None) from a spec JSON, an xconv checkpoint, a .keras file or a torch state_dict. The
+    weights are cast to ``dtype``; without it they keep the file's, and a file mixing float64 with other float
+    tensors is refused, naming them (``MIXED_DTYPE_FIX`` says how to choose). With ``run_keras``, a .keras model
+    that xconv could not run as it is stored (a mixed precision policy) is refused."""
+    from .weights import check_weights, single_dtype
 
     _check_input(path, spec_path)
     ext = os.path.splitext(path)[1].lower()
     if ext == ".json":
         spec, weights = _read_spec_json(path), None
     elif ext == ".safetensors":
-        from .checkpoint import load
+        from .checkpoint import _load
 
-        spec, weights = load(path)
+        spec, weights = _load(path, dtype, MIXED_DTYPE_FIX)
     elif ext == ".keras":
         from ._porting import from_keras
 
-        spec, weights = from_keras(_read_keras(path), return_weights=True)
+        model = _read_keras(path)
+        if run_keras:
+            _refuse_mixed_precision(path, model)
+        spec, weights = from_keras(model, return_weights=True)
+        try:
+            chosen = dtype or single_dtype(weights, MIXED_DTYPE_FIX)
+        except XconvError as e:
+            raise _UsageError(f"{path}: {e}") from None
+        weights = {k: v.astype(chosen, copy=False) if v.dtype.kind == "f" else v for k, v in weights.items()}
     else:
         from .backends import get_backend
 
@@ -214,23 +260,51 @@ def _read(
         assert spec_path is not None  # _check_input refuses a state_dict without --spec
         spec = _read_spec_json(spec_path).with_input_shape(input_shape)
         infos = shapes.infer(spec)
-        weights = check_weights(infos, state, weights_dtype(state))
+        try:
+            weights = check_weights(infos, state, dtype or single_dtype(state, MIXED_DTYPE_FIX))
+        except XconvError as e:
+            raise _UsageError(f"{path}: {e}") from None
         return spec, weights
     return spec.with_input_shape(input_shape), weights
+
+
+def _refuse_mixed_precision(path: str, model: Any) -> None:
+    """A .keras model computing in another dtype than it stores (``mixed_float16``) or in float16 is refused:
+    xconv's models (and the check that the file computes what its configuration says) are float32 or float64."""
+    queue = [model]
+    while queue:
+        layer = queue.pop(0)  # (the first layer that has one is named)
+        policy = getattr(layer, "dtype_policy", None)
+        compute, variable = getattr(policy, "compute_dtype", None), getattr(policy, "variable_dtype", None)
+        if compute is not None and (compute != variable or compute not in ("float32", "float64")):
+            raise _UsageError(
+                f"{path}: layer {layer.name!r} uses the {getattr(policy, 'name', compute)!r} dtype policy (computes "
+                f"in {compute}), and xconv models are float32 or float64, so mixed precision is not supported: "
+                "build the model again after keras.config.set_dtype_policy('float32'), copy the weights into it "
+                "(new.set_weights(model.get_weights())) and save that"
+            )
+        queue.extend(getattr(layer, "layers", []))  # a nested model's own layers
 
 
 def _summary(args: argparse.Namespace) -> int:
     from ._api import summary
 
-    spec, _ = _read(args.file, args.spec, _parse_shape(args.input_shape))
+    # (the weights only need reading: float64 keeps a mixed file's values, and a .keras file is not run)
+    spec, _ = _read(args.file, args.spec, _parse_shape(args.input_shape), dtype="float64", run_keras=False)
     summary(spec)
     if os.path.splitext(args.file)[1].lower() == ".safetensors":
-        from .checkpoint import has_digest
+        from .checkpoint import format_version, has_digest
 
         if not has_digest(args.file):
             print(
                 "note: this checkpoint has no digest of its tensors (written by another tool): its data was "
                 "loaded unchecked"
+            )
+        elif format_version(args.file) == "1":
+            print(
+                "note: this checkpoint is in format 1 (an older xconv): its digest covers the tensors, not the "
+                "spec; `xconv convert FILE --to safetensors -o NEW.safetensors` writes it in format 2, which "
+                "covers both"
             )
     return 0
 
@@ -242,16 +316,17 @@ def _convert(args: argparse.Namespace) -> int:
     input_shape = _parse_shape(args.input_shape)
     _check_input(args.input, args.spec)
     target = _check_output(args.output, args.to, (args.input, args.spec))
-    spec, weights = _read(args.input, args.spec, input_shape)
+    spec, weights = _read(args.input, args.spec, input_shape, args.dtype)
     spec, _ = shapes.resolve(spec)
     if weights is None:
         raise _UsageError(f"{args.input} holds a spec without weights; convert needs weights")
+    dtype = args.dtype or weights_dtype(weights)
     if os.path.splitext(args.input)[1].lower() == ".keras":  # the file's own model must be what was imported
         from ._compare import TOLERANCE
 
         x = _random_input(0, 2, spec)
-        err = _keras_file_error(args.input, spec, weights, x)
-        tol = TOLERANCE[weights_dtype(weights)]
+        err, file_dtype = _keras_file_error(args.input, spec, weights, x)
+        tol = TOLERANCE[file_dtype]
         if not err <= tol:
             raise _UsageError(
                 f"{args.input}: the stored model does not compute what its layers' configurations say "
@@ -265,22 +340,22 @@ def _convert(args: argparse.Namespace) -> int:
     elif to == "torch":
         from .backends import get_backend
 
-        model = build(spec, "torch", dtype=weights_dtype(weights))
+        model = build(spec, "torch", dtype=dtype)
         set_weights(model, weights)
         writer = get_backend("torch").write_state_dict
         _write_atomically(target, args.output, lambda tmp: writer(model, tmp))
     else:
-        model = build(spec, "tf", dtype=weights_dtype(weights))
+        model = build(spec, "tf", dtype=dtype)
         set_weights(model, weights)
         _write_atomically(target, args.output, model.save)
-    print(f"wrote {args.output} ({to}, {len(weights)} tensors)")
+    print(f"wrote {args.output} ({to}, {dtype}, {len(weights)} tensors)")
     return 0
 
 
-def _keras_file_error(path: str, spec: Any, weights: Any, x: np.ndarray) -> float:
+def _keras_file_error(path: str, spec: Any, weights: Any, x: np.ndarray) -> tuple[float, str]:
     """How far the model stored in a ``.keras`` file (run as loaded, in its own dtype) is from the numpy
-    reference of the spec and weights imported from it: max |a - b| / max(1, max |a|). A file whose layer
-    configs were edited imports to the nominal spec but computes something else; this sees it."""
+    reference of the spec and weights imported from it: max |a - b| / max(1, max |a|), and that dtype. A file
+    whose layer configs were edited imports to the nominal spec but computes something else; this sees it."""
     from ._api import build, set_weights
 
     model = _read_keras(path)
@@ -289,14 +364,10 @@ def _keras_file_error(path: str, spec: Any, weights: Any, x: np.ndarray) -> floa
     expect = reference(x.astype("float64"))
     dtype = str(model.inputs[0].dtype)
     y = np.asarray(model(xc_layout.to_nhwc(x.astype(dtype)) if x.ndim == 4 else x.astype(dtype), training=False))
-    got = (
-        xc_layout.to_nchw(y)
-        if y.ndim == 4
-        else xc_layout.features_to_chw_order(y, shapes.infer(spec)[-1].output_source)
-    )
+    got = xc_layout.to_nchw(y) if y.ndim == 4 else y  # a flat output is in the spec's own order
     from ._compare import max_rel_diff
 
-    return max_rel_diff(expect, got)
+    return max_rel_diff(expect, got), dtype
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -307,7 +378,8 @@ def _check(args: argparse.Namespace) -> int:
         raise _UsageError(f"--batch must be positive. Received: {args.batch}")
     if args.seed < 0:
         raise _UsageError(f"--seed must not be negative. Received: {args.seed}")
-    spec, weights = _read(args.file, args.spec, _parse_shape(args.input_shape))
+    # (float64 keeps every value of the file, also a mixed one: the models built from the weights cast them)
+    spec, weights = _read(args.file, args.spec, _parse_shape(args.input_shape), "float64")
     spec, _ = shapes.resolve(spec)
     x = _random_input(args.seed, args.batch, spec)
     rows = compare_layerwise(spec, weights, x, backends=("torch", "tf"), dtype=args.dtype, grads=False)
@@ -318,10 +390,7 @@ def _check(args: argparse.Namespace) -> int:
         return 1
     if os.path.splitext(args.file)[1].lower() == ".keras":
         assert weights is not None  # a .keras file carries its weights
-        err = _keras_file_error(args.file, spec, weights, x)
-        file_dtype = (
-            "float64" if all(w.dtype == np.float64 for w in weights.values() if w.dtype.kind == "f") else "float32"
-        )
+        err, file_dtype = _keras_file_error(args.file, spec, weights, x)
         print(f"the model in {args.file} itself against the numpy reference: {err:.3e} relative")
         if not err <= TOLERANCE[file_dtype]:
             print(
@@ -356,6 +425,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", required=True)
     c.add_argument("--spec", help="spec JSON, needed for a torch state_dict input")
     c.add_argument("--input-shape", help="C,H,W")
+    c.add_argument(
+        "--dtype",
+        choices=("float32", "float64"),
+        help="the output's dtype (default: the input's; an input mixing float32 and float64 tensors is refused, "
+        "naming them, unless --dtype says which: float64 keeps every value, float32 rounds the float64 ones)",
+    )
     c.set_defaults(run=_convert)
     k = sub.add_parser("check", help="build both frameworks with the file's weights and compare every layer")
     k.add_argument("file")

@@ -103,6 +103,8 @@ def to_keras(kind: str, x: Any, source: tuple[int, ...] | int | None, ops: Array
         return ops.reshape(hwio, (kh, kw, source, cm // source))
     if kind == "scale":  # layer scale: (C, 1, 1) -> (C,)
         return ops.reshape(x, (int(x.shape[0]),))
+    if kind == "map_slope":  # PReLU slopes shared over the pixels: (C,) -> (1, 1, C)
+        return ops.reshape(x, (1, 1, int(x.shape[0])))
     perm = flatten_permutation(source)
     if kind in ("conv", "conv_transpose"):
         return ops.transpose(x, OIHW_TO_HWIO)
@@ -120,6 +122,8 @@ def to_canonical(kind: str, x: Any, source: tuple[int, ...] | int | None, ops: A
         return ops.transpose(ops.reshape(x, (kh, kw, 1, c * m)), HWIO_TO_OIHW)
     if kind == "scale":  # (C,) -> (C, 1, 1)
         return ops.reshape(x, (int(x.shape[0]), 1, 1))
+    if kind == "map_slope":  # (1, 1, C) -> (C,)
+        return ops.reshape(x, (int(x.shape[-1]),))
     perm = flatten_permutation(source)
     inverse = None if perm is None else np.argsort(perm)
     if kind in ("conv", "conv_transpose"):

@@ -27,6 +27,7 @@ from .spec import (
     Conv2d,
     ConvTranspose2d,
     Flatten,
+    GroupNorm,
     Layer,
     LayerNorm,
     LayerScale,
@@ -34,6 +35,7 @@ from .spec import (
     MaxPool2d,
     Narrow,
     Normalization,
+    PReLU,
     Rescaling,
     Sequential,
     Softmax,
@@ -183,7 +185,9 @@ def _elementwise(ctx: _Ctx, layer: Layer, source: Shape | None) -> LayerInfo:
 def _flatten(ctx: _Ctx, layer: Flatten, source: Shape | None) -> LayerInfo:
     if len(ctx.shape) == 1:
         return _elementwise(ctx, layer, source)
-    return LayerInfo(ctx.index, layer, ctx.shape, (math.prod(ctx.shape),), {}, output_source=ctx.shape)
+    # a channels-last flatten gives features in H,W,C order in both frameworks: no order to reconcile after it
+    source_out = None if layer.channels_last else ctx.shape
+    return LayerInfo(ctx.index, layer, ctx.shape, (math.prod(ctx.shape),), {}, output_source=source_out)
 
 
 def _linear(ctx: _Ctx, layer: Linear, source: Shape | None) -> LayerInfo:
@@ -310,6 +314,8 @@ def _batchnorm(ctx: _Ctx, layer: _BatchNorm, source: Shape | None) -> LayerInfo:
     if layer.track_running_stats:
         params.update(running_mean=n, running_var=n, num_batches_tracked=())
         buffers = ("running_mean", "running_var", "num_batches_tracked")
+    if layer.frozen:  # nothing is learned: the gain and shift are held like the statistics
+        buffers = (*layer.affine_params, *buffers)
     keep = source if len(ctx.shape) == 1 else None
     return LayerInfo(
         ctx.index, layer, ctx.shape, ctx.shape, params, input_source=keep, output_source=keep, buffers=buffers
@@ -377,6 +383,24 @@ def _layernorm(ctx: _Ctx, layer: LayerNorm, source: Shape | None) -> LayerInfo:
     if layer.bias:
         params["bias"] = n
     keep = source if len(ctx.shape) == 1 else None
+    return LayerInfo(ctx.index, layer, ctx.shape, ctx.shape, params, input_source=keep, output_source=keep)
+
+
+def _groupnorm(ctx: _Ctx, layer: GroupNorm, source: Shape | None) -> LayerInfo:
+    c, _, _ = ctx.need_map()
+    if layer.num_channels != c:
+        raise ctx.error(f"num_channels={layer.num_channels} but its input has {c} channels")
+    params: dict[str, Shape] = {"weight": (c,), "bias": (c,)} if layer.affine else {}
+    return LayerInfo(ctx.index, layer, ctx.shape, ctx.shape, params)
+
+
+def _prelu(ctx: _Ctx, layer: PReLU, source: Shape | None) -> LayerInfo:
+    n = _channels(ctx)
+    if layer.num_parameters not in (1, n):
+        what = "channels" if len(ctx.shape) == 3 else "features"
+        raise ctx.error(f"num_parameters={layer.num_parameters} must be 1 or the input's {n} {what}")
+    keep = source if len(ctx.shape) == 1 else None
+    params: dict[str, Shape] = {"weight": (layer.num_parameters,)}
     return LayerInfo(ctx.index, layer, ctx.shape, ctx.shape, params, input_source=keep, output_source=keep)
 
 
@@ -531,6 +555,8 @@ RULES: dict[type[Layer], Callable[[_Ctx, Layer, Shape | None], LayerInfo]] = {
     Rescaling: _rescaling,  # type: ignore[dict-item]
     Normalization: _normalization,  # type: ignore[dict-item]
     LayerNorm: _layernorm,  # type: ignore[dict-item]
+    GroupNorm: _groupnorm,  # type: ignore[dict-item]
+    PReLU: _prelu,  # type: ignore[dict-item]
     ChannelLinear: _channel_linear,  # type: ignore[dict-item]
     LayerScale: _layer_scale,  # type: ignore[dict-item]
     Narrow: _narrow,  # type: ignore[dict-item]

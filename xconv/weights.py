@@ -13,7 +13,7 @@ import numpy as np
 from .errors import WeightError
 from .shapes import LayerInfo
 
-__all__ = ["as_numpy", "check_weights", "expected_shapes", "init_weights", "weights_dtype"]
+__all__ = ["as_numpy", "check_weights", "expected_shapes", "init_weights", "single_dtype", "weights_dtype"]
 
 DTYPES = ("float32", "float64")
 
@@ -27,7 +27,8 @@ def init_weights(infos: list[LayerInfo], seed: int | None, dtype: str) -> dict[s
     """xconv's framework-independent initializer (the seed notebook's ``random_weight`` / ``zero_weight``):
     conv and linear weights ~ N(0, 2 / fan_in) with fan_in = prod(shape[1:]) (Kaiming normal), biases zero;
     BatchNorm as torch: weight 1, bias 0, running_mean 0, running_var 1, num_batches_tracked 0 (int64);
-    LayerNorm weight 1; layer scale 1e-6 (torchvision's and Keras' ConvNeXt default).
+    LayerNorm and GroupNorm weight 1; layer scale 1e-6 (torchvision's and Keras' ConvNeXt default); PReLU slopes
+    0.25 (torch's).
 
     Drawn in float64 from ``numpy.random.default_rng(seed)`` in key order, then cast, so the same
     ``(spec, seed, dtype)`` gives the same numbers in every backend.
@@ -35,7 +36,7 @@ def init_weights(infos: list[LayerInfo], seed: int | None, dtype: str) -> dict[s
     rng = np.random.default_rng(seed)
     out: dict[str, np.ndarray] = {}
     for info in infos:
-        batchnorm = info.kind.startswith("BatchNorm") or info.kind == "LayerNorm"
+        batchnorm = info.kind.startswith("BatchNorm") or info.kind in ("LayerNorm", "GroupNorm")
         for name, shape in info.params.items():
             key = f"{info.key}.{name}"
             if name == "num_batches_tracked":
@@ -46,6 +47,8 @@ def init_weights(infos: list[LayerInfo], seed: int | None, dtype: str) -> dict[s
                 out[key] = np.zeros(shape, dtype=dtype)
             elif name == "layer_scale":
                 out[key] = np.full(shape, 1e-6, dtype=dtype)
+            elif info.kind == "PReLU":  # torch's initial slope
+                out[key] = np.full(shape, 0.25, dtype=dtype)
             elif batchnorm:  # weight, running_var
                 out[key] = np.ones(shape, dtype=dtype)
             else:
@@ -81,12 +84,55 @@ def weights_dtype(weights: Mapping[str, Any]) -> str:
     return "float64" if kinds == {"float64"} else "float32"
 
 
-def check_weights(infos: list[LayerInfo], weights: Mapping[str, Any], dtype: str) -> dict[str, np.ndarray]:
+def single_dtype(weights: Mapping[str, Any], fix: str) -> str:
+    """The model dtype that holds every float array of ``weights`` unchanged: float64 if they are all float64,
+    else float32 (float16 and bfloat16 widen to it exactly). float64 arrays mixed with arrays of another float
+    dtype are a :class:`WeightError` naming the arrays of the rarer dtype and ending with ``fix`` (how the caller
+    chooses a dtype): float32 would round the float64 arrays, float64 would not be the dtype of the others, and
+    xconv does not pick either silently. Integer arrays (``num_batches_tracked``) do not count.
+
+    >>> import numpy as np
+    >>> single_dtype({"0.weight": np.zeros(2), "0.bias": np.zeros(2)}, "cast them first")
+    'float64'
+    >>> single_dtype({"0.weight": np.zeros(2), "0.bias": np.zeros(2, np.float32)}, "cast them first")
+    Traceback (most recent call last):
+    xconv.errors.WeightError: the weights mix float64 and float32 arrays: '0.weight' is float64, the other 1 float32; cast them first
+    """
+    by_dtype: dict[str, list[str]] = {}
+    for key, value in weights.items():
+        try:
+            array = as_numpy(value)
+        except Exception:  # noqa: BLE001, S112 - unreadable (bfloat16, ...): check_weights names it
+            continue
+        if array.dtype.kind not in "iub":
+            by_dtype.setdefault(array.dtype.name, []).append(str(key))
+    wide = by_dtype.pop("float64", [])
+    if not wide:
+        return "float32"
+    if not by_dtype:
+        return "float64"
+    narrow = [key for keys in by_dtype.values() for key in keys]
+    names = ", ".join(sorted(by_dtype))
+    odd, rest, odd_name, rest_name = (
+        (wide, narrow, "float64", names) if len(wide) <= len(narrow) else (narrow, wide, names, "float64")
+    )
+    listed = ", ".join(repr(k) for k in odd[:5]) + (f" and {len(odd) - 5} more" if len(odd) > 5 else "")
+    verb = "is" if len(odd) == 1 else "are"
+    raise WeightError(
+        f"the weights mix float64 and {names} arrays: {listed} {verb} {odd_name}, the other {len(rest)} "
+        f"{rest_name}; {fix}"
+    )
+
+
+def check_weights(
+    infos: list[LayerInfo], weights: Mapping[str, Any], dtype: str, *, strict: bool = True
+) -> dict[str, np.ndarray]:
     """Validate ``weights`` against the spec and return them as numpy arrays of ``dtype``, in canonical order.
 
     Float arrays of another precision are cast; ``num_batches_tracked`` must be an integer scalar and becomes
     int64; any other problem (missing or extra key, wrong shape, wrong dtype) is collected, and one
-    :class:`WeightError` names all of them.
+    :class:`WeightError` names all of them. With ``strict=False`` keys the spec does not have are left out
+    (not an error); missing keys still are.
     """
     if not isinstance(weights, Mapping):
         raise WeightError(f"weights must be a mapping of name -> array. Received: {type(weights).__name__}")
@@ -119,7 +165,7 @@ def check_weights(infos: list[LayerInfo], weights: Mapping[str, Any], dtype: str
         else:
             out[key] = array.astype(dtype, copy=False)
     for key in weights:
-        if key not in expected:
+        if key not in expected and strict:
             problems.append(f"unexpected key {key!r}")
     if problems:
         raise WeightError("weights do not fit the model:\n  " + "\n  ".join(problems))

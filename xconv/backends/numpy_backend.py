@@ -133,6 +133,9 @@ def _join_forward(info: LayerInfo, args: list[np.ndarray]) -> np.ndarray:
     kind = info.kind
     if kind == "Concat":
         return np.concatenate(args, axis=concat_axis(info))
+    if kind == "Subtract":
+        difference: np.ndarray = args[0] - args[1]
+        return difference
     out = args[0]
     for a in args[1:]:
         out = out + a if kind == "Add" else out * a
@@ -153,6 +156,8 @@ def _join_backward(info: LayerInfo, args: list[np.ndarray], g: np.ndarray) -> li
         return list(np.split(g, bounds, axis=axis))
     if kind == "Add":
         return [_unbroadcast(g, a.shape) for a in args]
+    if kind == "Subtract":
+        return [_unbroadcast(g, args[0].shape), _unbroadcast(-g, args[1].shape)]
     out = []
     for i, a in enumerate(args):
         others = np.ones((), dtype=g.dtype)
@@ -404,7 +409,7 @@ def _bn_stats(
 ) -> tuple[np.ndarray, np.ndarray, bool]:
     """(mean, variance, from the batch?) that normalise ``x``."""
     layer = info.layer
-    if mode.training or not layer.track_running_stats:  # type: ignore[attr-defined]
+    if (mode.training and not layer.frozen) or not layer.track_running_stats:  # type: ignore[attr-defined]
         axes = _bn_axes(x)
         return x.mean(axis=axes), x.var(axis=axes), True
     return p["running_mean"], p["running_var"], False
@@ -508,7 +513,9 @@ def _elu(info: LayerInfo, x: np.ndarray) -> np.ndarray:
 _FORWARD: dict[type, Any] = {
     Conv2d: _conv_forward,
     ReLU: lambda info, p, x, mode: np.maximum(x, 0),
-    Flatten: lambda info, p, x, mode: x.reshape(x.shape[0], -1),
+    Flatten: lambda info, p, x, mode: (
+        x.transpose(0, 2, 3, 1) if info.layer.channels_last and x.ndim == 4 else x
+    ).reshape(x.shape[0], -1),
     Linear: _linear_forward,
     MaxPool2d: _maxpool_forward,
     AvgPool2d: _avgpool_forward,
@@ -551,7 +558,14 @@ def _silu_backward(x: np.ndarray, go: np.ndarray) -> np.ndarray:
 _BACKWARD: dict[type, Any] = {
     Conv2d: _conv_backward,
     ReLU: lambda info, p, x, go, mode: (go * (x > 0), {}),
-    Flatten: lambda info, p, x, go, mode: (go.reshape(x.shape), {}),
+    Flatten: lambda info, p, x, go, mode: (
+        (
+            go.reshape(x.shape[0], x.shape[2], x.shape[3], x.shape[1]).transpose(0, 3, 1, 2)
+            if info.layer.channels_last and x.ndim == 4
+            else go.reshape(x.shape)
+        ),
+        {},
+    ),
     Linear: _linear_backward,
     MaxPool2d: _maxpool_backward,
     AvgPool2d: _avgpool_backward,
@@ -655,6 +669,16 @@ def forward(model: NumpyModel, x: np.ndarray) -> np.ndarray:
     model.eval()
     try:
         return model(x)
+    finally:
+        model.train(was)
+
+
+def forward_training(model: NumpyModel, x: np.ndarray, output: str | None = None) -> np.ndarray:
+    """One training-mode call (BatchNorm on batch statistics), the running statistics left as they were."""
+    was = model.training
+    model.train()
+    try:
+        return model.forward_layers(x, update=False)[-1]
     finally:
         model.train(was)
 

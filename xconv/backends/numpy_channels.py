@@ -1,5 +1,5 @@
-"""numpy reference forward and backward of the channel-axis kinds (LayerNorm, ChannelLinear, LayerScale, Narrow,
-ChannelShuffle); merged into the reference backend's tables."""
+"""numpy reference forward and backward of the channel-axis kinds (LayerNorm, GroupNorm, PReLU, ChannelLinear,
+LayerScale, Narrow, ChannelShuffle); merged into the reference backend's tables."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..shapes import LayerInfo, narrow_axis, shuffle_order
-from ..spec import ChannelLinear, ChannelShuffle, LayerNorm, LayerScale, Narrow
+from ..spec import ChannelLinear, ChannelShuffle, GroupNorm, LayerNorm, LayerScale, Narrow, PReLU
 
 
 def _per_channel(v: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -45,6 +45,50 @@ def _ln_backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, go: n
     return gx, grads
 
 
+def _gn_parts(info: LayerInfo, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(xhat, 1 / sqrt(var + eps)) with x seen as (N, groups, C / groups, H, W), normalised per sample and group."""
+    n, c, h, w = x.shape
+    g = info.layer.num_groups  # type: ignore[attr-defined]
+    xg = x.reshape(n, g, c // g, h, w)
+    mean = xg.mean(axis=(2, 3, 4), keepdims=True)
+    invstd = 1.0 / np.sqrt(xg.var(axis=(2, 3, 4), keepdims=True) + info.layer.eps)  # type: ignore[attr-defined]
+    return (xg - mean) * invstd, invstd
+
+
+def _gn_forward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, mode: Any) -> np.ndarray:
+    xhat, _ = _gn_parts(info, x)
+    y = xhat.reshape(x.shape)
+    return y * _per_channel(p["weight"], x) + _per_channel(p["bias"], x) if "weight" in p else y
+
+
+def _gn_backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, go: np.ndarray, mode: Any) -> Any:
+    xhat, invstd = _gn_parts(info, x)
+    gxhat = (go * _per_channel(p["weight"], x) if "weight" in p else go).reshape(xhat.shape)
+    m = xhat[0, 0].size
+    axes = (2, 3, 4)
+    gx = (
+        invstd
+        / m
+        * (m * gxhat - gxhat.sum(axis=axes, keepdims=True) - xhat * (gxhat * xhat).sum(axis=axes, keepdims=True))
+    )
+    grads = {}
+    if "weight" in p:
+        grads["weight"] = (go * xhat.reshape(x.shape)).sum(axis=(0, 2, 3))
+        grads["bias"] = go.sum(axis=(0, 2, 3))
+    return gx.reshape(x.shape), grads
+
+
+def _slope(p: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    return p["weight"].reshape(()) if p["weight"].size == 1 else _per_channel(p["weight"], x)
+
+
+def _prelu_backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, go: np.ndarray, mode: Any) -> Any:
+    negative = np.minimum(x, 0.0)
+    axes = tuple(a for a in range(x.ndim) if a != 1 or p["weight"].size == 1)
+    gw = (go * negative).sum(axis=axes).reshape(p["weight"].shape)
+    return np.where(x > 0, go, go * _slope(p, x)), {"weight": gw}
+
+
 def _cl_forward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, mode: Any) -> np.ndarray:
     y: np.ndarray = np.einsum("nchw,oc->nohw", x, p["weight"])
     return y + _per_channel(p["bias"], y) if "bias" in p else y
@@ -76,6 +120,8 @@ def _order(info: LayerInfo) -> np.ndarray:
 
 FORWARD: dict[type, Any] = {
     LayerNorm: _ln_forward,
+    GroupNorm: _gn_forward,
+    PReLU: lambda info, p, x, mode: np.where(x >= 0, x, x * _slope(p, x)),
     ChannelLinear: _cl_forward,
     LayerScale: lambda info, p, x, mode: x * p["layer_scale"],
     Narrow: lambda info, p, x, mode: x[_narrow_index(info, x.ndim)],
@@ -84,6 +130,8 @@ FORWARD: dict[type, Any] = {
 
 BACKWARD: dict[type, Any] = {
     LayerNorm: _ln_backward,
+    GroupNorm: _gn_backward,
+    PReLU: _prelu_backward,
     ChannelLinear: _cl_backward,
     LayerScale: lambda info, p, x, go, mode: (
         go * p["layer_scale"],

@@ -14,12 +14,12 @@ import dataclasses
 from typing import Any
 
 from ..errors import UnsupportedLayerError
-from ..spec import Add, Concat, Identity, Multiply, Sequential
+from ..spec import Add, Concat, Identity, Multiply, Sequential, Subtract
 from ..spec._layers import Layer
 
 __all__ = ["Names", "Raw", "drop", "readers", "to_spec"]
 
-JOINS = {"add": Add, "mul": Multiply, "cat": Concat}
+JOINS = {"add": Add, "mul": Multiply, "cat": Concat, "sub": Subtract}
 
 
 @dataclasses.dataclass

@@ -25,7 +25,7 @@ from ..backends.tf import (
     TorchMaxPool2D,
     keras,
 )
-from ..backends.tf.layers import ChannelGather, ChannelScale
+from ..backends.tf.layers import ChannelGather, ChannelScale, FeatureOrder
 from ..backends.tf.layers import Narrow as NarrowLayer
 from ..backends.tf.weights import _to_canonical
 from ..errors import UnsupportedLayerError
@@ -41,6 +41,7 @@ from ..spec import (
     Conv2d,
     Dropout,
     Flatten,
+    GroupNorm,
     Hardsigmoid,
     Hardswish,
     Hardtanh,
@@ -53,6 +54,7 @@ from ..spec import (
     MaxPool2d,
     Narrow,
     Normalization,
+    PReLU,
     ReLU,
     Rescaling,
     Sequential,
@@ -86,9 +88,9 @@ _ACTIVATION_NAMES = (
 _SUPPORTED = (
     "InputLayer, Conv2D ('same'/'valid', strides, dilation, groups, bias, a fused activation), DepthwiseConv2D, "
     "SeparableConv2D, ZeroPadding2D (folded into the next 'valid' Conv2D or AveragePooling2D where exact), Add, "
-    "Multiply, Concatenate, Dense (a fused activation), Flatten, Reshape of a 1x1 map, MaxPooling2D / "
+    "Multiply, Subtract, Concatenate, Dense (a fused activation), Flatten, Reshape of a 1x1 map, MaxPooling2D / "
     "AveragePooling2D ('valid', or 'same' where torch's padding and ceil_mode give the same windows), "
-    "GlobalAveragePooling2D, BatchNormalization (also scale=False or center=False), LayerNormalization (channel "
+    "GlobalAveragePooling2D, GlobalMaxPooling2D, BatchNormalization (also scale=False or center=False), LayerNormalization (channel "
     "axis), Dense on an (H, W, C) map (per pixel), keras.applications' LayerScale and StochasticDepth, nested "
     "models (inlined), Rescaling, Normalization (channel axis), Dropout (also whole samples: stochastic depth), ReLU() and "
     "ReLU(max_value), LeakyReLU, ELU, Softmax, Identity, x + 3 -> ReLU(6) -> * (1/6) (hard sigmoid), "
@@ -255,6 +257,14 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
             index[id(out)] = index[id(inputs[0])]
             continue
         where = f"layer {layer.name!r} ({type(layer).__name__})"
+        quantized = getattr(layer, "quantization_mode", None) or getattr(
+            getattr(layer, "dtype_policy", None), "quantization_mode", None
+        )
+        if quantized:
+            raise UnsupportedLayerError(
+                f"from_keras: {where} is quantized ({quantized}): its kernel holds integers with a separate scale; "
+                "xconv ports float32 or float64 models, so port the model before quantizing it"
+            )
         if called[id(layer)] > 1 and layer.weights:
             raise UnsupportedLayerError(
                 f"from_keras: {where} is called {called[id(layer)]} times: its weights are shared between calls, "
@@ -279,8 +289,15 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
         if tensor_op is not None:  # x + y, x * y as operation nodes (keras.applications' ConvNeXt blocks)
             index[id(out)] = add(Raw(name, tensor_op, ids, owned=True))
             continue
-        if isinstance(layer, (keras.layers.Add, keras.layers.Multiply, keras.layers.Concatenate)):
-            if type(layer) not in (keras.layers.Add, keras.layers.Multiply, keras.layers.Concatenate):
+        if isinstance(
+            layer, (keras.layers.Add, keras.layers.Multiply, keras.layers.Subtract, keras.layers.Concatenate)
+        ):
+            if type(layer) not in (
+                keras.layers.Add,
+                keras.layers.Multiply,
+                keras.layers.Subtract,
+                keras.layers.Concatenate,
+            ):
                 raise UnsupportedLayerError(f"from_keras: {where}: subclasses of merge layers are not supported")
             if isinstance(layer, keras.layers.Concatenate):
                 axis = layer.axis % (rank + 1)
@@ -288,13 +305,13 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
                     raise UnsupportedLayerError(f"from_keras: {where}: concatenation along the batch axis")
                 index[id(out)] = add(Raw(name, "cat", ids, dim=layout.canonical_axis(axis, rank + 1), owned=True))
             else:
-                index[id(out)] = add(
-                    Raw(name, "add" if isinstance(layer, keras.layers.Add) else "mul", ids, owned=True)
-                )
+                op = {keras.layers.Add: "add", keras.layers.Subtract: "sub"}.get(type(layer), "mul")
+                index[id(out)] = add(Raw(name, op, ids, owned=True))
             continue
         if len(ids) != 1:
             raise UnsupportedLayerError(
-                f"from_keras: {where} takes {len(ids)} inputs; only merge layers may take several"
+                f"from_keras: {where} takes {len(ids)} inputs; of the layers that take several, xconv supports "
+                "Add, Subtract, Multiply and Concatenate (and x + y, x - y, x * y)"
             )
         src = ids[0]
         in_shape = tuple(inputs[0].shape[1:])
@@ -309,6 +326,8 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
         elif type(layer) is keras.layers.Cropping2D:
             cropping = tuple(tuple(int(v) for v in p) for p in layer.cropping)
             index[id(out)] = add(Raw(name, "keras_crop", [src], payload=(cropping, tuple(inputs[0].shape[1:3]))))
+        elif type(layer) is FeatureOrder:
+            index[id(out)] = add(Raw(name, "keras_feature_order", [src], payload=tuple(layer.order)))
         elif type(layer) is Subsample2D:
             op = "keras_subsample_before" if layer.before_conv else "keras_subsample_after"
             index[id(out)] = add(Raw(name, op, [src], payload=tuple(layer.strides)))
@@ -422,7 +441,10 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
             index[id(out)] = add(Raw(name, "layer", [src], layer=dataclasses.replace(spec_layer, name=name)), weights)
             if isinstance(spec_layer, Flatten):  # what it flattens: a Reshape back may undo it (1x1 maps only)
                 nodes[-1].payload = ("from", tuple(int(d) for d in inputs[0].shape[1:]))
-            if isinstance(layer, keras.layers.GlobalAveragePooling2D) and not layer.keepdims:
+            if (
+                type(layer) in (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D)
+                and not layer.keepdims
+            ):
                 flat = names.take(f"{name}_flatten")
                 auto.add(flat)
                 index[id(out)] = add(
@@ -442,7 +464,8 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
     from ..errors import SpecError
 
     try:
-        return _finish(nodes, index[id(model.outputs[0])], input_shape, names, auto, raw)
+        output, order = _flat_output(nodes, index[id(model.outputs[0])])
+        return _finish(nodes, output, input_shape, names, auto, raw, order)
     except SpecError as e:
         raise UnsupportedLayerError(f"from_keras: the model's graph does not make a valid spec: {e}") from None
 
@@ -454,11 +477,19 @@ def _finish(
     names: Names,
     auto: set[str],
     raw: dict[int, dict[str, np.ndarray]],
+    order: tuple[int, ...] | None = None,
 ) -> tuple[Sequential, dict[str, np.ndarray]]:
 
     named = to_spec(nodes, output, input_shape, names, "from_keras")
     auto |= {n for n in names.used if ".skip" in n and n not in names.reserved}
     spec = _default_names(named, auto)
+    if order is not None:  # xconv's FeatureOrder at the output: exactly the spec's C,H,W order, or refused
+        perm = layout.flatten_permutation(shapes.infer(spec)[-1].output_source)
+        if perm is None or list(order) != [int(v) for v in np.argsort(perm)]:
+            raise UnsupportedLayerError(
+                "from_keras: the model's last layer (FeatureOrder) reorders its features other than into the C,H,W "
+                "order of the maps they were flattened from; only that order is supported"
+            )
     by_name = {node.layer.name: i for i, node in enumerate(nodes) if node.alive and node.op == "layer"}
     weights_out: dict[str, np.ndarray] = {}
     for old, new in zip(shapes.infer(named), shapes.infer(spec)):
@@ -506,6 +537,27 @@ def _plain_layer(layer: Any, where: str, current: tuple[int, ...]) -> tuple[Any,
     if type(layer) is TorchAvgPool2D:
         (t, _), (l, _) = layer.padding
         return AvgPool2d(layer.kernel_size, layer.strides, (t, l), layer.ceil_mode, layer.count_include_pad), weights
+    if type(layer) is keras.layers.GroupNormalization:
+        axis = layer.axis[0] if isinstance(layer.axis, (list, tuple)) else layer.axis
+        if len(current) != 3 or axis % 4 != 3 or layer.center != layer.scale:
+            raise UnsupportedLayerError(
+                f"from_keras: {where}: GroupNormalization is supported over the channels (axis=-1) of a map, with "
+                "center and scale both on or both off"
+            )
+        if layer.scale:
+            weights = {"weight": np.asarray(layer.gamma.numpy()), "bias": np.asarray(layer.beta.numpy())}
+        return GroupNorm(int(layer.groups), current[0], eps=float(layer.epsilon), affine=bool(layer.scale)), weights
+    if type(layer) is keras.layers.PReLU:
+        alpha = np.asarray(layer.alpha.numpy())
+        per = alpha.shape[-1] if alpha.size > 1 else 1
+        if alpha.size > 1 and (alpha.shape[-1] != current[0] or alpha.size != current[0]):
+            raise UnsupportedLayerError(
+                f"from_keras: {where}: PReLU with slopes of shape {alpha.shape} (one per pixel); supported: one slope, "
+                "or one per channel (shared_axes=[1, 2] on a map)"
+            )
+        return PReLU(per), {"weight": alpha}
+    if type(layer) is keras.layers.GlobalMaxPooling2D:  # the max over the whole map: one pooling window
+        return MaxPool2d((current[1], current[2])), weights
     if type(layer) is keras.layers.GlobalAveragePooling2D:
         return AdaptiveAvgPool2d(1), weights
     if type(layer) is AdaptiveAvgPool2D:
@@ -538,6 +590,7 @@ def _plain_layer(layer: Any, where: str, current: tuple[int, ...]) -> tuple[Any,
             track_running_stats=track,
             scale=bool(layer.scale),
             center=bool(layer.center),
+            frozen=not layer.trainable,  # Keras' fine-tuning recipe: inference mode in training too
         ), weights
     if type(layer) is keras.layers.LayerNormalization:
         axes = tuple(layer.axis) if isinstance(layer.axis, (list, tuple)) else (layer.axis,)
@@ -594,8 +647,19 @@ def _plain_layer(layer: Any, where: str, current: tuple[int, ...]) -> tuple[Any,
     if type(layer) in (keras.layers.Rescaling, ChannelRescaling):
 
         def constant(v: Any) -> Any:
-            flat = np.asarray(v, dtype=np.float64).reshape(-1)
-            return float(flat[0]) if np.ndim(v) == 0 else tuple(float(x) for x in flat)
+            array = np.asarray(v, dtype=np.float64)
+            if array.ndim == 0 or array.size == 1 and type(layer) is keras.layers.Rescaling:
+                return float(array.reshape(-1)[0])
+            # Keras broadcasts the constant against (..., H, W, C): per channel only along the last axis
+            if type(layer) is keras.layers.Rescaling and (
+                array.ndim > len(current) + 1 or any(d != 1 for d in array.shape[:-1]) or array.shape[-1] != current[0]
+            ):
+                raise UnsupportedLayerError(
+                    f"from_keras: {where}: a scale or offset of shape {array.shape} broadcasts over other axes than "
+                    f"the channels of a {tuple(current)} input; supported: a number or one value per channel, shape "
+                    f"({current[0]},)"
+                )
+            return tuple(float(x) for x in array.reshape(-1))
 
         return Rescaling(constant(layer.scale), constant(layer.offset)), weights
     if type(layer) is ChannelNormalization:
@@ -722,8 +786,9 @@ def _scalar_op(layer: Any, out: Any) -> tuple[str, float] | None:
 
 
 def _tensor_op(layer: Any, ids: list[int]) -> str | None:
-    """ "add" / "mul" for a Keras operation node adding or multiplying two tensors of the graph, else None."""
-    kinds = {"Add": "add", "Multiply": "mul"}
+    """ "add" / "sub" / "mul" for a Keras operation node adding, subtracting or multiplying two tensors of the
+    graph, else None."""
+    kinds = {"Add": "add", "Multiply": "mul", "Subtract": "sub"}
     if not type(layer).__module__.startswith("keras.src.ops") or type(layer).__name__ not in kinds or len(ids) != 2:
         return None
     return kinds[type(layer).__name__]
@@ -751,6 +816,42 @@ def _fold_hard_sigmoids(nodes: list[Raw]) -> None:
         drop(nodes, relu)
         node.op, node.layer, node.payload, node.name = "layer", Hardsigmoid(name=name), None, name
         users = readers(nodes)
+
+
+def _flat_output(nodes: list[Raw], output: int) -> tuple[int, tuple[int, ...] | None]:
+    """Make the model's output vector the Keras model's own. A Keras Flatten orders features H,W,C; a Dense after
+    it absorbs that in its weights, but when the flattened features reach the output, the spec's Flatten must
+    be channels-last too (the torch model then permutes before flattening), else the ported torch model returns
+    the same values in another order. An xconv-built model ends in a ``FeatureOrder`` that restores C,H,W order:
+    that is a plain Flatten's output, so the layer folds away (``_finish`` checks it has the order it must).
+    Returns the output node and that layer's order (None without one)."""
+    import dataclasses
+
+    for i, node in enumerate(nodes):
+        if not (node.alive and node.op == "keras_feature_order"):
+            continue
+        if i != output:
+            raise UnsupportedLayerError(
+                f"from_keras: layer {node.name!r} (FeatureOrder) is not the model's output; xconv puts it only there"
+            )
+        node.alive = False
+        return node.inputs[0], node.payload
+    stack, seen = [output], set()
+    while stack:
+        i = stack.pop()
+        if i in seen:
+            continue
+        seen.add(i)
+        node = nodes[i]
+        if node.op == "layer" and isinstance(node.layer, Linear):
+            continue  # a Dense absorbs the order in its weights
+        if node.op == "layer" and isinstance(node.layer, Flatten):
+            h, w, c = node.payload[1] if node.payload else (1, 1, 1)
+            if layout.flatten_permutation((c, h, w)) is not None:
+                node.layer = dataclasses.replace(node.layer, channels_last=True)
+            continue
+        stack.extend(node.inputs)
+    return output, None
 
 
 def _fold_reshapes(nodes: list[Raw]) -> None:

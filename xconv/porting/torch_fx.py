@@ -22,12 +22,14 @@ from ..spec import (
     LayerNorm,
     LayerScale,
     Linear,
+    MaxPool2d,
     Narrow,
     Sequential,
     Softmax,
     ZeroPad2d,
 )
 from ._graph import Names, Raw, drop, readers, to_spec
+from ._torch_mutation import StateGuard, functionalize
 from .torch_layers import _SUPPORTED, _as_module, _flat_args, _get_attr, _layer, nodes_in
 
 F = torch.nn.functional
@@ -35,6 +37,7 @@ F = torch.nn.functional
 _ADDS = (operator.add, operator.iadd, torch.add)
 _MULS = (operator.mul, operator.imul, torch.mul)
 _CATS = (torch.cat, torch.concat)
+_SUBS = (operator.sub, operator.isub, torch.sub)
 
 
 def _inplace(root: nn.Module, node: Any) -> bool:
@@ -51,11 +54,103 @@ def _inplace(root: nn.Module, node: Any) -> bool:
     )
 
 
+_PAD_MODULES = {"ReflectionPad2d": "reflect", "ReplicationPad2d": "replicate", "CircularPad2d": "circular"}
+
+
+def _pad_of(root: nn.Module, node: Any, args: list[Any], resolve: Any, where: str) -> Any:
+    """For a reflect, replicate or circular 2-D pad (``nn.ReflectionPad2d`` and its kin, ``F.pad(x, (l, r, t, b),
+    mode=...)``): ``((l, r, t, b), mode)``; a constant pad of zeros: ``((l, r, t, b), "zeros")``. None for other
+    operations. Other pads are refused by name: they import only folded into the conv after them."""
+    if node.op == "call_module":
+        m = root.get_submodule(node.target)
+        name = type(m).__name__
+        if type(m) is getattr(nn, name, None) and name in _PAD_MODULES:
+            return tuple(int(v) for v in m.padding), _PAD_MODULES[name]  # type: ignore[union-attr]
+        if type(m) is nn.ConstantPad2d:
+            if float(m.value) != 0.0:
+                raise UnsupportedLayerError(
+                    f"from_torch: module {node.target!r} (ConstantPad2d): only a constant pad of zeros is supported"
+                )
+            return tuple(int(v) for v in m.padding), "zeros"
+        return None
+    if not (node.op == "call_function" and node.target is F.pad):
+        return None
+    values = resolve({**dict(zip(("pad", "mode", "value"), args[1:])), **dict(node.kwargs)})
+    pad, mode, value = values.get("pad"), values.get("mode", "constant"), values.get("value")
+    if not (isinstance(pad, (list, tuple)) and len(pad) == 4 and all(isinstance(v, int) and v >= 0 for v in pad)):
+        raise UnsupportedLayerError(
+            f"from_torch: {where}: F.pad is supported with four non-negative sizes (left, right, top, bottom) "
+            f"on a map. Received: pad={pad!r}"
+        )
+    if mode == "constant":
+        if value not in (None, 0, 0.0):
+            raise UnsupportedLayerError(f"from_torch: {where}: only a constant pad of zeros is supported")
+        return tuple(pad), "zeros"
+    if mode not in ("reflect", "replicate", "circular"):
+        raise UnsupportedLayerError(f"from_torch: {where}: F.pad mode {mode!r} is not supported")
+    return tuple(pad), mode
+
+
+def _adaptive_max(root: nn.Module, node: Any, args: list[Any], shape: Any, where: str) -> MaxPool2d | None:
+    """``nn.AdaptiveMaxPool2d(k)`` / ``F.adaptive_max_pool2d(x, k)`` on a map whose sides k divides: its bins are
+    then equal and disjoint, a ``MaxPool2d`` with kernel and stride H / k (the global max pool for k = 1).
+    None for other operations; other sizes are refused."""
+    size: Any
+    indices: Any
+    if node.op == "call_module" and type(root.get_submodule(node.target)) is nn.AdaptiveMaxPool2d:
+        m = root.get_submodule(node.target)
+        size, indices = m.output_size, m.return_indices
+    elif node.op == "call_function" and node.target is F.adaptive_max_pool2d:
+        values = {**dict(zip(("output_size", "return_indices"), args[1:])), **dict(node.kwargs)}
+        size, indices = values.get("output_size"), values.get("return_indices", False)
+    else:
+        return None
+    sizes = (size, size) if isinstance(size, int) else tuple(size) if isinstance(size, (list, tuple)) else ()
+    if indices or shape is None or len(shape) != 4 or len(sizes) != 2 or not all(isinstance(s, int) for s in sizes):
+        raise UnsupportedLayerError(
+            f"from_torch: {where}: adaptive max pooling is supported on an NCHW map, to a given size, without "
+            "return_indices"
+        )
+    (oh, ow), (h, w) = sizes, shape[2:]
+    if h % oh or w % ow:
+        raise UnsupportedLayerError(
+            f"from_torch: {where}: adaptive max pooling of a {h}x{w} map to {oh}x{ow}: supported where the output "
+            "size divides the map (equal bins)"
+        )
+    return MaxPool2d((h // oh, w // ow), (h // oh, w // ow))
+
+
 def _fold_pads(nodes: list[Raw]) -> None:
-    """A ZeroPad2d read only by a zero-padded conv (explicit padding) folds into that conv's padding."""
+    """A ZeroPad2d read only by a zero-padded conv (explicit padding) folds into that conv's padding; a reflect,
+    replicate or circular pad read only by a conv without padding becomes that conv's padding and padding_mode
+    (what ``nn.Conv2d(padding_mode=...)`` computes: the same pad, then the conv). Other pads of those modes stay
+    markers, and are refused."""
     import dataclasses
 
     users = readers(nodes)
+    for i, node in enumerate(nodes):
+        if node.alive and node.op == "torch_pad" and node.payload[1] == "zeros":
+            node.op, node.layer = "layer", ZeroPad2d(node.payload[0], name=node.name)
+    for i, node in enumerate(nodes):
+        if node.alive and node.op == "torch_pad" and len(users[i]) == 1:
+            conv = nodes[users[i][0]]
+            (l, r, t, b), mode = node.payload
+            if (
+                conv.op == "layer"
+                and isinstance(conv.layer, Conv2d)
+                and conv.layer.padding_mode == "zeros"
+                and conv.layer.padding == ((0, 0), (0, 0))
+                and conv.inputs == [i]
+            ):
+                conv.layer = dataclasses.replace(conv.layer, padding=((t, b), (l, r)), padding_mode=mode)
+                drop(nodes, i)
+                users = readers(nodes)
+    for node in nodes:
+        if node.alive and node.op == "torch_pad":
+            raise UnsupportedLayerError(
+                f"from_torch: {node.name!r} pads in {node.payload[1]!r} mode; that is supported only right before "
+                "a Conv2d without padding, where it becomes the conv's padding_mode"
+            )
     for i, node in enumerate(nodes):
         if not (node.alive and node.op == "layer" and isinstance(node.layer, ZeroPad2d) and len(users[i]) == 1):
             continue
@@ -82,7 +177,10 @@ class _Tracer(torch.fx.Tracer):
         from ..backends.torch_backend import (
             ChannelLayerNorm,
             ChannelLinearModule,
+            ChannelsLastFlatten,
             ExactHardsigmoid,
+            FrozenBatchNorm1d,
+            FrozenBatchNorm2d,
             LayerScaleModule,
             NarrowModule,
             NormalizationModule,
@@ -93,6 +191,9 @@ class _Tracer(torch.fx.Tracer):
 
         own = (
             PaddedConv2d,
+            ChannelsLastFlatten,
+            FrozenBatchNorm1d,
+            FrozenBatchNorm2d,
             StochasticDepthModule,
             ExactHardsigmoid,
             RescalingModule,
@@ -151,6 +252,67 @@ def _unsafe_inplace(root: nn.Module, node: Any) -> Any:
     return None
 
 
+def _dropout_calls(graph: Any) -> list[Any]:
+    return [n for n in graph.nodes if n.op == "call_function" and n.target is F.dropout]
+
+
+def _dropout_modes(module: nn.Module, graph: Any) -> None:
+    """``F.dropout(x, p, training=...)`` is traced with ``training`` as a constant: ``self.training`` and a literal
+    both appear as True or False. The module is traced once more in the other mode (every submodule's flag put
+    back afterwards) to tell them apart: a call whose flag follows the mode is a Dropout layer
+    (``node.meta["xconv_dropout"] = "mode"``), one that is always off is the identity ("never"), one that is
+    always on drops in inference too ("always", refused unless p is 0)."""
+    calls = _dropout_calls(graph)
+    if not calls:
+        return
+    modes = [(m, m.training) for m in module.modules()]
+    try:
+        module.train(not module.training)
+        other = _dropout_calls(_Tracer().trace(module))
+    except Exception:  # noqa: BLE001 - a forward that does not trace in the other mode: the calls stay unknown
+        other = []
+    finally:
+        for m, was in modes:
+            m.training = was
+
+    def flag(node: Any) -> bool:
+        value = node.args[2] if len(node.args) > 2 else node.kwargs.get("training", True)
+        return bool(value)
+
+    if len(other) != len(calls):
+        return  # the forward branches on the mode: not matched, refused as unsupported
+    for here, there in zip(calls, other):
+        now, then = flag(here), flag(there)
+        here.meta["xconv_dropout"] = "mode" if now == module.training and then != now else "always" if now else "never"
+
+
+def _check_calls(module: nn.Module) -> None:
+    """Refuse what makes a module compute something else than its class's forward: forward hooks (its own,
+    its submodules', or the global ones) and a ``forward`` replaced on an instance (``m.forward = ...``)."""
+    module_mod = torch.nn.modules.module
+
+    hooks = [
+        getattr(module_mod, name, None)
+        for name in ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_forward_hooks_always_called")
+    ]
+    if any(h for h in hooks[:2]):
+        raise UnsupportedLayerError(
+            "from_torch: global forward hooks are registered (torch.nn.modules.module."
+            "register_module_forward_hook), which change every module's output; remove them before importing"
+        )
+    for name, m in module.named_modules():
+        label = f"module {name!r} ({type(m).__name__})" if name else f"the module ({type(m).__name__})"
+        if m._forward_hooks or m._forward_pre_hooks:
+            raise UnsupportedLayerError(
+                f"from_torch: {label} has forward hooks, which change its output; remove them before importing"
+            )
+        if "forward" in vars(m):
+            raise UnsupportedLayerError(
+                f"from_torch: {label} has its forward replaced on the instance (m.forward = ...); xconv imports a "
+                "module by its class, so restore the class's forward or define a subclass"
+            )
+
+
 def import_model(
     module: nn.Module, input_shape: tuple[int, ...], output_key: str | None = None
 ) -> tuple[Sequential, dict[str, np.ndarray]]:
@@ -159,26 +321,30 @@ def import_model(
     residual additions, gating products and channel concatenations become ``Add`` / ``Multiply`` /
     ``Concat``, and ``nn.ZeroPad2d`` folds into the conv after it where that is exact. Anything else raises
     :class:`UnsupportedLayerError` naming the operation."""
-    if (
-        module._forward_hooks
-        or module._forward_pre_hooks
-        or any(m._forward_hooks or m._forward_pre_hooks for m in module.modules())
-    ):
-        raise UnsupportedLayerError(
-            "from_torch: the module or a submodule has forward hooks, which change its "
-            "output; remove them before importing"
-        )
+    _check_calls(module)
+    guard = StateGuard(module)
     try:
         graph = _Tracer().trace(module)
         gm = torch.fx.GraphModule(module, graph)
     except Exception as e:  # noqa: BLE001 - tracing failures are reported as unsupported
+        guard.written()  # (puts back a buffer written before the failure)
         raise UnsupportedLayerError(
             f"from_torch: {type(module).__name__}.forward cannot be traced by torch.fx ({type(e).__name__}: {e}); "
             f"supported: {_SUPPORTED}"
         ) from None
+    guard.refuse_writes("from_torch")
+    _dropout_modes(module, gm.graph)
+    functionalize(gm, gm.graph)  # in-place writes are read through their results, or refused
+    gm.recompile()
     from ..backends.torch_backend import propagate_shapes
 
-    propagate_shapes(gm, tuple(input_shape))
+    failure = propagate_shapes(gm, tuple(input_shape))
+    if failure is not None:
+        raise UnsupportedLayerError(
+            f"from_torch: {type(module).__name__}.forward does not run on an input of shape (N, "
+            f"{', '.join(map(str, input_shape))}) ({failure}); xconv checks every layer against its input's shape, "
+            "so check input_shape"
+        )
     reserved = {name for name, _ in module.named_modules() if name}
     names = Names(reserved)
     nodes: list[Raw] = []
@@ -197,6 +363,8 @@ def import_model(
         if node not in live and node.op not in ("placeholder", "output"):
             continue  # computes only what the chosen output does not need (another dict entry)
         where = f"operation {node.name!r} ({node.op} {getattr(node.target, '__name__', node.target)})"
+        if node.op == "call_module":
+            where = f"module {node.target!r} ({type(gm.get_submodule(node.target)).__name__})"
         args = list(node.args)
         if node.op == "placeholder":
             if nodes:
@@ -259,6 +427,13 @@ def import_model(
             and node.target in ("mul", "mul_")
         ):
             join = "mul"
+        elif (
+            node.op == "call_function"
+            and node.target in _SUBS
+            or node.op == "call_method"
+            and node.target in ("sub", "sub_")
+        ):
+            join = "sub"
         if (
             join == "mul"
             and len(args) == 2
@@ -281,8 +456,8 @@ def import_model(
                 or (set(node.kwargs) - {"alpha"})
             ):
                 raise UnsupportedLayerError(
-                    f"from_torch: {where}: only a sum or product of two tensors computed from the input is supported "
-                    "(no constants or parameters)"
+                    f"from_torch: {where}: only a sum, difference or product of two tensors computed from the input "
+                    "is supported (no constants or parameters)"
                 )
             if (args[0] in nhwc) != (args[1] in nhwc):
                 raise UnsupportedLayerError(f"from_torch: {where} joins a channels-last tensor with an NCHW one")
@@ -321,6 +496,22 @@ def import_model(
                 flat = names.take(f"{node.name}_flatten")
                 nodes.append(Raw(flat, "layer", [i], layer=Flatten(name=flat)))
             index[node] = len(nodes) - 1
+            continue
+        pool = _adaptive_max(gm, node, args, shapes.shape(args[0]) if args else None, where)
+        if pool is not None and len(tensor_inputs) == 1 and args[0] is tensor_inputs[0]:
+            shapes.refuse_nhwc(args[:1], where)
+            pool_name = names.take(str(node.target), own=True) if node.op == "call_module" else names.take(node.name)
+            index[node] = len(nodes)
+            nodes.append(Raw(node.name, "layer", [index[args[0]]], layer=dataclasses.replace(pool, name=pool_name)))
+            continue
+        pad = _pad_of(gm, node, args, shapes.resolve, where)
+        if pad is not None and len(tensor_inputs) == 1 and args[0] is tensor_inputs[0]:
+            shapes.refuse_nhwc(args[:1], where)
+            if len(shapes.shape(args[0]) or ()) != 4:
+                raise UnsupportedLayerError(f"from_torch: {where}: a 2-D pad is supported on an NCHW map only")
+            pad_name = names.take(str(node.target), own=True) if node.op == "call_module" else names.take(node.name)
+            index[node] = len(nodes)
+            nodes.append(Raw(pad_name, "torch_pad", [index[args[0]]], payload=pad))
             continue
         if len(tensor_inputs) != 1 or not args or args[0] is not tensor_inputs[0]:
             raise UnsupportedLayerError(
@@ -361,6 +552,14 @@ def import_model(
         keys = [f"{i.key}.{n}" for i in infer(spec) for n in i.params]
     except SpecError as e:
         raise UnsupportedLayerError(f"from_torch: the traced graph does not make a valid spec: {e}") from None
+    for node in gm.graph.nodes:  # (last: an operation or spec refused by name is named first)
+        if node in live and "xconv_shape_error" in node.meta:
+            where = f"operation {node.name!r} ({node.op} {getattr(node.target, '__name__', node.target)})"
+            raise UnsupportedLayerError(
+                f"from_torch: {where} does not run on an input of shape {tuple(input_shape)} with fake tensors "
+                f"({node.meta['xconv_shape_error']}); xconv checks every layer against its input's shape and "
+                "imports nothing unchecked"
+            )
     missing = [k for k in keys if k not in tensors]
     if missing:
         raise UnsupportedLayerError(
@@ -542,7 +741,7 @@ class _ShapeOps:
             self.nhwc.add(node)
             return layer
         own_map_norm = type(m).__name__ == "ChannelLayerNorm"
-        if isinstance(layer, (LayerNorm, Linear)) and not own_map_norm and shape is not None and len(shape) != 2:
+        if isinstance(layer, (LayerNorm, Linear)) and not own_map_norm and (shape is None or len(shape) != 2):
             raise UnsupportedLayerError(
                 f"from_torch: {where} acts on the last axis of a tensor of shape {shape}; supported over the features "
                 "of a flat input, or over channels between x.permute(0, 2, 3, 1) and x.permute(0, 3, 1, 2)"

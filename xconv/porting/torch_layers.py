@@ -3,6 +3,7 @@ classes and functions map; anything else is refused with the operation's name.""
 
 from __future__ import annotations
 
+import math
 from typing import Any, cast
 
 from ..backends.torch_backend import nn, torch  # the backend is the one place that imports torch
@@ -20,6 +21,7 @@ from ..spec import (
     ConvTranspose2d,
     Dropout,
     Flatten,
+    GroupNorm,
     Hardsigmoid,
     Hardswish,
     Hardtanh,
@@ -31,6 +33,7 @@ from ..spec import (
     MaxPool2d,
     Narrow,
     Normalization,
+    PReLU,
     ReLU,
     Rescaling,
     Sigmoid,
@@ -48,7 +51,7 @@ _SUPPORTED = (
     "nn.Conv2d / F.conv2d, nn.ReLU / F.relu / torch.relu / .relu(), nn.Flatten / torch.flatten(x, 1) / "
     "x.view(N, -1) / x.reshape(N, -1), nn.Linear / F.linear, nn.ZeroPad2d (folded into the next conv where exact), "
     "nn.MaxPool2d / F.max_pool2d, nn.AvgPool2d / F.avg_pool2d, nn.AdaptiveAvgPool2d / F.adaptive_avg_pool2d, "
-    "nn.BatchNorm1d / nn.BatchNorm2d, nn.Dropout, nn.LeakyReLU / F.leaky_relu, nn.Sigmoid / torch.sigmoid, "
+    "nn.BatchNorm1d / nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d (no running statistics), nn.PReLU, nn.Dropout, nn.LeakyReLU / F.leaky_relu, nn.Sigmoid / torch.sigmoid, "
     "nn.Tanh / torch.tanh, nn.GELU / F.gelu, nn.ELU / F.elu, nn.SiLU / F.silu, nn.Softmax / F.softmax (with dim), "
     "nn.Identity, nn.ReLU6 / F.relu6, nn.Hardtanh / F.hardtanh, nn.Hardsigmoid / F.hardsigmoid, nn.Hardswish / "
     "F.hardswish, torchvision's stochastic depth, x.mean([2, 3]) / torch.mean over H and W, nn.LayerNorm / "
@@ -88,6 +91,11 @@ def _get_attr(module: nn.Module, target: str) -> Any:
     for part in target.split("."):
         value = getattr(value, part)
     return value
+
+
+def _shape(node: Any) -> tuple[int, ...] | None:
+    """The shape the importer's shape propagation recorded for a traced tensor, or None."""
+    return getattr(node, "meta", {}).get("xconv_shape")
 
 
 def _as_module(
@@ -132,7 +140,7 @@ def _as_module(
         )
     if (
         node.op == "call_function"
-        and node.target in (F.relu, torch.relu)
+        and node.target in (F.relu, torch.relu, torch.relu_, F.relu_)
         or (node.op == "call_method" and node.target == "relu")
     ):
         return nn.ReLU()
@@ -143,14 +151,17 @@ def _as_module(
     ):
         start = args[1] if len(args) > 1 else kwargs.get("start_dim", 0)
         end = args[2] if len(args) > 2 else kwargs.get("end_dim", -1)
-        if start == 1 and end == -1:
+        rank = len(_shape(args[0]) or ())
+        if start == 1 and (end == -1 or (rank > 1 and end == rank - 1)):  # flatten(1) and flatten(1, 3)
             return nn.Flatten()
     if node.op == "call_method" and node.target in ("view", "reshape"):
         rest = args[1:]
         if len(rest) == 1 and isinstance(rest[0], (tuple, list)):
             rest = list(rest[0])
-        if len(rest) == 2 and rest[0] in batch and rest[1] == -1:
-            return nn.Flatten()
+        shape = _shape(args[0])
+        features = math.prod(shape[1:]) if shape else None
+        if len(rest) == 2 and (rest[0] in batch and rest[1] == -1 or rest[0] == -1 and rest[1] == features):
+            return nn.Flatten()  # x.view(N, -1), and x.view(-1, C * H * W) (the batch size inferred)
     if node.op == "call_function" and node.target is F.conv2d:
         names = ["weight", "bias", "stride", "padding", "dilation", "groups"]
         values = {**dict(zip(names, args[1:])), **kwargs}
@@ -209,8 +220,20 @@ def _functional_module(node: Any, args: list[Any], kwargs: dict[str, Any]) -> nn
         return {**dict(zip(names, args[1:])), **kwargs}
 
     target = node.target
+    clamps = (torch.clamp, torch.clip, torch.clamp_, torch.clip_)
+    if node.op == "call_method" and target in ("clamp", "clamp_", "clip", "clip_") or target in clamps:
+        # clamp(x, lo, hi) is hardtanh(x, lo, hi) exactly, and clamp(x, min=0) is relu; other forms stay refused
+        v = values("min", "max")
+        lo, hi = v.get("min"), v.get("max")
+        if set(v) - {"min", "max"} or not all(isinstance(b, (int, float, type(None))) for b in (lo, hi)):
+            return None
+        if lo is not None and hi is not None and lo <= hi:
+            return nn.Hardtanh(float(lo), float(hi))
+        if hi is None and lo == 0:
+            return nn.ReLU()
+        return None
     if node.op == "call_method":
-        methods = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+        methods = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "sigmoid_": nn.Sigmoid, "tanh_": nn.Tanh, "relu_": nn.ReLU}
         if target in methods and len(args) == 1 and not kwargs:
             return methods[target]()
         if target == "softmax":
@@ -272,10 +295,24 @@ def _functional_module(node: Any, args: list[Any], kwargs: dict[str, Any]) -> nn
         module = StochasticDepthModule(v["p"], v["mode"])
         module.train(bool(v.get("training", True)))
         return module
+    if target is F.dropout and "xconv_dropout" in node.meta:  # (how its flag follows the mode: see torch_fx)
+        v = values("p", "training", "inplace")
+        p, how = float(v.get("p", 0.5)), node.meta["xconv_dropout"]
+        if how == "mode":
+            return nn.Dropout(p)
+        if how == "never" or p == 0.0:
+            return nn.Identity()
+        return None  # drops in inference too: refused by name
     if target in (F.softmax, torch.softmax):
         dim = values("dim").get("dim")
         return None if dim is None else nn.Softmax(dim=dim)
     return None
+
+
+def _own_types(*names: str) -> tuple[type, ...]:
+    from ..backends import torch_backend
+
+    return tuple(getattr(torch_backend, n) for n in names)
 
 
 def _module_layer(m: nn.Module, where: str) -> Any:
@@ -307,6 +344,7 @@ def _module_layer(m: nn.Module, where: str) -> Any:
             track_running_stats=m.track_running_stats,
             scale=scale,
             center=center,
+            frozen=type(m).__name__ in ("FrozenBatchNorm2d", "FrozenBatchNorm1d") and type(m).__module__ == _OWN,
         )
     if isinstance(m, nn.Dropout):
         return Dropout(m.p)
@@ -392,6 +430,8 @@ def _layer(m: nn.Module, name: str, where: str) -> tuple[Any, dict[str, Any]]:
         if m.start_dim != 1 or m.end_dim != -1:
             raise UnsupportedLayerError(f"from_torch: {where}: only Flatten(start_dim=1, end_dim=-1) is supported")
         layer = Flatten(name=name)
+    elif type(m).__name__ == "ChannelsLastFlatten" and type(m).__module__ == _OWN:
+        layer = Flatten(channels_last=True, name=name)
     elif type(m) is nn.Identity:
         layer = Identity(name=name)
     elif type(m) in (nn.Hardtanh, nn.ReLU6):
@@ -438,6 +478,7 @@ def _layer(m: nn.Module, name: str, where: str) -> tuple[Any, dict[str, Any]]:
         nn.AdaptiveAvgPool2d,
         nn.BatchNorm2d,
         nn.BatchNorm1d,
+        *_own_types("FrozenBatchNorm2d", "FrozenBatchNorm1d"),
         nn.Dropout,
         nn.LeakyReLU,
         nn.Sigmoid,
@@ -450,12 +491,23 @@ def _layer(m: nn.Module, name: str, where: str) -> tuple[Any, dict[str, Any]]:
         import dataclasses
 
         layer = dataclasses.replace(_module_layer(m, where), name=name)
+    elif type(m) is nn.GroupNorm:
+        layer = GroupNorm(m.num_groups, m.num_channels, eps=m.eps, affine=m.affine, name=name)
+    elif type(m) is nn.InstanceNorm2d:
+        if m.track_running_stats:  # in eval it normalises with running statistics instead: another function
+            raise UnsupportedLayerError(
+                f"from_torch: {where}: InstanceNorm2d with track_running_stats=True is not supported (in eval it "
+                "uses its running statistics); InstanceNorm2d without them imports as GroupNorm(C, C)"
+            )
+        layer = GroupNorm(m.num_features, m.num_features, eps=m.eps, affine=m.affine, name=name)
+    elif type(m) is nn.PReLU:
+        layer = PReLU(m.num_parameters, name=name)
     else:
         raise UnsupportedLayerError(f"from_torch: {where} is not supported; supported: {_SUPPORTED}")
     weighted = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d)
     state = (
         m.state_dict(keep_vars=True)
-        if isinstance(m, weighted) or (isinstance(layer, (Normalization, LayerNorm, LayerScale)))
+        if isinstance(m, weighted) or (isinstance(layer, (Normalization, LayerNorm, LayerScale, GroupNorm, PReLU)))
         else {}
     )
     return layer, {f"{name}.{k}": t for k, t in state.items() if t is not None}

@@ -1,6 +1,6 @@
 """Framework-neutral specs (pure Python)."""
 
-from ._channels import ChannelLinear, ChannelShuffle, LayerNorm, LayerScale, Narrow
+from ._channels import ChannelLinear, ChannelShuffle, GroupNorm, LayerNorm, LayerScale, Narrow, PReLU
 from ._layers import (
     ELEMENTWISE,
     ELU,
@@ -32,7 +32,7 @@ from ._layers import (
     ZeroPad2d,
 )
 from ._resampling import ConvTranspose2d, Upsample
-from ._sequential import COMBINATORS, Add, Combinator, Concat, Item, Multiply, Sequential, from_dict
+from ._sequential import COMBINATORS, Add, Combinator, Concat, Item, Multiply, Sequential, Subtract, from_dict
 
 __all__ = [
     "COMBINATORS",
@@ -53,6 +53,7 @@ __all__ = [
     "ConvTranspose2d",
     "Dropout",
     "Flatten",
+    "GroupNorm",
     "Hardsigmoid",
     "Hardswish",
     "Hardtanh",
@@ -67,6 +68,7 @@ __all__ = [
     "Multiply",
     "Narrow",
     "Normalization",
+    "PReLU",
     "ReLU",
     "Rescaling",
     "Sequential",
@@ -74,6 +76,7 @@ __all__ = [
     "Sigmoid",
     "Softmax",
     "StochasticDepth",
+    "Subtract",
     "Tanh",
     "Upsample",
     "ZeroPad2d",

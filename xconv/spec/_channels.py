@@ -9,7 +9,7 @@ from ..errors import SpecError
 from ._layers import Layer
 from ._normalize import as_bool, as_float, as_int
 
-__all__ = ["ChannelLinear", "ChannelShuffle", "LayerNorm", "LayerScale", "Narrow"]
+__all__ = ["ChannelLinear", "ChannelShuffle", "GroupNorm", "LayerNorm", "LayerScale", "Narrow", "PReLU"]
 
 
 @dataclass(frozen=True, repr=False)
@@ -121,3 +121,49 @@ class ChannelShuffle(Layer):
 
     def _validate(self) -> None:
         self._set("groups", as_int("ChannelShuffle", "groups", self.groups, minimum=1))
+
+
+@dataclass(frozen=True, repr=False)
+class GroupNorm(Layer):
+    """torch's ``nn.GroupNorm``: the channels of a (C, H, W) map cut into ``num_groups`` runs of C / num_groups
+    channels, each run normalised over its channels and pixels, (x - mean) / sqrt(var + eps) with the biased
+    variance, then a per-channel ``weight`` and ``bias`` when ``affine``. ``nn.InstanceNorm2d`` without running
+    statistics is ``GroupNorm(C, C)``; Keras' ``GroupNormalization(groups, axis=-1)`` is the same function.
+
+    >>> GroupNorm(8, 32)
+    GroupNorm(8, 32)
+    """
+
+    num_groups: int
+    num_channels: int
+    eps: float = 1e-5
+    affine: bool = True
+
+    _positional = ("num_groups", "num_channels")
+
+    def _validate(self) -> None:
+        me = "GroupNorm"
+        self._set("num_groups", as_int(me, "num_groups", self.num_groups, minimum=1))
+        self._set("num_channels", as_int(me, "num_channels", self.num_channels, minimum=1))
+        if self.num_channels % self.num_groups:
+            raise SpecError(f"{me}: num_channels={self.num_channels} is not divisible by num_groups={self.num_groups}")
+        self._set("eps", as_float(me, "eps", self.eps, low=0.0, low_open=True))
+        self._set("affine", as_bool(me, "affine", self.affine))
+
+
+@dataclass(frozen=True, repr=False)
+class PReLU(Layer):
+    """torch's ``nn.PReLU``: x where x >= 0, else ``weight`` times x, with one learned slope (``num_parameters=1``)
+    or one per channel (the channels of a map, the features of a flat input). Keras' ``PReLU`` with the other
+    axes shared.
+
+    >>> PReLU(16)
+    PReLU(16)
+    """
+
+    num_parameters: int = 1
+
+    _positional = ("num_parameters",)
+
+    def _validate(self) -> None:
+        self._set("num_parameters", as_int("PReLU", "num_parameters", self.num_parameters, minimum=1))

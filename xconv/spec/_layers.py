@@ -199,9 +199,21 @@ class Flatten(Layer):
     """Flattens (C, H, W) to C*H*W features in C,H,W order (PyTorch's order; Keras layouts are permuted
     at weight-transfer time, never at run time).
 
+    ``channels_last=True`` flattens in H,W,C order instead, Keras' ``Flatten``: what a Keras model returns when
+    its flattened features reach the output with no Dense to absorb the order. The torch module permutes the
+    map to channels-last before flattening (one transpose at run time, so that the torch model returns the
+    same vector as the Keras one); features after it are in H,W,C order in both frameworks.
+
     >>> Flatten()
     Flatten()
+    >>> Flatten(channels_last=True)
+    Flatten(channels_last=True)
     """
+
+    channels_last: bool = False
+
+    def _validate(self) -> None:
+        self._set("channels_last", as_bool(self.kind, "channels_last", self.channels_last))
 
 
 @dataclass(frozen=True, repr=False)
@@ -358,6 +370,9 @@ class _BatchNorm(Layer):
     scale: bool = True
     #: with ``affine``: False keeps the shift at 0 (no ``bias``), as Keras' ``center=False``
     center: bool = True
+    #: always normalise with the running statistics, in training too, and learn nothing (the gain, shift and
+    #: statistics are buffers): Keras' ``BatchNormalization(trainable=False)``, the fine-tuning recipe
+    frozen: bool = False
 
     _positional = ("num_features",)
 
@@ -371,6 +386,9 @@ class _BatchNorm(Layer):
         self._set("track_running_stats", as_bool(me, "track_running_stats", self.track_running_stats))
         self._set("scale", as_bool(me, "scale", self.scale))
         self._set("center", as_bool(me, "center", self.center))
+        self._set("frozen", as_bool(me, "frozen", self.frozen))
+        if self.frozen and not self.track_running_stats:
+            raise SpecError(f"{me}: frozen=True normalises with running statistics; it needs track_running_stats")
         if not (self.scale or self.center):
             self._set("affine", False)
         if not self.affine:  # nothing learned: one spelling

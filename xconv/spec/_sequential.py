@@ -10,7 +10,18 @@ from ..errors import SpecError
 from ._layers import LAYER_TYPES, Layer
 from ._normalize import as_int, as_name, as_shape
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "Add", "Combinator", "Concat", "Item", "Multiply", "Sequential", "from_dict"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "Add",
+    "Combinator",
+    "Concat",
+    "Item",
+    "Multiply",
+    "Sequential",
+    "Subtract",
+    "from_dict",
+]
 
 FORMAT = "xconv.spec"
 #: 2: nested containers, combinators and names; version 1 files (flat chains) still load
@@ -180,6 +191,24 @@ class Multiply(Combinator):
     """
 
 
+class Subtract(Combinator):
+    """The first branch's output minus the second's (exactly two branches), broadcasting as :class:`Add` does:
+    torch's ``a - b``, Keras' ``Subtract``.
+
+    >>> from xconv import AdaptiveAvgPool2d, Identity
+    >>> Subtract(Identity(), AdaptiveAvgPool2d(1))  # each channel minus its mean
+    Subtract(
+        Identity(),
+        AdaptiveAvgPool2d(1),
+    )
+    """
+
+    def __init__(self, *branches: Item, name: str | None = None) -> None:
+        if len(branches) != 2:
+            raise SpecError(f"Subtract: needs exactly two branches (a - b). Received: {len(branches)}")
+        super().__init__(*branches, name=name)
+
+
 @dataclasses.dataclass(frozen=True, init=False, repr=False)
 class Concat(Combinator):
     """The branches' outputs concatenated along ``dim``, numbered as torch numbers the (N, C, H, W) / (N, F)
@@ -209,7 +238,7 @@ class Concat(Combinator):
 
 
 Item = Layer | Sequential | Combinator
-COMBINATORS: dict[str, type[Combinator]] = {"Add": Add, "Concat": Concat, "Multiply": Multiply}
+COMBINATORS: dict[str, type[Combinator]] = {"Add": Add, "Concat": Concat, "Multiply": Multiply, "Subtract": Subtract}
 
 
 def _repr(item: Any, depth: int) -> str:

@@ -31,6 +31,7 @@ from ..spec import (
     ConvTranspose2d,
     Dropout,
     Flatten,
+    GroupNorm,
     Hardsigmoid,
     Hardswish,
     Hardtanh,
@@ -44,6 +45,7 @@ from ..spec import (
     Multiply,
     Narrow,
     Normalization,
+    PReLU,
     ReLU,
     Rescaling,
     Sequential,
@@ -51,6 +53,7 @@ from ..spec import (
     SiLU,
     Softmax,
     StochasticDepth,
+    Subtract,
     Tanh,
     Upsample,
     ZeroPad2d,
@@ -95,6 +98,7 @@ ALL_KINDS = CORE_KINDS + (
     "Add",
     "Concat",
     "Multiply",
+    "Subtract",
     "Hardtanh",
     "Hardsigmoid",
     "Hardswish",
@@ -106,13 +110,15 @@ ALL_KINDS = CORE_KINDS + (
     "LayerScale",
     "Narrow",
     "ChannelShuffle",
+    "GroupNorm",
+    "PReLU",
     "Upsample",
     "ConvTranspose2d",
 )
 #: the channel-axis kinds, drawn by :func:`channel_layers`
-CHANNEL_KINDS = ("LayerNorm", "ChannelLinear", "LayerScale", "Narrow", "ChannelShuffle")
+CHANNEL_KINDS = ("LayerNorm", "ChannelLinear", "LayerScale", "Narrow", "ChannelShuffle", "GroupNorm", "PReLU")
 #: the fork-join combinators, drawn by :func:`blocks`
-COMBINATOR_KINDS = ("Add", "Concat", "Multiply")
+COMBINATOR_KINDS = ("Add", "Concat", "Multiply", "Subtract")
 _ACTIVATIONS = (
     "ReLU",
     "LeakyReLU",
@@ -267,7 +273,9 @@ def channel_layers(
     batch_stats: bool = True,
 ) -> Layer | None:
     """A channel-axis layer valid for a (C, H, W) input: LayerNorm over the channels, ChannelLinear,
-    LayerScale, Narrow along any non-batch axis (negative dims too), ChannelShuffle with any divisor of C."""
+    LayerScale, Narrow along any non-batch axis (negative dims too), ChannelShuffle and GroupNorm with any
+    divisor of C (GroupNorm's eps as LayerNorm's: 0.1 in float32 suites), PReLU with one slope or one per
+    channel."""
     options = [k for k in CHANNEL_KINDS if k in kinds]
     if not options:
         return None
@@ -284,6 +292,12 @@ def channel_layers(
         size = shape[dim % 4 - 1]
         start = draw(st.integers(0, size - 1))
         return Narrow(dim, start, draw(st.integers(1, size - start)))
+    if kind == "GroupNorm":
+        groups = draw(st.sampled_from([g for g in range(1, c + 1) if c % g == 0]))
+        eps = draw(st.sampled_from([1e-5, 1e-3] if batch_stats else [0.1]))
+        return GroupNorm(groups, c, eps=eps, affine=draw(st.sampled_from([True, True, False])))
+    if kind == "PReLU":
+        return PReLU(draw(st.sampled_from([1, c])))
     return ChannelShuffle(draw(st.sampled_from([g for g in range(1, c + 1) if c % g == 0])))
 
 
@@ -437,7 +451,8 @@ def blocks(
     batch_stats: bool = True,
     keep_shape: bool = False,
 ) -> Any:
-    """A fork-join block valid for a (C, H, W) input: ``Add`` or ``Multiply`` of 2-3 same-size branches
+    """A fork-join block valid for a (C, H, W) input: ``Add`` or ``Multiply`` of 2-3 same-size branches, a
+    ``Subtract`` of two (or of the map and its per-channel mean)
     (skips, convs with extras, pools, nested blocks: branches of different depths), a squeeze-excitation
     ``Multiply`` (a (C, 1, 1) sigmoid gate broadcast over the map), or a ``Concat`` along channels (any channel
     counts) or along H or W. ``keep_shape``: only blocks whose output has the input's shape."""
@@ -464,6 +479,11 @@ def blocks(
         # make float32 gradient terms ~100x their sum, and TF's float32 gradients then differ by ~1e-4 of the
         # output scale (measured 1.2e-4; torch 6e-7) without any mapping being wrong. float64 draws three.
         n = 2
+    if kind == "Subtract":  # a - b: two branches, or the map minus a broadcast (C, 1, 1) one (x - mean(x))
+        first = draw(_same_size_branch(shape, c, kinds, depth, batch_stats))
+        if draw(st.booleans()):
+            return Subtract(first, AdaptiveAvgPool2d(1))
+        return Subtract(first, draw(_same_size_branch(shape, c, kinds, depth, batch_stats)))
     branches = [draw(_same_size_branch(shape, c_out, kinds, depth, batch_stats)) for _ in range(n)]
     return (Add if kind == "Add" else Multiply)(*branches)
 
@@ -524,6 +544,8 @@ def specs(
             ("ZeroPad2d", "ZeroPad2d" in kinds),
             ("Rescaling", "Rescaling" in kinds),
             ("Normalization", "Normalization" in kinds),
+            ("channels", any(k in kinds for k in CHANNEL_KINDS)),
+            ("channels", any(k in kinds for k in CHANNEL_KINDS)),  # (seven kinds share this entry)
             ("channels", any(k in kinds for k in CHANNEL_KINDS)),
             ("Upsample", "Upsample" in kinds),
             ("Upsample", "Upsample" in kinds),
@@ -607,8 +629,8 @@ def specs(
             c_extra = draw(st.integers(1, max_channels))
             layers.append(Concat(Flatten(), Sequential(Conv2d(shape[0], c_extra, 1), Flatten())))
             shape = (int(np.prod(shape)) + c_extra * shape[1] * shape[2],)
-        else:
-            layers.append(Flatten())
+        else:  # sometimes in H,W,C order (Keras' Flatten): the torch model permutes first
+            layers.append(Flatten(channels_last=draw(st.sampled_from([False, False, False, True]))))
             shape = (int(np.prod(shape)),)
         if "Linear" in kinds:
             for j in range(draw(st.integers(1, max(1, min(3, n - len(layers)))))):
@@ -641,7 +663,7 @@ def specs(
 
 @st.composite
 def _batchnorm_options(draw: Any, batch_stats: bool = True) -> dict[str, Any]:
-    return {
+    options = {
         "eps": draw(st.sampled_from([1e-5, 1e-5, 1e-3, 0.1])),
         "momentum": draw(st.sampled_from([0.1, 0.1, 0.5, None])),
         "affine": draw(st.sampled_from([True, True, False])),
@@ -649,6 +671,9 @@ def _batchnorm_options(draw: Any, batch_stats: bool = True) -> dict[str, Any]:
         "center": draw(st.sampled_from([True, True, False])),
         "track_running_stats": draw(st.sampled_from([True, True, True, False] if batch_stats else [True])),
     }
+    # frozen (Keras' trainable=False): running statistics in training too, nothing learned
+    options["frozen"] = options["track_running_stats"] and draw(st.sampled_from([False, False, False, True]))
+    return options
 
 
 @st.composite

@@ -23,6 +23,7 @@ from ...spec import (
     ConvTranspose2d,
     Dropout,
     Flatten,
+    GroupNorm,
     Hardsigmoid,
     Hardswish,
     Hardtanh,
@@ -34,6 +35,7 @@ from ...spec import (
     MaxPool2d,
     Narrow,
     Normalization,
+    PReLU,
     ReLU,
     Rescaling,
     Sequential,
@@ -116,7 +118,7 @@ def _join(info: LayerInfo, args: list[Any], dtype: str) -> Any:
     if info.kind == "Concat":
         axis = layout.keras_axis(concat_axis(info), len(info.input_shape) + 1)
         return keras.layers.Concatenate(axis=axis, dtype=dtype, name=name)(args)
-    cls = keras.layers.Add if info.kind == "Add" else keras.layers.Multiply
+    cls = {"Add": keras.layers.Add, "Subtract": keras.layers.Subtract}.get(info.kind, keras.layers.Multiply)
     return cls(dtype=dtype, name=name)(args)
 
 
@@ -304,9 +306,18 @@ def _batchnorm(info: LayerInfo, x: Any, dtype: str) -> Any:
         epsilon=layer.eps,
         center="bias" in layer.affine_params,
         scale="weight" in layer.affine_params,
+        trainable=not layer.frozen,  # Keras: a layer that is not trainable normalises in inference mode
         dtype=dtype,
         name=keras_name(info),
     )(x)
+
+
+def _prelu(info: LayerInfo, x: Any, dtype: str) -> Any:
+    """Keras' PReLU with the slope shared over the pixels (one per channel) or over everything (one slope)."""
+    rank = len(info.input_shape)
+    one = cast(PReLU, info.layer).num_parameters == 1
+    shared = list(range(1, rank + 1)) if one else (list(range(1, rank)) or None)
+    return keras.layers.PReLU(shared_axes=shared, dtype=dtype, name=keras_name(info))(x)
 
 
 def _act_builder(function: str, param: float = 0.0) -> Callable[[LayerInfo, Any, str], Any]:
@@ -480,6 +491,16 @@ _BUILDERS: dict[type, Callable[..., Any]] = {  # (info, x, dtype), conv and Dens
         dtype=dtype,
         name=keras_name(info),
     )(x),
+    GroupNorm: lambda info, x, dtype: keras.layers.GroupNormalization(
+        groups=info.layer.num_groups,
+        axis=-1,
+        epsilon=info.layer.eps,
+        center=info.layer.affine,
+        scale=info.layer.affine,
+        dtype=dtype,
+        name=keras_name(info),
+    )(x),
+    PReLU: _prelu,
     ChannelLinear: _linear,
     LayerScale: lambda info, x, dtype: ChannelScale(dtype=dtype, name=keras_name(info))(x),
     Narrow: lambda info, x, dtype: NarrowLayer(
@@ -515,7 +536,7 @@ def build(spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarra
         limit = sys.getrecursionlimit()
         sys.setrecursionlimit(max(limit, 20 * len(infos) + 1000))
         try:
-            model = keras.Model(inputs, values[infos[-1].index], name="xconv")
+            model = keras.Model(inputs, _output_order(infos, values[infos[-1].index], dtype), name="xconv")
         finally:
             sys.setrecursionlimit(limit)
     except ValueError as e:
@@ -533,6 +554,19 @@ def build(spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarra
     model.xconv_node_layers = node_layers
     set_weights(model, infos, weights)
     return model
+
+
+def _output_order(infos: list[LayerInfo], y: Any, dtype: str) -> Any:
+    """The model's output, features flattened from a map put back in C,H,W order (the torch model's vector):
+    a Keras Flatten gives H,W,C order, which a Dense after it absorbs in its weights, but an output has no
+    weights to absorb it."""
+    from .layers import FeatureOrder
+
+    perm = layout.flatten_permutation(infos[-1].output_source)
+    if perm is None:
+        return y
+    order = np.argsort(perm)
+    return FeatureOrder(order, dtype=dtype, name=f"{keras_name(infos[-1])}_chw_order")(y)
 
 
 def _build_nodes(

@@ -400,6 +400,23 @@ class ChannelGather(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="xconv")
+class FeatureOrder(keras.layers.Layer):
+    """Output feature j is input feature ``order[j]`` (last axis). Put at the end of a Keras model whose output
+    features were flattened from a map, so that it returns them in C,H,W order, as the torch model does: the
+    one permutation at run time that a flattened output costs."""
+
+    def __init__(self, order: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.order = [int(i) for i in order]
+
+    def call(self, x: Any) -> Any:
+        return tf.gather(x, self.order, axis=-1)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "order": self.order}
+
+
+@keras.saving.register_keras_serializable(package="xconv")
 class TorchUpsample2D(keras.layers.Layer):
     """torch's ``nn.Upsample`` where ``UpSampling2D`` is not the same function: per axis, a gather of the source
     rows (nearest modes) or two gathers weighted by torch's bilinear weights, all from :mod:`xconv.resample`

@@ -15,17 +15,25 @@ from .weights import _params, _to_canonical
 
 def forward(model: keras.Model, x: np.ndarray) -> np.ndarray:
     """Run ``model`` on an NCHW (or (N, F)) numpy batch; returns numpy in NCHW (or (N, F), features in C,H,W
-    order where they were flattened from a map)."""
+    order where they were flattened from a map: the model itself returns them so, nothing is reordered here)."""
     y: np.ndarray = np.asarray(model(layout.to_nhwc(x) if x.ndim == 4 else x, training=False))
     if y.ndim == 4:
         nchw: np.ndarray = layout.to_nchw(y)
         return nchw
-    spec = getattr(model, "xconv_spec", None)
-    if spec is not None:
-        from ...shapes import infer
-
-        y = layout.features_to_chw_order(y, infer(spec)[-1].output_source)
     return y
+
+
+def forward_training(model: keras.Model, x: np.ndarray, output: str | None = None) -> np.ndarray:
+    """One call with ``training=True`` (as ``fit`` calls it: BatchNorm on batch statistics, except layers that
+    are not trainable), on an NCHW (or (N, F)) batch; the moving statistics (every non-trainable variable) are
+    put back afterwards."""
+    saved = [(v, v.numpy()) for v in model.non_trainable_variables]
+    try:
+        y: np.ndarray = np.asarray(model(layout.to_nhwc(x) if x.ndim == 4 else x, training=True))
+    finally:
+        for v, value in saved:
+            v.assign(value)
+    return _nchw(y)
 
 
 def _nchw(y: np.ndarray) -> np.ndarray:
@@ -44,9 +52,7 @@ def trace(
 
     infos = infer(model.xconv_spec)
     xv = tf.constant(layout.to_nhwc(x) if x.ndim == 4 else x)
-    up = tf.constant(
-        layout.to_nhwc(upstream) if upstream.ndim == 4 else layout.to_keras("vector", upstream, infos[-1].output_source)
-    )
+    up = tf.constant(layout.to_nhwc(upstream) if upstream.ndim == 4 else upstream)  # a vector is in C,H,W order
     variables = {(i.index, n): v for i in infos for n, v in _params(model, i).items() if n not in i.buffers}
     fused = fused_relus(infos)
     relu_of = {relu: conv for conv, relu in fused.items()}
@@ -66,7 +72,9 @@ def trace(
             arg = (
                 args
                 if len(args) > 1
-                or isinstance(layer, (keras.layers.Add, keras.layers.Multiply, keras.layers.Concatenate))
+                or isinstance(
+                    layer, (keras.layers.Add, keras.layers.Multiply, keras.layers.Subtract, keras.layers.Concatenate)
+                )
                 else args[0]
             )
             out_of[layer.name] = id(out)

@@ -14,10 +14,12 @@ from ...spec import (
     ChannelLinear,
     Conv2d,
     ConvTranspose2d,
+    GroupNorm,
     LayerNorm,
     LayerScale,
     Linear,
     Normalization,
+    PReLU,
 )
 from ._env import keras, tf
 from .builders import is_depthwise, keras_name
@@ -47,6 +49,10 @@ def _params(model: keras.Model, info: LayerInfo) -> dict[str, Any]:
         return {name: getattr(layer, {"weight": "gamma", "bias": "beta"}[name]) for name in info.params}
     if isinstance(info.layer, LayerScale):
         return {"layer_scale": layer.gamma}
+    if isinstance(info.layer, GroupNorm):
+        return {name: getattr(layer, {"weight": "gamma", "bias": "beta"}[name]) for name in info.params}
+    if isinstance(info.layer, PReLU):
+        return {"weight": layer.alpha}
     out = {"weight": layer.kernel}
     if "bias" in info.params:
         out["bias"] = layer.bias
@@ -63,6 +69,10 @@ def _kind(info: LayerInfo, name: str) -> str:
         return "linear"
     if name == "layer_scale":
         return "scale"
+    if isinstance(info.layer, PReLU):  # Keras' alpha: (1, 1, C) for a map, (F,) or (1,) for flat features
+        if len(info.input_shape) == 3:
+            return "map_slope"
+        return "vector" if info.layer.num_parameters > 1 else "same"
     if name != "num_batches_tracked" and isinstance(info.layer, (BatchNorm2d, BatchNorm1d, Normalization, LayerNorm)):
         return "vector"
     return "same"

@@ -1,0 +1,180 @@
+"""What ``port`` checks: both native models on batches that reach what a standard-normal batch does not."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._api import build_with_weights
+from ._compare import TOLERANCE, max_rel_diff
+from .backends import get_backend
+from .errors import PortError
+from .spec import Sequential
+
+__all__ = ["ROUNDING_FACTOR", "VERIFY_BATCHES", "verify_port"]
+
+#: how far from the float64 reference the two float32 models may be, in units of an xconv float32 build's own
+#: rounding error. Both compute the same function with float32 sums in other orders and kernels: on twelve
+#: keras.applications models with logits (64x64 inputs) the Keras model's error was 0.8 to 2.9 times the torch
+#: build's, so 10 leaves room without hiding a mapping error, which is not rounding-sized.
+ROUNDING_FACTOR = 10.0
+
+#: the groups of one verification batch, each compared at its own scale: values past a clamp at 6 (the batch
+#: times 100), exact zeros where a mask or a padding decides (a black frame; a flat input gets a run of zeros).
+#: Not an all-zero image: it makes every pixel of a conv's output its bias, and a normalisation over constant
+#: values (InstanceNorm, one-channel GroupNorm) then divides float32 rounding of x - mean by sqrt(eps): torch and
+#: Keras differed by 1.7e-5 there, the same function in float32.
+VERIFY_BATCHES = ("a standard-normal batch", "that batch times 100", "an input with exact zeros")
+
+#: kinds that draw random masks in training mode: with them, training-mode outputs cannot be compared
+_RANDOM_KINDS = ("Dropout", "StochasticDepth")
+
+
+def _groups(shape: tuple[int, ...], dtype: str, seed: int) -> list[tuple[str, np.ndarray]]:
+    x = np.random.default_rng(seed).standard_normal((2, *shape))
+    groups = [(VERIFY_BATCHES[0], x), (VERIFY_BATCHES[1], 100.0 * x)]
+    zeros = x[:1].copy()
+    if len(shape) == 3:  # a black frame, a quarter of the smaller side wide (at least one pixel)
+        k = max(1, min(shape[1:]) // 4)
+        zeros[:, :, :k], zeros[:, :, -k:], zeros[:, :, :, :k], zeros[:, :, :, -k:] = 0.0, 0.0, 0.0, 0.0
+    else:
+        zeros[:, : max(1, shape[0] // 2)] = 0.0
+    groups.append((VERIFY_BATCHES[2], zeros))
+    return [(name, g.astype(dtype)) for name, g in groups]
+
+
+def _random_masks(spec: Sequential) -> bool:
+    from .shapes import infer
+
+    return any(i.kind in _RANDOM_KINDS and float(getattr(i.layer, "p", 0.0)) > 0 for i in infer(spec))
+
+
+def _run(name: str, model: Any, x: np.ndarray, training: bool, output: str | None = None) -> np.ndarray:
+    """The native model's own output, in inference (``training=False``) or in training mode, with its state
+    (modes, buffers, Keras moving statistics) as it was before the call."""
+    backend = get_backend(name)
+    if not training:
+        return backend.forward(model, x, output) if output is not None else backend.forward(model, x)  # type: ignore[no-any-return]
+    return backend.forward_training(model, x, output)  # type: ignore[no-any-return]
+
+
+def verify_port(
+    source_model: Any,
+    target_model: Any,
+    spec: Sequential,
+    weights: dict[str, Any],
+    names: tuple[str, str],
+    dtype: str,
+    seed: int,
+    output: str | None = None,
+) -> None:
+    """``port``'s check (see :func:`xconv.port`): raises :class:`PortError` naming the batch, the distance and
+    which side is off."""
+    source, target = names
+    groups = _groups(tuple(spec.input_shape or ()), dtype, seed)
+    x = np.concatenate([g for _, g in groups])
+    a, b = _run(source, source_model, x, False, output), _run(target, target_model, x, False)
+    start = 0
+    for label, g in groups:
+        part = slice(start, start + len(g))
+        start += len(g)
+        _compare(spec, weights, g, a[part], b[part], names, dtype, label, training=False)
+    train = (source == "torch" and bool(source_model.training)) or source == "tf"
+    if train and not _random_masks(spec):
+        # BatchNorm on batch statistics (two samples): a torch source in training mode, or a Keras source, which
+        # fit() calls with training=True; frozen layers must stay frozen on the other side
+        g = groups[0][1]
+        a = _run(source, source_model, g, True, output)
+        b = _run(target, target_model, g, True)
+        _compare(spec, weights, g, a, b, names, dtype, f"{VERIFY_BATCHES[0]} in training mode", training=True)
+
+
+def _compare(
+    spec: Sequential,
+    weights: dict[str, Any],
+    x: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    names: tuple[str, str],
+    dtype: str,
+    label: str,
+    training: bool,
+) -> None:
+    source, target = names
+    if np.shape(a) != np.shape(b):
+        raise PortError(
+            f"port: the {target} model returns shape {np.shape(b)} where the {source} model returns "
+            f"{np.shape(a)}, on {label}"
+        )
+    err = max_rel_diff(a, b)
+    if err <= TOLERANCE[dtype]:
+        return
+    ok, detail, blame = _rounding_check(spec, weights, x, a, b, names, training=training, dtype=dtype)
+    if ok and dtype == "float32":
+        return
+    raise PortError(
+        f"port: the {target} model differs from the {source} model by {err:.3g} relative "
+        f"(tolerance {TOLERANCE[dtype]:g}, {dtype}) on {label}; {detail}{blame}; spec: {_short(spec)}"
+    )
+
+
+def _reference(
+    spec: Sequential, weights: dict[str, Any], x: np.ndarray, where: str, dtype: str, training: bool
+) -> np.ndarray:
+    model = build_with_weights(spec, where, weights, dtype=dtype)  # (casts the weights to the model's dtype)
+    return _run(where, model, x.astype(dtype), training)
+
+
+def _rounding_check(
+    spec: Sequential,
+    weights: dict[str, Any],
+    x: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    names: tuple[str, str],
+    *,
+    training: bool = False,
+    dtype: str = "float32",
+) -> tuple[bool, str, str]:
+    """For a port beyond the fixed tolerance: a deep float32 network's own rounding can exceed it. The spec is
+    built again with the same weights in float64 (the reference) and, in float32, in the same framework (its
+    rounding error, measured). A float32 port passes when both the source model ``a`` and the ported model
+    ``b`` are within ``ROUNDING_FACTOR`` times that rounding error of the reference (or within the fixed
+    tolerance). A mapping error on either side is a distance from the reference that rounding does not
+    explain, so it still fails. Returns (passes, the distances, which side is off)."""
+    where = "torch" if "torch" in names else "numpy"
+    exact = _reference(spec, weights, x, where, "float64", training)
+    rounding = (
+        max_rel_diff(exact, _reference(spec, weights, x, where, "float32", training)) if dtype == "float32" else 0
+    )
+    bound = max(TOLERANCE[dtype], ROUNDING_FACTOR * rounding)
+    off_a, off_b = max_rel_diff(exact, a), max_rel_diff(exact, b)
+    detail = f"against the spec computed in float64 the {names[0]} model is {off_a:.3g} off, the ported {names[1]} model {off_b:.3g}"
+    if dtype == "float32":
+        detail += (
+            f", and an xconv float32 build {rounding:.3g} (rounding alone; allowed: {ROUNDING_FACTOR:g} times that)"
+        )
+    blame = ""
+    if off_a > bound >= off_b:
+        blame = (
+            f". The {names[0]} model computes something its imported spec does not: an operation the importer "
+            "could not see (Python code outside the traced graph, state the forward reads, a mode of a submodule) "
+            "or one it mapped wrong; the ported model is what the spec says"
+        )
+    elif off_b > bound >= off_a:
+        blame = f". The ported {names[1]} model does not compute its own spec: a backend error"
+    return max(off_a, off_b) <= bound, detail, blame
+
+
+_SHORT_LINES = 40
+
+
+def _short(spec: Sequential, lines: int = _SHORT_LINES) -> str:
+    """The spec's repr, its first ``lines`` lines when longer (a zoo model's runs to hundreds)."""
+    text = repr(spec).splitlines()
+    if len(text) <= lines:
+        return "\n".join(text)
+    return (
+        "\n".join(text[:lines]) + f"\n    ... ({len(text) - lines} more lines: xconv.summary(spec) lists every layer)"
+    )
