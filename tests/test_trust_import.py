@@ -437,6 +437,9 @@ def test_unclear_inputs_get_one_sentence(both_backends):
             xc.build(xc.Sequential(xc.ReLU(), input_shape=(3, 4, 4)), "torch", seed=bad)
     with pytest.raises(xc.UnsupportedLayerError, match=r"\(Maximum\) takes 2 inputs; .*Add, Subtract, Multiply"):
         xc.from_keras(keras.Model(inp, keras.layers.Maximum()([conv, conv])))
+    mixed = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Conv2D(2, 1, dtype="mixed_float16")])
+    with pytest.raises(xc.XconvError, match=r"'conv2d.*' computes in float16 \(dtype policy 'mixed_float16'\)"):
+        xc.port(mixed, "torch")
     dense = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     dense.quantize("int8")
     with pytest.raises(xc.UnsupportedLayerError, match=r"\(Dense\) is quantized \(int8\)"):
@@ -633,6 +636,8 @@ def test_group_norm_instance_norm_and_prelu_port_both_ways(both_backends, dtype)
             assert max_rel_diff(_torch_out(model, x), _keras_out(km, x)) < tol
             assert max_rel_diff(_torch_out(model, x), _torch_out(back, x)) < tol
         assert set(xc.get_weights(back)) == set(model.state_dict())
+    with pytest.raises(xc.SpecError, match="groups holds one value"):  # normalises to 0; torch refuses it
+        xc.infer(xc.Sequential(xc.GroupNorm(2, 2), input_shape=(2, 1, 1)))
     with pytest.raises(xc.UnsupportedLayerError, match="InstanceNorm2d with track_running_stats=True"):
         xc.from_torch(nn.Sequential(nn.InstanceNorm2d(3, track_running_stats=True)), (3, 8, 8))
     km = keras.Sequential(
@@ -729,3 +734,190 @@ def test_a_subtraction_with_its_operands_swapped_is_caught(both_backends, monkey
 
     with pytest.raises(AssertionError):
         assert_equivalent(spec, backends=("numpy", "torch"))
+
+
+def test_functional_batch_norm_on_the_module_own_tensors(both_backends):
+    """timm's BatchNormAct2d: a BatchNorm2d subclass whose forward calls F.batch_norm on its own tensors with
+    training=self.training, then its activation. Imported as that module's BatchNorm (its state_dict keys), the
+    activation after it; the second trace in training mode leaves the batch counter as it was."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class BatchNormAct(nn.BatchNorm2d):
+        def __init__(self, c):
+            super().__init__(c)
+            self.drop, self.act = nn.Identity(), nn.SiLU()
+
+        def forward(self, x):
+            if self.training and self.num_batches_tracked is not None:
+                self.num_batches_tracked.add_(1)
+            x = F.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias, self.training, 0.1, self.eps
+            )
+            return self.act(self.drop(x))
+
+    class WrongEps(BatchNormAct):
+        def forward(self, x):
+            return F.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias, self.training, 0.1, 1e-3
+            )
+
+    class AlwaysBatch(BatchNormAct):
+        def forward(self, x):
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, True, 0.1, self.eps)
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), BatchNormAct(4), nn.Flatten(), nn.Linear(144, 2)).eval()
+    with torch.no_grad():
+        model[1].running_mean.uniform_(-1, 1)
+        model[1].running_var.uniform_(0.5, 2)
+    spec, weights = xc.from_torch(model, (3, 8, 8), return_weights=True)
+    assert set(weights) == set(model.state_dict())
+    assert [i.kind for i in xc.infer(spec)][:4] == ["Conv2d", "BatchNorm2d", "Identity", "SiLU"]
+    assert float(model[1].num_batches_tracked) == 0.0
+    km = xc.port(model, "tf", (3, 8, 8))
+    for x in _batches((3, 8, 8)):
+        assert max_rel_diff(_torch_out(model, x), _keras_out(km, x)) < 1e-5
+    for cls, match in ((WrongEps, "the module's own eps"), (AlwaysBatch, "training=self.training")):
+        bad = nn.Sequential(nn.Conv2d(3, 4, 3), cls(4)).eval()
+        with pytest.raises(xc.UnsupportedLayerError, match=match):
+            xc.from_torch(bad, (3, 8, 8))
+
+
+def test_what_the_trace_does_not_record_is_refused(both_backends):
+    """torch.fx records ``out += y`` as ``out + y``: another name for ``out`` that eager execution updates keeps
+    the old value in the graph. The traced graph is run against the forward itself on one batch, so such a
+    model is refused, with verification on or off; so are writes through ``.data`` and into the input."""
+    import torch
+    from torch import nn
+
+    class Alias(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2 = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+
+        def forward(self, x):
+            out = self.c1(x)
+            skip = out
+            out += self.c2(out)  # in place: skip changes too
+            return torch.cat([out, skip], 1)
+
+    def residual_(t, branch):
+        t += branch(t)  # a helper that updates its argument
+
+    class IntoInput(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c, self.head = nn.Conv2d(3, 3, 3, padding=1), nn.Conv2d(3, 4, 1)
+
+        def forward(self, x):
+            residual_(x, self.c)
+            return self.head(x)
+
+    class ThroughData(Alias):
+        def forward(self, x):
+            h = self.c1(x)
+            h.data.clamp_(-0.1, 0.1)
+            return self.c2(h)
+
+    for cls in (Alias, IntoInput, ThroughData):
+        for verify in (False, True):
+            with pytest.raises(xc.UnsupportedLayerError, match="computes something else than the forward|view"):
+                xc.port(cls().eval(), "tf", (3, 8, 8), verify=verify)
+    plain = nn.Sequential(nn.LeakyReLU(0.2, inplace=True), nn.Conv2d(3, 4, 3, padding=1)).eval()
+    km = xc.port(plain, "tf", (3, 8, 8))  # writes into its input: each model is given its own copy
+    x = _batches((3, 8, 8))[0]
+    assert max_rel_diff(_torch_out(plain, x.copy()), _keras_out(km, x)) < 1e-5
+
+    class Swish(nn.Module):  # in place, read before the write: the reader keeps the old values, as in eager
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            h = self.c(x)
+            return h.mul_(torch.sigmoid(h))
+
+    km = xc.port(Swish().eval(), "tf", (3, 8, 8))
+
+
+def test_a_forward_that_writes_its_own_tensors_through_data_is_refused_and_restored(both_backends):
+    import torch
+    from torch import nn
+
+    class Counter(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(3, 4, 3, padding=1)
+            self.register_buffer("calls", torch.zeros(()))
+
+        def forward(self, x):
+            self.calls.data.add_(1)
+            return self.c(x)
+
+    class Clip(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            self.c.weight.data.clamp_(-0.05, 0.05)
+            return self.c(x)
+
+    model = Counter().eval()
+    with pytest.raises(xc.UnsupportedLayerError, match="own buffer 'calls'|own tensor 'calls'"):
+        xc.port(model, "tf", (3, 8, 8))
+    assert float(model.calls) == 0.0
+    clip = Clip().eval()
+    before = clip.c.weight.detach().clone()
+    with pytest.raises(xc.UnsupportedLayerError, match="own tensor 'c.weight'"):
+        xc.port(clip, "tf", (3, 8, 8))
+    assert torch.equal(before, clip.c.weight)  # refused before anything ran
+
+
+def test_a_model_that_cannot_be_deep_copied_ports(both_backends):
+    import threading
+
+    import torch
+    from torch import nn
+
+    class WithLock(nn.Module):
+        def __init__(self, extra):
+            super().__init__()
+            self.c, self.extra = nn.Conv2d(3, 4, 3, padding=1), extra
+
+        def forward(self, x):
+            return self.c(x).relu()
+
+    for extra in (torch.Generator(), threading.Lock()):
+        xc.port(WithLock(extra).eval(), "tf", (3, 8, 8))
+
+
+def test_hooks_on_a_built_torch_model_are_refused_by_port_and_save(both_backends, tmp_path):
+    tm = xc.build(xc.Sequential(xc.Conv2d(3, 4, 3, padding=1), xc.ReLU(), input_shape=(3, 8, 8)), "torch", seed=0)
+    handle = tm.register_forward_hook(lambda mod, inp, out: out * 2)
+    with pytest.raises(xc.UnsupportedLayerError, match="has forward hooks"):
+        xc.port(tm, "tf", verify=False)
+    with pytest.raises(xc.UnsupportedLayerError, match="has forward hooks"):
+        xc.save(tmp_path / "m.safetensors", tm)
+    handle.remove()
+    xc.save(tmp_path / "m.safetensors", tm)
+
+
+def test_dropout_calls_that_differ_between_the_modes_are_refused(both_backends):
+    import torch.nn.functional as F
+    from torch import nn
+
+    class Branches(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c, self.c2 = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 1)
+
+        def forward(self, x):
+            h = self.c(x)
+            if self.training:
+                return self.c2(F.dropout(h, 0.5, True))
+            return F.dropout(self.c2(h), 0.1, False)
+
+    with pytest.raises(xc.UnsupportedLayerError, match="calls dropout differently in training and in eval"):
+        xc.from_torch(Branches().eval(), (3, 8, 8))

@@ -60,6 +60,20 @@ def _check_materialized(model: Any, who: str) -> None:
             )
 
 
+def _check_keras_compute(model: Any, who: str) -> None:
+    """Refuse a Keras model whose layers compute in float16 or bfloat16 (a mixed precision dtype policy): the
+    spec describes the function, but a port builds it in float32 or float64."""
+    flatten = getattr(model, "_flatten_layers", None)  # (Keras 3: every layer, nested models' too)
+    for layer in flatten(include_self=False) if flatten is not None else model.layers:
+        compute = getattr(getattr(layer, "dtype_policy", None), "compute_dtype", "float32")
+        if "float" in str(compute) and str(compute) not in ("float32", "float64"):
+            raise XconvError(
+                f"{who}: layer {layer.name!r} computes in {compute} (dtype policy "
+                f"{getattr(layer.dtype_policy, 'name', compute)!r}); xconv models are float32 or float64: rebuild the "
+                "model under keras.config.set_dtype_policy('float32') and copy the weights"
+            )
+
+
 def _check_float_params(model: Any, who: str) -> None:
     """xconv models are float32 or float64: other precisions (float16, bfloat16) are refused, by name."""
     import itertools
@@ -118,12 +132,17 @@ def _import(
     if backend is None:
         raise XconvError(f"port: expected a torch.nn.Module or a keras.Model. Received: {type(model).__name__}")
     if backend.spec_of(model) is not None:  # built by xconv
+        if backend.NAME == "torch":  # hooks change what a built model computes, as a hand-written one's
+            from .porting.torch_fx import _check_calls
+
+            _check_calls(model)
         return backend.NAME, spec_of(model), get_weights(model)
     if backend.NAME == "torch":
         if input_shape is None:
             raise XconvError("port: a torch model needs input_shape=(C, H, W) (torch modules do not record it)")
         spec, weights = from_torch(model, input_shape, return_weights=True, output=output)
     else:
+        _check_keras_compute(model, "port")
         spec, weights = from_keras(model, return_weights=True)
     return backend.NAME, spec, weights
 

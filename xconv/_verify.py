@@ -52,8 +52,18 @@ def _random_masks(spec: Sequential) -> bool:
 
 def _run(name: str, model: Any, x: np.ndarray, training: bool, output: str | None = None) -> np.ndarray:
     """The native model's own output, in inference (``training=False``) or in training mode, with its state
-    (modes, buffers, Keras moving statistics) as it was before the call."""
+    (modes, buffers, Keras moving statistics) as it was before the call. Each model gets its own copy of the
+    batch: a torch model that writes into its input would otherwise change what the other model is given."""
     backend = get_backend(name)
+    x = np.array(x, copy=True)
+    if name == "torch" and not training:  # a forward that writes into its buffers: put them back
+        buffers = [(b, b.detach().clone()) for b in model.buffers()]
+        try:
+            return backend.forward(model, x, output) if output is not None else backend.forward(model, x)  # type: ignore[no-any-return]
+        finally:
+            with backend.torch.no_grad():
+                for b, value in buffers:
+                    b.copy_(value)
     if not training:
         return backend.forward(model, x, output) if output is not None else backend.forward(model, x)  # type: ignore[no-any-return]
     return backend.forward_training(model, x, output)  # type: ignore[no-any-return]

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import stat
+import sys
 import tempfile
 from collections.abc import Mapping
 from typing import Any
@@ -72,6 +73,10 @@ def save(path: str | os.PathLike[str], model_or_spec: Any, weights: Mapping[str,
         if weights is not None:
             raise XconvError("save(path, model): pass weights only together with a spec")
         spec = spec_of(model_or_spec)
+        if "torch" in sys.modules and isinstance(model_or_spec, sys.modules["torch"].nn.Module):
+            from .porting.torch_fx import _check_calls  # hooks change what the model computes: not in the spec
+
+            _check_calls(model_or_spec)
         arrays = get_weights(model_or_spec)
     arrays = {k: np.require(v, requirements="C") for k, v in arrays.items()}
     metadata = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "spec": json.dumps(spec.to_dict())}

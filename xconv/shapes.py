@@ -387,9 +387,14 @@ def _layernorm(ctx: _Ctx, layer: LayerNorm, source: Shape | None) -> LayerInfo:
 
 
 def _groupnorm(ctx: _Ctx, layer: GroupNorm, source: Shape | None) -> LayerInfo:
-    c, _, _ = ctx.need_map()
+    c, h, w = ctx.need_map()
     if layer.num_channels != c:
         raise ctx.error(f"num_channels={layer.num_channels} but its input has {c} channels")
+    if c // layer.num_groups * h * w == 1:
+        raise ctx.error(
+            f"each of its {layer.num_groups} groups holds one value of a {ctx.shape} map, which normalises to 0 "
+            "(torch refuses it for a batch of one); use fewer groups or a larger map"
+        )
     params: dict[str, Shape] = {"weight": (c,), "bias": (c,)} if layer.affine else {}
     return LayerInfo(ctx.index, layer, ctx.shape, ctx.shape, params)
 

@@ -640,14 +640,13 @@ def forward_training(model: nn.Module, x: np.ndarray, output: str | None = None)
     return y.numpy()  # type: ignore[no-any-return]
 
 
-def propagate_shapes(gm: Any, input_shape: tuple[int, ...]) -> str | None:
-    """Record each traced node's output shape (``node.meta["xconv_shape"]``) for a batch of two inputs of
-    ``input_shape``, run on fake tensors (nothing is computed, no state changes). A node that fails records its
+def propagate_shapes(gm: Any, x: Any) -> tuple[str | None, Any]:
+    """Run the traced graph ``gm`` on the batch ``x`` (real tensors, without gradients, in the module's own
+    modes) and record each node's output shape in ``node.meta["xconv_shape"]``. A node that fails records its
     error in ``node.meta["xconv_shape_error"]`` (and so do the nodes that read it), so that a failing line the
-    output does not need (``x.nonzero()`` on fake tensors) leaves the others checked; the importer refuses a
-    needed node without a shape. Returns None, or why the module could not be run at all."""
-    from torch._dynamo.utils import deepcopy_to_fake_tensor
-    from torch._subclasses.fake_tensor import FakeTensorMode
+    output does not need leaves the others checked; the importer refuses a needed node without a shape.
+    Returns (None, the graph's output), or (why it could not run at all, None). The caller puts back any
+    buffer the run writes."""
 
     class Failed:
         def __init__(self, error: str) -> None:
@@ -668,16 +667,12 @@ def propagate_shapes(gm: Any, input_shape: tuple[int, ...]) -> str | None:
                 n.meta["xconv_shape"] = tuple(int(d) for d in result.shape)
             return result
 
-    dtype = next((p.dtype for p in gm.parameters() if p.is_floating_point()), torch.float32)
     try:
-        mode = FakeTensorMode(allow_non_fake_inputs=True)
-        fake = deepcopy_to_fake_tensor(gm, mode)
-        fake.eval()  # (a copy) shapes do not depend on the mode, and BatchNorm(momentum=None) in training reads a count
-        with mode:
-            Recorder(fake, graph=gm.graph).run(torch.zeros((2, *input_shape), dtype=dtype))
+        with torch.no_grad():
+            out = Recorder(gm, graph=gm.graph).run(x)
     except Exception as e:  # noqa: BLE001 - a module that does not run on this shape is reported by the importer
-        return f"{type(e).__name__}: {e}"[:300]
-    return None
+        return f"{type(e).__name__}: {e}"[:300], None
+    return None, out
 
 
 def _apply(model: nn.Module, info: LayerInfo, x: Any) -> Any:

@@ -51,6 +51,11 @@ _VIEW_METHODS = frozenset(
         "tensor_split",
         "swapaxes",
         "swapdims",
+        "hsplit",
+        "vsplit",
+        "dsplit",
+        "view_as_complex",
+        "adjoint",
     }
 )
 _VIEW_FUNCTIONS = frozenset(
@@ -73,6 +78,7 @@ _VIEW_FUNCTIONS = frozenset(
     }
 )
 _VIEW_MODULES = (nn.Identity, nn.Dropout, nn.Flatten, nn.Unflatten)
+_VIEW_ATTRIBUTES = frozenset({"data", "T", "mT", "H", "mH", "real", "imag"})
 
 
 def mutates(root: nn.Module, node: Any) -> bool:
@@ -103,7 +109,9 @@ def is_view(root: nn.Module, node: Any) -> bool:
     if node.op == "call_method":
         return str(node.target) in _VIEW_METHODS
     if node.op == "call_function":
-        return node.target in _VIEW_FUNCTIONS
+        if node.target is getattr:  # x.data, x.T, x.mT, x.real: the same memory
+            return len(node.args) > 1 and node.args[1] in _VIEW_ATTRIBUTES
+        return node.target in _VIEW_FUNCTIONS or getattr(node.target, "__name__", "") in _VIEW_METHODS
     return False
 
 
@@ -152,7 +160,11 @@ def functionalize(root: nn.Module, graph: Any) -> None:
         target = next((a for a in node.args if isinstance(a, torch.fx.Node)), None)
         if target is None:
             continue
-        if target.op == "get_attr":
+        base = target
+        while is_view(root, base) and base.args and isinstance(base.args[0], torch.fx.Node):
+            base = base.args[0]  # (x.data, a slice, a view: the same memory)
+        if base.op == "get_attr":
+            target = base
             raise UnsupportedLayerError(
                 f"from_torch: {where} writes into the module's own tensor {target.target!r}: forward changes the "
                 "module's state, which a ported model would not do"
@@ -176,6 +188,12 @@ def functionalize(root: nn.Module, graph: Any) -> None:
             user.replace_input_with(target, node)
 
 
+def _checksum(t: Any) -> tuple[float, float]:
+    """The sum and the norm, accumulated in float64 (no copy of the tensor)."""
+    with torch.no_grad():
+        return float(t.sum(dtype=torch.float64)), float(torch.linalg.vector_norm(t, dtype=torch.float64))
+
+
 class StateGuard:
     """Sees whether running ``module`` (torch.fx tracing runs its forward, and operations on its own tensors
     run for real) wrote into its parameters or buffers: each tensor's version counter moves with every
@@ -189,15 +207,36 @@ class StateGuard:
         }
         self.versions = {n: t._version for n, t in self.tensors.items()}
         self.saved = {n: t.detach().clone() for n, t in self.tensors.items() if n.startswith("buffer")}
+        # a write through .data does not move the version counter: parameters are also summed (one pass, no copy)
+        self.sums = {n: _checksum(t) for n, t in self.tensors.items() if n.startswith("parameter")}
 
     def written(self) -> list[str]:
         """The tensors written since the guard was made; buffers are restored."""
-        changed = [n for n, t in self.tensors.items() if t._version != self.versions[n]]
+        changed = [
+            n
+            for n, t in self.tensors.items()
+            if t._version != self.versions[n]
+            or (n in self.saved and not torch.equal(t, self.saved[n]))
+            or (n in self.sums and _checksum(t) != self.sums[n])
+        ]
         with torch.no_grad():
             for n in changed:
                 if n in self.saved:
-                    self.tensors[n].copy_(self.saved[n])
+                    t = self.tensors[n]
+                    if t.shape != self.saved[n].shape:  # (an observer's statistics start empty)
+                        t.resize_(self.saved[n].shape)
+                    t.copy_(self.saved[n])
         return changed
+
+    def refuse_parameter_writes(self, who: str) -> None:
+        """After running the module for real: buffers it wrote (BatchNorm's statistics in training) are put back;
+        a written parameter is refused (it cannot be put back)."""
+        changed = [n for n in self.written() if n not in self.saved]
+        if changed:
+            raise UnsupportedLayerError(
+                f"{who}: forward writes into the module's own {changed[0]} (in place, as every call of the model "
+                "does), so the module's weights change with every call, which a ported model would not do"
+            )
 
     def refuse_writes(self, who: str) -> None:
         changed = self.written()

@@ -40,20 +40,6 @@ _CATS = (torch.cat, torch.concat)
 _SUBS = (operator.sub, operator.isub, torch.sub)
 
 
-def _inplace(root: nn.Module, node: Any) -> bool:
-    if node.op == "call_module":
-        return bool(getattr(root.get_submodule(node.target), "inplace", False))
-    if node.op == "call_method":
-        return str(node.target).endswith("_") and not str(node.target).startswith("_")
-    name = getattr(node.target, "__name__", "")
-    return (
-        bool(node.kwargs.get("inplace", False))
-        or node.target in (operator.iadd, operator.imul)
-        or name.endswith("_")
-        and not name.startswith("_")
-    )
-
-
 _PAD_MODULES = {"ReflectionPad2d": "reflect", "ReplicationPad2d": "replicate", "CircularPad2d": "circular"}
 
 
@@ -206,54 +192,70 @@ class _Tracer(torch.fx.Tracer):
         return type(m) in own or super().is_leaf_module(m, qualname)
 
 
-_ALIAS_METHODS = ("view", "reshape", "flatten", "contiguous", "view_as", "reshape_as", "squeeze", "unsqueeze")
+#: functional calls whose ``training`` argument is traced as a constant: (function, position of ``training``)
+_MODE_CALLS = {F.dropout: 2, F.batch_norm: 5}
 
 
-def _aliases(root: nn.Module, node: Any) -> bool:
-    """Whether ``node``'s output may share memory with its first input (a view, or a no-op module)."""
-    if node.op == "call_module":
-        return isinstance(root.get_submodule(node.target), (nn.Identity, nn.Dropout, nn.Flatten))
-    if node.op == "call_method":
-        return node.target in _ALIAS_METHODS or _inplace(root, node)
-    if node.op == "call_function":
-        return node.target in (torch.flatten, torch.reshape, F.dropout) or _inplace(root, node)
-    return False
+def _probe_batch(module: nn.Module, shape: tuple[int, ...]) -> Any:
+    """Three inputs in the module's dtype: standard normal, the same times 100, and one with an all-zero border
+    (what a write only large values or exact zeros reach shows on)."""
+    tensors = itertools.chain(module.parameters(), module.buffers())
+    dtype = next((p.dtype for p in tensors if p.is_floating_point()), torch.float32)
+    x = torch.randn((1, *shape), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    framed = x.clone()
+    if len(shape) == 3:
+        k = max(1, min(shape[1:]) // 4)
+        framed[:, :, :k], framed[:, :, -k:], framed[:, :, :, :k], framed[:, :, :, -k:] = 0.0, 0.0, 0.0, 0.0
+    return torch.cat([x, 100 * x, framed]).to(dtype)
 
 
-def _unsafe_inplace(root: nn.Module, node: Any) -> Any:
-    """For an in-place operation: a node that reads the tensor it overwrites (through any view or no-op
-    alias) other than on the way to it, or None. The traced graph cannot say whether that reader saw the
-    old or the new values."""
-    first = next((a for a in _flat_args(node) if isinstance(a, torch.fx.Node)), None)
-    if first is None:
-        return None
-    on_path = set()  # the alias chain from the overwritten tensor to this operation
-    cur = first
-    while True:
-        on_path.add(cur)
-        if cur.op in ("call_module", "call_method", "call_function") and _aliases(root, cur) and cur.args:
-            parent = cur.args[0]
-            if isinstance(parent, torch.fx.Node):
-                cur = parent
-                continue
-        break
-    # every tensor sharing that memory: the chain and all aliases taken of any of it
-    shared, stack = set(on_path), list(on_path)
-    while stack:
-        n = stack.pop()
-        for user in n.users:
-            if user is not node and _aliases(root, user) and user.args and user.args[0] is n and user not in shared:
-                shared.add(user)
-                stack.append(user)
-    for n in shared:
-        for user in n.users:
-            if user is not node and user not in shared:
-                return user
-    return None
+def _check_trace(module: nn.Module, traced: Any, x: Any, output_key: str | None) -> None:
+    """The traced graph (with its in-place writes made explicit) must compute what ``module`` computes, run
+    eagerly on the same batch with the same random seed: what torch.fx does not record (``out += y`` is traced
+    as ``out + y``, so another name for ``out`` that eager execution updates keeps the old value in the graph;
+    a write through ``.data``; Python the trace evaluated once) shows as a difference. The module is run in its
+    own modes, without gradients; buffers it writes are put back, a written parameter is refused."""
+    guard = StateGuard(module)
+    try:
+        with torch.no_grad(), torch.random.fork_rng():
+            torch.manual_seed(0)
+            eager = module(x.clone())
+    except Exception as e:  # noqa: BLE001 - reported with the module's name
+        guard.written()
+        raise UnsupportedLayerError(
+            f"from_torch: {type(module).__name__}.forward fails on a batch of its input shape "
+            f"({type(e).__name__}: {e})"[:400]
+        ) from None
+    guard.refuse_parameter_writes("from_torch")
+    a, b = (_pick_output(v, output_key) if isinstance(v, dict) else v for v in (eager, traced))
+    if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
+        return  # not one tensor: refused with its own message by the importer
+    tol = 1e-12 if a.dtype == torch.float64 else 1e-6
+    err = float("inf") if a.shape != b.shape else _traced_error(a.double().numpy(), b.double().numpy())
+    if not err <= tol:
+        raise UnsupportedLayerError(
+            f"from_torch: the graph torch.fx traced from {type(module).__name__}.forward computes something else "
+            f"than the forward itself ({err:.3g} relative): an in-place update under another name (out += y while "
+            "another variable still holds out; a write through .data or another view), or Python code the trace "
+            "does not record; write it out of place (out = out + y)"
+        )
+
+
+def _traced_error(a: np.ndarray, b: np.ndarray) -> float:
+    """max |a - b| / max(1, max |a|) where the two differ; equal infinities (sinh of a large input) and NaNs in
+    the same places agree."""
+    same = (a == b) | (np.isnan(a) & np.isnan(b))
+    rest_a, rest_b = a[~same], b[~same]
+    if not rest_a.size:
+        return 0.0
+    if not (np.isfinite(rest_a).all() and np.isfinite(rest_b).all()):
+        return float("inf")
+    finite = np.abs(a[np.isfinite(a)])
+    return float(np.abs(rest_a - rest_b).max() / max(1.0, float(finite.max(initial=0.0))))
 
 
 def _dropout_calls(graph: Any) -> list[Any]:
-    return [n for n in graph.nodes if n.op == "call_function" and n.target is F.dropout]
+    return [n for n in graph.nodes if n.op == "call_function" and n.target in _MODE_CALLS]
 
 
 def _dropout_modes(module: nn.Module, graph: Any) -> None:
@@ -261,11 +263,14 @@ def _dropout_modes(module: nn.Module, graph: Any) -> None:
     both appear as True or False. The module is traced once more in the other mode (every submodule's flag put
     back afterwards) to tell them apart: a call whose flag follows the mode is a Dropout layer
     (``node.meta["xconv_dropout"] = "mode"``), one that is always off is the identity ("never"), one that is
-    always on drops in inference too ("always", refused unless p is 0)."""
+    always on drops in inference too ("always", refused unless p is 0). ``F.batch_norm(..., training, ...)`` (timm's
+    ``BatchNormAct2d``) the same way: "mode" is a BatchNorm; "never" normalises with the running statistics
+    always, "always" with the batch's (refused)."""
     calls = _dropout_calls(graph)
     if not calls:
         return
     modes = [(m, m.training) for m in module.modules()]
+    guard = StateGuard(module)  # the other mode's forward may write into buffers for real (a batch counter)
     try:
         module.train(not module.training)
         other = _dropout_calls(_Tracer().trace(module))
@@ -274,16 +279,27 @@ def _dropout_modes(module: nn.Module, graph: Any) -> None:
     finally:
         for m, was in modes:
             m.training = was
+        guard.written()  # (puts every written buffer back)
 
     def flag(node: Any) -> bool:
-        value = node.args[2] if len(node.args) > 2 else node.kwargs.get("training", True)
+        at = _MODE_CALLS[node.target]
+        value = node.args[at] if len(node.args) > at else node.kwargs.get("training", node.target is F.dropout)
         return bool(value)
 
-    if len(other) != len(calls):
+    if len(other) != len(calls) or any(a.target is not b.target for a, b in zip(calls, other)):
         return  # the forward branches on the mode: not matched, refused as unsupported
     for here, there in zip(calls, other):
+        same_input = getattr(here.args[0], "name", None) == getattr(there.args[0], "name", None)
+        if _p_of(here) != _p_of(there) or not same_input:
+            continue  # not the same call in both traces: left unknown, and refused
         now, then = flag(here), flag(there)
         here.meta["xconv_dropout"] = "mode" if now == module.training and then != now else "always" if now else "never"
+
+
+def _p_of(node: Any) -> Any:
+    """A dropout's p (the first float argument) or a batch norm's eps, as traced."""
+    at = 1 if node.target is F.dropout else 7
+    return node.args[at] if len(node.args) > at else node.kwargs.get("p" if node.target is F.dropout else "eps")
 
 
 def _check_calls(module: nn.Module) -> None:
@@ -333,12 +349,18 @@ def import_model(
             f"supported: {_SUPPORTED}"
         ) from None
     guard.refuse_writes("from_torch")
+    gm.__dict__["_xconv_source"] = module  # (the GraphModule holds only the submodules the graph calls)
     _dropout_modes(module, gm.graph)
     functionalize(gm, gm.graph)  # in-place writes are read through their results, or refused
     gm.recompile()
     from ..backends.torch_backend import propagate_shapes
 
-    failure = propagate_shapes(gm, tuple(input_shape))
+    x = _probe_batch(module, tuple(input_shape))
+    guard = StateGuard(module)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        failure, traced = propagate_shapes(gm, x.clone())
+    guard.refuse_parameter_writes("from_torch")
     if failure is not None:
         raise UnsupportedLayerError(
             f"from_torch: {type(module).__name__}.forward does not run on an input of shape (N, "
@@ -405,13 +427,6 @@ def import_model(
                     nodes.append(Raw(node.name, "layer", [index[alias]], layer=layer))
             continue
         tensor_inputs = [a for a in _flat_args(node) if a in index]
-        if _inplace(gm, node):
-            other = _unsafe_inplace(gm, node)
-            if other is not None:
-                raise UnsupportedLayerError(
-                    f"from_torch: {where} works in place on a tensor that {other.name!r} also reads (directly or "
-                    "through a view); the traced graph cannot say which values that operation sees"
-                )
         join = None
         if (
             node.op == "call_function"
@@ -544,6 +559,7 @@ def import_model(
     if output is None:
         raise UnsupportedLayerError("from_torch: forward returns nothing")
     _fold_pads(nodes)
+    _rename_under_owners(nodes, names, tensors)
     from ..errors import SpecError
     from ..shapes import infer
 
@@ -556,7 +572,7 @@ def import_model(
         if node in live and "xconv_shape_error" in node.meta:
             where = f"operation {node.name!r} ({node.op} {getattr(node.target, '__name__', node.target)})"
             raise UnsupportedLayerError(
-                f"from_torch: {where} does not run on an input of shape {tuple(input_shape)} with fake tensors "
+                f"from_torch: {where} fails on a batch of input shape {tuple(input_shape)} "
                 f"({node.meta['xconv_shape_error']}); xconv checks every layer against its input's shape and "
                 "imports nothing unchecked"
             )
@@ -565,7 +581,24 @@ def import_model(
         raise UnsupportedLayerError(
             f"from_torch: no tensor for {missing[0]!r}; its parameters are not module parameters"
         )
+    _check_trace(module, traced, x, output_key)  # last: what the graph does not record
     return spec, {k: tensors[k].detach().cpu().numpy().copy() for k in keys}
+
+
+def _rename_under_owners(nodes: list[Raw], names: Names, tensors: dict[str, Any]) -> None:
+    """A module that computes its own function and calls submodules (timm's ``BatchNormAct2d``: ``F.batch_norm``
+    on its tensors, then ``self.act``) gives a layer under the key of another: ``bn1`` and ``bn1.act``. A layer
+    key cannot hold another layer, so the submodules without weights are renamed (``bn1_act``); keys with
+    weights stay the module's own."""
+    import dataclasses
+
+    weighted = {k.rpartition(".")[0] for k in tensors if not k.endswith(".layer_scale")}
+    for node in nodes:
+        name = getattr(node.layer, "name", None) if node.alive and node.op == "layer" else None
+        if name is None or any(f"{name}.{p}" in tensors for p in ("weight", "bias", "running_mean")):
+            continue
+        if any(name.startswith(f"{owner}.") for owner in weighted):
+            node.layer = dataclasses.replace(node.layer, name=names.take(name.replace(".", "_")))
 
 
 def _spatial_mean(node: Any, args: list[Any]) -> bool | None:
@@ -616,7 +649,8 @@ def _parameter_owner(node: Any, args: list[Any], names: Names) -> str | None:
         return None
     found = [a.target for a in _flat_args(node) if getattr(a, "op", None) == "get_attr"]
     owners = {str(t).rpartition(".")[0] for t in found}
-    if len(owners) != 1 or not all(str(t).rpartition(".")[2] in ("weight", "bias") for t in found):
+    own = ("weight", "bias", "running_mean", "running_var") if node.target is F.batch_norm else ("weight", "bias")
+    if len(owners) != 1 or not all(str(t).rpartition(".")[2] in own for t in found):
         return None
     owner = owners.pop()
     return owner if owner and owner in names.reserved and owner not in names.used else None

@@ -182,6 +182,8 @@ def _as_module(
         )
         conv.weight, conv.bias = _param(weight), _param(bias)  # share, do not copy
         return conv
+    if node.op == "call_function" and node.target is F.batch_norm:
+        return _functional_batch_norm(root, node, args, kwargs, params, where)
     if node.op == "call_function" and node.target is F.layer_norm:
         values = {**dict(zip(["normalized_shape", "weight", "bias", "eps"], args[1:])), **kwargs}
         weight, bias = params.get(values.get("weight")), params.get(values.get("bias"))
@@ -211,6 +213,54 @@ def _as_module(
         linear.weight, linear.bias = _param(weight), _param(bias)
         return linear
     raise UnsupportedLayerError(f"from_torch: {where} is not supported; supported: {_SUPPORTED}")
+
+
+def _functional_batch_norm(
+    root: nn.Module, node: Any, args: list[Any], kwargs: dict[str, Any], params: dict[Any, Any], where: str
+) -> nn.Module:
+    """``F.batch_norm(x, m.running_mean, m.running_var, m.weight, m.bias, training, momentum, eps)`` on the tensors
+    of one BatchNorm module ``m`` (timm's ``BatchNormAct2d`` calls it in its own forward), with ``training``
+    following the module's mode: that module's BatchNorm, sharing its tensors (its momentum, its counter).
+    Anything else is refused."""
+    from ..errors import UnsupportedLayerError
+
+    names = ["running_mean", "running_var", "weight", "bias", "training", "momentum", "eps"]
+    values = {**dict(zip(names, args[1:])), **kwargs}
+    how = node.meta.get("xconv_dropout")
+    nodes: dict[str, Any] = {k: values.get(k) for k in names[:4]}
+    targets = {k: str(v.target) for k, v in nodes.items() if getattr(v, "op", None) == "get_attr"}
+    owners = {t.rpartition(".")[0] for t in targets.values()}
+    source = root.__dict__.get("_xconv_source", root)  # the traced module itself, with every submodule
+    owner = source.get_submodule(owners.pop()) if len(owners) == 1 else None
+    if (
+        how != "mode"
+        or not isinstance(owner, nn.modules.batchnorm._BatchNorm)
+        or set(targets) != {k for k, v in nodes.items() if v is not None}
+        or any(targets[k].rpartition(".")[2] != k for k in targets)
+        or "running_mean" not in targets
+        or "running_var" not in targets
+        or float(values.get("eps", 1e-5)) != float(owner.eps)
+    ):
+        raise UnsupportedLayerError(
+            f"from_torch: {where}: F.batch_norm is supported on the running statistics, weight and bias of one "
+            "BatchNorm module, with training=self.training (or its `self.training or not self.track_running_stats`) "
+            "and the module's own eps"
+        )
+    ndim = len(getattr(args[0], "meta", {}).get("xconv_shape") or (0, 0, 0, 0))
+    cls = nn.BatchNorm2d if ndim == 4 else nn.BatchNorm1d
+    bn = cls(
+        owner.num_features,
+        eps=owner.eps,
+        momentum=owner.momentum,
+        affine=owner.affine,
+        track_running_stats=owner.track_running_stats,
+        device="meta",
+    )
+    with torch.no_grad():  # share, do not copy
+        for k in ("running_mean", "running_var", "num_batches_tracked"):
+            setattr(bn, k, getattr(owner, k))
+        bn.weight, bn.bias = _param(params.get(nodes["weight"])), _param(params.get(nodes["bias"]))
+    return bn
 
 
 def _functional_module(node: Any, args: list[Any], kwargs: dict[str, Any]) -> nn.Module | None:
@@ -295,14 +345,24 @@ def _functional_module(node: Any, args: list[Any], kwargs: dict[str, Any]) -> nn
         module = StochasticDepthModule(v["p"], v["mode"])
         module.train(bool(v.get("training", True)))
         return module
-    if target is F.dropout and "xconv_dropout" in node.meta:  # (how its flag follows the mode: see torch_fx)
+    if target is F.dropout:  # (how its flag follows the mode: see torch_fx)
         v = values("p", "training", "inplace")
-        p, how = float(v.get("p", 0.5)), node.meta["xconv_dropout"]
+        p, how = float(v.get("p", 0.5)), node.meta.get("xconv_dropout")
+        from ..errors import UnsupportedLayerError
+
+        if how is None:
+            raise UnsupportedLayerError(
+                f"from_torch: operation {node.name!r} (F.dropout): the forward calls dropout differently in training "
+                "and in eval, so xconv cannot tell which call follows the mode; use nn.Dropout"
+            )
         if how == "mode":
             return nn.Dropout(p)
         if how == "never" or p == 0.0:
             return nn.Identity()
-        return None  # drops in inference too: refused by name
+        raise UnsupportedLayerError(
+            f"from_torch: operation {node.name!r} (F.dropout, p={p}) drops in inference too (training=True, its "
+            "default); pass training=self.training, or use nn.Dropout"
+        )
     if target in (F.softmax, torch.softmax):
         dim = values("dim").get("dim")
         return None if dim is None else nn.Softmax(dim=dim)

@@ -292,11 +292,11 @@ def channel_layers(
         size = shape[dim % 4 - 1]
         start = draw(st.integers(0, size - 1))
         return Narrow(dim, start, draw(st.integers(1, size - start)))
-    if kind == "GroupNorm":
-        groups = draw(st.sampled_from([g for g in range(1, c + 1) if c % g == 0]))
+    if kind == "GroupNorm" and c * _h * _w > 1:  # (a group of one value is refused: it normalises to 0)
+        groups = draw(st.sampled_from([g for g in range(1, c + 1) if c % g == 0 and c // g * _h * _w > 1]))
         eps = draw(st.sampled_from([1e-5, 1e-3] if batch_stats else [0.1]))
         return GroupNorm(groups, c, eps=eps, affine=draw(st.sampled_from([True, True, False])))
-    if kind == "PReLU":
+    if kind in ("PReLU", "GroupNorm"):
         return PReLU(draw(st.sampled_from([1, c])))
     return ChannelShuffle(draw(st.sampled_from([g for g in range(1, c + 1) if c % g == 0])))
 
