@@ -86,12 +86,19 @@ def test_torch_importer_traces_subclasses_and_refuses_hooks(both_backends):
     with torch.no_grad():
         assert max_rel_diff(m(torch.from_numpy(x)).numpy(), xc.predict(km, x)) < 1e-5
 
-    class ShiftedConv(nn.Conv2d):  # its own forward: traced, and the constant refused
+    class ShiftedConv(nn.Conv2d):  # its own forward: traced (the conv, then x + 1 as a Rescaling)
         def forward(self, x):
             return super().forward(x) + 1.0
 
-    with pytest.raises(xc.UnsupportedLayerError, match="no constants"):
-        xc.from_torch(nn.Sequential(ShiftedConv(2, 2, 1)), (2, 3, 3))
+    shifted = nn.Sequential(ShiftedConv(2, 2, 1)).eval()
+    assert [i.kind for i in xc.infer(xc.from_torch(shifted, (2, 3, 3)))] == ["Conv2d", "Rescaling"]
+
+    class SummedConv(nn.Conv2d):  # its own forward: traced, and what it adds refused
+        def forward(self, x):
+            return super().forward(x).cumsum(1)
+
+    with pytest.raises(xc.UnsupportedLayerError, match="cumsum"):
+        xc.from_torch(nn.Sequential(SummedConv(2, 2, 1)), (2, 3, 3))
     hooked = nn.Sequential(nn.ReLU())
     hooked[0].register_forward_pre_hook(lambda mod, inp: (inp[0] * 2,))
     with pytest.raises(xc.UnsupportedLayerError, match="hooks"):

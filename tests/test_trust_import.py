@@ -921,3 +921,40 @@ def test_dropout_calls_that_differ_between_the_modes_are_refused(both_backends):
 
     with pytest.raises(xc.UnsupportedLayerError, match="calls dropout differently in training and in eval"):
         xc.from_torch(Branches().eval(), (3, 8, 8))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_arithmetic_with_numbers_is_a_rescaling(both_backends, dtype):
+    import keras
+    from torch import nn
+
+    class Arithmetic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            y = self.c(x)
+            return 1.5 * (2.0 - (y * 0.5 + 1) / 3) - 1  # c * x, c - x, x * c, x + c, x / c, x - c
+
+    model = Arithmetic().eval()
+    model = model.double() if dtype == "float64" else model
+    km = xc.port(model, "tf", (3, 8, 8))
+    kinds = [i.kind for i in xc.infer(xc.from_torch(model, (3, 8, 8)))]
+    assert kinds == ["Conv2d", *["Rescaling"] * 6]
+    tol = 1e-5 if dtype == "float32" else 1e-10
+    for x in _batches((3, 8, 8), dtype):
+        assert max_rel_diff(_torch_out(model, x), _keras_out(km, x)) < tol
+    with pytest.raises(xc.UnsupportedLayerError, match="division by a number"):
+
+        class Reciprocal(Arithmetic):
+            def forward(self, x):
+                return 1.0 / self.c(x)
+
+        xc.from_torch(Reciprocal().eval(), (3, 8, 8))
+    inp = keras.Input((8, 8, 3))
+    y = keras.layers.Conv2D(4, 3)(inp)
+    k = keras.Model(inp, (y * 0.5 + 1.0) / 4.0 - 2.0)
+    tm = xc.port(k, "torch")
+    x = _batches((3, 8, 8))[0]
+    assert max_rel_diff(_keras_out(k, x), _torch_out(tm, x)) < 1e-5

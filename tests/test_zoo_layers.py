@@ -162,8 +162,11 @@ def test_keras_operation_nodes_and_reshapes(both_backends):
     tm = xc.port(model, to="torch")
     x = np.random.default_rng(0).standard_normal((2, 4, 6, 6)).astype(np.float32) * 3
     assert max_rel_diff(np.asarray(model(xc.to_nhwc(x))), xc.predict(tm, x)) < 1e-5
-    with pytest.raises(xc.UnsupportedLayerError, match="could not be folded"):
-        xc.from_keras(keras.Model(inp, inp * 2.0))
+    scaled = keras.Model(inp, inp * 2.0 - 1.0)  # other arithmetic with numbers: Rescaling layers
+    assert [i.kind for i in xc.infer(xc.from_keras(scaled))] == ["Rescaling", "Rescaling"]
+    assert (
+        max_rel_diff(xc.to_nchw(np.asarray(scaled(xc.to_nhwc(x)))), xc.predict(xc.port(scaled, to="torch"), x)) < 1e-6
+    )
     with pytest.raises(xc.UnsupportedLayerError, match="could not be folded"):
         xc.from_keras(keras.Model(inp, keras.layers.Reshape((3, 12, 4))(inp)))
 

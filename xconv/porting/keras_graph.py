@@ -460,6 +460,7 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
     _fold_convs(nodes)
     _fold_avgpool_pads(nodes)
     _fold_hard_sigmoids(nodes)
+    _scalars_as_rescaling(nodes)
     _fold_reshapes(nodes)
     from ..errors import SpecError
 
@@ -792,6 +793,19 @@ def _tensor_op(layer: Any, ids: list[int]) -> str | None:
     if not type(layer).__module__.startswith("keras.src.ops") or type(layer).__name__ not in kinds or len(ids) != 2:
         return None
     return kinds[type(layer).__name__]
+
+
+def _scalars_as_rescaling(nodes: list[Raw]) -> None:
+    """The operation nodes x + c, x - c, x * c and x / c that no pattern folded: Rescaling(scale, offset)."""
+    for node in nodes:
+        if node.alive and node.op == "keras_scalar":
+            op, c = node.payload
+            if op == "div" and c == 0.0:
+                continue  # refused as it is
+            scale, offset = {"add": (1.0, c), "sub": (1.0, -c), "mul": (c, 0.0), "div": (1.0 / c if c else 0.0, 0.0)}[
+                op
+            ]
+            node.op, node.layer, node.payload = "layer", Rescaling(scale, offset, name=node.name), None
 
 
 def _fold_hard_sigmoids(nodes: list[Raw]) -> None:

@@ -24,6 +24,7 @@ from ..spec import (
     Linear,
     MaxPool2d,
     Narrow,
+    Rescaling,
     Sequential,
     Softmax,
     ZeroPad2d,
@@ -463,6 +464,19 @@ def import_model(
             index[node] = len(nodes)
             nodes.append(Raw(node.name, "layer", [index[x_node]], layer=layer))
             continue
+        if node.op == "call_function" and node.target in (operator.truediv, torch.div) and not node.kwargs:
+            join = "div"
+        constant = _constant_arithmetic(join, args, node.kwargs, index)
+        if constant is not None:  # x + c, c - x, x * c, x / c: an elementwise Rescaling
+            shapes.refuse_nhwc(args, where)
+            src = args[0] if args[0] in index else args[1]
+            index[node] = len(nodes)
+            nodes.append(
+                Raw(node.name, "layer", [index[src]], layer=dataclasses.replace(constant, name=names.take(node.name)))
+            )
+            continue
+        if join == "div":
+            raise UnsupportedLayerError(f"from_torch: {where}: only a division by a number is supported")
         if join is not None:
             if (
                 len(args) != 2
@@ -599,6 +613,27 @@ def _rename_under_owners(nodes: list[Raw], names: Names, tensors: dict[str, Any]
             continue
         if any(name.startswith(f"{owner}.") for owner in weighted):
             node.layer = dataclasses.replace(node.layer, name=names.take(name.replace(".", "_")))
+
+
+def _constant_arithmetic(join: str | None, args: list[Any], kwargs: Any, index: dict[Any, int]) -> Rescaling | None:
+    """``x + c``, ``c + x``, ``x - c``, ``c - x``, ``x * c``, ``c * x`` and ``x / c`` with a Python number ``c``
+    and a tensor computed from the input: ``Rescaling(scale, offset)`` (x * scale + offset). None otherwise."""
+    if join is None or len(args) != 2 or kwargs:
+        return None
+    numbers = [a for a in args if isinstance(a, (int, float)) and not isinstance(a, bool)]
+    tensors = [a for a in args if a in index]
+    if len(numbers) != 1 or len(tensors) != 1:
+        return None
+    c, first = float(numbers[0]), args[0] in index
+    if join == "add":
+        return Rescaling(1.0, c)
+    if join == "sub":
+        return Rescaling(1.0, -c) if first else Rescaling(-1.0, c)
+    if join == "mul":
+        return Rescaling(c, 0.0)
+    if join == "div" and first and c != 0.0:
+        return Rescaling(1.0 / c, 0.0)
+    return None
 
 
 def _spatial_mean(node: Any, args: list[Any]) -> bool | None:

@@ -48,7 +48,7 @@ from ..spec import (
 F = torch.nn.functional
 
 _SUPPORTED = (
-    "nn.Conv2d / F.conv2d, nn.ReLU / F.relu / torch.relu / .relu(), nn.Flatten / torch.flatten(x, 1) / "
+    "nn.Conv2d / F.conv2d, nn.ReLU / F.relu / torch.relu / .relu(), x + c / c - x / x * c / x / c with a number, nn.Flatten / torch.flatten(x, 1) / "
     "x.view(N, -1) / x.reshape(N, -1), nn.Linear / F.linear, nn.ZeroPad2d (folded into the next conv where exact), "
     "nn.MaxPool2d / F.max_pool2d, nn.AvgPool2d / F.avg_pool2d, nn.AdaptiveAvgPool2d / F.adaptive_avg_pool2d, "
     "nn.BatchNorm1d / nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d (no running statistics), nn.PReLU, nn.Dropout, nn.LeakyReLU / F.leaky_relu, nn.Sigmoid / torch.sigmoid, "
