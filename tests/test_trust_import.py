@@ -958,3 +958,15 @@ def test_arithmetic_with_numbers_is_a_rescaling(both_backends, dtype):
     tm = xc.port(k, "torch")
     x = _batches((3, 8, 8))[0]
     assert max_rel_diff(_keras_out(k, x), _torch_out(tm, x)) < 1e-5
+
+
+def test_prelu_gradient_at_zero_is_torch_s_in_keras(both_backends):
+    """Keras' PReLU is relu(x) - alpha relu(-x), whose gradient at exactly 0 is 0; torch's is alpha. A strided
+    transposed conv with a zero bias puts exact zeros in front of it (found by the property tests: 0.43 off)."""
+    from xconv.testing import assert_equivalent
+
+    spec = xc.Sequential(
+        xc.BatchNorm2d(1), xc.ConvTranspose2d(1, 1, 1, stride=(2, 1)), xc.PReLU(1), input_shape=(1, 2, 1)
+    )
+    for dtype in ("float64", "float32"):
+        assert_equivalent(spec, dtype=dtype)  # xconv's init: zero biases

@@ -170,6 +170,21 @@ def _changes(sealed: tuple[tuple[str, str, Any], ...], now: tuple[tuple[str, str
     return "; ".join(out[:3]) + (f"; {len(out) - 3} more" if len(out) > 3 else "")
 
 
+def current_spec(backend: Any, model: Any) -> Sequential | None:
+    """A framework model's spec (each backend's ``spec_of``): None for a model xconv did not build; the spec it
+    was built from while its recorded structure (``backend.structure``) is unchanged; else :func:`edited_spec`."""
+    spec = getattr(model, "xconv_spec", None)
+    if not isinstance(spec, Sequential):
+        return None
+    sealed = getattr(model, "xconv_structure", None)
+    if not isinstance(sealed, tuple):  # not made by xconv.build: nothing recorded to compare with
+        return spec
+    now = backend.structure(model)
+    if now == sealed:
+        return spec
+    return edited_spec(backend, model, spec, sealed, now)
+
+
 def edited_spec(
     backend: Any,
     model: Any,

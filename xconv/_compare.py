@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["TOLERANCE", "max_rel_diff"]
+__all__ = ["TOLERANCE", "VERIFY_BATCHES", "max_rel_diff", "probe_batches"]
 
 #: Default bound on max |a - b| / max(1, max |a|) per dtype. float32: the seed ConvNet reaches ~2e-6 of the
 #: output scale and TF's oneDNN on/off moves results by ~6e-8, so 1e-5 leaves room for deeper random specs
@@ -30,3 +30,27 @@ def max_rel_diff(reference: np.ndarray, other: np.ndarray) -> float:
     if a.size == 0:
         return 0.0
     return float(np.abs(a - b).max() / max(1.0, float(np.abs(a).max())))
+
+
+#: the groups of one verification batch, each compared at its own scale: values past a clamp at 6 (the batch
+#: times 100), exact zeros where a mask or a padding decides (a black frame; a flat input gets a run of zeros).
+#: Not an all-zero image: it makes every pixel of a conv's output its bias, and a normalisation over constant
+#: values (InstanceNorm, one-channel GroupNorm) then divides float32 rounding of x - mean by sqrt(eps): torch and
+#: Keras differed by 1.7e-5 there, the same function in float32.
+VERIFY_BATCHES = ("a standard-normal batch", "that batch times 100", "an input with exact zeros")
+
+
+def probe_batches(shape: tuple[int, ...], dtype: str, seed: int) -> list[tuple[str, np.ndarray]]:
+    """The batch groups that ``port`` checks and the torch importer runs its traced graph on, each named (see
+    ``VERIFY_BATCHES``): a standard-normal pair drawn from ``seed``, the same times 100, and the first with
+    exact zeros (a black frame on a map, half the features of a flat input)."""
+    x = np.random.default_rng(seed).standard_normal((2, *shape))
+    groups = [(VERIFY_BATCHES[0], x), (VERIFY_BATCHES[1], 100.0 * x)]
+    zeros = x[:1].copy()
+    if len(shape) == 3:  # a black frame, a quarter of the smaller side wide (at least one pixel)
+        k = max(1, min(shape[1:]) // 4)
+        zeros[:, :, :k], zeros[:, :, -k:], zeros[:, :, :, :k], zeros[:, :, :, -k:] = 0.0, 0.0, 0.0, 0.0
+    else:
+        zeros[:, : max(1, shape[0] // 2)] = 0.0
+    groups.append((VERIFY_BATCHES[2], zeros))
+    return [(name, g.astype(dtype)) for name, g in groups]

@@ -133,7 +133,7 @@ def _import(
         raise XconvError(f"port: expected a torch.nn.Module or a keras.Model. Received: {type(model).__name__}")
     if backend.spec_of(model) is not None:  # built by xconv
         if backend.NAME == "torch":  # hooks change what a built model computes, as a hand-written one's
-            from .porting.torch_fx import _check_calls
+            from .porting.torch_checks import _check_calls
 
             _check_calls(model)
         return backend.NAME, spec_of(model), get_weights(model)
@@ -163,7 +163,7 @@ def port(
     With ``verify`` (the default) both native models run on batches drawn from ``seed`` and what they return is
     compared as it comes out of each (a flat vector as the model returns it, a map NCHW in torch and NHWC in
     Keras): a standard-normal batch, the same batch times 100 and an input with exact zeros (an image with an
-    all-zero border; see ``xconv._verify.VERIFY_BATCHES``), each group compared at its own scale. A torch source in training mode is
+    all-zero border; see ``xconv._compare.VERIFY_BATCHES``), each group compared at its own scale. A torch source in training mode is
     also compared in training mode (BatchNorm on batch statistics, unless the spec draws random masks); its
     statistics are put back afterwards. A :class:`PortError` is raised when max |a - b| / max(1, max |a|)
     exceeds 1e-5 (float32) or 1e-10 (float64), or anything is NaN/Inf. A deep float32 network's own rounding can

@@ -7,12 +7,12 @@ from typing import Any
 import numpy as np
 
 from ._api import build_with_weights
-from ._compare import TOLERANCE, max_rel_diff
+from ._compare import TOLERANCE, VERIFY_BATCHES, max_rel_diff, probe_batches
 from .backends import get_backend
 from .errors import PortError
 from .spec import Sequential
 
-__all__ = ["ROUNDING_FACTOR", "VERIFY_BATCHES", "verify_port"]
+__all__ = ["ROUNDING_FACTOR", "verify_port"]
 
 #: how far from the float64 reference the two float32 models may be, in units of an xconv float32 build's own
 #: rounding error. Both compute the same function with float32 sums in other orders and kernels: on twelve
@@ -20,28 +20,8 @@ __all__ = ["ROUNDING_FACTOR", "VERIFY_BATCHES", "verify_port"]
 #: build's, so 10 leaves room without hiding a mapping error, which is not rounding-sized.
 ROUNDING_FACTOR = 10.0
 
-#: the groups of one verification batch, each compared at its own scale: values past a clamp at 6 (the batch
-#: times 100), exact zeros where a mask or a padding decides (a black frame; a flat input gets a run of zeros).
-#: Not an all-zero image: it makes every pixel of a conv's output its bias, and a normalisation over constant
-#: values (InstanceNorm, one-channel GroupNorm) then divides float32 rounding of x - mean by sqrt(eps): torch and
-#: Keras differed by 1.7e-5 there, the same function in float32.
-VERIFY_BATCHES = ("a standard-normal batch", "that batch times 100", "an input with exact zeros")
-
 #: kinds that draw random masks in training mode: with them, training-mode outputs cannot be compared
 _RANDOM_KINDS = ("Dropout", "StochasticDepth")
-
-
-def _groups(shape: tuple[int, ...], dtype: str, seed: int) -> list[tuple[str, np.ndarray]]:
-    x = np.random.default_rng(seed).standard_normal((2, *shape))
-    groups = [(VERIFY_BATCHES[0], x), (VERIFY_BATCHES[1], 100.0 * x)]
-    zeros = x[:1].copy()
-    if len(shape) == 3:  # a black frame, a quarter of the smaller side wide (at least one pixel)
-        k = max(1, min(shape[1:]) // 4)
-        zeros[:, :, :k], zeros[:, :, -k:], zeros[:, :, :, :k], zeros[:, :, :, -k:] = 0.0, 0.0, 0.0, 0.0
-    else:
-        zeros[:, : max(1, shape[0] // 2)] = 0.0
-    groups.append((VERIFY_BATCHES[2], zeros))
-    return [(name, g.astype(dtype)) for name, g in groups]
 
 
 def _random_masks(spec: Sequential) -> bool:
@@ -56,14 +36,6 @@ def _run(name: str, model: Any, x: np.ndarray, training: bool, output: str | Non
     batch: a torch model that writes into its input would otherwise change what the other model is given."""
     backend = get_backend(name)
     x = np.array(x, copy=True)
-    if name == "torch" and not training:  # a forward that writes into its buffers: put them back
-        buffers = [(b, b.detach().clone()) for b in model.buffers()]
-        try:
-            return backend.forward(model, x, output) if output is not None else backend.forward(model, x)  # type: ignore[no-any-return]
-        finally:
-            with backend.torch.no_grad():
-                for b, value in buffers:
-                    b.copy_(value)
     if not training:
         return backend.forward(model, x, output) if output is not None else backend.forward(model, x)  # type: ignore[no-any-return]
     return backend.forward_training(model, x, output)  # type: ignore[no-any-return]
@@ -82,7 +54,7 @@ def verify_port(
     """``port``'s check (see :func:`xconv.port`): raises :class:`PortError` naming the batch, the distance and
     which side is off."""
     source, target = names
-    groups = _groups(tuple(spec.input_shape or ()), dtype, seed)
+    groups = probe_batches(tuple(spec.input_shape or ()), dtype, seed)
     x = np.concatenate([g for _, g in groups])
     a, b = _run(source, source_model, x, False, output), _run(target, target_model, x, False)
     start = 0

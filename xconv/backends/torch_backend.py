@@ -477,19 +477,10 @@ def owns_tensor(obj: Any) -> bool:
 
 def spec_of(model: nn.Module) -> Sequential | None:
     """The spec ``model`` was built from; if the model was edited since (see :func:`structure`), the spec of
-    the model as it is now, imported again and checked (``xconv._api.edited_spec``), or an XconvError."""
-    spec = getattr(model, "xconv_spec", None)
-    if not isinstance(spec, Sequential):
-        return None
-    sealed = getattr(model, "xconv_structure", None)
-    if not isinstance(sealed, tuple):  # not made by xconv.build: nothing recorded to compare with
-        return spec
-    now = structure(model)
-    if now == sealed:
-        return spec
-    from .._api import edited_spec
+    the model as it is now, imported again and checked, or an XconvError (``xconv._api.current_spec``)."""
+    from .._api import current_spec
 
-    return edited_spec(sys.modules[__name__], model, spec, sealed, now)
+    return current_spec(sys.modules[__name__], model)
 
 
 def seal(model: nn.Module) -> None:
@@ -609,25 +600,25 @@ def infos_of(model: nn.Module) -> list[LayerInfo]:
 
 def forward(model: nn.Module, x: np.ndarray, output: str | None = None) -> np.ndarray:
     """Run ``model`` in inference mode (eval) on an NCHW (or (N, F)) numpy batch; returns numpy in the same
-    logical layout (a dict-returning model: its entry ``output``, or its one entry). The model's own mode is
-    restored afterwards."""
-    with torch.no_grad(), _Mode(model, False):
-        y = model(torch.from_numpy(np.ascontiguousarray(x)))
-    if isinstance(y, dict):
-        y = y[output] if output is not None else next(iter(y.values()))
-    return y.numpy()  # type: ignore[no-any-return]
+    logical layout (a dict-returning model: its entry ``output``, or its one entry). The model's own modes and
+    every buffer (a forward may write one) are put back afterwards."""
+    return _run_kept(model, x, output, False)
 
 
 def forward_training(model: nn.Module, x: np.ndarray, output: str | None = None) -> np.ndarray:
     """Run ``model`` as it is (a hand-written model in its own modes, module by module; a model built by xconv in
     training mode) on an NCHW (or (N, F)) numpy batch, without gradients; every buffer (BatchNorm's running
     statistics and count) and every mode is put back afterwards."""
-    own = spec_of(model) is not None
+    return _run_kept(model, x, output, True if spec_of(model) is not None else None)
+
+
+def _run_kept(model: nn.Module, x: np.ndarray, output: str | None, training: bool | None) -> np.ndarray:
+    """One call without gradients in mode ``training`` (None: the modes the model has), its state put back."""
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
-    modes = _Mode(model, True)
+    modes = _Mode(model, bool(training))
     try:
         with torch.no_grad():
-            if own:
+            if training is not None:
                 modes.__enter__()
             y = model(torch.from_numpy(np.ascontiguousarray(x)))
     finally:
@@ -638,41 +629,6 @@ def forward_training(model: nn.Module, x: np.ndarray, output: str | None = None)
     if isinstance(y, dict):
         y = y[output] if output is not None else next(iter(y.values()))
     return y.numpy()  # type: ignore[no-any-return]
-
-
-def propagate_shapes(gm: Any, x: Any) -> tuple[str | None, Any]:
-    """Run the traced graph ``gm`` on the batch ``x`` (real tensors, without gradients, in the module's own
-    modes) and record each node's output shape in ``node.meta["xconv_shape"]``. A node that fails records its
-    error in ``node.meta["xconv_shape_error"]`` (and so do the nodes that read it), so that a failing line the
-    output does not need leaves the others checked; the importer refuses a needed node without a shape.
-    Returns (None, the graph's output), or (why it could not run at all, None). The caller puts back any
-    buffer the run writes."""
-
-    class Failed:
-        def __init__(self, error: str) -> None:
-            self.error = error
-
-    class Recorder(torch.fx.Interpreter):
-        def run_node(self, n: Any) -> Any:
-            failed = [a for a in n.all_input_nodes if isinstance(self.env.get(a), Failed)]
-            if failed:
-                n.meta["xconv_shape_error"] = f"it reads {failed[0].name!r}, which failed"
-                return Failed(n.meta["xconv_shape_error"])
-            try:
-                result = super().run_node(n)
-            except Exception as e:  # noqa: BLE001 - recorded, and refused by the importer where it matters
-                n.meta["xconv_shape_error"] = f"{type(e).__name__}: {e}"[:300]
-                return Failed(n.meta["xconv_shape_error"])
-            if isinstance(result, torch.Tensor):
-                n.meta["xconv_shape"] = tuple(int(d) for d in result.shape)
-            return result
-
-    try:
-        with torch.no_grad():
-            out = Recorder(gm, graph=gm.graph).run(x)
-    except Exception as e:  # noqa: BLE001 - a module that does not run on this shape is reported by the importer
-        return f"{type(e).__name__}: {e}"[:300], None
-    return None, out
 
 
 def _apply(model: nn.Module, info: LayerInfo, x: Any) -> Any:

@@ -25,7 +25,7 @@ from ..backends.tf import (
     TorchMaxPool2D,
     keras,
 )
-from ..backends.tf.layers import ChannelGather, ChannelScale, FeatureOrder
+from ..backends.tf.layers import ChannelGather, ChannelScale, FeatureOrder, TorchPReLU
 from ..backends.tf.layers import Narrow as NarrowLayer
 from ..backends.tf.weights import _to_canonical
 from ..errors import UnsupportedLayerError
@@ -548,7 +548,7 @@ def _plain_layer(layer: Any, where: str, current: tuple[int, ...]) -> tuple[Any,
         if layer.scale:
             weights = {"weight": np.asarray(layer.gamma.numpy()), "bias": np.asarray(layer.beta.numpy())}
         return GroupNorm(int(layer.groups), current[0], eps=float(layer.epsilon), affine=bool(layer.scale)), weights
-    if type(layer) is keras.layers.PReLU:
+    if type(layer) in (keras.layers.PReLU, TorchPReLU):  # (forward the same; Keras' gradient at 0 is 0)
         alpha = np.asarray(layer.alpha.numpy())
         per = alpha.shape[-1] if alpha.size > 1 else 1
         if alpha.size > 1 and (alpha.shape[-1] != current[0] or alpha.size != current[0]):

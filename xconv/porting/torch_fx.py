@@ -17,144 +17,31 @@ from ..spec import (
     AdaptiveAvgPool2d,
     ChannelLinear,
     ChannelShuffle,
-    Conv2d,
     Flatten,
     LayerNorm,
     LayerScale,
     Linear,
-    MaxPool2d,
     Narrow,
-    Rescaling,
     Sequential,
     Softmax,
-    ZeroPad2d,
 )
-from ._graph import Names, Raw, drop, readers, to_spec
+from ._graph import Names, Raw, to_spec
 from ._torch_mutation import StateGuard, functionalize
+from .torch_checks import _check_calls, _check_trace, _dropout_modes, _probe_batch, propagate_shapes
+from .torch_forms import (
+    _CATS,
+    _adaptive_max,
+    _constant_arithmetic,
+    _existing_prefix,
+    _fold_pads,
+    _join_kind,
+    _pad_of,
+    _rename_under_owners,
+    _spatial_mean,
+)
 from .torch_layers import _SUPPORTED, _as_module, _flat_args, _get_attr, _layer, nodes_in
 
 F = torch.nn.functional
-
-_ADDS = (operator.add, operator.iadd, torch.add)
-_MULS = (operator.mul, operator.imul, torch.mul)
-_CATS = (torch.cat, torch.concat)
-_SUBS = (operator.sub, operator.isub, torch.sub)
-
-
-_PAD_MODULES = {"ReflectionPad2d": "reflect", "ReplicationPad2d": "replicate", "CircularPad2d": "circular"}
-
-
-def _pad_of(root: nn.Module, node: Any, args: list[Any], resolve: Any, where: str) -> Any:
-    """For a reflect, replicate or circular 2-D pad (``nn.ReflectionPad2d`` and its kin, ``F.pad(x, (l, r, t, b),
-    mode=...)``): ``((l, r, t, b), mode)``; a constant pad of zeros: ``((l, r, t, b), "zeros")``. None for other
-    operations. Other pads are refused by name: they import only folded into the conv after them."""
-    if node.op == "call_module":
-        m = root.get_submodule(node.target)
-        name = type(m).__name__
-        if type(m) is getattr(nn, name, None) and name in _PAD_MODULES:
-            return tuple(int(v) for v in m.padding), _PAD_MODULES[name]  # type: ignore[union-attr]
-        if type(m) is nn.ConstantPad2d:
-            if float(m.value) != 0.0:
-                raise UnsupportedLayerError(
-                    f"from_torch: module {node.target!r} (ConstantPad2d): only a constant pad of zeros is supported"
-                )
-            return tuple(int(v) for v in m.padding), "zeros"
-        return None
-    if not (node.op == "call_function" and node.target is F.pad):
-        return None
-    values = resolve({**dict(zip(("pad", "mode", "value"), args[1:])), **dict(node.kwargs)})
-    pad, mode, value = values.get("pad"), values.get("mode", "constant"), values.get("value")
-    if not (isinstance(pad, (list, tuple)) and len(pad) == 4 and all(isinstance(v, int) and v >= 0 for v in pad)):
-        raise UnsupportedLayerError(
-            f"from_torch: {where}: F.pad is supported with four non-negative sizes (left, right, top, bottom) "
-            f"on a map. Received: pad={pad!r}"
-        )
-    if mode == "constant":
-        if value not in (None, 0, 0.0):
-            raise UnsupportedLayerError(f"from_torch: {where}: only a constant pad of zeros is supported")
-        return tuple(pad), "zeros"
-    if mode not in ("reflect", "replicate", "circular"):
-        raise UnsupportedLayerError(f"from_torch: {where}: F.pad mode {mode!r} is not supported")
-    return tuple(pad), mode
-
-
-def _adaptive_max(root: nn.Module, node: Any, args: list[Any], shape: Any, where: str) -> MaxPool2d | None:
-    """``nn.AdaptiveMaxPool2d(k)`` / ``F.adaptive_max_pool2d(x, k)`` on a map whose sides k divides: its bins are
-    then equal and disjoint, a ``MaxPool2d`` with kernel and stride H / k (the global max pool for k = 1).
-    None for other operations; other sizes are refused."""
-    size: Any
-    indices: Any
-    if node.op == "call_module" and type(root.get_submodule(node.target)) is nn.AdaptiveMaxPool2d:
-        m = root.get_submodule(node.target)
-        size, indices = m.output_size, m.return_indices
-    elif node.op == "call_function" and node.target is F.adaptive_max_pool2d:
-        values = {**dict(zip(("output_size", "return_indices"), args[1:])), **dict(node.kwargs)}
-        size, indices = values.get("output_size"), values.get("return_indices", False)
-    else:
-        return None
-    sizes = (size, size) if isinstance(size, int) else tuple(size) if isinstance(size, (list, tuple)) else ()
-    if indices or shape is None or len(shape) != 4 or len(sizes) != 2 or not all(isinstance(s, int) for s in sizes):
-        raise UnsupportedLayerError(
-            f"from_torch: {where}: adaptive max pooling is supported on an NCHW map, to a given size, without "
-            "return_indices"
-        )
-    (oh, ow), (h, w) = sizes, shape[2:]
-    if h % oh or w % ow:
-        raise UnsupportedLayerError(
-            f"from_torch: {where}: adaptive max pooling of a {h}x{w} map to {oh}x{ow}: supported where the output "
-            "size divides the map (equal bins)"
-        )
-    return MaxPool2d((h // oh, w // ow), (h // oh, w // ow))
-
-
-def _fold_pads(nodes: list[Raw]) -> None:
-    """A ZeroPad2d read only by a zero-padded conv (explicit padding) folds into that conv's padding; a reflect,
-    replicate or circular pad read only by a conv without padding becomes that conv's padding and padding_mode
-    (what ``nn.Conv2d(padding_mode=...)`` computes: the same pad, then the conv). Other pads of those modes stay
-    markers, and are refused."""
-    import dataclasses
-
-    users = readers(nodes)
-    for i, node in enumerate(nodes):
-        if node.alive and node.op == "torch_pad" and node.payload[1] == "zeros":
-            node.op, node.layer = "layer", ZeroPad2d(node.payload[0], name=node.name)
-    for i, node in enumerate(nodes):
-        if node.alive and node.op == "torch_pad" and len(users[i]) == 1:
-            conv = nodes[users[i][0]]
-            (l, r, t, b), mode = node.payload
-            if (
-                conv.op == "layer"
-                and isinstance(conv.layer, Conv2d)
-                and conv.layer.padding_mode == "zeros"
-                and conv.layer.padding == ((0, 0), (0, 0))
-                and conv.inputs == [i]
-            ):
-                conv.layer = dataclasses.replace(conv.layer, padding=((t, b), (l, r)), padding_mode=mode)
-                drop(nodes, i)
-                users = readers(nodes)
-    for node in nodes:
-        if node.alive and node.op == "torch_pad":
-            raise UnsupportedLayerError(
-                f"from_torch: {node.name!r} pads in {node.payload[1]!r} mode; that is supported only right before "
-                "a Conv2d without padding, where it becomes the conv's padding_mode"
-            )
-    for i, node in enumerate(nodes):
-        if not (node.alive and node.op == "layer" and isinstance(node.layer, ZeroPad2d) and len(users[i]) == 1):
-            continue
-        conv = nodes[users[i][0]]
-        if not (
-            conv.op == "layer"
-            and isinstance(conv.layer, Conv2d)
-            and conv.layer.padding_mode == "zeros"
-            and not isinstance(conv.layer.padding, str)  # explicit, not 'same'
-            and conv.inputs == [i]
-        ):
-            continue
-        (t, b), (l, r) = node.layer.padding
-        (ct, cb), (cl, cr) = conv.layer.padding
-        conv.layer = dataclasses.replace(conv.layer, padding=((t + ct, b + cb), (l + cl, r + cr)))
-        drop(nodes, i)
-        users = readers(nodes)
 
 
 class _Tracer(torch.fx.Tracer):
@@ -193,143 +80,6 @@ class _Tracer(torch.fx.Tracer):
         return type(m) in own or super().is_leaf_module(m, qualname)
 
 
-#: functional calls whose ``training`` argument is traced as a constant: (function, position of ``training``)
-_MODE_CALLS = {F.dropout: 2, F.batch_norm: 5}
-
-
-def _probe_batch(module: nn.Module, shape: tuple[int, ...]) -> Any:
-    """Three inputs in the module's dtype: standard normal, the same times 100, and one with an all-zero border
-    (what a write only large values or exact zeros reach shows on)."""
-    tensors = itertools.chain(module.parameters(), module.buffers())
-    dtype = next((p.dtype for p in tensors if p.is_floating_point()), torch.float32)
-    x = torch.randn((1, *shape), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    framed = x.clone()
-    if len(shape) == 3:
-        k = max(1, min(shape[1:]) // 4)
-        framed[:, :, :k], framed[:, :, -k:], framed[:, :, :, :k], framed[:, :, :, -k:] = 0.0, 0.0, 0.0, 0.0
-    return torch.cat([x, 100 * x, framed]).to(dtype)
-
-
-def _check_trace(module: nn.Module, traced: Any, x: Any, output_key: str | None) -> None:
-    """The traced graph (with its in-place writes made explicit) must compute what ``module`` computes, run
-    eagerly on the same batch with the same random seed: what torch.fx does not record (``out += y`` is traced
-    as ``out + y``, so another name for ``out`` that eager execution updates keeps the old value in the graph;
-    a write through ``.data``; Python the trace evaluated once) shows as a difference. The module is run in its
-    own modes, without gradients; buffers it writes are put back, a written parameter is refused."""
-    guard = StateGuard(module)
-    try:
-        with torch.no_grad(), torch.random.fork_rng():
-            torch.manual_seed(0)
-            eager = module(x.clone())
-    except Exception as e:  # noqa: BLE001 - reported with the module's name
-        guard.written()
-        raise UnsupportedLayerError(
-            f"from_torch: {type(module).__name__}.forward fails on a batch of its input shape "
-            f"({type(e).__name__}: {e})"[:400]
-        ) from None
-    guard.refuse_parameter_writes("from_torch")
-    a, b = (_pick_output(v, output_key) if isinstance(v, dict) else v for v in (eager, traced))
-    if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
-        return  # not one tensor: refused with its own message by the importer
-    tol = 1e-12 if a.dtype == torch.float64 else 1e-6
-    err = float("inf") if a.shape != b.shape else _traced_error(a.double().numpy(), b.double().numpy())
-    if not err <= tol:
-        raise UnsupportedLayerError(
-            f"from_torch: the graph torch.fx traced from {type(module).__name__}.forward computes something else "
-            f"than the forward itself ({err:.3g} relative): an in-place update under another name (out += y while "
-            "another variable still holds out; a write through .data or another view), or Python code the trace "
-            "does not record; write it out of place (out = out + y)"
-        )
-
-
-def _traced_error(a: np.ndarray, b: np.ndarray) -> float:
-    """max |a - b| / max(1, max |a|) where the two differ; equal infinities (sinh of a large input) and NaNs in
-    the same places agree."""
-    same = (a == b) | (np.isnan(a) & np.isnan(b))
-    rest_a, rest_b = a[~same], b[~same]
-    if not rest_a.size:
-        return 0.0
-    if not (np.isfinite(rest_a).all() and np.isfinite(rest_b).all()):
-        return float("inf")
-    finite = np.abs(a[np.isfinite(a)])
-    return float(np.abs(rest_a - rest_b).max() / max(1.0, float(finite.max(initial=0.0))))
-
-
-def _dropout_calls(graph: Any) -> list[Any]:
-    return [n for n in graph.nodes if n.op == "call_function" and n.target in _MODE_CALLS]
-
-
-def _dropout_modes(module: nn.Module, graph: Any) -> None:
-    """``F.dropout(x, p, training=...)`` is traced with ``training`` as a constant: ``self.training`` and a literal
-    both appear as True or False. The module is traced once more in the other mode (every submodule's flag put
-    back afterwards) to tell them apart: a call whose flag follows the mode is a Dropout layer
-    (``node.meta["xconv_dropout"] = "mode"``), one that is always off is the identity ("never"), one that is
-    always on drops in inference too ("always", refused unless p is 0). ``F.batch_norm(..., training, ...)`` (timm's
-    ``BatchNormAct2d``) the same way: "mode" is a BatchNorm; "never" normalises with the running statistics
-    always, "always" with the batch's (refused)."""
-    calls = _dropout_calls(graph)
-    if not calls:
-        return
-    modes = [(m, m.training) for m in module.modules()]
-    guard = StateGuard(module)  # the other mode's forward may write into buffers for real (a batch counter)
-    try:
-        module.train(not module.training)
-        other = _dropout_calls(_Tracer().trace(module))
-    except Exception:  # noqa: BLE001 - a forward that does not trace in the other mode: the calls stay unknown
-        other = []
-    finally:
-        for m, was in modes:
-            m.training = was
-        guard.written()  # (puts every written buffer back)
-
-    def flag(node: Any) -> bool:
-        at = _MODE_CALLS[node.target]
-        value = node.args[at] if len(node.args) > at else node.kwargs.get("training", node.target is F.dropout)
-        return bool(value)
-
-    if len(other) != len(calls) or any(a.target is not b.target for a, b in zip(calls, other)):
-        return  # the forward branches on the mode: not matched, refused as unsupported
-    for here, there in zip(calls, other):
-        same_input = getattr(here.args[0], "name", None) == getattr(there.args[0], "name", None)
-        if _p_of(here) != _p_of(there) or not same_input:
-            continue  # not the same call in both traces: left unknown, and refused
-        now, then = flag(here), flag(there)
-        here.meta["xconv_dropout"] = "mode" if now == module.training and then != now else "always" if now else "never"
-
-
-def _p_of(node: Any) -> Any:
-    """A dropout's p (the first float argument) or a batch norm's eps, as traced."""
-    at = 1 if node.target is F.dropout else 7
-    return node.args[at] if len(node.args) > at else node.kwargs.get("p" if node.target is F.dropout else "eps")
-
-
-def _check_calls(module: nn.Module) -> None:
-    """Refuse what makes a module compute something else than its class's forward: forward hooks (its own,
-    its submodules', or the global ones) and a ``forward`` replaced on an instance (``m.forward = ...``)."""
-    module_mod = torch.nn.modules.module
-
-    hooks = [
-        getattr(module_mod, name, None)
-        for name in ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_forward_hooks_always_called")
-    ]
-    if any(h for h in hooks[:2]):
-        raise UnsupportedLayerError(
-            "from_torch: global forward hooks are registered (torch.nn.modules.module."
-            "register_module_forward_hook), which change every module's output; remove them before importing"
-        )
-    for name, m in module.named_modules():
-        label = f"module {name!r} ({type(m).__name__})" if name else f"the module ({type(m).__name__})"
-        if m._forward_hooks or m._forward_pre_hooks:
-            raise UnsupportedLayerError(
-                f"from_torch: {label} has forward hooks, which change its output; remove them before importing"
-            )
-        if "forward" in vars(m):
-            raise UnsupportedLayerError(
-                f"from_torch: {label} has its forward replaced on the instance (m.forward = ...); xconv imports a "
-                "module by its class, so restore the class's forward or define a subclass"
-            )
-
-
 def import_model(
     module: nn.Module, input_shape: tuple[int, ...], output_key: str | None = None
 ) -> tuple[Sequential, dict[str, np.ndarray]]:
@@ -354,8 +104,6 @@ def import_model(
     _dropout_modes(module, gm.graph)
     functionalize(gm, gm.graph)  # in-place writes are read through their results, or refused
     gm.recompile()
-    from ..backends.torch_backend import propagate_shapes
-
     x = _probe_batch(module, tuple(input_shape))
     guard = StateGuard(module)
     with torch.random.fork_rng():
@@ -428,28 +176,7 @@ def import_model(
                     nodes.append(Raw(node.name, "layer", [index[alias]], layer=layer))
             continue
         tensor_inputs = [a for a in _flat_args(node) if a in index]
-        join = None
-        if (
-            node.op == "call_function"
-            and node.target in _ADDS
-            or node.op == "call_method"
-            and node.target in ("add", "add_")
-        ):
-            join = "add"
-        elif (
-            node.op == "call_function"
-            and node.target in _MULS
-            or node.op == "call_method"
-            and node.target in ("mul", "mul_")
-        ):
-            join = "mul"
-        elif (
-            node.op == "call_function"
-            and node.target in _SUBS
-            or node.op == "call_method"
-            and node.target in ("sub", "sub_")
-        ):
-            join = "sub"
+        join = _join_kind(node)
         if (
             join == "mul"
             and len(args) == 2
@@ -464,8 +191,6 @@ def import_model(
             index[node] = len(nodes)
             nodes.append(Raw(node.name, "layer", [index[x_node]], layer=layer))
             continue
-        if node.op == "call_function" and node.target in (operator.truediv, torch.div) and not node.kwargs:
-            join = "div"
         constant = _constant_arithmetic(join, args, node.kwargs, index)
         if constant is not None:  # x + c, c - x, x * c, x / c: an elementwise Rescaling
             shapes.refuse_nhwc(args, where)
@@ -597,72 +322,6 @@ def import_model(
         )
     _check_trace(module, traced, x, output_key)  # last: what the graph does not record
     return spec, {k: tensors[k].detach().cpu().numpy().copy() for k in keys}
-
-
-def _rename_under_owners(nodes: list[Raw], names: Names, tensors: dict[str, Any]) -> None:
-    """A module that computes its own function and calls submodules (timm's ``BatchNormAct2d``: ``F.batch_norm``
-    on its tensors, then ``self.act``) gives a layer under the key of another: ``bn1`` and ``bn1.act``. A layer
-    key cannot hold another layer, so the submodules without weights are renamed (``bn1_act``); keys with
-    weights stay the module's own."""
-    import dataclasses
-
-    weighted = {k.rpartition(".")[0] for k in tensors if not k.endswith(".layer_scale")}
-    for node in nodes:
-        name = getattr(node.layer, "name", None) if node.alive and node.op == "layer" else None
-        if name is None or any(f"{name}.{p}" in tensors for p in ("weight", "bias", "running_mean")):
-            continue
-        if any(name.startswith(f"{owner}.") for owner in weighted):
-            node.layer = dataclasses.replace(node.layer, name=names.take(name.replace(".", "_")))
-
-
-def _constant_arithmetic(join: str | None, args: list[Any], kwargs: Any, index: dict[Any, int]) -> Rescaling | None:
-    """``x + c``, ``c + x``, ``x - c``, ``c - x``, ``x * c``, ``c * x`` and ``x / c`` with a Python number ``c``
-    and a tensor computed from the input: ``Rescaling(scale, offset)`` (x * scale + offset). None otherwise."""
-    if join is None or len(args) != 2 or kwargs:
-        return None
-    numbers = [a for a in args if isinstance(a, (int, float)) and not isinstance(a, bool)]
-    tensors = [a for a in args if a in index]
-    if len(numbers) != 1 or len(tensors) != 1:
-        return None
-    c, first = float(numbers[0]), args[0] in index
-    if join == "add":
-        return Rescaling(1.0, c)
-    if join == "sub":
-        return Rescaling(1.0, -c) if first else Rescaling(-1.0, c)
-    if join == "mul":
-        return Rescaling(c, 0.0)
-    if join == "div" and first and c != 0.0:
-        return Rescaling(1.0 / c, 0.0)
-    return None
-
-
-def _spatial_mean(node: Any, args: list[Any]) -> bool | None:
-    """For ``x.mean([2, 3])``, ``x.mean((-2, -1), keepdim=True)``, ``torch.mean(x, (2, 3))``: keepdim (the mean
-    over H and W is a global average pool, then a flatten unless kept); None for anything else."""
-    if not (
-        node.op == "call_method" and node.target == "mean" or node.op == "call_function" and node.target is torch.mean
-    ):
-        return None
-    dims = args[1] if len(args) > 1 else node.kwargs.get("dim")
-    keepdim = args[2] if len(args) > 2 else node.kwargs.get("keepdim", False)
-    if set(node.kwargs) - {"dim", "keepdim"} or not isinstance(dims, (list, tuple)) or not isinstance(keepdim, bool):
-        return None
-    if len(dims) != 2 or not all(isinstance(d, int) and -2 <= d <= 3 and d not in (0, 1) for d in dims):
-        return None
-    if sorted(d % 4 for d in dims) != [2, 3]:
-        return None
-    return keepdim
-
-
-def _existing_prefix(nodes: list[Raw], ids: list[int], dim: int) -> list[int]:
-    """For cat(ids): if a live cat node of ids[:-1] (recursively resolved) exists, [that node, ids[-1]]."""
-    if len(ids) <= 2:
-        return ids
-    head = _existing_prefix(nodes, ids[:-1], dim)
-    for j, node in enumerate(nodes):
-        if node.op == "cat" and node.dim == dim and node.inputs == head:
-            return [j, ids[-1]]
-    return ids
 
 
 def _own_state(state: dict[str, Any], owners: dict[int, str], where: str) -> None:

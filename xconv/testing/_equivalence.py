@@ -82,6 +82,7 @@ def lipschitz(layer: Any) -> float | None:
         "Narrow": 1.0,
         "ChannelShuffle": 1.0,
         "Upsample": 1.0,
+        "Flatten": 1.0,  # a reordering copy: it carries its input's error and adds none
     }
     if layer.kind == "LeakyReLU":
         return max(1.0, abs(float(layer.negative_slope)))

@@ -43,21 +43,10 @@ def owns_tensor(obj: Any) -> bool:
 
 def spec_of(model: Any) -> Any:
     """The spec ``model`` was built from; if the model was edited since (see :func:`structure`), the spec of
-    the model as it is now, imported again and checked (``xconv._api.edited_spec``), or an XconvError."""
-    from ...spec import Sequential
+    the model as it is now, imported again and checked, or an XconvError (``xconv._api.current_spec``)."""
+    from ..._api import current_spec
 
-    spec = getattr(model, "xconv_spec", None)
-    if not isinstance(spec, Sequential):
-        return None
-    sealed = getattr(model, "xconv_structure", None)
-    if not isinstance(sealed, tuple):  # not made by xconv.build: nothing recorded to compare with
-        return spec
-    now = structure(model)
-    if now == sealed:
-        return spec
-    from ..._api import edited_spec
-
-    return edited_spec(sys.modules[__name__], model, spec, sealed, now)
+    return current_spec(sys.modules[__name__], model)
 
 
 def seal(model: Any) -> None:

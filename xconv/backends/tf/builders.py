@@ -313,11 +313,14 @@ def _batchnorm(info: LayerInfo, x: Any, dtype: str) -> Any:
 
 
 def _prelu(info: LayerInfo, x: Any, dtype: str) -> Any:
-    """Keras' PReLU with the slope shared over the pixels (one per channel) or over everything (one slope)."""
+    """Keras' PReLU (with torch's gradient at 0) with the slope shared over the pixels (one per channel) or over
+    everything (one slope)."""
     rank = len(info.input_shape)
     one = cast(PReLU, info.layer).num_parameters == 1
     shared = list(range(1, rank + 1)) if one else (list(range(1, rank)) or None)
-    return keras.layers.PReLU(shared_axes=shared, dtype=dtype, name=keras_name(info))(x)
+    from .layers import TorchPReLU
+
+    return TorchPReLU(shared_axes=shared, dtype=dtype, name=keras_name(info))(x)
 
 
 def _act_builder(function: str, param: float = 0.0) -> Callable[[LayerInfo, Any, str], Any]:

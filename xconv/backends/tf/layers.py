@@ -400,6 +400,16 @@ class ChannelGather(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="xconv")
+class TorchPReLU(keras.layers.PReLU):
+    """Keras' PReLU (the same ``alpha`` and ``shared_axes``) with torch's gradient at 0: x where x > 0, else
+    alpha * x. Keras computes relu(x) - alpha * relu(-x), whose gradient at exactly 0 is 0 instead of alpha
+    (an inserted zero of a strided transposed conv with a zero bias reaches it; 0.43 off in a test)."""
+
+    def call(self, inputs: Any) -> Any:
+        return keras.ops.where(inputs > 0, inputs, self.alpha * inputs)
+
+
+@keras.saving.register_keras_serializable(package="xconv")
 class FeatureOrder(keras.layers.Layer):
     """Output feature j is input feature ``order[j]`` (last axis). Put at the end of a Keras model whose output
     features were flattened from a map, so that it returns them in C,H,W order, as the torch model does: the
