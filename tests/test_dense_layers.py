@@ -220,10 +220,8 @@ def test_torch_refusals_name_the_operation(both_backends):
             return self.up(x, output_size=[12, 12])
 
     cases = [
-        (Interp(scale_factor=2, mode="bilinear", antialias=True), "interpolate.*antialias"),
-        (Interp(scale_factor=2.5, recompute_scale_factor=True), "interpolate.*recompute_scale_factor"),
-        (Interp(scale_factor=2, mode="bicubic"), "interpolate.*bicubic"),
-        (Interp(scale_factor=2, mode="area"), "interpolate.*area"),
+        (Interp(scale_factor=2, mode="bilinear", antialias=True), "interpolate.*antialias|upsample_bilinear2d_aa"),
+        (Interp(scale_factor=2, mode="bicubic"), "interpolate.*bicubic|upsample_bicubic2d"),
         (nn.Sequential(nn.Upsample(scale_factor=2, mode="trilinear")), "'0' \\(Upsample\\).*trilinear"),
         (
             nn.Sequential(nn.ConvTranspose2d(2, 2, 3, padding_mode="zeros"), nn.Flatten(), nn.Upsample(scale_factor=2)),
@@ -234,6 +232,15 @@ def test_torch_refusals_name_the_operation(both_backends):
     for module, match in cases:
         with pytest.raises(xc.UnsupportedLayerError, match=match):
             xc.from_torch(module, (2, 5, 5))
+    # exact in the exported program: the size recomputed from the scale (torch then samples by in / out, as a
+    # given size does), and area interpolation, which is adaptive average pooling
+    kinds = [i.kind for i in xc.infer(xc.from_torch(Interp(scale_factor=2.5, recompute_scale_factor=True), (2, 5, 5)))]
+    assert kinds == ["Upsample"]
+    assert [i.kind for i in xc.infer(xc.from_torch(Interp(scale_factor=2, mode="area"), (2, 5, 5)))] == [
+        "AdaptiveAvgPool2d"
+    ]
+    for module in (Interp(scale_factor=2.5, recompute_scale_factor=True), Interp(scale_factor=2, mode="area")):
+        xc.port(module, "tf", (2, 5, 5))  # verified
 
 
 def test_specs_validate_like_torch():

@@ -28,6 +28,8 @@ def check_agree(spec: xc.Sequential, weights: dict, x: np.ndarray, dtype: str) -
     if err > TOLERANCE[dtype]:  # the per-layer view, with the carried scale of a final elementwise layer
         last = compare_layerwise(spec, weights, x, backends=("torch", "tf"), dtype=dtype, grads=False)
         err = [r for r in last if r.what == "output"][-1].diffs["tf"][1]
+        call = [r for r in last if r.what == "model call"][-1]  # (the layers traced one by one: the models too)
+        assert call.ok, f"a model called as a whole differs from its layers: {call.diffs} for\n{spec!r}"
     assert err <= TOLERANCE[dtype], f"torch vs tf differ by {err:.3g} (tolerance {TOLERANCE[dtype]:g}) for\n{spec!r}"
     return err
 

@@ -140,7 +140,7 @@ def test_spec_error_is_a_value_error():
 
 @given(strategies.specs())
 def test_repr_reads_back(spec):
-    names = {k: getattr(xc, k) for k in (*xc.spec.LAYER_TYPES, *xc.spec.COMBINATORS, "Sequential")}
+    names = {k: getattr(xc, k) for k in (*xc.spec.LAYER_TYPES, *xc.spec.COMBINATORS, "Sequential", "Use")}
     assert eval(repr(spec), names) == spec
 
 

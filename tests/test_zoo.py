@@ -13,14 +13,17 @@ from .zoo_support import (
     KERAS_APPLICATIONS,
     SEGMENTATION,
     TORCHVISION,
+    TORCHVISION_FLOAT64,
     keras_model,
     segmentation_model,
     torchvision_model,
 )
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("name", list(TORCHVISION))
+@pytest.mark.parametrize(
+    ("name", "dtype"),
+    [(n, "float32") for n in TORCHVISION] + [(n, "float64") for n in TORCHVISION_FLOAT64],
+)
 def test_torchvision_ports_to_keras(both_backends, name, dtype):
     import torch
 
@@ -37,8 +40,9 @@ def test_torchvision_ports_to_keras(both_backends, name, dtype):
     assert not {"Permute", "Transpose"} & {type(layer).__name__ for layer in km.layers}
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("name", list(SEGMENTATION))
+@pytest.mark.parametrize(
+    ("name", "dtype"), [(n, "float32") for n in SEGMENTATION] + [("lraspp_mobilenet_v3_large", "float64")]
+)
 def test_torchvision_segmentation_ports_to_keras(both_backends, name, dtype):
     """Dense prediction: dilated backbones, ASPP's pooled branch upsampled back with a size read from the input,
     LR-ASPP's gate, bilinear upsampling to the input size; the model returns {"out": ...}."""

@@ -57,6 +57,9 @@ TORCHVISION: dict[str, tuple[dict[str, Any], tuple[int, int, int]]] = {
     "convnext_tiny": ({}, (3, 64, 64)),
 }
 
+#: the torchvision models also ported in float64 (all of them port in float32)
+TORCHVISION_FLOAT64 = ("resnet18", "squeezenet1_1", "googlenet", "mobilenet_v3_small", "mnasnet0_5", "regnet_x_400mf")
+
 #: torchvision segmentation models that port to Keras (their forward returns {"out": ...}): name -> input (C, H, W)
 SEGMENTATION: dict[str, tuple[int, int, int]] = {
     "fcn_resnet50": (3, 96, 96),
@@ -136,3 +139,141 @@ def keras_model(name: str) -> Any:
         if type(layer).__name__ == "LayerScale":  # initialised to 1e-6, which would hide every residual branch
             layer.gamma.assign(rng.uniform(0.5, 1.5, layer.gamma.shape).astype(layer.gamma.dtype))
     return model
+
+
+def _trained_statistics(model: Any) -> Any:
+    """BatchNorm statistics and affine terms a trained model would have (timm and Hugging Face initialise the
+    last norm of a residual branch to zero, which would hide the branch), in eval mode."""
+    import torch
+
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+                if m.affine:
+                    m.weight.uniform_(0.5, 1.5)
+                    m.bias.normal_(0, 0.1)
+    return model.eval()
+
+
+#: timm models that port to Keras, one per architecture family (``timm.list_modules()``), random weights,
+#: 10 classes: name -> input (C, H, W)
+TIMM: dict[str, tuple[int, int, int]] = {
+    "resnet10t": (3, 64, 64),
+    "seresnext26d_32x4d": (3, 64, 64),
+    "legacy_seresnet18": (3, 64, 64),
+    "resnetv2_18": (3, 64, 64),
+    "tinynet_e": (3, 64, 64),
+    "tf_efficientnet_b0": (3, 64, 64),
+    "mnasnet_small": (3, 64, 64),
+    "mobilenetv2_050": (3, 64, 64),
+    "mixnet_s": (3, 64, 64),
+    "mobilenetv3_small_050": (3, 64, 64),
+    "tf_mobilenetv3_small_minimal_100": (3, 64, 64),
+    "lcnet_050": (3, 64, 64),
+    "mobilenetv4_conv_small": (3, 64, 64),
+    "hardcorenas_a": (3, 64, 64),
+    "regnetx_002": (3, 64, 64),
+    "regnety_002": (3, 64, 64),
+    "darknet17": (3, 64, 64),
+    "cs3darknet_s": (3, 64, 64),
+    "cspnext_tiny": (3, 64, 64),
+    "dla34": (3, 64, 64),
+    "dpn48b": (3, 64, 64),
+    "ghostnet_050": (3, 64, 64),
+    "repghostnet_050": (3, 64, 64),
+    "hrnet_w18_small": (3, 64, 64),
+    "res2net50_14w_8s": (3, 64, 64),
+    "rexnet_100": (3, 64, 64),
+    "selecsls42b": (3, 64, 64),
+    "ese_vovnet19b_slim_dw": (3, 64, 64),
+    "legacy_xception": (3, 64, 64),
+    "xception41": (3, 64, 64),
+    "inception_v3": (3, 96, 96),
+    "repvgg_a0": (3, 64, 64),
+    "resnet18": (3, 64, 64),
+    "gernet_s": (3, 64, 64),
+    "densenet121": (3, 64, 64),
+    "vgg11": (3, 64, 64),
+    "starnet_s050": (3, 64, 64),
+    "fasternet_t0": (3, 64, 64),
+    "repvit_m1": (3, 64, 64),
+    "lcnetv2_small": (3, 64, 64),
+}
+#: the ones also ported in float64
+TIMM_FLOAT64: tuple[str, ...] = (
+    "resnet10t",
+    "legacy_seresnet18",
+    "resnetv2_18",
+    "tinynet_e",
+    "tf_mobilenetv3_small_minimal_100",
+    "mnasnet_small",
+    "darknet17",
+    "dla34",
+    "selecsls42b",
+    "ese_vovnet19b_slim_dw",
+    "regnetx_002",
+    "starnet_s050",
+)
+
+
+#: constructor arguments that keep a test model small (VGG's 4096-wide head as a 512-wide one)
+TIMM_OPTIONS: dict[str, dict[str, Any]] = {"vgg11": {"mlp_ratio": 0.125}}
+
+
+def timm_model(name: str, seed: int = 0) -> Any:
+    import timm
+    import torch
+
+    torch.manual_seed(seed)
+    model = timm.create_model(name, pretrained=False, num_classes=10, **TIMM_OPTIONS.get(name, {}))
+    return _trained_statistics(model)
+
+
+def _hf_configs() -> dict[str, tuple[Any, Any]]:
+    import transformers as hf
+
+    return {
+        "ResNet": (
+            hf.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16, 16, 16], depths=[1, 1, 1, 1], num_labels=3),
+            hf.ResNetForImageClassification,
+        ),
+        "RegNet": (
+            hf.RegNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 2], groups_width=4, num_labels=3),
+            hf.RegNetForImageClassification,
+        ),
+        "MobileNetV1": (
+            hf.MobileNetV1Config(depth_multiplier=0.25, num_labels=3),
+            hf.MobileNetV1ForImageClassification,
+        ),
+        "MobileNetV2": (
+            hf.MobileNetV2Config(depth_multiplier=0.25, num_labels=3),
+            hf.MobileNetV2ForImageClassification,
+        ),
+        "EfficientNet": (
+            hf.EfficientNetConfig(width_coefficient=0.25, depth_coefficient=0.25, hidden_dim=320, num_labels=3),
+            hf.EfficientNetForImageClassification,
+        ),
+        "ConvNext": (
+            hf.ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, num_labels=3),
+            hf.ConvNextForImageClassification,
+        ),
+        "ConvNextV2": (
+            hf.ConvNextV2Config(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, num_labels=3),
+            hf.ConvNextV2ForImageClassification,
+        ),
+        "PoolFormer": (
+            hf.PoolFormerConfig(hidden_sizes=[8, 16, 16, 16], depths=[1, 1, 1, 1], num_labels=3),
+            hf.PoolFormerForImageClassification,
+        ),
+    }
+
+
+def hf_model(name: str, seed: int = 0) -> Any:
+    """A Hugging Face vision model built from a small config (nothing downloaded), seeded, in eval mode."""
+    import torch
+
+    config, cls = _hf_configs()[name]
+    torch.manual_seed(seed)
+    return _trained_statistics(cls(config))

@@ -53,6 +53,7 @@ from .spec import (
     Subtract,
     Tanh,
     Upsample,
+    Use,
     ZeroPad2d,
     from_dict,
 )
@@ -177,6 +178,7 @@ __all__ = [
     "Tanh",
     "UnsupportedLayerError",
     "Upsample",
+    "Use",
     "WeightError",
     "XconvError",
     "ZeroPad2d",

@@ -393,7 +393,7 @@ def summary(
     """
     import dataclasses
 
-    from .spec._sequential import Combinator
+    from .spec._sequential import Combinator, Use
 
     resolved, infos = shapes.resolve(spec, input_shape)
     by_path = {info.path: info for info in infos}
@@ -407,6 +407,9 @@ def summary(
             rows.append((pad + path, name, "Sequential", "", ""))
             for i, child in enumerate(item.layers):
                 shape = walk(child, f"{path}.{i}", depth + 1, shape)
+            return shape
+        if isinstance(item, Use):  # computes nothing: the chain goes on from the named part
+            rows.append((pad + path, "", f"Use({item.source or 'input'})", "", ""))
             return shape
         info = by_path[path]
         if isinstance(item, Combinator):

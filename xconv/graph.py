@@ -1,5 +1,5 @@
-"""The one graph form every pass shares: a spec (nested Sequentials and fork-join combinators) unrolled into
-nodes in topological order. Each node is a :class:`~xconv.shapes.LayerInfo`: a layer or a join (Add, Concat,
+"""The one graph form every pass shares: a spec (nested Sequentials, fork-join combinators and the named
+references ``Use``) unrolled into nodes in topological order. Each node is a :class:`~xconv.shapes.LayerInfo`: a layer or a join (Add, Concat,
 Multiply), the indices of the nodes it reads (-1 for the model's input), its key, positional path and shapes.
 A chain is the one-path case: node i reads node i - 1 and its key is ``str(i)``.
 
@@ -15,7 +15,7 @@ from typing import Any
 from .errors import SpecError
 from .shapes import RULES, LayerInfo, Shape, _Ctx, join_rule
 from .spec import Layer, Sequential
-from .spec._sequential import Combinator
+from .spec._sequential import Combinator, Use
 
 __all__ = ["Graph", "build_graph", "consumers", "is_chain"]
 
@@ -26,6 +26,7 @@ class _Builder:
     def __init__(self) -> None:
         self.nodes: list[LayerInfo] = []
         self.keys: dict[str, str] = {}  # key -> positional path that took it
+        self.outputs: dict[str, int] = {}  # key -> the node computing that part's output (for Use)
 
     def claim(self, key: str, path: str, what: str) -> None:
         if key in self.keys:
@@ -44,6 +45,16 @@ class _Builder:
 
     def item(self, item: Any, node: int, key: str, path: str, input_shape: Shape) -> tuple[int, Any]:
         """Append the nodes of ``item`` reading node ``node``; (its output node, the resolved item)."""
+        if isinstance(item, Use):
+            if item.source is None:
+                return -1, item
+            if item.source not in self.outputs:
+                known = "an earlier part's key" if not self.outputs else f"one of {sorted(self.outputs)[:8]}"
+                raise SpecError(
+                    f"Use at path {path}: no part named {item.source!r} is computed before it; a Use reads an "
+                    f"earlier layer's, named Sequential's or combinator's output ({known})"
+                )
+            return self.outputs[item.source], item
         if isinstance(item, Layer):
             if item.name is not None:
                 key = item.name
@@ -55,6 +66,7 @@ class _Builder:
             info = rule(_Ctx(len(self.nodes), item, shape, key), item, self.source(node))
             info = dataclasses.replace(info, key=key, path=path, inputs=(node,), input_shapes=(shape,))
             self.nodes.append(info)
+            self.outputs[key] = len(self.nodes) - 1
             return len(self.nodes) - 1, info.layer
         if isinstance(item, Sequential):
             if item.name is not None:
@@ -64,6 +76,8 @@ class _Builder:
             for i, child in enumerate(item.layers):
                 node, resolved = self.item(child, node, _join(key, i), _join(path, i), input_shape)
                 parts.append(resolved)
+            if item.name is not None:
+                self.outputs[key] = node
             return node, Sequential(*parts, name=item.name)
         assert isinstance(item, Combinator)
         if item.name is not None:
@@ -78,6 +92,7 @@ class _Builder:
         info = join_rule(item, key, len(self.nodes), shapes_in, [self.source(o) for o in outs])
         info = dataclasses.replace(info, key=key, path=path, inputs=tuple(outs), input_shapes=tuple(shapes_in))
         self.nodes.append(info)
+        self.outputs[key] = len(self.nodes) - 1
         return len(self.nodes) - 1, item.rebuild(parts, item.name)
 
 
@@ -93,6 +108,18 @@ def build_graph(spec: Sequential, input_shape: Shape) -> tuple[Graph, Sequential
     for i, item in enumerate(spec.layers):
         node, resolved = builder.item(item, node, str(i), str(i), input_shape)
         parts.append(resolved)
+    if node != len(builder.nodes) - 1 or not builder.nodes:
+        raise SpecError(
+            "the spec ends with a Use of an earlier part (or of the input): its last part must compute the "
+            "model's output"
+        )
+    readers = consumers(builder.nodes)
+    unread = [info for info in builder.nodes[:-1] if not readers[info.index]]
+    if unread:
+        raise SpecError(
+            f"the output of {unread[0].label} is never read: a Use after it goes on from another part, and no "
+            "later part reads it (every part must lead to the model's output)"
+        )
     # a layer scale is a parameter of the torch module at its key (torchvision's CNBlock.layer_scale), not a
     # module: other parts may sit under its key, but not under its parameter's
     layer_keys = {info.key for info in builder.nodes if not info.is_join and info.kind != "LayerScale"}

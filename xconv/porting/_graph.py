@@ -5,7 +5,9 @@ A front-end (torch.fx, Keras) turns a model into :class:`Raw` nodes in topologic
 passes fold nodes into their neighbours only where a tensor has one reader; :func:`to_spec` then finds, for
 each tensor read by several nodes, the node where all its paths meet again (its immediate post-dominator) and
 turns the paths in between into the branches of an ``Add``, ``Concat`` or ``Multiply``. A graph that is not
-nested that way (a node shared by two branches) is refused with that node's name: never a wrong model.
+nested that way (a tensor read by several joins: HRNet's fusions, DLA's aggregations) becomes a flat chain in
+topological order where every part that does not read the one before it starts from a named reference
+(``Use``), as Keras' functional API writes any DAG.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import dataclasses
 from typing import Any
 
 from ..errors import UnsupportedLayerError
-from ..spec import Add, Concat, Identity, Multiply, Sequential, Subtract
+from ..spec import Add, Concat, Identity, Multiply, Sequential, Subtract, Use
 from ..spec._layers import Layer
 
 __all__ = ["Names", "Raw", "drop", "readers", "to_spec"]
@@ -102,10 +104,46 @@ def to_spec(nodes: list[Raw], output: int, input_shape: tuple[int, ...], names: 
     if 0 not in region:
         raise UnsupportedLayerError(f"{who}: the model's output does not depend on its input")
     users = {i: [u for u in us if u in region] for i, us in users.items()}
-    items = _chain(nodes, users, 0, output, region, names, who)
+    taken = set(names.used)
+    try:
+        items = _chain(nodes, users, 0, output, region, names, who)
+    except _NotNested:
+        names.used = taken  # (the names the nested attempt took are free again)
+        items = _flat(nodes, region, output, names, who)
     if not items:  # the model returns its input
         items = [Identity(name=names.take("identity"))]
     return Sequential(*items, input_shape=input_shape)
+
+
+class _NotNested(UnsupportedLayerError):
+    """The graph is not a nesting of fork-join blocks (written flat, with references, instead)."""
+
+
+def _flat(nodes: list[Raw], region: set[int], output: int, names: Names, who: str) -> list[Any]:
+    """The DAG as one chain in topological order: a part that does not read the part before it starts with a
+    ``Use`` of the part it reads (``Use()``: the input), and a join's branches are ``Use`` references."""
+    ref: dict[int, str | None] = {0: None}
+    items: list[Any] = []
+    current = 0
+    for i in sorted(region):
+        node = nodes[i]
+        if i == 0:
+            continue
+        if node.op == "layer":
+            if node.inputs[0] != current:
+                items.append(Use(ref[node.inputs[0]]))
+            if node.layer.name is None:  # (importers name every layer; a reference needs it)
+                raise UnsupportedLayerError(f"{who}: {node.where()} has no name to be referred to")
+            items.append(node.layer)
+            ref[i] = node.layer.name
+        else:
+            join = _combinator(node, [Use(ref[k]) for k in node.inputs], names)
+            items.append(join)
+            ref[i] = join.name
+        current = i
+    if current != output:
+        items.append(Use(ref[output]))
+    return items
 
 
 def _ancestors(nodes: list[Raw], end: int, floor: int) -> set[int]:
@@ -153,7 +191,7 @@ def _chain(
         join = _find_join(users, cur, region)
         if join is None or nodes[join].op not in JOINS:
             where = nodes[cur].where() if join is None else nodes[join].where()
-            raise UnsupportedLayerError(
+            raise _NotNested(
                 f"{who}: the paths leaving {nodes[cur].where()} do not meet again in an add, multiply or concatenation "
                 f"(at {where}); this graph is not a nesting of fork-join blocks"
             )
@@ -164,14 +202,14 @@ def _chain(
                 branches.append(_identity(nodes[join], k, names))
                 continue
             if src in nodes[join].inputs[:k]:
-                raise UnsupportedLayerError(
+                raise _NotNested(
                     f"{who}: {nodes[join].where()} reads {nodes[src].where()} twice; a fork-join spec would have to "
                     "compute it twice with shared weights"
                 )
             members = _ancestors(nodes, src, cur) & region
             for m in members:
                 if m in taken and taken[m] != src:
-                    raise UnsupportedLayerError(
+                    raise _NotNested(
                         f"{who}: {nodes[m].where()} feeds two branches that meet at {nodes[join].where()}; a tensor "
                         "shared between branches of one join is not supported"
                     )

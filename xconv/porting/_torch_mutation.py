@@ -134,8 +134,13 @@ def _aliases_of(root: nn.Module, target: Any, write: Any, order: dict[Any, int])
     return shared
 
 
-def _describe(node: Any) -> str:
-    return f"operation {node.name!r} ({node.op} {getattr(node.target, '__name__', node.target)})"
+def describe(node: Any) -> str:
+    """How messages name a traced operation: ``operation 'sinh' (call_method sinh)``, and for a call an exported
+    program kept as ATen, ``operation 'sinh' (aten.sinh)``."""
+    target = node.target
+    if isinstance(target, torch._ops.OpOverload):
+        return f"operation {node.name!r} ({target.namespace}.{target.overloadpacket.__name__})"
+    return f"operation {node.name!r} ({node.op} {getattr(target, '__name__', target)})"
 
 
 def functionalize(root: nn.Module, graph: Any) -> None:
@@ -147,7 +152,7 @@ def functionalize(root: nn.Module, graph: Any) -> None:
     for node in list(graph.nodes):
         if not mutates(root, node):
             continue
-        where = _describe(node)
+        where = describe(node)
         if "out" in node.kwargs:
             raise UnsupportedLayerError(
                 f"from_torch: {where} writes its result into an out= tensor; assign the result instead "

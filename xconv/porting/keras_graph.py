@@ -202,18 +202,32 @@ def _default_names(spec: Sequential, auto: set[str]) -> Sequential:
     import dataclasses
 
     from ..backends.tf.builders import default_keras_name
+    from ..spec import Use
+
+    used: set[str] = set()  # names a Use refers to: kept, or the reference would dangle
+
+    def refs(item: Any) -> None:
+        if isinstance(item, Use) and item.source is not None:
+            used.add(item.source)
+        for c in getattr(item, "layers", getattr(item, "branches", ())):
+            refs(c)
+
+    for c in spec.layers:
+        refs(c)
 
     def child(prefix: str, i: int) -> str:
         return f"{prefix}.{i}" if prefix else str(i)
 
     def strip(item: Any, key: str) -> Any:
         """``key``: the node's key if it ends up unnamed (its parent's key and its index)."""
+        if isinstance(item, Use):
+            return item
         name = item.name
         default = default_keras_name(item.kind, key)
-        keep = name is not None and name not in auto and name != default
+        keep = name is not None and (name in used or name not in auto and name != default)
         prefix = name if keep else key
         if isinstance(item, Sequential):
-            keep = name is not None and name not in auto  # a Sequential is not a Keras layer: its name is its own
+            keep = name is not None and (name in used or name not in auto)  # (a Sequential's name is its own)
             prefix = name if keep else key
             children = [strip(c, child(prefix, i)) for i, c in enumerate(item.layers)]
             return Sequential(*children, name=name if keep else None)

@@ -93,7 +93,7 @@ def _check_trace(module: nn.Module, traced: Any, x: Any, output_key: str | None)
     err = float("inf") if a.shape != b.shape else _traced_error(a.double().numpy(), b.double().numpy())
     if not err <= tol:
         raise UnsupportedLayerError(
-            f"from_torch: the graph torch.fx traced from {type(module).__name__}.forward computes something else "
+            f"from_torch: the graph traced from {type(module).__name__}.forward computes something else "
             f"than the forward itself ({err:.3g} relative): an in-place update under another name (out += y while "
             "another variable still holds out; a write through .data or another view), or Python code the trace "
             "does not record; write it out of place (out = out + y)"
@@ -117,7 +117,7 @@ def _dropout_calls(graph: Any) -> list[Any]:
     return [n for n in graph.nodes if n.op == "call_function" and n.target in _MODE_CALLS]
 
 
-def _dropout_modes(module: nn.Module, graph: Any) -> None:
+def _dropout_modes(module: nn.Module, graph: Any, retrace: Any) -> None:
     """``F.dropout(x, p, training=...)`` is traced with ``training`` as a constant: ``self.training`` and a literal
     both appear as True or False. The module is traced once more in the other mode (every submodule's flag put
     back afterwards) to tell them apart: a call whose flag follows the mode is a Dropout layer
@@ -129,12 +129,10 @@ def _dropout_modes(module: nn.Module, graph: Any) -> None:
     if not calls:
         return
     modes = [(m, m.training) for m in module.modules()]
-    from .torch_fx import _Tracer
-
     guard = StateGuard(module)  # the other mode's forward may write into buffers for real (a batch counter)
     try:
         module.train(not module.training)
-        other = _dropout_calls(_Tracer().trace(module))
+        other = _dropout_calls(retrace())
     except Exception:  # noqa: BLE001 - a forward that does not trace in the other mode: the calls stay unknown
         other = []
     finally:
@@ -163,20 +161,20 @@ def _p_of(node: Any) -> Any:
     return node.args[at] if len(node.args) > at else node.kwargs.get("p" if node.target is F.dropout else "eps")
 
 
-def _check_calls(module: nn.Module) -> None:
-    """Refuse what makes a module compute something else than its class's forward: forward hooks (its own,
-    its submodules', or the global ones) and a ``forward`` replaced on an instance (``m.forward = ...``)."""
+def check_global_hooks() -> None:
+    """Refuse global forward hooks (``register_module_forward_hook``): they change every module's output."""
     module_mod = torch.nn.modules.module
-
-    hooks = [
-        getattr(module_mod, name, None)
-        for name in ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_forward_hooks_always_called")
-    ]
-    if any(h for h in hooks[:2]):
+    if any(getattr(module_mod, n, None) for n in ("_global_forward_hooks", "_global_forward_pre_hooks")):
         raise UnsupportedLayerError(
             "from_torch: global forward hooks are registered (torch.nn.modules.module."
             "register_module_forward_hook), which change every module's output; remove them before importing"
         )
+
+
+def _check_calls(module: nn.Module) -> None:
+    """Refuse what makes a module compute something else than its class's forward: forward hooks (its own,
+    its submodules', or the global ones) and a ``forward`` replaced on an instance (``m.forward = ...``)."""
+    check_global_hooks()
     for name, m in module.named_modules():
         label = f"module {name!r} ({type(m).__name__})" if name else f"the module ({type(m).__name__})"
         if m._forward_hooks or m._forward_pre_hooks:

@@ -219,3 +219,24 @@ def _existing_prefix(nodes: list[Raw], ids: list[int], dim: int) -> list[int]:
         if node.op == "cat" and node.dim == dim and node.inputs == head:
             return [j, ids[-1]]
     return ids
+
+
+def _whole_map_pool(m: Any, in_shape: Any, out_shape: Any) -> Any:
+    """An average or max pooling whose one window covers the whole map (Hugging Face's EfficientNet pools with a
+    kernel as large as its channel count, ``ceil_mode=True``): a global pool, ``nn.AdaptiveAvgPool2d(1)`` /
+    a max pool with the map's size as kernel and stride. Torch clips such a window to the map, so the average
+    divides by H * W. None for any other module or shape."""
+    if type(m) not in (nn.AvgPool2d, nn.MaxPool2d) or not in_shape or len(in_shape) != 4:
+        return None
+    pair = nn.modules.utils._pair
+    if tuple(out_shape or ())[2:] != (1, 1) or pair(m.padding) != (0, 0):
+        return None
+    if isinstance(m, nn.AvgPool2d) and m.divisor_override is not None:
+        return None
+    if isinstance(m, nn.MaxPool2d) and (pair(m.dilation) != (1, 1) or m.return_indices):
+        return None
+    kh, kw = pair(m.kernel_size)
+    if kh < in_shape[2] or kw < in_shape[3]:
+        return None
+    whole = (int(in_shape[2]), int(in_shape[3]))
+    return nn.AdaptiveAvgPool2d(1) if isinstance(m, nn.AvgPool2d) else nn.MaxPool2d(whole, whole)

@@ -26,8 +26,8 @@ from ..spec import (
     Softmax,
 )
 from ._graph import Names, Raw, to_spec
-from ._torch_mutation import StateGuard, functionalize
-from .torch_checks import _check_calls, _check_trace, _dropout_modes, _probe_batch, propagate_shapes
+from ._torch_mutation import StateGuard, describe, functionalize
+from .torch_checks import _check_calls, _check_trace, _dropout_modes, _probe_batch, check_global_hooks, propagate_shapes
 from .torch_forms import (
     _CATS,
     _adaptive_max,
@@ -38,56 +38,92 @@ from .torch_forms import (
     _pad_of,
     _rename_under_owners,
     _spatial_mean,
+    _whole_map_pool,
 )
 from .torch_layers import _SUPPORTED, _as_module, _flat_args, _get_attr, _layer, nodes_in
 
 F = torch.nn.functional
 
 
+def own_leaf_types() -> tuple[type, ...]:
+    """xconv's own torch layers (a torch model built by xconv), imported whole by their class."""
+    from ..backends.torch_backend import (
+        ChannelLayerNorm,
+        ChannelLinearModule,
+        ChannelsLastFlatten,
+        ExactHardsigmoid,
+        FrozenBatchNorm1d,
+        FrozenBatchNorm2d,
+        LayerScaleModule,
+        NarrowModule,
+        NormalizationModule,
+        PaddedConv2d,
+        RescalingModule,
+        StochasticDepthModule,
+    )
+
+    return (
+        PaddedConv2d,
+        ChannelsLastFlatten,
+        FrozenBatchNorm1d,
+        FrozenBatchNorm2d,
+        StochasticDepthModule,
+        ExactHardsigmoid,
+        RescalingModule,
+        NormalizationModule,
+        ChannelLayerNorm,
+        ChannelLinearModule,
+        LayerScaleModule,
+        NarrowModule,
+    )
+
+
 class _Tracer(torch.fx.Tracer):
-    """torch.fx's tracer, with xconv's own padded conv (a torch model built by xconv) kept as one layer."""
+    """torch.fx's tracer, with xconv's own torch layers kept as one call each."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        from ..backends.torch_backend import (
-            ChannelLayerNorm,
-            ChannelLinearModule,
-            ChannelsLastFlatten,
-            ExactHardsigmoid,
-            FrozenBatchNorm1d,
-            FrozenBatchNorm2d,
-            LayerScaleModule,
-            NarrowModule,
-            NormalizationModule,
-            PaddedConv2d,
-            RescalingModule,
-            StochasticDepthModule,
-        )
-
-        own = (
-            PaddedConv2d,
-            ChannelsLastFlatten,
-            FrozenBatchNorm1d,
-            FrozenBatchNorm2d,
-            StochasticDepthModule,
-            ExactHardsigmoid,
-            RescalingModule,
-            NormalizationModule,
-            ChannelLayerNorm,
-            ChannelLinearModule,
-            LayerScaleModule,
-            NarrowModule,
-        )
-        return type(m) in own or super().is_leaf_module(m, qualname)
+        return type(m) in own_leaf_types() or super().is_leaf_module(m, qualname)
 
 
 def import_model(
     module: nn.Module, input_shape: tuple[int, ...], output_key: str | None = None
 ) -> tuple[Sequential, dict[str, np.ndarray]]:
-    """A hand-written torch module -> (spec, canonical weights). The module is traced with ``torch.fx``; every
-    layer is named by its module's qualified name (so the weights have the keys of ``module.state_dict()``),
-    residual additions, gating products and channel concatenations become ``Add`` / ``Multiply`` /
-    ``Concat``, and ``nn.ZeroPad2d`` folds into the conv after it where that is exact. Anything else raises
-    :class:`UnsupportedLayerError` naming the operation."""
+    """A torch module -> (spec, canonical weights). The module is exported with ``torch.export`` (non-strict) and
+    its program read back as module calls and torch functions (:mod:`.torch_export`); where it cannot be
+    exported, or its program maps to no spec, it is traced with ``torch.fx`` instead. Every layer is named by
+    its module's qualified name (so the weights have the keys of ``module.state_dict()``), residual additions,
+    gating products and channel concatenations become ``Add`` / ``Multiply`` / ``Concat``, and pads fold into
+    the conv after them where that is exact. Anything else raises :class:`UnsupportedLayerError` naming the
+    operation (the exported program's refusal where both front-ends refuse)."""
+    from .torch_export import ExportFailed, export, read, retracer
+
+    check_global_hooks()
+    guard = StateGuard(module)
+    first: UnsupportedLayerError | None = None
+    why = ""
+    try:
+        program = export(module, tuple(input_shape))
+    except ExportFailed as e:
+        program, why = None, str(e)
+    guard.refuse_writes("from_torch")
+    if program is not None:
+        try:
+            gm = read(module, program)
+            return _import_graph(module, gm, input_shape, output_key, retracer(module, tuple(input_shape)))
+        except UnsupportedLayerError as e:
+            first = e
+    try:
+        return _import_traced(module, input_shape, output_key, why)
+    except UnsupportedLayerError:
+        if first is not None:
+            raise first from None
+        raise
+
+
+def _import_traced(
+    module: nn.Module, input_shape: tuple[int, ...], output_key: str | None, why: str
+) -> tuple[Sequential, dict[str, np.ndarray]]:
+    """The torch.fx front-end, for modules torch.export cannot export (``why``)."""
     _check_calls(module)
     guard = StateGuard(module)
     try:
@@ -95,13 +131,22 @@ def import_model(
         gm = torch.fx.GraphModule(module, graph)
     except Exception as e:  # noqa: BLE001 - tracing failures are reported as unsupported
         guard.written()  # (puts back a buffer written before the failure)
+        export_note = f"; torch.export cannot export it either ({why})" if why else ""
         raise UnsupportedLayerError(
-            f"from_torch: {type(module).__name__}.forward cannot be traced by torch.fx ({type(e).__name__}: {e}); "
-            f"supported: {_SUPPORTED}"
+            f"from_torch: {type(module).__name__}.forward cannot be traced by torch.fx ({type(e).__name__}: {e})"
+            f"{export_note}; supported: {_SUPPORTED}"
         ) from None
     guard.refuse_writes("from_torch")
     gm.__dict__["_xconv_source"] = module  # (the GraphModule holds only the submodules the graph calls)
-    _dropout_modes(module, gm.graph)
+    return _import_graph(module, gm, input_shape, output_key, lambda: _Tracer().trace(module))
+
+
+def _import_graph(
+    module: nn.Module, gm: Any, input_shape: tuple[int, ...], output_key: str | None, retrace: Any
+) -> tuple[Sequential, dict[str, np.ndarray]]:
+    """The traced or exported graph ``gm`` of ``module`` -> (spec, canonical weights); ``retrace()`` gives the
+    graph once more, in the mode the module is in then (functional calls' training flags are told apart)."""
+    _dropout_modes(module, gm.graph, retrace)
     functionalize(gm, gm.graph)  # in-place writes are read through their results, or refused
     gm.recompile()
     x = _probe_batch(module, tuple(input_shape))
@@ -133,7 +178,7 @@ def import_model(
     for node in gm.graph.nodes:
         if node not in live and node.op not in ("placeholder", "output"):
             continue  # computes only what the chosen output does not need (another dict entry)
-        where = f"operation {node.name!r} ({node.op} {getattr(node.target, '__name__', node.target)})"
+        where = describe(node)
         if node.op == "call_module":
             where = f"module {node.target!r} ({type(gm.get_submodule(node.target)).__name__})"
         args = list(node.args)
@@ -274,6 +319,7 @@ def import_model(
         if node.op == "call_module":
             where = f"module {node.target!r} ({type(gm.get_submodule(node.target)).__name__})"
         m = _as_module(gm, node, args, params, batch, where, shapes.resolve)
+        m = _whole_map_pool(m, shapes.shape(args[0]), shapes.shape(node)) or m
         if node.op == "call_module":
             target = str(node.target)
             calls[target] = calls.get(target, 0) + 1
@@ -309,7 +355,7 @@ def import_model(
         raise UnsupportedLayerError(f"from_torch: the traced graph does not make a valid spec: {e}") from None
     for node in gm.graph.nodes:  # (last: an operation or spec refused by name is named first)
         if node in live and "xconv_shape_error" in node.meta:
-            where = f"operation {node.name!r} ({node.op} {getattr(node.target, '__name__', node.target)})"
+            where = describe(node)
             raise UnsupportedLayerError(
                 f"from_torch: {where} fails on a batch of input shape {tuple(input_shape)} "
                 f"({node.meta['xconv_shape_error']}); xconv checks every layer against its input's shape and "

@@ -160,8 +160,8 @@ def _as_module(
             rest = list(rest[0])
         shape = _shape(args[0])
         features = math.prod(shape[1:]) if shape else None
-        if len(rest) == 2 and (rest[0] in batch and rest[1] == -1 or rest[0] == -1 and rest[1] == features):
-            return nn.Flatten()  # x.view(N, -1), and x.view(-1, C * H * W) (the batch size inferred)
+        if len(rest) == 2 and (rest[0] in batch and rest[1] in (-1, features) or rest[0] == -1 and rest[1] == features):
+            return nn.Flatten()  # x.view(N, -1), x.reshape(x.shape[:2]) of (N, C, 1, 1), x.view(-1, C * H * W)
     if node.op == "call_function" and node.target is F.conv2d:
         names = ["weight", "bias", "stride", "padding", "dilation", "groups"]
         values = {**dict(zip(names, args[1:])), **kwargs}
@@ -201,6 +201,16 @@ def _as_module(
         )
         norm.weight, norm.bias = _param(weight), _param(bias)
         return norm
+    if node.op == "call_function" and node.target is F.group_norm:
+        values = {**dict(zip(["num_groups", "weight", "bias", "eps"], args[1:])), **kwargs}
+        weight, bias = params.get(values.get("weight")), params.get(values.get("bias"))
+        if values.get("weight") is None or values.get("bias") is None or weight is None or bias is None:
+            raise UnsupportedLayerError(
+                f"from_torch: {where}: group_norm is supported with a weight and a bias that are module parameters"
+            )
+        group = nn.GroupNorm(int(values["num_groups"]), weight.shape[0], eps=values.get("eps", 1e-5), device="meta")
+        group.weight, group.bias = _param(weight), _param(bias)
+        return group
     functional = _functional_module(node, args, kwargs)
     if functional is not None:
         return functional
@@ -369,6 +379,21 @@ def _functional_module(node: Any, args: list[Any], kwargs: dict[str, Any]) -> nn
     return None
 
 
+def _is_torchvision_depth(m: nn.Module) -> bool:
+    return type(m).__name__ == "StochasticDepth" and type(m).__module__ == "torchvision.ops.stochastic_depth"
+
+
+def _is_drop_path(m: nn.Module) -> bool:
+    return type(m).__name__ == "DropPath" and type(m).__module__ == "timm.layers.drop"
+
+
+def mode_regularizer(m: nn.Module) -> bool:
+    """Whether ``m`` is a layer that computes the identity outside training (dropout, stochastic depth, timm's
+    DropPath), imported by its class: an exported program of eval mode records no operation for it."""
+    own = type(m).__name__ == "StochasticDepthModule" and type(m).__module__ == _OWN
+    return type(m) is nn.Dropout or own or _is_torchvision_depth(m) or _is_drop_path(m)
+
+
 def _own_types(*names: str) -> tuple[type, ...]:
     from ..backends import torch_backend
 
@@ -500,8 +525,15 @@ def _layer(m: nn.Module, name: str, where: str) -> tuple[Any, dict[str, Any]]:
         layer = Hardsigmoid(name=name)
     elif type(m) is nn.Hardswish:
         layer = Hardswish(name=name)
-    elif type(m).__name__ == "StochasticDepthModule" and type(m).__module__ == _OWN:
+    elif type(m).__name__ == "StochasticDepthModule" and type(m).__module__ == _OWN or _is_torchvision_depth(m):
         layer = StochasticDepth(own.p, own.mode, name=name)
+    elif _is_drop_path(m):  # timm's DropPath: torchvision's row-mode stochastic depth when it rescales by keep
+        if not own.scale_by_keep and own.drop_prob != 0.0:
+            raise UnsupportedLayerError(
+                f"from_torch: {where}: DropPath(scale_by_keep=False) does not rescale what it keeps; only "
+                "scale_by_keep=True (stochastic depth) is supported"
+            )
+        layer = StochasticDepth(float(own.drop_prob), "row", name=name)
     elif type(m).__name__ == "RescalingModule" and type(m).__module__ == _OWN:
         layer = Rescaling(own.scale, own.offset, name=name)
     elif type(m).__name__ == "NormalizationModule" and type(m).__module__ == _OWN:

@@ -32,7 +32,7 @@ from ._layers import (
     ZeroPad2d,
 )
 from ._resampling import ConvTranspose2d, Upsample
-from ._sequential import COMBINATORS, Add, Combinator, Concat, Item, Multiply, Sequential, Subtract, from_dict
+from ._sequential import COMBINATORS, Add, Combinator, Concat, Item, Multiply, Sequential, Subtract, Use, from_dict
 
 __all__ = [
     "COMBINATORS",
@@ -79,6 +79,7 @@ __all__ = [
     "Subtract",
     "Tanh",
     "Upsample",
+    "Use",
     "ZeroPad2d",
     "from_dict",
 ]

@@ -1,4 +1,5 @@
-"""Containers: the Sequential chain and the fork-join combinators (Add, Concat, Multiply), and their JSON form."""
+"""Containers: the Sequential chain, the fork-join combinators (Add, Concat, Multiply, Subtract), the named
+reference ``Use`` that lets any part read any earlier tensor (a DAG), and their JSON form."""
 
 from __future__ import annotations
 
@@ -20,12 +21,53 @@ __all__ = [
     "Multiply",
     "Sequential",
     "Subtract",
+    "Use",
     "from_dict",
 ]
 
 FORMAT = "xconv.spec"
 #: 2: nested containers, combinators and names; version 1 files (flat chains) still load
 FORMAT_VERSION = 2
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class Use:
+    """A named reference: the chain goes on from the output of the earlier part named ``source`` (a layer's,
+    a named Sequential's or a combinator's key), or from the model's input when ``source`` is None, instead
+    of from the item before it. As in Keras' functional API, this lets one tensor be read by any number of
+    later parts, so a spec holds any DAG; the fork-join combinators are the nested case, where every tensor
+    is read inside one block.
+
+    A ``Use`` computes nothing and has no weights. The part it names must come before it (in the order the
+    spec is read: a combinator's branches in order, then its join).
+
+    >>> from xconv import Add, Conv2d, Identity, ReLU
+    >>> spec = Sequential(
+    ...     Conv2d(3, 8, 3, padding=1, name="stem"),
+    ...     Add(Conv2d(8, 8, 3, padding=1), Identity(), name="block1"),
+    ...     Add(Sequential(Use("stem"), ReLU()), Identity()),  # reads the stem's output a second time
+    ...     input_shape=(3, 8, 8),
+    ... )
+    >>> spec.layers[2].branches[0].layers[0]
+    Use(source='stem')
+    """
+
+    source: str | None
+
+    def __init__(self, source: str | None = None) -> None:
+        object.__setattr__(self, "source", as_name("Use", source))
+
+    @property
+    def kind(self) -> str:
+        return "Use"
+
+    @property
+    def name(self) -> None:
+        """A reference has no name of its own (nothing can refer to it)."""
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "Use", "source": self.source}
 
 
 @dataclasses.dataclass(frozen=True, init=False, repr=False)
@@ -64,12 +106,12 @@ class Sequential:
                     flat.extend(layer.layers)
                 else:
                     flat.append(layer.with_input_shape(None, drop=True))
-            elif isinstance(layer, (Layer, Combinator)):
+            elif isinstance(layer, (Layer, Combinator, Use)):
                 flat.append(layer)
             else:
                 raise SpecError(
                     f"Sequential: position {position} must be a layer spec such as xconv.Conv2d(...), a "
-                    f"Sequential or a combinator (Add, Concat, Multiply). Received: {layer!r} of type "
+                    f"Sequential, a combinator (Add, Concat, Multiply) or a Use. Received: {layer!r} of type "
                     f"{type(layer).__name__}"
                 )
         object.__setattr__(self, "layers", tuple(flat))
@@ -137,9 +179,9 @@ class Combinator:
                     )
                 if not branch.layers:
                     raise SpecError(f"{me}: branch {position} is an empty Sequential; use xconv.Identity() for a skip")
-            elif not isinstance(branch, (Layer, Combinator)):
+            elif not isinstance(branch, (Layer, Combinator, Use)):
                 raise SpecError(
-                    f"{me}: branch {position} must be a layer spec, a Sequential or a combinator. Received: "
+                    f"{me}: branch {position} must be a layer spec, a Sequential, a combinator or a Use. Received: "
                     f"{branch!r} of type {type(branch).__name__}"
                 )
             out.append(branch)
@@ -237,13 +279,13 @@ class Concat(Combinator):
         return {"dim": self.dim}
 
 
-Item = Layer | Sequential | Combinator
+Item = Layer | Sequential | Combinator | Use
 COMBINATORS: dict[str, type[Combinator]] = {"Add": Add, "Concat": Concat, "Multiply": Multiply, "Subtract": Subtract}
 
 
 def _repr(item: Any, depth: int) -> str:
     pad = "    " * (depth + 1)
-    if isinstance(item, Layer):
+    if isinstance(item, (Layer, Use)):
         return repr(item)
     if isinstance(item, Sequential):
         children, extra = item.layers, {}
@@ -259,7 +301,7 @@ def _repr(item: Any, depth: int) -> str:
 
 
 def _item_dict(item: Any) -> dict[str, Any]:
-    if isinstance(item, Layer):
+    if isinstance(item, (Layer, Use)):
         return item.to_dict()
     if isinstance(item, Sequential):
         return {"kind": "Sequential", "name": item.name, "layers": [_item_dict(x) for x in item.layers]}
@@ -296,12 +338,19 @@ MAX_DEPTH = 64
 def _item(item: Any, where: str) -> Any:
     if where.count(".") >= MAX_DEPTH:
         raise SpecError(f"from_dict: item {where} is nested more than {MAX_DEPTH} levels deep")
-    known = sorted([*LAYER_TYPES, "Sequential", *COMBINATORS])
+    known = sorted([*LAYER_TYPES, "Sequential", "Use", *COMBINATORS])
     if not isinstance(item, Mapping) or item.get("kind") not in known:
         raise SpecError(
             f"from_dict: item {where} has an unknown kind; known kinds: {', '.join(known)}. Received: {str(item)[:200]}"
         )
     kind = item["kind"]
+    if kind == "Use":
+        if set(item) - {"kind", "source"}:
+            raise SpecError(f"from_dict: item {where} (Use) has no other fields than 'source'. Received: {item}")
+        try:
+            return Use(item.get("source"))
+        except SpecError as e:
+            raise SpecError(f"from_dict: item {where}: {e}") from None
     if kind == "Sequential" or kind in COMBINATORS:
         children_key = "layers" if kind == "Sequential" else "branches"
         allowed = {"kind", "name", children_key} | ({"dim"} if kind == "Concat" else set())

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .. import shapes
-from .._api import build, get_weights, set_weights
+from .._api import build, get_weights, predict, set_weights
 from ..backends import canonical_name, get_backend
 from ..spec import Sequential
 from ..weights import init_weights
@@ -143,7 +143,10 @@ def compare_layerwise(
     (default: a standard-normal batch of 2) and compare, against the first backend, every layer's output and,
     with ``grads``, the gradients of the scalar loss ``L = sum(y * R)`` (``y`` the model output, ``R`` a fixed
     standard-normal array drawn from ``seed``) with respect to every trainable weight and to the input, all in
-    canonical layout. Returns one :class:`Row` per compared tensor, layers in order, then the input gradient.
+    canonical layout. In inference, each backend's model called as a whole is also compared with its own last
+    layer's output (``"model call"``: the layers are traced one by one along the spec, so this is what shows a
+    model wired otherwise). Returns one :class:`Row` per compared tensor, layers in order, then the model
+    call, then the input gradient.
 
     ``training=False`` runs inference (torch ``eval()``, Keras ``training=False``, numpy ``eval()``);
     ``training=True`` runs one training-mode call (torch ``train()``, Keras ``training=True``): BatchNorm
@@ -154,7 +157,7 @@ def compare_layerwise(
     >>> from xconv.testing import compare_layerwise
     >>> rows = compare_layerwise(xc.Sequential(xc.Conv2d(2, 4, 3), input_shape=(2, 6, 6)), backends=("numpy", "torch"))
     >>> [(row.kind, row.what, row.ok) for row in rows]
-    [('Conv2d', 'output', True), ('Conv2d', 'grad weight', True), ('Conv2d', 'grad bias', True), ('input', 'grad input', True)]
+    [('Conv2d', 'output', True), ('Conv2d', 'grad weight', True), ('Conv2d', 'grad bias', True), ('Conv2d', 'model call', True), ('input', 'grad input', True)]
     """
     resolved, infos = shapes.resolve(spec)
     if training:
@@ -173,16 +176,20 @@ def compare_layerwise(
     out_shape = (xs.shape[0], *infos[-1].output_shape)
     upstream = np.random.default_rng(seed + 1).standard_normal(out_shape).astype(dtype)
     runs = {}
+    forwards = {}
     for name in names:
         model = build(resolved, name, dtype=dtype)
         set_weights(model, w)
         runs[name] = get_backend(name).trace(model, xs, upstream, training)  # per-layer outputs and gradients
         if training:
             runs[name] = (*runs[name], get_weights(model))
+        else:  # the model's own call, as users run it (the trace runs its layers one by one, along the spec)
+            forwards[name] = predict(model, xs)
     ref = names[0]
     out_tol = default_tolerance(dtype, "output") if rtol is None else rtol
     grad_tol = default_tolerance(dtype, "grad") if rtol is None else rtol
     rows: list[Row] = []
+    last_carried = 0.0
     for info in infos:
         row = Row(info.index, info.kind, "output", tolerance=out_tol, atol=atol or 0.0, key=info.key)
         # An elementwise layer carries its input's error: an input of magnitude m known to rtol * m comes out
@@ -201,6 +208,7 @@ def compare_layerwise(
         for n in names[1:]:
             row.diffs[n] = _diff(runs[ref][0][info.index], runs[n][0][info.index], carried)
         rows.append(row)
+        last_carried = carried
         if training:
             for bname in info.buffers:
                 key = f"{info.key}.{bname}"
@@ -215,6 +223,14 @@ def compare_layerwise(
                 for n in names[1:]:
                     grow.diffs[n] = _diff(runs[ref][2][key], runs[n][2][key])
                 rows.append(grow)
+    if forwards:
+        # each backend's model called as a whole must compute what its layers compute one by one: a builder
+        # that wires a join to the wrong tensor shows here (the per-layer trace follows the spec's wiring)
+        last = infos[-1]
+        row = Row(last.index, last.kind, "model call", tolerance=out_tol, atol=atol or 0.0, key=last.key)
+        for n in names:
+            row.diffs[n] = _diff(runs[n][0][last.index], forwards[n], last_carried)
+        rows.append(row)
     if grads:
         row = Row(None, "input", "grad input", tolerance=grad_tol, atol=atol or 0.0)
         for n in names[1:]:
@@ -282,8 +298,8 @@ def assert_equivalent(
     >>> from xconv.testing import assert_equivalent
     >>> rows = assert_equivalent(xc.Sequential(xc.Conv2d(2, 4, 3), xc.ReLU(), input_shape=(2, 6, 6)),
     ...                          backends=("numpy", "torch"))  # raises AssertionError, with the table, on a mismatch
-    >>> len(rows)  # every layer's output and every gradient, compared
-    5
+    >>> len(rows)  # every layer's output and every gradient, compared, and each model called whole
+    6
     """
     rows = compare_layerwise(spec, weights, x, backends, dtype, grads, rtol, atol, seed, training)
     bad = [r for r in rows if not r.ok]

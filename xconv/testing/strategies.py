@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, cast
 
 import numpy as np
@@ -56,6 +57,7 @@ from ..spec import (
     Subtract,
     Tanh,
     Upsample,
+    Use,
     ZeroPad2d,
 )
 
@@ -556,6 +558,9 @@ def specs(
     use_blocks = graphs and "Conv2d" in kinds and any(k in kinds for k in COMBINATOR_KINDS)
     if use_blocks:
         map_kinds += ["block", "block", "block"]
+    if use_blocks and ("Add" in kinds or "Concat" in kinds):
+        map_kinds += ["reference"]  # a join reading an earlier tensor again (a DAG: Use)
+    outputs: list[tuple[int, tuple[int, ...]]] = [(-1, input_shape)]  # (position in layers, output shape)
     if not use_conv and map_kinds:  # a map part of pools, BatchNorm and activations only
         use_conv = True
         n_conv_part = n if not use_head else draw(st.integers(0, n))
@@ -589,6 +594,8 @@ def specs(
                 layer = draw(conv_transpose_layers(shape, max_channels, groups))  # type: ignore[arg-type]
         elif choice == "block":
             layer = draw(blocks(shape, kinds=kinds, max_channels=max_channels, batch_stats=batch_stats))  # type: ignore[arg-type]
+        elif choice == "reference":
+            layer = draw(_reference(layers, outputs, shape, kinds))
         elif "Conv2d" in kinds:
             layer = draw(
                 conv2d_layers(
@@ -605,6 +612,7 @@ def specs(
             layer = draw(activations(kinds)) or Identity()
         layers.append(layer)
         shape = shapes.infer(Sequential(*layers, input_shape=input_shape))[-1].output_shape
+        outputs.append((len(layers) - 1, shape))
     if len(layers) < n and use_head:
         features = int(np.prod(shape))
         if features > max_features:  # keep Linear layers small: bring the map down with a 1x1-output conv
@@ -659,6 +667,42 @@ def specs(
     if not layers:
         layers.append(ReLU() if "ReLU" in kinds else Flatten())
     return Sequential(*layers, input_shape=input_shape)
+
+
+@st.composite
+def _reference(
+    draw: Any, layers: list[Any], outputs: list[tuple[int, tuple[int, ...]]], shape: tuple[int, ...], kinds: Any
+) -> Any:
+    """A join of the current map with an earlier one read through ``Use``: ``Add`` where the shapes agree,
+    else ``Concat`` along channels where H and W do; the earlier part is named for the reference. Drawn again,
+    or with a second ``Add`` reading the same tensor, one tensor feeds several joins. Without such an earlier
+    map, an ``Identity``."""
+    fits = [
+        (k, s)
+        for k, s in outputs[:-1]  # (not the part just before: that is the plain fork-join case)
+        if s[1:] == shape[1:] and ("Concat" in kinds or s == shape and "Add" in kinds)
+    ]
+    if not fits:
+        return Identity()
+    k, earlier = draw(st.sampled_from(fits))
+    source = None
+    if k >= 0:
+        part = layers[k]
+        if part.name is None:
+            named = f"t{k}"
+            if isinstance(part, Sequential):
+                layers[k] = Sequential(*part.layers, name=named)
+            elif hasattr(part, "rebuild"):  # a combinator
+                layers[k] = part.rebuild(part.branches, named)
+            else:
+                layers[k] = replace(part, name=named)
+        source = layers[k].name
+    if earlier == shape and "Add" in kinds and (draw(st.booleans()) or "Concat" not in kinds):
+        join: Any = Add(Identity(), Use(source))
+        if draw(st.booleans()):  # the same tensor read by a second join at once
+            join = Sequential(join, ReLU() if "ReLU" in kinds else Identity(), Add(Use(source), Identity()))
+        return join
+    return Concat(Use(source), Identity())
 
 
 @st.composite

@@ -1,0 +1,152 @@
+"""How much of timm ports: one model per architecture family (every module of ``timm.list_modules()``), with
+random weights (nothing downloaded), ported to Keras with verification on. Models run in worker processes, one
+at a time each, with a time limit per model: a model that hangs or takes all the memory costs its worker,
+which is started again, not the sweep. Prints, per family, the model tried and the outcome (ported, or the
+refusal's first words), the counts, and writes benchmarks/results/coverage.json.
+
+    .venv/bin/python benchmarks/coverage.py [--jobs 2] [--timeout 300] [--only resnet,efficientnet]
+
+The model of a family is its smallest-sounding name (atto, pico, nano, tiny, small, b0, 18, ...; test models
+left out), at 3x64x64 (``img_size=64`` passed where the constructor takes it). A family whose models need a
+larger input is counted as refused, with the error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import pathlib
+import queue
+import re
+import subprocess
+import sys
+import threading
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+_SMALL = ["atto", "femto", "pico", "nano", "tiny", "xxs", "xs", "mini", "small", "lite", "b0", "18", "t", "s"]
+
+
+def pick(family: str) -> str | None:
+    import timm
+
+    names = [n for n in timm.list_models(module=family) if not n.startswith("test_")]
+    if not names:
+        return None
+
+    def score(name: str) -> tuple[int, int, str]:
+        parts = re.split(r"[_.]", name)
+        rank = next((i for i, k in enumerate(_SMALL) if k in parts or any(p.startswith(k) for p in parts)), 99)
+        return rank, len(name), name
+
+    return min(names, key=score)
+
+
+_WORKER = r"""
+import sys, json
+sys.path.insert(0, {root!r})
+from tests.zoo_support import import_torchvision
+import_torchvision()
+import timm, torch, xconv as xc
+for line in sys.stdin:
+    name = line.strip()
+    try:
+        try:
+            m = timm.create_model(name, pretrained=False, num_classes=10, img_size=64)
+        except TypeError:
+            m = timm.create_model(name, pretrained=False, num_classes=10)
+        m.eval()
+        km = xc.port(m, "tf", (3, 64, 64))
+        xc.set_weights(km, m.state_dict())  # strict: the state_dict keys are the ported model's
+        result = {{"ok": True}}
+    except Exception as e:
+        result = {{"ok": False, "error": f"{{type(e).__name__}}: {{e}}"[:300]}}
+    print(json.dumps(result), flush=True)
+"""
+
+
+class Worker:
+    """A child process porting one model per line it is sent; started again after a timeout or a crash."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[str] | None = None
+        self.lines: queue.Queue[str | None] = queue.Queue()
+
+    def start(self) -> None:
+        env = {"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin", "PYTHONWARNINGS": "ignore"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _WORKER.format(root=str(ROOT))],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+        self.lines = queue.Queue()
+        out = self.proc.stdout
+        assert out is not None
+
+        def read() -> None:
+            for line in out:
+                if line.startswith("{"):
+                    self.lines.put(line)
+            self.lines.put(None)  # the process ended
+
+        threading.Thread(target=read, daemon=True).start()
+
+    def run(self, name: str, timeout: float) -> dict:
+        if self.proc is None or self.proc.poll() is not None:
+            self.start()
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write(name + "\n")
+        self.proc.stdin.flush()
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            self.proc.kill()
+            self.proc = None
+            return {"ok": False, "error": f"timeout after {timeout:.0f} s"}
+        if line is None:
+            self.proc = None
+            return {"ok": False, "error": "the worker process died (memory?)"}
+        return json.loads(line)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--only", default="")
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    from tests.zoo_support import import_torchvision
+
+    import_torchvision()
+    import timm
+
+    families = [f for f in sorted(timm.list_modules()) if not args.only or f in args.only.split(",")]
+    todo = [(f, n) for f, n in ((f, pick(f)) for f in families) if n is not None]
+    workers: queue.Queue[Worker] = queue.Queue()
+    for _ in range(args.jobs):
+        workers.put(Worker())
+
+    def one(item: tuple[str, str]) -> dict:
+        worker = workers.get()
+        try:
+            return {"family": item[0], "model": item[1], **worker.run(item[1], args.timeout)}
+        finally:
+            workers.put(worker)
+
+    rows = []
+    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+        for row in pool.map(one, todo):
+            rows.append(row)
+            outcome = "ported" if row["ok"] else row["error"][:150]
+            print(f"{row['family']:28s} {row['model']:40s} {outcome}", flush=True)
+    ported = sum(r["ok"] for r in rows)
+    print(f"\ntimm: {ported} of {len(rows)} families port ({len(families) - len(rows)} modules list no model)")
+    (ROOT / "benchmarks" / "results" / "coverage.json").write_text(json.dumps({"timm": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""The libraries most PyTorch vision models come from: timm (one model per architecture family) and Hugging Face
+transformers' CNNs built from small configs, ported to Keras through their exported programs, verified, with
+the original's own state_dict keys. Random weights; nothing is downloaded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import xconv as xc
+from xconv.testing import max_rel_diff
+
+from .zoo_support import TIMM, TIMM_FLOAT64, hf_model, import_torchvision, timm_model
+
+import_torchvision()  # (timm imports torchvision: through the shim beside the CPU torch)
+
+
+def _check(model, shape, dtype):
+    import torch
+
+    if dtype == "float64":
+        model = model.double()
+    km = xc.port(model, to="tf", input_shape=shape)  # verify=True: three batch groups and training mode
+    # the original's own state_dict loads as it is: strict, so its keys are exactly the ported model's
+    xc.set_weights(km, model.state_dict())
+    x = np.random.default_rng(1).standard_normal((2, *shape)).astype(dtype)
+    with torch.no_grad():
+        expect = model(torch.from_numpy(x))
+    expect = (expect["logits"] if isinstance(expect, dict) else expect).numpy()
+    assert max_rel_diff(expect, xc.predict(km, x)) <= xc.testing.TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("name", list(TIMM))
+def test_timm_ports_to_keras(both_backends, name):
+    _check(timm_model(name), TIMM[name], "float32")
+
+
+@pytest.mark.parametrize("name", TIMM_FLOAT64)
+def test_timm_ports_to_keras_in_float64(both_backends, name):
+    _check(timm_model(name), TIMM[name], "float64")
+
+
+HF_PORTED = ("ResNet", "RegNet", "MobileNetV1", "MobileNetV2", "EfficientNet")
+
+
+@pytest.mark.parametrize("name", HF_PORTED)
+def test_hugging_face_cnns_port_to_keras(both_backends, name):
+    _check(hf_model(name), (3, 64, 64), "float32")
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        # a (C,) parameter times a channels-last tensor: a layer scale whose key is not "{layer}.layer_scale"
+        ("ConvNext", "layer_scale_parameter"),
+        ("ConvNextV2", "linalg_vector_norm"),  # global response normalisation
+        ("PoolFormer", "unsqueeze"),  # a layer scale viewed as (C, 1, 1) in forward
+    ],
+)
+def test_hugging_face_cnns_not_ported_are_refused_by_name(both_backends, name, why):
+    with pytest.raises(xc.UnsupportedLayerError, match=why):
+        xc.from_torch(hf_model(name), (3, 64, 64))
