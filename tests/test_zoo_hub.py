@@ -60,3 +60,34 @@ def test_hugging_face_cnns_port_to_keras(both_backends, name):
 def test_hugging_face_cnns_not_ported_are_refused_by_name(both_backends, name, why):
     with pytest.raises(xc.UnsupportedLayerError, match=why):
         xc.from_torch(hf_model(name), (3, 64, 64))
+
+
+def test_timm_batchnorm_act_ports_and_a_dropped_activation_is_caught(both_backends, monkeypatch):
+    """timm's BatchNormAct2d (F.batch_norm on its own buffers, then its act module) ports as BatchNorm2d and the
+    activation; an importer that dropped the activation is caught by port's verification."""
+    import timm.layers
+    from torch import nn
+
+    from xconv.porting import torch_fx
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), timm.layers.BatchNormAct2d(4, act_layer=nn.SiLU), nn.Flatten())
+    model = _trained(model)
+    assert [i.kind for i in xc.infer(xc.from_torch(model, (3, 8, 8)))] == ["Conv2d", "BatchNorm2d", "SiLU", "Flatten"]
+    xc.port(model, "tf", (3, 8, 8))
+    real = torch_fx._layer
+
+    def dropped(m, name, where):
+        if isinstance(m, nn.SiLU):
+            m = nn.Identity()
+        return real(m, name, where)
+
+    monkeypatch.setattr(torch_fx, "_layer", dropped)
+    assert "Identity" in [i.kind for i in xc.infer(xc.from_torch(model, (3, 8, 8)))]
+    with pytest.raises(xc.PortError, match="differs from the torch model"):
+        xc.port(model, "tf", (3, 8, 8))
+
+
+def _trained(model):
+    from .zoo_support import _trained_statistics
+
+    return _trained_statistics(model)

@@ -44,6 +44,7 @@ from ..spec import (
     Upsample,
     ZeroPad2d,
 )
+from .torch_forms import _functional_batch_norm, _functional_module, _param
 
 F = torch.nn.functional
 
@@ -80,10 +81,6 @@ def nodes_in(value: Any) -> list[Any]:
 
     torch.fx.node.map_arg(value, collect)
     return found
-
-
-def _param(t: Any) -> Any:
-    return t if t is None or isinstance(t, nn.Parameter) else nn.Parameter(t, requires_grad=False)
 
 
 def _get_attr(module: nn.Module, target: str) -> Any:
@@ -223,160 +220,6 @@ def _as_module(
         linear.weight, linear.bias = _param(weight), _param(bias)
         return linear
     raise UnsupportedLayerError(f"from_torch: {where} is not supported; supported: {_SUPPORTED}")
-
-
-def _functional_batch_norm(
-    root: nn.Module, node: Any, args: list[Any], kwargs: dict[str, Any], params: dict[Any, Any], where: str
-) -> nn.Module:
-    """``F.batch_norm(x, m.running_mean, m.running_var, m.weight, m.bias, training, momentum, eps)`` on the tensors
-    of one BatchNorm module ``m`` (timm's ``BatchNormAct2d`` calls it in its own forward), with ``training``
-    following the module's mode: that module's BatchNorm, sharing its tensors (its momentum, its counter).
-    Anything else is refused."""
-    from ..errors import UnsupportedLayerError
-
-    names = ["running_mean", "running_var", "weight", "bias", "training", "momentum", "eps"]
-    values = {**dict(zip(names, args[1:])), **kwargs}
-    how = node.meta.get("xconv_dropout")
-    nodes: dict[str, Any] = {k: values.get(k) for k in names[:4]}
-    targets = {k: str(v.target) for k, v in nodes.items() if getattr(v, "op", None) == "get_attr"}
-    owners = {t.rpartition(".")[0] for t in targets.values()}
-    source = root.__dict__.get("_xconv_source", root)  # the traced module itself, with every submodule
-    owner = source.get_submodule(owners.pop()) if len(owners) == 1 else None
-    if (
-        how != "mode"
-        or not isinstance(owner, nn.modules.batchnorm._BatchNorm)
-        or set(targets) != {k for k, v in nodes.items() if v is not None}
-        or any(targets[k].rpartition(".")[2] != k for k in targets)
-        or "running_mean" not in targets
-        or "running_var" not in targets
-        or float(values.get("eps", 1e-5)) != float(owner.eps)
-    ):
-        raise UnsupportedLayerError(
-            f"from_torch: {where}: F.batch_norm is supported on the running statistics, weight and bias of one "
-            "BatchNorm module, with training=self.training (or its `self.training or not self.track_running_stats`) "
-            "and the module's own eps"
-        )
-    ndim = len(getattr(args[0], "meta", {}).get("xconv_shape") or (0, 0, 0, 0))
-    cls = nn.BatchNorm2d if ndim == 4 else nn.BatchNorm1d
-    bn = cls(
-        owner.num_features,
-        eps=owner.eps,
-        momentum=owner.momentum,
-        affine=owner.affine,
-        track_running_stats=owner.track_running_stats,
-        device="meta",
-    )
-    with torch.no_grad():  # share, do not copy
-        for k in ("running_mean", "running_var", "num_batches_tracked"):
-            setattr(bn, k, getattr(owner, k))
-        bn.weight, bn.bias = _param(params.get(nodes["weight"])), _param(params.get(nodes["bias"]))
-    return bn
-
-
-def _functional_module(node: Any, args: list[Any], kwargs: dict[str, Any]) -> nn.Module | None:
-    """The module form of a parameter-free functional call (F.max_pool2d, torch.sigmoid, x.softmax(1), ...)."""
-
-    def values(*names: str) -> dict[str, Any]:
-        return {**dict(zip(names, args[1:])), **kwargs}
-
-    target = node.target
-    clamps = (torch.clamp, torch.clip, torch.clamp_, torch.clip_)
-    if node.op == "call_method" and target in ("clamp", "clamp_", "clip", "clip_") or target in clamps:
-        # clamp(x, lo, hi) is hardtanh(x, lo, hi) exactly, and clamp(x, min=0) is relu; other forms stay refused
-        v = values("min", "max")
-        lo, hi = v.get("min"), v.get("max")
-        if set(v) - {"min", "max"} or not all(isinstance(b, (int, float, type(None))) for b in (lo, hi)):
-            return None
-        if lo is not None and hi is not None and lo <= hi:
-            return nn.Hardtanh(float(lo), float(hi))
-        if hi is None and lo == 0:
-            return nn.ReLU()
-        return None
-    if node.op == "call_method":
-        methods = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "sigmoid_": nn.Sigmoid, "tanh_": nn.Tanh, "relu_": nn.ReLU}
-        if target in methods and len(args) == 1 and not kwargs:
-            return methods[target]()
-        if target == "softmax":
-            dim = values("dim").get("dim")
-            return None if dim is None else nn.Softmax(dim=dim)
-        return None
-    if node.op != "call_function":
-        return None
-    if target is F.max_pool2d:
-        v = values("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
-        if v.get("return_indices"):
-            return None
-        return nn.MaxPool2d(
-            v["kernel_size"],
-            v.get("stride"),
-            v.get("padding", 0),
-            v.get("dilation", 1),
-            ceil_mode=v.get("ceil_mode", False),
-        )
-    if target is F.avg_pool2d:
-        v = values("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override")
-        return nn.AvgPool2d(
-            v["kernel_size"],
-            v.get("stride"),
-            v.get("padding", 0),
-            v.get("ceil_mode", False),
-            v.get("count_include_pad", True),
-            v.get("divisor_override"),
-        )
-    if target is F.adaptive_avg_pool2d:
-        return nn.AdaptiveAvgPool2d(values("output_size")["output_size"])
-    if target in (torch.sigmoid, F.sigmoid):
-        return nn.Sigmoid()
-    if target in (torch.tanh, F.tanh):
-        return nn.Tanh()
-    if target is F.leaky_relu:
-        return nn.LeakyReLU(values("negative_slope").get("negative_slope", 0.01))
-    if target is F.gelu:
-        return nn.GELU(approximate=values().get("approximate", "none"))
-    if target is F.elu:
-        return nn.ELU(values("alpha").get("alpha", 1.0))
-    if target is F.silu:
-        return nn.SiLU()
-    if target is F.relu6:
-        return nn.ReLU6()
-    if target is F.hardtanh:
-        v = values("min_val", "max_val")
-        return nn.Hardtanh(v.get("min_val", -1.0), v.get("max_val", 1.0))
-    if target is F.hardsigmoid:
-        return nn.Hardsigmoid()
-    if target is F.hardswish:
-        return nn.Hardswish()
-    if getattr(target, "__name__", "") == "stochastic_depth" and getattr(target, "__module__", "").startswith(
-        "torchvision.ops"
-    ):  # torchvision.ops.stochastic_depth(input, p, mode, training)
-        from ..backends.torch_backend import StochasticDepthModule
-
-        v = values("p", "mode", "training")
-        module = StochasticDepthModule(v["p"], v["mode"])
-        module.train(bool(v.get("training", True)))
-        return module
-    if target is F.dropout:  # (how its flag follows the mode: see torch_fx)
-        v = values("p", "training", "inplace")
-        p, how = float(v.get("p", 0.5)), node.meta.get("xconv_dropout")
-        from ..errors import UnsupportedLayerError
-
-        if how is None:
-            raise UnsupportedLayerError(
-                f"from_torch: operation {node.name!r} (F.dropout): the forward calls dropout differently in training "
-                "and in eval, so xconv cannot tell which call follows the mode; use nn.Dropout"
-            )
-        if how == "mode":
-            return nn.Dropout(p)
-        if how == "never" or p == 0.0:
-            return nn.Identity()
-        raise UnsupportedLayerError(
-            f"from_torch: operation {node.name!r} (F.dropout, p={p}) drops in inference too (training=True, its "
-            "default); pass training=self.training, or use nn.Dropout"
-        )
-    if target in (F.softmax, torch.softmax):
-        dim = values("dim").get("dim")
-        return None if dim is None else nn.Softmax(dim=dim)
-    return None
 
 
 def _is_torchvision_depth(m: nn.Module) -> bool:
