@@ -46,7 +46,8 @@ def _expected(weights, x):
 def test_use_round_trips_builds_in_both_frameworks_and_computes_the_dag(both_backends):
     spec = xc.Sequential(*_shared().layers[:2], _shared().layers[3], input_shape=(3, 6, 6))
     assert xc.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
-    assert eval(repr(spec), {k: getattr(xc, k) for k in ("Sequential", "Conv2d", "Add", "Identity", "Concat", "Use")})
+    names = {k: getattr(xc, k) for k in ("Sequential", "Conv2d", "Add", "Identity", "Concat", "Use")}
+    assert eval(repr(spec), names) == spec
     weights = {k: np.random.default_rng(0).standard_normal(v).astype("float64") for k, v in _param_shapes(spec)}
     x = np.random.default_rng(1).standard_normal((2, 3, 6, 6))
     expect = _expected(weights, x)

@@ -91,12 +91,8 @@ def torchvision_model(name: str, seed: int = 0) -> Any:
 
     tv = import_torchvision()
     torch.manual_seed(seed)
-    model = getattr(tv.models, name)(weights=None, **TORCHVISION[name][0]).eval()
+    model = _running_statistics(getattr(tv.models, name)(weights=None, **TORCHVISION[name][0]).eval())
     with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):  # running statistics a trained model would have
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
         for key, p in model.named_parameters():
             if key.endswith("layer_scale"):  # initialised to 1e-6, which would hide every residual branch
                 p.uniform_(0.5, 1.5)
@@ -111,12 +107,7 @@ def segmentation_model(name: str, seed: int = 0) -> Any:
     tv = import_torchvision()
     torch.manual_seed(seed)
     model = getattr(tv.models.segmentation, name)(weights=None, weights_backbone=None, aux_loss=False).eval()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-    return model
+    return _running_statistics(model)
 
 
 def keras_model(name: str) -> Any:
@@ -141,9 +132,10 @@ def keras_model(name: str) -> Any:
     return model
 
 
-def _trained_statistics(model: Any) -> Any:
-    """BatchNorm statistics and affine terms a trained model would have (timm and Hugging Face initialise the
-    last norm of a residual branch to zero, which would hide the branch), in eval mode."""
+def _running_statistics(model: Any, affine: bool = False) -> Any:
+    """BatchNorm running statistics a trained model would have and, with ``affine``, its gains and shifts too
+    (timm and Hugging Face initialise the last norm of a residual branch to zero, which would hide the
+    branch); the model in eval mode."""
     import torch
 
     with torch.no_grad():
@@ -151,10 +143,14 @@ def _trained_statistics(model: Any) -> Any:
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
                 m.running_mean.normal_(0, 0.1)
                 m.running_var.uniform_(0.5, 1.5)
-                if m.affine:
+                if affine and m.affine:
                     m.weight.uniform_(0.5, 1.5)
                     m.bias.normal_(0, 0.1)
     return model.eval()
+
+
+def _trained_statistics(model: Any) -> Any:
+    return _running_statistics(model, affine=True)
 
 
 #: timm models that port to Keras, one per architecture family (``timm.list_modules()``), random weights,

@@ -55,13 +55,18 @@ def propagate_shapes(gm: Any, x: Any) -> tuple[str | None, Any]:
 _MODE_CALLS = {F.dropout: 2, F.batch_norm: 5}
 
 
+def module_dtype(module: nn.Module) -> Any:
+    """The dtype of a module's first floating-point parameter or buffer (float32 for none)."""
+    tensors = itertools.chain(module.parameters(), module.buffers())
+    return next((t.dtype for t in tensors if t.is_floating_point()), torch.float32)
+
+
 def _probe_batch(module: nn.Module, shape: tuple[int, ...]) -> Any:
     """``port``'s verification batches in one, in the module's dtype (what a write only large values or exact
     zeros reach shows on)."""
     from .._compare import probe_batches
 
-    tensors = itertools.chain(module.parameters(), module.buffers())
-    dtype = next((p.dtype for p in tensors if p.is_floating_point()), torch.float32)
+    dtype = module_dtype(module)
     x = np.concatenate([g for _, g in probe_batches(shape, "float64", 0)])
     return torch.from_numpy(x).to(dtype)
 

@@ -44,10 +44,10 @@ BATCH = 3
 def export(module: nn.Module, input_shape: tuple[int, ...]) -> Any:
     """The module's exported program (non-strict, training IR, for a batch of :data:`BATCH`), in the module's
     own modes. Raises ExportFailed."""
-    tensors = [*module.parameters(), *module.buffers()]
-    dtype = next((t.dtype for t in tensors if t.is_floating_point()), torch.float32)
-    x = torch.randn(BATCH, *input_shape, dtype=dtype, generator=torch.Generator().manual_seed(0))
+    from .torch_checks import module_dtype
     from .torch_layers import mode_regularizer
+
+    x = torch.randn(BATCH, *input_shape, dtype=module_dtype(module), generator=torch.Generator().manual_seed(0))
 
     # a dropout or stochastic depth computes nothing in eval mode, so the program would not show it: for the
     # export only, its output goes through an alias (attributed to the module, so its call is one leaf call)
