@@ -154,7 +154,7 @@ def _refused(forward, match):
             self.conv = nn.Conv2d(4, 4, 1)
             self.norm = nn.LayerNorm(4)
             self.linear = nn.Linear(4, 4)
-            self.gamma = nn.Parameter(torch.ones(4, 1, 1))
+            self.flat = nn.Parameter(torch.ones(4))
 
     M.forward = forward
     with pytest.raises(xc.UnsupportedLayerError, match=match):
@@ -169,7 +169,7 @@ def _refused(forward, match):
         (lambda self, x: self.conv(x).permute(0, 2, 1, 3), r"permute\(0, 2, 1, 3\)"),
         (lambda self, x: self.conv(x).permute(0, 2, 3, 1), "channels-last"),  # returned permuted
         (lambda self, x: self.conv(x).permute(0, 2, 3, 1).relu().flatten(1), "channels-last"),
-        (lambda self, x: self.gamma * self.conv(x), "layer_scale"),  # a learned scale under another name
+        (lambda self, x: self.flat * self.conv(x), "layer scale"),  # a (C,) parameter times NCHW scales W
         (lambda self, x: self.conv(x)[:, ::2], "step 1"),
         (
             lambda self, x: self.conv(x).view(x.size(0), 2, 2, 4, 4).transpose(1, 3).reshape(x.size(0), 4, 4, 4),

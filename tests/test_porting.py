@@ -128,7 +128,8 @@ def test_unsupported_layers_are_named(both_backends):
 
     with pytest.raises(xc.UnsupportedLayerError, match=r"module '1' \(Mish\) is not supported; supported: nn.Conv2d"):
         xc.from_torch(nn.Sequential(nn.Linear(4, 4), nn.Mish()), (4,))
-    assert xc.from_torch(nn.Linear(4, 4), (4,)) == xc.Sequential(xc.Linear(4, 4, name="linear"), input_shape=(4,))
+    root = xc.Linear(4, 4, name="linear", keys={"weight": "weight", "bias": "bias"})  # (a root module: its own keys)
+    assert xc.from_torch(nn.Linear(4, 4), (4,)) == xc.Sequential(root, input_shape=(4,))
 
     class Mish(nn.Module):
         def forward(self, x):

@@ -5,6 +5,8 @@ reach the failure (large values, exact zeros), so that a dropped operation or a 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -508,6 +510,136 @@ def test_set_weights_skips_unused_keys_on_request(both_backends):
     assert xc.set_weights(km, model.state_dict(), strict=False) == ["aux.bias", "aux.weight"]
     with pytest.raises(xc.WeightError, match="missing"):  # missing keys are still an error
         xc.set_weights(km, {"aux.weight": model.aux.weight}, strict=False)
+
+
+def test_root_parameters_keep_their_own_keys(both_backends):
+    """Parameters of the model's root used through F.conv2d (keys ``w`` and ``b``, no module of their own) are
+    a Conv2d under a key of its own whose ``keys`` name them: the source's state_dict loads into the ported
+    model strictly, in both frameworks, and computes the same."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class Root(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w, self.b = nn.Parameter(torch.randn(4, 3, 3, 3)), nn.Parameter(torch.randn(4))
+            self.head = nn.Conv2d(4, 2, 1)
+
+        def forward(self, x):
+            return self.head(F.relu(F.conv2d(x, self.w, self.b, padding=1)))
+
+    model = Root().eval()
+    spec = xc.from_torch(model, (3, 6, 6))
+    assert spec[0].keys == (("bias", "b"), ("weight", "w")) and "keys={'bias': 'b', 'weight': 'w'}" in repr(spec)
+    assert xc.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    x = np.random.default_rng(0).standard_normal((2, 3, 6, 6)).astype("float32")
+    with torch.no_grad():
+        expect = model(torch.from_numpy(x)).numpy()
+    for to in ("torch", "tf"):
+        ported = xc.port(model, to, (3, 6, 6))
+        other = {k: torch.randn_like(v) for k, v in model.state_dict().items()}
+        assert xc.set_weights(ported, other) == []  # strict, the source's own keys
+        xc.set_weights(ported, model.state_dict())
+        assert max_rel_diff(expect, xc.predict(ported, x)) <= xc.testing.TOLERANCE["float32"]
+    with pytest.raises(xc.WeightError, match="missing 'conv2d.weight'"):  # the key is still required
+        xc.set_weights(ported, {k: v for k, v in model.state_dict().items() if k != "w"})
+
+
+def test_weights_shared_through_views_and_clashing_keys_are_refused(both_backends):
+    """One parameter used by two convs through views (tied weights), a canonical key that is the source's key
+    of another tensor, and a buffer times a map (not a learned scale) are refused, never ported untied or
+    loaded from the wrong tensor."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(108))
+
+        def forward(self, x):
+            return F.conv2d(x, self.w.view(4, 3, 3, 3)) + F.conv2d(x, self.w.view(4, 3, 3, 3))
+
+    with pytest.raises(xc.UnsupportedLayerError, match="shared weights"):
+        xc.from_torch(Tied(), (3, 6, 6))
+
+    class Clash(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.blk = nn.Module()
+            self.blk.gamma = nn.Parameter(torch.rand(4))
+            self.blk.layer_scale = nn.Parameter(torch.full((4, 1, 1), -7.0))  # unused, but in the state_dict
+
+        def forward(self, x):
+            return self.conv(x) * self.blk.gamma.view(1, -1, 1, 1)
+
+    with pytest.raises(xc.UnsupportedLayerError, match="not the model's own 'blk.layer_scale'"):
+        xc.from_torch(Clash(), (3, 6, 6))
+
+    class Buffer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.register_buffer("scale", torch.rand(4, 1, 1), persistent=False)
+
+        def forward(self, x):
+            return self.conv(x) * self.scale
+
+    with pytest.raises(xc.UnsupportedLayerError, match="not a parameter"):
+        xc.from_torch(Buffer(), (3, 6, 6))
+
+
+def test_source_keys_are_checked_in_the_spec(both_backends):
+    with pytest.raises(xc.SpecError, match="'scale', which is not one of its weights"):
+        xc.infer(xc.Sequential(xc.Conv2d(3, 4, 1, keys={"scale": "s"}), input_shape=(3, 2, 2)))
+    with pytest.raises(xc.SpecError, match="already the key of another weight"):
+        xc.infer(
+            xc.Sequential(xc.Conv2d(3, 4, 1, keys={"weight": "1.weight"}), xc.Conv2d(4, 4, 1), input_shape=(3, 2, 2))
+        )
+    with pytest.raises(xc.SpecError, match="keys must map parameter names"):
+        xc.Conv2d(3, 4, 1, keys={"weight": ""})
+
+
+@pytest.mark.parametrize("form", ["view", "unsqueeze", "channels_last"])
+def test_layer_scales_of_any_name_and_shape_port(both_backends, form):
+    """A learned per-channel scale under its own name: timm's ``gamma.reshape(1, -1, 1, 1)``, Hugging Face's
+    ``layer_scale.unsqueeze(-1).unsqueeze(-1)`` (PoolFormer) and ``layer_scale_parameter * x`` on a
+    channels-last tensor (ConvNeXt). The source's (C,) parameter loads into the ported (C, 1, 1) one."""
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.linear = nn.Linear(4, 4) if form == "channels_last" else None
+            self.gamma = nn.Parameter(torch.rand(4) + 0.5)
+
+        def forward(self, x):
+            y = self.conv(x)
+            if form == "view":
+                return y.mul(self.gamma.reshape(1, -1, 1, 1))
+            if form == "unsqueeze":
+                return self.gamma.unsqueeze(-1).unsqueeze(-1) * y
+            return (self.gamma * self.linear(y.permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
+
+    model = Block().eval()
+    spec = xc.from_torch(model, (3, 6, 8))  # (C, H, W) = (4, 4, 6) after the conv: the axes told apart
+    scale = [layer for layer in spec if layer.kind == "LayerScale"]
+    assert len(scale) == 1 and scale[0].keys == (("layer_scale", "gamma"),)
+    x = np.random.default_rng(0).standard_normal((2, 3, 6, 8)).astype("float32")
+    with torch.no_grad():
+        expect = model(torch.from_numpy(x)).numpy()
+    km = xc.port(model, "tf", (3, 6, 8))
+    with torch.no_grad():
+        model.gamma.mul_(-1)  # new values through the source's own key
+        flipped = model(torch.from_numpy(x)).numpy()
+    xc.set_weights(km, model.state_dict())
+    assert max_rel_diff(flipped, xc.predict(km, x)) <= xc.testing.TOLERANCE["float32"]
+    assert max_rel_diff(expect, flipped) > 0.1
 
 
 @pytest.mark.parametrize("form", ["ReflectionPad2d", "ReplicationPad2d", "CircularPad2d", "F.pad reflect", "F.pad"])

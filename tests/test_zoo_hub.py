@@ -40,7 +40,7 @@ def test_timm_ports_to_keras_in_float64(both_backends, name):
     _check(timm_model(name), TIMM[name], "float64")
 
 
-HF_PORTED = ("ResNet", "RegNet", "MobileNetV1", "MobileNetV2", "EfficientNet")
+HF_PORTED = ("ResNet", "RegNet", "MobileNetV1", "MobileNetV2", "EfficientNet", "ConvNext", "PoolFormer")
 
 
 @pytest.mark.parametrize("name", HF_PORTED)
@@ -51,10 +51,7 @@ def test_hugging_face_cnns_port_to_keras(both_backends, name):
 @pytest.mark.parametrize(
     ("name", "why"),
     [
-        # a (C,) parameter times a channels-last tensor: a layer scale whose key is not "{layer}.layer_scale"
-        ("ConvNext", "layer_scale_parameter"),
         ("ConvNextV2", "linalg_vector_norm"),  # global response normalisation
-        ("PoolFormer", "unsqueeze"),  # a layer scale viewed as (C, 1, 1) in forward
     ],
 )
 def test_hugging_face_cnns_not_ported_are_refused_by_name(both_backends, name, why):

@@ -15,7 +15,7 @@ from . import shapes
 from .backends import backend_of_model, canonical_name, get_backend
 from .errors import SpecError, WeightError, XconvError
 from .spec import Sequential
-from .weights import DTYPES, as_numpy, check_weights, init_weights
+from .weights import DTYPES, as_numpy, check_weights, init_weights, source_keys
 
 if TYPE_CHECKING:
     from .backends._protocol import Backend
@@ -308,7 +308,9 @@ def set_weights(model: Any, weights: Mapping[str, Any], *, strict: bool = True) 
         raise XconvError(f"set_weights: `strict` must be True or False. Received: {strict!r}")
     arrays = check_weights(infos, weights, backend.dtype_of(model), strict=strict)
     backend.set_weights(model, infos, arrays)
-    return sorted(k for k in weights if k not in arrays)
+    aliases = source_keys(infos)  # a layer's own source keys, read for canonical keys the mapping lacks
+    taken = {*arrays, *(key for key, canonical in aliases.items() if canonical in arrays and canonical not in weights)}
+    return sorted(k for k in weights if k not in taken)
 
 
 #: float bytes from which transfer_weights between torch and Keras takes the zero-copy path (see below)

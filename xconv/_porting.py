@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -17,23 +18,34 @@ __all__ = ["from_keras", "from_torch", "port"]
 
 
 def from_torch(
-    model: Any, input_shape: tuple[int, ...], *, return_weights: bool = False, output: str | None = None
+    model: Any, input_shape: tuple[int, ...] | None = None, *, return_weights: bool = False, output: str | None = None
 ) -> Any:
-    """The spec of a hand-written torch module, traced with ``torch.fx``: chains, residual additions, gating
-    products and concatenations (a nesting of fork-join blocks), every layer named by its module's qualified
-    name so that the canonical weights have exactly the keys of ``model.state_dict()``; ``nn.ZeroPad2d`` folds
-    into the conv after it where exact. With ``return_weights=True``, ``(spec, canonical weights)``.
-    Unsupported operations raise :class:`UnsupportedLayerError` naming the operation and what is supported.
-    A model that returns a dict of tensors (torchvision's segmentation models return ``{"out": ...}``) is
-    imported for its entry ``output``; without ``output`` the dict must hold exactly one entry.
+    """The spec of a hand-written torch module, read from its ``torch.export`` program (``torch.fx`` where it
+    cannot be exported): any graph of layers, residual additions, gating products and concatenations, every
+    layer named by its module's qualified name so that the canonical weights have the keys of
+    ``model.state_dict()``; ``nn.ZeroPad2d`` folds into the conv after it where exact. With
+    ``return_weights=True``, ``(spec, canonical weights)``. Unsupported operations raise
+    :class:`UnsupportedLayerError` naming the operation and what is supported. A model that returns a dict of
+    tensors (torchvision's segmentation models return ``{"out": ...}``) is imported for its entry ``output``;
+    without ``output`` the dict must hold exactly one entry.
+
+    ``model`` may also be a ``torch.export.ExportedProgram`` or the path of a ``.pt2`` archive of one
+    (``torch.export.save``): its calls are read as the functions they are, under the program's own keys, and
+    ``input_shape`` may be left out (the program's own, which it must be).
 
     >>> spec, weights = from_torch(torchvision.models.resnet18().eval(), (3, 224, 224), return_weights=True)  # doctest: +SKIP
     """
     from .spec._normalize import as_shape
 
     backend = get_backend("torch")
+    model = _program_source(model, "from_torch")
     if not backend.owns_model(model):
-        raise XconvError(f"from_torch: expected a torch.nn.Module. Received: {type(model).__name__}")
+        raise XconvError(
+            "from_torch: expected a torch.nn.Module, a torch.export.ExportedProgram or a .pt2 path. Received: "
+            f"{type(model).__name__}"
+        )
+    if input_shape is None and _is_exported(model):
+        input_shape = model.input_shape
     shape = as_shape("from_torch", input_shape)
     _check_materialized(model, "from_torch")
     _check_float_params(model, "from_torch")
@@ -41,6 +53,23 @@ def from_torch(
         raise XconvError(f"from_torch: `output` must be the name of a dict entry. Received: {output!r}")
     spec, weights = backend.import_model(model, shape, output)
     return (spec, weights) if return_weights else spec
+
+
+def _program_source(model: Any, who: str) -> Any:
+    """An exported program (or a ``.pt2`` path) as the torch module that runs it; anything else as it is."""
+    cls = type(model)
+    program = cls.__name__ == "ExportedProgram" and cls.__module__.startswith("torch.")
+    if program or (isinstance(model, (str, os.PathLike)) and os.fspath(model).lower().endswith(".pt2")):
+        from .porting.torch_program import as_source
+
+        return as_source(model, who)
+    return model
+
+
+def _is_exported(model: Any) -> bool:
+    """Whether ``model`` is xconv's module form of an exported program (checked without importing torch)."""
+    cls = type(model)
+    return cls.__name__ == "ExportedModel" and cls.__module__ == "xconv.porting.torch_program"
 
 
 def _check_materialized(model: Any, who: str) -> None:
@@ -130,7 +159,10 @@ def _import(
 ) -> tuple[str, Sequential, dict[str, np.ndarray]]:
     backend = backend_of_model(model)
     if backend is None:
-        raise XconvError(f"port: expected a torch.nn.Module or a keras.Model. Received: {type(model).__name__}")
+        raise XconvError(
+            "port: expected a torch.nn.Module, a torch.export.ExportedProgram (or .pt2 path) or a keras.Model. "
+            f"Received: {type(model).__name__}"
+        )
     if backend.spec_of(model) is not None:  # built by xconv
         if backend.NAME == "torch":  # hooks change what a built model computes, as a hand-written one's
             from .porting.torch_checks import _check_calls
@@ -138,6 +170,8 @@ def _import(
             _check_calls(model)
         return backend.NAME, spec_of(model), get_weights(model)
     if backend.NAME == "torch":
+        if input_shape is None and _is_exported(model):  # an exported program: its own input shape
+            input_shape = model.input_shape
         if input_shape is None:
             raise XconvError("port: a torch model needs input_shape=(C, H, W) (torch modules do not record it)")
         spec, weights = from_torch(model, input_shape, return_weights=True, output=output)
@@ -174,6 +208,9 @@ def port(
 
     ``output``: for a torch model that returns a dict, the entry to port (see :func:`from_torch`).
 
+    ``model`` may be a ``torch.export.ExportedProgram`` or a ``.pt2`` path (``input_shape`` then defaults to the
+    program's): the program is the model in the mode it was exported in, and is verified as such.
+
     >>> km = port(torch_model, to="tf", input_shape=(3, 32, 32))   # doctest: +SKIP
     """
     target = canonical_name(to)
@@ -181,6 +218,7 @@ def port(
         raise XconvError(f"port: `seed` must be a non-negative integer. Received: {seed!r}")
     if not isinstance(verify, bool):
         raise XconvError(f"port: `verify` must be True or False. Received: {verify!r}")
+    model = _program_source(model, "port")
     source, spec, weights = _import(model, input_shape, output)
     if output is not None and (source != "torch" or get_backend(source).spec_of(model) is not None):
         raise XconvError("port: `output` chooses an entry of a hand-written torch model's returned dict")

@@ -134,7 +134,24 @@ def build_graph(spec: Sequential, input_shape: Shape) -> tuple[Graph, Sequential
                     f"the key {key!r} lies under the layer {prefix!r}: a layer's key cannot also be the prefix of "
                     "another part's key (in torch the layer would have to contain it)"
                 )
+    _check_source_keys(builder.nodes)
     return builder.nodes, Sequential(*parts, input_shape=input_shape, name=spec.name)
+
+
+def _check_source_keys(graph: Graph) -> None:
+    """Each layer's ``keys`` name its own parameters, and no source key is another weight's key or used twice."""
+    canonical = {f"{info.key}.{p}" for info in graph for p in info.params}
+    seen: set[str] = set()
+    for info in graph:
+        for param, key in getattr(info.layer, "keys", ()):
+            if param not in info.params:
+                raise SpecError(
+                    f"{info.label}: keys names {param!r}, which is not one of its weights "
+                    f"({', '.join(info.params) or 'it has none'})"
+                )
+            if key in canonical or key in seen:
+                raise SpecError(f"{info.label}: the source key {key!r} is already the key of another weight")
+            seen.add(key)
 
 
 def consumers(graph: Graph) -> dict[int, list[int]]:

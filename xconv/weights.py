@@ -13,7 +13,15 @@ import numpy as np
 from .errors import WeightError
 from .shapes import LayerInfo
 
-__all__ = ["as_numpy", "check_weights", "expected_shapes", "init_weights", "single_dtype", "weights_dtype"]
+__all__ = [
+    "as_numpy",
+    "check_weights",
+    "expected_shapes",
+    "init_weights",
+    "single_dtype",
+    "source_keys",
+    "weights_dtype",
+]
 
 DTYPES = ("float32", "float64")
 
@@ -124,6 +132,37 @@ def single_dtype(weights: Mapping[str, Any], fix: str) -> str:
     )
 
 
+def source_keys(infos: list[LayerInfo]) -> dict[str, str]:
+    """The source's own key -> canonical key, for the layers whose ``keys`` name them."""
+    return {key: f"{info.key}.{param}" for info in infos for param, key in getattr(info.layer, "keys", ())}
+
+
+def _by_canonical_key(
+    infos: list[LayerInfo], weights: Mapping[str, Any], expected: dict[str, tuple[int, ...]]
+) -> Mapping[str, Any]:
+    """``weights`` with each source key (a layer's ``keys``) renamed to its canonical key, and its array
+    reshaped when its shape differs from the canonical one only by axes of length 1 ((C,) for (C, 1, 1)). A
+    mapping that has both keys of one weight keeps them both (the canonical one is read, the other unexpected)."""
+    aliases = source_keys(infos)
+    if not any(key in aliases for key in weights):
+        return weights
+    out: dict[str, Any] = {}
+    for key, value in weights.items():
+        target = aliases.get(key)
+        if target is None or target in weights:
+            out[key] = value
+            continue
+        try:
+            array = as_numpy(value)
+        except Exception:  # noqa: BLE001 - unreadable: check_weights names it under the canonical key
+            out[target] = value
+            continue
+        shape = expected[target]
+        squeeze = tuple(d for d in array.shape if d != 1) == tuple(d for d in shape if d != 1)
+        out[target] = array.reshape(shape) if squeeze else array
+    return out
+
+
 def check_weights(
     infos: list[LayerInfo], weights: Mapping[str, Any], dtype: str, *, strict: bool = True
 ) -> dict[str, np.ndarray]:
@@ -132,11 +171,13 @@ def check_weights(
     Float arrays of another precision are cast; ``num_batches_tracked`` must be an integer scalar and becomes
     int64; any other problem (missing or extra key, wrong shape, wrong dtype) is collected, and one
     :class:`WeightError` names all of them. With ``strict=False`` keys the spec does not have are left out
-    (not an error); missing keys still are.
+    (not an error); missing keys still are. A layer's ``keys`` (the source's own names of its weights) are
+    taken for the canonical ones.
     """
     if not isinstance(weights, Mapping):
         raise WeightError(f"weights must be a mapping of name -> array. Received: {type(weights).__name__}")
     expected = expected_shapes(infos)
+    weights = _by_canonical_key(infos, weights, expected)
     problems = []
     out: dict[str, np.ndarray] = {}
     for key, shape in expected.items():

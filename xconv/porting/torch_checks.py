@@ -129,9 +129,14 @@ def _dropout_modes(module: nn.Module, graph: Any, retrace: Any) -> None:
     (``node.meta["xconv_dropout"] = "mode"``), one that is always off is the identity ("never"), one that is
     always on drops in inference too ("always", refused unless p is 0). ``F.batch_norm(..., training, ...)`` (timm's
     ``BatchNormAct2d``) the same way: "mode" is a BatchNorm; "never" normalises with the running statistics
-    always, "always" with the batch's (refused)."""
+    always, "always" with the batch's (refused). ``retrace`` None: the graph is an exported program's, which
+    has no other mode; a call that is off is what the layer does in eval mode ("mode")."""
     calls = _dropout_calls(graph)
     if not calls:
+        return
+    if retrace is None:  # an exported program given by the user: its calls record its eval-mode function
+        for here in calls:  # (off: the layer the eval-mode export went through, which drops in training)
+            here.meta["xconv_dropout"] = "always" if _flag(here) else "mode"
         return
     modes = [(m, m.training) for m in module.modules()]
     guard = StateGuard(module)  # the other mode's forward may write into buffers for real (a batch counter)
@@ -145,19 +150,21 @@ def _dropout_modes(module: nn.Module, graph: Any, retrace: Any) -> None:
             m.training = was
         guard.written()  # (puts every written buffer back)
 
-    def flag(node: Any) -> bool:
-        at = _MODE_CALLS[node.target]
-        value = node.args[at] if len(node.args) > at else node.kwargs.get("training", node.target is F.dropout)
-        return bool(value)
-
     if len(other) != len(calls) or any(a.target is not b.target for a, b in zip(calls, other)):
         return  # the forward branches on the mode: not matched, refused as unsupported
     for here, there in zip(calls, other):
         same_input = getattr(here.args[0], "name", None) == getattr(there.args[0], "name", None)
         if _p_of(here) != _p_of(there) or not same_input:
             continue  # not the same call in both traces: left unknown, and refused
-        now, then = flag(here), flag(there)
+        now, then = _flag(here), _flag(there)
         here.meta["xconv_dropout"] = "mode" if now == module.training and then != now else "always" if now else "never"
+
+
+def _flag(node: Any) -> bool:
+    """The training flag a dropout or batch norm call was traced with."""
+    at = _MODE_CALLS[node.target]
+    value = node.args[at] if len(node.args) > at else node.kwargs.get("training", node.target is F.dropout)
+    return bool(value)
 
 
 def _p_of(node: Any) -> Any:

@@ -69,20 +69,25 @@ def _mark(module: nn.Module, args: Any, out: Any) -> Any:
     return torch.ops.aten.alias.default(out) if isinstance(out, torch.Tensor) else out
 
 
-def read(module: nn.Module, program: Any) -> Any:
+def read(module: nn.Module, program: Any, batch_size: int | None = BATCH) -> Any:
     """The exported ``program`` of ``module`` as a ``torch.fx.GraphModule`` rooted at ``module``: placeholders,
     ``get_attr`` of the module's own parameters and buffers (by qualified name), ``call_module`` for leaf
-    modules and torch-level calls for the rest; the output keeps the forward's dict keys."""
+    modules and torch-level calls for the rest; the output keeps the forward's dict keys. ``batch_size``: the
+    batch the program was exported for (None: a dynamic one). A program given by the user (``module`` is its
+    :class:`~.torch_program.ExportedModel`) has no layers to call: every call is read as a function."""
+    from .torch_program import ExportedModel
+
     flat = program.module()
     graph = torch.fx.Graph()
     env: dict[Any, Any] = {}
-    leaves = _Leaves(module)
+    leaves = _Leaves(module, none=isinstance(module, ExportedModel))
     nodes = [n for n in flat.graph.nodes if not _ignored(n)]
     groups = _groups(nodes, leaves)
     done: set[Any] = set()
     pooled: set[Any] = set()  # max poolings that return (values, indices): read through [0] only
     inputs: list[Any] = []
     batch = None  # x.size(0), made where a size list first needs it
+    derived: set[Any] = set()  # nodes of the new graph computed from parameters and buffers alone
     for n in nodes:
         if n in done:
             continue
@@ -104,6 +109,7 @@ def read(module: nn.Module, program: Any) -> Any:
                     "or buffers (a constant created in forward); register it as a buffer"
                 )
             env[n] = _shape_of(n, graph.get_attr(target))
+            derived.add(env[n])
         elif n.op == "output":
             leaves_out = [env[v] for v in n.args[0]]
             graph.output(_structure(program.call_spec.out_spec, iter(leaves_out)))
@@ -122,11 +128,13 @@ def read(module: nn.Module, program: Any) -> Any:
         elif n.op == "call_function":
             op, args, kwargs = _torch_call(n, env)
             kind = "call_method" if isinstance(op, str) else "call_function"
-            if op in _SIZED and _batch_first(args):
+            if op in _SIZED and _batch_first(args, batch_size) and args[0] not in derived:
                 if batch is None:
                     batch = graph.call_method("size", (inputs[0], 0))
                 args[1] = [batch, *args[1][1:]]
             env[n] = _shape_of(n, graph.create_node(kind, op, tuple(args), kwargs, name=n.name))
+            if env[n].all_input_nodes and all(a in derived for a in env[n].all_input_nodes):
+                derived.add(env[n])  # computed from parameters alone: its first axis is not the batch
         else:
             raise UnsupportedLayerError(f"from_torch: the exported program has a {n.op} node {n.name!r}")
     gm = torch.fx.GraphModule(module, graph)
@@ -175,14 +183,17 @@ class _Leaves:
     torch layers, with no hooks and no forward replaced on the instance (their calls are then mapped one by
     one, as the program records them)."""
 
-    def __init__(self, module: nn.Module) -> None:
+    def __init__(self, module: nn.Module, none: bool = False) -> None:
         from .torch_fx import own_leaf_types
 
         self.module = module
+        self.none = none
         self.own = own_leaf_types()
         self.cache: dict[str, bool] = {}
 
     def __call__(self, path: str) -> bool:
+        if self.none:
+            return False
         if path not in self.cache:
             try:
                 m = self.module.get_submodule(path) if path else None
@@ -368,6 +379,7 @@ _CALLS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "flatten.using_ints": lambda a: (torch.flatten, [a["self"], a["start_dim"], a["end_dim"]]),
     "view.default": lambda a: ("view", [a["self"], list(a["size"])]),
     "reshape.default": lambda a: ("reshape", [a["self"], list(a["shape"])]),
+    "unsqueeze.default": lambda a: ("unsqueeze", [a["self"], a["dim"]]),
     "_unsafe_view.default": lambda a: ("reshape", [a["self"], list(a["size"])]),
     "permute.default": lambda a: ("permute", [a["self"], list(a["dims"])]),
     "expand.default": lambda a: ("expand", [a["self"], list(a["size"])]) if not a.get("implicit") else None,
@@ -395,6 +407,7 @@ _CALLS: dict[str, Callable[[dict[str, Any]], Any]] = {
         + [a["count_include_pad"], a["divisor_override"]],
     ),
     "dropout.default": lambda a: (F.dropout, [a["input"], a["p"], a["train"]]),
+    "dropout_.default": lambda a: (F.dropout, [a["self"], a["p"], a["train"]]),
     "pad.default": lambda a: (F.pad, [a["self"], list(a["pad"]), a["mode"], a["value"]]),
     "constant_pad_nd.default": lambda a: (F.pad, [a["self"], list(a["pad"]), "constant", a["value"]]),
     "upsample_nearest2d.vec": lambda a: (
@@ -431,13 +444,13 @@ def _overload(target: Any) -> str | None:
 _SIZED = frozenset({"view", "reshape", "expand"})
 
 
-def _batch_first(args: list[Any]) -> bool:
+def _batch_first(args: list[Any], batch: int | None) -> bool:
     """Whether ``args`` (a tensor, a size list) start the list with the literal batch size, for a tensor whose
-    first axis is the batch (its exported value has BATCH rows)."""
-    if len(args) < 2 or not isinstance(args[1], list) or not args[1] or args[1][0] != BATCH:
+    first axis is the batch (its exported value has ``batch`` rows)."""
+    if batch is None or len(args) < 2 or not isinstance(args[1], list) or not args[1] or args[1][0] != batch:
         return False
     val = getattr(args[0], "meta", {}).get("xconv_val")
-    return val is not None and len(val) > 0 and val[0] == BATCH
+    return val is not None and len(val) > 0 and val[0] == batch
 
 
 def _opt_list(v: Any) -> Any:

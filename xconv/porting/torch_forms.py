@@ -264,6 +264,8 @@ def _functional_batch_norm(
     targets = {k: str(v.target) for k, v in nodes.items() if getattr(v, "op", None) == "get_attr"}
     owners = {t.rpartition(".")[0] for t in targets.values()}
     source = root.__dict__.get("_xconv_source", root)  # the traced module itself, with every submodule
+    if type(source).__name__ == "ExportedModel":
+        return _program_batch_norm(source, args[0], values, nodes, targets, params, where)
     owner = source.get_submodule(owners.pop()) if len(owners) == 1 else None
     if (
         how != "mode"
@@ -293,6 +295,55 @@ def _functional_batch_norm(
         for k in ("running_mean", "running_var", "num_batches_tracked"):
             setattr(bn, k, getattr(owner, k))
         bn.weight, bn.bias = _param(params.get(nodes["weight"])), _param(params.get(nodes["bias"]))
+    return bn
+
+
+def _program_batch_norm(
+    source: nn.Module,
+    x: Any,
+    values: dict[str, Any],
+    nodes: dict[str, Any],
+    targets: dict[str, str],
+    params: Any,
+    where: str,
+) -> nn.Module:
+    """A batch norm of an exported program given by the user: on running statistics (``training=False``, what
+    an eval-mode export records), with the weight and bias beside them, or none. A BatchNorm sharing them (its
+    counter too, where the program holds one), with the momentum the call records."""
+    from ..errors import UnsupportedLayerError
+
+    owner = {t.rpartition(".")[0] for t in targets.values()}
+    own = {k: targets[k].rpartition(".")[2] == k for k in targets}
+    affine = nodes["weight"] is not None and nodes["bias"] is not None
+    if (
+        values.get("training") is not False
+        or len(owner) != 1
+        or not all(own.values())
+        or {"running_mean", "running_var"} - set(targets)
+        or (nodes["weight"] is None) != (nodes["bias"] is None)
+    ):
+        raise UnsupportedLayerError(
+            f"from_torch: {where}: a batch norm of an exported program is supported on the running statistics "
+            "(exported in eval mode) of one BatchNorm, with its weight and bias or neither"
+        )
+    mean = params.get(nodes["running_mean"])
+    ndim = len(getattr(x, "meta", {}).get("xconv_shape") or ())
+    cls = nn.BatchNorm1d if ndim == 2 else nn.BatchNorm2d
+    momentum = values.get("momentum", 0.1)
+    bn = cls(
+        mean.shape[0],
+        eps=float(values.get("eps", 1e-5)),
+        momentum=None if momentum is None else float(momentum),
+        affine=affine,
+        device="meta",
+    )
+    prefix = owner.pop()
+    with torch.no_grad():  # share, do not copy
+        bn.running_mean, bn.running_var = mean, params.get(nodes["running_var"])
+        counter = dict(source.named_buffers()).get(f"{prefix}.num_batches_tracked" if prefix else "num_batches_tracked")
+        bn.num_batches_tracked = counter if counter is not None else torch.zeros((), dtype=torch.long)
+        if affine:
+            bn.weight, bn.bias = _param(params.get(nodes["weight"])), _param(params.get(nodes["bias"]))
     return bn
 
 

@@ -31,7 +31,7 @@ from .torch_forms import (
     _spatial_mean,
     _whole_map_pool,
 )
-from .torch_layers import _SUPPORTED, _as_module, _flat_args, _get_attr, _layer, nodes_in
+from .torch_layers import _SUPPORTED, _as_module, _flat_args, _get_attr, _layer, _shape, nodes_in
 from .torch_shapes import BATCH, NOT, ShapeOps
 
 F = torch.nn.functional
@@ -88,8 +88,24 @@ def import_model(
     the conv after them where that is exact. Anything else raises :class:`UnsupportedLayerError` naming the
     operation (the exported program's refusal where both front-ends refuse)."""
     from .torch_export import ExportFailed, export, read, retracer
+    from .torch_program import ExportedModel
 
     check_global_hooks()
+    if isinstance(module, ExportedModel):  # a program given by the user: read as it is, nothing to trace
+        if tuple(input_shape) != module.input_shape:
+            raise UnsupportedLayerError(
+                f"from_torch: the exported program takes inputs of shape (N, {', '.join(map(str, module.input_shape))})"
+                f", not (N, {', '.join(map(str, input_shape))}); export it for that shape"
+            )
+        try:
+            gm = read(module, module.program, module.batch)
+        except UnsupportedLayerError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a program this reader does not know: refused, by name
+            raise UnsupportedLayerError(
+                f"from_torch: the exported program could not be read ({type(e).__name__}: {e})"[:400]
+            ) from None
+        return _import_graph(module, gm, input_shape, output_key, None)
     guard = StateGuard(module)
     first: UnsupportedLayerError | None = None
     why = ""
@@ -168,8 +184,12 @@ def _import_graph(
     params: dict[Any, Any] = {}
     batch: set[Any] = set()
     tensors: dict[str, Any] = {}
+    source: dict[int, str] = {}  # storage of a parameter or buffer (and its views) -> its state_dict key
+    for key, t in module.state_dict(keep_vars=True).items():
+        if isinstance(t, torch.Tensor):
+            source.setdefault(_storage(t), key)
     calls: dict[str, int] = {}
-    owners: dict[int, str] = {}  # id of a weight tensor -> the canonical key it was imported under
+    owners: dict[int, str] = {}  # storage of a weight tensor -> the canonical key it was imported under
     consts: dict[Any, Any] = {}  # sizes and arithmetic on them, evaluated (the batch size stays BATCH)
     nhwc: set[Any] = set()  # tensors permuted to channels-last, (N, H, W, C)
     shapes = ShapeOps(index, consts, nhwc)
@@ -190,6 +210,17 @@ def _import_graph(
             continue
         if node.op == "get_attr":
             params[node] = _get_attr(gm, node.target)
+            if isinstance(params[node], torch.Tensor):
+                source.setdefault(_storage(params[node]), str(node.target))
+            continue
+        if node.op == "call_method" and node.target in _PARAM_RESHAPES and args and args[0] in params:
+            shape = _shape(node)  # a parameter seen in another shape (timm's gamma.reshape(1, -1, 1, 1))
+            sizes = [a for a in _flat_args(node)[1:] if not isinstance(a, torch.fx.Node)]
+            if shape is None or not all(isinstance(a, int) and not isinstance(a, bool) for a in sizes):
+                raise UnsupportedLayerError(
+                    f"from_torch: {where}: a parameter viewed other than in another shape of the same values"
+                )
+            params[node] = params[args[0]].reshape(shape)  # (a view: the same storage, so the same source key)
             continue
         if node.op == "output":
             out = _pick_output(args[0], output_key)
@@ -230,8 +261,13 @@ def _import_graph(
             and (sum(a in index for a in args) == 1)
         ):
             scale_node, x_node = (args[0], args[1]) if args[0] in params else (args[1], args[0])
-            layer, state = _layer_scale(scale_node, params[scale_node], x_node, shapes, names, where)
+            p = params[scale_node]
+            key = source.get(_storage(p), str(scale_node.target))
+            learned = key in dict(module.named_parameters())  # (a buffer or constant is not a learned scale)
+            layer, state = _layer_scale(key, p if learned else None, x_node, shapes, names, where)
             _own_state(state, owners, where)
+            if x_node in shapes.nhwc:
+                shapes.nhwc.add(node)
             tensors.update(state)
             index[node] = len(nodes)
             nodes.append(Raw(node.name, "layer", [index[x_node]], layer=layer))
@@ -334,6 +370,7 @@ def _import_graph(
             owner = _parameter_owner(node, args, names)
             name = names.take(node.name) if owner is None else names.take(owner, own=True)
         layer, state = _layer(m, name, where)
+        layer = _with_source_keys(layer, state, source)
         layer = shapes.place(node, args[0], m, layer, where)
         _own_state(state, owners, where)
         tensors.update(state)
@@ -345,6 +382,7 @@ def _import_graph(
         raise UnsupportedLayerError("from_torch: forward returns nothing")
     _fold_pads(nodes)
     _rename_under_owners(nodes, names, tensors)
+    _check_key_clashes(module, tensors)
     from ..errors import SpecError
     from ..shapes import infer
 
@@ -370,15 +408,39 @@ def _import_graph(
     return spec, {k: tensors[k].detach().cpu().numpy().copy() for k in keys}
 
 
-def _own_state(state: dict[str, Any], owners: dict[int, str], where: str) -> None:
-    """Record which canonical key each weight tensor went to; a tensor used twice is refused."""
-    for key, t in state.items():
-        if id(t) in owners:
+def _check_key_clashes(module: nn.Module, tensors: dict[str, Any]) -> None:
+    """A canonical key that is the source's key of another tensor (a layer scale ``blk.gamma`` keyed
+    ``blk.layer_scale`` beside an unused ``blk.layer_scale``) would make ``set_weights(ported,
+    model.state_dict())`` load the wrong tensor: refused."""
+    state = module.state_dict(keep_vars=True)
+    for key, t in tensors.items():
+        if key in state and isinstance(state[key], torch.Tensor) and _storage(state[key]) != _storage(t):
             raise UnsupportedLayerError(
-                f"from_torch: {where} uses the tensor {owners[id(t)]!r} that another operation uses too: shared "
-                "weights are not expressed by xconv specs"
+                f"from_torch: the weight imported as {key!r} is not the model's own {key!r}, which is another "
+                "tensor: its state_dict could not be loaded into the port unambiguously"
             )
-        owners[id(t)] = key
+
+
+def _storage(t: Any) -> int:
+    """What identifies a tensor's values: its storage (a view or a reshape of a parameter is the parameter);
+    an empty tensor, which has none, by itself."""
+    return int(t.untyped_storage().data_ptr()) if t.numel() > 0 else id(t)
+
+
+def _own_state(state: dict[str, Any], owners: dict[int, str], where: str) -> None:
+    """Record which canonical key each weight tensor went to; a tensor used twice (also through a view of
+    it) is refused."""
+    for key, t in state.items():
+        if _storage(t) in owners:
+            raise UnsupportedLayerError(
+                f"from_torch: {where} uses the tensor {owners[_storage(t)]!r} that another operation uses too: "
+                "shared weights are not expressed by xconv specs"
+            )
+        owners[_storage(t)] = key
+
+
+#: methods that give a parameter another shape, read at import (a layer scale reshaped in forward)
+_PARAM_RESHAPES = frozenset({"view", "reshape", "unsqueeze"})
 
 
 def _parameter_owner(node: Any, args: list[Any], names: Names) -> str | None:
@@ -397,32 +459,40 @@ def _parameter_owner(node: Any, args: list[Any], names: Names) -> str | None:
 
 
 def _layer_scale(
-    scale_node: Any, p: Any, x_node: Any, shapes: ShapeOps, names: Names, where: str
+    key: str, p: Any, x_node: Any, shapes: ShapeOps, names: Names, where: str
 ) -> tuple[Any, dict[str, Any]]:
-    """``layer_scale * x`` with a parameter of shape (C, 1, 1) named ``layer_scale`` (torchvision's CNBlock)."""
+    """``scale * x`` with a parameter ``scale`` that multiplies each channel of the map ``x`` by its own number: of
+    shape (C, 1, 1) or (1, C, 1, 1) on an NCHW map (torchvision's ``layer_scale``, timm's
+    ``gamma.reshape(1, -1, 1, 1)``), or (C,) on a channels-last one (Hugging Face's ConvNeXt). A
+    :class:`LayerScale` under the key of the parameter's module, with the parameter's own key in its ``keys``
+    when that is not ``{module}.layer_scale``."""
     shape = shapes.shape(x_node)
-    target = str(scale_node.target)
-    owner, _, attr = target.rpartition(".")
-    if not (
-        isinstance(p, nn.Parameter)
-        and shape is not None
-        and len(shape) == 4
-        and x_node not in shapes.nhwc
-        and tuple(p.shape) == (shape[1], 1, 1)
-        and attr == "layer_scale"
-        and owner
-    ):
+    owner = key.rpartition(".")[0]
+    channels = None if shape is None or len(shape) != 4 else shape[3] if x_node in shapes.nhwc else shape[1]
+    fits = ((channels,),) if x_node in shapes.nhwc else ((channels, 1, 1), (1, channels, 1, 1))
+    if not (isinstance(p, torch.Tensor) and p.is_floating_point() and channels and tuple(p.shape) in fits):
+        # (p None: not one of the module's parameters)
         raise UnsupportedLayerError(
             f"from_torch: {where}: a product with a parameter or constant is supported only as a layer scale: a "
-            f"parameter named layer_scale of shape (C, 1, 1) on a module, times an NCHW map (got {target!r}, shape "
-            f"{tuple(getattr(p, 'shape', ()))})"
+            f"parameter of shape (C, 1, 1) times an NCHW map, or (C,) times a channels-last one (got {key!r}"
+            f"{', not a parameter' if p is None else ''}, shape {tuple(getattr(p, 'shape', ()))}, times a tensor of "
+            f"shape {shape})"
         )
-    if owner in names.used:
-        raise UnsupportedLayerError(
-            f"from_torch: {where}: the layer scale's module {owner!r} is also called as a layer"
-        )
-    name = names.take(owner, own=True)
-    return LayerScale(shape[1], name=name), {f"{name}.layer_scale": p}
+    name = names.take(owner, own=True) if owner and owner not in names.used else names.take(key.replace(".", "_"))
+    keys = () if key == f"{name}.layer_scale" else (("layer_scale", key),)
+    return LayerScale(channels, name=name, keys=keys), {f"{name}.layer_scale": p.reshape(channels, 1, 1)}
+
+
+def _with_source_keys(layer: Any, state: dict[str, Any], source: dict[int, str]) -> Any:
+    """``layer`` with ``keys`` naming the state_dict keys of its tensors that differ from their canonical keys
+    (a parameter of the model's root used through ``F.conv2d``)."""
+    name = layer.name
+    keys = {}
+    for canonical, t in state.items():
+        own = source.get(_storage(t))
+        if own is not None and own != canonical:
+            keys[canonical[len(name) + 1 :]] = own
+    return dataclasses.replace(layer, keys=tuple(sorted(keys.items()))) if keys else layer
 
 
 def _pick_output(out: Any, key: str | None) -> Any:

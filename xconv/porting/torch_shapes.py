@@ -95,7 +95,9 @@ class ShapeOps:
         if src in self.nhwc:
             if isinstance(layer, Linear):
                 assert layer.in_features is not None  # torch's Linear knows its input size
-                layer = ChannelLinear(layer.in_features, layer.out_features, bias=layer.bias, name=layer.name)
+                layer = ChannelLinear(
+                    layer.in_features, layer.out_features, bias=layer.bias, name=layer.name, keys=layer.keys
+                )
             elif not (
                 isinstance(layer, LayerNorm) or isinstance(layer, ELEMENTWISE) and not isinstance(layer, Softmax)
             ):

@@ -77,6 +77,11 @@ class Layer:
     #: optional name (a non-empty string without "/"; dots allowed): the layer's key in canonical weights
     #: (``"{name}.weight"``) and its Keras layer name; unnamed layers are keyed by their positional path
     name: str | None = field(default=None, kw_only=True)
+    #: the source's own keys of weights that are not ``"{key}.{param}"``, as (param, key) pairs: a parameter of
+    #: the model's root used through ``F.conv2d`` (``"w"``), a layer scale called ``gamma`` of shape (C,). The
+    #: built models keep the canonical keys; ``set_weights`` also takes these (a shape that differs from the
+    #: canonical one only by axes of length 1 too), and ``summary`` lists them
+    keys: tuple[tuple[str, str], ...] = field(default=(), kw_only=True)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -84,6 +89,7 @@ class Layer:
 
     def __post_init__(self) -> None:
         self._set("name", as_name(self.kind, self.name))
+        self._set("keys", _as_keys(self.kind, self.keys))
         self._validate()
 
     def _validate(self) -> None:
@@ -100,14 +106,15 @@ class Layer:
         """JSON-ready form: ``{"kind": ..., field: value, ...}`` with tuples as lists."""
         out: dict[str, Any] = {"kind": self.kind}
         for f in dataclasses.fields(self):
-            out[f.name] = _jsonable(getattr(self, f.name))
+            if f.name != "keys" or self.keys:
+                out[f.name] = dict(self.keys) if f.name == "keys" else _jsonable(getattr(self, f.name))
         return out
 
     def __repr__(self) -> str:
         parts = []
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name == "name":
+            if f.name in ("name", "keys"):
                 continue
             if f.name in self._positional:
                 parts.append(repr(compact(value)))
@@ -117,7 +124,25 @@ class Layer:
                 parts.append(f"{f.name}={compact(value)!r}")
         if self.name is not None:
             parts.append(f"name={self.name!r}")
+        if self.keys:
+            parts.append(f"keys={dict(self.keys)!r}")
         return f"{self.kind}({', '.join(parts)})"
+
+
+def _as_keys(owner: str, value: Any) -> tuple[tuple[str, str], ...]:
+    """``keys`` as sorted (param, key) pairs, from a mapping or pairs; each a non-empty string."""
+    try:
+        pairs = sorted((value.items() if hasattr(value, "items") else value) or ())
+    except (TypeError, ValueError):
+        pairs = None
+    if pairs is None or not all(
+        isinstance(p, (tuple, list)) and len(p) == 2 and all(isinstance(s, str) and s for s in p) for p in pairs
+    ):
+        raise SpecError(f"{owner}: keys must map parameter names to non-empty key strings. Received: {value!r}")
+    out = tuple((str(p), str(k)) for p, k in pairs)
+    if len({p for p, _ in out}) != len(out):
+        raise SpecError(f"{owner}: keys names a parameter twice. Received: {value!r}")
+    return out
 
 
 def _jsonable(value: Any) -> Any:
@@ -165,6 +190,7 @@ class Conv2d(Layer):
             padding_mode: str = ...,
             *,
             name: str | None = ...,
+            keys: Any = ...,
         ) -> None: ...
 
     def _validate(self) -> None:
@@ -282,6 +308,7 @@ class MaxPool2d(Layer):
             ceil_mode: bool = ...,
             *,
             name: str | None = ...,
+            keys: Any = ...,
         ) -> None: ...
 
     def _validate(self) -> None:
@@ -325,6 +352,7 @@ class AvgPool2d(Layer):
             count_include_pad: bool = ...,
             *,
             name: str | None = ...,
+            keys: Any = ...,
         ) -> None: ...
 
     def _validate(self) -> None:
@@ -353,7 +381,7 @@ class AdaptiveAvgPool2d(Layer):
 
     if TYPE_CHECKING:  # the spellings the constructor accepts; the field holds the normal form
 
-        def __init__(self, output_size: PairLike, *, name: str | None = ...) -> None: ...
+        def __init__(self, output_size: PairLike, *, name: str | None = ..., keys: Any = ...) -> None: ...
 
     def _validate(self) -> None:
         self._set("output_size", as_pair("AdaptiveAvgPool2d", "output_size", self.output_size, minimum=1))
@@ -560,7 +588,7 @@ class ZeroPad2d(Layer):
 
     if TYPE_CHECKING:  # the spellings the constructor accepts; the field holds the normal form
 
-        def __init__(self, padding: PaddingLike, *, name: str | None = ...) -> None: ...
+        def __init__(self, padding: PaddingLike, *, name: str | None = ..., keys: Any = ...) -> None: ...
 
     def __repr__(self) -> str:
         (t, b), (l, r) = self.padding

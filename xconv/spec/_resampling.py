@@ -59,6 +59,7 @@ class Upsample(Layer):
             align_corners: bool | None = ...,
             *,
             name: str | None = ...,
+            keys: Any = ...,
         ) -> None: ...
 
     def _validate(self) -> None:
@@ -123,6 +124,7 @@ class ConvTranspose2d(Layer):
             dilation: PairLike = ...,
             *,
             name: str | None = ...,
+            keys: Any = ...,
         ) -> None: ...
 
     def _validate(self) -> None:
