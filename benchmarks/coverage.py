@@ -6,6 +6,8 @@ refusal's first words), the counts, and writes benchmarks/results/coverage.json.
 
     .venv/bin/python benchmarks/coverage.py [--jobs 2] [--timeout 300] [--only resnet,efficientnet]
 
+(``--only`` updates those families' rows in the results file and prints the counts over all of them.)
+
 The model of a family is its smallest-sounding name (atto, pico, nano, tiny, small, b0, 18, ...; test models
 left out), at 3x64x64 (``img_size=64`` passed where the constructor takes it). A family whose models need a
 larger input is counted as refused, with the error.
@@ -141,11 +143,17 @@ def main() -> None:
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
         for row in pool.map(one, todo):
             rows.append(row)
-            outcome = "ported" if row["ok"] else row["error"][:150]
+            outcome = "ported" if row["ok"] else "refused: " + row["error"][:150]
             print(f"{row['family']:28s} {row['model']:40s} {outcome}", flush=True)
     ported = sum(r["ok"] for r in rows)
     print(f"\ntimm: {ported} of {len(rows)} families port ({len(families) - len(rows)} modules list no model)")
-    (ROOT / "benchmarks" / "results" / "coverage.json").write_text(json.dumps({"timm": rows}, indent=1))
+    out = ROOT / "benchmarks" / "results" / "coverage.json"
+    if args.only and out.exists():  # a partial sweep replaces its families' rows in the full results
+        fresh = {r["family"]: r for r in rows}
+        kept = json.loads(out.read_text())["timm"]
+        rows = [fresh.pop(r["family"], r) for r in kept] + list(fresh.values())
+        print(f"all results: {sum(r['ok'] for r in rows)} of {len(rows)} families port")
+    out.write_text(json.dumps({"timm": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -687,6 +687,65 @@ def test_pads_that_cannot_fold_are_refused(both_backends):
         xc.from_torch(nn.Sequential(nn.ConstantPad2d(1, 0.5), nn.Conv2d(3, 4, 3)), (3, 8, 8))
 
 
+@pytest.mark.parametrize(("size", "kernel", "stride"), [(8, 3, 2), (9, 3, 2), (7, 2, 2), (8, 5, 2), (9, 3, 1)])
+def test_minus_inf_pads_fold_into_the_max_pool_after_them(both_backends, size, kernel, stride):
+    """timm's "same" max pooling pads with -inf in forward (more at the bottom and right), then pools without
+    padding: the pool's own padding and ceil_mode give the same windows, so the pad folds into it."""
+    import torch
+    from torch import nn
+
+    from .zoo_support import import_torchvision
+
+    import_torchvision()  # (timm imports torchvision: through the shim beside the CPU torch)
+    from timm.layers import create_pool2d
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), create_pool2d("max", kernel, stride=stride, padding="same")).eval()
+    spec = xc.from_torch(model, (3, size, size))
+    assert [i.kind for i in xc.infer(spec)] == ["Conv2d", "MaxPool2d"]
+    km = xc.port(model, "tf", (3, size, size))  # verify=True
+    x = np.random.default_rng(0).standard_normal((2, 3, size, size)).astype("float32") - 3  # (a pad of 0 would win)
+    with torch.no_grad():
+        expect = model(torch.from_numpy(x)).numpy()
+    assert max_rel_diff(expect, xc.predict(km, x)) <= xc.testing.TOLERANCE["float32"]
+
+
+@pytest.mark.parametrize("pad", [(-1, 1, -1, 1), (1, -1, 0, -2), (-1, -1, -1, -1)])
+def test_zero_pads_with_negative_sizes_crop(both_backends, pad):
+    """``nn.ZeroPad2d((-1, 1, -1, 1))`` (NASNet's shift by one pixel) crops the sides of negative size and pads
+    the others: Narrows of H and W, then a ZeroPad2d of the rest, exact in both frameworks."""
+    import torch
+    from torch import nn
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ZeroPad2d(pad), nn.AvgPool2d(1, stride=2), nn.Conv2d(4, 2, 1))
+    model = model.eval()
+    kinds = [i.kind for i in xc.infer(xc.from_torch(model, (3, 8, 9)))]
+    assert kinds[1:3] == ["Narrow", "Narrow"] and ("ZeroPad2d" in kinds) == (max(pad) > 0)
+    km = xc.port(model, "tf", (3, 8, 9))
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 9)).astype("float32")
+    with torch.no_grad():
+        expect = model(torch.from_numpy(x)).numpy()
+    assert max_rel_diff(expect, xc.predict(km, x)) <= xc.testing.TOLERANCE["float32"]
+    with pytest.raises(xc.UnsupportedLayerError, match="crops the whole map away"):
+        xc.from_torch(nn.Sequential(nn.ZeroPad2d((0, 0, -4, -4)), nn.Conv2d(3, 2, 1)), (3, 8, 8))
+
+
+def test_minus_inf_pads_that_are_no_max_pool_padding_are_refused(both_backends):
+    import torch.nn.functional as F
+    from torch import nn
+
+    class Pad(nn.Module):
+        def __init__(self, pad, then):
+            super().__init__()
+            self.pad, self.then = pad, then
+
+        def forward(self, x):
+            return self.then(F.pad(x, self.pad, value=float("-inf")))
+
+    for pad, then in [((2, 2, 2, 2), nn.MaxPool2d(3)), ((1, 1, 1, 1), nn.Conv2d(3, 4, 3))]:
+        with pytest.raises(xc.UnsupportedLayerError, match="pads with -inf; that is supported only right before"):
+            xc.from_torch(Pad(pad, then), (3, 8, 8))
+
+
 def test_global_and_adaptive_max_pooling_port_both_ways(both_backends):
     import keras
     import torch.nn.functional as F

@@ -10,7 +10,7 @@ import pytest
 import xconv as xc
 from xconv.testing import max_rel_diff
 
-from .zoo_support import TIMM, TIMM_FLOAT64, hf_model, import_torchvision, timm_model
+from .zoo_support import TIMM, TIMM_FLOAT64, TIMM_REFUSED, hf_model, import_torchvision, timm_model
 
 import_torchvision()  # (timm imports torchvision: through the shim beside the CPU torch)
 
@@ -38,6 +38,12 @@ def test_timm_ports_to_keras(both_backends, name):
 @pytest.mark.parametrize("name", TIMM_FLOAT64)
 def test_timm_ports_to_keras_in_float64(both_backends, name):
     _check(timm_model(name), TIMM[name], "float64")
+
+
+@pytest.mark.parametrize("name", list(TIMM_REFUSED))
+def test_timm_cnns_not_ported_are_refused_by_name(both_backends, name):
+    with pytest.raises(xc.UnsupportedLayerError, match=f"operation '{TIMM_REFUSED[name]}"):
+        xc.from_torch(timm_model(name), (3, 64, 64))
 
 
 HF_PORTED = ("ResNet", "RegNet", "MobileNetV1", "MobileNetV2", "EfficientNet", "ConvNext", "PoolFormer")

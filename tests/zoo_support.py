@@ -208,6 +208,14 @@ TIMM: dict[str, tuple[int, int, int]] = {
     "repvit_m1": (3, 64, 64),
     "lcnetv2_small": (3, 64, 64),
     "convnext_atto": (3, 64, 64),
+    "hgnet_tiny": (3, 64, 64),
+}
+#: timm CNN families that are refused, one model each, with the operation the refusal names
+TIMM_REFUSED: dict[str, str] = {
+    "nf_regnet_b0": "mul",  # weight standardisation: the conv weight computed from parameters in forward
+    "resnest14d": "sum",  # split attention: a sum over the splits
+    "skresnet18": "stack",  # selective kernels: the branches stacked
+    "tresnet_m": "view",  # space-to-depth
 }
 #: the ones also ported in float64
 TIMM_FLOAT64: tuple[str, ...] = (

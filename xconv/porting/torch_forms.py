@@ -5,6 +5,7 @@ and the module form of functional calls (F.batch_norm on a module's own tensors,
 from __future__ import annotations
 
 import dataclasses
+import math
 import operator
 from typing import Any
 
@@ -52,7 +53,8 @@ _PAD_MODULES = {"ReflectionPad2d": "reflect", "ReplicationPad2d": "replicate", "
 
 def _pad_of(root: nn.Module, node: Any, args: list[Any], resolve: Any, where: str) -> Any:
     """For a reflect, replicate or circular 2-D pad (``nn.ReflectionPad2d`` and its kin, ``F.pad(x, (l, r, t, b),
-    mode=...)``): ``((l, r, t, b), mode)``; a constant pad of zeros: ``((l, r, t, b), "zeros")``. None for other
+    mode=...)``): ``((l, r, t, b), mode)``; a constant pad of zeros: ``((l, r, t, b), "zeros")``, of -inf (timm's
+    "same" max pooling): ``((l, r, t, b), "-inf")``. None for other
     operations. Other pads are refused by name: they import only folded into the conv after them."""
     if node.op == "call_module":
         m = root.get_submodule(node.target)
@@ -60,11 +62,12 @@ def _pad_of(root: nn.Module, node: Any, args: list[Any], resolve: Any, where: st
         if type(m) is getattr(nn, name, None) and name in _PAD_MODULES:
             return tuple(int(v) for v in m.padding), _PAD_MODULES[name]  # type: ignore[union-attr]
         if type(m) is nn.ConstantPad2d:
-            if float(m.value) != 0.0:
+            if float(m.value) not in (0.0, -math.inf):
                 raise UnsupportedLayerError(
-                    f"from_torch: module {node.target!r} (ConstantPad2d): only a constant pad of zeros is supported"
+                    f"from_torch: module {node.target!r} (ConstantPad2d): only a constant pad of zeros (or of -inf "
+                    "before a max pool) is supported"
                 )
-            return tuple(int(v) for v in m.padding), "zeros"
+            return tuple(int(v) for v in m.padding), "zeros" if float(m.value) == 0.0 else "-inf"
         return None
     if not (node.op == "call_function" and node.target is F.pad):
         return None
@@ -76,12 +79,44 @@ def _pad_of(root: nn.Module, node: Any, args: list[Any], resolve: Any, where: st
             f"on a map. Received: pad={pad!r}"
         )
     if mode == "constant":
-        if value not in (None, 0, 0.0):
-            raise UnsupportedLayerError(f"from_torch: {where}: only a constant pad of zeros is supported")
-        return tuple(pad), "zeros"
+        if value not in (None, 0, 0.0, -math.inf):
+            raise UnsupportedLayerError(
+                f"from_torch: {where}: only a constant pad of zeros (or of -inf before a max pool) is supported"
+            )
+        return tuple(pad), "-inf" if value == -math.inf else "zeros"
     if mode not in ("reflect", "replicate", "circular"):
         raise UnsupportedLayerError(f"from_torch: {where}: F.pad mode {mode!r} is not supported")
     return tuple(pad), mode
+
+
+def _padded_max_pool(pool: Raw, pad_index: int, pad: tuple[int, ...], hw: tuple[int, ...]) -> MaxPool2d | None:
+    """A pad of -inf ``(l, r, t, b)`` read only by a ``MaxPool2d`` without padding (timm's "same" max pooling pads
+    so in forward) as that pool's own padding: the MaxPool2d with padding (t, l) and ceil_mode False or True
+    whose windows are the same ones (torch's max pooling pads with -inf too, and a ceil_mode window reaches
+    past the bottom and right edges into more of it). None where no such pool exists."""
+    layer = pool.layer
+    if not (
+        pool.op == "layer"
+        and isinstance(layer, MaxPool2d)
+        and pool.inputs == [pad_index]
+        and layer.padding == (0, 0)
+        and not layer.ceil_mode
+        and len(hw) == 2
+    ):
+        return None
+    from ..shapes import pool_output_size
+
+    l, r, t, b = pad
+    assert layer.stride is not None  # (filled in from the kernel size)
+    for ceil in (False, True):
+        same = True
+        for size, before, after, k, s, d in zip(hw, (t, l), (b, r), layer.kernel_size, layer.stride, layer.dilation):
+            windows = pool_output_size(size + before + after, k, s, 0, d, False)
+            if before > k // 2 or before > after or pool_output_size(size, k, s, before, d, ceil) != windows:
+                same = False
+        if same:
+            return dataclasses.replace(layer, padding=(t, l), ceil_mode=ceil)
+    return None
 
 
 def _adaptive_max(root: nn.Module, node: Any, args: list[Any], shape: Any, where: str) -> MaxPool2d | None:
@@ -124,9 +159,17 @@ def _fold_pads(nodes: list[Raw]) -> None:
         if node.alive and node.op == "torch_pad" and node.payload[1] == "zeros":
             node.op, node.layer = "layer", ZeroPad2d(node.payload[0], name=node.name)
     for i, node in enumerate(nodes):
-        if node.alive and node.op == "torch_pad" and len(users[i]) == 1:
+        if node.alive and node.op == "torch_pad" and node.payload[1] == "-inf" and len(users[i]) == 1:
+            pool = nodes[users[i][0]]
+            folded = _padded_max_pool(pool, i, node.payload[0], node.payload[2])
+            if folded is not None:
+                pool.layer = folded
+                drop(nodes, i)
+                users = readers(nodes)
+    for i, node in enumerate(nodes):
+        if node.alive and node.op == "torch_pad" and node.payload[1] != "-inf" and len(users[i]) == 1:
             conv = nodes[users[i][0]]
-            (l, r, t, b), mode = node.payload
+            (l, r, t, b), mode = node.payload[:2]
             if (
                 conv.op == "layer"
                 and isinstance(conv.layer, Conv2d)
@@ -139,6 +182,12 @@ def _fold_pads(nodes: list[Raw]) -> None:
                 users = readers(nodes)
     for node in nodes:
         if node.alive and node.op == "torch_pad":
+            if node.payload[1] == "-inf":
+                raise UnsupportedLayerError(
+                    f"from_torch: {node.name!r} pads with -inf; that is supported only right before a MaxPool2d "
+                    "without padding whose windows it gives the padding of a MaxPool2d (at most half the kernel on "
+                    "the top and left, the rest a ceil_mode window)"
+                )
             raise UnsupportedLayerError(
                 f"from_torch: {node.name!r} pads in {node.payload[1]!r} mode; that is supported only right before "
                 "a Conv2d without padding, where it becomes the conv's padding_mode"

@@ -14,7 +14,9 @@ from ..spec import (
     AdaptiveAvgPool2d,
     Flatten,
     LayerScale,
+    Narrow,
     Sequential,
+    ZeroPad2d,
 )
 from ._graph import Names, Raw, to_spec
 from ._torch_mutation import StateGuard, describe, functionalize
@@ -346,7 +348,8 @@ def _import_graph(
                 raise UnsupportedLayerError(f"from_torch: {where}: a 2-D pad is supported on an NCHW map only")
             pad_name = names.take(str(node.target), own=True) if node.op == "call_module" else names.take(node.name)
             index[node] = len(nodes)
-            nodes.append(Raw(pad_name, "torch_pad", [index[args[0]]], payload=pad))
+            hw = tuple(shapes.shape(args[0]) or ())[2:]  # (a pad of -inf folds into a max pool: by the sizes)
+            nodes.append(Raw(pad_name, "torch_pad", [index[args[0]]], payload=(*pad, hw)))
             continue
         if len(tensor_inputs) != 1 or not args or args[0] is not tensor_inputs[0]:
             raise UnsupportedLayerError(
@@ -354,6 +357,14 @@ def _import_graph(
             )
         if node.op == "call_module":
             where = f"module {node.target!r} ({type(gm.get_submodule(node.target)).__name__})"
+        crop = _cropping_pad(gm, node, shapes.shape(args[0]), names)
+        if crop:  # nn.ZeroPad2d with negative sizes: the crops (Narrow), then the pad of the positive ones
+            last = index[args[0]]
+            for layer in crop:
+                nodes.append(Raw(layer.name, "layer", [last], layer=layer))
+                last = len(nodes) - 1
+            index[node] = last
+            continue
         m = _as_module(gm, node, args, params, batch, where, shapes.resolve)
         m = _whole_map_pool(m, shapes.shape(args[0]), shapes.shape(node)) or m
         if node.op == "call_module":
@@ -406,6 +417,29 @@ def _import_graph(
         )
     _check_trace(module, traced, x, output_key)  # last: what the graph does not record
     return spec, {k: tensors[k].detach().cpu().numpy().copy() for k in keys}
+
+
+def _cropping_pad(gm: Any, node: Any, shape: Any, names: Names) -> list[Any]:
+    """For an ``nn.ZeroPad2d`` with negative sizes (NASNet's ``ZeroPad2d((-1, 1, -1, 1))``, a shift by one
+    pixel): a Narrow of H and of W for the cropped sides, then a ZeroPad2d of the padded ones, which is what
+    torch computes (each side is cropped or padded by itself). Empty for anything else."""
+    if node.op != "call_module" or type(gm.get_submodule(node.target)) is not nn.ZeroPad2d:
+        return []
+    left, right, top, bottom = (int(v) for v in gm.get_submodule(node.target).padding)
+    if min(left, right, top, bottom) >= 0 or shape is None or len(shape) != 4:
+        return []
+    target = str(node.target)
+    out: list[Any] = []
+    for dim, size, before, after in ((2, shape[2], top, bottom), (3, shape[3], left, right)):
+        start, length = max(0, -before), size - max(0, -before) - max(0, -after)
+        if length < 1:
+            raise UnsupportedLayerError(f"from_torch: module {target!r} (ZeroPad2d) crops the whole map away")
+        if length != size:
+            out.append(Narrow(dim, start, length, name=names.take(f"{target}_crop{dim}")))
+    pad = (max(left, 0), max(right, 0), max(top, 0), max(bottom, 0))
+    if any(pad):
+        out.append(ZeroPad2d(pad, name=names.take(target, own=True)))
+    return out
 
 
 def _check_key_clashes(module: nn.Module, tensors: dict[str, Any]) -> None:
