@@ -20,7 +20,7 @@ demo: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/xconv demo
 
 test: lint docs
-	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest -n auto
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest -n auto --durations=15
 
 # the documentation site into site/: broken links, missing pages or API references fail
 docs: $(STAMP)

@@ -1,5 +1,12 @@
 import os
 
+# Under pytest-xdist each worker runs one test at a time on one core's share: torch's and TensorFlow's thread
+# pools sized for every core would put two workers' threads on each core (three times slower, measured on the
+# timm models). Set before either framework is imported; a value given in the environment is kept.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _var in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+        os.environ.setdefault(_var, "1")
+
 import pytest
 from hypothesis import HealthCheck, settings
 

@@ -90,6 +90,30 @@ def test_timm_batchnorm_act_ports_and_a_dropped_activation_is_caught(both_backen
         xc.port(model, "tf", (3, 8, 8))
 
 
+def test_mode_flags_come_from_one_eager_run_and_a_second_export_where_it_does_not_line_up(both_backends, monkeypatch):
+    """BatchNormAct2d's F.batch_norm takes its training flag from the module's mode: one eager run in the other
+    mode shows that (one export in all); where the eager record does not line up with the program, the module
+    is exported once more, and the spec is the same."""
+    import timm.layers
+    from torch import nn
+
+    from xconv.porting import torch_export
+
+    model = _trained(nn.Sequential(nn.Conv2d(3, 4, 3), timm.layers.BatchNormAct2d(4), nn.Dropout(0.2)))
+    real, exports = torch_export.export, []
+
+    def counted(*args):
+        exports.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(torch_export, "export", counted)
+    spec = xc.from_torch(model, (3, 8, 8))
+    assert "BatchNorm2d" in [i.kind for i in xc.infer(spec)] and len(exports) == 1
+    exports.clear()
+    monkeypatch.setattr(torch_export, "eager_calls", lambda *args: [])  # (a record that lines up with nothing)
+    assert xc.from_torch(model, (3, 8, 8)) == spec and len(exports) == 2
+
+
 def _trained(model):
     from .zoo_support import _trained_statistics
 

@@ -140,9 +140,12 @@ def _dropout_modes(module: nn.Module, graph: Any, retrace: Any) -> None:
         return
     modes = [(m, m.training) for m in module.modules()]
     guard = StateGuard(module)  # the other mode's forward may write into buffers for real (a batch counter)
+    quick = getattr(retrace, "quick", None)  # the calls recorded from one eager run, where the front-end can
     try:
         module.train(not module.training)
-        other = _dropout_calls(retrace())
+        other = quick(graph) if quick is not None else None
+        if other is None or not _aligned(calls, other):
+            other = _dropout_calls(retrace())  # (what one eager run could not match: traced once more)
     except Exception:  # noqa: BLE001 - a forward that does not trace in the other mode: the calls stay unknown
         other = []
     finally:
@@ -153,11 +156,25 @@ def _dropout_modes(module: nn.Module, graph: Any, retrace: Any) -> None:
     if len(other) != len(calls) or any(a.target is not b.target for a, b in zip(calls, other)):
         return  # the forward branches on the mode: not matched, refused as unsupported
     for here, there in zip(calls, other):
-        same_input = getattr(here.args[0], "name", None) == getattr(there.args[0], "name", None)
-        if _p_of(here) != _p_of(there) or not same_input:
+        if _p_of(here) != _p_of(there) or not _same_input(here, there):
             continue  # not the same call in both traces: left unknown, and refused
         now, then = _flag(here), _flag(there)
         here.meta["xconv_dropout"] = "mode" if now == module.training and then != now else "always" if now else "never"
+
+
+def _same_input(here: Any, there: Any) -> bool:
+    """Whether two calls read the same tensor: by name between two traces, by shape (at the export's batch
+    size) for a call recorded eagerly."""
+    if getattr(there.args[0], "name", None) is None and hasattr(there.args[0], "shape"):
+        return bool(getattr(here.args[0], "meta", {}).get("xconv_val") == there.args[0].shape)
+    return bool(getattr(here.args[0], "name", None) == getattr(there.args[0], "name", None))
+
+
+def _aligned(calls: list[Any], other: list[Any]) -> bool:
+    """Whether the other mode's calls are these calls one for one: the same functions, p or eps and inputs."""
+    return len(other) == len(calls) and all(
+        a.target is b.target and _p_of(a) == _p_of(b) and _same_input(a, b) for a, b in zip(calls, other)
+    )
 
 
 def _flag(node: Any) -> bool:
