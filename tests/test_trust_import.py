@@ -286,6 +286,24 @@ def test_a_keras_flattened_output_is_the_same_vector_in_torch(both_backends, tmp
     assert max_rel_diff(_keras_out(km, x), _torch_out(loaded, x)) < 1e-5
 
 
+def test_keras_flattened_features_joined_with_a_dense_output_import_channels_last(both_backends):
+    """A Keras Flatten's H,W,C vector added to a Dense's output (which has no map order) cannot be read as a
+    C,H,W Flatten: every Flatten is then read channels-last, and the model ports exactly (a property test found
+    this spec)."""
+    spec = xc.Sequential(
+        xc.Flatten(channels_last=True),
+        xc.LayerNorm(8, bias=False),
+        xc.Add(xc.Identity(), xc.Linear(8, 8, bias=False)),
+        xc.Linear(8, 1, bias=False),
+        input_shape=(2, 2, 2),
+    )
+    km = xc.build(spec, "tf", seed=0)
+    assert [layer.channels_last for layer in xc.from_keras(km) if layer.kind == "Flatten"] == [True]
+    tm = xc.port(km, "torch")  # verify=True
+    x = np.random.default_rng(0).standard_normal((3, 2, 2, 2)).astype("float32")
+    assert max_rel_diff(xc.predict(km, x), xc.predict(tm, x)) <= xc.testing.TOLERANCE["float32"]
+
+
 def test_a_wrong_feature_order_layer_is_refused(both_backends):
     import keras
 

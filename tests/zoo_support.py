@@ -57,8 +57,8 @@ TORCHVISION: dict[str, tuple[dict[str, Any], tuple[int, int, int]]] = {
     "convnext_tiny": ({}, (3, 64, 64)),
 }
 
-#: the torchvision models also ported in float64 (all of them port in float32)
-TORCHVISION_FLOAT64 = ("resnet18", "squeezenet1_1", "googlenet", "mobilenet_v3_small", "mnasnet0_5", "regnet_x_400mf")
+#: the torchvision models also ported in float64: all of them
+TORCHVISION_FLOAT64 = tuple(TORCHVISION)
 
 #: torchvision segmentation models that port to Keras (their forward returns {"out": ...}): name -> input (C, H, W)
 SEGMENTATION: dict[str, tuple[int, int, int]] = {
@@ -209,6 +209,9 @@ TIMM: dict[str, tuple[int, int, int]] = {
     "lcnetv2_small": (3, 64, 64),
     "convnext_atto": (3, 64, 64),
     "hgnet_tiny": (3, 64, 64),
+    "inception_next_atto": (3, 64, 64),
+    "rdnet_tiny": (3, 64, 64),
+    "fastvit_t8": (3, 64, 64),
 }
 #: timm CNN families that are refused, one model each, with the operation the refusal names
 TIMM_REFUSED: dict[str, str] = {

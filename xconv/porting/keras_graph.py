@@ -476,13 +476,27 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
     _fold_hard_sigmoids(nodes)
     _scalars_as_rescaling(nodes)
     _fold_reshapes(nodes)
+    import copy
+
     from ..errors import SpecError
 
+    saved = [copy.copy(n) for n in nodes]
+    for n in saved:
+        n.inputs = list(n.inputs)
     try:
         output, order = _flat_output(nodes, index[id(model.outputs[0])])
         return _finish(nodes, output, input_shape, names, auto, raw, order)
     except SpecError as e:
-        raise UnsupportedLayerError(f"from_keras: the model's graph does not make a valid spec: {e}") from None
+        if "different orders" not in str(e):
+            raise UnsupportedLayerError(f"from_keras: the model's graph does not make a valid spec: {e}") from None
+        first = e
+    # flat tensors of Keras' order (a Flatten's H,W,C) joined with others (a Dense's output, which is in no map
+    # order): every Flatten of a map is read channels-last, so that each flat tensor is the Keras model's own
+    try:
+        output, order = _flat_output(saved, index[id(model.outputs[0])], every=True)
+        return _finish(saved, output, input_shape, names, auto, raw, order)
+    except SpecError:
+        raise UnsupportedLayerError(f"from_keras: the model's graph does not make a valid spec: {first}") from None
 
 
 def _finish(
@@ -846,14 +860,22 @@ def _fold_hard_sigmoids(nodes: list[Raw]) -> None:
         users = readers(nodes)
 
 
-def _flat_output(nodes: list[Raw], output: int) -> tuple[int, tuple[int, ...] | None]:
+def _flat_output(nodes: list[Raw], output: int, every: bool = False) -> tuple[int, tuple[int, ...] | None]:
     """Make the model's output vector the Keras model's own. A Keras Flatten orders features H,W,C; a Dense after
     it absorbs that in its weights, but when the flattened features reach the output, the spec's Flatten must
     be channels-last too (the torch model then permutes before flattening), else the ported torch model returns
     the same values in another order. An xconv-built model ends in a ``FeatureOrder`` that restores C,H,W order:
     that is a plain Flatten's output, so the layer folds away (``_finish`` checks it has the order it must).
-    Returns the output node and that layer's order (None without one)."""
+    Returns the output node and that layer's order (None without one). With ``every``, every Flatten of a map
+    is made channels-last, wherever its features go."""
     import dataclasses
+
+    if every:
+        for node in nodes:
+            if node.alive and node.op == "layer" and isinstance(node.layer, Flatten) and node.payload:
+                h, w, c = node.payload[1]
+                if layout.flatten_permutation((c, h, w)) is not None:
+                    node.layer = dataclasses.replace(node.layer, channels_last=True)
 
     for i, node in enumerate(nodes):
         if not (node.alive and node.op == "keras_feature_order"):
