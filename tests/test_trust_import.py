@@ -1139,6 +1139,50 @@ def test_hooks_on_a_built_torch_model_are_refused_by_port_and_save(both_backends
     xc.save(tmp_path / "m.safetensors", tm)
 
 
+def test_mode_dependent_calls_on_other_tensors_of_the_same_shape_are_refused(both_backends):
+    """A forward that normalises (or drops) one branch in training and another of the same shape in eval: the
+    calls of the two modes are not the same call, however alike their shapes, and are refused, never ported with
+    the layer on the wrong branch."""
+    import torch.nn.functional as F
+    from torch import nn
+
+    class Norms(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2, self.bn1, self.bn2 = (
+                nn.Conv2d(3, 4, 1),
+                nn.Conv2d(3, 4, 1),
+                nn.BatchNorm2d(4),
+                nn.BatchNorm2d(4),
+            )
+
+        def forward(self, x):
+            a, b = self.c1(x), self.c2(x)
+            if self.training:
+                b = F.batch_norm(b, self.bn2.running_mean, self.bn2.running_var, self.bn2.weight, self.bn2.bias, True)
+            else:
+                a = F.batch_norm(a, self.bn1.running_mean, self.bn1.running_var, self.bn1.weight, self.bn1.bias, False)
+            return a + b
+
+    class Drops(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2 = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 1)
+
+        def forward(self, x):
+            a, b = self.c1(x), self.c2(x)
+            if self.training:
+                b = F.dropout(b, 0.5, True)
+            else:
+                a = F.dropout(a, 0.5, False)
+            return a + b
+
+    with pytest.raises(xc.UnsupportedLayerError, match="F.batch_norm is supported on"):
+        xc.from_torch(Norms().eval(), (3, 4, 4))
+    with pytest.raises(xc.UnsupportedLayerError, match="calls dropout differently in training and in eval"):
+        xc.from_torch(Drops().eval(), (3, 4, 4))
+
+
 def test_dropout_calls_that_differ_between_the_modes_are_refused(both_backends):
     import torch.nn.functional as F
     from torch import nn

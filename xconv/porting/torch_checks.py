@@ -163,10 +163,17 @@ def _dropout_modes(module: nn.Module, graph: Any, retrace: Any) -> None:
 
 
 def _same_input(here: Any, there: Any) -> bool:
-    """Whether two calls read the same tensor: by name between two traces, by shape (at the export's batch
-    size) for a call recorded eagerly."""
+    """Whether two calls read the same tensor: by name between two traces; for a call recorded eagerly, by
+    shape (at the export's batch size) and by what it reads (a batch norm's running statistics, the module whose
+    output a dropout drops: where the graph does not show that module, not the same, so traced once more)."""
     if getattr(there.args[0], "name", None) is None and hasattr(there.args[0], "shape"):
-        return bool(getattr(here.args[0], "meta", {}).get("xconv_val") == there.args[0].shape)
+        if getattr(here.args[0], "meta", {}).get("xconv_val") != there.args[0].shape:
+            return False
+        if here.target is F.batch_norm:  # the same module's statistics
+            stats: Any = here.args[1] if len(here.args) > 1 else None
+            return getattr(stats, "op", None) == "get_attr" and str(stats.target) == there.args[0].ident
+        source = here.args[0]  # a dropout of the same module's output
+        return getattr(source, "op", None) == "call_module" and str(source.target) == there.args[0].ident
     return bool(getattr(here.args[0], "name", None) == getattr(there.args[0], "name", None))
 
 

@@ -165,7 +165,8 @@ def eager_calls(module: nn.Module, input_shape: tuple[int, ...], graph: Any) -> 
     then, without gradients, the random state put back), outside the modules the graph calls whole, as nodes
     of the graph's form (arguments in the function's order; the input as its shape). A second export costs
     about a second and a half, this run a few milliseconds; the caller checks that the calls line up one for
-    one with the graph's, and traces once more where they do not."""
+    one with the graph's (a batch norm by the running statistics it reads, a dropout by the module whose output
+    it drops), and traces once more where they do not."""
     import inspect
     import types
 
@@ -174,6 +175,8 @@ def eager_calls(module: nn.Module, input_shape: tuple[int, ...], graph: Any) -> 
     signatures = {f: inspect.signature(f) for f in (F.dropout, F.batch_norm)}
     records: list[Any] = []
     depth = [0]
+    made_by: dict[int, str] = {}  # id of a module's output -> the innermost module that returned it
+    keys = {t.untyped_storage().data_ptr(): k for k, t in module.state_dict(keep_vars=True).items() if t.numel()}
 
     class Record(torch.overrides.TorchFunctionMode):
         def __torch_function__(self, func: Any, types_: Any, args: Any = (), kwargs: Any = None) -> Any:
@@ -182,7 +185,12 @@ def eager_calls(module: nn.Module, input_shape: tuple[int, ...], graph: Any) -> 
                 bound = signatures[func].bind(*args, **kwargs)
                 bound.apply_defaults()
                 values = list(bound.arguments.values())
-                values[0] = types.SimpleNamespace(name=None, shape=tuple(values[0].shape))
+                if func is F.batch_norm:  # which call: by the running statistics it reads
+                    stats = values[1]
+                    ident = keys.get(stats.untyped_storage().data_ptr()) if isinstance(stats, torch.Tensor) else None
+                else:  # by the module whose output it drops
+                    ident = made_by.get(id(values[0]))
+                values[0] = types.SimpleNamespace(name=None, shape=tuple(values[0].shape), ident=ident)
                 records.append(types.SimpleNamespace(target=func, args=tuple(values), kwargs={}, meta={}))
             return func(*args, **kwargs)
 
@@ -192,12 +200,22 @@ def eager_calls(module: nn.Module, input_shape: tuple[int, ...], graph: Any) -> 
     def leave(*_: Any) -> None:
         depth[0] -= 1
 
-    handles = []
-    for path in {str(n.target) for n in graph.nodes if n.op == "call_module"}:
-        m = module.get_submodule(path)
-        handles += [m.register_forward_pre_hook(enter), m.register_forward_hook(leave, always_call=True)]
+    def made(path: str) -> Any:
+        def hook(m: Any, args: Any, out: Any) -> None:
+            if isinstance(out, torch.Tensor):
+                made_by.setdefault(id(out), path)
+
+        return hook
+
     x = torch.randn(BATCH, *input_shape, dtype=module_dtype(module), generator=torch.Generator().manual_seed(0))
+    handles = []
     try:
+        for path in {str(n.target) for n in graph.nodes if n.op == "call_module"}:
+            m = module.get_submodule(path)
+            handles += [m.register_forward_pre_hook(enter), m.register_forward_hook(leave, always_call=True)]
+        for path, m in module.named_modules():
+            if path:
+                handles.append(m.register_forward_hook(made(path)))
         with torch.no_grad(), torch.random.fork_rng(), Record():
             module(x)
     finally:

@@ -62,6 +62,11 @@ def _pad_of(root: nn.Module, node: Any, args: list[Any], resolve: Any, where: st
         if type(m) is getattr(nn, name, None) and name in _PAD_MODULES:
             return tuple(int(v) for v in m.padding), _PAD_MODULES[name]  # type: ignore[union-attr]
         if type(m) is nn.ConstantPad2d:
+            if len(m.padding) != 4 or min(int(v) for v in m.padding) < 0:
+                raise UnsupportedLayerError(
+                    f"from_torch: module {node.target!r} (ConstantPad2d): supported with four non-negative sizes "
+                    f"(left, right, top, bottom). Received: {tuple(m.padding)}"
+                )
             if float(m.value) not in (0.0, -math.inf):
                 raise UnsupportedLayerError(
                     f"from_torch: module {node.target!r} (ConstantPad2d): only a constant pad of zeros (or of -inf "

@@ -425,9 +425,10 @@ def _cropping_pad(gm: Any, node: Any, shape: Any, names: Names) -> list[Any]:
     torch computes (each side is cropped or padded by itself). Empty for anything else."""
     if node.op != "call_module" or type(gm.get_submodule(node.target)) is not nn.ZeroPad2d:
         return []
-    left, right, top, bottom = (int(v) for v in gm.get_submodule(node.target).padding)
-    if min(left, right, top, bottom) >= 0 or shape is None or len(shape) != 4:
-        return []
+    padding = tuple(int(v) for v in gm.get_submodule(node.target).padding)
+    if len(padding) != 4 or min(padding) >= 0 or shape is None or len(shape) != 4:
+        return []  # (other forms: mapped, or refused, as a layer)
+    left, right, top, bottom = padding
     target = str(node.target)
     out: list[Any] = []
     for dim, size, before, after in ((2, shape[2], top, bottom), (3, shape[3], left, right)):
