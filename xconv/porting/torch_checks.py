@@ -197,6 +197,21 @@ def _p_of(node: Any) -> Any:
     return node.args[at] if len(node.args) > at else node.kwargs.get("p" if node.target is F.dropout else "eps")
 
 
+def storage_of(t: Any) -> int:
+    """What identifies a tensor's values: its storage (a view or a reshape of a parameter is the parameter);
+    an empty tensor, which has none, by itself."""
+    return int(t.untyped_storage().data_ptr()) if t.numel() > 0 else id(t)
+
+
+def state_keys(module: nn.Module) -> dict[int, str]:
+    """The storage of each of the module's parameters and buffers -> its state_dict key (the first, if tied)."""
+    out: dict[int, str] = {}
+    for key, t in module.state_dict(keep_vars=True).items():
+        if isinstance(t, torch.Tensor):
+            out.setdefault(storage_of(t), key)
+    return out
+
+
 def check_global_hooks() -> None:
     """Refuse global forward hooks (``register_module_forward_hook``): they change every module's output."""
     module_mod = torch.nn.modules.module

@@ -170,13 +170,13 @@ def eager_calls(module: nn.Module, input_shape: tuple[int, ...], graph: Any) -> 
     import inspect
     import types
 
-    from .torch_checks import module_dtype
+    from .torch_checks import module_dtype, state_keys, storage_of
 
     signatures = {f: inspect.signature(f) for f in (F.dropout, F.batch_norm)}
     records: list[Any] = []
     depth = [0]
     made_by: dict[int, str] = {}  # id of a module's output -> the innermost module that returned it
-    keys = {t.untyped_storage().data_ptr(): k for k, t in module.state_dict(keep_vars=True).items() if t.numel()}
+    keys = state_keys(module)
 
     class Record(torch.overrides.TorchFunctionMode):
         def __torch_function__(self, func: Any, types_: Any, args: Any = (), kwargs: Any = None) -> Any:
@@ -187,7 +187,7 @@ def eager_calls(module: nn.Module, input_shape: tuple[int, ...], graph: Any) -> 
                 values = list(bound.arguments.values())
                 if func is F.batch_norm:  # which call: by the running statistics it reads
                     stats = values[1]
-                    ident = keys.get(stats.untyped_storage().data_ptr()) if isinstance(stats, torch.Tensor) else None
+                    ident = keys.get(storage_of(stats)) if isinstance(stats, torch.Tensor) else None
                 else:  # by the module whose output it drops
                     ident = made_by.get(id(values[0]))
                 values[0] = types.SimpleNamespace(name=None, shape=tuple(values[0].shape), ident=ident)

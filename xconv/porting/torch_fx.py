@@ -20,7 +20,16 @@ from ..spec import (
 )
 from ._graph import Names, Raw, to_spec
 from ._torch_mutation import StateGuard, describe, functionalize
-from .torch_checks import _check_calls, _check_trace, _dropout_modes, _probe_batch, check_global_hooks, propagate_shapes
+from .torch_checks import (
+    _check_calls,
+    _check_trace,
+    _dropout_modes,
+    _probe_batch,
+    check_global_hooks,
+    propagate_shapes,
+    state_keys,
+)
+from .torch_checks import storage_of as _storage
 from .torch_forms import (
     _CATS,
     _adaptive_max,
@@ -186,10 +195,7 @@ def _import_graph(
     params: dict[Any, Any] = {}
     batch: set[Any] = set()
     tensors: dict[str, Any] = {}
-    source: dict[int, str] = {}  # storage of a parameter or buffer (and its views) -> its state_dict key
-    for key, t in module.state_dict(keep_vars=True).items():
-        if isinstance(t, torch.Tensor):
-            source.setdefault(_storage(t), key)
+    source = state_keys(module)  # storage of a parameter or buffer (and its views) -> its state_dict key
     calls: dict[str, int] = {}
     owners: dict[int, str] = {}  # storage of a weight tensor -> the canonical key it was imported under
     consts: dict[Any, Any] = {}  # sizes and arithmetic on them, evaluated (the batch size stays BATCH)
@@ -454,12 +460,6 @@ def _check_key_clashes(module: nn.Module, tensors: dict[str, Any]) -> None:
                 f"from_torch: the weight imported as {key!r} is not the model's own {key!r}, which is another "
                 "tensor: its state_dict could not be loaded into the port unambiguously"
             )
-
-
-def _storage(t: Any) -> int:
-    """What identifies a tensor's values: its storage (a view or a reshape of a parameter is the parameter);
-    an empty tensor, which has none, by itself."""
-    return int(t.untyped_storage().data_ptr()) if t.numel() > 0 else id(t)
 
 
 def _own_state(state: dict[str, Any], owners: dict[int, str], where: str) -> None:

@@ -16,6 +16,7 @@ from ._normalize import (
     as_choice,
     as_float,
     as_int,
+    as_keys,
     as_name,
     as_padding,
     as_pair,
@@ -89,7 +90,7 @@ class Layer:
 
     def __post_init__(self) -> None:
         self._set("name", as_name(self.kind, self.name))
-        self._set("keys", _as_keys(self.kind, self.keys))
+        self._set("keys", as_keys(self.kind, self.keys))
         self._validate()
 
     def _validate(self) -> None:
@@ -127,22 +128,6 @@ class Layer:
         if self.keys:
             parts.append(f"keys={dict(self.keys)!r}")
         return f"{self.kind}({', '.join(parts)})"
-
-
-def _as_keys(owner: str, value: Any) -> tuple[tuple[str, str], ...]:
-    """``keys`` as sorted (param, key) pairs, from a mapping or pairs; each a non-empty string."""
-    try:
-        pairs = sorted((value.items() if hasattr(value, "items") else value) or ())
-    except (TypeError, ValueError):
-        pairs = None
-    if pairs is None or not all(
-        isinstance(p, (tuple, list)) and len(p) == 2 and all(isinstance(s, str) and s for s in p) for p in pairs
-    ):
-        raise SpecError(f"{owner}: keys must map parameter names to non-empty key strings. Received: {value!r}")
-    out = tuple((str(p), str(k)) for p, k in pairs)
-    if len({p for p, _ in out}) != len(out):
-        raise SpecError(f"{owner}: keys names a parameter twice. Received: {value!r}")
-    return out
 
 
 def _jsonable(value: Any) -> Any:

@@ -131,6 +131,22 @@ def compact(value: Any) -> Any:
     return value
 
 
+def as_keys(owner: str, value: Any) -> tuple[tuple[str, str], ...]:
+    """``keys`` as sorted (param, key) pairs, from a mapping or pairs; each a non-empty string."""
+    try:
+        pairs = sorted((value.items() if hasattr(value, "items") else value) or ())
+    except (TypeError, ValueError):
+        pairs = None
+    if pairs is None or not all(
+        isinstance(p, (tuple, list)) and len(p) == 2 and all(isinstance(s, str) and s for s in p) for p in pairs
+    ):
+        raise SpecError(f"{owner}: keys must map parameter names to non-empty key strings. Received: {value!r}")
+    out = tuple((str(p), str(k)) for p, k in pairs)
+    if len({p for p, _ in out}) != len(out):
+        raise SpecError(f"{owner}: keys names a parameter twice. Received: {value!r}")
+    return out
+
+
 def as_name(owner: str, value: Any) -> str | None:
     """None, or a non-empty string without "/" (dots allowed: torch module paths)."""
     if value is None:
