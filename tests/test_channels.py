@@ -274,8 +274,8 @@ def test_catches_layer_norm_over_the_wrong_axis(both_backends, monkeypatch):
 def test_catches_shuffle_groups_transposed(both_backends, monkeypatch):
     """ChannelShuffle(g) built as ChannelShuffle(C / g), the idiom's two sizes swapped: caught at the shuffle."""
     from xconv.backends.tf import builders
-    from xconv.backends.tf.layers import ChannelGather
-    from xconv.shapes import shuffle_order
+    from xconv.kinds.channel import shuffle_order
+    from xconv.kinds.channel._keras import ChannelGather
 
     def swapped(info, x, dtype):
         c = info.input_shape[0]
@@ -293,7 +293,7 @@ def test_catches_a_dropped_batchnorm_shift(both_backends, monkeypatch):
 
     import keras
 
-    from xconv.porting import keras_graph
+    from xconv.importers import keras_graph
 
     real = keras_graph._plain_layer
 

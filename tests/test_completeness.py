@@ -85,27 +85,35 @@ def test_every_kind_has_an_example():
     assert sorted(set(EXAMPLES) - set(VARIANTS)) == KINDS
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_every_kind_has_a_shape_rule_a_reference_and_builders(kind):
-    from xconv import shapes
-    from xconv.backends import numpy_backend
+def test_every_layer_type_is_a_registered_kind():
+    from xconv.kinds import KINDS as REGISTERED
 
-    if kind in COMBINATORS:
-        return  # joins: shapes.join_rule and each backend's join code, exercised by the round trips below
+    assert sorted(cls.__name__ for cls in REGISTERED) == sorted(LAYER_TYPES)
+
+
+@pytest.mark.parametrize("kind", sorted(LAYER_TYPES))
+def test_every_kind_has_its_parts_in_its_family(kind):
+    """The spec class, shape rule and numpy reference of a kind sit in its family's package, its torch and Keras
+    builders in the family's _torch and _keras modules: one place per kind."""
+    from xconv._info import elementwise
+    from xconv.kinds import KINDS as REGISTERED
+    from xconv.kinds import framework_table
+
     cls = LAYER_TYPES[kind]
-    assert cls in shapes.RULES, f"{kind}: no shape rule in xconv.shapes.RULES"
-    assert cls in numpy_backend._FORWARD and cls in numpy_backend._BACKWARD, f"{kind}: no numpy forward/backward"
+    entry = REGISTERED[cls]
+    assert cls.__module__ == entry.family
+    assert entry.shape is elementwise or entry.shape.__module__ == entry.family, kind  # the shared rule, or its own
+    for part in (entry.forward, entry.backward):
+        assert callable(part) and part.__module__ == entry.family, (kind, part)
+    for framework in ("torch", "keras"):
+        builder = framework_table(framework, "BUILDERS").get(cls)
+        assert builder is not None, f"{kind}: no {framework} builder"
+        assert builder.__module__ == f"{entry.family}._{framework}", (kind, framework, builder.__module__)
 
 
 @pytest.mark.parametrize("kind", KINDS + sorted(VARIANTS))
 def test_every_kind_builds_in_every_backend_and_imports_back(both_backends, kind):
-    from xconv.backends import torch_backend
-    from xconv.backends.tf import builders
-
     variant = VARIANTS.get(kind)
-    if kind in LAYER_TYPES:
-        assert LAYER_TYPES[kind] in torch_backend._BUILDERS, f"{kind}: no torch builder"
-        assert LAYER_TYPES[kind] in builders._BUILDERS, f"{kind}: no Keras builder"
     items, shape = EXAMPLES[kind]
     spec = xc.Sequential(*items, input_shape=shape)
     x = np.random.default_rng(0).standard_normal((2, *shape))

@@ -327,7 +327,7 @@ def test_catches_nearest_exact_for_nearest(both_backends, monkeypatch):
 def test_catches_output_padding_on_the_top_left(both_backends, monkeypatch):
     import tensorflow as tf
 
-    from xconv.backends.tf import layers
+    from xconv.kinds.conv import _keras as layers
 
     real_pad = tf.pad
 

@@ -112,10 +112,11 @@ def _bn_weights(var):
 
 def test_batchnorm_eps_left_at_keras_default_is_caught(both_backends, monkeypatch):
     from xconv.backends.tf import builders as tf_backend
+    from xconv.kinds.norm import _keras as norm_keras
 
     w = _bn_weights(1e-3)  # small running variances: eps 1e-3 vs 1e-5 changes the scale by ~40%
     assert_equivalent(BN_SPEC, w, backends=("torch", "tf"), grads=False)
-    original = tf_backend._batchnorm
+    original = norm_keras._batchnorm
 
     def keras_eps(info, h, dtype):
         import dataclasses

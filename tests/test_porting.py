@@ -166,7 +166,7 @@ def test_port_rounding_allowance_still_catches_a_small_mapping_error(both_backen
     than rounding and still fails, with both distances in the message."""
     import torch
 
-    import xconv._porting as porting
+    import xconv._port as porting
 
     torch.manual_seed(0)
     model = hand_torch().eval()
@@ -193,7 +193,7 @@ def test_port_rounding_allowance_still_catches_a_small_mapping_error(both_backen
 
 
 def test_port_error_message_stays_short_for_a_large_spec(both_backends, monkeypatch):
-    import xconv._porting as porting
+    import xconv._port as porting
 
     monkeypatch.setattr(layout, "to_keras", unpermuted_dense)
     spec = xc.Sequential(

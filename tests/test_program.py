@@ -84,7 +84,7 @@ def test_a_pt2_archive_ports_from_its_path(both_backends, tmp_path):
 def test_a_program_runs_any_batch_in_pieces_of_its_own(both_backends):
     import torch
 
-    from xconv.porting.torch_program import ExportedModel
+    from xconv.importers.torch_program import ExportedModel
 
     model = _model()
     source = ExportedModel(_export(model, batch=2))
@@ -142,14 +142,14 @@ def test_programs_that_are_not_one_eval_function_are_refused(both_backends):
     with pytest.raises(xc.UnsupportedLayerError, match=r"takes inputs of shape \(N, 3, 6, 6\)"):
         xc.from_torch(_export(_model()), (3, 8, 8))
     with pytest.raises(xc.XconvError, match="expected a torch.export.ExportedProgram"):
-        from xconv.porting.torch_program import as_source
+        from xconv.importers.torch_program import as_source
 
         as_source(object(), "from_torch")
 
 
 def test_a_program_batch_norm_read_with_another_eps_is_caught(both_backends, monkeypatch):
     """Verification runs the program itself: an importer that read a batch norm's eps wrong is caught."""
-    from xconv.porting import torch_forms
+    from xconv.importers import torch_forms
 
     real = torch_forms._program_batch_norm
 

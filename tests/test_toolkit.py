@@ -115,7 +115,7 @@ def test_reports_same_as_symmetric_padding_at_the_conv(both_backends, monkeypatc
 def test_reports_one_nudged_weight_at_its_layer(both_backends, monkeypatch):
     from xconv.backends.tf import weights as tf_backend
 
-    real = tf_backend._from_canonical
+    real = tf_backend.from_canonical
 
     def nudged(info, name, value):
         out = real(info, name, value)
@@ -124,7 +124,7 @@ def test_reports_one_nudged_weight_at_its_layer(both_backends, monkeypatch):
             out.flat[5] += 1e-3
         return out
 
-    _fails_at(lambda: monkeypatch.setattr(tf_backend, "_from_canonical", nudged), 2, "output")
+    _fails_at(lambda: monkeypatch.setattr(tf_backend, "from_canonical", nudged), 2, "output")
 
 
 def test_reports_a_gradient_only_fault(both_backends, monkeypatch):

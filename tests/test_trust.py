@@ -106,7 +106,7 @@ def test_torch_importer_traces_subclasses_and_refuses_hooks(both_backends):
     x = np.random.default_rng(1).standard_normal((2, 2, 3, 3)).astype(np.float32)
     with torch.no_grad():
         assert max_rel_diff(hooked(torch.from_numpy(x)).numpy(), xc.predict(xc.port(hooked, "tf", (2, 3, 3)), x)) < 1e-6
-    from xconv.porting.torch_fx import _import_traced
+    from xconv.importers.torch_fx import _import_traced
 
     with pytest.raises(xc.UnsupportedLayerError, match="hooks"):  # the torch.fx front-end refuses it
         _import_traced(hooked, (2, 3, 3), None, "")
@@ -410,7 +410,7 @@ def test_keras_folds_refuse_what_they_cannot_make_exact(both_backends):
     layout whatever strides the built model uses."""
     import keras
 
-    from xconv.backends.tf import Subsample2D
+    from xconv.kinds.conv._keras import Subsample2D
 
     inp = keras.Input((10, 10, 3))
     crop = keras.layers.Conv2D(4, 3)(keras.layers.Cropping2D(((0, 1), (0, 0)))(inp))

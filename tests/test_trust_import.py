@@ -166,7 +166,7 @@ def test_a_forward_replaced_on_an_instance_imports_as_what_it_computes(both_back
     import torch
     from torch import nn
 
-    from xconv.porting.torch_fx import _import_traced
+    from xconv.importers.torch_fx import _import_traced
 
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).eval()
     model[0].forward = lambda x: nn.functional.conv2d(x, model[0].weight) * 2
@@ -307,7 +307,7 @@ def test_keras_flattened_features_joined_with_a_dense_output_import_channels_las
 def test_a_wrong_feature_order_layer_is_refused(both_backends):
     import keras
 
-    from xconv.backends.tf.layers import FeatureOrder
+    from xconv.kinds.dense._keras import FeatureOrder
 
     inp = keras.Input((3, 3, 2))
     flat = keras.layers.Flatten()(keras.layers.Conv2D(2, 1)(inp))
@@ -381,7 +381,7 @@ def test_a_live_batchnorm_ported_from_a_frozen_one_is_caught(both_backends, monk
     """The fault the training-mode check exists for: a frozen BatchNorm imported as a live one."""
     import keras
 
-    from xconv.porting import keras_graph
+    from xconv.importers import keras_graph
 
     km = keras.Sequential([keras.Input((6, 6, 3)), keras.layers.Conv2D(4, 3), keras.layers.BatchNormalization()])
     km.layers[1].trainable = False
@@ -487,15 +487,12 @@ def test_a_port_error_says_which_side_is_off(both_backends, monkeypatch):
     source's import; a backend that builds the spec wrong (Sigmoid built as Tanh in torch) on the ported model."""
     from torch import nn
 
-    from xconv.porting import torch_layers
+    from xconv.importers import torch_layers
 
-    real = torch_layers._module_layer
-    monkeypatch.setattr(
-        torch_layers, "_module_layer", lambda m, where: xc.Sigmoid() if isinstance(m, nn.Tanh) else real(m, where)
-    )
+    monkeypatch.setitem(torch_layers._IMPORTS, nn.Tanh, lambda m, name, where: xc.Sigmoid(name=name))
     with pytest.raises(xc.PortError, match="The torch model computes something its imported spec does not"):
         xc.port(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Tanh()).eval(), "tf", (3, 8, 8))
-    monkeypatch.setattr(torch_layers, "_module_layer", real)
+    monkeypatch.undo()
     import keras
 
     from xconv.backends.tf import builders
@@ -1018,7 +1015,7 @@ def test_what_the_trace_does_not_record_is_refused(both_backends):
     import torch
     from torch import nn
 
-    from xconv.porting.torch_fx import _import_traced
+    from xconv.importers.torch_fx import _import_traced
 
     class Alias(nn.Module):
         def __init__(self):

@@ -137,7 +137,7 @@ def test_a_deep_model_ports_within_its_own_float32_rounding(both_backends):
     within that allowance."""
     import keras
 
-    from xconv import _porting
+    from xconv import _port
 
     keras.utils.set_random_seed(0)
     model = keras.applications.EfficientNetV2S(
@@ -147,5 +147,5 @@ def test_a_deep_model_ports_within_its_own_float32_rounding(both_backends):
     spec, weights = xc.from_keras(model, return_weights=True)
     x = np.random.default_rng(1).standard_normal((2, 3, 64, 64)).astype("float32")
     a, b = np.asarray(model(xc.to_nhwc(x), training=False)), xc.predict(tm, x)
-    ok, detail, _ = _porting._rounding_check(spec, weights, x, a, b, ("tf", "torch"))
+    ok, detail, _ = _port._rounding_check(spec, weights, x, a, b, ("tf", "torch"))
     assert ok, detail

@@ -71,7 +71,7 @@ def test_timm_batchnorm_act_ports_and_a_dropped_activation_is_caught(both_backen
     import timm.layers
     from torch import nn
 
-    from xconv.porting import torch_fx
+    from xconv.importers import torch_fx
 
     model = nn.Sequential(nn.Conv2d(3, 4, 3), timm.layers.BatchNormAct2d(4, act_layer=nn.SiLU), nn.Flatten())
     model = _trained(model)
@@ -97,7 +97,7 @@ def test_mode_flags_come_from_one_eager_run_and_a_second_export_where_it_does_no
     import timm.layers
     from torch import nn
 
-    from xconv.porting import torch_export
+    from xconv.importers import torch_export
 
     model = _trained(nn.Sequential(nn.Conv2d(3, 4, 3), timm.layers.BatchNormAct2d(4), nn.Dropout(0.2)))
     real, exports = torch_export.export, []

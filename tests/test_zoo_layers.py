@@ -40,7 +40,7 @@ def test_catches_keras_2_hard_sigmoid_constants(both_backends, monkeypatch):
     """Keras 2 defined hard_sigmoid as clip(0.2 x + 0.5, 0, 1), not torch's (x + 3) / 6."""
     import tensorflow as tf
 
-    from xconv.backends.tf import layers
+    from xconv.kinds.activation import _keras as layers
 
     real = layers.TorchActivation.call
 
@@ -199,7 +199,7 @@ def test_catches_a_normalization_with_a_batchnorm_epsilon(both_backends, monkeyp
     """Keras' Normalization floors the standard deviation at 1e-7; sqrt(variance + 1e-3) looks alike."""
     import tensorflow as tf
 
-    from xconv.backends.tf import layers
+    from xconv.kinds.channel import _keras as layers
 
     def eps(self, x):
         return (x - tf.cast(self.mean, x.dtype)) / tf.sqrt(tf.cast(self.variance, x.dtype) + 1e-3)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ._api import build, get_weights, predict, set_weights, spec_of, summary, transfer_weights
-from ._porting import from_keras, from_torch, port
+from ._port import from_keras, from_torch, port
 from .checkpoint import load, load_model, save
 from .errors import BackendUnavailable, PortError, SpecError, UnsupportedLayerError, WeightError, XconvError
 from .layout import to_nchw, to_nhwc

@@ -210,7 +210,7 @@ def edited_spec(
     )
     shape = tuple(stored.input_shape or ())
     try:
-        from ._porting import from_keras, from_torch
+        from ._port import from_keras, from_torch
 
         if backend.NAME == "torch":
             spec = from_torch(model, shape, return_weights=True)[0]

@@ -74,7 +74,7 @@ def save(path: str | os.PathLike[str], model_or_spec: Any, weights: Mapping[str,
             raise XconvError("save(path, model): pass weights only together with a spec")
         spec = spec_of(model_or_spec)
         if "torch" in sys.modules and isinstance(model_or_spec, sys.modules["torch"].nn.Module):
-            from .porting.torch_checks import _check_calls  # hooks change what the model computes: not in the spec
+            from .importers.torch_checks import _check_calls  # hooks change what the model computes: not in the spec
 
             _check_calls(model_or_spec)
         arrays = get_weights(model_or_spec)

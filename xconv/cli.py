@@ -238,7 +238,7 @@ def _read(
 
         spec, weights = _load(path, dtype, MIXED_DTYPE_FIX)
     elif ext == ".keras":
-        from ._porting import from_keras
+        from ._port import from_keras
 
         model = _read_keras(path)
         if run_keras:

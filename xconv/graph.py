@@ -12,10 +12,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from . import layout
+from ._info import LayerInfo, Shape, _Ctx
 from .errors import SpecError
-from .shapes import RULES, LayerInfo, Shape, _Ctx, join_rule
+from .kinds import KINDS
 from .spec import Layer, Sequential
-from .spec._sequential import Combinator, Use
+from .spec._sequential import Combinator, Concat, Use
 
 __all__ = ["Graph", "build_graph", "consumers", "is_chain"]
 
@@ -59,11 +61,11 @@ class _Builder:
             if item.name is not None:
                 key = item.name
             self.claim(key, path, f"{item.kind}")
-            rule = RULES.get(type(item))
-            if rule is None:
+            kind = KINDS.get(type(item))
+            if kind is None:
                 raise SpecError(f"layer {key} ({item.kind}): no shape rule for this layer kind")
             shape = self.shape(node, input_shape)
-            info = rule(_Ctx(len(self.nodes), item, shape, key), item, self.source(node))
+            info = kind.shape(_Ctx(len(self.nodes), item, shape, key), item, self.source(node))
             info = dataclasses.replace(info, key=key, path=path, inputs=(node,), input_shapes=(shape,))
             self.nodes.append(info)
             self.outputs[key] = len(self.nodes) - 1
@@ -166,3 +168,52 @@ def consumers(graph: Graph) -> dict[int, list[int]]:
 def is_chain(graph: Graph) -> bool:
     """Whether the graph is a plain chain of positionally keyed layers (node i reads node i - 1, key "i")."""
     return all(info.inputs == (info.index - 1,) and info.key == str(info.index) for info in graph)
+
+
+def join_rule(combinator: Combinator, key: str, index: int, shapes_in: list[Shape], sources: list[Any]) -> LayerInfo:
+    """Shape rule of an Add / Multiply (numpy broadcasting of size-1 dimensions, equal ranks) or Concat."""
+
+    def error(message: str) -> SpecError:
+        listed = ", ".join(str(tuple(s)) for s in shapes_in)
+        return SpecError(f"{combinator.kind} {key}: {message}; branch output shapes: {listed}")
+
+    ranks = {len(s) for s in shapes_in}
+    if len(ranks) != 1:
+        raise error("branch outputs must have the same rank (all (C, H, W) maps or all flat)")
+    rank = ranks.pop()
+    if isinstance(combinator, Concat):
+        axis = combinator.dim % (rank + 1) if -(rank + 1) <= combinator.dim <= rank else None
+        if axis is None or axis == 0:
+            raise error(f"dim={combinator.dim} is not a non-batch axis of an (N, *{shapes_in[0]}) tensor")
+        others = {tuple(s[: axis - 1]) + tuple(s[axis:]) for s in shapes_in}
+        if len(others) != 1:
+            raise error(f"outputs must agree in every dimension but dim {axis}")
+        out = list(shapes_in[0])
+        out[axis - 1] = sum(s[axis - 1] for s in shapes_in)
+        source = None
+        if rank == 1 and any(src is not None for src in sources):
+            source = tuple(b for s, src in zip(shapes_in, sources) for b in layout.source_blocks(src, s[0]))
+        return LayerInfo(index, combinator, shapes_in[0], tuple(out), {}, input_source=None, output_source=source)  # type: ignore[arg-type]
+    out = []
+    for dim in zip(*shapes_in):
+        sizes = {d for d in dim if d != 1}
+        if len(sizes) > 1:
+            raise error("dimensions must be equal or 1 (numpy broadcasting)")
+        out.append(sizes.pop() if sizes else 1)
+    source = None
+    if rank == 1:
+        full = [src for s, src in zip(shapes_in, sources) if s[0] == out[0] and out[0] > 1]
+        perms = [layout.flatten_permutation(src) for src in full]
+        if any((p is None) != (perms[0] is None) or (p is not None and not (p == perms[0]).all()) for p in perms):
+            raise error(
+                "flat branches hold features in different orders (flattened from different maps or "
+                "concatenated differently); their sum or product is not the same function in NHWC"
+            )
+        source = full[0] if full else None
+    return LayerInfo(index, combinator, shapes_in[0], tuple(out), {}, output_source=source)  # type: ignore[arg-type]
+
+
+def concat_axis(info: LayerInfo) -> int:
+    """The NCHW (or (N, F)) axis, 1..3, of a Concat node."""
+    rank = len(info.input_shape) + 1
+    return info.layer.dim % rank  # type: ignore[attr-defined, no-any-return]

@@ -75,6 +75,6 @@ class FastTransfer(Protocol):
 
 @runtime_checkable
 class Importer(Protocol):
-    """A backend that imports hand-written models of its framework (through a front-end in xconv.porting)."""
+    """A backend that imports hand-written models of its framework (through a front-end in xconv.importers)."""
 
     def import_model(self, model: Any, *args: Any) -> tuple[Sequential, dict[str, np.ndarray]]: ...

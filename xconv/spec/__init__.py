@@ -1,27 +1,33 @@
 """Framework-neutral specs (pure Python)."""
 
-from ._channels import ChannelLinear, ChannelShuffle, GroupNorm, LayerNorm, LayerScale, Narrow, PReLU
-from ._layers import (
+from .._layer import LAYER_TYPES, Layer
+from ..kinds import (
     ELEMENTWISE,
     ELU,
     GELU,
-    LAYER_TYPES,
     AdaptiveAvgPool2d,
     AvgPool2d,
     BatchNorm1d,
     BatchNorm2d,
+    ChannelLinear,
+    ChannelShuffle,
     Conv2d,
+    ConvTranspose2d,
     Dropout,
     Flatten,
+    GroupNorm,
     Hardsigmoid,
     Hardswish,
     Hardtanh,
     Identity,
-    Layer,
+    LayerNorm,
+    LayerScale,
     LeakyReLU,
     Linear,
     MaxPool2d,
+    Narrow,
     Normalization,
+    PReLU,
     ReLU,
     Rescaling,
     Sigmoid,
@@ -29,9 +35,9 @@ from ._layers import (
     Softmax,
     StochasticDepth,
     Tanh,
+    Upsample,
     ZeroPad2d,
 )
-from ._resampling import ConvTranspose2d, Upsample
 from ._sequential import COMBINATORS, Add, Combinator, Concat, Item, Multiply, Sequential, Subtract, Use, from_dict
 
 __all__ = [

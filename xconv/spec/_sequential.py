@@ -7,9 +7,9 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .._layer import LAYER_TYPES, Layer
+from .._normalize import as_int, as_name, as_shape
 from ..errors import SpecError
-from ._layers import LAYER_TYPES, Layer
-from ._normalize import as_int, as_name, as_shape
 
 __all__ = [
     "FORMAT",

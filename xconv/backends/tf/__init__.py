@@ -1,9 +1,9 @@
 """Keras 3 backend on TensorFlow: native ``keras.layers``, NHWC, input ``(None, H, W, C)``.
 
-This package is the only code that imports tensorflow / keras (through ``_env``). Layout differences are
+This package and the kinds' ``_keras`` modules import tensorflow / keras (through ``xconv._tf_env``). Layout differences are
 absorbed by the weights (xconv.layout) at transfer time; the graph holds no Transpose or Permute.
-Modules: ``layers`` (xconv's own Keras layers), ``builders`` (one builder per layer kind, the functional model),
-``weights`` (canonical weights and zero-copy transfers), ``run`` (inference, tracing, training).
+Modules: ``builders`` (the functional model of a spec's graph; each kind's Keras layers and builder sit with the
+kind, in ``xconv.kinds``), ``weights`` (canonical weights and zero-copy transfers), ``run`` (inference, tracing, training).
 """
 
 from __future__ import annotations
@@ -11,22 +11,9 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from ._env import keras, tf
-from .builders import build, fused_relus, keras_name
-from .layers import (
-    AdaptiveAvgPool2D,
-    ChannelNormalization,
-    ChannelRescaling,
-    GatherPad2D,
-    GroupedConv2D,
-    Subsample2D,
-    TorchActivation,
-    TorchAvgPool2D,
-    TorchBatchNorm,
-    TorchConvTranspose2D,
-    TorchMaxPool2D,
-    TorchUpsample2D,
-)
+from ..._tf_env import keras, tf
+from ...kinds._keras_names import keras_name
+from .builders import build, fused_relus
 from .run import forward, forward_training, trace, train
 from .weights import export_tensors, float_bytes, get_weights, import_tensors, set_weights
 
@@ -105,7 +92,7 @@ def permute(x: Any, perm: tuple[int, ...]) -> Any:
 
 
 def import_model(model: Any) -> Any:
-    from ...porting.keras_graph import import_model as run
+    from ...importers.keras_graph import import_model as run
 
     return run(model)
 

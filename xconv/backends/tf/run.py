@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 
 from ... import layout
-from ._env import keras, tf
+from ..._tf_env import keras, tf
+from ...kinds._keras_layout import to_canonical
 from .builders import fused_relus
-from .weights import _params, _to_canonical
+from .weights import _params
 
 
 def forward(model: keras.Model, x: np.ndarray) -> np.ndarray:
@@ -47,7 +48,7 @@ def trace(
     every trainable weight, all as numpy in canonical layout (NCHW, OIHW, (out, in) in C,H,W order); layers
     are called with ``training`` (True: BatchNorm statistics are updated once). A ReLU fused into its conv
     is split out: the conv runs with a linear activation, then the ReLU."""
-    from ...porting.keras_graph import _calls
+    from ...importers.keras_graph import _calls
     from ...shapes import infer
 
     infos = infer(model.xconv_spec)
@@ -105,7 +106,7 @@ def trace(
     keys = list(variables)
     grads = tape.gradient(loss, [xv, *variables.values()], unconnected_gradients=tf.UnconnectedGradients.ZERO)
     param_grads = {
-        f"{infos[index].key}.{name}": _to_canonical(infos[index], name, np.asarray(g.numpy()))
+        f"{infos[index].key}.{name}": to_canonical(infos[index], name, np.asarray(g.numpy()))
         for (index, name), g in zip(keys, grads[1:])
     }
     layer_outs = []

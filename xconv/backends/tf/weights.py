@@ -7,30 +7,10 @@ from typing import Any
 import numpy as np
 
 from ... import layout
+from ..._tf_env import keras, tf
+from ...kinds._keras_layout import _VARIABLES, from_canonical, layout_kind, layout_source, to_canonical
+from ...kinds._keras_names import keras_name
 from ...shapes import LayerInfo
-from ...spec import (
-    BatchNorm1d,
-    BatchNorm2d,
-    ChannelLinear,
-    Conv2d,
-    ConvTranspose2d,
-    GroupNorm,
-    LayerNorm,
-    LayerScale,
-    Linear,
-    Normalization,
-    PReLU,
-)
-from ._env import keras, tf
-from .builders import is_depthwise, keras_name
-
-_BN_VARIABLES = {
-    "weight": "gamma",
-    "bias": "beta",
-    "running_mean": "moving_mean",
-    "running_var": "moving_variance",
-    "num_batches_tracked": "num_batches_tracked",
-}
 
 
 def _params(model: keras.Model, info: LayerInfo) -> dict[str, Any]:
@@ -41,68 +21,27 @@ def _params(model: keras.Model, info: LayerInfo) -> dict[str, Any]:
     if layers is None:
         layers = model.__dict__["_xconv_layers_by_name"] = {layer.name: layer for layer in model.layers}
     layer = layers[keras_name(info)]
-    if isinstance(info.layer, (BatchNorm2d, BatchNorm1d)):
-        return {name: getattr(layer, _BN_VARIABLES[name]) for name in info.params}
-    if isinstance(info.layer, Normalization):
-        return {"mean": layer.mean, "variance": layer.variance}
-    if isinstance(info.layer, LayerNorm):
-        return {name: getattr(layer, {"weight": "gamma", "bias": "beta"}[name]) for name in info.params}
-    if isinstance(info.layer, LayerScale):
-        return {"layer_scale": layer.gamma}
-    if isinstance(info.layer, GroupNorm):
-        return {name: getattr(layer, {"weight": "gamma", "bias": "beta"}[name]) for name in info.params}
-    if isinstance(info.layer, PReLU):
-        return {"weight": layer.alpha}
+    variables = _VARIABLES.get(type(info.layer))
+    if variables is not None:
+        return variables(layer, info)  # type: ignore[no-any-return]
     out = {"weight": layer.kernel}
     if "bias" in info.params:
         out["bias"] = layer.bias
     return out
 
 
-def _kind(info: LayerInfo, name: str) -> str:
-    """How canonical state ``name`` of a layer is laid out in Keras (see ``layout.to_keras``)."""
-    if name == "weight" and isinstance(info.layer, Conv2d):
-        return "depthwise" if is_depthwise(info) else "conv"
-    if name == "weight" and isinstance(info.layer, ConvTranspose2d):
-        return "conv_transpose"
-    if name == "weight" and isinstance(info.layer, (Linear, ChannelLinear)):
-        return "linear"
-    if name == "layer_scale":
-        return "scale"
-    if isinstance(info.layer, PReLU):  # Keras' alpha: (1, 1, C) for a map, (F,) or (1,) for flat features
-        if len(info.input_shape) == 3:
-            return "map_slope"
-        return "vector" if info.layer.num_parameters > 1 else "same"
-    if name != "num_batches_tracked" and isinstance(info.layer, (BatchNorm2d, BatchNorm1d, Normalization, LayerNorm)):
-        return "vector"
-    return "same"
-
-
-def _source(info: LayerInfo, name: str) -> Any:
-    """What ``layout`` needs besides the kind: the flatten source, or a depthwise conv's input channels."""
-    return info.layer.in_channels if _kind(info, name) == "depthwise" else info.input_source  # type: ignore[attr-defined]
-
-
-def _to_canonical(info: LayerInfo, name: str, value: np.ndarray) -> np.ndarray:
-    return layout.to_canonical(_kind(info, name), value, _source(info, name))  # type: ignore[no-any-return]
-
-
-def _from_canonical(info: LayerInfo, name: str, value: np.ndarray) -> np.ndarray:
-    return layout.to_keras(_kind(info, name), value, _source(info, name))  # type: ignore[no-any-return]
-
-
 def get_weights(model: keras.Model, infos: list[LayerInfo]) -> dict[str, np.ndarray]:
     out = {}
     for info in infos:
         for name, variable in _params(model, info).items():
-            out[f"{info.key}.{name}"] = _to_canonical(info, name, np.asarray(variable.numpy()))
+            out[f"{info.key}.{name}"] = to_canonical(info, name, np.asarray(variable.numpy()))
     return out
 
 
 def set_weights(model: keras.Model, infos: list[LayerInfo], weights: dict[str, np.ndarray]) -> None:
     for info in infos:
         for name, variable in _params(model, info).items():
-            variable.assign(_from_canonical(info, name, weights[f"{info.key}.{name}"]))
+            variable.assign(from_canonical(info, name, weights[f"{info.key}.{name}"]))
 
 
 # ---- zero-copy transfers (transfer_weights between torch and Keras) ----
@@ -132,7 +71,12 @@ _TF_OPS = layout.ArrayOps(
 
 def _layout_ops(infos: list[LayerInfo]) -> list[tuple[str, str, Any]]:
     """Per float canonical key: (key, layout kind, flatten source)."""
-    return [(f"{i.key}.{n}", _kind(i, n), _source(i, n)) for i in infos for n in i.params if n != "num_batches_tracked"]
+    return [
+        (f"{i.key}.{n}", layout_kind(i, n), layout_source(i, n))
+        for i in infos
+        for n in i.params
+        if n != "num_batches_tracked"
+    ]
 
 
 def _compiled(model: keras.Model, infos: list[LayerInfo], direction: str) -> Any:
@@ -172,7 +116,7 @@ def import_tensors(model: keras.Model, infos: list[LayerInfo], arrays: dict[str,
     Tensors that a layout change (transpose, gather) turns into new buffers go in without a copy; the others
     (biases, BatchNorm vectors: small) are copied first, since TensorFlow would otherwise keep the source's
     buffer as the variable's and the two models would share memory."""
-    from tensorflow.experimental import dlpack
+    dlpack = tf.experimental.dlpack
 
     state = _transfer_state(model, infos)
     move = _compiled(model, infos, "in")
@@ -206,7 +150,7 @@ def _new_buffer(kind: str, source: Any, shape: tuple[int, ...]) -> bool:
 def export_tensors(model: keras.Model, infos: list[LayerInfo]) -> dict[str, Any]:
     """Canonical weights as DLPack capsules of TF tensors, computed in one call (each capsule can be consumed
     once, by ``torch.from_dlpack`` for example); the int64 counters as numpy scalars."""
-    from tensorflow.experimental import dlpack
+    dlpack = tf.experimental.dlpack
 
     state = _transfer_state(model, infos)
     floats, counts = _compiled(model, infos, "out")()

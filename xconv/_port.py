@@ -1,0 +1,231 @@
+"""Importing hand-written models and porting them to the other framework."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from ._api import build_with_weights, get_weights, spec_of
+from ._verify import _SHORT_LINES, ROUNDING_FACTOR, _rounding_check, _short  # noqa: F401 - (re-exported)
+from .backends import backend_of_model, canonical_name, get_backend
+from .errors import XconvError
+from .spec import Sequential
+from .weights import weights_dtype
+
+__all__ = ["from_keras", "from_torch", "port"]
+
+
+def from_torch(
+    model: Any, input_shape: tuple[int, ...] | None = None, *, return_weights: bool = False, output: str | None = None
+) -> Any:
+    """The spec of a hand-written torch module, read from its ``torch.export`` program (``torch.fx`` where it
+    cannot be exported): any graph of layers, residual additions, gating products and concatenations, every
+    layer named by its module's qualified name so that the canonical weights have the keys of
+    ``model.state_dict()``; ``nn.ZeroPad2d`` folds into the conv after it where exact. With
+    ``return_weights=True``, ``(spec, canonical weights)``. Unsupported operations raise
+    :class:`UnsupportedLayerError` naming the operation and what is supported. A model that returns a dict of
+    tensors (torchvision's segmentation models return ``{"out": ...}``) is imported for its entry ``output``;
+    without ``output`` the dict must hold exactly one entry.
+
+    ``model`` may also be a ``torch.export.ExportedProgram`` or the path of a ``.pt2`` archive of one
+    (``torch.export.save``): its calls are read as the functions they are, under the program's own keys, and
+    ``input_shape`` may be left out (the program's own, which it must be).
+
+    >>> spec, weights = from_torch(torchvision.models.resnet18().eval(), (3, 224, 224), return_weights=True)  # doctest: +SKIP
+    """
+    from ._normalize import as_shape
+
+    backend = get_backend("torch")
+    model = _program_source(model, "from_torch")
+    if not backend.owns_model(model):
+        raise XconvError(
+            "from_torch: expected a torch.nn.Module, a torch.export.ExportedProgram or a .pt2 path. Received: "
+            f"{type(model).__name__}"
+        )
+    if input_shape is None and _is_exported(model):
+        input_shape = model.input_shape
+    shape = as_shape("from_torch", input_shape)
+    _check_materialized(model, "from_torch")
+    _check_float_params(model, "from_torch")
+    if output is not None and not isinstance(output, str):
+        raise XconvError(f"from_torch: `output` must be the name of a dict entry. Received: {output!r}")
+    spec, weights = backend.import_model(model, shape, output)
+    return (spec, weights) if return_weights else spec
+
+
+def _program_source(model: Any, who: str) -> Any:
+    """An exported program (or a ``.pt2`` path) as the torch module that runs it; anything else as it is."""
+    cls = type(model)
+    program = cls.__name__ == "ExportedProgram" and cls.__module__.startswith("torch.")
+    if program or (isinstance(model, (str, os.PathLike)) and os.fspath(model).lower().endswith(".pt2")):
+        from .importers.torch_program import as_source
+
+        return as_source(model, who)
+    return model
+
+
+def _is_exported(model: Any) -> bool:
+    """Whether ``model`` is xconv's module form of an exported program (checked without importing torch)."""
+    cls = type(model)
+    return cls.__name__ == "ExportedModel" and cls.__module__ == "xconv.importers.torch_program"
+
+
+def _check_materialized(model: Any, who: str) -> None:
+    """Parameters with values: not on the meta device, not a lazy module's uninitialised parameter."""
+    import itertools
+
+    for name, t in itertools.chain(model.named_parameters(), model.named_buffers()):
+        if type(t).__name__ in ("UninitializedParameter", "UninitializedBuffer"):
+            raise XconvError(
+                f"{who}: {name!r} is not initialised yet (a lazy module such as nn.LazyConv2d); run the model once "
+                "on a batch of its input shape first, so that its parameters get their shapes and values"
+            )
+        if t.device.type == "meta":
+            raise XconvError(
+                f"{who}: {name!r} is on the meta device, with a shape but no values; create the model on the CPU, "
+                "or call model.to_empty(device='cpu') and load its weights, before importing it"
+            )
+
+
+def _check_keras_compute(model: Any, who: str) -> None:
+    """Refuse a Keras model whose layers compute in float16 or bfloat16 (a mixed precision dtype policy): the
+    spec describes the function, but a port builds it in float32 or float64."""
+    flatten = getattr(model, "_flatten_layers", None)  # (Keras 3: every layer, nested models' too)
+    for layer in flatten(include_self=False) if flatten is not None else model.layers:
+        compute = getattr(getattr(layer, "dtype_policy", None), "compute_dtype", "float32")
+        if "float" in str(compute) and str(compute) not in ("float32", "float64"):
+            raise XconvError(
+                f"{who}: layer {layer.name!r} computes in {compute} (dtype policy "
+                f"{getattr(layer.dtype_policy, 'name', compute)!r}); xconv models are float32 or float64: rebuild the "
+                "model under keras.config.set_dtype_policy('float32') and copy the weights"
+            )
+
+
+def _check_float_params(model: Any, who: str) -> None:
+    """xconv models are float32 or float64: other precisions (float16, bfloat16) are refused, by name."""
+    import itertools
+
+    for name, t in itertools.chain(model.named_parameters(), model.named_buffers()):
+        kind = str(t.dtype).replace("torch.", "")
+        if t.is_floating_point() and kind not in ("float32", "float64"):
+            raise XconvError(
+                f"{who}: {name!r} is {kind}; xconv models are float32 or float64 (call model.float() "
+                "or model.double() first)"
+            )
+
+
+def from_keras(model: Any, *, return_weights: bool = False) -> Any:
+    """The spec of a Keras ``Sequential`` or functional model (input shape from the model), layers named by their
+    Keras names: ``Add``, ``Multiply`` and ``Concatenate`` become combinators, a fused activation its own layer,
+    ``ZeroPadding2D`` folds into the next 'valid' conv where exact. With ``return_weights=True``,
+    ``(spec, canonical weights)``. Unsupported layers raise :class:`UnsupportedLayerError` naming the layer.
+
+    >>> import keras, xconv as xc
+    >>> model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, activation="relu", name="conv")])
+    >>> [layer.kind for layer in xc.from_keras(model).layers]
+    ['Conv2d', 'ReLU']
+    """
+    backend = get_backend("tf")
+    if not backend.owns_model(model):
+        raise XconvError(f"from_keras: expected a keras.Model. Received: {type(model).__name__}")
+    try:
+        inputs, outputs = model.inputs, model.outputs
+    except (AttributeError, ValueError):
+        inputs = outputs = None
+    if not inputs:
+        raise XconvError(
+            f"from_keras: the model {model.name!r} has no input yet (a Sequential without keras.Input, never "
+            "called); start it with keras.Input((H, W, C)) or call model.build((None, H, W, C)) first"
+        )
+    structure = getattr(model, "_outputs_struct", None)
+    if len(inputs) != 1 or len(outputs) != 1 or isinstance(structure, (dict, list, tuple)):
+        what = f"a {type(structure).__name__} of {len(outputs)}" if isinstance(structure, (dict, list, tuple)) else ""
+        raise XconvError(
+            f"from_keras: the model {model.name!r} takes {len(inputs)} input(s) and returns "
+            f"{what or len(outputs)} output(s); xconv ports a model with one input and one output tensor: "
+            "build keras.Model(model.inputs[0], model.outputs[k]) for the output you want"
+        )
+    for v in model.weights:
+        if "float" in str(v.dtype) and str(v.dtype) not in ("float32", "float64"):
+            raise XconvError(f"from_keras: {v.path!r} is {v.dtype}; xconv models are float32 or float64")
+    spec, weights = backend.import_model(model)
+    return (spec, weights) if return_weights else spec
+
+
+def _import(
+    model: Any, input_shape: tuple[int, ...] | None, output: str | None = None
+) -> tuple[str, Sequential, dict[str, np.ndarray]]:
+    backend = backend_of_model(model)
+    if backend is None:
+        raise XconvError(
+            "port: expected a torch.nn.Module, a torch.export.ExportedProgram (or .pt2 path) or a keras.Model. "
+            f"Received: {type(model).__name__}"
+        )
+    if backend.spec_of(model) is not None:  # built by xconv
+        if backend.NAME == "torch":  # hooks change what a built model computes, as a hand-written one's
+            from .importers.torch_checks import _check_calls
+
+            _check_calls(model)
+        return backend.NAME, spec_of(model), get_weights(model)
+    if backend.NAME == "torch":
+        if input_shape is None and _is_exported(model):  # an exported program: its own input shape
+            input_shape = model.input_shape
+        if input_shape is None:
+            raise XconvError("port: a torch model needs input_shape=(C, H, W) (torch modules do not record it)")
+        spec, weights = from_torch(model, input_shape, return_weights=True, output=output)
+    else:
+        _check_keras_compute(model, "port")
+        spec, weights = from_keras(model, return_weights=True)
+    return backend.NAME, spec, weights
+
+
+def port(
+    model: Any,
+    to: str,
+    input_shape: tuple[int, ...] | None = None,
+    verify: bool = True,
+    *,
+    seed: int = 0,
+    output: str | None = None,
+) -> Any:
+    """Import ``model`` (torch or Keras, hand-written or built by xconv), build the same spec in framework
+    ``to`` and copy the weights. The source model is left exactly as it was: every module's train/eval flag
+    and every buffer.
+
+    With ``verify`` (the default) both native models run on batches drawn from ``seed`` and what they return is
+    compared as it comes out of each (a flat vector as the model returns it, a map NCHW in torch and NHWC in
+    Keras): a standard-normal batch, the same batch times 100 and an input with exact zeros (an image with an
+    all-zero border; see ``xconv._compare.VERIFY_BATCHES``), each group compared at its own scale. A torch source in training mode is
+    also compared in training mode (BatchNorm on batch statistics, unless the spec draws random masks); its
+    statistics are put back afterwards. A :class:`PortError` is raised when max |a - b| / max(1, max |a|)
+    exceeds 1e-5 (float32) or 1e-10 (float64), or anything is NaN/Inf. A deep float32 network's own rounding can
+    exceed 1e-5; beyond it, both models are compared with the spec computed in float64 (same weights) and each
+    may be off by up to ten times the rounding error of an xconv float32 build of that spec, measured on the
+    same batch; the error message gives the three distances and says which side is off: the source (the
+    importer missed something it computes) or the ported model.
+
+    ``output``: for a torch model that returns a dict, the entry to port (see :func:`from_torch`).
+
+    ``model`` may be a ``torch.export.ExportedProgram`` or a ``.pt2`` path (``input_shape`` then defaults to the
+    program's): the program is the model in the mode it was exported in, and is verified as such.
+
+    >>> km = port(torch_model, to="tf", input_shape=(3, 32, 32))   # doctest: +SKIP
+    """
+    target = canonical_name(to)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise XconvError(f"port: `seed` must be a non-negative integer. Received: {seed!r}")
+    if not isinstance(verify, bool):
+        raise XconvError(f"port: `verify` must be True or False. Received: {verify!r}")
+    model = _program_source(model, "port")
+    source, spec, weights = _import(model, input_shape, output)
+    if output is not None and (source != "torch" or get_backend(source).spec_of(model) is not None):
+        raise XconvError("port: `output` chooses an entry of a hand-written torch model's returned dict")
+    dtype = weights_dtype(weights)
+    out = build_with_weights(spec, target, weights, dtype=dtype)  # no initial weights drawn and overwritten
+    if verify:
+        from ._verify import verify_port
+
+        verify_port(model, out, spec, weights, (source, target), dtype, int(seed), output)
+    return out

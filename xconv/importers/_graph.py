@@ -1,0 +1,233 @@
+"""The importers' shared middle: a raw DAG of imported operations, the folding passes over it, and its
+decomposition into a nested fork-join spec.
+
+A front-end (torch.fx, Keras) turns a model into :class:`Raw` nodes in topological order (node 0 is the input);
+passes fold nodes into their neighbours only where a tensor has one reader; :func:`to_spec` then finds, for
+each tensor read by several nodes, the node where all its paths meet again (its immediate post-dominator) and
+turns the paths in between into the branches of an ``Add``, ``Concat`` or ``Multiply``. A graph that is not
+nested that way (a tensor read by several joins: HRNet's fusions, DLA's aggregations) becomes a flat chain in
+topological order where every part that does not read the one before it starts from a named reference
+(``Use``), as Keras' functional API writes any DAG.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from .._layer import Layer
+from ..errors import UnsupportedLayerError
+from ..spec import Add, Concat, Identity, Multiply, Sequential, Subtract, Use
+
+__all__ = ["Names", "Raw", "drop", "readers", "to_spec"]
+
+JOINS = {"add": Add, "mul": Multiply, "cat": Concat, "sub": Subtract}
+
+
+@dataclasses.dataclass
+class Raw:
+    """One imported operation: ``op`` is "input", "layer" (``layer`` holds the spec layer, named), a join
+    ("add", "mul", "cat" with ``dim``), or a front-end's own marker that a pass must fold away (``payload``)."""
+
+    name: str  # the source's name for messages: fx node or Keras layer name
+    op: str
+    inputs: list[int]
+    layer: Any = None
+    dim: int = 1
+    payload: Any = None
+    alive: bool = True
+    #: ``name`` is already a unique layer name (taken from the front-end's ``Names``)
+    owned: bool = False
+
+    def where(self) -> str:
+        kind = self.layer.kind if self.layer is not None else self.op
+        return f"{self.name!r} ({kind})"
+
+
+class Names:
+    """Unique layer names: the source's own where free, else with a numeric suffix."""
+
+    def __init__(self, reserved: set[str] | None = None) -> None:
+        self.used: set[str] = set()
+        self.reserved = set(reserved or ())
+
+    def take(self, base: str, own: bool = False) -> str:
+        """``base`` itself when ``own`` (a module's qualified name, reserved for it) or when free."""
+        base = base.replace("/", ".") or "layer"
+        if base not in self.used and (own or base not in self.reserved):
+            self.used.add(base)
+            return base
+        k = 2
+        while f"{base}_{k}" in self.used or f"{base}_{k}" in self.reserved:
+            k += 1
+        self.used.add(f"{base}_{k}")
+        return f"{base}_{k}"
+
+
+def readers(nodes: list[Raw]) -> dict[int, list[int]]:
+    """Node -> the live nodes reading it (repeats removed, in order)."""
+    out: dict[int, list[int]] = {i: [] for i in range(len(nodes))}
+    for j, node in enumerate(nodes):
+        if node.alive:
+            for i in dict.fromkeys(node.inputs):
+                out[i].append(j)
+    return out
+
+
+def drop(nodes: list[Raw], i: int) -> None:
+    """Remove node ``i`` (one input), rewiring its readers to its input."""
+    src = nodes[i].inputs[0]
+    nodes[i].alive = False
+    for node in nodes:
+        if node.alive:
+            node.inputs = [src if k == i else k for k in node.inputs]
+
+
+def to_spec(nodes: list[Raw], output: int, input_shape: tuple[int, ...], names: Names, who: str) -> Sequential:
+    """The nested spec computing node ``output`` from node 0."""
+    for node in nodes:
+        if node.alive and node.op not in ("input", "layer", *JOINS):
+            raise UnsupportedLayerError(f"{who}: {node.where()} could not be folded into a neighbouring layer")
+    while not nodes[output].alive:  # folded away: its input computes the same tensor now
+        output = nodes[output].inputs[0]
+    users = readers(nodes)
+    live = {i for i, n in enumerate(nodes) if n.alive}
+    # keep only what the output depends on
+    needed: set[int] = set()
+    stack = [output]
+    while stack:
+        i = stack.pop()
+        if i not in needed:
+            needed.add(i)
+            stack.extend(nodes[i].inputs)
+    region = live & needed
+    if 0 not in region:
+        raise UnsupportedLayerError(f"{who}: the model's output does not depend on its input")
+    users = {i: [u for u in us if u in region] for i, us in users.items()}
+    taken = set(names.used)
+    try:
+        items = _chain(nodes, users, 0, output, region, names, who)
+    except _NotNested:
+        names.used = taken  # (the names the nested attempt took are free again)
+        items = _flat(nodes, region, output, names, who)
+    if not items:  # the model returns its input
+        items = [Identity(name=names.take("identity"))]
+    return Sequential(*items, input_shape=input_shape)
+
+
+class _NotNested(UnsupportedLayerError):
+    """The graph is not a nesting of fork-join blocks (written flat, with references, instead)."""
+
+
+def _flat(nodes: list[Raw], region: set[int], output: int, names: Names, who: str) -> list[Any]:
+    """The DAG as one chain in topological order: a part that does not read the part before it starts with a
+    ``Use`` of the part it reads (``Use()``: the input), and a join's branches are ``Use`` references."""
+    ref: dict[int, str | None] = {0: None}
+    items: list[Any] = []
+    current = 0
+    for i in sorted(region):
+        node = nodes[i]
+        if i == 0:
+            continue
+        if node.op == "layer":
+            if node.inputs[0] != current:
+                items.append(Use(ref[node.inputs[0]]))
+            if node.layer.name is None:  # (importers name every layer; a reference needs it)
+                raise UnsupportedLayerError(f"{who}: {node.where()} has no name to be referred to")
+            items.append(node.layer)
+            ref[i] = node.layer.name
+        else:
+            join = _combinator(node, [Use(ref[k]) for k in node.inputs], names)
+            items.append(join)
+            ref[i] = join.name
+        current = i
+    if current != output:
+        items.append(Use(ref[output]))
+    return items
+
+
+def _ancestors(nodes: list[Raw], end: int, floor: int) -> set[int]:
+    out: set[int] = set()
+    stack = [end]
+    while stack:
+        i = stack.pop()
+        if i in out or i <= floor:
+            continue
+        out.add(i)
+        stack.extend(nodes[i].inputs)
+    return out
+
+
+def _find_join(users: dict[int, list[int]], cur: int, region: set[int]) -> int | None:
+    """The first node after ``cur`` that every path from ``cur`` passes through: scanning in topological
+    order, the first node that no edge from an earlier node (from ``cur`` on) jumps over."""
+    reach = max((u for u in users[cur] if u in region), default=None)
+    if reach is None:
+        return None
+    for k in sorted(i for i in region if i > cur):
+        if k == reach:
+            return k
+        reach = max([reach, *(u for u in users[k] if u in region)])
+    return None
+
+
+def _chain(
+    nodes: list[Raw], users: dict[int, list[int]], start: int, end: int, region: set[int], names: Names, who: str
+) -> list[Any]:
+    items: list[Any] = []
+    cur = start
+    while cur != end:
+        nxt = [u for u in users[cur] if u in region]
+        if not nxt:
+            raise UnsupportedLayerError(f"{who}: {nodes[cur].where()} does not lead to the model's output")
+        if len(nxt) == 1 and all(i == cur for i in nodes[nxt[0]].inputs):
+            node = nodes[nxt[0]]
+            if node.op == "layer":
+                items.append(node.layer)
+            else:  # a join of one tensor with itself: x + x, x * x, cat([x, x])
+                items.append(_combinator(node, [_identity(node, k, names) for k in range(len(node.inputs))], names))
+            cur = nxt[0]
+            continue
+        join = _find_join(users, cur, region)
+        if join is None or nodes[join].op not in JOINS:
+            where = nodes[cur].where() if join is None else nodes[join].where()
+            raise _NotNested(
+                f"{who}: the paths leaving {nodes[cur].where()} do not meet again in an add, multiply or concatenation "
+                f"(at {where}); this graph is not a nesting of fork-join blocks"
+            )
+        branches: list[Any] = []
+        taken: dict[int, int] = {}  # node -> the join input whose branch holds it
+        for k, src in enumerate(nodes[join].inputs):
+            if src == cur:
+                branches.append(_identity(nodes[join], k, names))
+                continue
+            if src in nodes[join].inputs[:k]:
+                raise _NotNested(
+                    f"{who}: {nodes[join].where()} reads {nodes[src].where()} twice; a fork-join spec would have to "
+                    "compute it twice with shared weights"
+                )
+            members = _ancestors(nodes, src, cur) & region
+            for m in members:
+                if m in taken and taken[m] != src:
+                    raise _NotNested(
+                        f"{who}: {nodes[m].where()} feeds two branches that meet at {nodes[join].where()}; a tensor "
+                        "shared between branches of one join is not supported"
+                    )
+                taken[m] = src
+            sub = _chain(nodes, users, cur, src, members | {cur}, names, who)
+            branches.append(sub[0] if len(sub) == 1 and not isinstance(sub[0], Sequential) else Sequential(*sub))
+        items.append(_combinator(nodes[join], branches, names))
+        cur = join
+    return items
+
+
+def _identity(join: Raw, k: int, names: Names) -> Layer:
+    return Identity(name=names.take(f"{join.name}.skip{k}"))
+
+
+def _combinator(node: Raw, branches: list[Any], names: Names) -> Any:
+    cls = JOINS[node.op]
+    name = node.name if node.owned else names.take(node.name)
+    if cls is Concat:
+        return Concat(*branches, dim=node.dim, name=name)
+    return cls(*branches, name=name)

@@ -1,0 +1,196 @@
+"""Keras front-end, the graph passes: each folds what a builder (xconv's own, or a hand-written model) put
+around a layer back into it (a conv's padding, crop, subsampling or fused activation; an average pool's
+padding; a hard sigmoid written as arithmetic; a reshape of a 1x1 map), only where the tensor in between has
+one reader."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import UnsupportedLayerError
+from ..kinds import AvgPool2d, Conv2d, Flatten, Hardsigmoid, Hardtanh, Rescaling, ZeroPad2d
+from ._graph import Raw, drop, readers
+
+
+def _fold_convs(nodes: list[Raw]) -> None:
+    """Fold into each Keras conv what sits around it: before it a subsampling (a strided 1x1 conv), a
+    bottom/right crop (a one-position axis computed at stride 1), an explicit padding; after it (past a fused
+    activation, which commutes with subsampling) a subsampling (stride with dilation). Each only where the
+    tensor in between has no other reader."""
+    import dataclasses
+
+    users = readers(nodes)
+    for c, node in enumerate(nodes):
+        if not (node.alive and node.op == "layer" and isinstance(node.layer, Conv2d) and node.payload is not None):
+            continue
+        keras_layer, conv = node.payload, node.layer
+        where = f"layer {node.name!r} ({type(keras_layer).__name__})"
+        strides = list(conv.stride)
+        p = node.inputs[0]
+        pre = crop = pad = None
+        drop_pre = drop_crop = drop_pad = None
+        mode = "zeros"
+        if nodes[p].op == "keras_subsample_before" and len(users[p]) == 1:
+            if tuple(conv.kernel_size) != (1, 1) or tuple(conv.stride) != (1, 1):
+                raise UnsupportedLayerError(f"from_keras: {where}: subsampling folds only into a 1x1 stride-1 conv")
+            pre, drop_pre = nodes[p].payload, p
+            p = nodes[p].inputs[0]
+        if nodes[p].op == "keras_crop" and len(users[p]) == 1:
+            ((ct, cb), (cl, cr)), size = nodes[p].payload
+            if ct or cl or conv.padding != ((0, 0), (0, 0)):
+                raise UnsupportedLayerError(
+                    f"from_keras: {where}: only a bottom/right crop before a 'valid' conv folds"
+                )
+            for cut, n, k, d in zip((cb, cr), size, conv.kernel_size, conv.dilation):
+                # exact only where the cropped axis holds exactly the kernel's extent (one output position)
+                if cut and n - cut != (k - 1) * d + 1:
+                    raise UnsupportedLayerError(
+                        f"from_keras: {where}: a crop before a conv folds only where the cropped input is exactly the "
+                        "kernel's extent (one output position)"
+                    )
+            crop, drop_crop = (cb, cr), p
+            p = nodes[p].inputs[0]
+        if (
+            conv.padding == ((0, 0), (0, 0))
+            and len(users[p]) == 1
+            and (nodes[p].op == "keras_pad" or nodes[p].op == "layer" and isinstance(nodes[p].layer, ZeroPad2d))
+        ):
+            if nodes[p].op == "keras_pad":
+                pad, mode = nodes[p].payload
+            else:
+                pad = nodes[p].layer.padding
+            drop_pad = p
+        if pre is not None:
+            strides = list(pre)
+        if crop is not None:
+            for axis, cut in enumerate(crop):
+                if cut:  # one output position: any stride above the crop gives the same single output
+                    if strides[axis] != 1:
+                        raise UnsupportedLayerError(f"from_keras: {where}: a crop before a strided conv does not fold")
+                    strides[axis] = cut + 1
+        # a subsampling after the conv (past its fused activation)
+        after = users[c][0] if len(users[c]) == 1 else None
+        if after is not None and nodes[after].payload == "fused" and len(users[after]) == 1:
+            after = users[after][0]
+        if after is not None and nodes[after].op == "keras_subsample_after":
+            sub = nodes[after].payload
+            if conv.padding == "same":  # 'same' at stride 1, then every s-th pixel, is not 'same' at stride s
+                raise UnsupportedLayerError(f"from_keras: {where}: a subsampling after a 'same' conv does not fold")
+            if any(a > 1 and b > 1 for a, b in zip(strides, sub)):
+                raise UnsupportedLayerError(f"from_keras: {where}: subsampling after a strided conv does not fold")
+            strides = [a * b for a, b in zip(strides, sub)]
+            drop(nodes, after)
+        node.layer = dataclasses.replace(
+            conv, stride=(strides[0], strides[1]), padding=pad if pad is not None else conv.padding, padding_mode=mode
+        )
+        for i in (drop_pad, drop_crop, drop_pre):
+            if i is not None:
+                drop(nodes, i)
+        users = readers(nodes)
+
+
+def _scalar_op(layer: Any, out: Any) -> tuple[str, float] | None:
+    """("add" | "mul" | "sub" | "div", c) for a Keras operation node computing x + c, x * c, x - c or x / c."""
+    kinds = {"Add": "add", "Multiply": "mul", "Subtract": "sub", "Divide": "div", "TrueDivide": "div"}
+    if not type(layer).__module__.startswith("keras.src.ops") or type(layer).__name__ not in kinds:
+        return None
+    args = layer._inbound_nodes[out._keras_history.node_index].arguments.args
+    if len(args) != 2 or not isinstance(args[1], (int, float)) or isinstance(args[1], bool):
+        return None
+    return kinds[type(layer).__name__], float(args[1])
+
+
+def _tensor_op(layer: Any, ids: list[int]) -> str | None:
+    """ "add" / "sub" / "mul" for a Keras operation node adding, subtracting or multiplying two tensors of the
+    graph, else None."""
+    kinds = {"Add": "add", "Multiply": "mul", "Subtract": "sub"}
+    if not type(layer).__module__.startswith("keras.src.ops") or type(layer).__name__ not in kinds or len(ids) != 2:
+        return None
+    return kinds[type(layer).__name__]
+
+
+def _scalars_as_rescaling(nodes: list[Raw]) -> None:
+    """The operation nodes x + c, x - c, x * c and x / c that no pattern folded: Rescaling(scale, offset)."""
+    for node in nodes:
+        if node.alive and node.op == "keras_scalar":
+            op, c = node.payload
+            if op == "div" and c == 0.0:
+                continue  # refused as it is
+            scale, offset = {"add": (1.0, c), "sub": (1.0, -c), "mul": (c, 0.0), "div": (1.0 / c if c else 0.0, 0.0)}[
+                op
+            ]
+            node.op, node.layer, node.payload = "layer", Rescaling(scale, offset, name=node.name), None
+
+
+def _fold_hard_sigmoids(nodes: list[Raw]) -> None:
+    """x + 3, then ReLU(max_value=6), then * (1/6) (or / 6), each read only by the next: torch's hard sigmoid
+    (Keras applications write it with operation nodes, MobileNetV3)."""
+    users = readers(nodes)
+    for i, node in enumerate(nodes):
+        if not (node.alive and node.op == "keras_scalar" and node.payload == ("add", 3.0) and len(users[i]) == 1):
+            continue
+        relu = users[i][0]
+        if not (
+            nodes[relu].op == "layer"
+            and nodes[relu].layer == Hardtanh(0.0, 6.0, name=nodes[relu].layer.name)
+            and len(users[relu]) == 1
+        ):
+            continue
+        scale = users[relu][0]
+        if not (nodes[scale].op == "keras_scalar" and nodes[scale].payload in (("mul", 1.0 / 6.0), ("div", 6.0))):
+            continue
+        name = nodes[scale].name
+        drop(nodes, scale)
+        drop(nodes, relu)
+        node.op, node.layer, node.payload, node.name = "layer", Hardsigmoid(name=name), None, name
+        users = readers(nodes)
+
+
+def _fold_reshapes(nodes: list[Raw]) -> None:
+    """A Reshape of a 1x1 map (1, 1, C) to (C,) is a Flatten; a Reshape of (C,) to (1, 1, C) right after a
+    Flatten of a 1x1 map (squeeze-excitation after a global pooling) undoes it. Others stay, and are refused."""
+    users = readers(nodes)
+    for i, node in enumerate(nodes):
+        if not (node.alive and node.op == "keras_reshape"):
+            continue
+        src, target = node.payload
+        if len(src) == 3 and src[:2] == (1, 1) and target == (src[2],):
+            node.op, node.layer, node.payload = "layer", Flatten(name=node.name), None
+        elif len(src) == 1 and target == (1, 1, src[0]):
+            flat = node.inputs[0]
+            if (
+                nodes[flat].op == "layer"
+                and isinstance(nodes[flat].layer, Flatten)
+                and len(users[flat]) == 1
+                and nodes[flat].payload == ("from", (1, 1, src[0]))
+            ):
+                drop(nodes, i)
+                drop(nodes, flat)
+        users = readers(nodes)
+
+
+def _fold_avgpool_pads(nodes: list[Raw]) -> None:
+    """A symmetric ZeroPad2d of at most half the kernel read only by a 'valid' AveragePooling2D is torch's
+    AvgPool2d padding (zeros counted in the divisor)."""
+    import dataclasses
+
+    users = readers(nodes)
+    for i, node in enumerate(nodes):
+        if not (node.alive and node.op == "layer" and isinstance(node.layer, ZeroPad2d) and len(users[i]) == 1):
+            continue
+        pool = nodes[users[i][0]]
+        if not (
+            pool.op == "layer"
+            and isinstance(pool.layer, AvgPool2d)
+            and pool.layer.padding == (0, 0)
+            and pool.layer.count_include_pad is False
+            and not pool.layer.ceil_mode
+        ):
+            continue
+        (t, b), (l, r) = node.layer.padding
+        k = pool.layer.kernel_size
+        if t != b or l != r or t > k[0] // 2 or l > k[1] // 2:
+            continue
+        pool.layer = dataclasses.replace(pool.layer, padding=(t, l), count_include_pad=True)
+        drop(nodes, i)
+        users = readers(nodes)

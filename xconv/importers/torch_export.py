@@ -1,0 +1,543 @@
+"""torch front-end on ``torch.export``: a module's exported program, read back as the graph the importer maps.
+
+``torch.export.export(module, (x,), strict=False)`` runs the real forward (control flow on shapes, ``len()``,
+``int()`` of a size and iteration are just Python) and records every operation as an ATen call, with the
+parameter and buffer names of ``module.state_dict()`` and, for each call, the stack of modules it ran in. This
+module turns that program into an fx graph of module calls and ``torch`` functions, the form the importer
+maps (:func:`read`):
+
+- the calls of one leaf module (a ``torch.nn`` layer, not a container, with no hooks and no instance forward)
+  become one ``call_module`` node on that module, so it is mapped by its class, with its qualified name;
+- every other ATen call becomes the ``torch`` function or tensor method that computes it (``aten.conv2d`` ->
+  ``F.conv2d``, ``aten.view`` -> ``x.view``, ``aten.add_`` -> ``+=``), with its arguments in that function's
+  order; a call with no such counterpart stays the ATen call and is refused by name by the importer.
+
+The program is exported for a batch of :data:`BATCH` (a symbolic batch size makes export about three times
+slower). A size list whose first entry is that number, given to a view, reshape or expand of a tensor whose
+first axis is the batch, reads the batch size of the input instead, so it stays free in the spec. Any other
+use of the literal batch size stays a constant: the importer runs the graph on a batch of another size, and
+a graph that depends on it fails there and is refused.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from typing import Any
+
+from .._torch_env import nn, torch
+from ..errors import UnsupportedLayerError
+
+F = torch.nn.functional
+
+__all__ = ["ExportFailed", "read"]
+
+
+class ExportFailed(Exception):
+    """``torch.export`` could not export the module (the message says why)."""
+
+
+#: the batch size programs are exported for: none of the batch sizes the importer and port check with
+BATCH = 3
+
+
+def export(module: nn.Module, input_shape: tuple[int, ...]) -> Any:
+    """The module's exported program (non-strict, training IR, for a batch of :data:`BATCH`), in the module's
+    own modes. Raises ExportFailed."""
+    from .torch_checks import module_dtype
+    from .torch_layers import mode_regularizer
+
+    x = torch.randn(BATCH, *input_shape, dtype=module_dtype(module), generator=torch.Generator().manual_seed(0))
+
+    # a dropout or stochastic depth computes nothing in eval mode, so the program would not show it: for the
+    # export only, its output goes through an alias (attributed to the module, so its call is one leaf call)
+    marks = [
+        m.register_forward_hook(_mark)
+        for m in module.modules()
+        if mode_regularizer(m) and not (m._forward_hooks or m._forward_pre_hooks) and "forward" not in vars(m)
+    ]
+    try:
+        return torch.export.export(module, (x,), strict=False)
+    except Exception as e:  # noqa: BLE001 - reported by the caller, which may trace instead
+        raise ExportFailed(f"{type(e).__name__}: {e}"[:400]) from None
+    finally:
+        for handle in marks:
+            handle.remove()
+
+
+def _mark(module: nn.Module, args: Any, out: Any) -> Any:
+    return torch.ops.aten.alias.default(out) if isinstance(out, torch.Tensor) else out
+
+
+def read(module: nn.Module, program: Any, batch_size: int | None = BATCH) -> Any:
+    """The exported ``program`` of ``module`` as a ``torch.fx.GraphModule`` rooted at ``module``: placeholders,
+    ``get_attr`` of the module's own parameters and buffers (by qualified name), ``call_module`` for leaf
+    modules and torch-level calls for the rest; the output keeps the forward's dict keys. ``batch_size``: the
+    batch the program was exported for (None: a dynamic one). A program given by the user (``module`` is its
+    :class:`~.torch_program.ExportedModel`) has no layers to call: every call is read as a function."""
+    from .torch_program import ExportedModel
+
+    flat = program.module()
+    graph = torch.fx.Graph()
+    env: dict[Any, Any] = {}
+    leaves = _Leaves(module, none=isinstance(module, ExportedModel))
+    nodes = [n for n in flat.graph.nodes if not _ignored(n)]
+    groups = _groups(nodes, leaves)
+    done: set[Any] = set()
+    pooled: set[Any] = set()  # max poolings that return (values, indices): read through [0] only
+    inputs: list[Any] = []
+    batch = None  # x.size(0), made where a size list first needs it
+    derived: set[Any] = set()  # nodes of the new graph computed from parameters and buffers alone
+    for n in nodes:
+        if n in done:
+            continue
+        if n in groups:
+            path, members, src = groups[n]
+            done.update(members)
+            env[members[-1]] = _shape_of(members[-1], graph.call_module(path, (env[src],)))
+            for m in members[:-1]:
+                env[m] = env[members[-1]]  # (only the last is read outside the call)
+            continue
+        if n.op == "placeholder":
+            env[n] = _shape_of(n, graph.placeholder(n.name))
+            inputs.append(env[n])
+        elif n.op == "get_attr":
+            target = str(n.target)
+            if not _resolves(module, target):
+                raise UnsupportedLayerError(
+                    f"from_torch: the forward uses a tensor {target!r} that is not one of the module's parameters "
+                    "or buffers (a constant created in forward); register it as a buffer"
+                )
+            env[n] = _shape_of(n, graph.get_attr(target))
+            derived.add(env[n])
+        elif n.op == "output":
+            leaves_out = [env[v] for v in n.args[0]]
+            graph.output(_structure(program.call_spec.out_spec, iter(leaves_out)))
+        elif n.op == "call_function" and n.target is operator.getitem and n.args[0] in pooled:
+            if n.args[1] != 0 and n.users:
+                raise UnsupportedLayerError(
+                    f"from_torch: operation {n.name!r} reads the indices of a max pooling, which is not supported"
+                )
+            if n.args[1] == 0:
+                env[n] = env[n.args[0]]
+        elif n.op == "call_function" and _overload(n.target) in _WITH_INDICES:
+            a = _bind(n)
+            new = graph.call_function(F.adaptive_max_pool2d, (env[a["self"]], list(a["output_size"])))
+            env[n] = new
+            pooled.add(n)
+        elif n.op == "call_function":
+            op, args, kwargs = _torch_call(n, env)
+            kind = "call_method" if isinstance(op, str) else "call_function"
+            if op in _SIZED and _batch_first(args, batch_size) and args[0] not in derived:
+                if batch is None:
+                    batch = graph.call_method("size", (inputs[0], 0))
+                args[1] = [batch, *args[1][1:]]
+            env[n] = _shape_of(n, graph.create_node(kind, op, tuple(args), kwargs, name=n.name))
+            if env[n].all_input_nodes and all(a in derived for a in env[n].all_input_nodes):
+                derived.add(env[n])  # computed from parameters alone: its first axis is not the batch
+        else:
+            raise UnsupportedLayerError(f"from_torch: the exported program has a {n.op} node {n.name!r}")
+    gm = torch.fx.GraphModule(module, graph)
+    gm.__dict__["_xconv_source"] = module
+    return gm
+
+
+def _shape_of(old: Any, new: Any) -> Any:
+    """``new`` (a node of the read graph), remembering the exported shape of ``old`` (for the batch size)."""
+    val = old.meta.get("val")
+    if isinstance(val, torch.Tensor) and all(isinstance(d, int) for d in val.shape):  # (not data-dependent)
+        new.meta["xconv_val"] = tuple(val.shape)
+    return new
+
+
+def retracer(module: nn.Module, input_shape: tuple[int, ...]) -> Callable[[], Any]:
+    """What tracing the module once more (in whatever mode it is in then) means for this front-end."""
+
+    def again() -> Any:
+        return read(module, export(module, input_shape)).graph
+
+    again.quick = lambda graph: eager_calls(module, input_shape, graph)  # type: ignore[attr-defined]
+    return again
+
+
+def eager_calls(module: nn.Module, input_shape: tuple[int, ...], graph: Any) -> list[Any]:
+    """The ``F.dropout`` and ``F.batch_norm`` calls of one eager run of the module (in whatever mode it is in
+    then, without gradients, the random state put back), outside the modules the graph calls whole, as nodes
+    of the graph's form (arguments in the function's order; the input as its shape). A second export costs
+    about a second and a half, this run a few milliseconds; the caller checks that the calls line up one for
+    one with the graph's (a batch norm by the running statistics it reads, a dropout by the module whose output
+    it drops), and traces once more where they do not."""
+    import inspect
+    import types
+
+    from .torch_checks import module_dtype, state_keys, storage_of
+
+    signatures = {f: inspect.signature(f) for f in (F.dropout, F.batch_norm)}
+    records: list[Any] = []
+    depth = [0]
+    made_by: dict[int, str] = {}  # id of a module's output -> the innermost module that returned it
+    keys = state_keys(module)
+
+    class Record(torch.overrides.TorchFunctionMode):
+        def __torch_function__(self, func: Any, types_: Any, args: Any = (), kwargs: Any = None) -> Any:
+            kwargs = kwargs or {}
+            if func in signatures and depth[0] == 0:
+                bound = signatures[func].bind(*args, **kwargs)
+                bound.apply_defaults()
+                values = list(bound.arguments.values())
+                if func is F.batch_norm:  # which call: by the running statistics it reads
+                    stats = values[1]
+                    ident = keys.get(storage_of(stats)) if isinstance(stats, torch.Tensor) else None
+                else:  # by the module whose output it drops
+                    ident = made_by.get(id(values[0]))
+                values[0] = types.SimpleNamespace(name=None, shape=tuple(values[0].shape), ident=ident)
+                records.append(types.SimpleNamespace(target=func, args=tuple(values), kwargs={}, meta={}))
+            return func(*args, **kwargs)
+
+    def enter(*_: Any) -> None:
+        depth[0] += 1
+
+    def leave(*_: Any) -> None:
+        depth[0] -= 1
+
+    def made(path: str) -> Any:
+        def hook(m: Any, args: Any, out: Any) -> None:
+            if isinstance(out, torch.Tensor):
+                made_by.setdefault(id(out), path)
+
+        return hook
+
+    x = torch.randn(BATCH, *input_shape, dtype=module_dtype(module), generator=torch.Generator().manual_seed(0))
+    handles = []
+    try:
+        for path in {str(n.target) for n in graph.nodes if n.op == "call_module"}:
+            m = module.get_submodule(path)
+            handles += [m.register_forward_pre_hook(enter), m.register_forward_hook(leave, always_call=True)]
+        for path, m in module.named_modules():
+            if path:
+                handles.append(m.register_forward_hook(made(path)))
+        with torch.no_grad(), torch.random.fork_rng(), Record():
+            module(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return records
+
+
+def _ignored(n: Any) -> bool:
+    """Nodes of an exported program that compute nothing: the input guards and shape assertions."""
+    if n.op == "call_module" and str(n.target).startswith("_guards"):
+        return True
+    if n.op == "call_function":
+        name = getattr(n.target, "__name__", str(n.target))
+        return name.startswith(("_assert", "sym_constrain_range")) and not n.users
+    return False
+
+
+def _resolves(module: nn.Module, target: str) -> bool:
+    owner, _, attr = target.rpartition(".")
+    try:
+        m = module.get_submodule(owner) if owner else module
+    except AttributeError:
+        return False
+    return attr in m._parameters or attr in m._buffers
+
+
+class _Leaves:
+    """Which modules are imported by their class: torch.nn layers (as torch.fx's tracer keeps them), xconv's own
+    torch layers, with no hooks and no forward replaced on the instance (their calls are then mapped one by
+    one, as the program records them)."""
+
+    def __init__(self, module: nn.Module, none: bool = False) -> None:
+        from .torch_layers import own_leaf_types
+
+        self.module = module
+        self.none = none
+        self.own = own_leaf_types()
+        self.cache: dict[str, bool] = {}
+
+    def __call__(self, path: str) -> bool:
+        if self.none:
+            return False
+        if path not in self.cache:
+            try:
+                m = self.module.get_submodule(path) if path else None
+            except AttributeError:
+                m = None
+            self.cache[path] = m is not None and self._leaf(m)
+        return self.cache[path]
+
+    def regularizer(self, path: str) -> bool:
+        from .torch_layers import mode_regularizer
+
+        return mode_regularizer(self.module.get_submodule(path))
+
+    def _leaf(self, m: nn.Module) -> bool:
+        from .torch_layers import mode_regularizer
+
+        if m._forward_hooks or m._forward_pre_hooks or "forward" in vars(m):
+            return False
+        if type(m) in self.own or mode_regularizer(m):
+            return True
+        where = type(m).__module__
+        return where.startswith(("torch.nn", "torch.ao.nn")) and not isinstance(
+            m, (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+        )
+
+
+def _leaf_of(n: Any, leaves: _Leaves) -> tuple[str, str] | None:
+    """(stack key, module path) of the outermost leaf module the call ran in, or None."""
+    for key, (path, _) in (n.meta.get("nn_module_stack") or {}).items():
+        if leaves(path):
+            return key, path
+    return None
+
+
+def _groups(nodes: list[Any], leaves: _Leaves) -> dict[Any, tuple[str, list[Any], Any]]:
+    """First node of each leaf module call -> (module path, its nodes, the one tensor it reads), for the calls
+    that read one computed tensor besides the module's own tensors and are read through their last node only.
+    Other calls are left to be mapped operation by operation."""
+    runs: list[tuple[str, str, list[Any]]] = []
+    for n in nodes:
+        leaf = _leaf_of(n, leaves) if n.op == "call_function" else None
+        if leaf is None:
+            continue
+        if runs and runs[-1][0] == leaf[0] and runs[-1][2][-1].next is n:
+            runs[-1][2].append(n)
+        elif runs and runs[-1][0] == leaf[0] and all(_leaf_of(m, leaves) is None for m in _between(runs[-1][2][-1], n)):
+            runs[-1][2].append(n)  # (only ignored nodes between)
+        else:
+            runs.append((leaf[0], leaf[1], [n]))
+    out: dict[Any, tuple[str, list[Any], Any]] = {}
+    for _, path, members in runs:
+        inside = set(members)
+        sizes_inside = leaves.regularizer(path)
+        reads: list[Any] = []
+        for m in members:
+            for a in m.all_input_nodes:
+                if a in inside or a in reads:
+                    continue
+                if a.op == "get_attr" and str(a.target).startswith(f"{path}."):
+                    continue
+                if sizes_inside and "val" in a.meta and not isinstance(a.meta["val"], torch.Tensor):
+                    continue  # the batch size (its random mask's shape): the module takes it from its input
+                reads.append(a)
+        _called_as_built(leaves.module.get_submodule(path), path, members)
+        read_outside = [m for m in members if any(u not in inside for u in m.users)]
+        if len(reads) != 1 or reads[0].op == "get_attr" or read_outside not in ([], [members[-1]]):
+            continue
+        out[members[0]] = (path, members, reads[0])
+    return out
+
+
+def _called_as_built(m: nn.Module, path: str, members: list[Any]) -> None:
+    """A leaf is mapped by its class, so it must have been called with its input alone: a transposed conv
+    given an ``output_size`` in forward records another output padding than the module's own (refused)."""
+    if not isinstance(m, nn.ConvTranspose2d):
+        return
+    for n in members:
+        op = _overload(n.target)
+        if op == "conv_transpose2d.input" and tuple(_bind(n)["output_padding"]) != tuple(m.output_padding):
+            raise UnsupportedLayerError(
+                f"from_torch: module {path!r} (ConvTranspose2d) is called with an output_size in forward; "
+                "give the output_padding to the module instead"
+            )
+
+
+def _between(a: Any, b: Any) -> list[Any]:
+    out, n = [], a.next
+    while n is not b and n.op != "root":
+        out.append(n)
+        n = n.next
+    return out
+
+
+def _structure(spec: Any, leaves: Any) -> Any:
+    """The forward's returned structure with graph nodes as its leaves: dicts (and Hugging Face's model outputs,
+    flattened by key) as dicts, tuples and lists as tuples."""
+    if spec.is_leaf():
+        return next(leaves)
+    kids = [_structure(spec.child(i), leaves) for i in range(spec.num_children)]
+    ctx = spec.context
+    if isinstance(ctx, (list, tuple)) and len(ctx) == len(kids) and all(isinstance(k, str) for k in ctx):
+        return dict(zip(ctx, kids, strict=True))
+    return tuple(kids)
+
+
+def _bind(n: Any) -> dict[str, Any]:
+    """An ATen call's arguments by name, defaults filled in."""
+    schema = n.target._schema
+    values: dict[str, Any] = {}
+    for i, arg in enumerate(schema.arguments):
+        if i < len(n.args):
+            values[arg.name] = n.args[i]
+        elif arg.name in n.kwargs:
+            values[arg.name] = n.kwargs[arg.name]
+        elif arg.has_default_value():
+            values[arg.name] = arg.default_value
+    return values
+
+
+def _slices(dim: int, start: Any, end: Any, step: Any) -> tuple[slice, ...]:
+    """``x[:, ..., start:end:step]`` at ``dim``; the whole axis (``0:2**63 - 1``, as export writes ``x[:]``) as
+    ``slice(None)``."""
+    if start in (None, 0) and (end is None or isinstance(end, int) and end >= 2**62) and step in (None, 1):
+        return (slice(None),) * (dim + 1)
+    return (*(slice(None),) * dim, slice(start, end, step))
+
+
+#: ATen overload -> how the importer's torch-level form computes it: (function or method name, arguments from
+#: the bound ATen arguments ``a``); None where the call has no exact counterpart (it stays the ATen call).
+_CALLS: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "conv2d.default": lambda a: (
+        F.conv2d,
+        [a["input"], a["weight"], a["bias"], a["stride"], a["padding"], a["dilation"], a["groups"]],
+    ),
+    "conv2d.padding": lambda a: (
+        F.conv2d,
+        [a["input"], a["weight"], a["bias"], a["stride"], a["padding"], a["dilation"], a["groups"]],
+    ),
+    "linear.default": lambda a: (F.linear, [a["input"], a["weight"], a["bias"]]),
+    "batch_norm.default": lambda a: (
+        F.batch_norm,
+        [a["input"], a["running_mean"], a["running_var"], a["weight"], a["bias"], a["training"], a["momentum"]]
+        + [a["eps"]],
+    ),
+    "layer_norm.default": lambda a: (
+        F.layer_norm,
+        [a["input"], a["normalized_shape"], a["weight"], a["bias"], a["eps"]],
+    ),
+    "group_norm.default": lambda a: (F.group_norm, [a["input"], a["num_groups"], a["weight"], a["bias"], a["eps"]]),
+    "relu.default": lambda a: (torch.relu, [a["self"]]),
+    "relu_.default": lambda a: (torch.relu_, [a["self"]]),
+    "sigmoid.default": lambda a: (torch.sigmoid, [a["self"]]),
+    "sigmoid_.default": lambda a: ("sigmoid_", [a["self"]]),
+    "tanh.default": lambda a: (torch.tanh, [a["self"]]),
+    "tanh_.default": lambda a: ("tanh_", [a["self"]]),
+    "gelu.default": lambda a: (F.gelu, [a["self"]], {"approximate": a["approximate"]}),
+    "silu.default": lambda a: (F.silu, [a["self"]]),
+    "silu_.default": lambda a: (F.silu, [a["self"]], {"inplace": True}),
+    "hardswish.default": lambda a: (F.hardswish, [a["self"]]),
+    "hardswish_.default": lambda a: (F.hardswish, [a["self"]], {"inplace": True}),
+    "hardsigmoid.default": lambda a: (F.hardsigmoid, [a["self"]]),
+    "hardsigmoid_.default": lambda a: (F.hardsigmoid, [a["self"]], {"inplace": True}),
+    "hardtanh.default": lambda a: (F.hardtanh, [a["self"], a["min_val"], a["max_val"]]),
+    "hardtanh_.default": lambda a: (F.hardtanh, [a["self"], a["min_val"], a["max_val"]], {"inplace": True}),
+    "leaky_relu.default": lambda a: (F.leaky_relu, [a["self"], a["negative_slope"]]),
+    "leaky_relu_.default": lambda a: (F.leaky_relu, [a["self"], a["negative_slope"]], {"inplace": True}),
+    "elu.default": lambda a: (F.elu, [a["self"], a["alpha"]]) if a["scale"] == 1 and a["input_scale"] == 1 else None,
+    "softmax.int": lambda a: (F.softmax, [a["self"], a["dim"]]) if a.get("dtype") is None else None,
+    "clamp.default": lambda a: (torch.clamp, [a["self"], a["min"], a["max"]]),
+    "clamp_.default": lambda a: (torch.clamp_, [a["self"], a["min"], a["max"]]),
+    "add.Tensor": lambda a: _arith(operator.add, a),
+    "add.Scalar": lambda a: _arith(operator.add, a),
+    "add_.Tensor": lambda a: _arith(operator.iadd, a),
+    "sub.Tensor": lambda a: _arith(operator.sub, a),
+    "sub_.Tensor": lambda a: _arith(operator.isub, a),
+    "rsub.Scalar": lambda a: (operator.sub, [a["other"], a["self"]]) if a["alpha"] == 1 else None,
+    "mul.Tensor": lambda a: (operator.mul, [a["self"], a["other"]]),
+    "mul.Scalar": lambda a: (operator.mul, [a["self"], a["other"]]),
+    "mul_.Tensor": lambda a: (operator.imul, [a["self"], a["other"]]),
+    "div.Tensor": lambda a: (operator.truediv, [a["self"], a["other"]]),
+    "div.Scalar": lambda a: (operator.truediv, [a["self"], a["other"]]),
+    "cat.default": lambda a: (torch.cat, [list(a["tensors"]), a["dim"]]),
+    "flatten.using_ints": lambda a: (torch.flatten, [a["self"], a["start_dim"], a["end_dim"]]),
+    "view.default": lambda a: ("view", [a["self"], list(a["size"])]),
+    "reshape.default": lambda a: ("reshape", [a["self"], list(a["shape"])]),
+    "unsqueeze.default": lambda a: ("unsqueeze", [a["self"], a["dim"]]),
+    "_unsafe_view.default": lambda a: ("reshape", [a["self"], list(a["size"])]),
+    "permute.default": lambda a: ("permute", [a["self"], list(a["dims"])]),
+    "expand.default": lambda a: ("expand", [a["self"], list(a["size"])]) if not a.get("implicit") else None,
+    "transpose.int": lambda a: ("transpose", [a["self"], a["dim0"], a["dim1"]]),
+    "contiguous.default": lambda a: ("contiguous", [a["self"]]),
+    # a copy is treated as a view: in-place writes after it are refused rather than assumed not to alias
+    "clone.default": lambda a: ("contiguous", [a["self"]]) if a.get("memory_format") is None else None,
+    "alias.default": lambda a: ("contiguous", [a["self"]]),
+    "detach.default": lambda a: ("contiguous", [a["self"]]),
+    "slice.Tensor": lambda a: (operator.getitem, [a["self"], _slices(a["dim"], a["start"], a["end"], a["step"])]),
+    "narrow.default": lambda a: ("narrow", [a["self"], a["dim"], a["start"], a["length"]]),
+    "split.Tensor": lambda a: ("split", [a["self"], a["split_size"], a["dim"]]),
+    "split_with_sizes.default": lambda a: ("split", [a["self"], list(a["split_sizes"]), a["dim"]]),
+    "chunk.default": lambda a: ("chunk", [a["self"], a["chunks"], a["dim"]]),
+    "mean.dim": lambda a: (torch.mean, [a["self"], list(a["dim"]), a["keepdim"]]) if a.get("dtype") is None else None,
+    "adaptive_avg_pool2d.default": lambda a: (F.adaptive_avg_pool2d, [a["self"], list(a["output_size"])]),
+    "max_pool2d.default": lambda a: (
+        F.max_pool2d,
+        [a["self"], list(a["kernel_size"]), list(a["stride"]) or None, list(a["padding"]), list(a["dilation"])]
+        + [a["ceil_mode"]],
+    ),
+    "avg_pool2d.default": lambda a: (
+        F.avg_pool2d,
+        [a["self"], list(a["kernel_size"]), list(a["stride"]) or None, list(a["padding"]), a["ceil_mode"]]
+        + [a["count_include_pad"], a["divisor_override"]],
+    ),
+    "dropout.default": lambda a: (F.dropout, [a["input"], a["p"], a["train"]]),
+    "dropout_.default": lambda a: (F.dropout, [a["self"], a["p"], a["train"]]),
+    "pad.default": lambda a: (F.pad, [a["self"], list(a["pad"]), a["mode"], a["value"]]),
+    "constant_pad_nd.default": lambda a: (F.pad, [a["self"], list(a["pad"]), "constant", a["value"]]),
+    "upsample_nearest2d.vec": lambda a: (
+        F.interpolate,
+        [a["input"]],
+        {"size": _opt_list(a["output_size"]), "scale_factor": _opt_list(a["scale_factors"]), "mode": "nearest"},
+    ),
+    "upsample_bilinear2d.vec": lambda a: (
+        F.interpolate,
+        [a["input"]],
+        {
+            "size": _opt_list(a["output_size"]),
+            "scale_factor": _opt_list(a["scale_factors"]),
+            "mode": "bilinear",
+            "align_corners": a["align_corners"],
+        },
+    ),
+    "sym_size.int": lambda a: ("size", [a["self"], a["dim"]]),
+}
+
+
+#: ATen calls that return (values, indices); read as F.adaptive_max_pool2d, which returns the values alone
+_WITH_INDICES = {"adaptive_max_pool2d.default"}
+
+
+def _overload(target: Any) -> str | None:
+    """ "conv2d.default" for ``aten.conv2d.default``; None for anything but an ATen call."""
+    if isinstance(target, torch._ops.OpOverload) and target.namespace == "aten":
+        return f"{target.overloadpacket.__name__}.{target._overloadname}"
+    return None
+
+
+#: the tensor methods whose second argument is a size list that may start with the batch size
+_SIZED = frozenset({"view", "reshape", "expand"})
+
+
+def _batch_first(args: list[Any], batch: int | None) -> bool:
+    """Whether ``args`` (a tensor, a size list) start the list with the literal batch size, for a tensor whose
+    first axis is the batch (its exported value has ``batch`` rows)."""
+    if batch is None or len(args) < 2 or not isinstance(args[1], list) or not args[1] or args[1][0] != batch:
+        return False
+    val = getattr(args[0], "meta", {}).get("xconv_val")
+    return val is not None and len(val) > 0 and val[0] == batch
+
+
+def _opt_list(v: Any) -> Any:
+    return None if v is None else list(v)
+
+
+def _arith(op: Any, a: dict[str, Any]) -> Any:
+    return (op, [a["self"], a["other"]]) if a.get("alpha", 1) == 1 else None
+
+
+def _torch_call(n: Any, env: dict[Any, Any]) -> tuple[Any, list[Any], dict[str, Any]]:
+    """The torch-level call computing the exported call ``n``, its arguments read through ``env``."""
+
+    def mapped(v: Any) -> Any:
+        return torch.fx.node.map_arg(v, lambda x: env[x])
+
+    target = n.target
+    key = _overload(target)
+    if key in _CALLS:
+        form = _CALLS[key](_bind(n))
+        if form is not None:
+            fn, args = form[0], form[1]
+            kwargs = form[2] if len(form) > 2 else {}
+            return fn, [mapped(x) for x in args], {k: mapped(v) for k, v in kwargs.items()}
+    return target, list(mapped(tuple(n.args))), dict(mapped(dict(n.kwargs)))

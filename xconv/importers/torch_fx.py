@@ -1,0 +1,532 @@
+"""torch front-end: a module's ``torch.fx`` graph -> raw DAG -> nested spec, with canonical weights keyed by
+the module's own ``state_dict`` names."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from .._torch_env import nn, torch
+from ..errors import UnsupportedLayerError
+from ..spec import (
+    AdaptiveAvgPool2d,
+    Flatten,
+    LayerScale,
+    Narrow,
+    Sequential,
+    ZeroPad2d,
+)
+from ._graph import Names, Raw, to_spec
+from ._torch_mutation import StateGuard, describe, functionalize
+from .torch_checks import (
+    _check_calls,
+    _check_trace,
+    _dropout_modes,
+    _probe_batch,
+    check_global_hooks,
+    propagate_shapes,
+    state_keys,
+)
+from .torch_checks import storage_of as _storage
+from .torch_forms import (
+    _CATS,
+    _adaptive_max,
+    _constant_arithmetic,
+    _existing_prefix,
+    _fold_pads,
+    _join_kind,
+    _pad_of,
+    _rename_under_owners,
+    _spatial_mean,
+    _whole_map_pool,
+)
+from .torch_layers import _SUPPORTED, _as_module, _flat_args, _get_attr, _layer, _shape, nodes_in, own_leaf_types
+from .torch_shapes import BATCH, NOT, ShapeOps
+
+F = torch.nn.functional
+
+
+class _Tracer(torch.fx.Tracer):
+    """torch.fx's tracer, with xconv's own torch layers kept as one call each."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return type(m) in own_leaf_types() or super().is_leaf_module(m, qualname)
+
+
+def import_model(
+    module: nn.Module, input_shape: tuple[int, ...], output_key: str | None = None
+) -> tuple[Sequential, dict[str, np.ndarray]]:
+    """A torch module -> (spec, canonical weights). The module is exported with ``torch.export`` (non-strict) and
+    its program read back as module calls and torch functions (:mod:`.torch_export`); where it cannot be
+    exported, or its program maps to no spec, it is traced with ``torch.fx`` instead. Every layer is named by
+    its module's qualified name (so the weights have the keys of ``module.state_dict()``), residual additions,
+    gating products and channel concatenations become ``Add`` / ``Multiply`` / ``Concat``, and pads fold into
+    the conv after them where that is exact. Anything else raises :class:`UnsupportedLayerError` naming the
+    operation (the exported program's refusal where both front-ends refuse)."""
+    from .torch_export import ExportFailed, export, read, retracer
+    from .torch_program import ExportedModel
+
+    check_global_hooks()
+    if isinstance(module, ExportedModel):  # a program given by the user: read as it is, nothing to trace
+        if tuple(input_shape) != module.input_shape:
+            raise UnsupportedLayerError(
+                f"from_torch: the exported program takes inputs of shape (N, {', '.join(map(str, module.input_shape))})"
+                f", not (N, {', '.join(map(str, input_shape))}); export it for that shape"
+            )
+        try:
+            gm = read(module, module.program, module.batch)
+        except UnsupportedLayerError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a program this reader does not know: refused, by name
+            raise UnsupportedLayerError(
+                f"from_torch: the exported program could not be read ({type(e).__name__}: {e})"[:400]
+            ) from None
+        return _import_graph(module, gm, input_shape, output_key, None)
+    guard = StateGuard(module)
+    first: UnsupportedLayerError | None = None
+    why = ""
+    try:
+        program = export(module, tuple(input_shape))
+    except ExportFailed as e:
+        program, why = None, str(e)
+    guard.refuse_writes("from_torch")
+    if program is not None:
+        try:
+            try:
+                gm = read(module, program)
+            except UnsupportedLayerError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a program this reader does not know: refused, by name
+                raise UnsupportedLayerError(
+                    f"from_torch: the exported program of {type(module).__name__} could not be read "
+                    f"({type(e).__name__}: {e})"[:400]
+                ) from None
+            return _import_graph(module, gm, input_shape, output_key, retracer(module, tuple(input_shape)))
+        except UnsupportedLayerError as e:
+            first = e
+    try:
+        return _import_traced(module, input_shape, output_key, why)
+    except UnsupportedLayerError:
+        if first is not None:
+            raise first from None
+        raise
+
+
+def _import_traced(
+    module: nn.Module, input_shape: tuple[int, ...], output_key: str | None, why: str
+) -> tuple[Sequential, dict[str, np.ndarray]]:
+    """The torch.fx front-end, for modules torch.export cannot export (``why``)."""
+    _check_calls(module)
+    guard = StateGuard(module)
+    try:
+        graph = _Tracer().trace(module)
+        gm = torch.fx.GraphModule(module, graph)
+    except Exception as e:  # noqa: BLE001 - tracing failures are reported as unsupported
+        guard.written()  # (puts back a buffer written before the failure)
+        export_note = f"; torch.export cannot export it either ({why})" if why else ""
+        raise UnsupportedLayerError(
+            f"from_torch: {type(module).__name__}.forward cannot be traced by torch.fx ({type(e).__name__}: {e})"
+            f"{export_note}; supported: {_SUPPORTED}"
+        ) from None
+    guard.refuse_writes("from_torch")
+    gm.__dict__["_xconv_source"] = module  # (the GraphModule holds only the submodules the graph calls)
+    return _import_graph(module, gm, input_shape, output_key, lambda: _Tracer().trace(module))
+
+
+def _import_graph(
+    module: nn.Module, gm: Any, input_shape: tuple[int, ...], output_key: str | None, retrace: Any
+) -> tuple[Sequential, dict[str, np.ndarray]]:
+    """The traced or exported graph ``gm`` of ``module`` -> (spec, canonical weights); ``retrace()`` gives the
+    graph once more, in the mode the module is in then (functional calls' training flags are told apart)."""
+    _dropout_modes(module, gm.graph, retrace)
+    functionalize(gm, gm.graph)  # in-place writes are read through their results, or refused
+    gm.recompile()
+    x = _probe_batch(module, tuple(input_shape))
+    guard = StateGuard(module)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        failure, traced = propagate_shapes(gm, x.clone())
+    guard.refuse_parameter_writes("from_torch")
+    if failure is not None:
+        raise UnsupportedLayerError(
+            f"from_torch: {type(module).__name__}.forward does not run on an input of shape (N, "
+            f"{', '.join(map(str, input_shape))}) ({failure}); xconv checks every layer against its input's shape, "
+            "so check input_shape"
+        )
+    reserved = {name for name, _ in module.named_modules() if name}
+    names = Names(reserved)
+    nodes: list[Raw] = []
+    index: dict[Any, int] = {}
+    params: dict[Any, Any] = {}
+    batch: set[Any] = set()
+    tensors: dict[str, Any] = {}
+    source = state_keys(module)  # storage of a parameter or buffer (and its views) -> its state_dict key
+    calls: dict[str, int] = {}
+    owners: dict[int, str] = {}  # storage of a weight tensor -> the canonical key it was imported under
+    consts: dict[Any, Any] = {}  # sizes and arithmetic on them, evaluated (the batch size stays BATCH)
+    nhwc: set[Any] = set()  # tensors permuted to channels-last, (N, H, W, C)
+    shapes = ShapeOps(index, consts, nhwc)
+    output = None
+    live = _live_nodes(gm.graph, output_key)
+    for node in gm.graph.nodes:
+        if node not in live and node.op not in ("placeholder", "output"):
+            continue  # computes only what the chosen output does not need (another dict entry)
+        where = describe(node)
+        if node.op == "call_module":
+            where = f"module {node.target!r} ({type(gm.get_submodule(node.target)).__name__})"
+        args = list(node.args)
+        if node.op == "placeholder":
+            if nodes:
+                raise UnsupportedLayerError(f"from_torch: forward must take one input; {where} is a second one")
+            index[node] = len(nodes)
+            nodes.append(Raw(node.name, "input", []))
+            continue
+        if node.op == "get_attr":
+            params[node] = _get_attr(gm, node.target)
+            if isinstance(params[node], torch.Tensor):
+                source.setdefault(_storage(params[node]), str(node.target))
+            continue
+        if node.op == "call_method" and node.target in _PARAM_RESHAPES and args and args[0] in params:
+            shape = _shape(node)  # a parameter seen in another shape (timm's gamma.reshape(1, -1, 1, 1))
+            sizes = [a for a in _flat_args(node)[1:] if not isinstance(a, torch.fx.Node)]
+            if shape is None or not all(isinstance(a, int) and not isinstance(a, bool) for a in sizes):
+                raise UnsupportedLayerError(
+                    f"from_torch: {where}: a parameter viewed other than in another shape of the same values"
+                )
+            params[node] = params[args[0]].reshape(shape)  # (a view: the same storage, so the same source key)
+            continue
+        if node.op == "output":
+            out = _pick_output(args[0], output_key)
+            if out not in index:
+                raise UnsupportedLayerError(
+                    f"from_torch: forward must return one tensor computed from its input. Received: {out!r}"[:300]
+                )
+            if out in nhwc:
+                raise UnsupportedLayerError(
+                    f"from_torch: forward returns {out.name!r}, a channels-last (permuted) tensor"
+                )
+            output = index[out]
+            continue
+        value = shapes.size_value(node, args)
+        if value is not NOT:
+            consts[node] = value
+            if value is BATCH:
+                batch.add(node)
+            continue
+        step = shapes.reshuffle(node, args, where)
+        if step is not None:  # permutes, views and slices: aliases, Narrow and ChannelShuffle nodes
+            if step != "pending":
+                alias, layer = step
+                if layer is None:
+                    index[node] = index[alias]
+                else:
+                    layer = dataclasses.replace(layer, name=names.take(node.name))
+                    index[node] = len(nodes)
+                    nodes.append(Raw(node.name, "layer", [index[alias]], layer=layer))
+            continue
+        tensor_inputs = [a for a in _flat_args(node) if a in index]
+        join = _join_kind(node)
+        if (
+            join == "mul"
+            and len(args) == 2
+            and not node.kwargs
+            and sum(a in params for a in args) == 1
+            and (sum(a in index for a in args) == 1)
+        ):
+            scale_node, x_node = (args[0], args[1]) if args[0] in params else (args[1], args[0])
+            p = params[scale_node]
+            key = source.get(_storage(p), str(scale_node.target))
+            learned = key in dict(module.named_parameters())  # (a buffer or constant is not a learned scale)
+            layer, state = _layer_scale(key, p if learned else None, x_node, shapes, names, where)
+            _own_state(state, owners, where)
+            if x_node in shapes.nhwc:
+                shapes.nhwc.add(node)
+            tensors.update(state)
+            index[node] = len(nodes)
+            nodes.append(Raw(node.name, "layer", [index[x_node]], layer=layer))
+            continue
+        constant = _constant_arithmetic(join, args, node.kwargs, index)
+        if constant is not None:  # x + c, c - x, x * c, x / c: an elementwise Rescaling
+            shapes.refuse_nhwc(args, where)
+            src = args[0] if args[0] in index else args[1]
+            index[node] = len(nodes)
+            nodes.append(
+                Raw(node.name, "layer", [index[src]], layer=dataclasses.replace(constant, name=names.take(node.name)))
+            )
+            continue
+        if join == "div":
+            raise UnsupportedLayerError(f"from_torch: {where}: only a division by a number is supported")
+        if join is not None:
+            if (
+                len(args) != 2
+                or not all(a in index for a in args)
+                or node.kwargs.get("alpha", 1) != 1
+                or (set(node.kwargs) - {"alpha"})
+            ):
+                raise UnsupportedLayerError(
+                    f"from_torch: {where}: only a sum, difference or product of two tensors computed from the input "
+                    "is supported (no constants or parameters)"
+                )
+            if (args[0] in nhwc) != (args[1] in nhwc):
+                raise UnsupportedLayerError(f"from_torch: {where} joins a channels-last tensor with an NCHW one")
+            if args[0] in nhwc:
+                nhwc.add(node)
+            index[node] = len(nodes)
+            nodes.append(Raw(node.name, join, [index[a] for a in args]))
+            continue
+        if node.op == "call_function" and node.target in _CATS:
+            parts = args[0] if args else node.kwargs.get("tensors")
+            dim = args[1] if len(args) > 1 else node.kwargs.get("dim", node.kwargs.get("axis", 0))
+            if not isinstance(parts, (list, tuple)) or not parts or not all(p in index for p in parts):
+                raise UnsupportedLayerError(
+                    f"from_torch: {where}: only a concatenation of tensors computed from the input"
+                )
+            shapes.refuse_nhwc(parts, where)
+            if not isinstance(dim, int) or dim in (0, -4):
+                raise UnsupportedLayerError(f"from_torch: {where}: concatenation along dim={dim!r} (the batch axis)")
+            if len(parts) == 1:
+                index[node] = index[parts[0]]
+                continue
+            # cat([x0, x1, x2]) where cat([x0, x1]) exists already (DenseNet's growing feature lists) reads it
+            ids = [index[p] for p in parts]
+            prefix = _existing_prefix(nodes, ids, dim)
+            index[node] = len(nodes)
+            nodes.append(Raw(node.name, "cat", prefix, dim=dim))
+            continue
+        mean = _spatial_mean(node, args)
+        if mean is not None and len(tensor_inputs) == 1 and args[0] is tensor_inputs[0]:
+            shapes.refuse_nhwc(args[:1], where)
+            keepdim = mean
+            pool_name = names.take(node.name)
+            i = len(nodes)
+            nodes.append(Raw(node.name, "layer", [index[args[0]]], layer=AdaptiveAvgPool2d(1, name=pool_name)))
+            if not keepdim:
+                flat = names.take(f"{node.name}_flatten")
+                nodes.append(Raw(flat, "layer", [i], layer=Flatten(name=flat)))
+            index[node] = len(nodes) - 1
+            continue
+        pool = _adaptive_max(gm, node, args, shapes.shape(args[0]) if args else None, where)
+        if pool is not None and len(tensor_inputs) == 1 and args[0] is tensor_inputs[0]:
+            shapes.refuse_nhwc(args[:1], where)
+            pool_name = names.take(str(node.target), own=True) if node.op == "call_module" else names.take(node.name)
+            index[node] = len(nodes)
+            nodes.append(Raw(node.name, "layer", [index[args[0]]], layer=dataclasses.replace(pool, name=pool_name)))
+            continue
+        pad = _pad_of(gm, node, args, shapes.resolve, where)
+        if pad is not None and len(tensor_inputs) == 1 and args[0] is tensor_inputs[0]:
+            shapes.refuse_nhwc(args[:1], where)
+            if len(shapes.shape(args[0]) or ()) != 4:
+                raise UnsupportedLayerError(f"from_torch: {where}: a 2-D pad is supported on an NCHW map only")
+            pad_name = names.take(str(node.target), own=True) if node.op == "call_module" else names.take(node.name)
+            index[node] = len(nodes)
+            hw = tuple(shapes.shape(args[0]) or ())[2:]  # (a pad of -inf folds into a max pool: by the sizes)
+            nodes.append(Raw(pad_name, "torch_pad", [index[args[0]]], payload=(*pad, hw)))
+            continue
+        if len(tensor_inputs) != 1 or not args or args[0] is not tensor_inputs[0]:
+            raise UnsupportedLayerError(
+                f"from_torch: {where} does not take exactly one tensor computed from the input; supported: {_SUPPORTED}"
+            )
+        if node.op == "call_module":
+            where = f"module {node.target!r} ({type(gm.get_submodule(node.target)).__name__})"
+        crop = _cropping_pad(gm, node, shapes.shape(args[0]), names)
+        if crop:  # nn.ZeroPad2d with negative sizes: the crops (Narrow), then the pad of the positive ones
+            last = index[args[0]]
+            for layer in crop:
+                nodes.append(Raw(layer.name, "layer", [last], layer=layer))
+                last = len(nodes) - 1
+            index[node] = last
+            continue
+        m = _as_module(gm, node, args, params, batch, where, shapes.resolve)
+        m = _whole_map_pool(m, shapes.shape(args[0]), shapes.shape(node)) or m
+        if node.op == "call_module":
+            target = str(node.target)
+            calls[target] = calls.get(target, 0) + 1
+            shared = any(True for _ in m.parameters()) or any(True for _ in m.buffers())
+            if calls[target] > 1 and shared:
+                raise UnsupportedLayerError(
+                    f"from_torch: module {target!r} ({type(m).__name__}) is called more than once: its weights are "
+                    "shared between calls, which xconv specs do not express"
+                )
+            name = names.take(target, own=calls[target] == 1)
+        else:
+            owner = _parameter_owner(node, args, names)
+            name = names.take(node.name) if owner is None else names.take(owner, own=True)
+        layer, state = _layer(m, name, where)
+        layer = _with_source_keys(layer, state, source)
+        layer = shapes.place(node, args[0], m, layer, where)
+        _own_state(state, owners, where)
+        tensors.update(state)
+        index[node] = len(nodes)
+        nodes.append(
+            Raw(node.name if node.op != "call_module" else str(node.target), "layer", [index[args[0]]], layer=layer)
+        )
+    if output is None:
+        raise UnsupportedLayerError("from_torch: forward returns nothing")
+    _fold_pads(nodes)
+    _rename_under_owners(nodes, names, tensors)
+    _check_key_clashes(module, tensors)
+    from ..errors import SpecError
+    from ..shapes import infer
+
+    try:
+        spec = to_spec(nodes, output, tuple(input_shape), names, "from_torch")
+        keys = [f"{i.key}.{n}" for i in infer(spec) for n in i.params]
+    except SpecError as e:
+        raise UnsupportedLayerError(f"from_torch: the traced graph does not make a valid spec: {e}") from None
+    for node in gm.graph.nodes:  # (last: an operation or spec refused by name is named first)
+        if node in live and "xconv_shape_error" in node.meta:
+            where = describe(node)
+            raise UnsupportedLayerError(
+                f"from_torch: {where} fails on a batch of input shape {tuple(input_shape)} "
+                f"({node.meta['xconv_shape_error']}); xconv checks every layer against its input's shape and "
+                "imports nothing unchecked"
+            )
+    missing = [k for k in keys if k not in tensors]
+    if missing:
+        raise UnsupportedLayerError(
+            f"from_torch: no tensor for {missing[0]!r}; its parameters are not module parameters"
+        )
+    _check_trace(module, traced, x, output_key)  # last: what the graph does not record
+    return spec, {k: tensors[k].detach().cpu().numpy().copy() for k in keys}
+
+
+def _cropping_pad(gm: Any, node: Any, shape: Any, names: Names) -> list[Any]:
+    """For an ``nn.ZeroPad2d`` with negative sizes (NASNet's ``ZeroPad2d((-1, 1, -1, 1))``, a shift by one
+    pixel): a Narrow of H and of W for the cropped sides, then a ZeroPad2d of the padded ones, which is what
+    torch computes (each side is cropped or padded by itself). Empty for anything else."""
+    if node.op != "call_module" or type(gm.get_submodule(node.target)) is not nn.ZeroPad2d:
+        return []
+    padding = tuple(int(v) for v in gm.get_submodule(node.target).padding)
+    if len(padding) != 4 or min(padding) >= 0 or shape is None or len(shape) != 4:
+        return []  # (other forms: mapped, or refused, as a layer)
+    left, right, top, bottom = padding
+    target = str(node.target)
+    out: list[Any] = []
+    for dim, size, before, after in ((2, shape[2], top, bottom), (3, shape[3], left, right)):
+        start, length = max(0, -before), size - max(0, -before) - max(0, -after)
+        if length < 1:
+            raise UnsupportedLayerError(f"from_torch: module {target!r} (ZeroPad2d) crops the whole map away")
+        if length != size:
+            out.append(Narrow(dim, start, length, name=names.take(f"{target}_crop{dim}")))
+    pad = (max(left, 0), max(right, 0), max(top, 0), max(bottom, 0))
+    if any(pad):
+        out.append(ZeroPad2d(pad, name=names.take(target, own=True)))
+    return out
+
+
+def _check_key_clashes(module: nn.Module, tensors: dict[str, Any]) -> None:
+    """A canonical key that is the source's key of another tensor (a layer scale ``blk.gamma`` keyed
+    ``blk.layer_scale`` beside an unused ``blk.layer_scale``) would make ``set_weights(ported,
+    model.state_dict())`` load the wrong tensor: refused."""
+    state = module.state_dict(keep_vars=True)
+    for key, t in tensors.items():
+        if key in state and isinstance(state[key], torch.Tensor) and _storage(state[key]) != _storage(t):
+            raise UnsupportedLayerError(
+                f"from_torch: the weight imported as {key!r} is not the model's own {key!r}, which is another "
+                "tensor: its state_dict could not be loaded into the port unambiguously"
+            )
+
+
+def _own_state(state: dict[str, Any], owners: dict[int, str], where: str) -> None:
+    """Record which canonical key each weight tensor went to; a tensor used twice (also through a view of
+    it) is refused."""
+    for key, t in state.items():
+        if _storage(t) in owners:
+            raise UnsupportedLayerError(
+                f"from_torch: {where} uses the tensor {owners[_storage(t)]!r} that another operation uses too: "
+                "shared weights are not expressed by xconv specs"
+            )
+        owners[_storage(t)] = key
+
+
+#: methods that give a parameter another shape, read at import (a layer scale reshaped in forward)
+_PARAM_RESHAPES = frozenset({"view", "reshape", "unsqueeze"})
+
+
+def _parameter_owner(node: Any, args: list[Any], names: Names) -> str | None:
+    """For a functional call on parameters ``m.weight`` (and ``m.bias``) of a module ``m`` that is not called
+    itself (torchvision's LayerNorm2d calls F.layer_norm in its forward): ``m``'s qualified name, so the weights
+    keep their state_dict keys. None otherwise."""
+    if node.op != "call_function":
+        return None
+    found = [a.target for a in _flat_args(node) if getattr(a, "op", None) == "get_attr"]
+    owners = {str(t).rpartition(".")[0] for t in found}
+    own = ("weight", "bias", "running_mean", "running_var") if node.target is F.batch_norm else ("weight", "bias")
+    if len(owners) != 1 or not all(str(t).rpartition(".")[2] in own for t in found):
+        return None
+    owner = owners.pop()
+    return owner if owner and owner in names.reserved and owner not in names.used else None
+
+
+def _layer_scale(
+    key: str, p: Any, x_node: Any, shapes: ShapeOps, names: Names, where: str
+) -> tuple[Any, dict[str, Any]]:
+    """``scale * x`` with a parameter ``scale`` that multiplies each channel of the map ``x`` by its own number: of
+    shape (C, 1, 1) or (1, C, 1, 1) on an NCHW map (torchvision's ``layer_scale``, timm's
+    ``gamma.reshape(1, -1, 1, 1)``), or (C,) on a channels-last one (Hugging Face's ConvNeXt). A
+    :class:`LayerScale` under the key of the parameter's module, with the parameter's own key in its ``keys``
+    when that is not ``{module}.layer_scale``."""
+    shape = shapes.shape(x_node)
+    owner = key.rpartition(".")[0]
+    channels = None if shape is None or len(shape) != 4 else shape[3] if x_node in shapes.nhwc else shape[1]
+    fits = ((channels,),) if x_node in shapes.nhwc else ((channels, 1, 1), (1, channels, 1, 1))
+    if not (isinstance(p, torch.Tensor) and p.is_floating_point() and channels and tuple(p.shape) in fits):
+        # (p None: not one of the module's parameters)
+        raise UnsupportedLayerError(
+            f"from_torch: {where}: a product with a parameter or constant is supported only as a layer scale: a "
+            f"parameter of shape (C, 1, 1) times an NCHW map, or (C,) times a channels-last one (got {key!r}"
+            f"{', not a parameter' if p is None else ''}, shape {tuple(getattr(p, 'shape', ()))}, times a tensor of "
+            f"shape {shape})"
+        )
+    name = names.take(owner, own=True) if owner and owner not in names.used else names.take(key.replace(".", "_"))
+    keys = () if key == f"{name}.layer_scale" else (("layer_scale", key),)
+    return LayerScale(channels, name=name, keys=keys), {f"{name}.layer_scale": p.reshape(channels, 1, 1)}
+
+
+def _with_source_keys(layer: Any, state: dict[str, Any], source: dict[int, str]) -> Any:
+    """``layer`` with ``keys`` naming the state_dict keys of its tensors that differ from their canonical keys
+    (a parameter of the model's root used through ``F.conv2d``)."""
+    name = layer.name
+    keys = {}
+    for canonical, t in state.items():
+        own = source.get(_storage(t))
+        if own is not None and own != canonical:
+            keys[canonical[len(name) + 1 :]] = own
+    return dataclasses.replace(layer, keys=tuple(sorted(keys.items()))) if keys else layer
+
+
+def _pick_output(out: Any, key: str | None) -> Any:
+    """The returned tensor: the entry ``key`` of a returned dict (or its one entry), else the value itself."""
+    if isinstance(out, dict):
+        if key is None:
+            if len(out) != 1:
+                raise UnsupportedLayerError(
+                    f"from_torch: forward returns a dict with entries {sorted(out)}; choose one with output=..."
+                )
+            return next(iter(out.values()))
+        if key not in out:
+            raise UnsupportedLayerError(
+                f"from_torch: output={key!r} is not an entry of the returned dict ({sorted(out)})"
+            )
+        return out[key]
+    if key is not None:
+        raise UnsupportedLayerError(f"from_torch: output={key!r} was given but forward does not return a dict")
+    return out
+
+
+def _live_nodes(graph: Any, key: str | None) -> set[Any]:
+    """The nodes the (chosen) output depends on."""
+    out_node = next(n for n in graph.nodes if n.op == "output")
+    value = out_node.args[0]
+    if isinstance(value, dict) and key in value:
+        value = value[key]
+    stack = nodes_in(value)
+    live: set[Any] = set()
+    while stack:
+        n = stack.pop()
+        if n not in live:
+            live.add(n)
+            stack.extend(n.all_input_nodes)
+    return live

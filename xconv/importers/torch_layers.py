@@ -1,0 +1,219 @@
+"""torch front-end, the layer half: which torch module or functional call is which spec layer. Only exact
+classes and functions map; anything else is refused with the operation's name."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .._torch_env import nn, torch
+from ..errors import UnsupportedLayerError
+from ..kinds import framework_list, framework_table
+from .torch_forms import _functional_batch_norm, _functional_module, _param
+
+F = torch.nn.functional
+
+_SUPPORTED = (
+    "nn.Conv2d / F.conv2d, nn.ReLU / F.relu / torch.relu / .relu(), x + c / c - x / x * c / x / c with a number, nn.Flatten / torch.flatten(x, 1) / "
+    "x.view(N, -1) / x.reshape(N, -1), nn.Linear / F.linear, nn.ZeroPad2d (folded into the next conv where exact), "
+    "nn.MaxPool2d / F.max_pool2d, nn.AvgPool2d / F.avg_pool2d, nn.AdaptiveAvgPool2d / F.adaptive_avg_pool2d, "
+    "nn.BatchNorm1d / nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d (no running statistics), nn.PReLU, nn.Dropout, nn.LeakyReLU / F.leaky_relu, nn.Sigmoid / torch.sigmoid, "
+    "nn.Tanh / torch.tanh, nn.GELU / F.gelu, nn.ELU / F.elu, nn.SiLU / F.silu, nn.Softmax / F.softmax (with dim), "
+    "nn.Identity, nn.ReLU6 / F.relu6, nn.Hardtanh / F.hardtanh, nn.Hardsigmoid / F.hardsigmoid, nn.Hardswish / "
+    "F.hardswish, torchvision's stochastic depth, x.mean([2, 3]) / torch.mean over H and W, nn.LayerNorm / "
+    "F.layer_norm and nn.Linear over features or, between x.permute(0, 2, 3, 1) and x.permute(0, 3, 1, 2), over "
+    "the channels at every pixel (with elementwise layers in between), a (C, 1, 1) parameter named layer_scale "
+    "times x, x.chunk / torch.split / x.narrow / x[:, a:b], nn.ChannelShuffle and its view-transpose-view idiom, "
+    "nn.ConvTranspose2d, nn.Upsample / nn.UpsamplingNearest2d / nn.UpsamplingBilinear2d / F.interpolate (nearest, "
+    "nearest-exact, bilinear; no antialias or recompute_scale_factor; sizes may come from x.shape), nested "
+    "nn.Sequential; x + y / torch.add / +=, x * y / torch.mul (broadcasting), torch.cat / torch.concat; any "
+    "nn.Module whose forward is a fork-join graph of these"
+)
+
+
+def _flat_args(node: Any) -> list[Any]:
+    """The graph nodes among a node's arguments, in order."""
+    return nodes_in((node.args, node.kwargs))
+
+
+def nodes_in(value: Any) -> list[Any]:
+    """The graph nodes inside ``value`` (nested tuples, lists and dicts of arguments), in order."""
+    found: list[Any] = []
+
+    def collect(n: Any) -> Any:
+        found.append(n)
+        return n
+
+    torch.fx.node.map_arg(value, collect)
+    return found
+
+
+def _get_attr(module: nn.Module, target: str) -> Any:
+    value: Any = module
+    for part in target.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _shape(node: Any) -> tuple[int, ...] | None:
+    """The shape the importer's shape propagation recorded for a traced tensor, or None."""
+    return getattr(node, "meta", {}).get("xconv_shape")
+
+
+def _as_module(
+    root: nn.Module,
+    node: Any,
+    args: list[Any],
+    params: dict[Any, Any],
+    batch: set[Any],
+    where: str,
+    resolve: Any = lambda v: v,
+) -> nn.Module:
+    """The nn module equivalent to one traced operation (sharing its parameters), or UnsupportedLayerError.
+    ``resolve`` turns size computations among the arguments (``x.shape[-2:]``) into their values."""
+    from ..errors import UnsupportedLayerError
+
+    kwargs = dict(node.kwargs)
+    if node.op == "call_module":
+        m = root.get_submodule(node.target)
+        if isinstance(m, nn.ConvTranspose2d) and (len(args) > 1 or kwargs):
+            raise UnsupportedLayerError(
+                f"from_torch: {where}: an output_size passed to forward is not supported "
+                "(give the output_padding to the module instead)"
+            )
+        return m
+    if node.op == "call_function" and node.target is F.interpolate:
+        names = ["size", "scale_factor", "mode", "align_corners", "recompute_scale_factor", "antialias"]
+        values = resolve({**dict(zip(names, args[1:])), **kwargs})
+        if values.get("antialias") or values.get("recompute_scale_factor"):
+            raise UnsupportedLayerError(f"from_torch: {where}: antialias and recompute_scale_factor are not supported")
+        size = values.get("size")
+        if (
+            isinstance(size, (list, tuple))
+            and not all(isinstance(v, int) for v in size)
+            or (size is not None and not isinstance(size, (int, list, tuple)))
+        ):
+            raise UnsupportedLayerError(f"from_torch: {where}: the size {size!r} is not known at import")
+        return nn.Upsample(
+            size=tuple(size) if isinstance(size, (list, tuple)) else size,
+            scale_factor=values.get("scale_factor"),
+            mode=values.get("mode", "nearest"),
+            align_corners=values.get("align_corners"),
+        )
+    if (
+        node.op == "call_function"
+        and node.target in (F.relu, torch.relu, torch.relu_, F.relu_)
+        or (node.op == "call_method" and node.target == "relu")
+    ):
+        return nn.ReLU()
+    if (
+        node.op == "call_function"
+        and node.target is torch.flatten
+        or (node.op == "call_method" and node.target == "flatten")
+    ):
+        start = args[1] if len(args) > 1 else kwargs.get("start_dim", 0)
+        end = args[2] if len(args) > 2 else kwargs.get("end_dim", -1)
+        rank = len(_shape(args[0]) or ())
+        if start == 1 and (end == -1 or (rank > 1 and end == rank - 1)):  # flatten(1) and flatten(1, 3)
+            return nn.Flatten()
+    if node.op == "call_method" and node.target in ("view", "reshape"):
+        rest = args[1:]
+        if len(rest) == 1 and isinstance(rest[0], (tuple, list)):
+            rest = list(rest[0])
+        shape = _shape(args[0])
+        features = math.prod(shape[1:]) if shape else None
+        if len(rest) == 2 and (rest[0] in batch and rest[1] in (-1, features) or rest[0] == -1 and rest[1] == features):
+            return nn.Flatten()  # x.view(N, -1), x.reshape(x.shape[:2]) of (N, C, 1, 1), x.view(-1, C * H * W)
+    if node.op == "call_function" and node.target is F.conv2d:
+        names = ["weight", "bias", "stride", "padding", "dilation", "groups"]
+        values = {**dict(zip(names, args[1:])), **kwargs}
+        weight, bias = params.get(values.get("weight")), params.get(values.get("bias"))
+        if weight is None or ("bias" in values and values["bias"] is not None and bias is None):
+            raise UnsupportedLayerError(f"from_torch: {where}: conv weights must be module parameters")
+        groups = int(values.get("groups", 1))
+        conv = nn.Conv2d(
+            weight.shape[1] * groups,
+            weight.shape[0],
+            tuple(weight.shape[2:]),
+            stride=values.get("stride", 1),
+            padding=values.get("padding", 0),
+            dilation=values.get("dilation", 1),
+            groups=groups,
+            bias=bias is not None,
+            device="meta",
+        )
+        conv.weight, conv.bias = _param(weight), _param(bias)  # share, do not copy
+        return conv
+    if node.op == "call_function" and node.target is F.batch_norm:
+        return _functional_batch_norm(root, node, args, kwargs, params, where)
+    if node.op == "call_function" and node.target is F.layer_norm:
+        values = {**dict(zip(["normalized_shape", "weight", "bias", "eps"], args[1:])), **kwargs}
+        weight, bias = params.get(values.get("weight")), params.get(values.get("bias"))
+        if (values.get("weight") is not None and weight is None) or (values.get("bias") is not None and bias is None):
+            raise UnsupportedLayerError(f"from_torch: {where}: layer_norm weights must be module parameters")
+        if weight is None and bias is not None:
+            raise UnsupportedLayerError(f"from_torch: {where}: layer_norm with a bias but no weight is not supported")
+        shape = tuple(values["normalized_shape"])
+        norm = nn.LayerNorm(
+            shape,
+            eps=values.get("eps", 1e-5),
+            elementwise_affine=weight is not None,
+            bias=bias is not None,
+            device="meta",
+        )
+        norm.weight, norm.bias = _param(weight), _param(bias)
+        return norm
+    if node.op == "call_function" and node.target is F.group_norm:
+        values = {**dict(zip(["num_groups", "weight", "bias", "eps"], args[1:])), **kwargs}
+        weight, bias = params.get(values.get("weight")), params.get(values.get("bias"))
+        if values.get("weight") is None or values.get("bias") is None or weight is None or bias is None:
+            raise UnsupportedLayerError(
+                f"from_torch: {where}: group_norm is supported with a weight and a bias that are module parameters"
+            )
+        group = nn.GroupNorm(int(values["num_groups"]), weight.shape[0], eps=values.get("eps", 1e-5), device="meta")
+        group.weight, group.bias = _param(weight), _param(bias)
+        return group
+    functional = _functional_module(node, args, kwargs)
+    if functional is not None:
+        return functional
+    if node.op == "call_function" and node.target is F.linear:
+        values = {**dict(zip(["weight", "bias"], args[1:])), **kwargs}
+        weight, bias = params.get(values.get("weight")), params.get(values.get("bias"))
+        if weight is None:
+            raise UnsupportedLayerError(f"from_torch: {where}: linear weights must be module parameters")
+        linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
+        linear.weight, linear.bias = _param(weight), _param(bias)
+        return linear
+    raise UnsupportedLayerError(f"from_torch: {where} is not supported; supported: {_SUPPORTED}")
+
+
+def mode_regularizer(m: nn.Module) -> bool:
+    """Whether ``m`` is a layer that computes the identity outside training (dropout, stochastic depth, timm's
+    DropPath), imported by its class: an exported program of eval mode records no operation for it."""
+    return type(m) in _REGULARIZERS or any(match(m) for match, _ in _MATCHERS)
+
+
+def own_leaf_types() -> tuple[type, ...]:
+    """xconv's own torch layers (a torch model built by xconv), imported whole by their class."""
+    return tuple(cls for cls in _IMPORTS if cls.__module__.startswith("xconv."))
+
+
+#: torch module class (exactly) -> (module, name, where) -> its spec layer; and (predicate, importer) pairs for
+#: classes of other libraries matched by module and name; from each kind family's torch part
+_IMPORTS: dict[type, Any] = framework_table("torch", "IMPORTS")
+_MATCHERS: list[Any] = framework_list("torch", "MATCHERS")
+_REGULARIZERS: dict[type, Any] = framework_table("torch", "REGULARIZERS")
+
+
+def _layer(m: nn.Module, name: str, where: str) -> tuple[Any, dict[str, Any]]:
+    """The spec layer (named ``name``) of one torch module, and its state tensors keyed canonically. Only the
+    exact classes map: a subclass that torch.fx keeps whole (one from torch.nn or torch.ao.nn, such as a
+    quantisation-aware conv) may compute something else, and is refused."""
+    importer = _IMPORTS.get(type(m))
+    if importer is None:
+        importer = next((fn for match, fn in _MATCHERS if match(m)), None)
+    if importer is None:
+        raise UnsupportedLayerError(f"from_torch: {where} is not supported; supported: {_SUPPORTED}")
+    layer = importer(m, name, where)
+    state = m.state_dict(keep_vars=True)
+    return layer, {f"{name}.{k}": t for k, t in state.items() if t is not None}

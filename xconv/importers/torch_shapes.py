@@ -1,0 +1,238 @@
+"""Shape-level operations of a traced or exported torch forward, with the shapes of one real run of the graph:
+size arithmetic (the batch size stays symbolic), permutes to and from channels-last, views, slices, splits and
+channel shuffles."""
+
+from __future__ import annotations
+
+import itertools
+import operator
+from typing import Any
+
+import numpy as np
+
+from .._torch_env import torch
+from ..errors import UnsupportedLayerError
+from ..spec import ELEMENTWISE, ChannelLinear, ChannelShuffle, LayerNorm, Linear, Narrow, Softmax
+
+__all__ = ["BATCH", "NOT", "ShapeOps"]
+
+BATCH = object()  # the batch size, symbolic: it stays free in the spec
+NOT = object()  # not a size computation
+_ARITHMETIC = {
+    operator.floordiv: operator.floordiv,
+    operator.mul: operator.mul,
+    operator.add: operator.add,
+    operator.sub: operator.sub,
+}
+
+
+class ShapeOps:
+    """Shape-level operations of a traced forward, with the shapes torch.fx's shape propagation recorded:
+    size arithmetic, permutes to and from channels-last, views, slices and channel shuffles."""
+
+    def __init__(self, index: dict[Any, int], consts: dict[Any, Any], nhwc: set[Any]) -> None:
+        self.index, self.consts, self.nhwc = index, consts, nhwc
+        self.grouped: dict[Any, tuple[Any, int]] = {}  # x.view(N, g, C // g, H, W)
+        self.swapped: dict[Any, tuple[Any, int]] = {}  # ... .transpose(1, 2)
+        self.pieces: dict[Any, tuple[Any, int, list[tuple[int, int]]]] = {}  # x.chunk / x.split: (src, dim, parts)
+
+    def shape(self, node: Any) -> tuple[int, ...] | None:
+        return getattr(node, "meta", {}).get("xconv_shape")
+
+    def resolve(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: self.resolve(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(self.resolve(v) for v in value)
+        return self.consts.get(value, value) if isinstance(value, torch.fx.Node) else value
+
+    def size_value(self, node: Any, args: list[Any]) -> Any:
+        """The value of a size computation (x.size(), x.shape[1], c // 2), or NOT."""
+        if node.op == "call_method" and node.target == "size" and args and args[0] in self.index:
+            dims = self._sizes(args[0])
+            if dims is None:
+                return BATCH if args[1:] == [0] else NOT
+            return dims if len(args) == 1 else dims[self.resolve(args[1])]
+        if (
+            node.op == "call_function"
+            and node.target is getattr
+            and len(args) == 2
+            and args[1] == "shape"
+            and (args[0] in self.index)
+        ):
+            dims = self._sizes(args[0])
+            return dims if dims is not None else (BATCH,)
+        if node.op == "call_function" and node.target is operator.getitem and args[0] in self.consts:
+            value, i = self.consts[args[0]], self.resolve(args[1])
+            if isinstance(value, tuple) and isinstance(i, int) and -len(value) <= i < len(value):
+                return value[i]
+            if isinstance(value, tuple) and isinstance(i, slice):  # x.shape[-2:]
+                return value[i]
+            return NOT
+        if (
+            node.op == "call_function"
+            and node.target in _ARITHMETIC
+            and len(args) == 2
+            and any(a in self.consts for a in args)
+        ):
+            a, b = self.resolve(args[0]), self.resolve(args[1])
+            if isinstance(a, int) and isinstance(b, int):
+                return _ARITHMETIC[node.target](a, b)
+        return NOT
+
+    def _sizes(self, node: Any) -> tuple[Any, ...] | None:
+        shape = self.shape(node)
+        return None if shape is None or node in self.nhwc else (BATCH, *shape[1:])
+
+    def refuse_nhwc(self, tensors: Any, where: str) -> None:
+        if any(t in self.nhwc for t in tensors):
+            raise UnsupportedLayerError(f"from_torch: {where} on a channels-last (permuted) tensor is not supported")
+
+    def place(self, node: Any, src: Any, m: Any, layer: Any, where: str) -> Any:
+        """Check a layer against its input's layout: on a channels-last tensor only per-pixel layers (LayerNorm,
+        Linear -> ChannelLinear, elementwise); nn.LayerNorm and nn.Linear on an NCHW map act on W and are refused."""
+        shape = self.shape(src)
+        if src in self.nhwc:
+            if isinstance(layer, Linear):
+                assert layer.in_features is not None  # torch's Linear knows its input size
+                layer = ChannelLinear(
+                    layer.in_features, layer.out_features, bias=layer.bias, name=layer.name, keys=layer.keys
+                )
+            elif not (
+                isinstance(layer, LayerNorm) or isinstance(layer, ELEMENTWISE) and not isinstance(layer, Softmax)
+            ):
+                raise UnsupportedLayerError(
+                    f"from_torch: {where} on a channels-last (permuted) tensor is not supported; "
+                    "between permutes only LayerNorm, Linear and elementwise layers"
+                )
+            self.nhwc.add(node)
+            return layer
+        own_map_norm = type(m).__name__ == "ChannelLayerNorm"
+        if isinstance(layer, (LayerNorm, Linear)) and not own_map_norm and (shape is None or len(shape) != 2):
+            raise UnsupportedLayerError(
+                f"from_torch: {where} acts on the last axis of a tensor of shape {shape}; supported over the features "
+                "of a flat input, or over channels between x.permute(0, 2, 3, 1) and x.permute(0, 3, 1, 2)"
+            )
+        return layer
+
+    def reshuffle(self, node: Any, args: list[Any], where: str) -> Any:
+        """For permutes, contiguous, views/reshapes of the shuffle idiom, chunk/split/narrow/slicing: None if
+        not one of them; "pending" for an intermediate step; else (the tensor it reads, a layer or None for
+        an alias)."""
+        op, target = node.op, node.target
+        src = args[0] if args else None
+        method = target if op == "call_method" else getattr(target, "__name__", "") if op == "call_function" else ""
+        is_torch = (
+            op == "call_method"
+            or op == "call_function"
+            and target
+            in (torch.permute, torch.transpose, torch.narrow, torch.chunk, torch.split, operator.getitem, torch.reshape)
+        )
+        if not is_torch:
+            return None
+        if method == "getitem" and src in self.pieces:
+            base, dim, parts = self.pieces[src]
+            start, length = parts[self.resolve(args[1])]
+            return base, Narrow(dim, start, length)
+        if src in self.swapped and method == "contiguous":
+            self.swapped[node] = self.swapped[src]
+            return "pending"
+        if src in self.swapped and method in ("view", "reshape"):
+            base, groups = self.swapped[src]
+            c, h, w = self.shape(base)[1:]  # type: ignore[index]
+            dims = self._dims(args)
+            if dims in ((BATCH, -1, h, w), (BATCH, c, h, w)):
+                return base, ChannelShuffle(groups)
+            raise UnsupportedLayerError(
+                f"from_torch: {where}: a view after a grouped transpose that is not a channel shuffle"
+            )
+        if src in self.grouped and method == "transpose" and sorted(self.resolve(args[1:3])) == [1, 2]:
+            self.swapped[node] = self.grouped[src]
+            return "pending"
+        if src not in self.index:
+            return None
+        shape = self.shape(src)
+        if method == "contiguous" and len(args) == 1:
+            if src in self.nhwc:
+                self.nhwc.add(node)
+            return src, None
+        if method == "permute":
+            perm = tuple(self._dims(args))
+            if perm == (0, 2, 3, 1) and src not in self.nhwc and shape is not None and len(shape) == 4:
+                self.nhwc.add(node)
+                return src, None
+            if perm == (0, 3, 1, 2) and src in self.nhwc:
+                return src, None
+            raise UnsupportedLayerError(
+                f"from_torch: {where}: permute{perm} is supported only as x.permute(0, 2, 3, 1) "
+                "of an NCHW map and back (x.permute(0, 3, 1, 2))"
+            )
+        if src in self.nhwc or shape is None:
+            return None
+        rank = len(shape)
+        if method in ("view", "reshape") and rank == 4:
+            dims = self._dims(args)
+            c, h, w = shape[1:]
+            if (
+                len(dims) == 5
+                and dims[0] is BATCH
+                and dims[3:] == (h, w)
+                and isinstance(dims[1], int)
+                and (isinstance(dims[2], int) and dims[1] * dims[2] == c and dims[1] > 0)
+            ):
+                self.grouped[node] = (src, dims[1])
+                return "pending"
+            return None
+        if method in ("chunk", "split"):
+            names = ("chunks", "dim") if method == "chunk" else ("split_size_or_sections", "dim")
+            values = {**dict(zip(names, self.resolve(args[1:]))), **self.resolve(dict(node.kwargs))}
+            dim = values.get("dim", 0)
+            dim = dim % rank if isinstance(dim, int) and -rank <= dim < rank else 0
+            if dim == 0:
+                raise UnsupportedLayerError(f"from_torch: {where}: a split along the batch axis")
+            size = shape[dim]
+            if method == "chunk":
+                step = -(-size // int(values["chunks"]))
+                parts = [(a, min(step, size - a)) for a in range(0, size, step)]
+            elif isinstance(values["split_size_or_sections"], int):
+                step = values["split_size_or_sections"]
+                parts = [(a, min(step, size - a)) for a in range(0, size, step)]
+            else:
+                starts = np.cumsum([0, *values["split_size_or_sections"]])
+                parts = [(int(a), int(b - a)) for a, b in itertools.pairwise(starts)]
+            self.pieces[node] = (src, dim, parts)
+            return "pending"
+        if method == "narrow":
+            values = {
+                **dict(zip(("dim", "start", "length"), self.resolve(args[1:]))),
+                **self.resolve(dict(node.kwargs)),
+            }
+            dim, start = values["dim"] % rank, values["start"] % shape[values["dim"] % rank]
+            if dim == 0:
+                raise UnsupportedLayerError(f"from_torch: {where}: a narrow along the batch axis")
+            return src, Narrow(dim, start, values["length"])
+        if method == "getitem":
+            return self._slice(src, shape, self.resolve(args[1]), where)
+        return None
+
+    def _dims(self, args: list[Any]) -> tuple[Any, ...]:
+        rest = list(args[1:])
+        if len(rest) == 1 and isinstance(rest[0], (list, tuple)):
+            rest = list(rest[0])
+        return tuple(self.resolve(rest))
+
+    def _slice(self, src: Any, shape: tuple[int, ...], key: Any, where: str) -> Any:
+        """x[:, a:b] (one sliced axis, step 1) as a Narrow; x[:] an alias."""
+        key = key if isinstance(key, tuple) else (key,)
+        if not all(isinstance(k, slice) for k in key) or len(key) > len(shape):
+            raise UnsupportedLayerError(f"from_torch: {where}: only slices (x[:, a:b]) are supported as indexing")
+        cut = [(d, k) for d, k in enumerate(key) if k != slice(None)]
+        if not cut:
+            return src, None
+        if len(cut) > 1 or cut[0][0] == 0 or cut[0][1].step not in (None, 1):
+            raise UnsupportedLayerError(f"from_torch: {where}: only one sliced non-batch axis with step 1 is supported")
+        dim, k = cut[0]
+        start, stop, _ = k.indices(shape[dim])
+        if stop <= start:
+            raise UnsupportedLayerError(f"from_torch: {where}: an empty slice")
+        return src, Narrow(dim, start, stop - start)

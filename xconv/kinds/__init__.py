@@ -1,0 +1,81 @@
+"""Every layer kind in one place. A family's package (``conv``, ``pool``, ``norm``, ...) holds, per kind, the
+spec class, its shape rule and its numpy reference (forward and backward), and registers them; beside it,
+``_torch`` holds the torch modules it builds and the torch modules it imports from, and ``_keras`` the Keras
+layers it builds, their weight layouts and the Keras layers it imports from. Backends and importers read the
+registry (:data:`KINDS`, :func:`framework_table`); ``import xconv`` loads no framework.
+"""
+
+from __future__ import annotations
+
+from .._info import elementwise
+from .._layer import Layer
+from ._registry import FAMILIES, KINDS, Kind, framework_list, framework_table, register
+from .activation import (
+    ELU,
+    GELU,
+    Hardsigmoid,
+    Hardswish,
+    Hardtanh,
+    Identity,
+    LeakyReLU,
+    PReLU,
+    ReLU,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Tanh,
+)
+from .channel import ChannelShuffle, LayerScale, Narrow, Normalization, Rescaling, ZeroPad2d
+from .conv import Conv2d, ConvTranspose2d
+from .dense import ChannelLinear, Flatten, Linear
+from .norm import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm
+from .pool import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
+from .regularize import Dropout, StochasticDepth
+from .resample import Upsample
+
+#: layers that keep their input's shape and act per element (or per feature vector, Softmax over dim 1)
+ELEMENTWISE: tuple[type[Layer], ...] = tuple(cls for cls, kind in KINDS.items() if kind.shape is elementwise)
+
+__all__ = [
+    "ELEMENTWISE",
+    "ELU",
+    "FAMILIES",
+    "GELU",
+    "KINDS",
+    "AdaptiveAvgPool2d",
+    "AvgPool2d",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "ChannelLinear",
+    "ChannelShuffle",
+    "Conv2d",
+    "ConvTranspose2d",
+    "Dropout",
+    "Flatten",
+    "GroupNorm",
+    "Hardsigmoid",
+    "Hardswish",
+    "Hardtanh",
+    "Identity",
+    "Kind",
+    "LayerNorm",
+    "LayerScale",
+    "LeakyReLU",
+    "Linear",
+    "MaxPool2d",
+    "Narrow",
+    "Normalization",
+    "PReLU",
+    "ReLU",
+    "Rescaling",
+    "SiLU",
+    "Sigmoid",
+    "Softmax",
+    "StochasticDepth",
+    "Tanh",
+    "Upsample",
+    "ZeroPad2d",
+    "framework_list",
+    "framework_table",
+    "register",
+]

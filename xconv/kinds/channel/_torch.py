@@ -1,0 +1,112 @@
+"""Per-channel maps and rearrangements: Rescaling, Normalization, LayerScale, Narrow, ChannelShuffle and ZeroPad2d: the torch parts (built modules, and the torch modules that import as these kinds)."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from ..._info import LayerInfo
+from ..._torch_env import nn, torch
+from ...errors import UnsupportedLayerError
+from . import ChannelShuffle, LayerScale, Narrow, Normalization, Rescaling, ZeroPad2d, narrow_axis
+
+
+def _channels(value: Any, ndim: int) -> torch.Tensor:
+    t = torch.as_tensor(value, dtype=torch.float64)
+    return t.reshape((1, -1) + (1,) * (ndim - 2)) if t.ndim == 1 else t
+
+
+class RescalingModule(nn.Module):
+    """x * scale + offset with constant scale and offset (numbers or one per channel), Keras' ``Rescaling``.
+    The constants belong to the spec, not the weights: plain attributes, made in the input's dtype."""
+
+    def __init__(self, scale: Any, offset: Any, ndim: int) -> None:
+        super().__init__()
+        self.scale, self.offset, self.ndim = scale, offset, ndim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * _channels(self.scale, self.ndim).to(x.dtype) + _channels(self.offset, self.ndim).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}, offset={self.offset}"
+
+
+class NormalizationModule(nn.Module):
+    """(x - mean) / max(sqrt(variance), 1e-7) per channel, Keras' ``Normalization``; ``mean`` and ``variance``
+    are saved buffers."""
+
+    mean: torch.Tensor
+    variance: torch.Tensor
+
+    def __init__(self, num_features: int, ndim: int, device: Any = None, dtype: Any = None) -> None:
+        super().__init__()
+        self.ndim = ndim
+        self.register_buffer("mean", torch.zeros(num_features, device=device, dtype=dtype))
+        self.register_buffer("variance", torch.ones(num_features, device=device, dtype=dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1) + (1,) * (self.ndim - 2)
+        std = torch.sqrt(self.variance).clamp_min(1e-7).reshape(shape)
+        return (x - self.mean.reshape(shape)) / std
+
+
+class LayerScaleModule(nn.Module):
+    """x * layer_scale with a learned (C, 1, 1) parameter (torchvision's ``CNBlock.layer_scale``); used in
+    chains. In a graph the parameter sits on the module at the layer's key and the product is in the forward."""
+
+    def __init__(self, num_features: int, device: Any = None, dtype: Any = None) -> None:
+        super().__init__()
+        self.layer_scale = nn.Parameter(torch.full((num_features, 1, 1), 1e-6, device=device, dtype=dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer_scale * x
+
+
+class NarrowModule(nn.Module):
+    """``x.narrow(dim, start, length)``: a slice along one axis (``x.chunk``, ``torch.split``, ``x[:, a:b]``)."""
+
+    def __init__(self, dim: int, start: int, length: int) -> None:
+        super().__init__()
+        self.dim, self.start, self.length = dim, start, length
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.narrow(self.dim, self.start, self.length)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, start={self.start}, length={self.length}"
+
+
+def _rescaling(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
+    layer = cast(Rescaling, info.layer)
+    return RescalingModule(layer.scale, layer.offset, len(info.input_shape) + 1)
+
+
+def _normalization(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
+    return NormalizationModule(cast(Normalization, info.layer).num_features, len(info.input_shape) + 1, **factory)
+
+
+BUILDERS: dict[type, Any] = {
+    Rescaling: _rescaling,
+    Normalization: _normalization,
+    LayerScale: lambda info, factory: LayerScaleModule(info.layer.num_features, **factory),
+    Narrow: lambda info, factory: NarrowModule(narrow_axis(info), info.layer.start, info.layer.length),
+    ChannelShuffle: lambda info, factory: nn.ChannelShuffle(info.layer.groups),
+    ZeroPad2d: lambda info, factory: nn.ZeroPad2d((*info.layer.padding[1], *info.layer.padding[0])),
+}
+
+
+def _torch_zero_pad(m: nn.ZeroPad2d, name: str, where: str) -> ZeroPad2d:
+    pad = tuple(int(v) for v in m.padding)
+    if min(pad) < 0:
+        raise UnsupportedLayerError(f"from_torch: {where}: negative padding (cropping) is not supported")
+    return ZeroPad2d(pad, name=name)
+
+
+#: torch module class (exactly) -> (module, name, where) -> its spec layer
+IMPORTS: dict[type, Any] = {
+    RescalingModule: lambda m, name, where: Rescaling(m.scale, m.offset, name=name),
+    NormalizationModule: lambda m, name, where: Normalization(int(m.mean.numel()), name=name),
+    LayerScaleModule: lambda m, name, where: LayerScale(int(m.layer_scale.shape[0]), name=name),
+    NarrowModule: lambda m, name, where: Narrow(m.dim, m.start, m.length, name=name),
+    nn.ChannelShuffle: lambda m, name, where: ChannelShuffle(int(m.groups), name=name),
+    nn.ZeroPad2d: _torch_zero_pad,
+}

@@ -1,0 +1,135 @@
+"""Normalisations: BatchNorm2d, BatchNorm1d, LayerNorm and GroupNorm: the torch parts (built modules, and the torch modules that import as these kinds)."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from ..._info import LayerInfo
+from ..._torch_env import F, nn, torch
+from ...errors import UnsupportedLayerError
+from . import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm
+
+
+class ChannelLayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` over the channels at every pixel of an NCHW map (torchvision's ``LayerNorm2d``): the same
+    parameters and keys, applied to the channels-last view."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
+        return y.permute(0, 3, 1, 2)
+
+
+def _layernorm(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
+    layer = cast(LayerNorm, info.layer)
+    cls = ChannelLayerNorm if len(info.input_shape) == 3 else nn.LayerNorm
+    return cls(
+        layer.num_features,
+        eps=layer.eps,
+        elementwise_affine=layer.elementwise_affine,
+        bias=layer.bias,
+        **factory,
+    )
+
+
+def _groupnorm(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
+    layer = cast(GroupNorm, info.layer)
+    return nn.GroupNorm(layer.num_groups, layer.num_channels, eps=layer.eps, affine=layer.affine, **factory)
+
+
+class _FrozenBatchNorm:
+    """Normalises with the running statistics in training too, and learns nothing: its weight and bias do not
+    require gradients (Keras' ``BatchNormalization(trainable=False)``). The keys are BatchNorm's."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bn = cast(nn.BatchNorm2d, self)
+        bn._check_input_dim(x)
+        return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+
+
+class FrozenBatchNorm2d(_FrozenBatchNorm, nn.BatchNorm2d):
+    """BatchNorm2d that stays in inference mode and learns nothing (see ``BatchNorm2d(frozen=True)``)."""
+
+
+class FrozenBatchNorm1d(_FrozenBatchNorm, nn.BatchNorm1d):
+    """BatchNorm1d that stays in inference mode and learns nothing (see ``BatchNorm1d(frozen=True)``)."""
+
+
+def _batchnorm(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
+    layer = cast("BatchNorm2d | BatchNorm1d", info.layer)
+    cls: type[nn.Module] = nn.BatchNorm2d if isinstance(layer, BatchNorm2d) else nn.BatchNorm1d
+    if layer.frozen:
+        cls = FrozenBatchNorm2d if isinstance(layer, BatchNorm2d) else FrozenBatchNorm1d
+    learned = layer.affine_params
+    module = cls(
+        layer.num_features,
+        eps=layer.eps,
+        momentum=layer.momentum,
+        affine=len(learned) == 2,
+        track_running_stats=layer.track_running_stats,
+        **factory,
+    )
+    if len(learned) == 1:  # Keras' scale=False or center=False: F.batch_norm takes weight and bias separately
+        fill = torch.ones if learned[0] == "weight" else torch.zeros  # torch's own initial gain and shift
+        module.register_parameter(learned[0], nn.Parameter(fill(layer.num_features, **factory)))
+    if layer.frozen:
+        for p in module.parameters():
+            p.requires_grad_(False)
+    return module
+
+
+BUILDERS: dict[type, Any] = {
+    BatchNorm2d: _batchnorm,
+    BatchNorm1d: _batchnorm,
+    LayerNorm: _layernorm,
+    GroupNorm: _groupnorm,
+}
+
+
+def _torch_batch_norm(m: Any, name: str, where: str) -> Any:
+    cls = BatchNorm2d if isinstance(m, nn.BatchNorm2d) else BatchNorm1d
+    # what F.batch_norm is given: a gain and a shift each when present (a shift alone is Keras' scale=False)
+    scale, center = m.weight is not None, m.bias is not None
+    return cls(
+        m.num_features,
+        eps=m.eps,
+        momentum=m.momentum,
+        affine=scale or center,
+        track_running_stats=m.track_running_stats,
+        scale=scale,
+        center=center,
+        frozen=type(m) in (FrozenBatchNorm2d, FrozenBatchNorm1d),
+        name=name,
+    )
+
+
+def _torch_layer_norm(m: Any, name: str, where: str) -> LayerNorm:
+    if len(m.normalized_shape) != 1:
+        raise UnsupportedLayerError(
+            f"from_torch: {where}: LayerNorm over {len(m.normalized_shape)} dimensions; "
+            "only over one (features, or channels at every pixel) is supported"
+        )
+    return LayerNorm(
+        m.normalized_shape[0], eps=m.eps, elementwise_affine=m.weight is not None, bias=m.bias is not None, name=name
+    )
+
+
+def _torch_instance_norm(m: nn.InstanceNorm2d, name: str, where: str) -> GroupNorm:
+    if m.track_running_stats:  # in eval it normalises with running statistics instead: another function
+        raise UnsupportedLayerError(
+            f"from_torch: {where}: InstanceNorm2d with track_running_stats=True is not supported (in eval it "
+            "uses its running statistics); InstanceNorm2d without them imports as GroupNorm(C, C)"
+        )
+    return GroupNorm(m.num_features, m.num_features, eps=m.eps, affine=m.affine, name=name)
+
+
+#: torch module class (exactly) -> (module, name, where) -> its spec layer
+IMPORTS: dict[type, Any] = {
+    nn.BatchNorm2d: _torch_batch_norm,
+    nn.BatchNorm1d: _torch_batch_norm,
+    FrozenBatchNorm2d: _torch_batch_norm,
+    FrozenBatchNorm1d: _torch_batch_norm,
+    nn.LayerNorm: _torch_layer_norm,
+    ChannelLayerNorm: _torch_layer_norm,
+    nn.GroupNorm: lambda m, name, where: GroupNorm(m.num_groups, m.num_channels, eps=m.eps, affine=m.affine, name=name),
+    nn.InstanceNorm2d: _torch_instance_norm,
+}
