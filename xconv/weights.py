@@ -140,24 +140,28 @@ def source_keys(infos: list[LayerInfo]) -> dict[str, str]:
 def _by_canonical_key(
     infos: list[LayerInfo], weights: Mapping[str, Any], expected: dict[str, tuple[int, ...]]
 ) -> Mapping[str, Any]:
-    """``weights`` with each source key (a layer's ``keys``) renamed to its canonical key, and its array
-    reshaped when its shape differs from the canonical one only by axes of length 1 ((C,) for (C, 1, 1)). A
-    mapping that has both keys of one weight keeps them both (the canonical one is read, the other unexpected)."""
+    """``weights`` with each source key (a layer's ``keys``) renamed to its canonical key, and each array
+    reshaped when its shape differs from the canonical one only by axes of length 1 ((C,) for (C, 1, 1) or
+    (1, 1, 1, C)): the same numbers in the same order, as sources keep them (a layer scale of shape (C, 1, 1), a
+    ConvNeXt V2 response-norm weight of (1, 1, 1, C)). A mapping that has both keys of one weight keeps them
+    both (the canonical one is read, the other unexpected)."""
     aliases = source_keys(infos)
-    if not any(key in aliases for key in weights):
-        return weights
     out: dict[str, Any] = {}
     for key, value in weights.items():
-        target = aliases.get(key)
-        if target is None or target in weights:
+        target = aliases.get(key, key)
+        if target != key and target in weights or target not in expected:
             out[key] = value
+            continue
+        shape = expected[target]
+        found = getattr(value, "shape", None)
+        if found is None or tuple(found) == shape:
+            out[target] = value
             continue
         try:
             array = as_numpy(value)
         except Exception:  # noqa: BLE001 - unreadable: check_weights names it under the canonical key
             out[target] = value
             continue
-        shape = expected[target]
         squeeze = tuple(d for d in array.shape if d != 1) == tuple(d for d in shape if d != 1)
         out[target] = array.reshape(shape) if squeeze else array
     return out

@@ -273,11 +273,11 @@ class _Leaves:
         return mode_regularizer(self.module.get_submodule(path))
 
     def _leaf(self, m: nn.Module) -> bool:
-        from .torch_layers import mode_regularizer
+        from .torch_layers import matched, mode_regularizer
 
         if m._forward_hooks or m._forward_pre_hooks or "forward" in vars(m):
             return False
-        if type(m) in self.own or mode_regularizer(m):
+        if type(m) in self.own or mode_regularizer(m) or matched(m):
             return True
         where = type(m).__module__
         return where.startswith(("torch.nn", "torch.ao.nn")) and not isinstance(

@@ -190,7 +190,12 @@ def _as_module(
 def mode_regularizer(m: nn.Module) -> bool:
     """Whether ``m`` is a layer that computes the identity outside training (dropout, stochastic depth, timm's
     DropPath), imported by its class: an exported program of eval mode records no operation for it."""
-    return type(m) in _REGULARIZERS or any(match(m) for match, _ in _MATCHERS)
+    return type(m) in _REGULARIZERS or any(match(m) for match in _REGULARIZER_MATCHERS)
+
+
+def matched(m: nn.Module) -> bool:
+    """Whether ``m`` is a class of another library that imports whole, matched by its module and name."""
+    return any(match(m) for match, _ in _MATCHERS)
 
 
 def own_leaf_types() -> tuple[type, ...]:
@@ -203,6 +208,7 @@ def own_leaf_types() -> tuple[type, ...]:
 _IMPORTS: dict[type, Any] = framework_table("torch", "IMPORTS")
 _MATCHERS: list[Any] = framework_list("torch", "MATCHERS")
 _REGULARIZERS: dict[type, Any] = framework_table("torch", "REGULARIZERS")
+_REGULARIZER_MATCHERS: list[Any] = framework_list("torch", "REGULARIZER_MATCHERS")
 
 
 def _layer(m: nn.Module, name: str, where: str) -> tuple[Any, dict[str, Any]]:
@@ -216,4 +222,6 @@ def _layer(m: nn.Module, name: str, where: str) -> tuple[Any, dict[str, Any]]:
         raise UnsupportedLayerError(f"from_torch: {where} is not supported; supported: {_SUPPORTED}")
     layer = importer(m, name, where)
     state = m.state_dict(keep_vars=True)
+    if isinstance(layer, tuple):  # (layer, its state in canonical shapes: views of the module's tensors)
+        layer, state = layer
     return layer, {f"{name}.{k}": t for k, t in state.items() if t is not None}

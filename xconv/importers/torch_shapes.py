@@ -12,7 +12,7 @@ import numpy as np
 
 from .._torch_env import torch
 from ..errors import UnsupportedLayerError
-from ..spec import ELEMENTWISE, ChannelLinear, ChannelShuffle, LayerNorm, Linear, Narrow, Softmax
+from ..spec import ELEMENTWISE, ChannelLinear, ChannelShuffle, GlobalResponseNorm, LayerNorm, Linear, Narrow, Softmax
 
 __all__ = ["BATCH", "NOT", "ShapeOps"]
 
@@ -92,6 +92,17 @@ class ShapeOps:
         """Check a layer against its input's layout: on a channels-last tensor only per-pixel layers (LayerNorm,
         Linear -> ChannelLinear, elementwise); nn.LayerNorm and nn.Linear on an NCHW map act on W and are refused."""
         shape = self.shape(src)
+        if isinstance(layer, GlobalResponseNorm):  # written for one layout: imported on that one only
+            from ..kinds.norm._torch import grn_channels_last
+
+            if grn_channels_last(m) != (src in self.nhwc):
+                layout = "a channels-last" if src in self.nhwc else "an NCHW"
+                raise UnsupportedLayerError(
+                    f"from_torch: {where} is written for another layout than its input, {layout} map"
+                )
+            if src in self.nhwc:
+                self.nhwc.add(node)
+            return layer
         if src in self.nhwc:
             if isinstance(layer, Linear):
                 assert layer.in_features is not None  # torch's Linear knows its input size

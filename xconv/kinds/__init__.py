@@ -28,7 +28,7 @@ from .activation import (
 from .channel import ChannelShuffle, LayerScale, Narrow, Normalization, Rescaling, ZeroPad2d
 from .conv import Conv2d, ConvTranspose2d
 from .dense import ChannelLinear, Flatten, Linear
-from .norm import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm
+from .norm import BatchNorm1d, BatchNorm2d, GlobalResponseNorm, GroupNorm, LayerNorm
 from .pool import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from .regularize import Dropout, StochasticDepth
 from .resample import Upsample
@@ -52,6 +52,7 @@ __all__ = [
     "ConvTranspose2d",
     "Dropout",
     "Flatten",
+    "GlobalResponseNorm",
     "GroupNorm",
     "Hardsigmoid",
     "Hardswish",

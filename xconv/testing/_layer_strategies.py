@@ -19,6 +19,7 @@ from ..spec import (
     Conv2d,
     ConvTranspose2d,
     Dropout,
+    GlobalResponseNorm,
     GroupNorm,
     Hardsigmoid,
     Hardswish,
@@ -79,13 +80,23 @@ ALL_KINDS = CORE_KINDS + (
     "ChannelShuffle",
     "GroupNorm",
     "PReLU",
+    "GlobalResponseNorm",
     "Upsample",
     "ConvTranspose2d",
 )
 
 
 #: the channel-axis kinds, drawn by :func:`channel_layers`
-CHANNEL_KINDS = ("LayerNorm", "ChannelLinear", "LayerScale", "Narrow", "ChannelShuffle", "GroupNorm", "PReLU")
+CHANNEL_KINDS = (
+    "LayerNorm",
+    "ChannelLinear",
+    "LayerScale",
+    "Narrow",
+    "ChannelShuffle",
+    "GroupNorm",
+    "PReLU",
+    "GlobalResponseNorm",
+)
 
 
 #: the fork-join combinators, drawn by :func:`blocks`
@@ -251,7 +262,7 @@ def channel_layers(
     """A channel-axis layer valid for a (C, H, W) input: LayerNorm over the channels, ChannelLinear,
     LayerScale, Narrow along any non-batch axis (negative dims too), ChannelShuffle and GroupNorm with any
     divisor of C (GroupNorm's eps as LayerNorm's: 0.1 in float32 suites), PReLU with one slope or one per
-    channel."""
+    channel, GlobalResponseNorm."""
     options = [k for k in CHANNEL_KINDS if k in kinds]
     if not options:
         return None
@@ -272,6 +283,8 @@ def channel_layers(
         groups = draw(st.sampled_from([g for g in range(1, c + 1) if c % g == 0 and c // g * _h * _w > 1]))
         eps = draw(st.sampled_from([1e-5, 1e-3] if batch_stats else [0.1]))
         return GroupNorm(groups, c, eps=eps, affine=draw(st.sampled_from([True, True, False])))
+    if kind == "GlobalResponseNorm":
+        return GlobalResponseNorm(c, eps=draw(st.sampled_from([1e-6, 1e-3])))
     if kind in ("PReLU", "GroupNorm"):
         return PReLU(draw(st.sampled_from([1, c])))
     return ChannelShuffle(draw(st.sampled_from([g for g in range(1, c + 1) if c % g == 0])))

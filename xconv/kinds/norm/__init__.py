@@ -359,3 +359,62 @@ for _kind in (
     register(
         _kind, _RULES.get(_kind, elementwise), {**_FORWARD, **_FORWARD_C}[_kind], {**_BACKWARD, **_BACKWARD_C}[_kind]
     )
+
+
+@dataclass(frozen=True, repr=False)
+class GlobalResponseNorm(Layer):
+    """ConvNeXt V2's global response normalisation of a (C, H, W) map. With N_c the L2 norm of channel c over
+    the pixels, ``y = x + weight * x * N_c / (mean over channels of N + eps) + bias``, per sample, with a
+    per-channel ``weight`` and ``bias`` of shape (C,). timm's ``GlobalResponseNorm`` and Hugging Face's
+    ``ConvNextV2GRN`` import as it (on the channels-last tensor of a ConvNeXt block, as they are written for).
+
+    >>> GlobalResponseNorm(32)
+    GlobalResponseNorm(32)
+    """
+
+    num_features: int
+    eps: float = 1e-6
+
+    _positional = ("num_features",)
+
+    def _validate(self) -> None:
+        me = "GlobalResponseNorm"
+        self._set("num_features", as_int(me, "num_features", self.num_features, minimum=1))
+        self._set("eps", as_float(me, "eps", self.eps, low=0.0, low_open=True))
+
+
+def _grn_shape(ctx: _Ctx, layer: GlobalResponseNorm, source: Shape | None) -> LayerInfo:
+    c = ctx.need_map()[0]
+    if layer.num_features != c:
+        raise ctx.error(f"num_features={layer.num_features} but its input has {c} channels")
+    return LayerInfo(ctx.index, layer, ctx.shape, ctx.shape, {"weight": (c,), "bias": (c,)})
+
+
+def _grn_parts(info: LayerInfo, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N: each channel's L2 norm over the pixels, (n, C, 1, 1); the divisor mean_c N + eps, (n, 1, 1, 1))"""
+    norms = np.sqrt((x * x).sum(axis=(2, 3), keepdims=True))
+    return norms, norms.mean(axis=1, keepdims=True) + info.layer.eps  # type: ignore[attr-defined]
+
+
+def _grn_forward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, mode: Mode) -> np.ndarray:
+    norms, divisor = _grn_parts(info, x)
+    out: np.ndarray = x + per_channel(p["weight"], x) * (x * (norms / divisor)) + per_channel(p["bias"], x)
+    return out
+
+
+def _grn_backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, go: np.ndarray, mode: Mode) -> Any:
+    norms, divisor = _grn_parts(info, x)
+    weight = per_channel(p["weight"], x)
+    scale = norms / divisor
+    # the loss through the per-channel factor n_c = N_c / (mean N + eps), then through N_c = ||x_c||
+    through_n = (go * weight * x).sum(axis=(2, 3), keepdims=True)
+    through_norm = through_n / divisor - (through_n * norms).sum(axis=1, keepdims=True) / (
+        x.shape[1] * divisor * divisor
+    )
+    # d||x_c|| / dx = x / ||x_c||; a channel that is all zeros gets 0, as torch's norm gives
+    unit = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+    gx = go * (1 + weight * scale) + through_norm * unit
+    return gx, {"weight": (go * x * scale).sum(axis=(0, 2, 3)), "bias": go.sum(axis=(0, 2, 3))}
+
+
+register(GlobalResponseNorm, _grn_shape, _grn_forward, _grn_backward)

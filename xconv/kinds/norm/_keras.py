@@ -1,5 +1,5 @@
-"""Normalisations: BatchNorm2d, BatchNorm1d, LayerNorm and GroupNorm: the Keras parts (built layers and their weight layouts, and the Keras layers that import as these
-kinds)."""
+"""Normalisations: the Keras parts (built layers and their weight layouts, and the Keras layers that import as
+these kinds)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,37 @@ from ..._info import LayerInfo
 from ..._tf_env import keras, tf
 from ...errors import UnsupportedLayerError
 from .._keras_names import keras_name
-from . import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm
+from . import BatchNorm1d, BatchNorm2d, GlobalResponseNorm, GroupNorm, LayerNorm
+
+
+@keras.saving.register_keras_serializable(package="xconv", name="GlobalResponseNorm")
+class GlobalResponseNormLayer(keras.layers.Layer):
+    """Global response normalisation of an (H, W, C) map (see :class:`xconv.GlobalResponseNorm`): variables
+    ``gamma`` and ``beta`` of shape (C,). A channel that is all zeros has norm 0 and gradient 0, as in torch (the
+    sum of squares is floored at the dtype's smallest normal number, which changes no value by more than the
+    square root of that number)."""
+
+    def __init__(self, epsilon: float = 1e-6, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.epsilon = float(epsilon)
+
+    def build(self, input_shape: Any) -> None:
+        channels = int(input_shape[-1])
+        self.gamma = self.add_weight(name="gamma", shape=(channels,), initializer="zeros")
+        self.beta = self.add_weight(name="beta", shape=(channels,), initializer="zeros")
+
+    def call(self, x: Any) -> Any:
+        tiny = np.finfo(np.dtype(x.dtype.name)).tiny
+        squares = tf.reduce_sum(tf.square(x), axis=[1, 2], keepdims=True)
+        norms = tf.sqrt(tf.maximum(squares, tf.cast(tiny, x.dtype)))
+        scale = norms / (tf.reduce_mean(norms, axis=-1, keepdims=True) + tf.cast(self.epsilon, x.dtype))
+        return x + tf.cast(self.gamma, x.dtype) * (x * scale) + tf.cast(self.beta, x.dtype)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "epsilon": self.epsilon}
 
 
 def _batchnorm(info: LayerInfo, x: Any, dtype: str) -> Any:
@@ -86,6 +116,9 @@ class TorchBatchNorm(keras.layers.BatchNormalization):
 
 
 BUILDERS: dict[type, Any] = {
+    GlobalResponseNorm: lambda info, x, dtype: GlobalResponseNormLayer(
+        info.layer.eps, dtype=dtype, name=keras_name(info)
+    )(x),
     BatchNorm2d: _batchnorm,
     BatchNorm1d: _batchnorm,
     LayerNorm: lambda info, x, dtype: keras.layers.LayerNormalization(
@@ -126,6 +159,7 @@ def _affine_variables(layer: Any, info: LayerInfo) -> dict[str, Any]:
 
 
 VARIABLES: dict[type, Any] = {
+    GlobalResponseNorm: lambda layer, info: {"weight": layer.gamma, "bias": layer.beta},
     BatchNorm2d: _bn_variables,
     BatchNorm1d: _bn_variables,
     LayerNorm: _affine_variables,
@@ -200,6 +234,10 @@ def _keras_layer_norm(layer: Any, where: str, current: tuple[int, ...]) -> Any:
 
 #: Keras layer class (exactly) -> (layer, where, its input's logical shape) -> (spec layer, Keras arrays)
 KERAS_IMPORTS: dict[type, Any] = {
+    GlobalResponseNormLayer: lambda layer, where, current: (
+        GlobalResponseNorm(current[0], eps=layer.epsilon),
+        {"weight": np.asarray(layer.gamma.numpy()), "bias": np.asarray(layer.beta.numpy())},
+    ),
     keras.layers.GroupNormalization: _keras_group_norm,
     keras.layers.BatchNormalization: _keras_batch_norm,
     TorchBatchNorm: _keras_batch_norm,

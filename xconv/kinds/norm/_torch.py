@@ -1,4 +1,4 @@
-"""Normalisations: BatchNorm2d, BatchNorm1d, LayerNorm and GroupNorm: the torch parts (built modules, and the torch modules that import as these kinds)."""
+"""Normalisations: the torch parts (built modules, and the torch modules that import as these kinds)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,24 @@ from typing import Any, cast
 from ..._info import LayerInfo
 from ..._torch_env import F, nn, torch
 from ...errors import UnsupportedLayerError
-from . import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm
+from . import BatchNorm1d, BatchNorm2d, GlobalResponseNorm, GroupNorm, LayerNorm
+
+
+class GlobalResponseNormModule(nn.Module):
+    """Global response normalisation of an NCHW map (see :class:`xconv.GlobalResponseNorm`), ``weight`` and
+    ``bias`` of shape (C,)."""
+
+    def __init__(self, num_features: int, eps: float = 1e-6, device: Any = None, dtype: Any = None) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.zeros(num_features, device=device, dtype=dtype))
+        self.bias = nn.Parameter(torch.zeros(num_features, device=device, dtype=dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        norms = torch.linalg.vector_norm(x, 2, dim=(2, 3), keepdim=True)
+        scale = norms / (norms.mean(dim=1, keepdim=True) + self.eps)
+        out: torch.Tensor = x + self.weight.view(1, -1, 1, 1) * (x * scale) + self.bias.view(1, -1, 1, 1)
+        return out
 
 
 class ChannelLayerNorm(nn.LayerNorm):
@@ -82,6 +99,11 @@ BUILDERS: dict[type, Any] = {
     BatchNorm1d: _batchnorm,
     LayerNorm: _layernorm,
     GroupNorm: _groupnorm,
+    GlobalResponseNorm: lambda info, factory: GlobalResponseNormModule(
+        info.layer.num_features,
+        info.layer.eps,
+        **factory,
+    ),
 }
 
 
@@ -122,7 +144,8 @@ def _torch_instance_norm(m: nn.InstanceNorm2d, name: str, where: str) -> GroupNo
     return GroupNorm(m.num_features, m.num_features, eps=m.eps, affine=m.affine, name=name)
 
 
-#: torch module class (exactly) -> (module, name, where) -> its spec layer
+#: torch module class (exactly) -> (module, name, where) -> its spec layer (or the layer and its state, when the
+#: module keeps a weight in another shape)
 IMPORTS: dict[type, Any] = {
     nn.BatchNorm2d: _torch_batch_norm,
     nn.BatchNorm1d: _torch_batch_norm,
@@ -132,4 +155,43 @@ IMPORTS: dict[type, Any] = {
     ChannelLayerNorm: _torch_layer_norm,
     nn.GroupNorm: lambda m, name, where: GroupNorm(m.num_groups, m.num_channels, eps=m.eps, affine=m.affine, name=name),
     nn.InstanceNorm2d: _torch_instance_norm,
+    GlobalResponseNormModule: lambda m, name, where: GlobalResponseNorm(m.weight.shape[0], eps=m.eps, name=name),
 }
+
+
+def _is_timm_grn(m: nn.Module) -> bool:
+    return type(m).__name__ == "GlobalResponseNorm" and type(m).__module__ == "timm.layers.grn"
+
+
+def _is_hf_grn(m: nn.Module) -> bool:
+    return type(m).__name__ == "ConvNextV2GRN" and type(m).__module__.startswith("transformers.models.convnextv2.")
+
+
+def grn_channels_last(m: Any) -> bool | None:
+    """Whether a global response normalisation module is written for a channels-last (N, H, W, C) tensor (True),
+    an NCHW one (False), or is not one (None). Each computes the kind only on the layout it is written for."""
+    if _is_hf_grn(m):
+        return True
+    if _is_timm_grn(m):
+        spatial, channel = tuple(m.spatial_dim), m.channel_dim
+        if spatial == (1, 2) and channel == -1:
+            return True
+        return False if spatial == (2, 3) and channel == 1 else None
+    return False if type(m) is GlobalResponseNormModule else None
+
+
+def _other_grn(m: Any, name: str, where: str) -> tuple[GlobalResponseNorm, dict[str, Any]]:
+    """timm's and Hugging Face's: the same function, with a weight and bias of shape (C,) or (1, 1, 1, C) (read
+    as (C,) views: ``set_weights`` takes the (1, 1, 1, C) tensors of the module's state_dict too)."""
+    if grn_channels_last(m) is None:
+        raise UnsupportedLayerError(f"from_torch: {where}: a global response norm over other axes is not supported")
+    weight = m.weight
+    if weight.dim() > 1 and any(d != 1 for d in weight.shape[:-1]):
+        raise UnsupportedLayerError(f"from_torch: {where}: a weight of shape {tuple(weight.shape)} is not per channel")
+    eps = 1e-6 if _is_hf_grn(m) else float(m.eps)  # (Hugging Face's forward adds the constant 1e-6)
+    state = {"weight": m.weight.view(-1), "bias": m.bias.view(-1)}
+    return GlobalResponseNorm(int(weight.shape[-1]), eps=eps, name=name), state
+
+
+#: (predicate on a module, its importer), for classes of other libraries matched by module and name
+MATCHERS: list[Any] = [(_is_timm_grn, _other_grn), (_is_hf_grn, _other_grn)]

@@ -65,3 +65,4 @@ MATCHERS: list[Any] = [
 #: the layers that compute the identity outside training, imported by their class: an exported program of eval
 #: mode records no operation for them
 REGULARIZERS: dict[type, Any] = {nn.Dropout: True, StochasticDepthModule: True}
+REGULARIZER_MATCHERS: list[Any] = [is_torchvision_depth, is_drop_path]
