@@ -223,3 +223,39 @@ def test_keras_rescaling_and_normalization_import(both_backends):
     tm = xc.port(model, to="torch")
     x = np.random.default_rng(0).uniform(0, 255, (2, 3, 5, 5)).astype(np.float32)
     assert max_rel_diff(xc.to_nchw(np.asarray(model(xc.to_nhwc(x)))), xc.predict(tm, x)) < 1e-5
+
+
+def _crop_and_scale_model():
+    """NASNet's one-pixel shift (a pad, then a crop no conv absorbs) and Inception-ResNet's scaled residual."""
+    import keras
+    from keras.src.applications.inception_resnet_v2 import CustomScaleLayer
+
+    keras.utils.set_random_seed(0)
+    x = keras.Input((8, 7, 3))
+    y = keras.layers.Conv2D(4, 3, padding="same")(x)
+    y = keras.layers.ZeroPadding2D(((0, 1), (0, 1)))(y)
+    y = keras.layers.Cropping2D(((1, 0), (1, 0)))(y)
+    r = keras.layers.Conv2D(4, 1)(y)
+    y = CustomScaleLayer(0.17)([y, r])
+    y = keras.layers.Cropping2D(((2, 1), (0, 0)))(y)
+    return keras.Model(x, y)
+
+
+def test_keras_crops_as_slices_and_scaled_residuals_import(both_backends):
+    model = _crop_and_scale_model()
+    spec = xc.from_keras(model)
+    kinds = [i.kind for i in xc.infer(spec)]
+    assert kinds.count("Narrow") == 3 and "Rescaling" in kinds and "Add" in kinds
+    tm = xc.port(model, "torch")  # verified against the Keras model
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 7)).astype("float32")
+    expect = xc.to_nchw(np.asarray(model(xc.to_nhwc(x))))
+    assert max_rel_diff(expect, xc.predict(tm, x)) <= 1e-5
+
+
+def test_a_dropped_residual_scale_is_caught(both_backends, monkeypatch):
+    """CustomScaleLayer imported as x + r (its scale lost): port's verification fails."""
+    from xconv.importers import keras_graph
+
+    monkeypatch.setattr(keras_graph, "Rescaling", lambda scale, name: xc.Rescaling(1.0, name=name))
+    with pytest.raises(xc.PortError, match="computes something its imported spec does not"):
+        xc.port(_crop_and_scale_model(), "torch")

@@ -82,6 +82,8 @@ KERAS_APPLICATIONS: dict[str, tuple[int, int, int]] = {
     "MobileNetV3Small+preprocessing": (64, 64, 3),
     "InceptionV3": (75, 75, 3),
     "ConvNeXtTiny": (64, 64, 3),
+    "NASNetMobile": (64, 64, 3),  # crops that shift by a pixel: slices
+    "InceptionResNetV2": (75, 75, 3),  # residuals scaled by its CustomScaleLayer
 }
 
 

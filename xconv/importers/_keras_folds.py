@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import UnsupportedLayerError
-from ..kinds import AvgPool2d, Conv2d, Flatten, Hardsigmoid, Hardtanh, Rescaling, ZeroPad2d
-from ._graph import Raw, drop, readers
+from ..kinds import AvgPool2d, Conv2d, Flatten, Hardsigmoid, Hardtanh, Narrow, Rescaling, ZeroPad2d
+from ._graph import Names, Raw, drop, readers
 
 
 def _fold_convs(nodes: list[Raw]) -> None:
@@ -194,3 +194,28 @@ def _fold_avgpool_pads(nodes: list[Raw]) -> None:
         pool.layer = dataclasses.replace(pool.layer, padding=(t, l), count_include_pad=True)
         drop(nodes, i)
         users = readers(nodes)
+
+
+def crops_as_narrows(
+    nodes: list[Raw], raw: dict[int, Any], output: int, names: Names
+) -> tuple[list[Raw], dict[int, Any], int]:
+    """Each Cropping2D the folds left (none of its neighbours absorbs it) as exact slices: a Narrow over the
+    height, then one over the width (a side that crops nothing gets none). Returns the new nodes, the raw weights
+    and the output node, renumbered."""
+    out: list[Raw] = []
+    remap: dict[int, int] = {}
+    for i, node in enumerate(nodes):
+        node.inputs = [remap[k] for k in node.inputs]
+        if not (node.alive and node.op == "keras_crop"):
+            out.append(node)
+            remap[i] = len(out) - 1
+            continue
+        ((top, bottom), (left, right)), (h, w) = node.payload
+        last = node.inputs[0]
+        for axis, before, after, size in ((2, top, bottom, h), (3, left, right, w)):
+            if before or after:
+                name = names.take(node.name if last == node.inputs[0] else f"{node.name}_width")
+                out.append(Raw(name, "layer", [last], layer=Narrow(axis, before, size - before - after, name=name)))
+                last = len(out) - 1
+        remap[i] = last
+    return out, {remap[k]: v for k, v in raw.items()}, remap[output]

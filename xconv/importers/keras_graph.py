@@ -23,6 +23,7 @@ from ..spec import (
     Conv2d,
     Flatten,
     Linear,
+    Rescaling,
     Sequential,
     ZeroPad2d,
 )
@@ -35,6 +36,7 @@ from ._keras_folds import (
     _scalar_op,
     _scalars_as_rescaling,
     _tensor_op,
+    crops_as_narrows,
 )
 from ._keras_transpose import CONV_TRANSPOSE, conv_transpose, fold_transpose_crops
 
@@ -50,7 +52,7 @@ _SUPPORTED = (
     "models (inlined), Rescaling, Normalization (channel axis), Dropout (also whole samples: stochastic depth), ReLU() and "
     "ReLU(max_value), LeakyReLU, ELU, Softmax, Identity, x + 3 -> ReLU(6) -> * (1/6) (hard sigmoid), "
     "Activation(" + " / ".join(_ACTIVATION_NAMES) + "), Conv2DTranspose ('valid'; 'same' where torch's padding "
-    "and output_padding give the same crop; a Cropping2D after it folds in), UpSampling2D (nearest, bilinear), "
+    "and output_padding give the same crop; a Cropping2D after it folds in), Cropping2D (folded, else slices), keras.applications' CustomScaleLayer (x + r * scale), UpSampling2D (nearest, bilinear), "
     "Resizing (nearest, bilinear), and xconv's own layers"
 )
 
@@ -222,6 +224,11 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
                 op = {keras.layers.Add: "add", keras.layers.Subtract: "sub"}.get(type(layer), "mul")
                 index[id(out)] = add(Raw(name, op, ids, owned=True))
             continue
+        if _is_custom_scale(layer) and len(ids) == 2:  # Inception-ResNet's x + r * scale, as Keras computes it
+            scale_name = names.take(f"{layer.name}_scale")
+            scaled = add(Raw(scale_name, "layer", [ids[1]], layer=Rescaling(float(layer.scale), name=scale_name)))
+            index[id(out)] = add(Raw(name, "add", [ids[0], scaled], owned=True))
+            continue
         if len(ids) != 1:
             raise UnsupportedLayerError(
                 f"from_keras: {where} takes {len(ids)} inputs; of the layers that take several, xconv supports "
@@ -376,6 +383,7 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
     _fold_hard_sigmoids(nodes)
     _scalars_as_rescaling(nodes)
     _fold_reshapes(nodes)
+    nodes, raw, model_output = crops_as_narrows(nodes, raw, index[id(model.outputs[0])], names)
     import copy
 
     from ..errors import SpecError
@@ -384,7 +392,7 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
     for n in saved:
         n.inputs = list(n.inputs)
     try:
-        output, order = _flat_output(nodes, index[id(model.outputs[0])])
+        output, order = _flat_output(nodes, model_output)
         return _finish(nodes, output, input_shape, names, auto, raw, order)
     except SpecError as e:
         if "different orders" not in str(e):
@@ -393,7 +401,7 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
     # flat tensors of Keras' order (a Flatten's H,W,C) joined with others (a Dense's output, which is in no map
     # order): every Flatten of a map is read channels-last, so that each flat tensor is the Keras model's own
     try:
-        output, order = _flat_output(saved, index[id(model.outputs[0])], every=True)
+        output, order = _flat_output(saved, model_output, every=True)
         return _finish(saved, output, input_shape, names, auto, raw, order)
     except SpecError:
         raise UnsupportedLayerError(f"from_keras: the model's graph does not make a valid spec: {first}") from None
@@ -437,6 +445,12 @@ class _Canonical:
 
     def __init__(self, array: np.ndarray) -> None:
         self.array = array
+
+
+def _is_custom_scale(layer: Any) -> bool:
+    """Whether ``layer`` is exactly keras.applications' Inception-ResNet ``CustomScaleLayer``."""
+    cls = type(layer)
+    return cls.__name__ == "CustomScaleLayer" and cls.__module__ == "keras.src.applications.inception_resnet_v2"
 
 
 def _plain_layer(layer: Any, where: str, current: tuple[int, ...]) -> tuple[Any, dict[str, np.ndarray]]:
