@@ -59,7 +59,12 @@ for line in sys.stdin:
             m = timm.create_model(name, pretrained=False, num_classes=10)
         m.eval()
         km = xc.port(m, "tf", (3, 64, 64))
-        xc.set_weights(km, m.state_dict())  # strict: the state_dict keys are the ported model's
+        try:
+            xc.set_weights(km, m.state_dict())  # strict: the state_dict keys are the ported model's
+        except xc.WeightError:  # folded weight standardisation has keys of its own: from_torch's weights load
+            if not any(".standardized." in k for k in xc.get_weights(km)):
+                raise
+            xc.set_weights(km, xc.from_torch(m, (3, 64, 64), return_weights=True)[1])
         result = {{"ok": True}}
     except Exception as e:
         result = {{"ok": False, "error": f"{{type(e).__name__}}: {{e}}"[:300]}}

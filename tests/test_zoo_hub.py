@@ -46,6 +46,36 @@ def test_timm_cnns_not_ported_are_refused_by_name(both_backends, name):
         xc.from_torch(timm_model(name), (3, 64, 64))
 
 
+def test_timm_weight_standardised_convs_port_folded(both_backends, monkeypatch):
+    """NFNet's ScaledStdConv2d ports folded: from_torch's weights hold the standardised kernels, under keys of
+    their own, so the source's state_dict (raw kernels and gains) is refused by key, not loaded as if
+    standardised. An importer that kept the raw kernel is caught by port's verification."""
+    import torch
+
+    from xconv.importers import torch_layers
+
+    model = timm_model("nf_regnet_b0")
+    _, weights = xc.from_torch(model, (3, 64, 64), return_weights=True)
+    assert "stem.conv.standardized.weight" in weights and "stem.conv.gain" not in weights
+    km = xc.port(model, to="tf", input_shape=(3, 64, 64))
+    xc.set_weights(km, weights)
+    x = np.random.default_rng(1).standard_normal((2, 3, 64, 64)).astype("float32")
+    with torch.no_grad():
+        expect = model(torch.from_numpy(x)).numpy()
+    assert max_rel_diff(expect, xc.predict(km, x)) <= xc.testing.TOLERANCE["float32"]
+    with pytest.raises(xc.WeightError, match=r"missing 'stem\.conv\.standardized\.weight'"):
+        xc.set_weights(km, model.state_dict())
+
+    def raw(m, name, where):
+        layer, state = real(m, name, where)
+        return layer, {**state, "weight": m.weight}
+
+    [(match, real)] = [entry for entry in torch_layers._MATCHERS if entry[1].__name__ == "_timm_std_conv"]
+    monkeypatch.setattr(torch_layers, "_MATCHERS", [(match, raw)])
+    with pytest.raises(xc.PortError, match="computes something its imported spec does not"):
+        xc.port(model, to="tf", input_shape=(3, 64, 64))
+
+
 HF_PORTED = ("ResNet", "RegNet", "MobileNetV1", "MobileNetV2", "EfficientNet", "ConvNext", "ConvNextV2", "PoolFormer")
 
 

@@ -217,7 +217,6 @@ TIMM: dict[str, tuple[int, int, int]] = {
 }
 #: timm CNN families that are refused, one model each, with the operation the refusal names
 TIMM_REFUSED: dict[str, str] = {
-    "nf_regnet_b0": "mul",  # weight standardisation: the conv weight computed from parameters in forward
     "resnest14d": "sum",  # split attention: a sum over the splits
     "skresnet18": "stack",  # selective kernels: the branches stacked
     "tresnet_m": "view",  # space-to-depth

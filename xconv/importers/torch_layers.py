@@ -222,6 +222,6 @@ def _layer(m: nn.Module, name: str, where: str) -> tuple[Any, dict[str, Any]]:
         raise UnsupportedLayerError(f"from_torch: {where} is not supported; supported: {_SUPPORTED}")
     layer = importer(m, name, where)
     state = m.state_dict(keep_vars=True)
-    if isinstance(layer, tuple):  # (layer, its state in canonical shapes: views of the module's tensors)
+    if isinstance(layer, tuple):  # (layer, its state: canonical shapes, or weights computed from the module's)
         layer, state = layer
-    return layer, {f"{name}.{k}": t for k, t in state.items() if t is not None}
+    return layer, {f"{layer.name}.{k}": t for k, t in state.items() if t is not None}

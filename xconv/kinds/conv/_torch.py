@@ -129,3 +129,60 @@ IMPORTS: dict[type, Any] = {
     nn.Conv2d: _torch_conv,
     nn.ConvTranspose2d: _torch_conv_transpose,
 }
+
+
+_STD_CONVS = ("StdConv2d", "StdConv2dSame", "ScaledStdConv2d", "ScaledStdConv2dSame")
+
+
+def _is_timm_std_conv(m: nn.Module) -> bool:
+    return type(m).__name__ in _STD_CONVS and type(m).__module__ == "timm.layers.std_conv"
+
+
+def _timm_std_conv(m: Any, name: str, where: str) -> tuple[Conv2d, dict[str, Any]]:
+    """timm's weight-standardised convs (NFNet's ScaledStdConv2d and the others): each output channel's kernel
+    standardised over its fan-in in forward (mean 0, biased variance 1, eps added), times ``gain * scale`` in the
+    scaled ones, then a plain convolution. Imported folded: a Conv2d whose weight is the standardised kernel,
+    computed once here as the module's forward computes it. The same function; but trained, the folded conv
+    learns its kernel directly, without the standardisation or the gain. So the layer is named
+    ``{module}.standardized``: the module's own ``weight`` and ``gain`` are not this layer's weights, and
+    ``set_weights`` refuses them by key rather than load a raw kernel as a standardised one."""
+    if m.padding_mode != "zeros":
+        raise UnsupportedLayerError(f"from_torch: {where}: only zero padding is supported")
+    gain = (m.gain * m.scale).view(-1) if "Scaled" in type(m).__name__ else None
+    with torch.no_grad():
+        weight = F.batch_norm(
+            m.weight.reshape(1, m.out_channels, -1),
+            None,
+            None,
+            weight=gain,
+            training=True,
+            momentum=0.0,
+            eps=m.eps,
+        ).reshape_as(m.weight)
+    padding: Any = m.padding
+    if getattr(m, "same_pad", False):  # timm's dynamic "same": TensorFlow's rule, at any stride
+        if tuple(m.padding) != (0, 0):
+            raise UnsupportedLayerError(f"from_torch: {where}: a dynamic 'same' pad with a static one too")
+        padding = "same"
+    elif isinstance(padding, str):
+        padding = "same" if padding == "same" else (0, 0)
+    folded = f"{name}.standardized"
+    layer = Conv2d(
+        m.in_channels,
+        m.out_channels,
+        m.kernel_size,
+        stride=m.stride,
+        padding=padding,
+        dilation=m.dilation,
+        groups=m.groups,
+        bias=m.bias is not None,
+        name=folded,
+    )
+    state = {"weight": weight}
+    if m.bias is not None:
+        state["bias"] = m.bias
+    return layer, state
+
+
+#: (predicate on a module, its importer), for classes of other libraries matched by module and name
+MATCHERS: list[Any] = [(_is_timm_std_conv, _timm_std_conv)]
