@@ -1246,3 +1246,21 @@ def test_prelu_gradient_at_zero_is_torch_s_in_keras(both_backends):
     )
     for dtype in ("float64", "float32"):
         assert_equivalent(spec, dtype=dtype)  # xconv's init: zero biases
+
+
+def test_a_tensor_hung_on_a_parameter_free_module_is_not_its_weight(both_backends):
+    """A buffer a user put on an nn.ReLU (here the conv's own bias) is not a ReLU weight: the model imports with
+    the conv's weights only, as the ReLU computes nothing with it (the tensor being shared, the conv is read
+    from the exported program as its functional call, with keys of its own)."""
+    import torch
+    from torch import nn
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).eval()
+    model[1].register_buffer("kept", model[0].bias)
+    _, weights = xc.from_torch(model, (3, 6, 6), return_weights=True)
+    assert len(weights) == 2 and not any("kept" in k for k in weights)
+    ported = xc.port(model, "tf", (3, 6, 6))
+    x = np.random.default_rng(0).standard_normal((2, 3, 6, 6)).astype("float32")
+    with torch.no_grad():
+        expect = model(torch.from_numpy(x)).numpy()
+    assert max_rel_diff(expect, xc.predict(ported, x)) <= 1e-6

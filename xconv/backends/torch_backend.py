@@ -1,4 +1,5 @@
-"""PyTorch backend: native ``torch.nn`` modules, NCHW. The only file that imports torch."""
+"""PyTorch backend: native ``torch.nn`` modules, NCHW (each kind's modules are built by its family's torch part,
+``xconv/kinds/<family>/_torch.py``; torch itself comes from ``xconv._torch_env``)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,22 @@ from typing import Any
 
 from .._torch_env import nn, torch
 from ..errors import UnsupportedLayerError
-from ..kinds import framework_list, framework_table
+from ..kinds import (
+    BatchNorm1d,
+    BatchNorm2d,
+    ChannelLinear,
+    Conv2d,
+    ConvTranspose2d,
+    GlobalResponseNorm,
+    GroupNorm,
+    LayerNorm,
+    LayerScale,
+    Linear,
+    Normalization,
+    PReLU,
+    framework_list,
+    framework_table,
+)
 from .torch_forms import _functional_batch_norm, _functional_module, _param
 
 F = torch.nn.functional
@@ -187,6 +202,23 @@ def _as_module(
     raise UnsupportedLayerError(f"from_torch: {where} is not supported; supported: {_SUPPORTED}")
 
 
+#: the kinds whose torch modules carry their weights in their state_dict
+_WEIGHTED = (
+    Conv2d,
+    ConvTranspose2d,
+    Linear,
+    ChannelLinear,
+    BatchNorm2d,
+    BatchNorm1d,
+    Normalization,
+    LayerNorm,
+    LayerScale,
+    GroupNorm,
+    PReLU,
+    GlobalResponseNorm,
+)
+
+
 def mode_regularizer(m: nn.Module) -> bool:
     """Whether ``m`` is a layer that computes the identity outside training (dropout, stochastic depth, timm's
     DropPath), imported by its class: an exported program of eval mode records no operation for it."""
@@ -221,7 +253,8 @@ def _layer(m: nn.Module, name: str, where: str) -> tuple[Any, dict[str, Any]]:
     if importer is None:
         raise UnsupportedLayerError(f"from_torch: {where} is not supported; supported: {_SUPPORTED}")
     layer = importer(m, name, where)
-    state = m.state_dict(keep_vars=True)
+    # the weights of the kinds that have them; a tensor a user hung on a parameter-free module is not its state
+    state = m.state_dict(keep_vars=True) if isinstance(layer, _WEIGHTED) else {}
     if isinstance(layer, tuple):  # (layer, its state: canonical shapes, or weights computed from the module's)
         layer, state = layer
     return layer, {f"{layer.name}.{k}": t for k, t in state.items() if t is not None}

@@ -275,6 +275,8 @@ def _prelu_backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, go
 
 
 _RULES: dict[type, Any] = {
+    **{kind: elementwise for kind in (ReLU, LeakyReLU, Sigmoid, Tanh, GELU, ELU, SiLU, Identity, Hardtanh)},
+    **{kind: elementwise for kind in (Hardsigmoid, Hardswish)},
     Softmax: _softmax,
     PReLU: _prelu,
 }
@@ -342,6 +344,4 @@ for _kind in (
     Hardswish,
     PReLU,
 ):
-    register(
-        _kind, _RULES.get(_kind, elementwise), {**_FORWARD, **_FORWARD_C}[_kind], {**_BACKWARD, **_BACKWARD_C}[_kind]
-    )
+    register(_kind, _RULES[_kind], {**_FORWARD, **_FORWARD_C}[_kind], {**_BACKWARD, **_BACKWARD_C}[_kind])

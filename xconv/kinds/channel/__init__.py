@@ -338,6 +338,4 @@ for _kind in (
     Narrow,
     ChannelShuffle,
 ):
-    register(
-        _kind, _RULES.get(_kind, elementwise), {**_FORWARD, **_FORWARD_C}[_kind], {**_BACKWARD, **_BACKWARD_C}[_kind]
-    )
+    register(_kind, _RULES[_kind], {**_FORWARD, **_FORWARD_C}[_kind], {**_BACKWARD, **_BACKWARD_C}[_kind])

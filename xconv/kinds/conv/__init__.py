@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import numpy as np
 
 from ... import layout
-from ..._info import LayerInfo, Shape, _Ctx, elementwise
+from ..._info import LayerInfo, Shape, _Ctx
 from ..._layer import PADDING_MODES, Layer
 from ..._normalize import (
     Padding,
@@ -354,4 +354,4 @@ for _kind in (
     Conv2d,
     ConvTranspose2d,
 ):
-    register(_kind, _RULES.get(_kind, elementwise), {**_FORWARD}[_kind], {**_BACKWARD}[_kind])
+    register(_kind, _RULES[_kind], {**_FORWARD}[_kind], {**_BACKWARD}[_kind])

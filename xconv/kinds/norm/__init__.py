@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..._info import LayerInfo, Shape, _Ctx, elementwise
+from ..._info import LayerInfo, Shape, _Ctx
 from ..._layer import LAYER_TYPES, Layer
 from ..._normalize import (
     as_bool,
@@ -356,9 +356,7 @@ for _kind in (
     LayerNorm,
     GroupNorm,
 ):
-    register(
-        _kind, _RULES.get(_kind, elementwise), {**_FORWARD, **_FORWARD_C}[_kind], {**_BACKWARD, **_BACKWARD_C}[_kind]
-    )
+    register(_kind, _RULES[_kind], {**_FORWARD, **_FORWARD_C}[_kind], {**_BACKWARD, **_BACKWARD_C}[_kind])
 
 
 @dataclass(frozen=True, repr=False)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from ..._info import LayerInfo, Shape, _Ctx, elementwise
+from ..._info import LayerInfo, Shape, _Ctx
 from ..._layer import Layer
 from ..._normalize import (
     Pair,
@@ -320,4 +320,4 @@ for _kind in (
     AvgPool2d,
     AdaptiveAvgPool2d,
 ):
-    register(_kind, _RULES.get(_kind, elementwise), {**_FORWARD}[_kind], {**_BACKWARD}[_kind])
+    register(_kind, _RULES[_kind], {**_FORWARD}[_kind], {**_BACKWARD}[_kind])

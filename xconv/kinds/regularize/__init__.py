@@ -88,10 +88,10 @@ _BACKWARD: dict[type, Any] = {
 }
 
 
-_RULES: dict[type, Any] = {}
+_RULES: dict[type, Any] = {Dropout: elementwise, StochasticDepth: elementwise}
 
 for _kind in (
     Dropout,
     StochasticDepth,
 ):
-    register(_kind, _RULES.get(_kind, elementwise), {**_FORWARD}[_kind], {**_BACKWARD}[_kind])
+    register(_kind, _RULES[_kind], {**_FORWARD}[_kind], {**_BACKWARD}[_kind])

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ... import resample
-from ..._info import LayerInfo, Shape, _Ctx, elementwise
+from ..._info import LayerInfo, Shape, _Ctx
 from ..._layer import Layer
 from ..._normalize import (
     Pair,
@@ -143,4 +143,4 @@ _BACKWARD: dict[type, Any] = {
 
 
 for _kind in (Upsample,):
-    register(_kind, _RULES.get(_kind, elementwise), {**_FORWARD}[_kind], {**_BACKWARD}[_kind])
+    register(_kind, _RULES[_kind], {**_FORWARD}[_kind], {**_BACKWARD}[_kind])
