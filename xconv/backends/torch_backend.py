@@ -1,5 +1,5 @@
 """PyTorch backend: native ``torch.nn`` modules, NCHW (each kind's modules are built by its family's torch part,
-``xconv/kinds/<family>/_torch.py``; torch itself comes from ``xconv._torch_env``)."""
+``xconv/kinds/<family>/_torch.py``; torch itself comes from ``xconv.backends._torch_env``)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from typing import Any, cast
 
 import numpy as np
 
-from .._torch_env import F, nn, torch
 from ..graph import concat_axis, is_chain
 from ..kinds import framework_table
 from ..shapes import LayerInfo
 from ..spec import Sequential
+from ._torch_env import F, nn, torch
 
 NAME = "torch"
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .. import layout
-from .._tf_env import keras
+from ..backends._tf_env import keras
 from ..errors import UnsupportedLayerError
 from ..kinds.conv._keras import TorchConvTranspose2D
 from ..spec import ConvTranspose2d

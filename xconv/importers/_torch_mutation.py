@@ -16,7 +16,7 @@ from __future__ import annotations
 import operator
 from typing import Any
 
-from .._torch_env import nn, torch
+from ..backends._torch_env import nn, torch
 from ..errors import UnsupportedLayerError
 
 _VIEW_METHODS = frozenset(

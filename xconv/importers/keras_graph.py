@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .. import layout, shapes
-from .._tf_env import keras
+from ..backends._tf_env import keras
 from ..errors import UnsupportedLayerError
 from ..kinds import framework_list, framework_table
 from ..kinds._keras_layout import to_canonical

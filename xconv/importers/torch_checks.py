@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .._torch_env import nn, torch
+from ..backends._torch_env import nn, torch
 from ..errors import UnsupportedLayerError
 from ._torch_mutation import StateGuard
 

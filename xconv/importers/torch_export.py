@@ -25,7 +25,7 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
-from .._torch_env import nn, torch
+from ..backends._torch_env import nn, torch
 from ..errors import UnsupportedLayerError
 
 F = torch.nn.functional

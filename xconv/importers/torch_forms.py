@@ -9,7 +9,7 @@ import math
 import operator
 from typing import Any
 
-from .._torch_env import nn, torch
+from ..backends._torch_env import nn, torch
 from ..errors import UnsupportedLayerError
 from ..spec import Conv2d, MaxPool2d, Rescaling, ZeroPad2d
 from ._graph import Names, Raw, drop, readers

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .._torch_env import nn, torch
+from ..backends._torch_env import nn, torch
 from ..errors import UnsupportedLayerError
 from ..spec import (
     AdaptiveAvgPool2d,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .._torch_env import nn, torch
+from ..backends._torch_env import nn, torch
 from ..errors import UnsupportedLayerError, XconvError
 
 __all__ = ["ExportedModel", "as_source", "is_program"]

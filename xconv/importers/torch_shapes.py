@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .._torch_env import torch
+from ..backends._torch_env import torch
 from ..errors import UnsupportedLayerError
 from ..spec import ELEMENTWISE, ChannelLinear, ChannelShuffle, GlobalResponseNorm, LayerNorm, Linear, Narrow, Softmax
 

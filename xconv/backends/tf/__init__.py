@@ -1,6 +1,6 @@
 """Keras 3 backend on TensorFlow: native ``keras.layers``, NHWC, input ``(None, H, W, C)``.
 
-This package and the kinds' ``_keras`` modules import tensorflow / keras (through ``xconv._tf_env``). Layout differences are
+This package and the kinds' ``_keras`` modules import tensorflow / keras (through ``xconv.backends._tf_env``). Layout differences are
 absorbed by the weights (xconv.layout) at transfer time; the graph holds no Transpose or Permute.
 Modules: ``builders`` (the functional model of a spec's graph; each kind's Keras layers and builder sit with the
 kind, in ``xconv.kinds``), ``weights`` (canonical weights and zero-copy transfers), ``run`` (inference, tracing, training).
@@ -11,8 +11,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from ..._tf_env import keras, tf
 from ...kinds._keras_names import keras_name
+from .._tf_env import keras, tf
 from .builders import build, fused_relus
 from .run import forward, forward_training, trace, train
 from .weights import export_tensors, float_bytes, get_weights, import_tensors, set_weights

@@ -9,12 +9,12 @@ from typing import Any
 import numpy as np
 
 from ... import layout
-from ..._tf_env import keras
 from ...graph import concat_axis
 from ...kinds import Conv2d, Linear, ReLU, framework_table
 from ...kinds._keras_names import keras_name
 from ...shapes import LayerInfo
 from ...spec import Sequential
+from .._tf_env import keras
 
 
 def fused_relus(infos: list[LayerInfo]) -> dict[int, int]:

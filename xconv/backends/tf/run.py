@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from ... import layout
-from ..._tf_env import keras, tf
 from ...kinds._keras_layout import to_canonical
+from .._tf_env import keras, tf
 from .builders import fused_relus
 from .weights import _params
 

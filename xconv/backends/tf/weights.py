@@ -7,10 +7,10 @@ from typing import Any
 import numpy as np
 
 from ... import layout
-from ..._tf_env import keras, tf
 from ...kinds._keras_layout import _VARIABLES, from_canonical, layout_kind, layout_source, to_canonical
 from ...kinds._keras_names import keras_name
 from ...shapes import LayerInfo
+from .._tf_env import keras, tf
 
 
 def _params(model: keras.Model, info: LayerInfo) -> dict[str, Any]:

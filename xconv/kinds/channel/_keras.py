@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ... import layout
-from ..._tf_env import keras, tf
+from ...backends._tf_env import keras, tf
 from ...errors import UnsupportedLayerError
 from .._keras_names import keras_name
 from . import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from ..._info import LayerInfo
-from ..._torch_env import nn, torch
+from ...backends._torch_env import nn, torch
 from ...errors import UnsupportedLayerError
 from . import ChannelShuffle, LayerScale, Narrow, Normalization, Rescaling, ZeroPad2d, narrow_axis
 

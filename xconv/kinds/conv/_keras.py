@@ -7,7 +7,7 @@ from typing import Any
 
 from ... import layout
 from ..._info import LayerInfo
-from ..._tf_env import keras, tf
+from ...backends._tf_env import keras, tf
 from .._keras_names import keras_name
 from ..pool._keras import _pair
 from . import Conv2d, ConvTranspose2d

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..._info import LayerInfo
-from ..._tf_env import keras, tf
+from ...backends._tf_env import keras, tf
 from .._keras_names import keras_name
 from . import ChannelLinear, Flatten, Linear
 

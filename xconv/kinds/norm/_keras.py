@@ -8,7 +8,7 @@ from typing import Any, cast
 import numpy as np
 
 from ..._info import LayerInfo
-from ..._tf_env import keras, tf
+from ...backends._tf_env import keras, tf
 from ...errors import UnsupportedLayerError
 from .._keras_names import keras_name
 from . import BatchNorm1d, BatchNorm2d, GlobalResponseNorm, GroupNorm, LayerNorm

@@ -9,7 +9,7 @@ import numpy as np
 
 from ... import layout
 from ..._info import LayerInfo
-from ..._tf_env import keras, tf
+from ...backends._tf_env import keras, tf
 from ...errors import UnsupportedLayerError
 from .._keras_names import keras_name
 from . import (

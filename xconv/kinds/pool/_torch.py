@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from ..._info import LayerInfo
-from ..._torch_env import nn
+from ...backends._torch_env import nn
 from ...errors import UnsupportedLayerError
 from . import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..._tf_env import keras
+from ...backends._tf_env import keras
 from ...errors import UnsupportedLayerError
 from .._keras_names import keras_name
 from . import Dropout, StochasticDepth

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..._torch_env import nn, torch
+from ...backends._torch_env import nn, torch
 from ...errors import UnsupportedLayerError
 from . import Dropout, StochasticDepth
 

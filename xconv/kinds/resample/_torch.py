@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..._info import LayerInfo
-from ..._torch_env import nn
+from ...backends._torch_env import nn
 from ...errors import SpecError, UnsupportedLayerError
 from . import Upsample
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from .errors import BackendUnavailable
+from ..errors import BackendUnavailable
 
 _requested = os.environ.get("KERAS_BACKEND", "")
 if _requested not in ("", "tensorflow"):
