@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 
 import xconv as xc
 from xconv.spec import COMBINATORS, LAYER_TYPES
@@ -70,6 +71,20 @@ EXAMPLES = {
         ],
         (2, 3, 3),
     ),
+    "ToTokens": ([xc.ToTokens()], (2, 3, 4)),
+    "ClassToken": ([xc.ToTokens(), xc.ClassToken(2), xc.ClassToken(2)], (2, 3, 3)),
+    "PositionEmbedding": ([xc.ToTokens(), xc.PositionEmbedding(9, 2)], (2, 3, 3)),
+    "SelfAttention": (
+        [
+            xc.Conv2d(2, 4, 1),
+            xc.ToTokens(),
+            xc.SelfAttention(4, 2),
+            xc.SelfAttention(4, 1, qkv_bias=False, proj_bias=False, scale=0.3),
+        ],
+        (2, 3, 3),
+    ),
+    "SelectToken": ([xc.ToTokens(), xc.SelectToken(4)], (2, 3, 3)),
+    "TokenMean": ([xc.ToTokens(), xc.TokenMean()], (2, 3, 3)),
     "Add": ([xc.Add(xc.Conv2d(2, 2, 1), xc.Identity())], (2, 3, 3)),
     "Concat": ([xc.Concat(xc.Conv2d(2, 1, 1), xc.Identity())], (2, 3, 3)),
     "Multiply": ([xc.Multiply(xc.Identity(), xc.AdaptiveAvgPool2d(1))], (2, 3, 3)),
@@ -146,14 +161,14 @@ def test_every_kind_builds_in_every_backend_and_imports_back(both_backends, kind
 @settings(
     max_examples=600, derandomize=True, phases=[Phase.generate], deadline=None, suppress_health_check=list(HealthCheck)
 )
-@given(spec=strategies.specs())
+@given(spec=st.one_of(strategies.specs(), strategies.transformer_specs()))
 def _collect(spec):
     _collect.kinds.update(i.kind for i in xc.infer(spec))
 
 
 def test_strategies_draw_every_kind():
     """A kind the strategies never draw is never property-tested."""
-    assert set(strategies.ALL_KINDS) == set(KINDS)
+    assert set(strategies.ALL_KINDS) | set(strategies.TOKEN_KINDS) == set(KINDS)
     _collect.kinds = set()
     _collect()
     assert set(KINDS) - _collect.kinds == set()

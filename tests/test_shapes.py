@@ -109,7 +109,7 @@ def test_input_shape_given_at_call():
     spec = xc.Sequential(xc.Conv2d(3, 4, 3))
     assert xc.infer(spec, (3, 5, 6))[0].output_shape == (4, 3, 4)
     with pytest.raises(xc.SpecError, match="input_shape"):
-        xc.infer(spec, (3, 5))
+        xc.infer(spec, (3, 5, 6, 7))
 
 
 def test_summary_lists_layers_and_totals():

@@ -104,7 +104,10 @@ def test_nested_sequential_is_flattened():
         (lambda: xc.Linear(10, -1), r"`out_features` must be positive"),
         (lambda: xc.Sequential(xc.ReLU(), "relu"), r"position 1 must be a layer spec"),
         (lambda: xc.Sequential(xc.ReLU(), input_shape=(3, 0, 4)), r"`input_shape` must be positive"),
-        (lambda: xc.Sequential(xc.ReLU(), input_shape=(3, 4)), r"must be \(C, H, W\) or \(features,\)"),
+        (
+            lambda: xc.Sequential(xc.ReLU(), input_shape=(3, 4, 4, 4)),
+            r"must be \(C, H, W\), \(tokens, features\) or \(features,\)",
+        ),
     ],
     ids=[
         "groups-in",
@@ -124,7 +127,7 @@ def test_nested_sequential_is_flattened():
         "negative-out",
         "not-a-layer",
         "zero-size",
-        "two-dim-shape",
+        "four-dim-shape",
     ],
 )
 def test_invalid_arguments_raise_spec_error(make, message):

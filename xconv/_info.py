@@ -1,5 +1,6 @@
 """What shape inference knows about one node of a spec's graph (:class:`LayerInfo`), and the context a kind's
-shape rule is given. Shapes are logical, without batch: (C, H, W) for maps, (F,) for features."""
+shape rule is given. Shapes are logical, without batch: (C, H, W) for maps, (L, E) for tokens (L tokens of E
+features, the same layout in every framework), (F,) for features."""
 
 from __future__ import annotations
 
@@ -88,6 +89,8 @@ class _Ctx:
         return SpecError(f"layer {self.key} ({self.layer.kind}): {message}")
 
     def need_map(self) -> tuple[int, int, int]:
+        if len(self.shape) == 2:
+            raise self.error(f"expects a (C, H, W) input but its input is a token tensor {self.shape}")
         if len(self.shape) != 3:
             raise self.error(
                 f"expects a (C, H, W) input but its input is flat with {self.shape[0]} features; "

@@ -110,13 +110,13 @@ def as_bool(owner: str, name: str, value: Any) -> bool:
 
 
 def as_shape(owner: str, value: Any) -> tuple[int, ...]:
-    """A logical input shape without batch: (C, H, W) or (features,)."""
+    """A logical input shape without batch: (C, H, W), (L, E) tokens or (features,)."""
     if not isinstance(value, (list, tuple)) and hasattr(value, "__iter__") and not isinstance(value, (str, bytes)):
         value = tuple(value)  # torch.Size, numpy arrays, generators
-    if isinstance(value, (list, tuple)) and len(value) in (1, 3):
+    if isinstance(value, (list, tuple)) and len(value) in (1, 2, 3):
         return tuple(as_int(owner, "input_shape", v, minimum=1) for v in value)
     raise SpecError(
-        f"{owner}: `input_shape` must be (C, H, W) or (features,), without the batch axis. "
+        f"{owner}: `input_shape` must be (C, H, W), (tokens, features) or (features,), without the batch axis. "
         f"Received: input_shape={value!r}"
     )
 

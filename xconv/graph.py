@@ -65,6 +65,11 @@ class _Builder:
             if kind is None:
                 raise SpecError(f"layer {key} ({item.kind}): no shape rule for this layer kind")
             shape = self.shape(node, input_shape)
+            if len(shape) == 2 and not kind.tokens:
+                raise SpecError(
+                    f"layer {key} ({item.kind}): its input is a token tensor {shape} (tokens, features), which "
+                    f"a {item.kind} does not take"
+                )
             info = kind.shape(_Ctx(len(self.nodes), item, shape, key), item, self.source(node))
             info = dataclasses.replace(info, key=key, path=path, inputs=(node,), input_shapes=(shape,))
             self.nodes.append(info)

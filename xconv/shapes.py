@@ -1,7 +1,7 @@
 """Shape inference: one pure function per layer kind, shared by ``summary`` and every backend.
 
-Shapes are logical, without batch: (C, H, W) for maps, (F,) for features. Problems are found here, before
-any framework is touched, and raise :class:`SpecError` naming the layer index and kind.
+Shapes are logical, without batch: (C, H, W) for maps, (L, E) for tokens, (F,) for features. Problems are found
+here, before any framework is touched, and raise :class:`SpecError` naming the layer index and kind.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import UnsupportedLayerError
-from ..kinds import AvgPool2d, Conv2d, Flatten, Hardsigmoid, Hardtanh, Narrow, Rescaling, ZeroPad2d
+from ..kinds import AvgPool2d, Conv2d, Flatten, Hardsigmoid, Hardtanh, Narrow, Rescaling, ToTokens, ZeroPad2d
 from ._graph import Names, Raw, drop, readers
 
 
@@ -156,6 +156,8 @@ def _fold_reshapes(nodes: list[Raw]) -> None:
         src, target = node.payload
         if len(src) == 3 and src[:2] == (1, 1) and target == (src[2],):
             node.op, node.layer, node.payload = "layer", Flatten(name=node.name), None
+        elif len(src) == 3 and target in ((src[0] * src[1], src[2]), (-1, src[2])):  # an NHWC map as tokens
+            node.op, node.layer, node.payload = "layer", ToTokens(name=node.name), None
         elif len(src) == 1 and target == (1, 1, src[0]):
             flat = node.inputs[0]
             if (

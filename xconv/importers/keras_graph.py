@@ -48,7 +48,8 @@ _SUPPORTED = (
     "Multiply, Subtract, Concatenate, Dense (a fused activation), Flatten, Reshape of a 1x1 map, MaxPooling2D / "
     "AveragePooling2D ('valid', or 'same' where torch's padding and ceil_mode give the same windows), "
     "GlobalAveragePooling2D, GlobalMaxPooling2D, BatchNormalization (also scale=False or center=False), LayerNormalization (channel "
-    "axis), Dense on an (H, W, C) map (per pixel), keras.applications' LayerScale and StochasticDepth, nested "
+    "axis), Dense on an (H, W, C) map (per pixel) or on tokens, Reshape of an (H, W, C) map to (H*W, C) tokens, "
+    "MultiHeadAttention as self-attention, GlobalAveragePooling1D over tokens, keras.applications' LayerScale and StochasticDepth, nested "
     "models (inlined), Rescaling, Normalization (channel axis), Dropout (also whole samples: stochastic depth), ReLU() and "
     "ReLU(max_value), LeakyReLU, ELU, Softmax, Identity, x + 3 -> ReLU(6) -> * (1/6) (hard sigmoid), "
     "Activation(" + " / ".join(_ACTIVATION_NAMES) + "), Conv2DTranspose ('valid'; 'same' where torch's padding "
@@ -147,9 +148,10 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
     import dataclasses
 
     shape = tuple(model.inputs[0].shape[1:])
-    if None in shape or len(shape) not in (1, 3):
+    if None in shape or len(shape) not in (1, 2, 3):
         raise UnsupportedLayerError(
-            f"from_keras: the model's input must have a defined (H, W, C) or (F,) shape. Received: {shape}"
+            f"from_keras: the model's input must have a defined (H, W, C), (tokens, features) or (F,) shape. "
+            f"Received: {shape}"
         )
     input_shape = (shape[2], shape[0], shape[1]) if len(shape) == 3 else shape
     calls = _calls(model, inline=True)
@@ -229,6 +231,8 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
             scaled = add(Raw(scale_name, "layer", [ids[1]], layer=Rescaling(float(layer.scale), name=scale_name)))
             index[id(out)] = add(Raw(name, "add", [ids[0], scaled], owned=True))
             continue
+        if type(layer) is keras.layers.MultiHeadAttention:
+            ids = _self_attention_input(layer, ids, where)
         if len(ids) != 1:
             raise UnsupportedLayerError(
                 f"from_keras: {where} takes {len(ids)} inputs; of the layers that take several, xconv supports "
@@ -344,7 +348,7 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
                 weights["bias"] = np.asarray(layer.bias.numpy())
             if len(current) == 3:  # on an NHWC map: the channels at every pixel
                 linear: Any = ChannelLinear(int(layer.kernel.shape[0]), layer.units, bias=layer.use_bias, name=name)
-            elif len(current) == 1:
+            elif len(current) in (1, 2):  # flat, or each token's features
                 linear = Linear(int(layer.kernel.shape[0]), layer.units, bias=layer.use_bias, name=name)
             else:
                 raise UnsupportedLayerError(f"from_keras: {where}: Dense on an input of shape {in_shape}")
@@ -451,6 +455,21 @@ def _is_custom_scale(layer: Any) -> bool:
     """Whether ``layer`` is exactly keras.applications' Inception-ResNet ``CustomScaleLayer``."""
     cls = type(layer)
     return cls.__name__ == "CustomScaleLayer" and cls.__module__ == "keras.src.applications.inception_resnet_v2"
+
+
+def _self_attention_input(layer: Any, ids: list[int], where: str) -> list[int]:
+    """A MultiHeadAttention's one input when it is called as self-attention: query, value (and key) the same
+    tensor, no mask."""
+    node = layer._inbound_nodes[0]
+    kwargs = dict(getattr(node.arguments, "kwargs", {}) or {})
+    flags = {k: kwargs.get(k) for k in ("use_causal_mask", "return_attention_scores") if kwargs.get(k)}
+    if len(set(ids)) != 1 or flags:
+        raise UnsupportedLayerError(
+            f"from_keras: {where}: MultiHeadAttention is supported as self-attention only: query, value and key "
+            f"the same tensor, without masks or attention scores ({len(set(ids))} distinct inputs{', ' if flags else ''}"
+            f"{', '.join(flags)})"
+        )
+    return ids[:1]
 
 
 def _plain_layer(layer: Any, where: str, current: tuple[int, ...]) -> tuple[Any, dict[str, np.ndarray]]:

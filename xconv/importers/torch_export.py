@@ -94,7 +94,11 @@ def read(module: nn.Module, program: Any, batch_size: int | None = BATCH) -> Any
         if n in groups:
             path, members, src = groups[n]
             done.update(members)
-            env[members[-1]] = _shape_of(members[-1], graph.call_module(path, (env[src],)))
+            if isinstance(module.get_submodule(path), nn.MultiheadAttention):  # called as (x, x, x): its output [0]
+                call = graph.call_module(path, (env[src],) * 3, {"need_weights": False})
+                env[members[-1]] = _shape_of(members[-1], graph.call_function(operator.getitem, (call, 0)))
+            else:
+                env[members[-1]] = _shape_of(members[-1], graph.call_module(path, (env[src],)))
             for m in members[:-1]:
                 env[m] = env[members[-1]]  # (only the last is read outside the call)
             continue
@@ -128,7 +132,8 @@ def read(module: nn.Module, program: Any, batch_size: int | None = BATCH) -> Any
         elif n.op == "call_function":
             op, args, kwargs = _torch_call(n, env)
             kind = "call_method" if isinstance(op, str) else "call_function"
-            if op in _SIZED and _batch_first(args, batch_size) and args[0] not in derived:
+            token = op == "expand" and args[0] in derived and _batch_first(args, batch_size, token=True)
+            if op in _SIZED and _batch_first(args, batch_size) and args[0] not in derived or token:
                 if batch is None:
                     batch = graph.call_method("size", (inputs[0], 0))
                 args[1] = [batch, *args[1][1:]]
@@ -243,6 +248,20 @@ def _resolves(module: nn.Module, target: str) -> bool:
     return attr in m._parameters or attr in m._buffers
 
 
+#: torch.nn modules read through, operation by operation: containers, and the transformer blocks (made of
+#: layers that import one by one)
+CONTAINERS = (
+    nn.Sequential,
+    nn.ModuleList,
+    nn.ModuleDict,
+    nn.Transformer,
+    nn.TransformerEncoder,
+    nn.TransformerEncoderLayer,
+    nn.TransformerDecoder,
+    nn.TransformerDecoderLayer,
+)
+
+
 class _Leaves:
     """Which modules are imported by their class: torch.nn layers (as torch.fx's tracer keeps them), xconv's own
     torch layers, with no hooks and no forward replaced on the instance (their calls are then mapped one by
@@ -280,9 +299,7 @@ class _Leaves:
         if type(m) in self.own or mode_regularizer(m) or matched(m):
             return True
         where = type(m).__module__
-        return where.startswith(("torch.nn", "torch.ao.nn")) and not isinstance(
-            m, (nn.Sequential, nn.ModuleList, nn.ModuleDict)
-        )
+        return where.startswith(("torch.nn", "torch.ao.nn")) and not isinstance(m, CONTAINERS)
 
 
 def _leaf_of(n: Any, leaves: _Leaves) -> tuple[str, str] | None:
@@ -454,6 +471,7 @@ _CALLS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "clone.default": lambda a: ("contiguous", [a["self"]]) if a.get("memory_format") is None else None,
     "alias.default": lambda a: ("contiguous", [a["self"]]),
     "detach.default": lambda a: ("contiguous", [a["self"]]),
+    "select.int": lambda a: (operator.getitem, [a["self"], (*(slice(None),) * a["dim"], a["index"])]),
     "slice.Tensor": lambda a: (operator.getitem, [a["self"], _slices(a["dim"], a["start"], a["end"], a["step"])]),
     "narrow.default": lambda a: ("narrow", [a["self"], a["dim"], a["start"], a["length"]]),
     "split.Tensor": lambda a: ("split", [a["self"], a["split_size"], a["dim"]]),
@@ -509,13 +527,14 @@ def _overload(target: Any) -> str | None:
 _SIZED = frozenset({"view", "reshape", "expand"})
 
 
-def _batch_first(args: list[Any], batch: int | None) -> bool:
+def _batch_first(args: list[Any], batch: int | None, token: bool = False) -> bool:
     """Whether ``args`` (a tensor, a size list) start the list with the literal batch size, for a tensor whose
-    first axis is the batch (its exported value has ``batch`` rows)."""
+    first axis is the batch (its exported value has ``batch`` rows); with ``token``, for a parameter's tensor
+    of one row expanded over the batch (a class token's ``expand(N, -1, -1)``)."""
     if batch is None or len(args) < 2 or not isinstance(args[1], list) or not args[1] or args[1][0] != batch:
         return False
     val = getattr(args[0], "meta", {}).get("xconv_val")
-    return val is not None and len(val) > 0 and val[0] == batch
+    return val is not None and len(val) > 0 and val[0] == (1 if token else batch)
 
 
 def _opt_list(v: Any) -> Any:

@@ -4,6 +4,7 @@ the module's own ``state_dict`` names."""
 from __future__ import annotations
 
 import dataclasses
+import operator
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ from .torch_checks import (
     state_keys,
 )
 from .torch_checks import storage_of as _storage
+from .torch_export import CONTAINERS
 from .torch_forms import (
     _CATS,
     _adaptive_max,
@@ -44,6 +46,7 @@ from .torch_forms import (
 )
 from .torch_layers import _SUPPORTED, _as_module, _flat_args, _get_attr, _layer, _shape, nodes_in, own_leaf_types
 from .torch_shapes import BATCH, NOT, ShapeOps
+from .torch_tokens import class_tokens, expanded_parameter, position_embedding, self_attention_call, token_mean
 
 F = torch.nn.functional
 
@@ -52,6 +55,8 @@ class _Tracer(torch.fx.Tracer):
     """torch.fx's tracer, with xconv's own torch layers kept as one call each."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        if isinstance(m, CONTAINERS):
+            return False
         return type(m) in own_leaf_types() or super().is_leaf_module(m, qualname)
 
 
@@ -167,6 +172,7 @@ def _import_graph(
     owners: dict[int, str] = {}  # storage of a weight tensor -> the canonical key it was imported under
     consts: dict[Any, Any] = {}  # sizes and arithmetic on them, evaluated (the batch size stays BATCH)
     nhwc: set[Any] = set()  # tensors permuted to channels-last, (N, H, W, C)
+    attention_calls: set[Any] = set()  # nn.MultiheadAttention calls: their output tuple, read through [0]
     shapes = ShapeOps(index, consts, nhwc)
     output = None
     live = _live_nodes(gm.graph, output_key)
@@ -177,6 +183,15 @@ def _import_graph(
         if node.op == "call_module":
             where = f"module {node.target!r} ({type(gm.get_submodule(node.target)).__name__})"
         args = list(node.args)
+        attention = self_attention_call(gm, node, where)
+        if attention:  # mha(x, x, x): the one tensor it reads
+            args = args[:1]
+            attention_calls.add(node)
+        if node.op == "call_function" and node.target is operator.getitem and args and args[0] in attention_calls:
+            if args[1] != 0:
+                raise UnsupportedLayerError(f"from_torch: {where} reads the attention weights, which is not supported")
+            index[node] = index[args[0]]
+            continue
         if node.op == "placeholder":
             if nodes:
                 raise UnsupportedLayerError(f"from_torch: forward must take one input; {where} is a second one")
@@ -196,6 +211,10 @@ def _import_graph(
                     f"from_torch: {where}: a parameter viewed other than in another shape of the same values"
                 )
             params[node] = params[args[0]].reshape(shape)  # (a view: the same storage, so the same source key)
+            continue
+        token = expanded_parameter(node, args, params, shapes, where)
+        if token is not None:  # a learned token, expanded over the batch
+            params[node] = token
             continue
         if node.op == "output":
             out = _pick_output(args[0], output_key)
@@ -226,7 +245,7 @@ def _import_graph(
                     index[node] = len(nodes)
                     nodes.append(Raw(node.name, "layer", [index[alias]], layer=layer))
             continue
-        tensor_inputs = [a for a in _flat_args(node) if a in index]
+        tensor_inputs = [args[0]] if attention else [a for a in _flat_args(node) if a in index]
         join = _join_kind(node)
         if (
             join == "mul"
@@ -246,6 +265,14 @@ def _import_graph(
             tensors.update(state)
             index[node] = len(nodes)
             nodes.append(Raw(node.name, "layer", [index[x_node]], layer=layer))
+            continue
+        embedding = position_embedding(node, args, params, index, source, names, where) if join == "add" else None
+        if embedding is not None:
+            raw, state = embedding
+            _own_state(state, owners, where)
+            tensors.update(state)
+            index[node] = len(nodes)
+            nodes.append(raw)
             continue
         constant = _constant_arithmetic(join, args, node.kwargs, index)
         if constant is not None:  # x + c, c - x, x * c, x / c: an elementwise Rescaling
@@ -279,6 +306,11 @@ def _import_graph(
         if node.op == "call_function" and node.target in _CATS:
             parts = args[0] if args else node.kwargs.get("tensors")
             dim = args[1] if len(args) > 1 else node.kwargs.get("dim", node.kwargs.get("axis", 0))
+            token_state = class_tokens(node, parts, dim, params, index, source, names, nodes, where)
+            if token_state is not None:
+                _own_state(token_state, owners, where)
+                tensors.update(token_state)
+                continue
             if not isinstance(parts, (list, tuple)) or not parts or not all(p in index for p in parts):
                 raise UnsupportedLayerError(
                     f"from_torch: {where}: only a concatenation of tensors computed from the input"
@@ -294,6 +326,18 @@ def _import_graph(
             prefix = _existing_prefix(nodes, ids, dim)
             index[node] = len(nodes)
             nodes.append(Raw(node.name, "cat", prefix, dim=dim))
+            continue
+        tokens_mean = token_mean(node, args)
+        if tokens_mean is not None and len(tensor_inputs) == 1 and args[0] is tensor_inputs[0]:
+            index[node] = len(nodes)
+            nodes.append(
+                Raw(
+                    node.name,
+                    "layer",
+                    [index[args[0]]],
+                    layer=dataclasses.replace(tokens_mean, name=names.take(node.name)),
+                )
+            )
             continue
         mean = _spatial_mean(node, args)
         if mean is not None and len(tensor_inputs) == 1 and args[0] is tensor_inputs[0]:

@@ -12,6 +12,7 @@ from ..kinds import (
     BatchNorm1d,
     BatchNorm2d,
     ChannelLinear,
+    ClassToken,
     Conv2d,
     ConvTranspose2d,
     GlobalResponseNorm,
@@ -20,7 +21,9 @@ from ..kinds import (
     LayerScale,
     Linear,
     Normalization,
+    PositionEmbedding,
     PReLU,
+    SelfAttention,
     framework_list,
     framework_table,
 )
@@ -216,6 +219,9 @@ _WEIGHTED = (
     GroupNorm,
     PReLU,
     GlobalResponseNorm,
+    ClassToken,
+    PositionEmbedding,
+    SelfAttention,
 )
 
 

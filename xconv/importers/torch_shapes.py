@@ -12,7 +12,18 @@ import numpy as np
 
 from ..backends._torch_env import torch
 from ..errors import UnsupportedLayerError
-from ..spec import ELEMENTWISE, ChannelLinear, ChannelShuffle, GlobalResponseNorm, LayerNorm, Linear, Narrow, Softmax
+from ..spec import (
+    ELEMENTWISE,
+    ChannelLinear,
+    ChannelShuffle,
+    GlobalResponseNorm,
+    LayerNorm,
+    Linear,
+    Narrow,
+    SelectToken,
+    Softmax,
+    ToTokens,
+)
 
 __all__ = ["BATCH", "NOT", "ShapeOps"]
 
@@ -35,6 +46,7 @@ class ShapeOps:
         self.grouped: dict[Any, tuple[Any, int]] = {}  # x.view(N, g, C // g, H, W)
         self.swapped: dict[Any, tuple[Any, int]] = {}  # ... .transpose(1, 2)
         self.pieces: dict[Any, tuple[Any, int, list[tuple[int, int]]]] = {}  # x.chunk / x.split: (src, dim, parts)
+        self.ncl: dict[Any, Any] = {}  # an NCHW map viewed as (N, C, H*W): the map
 
     def shape(self, node: Any) -> tuple[int, ...] | None:
         return getattr(node, "meta", {}).get("xconv_shape")
@@ -119,10 +131,11 @@ class ShapeOps:
             self.nhwc.add(node)
             return layer
         own_map_norm = type(m).__name__ == "ChannelLayerNorm"
-        if isinstance(layer, (LayerNorm, Linear)) and not own_map_norm and (shape is None or len(shape) != 2):
+        if isinstance(layer, (LayerNorm, Linear)) and not own_map_norm and (shape is None or len(shape) not in (2, 3)):
             raise UnsupportedLayerError(
                 f"from_torch: {where} acts on the last axis of a tensor of shape {shape}; supported over the features "
-                "of a flat input, or over channels between x.permute(0, 2, 3, 1) and x.permute(0, 3, 1, 2)"
+                "of a flat input or of tokens (N, L, E), or over channels between x.permute(0, 2, 3, 1) and "
+                "x.permute(0, 3, 1, 2)"
             )
         return layer
 
@@ -137,7 +150,16 @@ class ShapeOps:
             op == "call_method"
             or op == "call_function"
             and target
-            in (torch.permute, torch.transpose, torch.narrow, torch.chunk, torch.split, operator.getitem, torch.reshape)
+            in (
+                torch.permute,
+                torch.transpose,
+                torch.narrow,
+                torch.chunk,
+                torch.split,
+                operator.getitem,
+                torch.reshape,
+                torch.flatten,
+            )
         )
         if not is_torch:
             return None
@@ -160,9 +182,14 @@ class ShapeOps:
         if src in self.grouped and method == "transpose" and sorted(self.resolve(args[1:3])) == [1, 2]:
             self.swapped[node] = self.grouped[src]
             return "pending"
+        if src in self.ncl:
+            return self._ncl_step(node, src, method, args, where)
         if src not in self.index:
             return None
         shape = self.shape(src)
+        tokens = self._map_as_tokens(node, src, shape, method, args)
+        if tokens is not None:
+            return tokens
         if method == "contiguous" and len(args) == 1:
             if src in self.nhwc:
                 self.nhwc.add(node)
@@ -226,6 +253,44 @@ class ShapeOps:
             return self._slice(src, shape, self.resolve(args[1]), where)
         return None
 
+    def _map_as_tokens(self, node: Any, src: Any, shape: Any, method: str, args: list[Any]) -> Any:
+        """An NCHW map viewed as (N, C, H*W) (pending: a transpose makes it tokens), or a channels-last one viewed
+        as (N, H*W, C) (its tokens); None for other calls."""
+        if shape is None or len(shape) != 4 or method not in ("view", "reshape", "flatten"):
+            return None
+        if method == "flatten":
+            values = {**dict(zip(("start_dim", "end_dim"), self.resolve(args[1:]))), **self.resolve(dict(node.kwargs))}
+            start, end = values.get("start_dim", 0), values.get("end_dim", -1)
+            if src in self.nhwc and (start, end % 4 if isinstance(end, int) else end) == (1, 2):
+                return src, ToTokens()
+            if src not in self.nhwc and start == 2 and end in (-1, 3):
+                self.ncl[node] = src
+                return "pending"
+            return None
+        dims = self._dims(args)
+        if src in self.nhwc:
+            _, h, w, c = shape
+            if len(dims) == 3 and dims[0] is BATCH and dims[1] in (h * w, -1) and dims[2] == c:
+                return src, ToTokens()
+            return None
+        _, c, h, w = shape
+        if len(dims) == 3 and dims[0] is BATCH and dims[1] == c and dims[2] in (h * w, -1):
+            self.ncl[node] = src
+            return "pending"
+        return None
+
+    def _ncl_step(self, node: Any, src: Any, method: str, args: list[Any], where: str) -> Any:
+        """A call on a map viewed as (N, C, H*W): the transpose that makes it tokens, or a refusal."""
+        if method == "contiguous":
+            self.ncl[node] = self.ncl[src]
+            return "pending"
+        swap = method == "transpose" and sorted(self.resolve(args[1:3])) in ([1, 2], [-2, -1], [-1, 1], [1, -1])
+        if swap or method == "permute" and tuple(self._dims(args)) == (0, 2, 1):
+            return self.ncl[src], ToTokens()
+        raise UnsupportedLayerError(
+            f"from_torch: {where}: a map viewed as (N, C, H*W) is supported only as tokens, transposed to (N, H*W, C)"
+        )
+
     def _dims(self, args: list[Any]) -> tuple[Any, ...]:
         rest = list(args[1:])
         if len(rest) == 1 and isinstance(rest[0], (list, tuple)):
@@ -235,6 +300,8 @@ class ShapeOps:
     def _slice(self, src: Any, shape: tuple[int, ...], key: Any, where: str) -> Any:
         """x[:, a:b] (one sliced axis, step 1) as a Narrow; x[:] an alias."""
         key = key if isinstance(key, tuple) else (key,)
+        if len(shape) == 3 and len(key) == 2 and key[0] == slice(None) and isinstance(key[1], int):
+            return src, SelectToken(key[1] % shape[1])  # x[:, i] of tokens: token i's features
         if not all(isinstance(k, slice) for k in key) or len(key) > len(shape):
             raise UnsupportedLayerError(f"from_torch: {where}: only slices (x[:, a:b]) are supported as indexing")
         cut = [(d, k) for d, k in enumerate(key) if k != slice(None)]

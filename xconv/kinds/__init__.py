@@ -32,6 +32,7 @@ from .norm import BatchNorm1d, BatchNorm2d, GlobalResponseNorm, GroupNorm, Layer
 from .pool import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from .regularize import Dropout, StochasticDepth
 from .resample import Upsample
+from .token import ClassToken, PositionEmbedding, SelectToken, SelfAttention, TokenMean, ToTokens
 
 #: layers that keep their input's shape and act per element (or per feature vector, Softmax over dim 1)
 ELEMENTWISE: tuple[type[Layer], ...] = tuple(cls for cls, kind in KINDS.items() if kind.shape is elementwise)
@@ -48,6 +49,7 @@ __all__ = [
     "BatchNorm2d",
     "ChannelLinear",
     "ChannelShuffle",
+    "ClassToken",
     "Conv2d",
     "ConvTranspose2d",
     "Dropout",
@@ -67,13 +69,18 @@ __all__ = [
     "Narrow",
     "Normalization",
     "PReLU",
+    "PositionEmbedding",
     "ReLU",
     "Rescaling",
+    "SelectToken",
+    "SelfAttention",
     "SiLU",
     "Sigmoid",
     "Softmax",
     "StochasticDepth",
     "Tanh",
+    "ToTokens",
+    "TokenMean",
     "Upsample",
     "ZeroPad2d",
     "framework_list",

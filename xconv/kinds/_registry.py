@@ -33,6 +33,9 @@ class Kind:
     backward: Backward
     #: the package of the kind's family: ``{family}._torch`` and ``{family}._keras`` hold the framework parts
     family: str
+    #: whether the kind takes a token tensor (L, E): it acts on the feature axis, the last one, in every
+    #: framework (the graph builder refuses a token input for the other kinds, by name)
+    tokens: bool = False
 
     @property
     def name(self) -> str:
@@ -45,12 +48,12 @@ KINDS: dict[type[Layer], Kind] = {}
 FAMILIES: list[str] = []
 
 
-def register(spec: type[Layer], shape: ShapeRule, forward: Forward, backward: Backward) -> None:
-    """Register a layer kind (called by the module that defines ``spec``)."""
+def register(spec: type[Layer], shape: ShapeRule, forward: Forward, backward: Backward, tokens: bool = False) -> None:
+    """Register a layer kind (called by the module that defines ``spec``); ``tokens``: it takes token tensors."""
     family = spec.__module__
     if spec in KINDS:
         raise ValueError(f"layer kind {spec.__name__} is registered twice")
-    KINDS[spec] = Kind(spec, shape, forward, backward, family)
+    KINDS[spec] = Kind(spec, shape, forward, backward, family, tokens)
     if family not in FAMILIES:
         FAMILIES.append(family)
 

@@ -161,7 +161,7 @@ def compare_layerwise(
     """
     resolved, infos = shapes.resolve(spec)
     if training:
-        drop = [i for i in infos if i.kind in ("Dropout", "StochasticDepth") and i.layer.p > 0]  # type: ignore[attr-defined]
+        drop = [i for i in infos if getattr(i.layer, "p", 0) > 0 or getattr(i.layer, "dropout", 0) > 0]
         if drop:
             raise ValueError(
                 f"compare_layerwise(training=True): layer {drop[0].key} is {drop[0].layer!r}; dropout masks "

@@ -55,13 +55,16 @@ from ._layer_strategies import (
     pool_layers,
     upsample_layers,
 )
+from ._token_strategies import TOKEN_KINDS, attention_blocks, transformer_specs
 
 __all__ = [
     "ALL_KINDS",
     "CHANNEL_KINDS",
     "COMBINATOR_KINDS",
     "CORE_KINDS",
+    "TOKEN_KINDS",
     "activations",
+    "attention_blocks",
     "blocks",
     "channel_layers",
     "conv2d_layers",
@@ -69,6 +72,7 @@ __all__ = [
     "inputs",
     "pool_layers",
     "specs",
+    "transformer_specs",
     "upsample_layers",
     "weights",
 ]

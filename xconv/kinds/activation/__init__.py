@@ -344,4 +344,10 @@ for _kind in (
     Hardswish,
     PReLU,
 ):
-    register(_kind, _RULES[_kind], {**_FORWARD, **_FORWARD_C}[_kind], {**_BACKWARD, **_BACKWARD_C}[_kind])
+    register(
+        _kind,
+        _RULES[_kind],
+        {**_FORWARD, **_FORWARD_C}[_kind],
+        {**_BACKWARD, **_BACKWARD_C}[_kind],
+        tokens=_kind is not PReLU,
+    )

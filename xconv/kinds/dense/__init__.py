@@ -44,7 +44,9 @@ class Flatten(Layer):
 
 @dataclass(frozen=True, repr=False)
 class Linear(Layer):
-    """Fully connected layer. ``in_features=None`` is inferred from the input shape.
+    """Fully connected layer, on the features of a flat input or of every token of a token tensor (L, E)
+    (``nn.Linear`` and Keras' ``Dense`` both act on the last axis). ``in_features=None`` is inferred from the
+    input shape.
 
     >>> Linear(16 * 32 * 32, 10)
     Linear(16384, 10)
@@ -100,9 +102,9 @@ def _flatten(ctx: _Ctx, layer: Flatten, source: Shape | None) -> LayerInfo:
 
 
 def _linear(ctx: _Ctx, layer: Linear, source: Shape | None) -> LayerInfo:
-    if len(ctx.shape) != 1:
+    if len(ctx.shape) == 3:
         raise ctx.error(f"needs a flat input but its input has shape {ctx.shape}; add Flatten() before it")
-    features = ctx.shape[0]
+    features = ctx.shape[-1]
     if layer.in_features is None:
         layer = dataclasses.replace(layer, in_features=features)
     elif layer.in_features != features:
@@ -110,7 +112,8 @@ def _linear(ctx: _Ctx, layer: Linear, source: Shape | None) -> LayerInfo:
     params: dict[str, Shape] = {"weight": (layer.out_features, features)}
     if layer.bias:
         params["bias"] = (layer.out_features,)
-    return LayerInfo(ctx.index, layer, ctx.shape, (layer.out_features,), params, input_source=source)
+    out = (*ctx.shape[:-1], layer.out_features)  # on tokens: each token's features
+    return LayerInfo(ctx.index, layer, ctx.shape, out, params, input_source=source)
 
 
 def _channel_linear(ctx: _Ctx, layer: ChannelLinear, source: Shape | None) -> LayerInfo:
@@ -130,9 +133,9 @@ def _linear_forward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, mo
 
 
 def _linear_backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, go: np.ndarray, mode: Mode) -> Any:
-    grads = {"weight": go.T @ x}
+    grads = {"weight": go.reshape(-1, go.shape[-1]).T @ x.reshape(-1, x.shape[-1])}
     if "bias" in p:
-        grads["bias"] = go.sum(axis=0)
+        grads["bias"] = go.reshape(-1, go.shape[-1]).sum(axis=0)
     return go @ p["weight"], grads
 
 
@@ -191,4 +194,10 @@ for _kind in (
     Linear,
     ChannelLinear,
 ):
-    register(_kind, _RULES[_kind], {**_FORWARD, **_FORWARD_C}[_kind], {**_BACKWARD, **_BACKWARD_C}[_kind])
+    register(
+        _kind,
+        _RULES[_kind],
+        {**_FORWARD, **_FORWARD_C}[_kind],
+        {**_BACKWARD, **_BACKWARD_C}[_kind],
+        tokens=_kind in (Linear, Flatten),
+    )

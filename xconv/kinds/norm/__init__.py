@@ -167,9 +167,10 @@ def _batchnorm(ctx: _Ctx, layer: _BatchNorm, source: Shape | None) -> LayerInfo:
 
 
 def _layernorm(ctx: _Ctx, layer: LayerNorm, source: Shape | None) -> LayerInfo:
-    if layer.num_features != ctx.shape[0]:
-        what = "channels" if len(ctx.shape) == 3 else "features"
-        raise ctx.error(f"num_features={layer.num_features} but its input has {ctx.shape[0]} {what}")
+    features = ctx.shape[-1] if len(ctx.shape) == 2 else ctx.shape[0]
+    if layer.num_features != features:
+        what = {3: "channels", 2: "features per token"}.get(len(ctx.shape), "features")
+        raise ctx.error(f"num_features={layer.num_features} but its input has {features} {what}")
     n: tuple[int, ...] = (layer.num_features,)
     params = {"weight": n} if layer.elementwise_affine else {}
     if layer.bias:
@@ -255,28 +256,39 @@ def _bn_backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, go: n
     return gx, grads
 
 
+def _ln_axis(info: LayerInfo) -> int:
+    """The normalised axis: 1 (channels, or the features of a flat input), or the last (a token's features)."""
+    return -1 if len(info.input_shape) == 2 else 1
+
+
+def _ln_gain(info: LayerInfo, value: np.ndarray, x: np.ndarray) -> np.ndarray:
+    return value if len(info.input_shape) == 2 else per_channel(value, x)
+
+
 def _ln_parts(info: LayerInfo, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(xhat, 1 / sqrt(var + eps)), normalised over axis 1 (channels, or the features of a flat input)."""
-    mean = x.mean(axis=1, keepdims=True)
-    invstd = 1.0 / np.sqrt(x.var(axis=1, keepdims=True) + info.layer.eps)  # type: ignore[attr-defined]
+    """(xhat, 1 / sqrt(var + eps)), normalised over the feature axis (see ``_ln_axis``)."""
+    axis = _ln_axis(info)
+    mean = x.mean(axis=axis, keepdims=True)
+    invstd = 1.0 / np.sqrt(x.var(axis=axis, keepdims=True) + info.layer.eps)  # type: ignore[attr-defined]
     return (x - mean) * invstd, invstd
 
 
 def _ln_forward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, mode: Mode) -> np.ndarray:
     y, _ = _ln_parts(info, x)
     if "weight" in p:
-        y = y * per_channel(p["weight"], x)
+        y = y * _ln_gain(info, p["weight"], x)
     if "bias" in p:
-        y = y + per_channel(p["bias"], x)
+        y = y + _ln_gain(info, p["bias"], x)
     return y
 
 
 def _ln_backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, go: np.ndarray, mode: Mode) -> Any:
     xhat, invstd = _ln_parts(info, x)
-    gxhat = go * per_channel(p["weight"], x) if "weight" in p else go
-    n = x.shape[1]
-    gx = invstd / n * (n * gxhat - gxhat.sum(axis=1, keepdims=True) - xhat * (gxhat * xhat).sum(axis=1, keepdims=True))
-    axes = (0,) + tuple(range(2, x.ndim))
+    gxhat = go * _ln_gain(info, p["weight"], x) if "weight" in p else go
+    a = _ln_axis(info)
+    n = x.shape[a]
+    gx = invstd / n * (n * gxhat - gxhat.sum(axis=a, keepdims=True) - xhat * (gxhat * xhat).sum(axis=a, keepdims=True))
+    axes = tuple(i for i in range(x.ndim) if i != a % x.ndim)
     grads = {}
     if "weight" in p:
         grads["weight"] = (go * xhat).sum(axis=axes)
@@ -356,7 +368,13 @@ for _kind in (
     LayerNorm,
     GroupNorm,
 ):
-    register(_kind, _RULES[_kind], {**_FORWARD, **_FORWARD_C}[_kind], {**_BACKWARD, **_BACKWARD_C}[_kind])
+    register(
+        _kind,
+        _RULES[_kind],
+        {**_FORWARD, **_FORWARD_C}[_kind],
+        {**_BACKWARD, **_BACKWARD_C}[_kind],
+        tokens=_kind is LayerNorm,
+    )
 
 
 @dataclass(frozen=True, repr=False)

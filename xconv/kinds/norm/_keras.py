@@ -34,7 +34,7 @@ class GlobalResponseNormLayer(keras.layers.Layer):
         tiny = np.finfo(np.dtype(x.dtype.name)).tiny
         squares = tf.reduce_sum(tf.square(x), axis=[1, 2], keepdims=True)
         norms = tf.sqrt(tf.maximum(squares, tf.cast(tiny, x.dtype)))
-        scale = norms / (tf.reduce_mean(norms, axis=-1, keepdims=True) + tf.cast(self.epsilon, x.dtype))
+        scale = norms / (tf.reduce_mean(norms, axis=-1, keepdims=True) + tf.constant(self.epsilon, dtype=x.dtype))
         return x + tf.cast(self.gamma, x.dtype) * (x * scale) + tf.cast(self.beta, x.dtype)
 
     def compute_output_shape(self, input_shape: Any) -> Any:
@@ -228,7 +228,10 @@ def _keras_layer_norm(layer: Any, where: str, current: tuple[int, ...]) -> Any:
     if layer.center:
         weights["bias"] = np.asarray(layer.beta.numpy())
     return LayerNorm(
-        current[0], eps=float(layer.epsilon), elementwise_affine=bool(layer.scale), bias=bool(layer.center)
+        current[-1] if len(current) == 2 else current[0],
+        eps=float(layer.epsilon),
+        elementwise_affine=bool(layer.scale),
+        bias=bool(layer.center),
     ), weights
 
 

@@ -94,4 +94,4 @@ for _kind in (
     Dropout,
     StochasticDepth,
 ):
-    register(_kind, _RULES[_kind], {**_FORWARD}[_kind], {**_BACKWARD}[_kind])
+    register(_kind, _RULES[_kind], {**_FORWARD}[_kind], {**_BACKWARD}[_kind], tokens=True)

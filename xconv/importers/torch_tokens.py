@@ -1,0 +1,146 @@
+"""The token operations of a traced or exported torch forward that use the model's own parameters: a class token
+(a parameter of shape (1, 1, E), expanded over the batch and put in front with ``torch.cat``), a learned
+positional embedding (tokens plus a parameter of shape (1, L, E)), and the mean over the tokens."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..backends._torch_env import torch
+from ..errors import UnsupportedLayerError
+from ..spec import ClassToken, PositionEmbedding, TokenMean
+from ._graph import Names, Raw
+from .torch_checks import storage_of as _storage
+from .torch_shapes import BATCH, ShapeOps
+
+
+def expanded_parameter(node: Any, args: list[Any], params: dict[Any, Any], shapes: ShapeOps, where: str) -> Any:
+    """``p.expand(N, -1, -1)`` of a parameter p of shape (1, T, E) over the batch: p itself (the spec's layers
+    broadcast it); None for other calls. Other expansions of a parameter are refused."""
+    if not (node.op == "call_method" and node.target == "expand" and args and args[0] in params):
+        return None
+    p = params[args[0]]
+    sizes = shapes.resolve(list(args[1:]))
+    if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)):
+        sizes = list(sizes[0])
+    ok = (
+        isinstance(p, torch.Tensor)
+        and p.dim() == 3
+        and p.shape[0] == 1
+        and len(sizes) == 3
+        and sizes[0] is BATCH
+        and all(s in (-1, p.shape[i]) for i, s in ((1, sizes[1]), (2, sizes[2])))
+    )
+    if not ok:
+        raise UnsupportedLayerError(
+            f"from_torch: {where}: a parameter is expanded only as a token of shape (1, T, E) over the batch, "
+            "p.expand(N, -1, -1)"
+        )
+    return p
+
+
+def class_tokens(
+    node: Any,
+    parts: list[Any],
+    dim: Any,
+    params: dict[Any, Any],
+    index: dict[Any, int],
+    source: Any,
+    names: Names,
+    nodes: list[Raw],
+    where: str,
+) -> dict[str, Any] | None:
+    """``torch.cat([t1, ..., tk, x], dim=1)`` of learned tokens t (parameters of shape (1, 1, E), expanded over
+    the batch) and tokens x: one ClassToken per t, the last first, appended to ``nodes``; ``index[node]`` is the
+    last. Returns the state of the layers, or None when no part is a parameter."""
+    if not any(p in params for p in parts):
+        return None
+    *tokens, x = parts
+    shape = _shape(x)
+    if (
+        x not in index
+        or not tokens
+        or any(t not in params for t in tokens)
+        or shape is None
+        or len(shape) != 3
+        or not isinstance(dim, int)
+        or dim % 3 != 1
+    ):
+        raise UnsupportedLayerError(
+            f"from_torch: {where}: a concatenation with parameters is supported only as learned tokens put in front "
+            "of the tokens: torch.cat([token.expand(N, -1, -1), x], dim=1)"
+        )
+    state: dict[str, Any] = {}
+    last = index[x]
+    for t in reversed(tokens):
+        p = params[t]
+        if tuple(p.shape) != (1, 1, shape[2]):
+            raise UnsupportedLayerError(
+                f"from_torch: {where}: a learned token of shape {tuple(p.shape)} in front of tokens of {shape[2]} "
+                "features; supported: one token of shape (1, 1, E) per parameter"
+            )
+        key = source.get(_storage(p), str(t.target))
+        name = names.take(key.replace(".", "_"))
+        layer = ClassToken(int(shape[2]), name=name, keys=(("token", key),))
+        nodes.append(Raw(name, "layer", [last], layer=layer, owned=True))
+        last = len(nodes) - 1
+        state[f"{name}.token"] = p
+    index[node] = last
+    return state
+
+
+def position_embedding(
+    node: Any, args: list[Any], params: dict[Any, Any], index: dict[Any, int], source: Any, names: Names, where: str
+) -> tuple[Raw, dict[str, Any]] | None:
+    """Tokens plus a learned parameter of their shape (1, L, E): a PositionEmbedding node and its state; None
+    when the sum is not of a parameter and a computed tensor."""
+    if len(args) != 2 or node.kwargs or sum(a in params for a in args) != 1 or sum(a in index for a in args) != 1:
+        return None
+    p_node, x = (args[0], args[1]) if args[0] in params else (args[1], args[0])
+    shape, p = _shape(x), params[p_node]
+    if shape is None or len(shape) != 3:
+        return None
+    if not isinstance(p, torch.Tensor) or tuple(p.shape) != (1, *shape[1:]):
+        raise UnsupportedLayerError(
+            f"from_torch: {where}: a sum of tokens {tuple(shape[1:])} and a parameter is supported only as a learned "
+            f"positional embedding of shape (1, L, E); got {tuple(getattr(p, 'shape', ()))}"
+        )
+    key = source.get(_storage(p), str(p_node.target))
+    name = names.take(key.replace(".", "_"))
+    layer = PositionEmbedding(int(shape[1]), int(shape[2]), name=name, keys=(("embedding", key),))
+    return Raw(name, "layer", [index[x]], layer=layer, owned=True), {f"{name}.embedding": p}
+
+
+def token_mean(node: Any, args: list[Any]) -> TokenMean | None:
+    """``x.mean(1)`` / ``x.mean(dim=1)`` / ``torch.mean(x, [1])`` of tokens (N, L, E): a TokenMean, else None."""
+    if not (
+        node.op == "call_method" and node.target == "mean" or node.op == "call_function" and node.target is torch.mean
+    ):
+        return None
+    shape = _shape(args[0]) if args else None
+    dims = args[1] if len(args) > 1 else node.kwargs.get("dim")
+    keepdim = args[2] if len(args) > 2 else node.kwargs.get("keepdim", False)
+    if shape is None or len(shape) != 3 or keepdim is not False or set(node.kwargs) - {"dim", "keepdim"}:
+        return None
+    dims = list(dims) if isinstance(dims, (list, tuple)) else [dims]
+    return TokenMean() if len(dims) == 1 and isinstance(dims[0], int) and dims[0] % 3 == 1 else None
+
+
+def self_attention_call(gm: Any, node: Any, where: str) -> bool:
+    """Whether ``node`` calls an ``nn.MultiheadAttention``; it must be self-attention: query, key and value the
+    same tensor, no masks (its output is then read through ``[0]``)."""
+    if node.op != "call_module" or not isinstance(gm.get_submodule(node.target), torch.nn.MultiheadAttention):
+        return False
+    names = ("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask", "average_attn_weights")
+    values = {**dict(zip(names, node.args)), **node.kwargs}
+    masks = [k for k in ("key_padding_mask", "attn_mask") if values.get(k) is not None]
+    if masks or values.get("is_causal") or len({id(values.get(k)) for k in ("query", "key", "value")}) != 1:
+        raise UnsupportedLayerError(
+            f"from_torch: {where} is supported as self-attention only: query, key and value the same tensor, "
+            f"without masks{f' (given {masks[0]})' if masks else ''}"
+        )
+    return True
+
+
+def _shape(node: Any) -> tuple[int, ...] | None:
+    return getattr(node, "meta", {}).get("xconv_shape")

@@ -1,0 +1,313 @@
+"""Tokens and attention: a map read as tokens (ToTokens), a learned class token (ClassToken), learned
+positional embeddings (PositionEmbedding), multi-head self-attention (SelfAttention), and the two ways back to
+features (SelectToken, TokenMean).
+
+A token tensor is (N, L, E): L tokens of E features. Both frameworks lay it out the same way, so nothing is
+permuted after a map becomes tokens; the numpy reference uses the same layout.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..._info import LayerInfo, Shape, _Ctx
+from ..._layer import Layer
+from ..._normalize import as_bool, as_float, as_int
+from ...errors import SpecError
+from .._numpy import Mode
+from .._registry import register
+
+
+@dataclass(frozen=True, repr=False)
+class ToTokens(Layer):
+    """A (C, H, W) map read as H*W tokens of C features, row by row: torch's ``x.flatten(2).transpose(1, 2)``,
+    Keras' ``Reshape((H * W, C))`` of the NHWC map. Token ``h * W + w`` is pixel (h, w) in both frameworks.
+
+    >>> ToTokens()
+    ToTokens()
+    """
+
+
+@dataclass(frozen=True, repr=False)
+class ClassToken(Layer):
+    """A learned token put in front of the tokens: (L, E) -> (L + 1, E). ``token`` is (1, 1, E), as ViT's
+    ``class_token``. DeiT's class and distillation tokens are two of these, the distillation token's first.
+
+    >>> ClassToken(192)
+    ClassToken(192)
+    """
+
+    embed_dim: int
+
+    _positional = ("embed_dim",)
+
+    def _validate(self) -> None:
+        self._set("embed_dim", as_int("ClassToken", "embed_dim", self.embed_dim, minimum=1))
+
+
+@dataclass(frozen=True, repr=False)
+class PositionEmbedding(Layer):
+    """A learned embedding added to each token: ``x + embedding`` with ``embedding`` of shape (1, L, E), as
+    ViT's ``pos_embedding``.
+
+    >>> PositionEmbedding(197, 768)
+    PositionEmbedding(197, 768)
+    """
+
+    length: int
+    embed_dim: int
+
+    _positional = ("length", "embed_dim")
+
+    def _validate(self) -> None:
+        self._set("length", as_int("PositionEmbedding", "length", self.length, minimum=1))
+        self._set("embed_dim", as_int("PositionEmbedding", "embed_dim", self.embed_dim, minimum=1))
+
+
+@dataclass(frozen=True, repr=False)
+class SelfAttention(Layer):
+    """Multi-head self-attention over the tokens, as ``nn.MultiheadAttention(E, heads, batch_first=True)``
+    called with ``(x, x, x)``: q, k, v = x @ in_proj_weight.T + in_proj_bias, split into ``num_heads`` heads of
+    E / heads features (q, k and v each head by head); per head softmax(q k^T / sqrt(head_dim)) v; the heads
+    joined back in order, then ``out_proj``. Weights: ``in_proj_weight`` (3E, E) (rows q, k, v),
+    ``in_proj_bias`` (3E,) with ``qkv_bias``, ``out_proj.weight`` (E, E), ``out_proj.bias`` (E,) with
+    ``proj_bias``. ``dropout`` drops attention weights in training. ``scale`` multiplies the scores in place of
+    head_dim ** -0.5 (Keras' ``MultiHeadAttention`` imports with that number rounded to float32, as it computes
+    it).
+
+    >>> SelfAttention(192, 3)
+    SelfAttention(192, 3)
+    """
+
+    embed_dim: int
+    num_heads: int
+    qkv_bias: bool = True
+    proj_bias: bool = True
+    dropout: float = 0.0
+    scale: float | None = None
+
+    _positional = ("embed_dim", "num_heads")
+
+    def _validate(self) -> None:
+        me = "SelfAttention"
+        self._set("embed_dim", as_int(me, "embed_dim", self.embed_dim, minimum=1))
+        self._set("num_heads", as_int(me, "num_heads", self.num_heads, minimum=1))
+        if self.embed_dim % self.num_heads:
+            raise SpecError(
+                f"SelfAttention: embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}; each "
+                "head takes embed_dim / num_heads features"
+            )
+        self._set("qkv_bias", as_bool(me, "qkv_bias", self.qkv_bias))
+        self._set("proj_bias", as_bool(me, "proj_bias", self.proj_bias))
+        self._set("dropout", as_float(me, "dropout", self.dropout, low=0.0, high=1.0, high_open=True))
+        if self.scale is not None:
+            self._set("scale", as_float(me, "scale", self.scale, low=0.0, low_open=True))
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.num_heads
+
+    @property
+    def score_scale(self) -> float:
+        """What the scores q k^T are multiplied by."""
+        return 1.0 / math.sqrt(self.head_dim) if self.scale is None else self.scale
+
+
+@dataclass(frozen=True, repr=False)
+class SelectToken(Layer):
+    """One token's features: (L, E) -> (E,), ``x[:, index]`` (ViT's class token is ``index=0``).
+
+    >>> SelectToken()
+    SelectToken()
+    """
+
+    index: int = 0
+
+    def _validate(self) -> None:
+        self._set("index", as_int("SelectToken", "index", self.index, minimum=0))
+
+
+@dataclass(frozen=True, repr=False)
+class TokenMean(Layer):
+    """The mean over the tokens: (L, E) -> (E,), ``x.mean(1)``; Keras' ``GlobalAveragePooling1D``.
+
+    >>> TokenMean()
+    TokenMean()
+    """
+
+
+def _tokens(ctx: _Ctx, what: str) -> tuple[int, int]:
+    if len(ctx.shape) != 2:
+        raise ctx.error(f"expects a token input (tokens, features) but its input has shape {ctx.shape}; {what}")
+    return ctx.shape[0], ctx.shape[1]
+
+
+def _features(ctx: _Ctx, layer: Any, expected: int) -> tuple[int, int]:
+    length, e = _tokens(ctx, "read a map as tokens with ToTokens() first")
+    if e != expected:
+        raise ctx.error(f"embed_dim={expected} but its input has {e} features per token")
+    return length, e
+
+
+def _to_tokens_shape(ctx: _Ctx, layer: ToTokens, source: Shape | None) -> LayerInfo:
+    c, h, w = ctx.need_map()
+    return LayerInfo(ctx.index, layer, ctx.shape, (h * w, c), {})
+
+
+def _class_token_shape(ctx: _Ctx, layer: ClassToken, source: Shape | None) -> LayerInfo:
+    length, e = _features(ctx, layer, layer.embed_dim)
+    return LayerInfo(ctx.index, layer, ctx.shape, (length + 1, e), {"token": (1, 1, e)})
+
+
+def _position_shape(ctx: _Ctx, layer: PositionEmbedding, source: Shape | None) -> LayerInfo:
+    length, e = _features(ctx, layer, layer.embed_dim)
+    if length != layer.length:
+        raise ctx.error(f"length={layer.length} but its input has {length} tokens")
+    return LayerInfo(ctx.index, layer, ctx.shape, ctx.shape, {"embedding": (1, length, e)})
+
+
+def _attention_shape(ctx: _Ctx, layer: SelfAttention, source: Shape | None) -> LayerInfo:
+    _, e = _features(ctx, layer, layer.embed_dim)
+    params: dict[str, Shape] = {"in_proj_weight": (3 * e, e)}
+    if layer.qkv_bias:
+        params["in_proj_bias"] = (3 * e,)
+    params["out_proj.weight"] = (e, e)
+    if layer.proj_bias:
+        params["out_proj.bias"] = (e,)
+    return LayerInfo(ctx.index, layer, ctx.shape, ctx.shape, params)
+
+
+def _select_shape(ctx: _Ctx, layer: SelectToken, source: Shape | None) -> LayerInfo:
+    length, e = _tokens(ctx, "SelectToken picks one of its tokens")
+    if layer.index >= length:
+        raise ctx.error(f"index={layer.index} but its input has {length} tokens")
+    return LayerInfo(ctx.index, layer, ctx.shape, (e,), {})
+
+
+def _mean_shape(ctx: _Ctx, layer: TokenMean, source: Shape | None) -> LayerInfo:
+    _, e = _tokens(ctx, "TokenMean averages its tokens")
+    return LayerInfo(ctx.index, layer, ctx.shape, (e,), {})
+
+
+# ---- numpy reference (tokens are (N, L, E)) ----
+
+
+def _to_tokens_forward(info: LayerInfo, p: Any, x: np.ndarray, mode: Mode) -> np.ndarray:
+    n, c = x.shape[:2]
+    return np.ascontiguousarray(x.reshape(n, c, -1).transpose(0, 2, 1))
+
+
+def _to_tokens_backward(info: LayerInfo, p: Any, x: np.ndarray, go: np.ndarray, mode: Mode) -> Any:
+    return np.ascontiguousarray(go.transpose(0, 2, 1)).reshape(x.shape), {}
+
+
+def _class_token_forward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, mode: Mode) -> np.ndarray:
+    token = np.broadcast_to(p["token"], (x.shape[0], 1, x.shape[2]))
+    return np.concatenate([token, x], axis=1)
+
+
+def _class_token_backward(info: LayerInfo, p: Any, x: np.ndarray, go: np.ndarray, mode: Mode) -> Any:
+    return go[:, 1:], {"token": go[:, :1].sum(axis=0, keepdims=True)}
+
+
+def _heads(t: np.ndarray, heads: int) -> np.ndarray:
+    """(N, L, E) -> (N, heads, L, E / heads)."""
+    n, length, e = t.shape
+    return t.reshape(n, length, heads, e // heads).transpose(0, 2, 1, 3)
+
+
+def _joined(t: np.ndarray) -> np.ndarray:
+    """(N, heads, L, D) -> (N, L, heads * D)."""
+    n, h, length, d = t.shape
+    return t.transpose(0, 2, 1, 3).reshape(n, length, h * d)
+
+
+def _attention_parts(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, mode: Mode) -> dict[str, Any]:
+    layer: SelfAttention = info.layer  # type: ignore[assignment]
+    e, h = layer.embed_dim, layer.num_heads
+    qkv = x @ p["in_proj_weight"].T
+    if "in_proj_bias" in p:
+        qkv = qkv + p["in_proj_bias"]
+    q, k, v = (_heads(qkv[..., i * e : (i + 1) * e], h) for i in range(3))
+    scale = layer.score_scale
+    scores = q @ k.transpose(0, 1, 3, 2) * scale
+    ex = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    weights = ex / ex.sum(axis=-1, keepdims=True)
+    drop = mode.mask(weights.shape, layer.dropout, x.dtype) if mode.training and layer.dropout > 0 else None
+    kept = weights if drop is None else weights * drop
+    heads = kept @ v
+    return {"q": q, "k": k, "v": v, "scale": scale, "weights": weights, "drop": drop, "kept": kept, "o": _joined(heads)}
+
+
+def _attention_forward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, mode: Mode) -> np.ndarray:
+    y: np.ndarray = _attention_parts(info, p, x, mode)["o"] @ p["out_proj.weight"].T
+    return y + p["out_proj.bias"] if "out_proj.bias" in p else y
+
+
+def _attention_backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, go: np.ndarray, mode: Mode) -> Any:
+    layer: SelfAttention = info.layer  # type: ignore[assignment]
+    a = _attention_parts(info, p, x, mode)
+    grads = {"out_proj.weight": np.einsum("nlo,nli->oi", go, a["o"])}
+    if "out_proj.bias" in p:
+        grads["out_proj.bias"] = go.sum(axis=(0, 1))
+    g_heads = _heads(go @ p["out_proj.weight"], layer.num_heads)
+    g_kept = g_heads @ a["v"].transpose(0, 1, 3, 2)
+    g_v = a["kept"].transpose(0, 1, 3, 2) @ g_heads
+    g_w = g_kept if a["drop"] is None else g_kept * a["drop"]
+    w = a["weights"]
+    g_scores = w * (g_w - (g_w * w).sum(axis=-1, keepdims=True)) * a["scale"]
+    g_q = g_scores @ a["k"]
+    g_k = g_scores.transpose(0, 1, 3, 2) @ a["q"]
+    g_qkv = np.concatenate([_joined(g_q), _joined(g_k), _joined(g_v)], axis=-1)
+    grads["in_proj_weight"] = np.einsum("nlo,nli->oi", g_qkv, x)
+    if "in_proj_bias" in p:
+        grads["in_proj_bias"] = g_qkv.sum(axis=(0, 1))
+    return g_qkv @ p["in_proj_weight"], grads
+
+
+def _select_backward(info: LayerInfo, p: Any, x: np.ndarray, go: np.ndarray, mode: Mode) -> Any:
+    gx = np.zeros_like(x)
+    gx[:, info.layer.index] = go  # type: ignore[attr-defined]
+    return gx, {}
+
+
+def _mean_backward(info: LayerInfo, p: Any, x: np.ndarray, go: np.ndarray, mode: Mode) -> Any:
+    return np.broadcast_to(go[:, None, :] / x.shape[1], x.shape).copy(), {}
+
+
+_RULES: dict[type, Any] = {
+    ToTokens: _to_tokens_shape,
+    ClassToken: _class_token_shape,
+    PositionEmbedding: _position_shape,
+    SelfAttention: _attention_shape,
+    SelectToken: _select_shape,
+    TokenMean: _mean_shape,
+}
+
+
+_FORWARD: dict[type, Any] = {
+    ToTokens: _to_tokens_forward,
+    ClassToken: _class_token_forward,
+    PositionEmbedding: lambda info, p, x, mode: x + p["embedding"],
+    SelfAttention: _attention_forward,
+    SelectToken: lambda info, p, x, mode: np.ascontiguousarray(x[:, info.layer.index]),
+    TokenMean: lambda info, p, x, mode: x.mean(axis=1),
+}
+
+
+_BACKWARD: dict[type, Any] = {
+    ToTokens: _to_tokens_backward,
+    ClassToken: _class_token_backward,
+    PositionEmbedding: lambda info, p, x, go, mode: (go, {"embedding": go.sum(axis=0, keepdims=True)}),
+    SelfAttention: _attention_backward,
+    SelectToken: _select_backward,
+    TokenMean: _mean_backward,
+}
+
+
+for _kind, _rule in _RULES.items():
+    register(_kind, _rule, _FORWARD[_kind], _BACKWARD[_kind], tokens=_kind is not ToTokens)

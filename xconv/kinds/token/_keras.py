@@ -1,0 +1,252 @@
+"""Tokens and attention: the Keras parts (built layers and their weight layouts, and the Keras layers that
+import as these kinds).
+
+The attention is xconv's own layer, written in ``keras.ops``, not ``keras.layers.MultiHeadAttention``: Keras'
+layer multiplies the query by ``1 / sqrt(head_dim)`` cast through float32, so a float64 model differs from
+torch's by about 1e-8 of its scores whenever head_dim is not a power of 4, and it takes no additive bias (which
+windowed attentions need). The layer here computes what ``F.scaled_dot_product_attention`` computes, with one
+fused (E, 3E) query-key-value kernel: the canonical ``in_proj_weight`` transposed."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, cast
+
+import numpy as np
+
+from ..._info import LayerInfo
+from ...backends._tf_env import keras
+from ...errors import UnsupportedLayerError
+from .._keras_names import keras_name
+from . import ClassToken, PositionEmbedding, SelectToken, SelfAttention, TokenMean, ToTokens
+
+ops = keras.ops
+
+
+@keras.saving.register_keras_serializable(package="xconv", name="ClassToken")
+class ClassTokenLayer(keras.layers.Layer):
+    """Puts the learned ``token`` (1, 1, E) in front of the tokens (see :class:`xconv.ClassToken`)."""
+
+    def build(self, input_shape: Any) -> None:
+        self.token = self.add_weight(name="token", shape=(1, 1, int(input_shape[-1])), initializer="zeros")
+
+    def call(self, x: Any) -> Any:
+        token = ops.broadcast_to(ops.cast(self.token, x.dtype), (ops.shape(x)[0], 1, ops.shape(x)[2]))
+        return ops.concatenate([token, x], axis=1)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        n, length, e = input_shape
+        return (n, None if length is None else length + 1, e)
+
+
+@keras.saving.register_keras_serializable(package="xconv", name="PositionEmbedding")
+class PositionEmbeddingLayer(keras.layers.Layer):
+    """Adds the learned ``embedding`` (1, L, E) to the tokens (see :class:`xconv.PositionEmbedding`)."""
+
+    def build(self, input_shape: Any) -> None:
+        shape = (1, int(input_shape[1]), int(input_shape[2]))
+        self.embedding = self.add_weight(name="embedding", shape=shape, initializer="zeros")
+
+    def call(self, x: Any) -> Any:
+        return x + ops.cast(self.embedding, x.dtype)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+
+@keras.saving.register_keras_serializable(package="xconv", name="SelfAttention")
+class SelfAttentionLayer(keras.layers.Layer):
+    """Multi-head self-attention (see :class:`xconv.SelfAttention`): ``qkv_kernel`` (E, 3E) with columns q, k,
+    v (each head by head), ``qkv_bias`` (3E,), ``out_kernel`` (E, E), ``out_bias`` (E,); per head
+    softmax(q k^T * head_dim ** -0.5) v, the scale in the model's dtype."""
+
+    def __init__(
+        self,
+        num_heads: int,
+        qkv_bias: bool = True,
+        proj_bias: bool = True,
+        dropout: float = 0.0,
+        scale: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.num_heads, self.qkv_bias, self.proj_bias = int(num_heads), bool(qkv_bias), bool(proj_bias)
+        self.dropout, self.scale = float(dropout), None if scale is None else float(scale)
+        self.seed_generator = keras.random.SeedGenerator() if self.dropout > 0 else None
+
+    def build(self, input_shape: Any) -> None:
+        e = int(input_shape[-1])
+        self.qkv_kernel = self.add_weight(name="qkv_kernel", shape=(e, 3 * e), initializer="zeros")
+        self.qkv_bias_weight = (
+            self.add_weight(name="qkv_bias", shape=(3 * e,), initializer="zeros") if self.qkv_bias else None
+        )
+        self.out_kernel = self.add_weight(name="out_kernel", shape=(e, e), initializer="zeros")
+        self.out_bias = self.add_weight(name="out_bias", shape=(e,), initializer="zeros") if self.proj_bias else None
+
+    def call(self, x: Any, training: Any = None) -> Any:
+        n, length, e = ops.shape(x)[0], ops.shape(x)[1], int(x.shape[-1])
+        h = self.num_heads
+        d = e // h
+        qkv = ops.matmul(x, ops.cast(self.qkv_kernel, x.dtype))
+        if self.qkv_bias_weight is not None:
+            qkv = qkv + ops.cast(self.qkv_bias_weight, x.dtype)
+        qkv = ops.transpose(ops.reshape(qkv, (n, length, 3, h, d)), (2, 0, 3, 1, 4))
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        # (the scale made in the model's dtype: a Python float cast to it would go through float32)
+        scale = ops.convert_to_tensor(1.0 / math.sqrt(d) if self.scale is None else self.scale, dtype=x.dtype)
+        scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) * scale
+        weights = ops.softmax(scores, axis=-1)
+        if training and self.seed_generator is not None:
+            weights = keras.random.dropout(weights, self.dropout, seed=self.seed_generator)
+        heads = ops.reshape(ops.transpose(ops.matmul(weights, v), (0, 2, 1, 3)), (n, length, e))
+        y = ops.matmul(heads, ops.cast(self.out_kernel, x.dtype))
+        return y if self.out_bias is None else y + ops.cast(self.out_bias, x.dtype)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "num_heads": self.num_heads,
+            "qkv_bias": self.qkv_bias,
+            "proj_bias": self.proj_bias,
+            "dropout": self.dropout,
+            "scale": self.scale,
+        }
+
+
+@keras.saving.register_keras_serializable(package="xconv", name="SelectToken")
+class SelectTokenLayer(keras.layers.Layer):
+    """One token's features, ``x[:, index]`` (see :class:`xconv.SelectToken`)."""
+
+    def __init__(self, index: int = 0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.index = int(index)
+
+    def call(self, x: Any) -> Any:
+        return x[:, self.index]
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return (input_shape[0], input_shape[2])
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "index": self.index}
+
+
+def _to_tokens(info: LayerInfo, x: Any, dtype: str) -> Any:
+    c, h, w = info.input_shape
+    return keras.layers.Reshape((h * w, c), dtype=dtype, name=keras_name(info))(x)
+
+
+def _attention(info: LayerInfo, x: Any, dtype: str) -> Any:
+    layer = cast(SelfAttention, info.layer)
+    return SelfAttentionLayer(
+        layer.num_heads,
+        layer.qkv_bias,
+        layer.proj_bias,
+        layer.dropout,
+        layer.scale,
+        dtype=dtype,
+        name=keras_name(info),
+    )(x)
+
+
+BUILDERS: dict[type, Any] = {
+    ToTokens: _to_tokens,
+    ClassToken: lambda info, x, dtype: ClassTokenLayer(dtype=dtype, name=keras_name(info))(x),
+    PositionEmbedding: lambda info, x, dtype: PositionEmbeddingLayer(dtype=dtype, name=keras_name(info))(x),
+    SelfAttention: _attention,
+    SelectToken: lambda info, x, dtype: SelectTokenLayer(info.layer.index, dtype=dtype, name=keras_name(info))(x),
+    TokenMean: lambda info, x, dtype: keras.layers.GlobalAveragePooling1D(dtype=dtype, name=keras_name(info))(x),
+}
+
+
+_ATTENTION_VARIABLES = {
+    "in_proj_weight": "qkv_kernel",
+    "in_proj_bias": "qkv_bias_weight",
+    "out_proj.weight": "out_kernel",
+    "out_proj.bias": "out_bias",
+}
+
+
+VARIABLES: dict[type, Any] = {
+    ClassToken: lambda layer, info: {"token": layer.token},
+    PositionEmbedding: lambda layer, info: {"embedding": layer.embedding},
+    SelfAttention: lambda layer, info: {name: getattr(layer, _ATTENTION_VARIABLES[name]) for name in info.params},
+}
+
+
+LAYOUTS: dict[type, Any] = {
+    SelfAttention: lambda info, name: "linear" if name.endswith("weight") else "same",
+}
+
+
+def _arrays(layer: Any, names: dict[str, str]) -> dict[str, np.ndarray]:
+    return {canonical: np.asarray(getattr(layer, own).numpy()) for canonical, own in names.items()}
+
+
+def _own_attention(layer: SelfAttentionLayer, where: str, current: tuple[int, ...]) -> Any:
+    e = int(layer.qkv_kernel.shape[0])
+    spec = SelfAttention(e, layer.num_heads, layer.qkv_bias, layer.proj_bias, layer.dropout, layer.scale)
+    names = {k: v for k, v in _ATTENTION_VARIABLES.items() if getattr(layer, v) is not None}
+    return spec, _arrays(layer, names)
+
+
+def _keras_attention(layer: Any, where: str, current: tuple[int, ...]) -> Any:
+    """``keras.layers.MultiHeadAttention`` called as self-attention (query = value = key, no mask): the q, k, v
+    kernels (E, heads, head_dim) side by side as the fused (E, 3E) kernel, the output kernel (heads, head_dim,
+    E) as (E, E). Keras multiplies the query by 1 / sqrt(head_dim) cast through float32, so the spec takes that
+    number as its ``scale`` (in a float64 model it differs from the exact scale by up to 2**-24 of the scores)."""
+    h, d = int(layer.num_heads), int(layer.key_dim)
+    e = int(current[-1]) if len(current) == 2 else -1
+    axes = layer.attention_axes
+    problems = [
+        (len(current) != 2, f"its input is not a token tensor (tokens, features) but {current}"),
+        (layer.value_dim not in (None, d), f"value_dim={layer.value_dim} differs from key_dim={d}"),
+        (h * d != e, f"num_heads * key_dim = {h * d} differs from the {e} input features"),
+        (layer._output_shape is not None, f"output_shape={layer._output_shape}"),
+        (axes is not None and tuple(axes) not in ((1,), (-2,)), f"attention_axes={axes}"),
+    ]
+    bad = [what for fails, what in problems if fails]
+    if bad:
+        raise UnsupportedLayerError(
+            f"from_keras: {where}: MultiHeadAttention is supported as self-attention over the tokens with "
+            f"num_heads * key_dim features in and out; here {bad[0]}"
+        )
+    q, k, v, o = layer.query_dense, layer.key_dense, layer.value_dense, layer.output_dense
+    kernel = np.concatenate([np.asarray(t.kernel.numpy()).reshape(e, h * d) for t in (q, k, v)], axis=1)
+    arrays = {"in_proj_weight": kernel, "out_proj.weight": np.asarray(o.kernel.numpy()).reshape(h * d, e)}
+    if layer.use_bias:
+        arrays["in_proj_bias"] = np.concatenate([np.asarray(t.bias.numpy()).reshape(-1) for t in (q, k, v)])
+        arrays["out_proj.bias"] = np.asarray(o.bias.numpy()).reshape(-1)
+    # Keras scales by 1 / sqrt(key_dim) cast to the model's dtype through float32: that number, exactly
+    scale = float(np.float32(1.0 / math.sqrt(d)))
+    spec = SelfAttention(e, h, layer.use_bias, layer.use_bias, float(layer.dropout), scale)
+    return spec, arrays
+
+
+def _keras_token_mean(layer: Any, where: str, current: tuple[int, ...]) -> Any:
+    if len(current) != 2 or layer.keepdims or layer.data_format != "channels_last":
+        raise UnsupportedLayerError(
+            f"from_keras: {where}: GlobalAveragePooling1D is supported over the tokens of a (tokens, features) "
+            "input, channels_last, without keepdims"
+        )
+    return TokenMean(), {}
+
+
+#: Keras layer class (exactly) -> (layer, where, its input's logical shape) -> (spec layer, Keras arrays)
+KERAS_IMPORTS: dict[type, Any] = {
+    ClassTokenLayer: lambda layer, where, current: (
+        ClassToken(int(layer.token.shape[-1])),
+        {"token": np.asarray(layer.token.numpy())},
+    ),
+    PositionEmbeddingLayer: lambda layer, where, current: (
+        PositionEmbedding(int(layer.embedding.shape[1]), int(layer.embedding.shape[2])),
+        {"embedding": np.asarray(layer.embedding.numpy())},
+    ),
+    SelfAttentionLayer: _own_attention,
+    keras.layers.MultiHeadAttention: _keras_attention,
+    SelectTokenLayer: lambda layer, where, current: (SelectToken(layer.index), {}),
+    keras.layers.GlobalAveragePooling1D: _keras_token_mean,
+}

@@ -1,0 +1,105 @@
+"""Hypothesis strategies for transformer specs: a map read as tokens, class tokens and positional embeddings,
+pre- and post-norm attention blocks, and the way back to features."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import strategies as st
+
+from ..spec import (
+    GELU,
+    Add,
+    BatchNorm2d,
+    ClassToken,
+    Conv2d,
+    Dropout,
+    Identity,
+    LayerNorm,
+    Linear,
+    PositionEmbedding,
+    ReLU,
+    SelectToken,
+    SelfAttention,
+    Sequential,
+    SiLU,
+    Tanh,
+    TokenMean,
+    ToTokens,
+)
+
+__all__ = ["TOKEN_KINDS", "attention_blocks", "transformer_specs"]
+
+#: the kinds that only :func:`transformer_specs` draws (the others draw no token tensors)
+TOKEN_KINDS = ("ToTokens", "ClassToken", "PositionEmbedding", "SelfAttention", "SelectToken", "TokenMean")
+
+
+@st.composite
+def attention_blocks(draw: Any, embed_dim: int, num_heads: int, batch_stats: bool = True) -> list[Any]:
+    """One transformer block on (L, embed_dim) tokens: the attention and the MLP, each a residual, with the
+    LayerNorm before (pre-norm, ViT) or after the sum (post-norm, BERT). ``batch_stats=False`` (float32 suites)
+    draws LayerNorm eps 0.1, as :func:`xconv.testing.strategies.specs` does: normalising a token's few features
+    whose values nearly coincide divides their float32 rounding by sqrt(var + eps). (BERT's eps of 1e-12 is not
+    drawn: a token of nearly equal features then turns float64 rounding into 3e-10 of the output, measured.)"""
+    pre = draw(st.booleans())
+    eps = draw(st.sampled_from([1e-5, 1e-6] if batch_stats else [0.1]))
+    attention = SelfAttention(
+        embed_dim,
+        num_heads,
+        qkv_bias=draw(st.booleans()),
+        proj_bias=draw(st.booleans()),
+        scale=draw(st.sampled_from([None, None, None, 0.3])),
+    )
+    hidden = draw(st.integers(1, 2 * embed_dim))
+    act = draw(st.sampled_from([GELU(), GELU(approximate="tanh"), ReLU(), SiLU(), Tanh()]))
+    mlp = [Linear(embed_dim, hidden, bias=draw(st.booleans())), act, Dropout(0.0), Linear(hidden, embed_dim)]
+    if pre:
+        return [
+            Add(Identity(), Sequential(LayerNorm(embed_dim, eps=eps), attention)),
+            Add(Identity(), Sequential(LayerNorm(embed_dim, eps=eps), *mlp)),
+        ]
+    return [
+        Add(Identity(), attention),
+        LayerNorm(embed_dim, eps=eps),
+        Add(Identity(), Sequential(*mlp)),
+        LayerNorm(embed_dim, eps=eps),
+    ]
+
+
+@st.composite
+def transformer_specs(
+    draw: Any, *, max_blocks: int = 2, max_heads: int = 4, max_head_dim: int = 4, batch_stats: bool = True
+) -> Sequential:
+    """A valid random vision transformer: a (C, H, W) input, sometimes a conv stem (conv, BatchNorm, ReLU),
+    a patch embedding (a conv of kernel and stride p) read as tokens, 0 to 2 learned tokens in front, sometimes
+    a positional embedding, 1..max_blocks attention blocks (1 to max_heads heads of 1 to max_head_dim features,
+    pre- or post-norm, with and without biases), then the tokens themselves, one token's features, or their mean,
+    sometimes through a Linear head. ``batch_stats``: see :func:`attention_blocks`."""
+    patch = draw(st.integers(1, 3))
+    grid_h, grid_w = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    c = draw(st.integers(1, 4))
+    input_shape = (c, grid_h * patch, grid_w * patch)
+    heads = draw(st.integers(1, max_heads))
+    e = heads * draw(st.integers(1, max_head_dim))
+    layers: list[Any] = []
+    if draw(st.integers(0, 3)) == 0:
+        c2 = draw(st.integers(1, 4))
+        layers += [Conv2d(c, c2, 3, padding=1), BatchNorm2d(c2), ReLU()]
+        c = c2
+    layers += [Conv2d(c, e, patch, stride=patch, bias=draw(st.booleans())), ToTokens()]
+    length = grid_h * grid_w
+    for _ in range(draw(st.sampled_from([0, 1, 1, 2]))):
+        layers.append(ClassToken(e))
+        length += 1
+    if draw(st.integers(0, 3)) > 0:
+        layers.append(PositionEmbedding(length, e))
+    for _ in range(draw(st.integers(1, max_blocks))):
+        layers += draw(attention_blocks(e, heads, batch_stats))
+    end = draw(st.sampled_from(["tokens", "select", "mean", "mean"]))
+    if end == "select":
+        layers.append(SelectToken(draw(st.integers(0, length - 1))))
+    elif end == "mean":
+        layers.append(TokenMean())
+    if draw(st.booleans()):
+        layers += [LayerNorm(e, eps=1e-5 if batch_stats else 0.1), Linear(e, draw(st.integers(1, 5)))]
+    return Sequential(*layers, input_shape=input_shape)
