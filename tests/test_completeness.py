@@ -52,8 +52,8 @@ EXAMPLES = {
     "Normalization": ([xc.Normalization(2)], (2, 3, 3)),
     "LayerNorm": ([xc.LayerNorm(2, eps=1e-6), xc.Flatten(), xc.LayerNorm(18, elementwise_affine=False)], (2, 3, 3)),
     "ChannelLinear": ([xc.ChannelLinear(2, 4)], (2, 3, 3)),
-    "LayerScale": ([xc.LayerScale(2)], (2, 3, 3)),
-    "Narrow": ([xc.Narrow(1, 1, 2), xc.Narrow(-1, 0, 2)], (3, 3, 3)),
+    "LayerScale": ([xc.LayerScale(2), xc.ToTokens(), xc.LayerScale(2)], (2, 3, 3)),
+    "Narrow": ([xc.Narrow(1, 1, 2), xc.Narrow(-1, 0, 2), xc.ToTokens(), xc.Narrow(1, 2, 4)], (3, 3, 3)),
     "ChannelShuffle": ([xc.ChannelShuffle(2)], (4, 3, 3)),
     "Upsample": (
         [
@@ -72,7 +72,7 @@ EXAMPLES = {
         (2, 3, 3),
     ),
     "ToTokens": ([xc.ToTokens()], (2, 3, 4)),
-    "ClassToken": ([xc.ToTokens(), xc.ClassToken(2), xc.ClassToken(2)], (2, 3, 3)),
+    "ClassToken": ([xc.ToTokens(), xc.ClassToken(2), xc.ClassToken(2, count=3)], (2, 3, 3)),
     "PositionEmbedding": ([xc.ToTokens(), xc.PositionEmbedding(9, 2)], (2, 3, 3)),
     "SelfAttention": (
         [

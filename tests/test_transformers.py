@@ -321,7 +321,14 @@ def test_multihead_attention_with_a_mask_or_weights_read_is_refused(both_backend
 
 
 @pytest.mark.parametrize(
-    "name", ["deit_tiny_patch16_224", "deit_tiny_distilled_patch16_224", "vit_base_patch16_gap_224"]
+    "name",
+    [
+        "deit_tiny_patch16_224",
+        "deit_tiny_distilled_patch16_224",  # a class and a distillation token, two heads averaged
+        "deit3_small_patch16_224",  # layer scales on tokens
+        "vit_medium_patch16_reg4_gap_256",  # register tokens, the mean over the patches only
+        "vit_tiny_r_s16_p8_224",  # a ResNet stem (timm's hybrid)
+    ],
 )
 def test_timm_vision_transformers_port_both_ways(both_backends, name):
     import_torchvision()

@@ -514,8 +514,23 @@ def _layer_scale(
     when that is not ``{module}.layer_scale``."""
     shape = shapes.shape(x_node)
     owner = key.rpartition(".")[0]
-    channels = None if shape is None or len(shape) != 4 else shape[3] if x_node in shapes.nhwc else shape[1]
-    fits = ((channels,),) if x_node in shapes.nhwc else ((channels, 1, 1), (1, channels, 1, 1))
+    tokens = shape is not None and len(shape) == 3  # (N, L, E): one multiplier per feature
+    channels = (
+        shape[2]
+        if tokens
+        else None
+        if shape is None or len(shape) != 4
+        else shape[3]
+        if x_node in shapes.nhwc
+        else shape[1]
+    )
+    fits = (
+        ((channels,), (1, 1, channels))
+        if tokens
+        else ((channels,),)
+        if x_node in shapes.nhwc
+        else ((channels, 1, 1), (1, channels, 1, 1))
+    )
     if not (isinstance(p, torch.Tensor) and p.is_floating_point() and channels and tuple(p.shape) in fits):
         # (p None: not one of the module's parameters)
         raise UnsupportedLayerError(
@@ -526,7 +541,8 @@ def _layer_scale(
         )
     name = names.take(owner, own=True) if owner and owner not in names.used else names.take(key.replace(".", "_"))
     keys = () if key == f"{name}.layer_scale" else (("layer_scale", key),)
-    return LayerScale(channels, name=name, keys=keys), {f"{name}.layer_scale": p.reshape(channels, 1, 1)}
+    canonical = p.reshape(channels) if tokens else p.reshape(channels, 1, 1)
+    return LayerScale(channels, name=name, keys=keys), {f"{name}.layer_scale": canonical}
 
 
 def _with_source_keys(layer: Any, state: dict[str, Any], source: dict[int, str]) -> Any:

@@ -50,7 +50,7 @@ def class_tokens(
     nodes: list[Raw],
     where: str,
 ) -> dict[str, Any] | None:
-    """``torch.cat([t1, ..., tk, x], dim=1)`` of learned tokens t (parameters of shape (1, 1, E), expanded over
+    """``torch.cat([t1, ..., tk, x], dim=1)`` of learned tokens t (parameters of shape (1, T, E), expanded over
     the batch) and tokens x: one ClassToken per t, the last first, appended to ``nodes``; ``index[node]`` is the
     last. Returns the state of the layers, or None when no part is a parameter."""
     if not any(p in params for p in parts):
@@ -74,14 +74,14 @@ def class_tokens(
     last = index[x]
     for t in reversed(tokens):
         p = params[t]
-        if tuple(p.shape) != (1, 1, shape[2]):
+        if p.dim() != 3 or p.shape[0] != 1 or p.shape[2] != shape[2]:
             raise UnsupportedLayerError(
-                f"from_torch: {where}: a learned token of shape {tuple(p.shape)} in front of tokens of {shape[2]} "
-                "features; supported: one token of shape (1, 1, E) per parameter"
+                f"from_torch: {where}: learned tokens of shape {tuple(p.shape)} in front of tokens of {shape[2]} "
+                "features; supported: tokens of shape (1, T, E)"
             )
         key = source.get(_storage(p), str(t.target))
         name = names.take(key.replace(".", "_"))
-        layer = ClassToken(int(shape[2]), name=name, keys=(("token", key),))
+        layer = ClassToken(int(shape[2]), int(p.shape[1]), name=name, keys=(("token", key),))
         nodes.append(Raw(name, "layer", [last], layer=layer, owned=True))
         last = len(nodes) - 1
         state[f"{name}.token"] = p

@@ -16,7 +16,9 @@ from ..spec import (
     Dropout,
     Identity,
     LayerNorm,
+    LayerScale,
     Linear,
+    Narrow,
     PositionEmbedding,
     ReLU,
     SelectToken,
@@ -53,6 +55,9 @@ def attention_blocks(draw: Any, embed_dim: int, num_heads: int, batch_stats: boo
     hidden = draw(st.integers(1, 2 * embed_dim))
     act = draw(st.sampled_from([GELU(), GELU(approximate="tanh"), ReLU(), SiLU(), Tanh()]))
     mlp = [Linear(embed_dim, hidden, bias=draw(st.booleans())), act, Dropout(0.0), Linear(hidden, embed_dim)]
+    if draw(st.integers(0, 2)) == 0:  # timm's layer scales (DeiT III)
+        attention = Sequential(attention, LayerScale(embed_dim))
+        mlp.append(LayerScale(embed_dim))
     if pre:
         return [
             Add(Identity(), Sequential(LayerNorm(embed_dim, eps=eps), attention)),
@@ -73,7 +78,8 @@ def transformer_specs(
     """A valid random vision transformer: a (C, H, W) input, sometimes a conv stem (conv, BatchNorm, ReLU),
     a patch embedding (a conv of kernel and stride p) read as tokens, 0 to 2 learned tokens in front, sometimes
     a positional embedding, 1..max_blocks attention blocks (1 to max_heads heads of 1 to max_head_dim features,
-    pre- or post-norm, with and without biases), then the tokens themselves, one token's features, or their mean,
+    pre- or post-norm, with and without biases, sometimes layer scales), then the tokens themselves, one token's
+    features, or their mean (sometimes over the patches only),
     sometimes through a Linear head. ``batch_stats``: see :func:`attention_blocks`."""
     patch = draw(st.integers(1, 3))
     grid_h, grid_w = draw(st.integers(1, 3)), draw(st.integers(1, 3))
@@ -88,9 +94,12 @@ def transformer_specs(
         c = c2
     layers += [Conv2d(c, e, patch, stride=patch, bias=draw(st.booleans())), ToTokens()]
     length = grid_h * grid_w
+    prefix = 0
     for _ in range(draw(st.sampled_from([0, 1, 1, 2]))):
-        layers.append(ClassToken(e))
-        length += 1
+        count = draw(st.sampled_from([1, 1, 2]))  # a class token, or register tokens
+        layers.append(ClassToken(e, count=count))
+        prefix += count
+    length += prefix
     if draw(st.integers(0, 3)) > 0:
         layers.append(PositionEmbedding(length, e))
     for _ in range(draw(st.integers(1, max_blocks))):
@@ -99,6 +108,8 @@ def transformer_specs(
     if end == "select":
         layers.append(SelectToken(draw(st.integers(0, length - 1))))
     elif end == "mean":
+        if prefix and draw(st.booleans()):  # the mean over the patches only: x[:, prefix:].mean(1)
+            layers.append(Narrow(1, prefix, length - prefix))
         layers.append(TokenMean())
     if draw(st.booleans()):
         layers += [LayerNorm(e, eps=1e-5 if batch_stats else 0.1), Linear(e, draw(st.integers(1, 5)))]

@@ -120,7 +120,8 @@ class Normalization(Layer):
 @dataclass(frozen=True, repr=False)
 class LayerScale(Layer):
     """A learned per-channel multiplier of a (C, H, W) map: torchvision's ``layer_scale * x`` (a parameter of
-    shape (C, 1, 1), key ``"{name}.layer_scale"``), Keras' ``LayerScale`` (gamma of shape (C,)).
+    shape (C, 1, 1), key ``"{name}.layer_scale"``), Keras' ``LayerScale`` (gamma of shape (C,)). On tokens
+    (L, E), one multiplier per feature, of shape (E,) (timm's ``LayerScale`` in ViTs).
 
     In torch a graph holds it as a parameter of the module at its key, so other layers may be named under
     that key (``features.1.0.layer_scale`` next to ``features.1.0.block.0.weight``), as in torchvision.
@@ -220,6 +221,10 @@ def _zeropad(ctx: _Ctx, layer: ZeroPad2d, source: Shape | None) -> LayerInfo:
 
 
 def _layer_scale(ctx: _Ctx, layer: LayerScale, source: Shape | None) -> LayerInfo:
+    if len(ctx.shape) == 2:  # tokens: one multiplier per feature, (E,) (timm's LayerScale on tokens)
+        if ctx.shape[1] != layer.num_features:
+            raise ctx.error(f"num_features={layer.num_features} but its input has {ctx.shape[1]} features per token")
+        return LayerInfo(ctx.index, layer, ctx.shape, ctx.shape, {"layer_scale": (ctx.shape[1],)})
     c, _, _ = ctx.need_map()
     if c != layer.num_features:
         raise ctx.error(f"num_features={layer.num_features} but its input has {c} channels")
@@ -323,7 +328,7 @@ _BACKWARD: dict[type, Any] = {
 _BACKWARD_C: dict[type, Any] = {
     LayerScale: lambda info, p, x, go, mode: (
         go * p["layer_scale"],
-        {"layer_scale": (go * x).sum(axis=(0, 2, 3))[:, None, None]},
+        {"layer_scale": (go * x).sum(axis=(0, 1)) if x.ndim == 3 else (go * x).sum(axis=(0, 2, 3))[:, None, None]},
     ),
     Narrow: lambda info, p, x, go, mode: (_narrow_backward(info, x, go), {}),
     ChannelShuffle: lambda info, p, x, go, mode: (go[:, np.argsort(_order(info))], {}),
@@ -338,4 +343,5 @@ for _kind in (
     Narrow,
     ChannelShuffle,
 ):
-    register(_kind, _RULES[_kind], {**_FORWARD, **_FORWARD_C}[_kind], {**_BACKWARD, **_BACKWARD_C}[_kind])
+    tokens = _kind in (LayerScale, Narrow)
+    register(_kind, _RULES[_kind], {**_FORWARD, **_FORWARD_C}[_kind], {**_BACKWARD, **_BACKWARD_C}[_kind], tokens)

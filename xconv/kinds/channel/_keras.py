@@ -141,14 +141,16 @@ VARIABLES: dict[type, Any] = {
 }
 LAYOUTS: dict[type, Any] = {
     Normalization: lambda info, name: "vector",
-    LayerScale: lambda info, name: "scale",
+    LayerScale: lambda info, name: "same" if len(info.input_shape) == 2 else "scale",
 }
 
 
 def _keras_layer_scale(layer: Any, where: str, current: tuple[int, ...]) -> Any:
-    if len(current) != 3:
-        raise UnsupportedLayerError(f"from_keras: {where}: a layer scale is supported on (H, W, C) maps only")
-    return LayerScale(current[0]), {"layer_scale": np.asarray(layer.gamma.numpy())}
+    if len(current) not in (2, 3):
+        raise UnsupportedLayerError(f"from_keras: {where}: a layer scale is supported on (H, W, C) maps and tokens")
+    return LayerScale(current[-1] if len(current) == 2 else current[0]), {
+        "layer_scale": np.asarray(layer.gamma.numpy())
+    }
 
 
 def _keras_channel_gather(layer: Any, where: str, current: tuple[int, ...]) -> Any:

@@ -53,9 +53,12 @@ class LayerScaleModule(nn.Module):
     """x * layer_scale with a learned (C, 1, 1) parameter (torchvision's ``CNBlock.layer_scale``); used in
     chains. In a graph the parameter sits on the module at the layer's key and the product is in the forward."""
 
-    def __init__(self, num_features: int, device: Any = None, dtype: Any = None) -> None:
+    def __init__(
+        self, num_features: int, device: Any = None, dtype: Any = None, shape: tuple[int, ...] | None = None
+    ) -> None:
         super().__init__()
-        self.layer_scale = nn.Parameter(torch.full((num_features, 1, 1), 1e-6, device=device, dtype=dtype))
+        shape = (num_features, 1, 1) if shape is None else shape  # (E,) on tokens
+        self.layer_scale = nn.Parameter(torch.full(shape, 1e-6, device=device, dtype=dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layer_scale * x
@@ -87,7 +90,9 @@ def _normalization(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
 BUILDERS: dict[type, Any] = {
     Rescaling: _rescaling,
     Normalization: _normalization,
-    LayerScale: lambda info, factory: LayerScaleModule(info.layer.num_features, **factory),
+    LayerScale: lambda info, factory: LayerScaleModule(
+        info.layer.num_features, shape=info.params["layer_scale"], **factory
+    ),
     Narrow: lambda info, factory: NarrowModule(narrow_axis(info), info.layer.start, info.layer.length),
     ChannelShuffle: lambda info, factory: nn.ChannelShuffle(info.layer.groups),
     ZeroPad2d: lambda info, factory: nn.ZeroPad2d((*info.layer.padding[1], *info.layer.padding[0])),

@@ -34,19 +34,24 @@ class ToTokens(Layer):
 
 @dataclass(frozen=True, repr=False)
 class ClassToken(Layer):
-    """A learned token put in front of the tokens: (L, E) -> (L + 1, E). ``token`` is (1, 1, E), as ViT's
-    ``class_token``. DeiT's class and distillation tokens are two of these, the distillation token's first.
+    """``count`` learned tokens put in front of the tokens: (L, E) -> (L + count, E). ``token`` is
+    (1, count, E), as ViT's ``class_token`` (count 1) or timm's register tokens. DeiT's class and distillation
+    tokens are two of these, the distillation token's first.
 
     >>> ClassToken(192)
     ClassToken(192)
+    >>> ClassToken(192, count=4)
+    ClassToken(192, count=4)
     """
 
     embed_dim: int
+    count: int = 1
 
     _positional = ("embed_dim",)
 
     def _validate(self) -> None:
         self._set("embed_dim", as_int("ClassToken", "embed_dim", self.embed_dim, minimum=1))
+        self._set("count", as_int("ClassToken", "count", self.count, minimum=1))
 
 
 @dataclass(frozen=True, repr=False)
@@ -160,7 +165,7 @@ def _to_tokens_shape(ctx: _Ctx, layer: ToTokens, source: Shape | None) -> LayerI
 
 def _class_token_shape(ctx: _Ctx, layer: ClassToken, source: Shape | None) -> LayerInfo:
     length, e = _features(ctx, layer, layer.embed_dim)
-    return LayerInfo(ctx.index, layer, ctx.shape, (length + 1, e), {"token": (1, 1, e)})
+    return LayerInfo(ctx.index, layer, ctx.shape, (length + layer.count, e), {"token": (1, layer.count, e)})
 
 
 def _position_shape(ctx: _Ctx, layer: PositionEmbedding, source: Shape | None) -> LayerInfo:
@@ -206,12 +211,13 @@ def _to_tokens_backward(info: LayerInfo, p: Any, x: np.ndarray, go: np.ndarray, 
 
 
 def _class_token_forward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, mode: Mode) -> np.ndarray:
-    token = np.broadcast_to(p["token"], (x.shape[0], 1, x.shape[2]))
+    token = np.broadcast_to(p["token"], (x.shape[0], *p["token"].shape[1:]))
     return np.concatenate([token, x], axis=1)
 
 
 def _class_token_backward(info: LayerInfo, p: Any, x: np.ndarray, go: np.ndarray, mode: Mode) -> Any:
-    return go[:, 1:], {"token": go[:, :1].sum(axis=0, keepdims=True)}
+    t = info.layer.count  # type: ignore[attr-defined]
+    return go[:, t:], {"token": go[:, :t].sum(axis=0, keepdims=True)}
 
 
 def _heads(t: np.ndarray, heads: int) -> np.ndarray:

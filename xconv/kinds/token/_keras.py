@@ -25,18 +25,26 @@ ops = keras.ops
 
 @keras.saving.register_keras_serializable(package="xconv", name="ClassToken")
 class ClassTokenLayer(keras.layers.Layer):
-    """Puts the learned ``token`` (1, 1, E) in front of the tokens (see :class:`xconv.ClassToken`)."""
+    """Puts the learned ``token`` (1, count, E) in front of the tokens (see :class:`xconv.ClassToken`)."""
+
+    def __init__(self, count: int = 1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.count = int(count)
 
     def build(self, input_shape: Any) -> None:
-        self.token = self.add_weight(name="token", shape=(1, 1, int(input_shape[-1])), initializer="zeros")
+        shape = (1, self.count, int(input_shape[-1]))
+        self.token = self.add_weight(name="token", shape=shape, initializer="zeros")
 
     def call(self, x: Any) -> Any:
-        token = ops.broadcast_to(ops.cast(self.token, x.dtype), (ops.shape(x)[0], 1, ops.shape(x)[2]))
+        token = ops.broadcast_to(ops.cast(self.token, x.dtype), (ops.shape(x)[0], self.count, ops.shape(x)[2]))
         return ops.concatenate([token, x], axis=1)
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         n, length, e = input_shape
-        return (n, None if length is None else length + 1, e)
+        return (n, None if length is None else length + self.count, e)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "count": self.count}
 
 
 @keras.saving.register_keras_serializable(package="xconv", name="PositionEmbedding")
@@ -154,7 +162,7 @@ def _attention(info: LayerInfo, x: Any, dtype: str) -> Any:
 
 BUILDERS: dict[type, Any] = {
     ToTokens: _to_tokens,
-    ClassToken: lambda info, x, dtype: ClassTokenLayer(dtype=dtype, name=keras_name(info))(x),
+    ClassToken: lambda info, x, dtype: ClassTokenLayer(info.layer.count, dtype=dtype, name=keras_name(info))(x),
     PositionEmbedding: lambda info, x, dtype: PositionEmbeddingLayer(dtype=dtype, name=keras_name(info))(x),
     SelfAttention: _attention,
     SelectToken: lambda info, x, dtype: SelectTokenLayer(info.layer.index, dtype=dtype, name=keras_name(info))(x),
@@ -238,7 +246,7 @@ def _keras_token_mean(layer: Any, where: str, current: tuple[int, ...]) -> Any:
 #: Keras layer class (exactly) -> (layer, where, its input's logical shape) -> (spec layer, Keras arrays)
 KERAS_IMPORTS: dict[type, Any] = {
     ClassTokenLayer: lambda layer, where, current: (
-        ClassToken(int(layer.token.shape[-1])),
+        ClassToken(int(layer.token.shape[-1]), int(layer.token.shape[1])),
         {"token": np.asarray(layer.token.numpy())},
     ),
     PositionEmbeddingLayer: lambda layer, where, current: (

@@ -18,11 +18,11 @@ class ToTokensModule(nn.Module):
 
 
 class ClassTokenModule(nn.Module):
-    """Puts the learned ``token`` (1, 1, E) in front of the tokens."""
+    """Puts the learned ``token`` (1, count, E) in front of the tokens."""
 
-    def __init__(self, embed_dim: int, device: Any = None, dtype: Any = None) -> None:
+    def __init__(self, embed_dim: int, count: int = 1, device: Any = None, dtype: Any = None) -> None:
         super().__init__()
-        self.token = nn.Parameter(torch.zeros(1, 1, embed_dim, device=device, dtype=dtype))
+        self.token = nn.Parameter(torch.zeros(1, count, embed_dim, device=device, dtype=dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.token.expand(x.shape[0], -1, -1), x], dim=1)
@@ -105,7 +105,7 @@ def _attention(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
 
 BUILDERS: dict[type, Any] = {
     ToTokens: lambda info, factory: ToTokensModule(),
-    ClassToken: lambda info, factory: ClassTokenModule(info.layer.embed_dim, **factory),
+    ClassToken: lambda info, factory: ClassTokenModule(info.layer.embed_dim, info.layer.count, **factory),
     PositionEmbedding: lambda info, factory: PositionEmbeddingModule(
         info.layer.length, info.layer.embed_dim, **factory
     ),
@@ -181,7 +181,7 @@ MATCHERS: list[Any] = [(_is_timm_attention, _timm_attention)]
 #: torch module class (exactly) -> (module, name, where) -> its spec layer
 IMPORTS: dict[type, Any] = {
     ToTokensModule: lambda m, name, where: ToTokens(name=name),
-    ClassTokenModule: lambda m, name, where: ClassToken(int(m.token.shape[-1]), name=name),
+    ClassTokenModule: lambda m, name, where: ClassToken(int(m.token.shape[-1]), int(m.token.shape[1]), name=name),
     PositionEmbeddingModule: lambda m, name, where: PositionEmbedding(
         int(m.embedding.shape[1]), int(m.embedding.shape[2]), name=name
     ),
