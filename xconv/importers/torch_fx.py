@@ -515,15 +515,9 @@ def _layer_scale(
     shape = shapes.shape(x_node)
     owner = key.rpartition(".")[0]
     tokens = shape is not None and len(shape) == 3  # (N, L, E): one multiplier per feature
-    channels = (
-        shape[2]
-        if tokens
-        else None
-        if shape is None or len(shape) != 4
-        else shape[3]
-        if x_node in shapes.nhwc
-        else shape[1]
-    )
+    channels = None
+    if shape is not None and len(shape) in (3, 4):
+        channels = shape[2] if tokens else shape[3] if x_node in shapes.nhwc else shape[1]
     fits = (
         ((channels,), (1, 1, channels))
         if tokens

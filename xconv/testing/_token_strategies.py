@@ -45,7 +45,7 @@ def attention_blocks(draw: Any, embed_dim: int, num_heads: int, batch_stats: boo
     drawn: a token of nearly equal features then turns float64 rounding into 3e-10 of the output, measured.)"""
     pre = draw(st.booleans())
     eps = draw(st.sampled_from([1e-5, 1e-6] if batch_stats else [0.1]))
-    attention = SelfAttention(
+    attention: Any = SelfAttention(
         embed_dim,
         num_heads,
         qkv_bias=draw(st.booleans()),
