@@ -383,3 +383,60 @@ def test_keras_attention_over_other_tensors_is_refused(both_backends):
     y = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4)(x, memory)
     with pytest.raises(UnsupportedLayerError, match="self-attention only"):
         xc.from_keras(keras.Model(inputs, y))
+
+
+def _hf_vit(kind: str):
+    import_torchvision()
+    import transformers
+
+    small = {"image_size": 16, "patch_size": 4, "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2}
+    config, cls = {
+        "ViTForImageClassification": (transformers.ViTConfig, transformers.ViTForImageClassification),
+        "ViTModel": (transformers.ViTConfig, transformers.ViTModel),
+        "DeiTForImageClassificationWithTeacher": (
+            transformers.DeiTConfig,
+            transformers.DeiTForImageClassificationWithTeacher,
+        ),
+    }[kind]
+    return _randomized(cls(config(**small, intermediate_size=24, num_labels=5)))
+
+
+@pytest.mark.parametrize(
+    ("kind", "output"),
+    [
+        ("ViTForImageClassification", "logits"),
+        ("ViTModel", "pooler_output"),
+        ("DeiTForImageClassificationWithTeacher", "logits"),
+    ],
+)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_hugging_face_vision_transformers_port(both_backends, kind, output, dtype):
+    """Exported without a mask, Hugging Face's attention gets one that lets every token attend to every other,
+    built from arange: read as no mask. q_proj, k_proj and v_proj become the fused in_proj_weight."""
+    import torch
+
+    model = _hf_vit(kind).to(getattr(torch, dtype))
+    keras_model = xc.port(model, to="keras", input_shape=(3, 16, 16), output=output)
+    x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(dtype)
+    with torch.no_grad():
+        want = model(torch.from_numpy(x))[output].numpy()
+    assert max_rel_diff(want, xc.predict(keras_model, x)) <= TOLERANCE[dtype]
+
+
+def test_hugging_face_attention_with_a_padding_mask_is_refused(both_backends):
+    import torch
+
+    model = _hf_vit("ViTModel")
+
+    class Masked(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.vit = model
+            self.register_buffer("mask", torch.rand(1, 1, 17, 17) > 0.5)
+
+        def forward(self, x):
+            h = self.vit.embeddings(x)
+            return self.vit.layers[0].attention(h, self.mask)[0]
+
+    with pytest.raises(UnsupportedLayerError):
+        xc.from_torch(Masked().eval(), (3, 16, 16))

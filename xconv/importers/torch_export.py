@@ -76,8 +76,10 @@ def read(module: nn.Module, program: Any, batch_size: int | None = BATCH) -> Any
     batch the program was exported for (None: a dynamic one). A program given by the user (``module`` is its
     :class:`~.torch_program.ExportedModel`) has no layers to call: every call is read as a function."""
     from .torch_program import ExportedModel
+    from .torch_tokens import drop_open_masks, returns_pair
 
     flat = program.module()
+    drop_open_masks(flat.graph)
     graph = torch.fx.Graph()
     env: dict[Any, Any] = {}
     leaves = _Leaves(module, none=isinstance(module, ExportedModel))
@@ -94,8 +96,11 @@ def read(module: nn.Module, program: Any, batch_size: int | None = BATCH) -> Any
         if n in groups:
             path, members, src = groups[n]
             done.update(members)
-            if isinstance(module.get_submodule(path), nn.MultiheadAttention):  # called as (x, x, x): its output [0]
-                call = graph.call_module(path, (env[src],) * 3, {"need_weights": False})
+            leaf = module.get_submodule(path)
+            if returns_pair(leaf):  # (output, attention weights): its output [0]; nn.MultiheadAttention as (x, x, x)
+                mha = isinstance(leaf, nn.MultiheadAttention)
+                args = (env[src],) * 3 if mha else (env[src],)
+                call = graph.call_module(path, args, {"need_weights": False} if mha else {})
                 env[members[-1]] = _shape_of(members[-1], graph.call_function(operator.getitem, (call, 0)))
             else:
                 env[members[-1]] = _shape_of(members[-1], graph.call_module(path, (env[src],)))

@@ -126,11 +126,23 @@ def token_mean(node: Any, args: list[Any]) -> TokenMean | None:
     return TokenMean() if len(dims) == 1 and isinstance(dims[0], int) and dims[0] % 3 == 1 else None
 
 
+def returns_pair(m: Any) -> bool:
+    """Whether a module that imports whole returns (output, attention weights): ``nn.MultiheadAttention`` and
+    Hugging Face's attentions, read through ``[0]``."""
+    from ..kinds.token._torch import is_hf_attention
+
+    return isinstance(m, torch.nn.MultiheadAttention) or is_hf_attention(m)
+
+
 def self_attention_call(gm: Any, node: Any, where: str) -> bool:
-    """Whether ``node`` calls an ``nn.MultiheadAttention``; it must be self-attention: query, key and value the
-    same tensor, no masks (its output is then read through ``[0]``)."""
-    if node.op != "call_module" or not isinstance(gm.get_submodule(node.target), torch.nn.MultiheadAttention):
+    """Whether ``node`` calls an attention module that returns (output, weights); it must be self-attention:
+    query, key and value the same tensor, no masks (its output is then read through ``[0]``)."""
+    if node.op != "call_module" or not returns_pair(gm.get_submodule(node.target)):
         return False
+    if not isinstance(gm.get_submodule(node.target), torch.nn.MultiheadAttention):
+        if len(node.args) != 1 or any(v is not None for v in node.kwargs.values()):
+            raise UnsupportedLayerError(f"from_torch: {where} is supported without a mask or other arguments")
+        return True
     names = ("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask", "average_attn_weights")
     values = {**dict(zip(names, node.args)), **node.kwargs}
     masks = [k for k in ("key_padding_mask", "attn_mask") if values.get(k) is not None]
@@ -144,3 +156,55 @@ def self_attention_call(gm: Any, node: Any, where: str) -> bool:
 
 def _shape(node: Any) -> tuple[int, ...] | None:
     return getattr(node, "meta", {}).get("xconv_shape")
+
+
+def drop_open_masks(graph: Any) -> None:
+    """In an exported program: an attention mask computed from constants alone that lets every query attend to
+    every key (all True, or an additive mask of zeros) is no mask; the ``scaled_dot_product_attention`` call
+    is given None instead (Hugging Face models build such a mask from ``arange`` when exported without one)."""
+    for n in list(graph.nodes):
+        if n.op != "call_function" or getattr(n.target, "__name__", "") != "scaled_dot_product_attention.default":
+            continue
+        position = 3 if len(n.args) > 3 else None
+        mask = n.args[3] if position is not None else n.kwargs.get("attn_mask")
+        if not isinstance(mask, torch.fx.Node):
+            continue
+        value = _constant(mask, {})
+        open_mask = isinstance(value, torch.Tensor) and (
+            bool(value.all()) if value.dtype == torch.bool else bool((value == 0).all())
+        )
+        if not open_mask:
+            continue
+        if position is not None:
+            n.args = (*n.args[:3], None, *n.args[4:])
+        else:
+            n.kwargs = {**n.kwargs, "attn_mask": None}
+
+
+def _constant(node: Any, memo: dict[Any, Any]) -> Any:
+    """The value of a node computed from constants alone (no input, parameter or buffer), evaluated; None when
+    it reads any of them or is too large to evaluate."""
+    if not isinstance(node, torch.fx.Node):
+        return node
+    if node in memo:
+        return memo[node]
+    memo[node] = None
+    if node.op != "call_function":
+        return None
+    values = []
+    for a in node.all_input_nodes:
+        v = _constant(a, memo)
+        if v is None:
+            return None
+        values.append(v)
+    val = node.meta.get("val")
+    if isinstance(val, torch.Tensor) and val.numel() > 10**7:
+        return None
+    env = dict(zip(node.all_input_nodes, values))
+    args = torch.fx.node.map_arg(node.args, lambda a: env[a])
+    kwargs = torch.fx.node.map_arg(node.kwargs, lambda a: env[a])
+    try:
+        memo[node] = node.target(*args, **kwargs)
+    except Exception:  # noqa: BLE001 - not a constant xconv can evaluate: the mask stays, and is refused
+        memo[node] = None
+    return memo[node]

@@ -174,8 +174,48 @@ def _timm_attention(m: Any, name: str, where: str) -> tuple[SelfAttention, dict[
     return layer, state
 
 
+#: Hugging Face's ViT-style attention: separate q/k/v projections, the softmax attention, then ``o_proj``
+_HF_ATTENTIONS = {"ViTAttention": "transformers.models.vit.", "DeiTAttention": "transformers.models.deit."}
+
+
+def is_hf_attention(m: nn.Module) -> bool:
+    where = _HF_ATTENTIONS.get(type(m).__name__)
+    return where is not None and type(m).__module__.startswith(where)
+
+
+def _hf_attention(m: Any, name: str, where: str) -> tuple[SelfAttention, dict[str, Any]]:
+    """Hugging Face's ``ViTAttention`` / ``DeiTAttention``: ``q_proj``, ``k_proj`` and ``v_proj`` side by side
+    are the fused ``in_proj_weight`` (a new tensor: the ported model keeps the canonical keys for it), ``o_proj``
+    the output projection; sdpa and eager implementations compute the same function."""
+    q, k, v, o = m.q_proj, m.k_proj, m.v_proj, m.o_proj
+    dim = int(q.in_features)
+    biases = {t.bias is not None for t in (q, k, v)}
+    implementation = getattr(m.config, "_attn_implementation", None)
+    problems = [
+        (m.is_causal, "causal attention"),
+        (m.num_attention_heads * m.head_dim != dim or o.out_features != dim, f"head_dim={m.head_dim}"),
+        (len(biases) != 1, "biases on some of q, k and v only"),
+        (implementation not in ("sdpa", "eager"), f"attention implementation {implementation!r}"),
+    ]
+    bad = [what for fails, what in problems if fails]
+    if bad:
+        raise UnsupportedLayerError(f"from_torch: {where}: {type(m).__name__} with {bad[0]} is not supported")
+    exact = m.head_dim**-0.5
+    scale = None if float(m.scaling) == exact else float(m.scaling)
+    layer = SelfAttention(
+        dim, m.num_attention_heads, biases.pop(), o.bias is not None, float(m.attention_dropout), scale, name=name
+    )
+    state = {
+        "in_proj_weight": torch.cat([q.weight, k.weight, v.weight]),
+        "in_proj_bias": None if q.bias is None else torch.cat([q.bias, k.bias, v.bias]),
+        "out_proj.weight": o.weight,
+        "out_proj.bias": o.bias,
+    }
+    return layer, state
+
+
 #: (predicate on a module, its importer), for classes of other libraries matched by module and name
-MATCHERS: list[Any] = [(_is_timm_attention, _timm_attention)]
+MATCHERS: list[Any] = [(_is_timm_attention, _timm_attention), (is_hf_attention, _hf_attention)]
 
 
 #: torch module class (exactly) -> (module, name, where) -> its spec layer
