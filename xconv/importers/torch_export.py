@@ -99,8 +99,8 @@ def read(module: nn.Module, program: Any, batch_size: int | None = BATCH) -> Any
             leaf = module.get_submodule(path)
             if returns_pair(leaf):  # (output, attention weights): its output [0]; nn.MultiheadAttention as (x, x, x)
                 mha = isinstance(leaf, nn.MultiheadAttention)
-                args = (env[src],) * 3 if mha else (env[src],)
-                call = graph.call_module(path, args, {"need_weights": False} if mha else {})
+                inputs_of = (env[src],) * 3 if mha else (env[src],)
+                call = graph.call_module(path, inputs_of, {"need_weights": False} if mha else {})
                 env[members[-1]] = _shape_of(members[-1], graph.call_function(operator.getitem, (call, 0)))
             else:
                 env[members[-1]] = _shape_of(members[-1], graph.call_module(path, (env[src],)))

@@ -204,7 +204,7 @@ def _constant(node: Any, memo: dict[Any, Any]) -> Any:
     args = torch.fx.node.map_arg(node.args, lambda a: env[a])
     kwargs = torch.fx.node.map_arg(node.kwargs, lambda a: env[a])
     try:
-        memo[node] = node.target(*args, **kwargs)
+        memo[node] = node.target(*args, **kwargs)  # type: ignore[operator]  # (a call_function's target)
     except Exception:  # noqa: BLE001 - not a constant xconv can evaluate: the mask stays, and is refused
         memo[node] = None
     return memo[node]
