@@ -440,3 +440,24 @@ def test_hugging_face_attention_with_a_padding_mask_is_refused(both_backends):
 
     with pytest.raises(UnsupportedLayerError):
         xc.from_torch(Masked().eval(), (3, 16, 16))
+
+
+def test_a_layer_norm_with_another_eps_is_caught_despite_its_error_bound(both_backends, monkeypatch):
+    """The checker lets a LayerNorm amplify its input's rounding by max |weight| / sqrt(min var + eps): an eps
+    100 times too large in Keras still shows, at that LayerNorm."""
+    import keras
+
+    from xconv.backends.tf import builders
+
+    monkeypatch.setitem(
+        builders._BUILDERS,
+        xc.LayerNorm,
+        lambda info, x, dtype: keras.layers.LayerNormalization(
+            epsilon=info.layer.eps * 100, dtype=dtype, name=builders.keras_name(info)
+        )(x),
+    )
+    x = np.random.default_rng(1).standard_normal((2, 3, 6, 6))
+    with pytest.raises(AssertionError, match=r"first part at layer 4\.1\.0 \(LayerNorm\), output"):
+        assert_equivalent(VIT, _random(VIT), x, backends=("numpy", "tf"), grads=False)
+    with pytest.raises(AssertionError, match=r"first part at layer 4\.1\.0 \(LayerNorm\), output"):
+        assert_equivalent(VIT, _random(VIT), x, backends=("numpy", "tf"), grads=False, dtype="float32")

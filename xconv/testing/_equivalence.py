@@ -115,6 +115,20 @@ def _term_scale(info: Any, weights: Mapping[str, Any], layer_in: np.ndarray) -> 
     return float(np.abs(forward(info, {name: w}, x, None)).max(initial=0.0))
 
 
+def _norm_gain(info: Any, weights: Mapping[str, Any], layer_in: np.ndarray) -> float:
+    """For a LayerNorm: a bound on how much it amplifies an error of its input, max |weight| / sqrt(min var +
+    eps) (its Jacobian's norm is at most 1 / sqrt(var + eps) per normalised vector). A few features that nearly
+    coincide have a variance near 0, and their input's rounding comes out up to 1 / sqrt(eps) larger, in every
+    framework alike. 0 for other layers."""
+    if info.kind != "LayerNorm":
+        return 0.0
+    x = np.asarray(layer_in, dtype=np.float64)
+    var = x.var(axis=-1 if len(info.input_shape) == 2 else 1)
+    key = f"{info.key}.weight"
+    gain = float(np.abs(np.asarray(_as_array(weights[key]), dtype=np.float64)).max()) if key in weights else 1.0
+    return gain / float(np.sqrt(var.min(initial=np.inf) + info.layer.eps))
+
+
 def _as_array(value: Any) -> np.ndarray:
     from ..weights import as_numpy
 
@@ -194,8 +208,9 @@ def compare_layerwise(
         row = Row(info.index, info.kind, "output", tolerance=out_tol, atol=atol or 0.0, key=info.key)
         # An elementwise layer carries its input's error: an input of magnitude m known to rtol * m comes out
         # within L * rtol * m whatever the output's own magnitude (tanh of values near 1e3 is of order 1).
-        # A conv or Linear rounds at the size of the terms it sums, |W| |x|, even where they cancel. A join
-        # carries its inputs' errors (a product scaled by the other factors' size).
+        # A conv or Linear rounds at the size of the terms it sums, |W| |x|, even where they cancel. A LayerNorm
+        # amplifies its input's error by up to its gain over sqrt(var + eps). A join carries its inputs' errors (a
+        # product scaled by the other factors' size).
         bound = lipschitz(info.layer)
         ins = [xs if i < 0 else runs[ref][0][i] for i in info.inputs]
         layer_in = ins[0]
@@ -204,7 +219,7 @@ def compare_layerwise(
         if info.is_join:
             carried = sum(size) if info.kind != "Multiply" else float(np.prod([max(1.0, v) for v in size])) * len(size)
         else:
-            carried = max(carried, _term_scale(info, w, layer_in))
+            carried = max(carried, _term_scale(info, w, layer_in), _norm_gain(info, w, layer_in) * size[0])
         for n in names[1:]:
             row.diffs[n] = _diff(runs[ref][0][info.index], runs[n][0][info.index], carried)
         rows.append(row)
