@@ -461,3 +461,74 @@ def test_a_layer_norm_with_another_eps_is_caught_despite_its_error_bound(both_ba
         assert_equivalent(VIT, _random(VIT), x, backends=("numpy", "tf"), grads=False)
     with pytest.raises(AssertionError, match=r"first part at layer 4\.1\.0 \(LayerNorm\), output"):
         assert_equivalent(VIT, _random(VIT), x, backends=("numpy", "tf"), grads=False, dtype="float32")
+
+
+@pytest.mark.parametrize("variant", ["attention_mask", "query_mask", "use_gate", "sliding_window"])
+def test_keras_attention_with_a_constant_mask_or_another_option_is_refused(both_backends, variant):
+    """A constant mask is no tensor of the graph, and the gate and the sliding window are options of the layer:
+    each is read from the call or the config, and refused by name."""
+    import keras
+
+    x = inputs = keras.Input((4, 8))
+    options = {"use_gate": {"use_gate": True}, "sliding_window": {"sliding_window": 2}}.get(variant, {})
+    layer = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4, **options)
+    mask = np.tril(np.ones((1, 4, 4), dtype=bool)) if variant == "attention_mask" else np.array([[1, 1, 0, 1]], bool)
+    given = {variant: mask} if variant in ("attention_mask", "query_mask") else {}
+    model = keras.Model(inputs, layer(x, x, **given))
+    with pytest.raises(UnsupportedLayerError, match=variant):
+        xc.from_keras(model)
+
+
+def test_attention_dropout_skips_the_training_mode_comparison(both_backends):
+    """Attention dropout draws random masks: port compares the models in inference only, as for Dropout."""
+    import torch
+
+    model = _encoder(norm_first=True, activation="gelu")
+    for layer in model.encoder.layers:
+        layer.self_attn.dropout = 0.1
+    ported = xc.port(model.train(), to="keras", input_shape=(3, 8, 8))
+    assert model.training  # (the source keeps its mode)
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype("float32")
+    with torch.no_grad():
+        want = model.eval()(torch.from_numpy(x)).numpy()
+    assert max_rel_diff(want, xc.predict(ported, x)) <= TOLERANCE["float32"]
+
+
+def test_a_buffer_read_as_a_token_or_an_embedding_is_refused(both_backends):
+    """A fixed (sinusoidal) embedding or token is not learned: importing it as a parameter would train it."""
+    import torch
+    from torch import nn
+
+    class Fixed(nn.Module):
+        def __init__(self, token: bool):
+            super().__init__()
+            self.patch = nn.Conv2d(3, 8, 4, stride=4)
+            self.token = token
+            self.register_buffer("fixed", torch.randn(1, 1, 8) if token else torch.randn(1, 4, 8))
+
+        def forward(self, x):
+            t = self.patch(x).flatten(2).transpose(1, 2)
+            if self.token:
+                return torch.cat([self.fixed.expand(x.shape[0], -1, -1), t], dim=1)
+            return t + self.fixed
+
+    for token in (True, False):
+        with pytest.raises(UnsupportedLayerError, match="'fixed' is imported as a learned .* not a parameter"):
+            xc.from_torch(Fixed(token).eval(), (3, 8, 8))
+
+
+def test_causal_attention_is_refused_by_name(both_backends):
+    import_torchvision()
+    import torch
+    from timm.layers.attention import Attention
+
+    class Causal(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = Attention(8, 2, qkv_bias=True)
+
+        def forward(self, x):
+            return self.attn(x.flatten(2).transpose(1, 2), is_causal=True)
+
+    with pytest.raises(UnsupportedLayerError, match="'attn' .* causal attention"):
+        xc.from_torch(Causal().eval(), (8, 2, 2))

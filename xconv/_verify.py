@@ -20,14 +20,21 @@ __all__ = ["ROUNDING_FACTOR", "verify_port"]
 #: build's, so 10 leaves room without hiding a mapping error, which is not rounding-sized.
 ROUNDING_FACTOR = 10.0
 
-#: kinds that draw random masks in training mode: with them, training-mode outputs cannot be compared
+#: kinds that draw random masks in training mode (and SelfAttention with dropout): with them, training-mode
+#: outputs cannot be compared
 _RANDOM_KINDS = ("Dropout", "StochasticDepth")
 
 
 def _random_masks(spec: Sequential) -> bool:
     from .shapes import infer
 
-    return any(i.kind in _RANDOM_KINDS and float(getattr(i.layer, "p", 0.0)) > 0 for i in infer(spec))
+    return any(
+        i.kind in _RANDOM_KINDS
+        and float(getattr(i.layer, "p", 0.0)) > 0
+        or i.kind == "SelfAttention"
+        and float(getattr(i.layer, "dropout", 0.0)) > 0
+        for i in infer(spec)
+    )
 
 
 def _run(name: str, model: Any, x: np.ndarray, training: bool, output: str | None = None) -> np.ndarray:

@@ -461,13 +461,19 @@ def _self_attention_input(layer: Any, ids: list[int], where: str) -> list[int]:
     """A MultiHeadAttention's one input when it is called as self-attention: query, value (and key) the same
     tensor, no mask."""
     node = layer._inbound_nodes[0]
-    kwargs = dict(getattr(node.arguments, "kwargs", {}) or {})
-    flags = {k: kwargs.get(k) for k in ("use_causal_mask", "return_attention_scores") if kwargs.get(k)}
+    names = ("query", "value", "key", "query_mask", "value_mask", "key_mask", "attention_mask")
+    given = {**dict(zip(names, getattr(node.arguments, "args", ()) or ())), **(node.arguments.kwargs or {})}
+    # (a mask given as a constant is no tensor of the graph: it is read from the call's arguments)
+    flags = [
+        k
+        for k, v in given.items()
+        if k not in ("query", "value", "key", "training") and v is not None and v is not False
+    ]
     if len(set(ids)) != 1 or flags:
         raise UnsupportedLayerError(
             f"from_keras: {where}: MultiHeadAttention is supported as self-attention only: query, value and key "
-            f"the same tensor, without masks or attention scores ({len(set(ids))} distinct inputs{', ' if flags else ''}"
-            f"{', '.join(flags)})"
+            f"the same tensor, without masks or attention scores ({len(set(ids))} distinct inputs"
+            f"{', given ' if flags else ''}{', '.join(flags)})"
         )
     return ids[:1]
 

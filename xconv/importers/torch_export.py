@@ -355,6 +355,9 @@ def _groups(nodes: list[Any], leaves: _Leaves) -> dict[Any, tuple[str, list[Any]
 def _called_as_built(m: nn.Module, path: str, members: list[Any]) -> None:
     """A leaf is mapped by its class, so it must have been called with its input alone: a transposed conv
     given an ``output_size`` in forward records another output padding than the module's own (refused)."""
+    for n in members:  # an attention module called with a causal flag computes another function
+        if _overload(n.target) == "scaled_dot_product_attention.default" and _bind(n).get("is_causal"):
+            raise UnsupportedLayerError(f"from_torch: module {path!r} ({type(m).__name__}) computes causal attention")
     if not isinstance(m, nn.ConvTranspose2d):
         return
     for n in members:

@@ -173,6 +173,7 @@ def _import_graph(
     consts: dict[Any, Any] = {}  # sizes and arithmetic on them, evaluated (the batch size stays BATCH)
     nhwc: set[Any] = set()  # tensors permuted to channels-last, (N, H, W, C)
     attention_calls: set[Any] = set()  # nn.MultiheadAttention calls: their output tuple, read through [0]
+    learned = {k for k, _ in module.named_parameters()}
     shapes = ShapeOps(index, consts, nhwc)
     output = None
     live = _live_nodes(gm.graph, output_key)
@@ -257,8 +258,8 @@ def _import_graph(
             scale_node, x_node = (args[0], args[1]) if args[0] in params else (args[1], args[0])
             p = params[scale_node]
             key = source.get(_storage(p), str(scale_node.target))
-            learned = key in dict(module.named_parameters())  # (a buffer or constant is not a learned scale)
-            layer, state = _layer_scale(key, p if learned else None, x_node, shapes, names, where)
+            # (a buffer or constant is not a learned scale)
+            layer, state = _layer_scale(key, p if key in learned else None, x_node, shapes, names, where)
             _own_state(state, owners, where)
             if x_node in shapes.nhwc:
                 shapes.nhwc.add(node)
@@ -266,7 +267,9 @@ def _import_graph(
             index[node] = len(nodes)
             nodes.append(Raw(node.name, "layer", [index[x_node]], layer=layer))
             continue
-        embedding = position_embedding(node, args, params, index, source, names, where) if join == "add" else None
+        embedding = (
+            position_embedding(node, args, params, index, source, learned, names, where) if join == "add" else None
+        )
         if embedding is not None:
             raw, state = embedding
             _own_state(state, owners, where)
@@ -306,7 +309,7 @@ def _import_graph(
         if node.op == "call_function" and node.target in _CATS:
             parts = args[0] if args else node.kwargs.get("tensors")
             dim = args[1] if len(args) > 1 else node.kwargs.get("dim", node.kwargs.get("axis", 0))
-            token_state = class_tokens(node, parts, dim, params, index, source, names, nodes, where)
+            token_state = class_tokens(node, parts, dim, params, index, source, learned, names, nodes, where)
             if token_state is not None:
                 _own_state(token_state, owners, where)
                 tensors.update(token_state)

@@ -46,6 +46,7 @@ def class_tokens(
     params: dict[Any, Any],
     index: dict[Any, int],
     source: Any,
+    learned: set[str],
     names: Names,
     nodes: list[Raw],
     where: str,
@@ -74,6 +75,7 @@ def class_tokens(
     last = index[x]
     for t in reversed(tokens):
         p = params[t]
+        _learned(p, source, learned, t, where, "learned token")
         if p.dim() != 3 or p.shape[0] != 1 or p.shape[2] != shape[2]:
             raise UnsupportedLayerError(
                 f"from_torch: {where}: learned tokens of shape {tuple(p.shape)} in front of tokens of {shape[2]} "
@@ -90,7 +92,14 @@ def class_tokens(
 
 
 def position_embedding(
-    node: Any, args: list[Any], params: dict[Any, Any], index: dict[Any, int], source: Any, names: Names, where: str
+    node: Any,
+    args: list[Any],
+    params: dict[Any, Any],
+    index: dict[Any, int],
+    source: Any,
+    learned: set[str],
+    names: Names,
+    where: str,
 ) -> tuple[Raw, dict[str, Any]] | None:
     """Tokens plus a learned parameter of their shape (1, L, E): a PositionEmbedding node and its state; None
     when the sum is not of a parameter and a computed tensor."""
@@ -105,10 +114,22 @@ def position_embedding(
             f"from_torch: {where}: a sum of tokens {tuple(shape[1:])} and a parameter is supported only as a learned "
             f"positional embedding of shape (1, L, E); got {tuple(getattr(p, 'shape', ()))}"
         )
+    _learned(p, source, learned, p_node, where, "learned positional embedding")
     key = source.get(_storage(p), str(p_node.target))
     name = names.take(key.replace(".", "_"))
     layer = PositionEmbedding(int(shape[1]), int(shape[2]), name=name, keys=(("embedding", key),))
     return Raw(name, "layer", [index[x]], layer=layer, owned=True), {f"{name}.embedding": p}
+
+
+def _learned(p: Any, source: Any, learned: set[str], node: Any, where: str, what: str) -> None:
+    """Refuse a buffer or constant where a learned parameter is imported (a fixed sinusoidal embedding would be
+    trained in the ported model)."""
+    key = source.get(_storage(p), str(node.target))
+    if key not in learned:
+        raise UnsupportedLayerError(
+            f"from_torch: {where}: {key!r} is imported as a {what} but is not a parameter of the model (a buffer "
+            "or constant is fixed; the ported model would learn it)"
+        )
 
 
 def token_mean(node: Any, args: list[Any]) -> TokenMean | None:
@@ -154,6 +175,13 @@ def self_attention_call(gm: Any, node: Any, where: str) -> bool:
     return True
 
 
+def _random(target: Any) -> bool:
+    """Whether an ATen call draws random numbers or leaves memory uninitialised (never a constant)."""
+    name = getattr(target, "__name__", "")
+    tags = getattr(target, "tags", ())
+    return torch.Tag.nondeterministic_seeded in tags or name.startswith(("empty", "rand", "bernoulli", "normal"))
+
+
 def _shape(node: Any) -> tuple[int, ...] | None:
     return getattr(node, "meta", {}).get("xconv_shape")
 
@@ -189,7 +217,7 @@ def _constant(node: Any, memo: dict[Any, Any]) -> Any:
     if node in memo:
         return memo[node]
     memo[node] = None
-    if node.op != "call_function":
+    if node.op != "call_function" or _random(node.target):
         return None
     values = []
     for a in node.all_input_nodes:

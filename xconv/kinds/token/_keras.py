@@ -201,6 +201,31 @@ def _own_attention(layer: SelfAttentionLayer, where: str, current: tuple[int, ..
     return spec, _arrays(layer, names)
 
 
+#: the options of Keras' MultiHeadAttention that xconv knows; a layer with another one is refused by its name
+_KNOWN_ATTENTION_CONFIG = {
+    "activity_regularizer",
+    "attention_axes",
+    "bias_constraint",
+    "bias_initializer",
+    "bias_regularizer",
+    "dropout",
+    "dtype",
+    "kernel_constraint",
+    "kernel_initializer",
+    "kernel_regularizer",
+    "key_dim",
+    "name",
+    "num_heads",
+    "output_shape",
+    "seed",
+    "sliding_window",
+    "trainable",
+    "use_bias",
+    "use_gate",
+    "value_dim",
+}
+
+
 def _keras_attention(layer: Any, where: str, current: tuple[int, ...]) -> Any:
     """``keras.layers.MultiHeadAttention`` called as self-attention (query = value = key, no mask): the q, k, v
     kernels (E, heads, head_dim) side by side as the fused (E, 3E) kernel, the output kernel (heads, head_dim,
@@ -209,7 +234,12 @@ def _keras_attention(layer: Any, where: str, current: tuple[int, ...]) -> Any:
     h, d = int(layer.num_heads), int(layer.key_dim)
     e = int(current[-1]) if len(current) == 2 else -1
     axes = layer.attention_axes
+    config = layer.get_config()
+    unknown = sorted(set(config) - _KNOWN_ATTENTION_CONFIG)
     problems = [
+        (bool(unknown), f"the option {unknown[0] if unknown else ''} (not known to xconv)"),
+        (bool(config.get("use_gate")), "use_gate=True"),
+        (config.get("sliding_window") is not None, f"sliding_window={config.get('sliding_window')}"),
         (len(current) != 2, f"its input is not a token tensor (tokens, features) but {current}"),
         (layer.value_dim not in (None, d), f"value_dim={layer.value_dim} differs from key_dim={d}"),
         (h * d != e, f"num_heads * key_dim = {h * d} differs from the {e} input features"),

@@ -186,7 +186,7 @@ def is_hf_attention(m: nn.Module) -> bool:
 def _hf_attention(m: Any, name: str, where: str) -> tuple[SelfAttention, dict[str, Any]]:
     """Hugging Face's ``ViTAttention`` / ``DeiTAttention``: ``q_proj``, ``k_proj`` and ``v_proj`` side by side
     are the fused ``in_proj_weight`` (a new tensor: the ported model keeps the canonical keys for it), ``o_proj``
-    the output projection; sdpa and eager implementations compute the same function."""
+    the output projection; the sdpa implementation (the default) only."""
     q, k, v, o = m.q_proj, m.k_proj, m.v_proj, m.o_proj
     dim = int(q.in_features)
     biases = {t.bias is not None for t in (q, k, v)}
@@ -195,7 +195,8 @@ def _hf_attention(m: Any, name: str, where: str) -> tuple[SelfAttention, dict[st
         (m.is_causal, "causal attention"),
         (m.num_attention_heads * m.head_dim != dim or o.out_features != dim, f"head_dim={m.head_dim}"),
         (len(biases) != 1, "biases on some of q, k and v only"),
-        (implementation not in ("sdpa", "eager"), f"attention implementation {implementation!r}"),
+        # (eager differs: its softmax runs in float32 whatever the model's dtype, and it adds its mask itself)
+        (implementation != "sdpa", f"attention implementation {implementation!r} (sdpa only)"),
     ]
     bad = [what for fails, what in problems if fails]
     if bad:
