@@ -204,22 +204,35 @@ def compare_layerwise(
     grad_tol = default_tolerance(dtype, "grad") if rtol is None else rtol
     rows: list[Row] = []
     last_carried = 0.0
+    carried_of: dict[int, float] = {}  # node -> the magnitude its output's errors scale with
     for info in infos:
         row = Row(info.index, info.kind, "output", tolerance=out_tol, atol=atol or 0.0, key=info.key)
         # An elementwise layer carries its input's error: an input of magnitude m known to rtol * m comes out
         # within L * rtol * m whatever the output's own magnitude (tanh of values near 1e3 is of order 1).
         # A conv or Linear rounds at the size of the terms it sums, |W| |x|, even where they cancel. A LayerNorm
         # amplifies its input's error by up to its gain over sqrt(var + eps). A join carries its inputs' errors (a
-        # product scaled by the other factors' size).
+        # product scaled by the other factors' size). Each passes on what its input carries: x - mean(x) of a
+        # constant map is near 0 but known only to the rounding of values of the constant's size, and a conv
+        # after it sums that error times |W|.
         bound = lipschitz(info.layer)
         ins = [xs if i < 0 else runs[ref][0][i] for i in info.inputs]
         layer_in = ins[0]
-        size = [float(np.abs(np.asarray(a, dtype=np.float64)).max(initial=0.0)) for a in ins]
+        size = [
+            max(float(np.abs(np.asarray(a, dtype=np.float64)).max(initial=0.0)), carried_of.get(i, 0.0))
+            for a, i in zip(ins, info.inputs)
+        ]
         carried = 0.0 if bound is None else bound * size[0]
         if info.is_join:
             carried = sum(size) if info.kind != "Multiply" else float(np.prod([max(1.0, v) for v in size])) * len(size)
         else:
-            carried = max(carried, _term_scale(info, w, layer_in), _norm_gain(info, w, layer_in) * size[0])
+            inherited = np.full(np.shape(layer_in), size[0])  # inputs as large as the errors they carry
+            carried = max(
+                carried,
+                _term_scale(info, w, layer_in),
+                _term_scale(info, w, inherited),
+                _norm_gain(info, w, layer_in) * size[0],
+            )
+        carried_of[info.index] = carried
         for n in names[1:]:
             row.diffs[n] = _diff(runs[ref][0][info.index], runs[n][0][info.index], carried)
         rows.append(row)
