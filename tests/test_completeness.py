@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis import strategies as st
 
 import xconv as xc
 from xconv.spec import COMBINATORS, LAYER_TYPES
@@ -161,8 +160,16 @@ def test_every_kind_builds_in_every_backend_and_imports_back(both_backends, kind
 @settings(
     max_examples=600, derandomize=True, phases=[Phase.generate], deadline=None, suppress_health_check=list(HealthCheck)
 )
-@given(spec=st.one_of(strategies.specs(), strategies.transformer_specs()))
+@given(spec=strategies.specs())
 def _collect(spec):
+    _collect.kinds.update(i.kind for i in xc.infer(spec))
+
+
+@settings(
+    max_examples=100, derandomize=True, phases=[Phase.generate], deadline=None, suppress_health_check=list(HealthCheck)
+)
+@given(spec=strategies.transformer_specs())
+def _collect_transformers(spec):
     _collect.kinds.update(i.kind for i in xc.infer(spec))
 
 
@@ -171,6 +178,7 @@ def test_strategies_draw_every_kind():
     assert set(strategies.ALL_KINDS) | set(strategies.TOKEN_KINDS) == set(KINDS)
     _collect.kinds = set()
     _collect()
+    _collect_transformers()
     assert set(KINDS) - _collect.kinds == set()
 
 
