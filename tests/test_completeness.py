@@ -71,6 +71,8 @@ EXAMPLES = {
         (2, 3, 3),
     ),
     "ToTokens": ([xc.ToTokens()], (2, 3, 4)),
+    "Embedding": ([xc.Embedding(5, 3, padding_idx=1), xc.PositionEmbedding(4, 3, rows=6), xc.LayerNorm(3)], (4,)),
+    "TokenTypeEmbedding": ([xc.Embedding(5, 3), xc.TokenTypeEmbedding(3, 3, token_type=2)], (4,)),
     "ClassToken": ([xc.ToTokens(), xc.ClassToken(2), xc.ClassToken(2, count=3)], (2, 3, 3)),
     "PositionEmbedding": ([xc.ToTokens(), xc.PositionEmbedding(9, 2)], (2, 3, 3)),
     "SelfAttention": (
@@ -79,6 +81,7 @@ EXAMPLES = {
             xc.ToTokens(),
             xc.SelfAttention(4, 2),
             xc.SelfAttention(4, 1, qkv_bias=False, proj_bias=False, scale=0.3),
+            xc.SelfAttention(4, 2, projection=False),
         ],
         (2, 3, 3),
     ),
@@ -134,7 +137,9 @@ def test_every_kind_builds_in_every_backend_and_imports_back(both_backends, kind
     variant = VARIANTS.get(kind)
     items, shape = EXAMPLES[kind]
     spec = xc.Sequential(*items, input_shape=shape)
-    x = np.random.default_rng(0).standard_normal((2, *shape))
+    ids = isinstance(items[0], xc.Embedding)  # (a model that takes token ids)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, items[0].num_embeddings, (2, *shape)) if ids else rng.standard_normal((2, *shape))
     reference = xc.predict(xc.build(spec, "numpy", seed=0), x)
     for backend, importer, refused in (
         ("torch", "from_torch", REFUSED_BY_TORCH_IMPORT),
@@ -173,12 +178,21 @@ def _collect_transformers(spec):
     _collect.kinds.update(i.kind for i in xc.infer(spec))
 
 
+@settings(
+    max_examples=50, derandomize=True, phases=[Phase.generate], deadline=None, suppress_health_check=list(HealthCheck)
+)
+@given(spec=strategies.text_encoder_specs())
+def _collect_text_encoders(spec):
+    _collect.kinds.update(i.kind for i in xc.infer(spec))
+
+
 def test_strategies_draw_every_kind():
     """A kind the strategies never draw is never property-tested."""
     assert set(strategies.ALL_KINDS) | set(strategies.TOKEN_KINDS) == set(KINDS)
     _collect.kinds = set()
     _collect()
     _collect_transformers()
+    _collect_text_encoders()
     assert set(KINDS) - _collect.kinds == set()
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from . import shapes
 from .backends import backend_of_model, canonical_name, get_backend
 from .errors import SpecError, WeightError, XconvError
+from .graph import token_vocabulary
 from .spec import Sequential
 from .weights import DTYPES, as_numpy, check_weights, init_weights, source_keys
 
@@ -219,7 +220,11 @@ def edited_spec(
         spec, infos = shapes.resolve(spec)
         dtype = backend.dtype_of(model)
         rebuilt = build_with_weights(spec, backend.NAME, backend.get_weights(model, infos), dtype=dtype)
-        x = np.random.default_rng(0).standard_normal((EDIT_CHECK_BATCH, *shape)).astype(dtype)
+        vocabulary = token_vocabulary(infos)
+        if vocabulary is None:
+            x = np.random.default_rng(0).standard_normal((EDIT_CHECK_BATCH, *shape)).astype(dtype)
+        else:
+            x = np.random.default_rng(0).integers(0, vocabulary, (EDIT_CHECK_BATCH, *shape))
         a, b = backend.forward(model, x), backend.forward(rebuilt, x)
     except Exception as e:  # noqa: BLE001 - whatever fails, the edited model cannot be described by a spec
         detail = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -374,7 +379,13 @@ def predict(model: Any, x: Any) -> np.ndarray:
         )
     if array.dtype.kind not in "fiub":
         raise XconvError(f"predict: the batch must hold numbers. Received: dtype {array.dtype}")
-    return backend.forward(model, array.astype(backend.dtype_of(model), copy=False))
+    vocabulary = token_vocabulary(shapes.infer(spec))
+    if vocabulary is None:
+        return backend.forward(model, array.astype(backend.dtype_of(model), copy=False))
+    if array.dtype.kind not in "iu" or array.size and not (0 <= array.min() and array.max() < vocabulary):
+        found = f"{array.dtype} values" + (f" from {array.min()} to {array.max()}" if array.size else "")
+        raise XconvError(f"predict: the model takes token ids, integers in [0, {vocabulary}). Received: {found}")
+    return backend.forward(model, array.astype(np.int64, copy=False))
 
 
 def _fmt_shape(shape: tuple[int, ...]) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["TOLERANCE", "VERIFY_BATCHES", "max_rel_diff", "probe_batches"]
+__all__ = ["TOLERANCE", "VERIFY_BATCHES", "VERIFY_ID_BATCHES", "max_rel_diff", "probe_batches"]
 
 #: Default bound on max |a - b| / max(1, max |a|) per dtype. float32: the seed ConvNet reaches ~2e-6 of the
 #: output scale and TF's oneDNN on/off moves results by ~6e-8, so 1e-5 leaves room for deeper random specs
@@ -40,10 +40,22 @@ def max_rel_diff(reference: np.ndarray, other: np.ndarray) -> float:
 VERIFY_BATCHES = ("a standard-normal batch", "that batch times 100", "an input with exact zeros")
 
 
-def probe_batches(shape: tuple[int, ...], dtype: str, seed: int) -> list[tuple[str, np.ndarray]]:
+#: the groups of one verification batch for a model that takes token ids: random ids, and ids at both ends of
+#: the vocabulary (0, often the padding id, and the last)
+VERIFY_ID_BATCHES = ("random token ids", "ids 0 and the last id")
+
+
+def probe_batches(
+    shape: tuple[int, ...], dtype: str, seed: int, vocabulary: int | None = None
+) -> list[tuple[str, np.ndarray]]:
     """The batch groups that ``port`` checks and the torch importer runs its traced graph on, each named (see
     ``VERIFY_BATCHES``): a standard-normal pair drawn from ``seed``, the same times 100, and the first with
-    exact zeros (a black frame on a map, half the features of a flat input)."""
+    exact zeros (a black frame on a map, half the features of a flat input). For a model that takes token ids
+    (``vocabulary``: the ids below it are valid), int64 ids instead (``VERIFY_ID_BATCHES``)."""
+    if vocabulary is not None:
+        ids = np.random.default_rng(seed).integers(0, vocabulary, (2, *shape))
+        ends = np.where(np.arange(int(np.prod(shape))).reshape(shape) % 2 == 0, 0, vocabulary - 1)
+        return [(VERIFY_ID_BATCHES[0], ids), (VERIFY_ID_BATCHES[1], ends[None].astype(np.int64))]
     x = np.random.default_rng(seed).standard_normal((2, *shape))
     groups = [(VERIFY_BATCHES[0], x), (VERIFY_BATCHES[1], 100.0 * x)]
     zeros = x[:1].copy()

@@ -18,7 +18,12 @@ __all__ = ["from_keras", "from_torch", "port"]
 
 
 def from_torch(
-    model: Any, input_shape: tuple[int, ...] | None = None, *, return_weights: bool = False, output: str | None = None
+    model: Any,
+    input_shape: tuple[int, ...] | None = None,
+    *,
+    return_weights: bool = False,
+    output: str | None = None,
+    input_dtype: str | None = None,
 ) -> Any:
     """The spec of a hand-written torch module, read from its ``torch.export`` program (``torch.fx`` where it
     cannot be exported): any graph of layers, residual additions, gating products and concatenations, every
@@ -33,7 +38,13 @@ def from_torch(
     (``torch.export.save``): its calls are read as the functions they are, under the program's own keys, and
     ``input_shape`` may be left out (the program's own, which it must be).
 
+    ``input_dtype="int64"``: the model takes token ids (a text encoder such as BERT), a batch of shape (N, L)
+    with ``input_shape=(L,)``; the import runs it on ids below the smallest vocabulary of its ``nn.Embedding``
+    modules. The default takes numbers (float32 or float64, as the model's parameters); a model built by xconv
+    takes what its spec does.
+
     >>> spec, weights = from_torch(torchvision.models.resnet18().eval(), (3, 224, 224), return_weights=True)  # doctest: +SKIP
+    >>> spec = from_torch(transformers.BertModel(config).eval(), (128,), input_dtype="int64")  # doctest: +SKIP
     """
     from ._normalize import as_shape
 
@@ -51,8 +62,53 @@ def from_torch(
     _check_float_params(model, "from_torch")
     if output is not None and not isinstance(output, str):
         raise XconvError(f"from_torch: `output` must be the name of a dict entry. Received: {output!r}")
-    spec, weights = backend.import_model(model, shape, output)
+    vocabulary = _token_vocabulary(model, input_dtype, "from_torch") if _takes_ids(input_dtype, "from_torch") else None
+    built = getattr(model, "xconv_spec", None)  # (as built: the ids it takes stay, whatever was edited since)
+    if input_dtype is None and isinstance(built, Sequential):  # a model built by xconv: its spec says what it takes
+        from .graph import token_vocabulary
+        from .shapes import infer
+
+        vocabulary = token_vocabulary(infer(built))
+    if vocabulary is not None and len(shape) != 1:
+        raise XconvError(f"from_torch: token ids come as a batch (N, L): input_shape=(L,). Received: {shape}")
+    from .importers.torch_checks import TOKEN_IDS
+
+    token = TOKEN_IDS.set(vocabulary)
+    try:
+        spec, weights = backend.import_model(model, shape, output)
+    finally:
+        TOKEN_IDS.reset(token)
     return (spec, weights) if return_weights else spec
+
+
+#: what ``input_dtype`` may be: token ids, or numbers (float32 or float64, as the model is)
+_ID_DTYPES = ("int64", "int32", "long", "int")
+_NUMBER_DTYPES = ("float32", "float64", "float")
+
+
+def _takes_ids(input_dtype: Any, who: str) -> bool:
+    if input_dtype is None or input_dtype in _NUMBER_DTYPES:
+        return False
+    if input_dtype in _ID_DTYPES:
+        return True
+    raise XconvError(
+        f'{who}: `input_dtype` is "int64" for a model that takes token ids, or None (numbers). Received: '
+        f"{input_dtype!r}"
+    )
+
+
+def _token_vocabulary(model: Any, input_dtype: Any, who: str) -> int:
+    """The ids below which the import draws its probe batches: the smallest vocabulary of the model's
+    ``nn.Embedding`` modules (each of them can look them up)."""
+    from .backends._torch_env import nn
+
+    sizes = [int(m.num_embeddings) for m in model.modules() if isinstance(m, nn.Embedding)]
+    if not sizes:
+        raise XconvError(
+            f"{who}: input_dtype={input_dtype!r} says the model takes token ids, but it has no nn.Embedding to "
+            "look them up"
+        )
+    return min(sizes)
 
 
 def _program_source(model: Any, who: str) -> Any:
@@ -155,7 +211,7 @@ def from_keras(model: Any, *, return_weights: bool = False) -> Any:
 
 
 def _import(
-    model: Any, input_shape: tuple[int, ...] | None, output: str | None = None
+    model: Any, input_shape: tuple[int, ...] | None, output: str | None = None, input_dtype: str | None = None
 ) -> tuple[str, Sequential, dict[str, np.ndarray]]:
     backend = backend_of_model(model)
     if backend is None:
@@ -174,7 +230,7 @@ def _import(
             input_shape = model.input_shape
         if input_shape is None:
             raise XconvError("port: a torch model needs input_shape=(C, H, W) (torch modules do not record it)")
-        spec, weights = from_torch(model, input_shape, return_weights=True, output=output)
+        spec, weights = from_torch(model, input_shape, return_weights=True, output=output, input_dtype=input_dtype)
     else:
         _check_keras_compute(model, "port")
         spec, weights = from_keras(model, return_weights=True)
@@ -189,6 +245,7 @@ def port(
     *,
     seed: int = 0,
     output: str | None = None,
+    input_dtype: str | None = None,
 ) -> Any:
     """Import ``model`` (torch or Keras, hand-written or built by xconv), build the same spec in framework
     ``to`` and copy the weights. The source model is left exactly as it was: every module's train/eval flag
@@ -207,6 +264,9 @@ def port(
     importer missed something it computes) or the ported model.
 
     ``output``: for a torch model that returns a dict, the entry to port (see :func:`from_torch`).
+    ``input_dtype="int64"``: a torch model that takes token ids (see :func:`from_torch`); the batches are then
+    random ids and ids at both ends of the vocabulary. A spec (or a Keras model) with Embedding layers first
+    takes ids without it.
 
     ``model`` may be a ``torch.export.ExportedProgram`` or a ``.pt2`` path (``input_shape`` then defaults to the
     program's): the program is the model in the mode it was exported in, and is verified as such.
@@ -219,7 +279,8 @@ def port(
     if not isinstance(verify, bool):
         raise XconvError(f"port: `verify` must be True or False. Received: {verify!r}")
     model = _program_source(model, "port")
-    source, spec, weights = _import(model, input_shape, output)
+    _takes_ids(input_dtype, "port")
+    source, spec, weights = _import(model, input_shape, output, input_dtype)
     if output is not None and (source != "torch" or get_backend(source).spec_of(model) is not None):
         raise XconvError("port: `output` chooses an entry of a hand-written torch model's returned dict")
     dtype = weights_dtype(weights)

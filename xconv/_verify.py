@@ -10,6 +10,8 @@ from ._api import build_with_weights
 from ._compare import TOLERANCE, VERIFY_BATCHES, max_rel_diff, probe_batches
 from .backends import get_backend
 from .errors import PortError
+from .graph import token_vocabulary
+from .shapes import infer
 from .spec import Sequential
 
 __all__ = ["ROUNDING_FACTOR", "verify_port"]
@@ -61,7 +63,7 @@ def verify_port(
     """``port``'s check (see :func:`xconv.port`): raises :class:`PortError` naming the batch, the distance and
     which side is off."""
     source, target = names
-    groups = probe_batches(tuple(spec.input_shape or ()), dtype, seed)
+    groups = probe_batches(tuple(spec.input_shape or ()), dtype, seed, token_vocabulary(infer(spec)))
     x = np.concatenate([g for _, g in groups])
     a, b = _run(source, source_model, x, False, output), _run(target, target_model, x, False)
     start = 0
@@ -112,7 +114,7 @@ def _reference(
     spec: Sequential, weights: dict[str, Any], x: np.ndarray, where: str, dtype: str, training: bool
 ) -> np.ndarray:
     model = build_with_weights(spec, where, weights, dtype=dtype)  # (casts the weights to the model's dtype)
-    return _run(where, model, x.astype(dtype), training)
+    return _run(where, model, x if x.dtype.kind in "iu" else x.astype(dtype), training)  # (token ids stay ints)
 
 
 def _rounding_check(

@@ -171,6 +171,12 @@ def _random_input(seed: int, batch: int, spec: Sequential) -> np.ndarray:
             f"an input batch of shape {shape} is too large (more than {MAX_INPUT_ELEMENTS:,} numbers); "
             "use a smaller --batch or --input-shape"
         )
+    from .graph import token_vocabulary
+    from .shapes import infer
+
+    vocabulary = token_vocabulary(infer(spec))
+    if vocabulary is not None:  # a model that takes token ids
+        return np.random.default_rng(seed).integers(0, vocabulary, shape)
     return np.random.default_rng(seed).standard_normal(shape)
 
 
@@ -361,9 +367,12 @@ def _keras_file_error(path: str, spec: Any, weights: Any, x: np.ndarray) -> tupl
     model = _read_keras(path)
     reference = build(spec, "numpy")
     set_weights(reference, weights)
-    expect = reference(x.astype("float64"))
-    dtype = str(model.inputs[0].dtype)
-    y = np.asarray(model(xc_layout.to_nhwc(x.astype(dtype)) if x.ndim == 4 else x.astype(dtype), training=False))
+    ids = x.dtype.kind in "iu"  # token ids stay integers
+    expect = reference(x if ids else x.astype("float64"))
+    dtype = str(model.outputs[0].dtype if ids else model.inputs[0].dtype)
+    if not ids:
+        x = x.astype(dtype)
+    y = np.asarray(model(xc_layout.to_nhwc(x) if x.ndim == 4 else x, training=False))
     got = xc_layout.to_nchw(y) if y.ndim == 4 else y  # a flat output is in the spec's own order
     from ._compare import max_rel_diff
 

@@ -19,7 +19,7 @@ from .kinds import KINDS
 from .spec import Layer, Sequential
 from .spec._sequential import Combinator, Concat, Use
 
-__all__ = ["Graph", "build_graph", "consumers", "is_chain"]
+__all__ = ["Graph", "build_graph", "consumers", "is_chain", "token_vocabulary"]
 
 Graph = list[LayerInfo]
 
@@ -65,6 +65,11 @@ class _Builder:
             if kind is None:
                 raise SpecError(f"layer {key} ({item.kind}): no shape rule for this layer kind")
             shape = self.shape(node, input_shape)
+            if kind.ids and node >= 0:
+                raise SpecError(
+                    f"layer {key} ({item.kind}): it reads token ids, which only the model's input holds; it must "
+                    "read the input (put it first, or read the input with Use())"
+                )
             if len(shape) == 2 and not kind.tokens:
                 raise SpecError(
                     f"layer {key} ({item.kind}): its input is a token tensor {shape} (tokens, features), which "
@@ -142,7 +147,36 @@ def build_graph(spec: Sequential, input_shape: Shape) -> tuple[Graph, Sequential
                     "another part's key (in torch the layer would have to contain it)"
                 )
     _check_source_keys(builder.nodes)
+    _check_ids(builder.nodes, readers)
     return builder.nodes, Sequential(*parts, input_shape=input_shape, name=spec.name)
+
+
+def _check_ids(graph: Graph, readers: dict[int, list[int]]) -> None:
+    """A model's input is token ids or numbers: layers that read ids and other layers cannot share it."""
+    first = [graph[i] for i in readers[-1]]
+    ids = [info for info in first if _reads_ids(info)]
+    if ids and len(ids) != len(first):
+        other = next(info for info in first if info not in ids)
+        raise SpecError(
+            f"{other.label} reads the model's input, which {ids[0].label} reads as token ids (integers); "
+            "only layers that look ids up (Embedding) may read token ids"
+        )
+
+
+def token_vocabulary(graph: Graph) -> int | None:
+    """When the model's input is token ids (read by Embedding layers): the number of ids valid for every one of
+    them (the smallest vocabulary), which random batches draw below; None when the input is numbers."""
+    sizes = [
+        int(info.layer.num_embeddings)  # type: ignore[attr-defined]
+        for info in graph
+        if info.inputs == (-1,) and _reads_ids(info)
+    ]
+    return min(sizes) if sizes else None
+
+
+def _reads_ids(info: LayerInfo) -> bool:
+    kind = None if info.is_join else KINDS.get(type(info.layer))
+    return kind is not None and kind.ids
 
 
 def _check_source_keys(graph: Graph) -> None:

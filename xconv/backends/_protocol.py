@@ -44,7 +44,7 @@ class Backend(Protocol):
 
     def trace(
         self, model: Any, x: np.ndarray, upstream: np.ndarray, training: bool = False
-    ) -> tuple[list[np.ndarray], np.ndarray, dict[str, np.ndarray]]:
+    ) -> tuple[list[np.ndarray], np.ndarray | None, dict[str, np.ndarray]]:
         """Every graph node's output, d loss / d input and d loss / d weights for loss = sum(output * upstream)."""
         ...
 

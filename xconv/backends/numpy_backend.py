@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..graph import concat_axis
+from ..graph import concat_axis, token_vocabulary
 from ..kinds import KINDS
 from ..shapes import LayerInfo
 from ..spec import Sequential
@@ -27,6 +27,7 @@ class NumpyModel:
         self.xconv_spec = spec
         self.infos = infos
         self.dtype = dtype
+        self.ids = token_vocabulary(infos) is not None  # the input is token ids
         self.weights = {k: np.array(v, dtype=np.int64 if v.dtype.kind in "iu" else dtype) for k, v in weights.items()}
         self.training = False
         self.rng = np.random.default_rng(0)
@@ -45,7 +46,7 @@ class NumpyModel:
     def forward_layers(self, x: np.ndarray, update: bool = True) -> list[np.ndarray]:
         """The output of every node of the graph, in order (in training, BatchNorm running statistics are
         updated unless ``update`` is False)."""
-        values: dict[int, np.ndarray] = {-1: np.asarray(x, dtype=self.dtype)}
+        values: dict[int, np.ndarray] = {-1: self._batch(x)}
         for info in self.infos:
             args = [values[i] for i in info.inputs]
             if info.is_join:
@@ -56,11 +57,11 @@ class NumpyModel:
                 )
         return [values[info.index] for info in self.infos]
 
-    def backward(self, x: np.ndarray, grad_output: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def backward(self, x: np.ndarray, grad_output: np.ndarray) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
         """Gradients of sum(output * grad_output) with respect to the input and every trainable weight
         (canonical keys). Where a tensor feeds several nodes, the gradients from each add up. Uses the
         Dropout masks of the last forward pass; does not update statistics."""
-        x = np.asarray(x, dtype=self.dtype)
+        x = self._batch(x)
         outs = self.forward_layers(x, update=False)
         values = {-1: x, **{info.index: out for info, out in zip(self.infos, outs)}}
         pending: dict[int, np.ndarray] = {self.infos[-1].index: np.asarray(grad_output, dtype=self.dtype)}
@@ -80,9 +81,14 @@ class NumpyModel:
                 for name, value in param_grads.items():
                     grads[f"{info.key}.{name}"] = value
             for source, gi in zip(info.inputs, input_grads):
-                _accumulate(pending, source, gi)
-        gx = pending.get(-1, np.zeros_like(x))
+                if gi is not None:  # (None: token ids, which have no gradient)
+                    _accumulate(pending, source, gi)
+        gx = None if self.ids else pending.get(-1, np.zeros_like(x))
         return gx, {k: grads[k] for info in self.infos for k in (f"{info.key}.{n}" for n in info.trainable)}
+
+    def _batch(self, x: np.ndarray) -> np.ndarray:
+        """The input as the model reads it: token ids as int64, numbers in the model's dtype."""
+        return np.asarray(x, dtype=np.int64 if self.ids else self.dtype)
 
     def _params(self, info: LayerInfo) -> dict[str, np.ndarray]:
         return {name: self.weights[f"{info.key}.{name}"] for name in info.params}
@@ -229,7 +235,7 @@ def forward_training(model: NumpyModel, x: np.ndarray, output: str | None = None
 
 def trace(
     model: NumpyModel, x: np.ndarray, upstream: np.ndarray, training: bool = False
-) -> tuple[list[np.ndarray], np.ndarray, dict[str, np.ndarray]]:
+) -> tuple[list[np.ndarray], np.ndarray | None, dict[str, np.ndarray]]:
     """Every layer's output, and the gradients of sum(output * upstream) w.r.t. the input and every trainable
     weight, in inference or (``training``) training mode; in training the running statistics are updated
     once, as by one framework call."""

@@ -281,12 +281,13 @@ def _apply(model: nn.Module, info: LayerInfo, x: Any) -> Any:
 
 def trace(
     model: nn.Module, x: np.ndarray, upstream: np.ndarray, training: bool = False
-) -> tuple[list[np.ndarray], np.ndarray, dict[str, np.ndarray]]:
+) -> tuple[list[np.ndarray], np.ndarray | None, dict[str, np.ndarray]]:
     """Every layer's output, and the gradients of sum(output * upstream) with respect to the input and every
     trainable weight (canonical keys), all as numpy in canonical layout; in eval mode, or in train mode with
     ``training`` (BatchNorm running statistics are then updated once)."""
     model.zero_grad(set_to_none=True)
-    xt = torch.from_numpy(np.ascontiguousarray(x)).requires_grad_(True)
+    ids = x.dtype.kind in "iu"  # token ids: no gradient
+    xt = torch.from_numpy(np.ascontiguousarray(x)).requires_grad_(not ids)
     values: dict[int, Any] = {-1: xt}
     outs = []
     with _Mode(model, training):
@@ -300,7 +301,7 @@ def trace(
         k: (np.zeros(tuple(p.shape), dtype=x.dtype) if p.grad is None else p.grad.numpy().copy())
         for k, p in model.named_parameters(remove_duplicate=False)
     }
-    return outs, xt.grad.numpy().copy(), grads  # type: ignore[union-attr]
+    return outs, None if ids else xt.grad.numpy().copy(), grads  # type: ignore[union-attr]
 
 
 def train(

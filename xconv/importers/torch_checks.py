@@ -4,6 +4,7 @@ its class's forward (hooks, a replaced forward)."""
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 from typing import Any
 
@@ -61,11 +62,28 @@ def module_dtype(module: nn.Module) -> Any:
     return next((t.dtype for t in tensors if t.is_floating_point()), torch.float32)
 
 
+#: while a module that takes token ids is imported: the ids its probe batches are drawn below (the smallest
+#: vocabulary of its ``nn.Embedding`` modules); None while a module that takes numbers is
+TOKEN_IDS: contextvars.ContextVar[int | None] = contextvars.ContextVar("TOKEN_IDS", default=None)
+
+
+def probe_input(module: nn.Module, shape: tuple[int, ...], batch: int) -> Any:
+    """A seeded random input of ``batch`` samples: standard-normal in the module's dtype, or token ids."""
+    generator = torch.Generator().manual_seed(0)
+    vocabulary = TOKEN_IDS.get()
+    if vocabulary is not None:
+        return torch.randint(0, vocabulary, (batch, *shape), generator=generator)
+    return torch.randn(batch, *shape, dtype=module_dtype(module), generator=generator)
+
+
 def _probe_batch(module: nn.Module, shape: tuple[int, ...]) -> Any:
     """``port``'s verification batches in one, in the module's dtype (what a write only large values or exact
-    zeros reach shows on)."""
+    zeros reach shows on); token ids for a module that takes them."""
     from .._compare import probe_batches
 
+    vocabulary = TOKEN_IDS.get()
+    if vocabulary is not None:
+        return torch.from_numpy(np.concatenate([g for _, g in probe_batches(shape, "int64", 0, vocabulary)]))
     dtype = module_dtype(module)
     x = np.concatenate([g for _, g in probe_batches(shape, "float64", 0)])
     return torch.from_numpy(x).to(dtype)

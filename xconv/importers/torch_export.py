@@ -44,10 +44,10 @@ BATCH = 3
 def export(module: nn.Module, input_shape: tuple[int, ...]) -> Any:
     """The module's exported program (non-strict, training IR, for a batch of :data:`BATCH`), in the module's
     own modes. Raises ExportFailed."""
-    from .torch_checks import module_dtype
+    from .torch_checks import probe_input
     from .torch_layers import mode_regularizer
 
-    x = torch.randn(BATCH, *input_shape, dtype=module_dtype(module), generator=torch.Generator().manual_seed(0))
+    x = probe_input(module, input_shape, BATCH)
 
     # a dropout or stochastic depth computes nothing in eval mode, so the program would not show it: for the
     # export only, its output goes through an alias (attributed to the module, so its call is one leaf call)
@@ -180,7 +180,7 @@ def eager_calls(module: nn.Module, input_shape: tuple[int, ...], graph: Any) -> 
     import inspect
     import types
 
-    from .torch_checks import module_dtype, state_keys, storage_of
+    from .torch_checks import probe_input, state_keys, storage_of
 
     signatures = {f: inspect.signature(f) for f in (F.dropout, F.batch_norm)}
     records: list[Any] = []
@@ -217,7 +217,7 @@ def eager_calls(module: nn.Module, input_shape: tuple[int, ...], graph: Any) -> 
 
         return hook
 
-    x = torch.randn(BATCH, *input_shape, dtype=module_dtype(module), generator=torch.Generator().manual_seed(0))
+    x = probe_input(module, input_shape, BATCH)
     handles = []
     try:
         for path in {str(n.target) for n in graph.nodes if n.op == "call_module"}:
@@ -346,7 +346,9 @@ def _groups(nodes: list[Any], leaves: _Leaves) -> dict[Any, tuple[str, list[Any]
                 reads.append(a)
         _called_as_built(leaves.module.get_submodule(path), path, members)
         read_outside = [m for m in members if any(u not in inside for u in m.users)]
-        if len(reads) != 1 or reads[0].op == "get_attr" or read_outside not in ([], [members[-1]]):
+        buffer_read = reads[0].op == "get_attr" if reads else False
+        embedding = type(leaves.module.get_submodule(path)) is nn.Embedding  # (ids may be a buffer)
+        if len(reads) != 1 or buffer_read and not embedding or read_outside not in ([], [members[-1]]):
             continue
         out[members[0]] = (path, members, reads[0])
     return out

@@ -46,7 +46,15 @@ from .torch_forms import (
 )
 from .torch_layers import _SUPPORTED, _as_module, _flat_args, _get_attr, _layer, _shape, nodes_in, own_leaf_types
 from .torch_shapes import BATCH, NOT, ShapeOps
-from .torch_tokens import class_tokens, expanded_parameter, position_embedding, self_attention_call, token_mean
+from .torch_tokens import (
+    class_tokens,
+    expanded_parameter,
+    fixed_embedding,
+    fixed_ids,
+    position_embedding,
+    self_attention_call,
+    token_mean,
+)
 
 F = torch.nn.functional
 
@@ -174,6 +182,8 @@ def _import_graph(
     nhwc: set[Any] = set()  # tensors permuted to channels-last, (N, H, W, C)
     attention_calls: set[Any] = set()  # nn.MultiheadAttention calls: their output tuple, read through [0]
     learned = {k for k, _ in module.named_parameters()}
+    fixed: set[Any] = set()  # nodes holding buffers, constants and integers computed from them alone
+    looked_up: dict[Any, Any] = {}  # nn.Embedding calls on fixed ids -> (layer, state), for the sum that adds them
     shapes = ShapeOps(index, consts, nhwc)
     output = None
     live = _live_nodes(gm.graph, output_key)
@@ -203,6 +213,24 @@ def _import_graph(
             params[node] = _get_attr(gm, node.target)
             if isinstance(params[node], torch.Tensor):
                 source.setdefault(_storage(params[node]), str(node.target))
+                if source[_storage(params[node])] not in learned:
+                    fixed.add(node)  # a buffer or constant
+            continue
+        ids = fixed_ids(node, args, params, fixed, consts)
+        if ids is not None:  # integers from buffers alone: BERT's position ids and token types
+            params[node] = ids
+            fixed.add(node)
+            continue
+        if (
+            node.op == "call_module"
+            and args
+            and args[0] in fixed
+            and type(gm.get_submodule(node.target)) is nn.Embedding
+        ):
+            key = f"{node.target}.weight"
+            looked_up[node] = fixed_embedding(
+                gm.get_submodule(node.target), params[args[0]], key, names.take(str(node.target), own=True), where
+            )
             continue
         if node.op == "call_method" and node.target in _PARAM_RESHAPES and args and args[0] in params:
             shape = _shape(node)  # a parameter seen in another shape (timm's gamma.reshape(1, -1, 1, 1))
@@ -270,6 +298,11 @@ def _import_graph(
         embedding = (
             position_embedding(node, args, params, index, source, learned, names, where) if join == "add" else None
         )
+        fixed_added = [a for a in args if a in looked_up] if join == "add" and len(args) == 2 else []
+        if fixed_added and fixed_added[0] is not args[0] or fixed_added and args[1] in index:
+            layer, state = looked_up.pop(fixed_added[0])
+            x_node = args[0] if args[1] is fixed_added[0] else args[1]
+            embedding = (Raw(layer.name, "layer", [index[x_node]], layer=layer, owned=True), state)
         if embedding is not None:
             raw, state = embedding
             _own_state(state, owners, where)

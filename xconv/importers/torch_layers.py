@@ -15,6 +15,7 @@ from ..kinds import (
     ClassToken,
     Conv2d,
     ConvTranspose2d,
+    Embedding,
     GlobalResponseNorm,
     GroupNorm,
     LayerNorm,
@@ -24,6 +25,7 @@ from ..kinds import (
     PositionEmbedding,
     PReLU,
     SelfAttention,
+    TokenTypeEmbedding,
     framework_list,
     framework_table,
 )
@@ -222,6 +224,8 @@ _WEIGHTED = (
     ClassToken,
     PositionEmbedding,
     SelfAttention,
+    Embedding,
+    TokenTypeEmbedding,
 )
 
 

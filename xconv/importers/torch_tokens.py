@@ -4,7 +4,7 @@ positional embedding (tokens plus a parameter of shape (1, L, E)), and the mean 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from ..backends._torch_env import torch
 from ..errors import UnsupportedLayerError
@@ -236,3 +236,70 @@ def _constant(node: Any, memo: dict[Any, Any]) -> Any:
     except Exception:  # noqa: BLE001 - not a constant xconv can evaluate: the mask stays, and is refused
         memo[node] = None
     return memo[node]
+
+
+def fixed_ids(node: Any, args: list[Any], params: dict[Any, Any], fixed: set[Any], consts: dict[Any, Any]) -> Any:
+    """An integer tensor computed from buffers and sizes alone, evaluated: BERT's position ids (a slice of a
+    buffer holding ``arange``) and its token types when none are given (a buffer of zeros, gathered and
+    expanded over the batch). None for anything else. An expansion over the batch is evaluated for a batch of
+    one (the rows are the same; an embedding of them is checked to be)."""
+    if node.op not in ("call_function", "call_method") or _random(node.target):
+        return None
+    inputs = node.all_input_nodes
+    if not any(a in fixed for a in inputs) or not all(a in fixed or a in consts for a in inputs):
+        return None
+    expand = node.op == "call_method" and node.target == "expand"
+
+    def value(a: Any) -> Any:
+        v: Any = params[a] if a in fixed else consts[a]
+        if v is BATCH or isinstance(v, tuple) and any(d is BATCH for d in v):
+            if not expand:
+                raise LookupError
+            return 1 if v is BATCH else tuple(1 if d is BATCH else d for d in cast(tuple[Any, ...], v))
+        return v
+
+    try:
+        env = {a: value(a) for a in inputs}
+        call_args = torch.fx.node.map_arg(node.args, lambda a: env[a])
+        kwargs = torch.fx.node.map_arg(node.kwargs, lambda a: env[a])
+        if node.op == "call_method":
+            result = getattr(call_args[0], str(node.target))(*call_args[1:], **kwargs)
+        else:
+            result = node.target(*call_args, **kwargs)
+    except Exception:  # noqa: BLE001 - not evaluable here: the node is read as an operation (and refused)
+        return None
+    if not isinstance(result, torch.Tensor) or result.is_floating_point() or result.is_complex():
+        return None
+    return result if result.numel() <= 10**6 else None
+
+
+def fixed_embedding(m: Any, ids: Any, key: str, name: str, where: str) -> tuple[Any, dict[str, Any]]:
+    """``nn.Embedding`` of fixed ids (see :func:`fixed_ids`), the same for every sample: the positions 0..L-1
+    are a PositionEmbedding over the table's rows, one id for every token a TokenTypeEmbedding. (layer, state);
+    anything else is refused."""
+    from ..spec import TokenTypeEmbedding
+
+    rows = ids.reshape(-1, ids.shape[-1]) if ids.dim() >= 1 else ids.reshape(1, 1)
+    row = rows[0]
+    length, table = int(row.numel()), m.weight
+    problems = [
+        (m.max_norm is not None, f"max_norm={m.max_norm}"),
+        (m.scale_grad_by_freq, "scale_grad_by_freq=True"),
+        (m.padding_idx is not None and bool((row == m.padding_idx).any()), f"padding_idx={m.padding_idx} among them"),
+        (ids.dim() != 2 or not bool((rows == row).all()), "ids that differ between samples"),
+    ]
+    bad = [what for fails, what in problems if fails]
+    if bad:
+        raise UnsupportedLayerError(f"from_torch: {where}: an nn.Embedding of fixed ids with {bad[0]} is not supported")
+    e = int(table.shape[1])
+    if torch.equal(row, torch.arange(length, dtype=row.dtype)):
+        layer: Any = PositionEmbedding(length, e, int(table.shape[0]), name=name, keys=(("embedding", key),))
+        return layer, {f"{name}.embedding": table.unsqueeze(0)}
+    if bool((row == row[0]).all()):
+        keys = () if key == f"{name}.weight" else (("weight", key),)
+        layer = TokenTypeEmbedding(int(table.shape[0]), e, int(row[0]), name=name, keys=keys)
+        return layer, {f"{name}.weight": table}
+    raise UnsupportedLayerError(
+        f"from_torch: {where}: an nn.Embedding of fixed ids is supported for the positions 0 to L - 1 (a "
+        f"positional embedding) or one id for every token (a token type); here the ids are {row.tolist()[:8]}"
+    )

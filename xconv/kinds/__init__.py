@@ -32,7 +32,16 @@ from .norm import BatchNorm1d, BatchNorm2d, GlobalResponseNorm, GroupNorm, Layer
 from .pool import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 from .regularize import Dropout, StochasticDepth
 from .resample import Upsample
-from .token import ClassToken, PositionEmbedding, SelectToken, SelfAttention, TokenMean, ToTokens
+from .token import (
+    ClassToken,
+    Embedding,
+    PositionEmbedding,
+    SelectToken,
+    SelfAttention,
+    TokenMean,
+    TokenTypeEmbedding,
+    ToTokens,
+)
 
 #: layers that keep their input's shape and act per element (or per feature vector, Softmax over dim 1)
 ELEMENTWISE: tuple[type[Layer], ...] = tuple(cls for cls, kind in KINDS.items() if kind.shape is elementwise)
@@ -53,6 +62,7 @@ __all__ = [
     "Conv2d",
     "ConvTranspose2d",
     "Dropout",
+    "Embedding",
     "Flatten",
     "GlobalResponseNorm",
     "GroupNorm",
@@ -81,6 +91,7 @@ __all__ = [
     "Tanh",
     "ToTokens",
     "TokenMean",
+    "TokenTypeEmbedding",
     "Upsample",
     "ZeroPad2d",
     "framework_list",

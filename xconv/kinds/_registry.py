@@ -36,6 +36,9 @@ class Kind:
     #: whether the kind takes a token tensor (L, E): it acts on the feature axis, the last one, in every
     #: framework (the graph builder refuses a token input for the other kinds, by name)
     tokens: bool = False
+    #: whether the kind reads token ids (integers): it must read the model's input, which is then integer, and
+    #: only such kinds may read it
+    ids: bool = False
 
     @property
     def name(self) -> str:
@@ -48,12 +51,15 @@ KINDS: dict[type[Layer], Kind] = {}
 FAMILIES: list[str] = []
 
 
-def register(spec: type[Layer], shape: ShapeRule, forward: Forward, backward: Backward, tokens: bool = False) -> None:
-    """Register a layer kind (called by the module that defines ``spec``); ``tokens``: it takes token tensors."""
+def register(
+    spec: type[Layer], shape: ShapeRule, forward: Forward, backward: Backward, tokens: bool = False, ids: bool = False
+) -> None:
+    """Register a layer kind (called by the module that defines ``spec``); ``tokens``: it takes token tensors;
+    ``ids``: it reads token ids, the model's integer input."""
     family = spec.__module__
     if spec in KINDS:
         raise ValueError(f"layer kind {spec.__name__} is registered twice")
-    KINDS[spec] = Kind(spec, shape, forward, backward, family, tokens)
+    KINDS[spec] = Kind(spec, shape, forward, backward, family, tokens, ids)
     if family not in FAMILIES:
         FAMILIES.append(family)
 

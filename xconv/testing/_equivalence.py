@@ -11,6 +11,8 @@ import numpy as np
 from .. import shapes
 from .._api import build, get_weights, predict, set_weights
 from ..backends import canonical_name, get_backend
+from ..graph import token_vocabulary
+from ..shapes import LayerInfo
 from ..spec import Sequential
 from ..weights import init_weights
 from ._compare import max_rel_diff
@@ -135,9 +137,21 @@ def _as_array(value: Any) -> np.ndarray:
     return as_numpy(value)
 
 
-def _inputs(spec: Sequential, x: Any, dtype: str) -> np.ndarray:
+def _inputs(spec: Sequential, infos: list[LayerInfo], x: Any, dtype: str) -> np.ndarray:
+    """The batch: ``x`` (default: a standard-normal pair) in ``dtype``; for a model that takes token ids, int64
+    ids (default: drawn below the vocabulary)."""
+    vocabulary = token_vocabulary(infos)
+    shape = tuple(spec.input_shape or ())
+    if vocabulary is not None:
+        ids = np.random.default_rng(0).integers(0, vocabulary, (2, *shape)) if x is None else np.asarray(x)
+        if ids.dtype.kind not in "iu" or ids.size and not (0 <= ids.min() and ids.max() < vocabulary):
+            raise ValueError(
+                f"compare_layerwise: the model takes token ids, integers in [0, {vocabulary}). Received: "
+                f"{ids.dtype} values" + (f" from {ids.min()} to {ids.max()}" if ids.size else "")
+            )
+        return ids.astype(np.int64)
     if x is None:
-        x = np.random.default_rng(0).standard_normal((2, *spec.input_shape))  # type: ignore[misc]
+        x = np.random.default_rng(0).standard_normal((2, *shape))
     return np.asarray(x).astype(dtype)
 
 
@@ -185,7 +199,7 @@ def compare_layerwise(
     names = [canonical_name(b) for b in backends]
     if len(names) < 2:
         raise ValueError(f"compare_layerwise needs at least two backends. Received: {list(backends)}")
-    xs = _inputs(resolved, x, dtype)
+    xs = _inputs(resolved, infos, x, dtype)
     w = init_weights(infos, seed, dtype) if weights is None else weights
     out_shape = (xs.shape[0], *infos[-1].output_shape)
     upstream = np.random.default_rng(seed + 1).standard_normal(out_shape).astype(dtype)
@@ -259,7 +273,7 @@ def compare_layerwise(
         for n in names:
             row.diffs[n] = _diff(runs[n][0][last.index], forwards[n], last_carried)
         rows.append(row)
-    if grads:
+    if grads and runs[ref][1] is not None:  # (token ids have no gradient)
         row = Row(None, "input", "grad input", tolerance=grad_tol, atol=atol or 0.0)
         for n in names[1:]:
             row.diffs[n] = _diff(runs[ref][1], runs[n][1])

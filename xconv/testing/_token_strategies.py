@@ -1,5 +1,5 @@
 """Hypothesis strategies for transformer specs: a map read as tokens, class tokens and positional embeddings,
-pre- and post-norm attention blocks, and the way back to features."""
+pre- and post-norm attention blocks, and the way back to features; text encoders on token ids."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from ..spec import (
     ClassToken,
     Conv2d,
     Dropout,
+    Embedding,
     Identity,
     LayerNorm,
     LayerScale,
@@ -27,13 +28,23 @@ from ..spec import (
     SiLU,
     Tanh,
     TokenMean,
+    TokenTypeEmbedding,
     ToTokens,
 )
 
-__all__ = ["TOKEN_KINDS", "attention_blocks", "transformer_specs"]
+__all__ = ["TOKEN_KINDS", "attention_blocks", "text_encoder_specs", "transformer_specs"]
 
-#: the kinds that only :func:`transformer_specs` draws (the others draw no token tensors)
-TOKEN_KINDS = ("ToTokens", "ClassToken", "PositionEmbedding", "SelfAttention", "SelectToken", "TokenMean")
+#: the kinds that only :func:`transformer_specs` and :func:`text_encoder_specs` draw (the others draw no tokens)
+TOKEN_KINDS = (
+    "ToTokens",
+    "Embedding",
+    "ClassToken",
+    "PositionEmbedding",
+    "TokenTypeEmbedding",
+    "SelfAttention",
+    "SelectToken",
+    "TokenMean",
+)
 
 
 @st.composite
@@ -45,13 +56,17 @@ def attention_blocks(draw: Any, embed_dim: int, num_heads: int, batch_stats: boo
     drawn: a token of nearly equal features then turns float64 rounding into 3e-10 of the output, measured.)"""
     pre = draw(st.booleans())
     eps = draw(st.sampled_from([1e-5, 1e-6] if batch_stats else [0.1]))
+    projection = draw(st.integers(0, 3)) > 0  # else BERT's: the output projection a Linear of its own
     attention: Any = SelfAttention(
         embed_dim,
         num_heads,
         qkv_bias=draw(st.booleans()),
         proj_bias=draw(st.booleans()),
         scale=draw(st.sampled_from([None, None, None, 0.3])),
+        projection=projection,
     )
+    if not projection:
+        attention = Sequential(attention, Linear(embed_dim, embed_dim, bias=draw(st.booleans())))
     hidden = draw(st.integers(1, 2 * embed_dim))
     act = draw(st.sampled_from([GELU(), GELU(approximate="tanh"), ReLU(), SiLU(), Tanh()]))
     mlp = [Linear(embed_dim, hidden, bias=draw(st.booleans())), act, Dropout(0.0), Linear(hidden, embed_dim)]
@@ -114,3 +129,35 @@ def transformer_specs(
     if draw(st.booleans()):
         layers += [LayerNorm(e, eps=1e-5 if batch_stats else 0.1), Linear(e, draw(st.integers(1, 5)))]
     return Sequential(*layers, input_shape=input_shape)
+
+
+@st.composite
+def text_encoder_specs(
+    draw: Any, *, max_blocks: int = 2, max_heads: int = 4, max_head_dim: int = 4, batch_stats: bool = True
+) -> Sequential:
+    """A valid random text encoder on token ids (input (L,), integers): an Embedding of 2 to 30 ids (sometimes
+    with a padding row), sometimes a positional embedding over a table of L or more rows and a token-type
+    embedding, a LayerNorm (BERT's embeddings), 1..max_blocks attention blocks (see :func:`attention_blocks`),
+    then the tokens, the first token through a Linear and Tanh (BERT's pooler), or their mean. Draw its
+    batches with :func:`xconv.testing.strategies.inputs`, which draws ids for it."""
+    length = draw(st.integers(1, 6))
+    vocabulary = draw(st.integers(2, 30))
+    heads = draw(st.integers(1, max_heads))
+    e = heads * draw(st.integers(1, max_head_dim))
+    padding = draw(st.sampled_from([None, 0, vocabulary - 1]))
+    eps = 1e-5 if batch_stats else 0.1
+    layers: list[Any] = [Embedding(vocabulary, e, padding_idx=padding)]
+    if draw(st.integers(0, 3)) > 0:
+        layers.append(PositionEmbedding(length, e, rows=length + draw(st.sampled_from([0, 0, 3]))))
+    if draw(st.booleans()):
+        types = draw(st.integers(1, 3))
+        layers.append(TokenTypeEmbedding(types, e, token_type=draw(st.integers(0, types - 1))))
+    layers.append(LayerNorm(e, eps=eps))
+    for _ in range(draw(st.integers(1, max_blocks))):
+        layers += draw(attention_blocks(e, heads, batch_stats))
+    end = draw(st.sampled_from(["tokens", "pooler", "mean"]))
+    if end == "pooler":
+        layers += [SelectToken(0), Linear(e, e), Tanh()]
+    elif end == "mean":
+        layers.append(TokenMean())
+    return Sequential(*layers, input_shape=(length,))

@@ -10,6 +10,7 @@ from .. import shapes
 from .._api import build, get_weights, set_weights
 from ..backends import get_backend
 from ..errors import SpecError
+from ..graph import token_vocabulary
 from ..spec import Sequential
 from ..weights import init_weights
 
@@ -82,7 +83,12 @@ def train_parity(
         raise SpecError(f"train_parity needs a spec whose output is flat (classes,); this one ends in {out}")
     rng = np.random.default_rng(seed)
     weights = init_weights(infos, seed, dtype)
-    xs = rng.standard_normal((steps, batch, *resolved.input_shape)).astype(dtype)  # type: ignore[misc]
+    shape = (steps, batch, *(resolved.input_shape or ()))
+    vocabulary = token_vocabulary(infos)
+    if vocabulary is None:
+        xs = rng.standard_normal(shape).astype(dtype)
+    else:  # token ids, the padding id among them where there is one
+        xs = rng.integers(0, vocabulary, shape)
     ys = rng.integers(0, out[0], size=(steps, batch)).astype(np.int64)
     config = {"name": optimizer, "lr": lr, "momentum": momentum, "nesterov": nesterov, "betas": betas, "eps": eps}
     losses, finals = {}, {}

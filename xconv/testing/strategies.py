@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from .. import shapes
 from ..errors import SpecError
+from ..graph import token_vocabulary
 from ..spec import (
     AdaptiveAvgPool2d,
     Add,
@@ -55,7 +56,7 @@ from ._layer_strategies import (
     pool_layers,
     upsample_layers,
 )
-from ._token_strategies import TOKEN_KINDS, attention_blocks, transformer_specs
+from ._token_strategies import TOKEN_KINDS, attention_blocks, text_encoder_specs, transformer_specs
 
 __all__ = [
     "ALL_KINDS",
@@ -72,6 +73,7 @@ __all__ = [
     "inputs",
     "pool_layers",
     "specs",
+    "text_encoder_specs",
     "transformer_specs",
     "upsample_layers",
     "weights",
@@ -414,10 +416,13 @@ def inputs(
     """A batch for ``spec`` in logical layout (N, C, H, W) or (N, F): standard normal times ``scale``
     (negative values included), drawn from a hypothesis-chosen seed. The batch is at least 2 where a
     BatchNorm normalises with batch statistics (in ``training``, or without running statistics) over a
-    single value per channel otherwise, which torch refuses."""
+    single value per channel otherwise, which torch refuses. For a spec that takes token ids: int64 ids below
+    its vocabulary (uniform, ``dtype`` and ``scale`` unused)."""
     assert spec.input_shape is not None, "the spec needs an input_shape"
     low, high = batch
-    for info in shapes.infer(spec):
+    infos = shapes.infer(spec)
+    vocabulary = token_vocabulary(infos)
+    for info in infos:
         if (
             info.kind.startswith("BatchNorm")
             and (training or not info.layer.track_running_stats)  # type: ignore[attr-defined]
@@ -427,6 +432,8 @@ def inputs(
     n = draw(st.integers(low, max(low, high)))
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng([seed, 1])  # inputs and weights: separate streams
+    if vocabulary is not None:
+        return rng.integers(0, vocabulary, (n, *spec.input_shape))
     return (rng.standard_normal((n, *spec.input_shape)) * scale).astype(dtype)
 
 

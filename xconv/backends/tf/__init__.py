@@ -84,7 +84,9 @@ _NOT_ARCHITECTURE = frozenset({"built", "trainable"})
 
 
 def dtype_of(model: Any) -> str:
-    return str(model.inputs[0].dtype)
+    """The model's float dtype: its input's, or its output's where the input is token ids."""
+    dtype = str(model.inputs[0].dtype)
+    return str(model.outputs[0].dtype) if dtype.startswith(("int", "uint")) else dtype
 
 
 def permute(x: Any, perm: tuple[int, ...]) -> Any:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ... import layout
-from ...graph import concat_axis
+from ...graph import concat_axis, token_vocabulary
 from ...kinds import Conv2d, Linear, ReLU, framework_table
 from ...kinds._keras_names import keras_name
 from ...shapes import LayerInfo
@@ -68,7 +68,8 @@ def build(spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarra
     shape = spec.input_shape
     assert shape is not None
     keras_shape = (shape[1], shape[2], shape[0]) if len(shape) == 3 else shape
-    inputs = keras.Input(shape=keras_shape, dtype=dtype, name="input")
+    ids = token_vocabulary(infos) is not None  # token ids: integers
+    inputs = keras.Input(shape=keras_shape, dtype="int64" if ids else dtype, name="input")
     values: dict[int, Any] = {-1: inputs}
     fused = fused_relus(infos)
     relu_of = {relu: conv for conv, relu in fused.items()}

@@ -43,7 +43,7 @@ def _nchw(y: np.ndarray) -> np.ndarray:
 
 def trace(
     model: keras.Model, x: np.ndarray, upstream: np.ndarray, training: bool = False
-) -> tuple[list[np.ndarray], np.ndarray, dict[str, np.ndarray]]:
+) -> tuple[list[np.ndarray], np.ndarray | None, dict[str, np.ndarray]]:
     """Every graph node's output, and the gradients of sum(output * upstream) with respect to the input and
     every trainable weight, all as numpy in canonical layout (NCHW, OIHW, (out, in) in C,H,W order); layers
     are called with ``training`` (True: BatchNorm statistics are updated once). A ReLU fused into its conv
@@ -66,7 +66,8 @@ def trace(
     out_of: dict[str, int] = {}
     pre: dict[str, Any] = {}
     with tf.GradientTape() as tape:
-        tape.watch(xv)
+        if x.dtype.kind not in "iu":
+            tape.watch(xv)
         value[id(model.inputs[0])] = xv
         for layer, inputs, out in calls:
             args = [value[id(t)] for t in inputs]
@@ -104,16 +105,18 @@ def trace(
                 values[info.index] = value[out_of[names[-1]]]
         loss = tf.reduce_sum(value[id(model.outputs[0])] * up)
     keys = list(variables)
-    grads = tape.gradient(loss, [xv, *variables.values()], unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    ids = x.dtype.kind in "iu"  # token ids: no gradient
+    sources = [*([] if ids else [xv]), *variables.values()]
+    grads = tape.gradient(loss, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     param_grads = {
-        f"{infos[index].key}.{name}": to_canonical(infos[index], name, np.asarray(g.numpy()))
-        for (index, name), g in zip(keys, grads[1:])
+        f"{infos[index].key}.{name}": to_canonical(infos[index], name, np.asarray(tf.convert_to_tensor(g).numpy()))
+        for (index, name), g in zip(keys, grads[0 if ids else 1 :])  # (an embedding's gradient is IndexedSlices)
     }
     layer_outs = []
     for i in infos:
         y = _nchw(np.asarray(values[i.index].numpy()))
         layer_outs.append(layout.features_to_chw_order(y, i.output_source) if y.ndim == 2 else y)
-    return layer_outs, _nchw(np.asarray(grads[0].numpy())), param_grads
+    return layer_outs, None if ids else _nchw(np.asarray(grads[0].numpy())), param_grads
 
 
 def train(
@@ -131,7 +134,9 @@ def train(
     through float32; in float64 the hyperparameters are passed as float64 values so the update is float64.
     Adam's epsilon is set per step to torch's placement (see the comment in the loop).
     """
-    dtype = str(model.inputs[0].dtype)
+    from . import dtype_of
+
+    dtype = dtype_of(model)
     f = np.float64 if dtype == "float64" else float
     lr = f(optimizer["lr"])
     if optimizer["name"] == "sgd":

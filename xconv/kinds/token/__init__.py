@@ -1,9 +1,10 @@
-"""Tokens and attention: a map read as tokens (ToTokens), a learned class token (ClassToken), learned
-positional embeddings (PositionEmbedding), multi-head self-attention (SelfAttention), and the two ways back to
-features (SelectToken, TokenMean).
+"""Tokens and attention: a map read as tokens (ToTokens), token ids looked up as tokens (Embedding), a learned
+class token (ClassToken), learned positional and token-type embeddings (PositionEmbedding, TokenTypeEmbedding),
+multi-head self-attention (SelfAttention), and the two ways back to features (SelectToken, TokenMean).
 
 A token tensor is (N, L, E): L tokens of E features. Both frameworks lay it out the same way, so nothing is
-permuted after a map becomes tokens; the numpy reference uses the same layout.
+permuted after a map becomes tokens; the numpy reference uses the same layout. A model whose first layers are
+Embeddings takes token ids, integers of shape (N, L).
 """
 
 from __future__ import annotations
@@ -33,6 +34,61 @@ class ToTokens(Layer):
 
 
 @dataclass(frozen=True, repr=False)
+class Embedding(Layer):
+    """Token ids looked up in a learned table: ids (L,) -> tokens (L, E), ``weight[ids]`` with ``weight`` of
+    shape (num_embeddings, E), as ``nn.Embedding`` and Keras' ``Embedding``. It reads the model's input, which
+    is then integer: a batch (N, L) of ids in [0, num_embeddings). ``padding_idx``: that row gets no gradient
+    (torch's ``padding_idx``; its value is used as it is).
+
+    >>> Embedding(30522, 768, padding_idx=0)
+    Embedding(30522, 768, padding_idx=0)
+    """
+
+    num_embeddings: int
+    embed_dim: int
+    padding_idx: int | None = None
+
+    _positional = ("num_embeddings", "embed_dim")
+
+    def _validate(self) -> None:
+        self._set("num_embeddings", as_int("Embedding", "num_embeddings", self.num_embeddings, minimum=1))
+        self._set("embed_dim", as_int("Embedding", "embed_dim", self.embed_dim, minimum=1))
+        if self.padding_idx is not None:
+            index = as_int("Embedding", "padding_idx", self.padding_idx, minimum=0)
+            if index >= self.num_embeddings:
+                raise SpecError(
+                    f"Embedding: padding_idx={index} is not one of the {self.num_embeddings} rows (0 to "
+                    f"{self.num_embeddings - 1})"
+                )
+            self._set("padding_idx", index)
+
+
+@dataclass(frozen=True, repr=False)
+class TokenTypeEmbedding(Layer):
+    """The learned embedding of one token type added to every token: ``x + weight[token_type]``, ``weight`` of
+    shape (types, E). This is BERT's token-type (segment) embedding when the model is called without token
+    types: every token is of type 0.
+
+    >>> TokenTypeEmbedding(2, 768)
+    TokenTypeEmbedding(2, 768)
+    """
+
+    types: int
+    embed_dim: int
+    token_type: int = 0
+
+    _positional = ("types", "embed_dim")
+
+    def _validate(self) -> None:
+        me = "TokenTypeEmbedding"
+        self._set("types", as_int(me, "types", self.types, minimum=1))
+        self._set("embed_dim", as_int(me, "embed_dim", self.embed_dim, minimum=1))
+        self._set("token_type", as_int(me, "token_type", self.token_type, minimum=0))
+        if self.token_type >= self.types:
+            raise SpecError(f"{me}: token_type={self.token_type} is not one of the {self.types} types")
+
+
+@dataclass(frozen=True, repr=False)
 class ClassToken(Layer):
     """``count`` learned tokens put in front of the tokens: (L, E) -> (L + count, E). ``token`` is
     (1, count, E), as ViT's ``class_token`` (count 1) or timm's register tokens. DeiT's class and distillation
@@ -56,21 +112,38 @@ class ClassToken(Layer):
 
 @dataclass(frozen=True, repr=False)
 class PositionEmbedding(Layer):
-    """A learned embedding added to each token: ``x + embedding`` with ``embedding`` of shape (1, L, E), as
-    ViT's ``pos_embedding``.
+    """A learned embedding added to each token: ``x + embedding[:, :L]`` with ``embedding`` of shape
+    (1, rows, E), as ViT's ``pos_embedding`` (rows = L, the default) or BERT's position embeddings, a table of
+    ``rows`` positions of which a sequence of L tokens uses the first L.
 
     >>> PositionEmbedding(197, 768)
     PositionEmbedding(197, 768)
+    >>> PositionEmbedding(128, 768, rows=512)
+    PositionEmbedding(128, 768, rows=512)
     """
 
     length: int
     embed_dim: int
+    rows: int | None = None
 
     _positional = ("length", "embed_dim")
 
     def _validate(self) -> None:
         self._set("length", as_int("PositionEmbedding", "length", self.length, minimum=1))
         self._set("embed_dim", as_int("PositionEmbedding", "embed_dim", self.embed_dim, minimum=1))
+        if self.rows is not None:
+            rows = as_int("PositionEmbedding", "rows", self.rows, minimum=1)
+            if rows < self.length:
+                raise SpecError(
+                    f"PositionEmbedding: rows={rows} is fewer than length={self.length}; the table holds a row "
+                    "for each position"
+                )
+            self._set("rows", None if rows == self.length else rows)
+
+    @property
+    def table_rows(self) -> int:
+        """The rows of the embedding table (``rows``, or ``length``)."""
+        return self.length if self.rows is None else self.rows
 
 
 @dataclass(frozen=True, repr=False)
@@ -82,10 +155,13 @@ class SelfAttention(Layer):
     ``in_proj_bias`` (3E,) with ``qkv_bias``, ``out_proj.weight`` (E, E), ``out_proj.bias`` (E,) with
     ``proj_bias``. ``dropout`` drops attention weights in training. ``scale`` multiplies the scores in place of
     head_dim ** -0.5 (Keras' ``MultiHeadAttention`` imports with that number rounded to float32, as it computes
-    it).
+    it). ``projection=False``: the joined heads are the output, with no ``out_proj`` (BERT's self-attention,
+    whose output projection is a Linear of its own); ``proj_bias`` is then False.
 
     >>> SelfAttention(192, 3)
     SelfAttention(192, 3)
+    >>> SelfAttention(768, 12, projection=False)
+    SelfAttention(768, 12, proj_bias=False, projection=False)
     """
 
     embed_dim: int
@@ -94,6 +170,7 @@ class SelfAttention(Layer):
     proj_bias: bool = True
     dropout: float = 0.0
     scale: float | None = None
+    projection: bool = True
 
     _positional = ("embed_dim", "num_heads")
 
@@ -107,7 +184,8 @@ class SelfAttention(Layer):
                 "head takes embed_dim / num_heads features"
             )
         self._set("qkv_bias", as_bool(me, "qkv_bias", self.qkv_bias))
-        self._set("proj_bias", as_bool(me, "proj_bias", self.proj_bias))
+        self._set("projection", as_bool(me, "projection", self.projection))
+        self._set("proj_bias", as_bool(me, "proj_bias", self.proj_bias) and self.projection)
         self._set("dropout", as_float(me, "dropout", self.dropout, low=0.0, high=1.0, high_open=True))
         if self.scale is not None:
             self._set("scale", as_float(me, "scale", self.scale, low=0.0, low_open=True))
@@ -163,6 +241,18 @@ def _to_tokens_shape(ctx: _Ctx, layer: ToTokens, source: Shape | None) -> LayerI
     return LayerInfo(ctx.index, layer, ctx.shape, (h * w, c), {})
 
 
+def _embedding_shape(ctx: _Ctx, layer: Embedding, source: Shape | None) -> LayerInfo:
+    if len(ctx.shape) != 1:
+        raise ctx.error(f"reads token ids of shape (L,) but its input has shape {ctx.shape}")
+    params: dict[str, Shape] = {"weight": (layer.num_embeddings, layer.embed_dim)}
+    return LayerInfo(ctx.index, layer, ctx.shape, (ctx.shape[0], layer.embed_dim), params)
+
+
+def _token_type_shape(ctx: _Ctx, layer: TokenTypeEmbedding, source: Shape | None) -> LayerInfo:
+    _features(ctx, layer, layer.embed_dim)
+    return LayerInfo(ctx.index, layer, ctx.shape, ctx.shape, {"weight": (layer.types, layer.embed_dim)})
+
+
 def _class_token_shape(ctx: _Ctx, layer: ClassToken, source: Shape | None) -> LayerInfo:
     length, e = _features(ctx, layer, layer.embed_dim)
     return LayerInfo(ctx.index, layer, ctx.shape, (length + layer.count, e), {"token": (1, layer.count, e)})
@@ -172,7 +262,7 @@ def _position_shape(ctx: _Ctx, layer: PositionEmbedding, source: Shape | None) -
     length, e = _features(ctx, layer, layer.embed_dim)
     if length != layer.length:
         raise ctx.error(f"length={layer.length} but its input has {length} tokens")
-    return LayerInfo(ctx.index, layer, ctx.shape, ctx.shape, {"embedding": (1, length, e)})
+    return LayerInfo(ctx.index, layer, ctx.shape, ctx.shape, {"embedding": (1, layer.table_rows, e)})
 
 
 def _attention_shape(ctx: _Ctx, layer: SelfAttention, source: Shape | None) -> LayerInfo:
@@ -180,7 +270,8 @@ def _attention_shape(ctx: _Ctx, layer: SelfAttention, source: Shape | None) -> L
     params: dict[str, Shape] = {"in_proj_weight": (3 * e, e)}
     if layer.qkv_bias:
         params["in_proj_bias"] = (3 * e,)
-    params["out_proj.weight"] = (e, e)
+    if layer.projection:
+        params["out_proj.weight"] = (e, e)
     if layer.proj_bias:
         params["out_proj.bias"] = (e,)
     return LayerInfo(ctx.index, layer, ctx.shape, ctx.shape, params)
@@ -250,17 +341,23 @@ def _attention_parts(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, m
 
 
 def _attention_forward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, mode: Mode) -> np.ndarray:
-    y: np.ndarray = _attention_parts(info, p, x, mode)["o"] @ p["out_proj.weight"].T
+    o: np.ndarray = _attention_parts(info, p, x, mode)["o"]
+    if "out_proj.weight" not in p:
+        return o
+    y: np.ndarray = o @ p["out_proj.weight"].T
     return y + p["out_proj.bias"] if "out_proj.bias" in p else y
 
 
 def _attention_backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, go: np.ndarray, mode: Mode) -> Any:
     layer: SelfAttention = info.layer  # type: ignore[assignment]
     a = _attention_parts(info, p, x, mode)
-    grads = {"out_proj.weight": np.einsum("nlo,nli->oi", go, a["o"])}
+    grads = {}
     if "out_proj.bias" in p:
         grads["out_proj.bias"] = go.sum(axis=(0, 1))
-    g_heads = _heads(go @ p["out_proj.weight"], layer.num_heads)
+    if "out_proj.weight" in p:
+        grads["out_proj.weight"] = np.einsum("nlo,nli->oi", go, a["o"])
+        go = go @ p["out_proj.weight"]
+    g_heads = _heads(go, layer.num_heads)
     g_kept = g_heads @ a["v"].transpose(0, 1, 3, 2)
     g_v = a["kept"].transpose(0, 1, 3, 2) @ g_heads
     g_w = g_kept if a["drop"] is None else g_kept * a["drop"]
@@ -275,6 +372,32 @@ def _attention_backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray
     return g_qkv @ p["in_proj_weight"], grads
 
 
+def _embedding_backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, go: np.ndarray, mode: Mode) -> Any:
+    layer: Embedding = info.layer  # type: ignore[assignment]
+    grad = np.zeros_like(p["weight"])
+    np.add.at(grad, x.reshape(-1), go.reshape(-1, go.shape[-1]))
+    if layer.padding_idx is not None:
+        grad[layer.padding_idx] = 0
+    return None, {"weight": grad}  # (no gradient for integer ids)
+
+
+def _position_forward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, mode: Mode) -> np.ndarray:
+    y: np.ndarray = x + p["embedding"][:, : x.shape[1]]
+    return y
+
+
+def _position_backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, go: np.ndarray, mode: Mode) -> Any:
+    grad = np.zeros_like(p["embedding"])
+    grad[:, : x.shape[1]] = go.sum(axis=0, keepdims=True)
+    return go, {"embedding": grad}
+
+
+def _token_type_backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, go: np.ndarray, mode: Mode) -> Any:
+    grad = np.zeros_like(p["weight"])
+    grad[info.layer.token_type] = go.sum(axis=(0, 1))  # type: ignore[attr-defined]
+    return go, {"weight": grad}
+
+
 def _select_backward(info: LayerInfo, p: Any, x: np.ndarray, go: np.ndarray, mode: Mode) -> Any:
     gx = np.zeros_like(x)
     gx[:, info.layer.index] = go  # type: ignore[attr-defined]
@@ -287,6 +410,8 @@ def _mean_backward(info: LayerInfo, p: Any, x: np.ndarray, go: np.ndarray, mode:
 
 _RULES: dict[type, Any] = {
     ToTokens: _to_tokens_shape,
+    Embedding: _embedding_shape,
+    TokenTypeEmbedding: _token_type_shape,
     ClassToken: _class_token_shape,
     PositionEmbedding: _position_shape,
     SelfAttention: _attention_shape,
@@ -297,8 +422,10 @@ _RULES: dict[type, Any] = {
 
 _FORWARD: dict[type, Any] = {
     ToTokens: _to_tokens_forward,
+    Embedding: lambda info, p, x, mode: p["weight"][x],
+    TokenTypeEmbedding: lambda info, p, x, mode: x + p["weight"][info.layer.token_type],
     ClassToken: _class_token_forward,
-    PositionEmbedding: lambda info, p, x, mode: x + p["embedding"],
+    PositionEmbedding: _position_forward,
     SelfAttention: _attention_forward,
     SelectToken: lambda info, p, x, mode: np.ascontiguousarray(x[:, info.layer.index]),
     TokenMean: lambda info, p, x, mode: x.mean(axis=1),
@@ -307,8 +434,10 @@ _FORWARD: dict[type, Any] = {
 
 _BACKWARD: dict[type, Any] = {
     ToTokens: _to_tokens_backward,
+    Embedding: _embedding_backward,
+    TokenTypeEmbedding: _token_type_backward,
     ClassToken: _class_token_backward,
-    PositionEmbedding: lambda info, p, x, go, mode: (go, {"embedding": go.sum(axis=0, keepdims=True)}),
+    PositionEmbedding: _position_backward,
     SelfAttention: _attention_backward,
     SelectToken: _select_backward,
     TokenMean: _mean_backward,
@@ -316,4 +445,5 @@ _BACKWARD: dict[type, Any] = {
 
 
 for _kind, _rule in _RULES.items():
-    register(_kind, _rule, _FORWARD[_kind], _BACKWARD[_kind], tokens=_kind is not ToTokens)
+    tokens = _kind not in (ToTokens, Embedding)
+    register(_kind, _rule, _FORWARD[_kind], _BACKWARD[_kind], tokens=tokens, ids=_kind is Embedding)

@@ -18,7 +18,16 @@ from ..._info import LayerInfo
 from ...backends._tf_env import keras
 from ...errors import UnsupportedLayerError
 from .._keras_names import keras_name
-from . import ClassToken, PositionEmbedding, SelectToken, SelfAttention, TokenMean, ToTokens
+from . import (
+    ClassToken,
+    Embedding,
+    PositionEmbedding,
+    SelectToken,
+    SelfAttention,
+    TokenMean,
+    TokenTypeEmbedding,
+    ToTokens,
+)
 
 ops = keras.ops
 
@@ -49,17 +58,69 @@ class ClassTokenLayer(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="xconv", name="PositionEmbedding")
 class PositionEmbeddingLayer(keras.layers.Layer):
-    """Adds the learned ``embedding`` (1, L, E) to the tokens (see :class:`xconv.PositionEmbedding`)."""
+    """Adds the learned ``embedding`` (1, rows, E) to the tokens, its first L rows to L tokens (see
+    :class:`xconv.PositionEmbedding`; ``rows`` None: as many as the tokens)."""
+
+    def __init__(self, rows: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.rows = None if rows is None else int(rows)
 
     def build(self, input_shape: Any) -> None:
-        shape = (1, int(input_shape[1]), int(input_shape[2]))
-        self.embedding = self.add_weight(name="embedding", shape=shape, initializer="zeros")
+        rows = int(input_shape[1]) if self.rows is None else self.rows
+        self.embedding = self.add_weight(name="embedding", shape=(1, rows, int(input_shape[2])), initializer="zeros")
 
     def call(self, x: Any) -> Any:
-        return x + ops.cast(self.embedding, x.dtype)
+        embedding = ops.cast(self.embedding, x.dtype)
+        if self.rows is not None:
+            embedding = embedding[:, : int(x.shape[1])]
+        return x + embedding
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "rows": self.rows}
+
+
+@keras.saving.register_keras_serializable(package="xconv", name="TokenTypeEmbedding")
+class TokenTypeEmbeddingLayer(keras.layers.Layer):
+    """Adds the learned embedding of one token type, ``weight[token_type]`` (``weight`` (types, E)), to every
+    token (see :class:`xconv.TokenTypeEmbedding`)."""
+
+    def __init__(self, types: int, token_type: int = 0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.types, self.token_type = int(types), int(token_type)
+
+    def build(self, input_shape: Any) -> None:
+        self.weight = self.add_weight(name="weight", shape=(self.types, int(input_shape[-1])), initializer="zeros")
+
+    def call(self, x: Any) -> Any:
+        return x + ops.cast(self.weight[self.token_type], x.dtype)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "types": self.types, "token_type": self.token_type}
+
+
+@keras.saving.register_keras_serializable(package="xconv", name="PaddedEmbedding")
+class PaddedEmbedding(keras.layers.Embedding):
+    """Keras' ``Embedding`` whose row ``padding_idx`` gets no gradient, as torch's ``nn.Embedding(...,
+    padding_idx=i)``: the looked-up values are the same, and where an id is ``padding_idx`` the gradient is
+    stopped (see :class:`xconv.Embedding`)."""
+
+    def __init__(self, input_dim: int, output_dim: int, padding_idx: int = 0, **kwargs: Any) -> None:
+        super().__init__(input_dim, output_dim, **kwargs)
+        self.padding_idx = int(padding_idx)
+
+    def call(self, inputs: Any) -> Any:
+        out = super().call(inputs)
+        padding = ops.expand_dims(ops.equal(inputs, self.padding_idx), -1)
+        return ops.where(padding, ops.stop_gradient(out), out)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "padding_idx": self.padding_idx}
 
 
 @keras.saving.register_keras_serializable(package="xconv", name="SelfAttention")
@@ -75,10 +136,13 @@ class SelfAttentionLayer(keras.layers.Layer):
         proj_bias: bool = True,
         dropout: float = 0.0,
         scale: float | None = None,
+        projection: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.num_heads, self.qkv_bias, self.proj_bias = int(num_heads), bool(qkv_bias), bool(proj_bias)
+        self.projection = bool(projection)
+        self.num_heads, self.qkv_bias = int(num_heads), bool(qkv_bias)
+        self.proj_bias = bool(proj_bias) and self.projection
         self.dropout, self.scale = float(dropout), None if scale is None else float(scale)
         self.seed_generator = keras.random.SeedGenerator() if self.dropout > 0 else None
 
@@ -88,7 +152,9 @@ class SelfAttentionLayer(keras.layers.Layer):
         self.qkv_bias_weight = (
             self.add_weight(name="qkv_bias", shape=(3 * e,), initializer="zeros") if self.qkv_bias else None
         )
-        self.out_kernel = self.add_weight(name="out_kernel", shape=(e, e), initializer="zeros")
+        self.out_kernel = (
+            self.add_weight(name="out_kernel", shape=(e, e), initializer="zeros") if self.projection else None
+        )
         self.out_bias = self.add_weight(name="out_bias", shape=(e,), initializer="zeros") if self.proj_bias else None
 
     def call(self, x: Any, training: Any = None) -> Any:
@@ -107,6 +173,8 @@ class SelfAttentionLayer(keras.layers.Layer):
         if training and self.seed_generator is not None:
             weights = keras.random.dropout(weights, self.dropout, seed=self.seed_generator)
         heads = ops.reshape(ops.transpose(ops.matmul(weights, v), (0, 2, 1, 3)), (n, length, e))
+        if self.out_kernel is None:
+            return heads
         y = ops.matmul(heads, ops.cast(self.out_kernel, x.dtype))
         return y if self.out_bias is None else y + ops.cast(self.out_bias, x.dtype)
 
@@ -121,6 +189,7 @@ class SelfAttentionLayer(keras.layers.Layer):
             "proj_bias": self.proj_bias,
             "dropout": self.dropout,
             "scale": self.scale,
+            "projection": self.projection,
         }
 
 
@@ -155,15 +224,30 @@ def _attention(info: LayerInfo, x: Any, dtype: str) -> Any:
         layer.proj_bias,
         layer.dropout,
         layer.scale,
+        layer.projection,
         dtype=dtype,
         name=keras_name(info),
     )(x)
 
 
+def _embedding(info: LayerInfo, x: Any, dtype: str) -> Any:
+    layer = cast(Embedding, info.layer)
+    v, e, name = layer.num_embeddings, layer.embed_dim, keras_name(info)
+    if layer.padding_idx is None:
+        return keras.layers.Embedding(v, e, dtype=dtype, name=name)(x)
+    return PaddedEmbedding(v, e, layer.padding_idx, dtype=dtype, name=name)(x)
+
+
 BUILDERS: dict[type, Any] = {
     ToTokens: _to_tokens,
     ClassToken: lambda info, x, dtype: ClassTokenLayer(info.layer.count, dtype=dtype, name=keras_name(info))(x),
-    PositionEmbedding: lambda info, x, dtype: PositionEmbeddingLayer(dtype=dtype, name=keras_name(info))(x),
+    Embedding: _embedding,
+    PositionEmbedding: lambda info, x, dtype: PositionEmbeddingLayer(
+        info.layer.rows, dtype=dtype, name=keras_name(info)
+    )(x),
+    TokenTypeEmbedding: lambda info, x, dtype: TokenTypeEmbeddingLayer(
+        info.layer.types, info.layer.token_type, dtype=dtype, name=keras_name(info)
+    )(x),
     SelfAttention: _attention,
     SelectToken: lambda info, x, dtype: SelectTokenLayer(info.layer.index, dtype=dtype, name=keras_name(info))(x),
     TokenMean: lambda info, x, dtype: keras.layers.GlobalAveragePooling1D(dtype=dtype, name=keras_name(info))(x),
@@ -180,7 +264,9 @@ _ATTENTION_VARIABLES = {
 
 VARIABLES: dict[type, Any] = {
     ClassToken: lambda layer, info: {"token": layer.token},
+    Embedding: lambda layer, info: {"weight": layer.embeddings},
     PositionEmbedding: lambda layer, info: {"embedding": layer.embedding},
+    TokenTypeEmbedding: lambda layer, info: {"weight": layer.weight},
     SelfAttention: lambda layer, info: {name: getattr(layer, _ATTENTION_VARIABLES[name]) for name in info.params},
 }
 
@@ -196,7 +282,9 @@ def _arrays(layer: Any, names: dict[str, str]) -> dict[str, np.ndarray]:
 
 def _own_attention(layer: SelfAttentionLayer, where: str, current: tuple[int, ...]) -> Any:
     e = int(layer.qkv_kernel.shape[0])
-    spec = SelfAttention(e, layer.num_heads, layer.qkv_bias, layer.proj_bias, layer.dropout, layer.scale)
+    spec = SelfAttention(
+        e, layer.num_heads, layer.qkv_bias, layer.proj_bias, layer.dropout, layer.scale, layer.projection
+    )
     names = {k: v for k, v in _ATTENTION_VARIABLES.items() if getattr(layer, v) is not None}
     return spec, _arrays(layer, names)
 
@@ -273,6 +361,47 @@ def _keras_token_mean(layer: Any, where: str, current: tuple[int, ...]) -> Any:
     return TokenMean(), {}
 
 
+#: the options of Keras' Embedding that xconv knows; a layer with another one is refused by its name
+_KNOWN_EMBEDDING_CONFIG = {
+    "activity_regularizer",
+    "dtype",
+    "embeddings_constraint",
+    "embeddings_initializer",
+    "embeddings_regularizer",
+    "input_dim",
+    "lora_alpha",
+    "lora_rank",
+    "mask_zero",
+    "name",
+    "output_dim",
+    "padding_idx",
+    "quantization_config",
+    "trainable",
+    "weights",
+}
+
+
+def _keras_embedding(layer: Any, where: str, current: tuple[int, ...]) -> Any:
+    """``keras.layers.Embedding`` looking up the model's token ids (xconv's ``PaddedEmbedding`` with its
+    padding row)."""
+    config = layer.get_config()
+    unknown = sorted(set(config) - _KNOWN_EMBEDDING_CONFIG)
+    problems = [
+        (bool(unknown), f"the option {unknown[0] if unknown else ''} (not known to xconv)"),
+        (bool(config.get("mask_zero")), "mask_zero=True (a mask that later layers read)"),
+        (bool(config.get("lora_rank")), f"lora_rank={config.get('lora_rank')}"),
+        (config.get("quantization_config") is not None, "a quantization config"),
+        (config.get("embeddings_constraint") is not None, "an embeddings constraint (applied after each update)"),
+        (len(current) != 1, f"its input is not a batch of token ids (L,) but {current}"),
+    ]
+    bad = [what for fails, what in problems if fails]
+    if bad:
+        raise UnsupportedLayerError(f"from_keras: {where}: Embedding with {bad[0]} is not supported")
+    padding = getattr(layer, "padding_idx", None)
+    spec = Embedding(int(layer.input_dim), int(layer.output_dim), padding)
+    return spec, {"weight": np.asarray(layer.embeddings.numpy())}
+
+
 #: Keras layer class (exactly) -> (layer, where, its input's logical shape) -> (spec layer, Keras arrays)
 KERAS_IMPORTS: dict[type, Any] = {
     ClassTokenLayer: lambda layer, where, current: (
@@ -280,9 +409,15 @@ KERAS_IMPORTS: dict[type, Any] = {
         {"token": np.asarray(layer.token.numpy())},
     ),
     PositionEmbeddingLayer: lambda layer, where, current: (
-        PositionEmbedding(int(layer.embedding.shape[1]), int(layer.embedding.shape[2])),
+        PositionEmbedding(int(current[0]), int(layer.embedding.shape[2]), int(layer.embedding.shape[1])),
         {"embedding": np.asarray(layer.embedding.numpy())},
     ),
+    TokenTypeEmbeddingLayer: lambda layer, where, current: (
+        TokenTypeEmbedding(layer.types, int(layer.weight.shape[1]), layer.token_type),
+        {"weight": np.asarray(layer.weight.numpy())},
+    ),
+    keras.layers.Embedding: _keras_embedding,
+    PaddedEmbedding: _keras_embedding,
     SelfAttentionLayer: _own_attention,
     keras.layers.MultiHeadAttention: _keras_attention,
     SelectTokenLayer: lambda layer, where, current: (SelectToken(layer.index), {}),

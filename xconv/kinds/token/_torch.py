@@ -7,7 +7,16 @@ from typing import Any, cast
 from ..._info import LayerInfo
 from ...backends._torch_env import F, nn, torch
 from ...errors import UnsupportedLayerError
-from . import ClassToken, PositionEmbedding, SelectToken, SelfAttention, TokenMean, ToTokens
+from . import (
+    ClassToken,
+    Embedding,
+    PositionEmbedding,
+    SelectToken,
+    SelfAttention,
+    TokenMean,
+    TokenTypeEmbedding,
+    ToTokens,
+)
 
 
 class ToTokensModule(nn.Module):
@@ -29,14 +38,39 @@ class ClassTokenModule(nn.Module):
 
 
 class PositionEmbeddingModule(nn.Module):
-    """Adds the learned ``embedding`` (1, L, E) to the tokens."""
+    """Adds the learned ``embedding`` (1, rows, E) to the tokens, its first L rows to L tokens."""
 
-    def __init__(self, length: int, embed_dim: int, device: Any = None, dtype: Any = None) -> None:
+    def __init__(
+        self, length: int, embed_dim: int, rows: int | None = None, device: Any = None, dtype: Any = None
+    ) -> None:
         super().__init__()
-        self.embedding = nn.Parameter(torch.zeros(1, length, embed_dim, device=device, dtype=dtype))
+        self.length = int(length)
+        rows = self.length if rows is None else int(rows)
+        self.embedding = nn.Parameter(torch.zeros(1, rows, embed_dim, device=device, dtype=dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.embedding
+        if self.embedding.shape[1] == self.length:
+            return x + self.embedding
+        return x + self.embedding[:, : x.shape[1]]
+
+    def extra_repr(self) -> str:
+        return f"length={self.length}, rows={self.embedding.shape[1]}, embed_dim={self.embedding.shape[2]}"
+
+
+class TokenTypeEmbeddingModule(nn.Module):
+    """Adds the learned embedding of one token type, ``weight[token_type]`` (``weight`` (types, E)), to every
+    token."""
+
+    def __init__(self, types: int, embed_dim: int, token_type: int = 0, device: Any = None, dtype: Any = None) -> None:
+        super().__init__()
+        self.token_type = int(token_type)
+        self.weight = nn.Parameter(torch.zeros(types, embed_dim, device=device, dtype=dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.weight[self.token_type]
+
+    def extra_repr(self) -> str:
+        return f"types={self.weight.shape[0]}, embed_dim={self.weight.shape[1]}, token_type={self.token_type}"
 
 
 class SelfAttentionModule(nn.Module):
@@ -52,6 +86,7 @@ class SelfAttentionModule(nn.Module):
         proj_bias: bool = True,
         dropout: float = 0.0,
         scale: float | None = None,
+        projection: bool = True,
         device: Any = None,
         dtype: Any = None,
     ) -> None:
@@ -60,7 +95,7 @@ class SelfAttentionModule(nn.Module):
         factory = {"device": device, "dtype": dtype}
         self.in_proj_weight = nn.Parameter(torch.zeros(3 * embed_dim, embed_dim, **factory))
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * embed_dim, **factory)) if qkv_bias else None
-        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=proj_bias, **factory)
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=proj_bias, **factory) if projection else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, length, e = x.shape
@@ -68,7 +103,8 @@ class SelfAttentionModule(nn.Module):
         q, k, v = qkv.view(n, length, 3, self.num_heads, e // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
         drop = self.dropout if self.training else 0.0
         heads = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, scale=self.scale)
-        return cast(torch.Tensor, self.out_proj(heads.transpose(1, 2).reshape(n, length, e)))
+        joined = heads.transpose(1, 2).reshape(n, length, e)
+        return joined if self.out_proj is None else cast(torch.Tensor, self.out_proj(joined))
 
     def extra_repr(self) -> str:
         scale = "" if self.scale is None else f", scale={self.scale}"
@@ -99,15 +135,28 @@ class TokenMeanModule(nn.Module):
 def _attention(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
     layer = cast(SelfAttention, info.layer)
     return SelfAttentionModule(
-        layer.embed_dim, layer.num_heads, layer.qkv_bias, layer.proj_bias, layer.dropout, layer.scale, **factory
+        layer.embed_dim,
+        layer.num_heads,
+        layer.qkv_bias,
+        layer.proj_bias,
+        layer.dropout,
+        layer.scale,
+        layer.projection,
+        **factory,
     )
 
 
 BUILDERS: dict[type, Any] = {
     ToTokens: lambda info, factory: ToTokensModule(),
     ClassToken: lambda info, factory: ClassTokenModule(info.layer.embed_dim, info.layer.count, **factory),
+    Embedding: lambda info, factory: nn.Embedding(
+        info.layer.num_embeddings, info.layer.embed_dim, padding_idx=info.layer.padding_idx, **factory
+    ),
     PositionEmbedding: lambda info, factory: PositionEmbeddingModule(
-        info.layer.length, info.layer.embed_dim, **factory
+        info.layer.length, info.layer.embed_dim, info.layer.rows, **factory
+    ),
+    TokenTypeEmbedding: lambda info, factory: TokenTypeEmbeddingModule(
+        info.layer.types, info.layer.embed_dim, info.layer.token_type, **factory
     ),
     SelfAttention: _attention,
     SelectToken: lambda info, factory: SelectTokenModule(info.layer.index),
@@ -117,8 +166,23 @@ BUILDERS: dict[type, Any] = {
 
 def _own_attention(m: SelfAttentionModule, name: str, where: str) -> SelfAttention:
     e = int(m.in_proj_weight.shape[1])
-    bias, proj_bias = m.in_proj_bias is not None, m.out_proj.bias is not None
-    return SelfAttention(e, m.num_heads, bias, proj_bias, m.dropout, m.scale, name=name)
+    bias, proj = m.in_proj_bias is not None, m.out_proj is not None
+    proj_bias = proj and m.out_proj.bias is not None  # type: ignore[union-attr]
+    return SelfAttention(e, m.num_heads, bias, proj_bias, m.dropout, m.scale, proj, name=name)
+
+
+def _torch_embedding(m: nn.Embedding, name: str, where: str) -> Embedding:
+    """``nn.Embedding`` looking up the model's token ids (an embedding of a fixed index, such as BERT's
+    positions, is read by the importer as a PositionEmbedding or TokenTypeEmbedding)."""
+    problems = [
+        (m.max_norm is not None, f"max_norm={m.max_norm} (it rescales the rows it looks up, in place)"),
+        (m.scale_grad_by_freq, "scale_grad_by_freq=True"),
+    ]
+    bad = [what for fails, what in problems if fails]
+    if bad:
+        raise UnsupportedLayerError(f"from_torch: {where}: nn.Embedding with {bad[0]} is not supported")
+    padding = None if m.padding_idx is None else int(m.padding_idx) % m.num_embeddings
+    return Embedding(m.num_embeddings, m.embedding_dim, padding, name=name)
 
 
 def _torch_attention(m: nn.MultiheadAttention, name: str, where: str) -> SelfAttention:
@@ -174,44 +238,59 @@ def _timm_attention(m: Any, name: str, where: str) -> tuple[SelfAttention, dict[
     return layer, state
 
 
-#: Hugging Face's ViT-style attention: separate q/k/v projections, the softmax attention, then ``o_proj``
-_HF_ATTENTIONS = {"ViTAttention": "transformers.models.vit.", "DeiTAttention": "transformers.models.deit."}
+#: Hugging Face's self-attentions: class -> (module prefix, the q, k, v and output projections' attribute
+#: names (no output projection: BERT's, a Linear of its own), the heads' attribute)
+_HF_ATTENTIONS = {
+    "ViTAttention": ("transformers.models.vit.", ("q_proj", "k_proj", "v_proj", "o_proj"), "num_attention_heads"),
+    "DeiTAttention": ("transformers.models.deit.", ("q_proj", "k_proj", "v_proj", "o_proj"), "num_attention_heads"),
+    "BertSelfAttention": ("transformers.models.bert.", ("query", "key", "value", None), "num_attention_heads"),
+    "RobertaSelfAttention": ("transformers.models.roberta.", ("query", "key", "value", None), "num_attention_heads"),
+    "DistilBertSelfAttention": ("transformers.models.distilbert.", ("q_lin", "k_lin", "v_lin", "out_lin"), "n_heads"),
+}
 
 
 def is_hf_attention(m: nn.Module) -> bool:
-    where = _HF_ATTENTIONS.get(type(m).__name__)
-    return where is not None and type(m).__module__.startswith(where)
+    known = _HF_ATTENTIONS.get(type(m).__name__)
+    return known is not None and type(m).__module__.startswith(known[0])
 
 
 def _hf_attention(m: Any, name: str, where: str) -> tuple[SelfAttention, dict[str, Any]]:
-    """Hugging Face's ``ViTAttention`` / ``DeiTAttention``: ``q_proj``, ``k_proj`` and ``v_proj`` side by side
-    are the fused ``in_proj_weight`` (a new tensor: the ported model keeps the canonical keys for it), ``o_proj``
-    the output projection; the sdpa implementation (the default) only."""
-    q, k, v, o = m.q_proj, m.k_proj, m.v_proj, m.o_proj
+    """Hugging Face's self-attentions (ViT, DeiT, BERT, RoBERTa, DistilBERT): separate q, k and v projections,
+    side by side the fused ``in_proj_weight`` (a new tensor: the ported model keeps the canonical keys for it),
+    the softmax attention, then the output projection (BERT's and RoBERTa's is a Linear of their own: the
+    attention is imported without one); the sdpa implementation (the default) only."""
+    _, (qn, kn, vn, on), heads_attr = _HF_ATTENTIONS[type(m).__name__]
+    q, k, v = (getattr(m, a) for a in (qn, kn, vn))
+    o = None if on is None else getattr(m, on)
     dim = int(q.in_features)
+    heads = int(getattr(m, heads_attr))
+    head_dim = int(getattr(m, "head_dim", getattr(m, "attention_head_size", 0)))
     biases = {t.bias is not None for t in (q, k, v)}
     implementation = getattr(m.config, "_attn_implementation", None)
+    drop: Any = getattr(m, "attention_dropout", None)
+    drop = m.dropout.p if drop is None and isinstance(getattr(m, "dropout", None), nn.Dropout) else drop
     problems = [
-        (m.is_causal, "causal attention"),
-        (m.num_attention_heads * m.head_dim != dim or o.out_features != dim, f"head_dim={m.head_dim}"),
+        (bool(m.is_causal) or bool(getattr(m.config, "is_decoder", False)), "causal attention (a decoder)"),
+        (heads * head_dim != dim or any(t.out_features != dim for t in (q, k, v)), f"head_dim={head_dim}"),
+        (o is not None and o.out_features != dim, f"{on} of {getattr(o, 'out_features', 0)} features"),
         (len(biases) != 1, "biases on some of q, k and v only"),
+        (drop is None, "a dropout xconv does not know"),
         # (eager differs: its softmax runs in float32 whatever the model's dtype, and it adds its mask itself)
         (implementation != "sdpa", f"attention implementation {implementation!r} (sdpa only)"),
     ]
     bad = [what for fails, what in problems if fails]
     if bad:
         raise UnsupportedLayerError(f"from_torch: {where}: {type(m).__name__} with {bad[0]} is not supported")
-    exact = m.head_dim**-0.5
+    exact = head_dim**-0.5
     scale = None if float(m.scaling) == exact else float(m.scaling)
-    layer = SelfAttention(
-        dim, m.num_attention_heads, biases.pop(), o.bias is not None, float(m.attention_dropout), scale, name=name
-    )
+    proj_bias = o is not None and o.bias is not None
+    layer = SelfAttention(dim, heads, biases.pop(), proj_bias, float(drop), scale, o is not None, name=name)
     state = {
         "in_proj_weight": torch.cat([q.weight, k.weight, v.weight]),
         "in_proj_bias": None if q.bias is None else torch.cat([q.bias, k.bias, v.bias]),
-        "out_proj.weight": o.weight,
-        "out_proj.bias": o.bias,
     }
+    if o is not None:
+        state["out_proj.weight"], state["out_proj.bias"] = o.weight, o.bias
     return layer, state
 
 
@@ -224,8 +303,12 @@ IMPORTS: dict[type, Any] = {
     ToTokensModule: lambda m, name, where: ToTokens(name=name),
     ClassTokenModule: lambda m, name, where: ClassToken(int(m.token.shape[-1]), int(m.token.shape[1]), name=name),
     PositionEmbeddingModule: lambda m, name, where: PositionEmbedding(
-        int(m.embedding.shape[1]), int(m.embedding.shape[2]), name=name
+        m.length, int(m.embedding.shape[2]), int(m.embedding.shape[1]), name=name
     ),
+    TokenTypeEmbeddingModule: lambda m, name, where: TokenTypeEmbedding(
+        int(m.weight.shape[0]), int(m.weight.shape[1]), m.token_type, name=name
+    ),
+    nn.Embedding: _torch_embedding,
     SelfAttentionModule: _own_attention,
     nn.MultiheadAttention: _torch_attention,
     SelectTokenModule: lambda m, name, where: SelectToken(m.index, name=name),

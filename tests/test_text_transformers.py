@@ -1,0 +1,314 @@
+"""Text encoders on token ids: random BERT-like specs are the same function in numpy, torch and Keras (forward,
+gradients, training); Hugging Face's BERT and DistilBERT and a hand-written Keras encoder port both ways,
+float32 and float64; an embedding that looks up the wrong rows, or trains its padding row, is caught."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import xconv as xc
+from xconv.errors import PortError, SpecError, UnsupportedLayerError, XconvError
+from xconv.testing import TOLERANCE, assert_equivalent, max_rel_diff, strategies, train_parity
+
+from .zoo_support import import_torchvision
+
+#: BERT's shape, small: word, position and token-type embeddings, a LayerNorm, one post-norm block whose
+#: attention has its output projection as a Linear of its own, then the pooler (first token, Linear, tanh)
+BERT = xc.Sequential(
+    xc.Embedding(20, 8, padding_idx=0),
+    xc.PositionEmbedding(5, 8, rows=7),
+    xc.TokenTypeEmbedding(2, 8),
+    xc.LayerNorm(8),
+    xc.Add(xc.Identity(), xc.Sequential(xc.SelfAttention(8, 2, projection=False), xc.Linear(8, 8))),
+    xc.LayerNorm(8),
+    xc.Add(xc.Identity(), xc.Sequential(xc.Linear(8, 12), xc.GELU(), xc.Linear(12, 8))),
+    xc.LayerNorm(8),
+    xc.SelectToken(0),
+    xc.Linear(8, 8),
+    xc.Tanh(),
+    xc.Linear(8, 3),
+    input_shape=(5,),
+)
+
+
+def _ids(n: int = 3, length: int = 5, vocabulary: int = 20, seed: int = 1) -> np.ndarray:
+    ids = np.random.default_rng(seed).integers(0, vocabulary, (n, length))
+    ids[0, -2:] = 0  # padding at the end of the first sequence
+    return ids
+
+
+@st.composite
+def cases(draw, batch_stats: bool = True):
+    spec = draw(strategies.text_encoder_specs(batch_stats=batch_stats))
+    return spec, draw(strategies.weights(spec)), draw(strategies.inputs(spec))
+
+
+@settings(max_examples=15)
+@given(case=cases())
+def test_random_text_encoders_are_the_same_function_in_every_backend_float64(both_backends, case):
+    assert_equivalent(*case)
+
+
+@settings(max_examples=15)
+@given(case=cases(batch_stats=False))
+def test_random_text_encoders_are_the_same_function_in_every_backend_float32(both_backends, case):
+    assert_equivalent(*case, dtype="float32")
+
+
+def test_a_small_bert_trains_the_same_in_both_frameworks(both_backends):
+    """Token ids, labels and SGD in float64: the padding row of the word embeddings is not updated in either
+    framework (torch's padding_idx; in Keras its gradient is stopped)."""
+    r = train_parity(BERT, steps=10, dtype="float64")
+    assert r.torch_losses[-1] < r.torch_losses[0]  # it trained
+    assert r.max_param_diff <= 1e-9, r.param_diffs
+    assert r.max_loss_diff <= 1e-9
+
+
+def test_token_ids_are_checked_where_they_enter(both_backends):
+    with pytest.raises(SpecError, match="reads token ids, which only the model's input holds"):
+        xc.infer(xc.Sequential(xc.Embedding(5, 4), xc.Embedding(5, 4), input_shape=(3,)))
+    with pytest.raises(SpecError, match="only layers that look ids up"):
+        xc.infer(
+            xc.Sequential(xc.Add(xc.Sequential(xc.Embedding(5, 4), xc.TokenMean()), xc.Linear(3, 4)), input_shape=(3,))
+        )
+    with pytest.raises(SpecError, match="reads token ids of shape"):
+        xc.infer(xc.Sequential(xc.Embedding(5, 4), input_shape=(3, 2, 2)))
+    with pytest.raises(SpecError, match="padding_idx=5 is not one of the 5 rows"):
+        xc.Embedding(5, 4, padding_idx=5)
+    with pytest.raises(SpecError, match="rows=3 is fewer than length=4"):
+        xc.PositionEmbedding(4, 8, rows=3)
+    with pytest.raises(SpecError, match="token_type=2 is not one of the 2 types"):
+        xc.TokenTypeEmbedding(2, 8, token_type=2)
+    assert xc.SelfAttention(8, 2, projection=False).proj_bias is False
+    model = xc.build(BERT, "numpy", seed=0)
+    with pytest.raises(XconvError, match=r"takes token ids, integers in \[0, 20\)"):
+        xc.predict(model, np.zeros((2, 5)))
+    with pytest.raises(XconvError, match="from 0 to 20"):
+        xc.predict(model, np.array([[0, 1, 2, 3, 20]]))
+
+
+def test_a_text_encoder_builds_natively_and_saves(both_backends, tmp_path):
+    import keras
+    import torch
+
+    keras_model = xc.build(BERT, "keras", seed=0)
+    assert keras_model.inputs[0].dtype == "int64" and tuple(keras_model.inputs[0].shape) == (None, 5)
+    torch_model = xc.build(BERT, "torch")
+    xc.transfer_weights(keras_model, torch_model)
+    ids = _ids()
+    want = xc.predict(xc.build(BERT, "numpy", seed=0), ids)
+    with torch.no_grad():
+        assert max_rel_diff(want, torch_model(torch.from_numpy(ids)).numpy()) <= 1e-5
+    path = str(tmp_path / "bert.keras")
+    keras_model.save(path)
+    assert max_rel_diff(want, np.asarray(keras.saving.load_model(path)(ids))) <= 1e-5
+    xc.save(str(tmp_path / "bert.safetensors"), torch_model)
+    loaded = xc.load_model(str(tmp_path / "bert.safetensors"), "numpy")
+    assert max_rel_diff(want, xc.predict(loaded, ids)) <= 1e-5  # (float32 weights)
+
+
+@pytest.mark.parametrize("fault", ["rows shifted by one", "the padding row trained"])
+def test_a_wrong_embedding_is_caught_at_its_node(both_backends, monkeypatch, fault):
+    """The lookup reading row id + 1 (a position table read from its second row), and a padding row whose
+    gradient is not stopped (it is learned in Keras but not in torch): each shows at its node."""
+    import keras
+    from keras import ops
+
+    from xconv.backends.tf import builders
+
+    class Faulty(keras.layers.Embedding):
+        def call(self, ids):
+            if fault == "rows shifted by one":
+                return ops.take(self.embeddings, ops.minimum(ids + 1, self.input_dim - 1), axis=0)
+            return super().call(ids)  # (no stop_gradient on the padding row)
+
+    monkeypatch.setitem(
+        builders._BUILDERS,
+        xc.Embedding,
+        lambda info, x, dtype: Faulty(
+            info.layer.num_embeddings, info.layer.embed_dim, dtype=dtype, name=builders.keras_name(info)
+        )(x),
+    )
+    what = "output" if fault == "rows shifted by one" else "grad weight"
+    with pytest.raises(AssertionError, match=rf"first part at layer 0 \(Embedding\), {what}"):
+        assert_equivalent(BERT, None, _ids(), backends=("numpy", "tf"))
+
+
+def test_a_token_type_embedding_of_another_type_is_caught(both_backends, monkeypatch):
+    from xconv.backends.tf import builders
+    from xconv.kinds.token import _keras as token_keras
+
+    monkeypatch.setitem(
+        builders._BUILDERS,
+        xc.TokenTypeEmbedding,
+        lambda info, x, dtype: token_keras.TokenTypeEmbeddingLayer(
+            info.layer.types, 1 - info.layer.token_type, dtype=dtype, name=builders.keras_name(info)
+        )(x),
+    )
+    with pytest.raises(AssertionError, match=r"first part at layer 2 \(TokenTypeEmbedding\), output"):
+        assert_equivalent(BERT, None, _ids(), backends=("numpy", "tf"), grads=False)
+
+
+def _randomized(model, scale: float = 0.3):
+    import torch
+
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():  # every weight random: zero-initialised rows would hide a wrong lookup
+            p.normal_(0.0, scale)
+    return model.eval()
+
+
+def _hf(kind: str):
+    import_torchvision()
+    import transformers
+
+    bert = {
+        "vocab_size": 40,
+        "hidden_size": 16,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 24,
+        "max_position_embeddings": 12,
+        "num_labels": 3,
+    }
+    if kind == "DistilBertModel":
+        config = transformers.DistilBertConfig(
+            vocab_size=40, dim=16, n_layers=2, n_heads=2, hidden_dim=24, max_position_embeddings=12
+        )
+        return _randomized(transformers.DistilBertModel(config))
+    return _randomized(getattr(transformers, kind)(transformers.BertConfig(**bert)))
+
+
+@pytest.mark.parametrize(
+    ("kind", "output"),
+    [
+        ("BertModel", "last_hidden_state"),
+        ("BertModel", "pooler_output"),
+        ("BertForSequenceClassification", "logits"),
+        ("DistilBertModel", "last_hidden_state"),
+    ],
+)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_hugging_face_text_encoders_port_both_ways(both_backends, kind, output, dtype):
+    """Called with token ids alone (no mask, no token types): the positions are a slice of a buffer holding
+    arange, read as a PositionEmbedding over the whole table; the token types a buffer of zeros, read as a
+    TokenTypeEmbedding of type 0; the all-True mask built from arange as no mask."""
+    import torch
+
+    model = _hf(kind).to(getattr(torch, dtype))
+    keras_model = xc.port(model, to="keras", input_shape=(6,), input_dtype="int64", output=output)
+    ids = _ids(length=6, vocabulary=40)
+    with torch.no_grad():
+        want = model(torch.from_numpy(ids))[output].numpy()
+    assert max_rel_diff(want, np.asarray(keras_model(ids))) <= TOLERANCE[dtype]
+    back = xc.port(keras_model, to="torch")
+    with torch.no_grad():
+        assert max_rel_diff(want, back(torch.from_numpy(ids)).numpy()) <= TOLERANCE[dtype]
+    kinds = [i.kind for i in xc.infer(xc.spec_of(keras_model))]
+    assert kinds[0] == "Embedding" and {"PositionEmbedding", "SelfAttention"} <= set(kinds)
+    weights = xc.get_weights(back)
+    table = model.get_input_embeddings().weight.detach().numpy()
+    assert next(v for k, v in weights.items() if k.endswith("word_embeddings.weight")).tobytes() == table.tobytes()
+
+
+def test_token_ids_need_an_embedding_and_a_known_dtype(both_backends):
+    import torch
+
+    with pytest.raises(XconvError, match="has no nn.Embedding"):
+        xc.from_torch(torch.nn.Linear(4, 4), (4,), input_dtype="int64")
+    with pytest.raises(XconvError, match="`input_dtype` is"):
+        xc.from_torch(torch.nn.Embedding(4, 4), (4,), input_dtype="uint8")
+    with pytest.raises(XconvError, match=r"input_shape=\(L,\)"):
+        xc.from_torch(torch.nn.Embedding(4, 4), (4, 2), input_dtype="int64")
+    with pytest.raises(UnsupportedLayerError, match="writes into the module's own parameter 'weight'"):  # (max_norm)
+        xc.from_torch(torch.nn.Embedding(4, 4, max_norm=1.0), (3,), input_dtype="int64")
+
+
+def test_fixed_ids_other_than_positions_or_one_type_are_refused(both_backends):
+    import torch
+
+    class Shuffled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.words = torch.nn.Embedding(10, 4)
+            self.positions = torch.nn.Embedding(6, 4)
+            self.register_buffer("order", torch.tensor([[2, 0, 1, 3]]))
+
+        def forward(self, ids):
+            return self.words(ids) + self.positions(self.order)
+
+    with pytest.raises(UnsupportedLayerError, match=r"positions 0 to L - 1 .* here the ids are \[2, 0, 1, 3\]"):
+        xc.from_torch(Shuffled().eval(), (4,), input_dtype="int64")
+
+
+def test_roberta_positions_from_the_ids_are_refused(both_backends):
+    """RoBERTa numbers the positions of the tokens that are not padding, from the ids: not a fixed table
+    lookup, refused."""
+    import_torchvision()
+    import transformers
+
+    config = transformers.RobertaConfig(
+        vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=24
+    )
+    with pytest.raises(UnsupportedLayerError):
+        xc.from_torch(transformers.RobertaModel(config).eval(), (6,), input_dtype="int64")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_keras_text_encoder_ports_both_ways(both_backends, dtype):
+    """A hand-written Keras encoder on int32 ids: Embedding, MultiHeadAttention as self-attention, a residual
+    LayerNormalization, a Dense on the tokens and GlobalAveragePooling1D."""
+    import keras
+    import torch
+
+    inputs = keras.Input((7,), dtype="int32")
+    x = keras.layers.Embedding(30, 8, dtype=dtype)(inputs)
+    a = keras.layers.MultiHeadAttention(2, 4, dtype=dtype)(x, x)
+    x = keras.layers.LayerNormalization(dtype=dtype)(keras.layers.Add(dtype=dtype)([x, a]))
+    x = keras.layers.Dense(8, activation="relu", dtype=dtype)(x)
+    x = keras.layers.GlobalAveragePooling1D(dtype=dtype)(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, dtype=dtype)(x))
+    rng = np.random.default_rng(0)
+    for v in model.weights:
+        v.assign(rng.standard_normal(v.shape) * 0.5)
+    torch_model = xc.port(model, to="torch")
+    ids = _ids(n=4, length=7, vocabulary=30)
+    want = np.asarray(model(ids))
+    with torch.no_grad():
+        assert max_rel_diff(want, torch_model(torch.from_numpy(ids)).numpy()) <= TOLERANCE[dtype]
+    back = xc.port(torch_model, to="keras")
+    assert max_rel_diff(want, np.asarray(back(ids))) <= TOLERANCE[dtype]
+    assert xc.infer(xc.spec_of(back))[0].kind == "Embedding"
+
+
+def test_keras_embedding_with_a_mask_is_refused(both_backends):
+    import keras
+
+    inputs = keras.Input((7,), dtype="int32")
+    x = keras.layers.Embedding(30, 8, mask_zero=True)(inputs)
+    with pytest.raises(UnsupportedLayerError, match="mask_zero=True"):
+        xc.from_keras(keras.Model(inputs, keras.layers.GlobalAveragePooling1D()(x)))
+
+
+def test_port_of_ids_reports_a_wrong_lookup(both_backends, monkeypatch):
+    """An importer that read BERT's token types as type 1 (the table's other row): port's verification
+    refuses it."""
+    import dataclasses
+
+    from xconv.importers import torch_fx
+
+    real = torch_fx.fixed_embedding
+
+    def other_type(*args, **kwargs):
+        layer, state = real(*args, **kwargs)
+        if isinstance(layer, xc.TokenTypeEmbedding):
+            layer = dataclasses.replace(layer, token_type=1)
+        return layer, state
+
+    monkeypatch.setattr(torch_fx, "fixed_embedding", other_type)
+    with pytest.raises(PortError, match="random token ids"):
+        xc.port(_hf("BertModel"), to="keras", input_shape=(6,), input_dtype="int64", output="last_hidden_state")
