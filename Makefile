@@ -6,6 +6,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 # torch==2.13.0 is the CPU wheel; an unpinned torch pulls a multi-GB CUDA build.
 PINS := torch==2.13.0 tensorflow-cpu==2.21.0
+# keras-hub's backbones, for the tests that port them. keras-hub requires tensorflow-text, which requires the full
+# tensorflow package (a second copy beside tensorflow-cpu); only its tokenizers use it, so keras-hub and the
+# packages it imports are installed without their requirements.
+KERAS_HUB := keras-hub==0.32.0 kagglehub==1.0.0 kagglesdk==0.1.28 sentencepiece==0.2.3
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test bench bench-peers docs lint clean
@@ -14,6 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(PINS) -e ".[test,demo,zoo,docs,lint]"
+	$(BIN)/python -m pip install --quiet --no-deps $(KERAS_HUB)
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -38,6 +38,7 @@ from ._keras_folds import (
     _tensor_op,
     crops_as_narrows,
 )
+from ._keras_hub import expand_calls, first_output_only
 from ._keras_transpose import CONV_TRANSPOSE, conv_transpose, fold_transpose_crops
 
 # ---- importing hand-written models ----
@@ -82,7 +83,8 @@ def _calls(model: keras.Model, inline: bool = False, depth: int = 0) -> list[tup
         node = op._inbound_nodes[history.node_index]
         inputs = list(node.input_tensors)
         if expanded:
-            if len(node.output_tensors) != 1:
+            several = len(node.output_tensors) != 1
+            if several and not (first_output_only(op) and t is node.output_tensors[0]):
                 raise UnsupportedLayerError(f"from_keras: layer {op.name!r} ({type(op).__name__}) has several outputs")
             done.add(id(t))
             if inline and isinstance(op, keras.Model):
@@ -154,8 +156,8 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
             f"Received: {shape}"
         )
     input_shape = (shape[2], shape[0], shape[1]) if len(shape) == 3 else shape
-    calls = _calls(model, inline=True)
-    names = Names({layer.name for layer, _, _ in calls if layer is not None})
+    calls, paths = expand_calls(_calls(model, inline=True))  # (keras-hub's own layers: the calls they make)
+    names = Names({paths.get(id(layer), layer.name) for layer, _, _ in calls if layer is not None})
     auto: set[str] = set()
     nodes: list[Raw] = [Raw("input", "input", [])]
     index: dict[int, int] = {id(model.inputs[0]): 0}
@@ -191,7 +193,7 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
         if getattr(layer, "data_format", "channels_last") != "channels_last":
             raise UnsupportedLayerError(f"from_keras: {where}: only data_format='channels_last' is supported")
         ids = [index[id(t)] for t in inputs]
-        name = names.take(layer.name, own=True)
+        name = names.take(paths.get(id(layer), layer.name), own=True)
         rank = len(out.shape) - 1
         scalar = _scalar_op(layer, out)
         if scalar is not None:  # x + 3.0, x * (1 / 6): operation nodes with a constant (MobileNetV3's hard sigmoid)
@@ -460,6 +462,8 @@ def _is_custom_scale(layer: Any) -> bool:
 def _self_attention_input(layer: Any, ids: list[int], where: str) -> list[int]:
     """A MultiHeadAttention's one input when it is called as self-attention: query, value (and key) the same
     tensor, no mask."""
+    if not layer._inbound_nodes and len(set(ids)) == 1:  # called inside a keras-hub layer as mha(x, x)
+        return ids[:1]
     node = layer._inbound_nodes[0]
     names = ("query", "value", "key", "query_mask", "value_mask", "key_mask", "attention_mask")
     given = {**dict(zip(names, getattr(node.arguments, "args", ()) or ())), **(node.arguments.kwargs or {})}
