@@ -43,19 +43,22 @@ def _ids(n: int = 3, length: int = 5, vocabulary: int = 20, seed: int = 1) -> np
 @st.composite
 def cases(draw, batch_stats: bool = True):
     spec = draw(strategies.text_encoder_specs(batch_stats=batch_stats))
-    return spec, draw(strategies.weights(spec)), draw(strategies.inputs(spec))
+    ids = draw(strategies.inputs(spec))
+    return spec, draw(strategies.weights(spec)), ids, draw(strategies.padding_masks(spec, ids))
 
 
 @settings(max_examples=15)
 @given(case=cases())
 def test_random_text_encoders_are_the_same_function_in_every_backend_float64(both_backends, case):
-    assert_equivalent(*case)
+    spec, weights, ids, mask = case
+    assert_equivalent(spec, weights, ids, padding_mask=mask)
 
 
 @settings(max_examples=15)
 @given(case=cases(batch_stats=False))
 def test_random_text_encoders_are_the_same_function_in_every_backend_float32(both_backends, case):
-    assert_equivalent(*case, dtype="float32")
+    spec, weights, ids, mask = case
+    assert_equivalent(spec, weights, ids, dtype="float32", padding_mask=mask)
 
 
 def test_a_small_bert_trains_the_same_in_both_frameworks(both_backends):
@@ -312,3 +315,114 @@ def test_port_of_ids_reports_a_wrong_lookup(both_backends, monkeypatch):
     monkeypatch.setattr(torch_fx, "fixed_embedding", other_type)
     with pytest.raises(PortError, match="random token ids"):
         xc.port(_hf("BertModel"), to="keras", input_shape=(6,), input_dtype="int64", output="last_hidden_state")
+
+
+#: BERT with its padding mask: the attention reads the model's second input
+MASKED = xc.Sequential(
+    xc.Embedding(20, 8, padding_idx=0),
+    xc.PositionEmbedding(5, 8),
+    xc.LayerNorm(8),
+    xc.Add(xc.Identity(), xc.Sequential(xc.SelfAttention(8, 2, projection=False, padding_mask=True), xc.Linear(8, 8))),
+    xc.LayerNorm(8),
+    xc.TokenMean(),
+    xc.Linear(8, 3),
+    input_shape=(5,),
+)
+
+
+def _mask(n: int = 3, length: int = 5) -> np.ndarray:
+    mask = np.ones((n, length), dtype=np.int64)
+    mask[0, 3:] = 0
+    mask[1, 1:] = 0  # one token
+    return mask
+
+
+def test_a_padding_mask_changes_the_output_and_is_the_same_everywhere(both_backends):
+    import torch
+
+    ids, mask = _ids(), _mask()
+    numpy_model = xc.build(MASKED, "numpy", seed=0)
+    keras_model, torch_model = xc.build(MASKED, "keras"), xc.build(MASKED, "torch")
+    for model in (keras_model, torch_model):
+        xc.transfer_weights(numpy_model, model)
+    want = xc.predict(numpy_model, ids, padding_mask=mask)
+    assert max_rel_diff(want, xc.predict(numpy_model, ids)) > 1e-3  # (the mask matters)
+    for model in (keras_model, torch_model):
+        assert max_rel_diff(want, xc.predict(model, ids, padding_mask=mask)) <= 1e-5
+        assert max_rel_diff(xc.predict(numpy_model, ids), xc.predict(model, ids)) <= 1e-5  # none: every token
+    with torch.no_grad():  # the native calls: torch_model(ids, mask), keras_model([ids, mask])
+        native = torch_model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+    assert max_rel_diff(want, native) <= 1e-5
+    assert max_rel_diff(want, np.asarray(keras_model([ids, mask]))) <= 1e-5
+    assert max_rel_diff(xc.predict(numpy_model, ids), np.asarray(keras_model([ids, None]))) <= 1e-5
+    for imported in (xc.from_torch(torch_model, (5,)), xc.from_keras(keras_model)):  # both import with the mask
+        assert [i.layer.padding_mask for i in xc.infer(imported) if i.kind == "SelfAttention"] == [True]
+    with pytest.raises(XconvError, match="a token its padding_mask keeps"):
+        xc.predict(numpy_model, ids, padding_mask=np.zeros_like(mask))
+    with pytest.raises(XconvError, match="in the shape of the ids"):
+        xc.predict(numpy_model, ids, padding_mask=mask[:, :4])
+    with pytest.raises(XconvError, match="reads none"):
+        xc.predict(xc.build(BERT, "numpy"), ids, padding_mask=mask)
+    with pytest.raises(SpecError, match="does not take token ids"):
+        xc.infer(
+            xc.Sequential(
+                xc.Conv2d(2, 4, 1), xc.ToTokens(), xc.SelfAttention(4, 2, padding_mask=True), input_shape=(2, 2, 2)
+            )
+        )
+
+
+def test_a_padding_mask_inverted_is_caught_at_its_node(both_backends, monkeypatch):
+    """A Keras attention that attends to the padding instead of the tokens; the real one passes."""
+    from xconv.kinds.token import _keras as token_keras
+
+    class Inverted(token_keras.SelfAttentionLayer):
+        def call(self, x, padding_mask=None, training=None):
+            return super().call(x, None if padding_mask is None else 1 - padding_mask, training)
+
+    real = token_keras.SelfAttentionLayer
+    monkeypatch.setattr(token_keras, "SelfAttentionLayer", Inverted)
+    mask = _mask()
+    mask[1] = [1, 1, 0, 1, 0]  # (every row keeps a token either way)
+    mask[0] = [1, 0, 1, 1, 0]
+    mask[2] = [0, 1, 1, 1, 0]
+    with pytest.raises(AssertionError, match=r"first part at layer 3\.1\.0 \(SelfAttention\), output"):
+        assert_equivalent(MASKED, None, _ids(), backends=("numpy", "tf"), padding_mask=mask, grads=False)
+    monkeypatch.setattr(token_keras, "SelfAttentionLayer", real)
+    assert_equivalent(MASKED, None, _ids(), backends=("numpy", "tf"), padding_mask=mask, grads=False)
+
+
+@pytest.mark.parametrize("kind", ["BertModel", "DistilBertModel"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_hugging_face_encoders_with_an_attention_mask_port(both_backends, kind, dtype):
+    """Hugging Face builds its sdpa mask from attention_mask; checked to be the mask's keys broadcast over
+    the queries (on several masks), it is read as the padding mask the attention reads."""
+    import torch
+
+    model = _hf(kind).to(getattr(torch, dtype))
+    keras_model = xc.port(
+        model, to="keras", input_shape=(6,), input_dtype="int64", padding_mask=True, output="last_hidden_state"
+    )
+    ids, mask = _ids(length=6, vocabulary=40), _mask(length=6)
+    with torch.no_grad():
+        want = model(torch.from_numpy(ids), torch.from_numpy(mask))["last_hidden_state"].numpy()
+    assert max_rel_diff(want, xc.predict(keras_model, ids, padding_mask=mask)) <= TOLERANCE[dtype]
+    back = xc.port(keras_model, to="torch")
+    with torch.no_grad():
+        assert max_rel_diff(want, back(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()) <= TOLERANCE[dtype]
+
+
+def test_a_padding_mask_read_by_anything_but_attention_is_refused(both_backends):
+    import torch
+
+    class Gated(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.words = torch.nn.Embedding(10, 4)
+
+        def forward(self, ids, mask):
+            return self.words(ids) * mask[..., None]
+
+    with pytest.raises(UnsupportedLayerError, match="reads the padding mask"):
+        xc.from_torch(Gated().eval(), (4,), input_dtype="int64", padding_mask=True)
+    with pytest.raises(XconvError, match='give input_dtype="int64"'):
+        xc.from_torch(Gated().eval(), (4,), padding_mask=True)

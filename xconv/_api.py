@@ -14,7 +14,7 @@ import numpy as np
 from . import shapes
 from .backends import backend_of_model, canonical_name, get_backend
 from .errors import SpecError, WeightError, XconvError
-from .graph import token_vocabulary
+from .graph import takes_padding_mask, token_vocabulary
 from .spec import Sequential
 from .weights import DTYPES, as_numpy, check_weights, init_weights, source_keys
 
@@ -358,10 +358,12 @@ def transfer_weights(src: Any, dst: Any) -> None:
     set_weights(dst, get_weights(src))
 
 
-def predict(model: Any, x: Any) -> np.ndarray:
+def predict(model: Any, x: Any, padding_mask: Any = None) -> np.ndarray:
     """Run a built model of either framework on a batch in xconv's logical layout (NCHW, or (N, F)) and
     return numpy in the same layout: Keras models get NHWC and their 4-D output comes back as NCHW. The batch
-    is cast to the model's dtype (as Keras does) and its shape checked against the spec's input shape.
+    is cast to the model's dtype (as Keras does) and its shape checked against the spec's input shape. A text
+    encoder takes token ids, and (when its attention reads one) a ``padding_mask`` of the same shape, 1 for a
+    token and 0 for padding; left out, every token counts.
 
     >>> import numpy as np, xconv as xc
     >>> model = xc.build(xc.Sequential(xc.Conv2d(3, 8, 3), input_shape=(3, 8, 8)), "numpy", seed=0)
@@ -379,13 +381,33 @@ def predict(model: Any, x: Any) -> np.ndarray:
         )
     if array.dtype.kind not in "fiub":
         raise XconvError(f"predict: the batch must hold numbers. Received: dtype {array.dtype}")
-    vocabulary = token_vocabulary(shapes.infer(spec))
+    infos = shapes.infer(spec)
+    vocabulary = token_vocabulary(infos)
+    mask = _padding_mask(padding_mask, array, takes_padding_mask(infos), "predict")
     if vocabulary is None:
         return backend.forward(model, array.astype(backend.dtype_of(model), copy=False))
     if array.dtype.kind not in "iu" or array.size and not (0 <= array.min() and array.max() < vocabulary):
         found = f"{array.dtype} values" + (f" from {array.min()} to {array.max()}" if array.size else "")
         raise XconvError(f"predict: the model takes token ids, integers in [0, {vocabulary}). Received: {found}")
-    return backend.forward(model, array.astype(np.int64, copy=False))
+    ids = array.astype(np.int64, copy=False)
+    return backend.forward(model, ids) if mask is None else backend.forward(model, ids, padding_mask=mask)
+
+
+def _padding_mask(mask: Any, ids: np.ndarray, taken: bool, who: str) -> np.ndarray | None:
+    """A padding mask checked against its token ids: (N, L) of 0 and 1, a token in every row; None when none."""
+    if mask is None:
+        return None
+    if not taken:
+        raise XconvError(f"{who}: a padding_mask was given, but the model's attention reads none")
+    array = as_numpy(mask)
+    if array.shape != ids.shape or array.dtype.kind not in "iub" or not np.isin(array, (0, 1)).all():
+        raise XconvError(
+            f"{who}: padding_mask must be 0 (padding) and 1 (a token) in the shape of the ids {ids.shape}. "
+            f"Received: {array.dtype} of shape {array.shape}"
+        )
+    if array.size and not array.any(axis=1).all():
+        raise XconvError(f"{who}: every sequence needs a token its padding_mask keeps (a row of zeros attends nothing)")
+    return array.astype(np.int64)
 
 
 def _fmt_shape(shape: tuple[int, ...]) -> str:

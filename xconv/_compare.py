@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["TOLERANCE", "VERIFY_BATCHES", "VERIFY_ID_BATCHES", "max_rel_diff", "probe_batches"]
+__all__ = ["TOLERANCE", "VERIFY_BATCHES", "VERIFY_ID_BATCHES", "max_rel_diff", "padding_masks", "probe_batches"]
 
 #: Default bound on max |a - b| / max(1, max |a|) per dtype. float32: the seed ConvNet reaches ~2e-6 of the
 #: output scale and TF's oneDNN on/off moves results by ~6e-8, so 1e-5 leaves room for deeper random specs
@@ -66,3 +66,10 @@ def probe_batches(
         zeros[:, : max(1, shape[0] // 2)] = 0.0
     groups.append((VERIFY_BATCHES[2], zeros))
     return [(name, g.astype(dtype)) for name, g in groups]
+
+
+def padding_masks(n: int, length: int) -> np.ndarray:
+    """(n, length) padding masks, 1 for a token and 0 for padding: sequences of length, length - 1, ..., 1 (and
+    round again), the padding at the end."""
+    lengths = length - np.arange(n) % length
+    return (np.arange(length)[None, :] < lengths[:, None]).astype(np.int64)

@@ -24,6 +24,7 @@ def from_torch(
     return_weights: bool = False,
     output: str | None = None,
     input_dtype: str | None = None,
+    padding_mask: bool = False,
 ) -> Any:
     """The spec of a hand-written torch module, read from its ``torch.export`` program (``torch.fx`` where it
     cannot be exported): any graph of layers, residual additions, gating products and concatenations, every
@@ -41,7 +42,9 @@ def from_torch(
     ``input_dtype="int64"``: the model takes token ids (a text encoder such as BERT), a batch of shape (N, L)
     with ``input_shape=(L,)``; the import runs it on ids below the smallest vocabulary of its ``nn.Embedding``
     modules. The default takes numbers (float32 or float64, as the model's parameters); a model built by xconv
-    takes what its spec does.
+    takes what its spec does. ``padding_mask=True``: the forward's second argument is a padding mask of the
+    ids' shape, 1 for a token and 0 for padding (Hugging Face's ``attention_mask``); an attention that keeps its
+    queries off the padding keys, and nothing else, reads it (:class:`xconv.SelfAttention`'s ``padding_mask``).
 
     >>> spec, weights = from_torch(torchvision.models.resnet18().eval(), (3, 224, 224), return_weights=True)  # doctest: +SKIP
     >>> spec = from_torch(transformers.BertModel(config).eval(), (128,), input_dtype="int64")  # doctest: +SKIP
@@ -65,19 +68,26 @@ def from_torch(
     vocabulary = _token_vocabulary(model, input_dtype, "from_torch") if _takes_ids(input_dtype, "from_torch") else None
     built = getattr(model, "xconv_spec", None)  # (as built: the ids it takes stay, whatever was edited since)
     if input_dtype is None and isinstance(built, Sequential):  # a model built by xconv: its spec says what it takes
-        from .graph import token_vocabulary
+        from .graph import takes_padding_mask, token_vocabulary
         from .shapes import infer
 
-        vocabulary = token_vocabulary(infer(built))
+        infos = infer(built)
+        vocabulary = token_vocabulary(infos)
+        padding_mask = padding_mask or takes_padding_mask(infos)
+    if not isinstance(padding_mask, bool):
+        raise XconvError(f"from_torch: `padding_mask` must be True or False. Received: {padding_mask!r}")
+    if padding_mask and vocabulary is None:
+        raise XconvError('from_torch: padding_mask=True marks padding among token ids: give input_dtype="int64"')
     if vocabulary is not None and len(shape) != 1:
         raise XconvError(f"from_torch: token ids come as a batch (N, L): input_shape=(L,). Received: {shape}")
-    from .importers.torch_checks import TOKEN_IDS
+    from .importers.torch_checks import PADDING_MASK, TOKEN_IDS
 
-    token = TOKEN_IDS.set(vocabulary)
+    token, masked = TOKEN_IDS.set(vocabulary), PADDING_MASK.set(padding_mask)
     try:
         spec, weights = backend.import_model(model, shape, output)
     finally:
         TOKEN_IDS.reset(token)
+        PADDING_MASK.reset(masked)
     return (spec, weights) if return_weights else spec
 
 
@@ -196,7 +206,10 @@ def from_keras(model: Any, *, return_weights: bool = False) -> Any:
             "called); start it with keras.Input((H, W, C)) or call model.build((None, H, W, C)) first"
         )
     structure = getattr(model, "_outputs_struct", None)
-    if len(inputs) != 1 or len(outputs) != 1 or isinstance(structure, (dict, list, tuple)):
+    from .importers.keras_graph import _is_padding_mask
+
+    masked = len(inputs) == 2 and _is_padding_mask(inputs[1])  # token ids and their padding mask
+    if len(inputs) != 1 and not masked or len(outputs) != 1 or isinstance(structure, (dict, list, tuple)):
         what = f"a {type(structure).__name__} of {len(outputs)}" if isinstance(structure, (dict, list, tuple)) else ""
         raise XconvError(
             f"from_keras: the model {model.name!r} takes {len(inputs)} input(s) and returns "
@@ -211,7 +224,11 @@ def from_keras(model: Any, *, return_weights: bool = False) -> Any:
 
 
 def _import(
-    model: Any, input_shape: tuple[int, ...] | None, output: str | None = None, input_dtype: str | None = None
+    model: Any,
+    input_shape: tuple[int, ...] | None,
+    output: str | None = None,
+    input_dtype: str | None = None,
+    padding_mask: bool = False,
 ) -> tuple[str, Sequential, dict[str, np.ndarray]]:
     backend = backend_of_model(model)
     if backend is None:
@@ -230,7 +247,9 @@ def _import(
             input_shape = model.input_shape
         if input_shape is None:
             raise XconvError("port: a torch model needs input_shape=(C, H, W) (torch modules do not record it)")
-        spec, weights = from_torch(model, input_shape, return_weights=True, output=output, input_dtype=input_dtype)
+        spec, weights = from_torch(
+            model, input_shape, return_weights=True, output=output, input_dtype=input_dtype, padding_mask=padding_mask
+        )
     else:
         _check_keras_compute(model, "port")
         spec, weights = from_keras(model, return_weights=True)
@@ -246,6 +265,7 @@ def port(
     seed: int = 0,
     output: str | None = None,
     input_dtype: str | None = None,
+    padding_mask: bool = False,
 ) -> Any:
     """Import ``model`` (torch or Keras, hand-written or built by xconv), build the same spec in framework
     ``to`` and copy the weights. The source model is left exactly as it was: every module's train/eval flag
@@ -266,7 +286,8 @@ def port(
     ``output``: for a torch model that returns a dict, the entry to port (see :func:`from_torch`).
     ``input_dtype="int64"``: a torch model that takes token ids (see :func:`from_torch`); the batches are then
     random ids and ids at both ends of the vocabulary. A spec (or a Keras model) with Embedding layers first
-    takes ids without it.
+    takes ids without it. ``padding_mask=True``: the torch model's second argument is a padding mask (see
+    :func:`from_torch`); the batches are then checked with padding masks too, and without any.
 
     ``model`` may be a ``torch.export.ExportedProgram`` or a ``.pt2`` path (``input_shape`` then defaults to the
     program's): the program is the model in the mode it was exported in, and is verified as such.
@@ -280,7 +301,7 @@ def port(
         raise XconvError(f"port: `verify` must be True or False. Received: {verify!r}")
     model = _program_source(model, "port")
     _takes_ids(input_dtype, "port")
-    source, spec, weights = _import(model, input_shape, output, input_dtype)
+    source, spec, weights = _import(model, input_shape, output, input_dtype, padding_mask)
     if output is not None and (source != "torch" or get_backend(source).spec_of(model) is not None):
         raise XconvError("port: `output` chooses an entry of a hand-written torch model's returned dict")
     dtype = weights_dtype(weights)

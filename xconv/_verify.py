@@ -7,10 +7,10 @@ from typing import Any
 import numpy as np
 
 from ._api import build_with_weights
-from ._compare import TOLERANCE, VERIFY_BATCHES, max_rel_diff, probe_batches
+from ._compare import TOLERANCE, VERIFY_BATCHES, max_rel_diff, padding_masks, probe_batches
 from .backends import get_backend
 from .errors import PortError
-from .graph import token_vocabulary
+from .graph import takes_padding_mask, token_vocabulary
 from .shapes import infer
 from .spec import Sequential
 
@@ -39,15 +39,21 @@ def _random_masks(spec: Sequential) -> bool:
     )
 
 
-def _run(name: str, model: Any, x: np.ndarray, training: bool, output: str | None = None) -> np.ndarray:
+def _run(
+    name: str, model: Any, x: np.ndarray, training: bool, output: str | None = None, mask: np.ndarray | None = None
+) -> np.ndarray:
     """The native model's own output, in inference (``training=False``) or in training mode, with its state
     (modes, buffers, Keras moving statistics) as it was before the call. Each model gets its own copy of the
-    batch: a torch model that writes into its input would otherwise change what the other model is given."""
+    batch: a torch model that writes into its input would otherwise change what the other model is given.
+    ``mask``: a text encoder's padding mask (given only when not None: a model may take none)."""
     backend = get_backend(name)
     x = np.array(x, copy=True)
+    extra: dict[str, Any] = {} if output is None else {"output": output}
+    if mask is not None:
+        extra["padding_mask"] = np.array(mask, copy=True)
     if not training:
-        return backend.forward(model, x, output) if output is not None else backend.forward(model, x)  # type: ignore[no-any-return]
-    return backend.forward_training(model, x, output)  # type: ignore[no-any-return]
+        return backend.forward(model, x, **extra)  # type: ignore[no-any-return]
+    return backend.forward_training(model, x, **extra)  # type: ignore[no-any-return]
 
 
 def verify_port(
@@ -63,8 +69,17 @@ def verify_port(
     """``port``'s check (see :func:`xconv.port`): raises :class:`PortError` naming the batch, the distance and
     which side is off."""
     source, target = names
-    groups = probe_batches(tuple(spec.input_shape or ()), dtype, seed, token_vocabulary(infer(spec)))
+    infos = infer(spec)
+    groups = probe_batches(tuple(spec.input_shape or ()), dtype, seed, token_vocabulary(infos))
     x = np.concatenate([g for _, g in groups])
+    if takes_padding_mask(infos):  # padded sequences of every length, then the same ids with no mask at all
+        mask = padding_masks(len(x), x.shape[1])
+        a, b = _run(source, source_model, x, False, output, mask), _run(target, target_model, x, False, None, mask)
+        start = 0
+        for label, g in groups:
+            part = slice(start, start + len(g))
+            start += len(g)
+            _compare(spec, weights, g, a[part], b[part], names, dtype, f"{label} with padding", False, mask[part])
     a, b = _run(source, source_model, x, False, output), _run(target, target_model, x, False)
     start = 0
     for label, g in groups:
@@ -91,6 +106,7 @@ def _compare(
     dtype: str,
     label: str,
     training: bool,
+    mask: np.ndarray | None = None,
 ) -> None:
     source, target = names
     if np.shape(a) != np.shape(b):
@@ -101,7 +117,7 @@ def _compare(
     err = max_rel_diff(a, b)
     if err <= TOLERANCE[dtype]:
         return
-    ok, detail, blame = _rounding_check(spec, weights, x, a, b, names, training=training, dtype=dtype)
+    ok, detail, blame = _rounding_check(spec, weights, x, a, b, names, training=training, dtype=dtype, mask=mask)
     if ok and dtype == "float32":
         return
     raise PortError(
@@ -111,10 +127,17 @@ def _compare(
 
 
 def _reference(
-    spec: Sequential, weights: dict[str, Any], x: np.ndarray, where: str, dtype: str, training: bool
+    spec: Sequential,
+    weights: dict[str, Any],
+    x: np.ndarray,
+    where: str,
+    dtype: str,
+    training: bool,
+    mask: np.ndarray | None = None,
 ) -> np.ndarray:
     model = build_with_weights(spec, where, weights, dtype=dtype)  # (casts the weights to the model's dtype)
-    return _run(where, model, x if x.dtype.kind in "iu" else x.astype(dtype), training)  # (token ids stay ints)
+    batch = x if x.dtype.kind in "iu" else x.astype(dtype)  # (token ids stay ints)
+    return _run(where, model, batch, training, None, mask)
 
 
 def _rounding_check(
@@ -127,6 +150,7 @@ def _rounding_check(
     *,
     training: bool = False,
     dtype: str = "float32",
+    mask: np.ndarray | None = None,
 ) -> tuple[bool, str, str]:
     """For a port beyond the fixed tolerance: a deep float32 network's own rounding can exceed it. The spec is
     built again with the same weights in float64 (the reference) and, in float32, in the same framework (its
@@ -135,9 +159,9 @@ def _rounding_check(
     tolerance). A mapping error on either side is a distance from the reference that rounding does not
     explain, so it still fails. Returns (passes, the distances, which side is off)."""
     where = "torch" if "torch" in names else "numpy"
-    exact = _reference(spec, weights, x, where, "float64", training)
+    exact = _reference(spec, weights, x, where, "float64", training, mask)
     rounding = (
-        max_rel_diff(exact, _reference(spec, weights, x, where, "float32", training)) if dtype == "float32" else 0
+        max_rel_diff(exact, _reference(spec, weights, x, where, "float32", training, mask)) if dtype == "float32" else 0
     )
     bound = max(TOLERANCE[dtype], ROUNDING_FACTOR * rounding)
     off_a, off_b = max_rel_diff(exact, a), max_rel_diff(exact, b)

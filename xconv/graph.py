@@ -19,7 +19,7 @@ from .kinds import KINDS
 from .spec import Layer, Sequential
 from .spec._sequential import Combinator, Concat, Use
 
-__all__ = ["Graph", "build_graph", "consumers", "is_chain", "token_vocabulary"]
+__all__ = ["Graph", "build_graph", "consumers", "is_chain", "takes_padding_mask", "token_vocabulary"]
 
 Graph = list[LayerInfo]
 
@@ -148,6 +148,7 @@ def build_graph(spec: Sequential, input_shape: Shape) -> tuple[Graph, Sequential
                 )
     _check_source_keys(builder.nodes)
     _check_ids(builder.nodes, readers)
+    _check_padding_masks(builder.nodes, input_shape)
     return builder.nodes, Sequential(*parts, input_shape=input_shape, name=spec.name)
 
 
@@ -172,6 +173,28 @@ def token_vocabulary(graph: Graph) -> int | None:
         if info.inputs == (-1,) and _reads_ids(info)
     ]
     return min(sizes) if sizes else None
+
+
+def takes_padding_mask(graph: Graph) -> bool:
+    """Whether the model takes a padding mask beside its token ids (an attention reads it)."""
+    return any(getattr(info.layer, "padding_mask", False) for info in graph if not info.is_join)
+
+
+def _check_padding_masks(graph: Graph, input_shape: Shape) -> None:
+    """A padding mask marks the model's token ids: an attention that reads it attends over those tokens."""
+    for info in graph:
+        if info.is_join or not getattr(info.layer, "padding_mask", False):
+            continue
+        if token_vocabulary(graph) is None:
+            raise SpecError(
+                f"{info.label}: padding_mask=True, but the model does not take token ids (a padding mask marks "
+                "the padding among them; its input is read by Embedding layers)"
+            )
+        if info.input_shape[0] != input_shape[0]:
+            raise SpecError(
+                f"{info.label}: padding_mask=True over {info.input_shape[0]} tokens, but the model takes "
+                f"{input_shape[0]} token ids: the mask marks those (a token put in front shifts them)"
+            )
 
 
 def _reads_ids(info: LayerInfo) -> bool:

@@ -40,10 +40,15 @@ class Backend(Protocol):
 
     def permute(self, x: Any, perm: tuple[int, ...]) -> Any: ...
 
-    def forward(self, model: Any, x: np.ndarray) -> np.ndarray: ...
+    def forward(self, model: Any, x: np.ndarray, padding_mask: np.ndarray | None = None) -> np.ndarray: ...
 
     def trace(
-        self, model: Any, x: np.ndarray, upstream: np.ndarray, training: bool = False
+        self,
+        model: Any,
+        x: np.ndarray,
+        upstream: np.ndarray,
+        training: bool = False,
+        padding_mask: np.ndarray | None = None,
     ) -> tuple[list[np.ndarray], np.ndarray | None, dict[str, np.ndarray]]:
         """Every graph node's output, d loss / d input and d loss / d weights for loss = sum(output * upstream)."""
         ...

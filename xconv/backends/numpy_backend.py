@@ -30,6 +30,7 @@ class NumpyModel:
         self.ids = token_vocabulary(infos) is not None  # the input is token ids
         self.weights = {k: np.array(v, dtype=np.int64 if v.dtype.kind in "iu" else dtype) for k, v in weights.items()}
         self.training = False
+        self._padding: np.ndarray | None = None  # the padding mask of the call running
         self.rng = np.random.default_rng(0)
         self._masks: dict[int, np.ndarray] = {}
 
@@ -40,12 +41,15 @@ class NumpyModel:
     def eval(self) -> NumpyModel:
         return self.train(False)
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.forward_layers(x)[-1]
+    def __call__(self, x: np.ndarray, padding_mask: np.ndarray | None = None) -> np.ndarray:
+        return self.forward_layers(x, padding_mask=padding_mask)[-1]
 
-    def forward_layers(self, x: np.ndarray, update: bool = True) -> list[np.ndarray]:
+    def forward_layers(
+        self, x: np.ndarray, update: bool = True, padding_mask: np.ndarray | None = None
+    ) -> list[np.ndarray]:
         """The output of every node of the graph, in order (in training, BatchNorm running statistics are
-        updated unless ``update`` is False)."""
+        updated unless ``update`` is False); ``padding_mask``: see :class:`xconv.SelfAttention`."""
+        self._padding = None if padding_mask is None else np.asarray(padding_mask)
         values: dict[int, np.ndarray] = {-1: self._batch(x)}
         for info in self.infos:
             args = [values[i] for i in info.inputs]
@@ -57,12 +61,14 @@ class NumpyModel:
                 )
         return [values[info.index] for info in self.infos]
 
-    def backward(self, x: np.ndarray, grad_output: np.ndarray) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+    def backward(
+        self, x: np.ndarray, grad_output: np.ndarray, padding_mask: np.ndarray | None = None
+    ) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
         """Gradients of sum(output * grad_output) with respect to the input and every trainable weight
         (canonical keys). Where a tensor feeds several nodes, the gradients from each add up. Uses the
         Dropout masks of the last forward pass; does not update statistics."""
         x = self._batch(x)
-        outs = self.forward_layers(x, update=False)
+        outs = self.forward_layers(x, update=False, padding_mask=padding_mask)
         values = {-1: x, **{info.index: out for info, out in zip(self.infos, outs)}}
         pending: dict[int, np.ndarray] = {self.infos[-1].index: np.asarray(grad_output, dtype=self.dtype)}
         grads: dict[str, np.ndarray] = {}
@@ -149,6 +155,10 @@ class _Mode:
     def training(self) -> bool:
         return self.model.training
 
+    @property
+    def padding_mask(self) -> np.ndarray | None:
+        return self.model._padding
+
     def mask(self, shape: tuple[int, ...], p: float, dtype: Any) -> np.ndarray:
         """Dropout's keep-mask scaled by 1 / (1 - p): drawn on a forward pass, reused by the backward pass."""
         if self.update or self.info.index not in self.model._masks:
@@ -213,28 +223,34 @@ def permute(x: Any, perm: tuple[int, ...]) -> Any:
     return np.transpose(x, perm)
 
 
-def forward(model: NumpyModel, x: np.ndarray) -> np.ndarray:
+def forward(model: NumpyModel, x: np.ndarray, padding_mask: np.ndarray | None = None) -> np.ndarray:
     """Inference (running statistics, no dropout), whatever the model's mode."""
     was = model.training
     model.eval()
     try:
-        return model(x)
+        return model(x, padding_mask)
     finally:
         model.train(was)
 
 
-def forward_training(model: NumpyModel, x: np.ndarray, output: str | None = None) -> np.ndarray:
+def forward_training(
+    model: NumpyModel, x: np.ndarray, output: str | None = None, padding_mask: np.ndarray | None = None
+) -> np.ndarray:
     """One training-mode call (BatchNorm on batch statistics), the running statistics left as they were."""
     was = model.training
     model.train()
     try:
-        return model.forward_layers(x, update=False)[-1]
+        return model.forward_layers(x, update=False, padding_mask=padding_mask)[-1]
     finally:
         model.train(was)
 
 
 def trace(
-    model: NumpyModel, x: np.ndarray, upstream: np.ndarray, training: bool = False
+    model: NumpyModel,
+    x: np.ndarray,
+    upstream: np.ndarray,
+    training: bool = False,
+    padding_mask: np.ndarray | None = None,
 ) -> tuple[list[np.ndarray], np.ndarray | None, dict[str, np.ndarray]]:
     """Every layer's output, and the gradients of sum(output * upstream) w.r.t. the input and every trainable
     weight, in inference or (``training``) training mode; in training the running statistics are updated
@@ -242,8 +258,8 @@ def trace(
     was = model.training
     model.train(training)
     try:
-        outs = model.forward_layers(x)
-        gx, grads = model.backward(x, upstream)
+        outs = model.forward_layers(x, padding_mask=padding_mask)
+        gx, grads = model.backward(x, upstream, padding_mask)
     finally:
         model.train(was)
     return outs, gx, grads

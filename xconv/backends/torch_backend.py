@@ -63,7 +63,8 @@ def build(spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarra
     # consumes the user's global torch RNG; the weights are then copied in.
     factory = {"device": "meta", "dtype": _TORCH_DTYPES[dtype]}
     modules = [None if info.is_join else _BUILDERS[type(info.layer)](info, factory) for info in infos]
-    if is_chain(infos):
+    masked = any(getattr(info.layer, "padding_mask", False) for info in infos)
+    if is_chain(infos) and not masked:
         model: nn.Module = nn.Sequential(*modules)  # type: ignore[arg-type]
     else:
         # A graph: a torch.fx.GraphModule whose submodules sit at the canonical keys (so its state_dict has
@@ -71,6 +72,8 @@ def build(spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarra
         root = nn.Module()
         graph = torch.fx.Graph()
         values: dict[int, Any] = {-1: graph.placeholder("x")}
+        # (a text encoder's padding mask: (N, L), 1 for a token, 0 for padding; None: every token)
+        mask = graph.placeholder("padding_mask", default_value=None) if masked else None
         for info, module in zip(infos, modules):
             args = [values[i] for i in info.inputs]
             if module is None:
@@ -96,7 +99,8 @@ def build(spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarra
                         "torch.nn.Module; torch cannot hold a submodule under that name"
                     )
                 _install(root, info.key, module)
-                values[info.index] = graph.call_module(info.key, (args[0],))
+                reads = (args[0], mask) if getattr(info.layer, "padding_mask", False) else (args[0],)
+                values[info.index] = graph.call_module(info.key, reads)
         graph.output(values[infos[-1].index])
         model = torch.fx.GraphModule(root, graph, class_name="XconvGraph")
     model = model.to_empty(device="cpu")
@@ -239,21 +243,27 @@ def infos_of(model: nn.Module) -> list[LayerInfo]:
     return infer(cast(Sequential, model.xconv_spec))
 
 
-def forward(model: nn.Module, x: np.ndarray, output: str | None = None) -> np.ndarray:
+def forward(
+    model: nn.Module, x: np.ndarray, output: str | None = None, padding_mask: np.ndarray | None = None
+) -> np.ndarray:
     """Run ``model`` in inference mode (eval) on an NCHW (or (N, F)) numpy batch; returns numpy in the same
     logical layout (a dict-returning model: its entry ``output``, or its one entry). The model's own modes and
-    every buffer (a forward may write one) are put back afterwards."""
-    return _run_kept(model, x, output, False)
+    every buffer (a forward may write one) are put back afterwards. ``padding_mask`` is the second argument."""
+    return _run_kept(model, x, output, False, padding_mask)
 
 
-def forward_training(model: nn.Module, x: np.ndarray, output: str | None = None) -> np.ndarray:
+def forward_training(
+    model: nn.Module, x: np.ndarray, output: str | None = None, padding_mask: np.ndarray | None = None
+) -> np.ndarray:
     """Run ``model`` as it is (a hand-written model in its own modes, module by module; a model built by xconv in
     training mode) on an NCHW (or (N, F)) numpy batch, without gradients; every buffer (BatchNorm's running
     statistics and count) and every mode is put back afterwards."""
-    return _run_kept(model, x, output, True if spec_of(model) is not None else None)
+    return _run_kept(model, x, output, True if spec_of(model) is not None else None, padding_mask)
 
 
-def _run_kept(model: nn.Module, x: np.ndarray, output: str | None, training: bool | None) -> np.ndarray:
+def _run_kept(
+    model: nn.Module, x: np.ndarray, output: str | None, training: bool | None, padding_mask: Any = None
+) -> np.ndarray:
     """One call without gradients in mode ``training`` (None: the modes the model has), its state put back."""
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
     modes = _Mode(model, bool(training))
@@ -261,7 +271,10 @@ def _run_kept(model: nn.Module, x: np.ndarray, output: str | None, training: boo
         with torch.no_grad():
             if training is not None:
                 modes.__enter__()
-            y = model(torch.from_numpy(np.ascontiguousarray(x)))
+            args = [torch.from_numpy(np.ascontiguousarray(x))]
+            if padding_mask is not None:
+                args.append(torch.from_numpy(np.ascontiguousarray(padding_mask)))
+            y = model(*args)
     finally:
         modes.__exit__()
         with torch.no_grad():
@@ -272,15 +285,21 @@ def _run_kept(model: nn.Module, x: np.ndarray, output: str | None, training: boo
     return y.numpy()  # type: ignore[no-any-return]
 
 
-def _apply(model: nn.Module, info: LayerInfo, x: Any) -> Any:
+def _apply(model: nn.Module, info: LayerInfo, x: Any, padding_mask: Any = None) -> Any:
     """One layer node of a built model on ``x``: its module, or (a graph's layer scale) its parameter."""
     if info.kind == "LayerScale" and not isinstance(model, nn.Sequential):
         return model.get_parameter(f"{info.key}.layer_scale") * x
+    if getattr(info.layer, "padding_mask", False):
+        return model.get_submodule(info.key)(x, padding_mask)
     return model.get_submodule(info.key)(x)
 
 
 def trace(
-    model: nn.Module, x: np.ndarray, upstream: np.ndarray, training: bool = False
+    model: nn.Module,
+    x: np.ndarray,
+    upstream: np.ndarray,
+    training: bool = False,
+    padding_mask: np.ndarray | None = None,
 ) -> tuple[list[np.ndarray], np.ndarray | None, dict[str, np.ndarray]]:
     """Every layer's output, and the gradients of sum(output * upstream) with respect to the input and every
     trainable weight (canonical keys), all as numpy in canonical layout; in eval mode, or in train mode with
@@ -289,11 +308,12 @@ def trace(
     ids = x.dtype.kind in "iu"  # token ids: no gradient
     xt = torch.from_numpy(np.ascontiguousarray(x)).requires_grad_(not ids)
     values: dict[int, Any] = {-1: xt}
+    mask = None if padding_mask is None else torch.from_numpy(np.ascontiguousarray(padding_mask))
     outs = []
     with _Mode(model, training):
         for info in infos_of(model):
             args = [values[i] for i in info.inputs]
-            values[info.index] = _join(info, args) if info.is_join else _apply(model, info, args[0])
+            values[info.index] = _join(info, args) if info.is_join else _apply(model, info, args[0], mask)
             outs.append(values[info.index].detach().numpy().copy())
     h = values[len(outs) - 1]
     (h * torch.from_numpy(np.ascontiguousarray(upstream))).sum().backward()

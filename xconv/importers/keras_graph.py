@@ -18,6 +18,7 @@ from ..kinds._keras_layout import to_canonical
 from ..kinds.activation._keras import _ACTIVATION_NAMES, keras_activation
 from ..kinds.conv._keras import GatherPad2D, GroupedConv2D, Subsample2D
 from ..kinds.dense._keras import FeatureOrder
+from ..kinds.token._keras import SelfAttentionLayer
 from ..spec import (
     ChannelLinear,
     Conv2d,
@@ -63,14 +64,14 @@ def _calls(model: keras.Model, inline: bool = False, depth: int = 0) -> list[tup
     """The model's layer calls in topological order: (layer, input tensors, output tensor). With ``inline``, a
     nested model's call is replaced by its own calls, between two aliases ``(None, [tensor], same tensor)``
     that tie its input and output to the outer graph's tensors."""
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
+    masked = depth == 0 and len(model.inputs) == 2 and _is_padding_mask(model.inputs[1])
+    if len(model.inputs) != 1 and not masked or len(model.outputs) != 1:
         where = "the model" if depth == 0 else f"the nested model {model.name!r}"
         raise UnsupportedLayerError(f"from_keras: {where} must have one input and one output")
     if depth > 16:
         raise UnsupportedLayerError(f"from_keras: models nested more than 16 deep ({model.name!r})")
-    start = id(model.inputs[0])
     order: list[tuple[Any, list[Any], Any]] = []
-    done: set[int] = {start}
+    done: set[int] = {id(t) for t in model.inputs}
     stack: list[tuple[Any, bool]] = [(model.outputs[0], False)]
     while stack:
         t, expanded = stack.pop()
@@ -99,6 +100,23 @@ def _calls(model: keras.Model, inline: bool = False, depth: int = 0) -> list[tup
         stack.append((t, True))
         stack.extend((i, False) for i in reversed(inputs) if id(i) not in done)
     return order
+
+
+#: the index the padding mask input stands at (no node: only attention layers read it)
+_MASK = -2
+
+
+def _is_padding_mask(t: Any) -> bool:
+    """Whether a model input is a padding mask as xconv builds one: ``keras.Input((L,), dtype="int64",
+    name="padding_mask", optional=True)``."""
+    layer = t._keras_history.operation
+    return (
+        type(layer).__name__ == "InputLayer"
+        and layer.name == "padding_mask"
+        and len(t.shape) == 2
+        and str(t.dtype).startswith("int")
+        and bool(getattr(layer, "optional", False))
+    )
 
 
 def _default_names(spec: Sequential, auto: set[str]) -> Sequential:
@@ -161,6 +179,8 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
     auto: set[str] = set()
     nodes: list[Raw] = [Raw("input", "input", [])]
     index: dict[int, int] = {id(model.inputs[0]): 0}
+    if len(model.inputs) == 2:  # the padding mask (see _is_padding_mask): read by attention layers only
+        index[id(model.inputs[1])] = _MASK
     raw: dict[int, dict[str, np.ndarray]] = {}  # raw node -> canonical param name -> Keras array
 
     def add(node: Raw, weights: dict[str, np.ndarray] | None = None) -> int:
@@ -232,6 +252,15 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
             scale_name = names.take(f"{layer.name}_scale")
             scaled = add(Raw(scale_name, "layer", [ids[1]], layer=Rescaling(float(layer.scale), name=scale_name)))
             index[id(out)] = add(Raw(name, "add", [ids[0], scaled], owned=True))
+            continue
+        if _MASK in ids:
+            if not (isinstance(layer, SelfAttentionLayer) and len(ids) == 2 and ids[1] == _MASK and ids[0] != _MASK):
+                raise UnsupportedLayerError(
+                    f"from_keras: {where} reads the padding mask; xconv's SelfAttention layer alone reads it"
+                )
+            masked, arrays = _plain_layer(layer, where, tuple(inputs[0].shape[1:]))
+            masked = dataclasses.replace(masked, name=name, padding_mask=True)
+            index[id(out)] = add(Raw(name, "layer", [ids[0]], layer=masked), arrays)
             continue
         if type(layer) is keras.layers.MultiHeadAttention:
             ids = _self_attention_input(layer, ids, where)

@@ -17,7 +17,7 @@ from ._torch_mutation import StateGuard
 F = torch.nn.functional
 
 
-def propagate_shapes(gm: Any, x: Any) -> tuple[str | None, Any]:
+def propagate_shapes(gm: Any, x: tuple[Any, ...]) -> tuple[str | None, Any]:
     """Run the traced graph ``gm`` on the batch ``x`` (real tensors, without gradients, in the module's own
     modes) and record each node's output shape in ``node.meta["xconv_shape"]``. A node that fails records its
     error in ``node.meta["xconv_shape_error"]`` (and so do the nodes that read it), so that a failing line the
@@ -46,7 +46,7 @@ def propagate_shapes(gm: Any, x: Any) -> tuple[str | None, Any]:
 
     try:
         with torch.no_grad():
-            out = Recorder(gm, graph=gm.graph).run(x)
+            out = Recorder(gm, graph=gm.graph).run(*x)
     except Exception as e:  # noqa: BLE001 - a module that does not run on this shape is reported by the importer
         return f"{type(e).__name__}: {e}"[:300], None
     return None, out
@@ -67,29 +67,40 @@ def module_dtype(module: nn.Module) -> Any:
 TOKEN_IDS: contextvars.ContextVar[int | None] = contextvars.ContextVar("TOKEN_IDS", default=None)
 
 
-def probe_input(module: nn.Module, shape: tuple[int, ...], batch: int) -> Any:
-    """A seeded random input of ``batch`` samples: standard-normal in the module's dtype, or token ids."""
+#: while a text encoder called with a padding mask is imported: True (its forward's second argument)
+PADDING_MASK: contextvars.ContextVar[bool] = contextvars.ContextVar("PADDING_MASK", default=False)
+
+
+def probe_input(module: nn.Module, shape: tuple[int, ...], batch: int) -> tuple[Any, ...]:
+    """A seeded random input of ``batch`` samples, as the forward's arguments: standard-normal in the module's
+    dtype, or token ids (and their padding mask, where the module takes one)."""
+    from .._compare import padding_masks
+
     generator = torch.Generator().manual_seed(0)
     vocabulary = TOKEN_IDS.get()
     if vocabulary is not None:
-        return torch.randint(0, vocabulary, (batch, *shape), generator=generator)
-    return torch.randn(batch, *shape, dtype=module_dtype(module), generator=generator)
+        ids = torch.randint(0, vocabulary, (batch, *shape), generator=generator)
+        return (ids, torch.from_numpy(padding_masks(batch, shape[0]))) if PADDING_MASK.get() else (ids,)
+    return (torch.randn(batch, *shape, dtype=module_dtype(module), generator=generator),)
 
 
-def _probe_batch(module: nn.Module, shape: tuple[int, ...]) -> Any:
+def _probe_batch(module: nn.Module, shape: tuple[int, ...]) -> tuple[Any, ...]:
     """``port``'s verification batches in one, in the module's dtype (what a write only large values or exact
-    zeros reach shows on); token ids for a module that takes them."""
-    from .._compare import probe_batches
+    zeros reach shows on), as the forward's arguments; token ids (and a padding mask) for a module that takes
+    them."""
+    from .._compare import padding_masks, probe_batches
 
     vocabulary = TOKEN_IDS.get()
     if vocabulary is not None:
-        return torch.from_numpy(np.concatenate([g for _, g in probe_batches(shape, "int64", 0, vocabulary)]))
+        ids = np.concatenate([g for _, g in probe_batches(shape, "int64", 0, vocabulary)])
+        masked = (torch.from_numpy(padding_masks(len(ids), shape[0])),) if PADDING_MASK.get() else ()
+        return (torch.from_numpy(ids), *masked)
     dtype = module_dtype(module)
     x = np.concatenate([g for _, g in probe_batches(shape, "float64", 0)])
-    return torch.from_numpy(x).to(dtype)
+    return (torch.from_numpy(x).to(dtype),)
 
 
-def _check_trace(module: nn.Module, traced: Any, x: Any, output_key: str | None) -> None:
+def _check_trace(module: nn.Module, traced: Any, x: tuple[Any, ...], output_key: str | None) -> None:
     """The traced graph (with its in-place writes made explicit) must compute what ``module`` computes, run
     eagerly on the same batch with the same random seed: what torch.fx does not record (``out += y`` is traced
     as ``out + y``, so another name for ``out`` that eager execution updates keeps the old value in the graph;
@@ -99,7 +110,7 @@ def _check_trace(module: nn.Module, traced: Any, x: Any, output_key: str | None)
     try:
         with torch.no_grad(), torch.random.fork_rng():
             torch.manual_seed(0)
-            eager = module(x.clone())
+            eager = module(*(a.clone() for a in x))
     except Exception as e:  # noqa: BLE001 - reported with the module's name
         guard.written()
         raise UnsupportedLayerError(

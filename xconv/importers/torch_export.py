@@ -47,7 +47,7 @@ def export(module: nn.Module, input_shape: tuple[int, ...]) -> Any:
     from .torch_checks import probe_input
     from .torch_layers import mode_regularizer
 
-    x = probe_input(module, input_shape, BATCH)
+    x = probe_input(module, input_shape, BATCH)  # (the forward's arguments)
 
     # a dropout or stochastic depth computes nothing in eval mode, so the program would not show it: for the
     # export only, its output goes through an alias (attributed to the module, so its call is one leaf call)
@@ -57,7 +57,7 @@ def export(module: nn.Module, input_shape: tuple[int, ...]) -> Any:
         if mode_regularizer(m) and not (m._forward_hooks or m._forward_pre_hooks) and "forward" not in vars(m)
     ]
     try:
-        return torch.export.export(module, (x,), strict=False)
+        return torch.export.export(module, x, strict=False)
     except Exception as e:  # noqa: BLE001 - reported by the caller, which may trace instead
         raise ExportFailed(f"{type(e).__name__}: {e}"[:400]) from None
     finally:
@@ -75,16 +75,18 @@ def read(module: nn.Module, program: Any, batch_size: int | None = BATCH) -> Any
     modules and torch-level calls for the rest; the output keeps the forward's dict keys. ``batch_size``: the
     batch the program was exported for (None: a dynamic one). A program given by the user (``module`` is its
     :class:`~.torch_program.ExportedModel`) has no layers to call: every call is read as a function."""
+    from .torch_checks import PADDING_MASK
     from .torch_program import ExportedModel
-    from .torch_tokens import drop_open_masks, returns_pair
+    from .torch_tokens import drop_open_masks, padding_mask_reads, returns_pair
 
     flat = program.module()
     drop_open_masks(flat.graph)
+    padding = padding_mask_reads(flat.graph, batch_size or BATCH) if PADDING_MASK.get() else None
     graph = torch.fx.Graph()
     env: dict[Any, Any] = {}
     leaves = _Leaves(module, none=isinstance(module, ExportedModel))
     nodes = [n for n in flat.graph.nodes if not _ignored(n)]
-    groups = _groups(nodes, leaves)
+    groups = _groups(nodes, leaves, padding)
     done: set[Any] = set()
     pooled: set[Any] = set()  # max poolings that return (values, indices): read through [0] only
     inputs: list[Any] = []
@@ -94,22 +96,30 @@ def read(module: nn.Module, program: Any, batch_size: int | None = BATCH) -> Any
         if n in done:
             continue
         if n in groups:
-            path, members, src = groups[n]
+            path, members, src, masked = groups[n]
             done.update(members)
             leaf = module.get_submodule(path)
+            mask_of = (env[padding],) if masked else ()  # (an attention reading the padding mask)
             if returns_pair(leaf):  # (output, attention weights): its output [0]; nn.MultiheadAttention as (x, x, x)
                 mha = isinstance(leaf, nn.MultiheadAttention)
-                inputs_of = (env[src],) * 3 if mha else (env[src],)
+                if masked and not mha:  # Hugging Face's attention takes the mask as sdpa does: (N, 1, 1, L)
+                    tokens = graph.call_function(operator.ne, (env[padding], 0))
+                    keys = graph.call_function(operator.getitem, (tokens, (slice(None), None, None, slice(None))))
+                    keys.meta["xconv_padding"] = tokens.meta["xconv_padding"] = True
+                    mask_of = (keys,)
+                inputs_of = (env[src],) * 3 if mha else (env[src], *mask_of)
                 call = graph.call_module(path, inputs_of, {"need_weights": False} if mha else {})
                 env[members[-1]] = _shape_of(members[-1], graph.call_function(operator.getitem, (call, 0)))
             else:
-                env[members[-1]] = _shape_of(members[-1], graph.call_module(path, (env[src],)))
+                env[members[-1]] = _shape_of(members[-1], graph.call_module(path, (env[src], *mask_of)))
             for m in members[:-1]:
                 env[m] = env[members[-1]]  # (only the last is read outside the call)
             continue
         if n.op == "placeholder":
             env[n] = _shape_of(n, graph.placeholder(n.name))
             inputs.append(env[n])
+            if n is padding:
+                env[n].meta["xconv_padding"] = True
         elif n.op == "get_attr":
             target = str(n.target)
             if not _resolves(module, target):
@@ -227,7 +237,7 @@ def eager_calls(module: nn.Module, input_shape: tuple[int, ...], graph: Any) -> 
             if path:
                 handles.append(m.register_forward_hook(made(path)))
         with torch.no_grad(), torch.random.fork_rng(), Record():
-            module(x)
+            module(*x)
     finally:
         for handle in handles:
             handle.remove()
@@ -315,10 +325,11 @@ def _leaf_of(n: Any, leaves: _Leaves) -> tuple[str, str] | None:
     return None
 
 
-def _groups(nodes: list[Any], leaves: _Leaves) -> dict[Any, tuple[str, list[Any], Any]]:
-    """First node of each leaf module call -> (module path, its nodes, the one tensor it reads), for the calls
-    that read one computed tensor besides the module's own tensors and are read through their last node only.
-    Other calls are left to be mapped operation by operation."""
+def _groups(nodes: list[Any], leaves: _Leaves, padding: Any = None) -> dict[Any, tuple[str, list[Any], Any, bool]]:
+    """First node of each leaf module call -> (module path, its nodes, the one tensor it reads, whether it
+    reads the padding mask too), for the calls that read one computed tensor besides the module's own tensors
+    (an attention: and the padding mask ``padding``) and are read through their last node only. Other calls
+    are left to be mapped operation by operation."""
     runs: list[tuple[str, str, list[Any]]] = []
     for n in nodes:
         leaf = _leaf_of(n, leaves) if n.op == "call_function" else None
@@ -330,7 +341,7 @@ def _groups(nodes: list[Any], leaves: _Leaves) -> dict[Any, tuple[str, list[Any]
             runs[-1][2].append(n)  # (only ignored nodes between)
         else:
             runs.append((leaf[0], leaf[1], [n]))
-    out: dict[Any, tuple[str, list[Any], Any]] = {}
+    out: dict[Any, tuple[str, list[Any], Any, bool]] = {}
     for _, path, members in runs:
         inside = set(members)
         sizes_inside = leaves.regularizer(path)
@@ -345,12 +356,15 @@ def _groups(nodes: list[Any], leaves: _Leaves) -> dict[Any, tuple[str, list[Any]
                     continue  # the batch size (its random mask's shape): the module takes it from its input
                 reads.append(a)
         _called_as_built(leaves.module.get_submodule(path), path, members)
+        masked = padding is not None and padding in reads and len(reads) == 2 and reads[1] is padding
+        if masked:
+            reads = reads[:1]
         read_outside = [m for m in members if any(u not in inside for u in m.users)]
         buffer_read = reads[0].op == "get_attr" if reads else False
         embedding = type(leaves.module.get_submodule(path)) is nn.Embedding  # (ids may be a buffer)
         if len(reads) != 1 or buffer_read and not embedding or read_outside not in ([], [members[-1]]):
             continue
-        out[members[0]] = (path, members, reads[0])
+        out[members[0]] = (path, members, reads[0], masked)
     return out
 
 

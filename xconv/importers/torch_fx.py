@@ -16,12 +16,14 @@ from ..spec import (
     Flatten,
     LayerScale,
     Narrow,
+    SelfAttention,
     Sequential,
     ZeroPad2d,
 )
 from ._graph import Names, Raw, to_spec
 from ._torch_mutation import StateGuard, describe, functionalize
 from .torch_checks import (
+    PADDING_MASK,
     _check_calls,
     _check_trace,
     _dropout_modes,
@@ -160,7 +162,7 @@ def _import_graph(
     guard = StateGuard(module)
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        failure, traced = propagate_shapes(gm, x.clone())
+        failure, traced = propagate_shapes(gm, tuple(a.clone() for a in x))
     guard.refuse_parameter_writes("from_torch")
     if failure is not None:
         raise UnsupportedLayerError(
@@ -182,6 +184,7 @@ def _import_graph(
     nhwc: set[Any] = set()  # tensors permuted to channels-last, (N, H, W, C)
     attention_calls: set[Any] = set()  # nn.MultiheadAttention calls: their output tuple, read through [0]
     learned = {k for k, _ in module.named_parameters()}
+    mask_node: Any = None  # the forward's padding mask, its second argument
     fixed: set[Any] = set()  # nodes holding buffers, constants and integers computed from them alone
     looked_up: dict[Any, Any] = {}  # nn.Embedding calls on fixed ids -> (layer, state), for the sum that adds them
     shapes = ShapeOps(index, consts, nhwc)
@@ -194,6 +197,23 @@ def _import_graph(
         if node.op == "call_module":
             where = f"module {node.target!r} ({type(gm.get_submodule(node.target)).__name__})"
         args = list(node.args)
+        if node.meta.get("xconv_padding") and node.op != "placeholder":
+            continue  # the padding mask as an attention module reads it, (N, 1, 1, L) for Hugging Face's
+        masked = (
+            mask_node is not None
+            and node.op == "call_module"
+            and len(args) == 2
+            and isinstance(args[1], torch.fx.Node)
+            and bool(args[1].meta.get("xconv_padding"))
+        )
+        padded = [a for a in node.all_input_nodes if a.meta.get("xconv_padding")]
+        if padded and not masked:
+            raise UnsupportedLayerError(
+                f"from_torch: {where} reads the padding mask; an attention module reads it, nothing else"
+            )
+        if masked:
+            args = args[:1]
+            node.args = tuple(args)  # (read as the attention alone; it is marked to read the mask below)
         attention = self_attention_call(gm, node, where)
         if attention:  # mha(x, x, x): the one tensor it reads
             args = args[:1]
@@ -204,6 +224,9 @@ def _import_graph(
             index[node] = index[args[0]]
             continue
         if node.op == "placeholder":
+            if nodes and PADDING_MASK.get() and mask_node is None and node.meta.get("xconv_padding"):
+                mask_node = node  # the padding mask: read by attention modules only
+                continue
             if nodes:
                 raise UnsupportedLayerError(f"from_torch: forward must take one input; {where} is a second one")
             index[node] = len(nodes)
@@ -434,6 +457,10 @@ def _import_graph(
             owner = _parameter_owner(node, args, names)
             name = names.take(node.name) if owner is None else names.take(owner, own=True)
         layer, state = _layer(m, name, where)
+        if masked:
+            if not isinstance(layer, SelfAttention):
+                raise UnsupportedLayerError(f"from_torch: {where} reads the padding mask, which only attention does")
+            layer = dataclasses.replace(layer, padding_mask=True)
         layer = _with_source_keys(layer, state, source)
         layer = shapes.place(node, args[0], m, layer, where)
         _own_state(state, owners, where)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+import numpy as np
+
 from ..backends._torch_env import torch
 from ..errors import UnsupportedLayerError
 from ..spec import ClassToken, PositionEmbedding, TokenMean
@@ -216,7 +218,7 @@ def _constant(node: Any, memo: dict[Any, Any]) -> Any:
         return node
     if node in memo:
         return memo[node]
-    memo[node] = None
+    memo[node] = None  # (a given placeholder's value is in memo from the start)
     if node.op != "call_function" or _random(node.target):
         return None
     values = []
@@ -303,3 +305,50 @@ def fixed_embedding(m: Any, ids: Any, key: str, name: str, where: str) -> tuple[
         f"from_torch: {where}: an nn.Embedding of fixed ids is supported for the positions 0 to L - 1 (a "
         f"positional embedding) or one id for every token (a token type); here the ids are {row.tolist()[:8]}"
     )
+
+
+def padding_mask_reads(graph: Any, batch: int) -> Any:
+    """In an exported program whose forward's second argument is a padding mask (N, L), 1 for a token and 0
+    for padding: each ``scaled_dot_product_attention`` mask computed from it alone is checked to be that
+    mask's keys, broadcast over the queries and heads (True where the key is a token), on the probe masks and
+    random ones; the call is then given the padding mask itself, so its module reads it. Returns the mask's
+    placeholder (None without a second argument). A mask that is anything else stays, and is refused."""
+    from .._compare import padding_masks
+
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    if len(placeholders) != 2:
+        return None
+    mask = placeholders[1]
+    length = int(mask.meta["val"].shape[1]) if "val" in mask.meta else 0
+    rng = np.random.default_rng(0)
+    trials = [padding_masks(batch, length), np.ones((batch, length), dtype=np.int64)]
+    for _ in range(4):
+        m = (rng.random((batch, length)) < 0.6).astype(np.int64)
+        m[:, 0] = 1
+        trials.append(m)
+    for n in list(graph.nodes):
+        if n.op != "call_function" or getattr(n.target, "__name__", "") != "scaled_dot_product_attention.default":
+            continue
+        position = 3 if len(n.args) > 3 else None
+        given = n.args[3] if position is not None else n.kwargs.get("attn_mask")
+        if not isinstance(given, torch.fx.Node) or given is mask:
+            continue
+        if all(_keys_of(given, mask, torch.from_numpy(m)) for m in trials):
+            if position is not None:
+                n.args = (*n.args[:3], mask, *n.args[4:])
+            else:
+                n.kwargs = {**n.kwargs, "attn_mask": mask}
+    return mask
+
+
+def _keys_of(node: Any, mask: Any, value: Any) -> bool:
+    """Whether ``node``, computed from ``mask`` alone (set to ``value``), is True exactly where its key is a
+    token: ``value[:, None, None, :] != 0`` broadcast to its shape."""
+    got = _constant(node, {mask: value})
+    if not isinstance(got, torch.Tensor) or got.dtype != torch.bool or got.dim() != 4:
+        return False
+    want = (value != 0)[:, None, None, :]
+    try:
+        return bool(torch.equal(got, want.expand(got.shape)))
+    except RuntimeError:  # (not broadcastable: another shape)
+        return False

@@ -26,3 +26,7 @@ class Mode(Protocol):
     def mask(self, shape: tuple[int, ...], p: float, dtype: Any) -> np.ndarray:
         """Dropout's keep-mask scaled by 1 / (1 - p): drawn on a forward pass, reused by the backward pass."""
         ...
+
+    #: the model's padding mask for this call, (N, L), 1 for a token and 0 for padding (None: all tokens)
+    @property
+    def padding_mask(self) -> np.ndarray | None: ...

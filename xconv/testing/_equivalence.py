@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 
 from .. import shapes
-from .._api import build, get_weights, predict, set_weights
+from .._api import _padding_mask, build, get_weights, predict, set_weights
 from ..backends import canonical_name, get_backend
-from ..graph import token_vocabulary
+from ..graph import takes_padding_mask, token_vocabulary
 from ..shapes import LayerInfo
 from ..spec import Sequential
 from ..weights import init_weights
@@ -166,12 +166,14 @@ def compare_layerwise(
     atol: float | None = None,
     seed: int = 0,
     training: bool = False,
+    padding_mask: Any = None,
 ) -> list[Row]:
     """Run ``spec`` in every backend with the same ``weights`` (default: xconv's init from ``seed``) on ``x``
     (default: a standard-normal batch of 2) and compare, against the first backend, every layer's output and,
     with ``grads``, the gradients of the scalar loss ``L = sum(y * R)`` (``y`` the model output, ``R`` a fixed
     standard-normal array drawn from ``seed``) with respect to every trainable weight and to the input, all in
-    canonical layout. In inference, each backend's model called as a whole is also compared with its own last
+    canonical layout (a text encoder whose attention reads a padding mask is given ``padding_mask``, or none:
+    every token counts). In inference, each backend's model called as a whole is also compared with its own last
     layer's output (``"model call"``: the layers are traced one by one along the spec, so this is what shows a
     model wired otherwise). Returns one :class:`Row` per compared tensor, layers in order, then the model
     call, then the input gradient.
@@ -200,6 +202,8 @@ def compare_layerwise(
     if len(names) < 2:
         raise ValueError(f"compare_layerwise needs at least two backends. Received: {list(backends)}")
     xs = _inputs(resolved, infos, x, dtype)
+    mask = _padding_mask(padding_mask, xs, takes_padding_mask(infos), "compare_layerwise")
+    masked = {} if mask is None else {"padding_mask": mask}
     w = init_weights(infos, seed, dtype) if weights is None else weights
     out_shape = (xs.shape[0], *infos[-1].output_shape)
     upstream = np.random.default_rng(seed + 1).standard_normal(out_shape).astype(dtype)
@@ -208,11 +212,11 @@ def compare_layerwise(
     for name in names:
         model = build(resolved, name, dtype=dtype)
         set_weights(model, w)
-        runs[name] = get_backend(name).trace(model, xs, upstream, training)  # per-layer outputs and gradients
+        runs[name] = get_backend(name).trace(model, xs, upstream, training, **masked)  # per-layer values and grads
         if training:
             runs[name] = (*runs[name], get_weights(model))
         else:  # the model's own call, as users run it (the trace runs its layers one by one, along the spec)
-            forwards[name] = predict(model, xs)
+            forwards[name] = predict(model, xs, **masked)
     ref = names[0]
     out_tol = default_tolerance(dtype, "output") if rtol is None else rtol
     grad_tol = default_tolerance(dtype, "grad") if rtol is None else rtol
@@ -329,6 +333,7 @@ def assert_equivalent(
     atol: float | None = None,
     seed: int = 0,
     training: bool = False,
+    padding_mask: Any = None,
 ) -> list[Row]:
     """Assert that every backend computes the same function as the first one (see :func:`compare_layerwise`
     for what is compared and the loss behind the gradients). A difference d passes when
@@ -343,7 +348,7 @@ def assert_equivalent(
     >>> len(rows)  # every layer's output and every gradient, compared, and each model called whole
     6
     """
-    rows = compare_layerwise(spec, weights, x, backends, dtype, grads, rtol, atol, seed, training)
+    rows = compare_layerwise(spec, weights, x, backends, dtype, grads, rtol, atol, seed, training, padding_mask)
     bad = [r for r in rows if not r.ok]
     if bad:
         # Forward: the first output that differs. Backward only: gradients flow from the last layer down, so

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from hypothesis import strategies as st
 
+from .. import shapes
+from ..graph import takes_padding_mask
 from ..spec import (
     GELU,
     Add,
@@ -32,7 +35,7 @@ from ..spec import (
     ToTokens,
 )
 
-__all__ = ["TOKEN_KINDS", "attention_blocks", "text_encoder_specs", "transformer_specs"]
+__all__ = ["TOKEN_KINDS", "attention_blocks", "padding_masks", "text_encoder_specs", "transformer_specs"]
 
 #: the kinds that only :func:`transformer_specs` and :func:`text_encoder_specs` draw (the others draw no tokens)
 TOKEN_KINDS = (
@@ -48,12 +51,15 @@ TOKEN_KINDS = (
 
 
 @st.composite
-def attention_blocks(draw: Any, embed_dim: int, num_heads: int, batch_stats: bool = True) -> list[Any]:
+def attention_blocks(
+    draw: Any, embed_dim: int, num_heads: int, batch_stats: bool = True, padding_mask: bool = False
+) -> list[Any]:
     """One transformer block on (L, embed_dim) tokens: the attention and the MLP, each a residual, with the
     LayerNorm before (pre-norm, ViT) or after the sum (post-norm, BERT). ``batch_stats=False`` (float32 suites)
     draws LayerNorm eps 0.1, as :func:`xconv.testing.strategies.specs` does: normalising a token's few features
     whose values nearly coincide divides their float32 rounding by sqrt(var + eps). (BERT's eps of 1e-12 is not
-    drawn: a token of nearly equal features then turns float64 rounding into 3e-10 of the output, measured.)"""
+    drawn: a token of nearly equal features then turns float64 rounding into 3e-10 of the output, measured.)
+    ``padding_mask``: the attention reads the model's padding mask."""
     pre = draw(st.booleans())
     eps = draw(st.sampled_from([1e-5, 1e-6] if batch_stats else [0.1]))
     projection = draw(st.integers(0, 3)) > 0  # else BERT's: the output projection a Linear of its own
@@ -64,6 +70,7 @@ def attention_blocks(draw: Any, embed_dim: int, num_heads: int, batch_stats: boo
         proj_bias=draw(st.booleans()),
         scale=draw(st.sampled_from([None, None, None, 0.3])),
         projection=projection,
+        padding_mask=padding_mask,
     )
     if not projection:
         attention = Sequential(attention, Linear(embed_dim, embed_dim, bias=draw(st.booleans())))
@@ -138,8 +145,9 @@ def text_encoder_specs(
     """A valid random text encoder on token ids (input (L,), integers): an Embedding of 2 to 30 ids (sometimes
     with a padding row), sometimes a positional embedding over a table of L or more rows and a token-type
     embedding, a LayerNorm (BERT's embeddings), 1..max_blocks attention blocks (see :func:`attention_blocks`),
-    then the tokens, the first token through a Linear and Tanh (BERT's pooler), or their mean. Draw its
-    batches with :func:`xconv.testing.strategies.inputs`, which draws ids for it."""
+    then the tokens, the first token through a Linear and Tanh (BERT's pooler), or their mean; its attentions
+    read a padding mask or not. Draw its batches with :func:`xconv.testing.strategies.inputs`, which draws ids
+    for it, and their masks with :func:`padding_masks`."""
     length = draw(st.integers(1, 6))
     vocabulary = draw(st.integers(2, 30))
     heads = draw(st.integers(1, max_heads))
@@ -153,11 +161,24 @@ def text_encoder_specs(
         types = draw(st.integers(1, 3))
         layers.append(TokenTypeEmbedding(types, e, token_type=draw(st.integers(0, types - 1))))
     layers.append(LayerNorm(e, eps=eps))
+    masked = draw(st.booleans())  # the attention reads a padding mask
     for _ in range(draw(st.integers(1, max_blocks))):
-        layers += draw(attention_blocks(e, heads, batch_stats))
+        layers += draw(attention_blocks(e, heads, batch_stats, padding_mask=masked))
     end = draw(st.sampled_from(["tokens", "pooler", "mean"]))
     if end == "pooler":
         layers += [SelectToken(0), Linear(e, e), Tanh()]
     elif end == "mean":
         layers.append(TokenMean())
     return Sequential(*layers, input_shape=(length,))
+
+
+@st.composite
+def padding_masks(draw: Any, spec: Sequential, ids: np.ndarray) -> np.ndarray | None:
+    """A padding mask for the token ids ``ids`` of ``spec`` (1 for a token, 0 for padding, any pattern with a
+    token in every row, or all ones), or None when the spec's attention reads none."""
+    if not takes_padding_mask(shapes.infer(spec)):
+        return None
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    mask: np.ndarray = (rng.random(ids.shape) < draw(st.sampled_from([0.5, 0.8, 1.0]))).astype(np.int64)
+    mask[np.arange(len(mask)), rng.integers(0, ids.shape[1], len(mask))] = 1
+    return mask

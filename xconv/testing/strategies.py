@@ -56,7 +56,7 @@ from ._layer_strategies import (
     pool_layers,
     upsample_layers,
 )
-from ._token_strategies import TOKEN_KINDS, attention_blocks, text_encoder_specs, transformer_specs
+from ._token_strategies import TOKEN_KINDS, attention_blocks, padding_masks, text_encoder_specs, transformer_specs
 
 __all__ = [
     "ALL_KINDS",
@@ -71,6 +71,7 @@ __all__ = [
     "conv2d_layers",
     "conv_transpose_layers",
     "inputs",
+    "padding_masks",
     "pool_layers",
     "specs",
     "text_encoder_specs",

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ... import layout
-from ...graph import concat_axis, token_vocabulary
+from ...graph import concat_axis, takes_padding_mask, token_vocabulary
 from ...kinds import Conv2d, Linear, ReLU, framework_table
 from ...kinds._keras_names import keras_name
 from ...shapes import LayerInfo
@@ -71,6 +71,8 @@ def build(spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarra
     ids = token_vocabulary(infos) is not None  # token ids: integers
     inputs = keras.Input(shape=keras_shape, dtype="int64" if ids else dtype, name="input")
     values: dict[int, Any] = {-1: inputs}
+    if takes_padding_mask(infos):  # (N, L): 1 for a token, 0 for padding; None (or left out): every token
+        values[-2] = keras.Input(shape=(shape[0],), dtype="int64", name="padding_mask", optional=True)
     fused = fused_relus(infos)
     relu_of = {relu: conv for conv, relu in fused.items()}
     node_layers: dict[int, list[str]] = {}
@@ -79,7 +81,8 @@ def build(spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarra
         limit = sys.getrecursionlimit()
         sys.setrecursionlimit(max(limit, 20 * len(infos) + 1000))
         try:
-            model = keras.Model(inputs, _output_order(infos, values[infos[-1].index], dtype), name="xconv")
+            model_inputs = inputs if -2 not in values else [inputs, values[-2]]
+            model = keras.Model(model_inputs, _output_order(infos, values[infos[-1].index], dtype), name="xconv")
         finally:
             sys.setrecursionlimit(limit)
     except ValueError as e:
@@ -130,6 +133,8 @@ def _build_nodes(
             values[info.index] = _join(info, args, dtype)
         elif info.index in fused:
             values[info.index] = _BUILDERS[type(info.layer)](info, args[0], dtype, activation="relu")
+        elif getattr(info.layer, "padding_mask", False):  # the attention reads the model's padding mask too
+            values[info.index] = _BUILDERS[type(info.layer)](info, (args[0], values[-2]), dtype)
         else:
             values[info.index] = _BUILDERS[type(info.layer)](info, args[0], dtype)
         node_layers[info.index] = [keras_name(info)] if info.is_join else _history(values[info.index], args)

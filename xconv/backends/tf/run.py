@@ -9,28 +9,40 @@ import numpy as np
 
 from ... import layout
 from ...kinds._keras_layout import to_canonical
+from ...kinds.token._keras import SelfAttentionLayer
 from .._tf_env import keras, tf
 from .builders import fused_relus
 from .weights import _params
 
 
-def forward(model: keras.Model, x: np.ndarray) -> np.ndarray:
+def _inputs(model: keras.Model, x: np.ndarray, padding_mask: np.ndarray | None) -> Any:
+    """What the model is called with: the NHWC (or flat, or token) batch, and its padding mask where it takes
+    one (None: every token)."""
+    batch = layout.to_nhwc(x) if x.ndim == 4 else x
+    if len(model.inputs) == 1:
+        return batch
+    return [batch, None if padding_mask is None else np.asarray(padding_mask, dtype=np.int64)]
+
+
+def forward(model: keras.Model, x: np.ndarray, padding_mask: np.ndarray | None = None) -> np.ndarray:
     """Run ``model`` on an NCHW (or (N, F)) numpy batch; returns numpy in NCHW (or (N, F), features in C,H,W
     order where they were flattened from a map: the model itself returns them so, nothing is reordered here)."""
-    y: np.ndarray = np.asarray(model(layout.to_nhwc(x) if x.ndim == 4 else x, training=False))
+    y: np.ndarray = np.asarray(model(_inputs(model, x, padding_mask), training=False))
     if y.ndim == 4:
         nchw: np.ndarray = layout.to_nchw(y)
         return nchw
     return y
 
 
-def forward_training(model: keras.Model, x: np.ndarray, output: str | None = None) -> np.ndarray:
+def forward_training(
+    model: keras.Model, x: np.ndarray, output: str | None = None, padding_mask: np.ndarray | None = None
+) -> np.ndarray:
     """One call with ``training=True`` (as ``fit`` calls it: BatchNorm on batch statistics, except layers that
     are not trainable), on an NCHW (or (N, F)) batch; the moving statistics (every non-trainable variable) are
     put back afterwards."""
     saved = [(v, v.numpy()) for v in model.non_trainable_variables]
     try:
-        y: np.ndarray = np.asarray(model(layout.to_nhwc(x) if x.ndim == 4 else x, training=True))
+        y: np.ndarray = np.asarray(model(_inputs(model, x, padding_mask), training=True))
     finally:
         for v, value in saved:
             v.assign(value)
@@ -42,7 +54,11 @@ def _nchw(y: np.ndarray) -> np.ndarray:
 
 
 def trace(
-    model: keras.Model, x: np.ndarray, upstream: np.ndarray, training: bool = False
+    model: keras.Model,
+    x: np.ndarray,
+    upstream: np.ndarray,
+    training: bool = False,
+    padding_mask: np.ndarray | None = None,
 ) -> tuple[list[np.ndarray], np.ndarray | None, dict[str, np.ndarray]]:
     """Every graph node's output, and the gradients of sum(output * upstream) with respect to the input and
     every trainable weight, all as numpy in canonical layout (NCHW, OIHW, (out, in) in C,H,W order); layers
@@ -69,8 +85,14 @@ def trace(
         if x.dtype.kind not in "iu":
             tape.watch(xv)
         value[id(model.inputs[0])] = xv
+        if len(model.inputs) == 2:  # the padding mask (None: every token)
+            value[id(model.inputs[1])] = None if padding_mask is None else tf.constant(padding_mask, tf.int64)
         for layer, inputs, out in calls:
             args = [value[id(t)] for t in inputs]
+            if isinstance(layer, SelfAttentionLayer) and len(args) == 2:
+                value[id(out)] = layer(args[0], padding_mask=args[1], training=training)
+                out_of[layer.name] = id(out)
+                continue
             arg = (
                 args
                 if len(args) > 1

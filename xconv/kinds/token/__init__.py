@@ -156,7 +156,10 @@ class SelfAttention(Layer):
     ``proj_bias``. ``dropout`` drops attention weights in training. ``scale`` multiplies the scores in place of
     head_dim ** -0.5 (Keras' ``MultiHeadAttention`` imports with that number rounded to float32, as it computes
     it). ``projection=False``: the joined heads are the output, with no ``out_proj`` (BERT's self-attention,
-    whose output projection is a Linear of its own); ``proj_bias`` is then False.
+    whose output projection is a Linear of its own); ``proj_bias`` is then False. ``padding_mask=True``: the
+    model takes a padding mask beside its token ids, (N, L) with 1 for a token and 0 for padding (all ones when
+    not given), and no query attends to a padding key (its score is -inf before the softmax, as a boolean
+    mask in ``F.scaled_dot_product_attention``; every sequence needs one token).
 
     >>> SelfAttention(192, 3)
     SelfAttention(192, 3)
@@ -171,6 +174,7 @@ class SelfAttention(Layer):
     dropout: float = 0.0
     scale: float | None = None
     projection: bool = True
+    padding_mask: bool = False
 
     _positional = ("embed_dim", "num_heads")
 
@@ -185,6 +189,7 @@ class SelfAttention(Layer):
             )
         self._set("qkv_bias", as_bool(me, "qkv_bias", self.qkv_bias))
         self._set("projection", as_bool(me, "projection", self.projection))
+        self._set("padding_mask", as_bool(me, "padding_mask", self.padding_mask))
         self._set("proj_bias", as_bool(me, "proj_bias", self.proj_bias) and self.projection)
         self._set("dropout", as_float(me, "dropout", self.dropout, low=0.0, high=1.0, high_open=True))
         if self.scale is not None:
@@ -332,6 +337,9 @@ def _attention_parts(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, m
     q, k, v = (_heads(qkv[..., i * e : (i + 1) * e], h) for i in range(3))
     scale = layer.score_scale
     scores = q @ k.transpose(0, 1, 3, 2) * scale
+    keep = mode.padding_mask if layer.padding_mask else None
+    if keep is not None:  # no query attends to a padding key
+        scores = np.where(keep[:, None, None, :] != 0, scores, -np.inf)
     ex = np.exp(scores - scores.max(axis=-1, keepdims=True))
     weights = ex / ex.sum(axis=-1, keepdims=True)
     drop = mode.mask(weights.shape, layer.dropout, x.dtype) if mode.training and layer.dropout > 0 else None

@@ -157,7 +157,7 @@ class SelfAttentionLayer(keras.layers.Layer):
         )
         self.out_bias = self.add_weight(name="out_bias", shape=(e,), initializer="zeros") if self.proj_bias else None
 
-    def call(self, x: Any, training: Any = None) -> Any:
+    def call(self, x: Any, padding_mask: Any = None, training: Any = None) -> Any:
         n, length, e = ops.shape(x)[0], ops.shape(x)[1], int(x.shape[-1])
         h = self.num_heads
         d = e // h
@@ -169,6 +169,9 @@ class SelfAttentionLayer(keras.layers.Layer):
         # (the scale made in the model's dtype: a Python float cast to it would go through float32)
         scale = ops.convert_to_tensor(1.0 / math.sqrt(d) if self.scale is None else self.scale, dtype=x.dtype)
         scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) * scale
+        if padding_mask is not None:  # no query attends to a padding key (0 in the mask)
+            keep = ops.not_equal(padding_mask, 0)[:, None, None, :]
+            scores = ops.where(keep, scores, ops.convert_to_tensor(-np.inf, dtype=scores.dtype))
         weights = ops.softmax(scores, axis=-1)
         if training and self.seed_generator is not None:
             weights = keras.random.dropout(weights, self.dropout, seed=self.seed_generator)
@@ -218,7 +221,8 @@ def _to_tokens(info: LayerInfo, x: Any, dtype: str) -> Any:
 
 def _attention(info: LayerInfo, x: Any, dtype: str) -> Any:
     layer = cast(SelfAttention, info.layer)
-    return SelfAttentionLayer(
+    x, mask = x if isinstance(x, tuple) else (x, None)  # (tokens, the model's padding mask)
+    attention = SelfAttentionLayer(
         layer.num_heads,
         layer.qkv_bias,
         layer.proj_bias,
@@ -227,7 +231,8 @@ def _attention(info: LayerInfo, x: Any, dtype: str) -> Any:
         layer.projection,
         dtype=dtype,
         name=keras_name(info),
-    )(x)
+    )
+    return attention(x) if mask is None else attention(x, padding_mask=mask)
 
 
 def _embedding(info: LayerInfo, x: Any, dtype: str) -> Any:

@@ -97,12 +97,14 @@ class SelfAttentionModule(nn.Module):
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * embed_dim, **factory)) if qkv_bias else None
         self.out_proj = nn.Linear(embed_dim, embed_dim, bias=proj_bias, **factory) if projection else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         n, length, e = x.shape
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
         q, k, v = qkv.view(n, length, 3, self.num_heads, e // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
         drop = self.dropout if self.training else 0.0
-        heads = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, scale=self.scale)
+        # (a padding mask: 1 for a token, 0 for padding; no query attends to a padding key)
+        keep = None if padding_mask is None else (padding_mask != 0)[:, None, None, :]
+        heads = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=drop, scale=self.scale)
         joined = heads.transpose(1, 2).reshape(n, length, e)
         return joined if self.out_proj is None else cast(torch.Tensor, self.out_proj(joined))
 

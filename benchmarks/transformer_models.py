@@ -9,9 +9,9 @@ run-time ratios, each a median over interleaved pairs:
 - Keras: the ported model's call inside ``tf.function`` / the original torch model, a cross-framework figure
   (what a user moving the model pays or gains), not a target.
 
-    .venv/bin/python benchmarks/transformers.py [--batch 8] [--repeats 5] [--float64] [--only vit_b_16|bert_base]
+    .venv/bin/python benchmarks/transformer_models.py [--batch 8] [--repeats 5] [--float64] [--only vit_b_16|bert_base]
 
-Writes benchmarks/results/transformers.json.
+Writes benchmarks/results/transformer_models.json (with ``--only``, that model's entry).
 """
 
 from __future__ import annotations
@@ -138,7 +138,12 @@ def main() -> None:
         )
         results[name] = {"ports": rows, "torch_ratio": torch_ratio, "keras_ratio": keras_ratio}
         del model, keras_model, back
-    path = write("transformers", {"batch": args.batch, "models": results})
+    previous = pathlib.Path(__file__).parent / "results" / "transformer_models.json"
+    if args.only is not None and previous.exists():  # one model measured again: the others' entries stay
+        import json
+
+        results = {**json.loads(previous.read_text()).get("models", {}), **results}
+    path = write("transformer_models", {"batch": args.batch, "models": results})
     print(f"wrote {path}")
 
 
