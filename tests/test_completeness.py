@@ -73,6 +73,7 @@ EXAMPLES = {
     "ToTokens": ([xc.ToTokens()], (2, 3, 4)),
     "Embedding": ([xc.Embedding(5, 3, padding_idx=1), xc.PositionEmbedding(4, 3, rows=6), xc.LayerNorm(3)], (4,)),
     "TokenTypeEmbedding": ([xc.Embedding(5, 3), xc.TokenTypeEmbedding(3, 3, token_type=2)], (4,)),
+    "PaddedPositions": ([xc.PaddedPositions(1), xc.Embedding(6, 3, padding_idx=1)], (4,)),
     "ClassToken": ([xc.ToTokens(), xc.ClassToken(2), xc.ClassToken(2, count=3)], (2, 3, 3)),
     "PositionEmbedding": ([xc.ToTokens(), xc.PositionEmbedding(9, 2)], (2, 3, 3)),
     "SelfAttention": (
@@ -137,9 +138,9 @@ def test_every_kind_builds_in_every_backend_and_imports_back(both_backends, kind
     variant = VARIANTS.get(kind)
     items, shape = EXAMPLES[kind]
     spec = xc.Sequential(*items, input_shape=shape)
-    ids = isinstance(items[0], xc.Embedding)  # (a model that takes token ids)
+    ids = isinstance(items[0], (xc.Embedding, xc.PaddedPositions))  # (a model that takes token ids)
     rng = np.random.default_rng(0)
-    x = rng.integers(0, items[0].num_embeddings, (2, *shape)) if ids else rng.standard_normal((2, *shape))
+    x = rng.integers(0, 5, (2, *shape)) if ids else rng.standard_normal((2, *shape))
     reference = xc.predict(xc.build(spec, "numpy", seed=0), x)
     for backend, importer, refused in (
         ("torch", "from_torch", REFUSED_BY_TORCH_IMPORT),

@@ -71,7 +71,7 @@ def test_a_small_bert_trains_the_same_in_both_frameworks(both_backends):
 
 
 def test_token_ids_are_checked_where_they_enter(both_backends):
-    with pytest.raises(SpecError, match="reads token ids, which only the model's input holds"):
+    with pytest.raises(SpecError, match="reads token ids, which only the model's input"):
         xc.infer(xc.Sequential(xc.Embedding(5, 4), xc.Embedding(5, 4), input_shape=(3,)))
     with pytest.raises(SpecError, match="only layers that look ids up"):
         xc.infer(
@@ -248,17 +248,73 @@ def test_fixed_ids_other_than_positions_or_one_type_are_refused(both_backends):
         xc.from_torch(Shuffled().eval(), (4,), input_dtype="int64")
 
 
-def test_roberta_positions_from_the_ids_are_refused(both_backends):
-    """RoBERTa numbers the positions of the tokens that are not padding, from the ids: not a fixed table
-    lookup, refused."""
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_roberta_ports_with_its_positions_from_the_ids(both_backends, dtype, masked):
+    """RoBERTa numbers the positions of the tokens that are not padding, from the ids: checked by evaluation on
+    random ids with padding, read as PaddedPositions; its token types (zeros gathered at those positions) are
+    the same whatever the ids, one TokenTypeEmbedding."""
+    import torch
+
     import_torchvision()
     import transformers
 
     config = transformers.RobertaConfig(
-        vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=24
+        vocab_size=40,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=24,
+        max_position_embeddings=12,
     )
-    with pytest.raises(UnsupportedLayerError):
-        xc.from_torch(transformers.RobertaModel(config).eval(), (6,), input_dtype="int64")
+    model = _randomized(transformers.RobertaModel(config)).to(getattr(torch, dtype))
+    keras_model = xc.port(
+        model, to="keras", input_shape=(6,), input_dtype="int64", padding_mask=masked, output="last_hidden_state"
+    )
+    ids = _ids(length=6, vocabulary=40)
+    ids[0, -2:] = config.pad_token_id
+    mask = (ids != config.pad_token_id).astype(np.int64)
+    with torch.no_grad():
+        extra = (torch.from_numpy(mask),) if masked else ()
+        want = model(torch.from_numpy(ids), *extra)["last_hidden_state"].numpy()
+    got = xc.predict(keras_model, ids, padding_mask=mask if masked else None)
+    assert max_rel_diff(want, got) <= TOLERANCE[dtype]
+    kinds = [i.kind for i in xc.infer(xc.spec_of(keras_model))]
+    assert {"PaddedPositions", "TokenTypeEmbedding"} <= set(kinds)
+
+
+def test_ids_computed_otherwise_are_refused(both_backends):
+    import torch
+
+    class Shifted(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.words = torch.nn.Embedding(10, 4)
+            self.positions = torch.nn.Embedding(10, 4, padding_idx=1)
+
+        def forward(self, ids):
+            return self.words(ids) + self.positions((ids + 1) % 10)
+
+    with pytest.raises(UnsupportedLayerError, match="not the positions of the tokens that are not padding"):
+        xc.from_torch(Shifted().eval(), (4,), input_dtype="int64")
+
+
+def test_padded_positions_are_the_same_everywhere(both_backends):
+    spec = xc.Sequential(
+        xc.Add(
+            xc.Embedding(20, 8, padding_idx=1), xc.Sequential(xc.PaddedPositions(1), xc.Embedding(8, 8, padding_idx=1))
+        ),
+        xc.LayerNorm(8),
+        xc.TokenMean(),
+        input_shape=(6,),
+    )
+    ids = _ids(length=6)
+    ids[0, 3:] = 1
+    assert_equivalent(spec, None, ids)
+    with pytest.raises(SpecError, match="which reach 7, in 7 rows"):
+        xc.infer(xc.Sequential(xc.PaddedPositions(1), xc.Embedding(7, 4), input_shape=(6,)))
+    with pytest.raises(SpecError, match="only layers that look ids up"):
+        xc.infer(xc.Sequential(xc.PaddedPositions(1), xc.Linear(6, 4), input_shape=(6,)))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

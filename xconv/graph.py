@@ -65,10 +65,16 @@ class _Builder:
             if kind is None:
                 raise SpecError(f"layer {key} ({item.kind}): no shape rule for this layer kind")
             shape = self.shape(node, input_shape)
-            if kind.ids and node >= 0:
+            if kind.ids and node >= 0 and not _makes_ids(self.nodes[node]):
                 raise SpecError(
-                    f"layer {key} ({item.kind}): it reads token ids, which only the model's input holds; it must "
-                    "read the input (put it first, or read the input with Use())"
+                    f"layer {key} ({item.kind}): it reads token ids, which only the model's input (and the ids "
+                    "computed from it, PaddedPositions) holds; it must read those (put it first, or read the input "
+                    "with Use())"
+                )
+            if node >= 0 and _makes_ids(self.nodes[node]) and not kind.ids:
+                raise SpecError(
+                    f"layer {key} ({item.kind}): its input is token ids ({self.nodes[node].label}); only layers "
+                    "that look ids up (Embedding) read them"
                 )
             if len(shape) == 2 and not kind.tokens:
                 raise SpecError(
@@ -153,7 +159,17 @@ def build_graph(spec: Sequential, input_shape: Shape) -> tuple[Graph, Sequential
 
 
 def _check_ids(graph: Graph, readers: dict[int, list[int]]) -> None:
-    """A model's input is token ids or numbers: layers that read ids and other layers cannot share it."""
+    """A model's input is token ids or numbers: layers that read ids and other layers cannot share it. Ids
+    computed from ids (positions) are looked up in tables that hold them."""
+    for info in graph:
+        if _makes_ids(info):
+            bound = int(info.input_shape[0]) + int(info.layer.padding_idx)  # type: ignore[attr-defined]
+            for j in readers[info.index]:
+                rows = int(getattr(graph[j].layer, "num_embeddings", 0))
+                if rows <= bound:
+                    raise SpecError(
+                        f"{graph[j].label} looks up the positions of {info.label}, which reach {bound}, in {rows} rows"
+                    )
     first = [graph[i] for i in readers[-1]]
     ids = [info for info in first if _reads_ids(info)]
     if ids and len(ids) != len(first):
@@ -167,12 +183,11 @@ def _check_ids(graph: Graph, readers: dict[int, list[int]]) -> None:
 def token_vocabulary(graph: Graph) -> int | None:
     """When the model's input is token ids (read by Embedding layers): the number of ids valid for every one of
     them (the smallest vocabulary), which random batches draw below; None when the input is numbers."""
-    sizes = [
-        int(info.layer.num_embeddings)  # type: ignore[attr-defined]
-        for info in graph
-        if info.inputs == (-1,) and _reads_ids(info)
-    ]
-    return min(sizes) if sizes else None
+    readers = [info for info in graph if info.inputs == (-1,) and _reads_ids(info)]
+    sizes = [int(getattr(info.layer, "num_embeddings", 0)) for info in readers]
+    if any(sizes):
+        return min(size for size in sizes if size)
+    return 2**31 - 1 if readers else None  # (positions alone read the ids: any ids are valid)
 
 
 def takes_padding_mask(graph: Graph) -> bool:
@@ -195,6 +210,11 @@ def _check_padding_masks(graph: Graph, input_shape: Shape) -> None:
                 f"{info.label}: padding_mask=True over {info.input_shape[0]} tokens, but the model takes "
                 f"{input_shape[0]} token ids: the mask marks those (a token put in front shifts them)"
             )
+
+
+def _makes_ids(info: LayerInfo) -> bool:
+    kind = None if info.is_join else KINDS.get(type(info.layer))
+    return kind is not None and kind.makes_ids
 
 
 def _reads_ids(info: LayerInfo) -> bool:

@@ -42,6 +42,7 @@ def propagate_shapes(gm: Any, x: tuple[Any, ...]) -> tuple[str | None, Any]:
                 return Failed(n.meta["xconv_shape_error"])
             if isinstance(result, torch.Tensor):
                 n.meta["xconv_shape"] = tuple(int(d) for d in result.shape)
+                n.meta["xconv_integer"] = not (result.is_floating_point() or result.is_complex())
             return result
 
     try:

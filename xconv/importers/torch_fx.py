@@ -24,6 +24,7 @@ from ._graph import Names, Raw, to_spec
 from ._torch_mutation import StateGuard, describe, functionalize
 from .torch_checks import (
     PADDING_MASK,
+    TOKEN_IDS,
     _check_calls,
     _check_trace,
     _dropout_modes,
@@ -53,9 +54,13 @@ from .torch_tokens import (
     expanded_parameter,
     fixed_embedding,
     fixed_ids,
+    id_positions,
     position_embedding,
     self_attention_call,
     token_mean,
+)
+from .torch_tokens import (
+    from_ids as _from_ids,
 )
 
 F = torch.nn.functional
@@ -185,6 +190,8 @@ def _import_graph(
     attention_calls: set[Any] = set()  # nn.MultiheadAttention calls: their output tuple, read through [0]
     learned = {k for k, _ in module.named_parameters()}
     mask_node: Any = None  # the forward's padding mask, its second argument
+    ids_node: Any = None  # the forward's token ids
+    from_ids: set[Any] = set()  # integers computed from the token ids alone
     fixed: set[Any] = set()  # nodes holding buffers, constants and integers computed from them alone
     looked_up: dict[Any, Any] = {}  # nn.Embedding calls on fixed ids -> (layer, state), for the sum that adds them
     shapes = ShapeOps(index, consts, nhwc)
@@ -231,6 +238,7 @@ def _import_graph(
                 raise UnsupportedLayerError(f"from_torch: forward must take one input; {where} is a second one")
             index[node] = len(nodes)
             nodes.append(Raw(node.name, "input", []))
+            ids_node = node if TOKEN_IDS.get() is not None else None
             continue
         if node.op == "get_attr":
             params[node] = _get_attr(gm, node.target)
@@ -297,6 +305,27 @@ def _import_graph(
                     index[node] = len(nodes)
                     nodes.append(Raw(node.name, "layer", [index[alias]], layer=layer))
             continue
+        if ids_node is not None and _from_ids(node, ids_node, from_ids, consts, fixed):
+            from_ids.add(node)  # integers computed from the token ids: read where an nn.Embedding looks them up
+            continue
+        if (
+            node.op == "call_module"
+            and args
+            and args[0] in from_ids
+            and type(gm.get_submodule(node.target)) is nn.Embedding
+        ):
+            table = gm.get_submodule(node.target)
+            # (buffers and sizes at a batch of 3; what is computed from them, evaluated again at that batch)
+            known = {n: _at_batch(v, 3) for n, v in consts.items()}
+            known.update({n: params[n] for n in fixed if n.op == "get_attr"})
+            positions = id_positions(args[0], ids_node, table, where, known)
+            if isinstance(positions, torch.Tensor):  # the same ids whatever the input: one token type
+                name = names.take(str(node.target), own=True)
+                looked_up[node] = fixed_embedding(table, positions, f"{node.target}.weight", name, where)
+                continue
+            positions = dataclasses.replace(positions, name=names.take(f"{node.target}_positions"))
+            index[args[0]] = len(nodes)
+            nodes.append(Raw(positions.name, "layer", [index[ids_node]], layer=positions))
         tensor_inputs = [args[0]] if attention else [a for a in _flat_args(node) if a in index]
         join = _join_kind(node)
         if (
@@ -647,3 +676,12 @@ def _live_nodes(graph: Any, key: str | None) -> set[Any]:
             live.add(n)
             stack.extend(n.all_input_nodes)
     return live
+
+
+def _at_batch(value: Any, n: int) -> Any:
+    """A size value with the symbolic batch size as ``n`` (to evaluate a computation on a batch of n)."""
+    if value is BATCH:
+        return n
+    if isinstance(value, tuple):
+        return tuple(n if v is BATCH else v for v in value)
+    return value

@@ -352,3 +352,72 @@ def _keys_of(node: Any, mask: Any, value: Any) -> bool:
         return bool(torch.equal(got, want.expand(got.shape)))
     except RuntimeError:  # (not broadcastable: another shape)
         return False
+
+
+def id_positions(node: Any, ids: Any, m: Any, where: str, known: dict[Any, Any]) -> Any:
+    """For an ``nn.Embedding`` call on ``node``, integers computed from the token ids ``ids`` (and the buffers
+    in ``known``) alone: a PaddedPositions layer when ``node`` is, on random ids with padding among them,
+    RoBERTa's positions of the tokens that are not the table's ``padding_idx``; the ids themselves (a tensor)
+    when they are the same for every batch (RoBERTa's token types, zeros gathered at the positions); anything
+    else is refused."""
+    from ..spec import PaddedPositions
+
+    pad = m.padding_idx
+    length = int((ids.meta.get("xconv_shape") or (0, 0))[1])
+    rng = np.random.default_rng(0)
+    trials = []
+    for _ in range(4):
+        batch = rng.integers(0, max(2, int(m.num_embeddings)), (3, length))
+        batch[rng.random(batch.shape) < 0.3] = 0 if pad is None else pad
+        trials.append(torch.from_numpy(batch))
+    values = [_evaluate(node, {**known, ids: value}) for value in trials]
+    if all(isinstance(v, torch.Tensor) and v.shape == values[0].shape for v in values) and all(
+        torch.equal(v, values[0]) for v in values
+    ):
+        return values[0]  # (the same whatever the ids)
+    for value, got in zip(trials, values):
+        if pad is None or not isinstance(got, torch.Tensor) or got.shape != value.shape:
+            break
+        tokens = (value != pad).long()
+        if not torch.equal(got.long(), torch.cumsum(tokens, dim=1) * tokens + pad):
+            break
+    else:
+        return PaddedPositions(int(pad))
+    raise UnsupportedLayerError(
+        f"from_torch: {where} looks up ids computed from the token ids, which are not the positions of the "
+        "tokens that are not padding (RoBERTa's, counted from the table's padding_idx + 1)"
+    )
+
+
+def _evaluate(node: Any, env: dict[Any, Any]) -> Any:
+    """The value of a read-graph node computed from the nodes in ``env`` (and constants) alone; None else."""
+    if not isinstance(node, torch.fx.Node):
+        return node
+    if node in env:
+        return env[node]
+    if node.op not in ("call_function", "call_method") or _random(node.target):
+        return None
+    values = {a: _evaluate(a, env) for a in node.all_input_nodes}
+    if any(v is None for v in values.values()):
+        return None
+    args = torch.fx.node.map_arg(node.args, lambda a: values[a])
+    kwargs = torch.fx.node.map_arg(node.kwargs, lambda a: values[a])
+    try:
+        if node.op == "call_method":
+            env[node] = getattr(args[0], str(node.target))(*args[1:], **kwargs)
+        else:
+            env[node] = node.target(*args, **kwargs)  # type: ignore[operator]  # (a call_function's target)
+    except Exception:  # noqa: BLE001 - not evaluable: refused by the caller
+        return None
+    return env[node]
+
+
+def from_ids(node: Any, ids: Any, computed: set[Any], consts: dict[Any, Any], fixed: set[Any]) -> bool:
+    """Whether ``node`` is an integer tensor computed from the token ids ``ids`` (and sizes and buffers) alone,
+    by an operation (not a module)."""
+    if node.op not in ("call_function", "call_method") or not node.meta.get("xconv_integer"):
+        return False
+    inputs = node.all_input_nodes
+    return any(a is ids or a in computed for a in inputs) and all(
+        a is ids or a in computed or a in consts or a in fixed for a in inputs
+    )

@@ -35,6 +35,7 @@ from .resample import Upsample
 from .token import (
     ClassToken,
     Embedding,
+    PaddedPositions,
     PositionEmbedding,
     SelectToken,
     SelfAttention,
@@ -79,6 +80,7 @@ __all__ = [
     "Narrow",
     "Normalization",
     "PReLU",
+    "PaddedPositions",
     "PositionEmbedding",
     "ReLU",
     "Rescaling",

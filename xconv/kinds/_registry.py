@@ -39,6 +39,8 @@ class Kind:
     #: whether the kind reads token ids (integers): it must read the model's input, which is then integer, and
     #: only such kinds may read it
     ids: bool = False
+    #: whether the kind computes token ids from token ids (RoBERTa's positions): Embeddings may read it
+    makes_ids: bool = False
 
     @property
     def name(self) -> str:
@@ -52,14 +54,20 @@ FAMILIES: list[str] = []
 
 
 def register(
-    spec: type[Layer], shape: ShapeRule, forward: Forward, backward: Backward, tokens: bool = False, ids: bool = False
+    spec: type[Layer],
+    shape: ShapeRule,
+    forward: Forward,
+    backward: Backward,
+    tokens: bool = False,
+    ids: bool = False,
+    makes_ids: bool = False,
 ) -> None:
     """Register a layer kind (called by the module that defines ``spec``); ``tokens``: it takes token tensors;
-    ``ids``: it reads token ids, the model's integer input."""
+    ``ids``: it reads token ids, the model's integer input; ``makes_ids``: it computes ids from them."""
     family = spec.__module__
     if spec in KINDS:
         raise ValueError(f"layer kind {spec.__name__} is registered twice")
-    KINDS[spec] = Kind(spec, shape, forward, backward, family, tokens, ids)
+    KINDS[spec] = Kind(spec, shape, forward, backward, family, tokens, ids, makes_ids)
     if family not in FAMILIES:
         FAMILIES.append(family)
 

@@ -23,6 +23,7 @@ from ..spec import (
     LayerScale,
     Linear,
     Narrow,
+    PaddedPositions,
     PositionEmbedding,
     ReLU,
     SelectToken,
@@ -41,6 +42,7 @@ __all__ = ["TOKEN_KINDS", "attention_blocks", "padding_masks", "text_encoder_spe
 TOKEN_KINDS = (
     "ToTokens",
     "Embedding",
+    "PaddedPositions",
     "ClassToken",
     "PositionEmbedding",
     "TokenTypeEmbedding",
@@ -143,8 +145,8 @@ def text_encoder_specs(
     draw: Any, *, max_blocks: int = 2, max_heads: int = 4, max_head_dim: int = 4, batch_stats: bool = True
 ) -> Sequential:
     """A valid random text encoder on token ids (input (L,), integers): an Embedding of 2 to 30 ids (sometimes
-    with a padding row), sometimes a positional embedding over a table of L or more rows and a token-type
-    embedding, a LayerNorm (BERT's embeddings), 1..max_blocks attention blocks (see :func:`attention_blocks`),
+    with a padding row), sometimes a positional embedding over a table of L or more rows (or RoBERTa's, the
+    positions of the tokens that are not padding) and a token-type embedding, a LayerNorm (BERT's embeddings), 1..max_blocks attention blocks (see :func:`attention_blocks`),
     then the tokens, the first token through a Linear and Tanh (BERT's pooler), or their mean; its attentions
     read a padding mask or not. Draw its batches with :func:`xconv.testing.strategies.inputs`, which draws ids
     for it, and their masks with :func:`padding_masks`."""
@@ -155,8 +157,14 @@ def text_encoder_specs(
     padding = draw(st.sampled_from([None, 0, vocabulary - 1]))
     eps = 1e-5 if batch_stats else 0.1
     layers: list[Any] = [Embedding(vocabulary, e, padding_idx=padding)]
-    if draw(st.integers(0, 3)) > 0:
+    positions = draw(st.sampled_from(["table", "table", "table", "padded", None]))
+    if positions == "table":
         layers.append(PositionEmbedding(length, e, rows=length + draw(st.sampled_from([0, 0, 3]))))
+    elif positions == "padded":  # RoBERTa's: the tokens that are not padding numbered from the ids
+        pad = 0 if padding is None else padding
+        words = Embedding(vocabulary, e, padding_idx=padding)
+        table = Embedding(length + pad + 1 + draw(st.integers(0, 2)), e, padding_idx=pad)
+        layers = [Add(words, Sequential(PaddedPositions(pad), table))]
     if draw(st.booleans()):
         types = draw(st.integers(1, 3))
         layers.append(TokenTypeEmbedding(types, e, token_type=draw(st.integers(0, types - 1))))

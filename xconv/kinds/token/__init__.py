@@ -64,6 +64,25 @@ class Embedding(Layer):
 
 
 @dataclass(frozen=True, repr=False)
+class PaddedPositions(Layer):
+    """The positions of the tokens that are not padding, from the token ids: ids (L,) -> ids (L,), the k-th
+    token that is not ``padding_idx`` at ``padding_idx + k`` (counted from 1), each padding token at
+    ``padding_idx`` itself. RoBERTa's position ids, looked up by an Embedding of at least
+    ``L + padding_idx + 1`` rows.
+
+    >>> PaddedPositions(1)
+    PaddedPositions(1)
+    """
+
+    padding_idx: int
+
+    _positional = ("padding_idx",)
+
+    def _validate(self) -> None:
+        self._set("padding_idx", as_int("PaddedPositions", "padding_idx", self.padding_idx, minimum=0))
+
+
+@dataclass(frozen=True, repr=False)
 class TokenTypeEmbedding(Layer):
     """The learned embedding of one token type added to every token: ``x + weight[token_type]``, ``weight`` of
     shape (types, E). This is BERT's token-type (segment) embedding when the model is called without token
@@ -253,6 +272,18 @@ def _embedding_shape(ctx: _Ctx, layer: Embedding, source: Shape | None) -> Layer
     return LayerInfo(ctx.index, layer, ctx.shape, (ctx.shape[0], layer.embed_dim), params)
 
 
+def _positions_shape(ctx: _Ctx, layer: PaddedPositions, source: Shape | None) -> LayerInfo:
+    if len(ctx.shape) != 1:
+        raise ctx.error(f"reads token ids of shape (L,) but its input has shape {ctx.shape}")
+    return LayerInfo(ctx.index, layer, ctx.shape, ctx.shape, {})
+
+
+def _padded_positions(ids: np.ndarray, padding_idx: int) -> np.ndarray:
+    tokens = (ids != padding_idx).astype(np.int64)
+    positions: np.ndarray = np.cumsum(tokens, axis=1) * tokens + padding_idx
+    return positions
+
+
 def _token_type_shape(ctx: _Ctx, layer: TokenTypeEmbedding, source: Shape | None) -> LayerInfo:
     _features(ctx, layer, layer.embed_dim)
     return LayerInfo(ctx.index, layer, ctx.shape, ctx.shape, {"weight": (layer.types, layer.embed_dim)})
@@ -419,6 +450,7 @@ def _mean_backward(info: LayerInfo, p: Any, x: np.ndarray, go: np.ndarray, mode:
 _RULES: dict[type, Any] = {
     ToTokens: _to_tokens_shape,
     Embedding: _embedding_shape,
+    PaddedPositions: _positions_shape,
     TokenTypeEmbedding: _token_type_shape,
     ClassToken: _class_token_shape,
     PositionEmbedding: _position_shape,
@@ -431,6 +463,7 @@ _RULES: dict[type, Any] = {
 _FORWARD: dict[type, Any] = {
     ToTokens: _to_tokens_forward,
     Embedding: lambda info, p, x, mode: p["weight"][x],
+    PaddedPositions: lambda info, p, x, mode: _padded_positions(x, info.layer.padding_idx),
     TokenTypeEmbedding: lambda info, p, x, mode: x + p["weight"][info.layer.token_type],
     ClassToken: _class_token_forward,
     PositionEmbedding: _position_forward,
@@ -443,6 +476,7 @@ _FORWARD: dict[type, Any] = {
 _BACKWARD: dict[type, Any] = {
     ToTokens: _to_tokens_backward,
     Embedding: _embedding_backward,
+    PaddedPositions: lambda info, p, x, go, mode: (None, {}),  # (integers: no gradient)
     TokenTypeEmbedding: _token_type_backward,
     ClassToken: _class_token_backward,
     PositionEmbedding: _position_backward,
@@ -453,5 +487,8 @@ _BACKWARD: dict[type, Any] = {
 
 
 for _kind, _rule in _RULES.items():
-    tokens = _kind not in (ToTokens, Embedding)
-    register(_kind, _rule, _FORWARD[_kind], _BACKWARD[_kind], tokens=tokens, ids=_kind is Embedding)
+    tokens = _kind not in (ToTokens, Embedding, PaddedPositions)
+    ids = _kind in (Embedding, PaddedPositions)
+    register(
+        _kind, _rule, _FORWARD[_kind], _BACKWARD[_kind], tokens=tokens, ids=ids, makes_ids=_kind is PaddedPositions
+    )

@@ -21,6 +21,7 @@ from .._keras_names import keras_name
 from . import (
     ClassToken,
     Embedding,
+    PaddedPositions,
     PositionEmbedding,
     SelectToken,
     SelfAttention,
@@ -102,6 +103,28 @@ class TokenTypeEmbeddingLayer(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "types": self.types, "token_type": self.token_type}
+
+
+@keras.saving.register_keras_serializable(package="xconv", name="PaddedPositions")
+class PaddedPositionsLayer(keras.layers.Layer):
+    """The positions of the tokens that are not padding, from the ids (see :class:`xconv.PaddedPositions`)."""
+
+    def __init__(self, padding_idx: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.padding_idx = int(padding_idx)
+
+    def call(self, ids: Any) -> Any:
+        tokens = ops.cast(ops.not_equal(ids, self.padding_idx), "int64")
+        return ops.cumsum(tokens, axis=1) * tokens + self.padding_idx
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def compute_output_spec(self, ids: Any) -> Any:
+        return keras.KerasTensor(ids.shape, dtype="int64")
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "padding_idx": self.padding_idx}
 
 
 @keras.saving.register_keras_serializable(package="xconv", name="PaddedEmbedding")
@@ -247,6 +270,9 @@ BUILDERS: dict[type, Any] = {
     ToTokens: _to_tokens,
     ClassToken: lambda info, x, dtype: ClassTokenLayer(info.layer.count, dtype=dtype, name=keras_name(info))(x),
     Embedding: _embedding,
+    PaddedPositions: lambda info, x, dtype: PaddedPositionsLayer(
+        info.layer.padding_idx, dtype=dtype, name=keras_name(info)
+    )(x),
     PositionEmbedding: lambda info, x, dtype: PositionEmbeddingLayer(
         info.layer.rows, dtype=dtype, name=keras_name(info)
     )(x),
@@ -423,6 +449,7 @@ KERAS_IMPORTS: dict[type, Any] = {
     ),
     keras.layers.Embedding: _keras_embedding,
     PaddedEmbedding: _keras_embedding,
+    PaddedPositionsLayer: lambda layer, where, current: (PaddedPositions(layer.padding_idx), {}),
     SelfAttentionLayer: _own_attention,
     keras.layers.MultiHeadAttention: _keras_attention,
     SelectTokenLayer: lambda layer, where, current: (SelectToken(layer.index), {}),

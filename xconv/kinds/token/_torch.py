@@ -10,6 +10,7 @@ from ...errors import UnsupportedLayerError
 from . import (
     ClassToken,
     Embedding,
+    PaddedPositions,
     PositionEmbedding,
     SelectToken,
     SelfAttention,
@@ -55,6 +56,21 @@ class PositionEmbeddingModule(nn.Module):
 
     def extra_repr(self) -> str:
         return f"length={self.length}, rows={self.embedding.shape[1]}, embed_dim={self.embedding.shape[2]}"
+
+
+class PaddedPositionsModule(nn.Module):
+    """The positions of the tokens that are not padding, from the ids (see :class:`xconv.PaddedPositions`)."""
+
+    def __init__(self, padding_idx: int) -> None:
+        super().__init__()
+        self.padding_idx = int(padding_idx)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        tokens = (ids != self.padding_idx).long()
+        return torch.cumsum(tokens, dim=1) * tokens + self.padding_idx
+
+    def extra_repr(self) -> str:
+        return f"padding_idx={self.padding_idx}"
 
 
 class TokenTypeEmbeddingModule(nn.Module):
@@ -154,6 +170,7 @@ BUILDERS: dict[type, Any] = {
     Embedding: lambda info, factory: nn.Embedding(
         info.layer.num_embeddings, info.layer.embed_dim, padding_idx=info.layer.padding_idx, **factory
     ),
+    PaddedPositions: lambda info, factory: PaddedPositionsModule(info.layer.padding_idx),
     PositionEmbedding: lambda info, factory: PositionEmbeddingModule(
         info.layer.length, info.layer.embed_dim, info.layer.rows, **factory
     ),
@@ -311,6 +328,7 @@ IMPORTS: dict[type, Any] = {
         int(m.weight.shape[0]), int(m.weight.shape[1]), m.token_type, name=name
     ),
     nn.Embedding: _torch_embedding,
+    PaddedPositionsModule: lambda m, name, where: PaddedPositions(m.padding_idx, name=name),
     SelfAttentionModule: _own_attention,
     nn.MultiheadAttention: _torch_attention,
     SelectTokenModule: lambda m, name, where: SelectToken(m.index, name=name),
