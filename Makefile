@@ -45,6 +45,7 @@ bench: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/suite_throughput.py
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/zoo.py
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/real_models.py
+	TF_CPP_MIN_LOG_LEVEL=2 HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/transformer_models.py --float64
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/port_time.py
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/memory.py
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/build_time.py
