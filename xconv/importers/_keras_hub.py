@@ -142,15 +142,21 @@ def _vit_block(layer: Any, inputs: list[Any], out: Any, names: dict[int, str], p
 def _vit_encoder(layer: Any, inputs: list[Any], out: Any, names: dict[int, str]) -> list[Call]:
     """``ViTEncoder``: dropout, the blocks, the final LayerNorm."""
     x = inputs[0]
-    calls: list[Call] = []
     h = _Tensor(x.shape)
-    calls.append((layer.dropout, [x], h))
     names[id(layer.dropout)] = f"{layer.name}.dropout"
-    for i, block in enumerate(layer.encoder_layers):
-        if not _module_of(block, "ViTEncoderBlock", "vit"):
-            raise UnsupportedLayerError(f"from_keras: layer {block.name!r} ({type(block).__name__}) is not supported")
-        nxt = _Tensor(x.shape)
-        calls += _vit_block(block, [h], nxt, names, f"{layer.name}.{block.name or f'block_{i}'}")
+    return [(layer.dropout, [x], h), *_blocks(layer, h, out, names, "ViTEncoderBlock", "vit", _vit_block)]
+
+
+def _blocks(
+    layer: Any, h: Any, out: Any, names: dict[int, str], block_class: str, family: str, block: Any
+) -> list[Call]:
+    """An encoder's blocks (each of class ``block_class``, read by ``block``) on ``h``, then its LayerNorm."""
+    calls: list[Call] = []
+    for i, sub in enumerate(layer.encoder_layers):
+        if not _module_of(sub, block_class, family):
+            raise UnsupportedLayerError(f"from_keras: layer {sub.name!r} ({type(sub).__name__}) is not supported")
+        nxt = _Tensor(h.shape)
+        calls += block(sub, [h], nxt, names, f"{layer.name}.{sub.name or f'block_{i}'}")
         h = nxt
     names[id(layer.layer_norm)] = f"{layer.name}.ln"
     calls.append((layer.layer_norm, [h], out))
@@ -235,17 +241,7 @@ def _deit_block(layer: Any, inputs: list[Any], out: Any, names: dict[int, str], 
 
 def _deit_encoder(layer: Any, inputs: list[Any], out: Any, names: dict[int, str]) -> list[Call]:
     """``DeiTEncoder`` for its first output (the tokens): the blocks, the final LayerNorm."""
-    h = inputs[0]
-    calls: list[Call] = []
-    for block in layer.encoder_layers:
-        if not _module_of(block, "DeiTEncoderBlock", "deit"):
-            raise UnsupportedLayerError(f"from_keras: layer {block.name!r} ({type(block).__name__}) is not supported")
-        nxt = _Tensor(h.shape)
-        calls += _deit_block(block, [h], nxt, names, f"{layer.name}.{block.name}")
-        h = nxt
-    names[id(layer.layer_norm)] = f"{layer.name}.ln"
-    calls.append((layer.layer_norm, [h], out))
-    return calls
+    return _blocks(layer, inputs[0], out, names, "DeiTEncoderBlock", "deit", _deit_block)
 
 
 #: (keras-hub class name, family) -> its calls

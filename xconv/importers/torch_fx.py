@@ -252,12 +252,7 @@ def _import_graph(
             params[node] = ids
             fixed.add(node)
             continue
-        if (
-            node.op == "call_module"
-            and args
-            and args[0] in fixed
-            and type(gm.get_submodule(node.target)) is nn.Embedding
-        ):
+        if _embedding_of(gm, node, args, fixed):
             key = f"{node.target}.weight"
             looked_up[node] = fixed_embedding(
                 gm.get_submodule(node.target), params[args[0]], key, names.take(str(node.target), own=True), where
@@ -308,12 +303,7 @@ def _import_graph(
         if ids_node is not None and _from_ids(node, ids_node, from_ids, consts, fixed):
             from_ids.add(node)  # integers computed from the token ids: read where an nn.Embedding looks them up
             continue
-        if (
-            node.op == "call_module"
-            and args
-            and args[0] in from_ids
-            and type(gm.get_submodule(node.target)) is nn.Embedding
-        ):
+        if _embedding_of(gm, node, args, from_ids):
             table = gm.get_submodule(node.target)
             # (buffers and sizes at a batch of 3; what is computed from them, evaluated again at that batch)
             known = {n: _at_batch(v, 3) for n, v in consts.items()}
@@ -685,3 +675,13 @@ def _at_batch(value: Any, n: int) -> Any:
     if isinstance(value, tuple):
         return tuple(n if v is BATCH else v for v in value)
     return value
+
+
+def _embedding_of(gm: Any, node: Any, args: list[Any], ids: set[Any]) -> bool:
+    """Whether ``node`` calls an ``nn.Embedding`` on one of the nodes ``ids``."""
+    return (
+        node.op == "call_module"
+        and bool(args)
+        and args[0] in ids
+        and type(gm.get_submodule(node.target)) is nn.Embedding
+    )
