@@ -482,3 +482,14 @@ def test_a_padding_mask_read_by_anything_but_attention_is_refused(both_backends)
         xc.from_torch(Gated().eval(), (4,), input_dtype="int64", padding_mask=True)
     with pytest.raises(XconvError, match='give input_dtype="int64"'):
         xc.from_torch(Gated().eval(), (4,), padding_mask=True)
+
+
+def test_the_cli_checks_a_text_encoder_with_a_padding_mask(both_backends, tmp_path, capsys):
+    """`xconv check` on a saved checkpoint and on a .keras file of a model that takes ids and a padding mask."""
+    from xconv import cli
+
+    xc.save(str(tmp_path / "bert.safetensors"), xc.build(MASKED, "torch", seed=0))
+    xc.build(MASKED, "keras", seed=0).save(str(tmp_path / "bert.keras"))
+    for name in ("bert.safetensors", "bert.keras"):
+        assert cli.main(["check", str(tmp_path / name)]) == 0, capsys.readouterr()
+        assert "OK: torch and tf agree on every layer" in capsys.readouterr().out
