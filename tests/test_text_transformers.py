@@ -4,6 +4,9 @@ float32 and float64; an embedding that looks up the wrong rows, or trains its pa
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -68,6 +71,33 @@ def test_a_small_bert_trains_the_same_in_both_frameworks(both_backends):
     assert r.torch_losses[-1] < r.torch_losses[0]  # it trained
     assert r.max_param_diff <= 1e-9, r.param_diffs
     assert r.max_loss_diff <= 1e-9
+    start = r.initial_weights["0.weight"]
+    for backend in ("torch", "tf"):
+        table = r.final_weights[backend]["0.weight"]
+        assert np.array_equal(table[0], start[0])  # the padding row
+        assert np.abs(table[1:] - start[1:]).max() > 1e-4  # the others trained
+
+
+def test_a_small_bert_trains_the_same_with_adam(both_backends):
+    """Adam squares the gradient: Keras' own Embedding gives its optimizer one slice per token, squared before
+    they are summed where an id repeats in a batch; xconv's Keras embedding gives the summed gradient, as
+    torch does."""
+    r = train_parity(BERT, steps=10, dtype="float64", optimizer="adam", lr=1e-3)
+    assert r.torch_losses[-1] < r.torch_losses[0]
+    assert r.max_param_diff <= 1e-9, r.param_diffs
+
+
+def test_adam_parity_catches_keras_own_embedding(both_backends, monkeypatch):
+    import keras
+
+    from xconv.kinds.token import _keras as token_keras
+
+    def native(input_dim, output_dim, padding_idx=None, **kwargs):
+        return keras.layers.Embedding(input_dim, output_dim, **kwargs)
+
+    monkeypatch.setattr(token_keras, "TokenEmbedding", native)
+    r = train_parity(BERT, steps=10, dtype="float64", optimizer="adam", lr=1e-3)
+    assert r.param_diffs["0.weight"] > 1e-4, r.param_diffs
 
 
 def test_token_ids_are_checked_where_they_enter(both_backends):
@@ -227,6 +257,10 @@ def test_token_ids_need_an_embedding_and_a_known_dtype(both_backends):
         xc.from_torch(torch.nn.Embedding(4, 4), (4,), input_dtype="uint8")
     with pytest.raises(XconvError, match=r"input_shape=\(L,\)"):
         xc.from_torch(torch.nn.Embedding(4, 4), (4, 2), input_dtype="int64")
+    with pytest.raises(
+        UnsupportedLayerError, match='has nn.Embedding layers; if it takes token ids, give input_dtype="int64"'
+    ):
+        xc.from_torch(torch.nn.Sequential(torch.nn.Embedding(4, 4)), (4,))
     with pytest.raises(UnsupportedLayerError, match="writes into the module's own parameter 'weight'"):  # (max_norm)
         xc.from_torch(torch.nn.Embedding(4, 4, max_norm=1.0), (3,), input_dtype="int64")
 
@@ -295,8 +329,83 @@ def test_ids_computed_otherwise_are_refused(both_backends):
         def forward(self, ids):
             return self.words(ids) + self.positions((ids + 1) % 10)
 
-    with pytest.raises(UnsupportedLayerError, match="not the positions of the tokens that are not padding"):
+    with pytest.raises(UnsupportedLayerError, match="neither the positions of the tokens that are not padding"):
         xc.from_torch(Shifted().eval(), (4,), input_dtype="int64")
+
+
+def test_ids_that_were_constant_on_the_trials_are_not_taken_for_constants(both_backends):
+    """Token types computed from the ids (1 where an id is 124): zero on most random batches, but never a
+    constant; refused by name. Types gathered from a buffer of twos at positions computed from the ids are 2
+    whatever the ids: one TokenTypeEmbedding, checked by port."""
+    import torch
+
+    class Flagged(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.words = torch.nn.Embedding(200, 8)
+            self.types = torch.nn.Embedding(2, 8)
+
+        def forward(self, ids):
+            return self.words(ids) + self.types((ids == 124).long())
+
+    with pytest.raises(UnsupportedLayerError, match=r"module 'types' \(Embedding\) looks up ids computed from"):
+        xc.from_torch(Flagged().eval(), (6,), input_dtype="int64")
+
+    class Gathered(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.words = torch.nn.Embedding(200, 8)
+            self.types = torch.nn.Embedding(4, 8)
+            self.register_buffer("twos", torch.full((1, 10), 2, dtype=torch.long))
+
+        def forward(self, ids):
+            return self.words(ids) + self.types(torch.gather(self.twos.expand(ids.shape[0], -1), 1, ids % 7))
+
+    keras_model = xc.port(Gathered().eval(), to="keras", input_shape=(6,), input_dtype="int64")
+    (types,) = [i.layer for i in xc.infer(xc.spec_of(keras_model)) if i.kind == "TokenTypeEmbedding"]
+    assert types.token_type == 2
+
+
+def test_ids_that_depend_on_the_batch_size_are_refused(both_backends):
+    """Token types that are 0 at the batch size the program was exported for, and another id at any other: the
+    importer runs the graph on another batch size, and sees it."""
+    import torch
+
+    class BatchTypes(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.words = torch.nn.Embedding(200, 8)
+            self.types = torch.nn.Embedding(4, 8)
+            self.register_buffer("zeros", torch.zeros(1, 6, dtype=torch.long))
+
+        def forward(self, ids):
+            return self.words(ids) + self.types(self.zeros.expand(ids.shape[0], -1) + (ids.shape[0] - 3))
+
+    with pytest.raises(UnsupportedLayerError, match="computes something else than the forward itself"):
+        xc.port(BatchTypes().eval(), to="keras", input_shape=(6,), input_dtype="int64")
+
+
+def test_probe_ids_are_drawn_below_the_vocabulary_of_the_input_embedding(both_backends, monkeypatch):
+    """BERT's token-type table has 2 rows; the ids the importer runs the model on reach the word vocabulary."""
+
+    import_torchvision()
+    import transformers
+
+    from xconv.importers import torch_checks, torch_fx
+
+    seen = []
+
+    def spy(module, shape):
+        batch = torch_checks._probe_batch(module, shape)
+        seen.append((torch_checks.TOKEN_IDS.get(), int(batch[0].max())))
+        return batch
+
+    monkeypatch.setattr(torch_fx, "_probe_batch", spy)
+    config = transformers.BertConfig(
+        vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8
+    )
+    xc.from_torch(transformers.BertModel(config).eval(), (6,), input_dtype="int64", output="last_hidden_state")
+    assert seen and seen[0][0] == 50 and seen[0][1] == 49, seen
 
 
 def test_padded_positions_are_the_same_everywhere(both_backends):
@@ -344,6 +453,64 @@ def test_a_keras_text_encoder_ports_both_ways(both_backends, dtype):
     assert xc.infer(xc.spec_of(back))[0].kind == "Embedding"
 
 
+def _keras_masked_encoder(dtype: str, keys: Any = None):
+    """A hand-written Keras encoder whose second input is a padding mask, given to each MultiHeadAttention as
+    its attention_mask: ``mask[:, None, :]``, then ``cast(expand_dims(mask, 1), "bool")`` (or ``keys(mask)``)."""
+    import keras
+
+    ids = keras.Input((6,), dtype="int32", name="token_ids")
+    mask = keras.Input((6,), dtype="int32", name="attention_mask")
+    x = keras.layers.Embedding(30, 8, dtype=dtype)(ids)
+    a = keras.layers.MultiHeadAttention(2, 4, dtype=dtype)(x, x, attention_mask=mask[:, None, :])
+    x = keras.layers.LayerNormalization(dtype=dtype)(keras.layers.Add(dtype=dtype)([x, a]))
+    second = keras.ops.cast(keras.ops.expand_dims(mask, 1), "bool") if keys is None else keys(mask)
+    a = keras.layers.MultiHeadAttention(2, 4, dtype=dtype)(x, x, attention_mask=second)
+    x = keras.layers.GlobalAveragePooling1D(dtype=dtype)(keras.layers.Add(dtype=dtype)([x, a]))
+    model = keras.Model([ids, mask], keras.layers.Dense(3, dtype=dtype)(x))
+    rng = np.random.default_rng(0)
+    for v in model.weights:
+        v.assign(rng.standard_normal(v.shape) * 0.5)
+    return model
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_keras_attention_with_a_padding_mask_ports_both_ways(both_backends, dtype):
+    """MultiHeadAttention given the padding mask's keys as its attention_mask is SelfAttention reading the
+    padding mask: the torch model takes (ids, mask) and computes what the Keras model does, padded or not."""
+    import torch
+
+    model = _keras_masked_encoder(dtype)
+    torch_model = xc.port(model, to="torch")
+    kinds = [i.layer for i in xc.infer(xc.spec_of(torch_model)) if i.kind == "SelfAttention"]
+    assert len(kinds) == 2 and all(layer.padding_mask for layer in kinds)
+    ids = _ids(n=4, length=6, vocabulary=30)
+    mask = np.array([[1, 1, 1, 1, 0, 0], [1, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1], [1, 1, 0, 1, 0, 1]])
+    want = np.asarray(model([ids, mask]))
+    with torch.no_grad():
+        got = torch_model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+    assert max_rel_diff(want, got) <= TOLERANCE[dtype]
+    back = xc.port(torch_model, to="keras")
+    assert max_rel_diff(want, xc.predict(back, ids, padding_mask=mask)) <= TOLERANCE[dtype]
+    unmasked = np.asarray(model([ids, np.ones_like(mask)]))
+    assert max_rel_diff(unmasked, xc.predict(back, ids)) <= TOLERANCE[dtype]
+    assert max_rel_diff(unmasked, want) > 1e-3  # (the mask matters)
+
+
+def test_keras_attention_masks_other_than_the_keys_are_refused(both_backends):
+    import keras
+
+    with pytest.raises(UnsupportedLayerError, match=r"reads the padding mask .* mask\[:, None, :\]"):
+        xc.from_keras(_keras_masked_encoder("float32", keys=lambda mask: mask[:, :, None]))  # (the queries)
+    with pytest.raises(UnsupportedLayerError, match="reads the padding mask"):
+        xc.from_keras(_keras_masked_encoder("float32", keys=lambda mask: 1 - mask[:, None, :]))  # (inverted)
+    ids = keras.Input((6,), dtype="int32")
+    mask = keras.Input((6,), dtype="int32")
+    x = keras.layers.Embedding(30, 8)(ids)
+    x = keras.layers.Add()([x, keras.layers.Embedding(2, 8)(mask)])  # (a second input of token types)
+    with pytest.raises(UnsupportedLayerError, match="reads the padding mask"):
+        xc.from_keras(keras.Model([ids, mask], keras.layers.GlobalAveragePooling1D()(x)))
+
+
 def test_keras_embedding_with_a_mask_is_refused(both_backends):
     import keras
 
@@ -358,9 +525,9 @@ def test_port_of_ids_reports_a_wrong_lookup(both_backends, monkeypatch):
     refuses it."""
     import dataclasses
 
-    from xconv.importers import torch_fx
+    from xconv.importers import torch_ids
 
-    real = torch_fx.fixed_embedding
+    real = torch_ids.fixed_embedding
 
     def other_type(*args, **kwargs):
         layer, state = real(*args, **kwargs)
@@ -368,7 +535,7 @@ def test_port_of_ids_reports_a_wrong_lookup(both_backends, monkeypatch):
             layer = dataclasses.replace(layer, token_type=1)
         return layer, state
 
-    monkeypatch.setattr(torch_fx, "fixed_embedding", other_type)
+    monkeypatch.setattr(torch_ids, "fixed_embedding", other_type)
     with pytest.raises(PortError, match="random token ids"):
         xc.port(_hf("BertModel"), to="keras", input_shape=(6,), input_dtype="int64", output="last_hidden_state")
 
@@ -493,3 +660,56 @@ def test_the_cli_checks_a_text_encoder_with_a_padding_mask(both_backends, tmp_pa
     for name in ("bert.safetensors", "bert.keras"):
         assert cli.main(["check", str(tmp_path / name)]) == 0, capsys.readouterr()
         assert "OK: torch and tf agree on every layer" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kind", ["BertModel", "DistilBertModel"])
+def test_a_hugging_face_state_dict_loads_into_the_ported_models(both_backends, kind):
+    """The fused in_proj_weight names the separate query, key and value weights as its source keys: the
+    original's state_dict loads into both built models by its own keys, and they compute what it does."""
+    import torch
+
+    model = _hf(kind).eval()
+    output = "last_hidden_state"
+    spec = xc.from_torch(model, (6,), input_dtype="int64", output=output)
+    fused = [i.layer.keys for i in xc.infer(spec) if i.kind == "SelfAttention"]
+    assert fused and all(isinstance(dict(k)["in_proj_weight"], tuple) for k in fused)
+    assert xc.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec  # (the keys survive a spec file)
+    ids = _ids(length=6, vocabulary=40)
+    with torch.no_grad():
+        want = model(torch.from_numpy(ids))[output].numpy()
+    state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    for backend in ("torch", "keras"):
+        built = xc.build(spec, backend, seed=1)  # (other weights, replaced by the state_dict's)
+        unused = xc.set_weights(built, state, strict=False)
+        assert all(k.startswith("pooler.") for k in unused), unused
+        assert max_rel_diff(want, xc.predict(built, ids)) <= TOLERANCE["float32"]
+    swapped = dict(state)  # query and key exchanged: read in the order the keys give, so it is seen
+    first = next(k for k in state if k.endswith(("query.weight", "q_lin.weight")))
+    other = first.replace("query", "key").replace("q_lin", "k_lin")
+    swapped[first], swapped[other] = state[other], state[first]
+    built = xc.build(spec, "torch")
+    xc.set_weights(built, swapped, strict=False)
+    assert max_rel_diff(want, xc.predict(built, ids)) > 1e-3
+
+
+def test_fused_source_keys_are_checked(both_backends):
+    with pytest.raises(SpecError, match="lists of two or more"):
+        xc.SelfAttention(8, 2, keys={"in_proj_weight": ["q.weight"]})
+    with pytest.raises(SpecError, match="already the key of another weight"):
+        xc.infer(
+            xc.Sequential(
+                xc.SelfAttention(8, 2, keys={"in_proj_weight": ["a", "b", "c"], "in_proj_bias": ["a", "d", "e"]}),
+                input_shape=(3, 8),
+            )
+        )
+    spec = xc.Sequential(
+        xc.SelfAttention(8, 2, name="att", keys={"in_proj_weight": ["q", "k", "v"]}), input_shape=(3, 8)
+    )
+    model = xc.build(spec, "numpy", seed=0)
+    weights = xc.get_weights(model)
+    parts = np.split(weights["att.in_proj_weight"], 3)
+    rest = {k: v for k, v in weights.items() if k != "att.in_proj_weight"}
+    assert xc.set_weights(model, {**rest, "q": parts[0], "k": parts[1], "v": parts[2]}) == []
+    assert np.array_equal(xc.get_weights(model)["att.in_proj_weight"], weights["att.in_proj_weight"])
+    with pytest.raises(xc.WeightError, match="att.in_proj_weight"):
+        xc.set_weights(model, {**rest, "q": parts[0], "k": parts[1], "v": parts[2][:4]})

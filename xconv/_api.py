@@ -16,7 +16,7 @@ from .backends import backend_of_model, canonical_name, get_backend
 from .errors import SpecError, WeightError, XconvError
 from .graph import takes_padding_mask, token_vocabulary
 from .spec import Sequential
-from .weights import DTYPES, as_numpy, check_weights, init_weights, source_keys
+from .weights import DTYPES, as_numpy, check_weights, fused_keys, init_weights, source_keys
 
 if TYPE_CHECKING:
     from .backends._protocol import Backend
@@ -315,6 +315,7 @@ def set_weights(model: Any, weights: Mapping[str, Any], *, strict: bool = True) 
     backend.set_weights(model, infos, arrays)
     aliases = source_keys(infos)  # a layer's own source keys, read for canonical keys the mapping lacks
     taken = {*arrays, *(key for key, canonical in aliases.items() if canonical in arrays and canonical not in weights)}
+    taken |= {key for canonical, keys in fused_keys(infos).items() if canonical not in weights for key in keys}
     return sorted(k for k in weights if k not in taken)
 
 

@@ -52,8 +52,8 @@ def probe_batches(
     ``VERIFY_BATCHES``): a standard-normal pair drawn from ``seed``, the same times 100, and the first with
     exact zeros (a black frame on a map, half the features of a flat input). For a model that takes token ids
     (``vocabulary``: the ids below it are valid), int64 ids instead (``VERIFY_ID_BATCHES``)."""
-    if vocabulary is not None:
-        ids = np.random.default_rng(seed).integers(0, vocabulary, (2, *shape))
+    if vocabulary is not None:  # (four rows in all: not the batch of three torch programs are exported for)
+        ids = np.random.default_rng(seed).integers(0, vocabulary, (3, *shape))
         ends = np.where(np.arange(int(np.prod(shape))).reshape(shape) % 2 == 0, 0, vocabulary - 1)
         return [(VERIFY_ID_BATCHES[0], ids), (VERIFY_ID_BATCHES[1], ends[None].astype(np.int64))]
     x = np.random.default_rng(seed).standard_normal((2, *shape))

@@ -36,8 +36,10 @@ class Layer:
     #: the source's own keys of weights that are not ``"{key}.{param}"``, as (param, key) pairs: a parameter of
     #: the model's root used through ``F.conv2d`` (``"w"``), a layer scale called ``gamma`` of shape (C,). The
     #: built models keep the canonical keys; ``set_weights`` also takes these (a shape that differs from the
-    #: canonical one only by axes of length 1 too), and ``summary`` lists them
-    keys: tuple[tuple[str, str], ...] = field(default=(), kw_only=True)
+    #: canonical one only by axes of length 1 too), and ``summary`` lists them. A parameter may name several
+    #: keys, whose arrays are its parts, concatenated along the first axis in that order: Hugging Face's
+    #: separate query, key and value weights of a fused ``in_proj_weight``
+    keys: tuple[tuple[str, str | tuple[str, ...]], ...] = field(default=(), kw_only=True)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from .errors import SpecError
 
@@ -131,17 +131,30 @@ def compact(value: Any) -> Any:
     return value
 
 
-def as_keys(owner: str, value: Any) -> tuple[tuple[str, str], ...]:
-    """``keys`` as sorted (param, key) pairs, from a mapping or pairs; each a non-empty string."""
+def as_keys(owner: str, value: Any) -> tuple[tuple[str, str | tuple[str, ...]], ...]:
+    """``keys`` as sorted (param, key) pairs, from a mapping or pairs: each key a non-empty string, or a list
+    of at least two (the parts of a fused parameter, in order)."""
+
+    def key_of(k: Any) -> str | tuple[str, ...] | None:
+        if isinstance(k, str):
+            return k or None
+        if isinstance(k, (list, tuple)) and len(k) >= 2 and all(isinstance(s, str) and s for s in k):
+            return tuple(k)
+        return None
+
     try:
-        pairs = sorted((value.items() if hasattr(value, "items") else value) or ())
-    except (TypeError, ValueError):
+        pairs = sorted(((value.items() if hasattr(value, "items") else value) or ()), key=lambda pair: str(pair[0]))
+    except (TypeError, ValueError, IndexError, KeyError):
         pairs = None
     if pairs is None or not all(
-        isinstance(p, (tuple, list)) and len(p) == 2 and all(isinstance(s, str) and s for s in p) for p in pairs
+        isinstance(p, (tuple, list)) and len(p) == 2 and isinstance(p[0], str) and p[0] and key_of(p[1]) is not None
+        for p in pairs
     ):
-        raise SpecError(f"{owner}: keys must map parameter names to non-empty key strings. Received: {value!r}")
-    out = tuple((str(p), str(k)) for p, k in pairs)
+        raise SpecError(
+            f"{owner}: keys must map parameter names to non-empty key strings (or lists of two or more, the parts "
+            f"of a fused parameter). Received: {value!r}"
+        )
+    out = tuple((str(p), cast(Any, key_of(k))) for p, k in pairs)
     if len({p for p, _ in out}) != len(out):
         raise SpecError(f"{owner}: keys names a parameter twice. Received: {value!r}")
     return out

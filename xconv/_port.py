@@ -10,7 +10,7 @@ import numpy as np
 from ._api import build_with_weights, get_weights, spec_of
 from ._verify import _SHORT_LINES, ROUNDING_FACTOR, _rounding_check, _short  # noqa: F401 - (re-exported)
 from .backends import backend_of_model, canonical_name, get_backend
-from .errors import XconvError
+from .errors import UnsupportedLayerError, XconvError
 from .spec import Sequential
 from .weights import weights_dtype
 
@@ -85,6 +85,13 @@ def from_torch(
     token, masked = TOKEN_IDS.set(vocabulary), PADDING_MASK.set(padding_mask)
     try:
         spec, weights = backend.import_model(model, shape, output)
+    except UnsupportedLayerError as e:
+        if vocabulary is not None or not _has_embeddings(model):
+            raise
+        raise UnsupportedLayerError(
+            'from_torch: the model has nn.Embedding layers; if it takes token ids, give input_dtype="int64". '
+            f"Read as taking numbers: {e}"
+        ) from None
     finally:
         TOKEN_IDS.reset(token)
         PADDING_MASK.reset(masked)
@@ -107,9 +114,16 @@ def _takes_ids(input_dtype: Any, who: str) -> bool:
     )
 
 
+def _has_embeddings(model: Any) -> bool:
+    from .backends._torch_env import nn
+
+    return isinstance(model, nn.Module) and any(isinstance(m, nn.Embedding) for m in model.modules())
+
+
 def _token_vocabulary(model: Any, input_dtype: Any, who: str) -> int:
-    """The ids below which the import draws its probe batches: the smallest vocabulary of the model's
-    ``nn.Embedding`` modules (each of them can look them up)."""
+    """The ids below which the import draws the batch it exports the model for: the smallest vocabulary of the
+    model's ``nn.Embedding`` modules (each of them can look them up). The importer then draws its probes below
+    the vocabulary of the embeddings that look up the input itself."""
     from .backends._torch_env import nn
 
     sizes = [int(m.num_embeddings) for m in model.modules() if isinstance(m, nn.Embedding)]
@@ -208,7 +222,7 @@ def from_keras(model: Any, *, return_weights: bool = False) -> Any:
     structure = getattr(model, "_outputs_struct", None)
     from .importers.keras_graph import _is_padding_mask
 
-    masked = len(inputs) == 2 and _is_padding_mask(inputs[1])  # token ids and their padding mask
+    masked = len(inputs) == 2 and _is_padding_mask(inputs[1], inputs[0])  # token ids and their padding mask
     if len(inputs) != 1 and not masked or len(outputs) != 1 or isinstance(structure, (dict, list, tuple)):
         what = f"a {type(structure).__name__} of {len(outputs)}" if isinstance(structure, (dict, list, tuple)) else ""
         raise XconvError(

@@ -227,15 +227,16 @@ def _check_source_keys(graph: Graph) -> None:
     canonical = {f"{info.key}.{p}" for info in graph for p in info.params}
     seen: set[str] = set()
     for info in graph:
-        for param, key in getattr(info.layer, "keys", ()):
+        for param, keys in getattr(info.layer, "keys", ()):
             if param not in info.params:
                 raise SpecError(
                     f"{info.label}: keys names {param!r}, which is not one of its weights "
                     f"({', '.join(info.params) or 'it has none'})"
                 )
-            if key in canonical or key in seen:
-                raise SpecError(f"{info.label}: the source key {key!r} is already the key of another weight")
-            seen.add(key)
+            for key in (keys,) if isinstance(keys, str) else keys:
+                if key in canonical or key in seen:
+                    raise SpecError(f"{info.label}: the source key {key!r} is already the key of another weight")
+                seen.add(key)
 
 
 def consumers(graph: Graph) -> dict[int, list[int]]:

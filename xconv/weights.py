@@ -17,6 +17,7 @@ __all__ = [
     "as_numpy",
     "check_weights",
     "expected_shapes",
+    "fused_keys",
     "init_weights",
     "single_dtype",
     "source_keys",
@@ -133,8 +134,24 @@ def single_dtype(weights: Mapping[str, Any], fix: str) -> str:
 
 
 def source_keys(infos: list[LayerInfo]) -> dict[str, str]:
-    """The source's own key -> canonical key, for the layers whose ``keys`` name them."""
-    return {key: f"{info.key}.{param}" for info in infos for param, key in getattr(info.layer, "keys", ())}
+    """The source's own key -> canonical key, for the layers whose ``keys`` name them (one key each)."""
+    return {
+        key: f"{info.key}.{param}"
+        for info in infos
+        for param, key in getattr(info.layer, "keys", ())
+        if isinstance(key, str)
+    }
+
+
+def fused_keys(infos: list[LayerInfo]) -> dict[str, tuple[str, ...]]:
+    """Canonical key -> the source's keys of its parts (concatenated along the first axis), for the layers
+    whose ``keys`` name several."""
+    return {
+        f"{info.key}.{param}": keys
+        for info in infos
+        for param, keys in getattr(info.layer, "keys", ())
+        if not isinstance(keys, str)
+    }
 
 
 def _by_canonical_key(
@@ -144,10 +161,22 @@ def _by_canonical_key(
     reshaped when its shape differs from the canonical one only by axes of length 1 ((C,) for (C, 1, 1) or
     (1, 1, 1, C)): the same numbers in the same order, as sources keep them (a layer scale of shape (C, 1, 1), a
     ConvNeXt V2 response-norm weight of (1, 1, 1, C)). A mapping that has both keys of one weight keeps them
-    both (the canonical one is read, the other unexpected)."""
+    both (the canonical one is read, the other unexpected). A fused parameter missing from ``weights`` is
+    the concatenation of its parts' arrays, when they are all there."""
     aliases = source_keys(infos)
     out: dict[str, Any] = {}
+    parts = {key for canonical, keys in fused_keys(infos).items() if canonical not in weights for key in keys}
+    for canonical, keys in fused_keys(infos).items():
+        if canonical not in weights and canonical in expected and all(k in weights for k in keys):
+            try:
+                out[canonical] = np.concatenate([as_numpy(weights[k]) for k in keys])
+            except Exception:  # noqa: BLE001 - parts that do not concatenate: reported under their own keys
+                parts -= set(keys)
+        else:
+            parts -= set(keys)
     for key, value in weights.items():
+        if key in parts:
+            continue  # (read as a part of its fused parameter)
         target = aliases.get(key, key)
         if target != key and target in weights or target not in expected:
             out[key] = value

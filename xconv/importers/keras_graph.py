@@ -64,7 +64,7 @@ def _calls(model: keras.Model, inline: bool = False, depth: int = 0) -> list[tup
     """The model's layer calls in topological order: (layer, input tensors, output tensor). With ``inline``, a
     nested model's call is replaced by its own calls, between two aliases ``(None, [tensor], same tensor)``
     that tie its input and output to the outer graph's tensors."""
-    masked = depth == 0 and len(model.inputs) == 2 and _is_padding_mask(model.inputs[1])
+    masked = depth == 0 and len(model.inputs) == 2 and _is_padding_mask(model.inputs[1], model.inputs[0])
     if len(model.inputs) != 1 and not masked or len(model.outputs) != 1:
         where = "the model" if depth == 0 else f"the nested model {model.name!r}"
         raise UnsupportedLayerError(f"from_keras: {where} must have one input and one output")
@@ -105,17 +105,46 @@ def _calls(model: keras.Model, inline: bool = False, depth: int = 0) -> list[tup
 #: the index the padding mask input stands at (no node: only attention layers read it)
 _MASK = -2
 
+#: the index of the padding mask as a MultiHeadAttention's ``attention_mask`` reads it, (N, 1, L): the keys
+#: each query may attend to, the same for every query
+_MASK_KEYS = -3
 
-def _is_padding_mask(t: Any) -> bool:
-    """Whether a model input is a padding mask as xconv builds one: ``keras.Input((L,), dtype="int64",
-    name="padding_mask", optional=True)``."""
+
+def _is_padding_mask(t: Any, ids: Any) -> bool:
+    """Whether a model's second input may be a padding mask: an integer input (L,) beside token ids (L,), as
+    xconv builds one (``keras.Input((L,), dtype="int64", name="padding_mask", optional=True)``) or a
+    hand-written one. Only attention may read it (checked where it is read)."""
     layer = t._keras_history.operation
     return (
         type(layer).__name__ == "InputLayer"
-        and layer.name == "padding_mask"
         and len(t.shape) == 2
+        and tuple(t.shape) == tuple(ids.shape)
         and str(t.dtype).startswith("int")
-        and bool(getattr(layer, "optional", False))
+        and str(ids.dtype).startswith("int")
+    )
+
+
+def _mask_op(op: Any, ids: list[int], where: str) -> int:
+    """An operation on the padding mask: a cast keeps it; ``mask[:, None, :]`` or ``expand_dims(mask, 1)``
+    makes it the keys every query attends to (what ``MultiHeadAttention(attention_mask=...)`` reads). Anything
+    else is refused."""
+    kind = type(op).__name__
+    node = op._inbound_nodes[0]
+    args = list(getattr(node.arguments, "args", ()) or ())
+    keys = (slice(None), None, slice(None)), (slice(None), None)
+    if len(ids) == 1 and type(op).__module__.startswith("keras.src.ops"):
+        if kind == "Cast":
+            return ids[0]
+        if ids[0] == _MASK and (
+            kind == "ExpandDims"
+            and getattr(op, "axis", None) in (1, -2)
+            or kind == "GetItem"
+            and args[1:] in ([k] for k in keys)
+        ):
+            return _MASK_KEYS
+    raise UnsupportedLayerError(
+        f"from_keras: {where} reads the padding mask (the model's second input); supported: a cast, and "
+        "mask[:, None, :] or expand_dims(mask, 1) given to MultiHeadAttention as its attention_mask"
     )
 
 
@@ -213,6 +242,13 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
         if getattr(layer, "data_format", "channels_last") != "channels_last":
             raise UnsupportedLayerError(f"from_keras: {where}: only data_format='channels_last' is supported")
         ids = [index[id(t)] for t in inputs]
+        if (
+            type(layer) is not keras.layers.MultiHeadAttention
+            and _MASK_KEYS in ids
+            or (_MASK in ids and not isinstance(layer, (keras.layers.Layer, SelfAttentionLayer)))
+        ):
+            index[id(out)] = _mask_op(layer, ids, where)
+            continue
         name = names.take(paths.get(id(layer), layer.name), own=True)
         rank = len(out.shape) - 1
         scalar = _scalar_op(layer, out)
@@ -263,7 +299,12 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
             index[id(out)] = add(Raw(name, "layer", [ids[0]], layer=masked), arrays)
             continue
         if type(layer) is keras.layers.MultiHeadAttention:
-            ids = _self_attention_input(layer, ids, where)
+            ids, keys_masked = _self_attention_input(layer, ids, where)
+            if keys_masked:
+                attention, arrays = _plain_layer(layer, where, tuple(inputs[0].shape[1:]))
+                attention = dataclasses.replace(attention, name=name, padding_mask=True)
+                index[id(out)] = add(Raw(name, "layer", ids, layer=attention), arrays)
+                continue
         if len(ids) != 1:
             raise UnsupportedLayerError(
                 f"from_keras: {where} takes {len(ids)} inputs; of the layers that take several, xconv supports "
@@ -488,11 +529,11 @@ def _is_custom_scale(layer: Any) -> bool:
     return cls.__name__ == "CustomScaleLayer" and cls.__module__ == "keras.src.applications.inception_resnet_v2"
 
 
-def _self_attention_input(layer: Any, ids: list[int], where: str) -> list[int]:
+def _self_attention_input(layer: Any, ids: list[int], where: str) -> tuple[list[int], bool]:
     """A MultiHeadAttention's one input when it is called as self-attention: query, value (and key) the same
-    tensor, no mask."""
+    tensor, no mask but the padding mask's keys as its ``attention_mask`` (then also True)."""
     if not layer._inbound_nodes and len(set(ids)) == 1:  # called inside a keras-hub layer as mha(x, x)
-        return ids[:1]
+        return ids[:1], False
     node = layer._inbound_nodes[0]
     names = ("query", "value", "key", "query_mask", "value_mask", "key_mask", "attention_mask")
     given = {**dict(zip(names, getattr(node.arguments, "args", ()) or ())), **(node.arguments.kwargs or {})}
@@ -502,13 +543,16 @@ def _self_attention_input(layer: Any, ids: list[int], where: str) -> list[int]:
         for k, v in given.items()
         if k not in ("query", "value", "key", "training") and v is not None and v is not False
     ]
-    if len(set(ids)) != 1 or flags:
+    masked = flags == ["attention_mask"] and ids[-1] == _MASK_KEYS and _MASK_KEYS not in ids[:-1]
+    if masked:
+        flags, ids = [], ids[:-1]
+    if len(set(ids)) != 1 or flags or _MASK_KEYS in ids:
         raise UnsupportedLayerError(
             f"from_keras: {where}: MultiHeadAttention is supported as self-attention only: query, value and key "
             f"the same tensor, without masks or attention scores ({len(set(ids))} distinct inputs"
             f"{', given ' if flags else ''}{', '.join(flags)})"
         )
-    return ids[:1]
+    return ids[:1], masked
 
 
 def _plain_layer(layer: Any, where: str, current: tuple[int, ...]) -> tuple[Any, dict[str, np.ndarray]]:

@@ -119,7 +119,7 @@ def _check_trace(module: nn.Module, traced: Any, x: tuple[Any, ...], output_key:
             f"({type(e).__name__}: {e})"[:400]
         ) from None
     guard.refuse_parameter_writes("from_torch")
-    from .torch_fx import _pick_output
+    from .torch_layers import _pick_output
 
     a, b = (_pick_output(v, output_key) if isinstance(v, dict) else v for v in (eager, traced))
     if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):

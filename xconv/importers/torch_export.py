@@ -76,8 +76,9 @@ def read(module: nn.Module, program: Any, batch_size: int | None = BATCH) -> Any
     batch the program was exported for (None: a dynamic one). A program given by the user (``module`` is its
     :class:`~.torch_program.ExportedModel`) has no layers to call: every call is read as a function."""
     from .torch_checks import PADDING_MASK
+    from .torch_ids import drop_open_masks, padding_mask_reads
     from .torch_program import ExportedModel
-    from .torch_tokens import drop_open_masks, padding_mask_reads, returns_pair
+    from .torch_tokens import returns_pair
 
     flat = program.module()
     drop_open_masks(flat.graph)

@@ -47,21 +47,20 @@ from .torch_forms import (
     _spatial_mean,
     _whole_map_pool,
 )
-from .torch_layers import _SUPPORTED, _as_module, _flat_args, _get_attr, _layer, _shape, nodes_in, own_leaf_types
+from .torch_ids import TokenIds, input_vocabulary
+from .torch_layers import (
+    _SUPPORTED,
+    _as_module,
+    _flat_args,
+    _get_attr,
+    _layer,
+    _live_nodes,
+    _pick_output,
+    _shape,
+    own_leaf_types,
+)
 from .torch_shapes import BATCH, NOT, ShapeOps
-from .torch_tokens import (
-    class_tokens,
-    expanded_parameter,
-    fixed_embedding,
-    fixed_ids,
-    id_positions,
-    position_embedding,
-    self_attention_call,
-    token_mean,
-)
-from .torch_tokens import (
-    from_ids as _from_ids,
-)
+from .torch_tokens import class_tokens, expanded_parameter, position_embedding, self_attention_call, token_mean
 
 F = torch.nn.functional
 
@@ -163,6 +162,9 @@ def _import_graph(
     _dropout_modes(module, gm.graph, retrace)
     functionalize(gm, gm.graph)  # in-place writes are read through their results, or refused
     gm.recompile()
+    vocabulary = input_vocabulary(gm) if TOKEN_IDS.get() is not None else None
+    if vocabulary is not None:  # (ids below the vocabulary of the embeddings that look up the input itself)
+        TOKEN_IDS.set(vocabulary)  # (put back by the caller, which set it)
     x = _probe_batch(module, tuple(input_shape))
     guard = StateGuard(module)
     with torch.random.fork_rng():
@@ -189,11 +191,7 @@ def _import_graph(
     nhwc: set[Any] = set()  # tensors permuted to channels-last, (N, H, W, C)
     attention_calls: set[Any] = set()  # nn.MultiheadAttention calls: their output tuple, read through [0]
     learned = {k for k, _ in module.named_parameters()}
-    mask_node: Any = None  # the forward's padding mask, its second argument
-    ids_node: Any = None  # the forward's token ids
-    from_ids: set[Any] = set()  # integers computed from the token ids alone
-    fixed: set[Any] = set()  # nodes holding buffers, constants and integers computed from them alone
-    looked_up: dict[Any, Any] = {}  # nn.Embedding calls on fixed ids -> (layer, state), for the sum that adds them
+    tokens = TokenIds(gm, params, consts, names, TOKEN_IDS.get())  # the token ids and padding mask
     shapes = ShapeOps(index, consts, nhwc)
     output = None
     live = _live_nodes(gm.graph, output_key)
@@ -204,20 +202,9 @@ def _import_graph(
         if node.op == "call_module":
             where = f"module {node.target!r} ({type(gm.get_submodule(node.target)).__name__})"
         args = list(node.args)
-        if node.meta.get("xconv_padding") and node.op != "placeholder":
+        masked = tokens.masked_call(node, args, where)
+        if masked is None:
             continue  # the padding mask as an attention module reads it, (N, 1, 1, L) for Hugging Face's
-        masked = (
-            mask_node is not None
-            and node.op == "call_module"
-            and len(args) == 2
-            and isinstance(args[1], torch.fx.Node)
-            and bool(args[1].meta.get("xconv_padding"))
-        )
-        padded = [a for a in node.all_input_nodes if a.meta.get("xconv_padding")]
-        if padded and not masked:
-            raise UnsupportedLayerError(
-                f"from_torch: {where} reads the padding mask; an attention module reads it, nothing else"
-            )
         if masked:
             args = args[:1]
             node.args = tuple(args)  # (read as the attention alone; it is marked to read the mask below)
@@ -231,33 +218,23 @@ def _import_graph(
             index[node] = index[args[0]]
             continue
         if node.op == "placeholder":
-            if nodes and PADDING_MASK.get() and mask_node is None and node.meta.get("xconv_padding"):
-                mask_node = node  # the padding mask: read by attention modules only
-                continue
+            if nodes and tokens.is_mask(node, PADDING_MASK.get()):
+                continue  # the padding mask: read by attention modules only
             if nodes:
                 raise UnsupportedLayerError(f"from_torch: forward must take one input; {where} is a second one")
             index[node] = len(nodes)
             nodes.append(Raw(node.name, "input", []))
-            ids_node = node if TOKEN_IDS.get() is not None else None
+            tokens.input(node)
             continue
         if node.op == "get_attr":
             params[node] = _get_attr(gm, node.target)
             if isinstance(params[node], torch.Tensor):
                 source.setdefault(_storage(params[node]), str(node.target))
                 if source[_storage(params[node])] not in learned:
-                    fixed.add(node)  # a buffer or constant
+                    tokens.fixed.add(node)  # a buffer or constant
             continue
-        ids = fixed_ids(node, args, params, fixed, consts)
-        if ids is not None:  # integers from buffers alone: BERT's position ids and token types
-            params[node] = ids
-            fixed.add(node)
-            continue
-        if _embedding_of(gm, node, args, fixed):
-            key = f"{node.target}.weight"
-            looked_up[node] = fixed_embedding(
-                gm.get_submodule(node.target), params[args[0]], key, names.take(str(node.target), own=True), where
-            )
-            continue
+        if tokens.fixed_step(node, args, where):
+            continue  # integers from buffers alone (BERT's position ids and token types), or an embedding of them
         if node.op == "call_method" and node.target in _PARAM_RESHAPES and args and args[0] in params:
             shape = _shape(node)  # a parameter seen in another shape (timm's gamma.reshape(1, -1, 1, 1))
             sizes = [a for a in _flat_args(node)[1:] if not isinstance(a, torch.fx.Node)]
@@ -300,22 +277,8 @@ def _import_graph(
                     index[node] = len(nodes)
                     nodes.append(Raw(node.name, "layer", [index[alias]], layer=layer))
             continue
-        if ids_node is not None and _from_ids(node, ids_node, from_ids, consts, fixed):
-            from_ids.add(node)  # integers computed from the token ids: read where an nn.Embedding looks them up
-            continue
-        if _embedding_of(gm, node, args, from_ids):
-            table = gm.get_submodule(node.target)
-            # (buffers and sizes at a batch of 3; what is computed from them, evaluated again at that batch)
-            known = {n: _at_batch(v, 3) for n, v in consts.items()}
-            known.update({n: params[n] for n in fixed if n.op == "get_attr"})
-            positions = id_positions(args[0], ids_node, table, where, known)
-            if isinstance(positions, torch.Tensor):  # the same ids whatever the input: one token type
-                name = names.take(str(node.target), own=True)
-                looked_up[node] = fixed_embedding(table, positions, f"{node.target}.weight", name, where)
-                continue
-            positions = dataclasses.replace(positions, name=names.take(f"{node.target}_positions"))
-            index[args[0]] = len(nodes)
-            nodes.append(Raw(positions.name, "layer", [index[ids_node]], layer=positions))
+        if tokens.ids_step(node, args, where, nodes, index):
+            continue  # integers computed from the ids (read where an nn.Embedding looks them up), or such a lookup
         tensor_inputs = [args[0]] if attention else [a for a in _flat_args(node) if a in index]
         join = _join_kind(node)
         if (
@@ -340,11 +303,9 @@ def _import_graph(
         embedding = (
             position_embedding(node, args, params, index, source, learned, names, where) if join == "add" else None
         )
-        fixed_added = [a for a in args if a in looked_up] if join == "add" and len(args) == 2 else []
-        if fixed_added and fixed_added[0] is not args[0] or fixed_added and args[1] in index:
-            layer, state = looked_up.pop(fixed_added[0])
-            x_node = args[0] if args[1] is fixed_added[0] else args[1]
-            embedding = (Raw(layer.name, "layer", [index[x_node]], layer=layer, owned=True), state)
+        added = tokens.added(args, index) if join == "add" else None
+        if added is not None:  # tokens plus an embedding of fixed ids
+            embedding = added
         if embedding is not None:
             raw, state = embedding
             _own_state(state, owners, where)
@@ -623,65 +584,16 @@ def _layer_scale(
 
 def _with_source_keys(layer: Any, state: dict[str, Any], source: dict[int, str]) -> Any:
     """``layer`` with ``keys`` naming the state_dict keys of its tensors that differ from their canonical keys
-    (a parameter of the model's root used through ``F.conv2d``)."""
+    (a parameter of the model's root used through ``F.conv2d``); a tensor fused from parts (Hugging Face's
+    query, key and value) by their keys, in order."""
     name = layer.name
-    keys = {}
+    keys: dict[str, Any] = {}
     for canonical, t in state.items():
-        own = source.get(_storage(t))
+        own: Any = source.get(_storage(t))
+        parts = getattr(t, "xconv_parts", None)
+        if own is None and parts is not None:
+            own = tuple(source.get(_storage(p)) for p in parts)
+            own = None if None in own else own
         if own is not None and own != canonical:
             keys[canonical[len(name) + 1 :]] = own
     return dataclasses.replace(layer, keys=tuple(sorted(keys.items()))) if keys else layer
-
-
-def _pick_output(out: Any, key: str | None) -> Any:
-    """The returned tensor: the entry ``key`` of a returned dict (or its one entry), else the value itself."""
-    if isinstance(out, dict):
-        if key is None:
-            if len(out) != 1:
-                raise UnsupportedLayerError(
-                    f"from_torch: forward returns a dict with entries {sorted(out)}; choose one with output=..."
-                )
-            return next(iter(out.values()))
-        if key not in out:
-            raise UnsupportedLayerError(
-                f"from_torch: output={key!r} is not an entry of the returned dict ({sorted(out)})"
-            )
-        return out[key]
-    if key is not None:
-        raise UnsupportedLayerError(f"from_torch: output={key!r} was given but forward does not return a dict")
-    return out
-
-
-def _live_nodes(graph: Any, key: str | None) -> set[Any]:
-    """The nodes the (chosen) output depends on."""
-    out_node = next(n for n in graph.nodes if n.op == "output")
-    value = out_node.args[0]
-    if isinstance(value, dict) and key in value:
-        value = value[key]
-    stack = nodes_in(value)
-    live: set[Any] = set()
-    while stack:
-        n = stack.pop()
-        if n not in live:
-            live.add(n)
-            stack.extend(n.all_input_nodes)
-    return live
-
-
-def _at_batch(value: Any, n: int) -> Any:
-    """A size value with the symbolic batch size as ``n`` (to evaluate a computation on a batch of n)."""
-    if value is BATCH:
-        return n
-    if isinstance(value, tuple):
-        return tuple(n if v is BATCH else v for v in value)
-    return value
-
-
-def _embedding_of(gm: Any, node: Any, args: list[Any], ids: set[Any]) -> bool:
-    """Whether ``node`` calls an ``nn.Embedding`` on one of the nodes ``ids``."""
-    return (
-        node.op == "call_module"
-        and bool(args)
-        and args[0] in ids
-        and type(gm.get_submodule(node.target)) is nn.Embedding
-    )

@@ -268,3 +268,38 @@ def _layer(m: nn.Module, name: str, where: str) -> tuple[Any, dict[str, Any]]:
     if isinstance(layer, tuple):  # (layer, its state: canonical shapes, or weights computed from the module's)
         layer, state = layer
     return layer, {f"{layer.name}.{k}": t for k, t in state.items() if t is not None}
+
+
+def _pick_output(out: Any, key: str | None) -> Any:
+    """The returned tensor: the entry ``key`` of a returned dict (or its one entry), else the value itself."""
+    if isinstance(out, dict):
+        if key is None:
+            if len(out) != 1:
+                raise UnsupportedLayerError(
+                    f"from_torch: forward returns a dict with entries {sorted(out)}; choose one with output=..."
+                )
+            return next(iter(out.values()))
+        if key not in out:
+            raise UnsupportedLayerError(
+                f"from_torch: output={key!r} is not an entry of the returned dict ({sorted(out)})"
+            )
+        return out[key]
+    if key is not None:
+        raise UnsupportedLayerError(f"from_torch: output={key!r} was given but forward does not return a dict")
+    return out
+
+
+def _live_nodes(graph: Any, key: str | None) -> set[Any]:
+    """The nodes the (chosen) output depends on."""
+    out_node = next(n for n in graph.nodes if n.op == "output")
+    value = out_node.args[0]
+    if isinstance(value, dict) and key in value:
+        value = value[key]
+    stack = nodes_in(value)
+    live: set[Any] = set()
+    while stack:
+        n = stack.pop()
+        if n not in live:
+            live.add(n)
+            stack.extend(n.all_input_nodes)
+    return live

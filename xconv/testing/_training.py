@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,6 +27,10 @@ class TrainParity:
     max_param_diff: float
     #: the same, per canonical key
     param_diffs: dict[str, float]
+    #: the weights both frameworks started from (canonical layout)
+    initial_weights: dict[str, np.ndarray] = field(default_factory=dict)
+    #: each framework's final weights (canonical layout), by backend name: "torch" and "tf"
+    final_weights: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
     @property
     def max_loss_diff(self) -> float:
@@ -102,4 +106,5 @@ def train_parity(
         b = finals["tf"][key]
         scale = float(np.abs(a).max())
         diffs[key] = float(np.abs(a - b).max() / scale) if scale > 0 else float(np.abs(b).max())
-    return TrainParity(losses["torch"], losses["tf"], max(diffs.values()) if diffs else 0.0, diffs)
+    worst = max(diffs.values()) if diffs else 0.0
+    return TrainParity(losses["torch"], losses["tf"], worst, diffs, weights, finals)

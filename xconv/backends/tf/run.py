@@ -17,11 +17,14 @@ from .weights import _params
 
 def _inputs(model: keras.Model, x: np.ndarray, padding_mask: np.ndarray | None) -> Any:
     """What the model is called with: the NHWC (or flat, or token) batch, and its padding mask where it takes
-    one (None: every token)."""
+    one (None: every token; all ones for a model whose mask input is not optional)."""
     batch = layout.to_nhwc(x) if x.ndim == 4 else x
     if len(model.inputs) == 1:
         return batch
-    return [batch, None if padding_mask is None else np.asarray(padding_mask, dtype=np.int64)]
+    if padding_mask is None and not getattr(model.inputs[1]._keras_history.operation, "optional", False):
+        padding_mask = np.ones(x.shape[:2], dtype=np.int64)
+    mask = None if padding_mask is None else np.asarray(padding_mask, dtype=model.inputs[1].dtype)
+    return [batch, mask]
 
 
 def forward(model: keras.Model, x: np.ndarray, padding_mask: np.ndarray | None = None) -> np.ndarray:

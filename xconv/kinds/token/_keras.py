@@ -15,7 +15,7 @@ from typing import Any, cast
 import numpy as np
 
 from ..._info import LayerInfo
-from ...backends._tf_env import keras
+from ...backends._tf_env import keras, tf
 from ...errors import UnsupportedLayerError
 from .._keras_names import keras_name
 from . import (
@@ -127,23 +127,46 @@ class PaddedPositionsLayer(keras.layers.Layer):
         return {**super().get_config(), "padding_idx": self.padding_idx}
 
 
-@keras.saving.register_keras_serializable(package="xconv", name="PaddedEmbedding")
-class PaddedEmbedding(keras.layers.Embedding):
-    """Keras' ``Embedding`` whose row ``padding_idx`` gets no gradient, as torch's ``nn.Embedding(...,
-    padding_idx=i)``: the looked-up values are the same, and where an id is ``padding_idx`` the gradient is
-    stopped (see :class:`xconv.Embedding`)."""
+@keras.saving.register_keras_serializable(package="xconv", name="TokenEmbedding")
+class TokenEmbedding(keras.layers.Embedding):
+    """Keras' ``Embedding`` as torch's ``nn.Embedding`` trains it (see :class:`xconv.Embedding`): the same
+    looked-up values; the row ``padding_idx`` (when given) gets no gradient; and the table's gradient is a
+    dense tensor, as torch's is.
 
-    def __init__(self, input_dim: int, output_dim: int, padding_idx: int = 0, **kwargs: Any) -> None:
+    On the TensorFlow backend Keras' own layer gives an ``IndexedSlices`` gradient, one slice per token, and
+    Keras' optimizers apply element-wise operations to the slices before they are summed: Adam's second moment
+    then adds the squares of each token's gradient, not the square of their sum, wherever an id appears more
+    than once in a batch (a class token in every sequence). Measured: 2.3e-3 relative after 10 float64 Adam
+    steps against torch. This layer sums the slices into the (V, E) gradient first, as torch does."""
+
+    def __init__(self, input_dim: int, output_dim: int, padding_idx: int | None = None, **kwargs: Any) -> None:
         super().__init__(input_dim, output_dim, **kwargs)
-        self.padding_idx = int(padding_idx)
+        self.padding_idx = None if padding_idx is None else int(padding_idx)
 
     def call(self, inputs: Any) -> Any:
-        out = super().call(inputs)
-        padding = ops.expand_dims(ops.equal(inputs, self.padding_idx), -1)
-        return ops.where(padding, ops.stop_gradient(out), out)
+        return ops.cast(_dense_lookup(self.embeddings, inputs, self.padding_idx), self.compute_dtype)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "padding_idx": self.padding_idx}
+
+
+def _dense_lookup(table: Any, ids: Any, padding_idx: int | None) -> Any:
+    """``table[ids]`` whose gradient with respect to ``table`` is the dense sum of the tokens' gradients per
+    row (none for ``padding_idx``), on the TensorFlow backend."""
+    ids = tf.cast(ids, "int64") if ids.dtype not in (tf.int32, tf.int64) else ids
+
+    @tf.custom_gradient  # type: ignore[untyped-decorator]  # (TensorFlow has no types)
+    def lookup(weights: Any) -> Any:
+        def grad(upstream: Any) -> Any:
+            flat_ids = tf.reshape(ids, [-1])
+            rows = tf.reshape(upstream, [-1, tf.shape(weights)[1]])
+            if padding_idx is not None:
+                rows = tf.where(tf.expand_dims(tf.not_equal(flat_ids, padding_idx), -1), rows, tf.zeros_like(rows))
+            return tf.math.unsorted_segment_sum(rows, flat_ids, tf.shape(weights)[0])
+
+        return tf.gather(weights, ids), grad
+
+    return lookup(tf.convert_to_tensor(table))
 
 
 @keras.saving.register_keras_serializable(package="xconv", name="SelfAttention")
@@ -261,9 +284,7 @@ def _attention(info: LayerInfo, x: Any, dtype: str) -> Any:
 def _embedding(info: LayerInfo, x: Any, dtype: str) -> Any:
     layer = cast(Embedding, info.layer)
     v, e, name = layer.num_embeddings, layer.embed_dim, keras_name(info)
-    if layer.padding_idx is None:
-        return keras.layers.Embedding(v, e, dtype=dtype, name=name)(x)
-    return PaddedEmbedding(v, e, layer.padding_idx, dtype=dtype, name=name)(x)
+    return TokenEmbedding(v, e, layer.padding_idx, dtype=dtype, name=name)(x)
 
 
 BUILDERS: dict[type, Any] = {
@@ -413,7 +434,7 @@ _KNOWN_EMBEDDING_CONFIG = {
 
 
 def _keras_embedding(layer: Any, where: str, current: tuple[int, ...]) -> Any:
-    """``keras.layers.Embedding`` looking up the model's token ids (xconv's ``PaddedEmbedding`` with its
+    """``keras.layers.Embedding`` looking up the model's token ids (and xconv's ``TokenEmbedding``, with its
     padding row)."""
     config = layer.get_config()
     unknown = sorted(set(config) - _KNOWN_EMBEDDING_CONFIG)
@@ -448,7 +469,7 @@ KERAS_IMPORTS: dict[type, Any] = {
         {"weight": np.asarray(layer.weight.numpy())},
     ),
     keras.layers.Embedding: _keras_embedding,
-    PaddedEmbedding: _keras_embedding,
+    TokenEmbedding: _keras_embedding,
     PaddedPositionsLayer: lambda layer, where, current: (PaddedPositions(layer.padding_idx), {}),
     SelfAttentionLayer: _own_attention,
     keras.layers.MultiHeadAttention: _keras_attention,

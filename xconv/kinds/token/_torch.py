@@ -273,9 +273,17 @@ def is_hf_attention(m: nn.Module) -> bool:
     return known is not None and type(m).__module__.startswith(known[0])
 
 
+def fused(*parts: Any) -> Any:
+    """The parts concatenated along the first axis, a new tensor that remembers them (``xconv_parts``), so
+    that the importer names their keys as the fused parameter's source keys."""
+    out = torch.cat(parts)
+    out.xconv_parts = parts  # type: ignore[attr-defined]  # (a Python attribute of this tensor)
+    return out
+
+
 def _hf_attention(m: Any, name: str, where: str) -> tuple[SelfAttention, dict[str, Any]]:
     """Hugging Face's self-attentions (ViT, DeiT, BERT, RoBERTa, DistilBERT): separate q, k and v projections,
-    side by side the fused ``in_proj_weight`` (a new tensor: the ported model keeps the canonical keys for it),
+    side by side the fused ``in_proj_weight`` (its source keys are the three weights' keys),
     the softmax attention, then the output projection (BERT's and RoBERTa's is a Linear of their own: the
     attention is imported without one); the sdpa implementation (the default) only."""
     _, (qn, kn, vn, on), heads_attr = _HF_ATTENTIONS[type(m).__name__]
@@ -304,10 +312,8 @@ def _hf_attention(m: Any, name: str, where: str) -> tuple[SelfAttention, dict[st
     scale = None if float(m.scaling) == exact else float(m.scaling)
     proj_bias = o is not None and o.bias is not None
     layer = SelfAttention(dim, heads, biases.pop(), proj_bias, float(drop), scale, o is not None, name=name)
-    state = {
-        "in_proj_weight": torch.cat([q.weight, k.weight, v.weight]),
-        "in_proj_bias": None if q.bias is None else torch.cat([q.bias, k.bias, v.bias]),
-    }
+    state = {"in_proj_weight": fused(q.weight, k.weight, v.weight)}
+    state["in_proj_bias"] = None if q.bias is None else fused(q.bias, k.bias, v.bias)
     if o is not None:
         state["out_proj.weight"], state["out_proj.bias"] = o.weight, o.bias
     return layer, state
