@@ -21,12 +21,17 @@ EXAMPLES = {
     "Flatten": ([xc.Flatten()], (2, 3, 3)),
     "FlattenChannelsLast": ([xc.Conv2d(2, 3, 1), xc.Flatten(channels_last=True)], (2, 3, 3)),
     "FrozenBatchNorm": ([xc.BatchNorm2d(2, frozen=True), xc.Flatten(), xc.BatchNorm1d(18, frozen=True)], (2, 3, 3)),
-    "GroupNorm": ([xc.GroupNorm(2, 4, eps=1e-3), xc.GroupNorm(4, 4, affine=False)], (4, 3, 3)),
+    "GroupNorm": (
+        [xc.GroupNorm(2, 4, eps=1e-3), xc.GroupNorm(4, 4, affine=False), xc.GroupNorm(1, 4, bias=False)],
+        (4, 3, 3),
+    ),
     "GlobalResponseNorm": (
         [xc.Conv2d(2, 3, 1), xc.GlobalResponseNorm(3), xc.GlobalResponseNorm(3, eps=1e-3)],
         (2, 3, 3),
     ),
     "PReLU": ([xc.PReLU(2), xc.PReLU(), xc.Flatten(), xc.PReLU(18), xc.PReLU(1)], (2, 3, 3)),
+    "StarReLU": ([xc.StarReLU(), xc.ToTokens(), xc.StarReLU()], (2, 3, 3)),
+    "Square": ([xc.Square(), xc.ToTokens(), xc.ReLU(), xc.Square()], (2, 3, 3)),
     "Linear": ([xc.Flatten(), xc.Linear(None, 4)], (2, 3, 3)),
     "MaxPool2d": ([xc.MaxPool2d(3, stride=2, padding=1)], (2, 5, 5)),
     "AvgPool2d": ([xc.AvgPool2d(2)], (2, 4, 4)),

@@ -137,3 +137,26 @@ def _trained(model):
     from .zoo_support import _trained_statistics
 
     return _trained_statistics(model)
+
+
+def test_timm_star_relu_read_with_scale_and_bias_swapped_is_caught(both_backends, monkeypatch):
+    """An importer that read StarReLU's scale as its bias and back: refused, each weight read is checked to be
+    the model's own tensor of that key."""
+    from xconv.importers import torch_layers
+
+    [(match, real)] = [entry for entry in torch_layers._MATCHERS if entry[1].__name__ == "_timm_star_relu"]
+
+    def swapped(m, name, where):
+        layer, state = real(m, name, where)
+        return layer, {"scale": state["bias"], "bias": state["scale"]}
+
+    monkeypatch.setattr(torch_layers, "_MATCHERS", [(match, swapped), *torch_layers._MATCHERS])
+    with pytest.raises(xc.UnsupportedLayerError, match=r"act1.scale' is not the model's own"):
+        xc.port(timm_model("convformer"), to="tf", input_shape=TIMM["convformer"])
+
+
+def test_timm_star_relu_with_a_fixed_parameter_is_refused(both_backends):
+    model = timm_model("convformer")
+    model.stages[0].blocks[0].mlp.act.scale.requires_grad_(False)
+    with pytest.raises(xc.UnsupportedLayerError, match=r"StarReLU with a fixed scale \(requires_grad=False\)"):
+        xc.from_torch(model, TIMM["convformer"])

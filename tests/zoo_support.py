@@ -153,12 +153,13 @@ def _running_statistics(model: Any, affine: bool = False) -> Any:
 
 def _trained_statistics(model: Any) -> Any:
     """Trained-looking statistics and gains, and every other parameter initialised to one number drawn anew
-    (layer scales at 1e-6 would hide their branch, and a gain of ones would hide a swapped one)."""
+    (layer scales at 1e-6 would hide their branch, and a gain of ones would hide a swapped one; StarReLU's scale
+    of 1 and bias of 0 would hide each other)."""
     import torch
 
     with torch.no_grad():
         for p in model.parameters():
-            if p.numel() > 1 and bool((p == p.flatten()[0]).all()):
+            if p.numel() >= 1 and bool((p == p.flatten()[0]).all()):
                 if float(p.flatten()[0]) == 0:
                     p.normal_(0, 0.1)
                 else:
@@ -214,6 +215,9 @@ TIMM: dict[str, tuple[int, int, int]] = {
     "inception_next_atto": (3, 64, 64),
     "rdnet_tiny": (3, 64, 64),
     "fastvit_t8": (3, 64, 64),
+    "poolformer": (3, 64, 64),
+    "poolformerv2": (3, 64, 64),
+    "convformer": (3, 64, 64),
 }
 #: timm CNN families that are refused, one model each, with the operation the refusal names
 TIMM_REFUSED: dict[str, str] = {
@@ -235,6 +239,9 @@ TIMM_FLOAT64: tuple[str, ...] = (
     "ese_vovnet19b_slim_dw",
     "regnetx_002",
     "starnet_s050",
+    "poolformer",
+    "poolformerv2",
+    "convformer",
 )
 
 
@@ -242,12 +249,39 @@ TIMM_FLOAT64: tuple[str, ...] = (
 TIMM_OPTIONS: dict[str, dict[str, Any]] = {"vgg11": {"mlp_ratio": 0.125}}
 
 
+def _metaformers() -> dict[str, dict[str, Any]]:
+    """timm's MetaFormer families as their smallest models configure them (poolformer_s12, poolformerv2_s12,
+    convformer_s18), at one block per stage and narrow stages (timm's model functions fix depths and dims)."""
+    import torch
+    from timm.models import metaformer as mf
+
+    return {
+        "poolformer": {
+            "downsample_norm": None,
+            "mlp_act": torch.nn.GELU,
+            "mlp_bias": True,
+            "norm_layers": mf.GroupNorm1,
+            "layer_scale_init_values": 1e-5,
+            "res_scale_init_values": None,
+            "use_mlp_head": False,
+        },
+        "poolformerv2": {"norm_layers": mf.GroupNorm1NoBias, "use_mlp_head": False},
+        "convformer": {"token_mixers": mf.SepConv, "norm_layers": mf.LayerNorm2dNoBias},  # (StarReLU, SquaredReLU)
+    }
+
+
 def timm_model(name: str, seed: int = 0) -> Any:
     import timm
     import torch
 
     torch.manual_seed(seed)
-    model = timm.create_model(name, pretrained=False, num_classes=10, **TIMM_OPTIONS.get(name, {}))
+    metaformers = _metaformers()
+    if name in metaformers:
+        from timm.models.metaformer import MetaFormer
+
+        model = MetaFormer(num_classes=10, depths=(1, 1, 1, 1), dims=(16, 24, 32, 40), **metaformers[name])
+    else:
+        model = timm.create_model(name, pretrained=False, num_classes=10, **TIMM_OPTIONS.get(name, {}))
     return _trained_statistics(model)
 
 

@@ -37,7 +37,7 @@ def init_weights(infos: list[LayerInfo], seed: int | None, dtype: str) -> dict[s
     conv and linear weights ~ N(0, 2 / fan_in) with fan_in = prod(shape[1:]) (Kaiming normal), biases zero;
     BatchNorm as torch: weight 1, bias 0, running_mean 0, running_var 1, num_batches_tracked 0 (int64);
     LayerNorm and GroupNorm weight 1; layer scale 1e-6 (torchvision's and Keras' ConvNeXt default); PReLU slopes
-    0.25 (torch's).
+    0.25 (torch's); StarReLU scale 1.
 
     Drawn in float64 from ``numpy.random.default_rng(seed)`` in key order, then cast, so the same
     ``(spec, seed, dtype)`` gives the same numbers in every backend.
@@ -58,7 +58,7 @@ def init_weights(infos: list[LayerInfo], seed: int | None, dtype: str) -> dict[s
                 out[key] = np.full(shape, 1e-6, dtype=dtype)
             elif info.kind == "PReLU":  # torch's initial slope
                 out[key] = np.full(shape, 0.25, dtype=dtype)
-            elif batchnorm:  # weight, running_var
+            elif info.kind == "StarReLU" or batchnorm:  # scale 1 (the bias is 0), timm's default
                 out[key] = np.ones(shape, dtype=dtype)
             else:
                 fan_in = math.prod(shape[1:])

@@ -453,6 +453,8 @@ _CALLS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "relu.default": lambda a: (torch.relu, [a["self"]]),
     "relu_.default": lambda a: (torch.relu_, [a["self"]]),
     "sigmoid.default": lambda a: (torch.sigmoid, [a["self"]]),
+    "square.default": lambda a: (torch.square, [a["self"]]),
+    "pow.Tensor_Scalar": lambda a: (torch.square, [a["self"]]) if a["exponent"] == 2 else None,
     "sigmoid_.default": lambda a: ("sigmoid_", [a["self"]]),
     "tanh.default": lambda a: (torch.tanh, [a["self"]]),
     "tanh_.default": lambda a: ("tanh_", [a["self"]]),

@@ -401,6 +401,31 @@ def _program_batch_norm(
     return bn
 
 
+def _is_square(node: Any, args: list[Any], kwargs: dict[str, Any]) -> bool:
+    """``torch.square(x)``, ``x.square()``, ``x ** 2``, ``torch.pow(x, 2)`` and ``x.pow(2)``."""
+    if kwargs:
+        return False
+    if (
+        node.op == "call_function"
+        and node.target is torch.square
+        or node.op == "call_method"
+        and node.target == "square"
+    ):
+        return len(args) == 1
+    pow_call = (
+        node.op == "call_function"
+        and node.target in (operator.pow, torch.pow)
+        or (node.op == "call_method" and node.target == "pow")
+    )
+    return (
+        pow_call
+        and len(args) == 2
+        and isinstance(args[0], torch.fx.Node)
+        and args[1] == 2
+        and type(args[1]) in (int, float)
+    )
+
+
 def _functional_module(node: Any, args: list[Any], kwargs: dict[str, Any]) -> nn.Module | None:
     """The module form of a parameter-free functional call (F.max_pool2d, torch.sigmoid, x.softmax(1), ...)."""
 
@@ -420,6 +445,10 @@ def _functional_module(node: Any, args: list[Any], kwargs: dict[str, Any]) -> nn
         if hi is None and lo == 0:
             return nn.ReLU()
         return None
+    if _is_square(node, args, kwargs):
+        from ..kinds.activation._torch import SquareModule
+
+        return SquareModule()
     if node.op == "call_method":
         methods = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "sigmoid_": nn.Sigmoid, "tanh_": nn.Tanh, "relu_": nn.ReLU}
         if target in methods and len(args) == 1 and not kwargs:

@@ -25,6 +25,7 @@ from ..kinds import (
     PositionEmbedding,
     PReLU,
     SelfAttention,
+    StarReLU,
     TokenTypeEmbedding,
     framework_list,
     framework_table,
@@ -186,12 +187,13 @@ def _as_module(
     if node.op == "call_function" and node.target is F.group_norm:
         values = {**dict(zip(["num_groups", "weight", "bias", "eps"], args[1:])), **kwargs}
         weight, bias = params.get(values.get("weight")), params.get(values.get("bias"))
-        if values.get("weight") is None or values.get("bias") is None or weight is None or bias is None:
+        if weight is None or values.get("bias") is not None and bias is None:
             raise UnsupportedLayerError(
-                f"from_torch: {where}: group_norm is supported with a weight and a bias that are module parameters"
+                f"from_torch: {where}: group_norm is supported with a weight (and a bias, or none) that are module "
+                "parameters"
             )
         group = nn.GroupNorm(int(values["num_groups"]), weight.shape[0], eps=values.get("eps", 1e-5), device="meta")
-        group.weight, group.bias = _param(weight), _param(bias)
+        group.weight, group.bias = _param(weight), _param(bias)  # (no bias: timm's GroupNorm1NoBias)
         return group
     functional = _functional_module(node, args, kwargs)
     if functional is not None:
@@ -220,6 +222,7 @@ _WEIGHTED = (
     LayerScale,
     GroupNorm,
     PReLU,
+    StarReLU,
     GlobalResponseNorm,
     ClassToken,
     PositionEmbedding,

@@ -23,6 +23,8 @@ from .activation import (
     Sigmoid,
     SiLU,
     Softmax,
+    Square,
+    StarReLU,
     Tanh,
 )
 from .channel import ChannelShuffle, LayerScale, Narrow, Normalization, Rescaling, ZeroPad2d
@@ -89,6 +91,8 @@ __all__ = [
     "SiLU",
     "Sigmoid",
     "Softmax",
+    "Square",
+    "StarReLU",
     "StochasticDepth",
     "Tanh",
     "ToTokens",

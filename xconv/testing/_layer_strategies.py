@@ -37,6 +37,8 @@ from ..spec import (
     Sigmoid,
     SiLU,
     Softmax,
+    Square,
+    StarReLU,
     StochasticDepth,
     Tanh,
     Upsample,
@@ -80,6 +82,8 @@ ALL_KINDS = CORE_KINDS + (
     "ChannelShuffle",
     "GroupNorm",
     "PReLU",
+    "StarReLU",
+    "Square",
     "GlobalResponseNorm",
     "Upsample",
     "ConvTranspose2d",
@@ -117,6 +121,8 @@ _ACTIVATIONS = (
     "Hardsigmoid",
     "Hardswish",
     "StochasticDepth",
+    "StarReLU",
+    "Square",
 )
 
 
@@ -236,6 +242,8 @@ def activations(draw: Any, kinds: tuple[str, ...] = ALL_KINDS, flat: bool = Fals
         "Identity": Identity,
         "Hardsigmoid": Hardsigmoid,
         "Hardswish": Hardswish,
+        "StarReLU": StarReLU,
+        "Square": Square,
     }[kind]()
 
 
@@ -282,7 +290,8 @@ def channel_layers(
     if kind == "GroupNorm" and c * _h * _w > 1:  # (a group of one value is refused: it normalises to 0)
         groups = draw(st.sampled_from([g for g in range(1, c + 1) if c % g == 0 and c // g * _h * _w > 1]))
         eps = draw(st.sampled_from([1e-5, 1e-3] if batch_stats else [0.1]))
-        return GroupNorm(groups, c, eps=eps, affine=draw(st.sampled_from([True, True, False])))
+        affine, bias = draw(st.sampled_from([(True, True), (True, True), (False, False), (True, False)]))
+        return GroupNorm(groups, c, eps=eps, affine=affine, bias=bias)
     if kind == "GlobalResponseNorm":
         return GlobalResponseNorm(c, eps=draw(st.sampled_from([1e-6, 1e-3])))
     if kind in ("PReLU", "GroupNorm"):

@@ -1,4 +1,5 @@
-"""Activations: ReLU, LeakyReLU, Sigmoid, Tanh, GELU, ELU, SiLU, Softmax, Identity, Hardtanh, Hardsigmoid, Hardswish, PReLU."""
+"""Activations: ReLU, LeakyReLU, Sigmoid, Tanh, GELU, ELU, SiLU, Softmax, Identity, Hardtanh, Hardsigmoid, Hardswish, PReLU,
+StarReLU, Square."""
 
 from __future__ import annotations
 
@@ -190,6 +191,37 @@ class PReLU(Layer):
         self._set("num_parameters", as_int("PReLU", "num_parameters", self.num_parameters, minimum=1))
 
 
+@dataclass(frozen=True, repr=False)
+class StarReLU(Layer):
+    """MetaFormer's StarReLU (timm's ``StarReLU``): ``scale * relu(x) ** 2 + bias``, with a learned ``scale``
+    and ``bias`` of shape (1,) each, shared by every element.
+
+    >>> StarReLU()
+    StarReLU()
+    """
+
+
+@dataclass(frozen=True, repr=False)
+class Square(Layer):
+    """x * x, elementwise (``torch.square``, ``x ** 2``; MetaFormer's squared ReLU is a ReLU then this).
+
+    >>> Square()
+    Square()
+    """
+
+
+def _star_relu(ctx: _Ctx, layer: StarReLU, source: Shape | None) -> LayerInfo:
+    keep = source if len(ctx.shape) == 1 else None
+    params: dict[str, Shape] = {"scale": (1,), "bias": (1,)}
+    return LayerInfo(ctx.index, layer, ctx.shape, ctx.shape, params, input_source=keep, output_source=keep)
+
+
+def _star_relu_backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, go: np.ndarray, mode: Mode) -> Any:
+    r = np.maximum(x, 0)
+    grads = {"scale": (go * r * r).sum().reshape(1), "bias": go.sum().reshape(1)}
+    return go * p["scale"].reshape(()) * 2 * r, grads
+
+
 def _softmax(ctx: _Ctx, layer: Softmax, source: Shape | None) -> LayerInfo:
     rank = len(ctx.shape) + 1
     if not -rank <= layer.dim < rank or layer.dim % rank == 0:
@@ -276,9 +308,10 @@ def _prelu_backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, go
 
 _RULES: dict[type, Any] = {
     **{kind: elementwise for kind in (ReLU, LeakyReLU, Sigmoid, Tanh, GELU, ELU, SiLU, Identity, Hardtanh)},
-    **{kind: elementwise for kind in (Hardsigmoid, Hardswish)},
+    **{kind: elementwise for kind in (Hardsigmoid, Hardswish, Square)},
     Softmax: _softmax,
     PReLU: _prelu,
+    StarReLU: _star_relu,
 }
 
 
@@ -295,11 +328,13 @@ _FORWARD: dict[type, Any] = {
     Hardtanh: lambda info, p, x, mode: np.clip(x, info.layer.min_val, info.layer.max_val),
     Hardsigmoid: lambda info, p, x, mode: np.minimum(np.maximum(x + 3, 0), 6) / 6,
     Hardswish: lambda info, p, x, mode: x * np.minimum(np.maximum(x + 3, 0), 6) / 6,
+    Square: lambda info, p, x, mode: x * x,
 }
 
 
 _FORWARD_C: dict[type, Any] = {
     PReLU: lambda info, p, x, mode: np.where(x >= 0, x, x * _slope(p, x)),
+    StarReLU: lambda info, p, x, mode: p["scale"].reshape(()) * np.maximum(x, 0) ** 2 + p["bias"].reshape(()),
 }
 
 
@@ -321,11 +356,13 @@ _BACKWARD: dict[type, Any] = {
         go * np.where(x < -3, 0, np.where(x <= 3, x / 3 + 0.5, 1)).astype(x.dtype),
         {},
     ),
+    Square: lambda info, p, x, go, mode: (go * 2 * x, {}),
 }
 
 
 _BACKWARD_C: dict[type, Any] = {
     PReLU: _prelu_backward,
+    StarReLU: _star_relu_backward,
 }
 
 
@@ -343,6 +380,8 @@ for _kind in (
     Hardsigmoid,
     Hardswish,
     PReLU,
+    StarReLU,
+    Square,
 ):
     register(
         _kind,

@@ -27,6 +27,8 @@ from . import (
     Sigmoid,
     SiLU,
     Softmax,
+    Square,
+    StarReLU,
     Tanh,
     softmax_axis,
 )
@@ -104,6 +106,8 @@ class TorchActivation(keras.layers.Layer):
             return tf.minimum(tf.maximum(x + c(3.0), c(0.0)), c(6.0)) / c(6.0)
         if self.function == "hardswish":  # x * min(max(x + 3, 0), 6) / 6
             return x * tf.minimum(tf.maximum(x + c(3.0), c(0.0)), c(6.0)) / c(6.0)
+        if self.function == "square":
+            return x * x
         raise ValueError(f"TorchActivation: unknown function {self.function!r}")
 
     def get_config(self) -> dict[str, Any]:
@@ -118,6 +122,23 @@ class TorchPReLU(keras.layers.PReLU):
 
     def call(self, inputs: Any) -> Any:
         return keras.ops.where(inputs > 0, inputs, self.alpha * inputs)
+
+
+@keras.saving.register_keras_serializable(package="xconv")
+class StarReLULayer(keras.layers.Layer):
+    """``scale * relu(x) ** 2 + bias`` with a learned ``scale`` and ``bias`` of shape (1,) (see
+    :class:`xconv.StarReLU`), in torch's order of operations."""
+
+    def build(self, input_shape: Any) -> None:
+        self.scale = self.add_weight(name="scale", shape=(1,), initializer="ones")
+        self.bias = self.add_weight(name="bias", shape=(1,), initializer="zeros")
+
+    def call(self, x: Any) -> Any:
+        r = keras.ops.relu(x)
+        return keras.ops.cast(self.scale, x.dtype) * (r * r) + keras.ops.cast(self.bias, x.dtype)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
 
 
 BUILDERS: dict[type, Any] = {
@@ -144,6 +165,8 @@ BUILDERS: dict[type, Any] = {
     Hardsigmoid: lambda info, x, dtype: TorchActivation("hardsigmoid", dtype=dtype, name=keras_name(info))(x),
     Hardswish: lambda info, x, dtype: TorchActivation("hardswish", dtype=dtype, name=keras_name(info))(x),
     PReLU: _prelu,
+    StarReLU: lambda info, x, dtype: StarReLULayer(dtype=dtype, name=keras_name(info))(x),
+    Square: lambda info, x, dtype: TorchActivation("square", dtype=dtype, name=keras_name(info))(x),
 }
 
 
@@ -157,7 +180,10 @@ def _prelu_layout(info: LayerInfo, name: str) -> str:
     return "vector" if info.layer.num_parameters > 1 else "same"  # type: ignore[attr-defined]
 
 
-VARIABLES: dict[type, Any] = {PReLU: lambda layer, info: {"weight": layer.alpha}}
+VARIABLES: dict[type, Any] = {
+    PReLU: lambda layer, info: {"weight": layer.alpha},
+    StarReLU: lambda layer, info: {"scale": layer.scale, "bias": layer.bias},
+}
 LAYOUTS: dict[type, Any] = {PReLU: _prelu_layout}
 
 
@@ -249,6 +275,7 @@ def _keras_torch_activation(layer: Any, where: str, current: tuple[int, ...]) ->
         "hardtanh": lambda: Hardtanh(layer.param, layer.param2),
         "hardsigmoid": lambda: Hardsigmoid(),
         "hardswish": lambda: Hardswish(),
+        "square": lambda: Square(),
     }
     return makers[layer.function](), {}
 
@@ -265,4 +292,8 @@ KERAS_IMPORTS: dict[type, Any] = {
     keras.layers.Softmax: _keras_softmax,
     keras.layers.Identity: lambda layer, where, current: (Identity(), {}),
     TorchActivation: _keras_torch_activation,
+    StarReLULayer: lambda layer, where, current: (
+        StarReLU(),
+        {"scale": np.asarray(layer.scale.numpy()), "bias": np.asarray(layer.bias.numpy())},
+    ),
 }

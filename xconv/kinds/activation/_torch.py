@@ -20,6 +20,8 @@ from . import (
     Sigmoid,
     SiLU,
     Softmax,
+    Square,
+    StarReLU,
     Tanh,
 )
 
@@ -31,6 +33,44 @@ class ExactHardsigmoid(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu6(x + 3.0) / 6.0
+
+
+class SquareModule(nn.Module):
+    """``torch.square(x)`` as a module (see :class:`xconv.Square`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.square(x)
+
+
+class StarReLUModule(nn.Module):
+    """``scale * relu(x) ** 2 + bias`` (see :class:`xconv.StarReLU`), with timm's parameter names."""
+
+    def __init__(self, device: Any = None, dtype: Any = None) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(1, device=device, dtype=dtype))
+        self.bias = nn.Parameter(torch.zeros(1, device=device, dtype=dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * F.relu(x) ** 2 + self.bias
+
+
+def _is_timm_star_relu(m: nn.Module) -> bool:
+    return type(m).__name__ == "StarReLU" and type(m).__module__ == "timm.models.metaformer"
+
+
+def _timm_star_relu(m: Any, name: str, where: str) -> tuple[StarReLU, dict[str, Any]]:
+    """timm's ``StarReLU`` (MetaFormer): ``scale * relu(x) ** 2 + bias``, both learned (a fixed one would be
+    trained by the ported model: refused)."""
+    fixed = [k for k in ("scale", "bias") if not getattr(m, k).requires_grad]
+    shapes = {tuple(getattr(m, k).shape) for k in ("scale", "bias")}
+    if fixed or shapes != {(1,)} or getattr(m, "inplace", False) not in (False, True):
+        what = f"a fixed {fixed[0]} (requires_grad=False)" if fixed else f"parameters of shapes {sorted(shapes)}"
+        raise UnsupportedLayerError(f"from_torch: {where}: StarReLU with {what} is not supported")
+    return StarReLU(name=name), {"scale": m.scale, "bias": m.bias}
+
+
+#: (predicate on a module, its importer), for classes of other libraries matched by module and name
+MATCHERS: list[Any] = [(_is_timm_star_relu, _timm_star_relu)]
 
 
 def _prelu(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
@@ -58,6 +98,8 @@ BUILDERS: dict[type, Any] = {
     Hardsigmoid: lambda info, factory: ExactHardsigmoid() if factory["dtype"] == torch.float64 else nn.Hardsigmoid(),
     Hardswish: lambda info, factory: nn.Hardswish(),
     PReLU: _prelu,
+    StarReLU: lambda info, factory: StarReLUModule(**factory),
+    Square: lambda info, factory: SquareModule(),
 }
 
 
@@ -86,4 +128,6 @@ IMPORTS: dict[type, Any] = {
     nn.Tanh: lambda m, name, where: Tanh(name=name),
     nn.SiLU: lambda m, name, where: SiLU(name=name),
     nn.PReLU: lambda m, name, where: PReLU(m.num_parameters, name=name),
+    StarReLUModule: lambda m, name, where: StarReLU(name=name),
+    SquareModule: lambda m, name, where: Square(name=name),
 }

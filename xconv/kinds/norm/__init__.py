@@ -115,8 +115,9 @@ class LayerNorm(Layer):
 class GroupNorm(Layer):
     """torch's ``nn.GroupNorm``: the channels of a (C, H, W) map cut into ``num_groups`` runs of C / num_groups
     channels, each run normalised over its channels and pixels, (x - mean) / sqrt(var + eps) with the biased
-    variance, then a per-channel ``weight`` and ``bias`` when ``affine``. ``nn.InstanceNorm2d`` without running
-    statistics is ``GroupNorm(C, C)``; Keras' ``GroupNormalization(groups, axis=-1)`` is the same function.
+    variance, then a per-channel ``weight`` and ``bias`` when ``affine`` (``bias=False``: the weight alone,
+    timm's ``GroupNorm1NoBias``). ``nn.InstanceNorm2d`` without running statistics is ``GroupNorm(C, C)``;
+    Keras' ``GroupNormalization(groups, axis=-1)`` is the same function.
 
     >>> GroupNorm(8, 32)
     GroupNorm(8, 32)
@@ -126,6 +127,7 @@ class GroupNorm(Layer):
     num_channels: int
     eps: float = 1e-5
     affine: bool = True
+    bias: bool = True
 
     _positional = ("num_groups", "num_channels")
 
@@ -137,6 +139,7 @@ class GroupNorm(Layer):
             raise SpecError(f"{me}: num_channels={self.num_channels} is not divisible by num_groups={self.num_groups}")
         self._set("eps", as_float(me, "eps", self.eps, low=0.0, low_open=True))
         self._set("affine", as_bool(me, "affine", self.affine))
+        self._set("bias", as_bool(me, "bias", self.bias) and self.affine)
 
 
 def _batchnorm(ctx: _Ctx, layer: _BatchNorm, source: Shape | None) -> LayerInfo:
@@ -189,6 +192,8 @@ def _groupnorm(ctx: _Ctx, layer: GroupNorm, source: Shape | None) -> LayerInfo:
             "(torch refuses it for a batch of one); use fewer groups or a larger map"
         )
     params: dict[str, Shape] = {"weight": (c,), "bias": (c,)} if layer.affine else {}
+    if not layer.bias:
+        params.pop("bias", None)
     return LayerInfo(ctx.index, layer, ctx.shape, ctx.shape, params)
 
 
@@ -310,7 +315,9 @@ def _gn_parts(info: LayerInfo, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _gn_forward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, mode: Mode) -> np.ndarray:
     xhat, _ = _gn_parts(info, x)
     y = xhat.reshape(x.shape)
-    return y * per_channel(p["weight"], x) + per_channel(p["bias"], x) if "weight" in p else y
+    if "weight" in p:
+        y = y * per_channel(p["weight"], x)
+    return y + per_channel(p["bias"], x) if "bias" in p else y
 
 
 def _gn_backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, go: np.ndarray, mode: Mode) -> Any:
@@ -326,6 +333,7 @@ def _gn_backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, go: n
     grads = {}
     if "weight" in p:
         grads["weight"] = (go * xhat.reshape(x.shape)).sum(axis=(0, 2, 3))
+    if "bias" in p:
         grads["bias"] = go.sum(axis=(0, 2, 3))
     return gx.reshape(x.shape), grads
 

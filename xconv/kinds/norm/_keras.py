@@ -133,7 +133,7 @@ BUILDERS: dict[type, Any] = {
         groups=info.layer.num_groups,
         axis=-1,
         epsilon=info.layer.eps,
-        center=info.layer.affine,
+        center=info.layer.bias,
         scale=info.layer.affine,
         dtype=dtype,
         name=keras_name(info),
@@ -174,15 +174,20 @@ LAYOUTS: dict[type, Any] = {
 
 def _keras_group_norm(layer: Any, where: str, current: tuple[int, ...]) -> Any:
     axis = layer.axis[0] if isinstance(layer.axis, (list, tuple)) else layer.axis
-    if len(current) != 3 or axis % 4 != 3 or layer.center != layer.scale:
+    if len(current) != 3 or axis % 4 != 3 or layer.center and not layer.scale:
         raise UnsupportedLayerError(
-            f"from_keras: {where}: GroupNormalization is supported over the channels (axis=-1) of a map, with "
-            "center and scale both on or both off"
+            f"from_keras: {where}: GroupNormalization is supported over the channels (axis=-1) of a map, with a "
+            "scale (center=True needs scale=True)"
         )
     weights = {}
     if layer.scale:
-        weights = {"weight": np.asarray(layer.gamma.numpy()), "bias": np.asarray(layer.beta.numpy())}
-    return GroupNorm(int(layer.groups), current[0], eps=float(layer.epsilon), affine=bool(layer.scale)), weights
+        weights["weight"] = np.asarray(layer.gamma.numpy())
+    if layer.center:
+        weights["bias"] = np.asarray(layer.beta.numpy())
+    spec = GroupNorm(
+        int(layer.groups), current[0], eps=float(layer.epsilon), affine=bool(layer.scale), bias=bool(layer.center)
+    )
+    return spec, weights
 
 
 def _keras_batch_norm(layer: Any, where: str, current: tuple[int, ...]) -> Any:

@@ -50,7 +50,10 @@ def _layernorm(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
 
 def _groupnorm(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
     layer = cast(GroupNorm, info.layer)
-    return nn.GroupNorm(layer.num_groups, layer.num_channels, eps=layer.eps, affine=layer.affine, **factory)
+    norm = nn.GroupNorm(layer.num_groups, layer.num_channels, eps=layer.eps, affine=layer.affine, **factory)
+    if layer.affine and not layer.bias:
+        norm.register_parameter("bias", None)  # (F.group_norm without a bias: timm's GroupNorm1NoBias)
+    return norm
 
 
 class _FrozenBatchNorm:
@@ -153,7 +156,9 @@ IMPORTS: dict[type, Any] = {
     FrozenBatchNorm1d: _torch_batch_norm,
     nn.LayerNorm: _torch_layer_norm,
     ChannelLayerNorm: _torch_layer_norm,
-    nn.GroupNorm: lambda m, name, where: GroupNorm(m.num_groups, m.num_channels, eps=m.eps, affine=m.affine, name=name),
+    nn.GroupNorm: lambda m, name, where: GroupNorm(
+        m.num_groups, m.num_channels, eps=m.eps, affine=m.affine, bias=m.bias is not None, name=name
+    ),
     nn.InstanceNorm2d: _torch_instance_norm,
     GlobalResponseNormModule: lambda m, name, where: GlobalResponseNorm(m.weight.shape[0], eps=m.eps, name=name),
 }
