@@ -76,6 +76,7 @@ EXAMPLES = {
         (2, 3, 3),
     ),
     "ToTokens": ([xc.ToTokens()], (2, 3, 4)),
+    "ToMap": ([xc.ToTokens(), xc.LayerNorm(2), xc.ToMap(3, 4), xc.Conv2d(2, 2, 3)], (2, 3, 4)),
     "Embedding": ([xc.Embedding(5, 3, padding_idx=1), xc.PositionEmbedding(4, 3, rows=6), xc.LayerNorm(3)], (4,)),
     "TokenTypeEmbedding": ([xc.Embedding(5, 3), xc.TokenTypeEmbedding(3, 3, token_type=2)], (4,)),
     "PaddedPositions": ([xc.PaddedPositions(1), xc.Embedding(6, 3, padding_idx=1)], (4,)),

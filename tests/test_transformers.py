@@ -532,3 +532,79 @@ def test_causal_attention_is_refused_by_name(both_backends):
 
     with pytest.raises(UnsupportedLayerError, match="'attn' .* causal attention"):
         xc.from_torch(Causal().eval(), (8, 2, 2))
+
+
+def _hybrid():
+    """A conv stage, its map as tokens through an attention block, and the tokens read back as a map for the
+    next conv stage (CAFormer's and the other hybrids' shape), written as torch code."""
+    import torch
+
+    class Hybrid(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1)
+            self.norm = torch.nn.LayerNorm(8)
+            self.attention = torch.nn.MultiheadAttention(8, 2, batch_first=True)
+            self.head = torch.nn.Conv2d(8, 4, 3)
+
+        def forward(self, x):
+            x = self.stem(x)
+            n, c, h, w = x.shape
+            t = x.flatten(2).transpose(1, 2)
+            u = self.norm(t)
+            t = t + self.attention(u, u, u, need_weights=False)[0]
+            return self.head(t.transpose(1, 2).reshape(n, c, h, w)).flatten(1)
+
+    return Hybrid().eval()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_tokens_read_back_as_a_map_port_both_ways(both_backends, dtype):
+    """``t.transpose(1, 2).reshape(N, C, H, W)`` of tokens is ToMap: a Keras Reshape((H, W, C)), no transpose;
+    the map (4 by 6: rows and columns are told apart) ports to Keras and back."""
+    import torch
+
+    model = _hybrid().to(getattr(torch, dtype))
+    keras_model = xc.port(model, to="keras", input_shape=(3, 8, 12))
+    (to_map,) = [i.layer for i in xc.infer(xc.spec_of(keras_model)) if i.kind == "ToMap"]
+    assert (to_map.height, to_map.width) == (4, 6)
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 12)).astype(dtype)
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    assert max_rel_diff(want, xc.predict(keras_model, x)) <= TOLERANCE[dtype]
+    back = xc.port(keras_model, to="torch")
+    assert max_rel_diff(want, xc.predict(back, x)) <= TOLERANCE[dtype]
+
+
+def test_a_map_read_back_in_the_other_order_is_caught(both_backends, monkeypatch):
+    """A Keras ToMap that fills the map column by column: caught at its node."""
+    import keras
+
+    from xconv.backends.tf import builders
+
+    def column_major(info, x, dtype):
+        c, h, w = info.output_shape
+        x = keras.layers.Reshape((w, h, c), dtype=dtype)(x)
+        return keras.layers.Permute((2, 1, 3), dtype=dtype, name=builders.keras_name(info))(x)
+
+    monkeypatch.setitem(builders._BUILDERS, xc.ToMap, column_major)
+    spec = xc.Sequential(xc.ToTokens(), xc.LayerNorm(3), xc.ToMap(2, 3), xc.Conv2d(3, 2, 2), input_shape=(3, 2, 3))
+    x = np.random.default_rng(1).standard_normal((2, 3, 2, 3))
+    with pytest.raises(AssertionError, match=r"layer 2 \(ToMap\), output"):
+        assert_equivalent(spec, x=x, backends=("numpy", "tf"), grads=False)
+
+
+def test_transposed_tokens_used_otherwise_are_refused(both_backends):
+    import torch
+
+    class TokenMixing(torch.nn.Module):  # MLP-Mixer's: a Linear across the tokens
+        def __init__(self):
+            super().__init__()
+            self.mix = torch.nn.Linear(16, 16)
+
+        def forward(self, x):
+            t = x.flatten(2).transpose(1, 2)
+            return self.mix(t.transpose(1, 2)).flatten(1)
+
+    with pytest.raises(UnsupportedLayerError, match=r"'mix' \(Linear\) reads tokens transposed to \(N, C, L\)"):
+        xc.from_torch(TokenMixing().eval(), (3, 4, 4))

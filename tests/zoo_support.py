@@ -218,6 +218,7 @@ TIMM: dict[str, tuple[int, int, int]] = {
     "poolformer": (3, 64, 64),
     "poolformerv2": (3, 64, 64),
     "convformer": (3, 64, 64),
+    "caformer": (3, 64, 64),
 }
 #: timm CNN families that are refused, one model each, with the operation the refusal names
 TIMM_REFUSED: dict[str, str] = {
@@ -242,6 +243,7 @@ TIMM_FLOAT64: tuple[str, ...] = (
     "poolformer",
     "poolformerv2",
     "convformer",
+    "caformer",
 )
 
 
@@ -251,7 +253,8 @@ TIMM_OPTIONS: dict[str, dict[str, Any]] = {"vgg11": {"mlp_ratio": 0.125}}
 
 def _metaformers() -> dict[str, dict[str, Any]]:
     """timm's MetaFormer families as their smallest models configure them (poolformer_s12, poolformerv2_s12,
-    convformer_s18), at one block per stage and narrow stages (timm's model functions fix depths and dims)."""
+    convformer_s18, caformer_s18), at one block per stage and narrow stages (timm's model functions fix depths
+    and dims; attention stages hold heads of 32 features)."""
     import torch
     from timm.models import metaformer as mf
 
@@ -267,6 +270,10 @@ def _metaformers() -> dict[str, dict[str, Any]]:
         },
         "poolformerv2": {"norm_layers": mf.GroupNorm1NoBias, "use_mlp_head": False},
         "convformer": {"token_mixers": mf.SepConv, "norm_layers": mf.LayerNorm2dNoBias},  # (StarReLU, SquaredReLU)
+        "caformer": {  # (attention on the last two stages: tokens, then read back as a map)
+            "token_mixers": [mf.SepConv, mf.SepConv, mf.Attention, mf.Attention],
+            "norm_layers": [mf.LayerNorm2dNoBias] * 2 + [mf.LayerNormNoBias] * 2,
+        },
     }
 
 
@@ -279,7 +286,7 @@ def timm_model(name: str, seed: int = 0) -> Any:
     if name in metaformers:
         from timm.models.metaformer import MetaFormer
 
-        model = MetaFormer(num_classes=10, depths=(1, 1, 1, 1), dims=(16, 24, 32, 40), **metaformers[name])
+        model = MetaFormer(num_classes=10, depths=(1, 1, 1, 1), dims=(16, 24, 32, 64), **metaformers[name])
     else:
         model = timm.create_model(name, pretrained=False, num_classes=10, **TIMM_OPTIONS.get(name, {}))
     return _trained_statistics(model)

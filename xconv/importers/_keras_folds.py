@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import UnsupportedLayerError
-from ..kinds import AvgPool2d, Conv2d, Flatten, Hardsigmoid, Hardtanh, Narrow, Rescaling, ToTokens, ZeroPad2d
+from ..kinds import AvgPool2d, Conv2d, Flatten, Hardsigmoid, Hardtanh, Narrow, Rescaling, ToMap, ToTokens, ZeroPad2d
 from ._graph import Names, Raw, drop, readers
 
 
@@ -158,6 +158,9 @@ def _fold_reshapes(nodes: list[Raw]) -> None:
             node.op, node.layer, node.payload = "layer", Flatten(name=node.name), None
         elif len(src) == 3 and target in ((src[0] * src[1], src[2]), (-1, src[2])):  # an NHWC map as tokens
             node.op, node.layer, node.payload = "layer", ToTokens(name=node.name), None
+        elif len(src) == 2 and len(target) == 3 and target[2] == src[1] and _grid(src[0], target[:2]) is not None:
+            h, w = _grid(src[0], target[:2])  # type: ignore[misc]  # tokens read back as an NHWC map
+            node.op, node.layer, node.payload = "layer", ToMap(h, w, name=node.name), None
         elif len(src) == 1 and target == (1, 1, src[0]):
             flat = node.inputs[0]
             if (
@@ -221,3 +224,13 @@ def crops_as_narrows(
                 last = len(out) - 1
         remap[i] = last
     return out, {remap[k]: v for k, v in raw.items()}, remap[output]
+
+
+def _grid(length: int, sizes: tuple[int, ...]) -> tuple[int, int] | None:
+    """The (H, W) of a Reshape of ``length`` tokens to (H, W, C) (one of them may be -1); None if it is none."""
+    h, w = sizes
+    if h == -1 and w > 0 and length % w == 0:
+        h = length // w
+    elif w == -1 and h > 0 and length % h == 0:
+        w = length // h
+    return (int(h), int(w)) if h > 0 and w > 0 and h * w == length else None

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..backends._torch_env import nn, torch
 from ..errors import UnsupportedLayerError
-from ..spec import Conv2d, MaxPool2d, Rescaling, ZeroPad2d
+from ..spec import Conv2d, MaxPool2d, Narrow, Rescaling, ZeroPad2d
 from ._graph import Names, Raw, drop, readers
 
 F = torch.nn.functional
@@ -534,3 +534,27 @@ def _functional_module(node: Any, args: list[Any], kwargs: dict[str, Any]) -> nn
         dim = values("dim").get("dim")
         return None if dim is None else nn.Softmax(dim=dim)
     return None
+
+
+def _cropping_pad(gm: Any, node: Any, shape: Any, names: Names) -> list[Any]:
+    """For an ``nn.ZeroPad2d`` with negative sizes (NASNet's ``ZeroPad2d((-1, 1, -1, 1))``, a shift by one
+    pixel): a Narrow of H and of W for the cropped sides, then a ZeroPad2d of the padded ones, which is what
+    torch computes (each side is cropped or padded by itself). Empty for anything else."""
+    if node.op != "call_module" or type(gm.get_submodule(node.target)) is not nn.ZeroPad2d:
+        return []
+    padding = tuple(int(v) for v in gm.get_submodule(node.target).padding)
+    if len(padding) != 4 or min(padding) >= 0 or shape is None or len(shape) != 4:
+        return []  # (other forms: mapped, or refused, as a layer)
+    left, right, top, bottom = padding
+    target = str(node.target)
+    out: list[Any] = []
+    for dim, size, before, after in ((2, shape[2], top, bottom), (3, shape[3], left, right)):
+        start, length = max(0, -before), size - max(0, -before) - max(0, -after)
+        if length < 1:
+            raise UnsupportedLayerError(f"from_torch: module {target!r} (ZeroPad2d) crops the whole map away")
+        if length != size:
+            out.append(Narrow(dim, start, length, name=names.take(f"{target}_crop{dim}")))
+    pad = (max(left, 0), max(right, 0), max(top, 0), max(bottom, 0))
+    if any(pad):
+        out.append(ZeroPad2d(pad, name=names.take(target, own=True)))
+    return out

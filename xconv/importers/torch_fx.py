@@ -15,10 +15,8 @@ from ..spec import (
     AdaptiveAvgPool2d,
     Flatten,
     LayerScale,
-    Narrow,
     SelfAttention,
     Sequential,
-    ZeroPad2d,
 )
 from ._graph import Names, Raw, to_spec
 from ._torch_mutation import StateGuard, describe, functionalize
@@ -39,6 +37,7 @@ from .torch_forms import (
     _CATS,
     _adaptive_max,
     _constant_arithmetic,
+    _cropping_pad,
     _existing_prefix,
     _fold_pads,
     _join_kind,
@@ -407,6 +406,11 @@ def _import_graph(
             hw = tuple(shapes.shape(args[0]) or ())[2:]  # (a pad of -inf folds into a max pool: by the sizes)
             nodes.append(Raw(pad_name, "torch_pad", [index[args[0]]], payload=(*pad, hw)))
             continue
+        if any(a in shapes.transposed for a in _flat_args(node)):
+            raise UnsupportedLayerError(
+                f"from_torch: {where} reads tokens transposed to (N, C, L); they are supported only read back as a "
+                "map, x.transpose(1, 2).reshape(N, C, H, W)"
+            )
         if len(tensor_inputs) != 1 or not args or args[0] is not tensor_inputs[0]:
             raise UnsupportedLayerError(
                 f"from_torch: {where} does not take exactly one tensor computed from the input; supported: {_SUPPORTED}"
@@ -477,30 +481,6 @@ def _import_graph(
         )
     _check_trace(module, traced, x, output_key)  # last: what the graph does not record
     return spec, {k: tensors[k].detach().cpu().numpy().copy() for k in keys}
-
-
-def _cropping_pad(gm: Any, node: Any, shape: Any, names: Names) -> list[Any]:
-    """For an ``nn.ZeroPad2d`` with negative sizes (NASNet's ``ZeroPad2d((-1, 1, -1, 1))``, a shift by one
-    pixel): a Narrow of H and of W for the cropped sides, then a ZeroPad2d of the padded ones, which is what
-    torch computes (each side is cropped or padded by itself). Empty for anything else."""
-    if node.op != "call_module" or type(gm.get_submodule(node.target)) is not nn.ZeroPad2d:
-        return []
-    padding = tuple(int(v) for v in gm.get_submodule(node.target).padding)
-    if len(padding) != 4 or min(padding) >= 0 or shape is None or len(shape) != 4:
-        return []  # (other forms: mapped, or refused, as a layer)
-    left, right, top, bottom = padding
-    target = str(node.target)
-    out: list[Any] = []
-    for dim, size, before, after in ((2, shape[2], top, bottom), (3, shape[3], left, right)):
-        start, length = max(0, -before), size - max(0, -before) - max(0, -after)
-        if length < 1:
-            raise UnsupportedLayerError(f"from_torch: module {target!r} (ZeroPad2d) crops the whole map away")
-        if length != size:
-            out.append(Narrow(dim, start, length, name=names.take(f"{target}_crop{dim}")))
-    pad = (max(left, 0), max(right, 0), max(top, 0), max(bottom, 0))
-    if any(pad):
-        out.append(ZeroPad2d(pad, name=names.take(target, own=True)))
-    return out
 
 
 def _check_key_clashes(module: nn.Module, tensors: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ from ..spec import (
     Narrow,
     SelectToken,
     Softmax,
+    ToMap,
     ToTokens,
 )
 
@@ -47,6 +48,7 @@ class ShapeOps:
         self.swapped: dict[Any, tuple[Any, int]] = {}  # ... .transpose(1, 2)
         self.pieces: dict[Any, tuple[Any, int, list[tuple[int, int]]]] = {}  # x.chunk / x.split: (src, dim, parts)
         self.ncl: dict[Any, Any] = {}  # an NCHW map viewed as (N, C, H*W): the map
+        self.transposed: dict[Any, Any] = {}  # tokens transposed to (N, C, L): the tokens
 
     def shape(self, node: Any) -> tuple[int, ...] | None:
         return getattr(node, "meta", {}).get("xconv_shape")
@@ -184,12 +186,17 @@ class ShapeOps:
             return "pending"
         if src in self.ncl:
             return self._ncl_step(node, src, method, args, where)
+        if src in self.transposed:
+            return self._transposed_step(node, src, method, args, where)
         if src not in self.index:
             return None
         shape = self.shape(src)
         tokens = self._map_as_tokens(node, src, shape, method, args)
         if tokens is not None:
             return tokens
+        if shape is not None and len(shape) == 3 and src not in self.nhwc and self._swaps_last_two(method, args):
+            self.transposed[node] = src  # tokens (N, L, C) as (N, C, L): read back as a map next
+            return "pending"
         if method == "contiguous" and len(args) == 1:
             if src in self.nhwc:
                 self.nhwc.add(node)
@@ -289,6 +296,32 @@ class ShapeOps:
             return self.ncl[src], ToTokens()
         raise UnsupportedLayerError(
             f"from_torch: {where}: a map viewed as (N, C, H*W) is supported only as tokens, transposed to (N, H*W, C)"
+        )
+
+    def _swaps_last_two(self, method: str, args: list[Any]) -> bool:
+        """``x.transpose(1, 2)`` (or -1, -2) and ``x.permute(0, 2, 1)`` of a rank-3 tensor."""
+        if method == "transpose":
+            return sorted(d % 3 for d in self.resolve(args[1:3]) if isinstance(d, int)) == [1, 2]
+        return method == "permute" and tuple(self._dims(args)) == (0, 2, 1)
+
+    def _transposed_step(self, node: Any, src: Any, method: str, args: list[Any], where: str) -> Any:
+        """A call on tokens transposed to (N, C, L): the view as an (N, C, H, W) map that reads them back as a
+        map (ToMap), or a refusal."""
+        tokens = self.transposed[src]
+        if method == "contiguous":
+            self.transposed[node] = tokens
+            return "pending"
+        length, c = self.shape(tokens)[1:]  # type: ignore[index]
+        dims = self._dims(args) if method in ("view", "reshape") else ()
+        if len(dims) == 4 and dims[0] is BATCH and dims[1] in (c, -1) and all(isinstance(d, int) for d in dims[2:]):
+            h, w = dims[2], dims[3]
+            h = length // w if h == -1 and w > 0 else h
+            w = length // h if w == -1 and h > 0 else w
+            if h > 0 and w > 0 and h * w == length:
+                return tokens, ToMap(h, w)
+        raise UnsupportedLayerError(
+            f"from_torch: {where}: tokens transposed to (N, C, L) are supported only read back as a map, "
+            "x.transpose(1, 2).reshape(N, C, H, W)"
         )
 
     def _dims(self, args: list[Any]) -> tuple[Any, ...]:

@@ -43,6 +43,7 @@ from .token import (
     SelfAttention,
     TokenMean,
     TokenTypeEmbedding,
+    ToMap,
     ToTokens,
 )
 
@@ -95,6 +96,7 @@ __all__ = [
     "StarReLU",
     "StochasticDepth",
     "Tanh",
+    "ToMap",
     "ToTokens",
     "TokenMean",
     "TokenTypeEmbedding",

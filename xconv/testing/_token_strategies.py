@@ -18,6 +18,7 @@ from ..spec import (
     Conv2d,
     Dropout,
     Embedding,
+    Flatten,
     Identity,
     LayerNorm,
     LayerScale,
@@ -33,6 +34,7 @@ from ..spec import (
     Tanh,
     TokenMean,
     TokenTypeEmbedding,
+    ToMap,
     ToTokens,
 )
 
@@ -41,6 +43,7 @@ __all__ = ["TOKEN_KINDS", "attention_blocks", "padding_masks", "text_encoder_spe
 #: the kinds that only :func:`transformer_specs` and :func:`text_encoder_specs` draw (the others draw no tokens)
 TOKEN_KINDS = (
     "ToTokens",
+    "ToMap",
     "Embedding",
     "PaddedPositions",
     "ClassToken",
@@ -103,7 +106,7 @@ def transformer_specs(
     a patch embedding (a conv of kernel and stride p) read as tokens, 0 to 2 learned tokens in front, sometimes
     a positional embedding, 1..max_blocks attention blocks (1 to max_heads heads of 1 to max_head_dim features,
     pre- or post-norm, with and without biases, sometimes layer scales), then the tokens themselves, one token's
-    features, or their mean (sometimes over the patches only),
+    features, their mean (sometimes over the patches only), or the patches read back as a map (then a conv),
     sometimes through a Linear head. ``batch_stats``: see :func:`attention_blocks`."""
     patch = draw(st.integers(1, 3))
     grid_h, grid_w = draw(st.integers(1, 3)), draw(st.integers(1, 3))
@@ -128,8 +131,13 @@ def transformer_specs(
         layers.append(PositionEmbedding(length, e))
     for _ in range(draw(st.integers(1, max_blocks))):
         layers += draw(attention_blocks(e, heads, batch_stats))
-    end = draw(st.sampled_from(["tokens", "select", "mean", "mean"]))
-    if end == "select":
+    end = draw(st.sampled_from(["tokens", "select", "mean", "mean", "map"]))
+    if end == "map":  # the patch tokens as a map again (a hybrid's next conv stage)
+        if prefix:
+            layers.append(Narrow(1, prefix, length - prefix))
+        layers += [ToMap(grid_h, grid_w), Conv2d(e, e, 1), Flatten()]
+        e = e * grid_h * grid_w
+    elif end == "select":
         layers.append(SelectToken(draw(st.integers(0, length - 1))))
     elif end == "mean":
         if prefix and draw(st.booleans()):  # the mean over the patches only: x[:, prefix:].mean(1)

@@ -1,4 +1,4 @@
-"""Tokens and attention: a map read as tokens (ToTokens), token ids looked up as tokens (Embedding), a learned
+"""Tokens and attention: a map read as tokens (ToTokens) and back (ToMap), token ids looked up as tokens (Embedding), a learned
 class token (ClassToken), learned positional and token-type embeddings (PositionEmbedding, TokenTypeEmbedding),
 multi-head self-attention (SelfAttention), and the two ways back to features (SelectToken, TokenMean).
 
@@ -31,6 +31,25 @@ class ToTokens(Layer):
     >>> ToTokens()
     ToTokens()
     """
+
+
+@dataclass(frozen=True, repr=False)
+class ToMap(Layer):
+    """H*W tokens of C features read back as a (C, H, W) map, row by row: the inverse of :class:`ToTokens`
+    (torch's ``x.transpose(1, 2).reshape(N, C, H, W)``, Keras' ``Reshape((H, W, C))`` of the tokens).
+
+    >>> ToMap(7, 7)
+    ToMap(7, 7)
+    """
+
+    height: int
+    width: int
+
+    _positional = ("height", "width")
+
+    def _validate(self) -> None:
+        self._set("height", as_int("ToMap", "height", self.height, minimum=1))
+        self._set("width", as_int("ToMap", "width", self.width, minimum=1))
 
 
 @dataclass(frozen=True, repr=False)
@@ -265,6 +284,13 @@ def _to_tokens_shape(ctx: _Ctx, layer: ToTokens, source: Shape | None) -> LayerI
     return LayerInfo(ctx.index, layer, ctx.shape, (h * w, c), {})
 
 
+def _to_map_shape(ctx: _Ctx, layer: ToMap, source: Shape | None) -> LayerInfo:
+    length, c = _tokens(ctx, "ToMap reads tokens back as a map")
+    if length != layer.height * layer.width:
+        raise ctx.error(f"{length} tokens are not a {layer.height}x{layer.width} map")
+    return LayerInfo(ctx.index, layer, ctx.shape, (c, layer.height, layer.width), {})
+
+
 def _embedding_shape(ctx: _Ctx, layer: Embedding, source: Shape | None) -> LayerInfo:
     if len(ctx.shape) != 1:
         raise ctx.error(f"reads token ids of shape (L,) but its input has shape {ctx.shape}")
@@ -335,6 +361,14 @@ def _to_tokens_forward(info: LayerInfo, p: Any, x: np.ndarray, mode: Mode) -> np
 
 def _to_tokens_backward(info: LayerInfo, p: Any, x: np.ndarray, go: np.ndarray, mode: Mode) -> Any:
     return np.ascontiguousarray(go.transpose(0, 2, 1)).reshape(x.shape), {}
+
+
+def _to_map_forward(info: LayerInfo, p: Any, x: np.ndarray, mode: Mode) -> np.ndarray:
+    return np.ascontiguousarray(x.transpose(0, 2, 1)).reshape(x.shape[0], x.shape[2], *info.output_shape[1:])
+
+
+def _to_map_backward(info: LayerInfo, p: Any, x: np.ndarray, go: np.ndarray, mode: Mode) -> Any:
+    return np.ascontiguousarray(go.reshape(go.shape[0], go.shape[1], -1).transpose(0, 2, 1)), {}
 
 
 def _class_token_forward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, mode: Mode) -> np.ndarray:
@@ -449,6 +483,7 @@ def _mean_backward(info: LayerInfo, p: Any, x: np.ndarray, go: np.ndarray, mode:
 
 _RULES: dict[type, Any] = {
     ToTokens: _to_tokens_shape,
+    ToMap: _to_map_shape,
     Embedding: _embedding_shape,
     PaddedPositions: _positions_shape,
     TokenTypeEmbedding: _token_type_shape,
@@ -462,6 +497,7 @@ _RULES: dict[type, Any] = {
 
 _FORWARD: dict[type, Any] = {
     ToTokens: _to_tokens_forward,
+    ToMap: _to_map_forward,
     Embedding: lambda info, p, x, mode: p["weight"][x],
     PaddedPositions: lambda info, p, x, mode: _padded_positions(x, info.layer.padding_idx),
     TokenTypeEmbedding: lambda info, p, x, mode: x + p["weight"][info.layer.token_type],
@@ -475,6 +511,7 @@ _FORWARD: dict[type, Any] = {
 
 _BACKWARD: dict[type, Any] = {
     ToTokens: _to_tokens_backward,
+    ToMap: _to_map_backward,
     Embedding: _embedding_backward,
     PaddedPositions: lambda info, p, x, go, mode: (None, {}),  # (integers: no gradient)
     TokenTypeEmbedding: _token_type_backward,

@@ -27,6 +27,7 @@ from . import (
     SelfAttention,
     TokenMean,
     TokenTypeEmbedding,
+    ToMap,
     ToTokens,
 )
 
@@ -265,6 +266,11 @@ def _to_tokens(info: LayerInfo, x: Any, dtype: str) -> Any:
     return keras.layers.Reshape((h * w, c), dtype=dtype, name=keras_name(info))(x)
 
 
+def _to_map(info: LayerInfo, x: Any, dtype: str) -> Any:
+    c, h, w = info.output_shape
+    return keras.layers.Reshape((h, w, c), dtype=dtype, name=keras_name(info))(x)
+
+
 def _attention(info: LayerInfo, x: Any, dtype: str) -> Any:
     layer = cast(SelfAttention, info.layer)
     x, mask = x if isinstance(x, tuple) else (x, None)  # (tokens, the model's padding mask)
@@ -289,6 +295,7 @@ def _embedding(info: LayerInfo, x: Any, dtype: str) -> Any:
 
 BUILDERS: dict[type, Any] = {
     ToTokens: _to_tokens,
+    ToMap: _to_map,
     ClassToken: lambda info, x, dtype: ClassTokenLayer(info.layer.count, dtype=dtype, name=keras_name(info))(x),
     Embedding: _embedding,
     PaddedPositions: lambda info, x, dtype: PaddedPositionsLayer(

@@ -16,6 +16,7 @@ from . import (
     SelfAttention,
     TokenMean,
     TokenTypeEmbedding,
+    ToMap,
     ToTokens,
 )
 
@@ -25,6 +26,20 @@ class ToTokensModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.flatten(2).transpose(1, 2)
+
+
+class ToMapModule(nn.Module):
+    """(N, H*W, C) tokens as an (N, C, H, W) map: ``x.transpose(1, 2).reshape(N, C, H, W)``."""
+
+    def __init__(self, height: int, width: int) -> None:
+        super().__init__()
+        self.height, self.width = int(height), int(width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], self.height, self.width)
+
+    def extra_repr(self) -> str:
+        return f"{self.height}, {self.width}"
 
 
 class ClassTokenModule(nn.Module):
@@ -166,6 +181,7 @@ def _attention(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
 
 BUILDERS: dict[type, Any] = {
     ToTokens: lambda info, factory: ToTokensModule(),
+    ToMap: lambda info, factory: ToMapModule(info.layer.height, info.layer.width),
     ClassToken: lambda info, factory: ClassTokenModule(info.layer.embed_dim, info.layer.count, **factory),
     Embedding: lambda info, factory: nn.Embedding(
         info.layer.num_embeddings, info.layer.embed_dim, padding_idx=info.layer.padding_idx, **factory
@@ -257,6 +273,36 @@ def _timm_attention(m: Any, name: str, where: str) -> tuple[SelfAttention, dict[
     return layer, state
 
 
+def _is_metaformer_attention(m: nn.Module) -> bool:
+    return type(m).__name__ == "Attention" and type(m).__module__ == "timm.models.metaformer"
+
+
+def _metaformer_attention(m: Any, name: str, where: str) -> tuple[SelfAttention, dict[str, Any]]:
+    """timm's MetaFormer ``Attention`` (CAFormer): timm's layout (a fused ``qkv`` Linear, rows q, k, v head by
+    head; the softmax attention at scale head_dim ** -0.5; then ``proj``), with heads of a given ``head_dim``;
+    mapped when its attention dimension is the token's and nothing drops after the projection."""
+    dim = int(m.qkv.in_features)
+    problems = [
+        (m.attention_dim != dim or m.proj.out_features != dim, f"attention_dim={m.attention_dim} (not dim={dim})"),
+        (type(m.attn_drop) is not nn.Dropout or type(m.proj_drop) is not nn.Dropout, "other dropout modules"),
+        (m.proj_drop.p > 0, f"proj_drop={m.proj_drop.p} (dropout after the projection)"),
+        (float(m.scale) != m.head_dim**-0.5, f"scale={m.scale}"),
+    ]
+    bad = [what for fails, what in problems if fails]
+    if bad:
+        raise UnsupportedLayerError(f"from_torch: {where}: timm MetaFormer Attention with {bad[0]} is not supported")
+    layer = SelfAttention(
+        dim, m.num_heads, m.qkv.bias is not None, m.proj.bias is not None, float(m.attn_drop.p), name=name
+    )
+    state = {
+        "in_proj_weight": m.qkv.weight,
+        "in_proj_bias": m.qkv.bias,
+        "out_proj.weight": m.proj.weight,
+        "out_proj.bias": m.proj.bias,
+    }
+    return layer, state
+
+
 #: Hugging Face's self-attentions: class -> (module prefix, the q, k, v and output projections' attribute
 #: names (no output projection: BERT's, a Linear of its own), the heads' attribute)
 _HF_ATTENTIONS = {
@@ -320,12 +366,17 @@ def _hf_attention(m: Any, name: str, where: str) -> tuple[SelfAttention, dict[st
 
 
 #: (predicate on a module, its importer), for classes of other libraries matched by module and name
-MATCHERS: list[Any] = [(_is_timm_attention, _timm_attention), (is_hf_attention, _hf_attention)]
+MATCHERS: list[Any] = [
+    (_is_timm_attention, _timm_attention),
+    (_is_metaformer_attention, _metaformer_attention),
+    (is_hf_attention, _hf_attention),
+]
 
 
 #: torch module class (exactly) -> (module, name, where) -> its spec layer
 IMPORTS: dict[type, Any] = {
     ToTokensModule: lambda m, name, where: ToTokens(name=name),
+    ToMapModule: lambda m, name, where: ToMap(m.height, m.width, name=name),
     ClassTokenModule: lambda m, name, where: ClassToken(int(m.token.shape[-1]), int(m.token.shape[1]), name=name),
     PositionEmbeddingModule: lambda m, name, where: PositionEmbedding(
         m.length, int(m.embedding.shape[2]), int(m.embedding.shape[1]), name=name
