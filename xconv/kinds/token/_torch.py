@@ -261,6 +261,11 @@ def _timm_attention(m: Any, name: str, where: str) -> tuple[SelfAttention, dict[
     scale = None if float(m.scale) == exact else float(m.scale)  # (a fused path's sdpa uses the exact scale)
     if scale is not None and m.fused_attn:
         raise UnsupportedLayerError(f"from_torch: {where}: timm Attention with scale={m.scale} on its fused path")
+    return _fused_qkv_attention(m, dim, scale, name)
+
+
+def _fused_qkv_attention(m: Any, dim: int, scale: float | None, name: str) -> tuple[SelfAttention, dict[str, Any]]:
+    """timm's attentions, laid out as SelfAttention: ``qkv`` is the in-projection, ``proj`` the out."""
     layer = SelfAttention(
         dim, m.num_heads, m.qkv.bias is not None, m.proj.bias is not None, float(m.attn_drop.p), scale, name=name
     )
@@ -291,16 +296,7 @@ def _metaformer_attention(m: Any, name: str, where: str) -> tuple[SelfAttention,
     bad = [what for fails, what in problems if fails]
     if bad:
         raise UnsupportedLayerError(f"from_torch: {where}: timm MetaFormer Attention with {bad[0]} is not supported")
-    layer = SelfAttention(
-        dim, m.num_heads, m.qkv.bias is not None, m.proj.bias is not None, float(m.attn_drop.p), name=name
-    )
-    state = {
-        "in_proj_weight": m.qkv.weight,
-        "in_proj_bias": m.qkv.bias,
-        "out_proj.weight": m.proj.weight,
-        "out_proj.bias": m.proj.bias,
-    }
-    return layer, state
+    return _fused_qkv_attention(m, dim, None, name)
 
 
 #: Hugging Face's self-attentions: class -> (module prefix, the q, k, v and output projections' attribute
