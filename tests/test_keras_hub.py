@@ -1,5 +1,5 @@
-"""keras-hub's ViT and DeiT backbones, with every weight random, port to torch and back: their own layers are
-read as the Keras layers they call. What xconv does not know of keras-hub is refused by name."""
+"""keras-hub's ViT, DeiT and BERT backbones, with every weight random, port to torch and back: their own layers
+are read as the Keras layers they call. What xconv does not know of keras-hub is refused by name."""
 
 from __future__ import annotations
 
@@ -80,11 +80,91 @@ def test_keras_hub_layers_xconv_does_not_know_are_refused_by_name(both_backends)
     import keras_hub
 
     inputs = keras.Input((6, 16))
-    y = keras_hub.layers.TransformerEncoder(intermediate_dim=24, num_heads=2)(inputs)
-    with pytest.raises(UnsupportedLayerError, match="keras-hub TransformerEncoder"):
+    y = keras_hub.layers.SinePositionEncoding()(inputs)
+    with pytest.raises(UnsupportedLayerError, match="keras-hub SinePositionEncoding"):
         xc.from_keras(keras.Model(inputs, y))
-    bert = keras_hub.models.BertBackbone(
-        vocabulary_size=30, num_layers=1, num_heads=2, hidden_dim=16, intermediate_dim=24, max_sequence_length=8
-    )
-    with pytest.raises(XconvError, match="takes 3 input"):  # token ids, segment ids and a padding mask
-        xc.from_keras(bert)
+    bert = _bert()
+    with pytest.raises(XconvError, match="give output= "):  # a dict of two outputs
+        xc.from_keras(bert, input_shape=(6,))
+    with pytest.raises(UnsupportedLayerError, match=r"give input_shape=\(L,\)"):  # any sequence length
+        xc.from_keras(bert, output="sequence_output")
+    mask = keras.Input((6, 6), dtype="int32")
+    y = keras_hub.layers.TransformerEncoder(intermediate_dim=24, num_heads=2)(inputs, attention_mask=mask)
+    with pytest.raises(XconvError, match="takes 2 input"):  # (an attention mask is not a padding mask)
+        xc.from_keras(keras.Model([inputs, mask], y))
+
+
+def _bert(dtype: str = "float32", **options):
+    import keras_hub
+
+    small = {"vocabulary_size": 30, "num_layers": 2, "num_heads": 2, "hidden_dim": 16, "intermediate_dim": 24}
+    return _randomized(keras_hub.models.BertBackbone(**small, max_sequence_length=10, dtype=dtype, **options))
+
+
+def _text(n: int = 3, length: int = 6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(2)
+    mask = np.ones((n, length), dtype=np.int64)
+    mask[0, 3:] = 0  # (a padded sequence)
+    return rng.integers(0, 30, (n, length)), mask, rng.integers(0, 2, (n, length))
+
+
+@pytest.mark.parametrize("output", ["sequence_output", "pooled_output"])
+def test_keras_hub_bert_ports_both_ways(both_backends, output):
+    """BertBackbone at a sequence length of 6: its dict inputs (token ids, segment ids, padding mask) are the
+    ids, token types and padding mask, its ReversibleEmbedding an Embedding, its position table added whole
+    (the first 6 of 10 rows), its TransformerEncoders post-norm blocks reading the mask's keys, its pooler the
+    first token through a Dense and tanh. Checked by port with random segments and padding, and here."""
+    import torch
+
+    model = _bert()
+    torch_model = xc.port(model, to="torch", input_shape=(6,), output=output)
+    ids, mask, segments = _text()
+    want = np.asarray(model({"token_ids": ids, "segment_ids": segments, "padding_mask": mask})[output])
+    with torch.no_grad():
+        got = torch_model(*(torch.from_numpy(a) for a in (ids, mask, segments))).numpy()
+    assert max_rel_diff(want, got) <= TOLERANCE["float32"]
+    unpadded = np.asarray(model({"token_ids": ids, "segment_ids": segments, "padding_mask": 1 + 0 * mask})[output])
+    assert max_rel_diff(want, unpadded) > 1e-3  # (the mask matters)
+    back = xc.port(torch_model, to="keras")
+    assert max_rel_diff(want, np.asarray(back([ids, mask, segments]))) <= TOLERANCE["float32"]
+    kinds = [i.kind for i in xc.infer(xc.spec_of(back))]
+    assert kinds[:3] == ["Embedding", "PositionEmbedding", "TokenTypeEmbedding"] and kinds.count("SelfAttention") == 2
+    assert ("SelectToken" in kinds) == (output == "pooled_output")
+    # every keras-hub number the output reads is in the port, bit for bit (the pooler only for its output)
+    ported = np.sort(np.concatenate([w.ravel() for w in xc.get_weights(back).values()]))
+    read = [v for v in model.weights if output == "pooled_output" or "pooled_dense" not in v.path]
+    assert np.array_equal(ported, np.sort(np.concatenate([np.ravel(v.numpy()) for v in read])))
+
+
+@pytest.mark.parametrize("normalize_first", [False, True])
+def test_keras_hub_transformer_encoder_on_tokens_ports(both_backends, normalize_first):
+    import keras
+    import keras_hub
+    import torch
+
+    inputs = keras.Input((6, 16))
+    y = keras_hub.layers.TransformerEncoder(
+        intermediate_dim=24, num_heads=2, normalize_first=normalize_first, activation="gelu"
+    )(inputs)
+    model = _randomized(keras.Model(inputs, y))
+    torch_model = xc.port(model, to="torch")
+    x = np.random.default_rng(3).standard_normal((2, 6, 16)).astype("float32")
+    with torch.no_grad():
+        got = torch_model(torch.from_numpy(x)).numpy()
+    assert max_rel_diff(np.asarray(model(x)), got) <= TOLERANCE["float32"]
+
+
+def test_keras_hub_bert_positions_read_from_another_row_are_caught(both_backends, monkeypatch):
+    """An importer that read BertBackbone's position table from its second row on: port refuses it."""
+    from xconv.importers import _keras_hub
+
+    real = _keras_hub._weighted
+
+    def shifted(layer, shape, values):
+        if "embedding" in values:
+            values = {"embedding": np.roll(values["embedding"], -1, axis=1)}
+        return real(layer, shape, values)
+
+    monkeypatch.setattr(_keras_hub, "_weighted", shifted)
+    with pytest.raises(PortError):
+        xc.port(_bert(), to="torch", input_shape=(6,), output="sequence_output")

@@ -14,7 +14,7 @@ import numpy as np
 from . import shapes
 from .backends import backend_of_model, canonical_name, get_backend
 from .errors import SpecError, WeightError, XconvError
-from .graph import takes_padding_mask, token_vocabulary
+from .graph import takes_padding_mask, token_type_count, token_vocabulary
 from .spec import Sequential
 from .weights import DTYPES, as_numpy, check_weights, fused_keys, init_weights, source_keys
 
@@ -359,12 +359,13 @@ def transfer_weights(src: Any, dst: Any) -> None:
     set_weights(dst, get_weights(src))
 
 
-def predict(model: Any, x: Any, padding_mask: Any = None) -> np.ndarray:
+def predict(model: Any, x: Any, padding_mask: Any = None, token_types: Any = None) -> np.ndarray:
     """Run a built model of either framework on a batch in xconv's logical layout (NCHW, or (N, F)) and
     return numpy in the same layout: Keras models get NHWC and their 4-D output comes back as NCHW. The batch
     is cast to the model's dtype (as Keras does) and its shape checked against the spec's input shape. A text
     encoder takes token ids, and (when its attention reads one) a ``padding_mask`` of the same shape, 1 for a
-    token and 0 for padding; left out, every token counts.
+    token and 0 for padding; left out, every token counts. One whose token-type embedding reads them takes
+    ``token_types`` of that shape too (each token's type); left out, every token is of type 0.
 
     >>> import numpy as np, xconv as xc
     >>> model = xc.build(xc.Sequential(xc.Conv2d(3, 8, 3), input_shape=(3, 8, 8)), "numpy", seed=0)
@@ -384,14 +385,40 @@ def predict(model: Any, x: Any, padding_mask: Any = None) -> np.ndarray:
         raise XconvError(f"predict: the batch must hold numbers. Received: dtype {array.dtype}")
     infos = shapes.infer(spec)
     vocabulary = token_vocabulary(infos)
-    mask = _padding_mask(padding_mask, array, takes_padding_mask(infos), "predict")
+    side = side_arrays(padding_mask, token_types, array, infos, "predict")
     if vocabulary is None:
         return backend.forward(model, array.astype(backend.dtype_of(model), copy=False))
     if array.dtype.kind not in "iu" or array.size and not (0 <= array.min() and array.max() < vocabulary):
         found = f"{array.dtype} values" + (f" from {array.min()} to {array.max()}" if array.size else "")
         raise XconvError(f"predict: the model takes token ids, integers in [0, {vocabulary}). Received: {found}")
     ids = array.astype(np.int64, copy=False)
-    return backend.forward(model, ids) if mask is None else backend.forward(model, ids, padding_mask=mask)
+    return backend.forward(model, ids, **side)
+
+
+def side_arrays(padding_mask: Any, token_types: Any, ids: np.ndarray, infos: Any, who: str) -> dict[str, np.ndarray]:
+    """A text encoder's padding mask and token types, checked against its token ids and the layers that read
+    them: the ones given, by name."""
+    side = {"padding_mask": _padding_mask(padding_mask, ids, takes_padding_mask(infos), who)}
+    side["token_types"] = _token_types(token_types, ids, token_type_count(infos), who)
+    return {k: v for k, v in side.items() if v is not None}
+
+
+def _token_types(types: Any, ids: np.ndarray, count: int | None, who: str) -> np.ndarray | None:
+    """Token types checked against their token ids: (N, L) integers below ``count``, the types the model's
+    token-type embeddings hold; None when none."""
+    if types is None:
+        return None
+    if count is None:
+        raise XconvError(f"{who}: token_types were given, but no layer of the model reads them")
+    array = as_numpy(types)
+    integers = array.dtype.kind in "iu"
+    if array.shape != ids.shape or not integers or array.size and not (0 <= array.min() and array.max() < count):
+        values = f", from {array.min()} to {array.max()}" if array.size and integers else ""
+        found = f"{array.dtype} of shape {array.shape}{values}"
+        raise XconvError(
+            f"{who}: token_types must be integers in [0, {count}) in the shape of the ids {ids.shape}. Received: {found}"
+        )
+    return array.astype(np.int64)
 
 
 def _padding_mask(mask: Any, ids: np.ndarray, taken: bool, who: str) -> np.ndarray | None:

@@ -25,6 +25,7 @@ def from_torch(
     output: str | None = None,
     input_dtype: str | None = None,
     padding_mask: bool = False,
+    token_types: bool = False,
 ) -> Any:
     """The spec of a hand-written torch module, read from its ``torch.export`` program (``torch.fx`` where it
     cannot be exported): any graph of layers, residual additions, gating products and concatenations, every
@@ -45,6 +46,9 @@ def from_torch(
     takes what its spec does. ``padding_mask=True``: the forward's second argument is a padding mask of the
     ids' shape, 1 for a token and 0 for padding (Hugging Face's ``attention_mask``); an attention that keeps its
     queries off the padding keys, and nothing else, reads it (:class:`xconv.SelfAttention`'s ``padding_mask``).
+    ``token_types=True``: the forward's next argument (after the padding mask, where it takes one) is the token
+    types, integers of the ids' shape (Hugging Face's ``token_type_ids``); an ``nn.Embedding`` whose lookup is
+    added to the tokens, and nothing else, reads them (:class:`xconv.TokenTypeEmbedding`'s ``token_types``).
 
     >>> spec, weights = from_torch(torchvision.models.resnet18().eval(), (3, 224, 224), return_weights=True)  # doctest: +SKIP
     >>> spec = from_torch(transformers.BertModel(config).eval(), (128,), input_dtype="int64")  # doctest: +SKIP
@@ -68,21 +72,24 @@ def from_torch(
     vocabulary = _token_vocabulary(model, input_dtype, "from_torch") if _takes_ids(input_dtype, "from_torch") else None
     built = getattr(model, "xconv_spec", None)  # (as built: the ids it takes stay, whatever was edited since)
     if input_dtype is None and isinstance(built, Sequential):  # a model built by xconv: its spec says what it takes
-        from .graph import takes_padding_mask, token_vocabulary
+        from .graph import side_inputs, token_vocabulary
         from .shapes import infer
 
         infos = infer(built)
         vocabulary = token_vocabulary(infos)
-        padding_mask = padding_mask or takes_padding_mask(infos)
-    if not isinstance(padding_mask, bool):
-        raise XconvError(f"from_torch: `padding_mask` must be True or False. Received: {padding_mask!r}")
-    if padding_mask and vocabulary is None:
-        raise XconvError('from_torch: padding_mask=True marks padding among token ids: give input_dtype="int64"')
+        padding_mask = padding_mask or "padding_mask" in side_inputs(infos)
+        token_types = token_types or "token_types" in side_inputs(infos)
+    for flag, value in (("padding_mask", padding_mask), ("token_types", token_types)):
+        if not isinstance(value, bool):
+            raise XconvError(f"from_torch: `{flag}` must be True or False. Received: {value!r}")
+        if value and vocabulary is None:
+            raise XconvError(f'from_torch: {flag}=True marks the token ids: give input_dtype="int64"')
     if vocabulary is not None and len(shape) != 1:
         raise XconvError(f"from_torch: token ids come as a batch (N, L): input_shape=(L,). Received: {shape}")
-    from .importers.torch_checks import PADDING_MASK, TOKEN_IDS
+    from .importers.torch_checks import PADDING_MASK, TOKEN_IDS, TOKEN_TYPES
 
-    token, masked = TOKEN_IDS.set(vocabulary), PADDING_MASK.set(padding_mask)
+    types = _smallest_table(model) if token_types else None  # (the types' table is one of them)
+    token, masked, typed = TOKEN_IDS.set(vocabulary), PADDING_MASK.set(padding_mask), TOKEN_TYPES.set(types)
     try:
         spec, weights = backend.import_model(model, shape, output)
     except UnsupportedLayerError as e:
@@ -95,7 +102,34 @@ def from_torch(
     finally:
         TOKEN_IDS.reset(token)
         PADDING_MASK.reset(masked)
+        TOKEN_TYPES.reset(typed)
     return (spec, weights) if return_weights else spec
+
+
+def _source_side(model: Any, source: str, padding_mask: bool, token_types: bool) -> dict[str, int]:
+    """What a hand-written source model takes beside its token ids (see :func:`xconv._verify.verify_port`):
+    a torch model what its user said, a Keras model what its inputs are; the number of token types is the
+    smallest table of its embeddings."""
+    if get_backend(source).spec_of(model) is not None:
+        return {}
+    if source == "torch":
+        taken = [name for name, flag in (("padding_mask", padding_mask), ("token_types", token_types)) if flag]
+        rows = _smallest_table(model) if token_types else 0
+    else:
+        from .importers.keras_graph import input_roles, smallest_table
+
+        taken = [role for role in input_roles(model) if role != "ids"]
+        rows = smallest_table(model)
+    return {name: rows if name == "token_types" else 0 for name in taken}
+
+
+def _smallest_table(model: Any) -> int:
+    """The rows of the smallest ``nn.Embedding`` of a torch model (token types are drawn below it)."""
+    sizes = [int(m.num_embeddings) for m in model.modules() if type(m).__name__ == "Embedding"]
+    sizes += [int(m.weight.shape[0]) for m in model.modules() if type(m).__name__ == "TokenTypeEmbeddingModule"]
+    if not sizes:
+        raise XconvError("from_torch: token_types=True, but the model has no nn.Embedding to look them up")
+    return min(sizes)
 
 
 #: what ``input_dtype`` may be: token ids, or numbers (float32 or float64, as the model is)
@@ -196,11 +230,22 @@ def _check_float_params(model: Any, who: str) -> None:
             )
 
 
-def from_keras(model: Any, *, return_weights: bool = False) -> Any:
+def from_keras(
+    model: Any,
+    *,
+    return_weights: bool = False,
+    output: str | None = None,
+    input_shape: tuple[int, ...] | None = None,
+) -> Any:
     """The spec of a Keras ``Sequential`` or functional model (input shape from the model), layers named by their
     Keras names: ``Add``, ``Multiply`` and ``Concatenate`` become combinators, a fused activation its own layer,
     ``ZeroPadding2D`` folds into the next 'valid' conv where exact. With ``return_weights=True``,
     ``(spec, canonical weights)``. Unsupported layers raise :class:`UnsupportedLayerError` naming the layer.
+
+    A text encoder takes its token ids, then a padding mask and token types where it reads them (see
+    :func:`from_torch`), as a list or as a dict (keras-hub's ``token_ids``, ``padding_mask``,
+    ``segment_ids``). ``output``: the entry of a model that returns a dict (keras-hub's ``sequence_output``).
+    ``input_shape=(L,)``: the sequence length of a text encoder whose inputs take any (``(None, None)``).
 
     >>> import keras, xconv as xc
     >>> model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, activation="relu", name="conv")])
@@ -220,20 +265,35 @@ def from_keras(model: Any, *, return_weights: bool = False) -> Any:
             "called); start it with keras.Input((H, W, C)) or call model.build((None, H, W, C)) first"
         )
     structure = getattr(model, "_outputs_struct", None)
-    from .importers.keras_graph import _is_padding_mask
+    from .importers.keras_graph import _takes_side_inputs
 
-    masked = len(inputs) == 2 and _is_padding_mask(inputs[1], inputs[0])  # token ids and their padding mask
-    if len(inputs) != 1 and not masked or len(outputs) != 1 or isinstance(structure, (dict, list, tuple)):
+    sides = len(inputs) > 1 and _takes_side_inputs(model)  # token ids, their padding mask and token types
+    if output is not None:
+        if not isinstance(structure, dict) or output not in structure:
+            entries = f"its entries are {sorted(structure)}" if isinstance(structure, dict) else "it returns no dict"
+            raise XconvError(f"from_keras: output={output!r} names an entry of the model's dict output; {entries}")
+        outputs = [structure[output]]
+        structure = None
+    length = None
+    if input_shape is not None:
+        from ._normalize import as_shape
+
+        length_shape = as_shape("from_keras", input_shape)
+        if len(length_shape) != 1:
+            raise XconvError(f"from_keras: input_shape=(L,) gives a text encoder's length. Received: {input_shape}")
+        length = length_shape[0]
+    if len(inputs) != 1 and not sides or len(outputs) != 1 or isinstance(structure, (dict, list, tuple)):
         what = f"a {type(structure).__name__} of {len(outputs)}" if isinstance(structure, (dict, list, tuple)) else ""
         raise XconvError(
             f"from_keras: the model {model.name!r} takes {len(inputs)} input(s) and returns "
-            f"{what or len(outputs)} output(s); xconv ports a model with one input and one output tensor: "
+            f"{what or len(outputs)} output(s); xconv ports a model with one input (a text encoder's token ids, then a padding mask and token types) and one output tensor: "
             "build keras.Model(model.inputs[0], model.outputs[k]) for the output you want"
+            + (" or give output= (one of its entries)" if isinstance(structure, dict) else "")
         )
     for v in model.weights:
         if "float" in str(v.dtype) and str(v.dtype) not in ("float32", "float64"):
             raise XconvError(f"from_keras: {v.path!r} is {v.dtype}; xconv models are float32 or float64")
-    spec, weights = backend.import_model(model)
+    spec, weights = backend.import_model(model, length, output)
     return (spec, weights) if return_weights else spec
 
 
@@ -243,6 +303,7 @@ def _import(
     output: str | None = None,
     input_dtype: str | None = None,
     padding_mask: bool = False,
+    token_types: bool = False,
 ) -> tuple[str, Sequential, dict[str, np.ndarray]]:
     backend = backend_of_model(model)
     if backend is None:
@@ -262,11 +323,17 @@ def _import(
         if input_shape is None:
             raise XconvError("port: a torch model needs input_shape=(C, H, W) (torch modules do not record it)")
         spec, weights = from_torch(
-            model, input_shape, return_weights=True, output=output, input_dtype=input_dtype, padding_mask=padding_mask
+            model,
+            input_shape,
+            return_weights=True,
+            output=output,
+            input_dtype=input_dtype,
+            padding_mask=padding_mask,
+            token_types=token_types,
         )
     else:
         _check_keras_compute(model, "port")
-        spec, weights = from_keras(model, return_weights=True)
+        spec, weights = from_keras(model, return_weights=True, output=output, input_shape=input_shape)
     return backend.NAME, spec, weights
 
 
@@ -280,6 +347,7 @@ def port(
     output: str | None = None,
     input_dtype: str | None = None,
     padding_mask: bool = False,
+    token_types: bool = False,
 ) -> Any:
     """Import ``model`` (torch or Keras, hand-written or built by xconv), build the same spec in framework
     ``to`` and copy the weights. The source model is left exactly as it was: every module's train/eval flag
@@ -297,11 +365,15 @@ def port(
     same batch; the error message gives the three distances and says which side is off: the source (the
     importer missed something it computes) or the ported model.
 
-    ``output``: for a torch model that returns a dict, the entry to port (see :func:`from_torch`).
+    ``output``: for a model that returns a dict, the entry to port (see :func:`from_torch` and
+    :func:`from_keras`). ``input_shape`` of a Keras text encoder whose inputs take any length: ``(L,)``, the
+    length to port it at.
     ``input_dtype="int64"``: a torch model that takes token ids (see :func:`from_torch`); the batches are then
     random ids and ids at both ends of the vocabulary. A spec (or a Keras model) with Embedding layers first
     takes ids without it. ``padding_mask=True``: the torch model's second argument is a padding mask (see
     :func:`from_torch`); the batches are then checked with padding masks too, and without any.
+    ``token_types=True``: its next argument is the token types (see :func:`from_torch`); the batches are then
+    checked with random token types too, and without any (every token of type 0).
 
     ``model`` may be a ``torch.export.ExportedProgram`` or a ``.pt2`` path (``input_shape`` then defaults to the
     program's): the program is the model in the mode it was exported in, and is verified as such.
@@ -315,13 +387,14 @@ def port(
         raise XconvError(f"port: `verify` must be True or False. Received: {verify!r}")
     model = _program_source(model, "port")
     _takes_ids(input_dtype, "port")
-    source, spec, weights = _import(model, input_shape, output, input_dtype, padding_mask)
-    if output is not None and (source != "torch" or get_backend(source).spec_of(model) is not None):
-        raise XconvError("port: `output` chooses an entry of a hand-written torch model's returned dict")
+    source, spec, weights = _import(model, input_shape, output, input_dtype, padding_mask, token_types)
+    if output is not None and get_backend(source).spec_of(model) is not None:
+        raise XconvError("port: `output` chooses an entry of a hand-written model's returned dict")
     dtype = weights_dtype(weights)
     out = build_with_weights(spec, target, weights, dtype=dtype)  # no initial weights drawn and overwritten
     if verify:
         from ._verify import verify_port
 
-        verify_port(model, out, spec, weights, (source, target), dtype, int(seed), output)
+        side = _source_side(model, source, padding_mask, token_types)
+        verify_port(model, out, spec, weights, (source, target), dtype, int(seed), output, side)
     return out

@@ -10,7 +10,7 @@ from ._api import build_with_weights
 from ._compare import TOLERANCE, VERIFY_BATCHES, max_rel_diff, padding_masks, probe_batches
 from .backends import get_backend
 from .errors import PortError
-from .graph import takes_padding_mask, token_vocabulary
+from .graph import side_inputs, token_type_count, token_vocabulary
 from .shapes import infer
 from .spec import Sequential
 
@@ -21,6 +21,9 @@ __all__ = ["ROUNDING_FACTOR", "verify_port"]
 #: keras.applications models with logits (64x64 inputs) the Keras model's error was 0.8 to 2.9 times the torch
 #: build's, so 10 leaves room without hiding a mapping error, which is not rounding-sized.
 ROUNDING_FACTOR = 10.0
+
+#: a text encoder's padding mask and token types, by name (None: neither)
+Side = dict[str, np.ndarray] | None
 
 #: kinds that draw random masks in training mode (and SelfAttention with dropout): with them, training-mode
 #: outputs cannot be compared
@@ -40,17 +43,16 @@ def _random_masks(spec: Sequential) -> bool:
 
 
 def _run(
-    name: str, model: Any, x: np.ndarray, training: bool, output: str | None = None, mask: np.ndarray | None = None
+    name: str, model: Any, x: np.ndarray, training: bool, output: str | None = None, side: Side = None
 ) -> np.ndarray:
     """The native model's own output, in inference (``training=False``) or in training mode, with its state
     (modes, buffers, Keras moving statistics) as it was before the call. Each model gets its own copy of the
     batch: a torch model that writes into its input would otherwise change what the other model is given.
-    ``mask``: a text encoder's padding mask (given only when not None: a model may take none)."""
+    ``side``: a text encoder's padding mask and token types (given only when not None: a model may take none)."""
     backend = get_backend(name)
     x = np.array(x, copy=True)
     extra: dict[str, Any] = {} if output is None else {"output": output}
-    if mask is not None:
-        extra["padding_mask"] = np.array(mask, copy=True)
+    extra.update({k: np.array(v, copy=True) for k, v in (side or {}).items()})
     if not training:
         return backend.forward(model, x, **extra)  # type: ignore[no-any-return]
     return backend.forward_training(model, x, **extra)  # type: ignore[no-any-return]
@@ -65,21 +67,31 @@ def verify_port(
     dtype: str,
     seed: int,
     output: str | None = None,
+    source_side: dict[str, int] | None = None,
 ) -> None:
     """``port``'s check (see :func:`xconv.port`): raises :class:`PortError` naming the batch, the distance and
-    which side is off."""
+    which side is off. ``source_side``: what the source model takes beside its token ids, as its user said or
+    its inputs show (``"padding_mask"``, and ``"token_types"`` with the number of types to draw below): it is
+    given them even where the spec reads none, so a spec that lost a reader differs from it."""
     source, target = names
     infos = infer(spec)
     groups = probe_batches(tuple(spec.input_shape or ()), dtype, seed, token_vocabulary(infos))
     x = np.concatenate([g for _, g in groups])
-    if takes_padding_mask(infos):  # padded sequences of every length, then the same ids with no mask at all
-        mask = padding_masks(len(x), x.shape[1])
-        a, b = _run(source, source_model, x, False, output, mask), _run(target, target_model, x, False, None, mask)
+    reads = side_inputs(infos)
+    taken = {**(source_side or {}), **{name: token_type_count(infos) or 0 for name in reads}}
+    if taken:  # padded sequences of every length and random token types, then the same ids with neither
+        side = {"padding_mask": padding_masks(len(x), x.shape[1])} if "padding_mask" in taken else {}
+        if "token_types" in taken:
+            side["token_types"] = np.random.default_rng(seed + 1).integers(0, max(1, taken["token_types"]), x.shape)
+        read = {k: v for k, v in side.items() if k in reads}
+        a, b = _run(source, source_model, x, False, output, side), _run(target, target_model, x, False, None, read)
+        given = " and ".join({"padding_mask": "padding", "token_types": "token types"}[k] for k in side)
         start = 0
         for label, g in groups:
             part = slice(start, start + len(g))
             start += len(g)
-            _compare(spec, weights, g, a[part], b[part], names, dtype, f"{label} with padding", False, mask[part])
+            sided = {k: v[part] for k, v in read.items()}
+            _compare(spec, weights, g, a[part], b[part], names, dtype, f"{label} with {given}", False, sided)
     a, b = _run(source, source_model, x, False, output), _run(target, target_model, x, False)
     start = 0
     for label, g in groups:
@@ -106,7 +118,7 @@ def _compare(
     dtype: str,
     label: str,
     training: bool,
-    mask: np.ndarray | None = None,
+    side: Side = None,
 ) -> None:
     source, target = names
     if np.shape(a) != np.shape(b):
@@ -117,7 +129,7 @@ def _compare(
     err = max_rel_diff(a, b)
     if err <= TOLERANCE[dtype]:
         return
-    ok, detail, blame = _rounding_check(spec, weights, x, a, b, names, training=training, dtype=dtype, mask=mask)
+    ok, detail, blame = _rounding_check(spec, weights, x, a, b, names, training=training, dtype=dtype, side=side)
     if ok and dtype == "float32":
         return
     raise PortError(
@@ -133,11 +145,11 @@ def _reference(
     where: str,
     dtype: str,
     training: bool,
-    mask: np.ndarray | None = None,
+    side: Side = None,
 ) -> np.ndarray:
     model = build_with_weights(spec, where, weights, dtype=dtype)  # (casts the weights to the model's dtype)
     batch = x if x.dtype.kind in "iu" else x.astype(dtype)  # (token ids stay ints)
-    return _run(where, model, batch, training, None, mask)
+    return _run(where, model, batch, training, None, side)
 
 
 def _rounding_check(
@@ -150,7 +162,7 @@ def _rounding_check(
     *,
     training: bool = False,
     dtype: str = "float32",
-    mask: np.ndarray | None = None,
+    side: Side = None,
 ) -> tuple[bool, str, str]:
     """For a port beyond the fixed tolerance: a deep float32 network's own rounding can exceed it. The spec is
     built again with the same weights in float64 (the reference) and, in float32, in the same framework (its
@@ -159,9 +171,9 @@ def _rounding_check(
     tolerance). A mapping error on either side is a distance from the reference that rounding does not
     explain, so it still fails. Returns (passes, the distances, which side is off)."""
     where = "torch" if "torch" in names else "numpy"
-    exact = _reference(spec, weights, x, where, "float64", training, mask)
+    exact = _reference(spec, weights, x, where, "float64", training, side)
     rounding = (
-        max_rel_diff(exact, _reference(spec, weights, x, where, "float32", training, mask)) if dtype == "float32" else 0
+        max_rel_diff(exact, _reference(spec, weights, x, where, "float32", training, side)) if dtype == "float32" else 0
     )
     bound = max(TOLERANCE[dtype], ROUNDING_FACTOR * rounding)
     off_a, off_b = max_rel_diff(exact, a), max_rel_diff(exact, b)

@@ -19,7 +19,18 @@ from .kinds import KINDS
 from .spec import Layer, Sequential
 from .spec._sequential import Combinator, Concat, Use
 
-__all__ = ["Graph", "build_graph", "consumers", "is_chain", "takes_padding_mask", "token_vocabulary"]
+__all__ = [
+    "SIDE_INPUTS",
+    "Graph",
+    "build_graph",
+    "consumers",
+    "is_chain",
+    "reads_side",
+    "side_inputs",
+    "takes_padding_mask",
+    "token_type_count",
+    "token_vocabulary",
+]
 
 Graph = list[LayerInfo]
 
@@ -190,25 +201,55 @@ def token_vocabulary(graph: Graph) -> int | None:
     return 2**31 - 1 if readers else None  # (positions alone read the ids: any ids are valid)
 
 
+#: What a text encoder may take beside its token ids, (N, L) integers each, in the order models take them (a
+#: torch forward's arguments after the ids, a Keras model's inputs after the ids). Each is read by the layers
+#: whose attribute of that name is True: SelfAttention's ``padding_mask`` (1 for a token, 0 for padding) and
+#: TokenTypeEmbedding's ``token_types`` (each token's type).
+SIDE_INPUTS = ("padding_mask", "token_types")
+
+
+def reads_side(info: LayerInfo) -> str | None:
+    """The side input (see :data:`SIDE_INPUTS`) the layer node ``info`` reads, if any."""
+    if info.is_join:
+        return None
+    return next((name for name in SIDE_INPUTS if getattr(info.layer, name, False) is True), None)
+
+
+def side_inputs(graph: Graph) -> tuple[str, ...]:
+    """The side inputs the model takes (some layer reads each), in order."""
+    read = {reads_side(info) for info in graph}
+    return tuple(name for name in SIDE_INPUTS if name in read)
+
+
 def takes_padding_mask(graph: Graph) -> bool:
     """Whether the model takes a padding mask beside its token ids (an attention reads it)."""
-    return any(getattr(info.layer, "padding_mask", False) for info in graph if not info.is_join)
+    return "padding_mask" in side_inputs(graph)
+
+
+def token_type_count(graph: Graph) -> int | None:
+    """When the model takes token types: how many types every layer that reads them holds (random types are
+    drawn below it); None when it takes none."""
+    sizes = [int(info.layer.types) for info in graph if reads_side(info) == "token_types"]  # type: ignore[attr-defined]
+    return min(sizes) if sizes else None
 
 
 def _check_padding_masks(graph: Graph, input_shape: Shape) -> None:
-    """A padding mask marks the model's token ids: an attention that reads it attends over those tokens."""
+    """A padding mask and token types mark the model's token ids: a layer that reads one reads it for those
+    tokens."""
     for info in graph:
-        if info.is_join or not getattr(info.layer, "padding_mask", False):
+        read = reads_side(info)
+        if read is None:
             continue
+        what = {"padding_mask": "a padding mask marks the padding", "token_types": "token types are the types"}
         if token_vocabulary(graph) is None:
             raise SpecError(
-                f"{info.label}: padding_mask=True, but the model does not take token ids (a padding mask marks "
-                "the padding among them; its input is read by Embedding layers)"
+                f"{info.label}: {read}=True, but the model does not take token ids ({what[read]} among them; "
+                "its input is read by Embedding layers)"
             )
         if info.input_shape[0] != input_shape[0]:
             raise SpecError(
-                f"{info.label}: padding_mask=True over {info.input_shape[0]} tokens, but the model takes "
-                f"{input_shape[0]} token ids: the mask marks those (a token put in front shifts them)"
+                f"{info.label}: {read}=True over {info.input_shape[0]} tokens, but the model takes "
+                f"{input_shape[0]} token ids: {read} marks those (a token put in front shifts them)"
             )
 
 

@@ -40,7 +40,9 @@ class Backend(Protocol):
 
     def permute(self, x: Any, perm: tuple[int, ...]) -> Any: ...
 
-    def forward(self, model: Any, x: np.ndarray, padding_mask: np.ndarray | None = None) -> np.ndarray: ...
+    def forward(self, model: Any, x: np.ndarray, **side: np.ndarray | None) -> np.ndarray:
+        """Inference; ``side``: a text encoder's ``padding_mask`` and ``token_types`` (None: left out)."""
+        ...
 
     def trace(
         self,
@@ -48,7 +50,7 @@ class Backend(Protocol):
         x: np.ndarray,
         upstream: np.ndarray,
         training: bool = False,
-        padding_mask: np.ndarray | None = None,
+        **side: np.ndarray | None,
     ) -> tuple[list[np.ndarray], np.ndarray | None, dict[str, np.ndarray]]:
         """Every graph node's output, d loss / d input and d loss / d weights for loss = sum(output * upstream)."""
         ...
@@ -61,7 +63,7 @@ class Trainable(Protocol):
     def train(
         self,
         model: Any,
-        batches: Iterable[tuple[np.ndarray, np.ndarray]],
+        batches: Iterable[tuple[Any, ...]],
         optimizer: dict[str, Any],
         on_step: Callable[[int, float], None] | None = None,
     ) -> np.ndarray: ...

@@ -30,7 +30,7 @@ class NumpyModel:
         self.ids = token_vocabulary(infos) is not None  # the input is token ids
         self.weights = {k: np.array(v, dtype=np.int64 if v.dtype.kind in "iu" else dtype) for k, v in weights.items()}
         self.training = False
-        self._padding: np.ndarray | None = None  # the padding mask of the call running
+        self._side: dict[str, np.ndarray] = {}  # the padding mask and token types of the call running
         self.rng = np.random.default_rng(0)
         self._masks: dict[int, np.ndarray] = {}
 
@@ -41,15 +41,16 @@ class NumpyModel:
     def eval(self) -> NumpyModel:
         return self.train(False)
 
-    def __call__(self, x: np.ndarray, padding_mask: np.ndarray | None = None) -> np.ndarray:
-        return self.forward_layers(x, padding_mask=padding_mask)[-1]
+    def __call__(self, x: np.ndarray, **side: np.ndarray | None) -> np.ndarray:
+        return self.forward_layers(x, side=side)[-1]
 
     def forward_layers(
-        self, x: np.ndarray, update: bool = True, padding_mask: np.ndarray | None = None
+        self, x: np.ndarray, update: bool = True, side: dict[str, np.ndarray | None] | None = None
     ) -> list[np.ndarray]:
         """The output of every node of the graph, in order (in training, BatchNorm running statistics are
-        updated unless ``update`` is False); ``padding_mask``: see :class:`xconv.SelfAttention`."""
-        self._padding = None if padding_mask is None else np.asarray(padding_mask)
+        updated unless ``update`` is False); ``side``: a text encoder's ``padding_mask`` (see
+        :class:`xconv.SelfAttention`) and ``token_types`` (see :class:`xconv.TokenTypeEmbedding`)."""
+        self._side = {k: np.asarray(v) for k, v in (side or {}).items() if v is not None}
         values: dict[int, np.ndarray] = {-1: self._batch(x)}
         for info in self.infos:
             args = [values[i] for i in info.inputs]
@@ -62,13 +63,13 @@ class NumpyModel:
         return [values[info.index] for info in self.infos]
 
     def backward(
-        self, x: np.ndarray, grad_output: np.ndarray, padding_mask: np.ndarray | None = None
+        self, x: np.ndarray, grad_output: np.ndarray, **side: np.ndarray | None
     ) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
         """Gradients of sum(output * grad_output) with respect to the input and every trainable weight
         (canonical keys). Where a tensor feeds several nodes, the gradients from each add up. Uses the
         Dropout masks of the last forward pass; does not update statistics."""
         x = self._batch(x)
-        outs = self.forward_layers(x, update=False, padding_mask=padding_mask)
+        outs = self.forward_layers(x, update=False, side=side)
         values = {-1: x, **{info.index: out for info, out in zip(self.infos, outs)}}
         pending: dict[int, np.ndarray] = {self.infos[-1].index: np.asarray(grad_output, dtype=self.dtype)}
         grads: dict[str, np.ndarray] = {}
@@ -157,7 +158,11 @@ class _Mode:
 
     @property
     def padding_mask(self) -> np.ndarray | None:
-        return self.model._padding
+        return self.model._side.get("padding_mask")
+
+    @property
+    def token_types(self) -> np.ndarray | None:
+        return self.model._side.get("token_types")
 
     def mask(self, shape: tuple[int, ...], p: float, dtype: Any) -> np.ndarray:
         """Dropout's keep-mask scaled by 1 / (1 - p): drawn on a forward pass, reused by the backward pass."""
@@ -223,24 +228,24 @@ def permute(x: Any, perm: tuple[int, ...]) -> Any:
     return np.transpose(x, perm)
 
 
-def forward(model: NumpyModel, x: np.ndarray, padding_mask: np.ndarray | None = None) -> np.ndarray:
+def forward(model: NumpyModel, x: np.ndarray, **side: np.ndarray | None) -> np.ndarray:
     """Inference (running statistics, no dropout), whatever the model's mode."""
     was = model.training
     model.eval()
     try:
-        return model(x, padding_mask)
+        return model(x, **side)
     finally:
         model.train(was)
 
 
 def forward_training(
-    model: NumpyModel, x: np.ndarray, output: str | None = None, padding_mask: np.ndarray | None = None
+    model: NumpyModel, x: np.ndarray, output: str | None = None, **side: np.ndarray | None
 ) -> np.ndarray:
     """One training-mode call (BatchNorm on batch statistics), the running statistics left as they were."""
     was = model.training
     model.train()
     try:
-        return model.forward_layers(x, update=False, padding_mask=padding_mask)[-1]
+        return model.forward_layers(x, update=False, side=side)[-1]
     finally:
         model.train(was)
 
@@ -250,7 +255,7 @@ def trace(
     x: np.ndarray,
     upstream: np.ndarray,
     training: bool = False,
-    padding_mask: np.ndarray | None = None,
+    **side: np.ndarray | None,
 ) -> tuple[list[np.ndarray], np.ndarray | None, dict[str, np.ndarray]]:
     """Every layer's output, and the gradients of sum(output * upstream) w.r.t. the input and every trainable
     weight, in inference or (``training``) training mode; in training the running statistics are updated
@@ -258,8 +263,8 @@ def trace(
     was = model.training
     model.train(training)
     try:
-        outs = model.forward_layers(x, padding_mask=padding_mask)
-        gx, grads = model.backward(x, upstream, padding_mask)
+        outs = model.forward_layers(x, side=side)
+        gx, grads = model.backward(x, upstream, **side)
     finally:
         model.train(was)
     return outs, gx, grads

@@ -10,7 +10,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from ..graph import concat_axis, is_chain
+from ..graph import SIDE_INPUTS, concat_axis, is_chain, reads_side, side_inputs
 from ..kinds import framework_table
 from ..shapes import LayerInfo
 from ..spec import Sequential
@@ -63,8 +63,8 @@ def build(spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarra
     # consumes the user's global torch RNG; the weights are then copied in.
     factory = {"device": "meta", "dtype": _TORCH_DTYPES[dtype]}
     modules = [None if info.is_join else _BUILDERS[type(info.layer)](info, factory) for info in infos]
-    masked = any(getattr(info.layer, "padding_mask", False) for info in infos)
-    if is_chain(infos) and not masked:
+    sides = side_inputs(infos)
+    if is_chain(infos) and not sides:
         model: nn.Module = nn.Sequential(*modules)  # type: ignore[arg-type]
     else:
         # A graph: a torch.fx.GraphModule whose submodules sit at the canonical keys (so its state_dict has
@@ -72,8 +72,9 @@ def build(spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarra
         root = nn.Module()
         graph = torch.fx.Graph()
         values: dict[int, Any] = {-1: graph.placeholder("x")}
-        # (a text encoder's padding mask: (N, L), 1 for a token, 0 for padding; None: every token)
-        mask = graph.placeholder("padding_mask", default_value=None) if masked else None
+        # (a text encoder's padding mask, (N, L), 1 for a token, 0 for padding, None: every token; its token
+        # types, (N, L), None: every token of type 0)
+        side = {name: graph.placeholder(name, default_value=None) for name in sides}
         for info, module in zip(infos, modules):
             args = [values[i] for i in info.inputs]
             if module is None:
@@ -99,7 +100,8 @@ def build(spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarra
                         "torch.nn.Module; torch cannot hold a submodule under that name"
                     )
                 _install(root, info.key, module)
-                reads = (args[0], mask) if getattr(info.layer, "padding_mask", False) else (args[0],)
+                read = reads_side(info)
+                reads = (args[0],) if read is None else (args[0], side[read])
                 values[info.index] = graph.call_module(info.key, reads)
         graph.output(values[infos[-1].index])
         model = torch.fx.GraphModule(root, graph, class_name="XconvGraph")
@@ -243,26 +245,26 @@ def infos_of(model: nn.Module) -> list[LayerInfo]:
     return infer(cast(Sequential, model.xconv_spec))
 
 
-def forward(
-    model: nn.Module, x: np.ndarray, output: str | None = None, padding_mask: np.ndarray | None = None
-) -> np.ndarray:
+def forward(model: nn.Module, x: np.ndarray, output: str | None = None, **side: np.ndarray | None) -> np.ndarray:
     """Run ``model`` in inference mode (eval) on an NCHW (or (N, F)) numpy batch; returns numpy in the same
     logical layout (a dict-returning model: its entry ``output``, or its one entry). The model's own modes and
-    every buffer (a forward may write one) are put back afterwards. ``padding_mask`` is the second argument."""
-    return _run_kept(model, x, output, False, padding_mask)
+    every buffer (a forward may write one) are put back afterwards. ``side``: a text encoder's
+    ``padding_mask`` and ``token_types`` (None: left out): an xconv model takes them by name, another model
+    as the arguments after the ids, in that order (one that takes both is given both)."""
+    return _run_kept(model, x, output, False, side)
 
 
 def forward_training(
-    model: nn.Module, x: np.ndarray, output: str | None = None, padding_mask: np.ndarray | None = None
+    model: nn.Module, x: np.ndarray, output: str | None = None, **side: np.ndarray | None
 ) -> np.ndarray:
     """Run ``model`` as it is (a hand-written model in its own modes, module by module; a model built by xconv in
     training mode) on an NCHW (or (N, F)) numpy batch, without gradients; every buffer (BatchNorm's running
     statistics and count) and every mode is put back afterwards."""
-    return _run_kept(model, x, output, True if spec_of(model) is not None else None, padding_mask)
+    return _run_kept(model, x, output, True if spec_of(model) is not None else None, side)
 
 
 def _run_kept(
-    model: nn.Module, x: np.ndarray, output: str | None, training: bool | None, padding_mask: Any = None
+    model: nn.Module, x: np.ndarray, output: str | None, training: bool | None, side: dict[str, Any]
 ) -> np.ndarray:
     """One call without gradients in mode ``training`` (None: the modes the model has), its state put back."""
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
@@ -271,10 +273,12 @@ def _run_kept(
         with torch.no_grad():
             if training is not None:
                 modes.__enter__()
-            args = [torch.from_numpy(np.ascontiguousarray(x))]
-            if padding_mask is not None:
-                args.append(torch.from_numpy(np.ascontiguousarray(padding_mask)))
-            y = model(*args)
+            xt = torch.from_numpy(np.ascontiguousarray(x))
+            given = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in side.items() if v is not None}
+            if getattr(model, "xconv_spec", None) is not None:  # (xconv's models name them)
+                y = model(xt, **given)
+            else:  # a forward's arguments after the ids, in order
+                y = model(xt, *(given[name] for name in SIDE_INPUTS if name in given))
     finally:
         modes.__exit__()
         with torch.no_grad():
@@ -285,12 +289,13 @@ def _run_kept(
     return y.numpy()  # type: ignore[no-any-return]
 
 
-def _apply(model: nn.Module, info: LayerInfo, x: Any, padding_mask: Any = None) -> Any:
+def _apply(model: nn.Module, info: LayerInfo, x: Any, side: dict[str, Any]) -> Any:
     """One layer node of a built model on ``x``: its module, or (a graph's layer scale) its parameter."""
     if info.kind == "LayerScale" and not isinstance(model, nn.Sequential):
         return model.get_parameter(f"{info.key}.layer_scale") * x
-    if getattr(info.layer, "padding_mask", False):
-        return model.get_submodule(info.key)(x, padding_mask)
+    read = reads_side(info)
+    if read is not None:
+        return model.get_submodule(info.key)(x, side.get(read))
     return model.get_submodule(info.key)(x)
 
 
@@ -299,7 +304,7 @@ def trace(
     x: np.ndarray,
     upstream: np.ndarray,
     training: bool = False,
-    padding_mask: np.ndarray | None = None,
+    **side: np.ndarray | None,
 ) -> tuple[list[np.ndarray], np.ndarray | None, dict[str, np.ndarray]]:
     """Every layer's output, and the gradients of sum(output * upstream) with respect to the input and every
     trainable weight (canonical keys), all as numpy in canonical layout; in eval mode, or in train mode with
@@ -308,12 +313,12 @@ def trace(
     ids = x.dtype.kind in "iu"  # token ids: no gradient
     xt = torch.from_numpy(np.ascontiguousarray(x)).requires_grad_(not ids)
     values: dict[int, Any] = {-1: xt}
-    mask = None if padding_mask is None else torch.from_numpy(np.ascontiguousarray(padding_mask))
+    given = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in side.items() if v is not None}
     outs = []
     with _Mode(model, training):
         for info in infos_of(model):
             args = [values[i] for i in info.inputs]
-            values[info.index] = _join(info, args) if info.is_join else _apply(model, info, args[0], mask)
+            values[info.index] = _join(info, args) if info.is_join else _apply(model, info, args[0], given)
             outs.append(values[info.index].detach().numpy().copy())
     h = values[len(outs) - 1]
     (h * torch.from_numpy(np.ascontiguousarray(upstream))).sum().backward()
@@ -326,11 +331,11 @@ def trace(
 
 def train(
     model: nn.Module,
-    batches: Iterable[tuple[np.ndarray, np.ndarray]],
+    batches: Iterable[tuple[Any, ...]],
     optimizer: dict[str, Any],
     on_step: Callable[[int, float], None] | None = None,
 ) -> np.ndarray:
-    """Train in place with the native optimizer and mean cross-entropy, one step per batch ``(x, y)`` (x NCHW
+    """Train in place with the native optimizer and mean cross-entropy, one step per batch ``(x, y)`` or ``(x, y, side)`` (x NCHW
     or (N, F), y integer labels), the seed notebook's loop; ``on_step(t, loss)`` is called after step ``t``
     (counted from 0), with the model back in train mode for the next step. Returns the per-step losses."""
     params = list(model.parameters())
@@ -341,10 +346,11 @@ def train(
     else:
         opt = torch.optim.Adam(params, lr=optimizer["lr"], betas=optimizer["betas"], eps=optimizer["eps"])
     losses = []
-    for t, (x, y) in enumerate(batches):
+    for t, (x, y, *side) in enumerate(batches):  # (a text encoder's: its padding mask and token types, by name)
         model.train()
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(torch.from_numpy(np.ascontiguousarray(x))), torch.from_numpy(y))
+        given = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in (side[0] if side else {}).items()}
+        loss = F.cross_entropy(model(torch.from_numpy(np.ascontiguousarray(x)), **given), torch.from_numpy(y))
         loss.backward()  # type: ignore[no-untyped-call]  # untyped in torch
         opt.step()
         losses.append(loss.item())

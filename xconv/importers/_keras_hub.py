@@ -20,7 +20,7 @@ import numpy as np
 from ..backends._tf_env import keras
 from ..errors import UnsupportedLayerError
 
-__all__ = ["expand_calls", "first_output_only"]
+__all__ = ["MaskKeys", "expand_calls", "first_output_only"]
 
 #: one layer call: (layer, its input tensors, its output tensor)
 Call = tuple[Any, list[Any], Any]
@@ -244,6 +244,167 @@ def _deit_encoder(layer: Any, inputs: list[Any], out: Any, names: dict[int, str]
     return _blocks(layer, inputs[0], out, names, "DeiTEncoderBlock", "deit", _deit_block)
 
 
+class MaskKeys:
+    """Stands for keras-hub's ``merge_padding_and_attention_mask`` of a padding mask alone: the mask's keys,
+    ``expand_dims(mask, 1)``, as a ``MultiHeadAttention``'s ``attention_mask`` (its one input: the mask)."""
+
+    name = "padding_mask_keys"
+
+
+def _layer_of(layer: Any, name: str, module: str) -> bool:
+    cls = type(layer)
+    return cls.__name__ == name and cls.__module__ == f"keras_hub.src.layers.modeling.{module}"
+
+
+def _node_arguments(layer: Any, out: Any) -> dict[str, Any]:
+    """The arguments of the call of ``layer`` whose output is ``out``, by name (positional ones after the first
+    as ``arg1``, ``arg2``...)."""
+    for node in layer._inbound_nodes:
+        if any(t is getattr(out, "t", out) for t in node.output_tensors):
+            args = list(getattr(node.arguments, "args", ()) or ())
+            return {**{f"arg{i}": v for i, v in enumerate(args[1:], 1)}, **(node.arguments.kwargs or {})}
+    return {}
+
+
+def _transformer_encoder(layer: Any, inputs: list[Any], out: Any, names: dict[int, str]) -> list[Call]:
+    """keras-hub's ``TransformerEncoder`` (BERT's blocks), post-norm or pre-norm (``normalize_first``): x plus
+    dropout(mha(x, x) with the padding mask's keys), a LayerNorm; that plus dropout(dense(dense(that))), a
+    LayerNorm (each LayerNorm before its branch with ``normalize_first``)."""
+    given = _node_arguments(layer, out)
+    extra = {
+        k: v for k, v in given.items() if v is not None and v is not False and k not in ("padding_mask", "training")
+    }
+    x = inputs[0]
+    mask = inputs[1] if len(inputs) == 2 else None
+    e = int(x.shape[-1])
+    _refuse(
+        layer,
+        [
+            (bool(extra), f"the argument {next(iter(extra), '')} (an attention mask, or attention scores returned)"),
+            (len(inputs) > 2 or len(inputs) == 2 and given.get("padding_mask") is None, "a mask given otherwise"),
+            (int(layer.num_heads) * (e // int(layer.num_heads)) != e, f"{layer.num_heads} heads of {e} features"),
+            (bool(getattr(x, "_keras_mask", None) is not None), "a Keras mask on its input"),
+        ],
+    )
+    dtype = layer.dtype_policy
+    prefix = layer.name
+    mha, ln1, drop1 = layer._self_attention_layer, layer._self_attention_layer_norm, layer._self_attention_dropout
+    ln2, dense1, dense2 = (
+        layer._feedforward_layer_norm,
+        layer._feedforward_intermediate_dense,
+        layer._feedforward_output_dense,
+    )
+    drop2 = layer._feedforward_dropout
+    names.update(
+        {
+            id(mha): f"{prefix}.self_attention_layer",
+            id(ln1): f"{prefix}.self_attention_layer_norm",
+            id(drop1): f"{prefix}.self_attention_dropout",
+            id(ln2): f"{prefix}.feedforward_layer_norm",
+            id(dense1): f"{prefix}.feedforward_intermediate_dense",
+            id(dense2): f"{prefix}.feedforward_output_dense",
+            id(drop2): f"{prefix}.feedforward_dropout",
+        }
+    )
+    first = bool(layer.normalize_first)
+    calls: list[Call] = []
+    keys = None
+    if mask is not None:
+        keys = _Tensor((None, 1, mask.shape[1]))
+        calls.append((MaskKeys(), [mask], keys))
+
+    def branch(h: Any, norm: Any, body: list[tuple[Any, tuple[Any, ...]]], result: Any) -> None:
+        """h + body(norm(h) or h), then norm after it unless ``first``."""
+        start = h
+        if first:
+            start = _Tensor(h.shape)
+            calls.append((norm, [h], start))
+        current = start
+        for sub, shape in body:
+            nxt = _Tensor(shape)
+            reads = [current, current, *([keys] if keys is not None else [])] if sub is mha else [current]
+            calls.append((sub, reads, nxt))
+            current = nxt
+        summed = result if first else _Tensor(h.shape)
+        calls.append((keras.layers.Add(dtype=dtype), [current, h], summed))
+        if not first:
+            calls.append((norm, [summed], result))
+
+    hidden = (*x.shape[:-1], int(layer.intermediate_dim))
+    middle = _Tensor(x.shape)
+    branch(x, ln1, [(mha, x.shape), (drop1, x.shape)], middle)
+    branch(middle, ln2, [(dense1, hidden), (dense2, x.shape), (drop2, x.shape)], out)
+    return calls
+
+
+def _position_embedding(layer: Any, inputs: list[Any], out: Any, names: dict[int, str]) -> list[Call]:
+    """keras-hub's ``PositionEmbedding``: the first L rows of its table, which a sum adds to the tokens it was
+    called on (see :func:`_positions_added`); called otherwise (a start index, positions) it is refused."""
+    given = _node_arguments(layer, out)
+    _refuse(
+        layer,
+        [
+            (bool(given.get("start_index") or given.get("arg1")), "a start index"),
+            (given.get("positions") is not None or given.get("arg2") is not None, "positions given"),
+        ],
+    )
+    return [(layer, inputs, out)]
+
+
+def _positions_added(calls: list[Call]) -> list[Call]:
+    """A keras-hub ``PositionEmbedding`` called on tokens and added to them by one sum (BERT adds tokens,
+    positions and segments at once): xconv's PositionEmbedding layer on the tokens, holding its table, read by
+    that sum in place of both. Its output read otherwise is refused."""
+    from ..kinds.token._keras import PositionEmbeddingLayer
+
+    pending = {
+        id(out): (layer, ins[0])
+        for layer, ins, out in calls
+        if _layer_of(layer, "PositionEmbedding", "position_embedding")
+    }
+    done: list[Call] = []
+    for layer, ins, out in calls:
+        if id(out) in pending:
+            continue
+        read = [t for t in ins if id(t) in pending]
+        if read:
+            table, tokens = pending.pop(id(read[0]))
+            is_sum = (
+                type(layer) is keras.layers.Add
+                or type(layer).__name__ == "Add"
+                and type(layer).__module__.startswith("keras.src.ops")
+            )
+            if len(read) != 1 or not is_sum or not any(t is tokens for t in ins):
+                raise UnsupportedLayerError(
+                    f"from_keras: layer {table.name!r} (keras-hub PositionEmbedding) is read by {layer.name!r}; xconv "
+                    "reads it added to the tokens it was called on"
+                )
+            rows = int(table.position_embeddings.shape[0])
+            positions = PositionEmbeddingLayer(rows, dtype=table.dtype_policy, name=table.name)
+            value = np.asarray(table.position_embeddings.numpy())[None]
+            added = _Tensor(tokens.shape)
+            done.append((_weighted(positions, tokens.shape, {"embedding": value}), [tokens], added))
+            rest = [t for t in ins if t is not read[0] and t is not tokens]
+            if rest:
+                done.append((layer, [added, *rest], out))
+            else:
+                done.append((keras.layers.Identity(dtype=table.dtype_policy), [added], out))
+            continue
+        done.append((layer, ins, out))
+    if pending:
+        table, _ = next(iter(pending.values()))
+        raise UnsupportedLayerError(
+            f"from_keras: layer {table.name!r} (keras-hub PositionEmbedding) is not added to its tokens"
+        )
+    return done
+
+
+#: keras-hub's modeling layers (keras_hub.layers) -> their calls, by (class name, module)
+_MODELING: dict[tuple[str, str], Callable[..., list[Call]]] = {
+    ("TransformerEncoder", "transformer_encoder"): _transformer_encoder,
+    ("PositionEmbedding", "position_embedding"): _position_embedding,
+}
+
 #: (keras-hub class name, family) -> its calls
 _EXPANSIONS: dict[tuple[str, str], Callable[..., list[Call]]] = {
     ("ViTPatchingAndEmbedding", "vit"): _vit_embedding,
@@ -272,14 +433,15 @@ def expand_calls(calls: list[Call]) -> tuple[list[Call], dict[int, str]]:
         known = next(
             (fn for (name, family), fn in _EXPANSIONS.items() if layer is not None and _module_of(layer, name, family)),
             None,
-        )
+        ) or next((fn for (name, module), fn in _MODELING.items() if _layer_of(layer, name, module)), None)
         if known is None:
             if layer is not None and cls.__module__.startswith("keras_hub."):
+                known_names = [name for name, _ in (*_EXPANSIONS, *_MODELING)]
                 raise UnsupportedLayerError(
                     f"from_keras: layer {layer.name!r} (keras-hub {cls.__name__}) is not supported; of keras-hub's "
-                    f"own layers xconv reads {', '.join(name for name, _ in _EXPANSIONS)}"
+                    f"own layers xconv reads {', '.join(known_names)}"
                 )
             out.append((layer, inputs, result))
             continue
         out += known(layer, inputs, result, names)
-    return out, names
+    return _positions_added(out), names

@@ -25,7 +25,9 @@ from ..spec import (
     Flatten,
     Linear,
     Rescaling,
+    SelectToken,
     Sequential,
+    TokenTypeEmbedding,
     ZeroPad2d,
 )
 from ._graph import Names, Raw, to_spec
@@ -39,7 +41,7 @@ from ._keras_folds import (
     _tensor_op,
     crops_as_narrows,
 )
-from ._keras_hub import expand_calls, first_output_only
+from ._keras_hub import MaskKeys, expand_calls, first_output_only
 from ._keras_transpose import CONV_TRANSPOSE, conv_transpose, fold_transpose_crops
 
 # ---- importing hand-written models ----
@@ -60,19 +62,22 @@ _SUPPORTED = (
 )
 
 
-def _calls(model: keras.Model, inline: bool = False, depth: int = 0) -> list[tuple[Any, list[Any], Any]]:
+def _calls(
+    model: keras.Model, inline: bool = False, depth: int = 0, output: Any = None
+) -> list[tuple[Any, list[Any], Any]]:
     """The model's layer calls in topological order: (layer, input tensors, output tensor). With ``inline``, a
     nested model's call is replaced by its own calls, between two aliases ``(None, [tensor], same tensor)``
     that tie its input and output to the outer graph's tensors."""
-    masked = depth == 0 and len(model.inputs) == 2 and _is_padding_mask(model.inputs[1], model.inputs[0])
-    if len(model.inputs) != 1 and not masked or len(model.outputs) != 1:
+    sides = depth == 0 and len(model.inputs) > 1 and _takes_side_inputs(model)
+    ends = [model.outputs[0]] if output is None else [output]
+    if len(model.inputs) != 1 and not sides or output is None and len(model.outputs) != 1:
         where = "the model" if depth == 0 else f"the nested model {model.name!r}"
         raise UnsupportedLayerError(f"from_keras: {where} must have one input and one output")
     if depth > 16:
         raise UnsupportedLayerError(f"from_keras: models nested more than 16 deep ({model.name!r})")
     order: list[tuple[Any, list[Any], Any]] = []
     done: set[int] = {id(t) for t in model.inputs}
-    stack: list[tuple[Any, bool]] = [(model.outputs[0], False)]
+    stack: list[tuple[Any, bool]] = [(ends[0], False)]
     while stack:
         t, expanded = stack.pop()
         if id(t) in done:
@@ -105,15 +110,109 @@ def _calls(model: keras.Model, inline: bool = False, depth: int = 0) -> list[tup
 #: the index the padding mask input stands at (no node: only attention layers read it)
 _MASK = -2
 
+#: the index the token types input stands at (no node: only token-type embeddings read it), and that of an
+#: Embedding's lookup of them (added to the tokens by the sum that reads it)
+_TYPES, _TYPED = -4, -5
+
 #: the index of the padding mask as a MultiHeadAttention's ``attention_mask`` reads it, (N, 1, L): the keys
 #: each query may attend to, the same for every query
 _MASK_KEYS = -3
 
 
+def _takes_side_inputs(model: Any) -> bool:
+    """Whether the model's inputs other than its token ids are a text encoder's padding mask and token types
+    (see :func:`input_roles`), one of each at most."""
+    roles = input_roles(model)
+    ids = ids_input(model)
+    sides = [r for r in roles if r != "ids"]
+    return 1 <= len(sides) == len(set(sides)) <= 2 and all(
+        _is_padding_mask(t, ids) for t, r in zip(model.inputs, roles) if r != "ids"
+    )
+
+
+#: the names (a dict input's key, or the input's own) that mark a text encoder's inputs when they come as a
+#: dict: its token ids, its padding mask and its token types (keras-hub's and Hugging Face's names)
+_ROLE_NAMES = {
+    "ids": ("token_ids", "input_ids", "ids", "input"),
+    "padding_mask": ("padding_mask", "attention_mask"),
+    "token_types": ("token_types", "segment_ids", "token_type_ids"),
+}
+
+
+def input_roles(model: Any) -> list[str]:
+    """What each of a model's inputs is, in the order of ``model.inputs``: ``"ids"`` (a model's only input,
+    the first of a list, or the dict entry named as token ids are: ``token_ids``, ``input_ids``), then
+    ``"padding_mask"`` or ``"token_types"``: named so (as xconv builds them, or as keras-hub and Hugging Face
+    name them), or the token types when a layer that looks up ids (an ``Embedding``) reads the input, else the
+    padding mask. What reads each is checked where it is read (a mask only by attention, token types only by
+    an embedding added to the tokens)."""
+    inputs = list(model.inputs)
+    struct = getattr(model, "_inputs_struct", None)
+    key_of = {id(t): k for k, t in struct.items()} if isinstance(struct, dict) else {}
+    names = [str(key_of.get(id(t), t.name)) for t in inputs]
+    first = 0
+    if key_of and len(inputs) > 1:
+        found = [i for i, n in enumerate(names) if n in _ROLE_NAMES["ids"]]
+        if len(found) != 1:
+            raise UnsupportedLayerError(
+                f"from_keras: the model takes a dict of inputs {sorted(names)}; xconv reads a text encoder's "
+                f"token ids from the entry named {' or '.join(_ROLE_NAMES['ids'][:2])}"
+            )
+        first = found[0]
+    roles = []
+    for i, (t, name) in enumerate(zip(inputs, names)):
+        named = next((role for role, known in _ROLE_NAMES.items() if name in known and role != "ids"), None)
+        if i == first:
+            roles.append("ids")
+        elif named is not None:
+            roles.append(named)
+        else:
+            readers = [node.operation for node in t._keras_history.operation._outbound_nodes]
+            looked_up = any(isinstance(r, keras.layers.Embedding) for r in readers)
+            roles.append("token_types" if looked_up else "padding_mask")
+    return roles
+
+
+def ids_input(model: Any) -> Any:
+    """The model's input of token ids (or its one input)."""
+    return model.inputs[input_roles(model).index("ids")] if len(model.inputs) > 1 else model.inputs[0]
+
+
+class _Sized:
+    """A tensor of the graph seen at a given sequence length: its shape with the length in place of None; the
+    tensor's own attributes otherwise."""
+
+    def __init__(self, t: Any, shape: tuple[Any, ...]) -> None:
+        self.t, self.shape = t, shape
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.t, name)
+
+
+def _at(t: Any, length: int, sized: dict[int, Any]) -> Any:
+    """``t`` with its sequence axis (the first after the batch) at ``length`` where it is None: one stand-in
+    per tensor (``sized``), so that a tensor is the same object wherever it is read."""
+    shape = tuple(getattr(t, "shape", ()) or ())
+    if len(shape) < 2 or shape[1] is not None:
+        return t
+    if id(t) not in sized:
+        sized[id(t)] = _Sized(t, (shape[0], int(length), *shape[2:]))
+    return sized[id(t)]
+
+
+def smallest_table(model: Any) -> int:
+    """The rows of the smallest embedding table of a Keras model (1 for none): token types are drawn below."""
+    from ..kinds.token._keras import TokenTypeEmbeddingLayer
+
+    sizes = [int(layer.input_dim) for layer in model._flatten_layers() if isinstance(layer, keras.layers.Embedding)]
+    sizes += [layer.types for layer in model._flatten_layers() if isinstance(layer, TokenTypeEmbeddingLayer)]
+    return min(sizes, default=1)
+
+
 def _is_padding_mask(t: Any, ids: Any) -> bool:
-    """Whether a model's second input may be a padding mask: an integer input (L,) beside token ids (L,), as
-    xconv builds one (``keras.Input((L,), dtype="int64", name="padding_mask", optional=True)``) or a
-    hand-written one. Only attention may read it (checked where it is read)."""
+    """Whether a model's input after the first may be a padding mask or token types: an integer input (L,)
+    beside token ids (L,), as xconv builds one (``keras.Input((L,), dtype="int64", name="padding_mask",
+    optional=True)``) or a hand-written one. What reads it is checked where it is read."""
     layer = t._keras_history.operation
     return (
         type(layer).__name__ == "InputLayer"
@@ -122,6 +221,65 @@ def _is_padding_mask(t: Any, ids: Any) -> bool:
         and str(t.dtype).startswith("int")
         and str(ids.dtype).startswith("int")
     )
+
+
+def _token_types(
+    layer: Any,
+    inputs: list[Any],
+    ids: list[int],
+    out: Any,
+    where: str,
+    name: str,
+    typed: dict[int, tuple[Any, str]],
+    add: Any,
+    names: Names,
+) -> int:
+    """A layer that reads the model's token types: xconv's token-type layer called with (tokens, types), an
+    ``Embedding`` looking them up (``_TYPED``: waiting for the sum), or the sum of tokens and that lookup; each
+    is a TokenTypeEmbedding reading the token types. Anything else is refused."""
+    from ..kinds.token._keras import TokenTypeEmbeddingLayer, _keras_embedding
+
+    if type(layer) is TokenTypeEmbeddingLayer and len(ids) == 2 and ids[1] == _TYPES and ids[0] >= 0:
+        if layer.token_type:
+            raise UnsupportedLayerError(f"from_keras: {where} reads token types but has token_type={layer.token_type}")
+        spec = TokenTypeEmbedding(layer.types, int(layer.weight.shape[1]), token_types=True, name=name)
+        return int(add(Raw(name, "layer", [ids[0]], layer=spec), {"weight": np.asarray(layer.weight.numpy())}))
+    if isinstance(layer, keras.layers.Embedding) and ids == [_TYPES]:
+        typed[id(out)] = (layer, where)
+        return _TYPED
+    is_sum = type(layer) is keras.layers.Add or _tensor_op(layer, ids) == "add"
+    lookups = [t for t in inputs if id(t) in typed]
+    if is_sum and len(ids) >= 2 and len(lookups) == 1 and ids.count(_TYPED) == 1 and min(ids) >= _TYPED:
+        others = [i for i in ids if i != _TYPED]  # (keras-hub's BERT adds tokens, positions and types at once)
+        tokens = others[0] if len(others) == 1 else int(add(Raw(names.take(f"{name}_tokens"), "add", others)))
+        embedding, said = typed.pop(id(lookups[0]))
+        spec, arrays = _keras_embedding(embedding, said, (int(inputs[0].shape[1]),))
+        if spec.padding_idx is not None:
+            raise UnsupportedLayerError(f"from_keras: {said} looks up token types with a padding row")
+        layer_spec = TokenTypeEmbedding(spec.num_embeddings, spec.embed_dim, token_types=True, name=name)
+        return int(add(Raw(name, "layer", [tokens], layer=layer_spec, owned=True), arrays))
+    raise UnsupportedLayerError(
+        f"from_keras: {where} reads the token types; an Embedding that looks them up, added to the tokens, "
+        "reads them, nothing else"
+    )
+
+
+def _selected_token(op: Any, inputs: list[Any], ids: list[int]) -> int | None:
+    """i for the operation ``x[:, i, :]`` (or ``x[:, i]``) of tokens (N, L, C), 0 <= i < L; else None."""
+    if type(op).__name__ != "GetItem" or not type(op).__module__.startswith("keras.src.ops") or len(ids) != 1:
+        return None
+    node = op._inbound_nodes[0]
+    args = list(getattr(node.arguments, "args", ()) or ())
+    if len(args) != 2 or len(inputs[0].shape) != 3 or not isinstance(args[1], tuple):
+        return None
+    key = args[1]
+    everything = slice(None)
+    if len(key) not in (2, 3) or key[0] != everything or key[2:] not in ((), (everything,)):
+        return None
+    i, length = key[1], inputs[0].shape[1]
+    if isinstance(i, bool) or not isinstance(i, int) or length is None or not 0 <= i < int(length):
+        return None
+    return i
 
 
 def _mask_op(op: Any, ids: list[int], where: str) -> int:
@@ -191,25 +349,39 @@ def _default_names(spec: Sequential, auto: set[str]) -> Sequential:
     return Sequential(*(strip(c, str(i)) for i, c in enumerate(spec.layers)), input_shape=spec.input_shape)
 
 
-def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]:
+def import_model(
+    model: keras.Model, length: int | None = None, entry: str | None = None
+) -> tuple[Sequential, dict[str, np.ndarray]]:
     """A Keras Sequential or functional model (hand-written, or a loaded .keras file of an xconv model) ->
-    (spec, canonical weights)."""
+    (spec, canonical weights). ``length``: a text encoder's sequence length, where its inputs take any;
+    ``entry``: the output of a model that returns a dict."""
     import dataclasses
 
-    shape = tuple(model.inputs[0].shape[1:])
+    ids = ids_input(model)
+    shape = tuple(ids.shape[1:])
+    if length is not None and shape == (None,):  # (a text encoder of any sequence length, read at ``length``)
+        shape = (int(length),)
     if None in shape or len(shape) not in (1, 2, 3):
         raise UnsupportedLayerError(
             f"from_keras: the model's input must have a defined (H, W, C), (tokens, features) or (F,) shape. "
-            f"Received: {shape}"
+            f"Received: {shape}" + (" (give input_shape=(L,) for a text encoder's length)" if shape == (None,) else "")
         )
     input_shape = (shape[2], shape[0], shape[1]) if len(shape) == 3 else shape
-    calls, paths = expand_calls(_calls(model, inline=True))  # (keras-hub's own layers: the calls they make)
+    end = None if entry is None else model._outputs_struct[entry]
+    calls = _calls(model, inline=True, output=end)
+    inputs_of = list(model.inputs)
+    if length is not None:  # (the sequence axis of every tensor, at that length)
+        sized: dict[int, Any] = {}
+        calls = [(layer, [_at(t, length, sized) for t in ins], _at(out, length, sized)) for layer, ins, out in calls]
+        inputs_of = [_at(t, length, sized) for t in inputs_of]
+    calls, paths = expand_calls(calls)  # (keras-hub's own layers: the calls they make)
     names = Names({paths.get(id(layer), layer.name) for layer, _, _ in calls if layer is not None})
     auto: set[str] = set()
     nodes: list[Raw] = [Raw("input", "input", [])]
-    index: dict[int, int] = {id(model.inputs[0]): 0}
-    if len(model.inputs) == 2:  # the padding mask (see _is_padding_mask): read by attention layers only
-        index[id(model.inputs[1])] = _MASK
+    index: dict[int, int] = {}
+    for t, role in zip(inputs_of, input_roles(model)):  # (see _takes_side_inputs; read where said)
+        index[id(t)] = {"ids": 0, "padding_mask": _MASK, "token_types": _TYPES}[role]
+    typed: dict[int, tuple[Any, str]] = {}  # an Embedding's lookup of the token types -> (layer, where)
     raw: dict[int, dict[str, np.ndarray]] = {}  # raw node -> canonical param name -> Keras array
 
     def add(node: Raw, weights: dict[str, np.ndarray] | None = None) -> int:
@@ -242,6 +414,11 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
         if getattr(layer, "data_format", "channels_last") != "channels_last":
             raise UnsupportedLayerError(f"from_keras: {where}: only data_format='channels_last' is supported")
         ids = [index[id(t)] for t in inputs]
+        if isinstance(layer, MaskKeys):  # (keras-hub's padding mask as a MultiHeadAttention reads it)
+            if ids != [_MASK]:
+                raise UnsupportedLayerError(f"from_keras: {where}: a padding mask that is not the model's")
+            index[id(out)] = _MASK_KEYS
+            continue
         if (
             type(layer) is not keras.layers.MultiHeadAttention
             and _MASK_KEYS in ids
@@ -250,6 +427,9 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
             index[id(out)] = _mask_op(layer, ids, where)
             continue
         name = names.take(paths.get(id(layer), layer.name), own=True)
+        if _TYPES in ids or _TYPED in ids:
+            index[id(out)] = _token_types(layer, inputs, ids, out, where, name, typed, add, names)
+            continue
         rank = len(out.shape) - 1
         scalar = _scalar_op(layer, out)
         if scalar is not None:  # x + 3.0, x * (1 / 6): operation nodes with a constant (MobileNetV3's hard sigmoid)
@@ -260,6 +440,10 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
             index[id(out)] = add(
                 Raw(name, "keras_reshape", [index[id(inputs[0])]], payload=(in_shape, tuple(layer.target_shape)))
             )
+            continue
+        token = _selected_token(layer, inputs, ids)
+        if token is not None:  # x[:, i, :] of tokens (keras-hub BERT's pooler reads the first)
+            index[id(out)] = add(Raw(name, "layer", [ids[0]], layer=SelectToken(token, name=name)))
             continue
         tensor_op = _tensor_op(layer, ids)
         if tensor_op is not None:  # x + y, x * y as operation nodes (keras.applications' ConvNeXt blocks)
@@ -459,7 +643,10 @@ def import_model(model: keras.Model) -> tuple[Sequential, dict[str, np.ndarray]]
     _fold_hard_sigmoids(nodes)
     _scalars_as_rescaling(nodes)
     _fold_reshapes(nodes)
-    nodes, raw, model_output = crops_as_narrows(nodes, raw, index[id(model.outputs[0])], names)
+    last = model.outputs[0] if end is None else end
+    if length is not None:
+        last = _at(last, length, sized)
+    nodes, raw, model_output = crops_as_narrows(nodes, raw, index[id(last)], names)
     import copy
 
     from ..errors import SpecError
@@ -534,6 +721,8 @@ def _self_attention_input(layer: Any, ids: list[int], where: str) -> tuple[list[
     tensor, no mask but the padding mask's keys as its ``attention_mask`` (then also True)."""
     if not layer._inbound_nodes and len(set(ids)) == 1:  # called inside a keras-hub layer as mha(x, x)
         return ids[:1], False
+    if not layer._inbound_nodes and len(ids) == 3 and ids[0] == ids[1] >= 0 and ids[2] == _MASK_KEYS:
+        return ids[:1], True  # (and with the padding mask's keys: keras-hub's TransformerEncoder)
     node = layer._inbound_nodes[0]
     names = ("query", "value", "key", "query_mask", "value_mask", "key_mask", "attention_mask")
     given = {**dict(zip(names, getattr(node.arguments, "args", ()) or ())), **(node.arguments.kwargs or {})}

@@ -71,31 +71,44 @@ TOKEN_IDS: contextvars.ContextVar[int | None] = contextvars.ContextVar("TOKEN_ID
 #: while a text encoder called with a padding mask is imported: True (its forward's second argument)
 PADDING_MASK: contextvars.ContextVar[bool] = contextvars.ContextVar("PADDING_MASK", default=False)
 
+#: while a text encoder called with token types is imported (its forward's argument after the ids and the
+#: padding mask): the types its probe batches are drawn below (the smallest table of its ``nn.Embedding``
+#: modules, which the one that looks them up is among); None while one called without is
+TOKEN_TYPES: contextvars.ContextVar[int | None] = contextvars.ContextVar("TOKEN_TYPES", default=None)
+
+
+def _side_probes(batch: int, length: int) -> tuple[Any, ...]:
+    """The forward's arguments after the ids: the padding mask and the token types, where it takes them."""
+    from .._compare import padding_masks
+
+    side = [torch.from_numpy(padding_masks(batch, length))] if PADDING_MASK.get() else []
+    types = TOKEN_TYPES.get()
+    if types is not None:
+        side.append(torch.from_numpy(np.random.default_rng(1).integers(0, types, (batch, length))))
+    return tuple(side)
+
 
 def probe_input(module: nn.Module, shape: tuple[int, ...], batch: int) -> tuple[Any, ...]:
     """A seeded random input of ``batch`` samples, as the forward's arguments: standard-normal in the module's
-    dtype, or token ids (and their padding mask, where the module takes one)."""
-    from .._compare import padding_masks
-
+    dtype, or token ids (and their padding mask and token types, where the module takes them)."""
     generator = torch.Generator().manual_seed(0)
     vocabulary = TOKEN_IDS.get()
     if vocabulary is not None:
         ids = torch.randint(0, vocabulary, (batch, *shape), generator=generator)
-        return (ids, torch.from_numpy(padding_masks(batch, shape[0]))) if PADDING_MASK.get() else (ids,)
+        return (ids, *_side_probes(batch, shape[0]))
     return (torch.randn(batch, *shape, dtype=module_dtype(module), generator=generator),)
 
 
 def _probe_batch(module: nn.Module, shape: tuple[int, ...]) -> tuple[Any, ...]:
     """``port``'s verification batches in one, in the module's dtype (what a write only large values or exact
-    zeros reach shows on), as the forward's arguments; token ids (and a padding mask) for a module that takes
-    them."""
-    from .._compare import padding_masks, probe_batches
+    zeros reach shows on), as the forward's arguments; token ids (and a padding mask and token types) for a
+    module that takes them."""
+    from .._compare import probe_batches
 
     vocabulary = TOKEN_IDS.get()
     if vocabulary is not None:
         ids = np.concatenate([g for _, g in probe_batches(shape, "int64", 0, vocabulary)])
-        masked = (torch.from_numpy(padding_masks(len(ids), shape[0])),) if PADDING_MASK.get() else ()
-        return (torch.from_numpy(ids), *masked)
+        return (torch.from_numpy(ids), *_side_probes(len(ids), shape[0]))
     dtype = module_dtype(module)
     x = np.concatenate([g for _, g in probe_batches(shape, "float64", 0)])
     return (torch.from_numpy(x).to(dtype),)

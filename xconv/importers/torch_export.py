@@ -75,7 +75,7 @@ def read(module: nn.Module, program: Any, batch_size: int | None = BATCH) -> Any
     modules and torch-level calls for the rest; the output keeps the forward's dict keys. ``batch_size``: the
     batch the program was exported for (None: a dynamic one). A program given by the user (``module`` is its
     :class:`~.torch_program.ExportedModel`) has no layers to call: every call is read as a function."""
-    from .torch_checks import PADDING_MASK
+    from .torch_checks import PADDING_MASK, TOKEN_TYPES
     from .torch_ids import drop_open_masks, padding_mask_reads
     from .torch_program import ExportedModel
     from .torch_tokens import returns_pair
@@ -83,11 +83,13 @@ def read(module: nn.Module, program: Any, batch_size: int | None = BATCH) -> Any
     flat = program.module()
     drop_open_masks(flat.graph)
     padding = padding_mask_reads(flat.graph, batch_size or BATCH) if PADDING_MASK.get() else None
+    placeholders = [n for n in flat.graph.nodes if n.op == "placeholder"]
+    types = placeholders[-1] if TOKEN_TYPES.get() is not None and len(placeholders) > 1 + bool(padding) else None
     graph = torch.fx.Graph()
     env: dict[Any, Any] = {}
     leaves = _Leaves(module, none=isinstance(module, ExportedModel))
     nodes = [n for n in flat.graph.nodes if not _ignored(n)]
-    groups = _groups(nodes, leaves, padding)
+    groups = _groups(nodes, leaves, {padding, types} - {None})
     done: set[Any] = set()
     pooled: set[Any] = set()  # max poolings that return (values, indices): read through [0] only
     inputs: list[Any] = []
@@ -97,10 +99,13 @@ def read(module: nn.Module, program: Any, batch_size: int | None = BATCH) -> Any
         if n in done:
             continue
         if n in groups:
-            path, members, src, masked = groups[n]
+            path, members, src, side = groups[n]
             done.update(members)
             leaf = module.get_submodule(path)
-            mask_of = (env[padding],) if masked else ()  # (an attention reading the padding mask)
+            masked = side is not None and side is padding
+            mask_of = (
+                () if side is None else (env[side],)
+            )  # (an attention reading the padding mask, an embedding the types)
             if returns_pair(leaf):  # (output, attention weights): its output [0]; nn.MultiheadAttention as (x, x, x)
                 mha = isinstance(leaf, nn.MultiheadAttention)
                 if masked and not mha:  # Hugging Face's attention takes the mask as sdpa does: (N, 1, 1, L)
@@ -121,6 +126,8 @@ def read(module: nn.Module, program: Any, batch_size: int | None = BATCH) -> Any
             inputs.append(env[n])
             if n is padding:
                 env[n].meta["xconv_padding"] = True
+            if n is types:  # (read by an nn.Embedding, or xconv's token-type embedding, alone)
+                env[n].meta["xconv_types"] = True
         elif n.op == "get_attr":
             target = str(n.target)
             if not _resolves(module, target):
@@ -326,11 +333,11 @@ def _leaf_of(n: Any, leaves: _Leaves) -> tuple[str, str] | None:
     return None
 
 
-def _groups(nodes: list[Any], leaves: _Leaves, padding: Any = None) -> dict[Any, tuple[str, list[Any], Any, bool]]:
-    """First node of each leaf module call -> (module path, its nodes, the one tensor it reads, whether it
-    reads the padding mask too), for the calls that read one computed tensor besides the module's own tensors
-    (an attention: and the padding mask ``padding``) and are read through their last node only. Other calls
-    are left to be mapped operation by operation."""
+def _groups(nodes: list[Any], leaves: _Leaves, side: set[Any]) -> dict[Any, tuple[str, list[Any], Any, Any]]:
+    """First node of each leaf module call -> (module path, its nodes, the one tensor it reads, the side input
+    it reads too or None), for the calls that read one computed tensor besides the module's own tensors (and
+    one of the placeholders ``side``, the padding mask and token types) and are read through their last node
+    only. Other calls are left to be mapped operation by operation."""
     runs: list[tuple[str, str, list[Any]]] = []
     for n in nodes:
         leaf = _leaf_of(n, leaves) if n.op == "call_function" else None
@@ -342,7 +349,7 @@ def _groups(nodes: list[Any], leaves: _Leaves, padding: Any = None) -> dict[Any,
             runs[-1][2].append(n)  # (only ignored nodes between)
         else:
             runs.append((leaf[0], leaf[1], [n]))
-    out: dict[Any, tuple[str, list[Any], Any, bool]] = {}
+    out: dict[Any, tuple[str, list[Any], Any, Any]] = {}
     for _, path, members in runs:
         inside = set(members)
         sizes_inside = leaves.regularizer(path)
@@ -357,15 +364,16 @@ def _groups(nodes: list[Any], leaves: _Leaves, padding: Any = None) -> dict[Any,
                     continue  # the batch size (its random mask's shape): the module takes it from its input
                 reads.append(a)
         _called_as_built(leaves.module.get_submodule(path), path, members)
-        masked = padding is not None and padding in reads and len(reads) == 2 and reads[1] is padding
-        if masked:
-            reads = reads[:1]
+        sides = [a for a in reads if a in side]
+        sided = sides[0] if len(reads) == 2 and len(sides) == 1 else None
+        if sided is not None:
+            reads = [a for a in reads if a is not sided]
         read_outside = [m for m in members if any(u not in inside for u in m.users)]
         buffer_read = reads[0].op == "get_attr" if reads else False
         embedding = type(leaves.module.get_submodule(path)) is nn.Embedding  # (ids may be a buffer)
         if len(reads) != 1 or buffer_read and not embedding or read_outside not in ([], [members[-1]]):
             continue
-        out[members[0]] = (path, members, reads[0], masked)
+        out[members[0]] = (path, members, reads[0], sided)
     return out
 
 

@@ -17,6 +17,7 @@ from ..spec import (
     LayerScale,
     SelfAttention,
     Sequential,
+    TokenTypeEmbedding,
 )
 from ._graph import Names, Raw, to_spec
 from ._torch_mutation import StateGuard, describe, functionalize
@@ -201,12 +202,12 @@ def _import_graph(
         if node.op == "call_module":
             where = f"module {node.target!r} ({type(gm.get_submodule(node.target)).__name__})"
         args = list(node.args)
-        masked = tokens.masked_call(node, args, where)
-        if masked is None:
-            continue  # the padding mask as an attention module reads it, (N, 1, 1, L) for Hugging Face's
-        if masked:
+        side = tokens.side_call(node, args, where)
+        if side == "":
+            continue  # the padding mask as an attention module reads it, or an nn.Embedding of the token types
+        if side:
             args = args[:1]
-            node.args = tuple(args)  # (read as the attention alone; it is marked to read the mask below)
+            node.args = tuple(args)  # (read as the module alone; it is marked to read the side input below)
         attention = self_attention_call(gm, node, where)
         if attention:  # mha(x, x, x): the one tensor it reads
             args = args[:1]
@@ -217,8 +218,8 @@ def _import_graph(
             index[node] = index[args[0]]
             continue
         if node.op == "placeholder":
-            if nodes and tokens.is_mask(node, PADDING_MASK.get()):
-                continue  # the padding mask: read by attention modules only
+            if nodes and (tokens.is_mask(node, PADDING_MASK.get()) or tokens.is_types(node)):
+                continue  # the padding mask and token types: read by attention modules and embeddings only
             if nodes:
                 raise UnsupportedLayerError(f"from_torch: forward must take one input; {where} is a second one")
             index[node] = len(nodes)
@@ -441,10 +442,16 @@ def _import_graph(
             owner = _parameter_owner(node, args, names)
             name = names.take(node.name) if owner is None else names.take(owner, own=True)
         layer, state = _layer(m, name, where)
-        if masked:
+        if side == "padding_mask":
             if not isinstance(layer, SelfAttention):
                 raise UnsupportedLayerError(f"from_torch: {where} reads the padding mask, which only attention does")
             layer = dataclasses.replace(layer, padding_mask=True)
+        elif side == "token_types":
+            if not isinstance(layer, TokenTypeEmbedding) or layer.token_type:
+                raise UnsupportedLayerError(
+                    f"from_torch: {where} reads the token types, which only an embedding of type 0 does"
+                )
+            layer = dataclasses.replace(layer, token_types=True)
         layer = _with_source_keys(layer, state, source)
         layer = shapes.place(node, args[0], m, layer, where)
         _own_state(state, owners, where)

@@ -62,6 +62,7 @@ class TokenIds:
         self.vocabulary: int | None = vocabulary  # the input's ids are below it (None: the input is numbers)
         self.ids: Any = None
         self.mask: Any = None
+        self.types: Any = None
         self.from_ids: set[Any] = set()
         self.fixed: set[Any] = set()
         self.looked_up: dict[Any, Any] = {}
@@ -78,24 +79,48 @@ class TokenIds:
             return True
         return False
 
-    def masked_call(self, node: Any, args: list[Any], where: str) -> bool | None:
-        """None for the padding mask as an attention module reads it (Hugging Face's (N, 1, 1, L)), which is
-        no layer; whether ``node`` is an attention module's call on (tokens, the mask); any other reader of the
-        mask is refused."""
+    def is_types(self, node: Any) -> bool:
+        """Whether the placeholder ``node`` is the token types (the forward's argument after the ids and the
+        padding mask, when the model is imported with them), which an ``nn.Embedding`` alone reads."""
+        if self.types is None and node.meta.get("xconv_types"):
+            self.types = node
+            return True
+        return False
+
+    def side_call(self, node: Any, args: list[Any], where: str) -> str | None:
+        """For a call that reads the padding mask or the token types: "" for the padding mask as an attention
+        module reads it (Hugging Face's (N, 1, 1, L)), which is no layer; ``"padding_mask"`` for an attention
+        module's call on (tokens, the mask), ``"token_types"`` for xconv's token-type embedding's on (tokens,
+        the types) or an ``nn.Embedding``'s on the types (its lookup waits, in ``looked_up``, for the sum that
+        adds it to the tokens). Any other reader is refused; None for a call that reads neither."""
         if node.meta.get("xconv_padding") and node.op != "placeholder":
-            return None
-        masked = (
-            self.mask is not None
-            and node.op == "call_module"
-            and len(args) == 2
-            and isinstance(args[1], torch.fx.Node)
-            and bool(args[1].meta.get("xconv_padding"))
-        )
-        if not masked and any(a.meta.get("xconv_padding") for a in node.all_input_nodes):
+            return ""
+        second = args[1] if len(args) == 2 and isinstance(args[1], torch.fx.Node) else None
+        if (
+            node.op == "call_module"
+            and second is not None
+            and self.mask is not None
+            and second.meta.get("xconv_padding")
+        ):
+            return "padding_mask"
+        if node.op == "call_module" and second is not None and second is self.types:
+            return "token_types"
+        if self.types is not None and node.op == "call_module" and args == [self.types]:
+            table = self.gm.get_submodule(node.target)
+            if type(table) is nn.Embedding:
+                name = self.names.take(str(node.target), own=True)
+                self.looked_up[node] = types_embedding(table, f"{node.target}.weight", name, where)
+                return ""
+        if any(a.meta.get("xconv_padding") for a in node.all_input_nodes):
             raise UnsupportedLayerError(
                 f"from_torch: {where} reads the padding mask; an attention module reads it, nothing else"
             )
-        return masked
+        if self.types is not None and self.types in node.all_input_nodes:
+            raise UnsupportedLayerError(
+                f"from_torch: {where} reads the token types; an nn.Embedding that looks them up, added to the "
+                "tokens, reads them, nothing else"
+            )
+        return None
 
     def fixed_step(self, node: Any, args: list[Any], where: str) -> bool:
         """Integers computed from buffers and sizes alone, evaluated (and recorded as a parameter of the
@@ -250,9 +275,9 @@ def padding_mask_reads(graph: Any, batch: int) -> Any:
     from .._compare import padding_masks
 
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
-    if len(placeholders) != 2:
+    if len(placeholders) < 2:
         return None
-    mask = placeholders[1]
+    mask = placeholders[1]  # (the token types, where the forward takes them, come after it)
     length = int(mask.meta["val"].shape[1]) if "val" in mask.meta else 0
     rng = np.random.default_rng(0)
     trials = [padding_masks(batch, length), np.ones((batch, length), dtype=np.int64)]
@@ -358,14 +383,33 @@ def fixed_embedding(m: Any, ids: Any, key: str, name: str, where: str) -> tuple[
     )
 
 
+def types_embedding(m: Any, key: str, name: str, where: str) -> tuple[Any, dict[str, Any]]:
+    """An ``nn.Embedding`` looking up the model's token types: a TokenTypeEmbedding that reads them. (layer,
+    state); an embedding with options that change the lookup is refused."""
+    problems = [
+        (m.max_norm is not None, f"max_norm={m.max_norm}"),
+        (m.scale_grad_by_freq, "scale_grad_by_freq=True"),
+        (m.padding_idx is not None, f"padding_idx={m.padding_idx} (a row that gets no gradient)"),
+    ]
+    bad = [what for fails, what in problems if fails]
+    if bad:
+        raise UnsupportedLayerError(
+            f"from_torch: {where}: an nn.Embedding of the token types with {bad[0]} is not supported"
+        )
+    keys = () if key == f"{name}.weight" else (("weight", key),)
+    layer = TokenTypeEmbedding(int(m.num_embeddings), int(m.embedding_dim), token_types=True, name=name, keys=keys)
+    return layer, {f"{name}.weight": m.weight}
+
+
 def id_positions(node: Any, ids: Any, m: Any, vocabulary: int, where: str, known: Any) -> Any:
     """For an ``nn.Embedding`` call on ``node``, integers computed from the token ids ``ids`` (below
     ``vocabulary``) and the buffers and sizes ``known(batch)`` gives for a batch of that many:
 
     - a tensor of one id, when ``node`` only reshapes or looks up values of a buffer whose values are all
       that id (RoBERTa's token types: zeros gathered at the positions), which holds whatever the ids are;
-    - a PaddedPositions layer when ``node`` is, on random ids with padding among them, RoBERTa's positions of
-      the tokens that are not the table's ``padding_idx``;
+    - a PaddedPositions layer when ``node`` reads the ids only as ``ids != padding_idx`` (see
+      :func:`_of_padding`) and is, on random ids with padding among them, RoBERTa's positions of the tokens
+      that are not the table's ``padding_idx``;
     - anything else is refused (an id computed from the ids, such as ``ids == 5``, is never taken for a
       constant because it was one on the ids tried)."""
     pad = m.padding_idx
@@ -381,13 +425,44 @@ def id_positions(node: Any, ids: Any, m: Any, vocabulary: int, where: str, known
     if one is not None:
         if all(isinstance(v, torch.Tensor) and not v.is_floating_point() and bool((v == one).all()) for v in values):
             return values[0]
-    elif pad is not None and all(_padded_positions(got, value, pad) for got, value in zip(values, trials)):
+    elif (
+        pad is not None
+        and _of_padding(node, ids, int(pad), set(known(1)))
+        and all(_padded_positions(got, value, pad) for got, value in zip(values, trials))
+    ):
         return PaddedPositions(int(pad))
     raise UnsupportedLayerError(
         f"from_torch: {where} looks up ids computed from the token ids, which are neither the positions of the "
         "tokens that are not padding (RoBERTa's, counted from the table's padding_idx + 1) nor values of a buffer "
         "that holds one id"
     )
+
+
+#: what RoBERTa's positions are computed with from ``ids != padding_idx``: counts, products, sums and casts
+_POSITION_OPS = {"ne", "cumsum", "mul", "add", "int", "long", "to", "type_as", "_to_copy", "clone", "contiguous"}
+
+
+def _of_padding(node: Any, ids: Any, pad: int, known: set[Any]) -> bool:
+    """Whether ``node`` reads the token ids only as ``ids != pad`` (the padding), through counts, products, sums
+    and casts: it is then a function of the padding alone, which random ids with padding among them exercise
+    (an id treated otherwise, say a separator counted as padding, is not such a function)."""
+    seen: set[Any] = set()
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if n is ids or n in seen or n in known:
+            continue
+        seen.add(n)
+        if not isinstance(n, torch.fx.Node) or n.op not in ("call_function", "call_method"):
+            return False
+        name = str(n.target) if n.op == "call_method" else getattr(n.target, "__name__", "")
+        name = name.split(".")[0]
+        if name not in _POSITION_OPS or any(isinstance(a, float) for a in n.args):
+            return False
+        if ids in n.all_input_nodes and not (name == "ne" and list(n.args) == [ids, pad]):
+            return False
+        stack.extend(n.all_input_nodes)
+    return True
 
 
 def _padded_positions(got: Any, value: Any, pad: int) -> bool:

@@ -30,3 +30,7 @@ class Mode(Protocol):
     #: the model's padding mask for this call, (N, L), 1 for a token and 0 for padding (None: all tokens)
     @property
     def padding_mask(self) -> np.ndarray | None: ...
+
+    #: the model's token types for this call, (N, L) integers (None: every token of type 0)
+    @property
+    def token_types(self) -> np.ndarray | None: ...

@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 
 from .. import shapes
-from .._api import _padding_mask, build, get_weights, predict, set_weights
+from .._api import build, get_weights, predict, set_weights, side_arrays
+from .._verify import ROUNDING_FACTOR
 from ..backends import canonical_name, get_backend
-from ..graph import takes_padding_mask, token_vocabulary
+from ..graph import token_vocabulary
 from ..shapes import LayerInfo
 from ..spec import Sequential
 from ..weights import init_weights
@@ -56,12 +57,22 @@ class Row:
     atol: float = 0.0
     #: the node's key: its name, or its positional path ("3", "layer1.0.bn2", "1.0.1")
     key: str = ""
+    #: a float32 gradient beyond tolerance: the reference backend's own distance from its float64 run (its
+    #: rounding, measured), and each backend's distance from that float64 run; None: not measured
+    rounding: float | None = None
+    from_exact: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        return all(abs_ <= self.atol or rel <= self.tolerance for abs_, rel in self.diffs.values()) and all(
+        return all(self._passes(name, abs_, rel) for name, (abs_, rel) in self.diffs.items()) and all(
             np.isfinite(rel) for _, rel in self.diffs.values()
         )
+
+    def _passes(self, name: str, abs_: float, rel: float) -> bool:
+        if abs_ <= self.atol or rel <= self.tolerance:
+            return True
+        exact = self.from_exact.get(name)
+        return self.rounding is not None and exact is not None and exact <= ROUNDING_FACTOR * self.rounding
 
 
 def lipschitz(layer: Any) -> float | None:
@@ -167,13 +178,14 @@ def compare_layerwise(
     seed: int = 0,
     training: bool = False,
     padding_mask: Any = None,
+    token_types: Any = None,
 ) -> list[Row]:
     """Run ``spec`` in every backend with the same ``weights`` (default: xconv's init from ``seed``) on ``x``
     (default: a standard-normal batch of 2) and compare, against the first backend, every layer's output and,
     with ``grads``, the gradients of the scalar loss ``L = sum(y * R)`` (``y`` the model output, ``R`` a fixed
     standard-normal array drawn from ``seed``) with respect to every trainable weight and to the input, all in
     canonical layout (a text encoder whose attention reads a padding mask is given ``padding_mask``, or none:
-    every token counts). In inference, each backend's model called as a whole is also compared with its own last
+    every token counts; one whose token-type embedding reads them, ``token_types``, or none: type 0). In inference, each backend's model called as a whole is also compared with its own last
     layer's output (``"model call"``: the layers are traced one by one along the spec, so this is what shows a
     model wired otherwise). Returns one :class:`Row` per compared tensor, layers in order, then the model
     call, then the input gradient.
@@ -202,8 +214,7 @@ def compare_layerwise(
     if len(names) < 2:
         raise ValueError(f"compare_layerwise needs at least two backends. Received: {list(backends)}")
     xs = _inputs(resolved, infos, x, dtype)
-    mask = _padding_mask(padding_mask, xs, takes_padding_mask(infos), "compare_layerwise")
-    masked = {} if mask is None else {"padding_mask": mask}
+    side = side_arrays(padding_mask, token_types, xs, infos, "compare_layerwise")
     w = init_weights(infos, seed, dtype) if weights is None else weights
     out_shape = (xs.shape[0], *infos[-1].output_shape)
     upstream = np.random.default_rng(seed + 1).standard_normal(out_shape).astype(dtype)
@@ -212,11 +223,11 @@ def compare_layerwise(
     for name in names:
         model = build(resolved, name, dtype=dtype)
         set_weights(model, w)
-        runs[name] = get_backend(name).trace(model, xs, upstream, training, **masked)  # per-layer values and grads
+        runs[name] = get_backend(name).trace(model, xs, upstream, training, **side)  # per-layer values and grads
         if training:
             runs[name] = (*runs[name], get_weights(model))
         else:  # the model's own call, as users run it (the trace runs its layers one by one, along the spec)
-            forwards[name] = predict(model, xs, **masked)
+            forwards[name] = predict(model, xs, **side)
     ref = names[0]
     out_tol = default_tolerance(dtype, "output") if rtol is None else rtol
     grad_tol = default_tolerance(dtype, "grad") if rtol is None else rtol
@@ -282,7 +293,44 @@ def compare_layerwise(
         for n in names[1:]:
             row.diffs[n] = _diff(runs[ref][1], runs[n][1])
         rows.append(row)
+    failing = [r for r in rows if r.what.startswith("grad ") and not r.ok]
+    if dtype == "float32" and rtol is None and failing:
+        _measure_rounding(failing, resolved, w, xs, upstream, training, side, runs, names)
     return rows
+
+
+def _measure_rounding(
+    rows: list[Row],
+    spec: Sequential,
+    weights: Mapping[str, Any],
+    xs: np.ndarray,
+    upstream: np.ndarray,
+    training: bool,
+    side: dict[str, np.ndarray],
+    runs: dict[str, Any],
+    names: list[str],
+) -> None:
+    """Float32 gradients beyond the fixed tolerance: a gradient sums terms through every layer after its own,
+    and its rounding grows with their size and count, not with its own magnitude (an attention's in-projection
+    behind a LayerNorm and a one-feature bottleneck: torch's float32 kernels 1.0e-4 from float64, numpy's
+    2.4e-5, measured). The reference backend runs once more in float64 with the same weights and batch; each
+    such row passes when every backend is within ``ROUNDING_FACTOR`` times the reference's own float32 error
+    of that float64 run. A mapping error is a distance of the gradient's own size, which rounding does not
+    explain."""
+    model = build(spec, names[0], dtype="float64")
+    set_weights(model, {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()})
+    batch = xs if xs.dtype.kind in "iu" else xs.astype(np.float64)
+    _, gx, grads = get_backend(names[0]).trace(model, batch, upstream.astype(np.float64), training, **side)
+    for row in rows:
+        key = None if row.layer is None else f"{row.key}.{row.what[len('grad ') :]}"
+        exact = gx if key is None else grads[key]
+        got = {n: runs[n][1] if key is None else runs[n][2][key] for n in names}
+        row.rounding = _distance(exact, got[names[0]])
+        row.from_exact = {n: _distance(exact, got[n]) for n in names[1:]}
+
+
+def _distance(a: Any, b: Any) -> float:
+    return float(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).max(initial=0.0))
 
 
 def _diff(a: np.ndarray, b: np.ndarray, carried: float = 0.0) -> tuple[float, float]:
@@ -315,9 +363,11 @@ def format_table(rows: list[Row], reference: str) -> str:
     for row in rows:
         cells = "".join(f"  {row.diffs[b][0]:>22.3e}  {row.diffs[b][1]:>10.3e}" for b in backends)
         layer = "" if row.layer is None else (row.key or str(row.layer))
+        measured = "" if row.rounding is None else f"  (float32 rounding of the reference: {row.rounding:.3e})"
         lines.append(
             f"{layer:>5}  {row.kind:<17}  {row.what:<19}{cells}  {row.tolerance:>9.0e}"
             + ("" if row.ok else "  <-- FAIL")
+            + measured
         )
     return "\n".join(lines)
 
@@ -334,11 +384,14 @@ def assert_equivalent(
     seed: int = 0,
     training: bool = False,
     padding_mask: Any = None,
+    token_types: Any = None,
 ) -> list[Row]:
     """Assert that every backend computes the same function as the first one (see :func:`compare_layerwise`
     for what is compared and the loss behind the gradients). A difference d passes when
     ``d_abs <= atol`` or ``d_abs / max(1, max |reference|) <= rtol``; NaN or Inf never passes. Defaults:
-    :func:`default_tolerance`. On failure raises ``AssertionError`` with the per-layer table and the first
+    :func:`default_tolerance`. With the defaults, a float32 gradient beyond them also passes when every
+    backend is within ``ROUNDING_FACTOR`` (10) times the reference backend's own float32 error of its float64
+    run, measured on the same weights and batch (the table then shows that rounding). On failure raises ``AssertionError`` with the per-layer table and the first
     layer where the backends part. Returns the rows when all pass. ``training``: see :func:`compare_layerwise`.
 
     >>> import xconv as xc
@@ -348,7 +401,9 @@ def assert_equivalent(
     >>> len(rows)  # every layer's output and every gradient, compared, and each model called whole
     6
     """
-    rows = compare_layerwise(spec, weights, x, backends, dtype, grads, rtol, atol, seed, training, padding_mask)
+    rows = compare_layerwise(
+        spec, weights, x, backends, dtype, grads, rtol, atol, seed, training, padding_mask, token_types
+    )
     bad = [r for r in rows if not r.ok]
     if bad:
         # Forward: the first output that differs. Backward only: gradients flow from the last layer down, so

@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from .. import shapes
-from ..graph import takes_padding_mask
+from ..graph import takes_padding_mask, token_type_count
 from ..spec import (
     GELU,
     Add,
@@ -38,7 +38,14 @@ from ..spec import (
     ToTokens,
 )
 
-__all__ = ["TOKEN_KINDS", "attention_blocks", "padding_masks", "text_encoder_specs", "transformer_specs"]
+__all__ = [
+    "TOKEN_KINDS",
+    "attention_blocks",
+    "padding_masks",
+    "text_encoder_specs",
+    "token_types",
+    "transformer_specs",
+]
 
 #: the kinds that only :func:`transformer_specs` and :func:`text_encoder_specs` draw (the others draw no tokens)
 TOKEN_KINDS = (
@@ -156,8 +163,9 @@ def text_encoder_specs(
     with a padding row), sometimes a positional embedding over a table of L or more rows (or RoBERTa's, the
     positions of the tokens that are not padding) and a token-type embedding, a LayerNorm (BERT's embeddings), 1..max_blocks attention blocks (see :func:`attention_blocks`),
     then the tokens, the first token through a Linear and Tanh (BERT's pooler), or their mean; its attentions
-    read a padding mask or not. Draw its batches with :func:`xconv.testing.strategies.inputs`, which draws ids
-    for it, and their masks with :func:`padding_masks`."""
+    read a padding mask or not, its token-type embedding one type or the model's token types. Draw its batches
+    with :func:`xconv.testing.strategies.inputs`, which draws ids for it, their masks with
+    :func:`padding_masks` and their types with :func:`token_types`."""
     length = draw(st.integers(1, 6))
     vocabulary = draw(st.integers(2, 30))
     heads = draw(st.integers(1, max_heads))
@@ -173,9 +181,12 @@ def text_encoder_specs(
         words = Embedding(vocabulary, e, padding_idx=padding)
         table = Embedding(length + pad + 1 + draw(st.integers(0, 2)), e, padding_idx=pad)
         layers = [Add(words, Sequential(PaddedPositions(pad), table))]
-    if draw(st.booleans()):
+    typed = draw(st.sampled_from(["one", "input", None]))
+    if typed == "one":  # every token of one type
         types = draw(st.integers(1, 3))
         layers.append(TokenTypeEmbedding(types, e, token_type=draw(st.integers(0, types - 1))))
+    elif typed == "input":  # each token's type, from the model's token types
+        layers.append(TokenTypeEmbedding(draw(st.integers(1, 3)), e, token_types=True))
     layers.append(LayerNorm(e, eps=eps))
     masked = draw(st.booleans())  # the attention reads a padding mask
     for _ in range(draw(st.integers(1, max_blocks))):
@@ -198,3 +209,15 @@ def padding_masks(draw: Any, spec: Sequential, ids: np.ndarray) -> np.ndarray | 
     mask: np.ndarray = (rng.random(ids.shape) < draw(st.sampled_from([0.5, 0.8, 1.0]))).astype(np.int64)
     mask[np.arange(len(mask)), rng.integers(0, ids.shape[1], len(mask))] = 1
     return mask
+
+
+@st.composite
+def token_types(draw: Any, spec: Sequential, ids: np.ndarray) -> np.ndarray | None:
+    """Token types for the token ids ``ids`` of ``spec`` (each token's type, below the types its token-type
+    embedding holds, or all zeros), or None when no layer of the spec reads them."""
+    count = token_type_count(shapes.infer(spec))
+    if count is None:
+        return None
+    if draw(st.booleans()):
+        return np.zeros(ids.shape, dtype=np.int64)
+    return np.random.default_rng(draw(st.integers(0, 2**32 - 1))).integers(0, count, ids.shape)

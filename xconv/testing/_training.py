@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -10,7 +11,7 @@ from .. import shapes
 from .._api import build, get_weights, set_weights
 from ..backends import get_backend
 from ..errors import SpecError
-from ..graph import token_vocabulary
+from ..graph import side_inputs, token_type_count, token_vocabulary
 from ..spec import Sequential
 from ..weights import init_weights
 
@@ -54,7 +55,8 @@ def train_parity(
     of ``batch`` standard-normal inputs with random integer labels (all drawn from ``seed``) with
     ``torch.optim.SGD`` and ``keras.optimizers.SGD`` (the seed notebook's settings by default: lr 1e-2,
     momentum 0.9, Nesterov), or with Adam (``optimizer="adam"``), and mean cross-entropy on the logits. The
-    spec's output must be flat (N, classes).
+    spec's output must be flat (N, classes). A text encoder gets random token ids, and random padding masks
+    and token types where it takes them.
 
     Adam: torch adds ``eps`` to sqrt(v_hat) while Keras adds it to sqrt(v) with the bias correction folded
     into the step size, so Keras' epsilon equals torch's eps * sqrt(1 - beta_2**t) at step t. Left at one
@@ -94,12 +96,14 @@ def train_parity(
     else:  # token ids, the padding id among them where there is one
         xs = rng.integers(0, vocabulary, shape)
     ys = rng.integers(0, out[0], size=(steps, batch)).astype(np.int64)
+    sides = [_side_inputs(infos, x, rng) for x in xs] if vocabulary is not None else None
     config = {"name": optimizer, "lr": lr, "momentum": momentum, "nesterov": nesterov, "betas": betas, "eps": eps}
     losses, finals = {}, {}
     for name in ("torch", "tf"):
         model = build(resolved, name, dtype=dtype)
         set_weights(model, weights)
-        losses[name] = get_backend(name).train(model, zip(xs, ys), config)
+        steps_of = zip(xs, ys) if sides is None else zip(xs, ys, sides)
+        losses[name] = get_backend(name).train(model, steps_of, config)
         finals[name] = get_weights(model)
     diffs = {}
     for key, a in finals["torch"].items():
@@ -108,3 +112,17 @@ def train_parity(
         diffs[key] = float(np.abs(a - b).max() / scale) if scale > 0 else float(np.abs(b).max())
     worst = max(diffs.values()) if diffs else 0.0
     return TrainParity(losses["torch"], losses["tf"], worst, diffs, weights, finals)
+
+
+def _side_inputs(infos: Any, ids: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """A text encoder's random padding mask (a token in every row) and token types for the ids ``ids``, where
+    it takes them."""
+    taken = side_inputs(infos)
+    side = {}
+    if "padding_mask" in taken:
+        mask = (rng.random(ids.shape) < 0.7).astype(np.int64)
+        mask[:, 0] = 1
+        side["padding_mask"] = mask
+    if "token_types" in taken:
+        side["token_types"] = rng.integers(0, token_type_count(infos), ids.shape)
+    return side

@@ -56,7 +56,14 @@ from ._layer_strategies import (
     pool_layers,
     upsample_layers,
 )
-from ._token_strategies import TOKEN_KINDS, attention_blocks, padding_masks, text_encoder_specs, transformer_specs
+from ._token_strategies import (
+    TOKEN_KINDS,
+    attention_blocks,
+    padding_masks,
+    text_encoder_specs,
+    token_types,
+    transformer_specs,
+)
 
 __all__ = [
     "ALL_KINDS",
@@ -75,6 +82,7 @@ __all__ = [
     "pool_layers",
     "specs",
     "text_encoder_specs",
+    "token_types",
     "transformer_specs",
     "upsample_layers",
     "weights",

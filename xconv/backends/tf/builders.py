@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from ... import layout
-from ...graph import concat_axis, takes_padding_mask, token_vocabulary
+from ...graph import concat_axis, reads_side, side_inputs, token_vocabulary
 from ...kinds import Conv2d, Linear, ReLU, framework_table
 from ...kinds._keras_names import keras_name
 from ...shapes import LayerInfo
@@ -71,17 +71,20 @@ def build(spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarra
     ids = token_vocabulary(infos) is not None  # token ids: integers
     inputs = keras.Input(shape=keras_shape, dtype="int64" if ids else dtype, name="input")
     values: dict[int, Any] = {-1: inputs}
-    if takes_padding_mask(infos):  # (N, L): 1 for a token, 0 for padding; None (or left out): every token
-        values[-2] = keras.Input(shape=(shape[0],), dtype="int64", name="padding_mask", optional=True)
+    # (N, L) each: the padding mask, 1 for a token, 0 for padding (None, or left out: every token), and the
+    # token types (None, or left out: type 0)
+    side = {
+        name: keras.Input(shape=(shape[0],), dtype="int64", name=name, optional=True) for name in side_inputs(infos)
+    }
     fused = fused_relus(infos)
     relu_of = {relu: conv for conv, relu in fused.items()}
     node_layers: dict[int, list[str]] = {}
     try:
-        _build_nodes(infos, values, fused, relu_of, node_layers, dtype)
+        _build_nodes(infos, values, side, fused, relu_of, node_layers, dtype)
         limit = sys.getrecursionlimit()
         sys.setrecursionlimit(max(limit, 20 * len(infos) + 1000))
         try:
-            model_inputs = inputs if -2 not in values else [inputs, values[-2]]
+            model_inputs = [inputs, *side.values()] if side else inputs
             model = keras.Model(model_inputs, _output_order(infos, values[infos[-1].index], dtype), name="xconv")
         finally:
             sys.setrecursionlimit(limit)
@@ -118,6 +121,7 @@ def _output_order(infos: list[LayerInfo], y: Any, dtype: str) -> Any:
 def _build_nodes(
     infos: list[LayerInfo],
     values: dict[int, Any],
+    side: dict[str, Any],
     fused: dict[int, int],
     relu_of: dict[int, int],
     node_layers: dict[int, list[str]],
@@ -133,8 +137,8 @@ def _build_nodes(
             values[info.index] = _join(info, args, dtype)
         elif info.index in fused:
             values[info.index] = _BUILDERS[type(info.layer)](info, args[0], dtype, activation="relu")
-        elif getattr(info.layer, "padding_mask", False):  # the attention reads the model's padding mask too
-            values[info.index] = _BUILDERS[type(info.layer)](info, (args[0], values[-2]), dtype)
+        elif reads_side(info):  # an attention reads the model's padding mask too, a token-type embedding its types
+            values[info.index] = _BUILDERS[type(info.layer)](info, (args[0], side[cast(str, reads_side(info))]), dtype)
         else:
             values[info.index] = _BUILDERS[type(info.layer)](info, args[0], dtype)
         node_layers[info.index] = [keras_name(info)] if info.is_join else _history(values[info.index], args)

@@ -9,28 +9,38 @@ import numpy as np
 
 from ... import layout
 from ...kinds._keras_layout import to_canonical
-from ...kinds.token._keras import SelfAttentionLayer
+from ...kinds.token._keras import SelfAttentionLayer, TokenTypeEmbeddingLayer
 from .._tf_env import keras, tf
 from .builders import fused_relus
 from .weights import _params
 
 
-def _inputs(model: keras.Model, x: np.ndarray, padding_mask: np.ndarray | None) -> Any:
-    """What the model is called with: the NHWC (or flat, or token) batch, and its padding mask where it takes
-    one (None: every token; all ones for a model whose mask input is not optional)."""
+def _inputs(model: keras.Model, x: np.ndarray, side: dict[str, np.ndarray | None]) -> Any:
+    """What the model is called with: the NHWC (or flat, or token) batch, then a text encoder's padding mask
+    and token types where it takes them, as its inputs stand (None: every token, and every token of type 0;
+    all ones and all zeros for an input that is not optional)."""
+    from ...importers.keras_graph import input_roles
+
     batch = layout.to_nhwc(x) if x.ndim == 4 else x
     if len(model.inputs) == 1:
         return batch
-    if padding_mask is None and not getattr(model.inputs[1]._keras_history.operation, "optional", False):
-        padding_mask = np.ones(x.shape[:2], dtype=np.int64)
-    mask = None if padding_mask is None else np.asarray(padding_mask, dtype=model.inputs[1].dtype)
-    return [batch, mask]
+    given = []
+    for t, role in zip(model.inputs, input_roles(model)):
+        value = batch if role == "ids" else side.get(role)
+        if value is None and not getattr(t._keras_history.operation, "optional", False):
+            value = (np.ones if role == "padding_mask" else np.zeros)(x.shape[:2], dtype=np.int64)
+        given.append(None if value is None else np.asarray(value, dtype=t.dtype))
+    struct = getattr(model, "_inputs_struct", None)
+    if isinstance(struct, dict):  # (called with the dict it takes: keras-hub's backbones)
+        key_of = {id(t): k for k, t in struct.items()}
+        return {key_of[id(t)]: value for t, value in zip(model.inputs, given)}
+    return given
 
 
-def forward(model: keras.Model, x: np.ndarray, padding_mask: np.ndarray | None = None) -> np.ndarray:
+def forward(model: keras.Model, x: np.ndarray, output: str | None = None, **side: np.ndarray | None) -> np.ndarray:
     """Run ``model`` on an NCHW (or (N, F)) numpy batch; returns numpy in NCHW (or (N, F), features in C,H,W
     order where they were flattened from a map: the model itself returns them so, nothing is reordered here)."""
-    y: np.ndarray = np.asarray(model(_inputs(model, x, padding_mask), training=False))
+    y: np.ndarray = np.asarray(_entry(model(_inputs(model, x, side), training=False), output))
     if y.ndim == 4:
         nchw: np.ndarray = layout.to_nchw(y)
         return nchw
@@ -38,18 +48,29 @@ def forward(model: keras.Model, x: np.ndarray, padding_mask: np.ndarray | None =
 
 
 def forward_training(
-    model: keras.Model, x: np.ndarray, output: str | None = None, padding_mask: np.ndarray | None = None
+    model: keras.Model, x: np.ndarray, output: str | None = None, **side: np.ndarray | None
 ) -> np.ndarray:
     """One call with ``training=True`` (as ``fit`` calls it: BatchNorm on batch statistics, except layers that
     are not trainable), on an NCHW (or (N, F)) batch; the moving statistics (every non-trainable variable) are
     put back afterwards."""
     saved = [(v, v.numpy()) for v in model.non_trainable_variables]
     try:
-        y: np.ndarray = np.asarray(model(_inputs(model, x, padding_mask), training=True))
+        y: np.ndarray = np.asarray(_entry(model(_inputs(model, x, side), training=True), output))
     finally:
         for v, value in saved:
             v.assign(value)
     return _nchw(y)
+
+
+def _entry(y: Any, output: str | None) -> Any:
+    """A model's output: the entry ``output`` of one that returns a dict (or its one entry)."""
+    if not isinstance(y, dict):
+        return y
+    if output is None:
+        if len(y) != 1:
+            raise ValueError(f"the model returns a dict of {sorted(y)}: say which entry (output=)")
+        return next(iter(y.values()))
+    return y[output]
 
 
 def _nchw(y: np.ndarray) -> np.ndarray:
@@ -61,7 +82,7 @@ def trace(
     x: np.ndarray,
     upstream: np.ndarray,
     training: bool = False,
-    padding_mask: np.ndarray | None = None,
+    **side: np.ndarray | None,
 ) -> tuple[list[np.ndarray], np.ndarray | None, dict[str, np.ndarray]]:
     """Every graph node's output, and the gradients of sum(output * upstream) with respect to the input and
     every trainable weight, all as numpy in canonical layout (NCHW, OIHW, (out, in) in C,H,W order); layers
@@ -88,12 +109,14 @@ def trace(
         if x.dtype.kind not in "iu":
             tape.watch(xv)
         value[id(model.inputs[0])] = xv
-        if len(model.inputs) == 2:  # the padding mask (None: every token)
-            value[id(model.inputs[1])] = None if padding_mask is None else tf.constant(padding_mask, tf.int64)
+        for t in model.inputs[1:]:  # the padding mask and token types (None: every token, of type 0)
+            given = side.get(t.name)
+            value[id(t)] = None if given is None else tf.constant(given, tf.int64)
         for layer, inputs, out in calls:
             args = [value[id(t)] for t in inputs]
-            if isinstance(layer, SelfAttentionLayer) and len(args) == 2:
-                value[id(out)] = layer(args[0], padding_mask=args[1], training=training)
+            if isinstance(layer, (SelfAttentionLayer, TokenTypeEmbeddingLayer)) and len(args) == 2:
+                read = "padding_mask" if isinstance(layer, SelfAttentionLayer) else "token_types"
+                value[id(out)] = layer(args[0], **{read: args[1]}, training=training)
                 out_of[layer.name] = id(out)
                 continue
             arg = (
@@ -146,7 +169,7 @@ def trace(
 
 def train(
     model: keras.Model,
-    batches: Iterable[tuple[np.ndarray, np.ndarray]],
+    batches: Iterable[tuple[Any, ...]],
     optimizer: dict[str, Any],
     on_step: Callable[[int, float], None] | None = None,
 ) -> np.ndarray:
@@ -174,12 +197,12 @@ def train(
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype=dtype)
     variables = model.trainable_variables
     losses = []
-    for t, (x, y) in enumerate(batches):
+    for t, (x, y, *side) in enumerate(batches):  # (a text encoder's: its padding mask and token types, by name)
         if optimizer["name"] == "adam":
             # torch adds eps to sqrt(v_hat); Keras adds it to sqrt(v) with the bias correction folded into the
             # step size, which equals torch's rule with eps * sqrt(1 - beta_2**step). Set it per step to match.
             opt.epsilon = f(optimizer["eps"] * np.sqrt(1.0 - optimizer["betas"][1] ** (t + 1)))
-        inputs = tf.constant(layout.to_nhwc(x) if x.ndim == 4 else x)
+        inputs = _inputs(model, x, side[0] if side else {})
         with tf.GradientTape() as tape:
             loss = loss_fn(tf.constant(y), model(inputs, training=True))
         opt.apply_gradients(zip(tape.gradient(loss, variables), variables))

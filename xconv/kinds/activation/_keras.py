@@ -3,6 +3,7 @@ kinds)."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -222,6 +223,9 @@ def keras_activation(layer: Any, where: str) -> Any:
         (a.hard_sigmoid, Hardsigmoid()),
         (a.hard_swish, Hardswish()),
     ]
+    hub = sys.modules.get("keras_hub.src.utils.keras_utils")  # (keras-hub's BERT's: gelu(x, approximate=True))
+    if hub is not None and hasattr(hub, "gelu_approximate"):
+        known.append((hub.gelu_approximate, GELU("tanh")))
     fn = layer.activation
     for function, spec_layer in known:
         if fn is function:

@@ -103,17 +103,23 @@ class PaddedPositions(Layer):
 
 @dataclass(frozen=True, repr=False)
 class TokenTypeEmbedding(Layer):
-    """The learned embedding of one token type added to every token: ``x + weight[token_type]``, ``weight`` of
-    shape (types, E). This is BERT's token-type (segment) embedding when the model is called without token
-    types: every token is of type 0.
+    """The learned embedding of a token type added to every token, ``weight`` of shape (types, E). With
+    ``token_types=False``, every token is of the one type ``token_type``: ``x + weight[token_type]`` (BERT's
+    token-type, or segment, embedding when the model is called without token types). With ``token_types=True``
+    the model takes the token types beside its token ids, (N, L) integers below ``types``, and each token gets
+    its own: ``x + weight[token_types]``; left out, every token is of type 0 (as Hugging Face's
+    ``token_type_ids=None``).
 
     >>> TokenTypeEmbedding(2, 768)
     TokenTypeEmbedding(2, 768)
+    >>> TokenTypeEmbedding(2, 768, token_types=True)
+    TokenTypeEmbedding(2, 768, token_types=True)
     """
 
     types: int
     embed_dim: int
     token_type: int = 0
+    token_types: bool = False
 
     _positional = ("types", "embed_dim")
 
@@ -124,6 +130,12 @@ class TokenTypeEmbedding(Layer):
         self._set("token_type", as_int(me, "token_type", self.token_type, minimum=0))
         if self.token_type >= self.types:
             raise SpecError(f"{me}: token_type={self.token_type} is not one of the {self.types} types")
+        self._set("token_types", as_bool(me, "token_types", self.token_types))
+        if self.token_types and self.token_type:
+            raise SpecError(
+                f"{me}: token_types=True reads each token's type from the model's token types (type 0 when they "
+                f"are left out); token_type={self.token_type} would not be used"
+            )
 
 
 @dataclass(frozen=True, repr=False)
@@ -465,9 +477,20 @@ def _position_backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray,
     return go, {"embedding": grad}
 
 
+def _types_of(info: LayerInfo, mode: Mode) -> Any:
+    """The type of every token: the model's token types (N, L), or the layer's one type."""
+    layer: TokenTypeEmbedding = info.layer  # type: ignore[assignment]
+    types = mode.token_types if layer.token_types else None
+    return layer.token_type if types is None else types
+
+
 def _token_type_backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, go: np.ndarray, mode: Mode) -> Any:
     grad = np.zeros_like(p["weight"])
-    grad[info.layer.token_type] = go.sum(axis=(0, 1))  # type: ignore[attr-defined]
+    types = _types_of(info, mode)
+    if isinstance(types, int):
+        grad[types] = go.sum(axis=(0, 1))
+    else:
+        np.add.at(grad, types.reshape(-1), go.reshape(-1, go.shape[-1]))
     return go, {"weight": grad}
 
 
@@ -500,7 +523,7 @@ _FORWARD: dict[type, Any] = {
     ToMap: _to_map_forward,
     Embedding: lambda info, p, x, mode: p["weight"][x],
     PaddedPositions: lambda info, p, x, mode: _padded_positions(x, info.layer.padding_idx),
-    TokenTypeEmbedding: lambda info, p, x, mode: x + p["weight"][info.layer.token_type],
+    TokenTypeEmbedding: lambda info, p, x, mode: x + p["weight"][_types_of(info, mode)],
     ClassToken: _class_token_forward,
     PositionEmbedding: _position_forward,
     SelfAttention: _attention_forward,

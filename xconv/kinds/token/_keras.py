@@ -86,21 +86,25 @@ class PositionEmbeddingLayer(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="xconv", name="TokenTypeEmbedding")
 class TokenTypeEmbeddingLayer(keras.layers.Layer):
-    """Adds the learned embedding of one token type, ``weight[token_type]`` (``weight`` (types, E)), to every
-    token (see :class:`xconv.TokenTypeEmbedding`)."""
+    """Adds the learned embedding of each token's type (``weight`` (types, E)) to it (see
+    :class:`xconv.TokenTypeEmbedding`): ``weight[token_types]`` for the model's token types when the layer is
+    called with them (None: type 0), else ``weight[token_type]``. The table's gradient is dense, as torch's
+    (see :class:`TokenEmbedding`)."""
 
     def __init__(self, types: int, token_type: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.types, self.token_type = int(types), int(token_type)
 
-    def build(self, input_shape: Any) -> None:
-        self.weight = self.add_weight(name="weight", shape=(self.types, int(input_shape[-1])), initializer="zeros")
+    def build(self, x_shape: Any, token_types_shape: Any = None) -> None:
+        self.weight = self.add_weight(name="weight", shape=(self.types, int(x_shape[-1])), initializer="zeros")
 
-    def call(self, x: Any) -> Any:
-        return x + ops.cast(self.weight[self.token_type], x.dtype)
+    def call(self, x: Any, token_types: Any = None) -> Any:
+        if token_types is None:
+            return x + ops.cast(self.weight[self.token_type], x.dtype)
+        return x + ops.cast(_dense_lookup(self.weight, token_types, None), x.dtype)
 
-    def compute_output_shape(self, input_shape: Any) -> Any:
-        return input_shape
+    def compute_output_shape(self, x_shape: Any, token_types_shape: Any = None) -> Any:
+        return x_shape
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "types": self.types, "token_type": self.token_type}
@@ -287,6 +291,13 @@ def _attention(info: LayerInfo, x: Any, dtype: str) -> Any:
     return attention(x) if mask is None else attention(x, padding_mask=mask)
 
 
+def _token_types(info: LayerInfo, x: Any, dtype: str) -> Any:
+    layer = cast(TokenTypeEmbedding, info.layer)
+    x, types = x if isinstance(x, tuple) else (x, None)  # (tokens, the model's token types)
+    embedding = TokenTypeEmbeddingLayer(layer.types, layer.token_type, dtype=dtype, name=keras_name(info))
+    return embedding(x) if types is None else embedding(x, token_types=types)
+
+
 def _embedding(info: LayerInfo, x: Any, dtype: str) -> Any:
     layer = cast(Embedding, info.layer)
     v, e, name = layer.num_embeddings, layer.embed_dim, keras_name(info)
@@ -304,9 +315,7 @@ BUILDERS: dict[type, Any] = {
     PositionEmbedding: lambda info, x, dtype: PositionEmbeddingLayer(
         info.layer.rows, dtype=dtype, name=keras_name(info)
     )(x),
-    TokenTypeEmbedding: lambda info, x, dtype: TokenTypeEmbeddingLayer(
-        info.layer.types, info.layer.token_type, dtype=dtype, name=keras_name(info)
-    )(x),
+    TokenTypeEmbedding: _token_types,
     SelfAttention: _attention,
     SelectToken: lambda info, x, dtype: SelectTokenLayer(info.layer.index, dtype=dtype, name=keras_name(info))(x),
     TokenMean: lambda info, x, dtype: keras.layers.GlobalAveragePooling1D(dtype=dtype, name=keras_name(info))(x),
@@ -440,10 +449,10 @@ _KNOWN_EMBEDDING_CONFIG = {
 }
 
 
-def _keras_embedding(layer: Any, where: str, current: tuple[int, ...]) -> Any:
+def _keras_embedding(layer: Any, where: str, current: tuple[int, ...], reverse_only: tuple[str, ...] = ()) -> Any:
     """``keras.layers.Embedding`` looking up the model's token ids (and xconv's ``TokenEmbedding``, with its
-    padding row)."""
-    config = layer.get_config()
+    padding row); ``reverse_only``: options that act in no forward call."""
+    config = {k: v for k, v in layer.get_config().items() if k not in reverse_only}
     unknown = sorted(set(config) - _KNOWN_EMBEDDING_CONFIG)
     problems = [
         (bool(unknown), f"the option {unknown[0] if unknown else ''} (not known to xconv)"),
@@ -461,8 +470,20 @@ def _keras_embedding(layer: Any, where: str, current: tuple[int, ...]) -> Any:
     return spec, {"weight": np.asarray(layer.embeddings.numpy())}
 
 
+def _reversible_embedding(layer: Any, where: str, current: tuple[int, ...]) -> Any:
+    """Keras' ``ReversibleEmbedding`` (keras-hub's BERT's token embedding) called forward: an ``Embedding``.
+    Its own options (``tie_weights``, ``reverse_dtype``, ``logit_soft_cap``) act only in a reverse call (ids
+    from features, through the transposed table), which is refused."""
+    for node in layer._inbound_nodes:
+        args = list(getattr(node.arguments, "args", ()) or ())[1:]
+        if any(bool(v) for v in args) or bool((node.arguments.kwargs or {}).get("reverse")):
+            raise UnsupportedLayerError(f"from_keras: {where}: ReversibleEmbedding called with reverse=True")
+    return _keras_embedding(layer, where, current, reverse_only=("tie_weights", "reverse_dtype", "logit_soft_cap"))
+
+
 #: Keras layer class (exactly) -> (layer, where, its input's logical shape) -> (spec layer, Keras arrays)
 KERAS_IMPORTS: dict[type, Any] = {
+    keras.layers.ReversibleEmbedding: _reversible_embedding,
     ClassTokenLayer: lambda layer, where, current: (
         ClassToken(int(layer.token.shape[-1]), int(layer.token.shape[1])),
         {"token": np.asarray(layer.token.numpy())},

@@ -89,19 +89,30 @@ class PaddedPositionsModule(nn.Module):
 
 
 class TokenTypeEmbeddingModule(nn.Module):
-    """Adds the learned embedding of one token type, ``weight[token_type]`` (``weight`` (types, E)), to every
-    token."""
+    """Adds the learned embedding of each token's type (``weight`` (types, E)) to it: ``weight[token_types]``
+    for the model's token types (``reads_types``; not given: type 0), else ``weight[token_type]``."""
 
-    def __init__(self, types: int, embed_dim: int, token_type: int = 0, device: Any = None, dtype: Any = None) -> None:
+    def __init__(
+        self,
+        types: int,
+        embed_dim: int,
+        token_type: int = 0,
+        device: Any = None,
+        dtype: Any = None,
+        reads_types: bool = False,
+    ) -> None:
         super().__init__()
-        self.token_type = int(token_type)
+        self.token_type, self.reads_types = int(token_type), bool(reads_types)
         self.weight = nn.Parameter(torch.zeros(types, embed_dim, device=device, dtype=dtype))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.weight[self.token_type]
+    def forward(self, x: torch.Tensor, token_types: torch.Tensor | None = None) -> torch.Tensor:
+        if token_types is None or not self.reads_types:
+            return x + self.weight[self.token_type]
+        return x + F.embedding(token_types, self.weight)
 
     def extra_repr(self) -> str:
-        return f"types={self.weight.shape[0]}, embed_dim={self.weight.shape[1]}, token_type={self.token_type}"
+        given = ", reads_types=True" if self.reads_types else f", token_type={self.token_type}"
+        return f"types={self.weight.shape[0]}, embed_dim={self.weight.shape[1]}{given}"
 
 
 class SelfAttentionModule(nn.Module):
@@ -191,7 +202,7 @@ BUILDERS: dict[type, Any] = {
         info.layer.length, info.layer.embed_dim, info.layer.rows, **factory
     ),
     TokenTypeEmbedding: lambda info, factory: TokenTypeEmbeddingModule(
-        info.layer.types, info.layer.embed_dim, info.layer.token_type, **factory
+        info.layer.types, info.layer.embed_dim, info.layer.token_type, **factory, reads_types=info.layer.token_types
     ),
     SelfAttention: _attention,
     SelectToken: lambda info, factory: SelectTokenModule(info.layer.index),
@@ -378,7 +389,7 @@ IMPORTS: dict[type, Any] = {
         m.length, int(m.embedding.shape[2]), int(m.embedding.shape[1]), name=name
     ),
     TokenTypeEmbeddingModule: lambda m, name, where: TokenTypeEmbedding(
-        int(m.weight.shape[0]), int(m.weight.shape[1]), m.token_type, name=name
+        int(m.weight.shape[0]), int(m.weight.shape[1]), m.token_type, m.reads_types, name=name
     ),
     nn.Embedding: _torch_embedding,
     PaddedPositionsModule: lambda m, name, where: PaddedPositions(m.padding_idx, name=name),
