@@ -661,7 +661,10 @@ def test_hugging_face_encoders_with_an_attention_mask_port(both_backends, kind, 
         assert max_rel_diff(want, back(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()) <= TOLERANCE[dtype]
 
 
-def test_a_padding_mask_read_by_anything_but_attention_is_refused(both_backends):
+@pytest.mark.parametrize(("side", "reader"), [("padding_mask", "attention"), ("token_types", "an embedding")])
+def test_a_side_input_read_by_anything_but_its_reader_is_refused(both_backends, side, reader):
+    """A padding mask, or token types, multiplying the embeddings: only attention reads the one, only an
+    embedding added to the tokens the other."""
     import torch
 
     class Gated(torch.nn.Module):
@@ -669,13 +672,13 @@ def test_a_padding_mask_read_by_anything_but_attention_is_refused(both_backends)
             super().__init__()
             self.words = torch.nn.Embedding(10, 4)
 
-        def forward(self, ids, mask):
-            return self.words(ids) * mask[..., None]
+        def forward(self, ids, given):
+            return self.words(ids) * given[..., None]
 
-    with pytest.raises(UnsupportedLayerError, match="reads the padding mask"):
-        xc.from_torch(Gated().eval(), (4,), input_dtype="int64", padding_mask=True)
+    with pytest.raises(UnsupportedLayerError, match=f"reads the {side.replace('_', ' ')}"):
+        xc.from_torch(Gated().eval(), (4,), input_dtype="int64", **{side: True})
     with pytest.raises(XconvError, match='give input_dtype="int64"'):
-        xc.from_torch(Gated().eval(), (4,), padding_mask=True)
+        xc.from_torch(Gated().eval(), (4,), **{side: True})
 
 
 def test_the_cli_checks_a_text_encoder_with_a_padding_mask(both_backends, tmp_path, capsys):
@@ -830,6 +833,12 @@ def test_a_small_bert_with_token_types_trains_the_same_with_adam(both_backends):
     assert r.max_param_diff <= 1e-9, r.param_diffs
 
 
+def _typed_port(model):
+    """A Hugging Face BERT ported to Keras as called with its attention mask and token types."""
+    args = {"input_dtype": "int64", "padding_mask": True, "token_types": True, "output": "last_hidden_state"}
+    return xc.port(model, to="keras", input_shape=(6,), **args)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_hugging_face_bert_with_token_types_ports_both_ways(both_backends, dtype):
     """BertModel(input_ids, attention_mask, token_type_ids): the token-type embedding reads the third
@@ -837,15 +846,7 @@ def test_hugging_face_bert_with_token_types_ports_both_ways(both_backends, dtype
     import torch
 
     model = _hf("BertModel").to(getattr(torch, dtype))
-    keras_model = xc.port(
-        model,
-        to="keras",
-        input_shape=(6,),
-        input_dtype="int64",
-        padding_mask=True,
-        token_types=True,
-        output="last_hidden_state",
-    )
+    keras_model = _typed_port(model)
     ids, mask, types = _ids(length=6, vocabulary=40), _mask(length=6), _types(length=6, count=2)
     with torch.no_grad():
         want = model(*(torch.from_numpy(a) for a in (ids, mask, types)))["last_hidden_state"].numpy()
@@ -879,32 +880,7 @@ def test_port_reports_token_types_read_as_one_type(both_backends, monkeypatch):
 
     monkeypatch.setattr(torch_ids, "types_embedding", one_type)
     with pytest.raises(PortError, match="with padding and token types"):
-        xc.port(
-            _hf("BertModel"),
-            to="keras",
-            input_shape=(6,),
-            input_dtype="int64",
-            padding_mask=True,
-            token_types=True,
-            output="last_hidden_state",
-        )
-
-
-def test_token_types_read_by_anything_but_an_embedding_are_refused(both_backends):
-    import torch
-
-    class Scaled(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.words = torch.nn.Embedding(20, 8)
-
-        def forward(self, ids, types):
-            return self.words(ids) * types[..., None]
-
-    with pytest.raises(UnsupportedLayerError, match="reads the token types"):
-        xc.from_torch(Scaled().eval(), (5,), input_dtype="int64", token_types=True)
-    with pytest.raises(XconvError, match='give input_dtype="int64"'):
-        xc.from_torch(Scaled().eval(), (5,), token_types=True)
+        _typed_port(_hf("BertModel"))
 
 
 def _keras_typed_encoder(dtype: str):
