@@ -341,9 +341,11 @@ def test_ids_computed_otherwise_are_refused(both_backends):
         xc.from_torch(Shifted().eval(), (4,), input_dtype="int64")
 
 
-def test_positions_that_treat_another_id_as_padding_are_refused(both_backends):
-    """A separator (id 7) skipped like padding: in a vocabulary of 5,000 random ids seldom hold it, so the
-    positions would match RoBERTa's on every trial; the graph reads the ids otherwise than as `ids != pad`."""
+@pytest.mark.parametrize("rule", ["a separator skipped", "a rare padding pattern"])
+def test_positions_that_random_trials_seldom_tell_apart_are_refused(both_backends, rule):
+    """Positions that match RoBERTa's on random ids but not always: a separator (id 7 of 5,000) skipped like
+    padding, or the last position moved where exactly five padding tokens come before it. Neither is computed
+    as RoBERTa computes its positions, so neither is taken for them, whichever ids the trials hold."""
     import torch
 
     class Skipping(torch.nn.Module):
@@ -351,13 +353,20 @@ def test_positions_that_treat_another_id_as_padding_are_refused(both_backends):
             super().__init__()
             self.words = torch.nn.Embedding(5000, 8, padding_idx=1)
             self.positions = torch.nn.Embedding(20, 8, padding_idx=1)
+            self.register_buffer("last", (torch.arange(6) == 5).long()[None])
+            self.register_buffer("counts", torch.arange(1, 7)[None])
 
         def forward(self, ids):
-            keep = ((ids != 1) & (ids != 7)).long()
-            return self.words(ids) + self.positions(torch.cumsum(keep, 1) * keep + 1)
+            if rule == "a separator skipped":
+                keep = ((ids != 1) & (ids != 7)).long()
+                return self.words(ids) + self.positions(torch.cumsum(keep, 1) * keep + 1)
+            keep = ids.ne(1).long()
+            count = torch.cumsum(keep, dim=1)
+            rare = (self.counts - count).ne(5).long() * (-1) + 1  # (1 where five pads came before)
+            return self.words(ids) + self.positions(count * keep + 1 + rare * keep * self.last)
 
     with pytest.raises(UnsupportedLayerError, match="neither the positions of the tokens that are not padding"):
-        xc.port(Skipping().eval(), to="keras", input_shape=(12,), input_dtype="int64")
+        xc.port(Skipping().eval(), to="keras", input_shape=(6,), input_dtype="int64")
 
 
 def test_ids_that_were_constant_on_the_trials_are_not_taken_for_constants(both_backends):
@@ -881,6 +890,28 @@ def test_port_reports_token_types_read_as_one_type(both_backends, monkeypatch):
     monkeypatch.setattr(torch_ids, "types_embedding", one_type)
     with pytest.raises(PortError, match="with padding and token types"):
         _typed_port(_hf("BertModel"))
+
+
+def test_a_forward_that_requires_its_token_types_ports(both_backends):
+    """forward(ids, types) with no default: port checks it with random types, and with zeros where it checks
+    the ids alone."""
+    import torch
+
+    class Typed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.words, self.kinds = torch.nn.Embedding(20, 8), torch.nn.Embedding(3, 8)
+
+        def forward(self, ids, types):
+            return self.words(ids) + self.kinds(types)
+
+    torch.manual_seed(0)
+    model = Typed().eval()
+    keras_model = xc.port(model, to="keras", input_shape=(5,), input_dtype="int64", token_types=True)
+    ids, types = _ids(), _types()
+    with torch.no_grad():
+        want = model(torch.from_numpy(ids), torch.from_numpy(types)).numpy()
+    assert max_rel_diff(want, xc.predict(keras_model, ids, token_types=types)) <= TOLERANCE["float32"]
 
 
 def _keras_typed_encoder(dtype: str):

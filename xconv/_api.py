@@ -399,11 +399,11 @@ def side_arrays(padding_mask: Any, token_types: Any, ids: np.ndarray, infos: Any
     """A text encoder's padding mask and token types, checked against its token ids and the layers that read
     them: the ones given, by name."""
     side = {"padding_mask": _padding_mask(padding_mask, ids, takes_padding_mask(infos), who)}
-    side["token_types"] = _token_types(token_types, ids, token_type_count(infos), who)
+    side["token_types"] = _checked_token_types(token_types, ids, token_type_count(infos), who)
     return {k: v for k, v in side.items() if v is not None}
 
 
-def _token_types(types: Any, ids: np.ndarray, count: int | None, who: str) -> np.ndarray | None:
+def _checked_token_types(types: Any, ids: np.ndarray, count: int | None, who: str) -> np.ndarray | None:
     """Token types checked against their token ids: (N, L) integers below ``count``, the types the model's
     token-type embeddings hold; None when none."""
     if types is None:

@@ -106,21 +106,39 @@ def from_torch(
     return (spec, weights) if return_weights else spec
 
 
-def _source_side(model: Any, source: str, padding_mask: bool, token_types: bool) -> dict[str, int]:
+def _source_side(
+    model: Any, source: str, padding_mask: bool, token_types: bool
+) -> tuple[dict[str, int], frozenset[str]]:
     """What a hand-written source model takes beside its token ids (see :func:`xconv._verify.verify_port`):
     a torch model what its user said, a Keras model what its inputs are; the number of token types is the
-    smallest table of its embeddings."""
+    smallest table of its embeddings. And those it requires (a torch forward without a default for them)."""
     if get_backend(source).spec_of(model) is not None:
-        return {}
+        return {}, frozenset()
+    required: frozenset[str] = frozenset()
     if source == "torch":
         taken = [name for name, flag in (("padding_mask", padding_mask), ("token_types", token_types)) if flag]
         rows = _smallest_table(model) if token_types else 0
+        required = _required(model, taken)
     else:
         from .importers.keras_graph import input_roles, smallest_table
 
         taken = [role for role in input_roles(model) if role != "ids"]
         rows = smallest_table(model)
-    return {name: rows if name == "token_types" else 0 for name in taken}
+    return {name: rows if name == "token_types" else 0 for name in taken}, required
+
+
+def _required(model: Any, taken: list[str]) -> frozenset[str]:
+    """The side inputs among ``taken`` (the forward's arguments after the ids, in order) that a torch model's
+    forward requires (it has no default for them), and those before them."""
+    import inspect
+
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())[1:]
+    except (TypeError, ValueError):
+        return frozenset(taken)
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    needed = [i for i, (_, p) in enumerate(zip(taken, positional)) if p.default is inspect.Parameter.empty]
+    return frozenset(taken[: needed[-1] + 1] if needed else ())  # (and those before: they are positional)
 
 
 def _smallest_table(model: Any) -> int:
@@ -275,13 +293,20 @@ def from_keras(
         outputs = [structure[output]]
         structure = None
     length = None
-    if input_shape is not None:
+    if input_shape is not None:  # (a text encoder's length, where its inputs take any; else the model's own)
         from ._normalize import as_shape
+        from .importers.keras_graph import ids_input
 
-        length_shape = as_shape("from_keras", input_shape)
-        if len(length_shape) != 1:
-            raise XconvError(f"from_keras: input_shape=(L,) gives a text encoder's length. Received: {input_shape}")
-        length = length_shape[0]
+        given = as_shape("from_keras", input_shape)
+        own = tuple(ids_input(model).shape[1:])
+        logical = (own[2], own[0], own[1]) if len(own) == 3 else own
+        if own == (None,) and len(given) == 1:
+            length = given[0]
+        elif tuple(given) != tuple(logical):
+            raise XconvError(
+                f"from_keras: input_shape={tuple(given)}, but the model takes {logical} (in xconv's layout); "
+                "input_shape=(L,) gives the length of a text encoder whose inputs take any"
+            )
     if len(inputs) != 1 and not sides or len(outputs) != 1 or isinstance(structure, (dict, list, tuple)):
         what = f"a {type(structure).__name__} of {len(outputs)}" if isinstance(structure, (dict, list, tuple)) else ""
         raise XconvError(
@@ -395,6 +420,6 @@ def port(
     if verify:
         from ._verify import verify_port
 
-        side = _source_side(model, source, padding_mask, token_types)
-        verify_port(model, out, spec, weights, (source, target), dtype, int(seed), output, side)
+        side, required = _source_side(model, source, padding_mask, token_types)
+        verify_port(model, out, spec, weights, (source, target), dtype, int(seed), output, side, required)
     return out

@@ -68,11 +68,13 @@ def verify_port(
     seed: int,
     output: str | None = None,
     source_side: dict[str, int] | None = None,
+    source_requires: frozenset[str] = frozenset(),
 ) -> None:
     """``port``'s check (see :func:`xconv.port`): raises :class:`PortError` naming the batch, the distance and
     which side is off. ``source_side``: what the source model takes beside its token ids, as its user said or
     its inputs show (``"padding_mask"``, and ``"token_types"`` with the number of types to draw below): it is
-    given them even where the spec reads none, so a spec that lost a reader differs from it."""
+    given them even where the spec reads none, so a spec that lost a reader differs from it. Those it requires
+    (``source_requires``) it is given where the others are left out: all ones for a mask, zeros for types."""
     source, target = names
     infos = infer(spec)
     groups = probe_batches(tuple(spec.input_shape or ()), dtype, seed, token_vocabulary(infos))
@@ -92,7 +94,9 @@ def verify_port(
             start += len(g)
             sided = {k: v[part] for k, v in read.items()}
             _compare(spec, weights, g, a[part], b[part], names, dtype, f"{label} with {given}", False, sided)
-    a, b = _run(source, source_model, x, False, output), _run(target, target_model, x, False)
+    neutral = {"padding_mask": np.ones(x.shape, dtype=np.int64), "token_types": np.zeros(x.shape, dtype=np.int64)}
+    plain = {k: v for k, v in neutral.items() if k in source_requires}
+    a, b = _run(source, source_model, x, False, output, plain), _run(target, target_model, x, False)
     start = 0
     for label, g in groups:
         part = slice(start, start + len(g))
@@ -103,7 +107,7 @@ def verify_port(
         # BatchNorm on batch statistics (two samples): a torch source in training mode, or a Keras source, which
         # fit() calls with training=True; frozen layers must stay frozen on the other side
         g = groups[0][1]
-        a = _run(source, source_model, g, True, output)
+        a = _run(source, source_model, g, True, output, {k: v[: len(g)] for k, v in plain.items()})
         b = _run(target, target_model, g, True)
         _compare(spec, weights, g, a, b, names, dtype, f"{VERIFY_BATCHES[0]} in training mode", training=True)
 

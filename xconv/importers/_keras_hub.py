@@ -384,7 +384,9 @@ def _positions_added(calls: list[Call]) -> list[Call]:
             value = np.asarray(table.position_embeddings.numpy())[None]
             added = _Tensor(tokens.shape)
             done.append((_weighted(positions, tokens.shape, {"embedding": value}), [tokens], added))
-            rest = [t for t in ins if t is not read[0] and t is not tokens]
+            rest = list(ins)  # (the sum's other operands: one copy of the tokens and the positions each taken out)
+            rest.pop(next(k for k, t in enumerate(rest) if t is read[0]))
+            rest.pop(next(k for k, t in enumerate(rest) if t is tokens))
             if rest:
                 done.append((layer, [added, *rest], out))
             else:

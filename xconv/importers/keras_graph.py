@@ -223,7 +223,7 @@ def _is_padding_mask(t: Any, ids: Any) -> bool:
     )
 
 
-def _token_types(
+def _token_type_reader(
     layer: Any,
     inputs: list[Any],
     ids: list[int],
@@ -428,7 +428,7 @@ def import_model(
             continue
         name = names.take(paths.get(id(layer), layer.name), own=True)
         if _TYPES in ids or _TYPED in ids:
-            index[id(out)] = _token_types(layer, inputs, ids, out, where, name, typed, add, names)
+            index[id(out)] = _token_type_reader(layer, inputs, ids, out, where, name, typed, add, names)
             continue
         rank = len(out.shape) - 1
         scalar = _scalar_op(layer, out)

@@ -116,9 +116,15 @@ class TokenIds:
                 f"from_torch: {where} reads the padding mask; an attention module reads it, nothing else"
             )
         if self.types is not None and self.types in node.all_input_nodes:
+            hint = (
+                " (a forward that takes a padding mask before its token types, as Hugging Face's BERT, needs "
+                "padding_mask=True as well)"
+                if self.mask is None
+                else ""
+            )
             raise UnsupportedLayerError(
                 f"from_torch: {where} reads the token types; an nn.Embedding that looks them up, added to the "
-                "tokens, reads them, nothing else"
+                f"tokens, reads them, nothing else{hint}"
             )
         return None
 
@@ -407,9 +413,9 @@ def id_positions(node: Any, ids: Any, m: Any, vocabulary: int, where: str, known
 
     - a tensor of one id, when ``node`` only reshapes or looks up values of a buffer whose values are all
       that id (RoBERTa's token types: zeros gathered at the positions), which holds whatever the ids are;
-    - a PaddedPositions layer when ``node`` reads the ids only as ``ids != padding_idx`` (see
-      :func:`_of_padding`) and is, on random ids with padding among them, RoBERTa's positions of the tokens
-      that are not the table's ``padding_idx``;
+    - a PaddedPositions layer when ``node`` is computed as RoBERTa computes its positions (see
+      :func:`_of_padding`) and is, on random ids with padding among them, those positions for the table's
+      ``padding_idx``;
     - anything else is refused (an id computed from the ids, such as ``ids == 5``, is never taken for a
       constant because it was one on the ids tried)."""
     pad = m.padding_idx
@@ -427,7 +433,7 @@ def id_positions(node: Any, ids: Any, m: Any, vocabulary: int, where: str, known
             return values[0]
     elif (
         pad is not None
-        and _of_padding(node, ids, int(pad), set(known(1)))
+        and _of_padding(node, ids, int(pad))
         and all(_padded_positions(got, value, pad) for got, value in zip(values, trials))
     ):
         return PaddedPositions(int(pad))
@@ -438,31 +444,53 @@ def id_positions(node: Any, ids: Any, m: Any, vocabulary: int, where: str, known
     )
 
 
-#: what RoBERTa's positions are computed with from ``ids != padding_idx``: counts, products, sums and casts
-_POSITION_OPS = {"ne", "cumsum", "mul", "add", "int", "long", "to", "type_as", "_to_copy", "clone", "contiguous"}
+#: operations that keep their first argument's values (casts and copies), passed over in RoBERTa's positions
+_CASTS = {"int", "long", "to", "type_as", "_to_copy", "clone", "contiguous"}
 
 
-def _of_padding(node: Any, ids: Any, pad: int, known: set[Any]) -> bool:
-    """Whether ``node`` reads the token ids only as ``ids != pad`` (the padding), through counts, products, sums
-    and casts: it is then a function of the padding alone, which random ids with padding among them exercise
-    (an id treated otherwise, say a separator counted as padding, is not such a function)."""
-    seen: set[Any] = set()
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        if n is ids or n in seen or n in known:
-            continue
-        seen.add(n)
-        if not isinstance(n, torch.fx.Node) or n.op not in ("call_function", "call_method"):
-            return False
-        name = str(n.target) if n.op == "call_method" else getattr(n.target, "__name__", "")
-        name = name.split(".")[0]
-        if name not in _POSITION_OPS or any(isinstance(a, float) for a in n.args):
-            return False
-        if ids in n.all_input_nodes and not (name == "ne" and list(n.args) == [ids, pad]):
-            return False
-        stack.extend(n.all_input_nodes)
-    return True
+def _op(n: Any) -> str:
+    if not isinstance(n, torch.fx.Node) or n.op not in ("call_function", "call_method"):
+        return ""
+    name = str(n.target) if n.op == "call_method" else getattr(n.target, "__name__", "")
+    return name.split(".")[0]
+
+
+def _bare(n: Any) -> Any:
+    """``n`` without the casts and copies around it, and without ``+ 0`` (Hugging Face adds its cache length)."""
+    while True:
+        name = _op(n)
+        cast = name in _CASTS and bool(n.args)
+        plus_zero = name == "add" and len(n.args) == 2 and n.args[1] == 0 and not n.kwargs
+        if not (cast or plus_zero):
+            return n
+        n = n.args[0]
+
+
+def _of_padding(node: Any, ids: Any, pad: int) -> bool:
+    """Whether ``node`` is computed exactly as RoBERTa computes its positions from the ids, up to casts:
+    ``cumsum(m, dim=1) * m + pad`` with ``m = ids != pad`` (either factor first). It is then a function of the
+    padding alone, which the trials check on random ids with padding among them; any other computation (an id
+    treated apart, say a separator counted as padding, or another rule of the padding) is not taken for it."""
+
+    def is_mask(n: Any) -> bool:
+        n = _bare(n)
+        return _op(n) == "ne" and list(n.args) == [ids, pad] and not n.kwargs
+
+    def is_count(n: Any) -> bool:
+        n = _bare(n)
+        dim = n.kwargs.get("dim", n.args[1] if len(n.args) > 1 else None) if _op(n) == "cumsum" else None
+        extra = {k for k in n.kwargs if k != "dim"} if _op(n) == "cumsum" else {"x"}
+        return dim == 1 and not extra and len(n.args) <= 2 and is_mask(n.args[0])
+
+    top = _bare(node)
+    if _op(top) != "add" or len(top.args) != 2 or top.kwargs:
+        return False
+    product, offset = top.args if top.args[1] == pad else top.args[::-1]
+    product = _bare(product)
+    if offset != pad or _op(product) != "mul" or len(product.args) != 2 or product.kwargs:
+        return False
+    a, b = product.args
+    return is_mask(a) and is_count(b) or is_mask(b) and is_count(a)
 
 
 def _padded_positions(got: Any, value: Any, pad: int) -> bool:

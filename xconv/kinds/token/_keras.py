@@ -291,7 +291,7 @@ def _attention(info: LayerInfo, x: Any, dtype: str) -> Any:
     return attention(x) if mask is None else attention(x, padding_mask=mask)
 
 
-def _token_types(info: LayerInfo, x: Any, dtype: str) -> Any:
+def _token_type_layer(info: LayerInfo, x: Any, dtype: str) -> Any:
     layer = cast(TokenTypeEmbedding, info.layer)
     x, types = x if isinstance(x, tuple) else (x, None)  # (tokens, the model's token types)
     embedding = TokenTypeEmbeddingLayer(layer.types, layer.token_type, dtype=dtype, name=keras_name(info))
@@ -315,7 +315,7 @@ BUILDERS: dict[type, Any] = {
     PositionEmbedding: lambda info, x, dtype: PositionEmbeddingLayer(
         info.layer.rows, dtype=dtype, name=keras_name(info)
     )(x),
-    TokenTypeEmbedding: _token_types,
+    TokenTypeEmbedding: _token_type_layer,
     SelfAttention: _attention,
     SelectToken: lambda info, x, dtype: SelectTokenLayer(info.layer.index, dtype=dtype, name=keras_name(info))(x),
     TokenMean: lambda info, x, dtype: keras.layers.GlobalAveragePooling1D(dtype=dtype, name=keras_name(info))(x),
