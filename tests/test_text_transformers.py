@@ -221,6 +221,13 @@ def _hf(kind: str):
             vocab_size=40, dim=16, n_layers=2, n_heads=2, hidden_dim=24, max_position_embeddings=12
         )
         return _randomized(transformers.DistilBertModel(config))
+    copies = {  # (RoBERTa's attention, class for class; ELECTRA's embeddings projected from 8 features)
+        "ElectraModel": lambda: transformers.ElectraConfig(embedding_size=8, **bert),
+        "XLMRobertaModel": lambda: transformers.XLMRobertaConfig(pad_token_id=1, **bert),
+        "CamembertModel": lambda: transformers.CamembertConfig(pad_token_id=1, **bert),
+    }
+    if kind in copies:
+        return _randomized(getattr(transformers, kind)(copies[kind]()))
     return _randomized(getattr(transformers, kind)(transformers.BertConfig(**bert)))
 
 
@@ -650,7 +657,7 @@ def test_a_padding_mask_inverted_is_caught_at_its_node(both_backends, monkeypatc
     assert_equivalent(MASKED, None, _ids(), backends=("numpy", "tf"), padding_mask=mask, grads=False)
 
 
-@pytest.mark.parametrize("kind", ["BertModel", "DistilBertModel"])
+@pytest.mark.parametrize("kind", ["BertModel", "DistilBertModel", "ElectraModel", "XLMRobertaModel", "CamembertModel"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_hugging_face_encoders_with_an_attention_mask_port(both_backends, kind, dtype):
     """Hugging Face builds its sdpa mask from attention_mask; checked to be the mask's keys broadcast over

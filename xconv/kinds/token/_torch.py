@@ -317,6 +317,18 @@ _HF_ATTENTIONS = {
     "DeiTAttention": ("transformers.models.deit.", ("q_proj", "k_proj", "v_proj", "o_proj"), "num_attention_heads"),
     "BertSelfAttention": ("transformers.models.bert.", ("query", "key", "value", None), "num_attention_heads"),
     "RobertaSelfAttention": ("transformers.models.roberta.", ("query", "key", "value", None), "num_attention_heads"),
+    # (the same code as RoBERTa's, class for class: ELECTRA's, XLM-RoBERTa's and CamemBERT's)
+    "ElectraSelfAttention": ("transformers.models.electra.", ("query", "key", "value", None), "num_attention_heads"),
+    "XLMRobertaSelfAttention": (
+        "transformers.models.xlm_roberta.",
+        ("query", "key", "value", None),
+        "num_attention_heads",
+    ),
+    "CamembertSelfAttention": (
+        "transformers.models.camembert.",
+        ("query", "key", "value", None),
+        "num_attention_heads",
+    ),
     "DistilBertSelfAttention": ("transformers.models.distilbert.", ("q_lin", "k_lin", "v_lin", "out_lin"), "n_heads"),
 }
 
@@ -335,9 +347,9 @@ def fused(*parts: Any) -> Any:
 
 
 def _hf_attention(m: Any, name: str, where: str) -> tuple[SelfAttention, dict[str, Any]]:
-    """Hugging Face's self-attentions (ViT, DeiT, BERT, RoBERTa, DistilBERT): separate q, k and v projections,
-    side by side the fused ``in_proj_weight`` (its source keys are the three weights' keys),
-    the softmax attention, then the output projection (BERT's and RoBERTa's is a Linear of their own: the
+    """Hugging Face's self-attentions (ViT, DeiT, BERT, RoBERTa and its copies, DistilBERT): separate q, k and v
+    projections, side by side the fused ``in_proj_weight`` (its source keys are the three weights' keys), the
+    softmax attention, then the output projection (BERT's and RoBERTa's is a Linear of their own: the
     attention is imported without one); the sdpa implementation (the default) only."""
     _, (qn, kn, vn, on), heads_attr = _HF_ATTENTIONS[type(m).__name__]
     q, k, v = (getattr(m, a) for a in (qn, kn, vn))
