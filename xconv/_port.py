@@ -120,7 +120,7 @@ def _source_side(
         rows = _smallest_table(model) if token_types else 0
         required = _required(model, taken)
     else:
-        from .importers.keras_graph import input_roles, smallest_table
+        from .importers._keras_text import input_roles, smallest_table
 
         taken = [role for role in input_roles(model) if role != "ids"]
         rows = smallest_table(model)
@@ -283,7 +283,7 @@ def from_keras(
             "called); start it with keras.Input((H, W, C)) or call model.build((None, H, W, C)) first"
         )
     structure = getattr(model, "_outputs_struct", None)
-    from .importers.keras_graph import _takes_side_inputs
+    from .importers._keras_text import _takes_side_inputs
 
     sides = len(inputs) > 1 and _takes_side_inputs(model)  # token ids, their padding mask and token types
     if output is not None:
@@ -295,7 +295,7 @@ def from_keras(
     length = None
     if input_shape is not None:  # (a text encoder's length, where its inputs take any; else the model's own)
         from ._normalize import as_shape
-        from .importers.keras_graph import ids_input
+        from .importers._keras_text import ids_input
 
         given = as_shape("from_keras", input_shape)
         own = tuple(ids_input(model).shape[1:])

@@ -318,7 +318,8 @@ def _measure_rounding(
     of that float64 run. A mapping error is a distance of the gradient's own size, which rounding does not
     explain."""
     model = build(spec, names[0], dtype="float64")
-    set_weights(model, {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()})
+    floats = {k: np.asarray(v) for k, v in weights.items()}  # (a BatchNorm's count stays an integer)
+    set_weights(model, {k: v.astype(np.float64) if v.dtype.kind == "f" else v for k, v in floats.items()})
     batch = xs if xs.dtype.kind in "iu" else xs.astype(np.float64)
     _, gx, grads = get_backend(names[0]).trace(model, batch, upstream.astype(np.float64), training, **side)
     for row in rows:

@@ -19,7 +19,7 @@ def _inputs(model: keras.Model, x: np.ndarray, side: dict[str, np.ndarray | None
     """What the model is called with: the NHWC (or flat, or token) batch, then a text encoder's padding mask
     and token types where it takes them, as its inputs stand (None: every token, and every token of type 0;
     all ones and all zeros for an input that is not optional)."""
-    from ...importers.keras_graph import input_roles
+    from ...importers._keras_text import input_roles
 
     batch = layout.to_nhwc(x) if x.ndim == 4 else x
     if len(model.inputs) == 1:
