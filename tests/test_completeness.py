@@ -94,6 +94,12 @@ EXAMPLES = {
     ),
     "SelectToken": ([xc.ToTokens(), xc.SelectToken(4)], (2, 3, 3)),
     "TokenMean": ([xc.ToTokens(), xc.TokenMean()], (2, 3, 3)),
+    "WindowAttention": (
+        [xc.WindowAttention(2, 2, 2), xc.WindowAttention(2, 1, (2, 3), shift_size=(1, 1), qkv_bias=False)],
+        (2, 3, 5),
+    ),
+    "WindowAttentionStateIndex": ([xc.WindowAttention(2, 2, 2, state_index=True)], (2, 4, 4)),
+    "PatchMerging": ([xc.PatchMerging(2), xc.PatchMerging(4, 3, norm_first=False)], (2, 5, 4)),
     "Add": ([xc.Add(xc.Conv2d(2, 2, 1), xc.Identity())], (2, 3, 3)),
     "Concat": ([xc.Concat(xc.Conv2d(2, 1, 1), xc.Identity())], (2, 3, 3)),
     "Multiply": ([xc.Multiply(xc.Identity(), xc.AdaptiveAvgPool2d(1))], (2, 3, 3)),
@@ -106,7 +112,15 @@ REFUSED_BY_KERAS_IMPORT: dict[str, str] = {}
 
 
 #: examples of a kind's variants that change what is built or imported: (kind, what must come back)
-VARIANTS = {"FlattenChannelsLast": ("Flatten", "channels_last"), "FrozenBatchNorm": ("BatchNorm2d", "frozen")}
+VARIANTS = {
+    "FlattenChannelsLast": ("Flatten", "channels_last"),
+    "FrozenBatchNorm": ("BatchNorm2d", "frozen"),
+    "WindowAttentionStateIndex": ("WindowAttention", "state_index"),
+}
+#: variants whose flag only torch state holds, with the reason Keras' cannot bring it back
+TORCH_ONLY_VARIANTS = {
+    "WindowAttentionStateIndex": "the index is fixed data, a Keras constant: a Keras model's weights never hold it",
+}
 
 
 def test_every_kind_has_an_example():
@@ -159,7 +173,9 @@ def test_every_kind_builds_in_every_backend_and_imports_back(both_backends, kind
         args = (model, shape) if importer == "from_torch" else (model,)
         imported, weights = getattr(xc, importer)(*args, return_weights=True)
         kinds = {i.kind for i in xc.infer(imported)}
-        if variant is not None:  # the variant's flag comes back on every layer of that kind
+        if variant is not None and importer == "from_keras" and kind in TORCH_ONLY_VARIANTS:
+            assert variant[0] in kinds, f"{importer} does not bring {variant[0]} back: got {sorted(kinds)}"
+        elif variant is not None:  # the variant's flag comes back on every layer of that kind
             flags = [getattr(i.layer, variant[1]) for i in xc.infer(imported) if i.kind == variant[0]]
             assert flags and all(flags), f"{importer} does not bring {kind} back: {imported}"
         else:
@@ -193,6 +209,14 @@ def _collect_text_encoders(spec):
     _collect.kinds.update(i.kind for i in xc.infer(spec))
 
 
+@settings(
+    max_examples=50, derandomize=True, phases=[Phase.generate], deadline=None, suppress_health_check=list(HealthCheck)
+)
+@given(spec=strategies.window_specs())
+def _collect_windows(spec):
+    _collect.kinds.update(i.kind for i in xc.infer(spec))
+
+
 def test_strategies_draw_every_kind():
     """A kind the strategies never draw is never property-tested."""
     assert set(strategies.ALL_KINDS) | set(strategies.TOKEN_KINDS) == set(KINDS)
@@ -200,6 +224,7 @@ def test_strategies_draw_every_kind():
     _collect()
     _collect_transformers()
     _collect_text_encoders()
+    _collect_windows()
     assert set(KINDS) - _collect.kinds == set()
 
 

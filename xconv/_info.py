@@ -42,6 +42,10 @@ class LayerInfo:
     output_source: Shape | None = None
     #: names in ``params`` that are buffers (BatchNorm running statistics), not trainable parameters
     buffers: tuple[str, ...] = ()
+    #: names in ``buffers`` that hold fixed integer data the layer determines (a window attention's relative
+    #: position index, where the source keeps it in its state_dict): their one value is the kind's
+    #: (:func:`xconv.kinds.fixed_values`), checked where weights come in, never a Keras variable
+    fixed: tuple[str, ...] = ()
     #: the prefix of this node's canonical weight keys, its torch module path and (unnamed: with the kind in
     #: front) its Keras layer name: the layer's ``name``, else its positional path ("4", "1.0.2")
     key: str = ""

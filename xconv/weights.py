@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 
 from .errors import WeightError
+from .kinds import fixed_values
+from .kinds.window import initial as window_initial
 from .shapes import LayerInfo
 
 __all__ = [
@@ -36,7 +38,8 @@ def init_weights(infos: list[LayerInfo], seed: int | None, dtype: str) -> dict[s
     """xconv's framework-independent initializer (the seed notebook's ``random_weight`` / ``zero_weight``):
     conv and linear weights ~ N(0, 2 / fan_in) with fan_in = prod(shape[1:]) (Kaiming normal), biases zero;
     BatchNorm as torch: weight 1, bias 0, running_mean 0, running_var 1, num_batches_tracked 0 (int64);
-    LayerNorm and GroupNorm weight 1; layer scale 1e-6 (torchvision's and Keras' ConvNeXt default); PReLU slopes
+    LayerNorm and GroupNorm weight 1 (a patch merging's too); window attention's biases 0, Swin V2's logit
+    scale log 10 (torchvision's) and its coordinates Swin's; layer scale 1e-6 (torchvision's and Keras' ConvNeXt default); PReLU slopes
     0.25 (torch's); StarReLU scale 1.
 
     Drawn in float64 from ``numpy.random.default_rng(seed)`` in key order, then cast, so the same
@@ -46,9 +49,14 @@ def init_weights(infos: list[LayerInfo], seed: int | None, dtype: str) -> dict[s
     out: dict[str, np.ndarray] = {}
     for info in infos:
         batchnorm = info.kind.startswith("BatchNorm") or info.kind in ("LayerNorm", "GroupNorm")
+        fixed = fixed_values(info)
         for name, shape in info.params.items():
             key = f"{info.key}.{name}"
-            if name == "num_batches_tracked":
+            if name in fixed:
+                out[key] = fixed[name].copy()
+            elif info.kind in ("WindowAttention", "PatchMerging") and (value := window_initial(info, name)) is not None:
+                out[key] = value.astype(dtype)
+            elif name == "num_batches_tracked":
                 out[key] = np.zeros(shape, dtype=np.int64)
             elif name == "variance":  # Normalization
                 out[key] = np.ones(shape, dtype=dtype)
@@ -213,6 +221,7 @@ def check_weights(
     weights = _by_canonical_key(infos, weights, expected)
     problems = []
     out: dict[str, np.ndarray] = {}
+    fixed = {f"{i.key}.{n}": v for i in infos for n, v in fixed_values(i).items()}
     for key, shape in expected.items():
         if key not in weights:
             problems.append(f"missing {key!r} (expected shape {shape})")
@@ -222,7 +231,16 @@ def check_weights(
         except Exception as e:  # noqa: BLE001 - reported with the key below
             problems.append(f"{key!r}: cannot be read as an array ({type(e).__name__}: {e})")
             continue
-        if key.endswith(".num_batches_tracked"):
+        if key in fixed:
+            value = fixed[key]
+            if array.dtype.kind not in "iu" or tuple(array.shape) != value.shape or not np.array_equal(array, value):
+                problems.append(
+                    f"{key!r}: fixed data of the layer, which takes one value (integers of shape {value.shape}, "
+                    "computed by xconv); it differs"
+                )
+            else:
+                out[key] = value.copy()
+        elif key.endswith(".num_batches_tracked"):
             if array.dtype.kind not in "iu" or array.shape != ():
                 problems.append(
                     f"{key!r}: must be an integer scalar (torch stores int64). "

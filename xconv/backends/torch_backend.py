@@ -106,6 +106,10 @@ def build(spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarra
         graph.output(values[infos[-1].index])
         model = torch.fx.GraphModule(root, graph, class_name="XconvGraph")
     model = model.to_empty(device="cpu")
+    for module in model.modules():  # (fixed buffers, such as a window attention's index, are written again)
+        fill = getattr(module, "fill_buffers", None)
+        if callable(fill):
+            fill()
     model.xconv_spec = spec  # type: ignore[assignment]  # torch types Module attributes as tensors or modules only
     model.xconv_dtype = dtype  # type: ignore[assignment]
     set_weights(model, infos, weights)

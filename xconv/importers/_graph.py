@@ -19,7 +19,7 @@ from .._layer import Layer
 from ..errors import UnsupportedLayerError
 from ..spec import Add, Concat, Identity, Multiply, Sequential, Subtract, Use
 
-__all__ = ["Names", "Raw", "drop", "readers", "to_spec"]
+__all__ = ["Fragment", "Names", "Raw", "drop", "readers", "to_spec"]
 
 JOINS = {"add": Add, "mul": Multiply, "cat": Concat, "sub": Subtract}
 
@@ -42,6 +42,20 @@ class Raw:
     def where(self) -> str:
         kind = self.layer.kind if self.layer is not None else self.op
         return f"{self.name!r} ({kind})"
+
+
+@dataclasses.dataclass
+class Fragment:
+    """What one matched module of another library imports as when it is several spec nodes (timm's Swin
+    block): ``steps``, each (a named spec layer or a join "add", the steps it reads: -1 is the module's input),
+    the last one its output; ``state``: the layers' tensors by canonical key; ``check(shape)``: refuses the
+    input shape (N, ...) it was called on where the mapping does not hold for it."""
+
+    steps: list[tuple[Any, tuple[int, ...]]]
+    state: dict[str, Any]
+    check: Any = None
+    #: the module reads and returns a channels-last (N, H, W, C) map
+    channels_last: bool = True
 
 
 class Names:

@@ -91,6 +91,7 @@ def read(module: nn.Module, program: Any, batch_size: int | None = BATCH) -> Any
     nodes = [n for n in flat.graph.nodes if not _ignored(n)]
     groups = _groups(nodes, leaves, {padding, types} - {None})
     done: set[Any] = set()
+    inside_leaves = {m for _, members, _, _ in groups.values() for m in members}
     pooled: set[Any] = set()  # max poolings that return (values, indices): read through [0] only
     inputs: list[Any] = []
     batch = None  # x.size(0), made where a size list first needs it
@@ -130,6 +131,8 @@ def read(module: nn.Module, program: Any, batch_size: int | None = BATCH) -> Any
                 env[n].meta["xconv_types"] = True
         elif n.op == "get_attr":
             target = str(n.target)
+            if not _resolves(module, target) and n.users and all(u in inside_leaves for u in n.users):
+                continue  # (a constant a leaf module makes in its forward, read inside its call alone)
             if not _resolves(module, target):
                 raise UnsupportedLayerError(
                     f"from_torch: the forward uses a tensor {target!r} that is not one of the module's parameters "

@@ -252,9 +252,10 @@ def _constant_arithmetic(join: str | None, args: list[Any], kwargs: Any, index: 
     return None
 
 
-def _spatial_mean(node: Any, args: list[Any]) -> bool | None:
-    """For ``x.mean([2, 3])``, ``x.mean((-2, -1), keepdim=True)``, ``torch.mean(x, (2, 3))``: keepdim (the mean
-    over H and W is a global average pool, then a flatten unless kept); None for anything else."""
+def _spatial_mean(node: Any, args: list[Any], channels_last: bool = False) -> bool | None:
+    """For ``x.mean([2, 3])``, ``x.mean((-2, -1), keepdim=True)``, ``torch.mean(x, (2, 3))`` (a channels-last
+    map: ``x.mean((1, 2))``): keepdim (the mean over H and W is a global average pool, then a flatten unless
+    kept); None for anything else."""
     if not (
         node.op == "call_method" and node.target == "mean" or node.op == "call_function" and node.target is torch.mean
     ):
@@ -263,9 +264,9 @@ def _spatial_mean(node: Any, args: list[Any]) -> bool | None:
     keepdim = args[2] if len(args) > 2 else node.kwargs.get("keepdim", False)
     if set(node.kwargs) - {"dim", "keepdim"} or not isinstance(dims, (list, tuple)) or not isinstance(keepdim, bool):
         return None
-    if len(dims) != 2 or not all(isinstance(d, int) and -2 <= d <= 3 and d not in (0, 1) for d in dims):
+    if len(dims) != 2 or not all(isinstance(d, int) and -4 <= d <= 3 for d in dims):
         return None
-    if sorted(d % 4 for d in dims) != [2, 3]:
+    if sorted(d % 4 for d in dims) != ([1, 2] if channels_last else [2, 3]):
         return None
     return keepdim
 

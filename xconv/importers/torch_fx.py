@@ -19,7 +19,7 @@ from ..spec import (
     Sequential,
     TokenTypeEmbedding,
 )
-from ._graph import Names, Raw, to_spec
+from ._graph import Fragment, Names, Raw, to_spec
 from ._torch_mutation import StateGuard, describe, functionalize
 from .torch_checks import (
     PADDING_MASK,
@@ -52,11 +52,13 @@ from .torch_layers import (
     _SUPPORTED,
     _as_module,
     _flat_args,
+    _fragment,
     _get_attr,
     _layer,
     _live_nodes,
     _pick_output,
     _shape,
+    _with_source_keys,
     own_leaf_types,
 )
 from .torch_shapes import BATCH, NOT, ShapeOps
@@ -378,9 +380,8 @@ def _import_graph(
                 )
             )
             continue
-        mean = _spatial_mean(node, args)
+        mean = _spatial_mean(node, args, bool(args) and args[0] in shapes.nhwc)
         if mean is not None and len(tensor_inputs) == 1 and args[0] is tensor_inputs[0]:
-            shapes.refuse_nhwc(args[:1], where)
             keepdim = mean
             pool_name = names.take(node.name)
             i = len(nodes)
@@ -388,6 +389,8 @@ def _import_graph(
             if not keepdim:
                 flat = names.take(f"{node.name}_flatten")
                 nodes.append(Raw(flat, "layer", [i], layer=Flatten(name=flat)))
+            elif args[0] in shapes.nhwc:
+                shapes.nhwc.add(node)  # (N, 1, 1, C)
             index[node] = len(nodes) - 1
             continue
         pool = _adaptive_max(gm, node, args, shapes.shape(args[0]) if args else None, where)
@@ -442,6 +445,11 @@ def _import_graph(
             owner = _parameter_owner(node, args, names)
             name = names.take(node.name) if owner is None else names.take(owner, own=True)
         layer, state = _layer(m, name, where)
+        if isinstance(layer, Fragment):
+            index[node] = _fragment(nodes, layer, index[args[0]], node, args[0], shapes, source, names, where)
+            _own_state(state, owners, where)
+            tensors.update(state)
+            continue
         if side == "padding_mask":
             if not isinstance(layer, SelfAttention):
                 raise UnsupportedLayerError(f"from_torch: {where} reads the padding mask, which only attention does")
@@ -567,20 +575,3 @@ def _layer_scale(
     keys = () if key == f"{name}.layer_scale" else (("layer_scale", key),)
     canonical = p.reshape(channels) if tokens else p.reshape(channels, 1, 1)
     return LayerScale(channels, name=name, keys=keys), {f"{name}.layer_scale": canonical}
-
-
-def _with_source_keys(layer: Any, state: dict[str, Any], source: dict[int, str]) -> Any:
-    """``layer`` with ``keys`` naming the state_dict keys of its tensors that differ from their canonical keys
-    (a parameter of the model's root used through ``F.conv2d``); a tensor fused from parts (Hugging Face's
-    query, key and value) by their keys, in order."""
-    name = layer.name
-    keys: dict[str, Any] = {}
-    for canonical, t in state.items():
-        own: Any = source.get(_storage(t))
-        parts = getattr(t, "xconv_parts", None)
-        if own is None and parts is not None:
-            own = tuple(source.get(_storage(p)) for p in parts)
-            own = None if None in own else own
-        if own is not None and own != canonical:
-            keys[canonical[len(name) + 1 :]] = own
-    return dataclasses.replace(layer, keys=tuple(sorted(keys.items()))) if keys else layer

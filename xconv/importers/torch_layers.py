@@ -3,6 +3,7 @@ classes and functions map; anything else is refused with the operation's name.""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -22,14 +23,18 @@ from ..kinds import (
     LayerScale,
     Linear,
     Normalization,
+    PatchMerging,
     PositionEmbedding,
     PReLU,
     SelfAttention,
     StarReLU,
     TokenTypeEmbedding,
+    WindowAttention,
     framework_list,
     framework_table,
 )
+from ._graph import Fragment, Names, Raw
+from .torch_checks import storage_of as _storage
 from .torch_forms import _functional_batch_norm, _functional_module, _param
 
 F = torch.nn.functional
@@ -229,6 +234,8 @@ _WEIGHTED = (
     SelfAttention,
     Embedding,
     TokenTypeEmbedding,
+    WindowAttention,
+    PatchMerging,
 )
 
 
@@ -266,6 +273,8 @@ def _layer(m: nn.Module, name: str, where: str) -> tuple[Any, dict[str, Any]]:
     if importer is None:
         raise UnsupportedLayerError(f"from_torch: {where} is not supported; supported: {_SUPPORTED}")
     layer = importer(m, name, where)
+    if isinstance(layer, Fragment):  # (several nodes: their state is keyed already)
+        return layer, {k: t for k, t in layer.state.items() if t is not None}
     # the weights of the kinds that have them; a tensor a user hung on a parameter-free module is not its state
     state = m.state_dict(keep_vars=True) if isinstance(layer, _WEIGHTED) else {}
     if isinstance(layer, tuple):  # (layer, its state: canonical shapes, or weights computed from the module's)
@@ -306,3 +315,54 @@ def _live_nodes(graph: Any, key: str | None) -> set[Any]:
             live.add(n)
             stack.extend(n.all_input_nodes)
     return live
+
+
+def _fragment(
+    nodes: list[Raw],
+    fragment: Fragment,
+    src: int,
+    node: Any,
+    arg: Any,
+    shapes: Any,
+    source: Any,
+    names: Names,
+    where: str,
+) -> int:
+    """Appends the nodes of a module imported as several (a :class:`Fragment`) reading node ``src``; returns
+    the index of its output."""
+    if fragment.channels_last != (arg in shapes.nhwc):
+        layout = "a channels-last" if arg in shapes.nhwc else "an NCHW"
+        raise UnsupportedLayerError(f"from_torch: {where} is written for another layout than its input, {layout} map")
+    if fragment.check is not None:
+        fragment.check(shapes.shape(arg))
+    at: dict[int, int] = {-1: src}
+    for k, (step, reads) in enumerate(fragment.steps):
+        inputs = [at[r] for r in reads]
+        if isinstance(step, str):
+            nodes.append(Raw(f"{node.name}.{step}_{k}", step, inputs))
+        else:
+            if names.take(step.name, own=True) != step.name:
+                raise UnsupportedLayerError(f"from_torch: {where}: its layer name {step.name!r} is taken")
+            own = {key: t for key, t in fragment.state.items() if key.startswith(f"{step.name}.") and t is not None}
+            nodes.append(Raw(step.name, "layer", inputs, layer=_with_source_keys(step, own, source), owned=True))
+        at[k] = len(nodes) - 1
+    if fragment.channels_last:
+        shapes.nhwc.add(node)
+    return at[len(fragment.steps) - 1]
+
+
+def _with_source_keys(layer: Any, state: dict[str, Any], source: dict[int, str]) -> Any:
+    """``layer`` with ``keys`` naming the state_dict keys of its tensors that differ from their canonical keys
+    (a parameter of the model's root used through ``F.conv2d``); a tensor fused from parts (Hugging Face's
+    query, key and value) by their keys, in order."""
+    name = layer.name
+    keys: dict[str, Any] = {}
+    for canonical, t in state.items():
+        own: Any = source.get(_storage(t))
+        parts = getattr(t, "xconv_parts", None)
+        if own is None and parts is not None:
+            own = tuple(source.get(_storage(p)) for p in parts)
+            own = None if None in own else own
+        if own is not None and own != canonical:
+            keys[canonical[len(name) + 1 :]] = own
+    return dataclasses.replace(layer, keys=tuple(sorted(keys.items()))) if keys else layer

@@ -20,10 +20,12 @@ from ..spec import (
     LayerNorm,
     Linear,
     Narrow,
+    PatchMerging,
     SelectToken,
     Softmax,
     ToMap,
     ToTokens,
+    WindowAttention,
 )
 
 __all__ = ["BATCH", "NOT", "ShapeOps"]
@@ -110,6 +112,17 @@ class ShapeOps:
             from ..kinds.norm._torch import grn_channels_last
 
             if grn_channels_last(m) != (src in self.nhwc):
+                layout = "a channels-last" if src in self.nhwc else "an NCHW"
+                raise UnsupportedLayerError(
+                    f"from_torch: {where} is written for another layout than its input, {layout} map"
+                )
+            if src in self.nhwc:
+                self.nhwc.add(node)
+            return layer
+        if isinstance(layer, (WindowAttention, PatchMerging)):  # (map layers; other libraries' take channels-last)
+            from ..kinds.window._torch import channels_last_module
+
+            if channels_last_module(m) != (src in self.nhwc):
                 layout = "a channels-last" if src in self.nhwc else "an NCHW"
                 raise UnsupportedLayerError(
                     f"from_torch: {where} is written for another layout than its input, {layout} map"

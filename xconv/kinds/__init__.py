@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .._info import elementwise
 from .._layer import Layer
-from ._registry import FAMILIES, KINDS, Kind, framework_list, framework_table, register
+from ._registry import FAMILIES, KINDS, Kind, fixed_values, framework_list, framework_table, register
 from .activation import (
     ELU,
     GELU,
@@ -46,6 +46,7 @@ from .token import (
     ToMap,
     ToTokens,
 )
+from .window import PatchMerging, WindowAttention
 
 #: layers that keep their input's shape and act per element (or per feature vector, Softmax over dim 1)
 ELEMENTWISE: tuple[type[Layer], ...] = tuple(cls for cls, kind in KINDS.items() if kind.shape is elementwise)
@@ -84,6 +85,7 @@ __all__ = [
     "Normalization",
     "PReLU",
     "PaddedPositions",
+    "PatchMerging",
     "PositionEmbedding",
     "ReLU",
     "Rescaling",
@@ -101,7 +103,9 @@ __all__ = [
     "TokenMean",
     "TokenTypeEmbedding",
     "Upsample",
+    "WindowAttention",
     "ZeroPad2d",
+    "fixed_values",
     "framework_list",
     "framework_table",
     "register",

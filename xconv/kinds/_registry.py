@@ -13,7 +13,7 @@ from typing import Any
 from .._info import LayerInfo, Shape, _Ctx
 from .._layer import Layer
 
-__all__ = ["FAMILIES", "KINDS", "Kind", "framework_table", "register"]
+__all__ = ["FAMILIES", "KINDS", "Kind", "fixed_values", "framework_table", "register"]
 
 #: (ctx, layer, the flat input's source map or None) -> the node's LayerInfo
 ShapeRule = Callable[[_Ctx, Any, "Shape | None"], LayerInfo]
@@ -41,6 +41,8 @@ class Kind:
     ids: bool = False
     #: whether the kind computes token ids from token ids (RoBERTa's positions): Embeddings may read it
     makes_ids: bool = False
+    #: info -> {name: value} of the node's fixed buffers (``LayerInfo.fixed``), or None: the kind has none
+    fixed: Any = None
 
     @property
     def name(self) -> str:
@@ -61,15 +63,25 @@ def register(
     tokens: bool = False,
     ids: bool = False,
     makes_ids: bool = False,
+    fixed: Any = None,
 ) -> None:
     """Register a layer kind (called by the module that defines ``spec``); ``tokens``: it takes token tensors;
     ``ids``: it reads token ids, the model's integer input; ``makes_ids``: it computes ids from them."""
     family = spec.__module__
     if spec in KINDS:
         raise ValueError(f"layer kind {spec.__name__} is registered twice")
-    KINDS[spec] = Kind(spec, shape, forward, backward, family, tokens, ids, makes_ids)
+    KINDS[spec] = Kind(spec, shape, forward, backward, family, tokens, ids, makes_ids, fixed)
     if family not in FAMILIES:
         FAMILIES.append(family)
+
+
+def fixed_values(info: LayerInfo) -> dict[str, Any]:
+    """The values of a node's fixed buffers (``LayerInfo.fixed``): numpy arrays, computed by its kind."""
+    if not info.fixed or info.is_join:
+        return {}
+    rule = KINDS[type(info.layer)].fixed
+    values: dict[str, Any] = rule(info)
+    return {name: values[name] for name in info.fixed}
 
 
 def framework_table(framework: str, table: str) -> dict[Any, Any]:

@@ -31,6 +31,7 @@ from ..kinds import (
     Narrow,
     Normalization,
     PaddedPositions,
+    PatchMerging,
     PositionEmbedding,
     PReLU,
     ReLU,
@@ -49,6 +50,7 @@ from ..kinds import (
     ToMap,
     ToTokens,
     Upsample,
+    WindowAttention,
     ZeroPad2d,
 )
 from ._sequential import COMBINATORS, Add, Combinator, Concat, Item, Multiply, Sequential, Subtract, Use, from_dict
@@ -92,6 +94,7 @@ __all__ = [
     "Normalization",
     "PReLU",
     "PaddedPositions",
+    "PatchMerging",
     "PositionEmbedding",
     "ReLU",
     "Rescaling",
@@ -112,6 +115,7 @@ __all__ = [
     "TokenTypeEmbedding",
     "Upsample",
     "Use",
+    "WindowAttention",
     "ZeroPad2d",
     "from_dict",
 ]

@@ -57,7 +57,7 @@ class Row:
     atol: float = 0.0
     #: the node's key: its name, or its positional path ("3", "layer1.0.bn2", "1.0.1")
     key: str = ""
-    #: a float32 gradient beyond tolerance: the reference backend's own distance from its float64 run (its
+    #: a float32 output or gradient beyond tolerance: the reference backend's own distance from its float64 run (its
     #: rounding, measured), and each backend's distance from that float64 run; None: not measured
     rounding: float | None = None
     from_exact: dict[str, float] = field(default_factory=dict)
@@ -76,7 +76,8 @@ class Row:
 
 
 def lipschitz(layer: Any) -> float | None:
-    """For an elementwise layer (and Softmax, and Upsample: weights >= 0 that sum to 1 per output): a bound L on
+    """For an elementwise layer (and Softmax, Upsample and the poolings: weights >= 0 that sum to 1 per output,
+    or a maximum): a bound L on
     |f'(x)|, so that an input known to absolute error e gives an output within L * e plus the layer's own
     rounding. None for other layers."""
     bounds = {
@@ -96,6 +97,11 @@ def lipschitz(layer: Any) -> float | None:
         "ChannelShuffle": 1.0,
         "Upsample": 1.0,
         "Flatten": 1.0,  # a reordering copy: it carries its input's error and adds none
+        # means and maxima of their inputs (weights >= 0 that sum to at most 1): they carry their input's error
+        "AdaptiveAvgPool2d": 1.0,
+        "AvgPool2d": 1.0,
+        "MaxPool2d": 1.0,
+        "TokenMean": 1.0,
     }
     if layer.kind == "LeakyReLU":
         return max(1.0, abs(float(layer.negative_slope)))
@@ -140,6 +146,25 @@ def _norm_gain(info: Any, weights: Mapping[str, Any], layer_in: np.ndarray) -> f
     key = f"{info.key}.weight"
     gain = float(np.abs(np.asarray(_as_array(weights[key]), dtype=np.float64)).max()) if key in weights else 1.0
     return gain / float(np.sqrt(var.min(initial=np.inf) + info.layer.eps))
+
+
+def _merging_scale(info: Any, weights: Mapping[str, Any], layer_in: np.ndarray, size: float) -> float:
+    """For a PatchMerging: a bound on the errors its output carries from an input known to errors of ``size``:
+    its LayerNorm's gain (see :func:`_norm_gain`) on what it normalises, through the reduction's |W| (the terms
+    it sums, see :func:`_term_scale`). 0 for other layers."""
+    if info.kind != "PatchMerging":
+        return 0.0
+    from ..kinds.window import _merged
+
+    z = _merged(np.asarray(layer_in, dtype=np.float64))  # (N, H/2, W/2, 4C)
+    w = np.abs(np.asarray(_as_array(weights[f"{info.key}.reduction.weight"]), dtype=np.float64))
+    gamma = float(np.abs(np.asarray(_as_array(weights[f"{info.key}.norm.weight"]), dtype=np.float64)).max())
+    reach = float(w.sum(axis=1).max())  # (an error on every input, summed through one output's weights)
+    if info.layer.norm_first:
+        return reach * gamma * size / float(np.sqrt(z.var(axis=-1).min(initial=np.inf) + info.layer.eps))
+    r = z @ np.asarray(_as_array(weights[f"{info.key}.reduction.weight"]), dtype=np.float64).T
+    terms = max(float((np.abs(z) @ w.T).max(initial=0.0)), reach * size)
+    return gamma * terms / float(np.sqrt(r.var(axis=-1).min(initial=np.inf) + info.layer.eps))
 
 
 def _as_array(value: Any) -> np.ndarray:
@@ -260,6 +285,7 @@ def compare_layerwise(
                 _term_scale(info, w, layer_in),
                 _term_scale(info, w, inherited),
                 _norm_gain(info, w, layer_in) * size[0],
+                _merging_scale(info, w, layer_in, size[0]),
             )
         carried_of[info.index] = carried
         for n in names[1:]:
@@ -293,7 +319,9 @@ def compare_layerwise(
         for n in names[1:]:
             row.diffs[n] = _diff(runs[ref][1], runs[n][1])
         rows.append(row)
-    failing = [r for r in rows if r.what.startswith("grad ") and not r.ok]
+    failing = [
+        r for r in rows if (r.what.startswith("grad ") or r.what == "output" and r.layer is not None) and not r.ok
+    ]
     if dtype == "float32" and rtol is None and failing:
         _measure_rounding(failing, resolved, w, xs, upstream, training, side, runs, names)
     return rows
@@ -310,19 +338,26 @@ def _measure_rounding(
     runs: dict[str, Any],
     names: list[str],
 ) -> None:
-    """Float32 gradients beyond the fixed tolerance: a gradient sums terms through every layer after its own,
-    and its rounding grows with their size and count, not with its own magnitude (an attention's in-projection
-    behind a LayerNorm and a one-feature bottleneck: torch's float32 kernels 1.0e-4 from float64, numpy's
-    2.4e-5, measured). The reference backend runs once more in float64 with the same weights and batch; each
-    such row passes when every backend is within ``ROUNDING_FACTOR`` times the reference's own float32 error
-    of that float64 run. A mapping error is a distance of the gradient's own size, which rounding does not
-    explain."""
+    """Float32 gradients and layer outputs beyond the fixed tolerance: a gradient sums terms through every layer
+    after its own, and its rounding grows with their size and count, not with its own magnitude (an attention's
+    in-projection behind a LayerNorm and a one-feature bottleneck: torch's float32 kernels 1.0e-4 from float64,
+    numpy's 2.4e-5, measured); an output carries the rounding of every layer before it, amplified by each
+    LayerNorm of features that nearly coincide and by the attention after it (a window attention behind a
+    LayerNorm of a residual stream of size 550: 3e-5 of its output in every backend, measured). The reference
+    backend runs once more in float64 with the same weights and batch; each such row passes when every backend
+    is within ``ROUNDING_FACTOR`` times the reference's own float32 error of that float64 run. A mapping error
+    is a distance of the value's own size, which rounding does not explain."""
     model = build(spec, names[0], dtype="float64")
     floats = {k: np.asarray(v) for k, v in weights.items()}  # (a BatchNorm's count stays an integer)
     set_weights(model, {k: v.astype(np.float64) if v.dtype.kind == "f" else v for k, v in floats.items()})
     batch = xs if xs.dtype.kind in "iu" else xs.astype(np.float64)
-    _, gx, grads = get_backend(names[0]).trace(model, batch, upstream.astype(np.float64), training, **side)
+    values, gx, grads = get_backend(names[0]).trace(model, batch, upstream.astype(np.float64), training, **side)[:3]
     for row in rows:
+        if row.what == "output":
+            exact, got = values[row.layer], {n: runs[n][0][row.layer] for n in names}
+            row.rounding = _distance(exact, got[names[0]])
+            row.from_exact = {n: _distance(exact, got[n]) for n in names[1:]}
+            continue
         key = None if row.layer is None else f"{row.key}.{row.what[len('grad ') :]}"
         exact = gx if key is None else grads[key]
         got = {n: runs[n][1] if key is None else runs[n][2][key] for n in names}
@@ -390,9 +425,10 @@ def assert_equivalent(
     """Assert that every backend computes the same function as the first one (see :func:`compare_layerwise`
     for what is compared and the loss behind the gradients). A difference d passes when
     ``d_abs <= atol`` or ``d_abs / max(1, max |reference|) <= rtol``; NaN or Inf never passes. Defaults:
-    :func:`default_tolerance`. With the defaults, a float32 gradient beyond them also passes when every
-    backend is within ``ROUNDING_FACTOR`` (10) times the reference backend's own float32 error of its float64
-    run, measured on the same weights and batch (the table then shows that rounding). On failure raises ``AssertionError`` with the per-layer table and the first
+    :func:`default_tolerance`. With the defaults, a float32 layer output or gradient beyond them also passes
+    when every backend is within ``ROUNDING_FACTOR`` (10) times the reference backend's own float32 error of
+    its float64 run, measured on the same weights and batch (the table then shows that rounding). On failure
+    raises ``AssertionError`` with the per-layer table and the first
     layer where the backends part. Returns the rows when all pass. ``training``: see :func:`compare_layerwise`.
 
     >>> import xconv as xc

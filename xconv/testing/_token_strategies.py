@@ -1,5 +1,6 @@
 """Hypothesis strategies for transformer specs: a map read as tokens, class tokens and positional embeddings,
-pre- and post-norm attention blocks, and the way back to features; text encoders on token ids."""
+pre- and post-norm attention blocks, and the way back to features; text encoders on token ids; hierarchical
+windowed transformers on maps (Swin's layout)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from .. import shapes
 from ..graph import takes_padding_mask, token_type_count
 from ..spec import (
     GELU,
+    AdaptiveAvgPool2d,
     Add,
     BatchNorm2d,
+    ChannelLinear,
     ClassToken,
     Conv2d,
     Dropout,
@@ -25,6 +28,7 @@ from ..spec import (
     Linear,
     Narrow,
     PaddedPositions,
+    PatchMerging,
     PositionEmbedding,
     ReLU,
     SelectToken,
@@ -36,6 +40,7 @@ from ..spec import (
     TokenTypeEmbedding,
     ToMap,
     ToTokens,
+    WindowAttention,
 )
 
 __all__ = [
@@ -45,9 +50,11 @@ __all__ = [
     "text_encoder_specs",
     "token_types",
     "transformer_specs",
+    "window_specs",
 ]
 
-#: the kinds that only :func:`transformer_specs` and :func:`text_encoder_specs` draw (the others draw no tokens)
+#: the kinds that only :func:`transformer_specs`, :func:`text_encoder_specs` and :func:`window_specs` draw (the
+#: others draw no tokens and no attention)
 TOKEN_KINDS = (
     "ToTokens",
     "ToMap",
@@ -59,6 +66,8 @@ TOKEN_KINDS = (
     "SelfAttention",
     "SelectToken",
     "TokenMean",
+    "WindowAttention",
+    "PatchMerging",
 )
 
 
@@ -197,6 +206,44 @@ def text_encoder_specs(
     elif end == "mean":
         layers.append(TokenMean())
     return Sequential(*layers, input_shape=(length,))
+
+
+@st.composite
+def window_specs(draw: Any, *, max_stages: int = 2, batch_stats: bool = True) -> Sequential:
+    """A valid random hierarchical windowed transformer in Swin's layout, on maps: a patch embedding (a conv of
+    kernel and stride p) and a LayerNorm, 1..max_stages stages of one or two blocks, each x + attn(LayerNorm(x))
+    with a window attention of 1 or 2 heads (windows that do and do not divide the map, of one or two sizes,
+    shifted or not, sometimes Swin V2's cosine attention) and x + mlp(LayerNorm(x)) per pixel, a patch merging between stages (sometimes Swin V2's,
+    the reduction first; odd sizes are padded), then a LayerNorm, the global average and a Linear head.
+    ``batch_stats=False`` (float32 suites) draws LayerNorm eps 0.1, as :func:`attention_blocks` does."""
+    patch = draw(st.integers(1, 2))
+    height, width = draw(st.integers(2, 6)), draw(st.integers(2, 6))
+    c = draw(st.integers(1, 3))
+    heads = draw(st.integers(1, 2))
+    e = heads * draw(st.integers(1, 3))
+    eps = 1e-5 if batch_stats else 0.1
+    layers: list[Any] = [Conv2d(c, e, patch, stride=patch), LayerNorm(e, eps=eps)]
+    for stage in range(draw(st.integers(1, max_stages))):
+        if stage:
+            out = heads * draw(st.integers(1, 3))
+            layers.append(PatchMerging(e, out, eps=eps, norm_first=draw(st.booleans())))
+            e, height, width = out, -(-height // 2), -(-width // 2)
+        for block in range(draw(st.integers(1, 2))):
+            wh, ww = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+            shift = (draw(st.integers(0, wh - 1)), draw(st.integers(0, ww - 1))) if block % 2 else (0, 0)
+            cosine = draw(st.integers(0, 2)) == 0  # (Swin V2's)
+            attention = WindowAttention(
+                e, heads, (wh, ww), shift, qkv_bias=draw(st.booleans()), proj_bias=draw(st.booleans()),
+                cosine=cosine, cpb_hidden=draw(st.integers(1, 6)),
+            )  # fmt: skip
+            hidden = draw(st.integers(1, 2 * e))
+            mlp = [LayerNorm(e, eps=eps), ChannelLinear(e, hidden), GELU(), ChannelLinear(hidden, e)]
+            layers += [
+                Add(Identity(), Sequential(LayerNorm(e, eps=eps), attention)),
+                Add(Identity(), Sequential(*mlp)),
+            ]
+    layers += [LayerNorm(e, eps=eps), AdaptiveAvgPool2d(1), Flatten(), Linear(e, draw(st.integers(1, 4)))]
+    return Sequential(*layers, input_shape=(c, height * patch, width * patch))
 
 
 @st.composite

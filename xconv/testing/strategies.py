@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from .. import shapes
 from ..errors import SpecError
 from ..graph import token_vocabulary
+from ..kinds import fixed_values
 from ..spec import (
     AdaptiveAvgPool2d,
     Add,
@@ -63,6 +64,7 @@ from ._token_strategies import (
     text_encoder_specs,
     token_types,
     transformer_specs,
+    window_specs,
 )
 
 __all__ = [
@@ -86,6 +88,7 @@ __all__ = [
     "transformer_specs",
     "upsample_layers",
     "weights",
+    "window_specs",
 ]
 
 
@@ -466,8 +469,12 @@ def weights(draw: Any, spec: Sequential, *, dtype: str = "float64") -> dict[str,
             out[f"{info.key}.mean"] = rng.standard_normal(info.params["mean"]).astype(dtype)
             out[f"{info.key}.variance"] = (10.0 ** rng.uniform(-1, 1, size=info.params["variance"])).astype(dtype)
             continue
+        fixed = fixed_values(info)
         for name, shape in info.params.items():
             key = f"{info.key}.{name}"
+            if name in fixed:  # (data the layer determines: its one value)
+                out[key] = fixed[name].copy()
+                continue
             if name == "num_batches_tracked":
                 out[key] = np.asarray(rng.integers(0, 1000), dtype=np.int64)
                 continue

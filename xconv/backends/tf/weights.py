@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from ... import layout
+from ...kinds import fixed_values
 from ...kinds._keras_layout import _VARIABLES, from_canonical, layout_kind, layout_source, to_canonical
 from ...kinds._keras_names import keras_name
 from ...shapes import LayerInfo
@@ -22,7 +23,7 @@ def _params(model: keras.Model, info: LayerInfo) -> dict[str, Any]:
         layers = model.__dict__["_xconv_layers_by_name"] = {layer.name: layer for layer in model.layers}
     layer = layers[keras_name(info)]
     variables = _VARIABLES.get(type(info.layer))
-    if variables is not None:
+    if variables is not None:  # (fixed data is a constant of the Keras layer, not a variable: none listed)
         return variables(layer, info)  # type: ignore[no-any-return]
     out = {"weight": layer.kernel}
     if "bias" in info.params:
@@ -33,9 +34,13 @@ def _params(model: keras.Model, info: LayerInfo) -> dict[str, Any]:
 def get_weights(model: keras.Model, infos: list[LayerInfo]) -> dict[str, np.ndarray]:
     out = {}
     for info in infos:
+        fixed = fixed_values(info)
+        for name in info.params:
+            if name in fixed:
+                out[f"{info.key}.{name}"] = fixed[name].copy()
         for name, variable in _params(model, info).items():
             out[f"{info.key}.{name}"] = to_canonical(info, name, np.asarray(variable.numpy()))
-    return out
+    return {f"{i.key}.{n}": out[f"{i.key}.{n}"] for i in infos for n in i.params}
 
 
 def set_weights(model: keras.Model, infos: list[LayerInfo], weights: dict[str, np.ndarray]) -> None:
@@ -75,7 +80,7 @@ def _layout_ops(infos: list[LayerInfo]) -> list[tuple[str, str, Any]]:
         (f"{i.key}.{n}", layout_kind(i, n), layout_source(i, n))
         for i in infos
         for n in i.params
-        if n != "num_batches_tracked"
+        if n != "num_batches_tracked" and n not in i.fixed
     ]
 
 
@@ -158,4 +163,6 @@ def export_tensors(model: keras.Model, infos: list[LayerInfo]) -> dict[str, Any]
     if state["counters"]:
         for key, count in zip(state["counters"], counts.numpy()):
             out[key] = np.asarray(count, dtype=np.int64)
+    for info in infos:  # (fixed data: the layer's one value)
+        out.update({f"{info.key}.{n}": v.copy() for n, v in fixed_values(info).items()})
     return out

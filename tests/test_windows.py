@@ -1,0 +1,279 @@
+"""Windowed attention (Swin): random hierarchical window transformers are the same function in numpy, torch and
+Keras (forward, gradients, training); a wrong shift, shift mask, bias index, window order or patch merging is
+caught at its node; torchvision's and timm's Swin port both ways, float32 and float64, or are refused by name."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import xconv as xc
+from xconv.errors import SpecError, UnsupportedLayerError, WeightError
+from xconv.testing import TOLERANCE, assert_equivalent, max_rel_diff, strategies, train_parity
+
+from .zoo_support import import_torchvision
+
+SWIN = xc.Sequential(
+    xc.Conv2d(3, 4, 2, stride=2),
+    xc.LayerNorm(4),
+    xc.Add(xc.Identity(), xc.Sequential(xc.LayerNorm(4), xc.WindowAttention(4, 2, 3))),
+    xc.Add(xc.Identity(), xc.Sequential(xc.LayerNorm(4), xc.WindowAttention(4, 2, 3, shift_size=1))),
+    xc.PatchMerging(4),
+    xc.Add(xc.Identity(), xc.Sequential(xc.LayerNorm(8), xc.ChannelLinear(8, 8), xc.GELU(), xc.ChannelLinear(8, 8))),
+    xc.AdaptiveAvgPool2d(1),
+    xc.Flatten(),
+    xc.Linear(8, 3),
+    input_shape=(3, 12, 12),
+)
+
+
+def _random(spec: xc.Sequential, seed: int = 0, dtype: str = "float64") -> dict[str, np.ndarray]:
+    """Random weights, the relative position tables too (initialised to zero they would hide a wrong index)."""
+    rng = np.random.default_rng(seed)
+    weights = xc.get_weights(xc.build(spec, "numpy", seed=0))
+    return {
+        k: v if v.dtype.kind in "iu" else (rng.standard_normal(v.shape) * 0.5).astype(dtype) for k, v in weights.items()
+    }
+
+
+@st.composite
+def cases(draw, batch_stats: bool = True):
+    spec = draw(strategies.window_specs(batch_stats=batch_stats))
+    return spec, draw(strategies.weights(spec)), draw(strategies.inputs(spec))
+
+
+@settings(max_examples=15)
+@given(case=cases())
+def test_random_window_transformers_are_the_same_function_in_every_backend_float64(both_backends, case):
+    assert_equivalent(*case)
+
+
+@settings(max_examples=10)
+@given(case=cases(batch_stats=False))
+def test_random_window_transformers_are_the_same_function_in_every_backend_float32(both_backends, case):
+    assert_equivalent(*case, dtype="float32")
+
+
+def test_a_window_transformer_trains_the_same_in_both_frameworks(both_backends):
+    x = np.random.default_rng(1).standard_normal((3, 3, 12, 12))
+    assert_equivalent(SWIN, _random(SWIN), x, training=True)
+    r = train_parity(SWIN, steps=8, dtype="float64")
+    assert r.torch_losses[-1] < r.torch_losses[0]
+    assert r.max_param_diff <= 1e-9, r.param_diffs
+
+
+def test_window_sizes_are_checked():
+    with pytest.raises(SpecError, match=r"shift_size=\(3, 3\) must be smaller than window_size=\(3, 3\)"):
+        xc.WindowAttention(4, 2, 3, shift_size=3)
+    with pytest.raises(SpecError, match="not divisible by num_heads=3"):
+        xc.WindowAttention(4, 3, 2)
+    with pytest.raises(SpecError, match=r"embed_dim=6 but its input has 3 channels"):
+        xc.infer(xc.Sequential(xc.WindowAttention(6, 2, 2), input_shape=(3, 4, 4)))
+    with pytest.raises(
+        SpecError,
+        match=r"its input is a token tensor \(16, 3\) \(tokens, features\), which a PatchMerging does not take",
+    ):
+        xc.infer(xc.Sequential(xc.ToTokens(), xc.PatchMerging(3), input_shape=(3, 4, 4)))
+
+
+def test_the_fixed_index_is_checked_where_weights_come_in(both_backends):
+    spec = xc.Sequential(xc.WindowAttention(4, 2, 2, state_index=True, name="attn"), input_shape=(4, 4, 4))
+    tm = xc.build(spec, "torch", seed=0)
+    state = tm.state_dict()
+    assert state["attn.relative_position_index"].dtype.is_floating_point is False
+    km = xc.build(spec, "tf", seed=0)
+    xc.set_weights(km, state)  # (the index is not a Keras variable: checked, then left out)
+    assert "attn.relative_position_index" in xc.get_weights(km)
+    state["attn.relative_position_index"] = state["attn.relative_position_index"].flip(0)
+    with pytest.raises(WeightError, match="relative_position_index.*fixed data of the layer"):
+        xc.set_weights(km, state)
+
+
+# ---- fault tests: a wrong window attention or patch merging is caught at its node ----
+
+
+@pytest.mark.parametrize(
+    "fault", ["shift reversed", "mask for another shift", "bias table indexed transposed", "window tokens column-major"]
+)
+def test_a_wrong_window_attention_is_caught_at_its_node(both_backends, monkeypatch, fault):
+    from keras import ops
+
+    from xconv.backends.tf import builders
+    from xconv.kinds.window import WindowAttention, _keras, shift_mask
+
+    class Faulty(_keras.WindowAttentionLayer):
+        def build(self, input_shape):
+            super().build(input_shape)
+            n = self.window_size[0] * self.window_size[1]
+            if fault == "mask for another shift" and self._mask is not None:
+                other = WindowAttention(int(input_shape[-1]), self.num_heads, self.window_size, (2, 2))
+                self._mask = shift_mask(other, *self.size)
+            if fault == "bias table indexed transposed":
+                self._pick = self._pick.reshape(n, n, -1).transpose(1, 0, 2).reshape(n * n, -1)
+
+        def _roll(self, t, sign):
+            return super()._roll(t, -sign if fault == "shift reversed" else sign)
+
+        def _partition(self, t):
+            if fault != "window tokens column-major":
+                return super()._partition(t)
+            ph, pw, _, _ = self._geometry
+            (wh, ww), c = self.window_size, int(t.shape[-1])
+            t = ops.transpose(ops.reshape(t, (-1, ph // wh, wh, pw // ww, ww, c)), (0, 1, 3, 4, 2, 5))
+            return ops.reshape(t, (-1, wh * ww, c))
+
+        def _reverse(self, o):
+            if fault != "window tokens column-major":
+                return super()._reverse(o)
+            ph, pw, _, _ = self._geometry
+            (wh, ww), c = self.window_size, int(o.shape[-1])
+            o = ops.transpose(ops.reshape(o, (-1, ph // wh, pw // ww, ww, wh, c)), (0, 1, 4, 2, 3, 5))
+            return ops.reshape(o, (-1, ph, pw, c))
+
+    def make(info, x, dtype):
+        layer = info.layer
+        return Faulty(
+            layer.num_heads, layer.window_size, layer.shift_size, dtype=dtype, name=builders.keras_name(info)
+        )(x)
+
+    monkeypatch.setitem(builders._BUILDERS, xc.WindowAttention, make)
+    x = np.random.default_rng(1).standard_normal((2, 3, 12, 12))
+    at = r"2\.1\.1" if fault in ("bias table indexed transposed", "window tokens column-major") else r"3\.1\.1"
+    with pytest.raises(AssertionError, match=rf"first part at layer {at} \(WindowAttention\), output"):
+        assert_equivalent(SWIN, _random(SWIN), x, backends=("numpy", "tf"), grads=False)
+
+
+def test_patch_merging_slices_in_another_order_are_caught_at_its_node(both_backends, monkeypatch):
+    from xconv.backends.tf import builders
+    from xconv.kinds.window import _keras
+
+    class Swapped(_keras.PatchMergingLayer):
+        def _neighbourhood(self, x):
+            a, b, c, d = super()._neighbourhood(x)
+            return [a, c, b, d]  # (the column offset first)
+
+    def make(info, x, dtype):
+        return Swapped(info.layer.features, dtype=dtype, name=builders.keras_name(info))(x)
+
+    monkeypatch.setitem(builders._BUILDERS, xc.PatchMerging, make)
+    x = np.random.default_rng(1).standard_normal((2, 3, 12, 12))
+    with pytest.raises(AssertionError, match=r"first part at layer 4 \(PatchMerging\), output"):
+        assert_equivalent(SWIN, _random(SWIN), x, backends=("numpy", "tf"), grads=False)
+
+
+# ---- torchvision's and timm's Swin ----
+
+
+def _tables_random(model):
+    import torch
+
+    with torch.no_grad():
+        for key, p in model.named_parameters():
+            if key.endswith("relative_position_bias_table"):
+                p.normal_(0, 1)  # (timm and torchvision draw them near zero)
+    return model.eval()
+
+
+def _torchvision_swin(window: int, v2: bool = False):
+    import torch
+
+    tv = import_torchvision()
+    from torchvision.models import swin_transformer as swin
+
+    torch.manual_seed(0)
+    depths = [2, 2, 2] if window == 3 else [2, 2]
+    heads = [2, 2, 4][: len(depths)]
+    parts = {"block": swin.SwinTransformerBlockV2, "downsample_layer": swin.PatchMergingV2} if v2 else {}
+    model = tv.models.SwinTransformer(
+        patch_size=[4, 4],
+        embed_dim=16,
+        depths=depths,
+        num_heads=heads,
+        window_size=[window] * 2,
+        num_classes=5,
+        **parts,
+    )
+    with torch.no_grad():
+        for key, p in model.named_parameters():
+            if key.endswith("logit_scale"):
+                p.uniform_(0.5, 4.0)  # (initialised to log 10 in every head)
+            if v2 and key.endswith("qkv.bias"):
+                p.normal_(0, 1)  # (zero, and its k third unused)
+    return _tables_random(model)
+
+
+def _timm_swin(**options):
+    import_torchvision()  # (timm imports torchvision)
+    import timm
+    import torch
+
+    torch.manual_seed(0)
+    config = {"img_size": 32, "window_size": 4, "embed_dim": 16, "depths": (2, 2), "num_heads": (2, 4), **options}
+    return _tables_random(timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=5, **config))
+
+
+def _ports(model, shape, dtype):
+    import torch
+
+    model = model.double() if dtype == "float64" else model.float()
+    km = xc.port(model, to="tf", input_shape=shape)  # verify=True: a random batch through both
+    xc.set_weights(km, model.state_dict())  # the source's own state_dict loads as it is
+    x = np.random.default_rng(1).standard_normal((2, *shape)).astype(dtype)
+    with torch.no_grad():
+        expect = model(torch.from_numpy(x)).numpy()
+    assert max_rel_diff(expect, xc.predict(km, x)) <= TOLERANCE[dtype]
+    return km
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(
+    ("source", "shape"),
+    [
+        ("torchvision", (3, 32, 32)),
+        ("torchvision padded", (3, 40, 36)),
+        ("torchvision v2", (3, 32, 32)),
+        ("torchvision v2 padded", (3, 40, 36)),
+        ("timm", (3, 32, 32)),
+    ],
+)
+def test_swin_ports_to_keras(both_backends, source, shape, dtype):
+    """torchvision's Swin and Swin V2 (windows of 4; of 3 on maps they do not divide: padded) and timm's Swin;
+    the Keras model imports back as the same spec."""
+    window = 3 if "padded" in source else 4
+    model = _timm_swin() if source == "timm" else _torchvision_swin(window, v2="v2" in source)
+    km = _ports(model, shape, dtype)
+    kinds = {i.kind for i in xc.infer(xc.from_keras(km))}
+    assert {"WindowAttention", "PatchMerging"} <= kinds
+
+
+def test_a_ported_swin_exports_and_its_index_is_in_torchvision_state(both_backends):
+    import torch
+
+    model = _torchvision_swin(4)
+    spec, weights = xc.from_torch(model, (3, 32, 32), return_weights=True)
+    tm = xc.build(spec, "torch")
+    xc.set_weights(tm, weights)
+    tm.load_state_dict(model.state_dict())  # the same keys, the index with them
+    x = torch.from_numpy(np.random.default_rng(2).standard_normal((2, 3, 32, 32)).astype("float32"))
+    program = torch.export.export(tm, (x,))
+    with torch.no_grad():
+        assert max_rel_diff(model(x).numpy(), program.module()(x).numpy()) <= TOLERANCE["float32"]
+
+
+def test_swin_modules_that_are_not_the_known_ones_are_refused(both_backends):
+    import torch
+
+    model = _torchvision_swin(4)
+    with torch.no_grad():
+        index = model.features[1][0].attn.relative_position_index
+        index.copy_(index.flip(0))
+    with pytest.raises(UnsupportedLayerError, match=r"ShiftedWindowAttention whose relative_position_index is not"):
+        xc.from_torch(model, (3, 32, 32))
+    model = _timm_swin()
+    model.layers[0].blocks[1].attn_mask.mul_(0.5)
+    with pytest.raises(UnsupportedLayerError, match=r"attn_mask is not Swin's shift mask"):
+        xc.from_torch(model, (3, 32, 32))
+    with pytest.raises(UnsupportedLayerError, match=r"timm pads after its roll"):
+        xc.from_torch(_timm_swin(img_size=40, window_size=3), (3, 40, 40))
