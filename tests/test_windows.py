@@ -145,6 +145,33 @@ def test_a_wrong_window_attention_is_caught_at_its_node(both_backends, monkeypat
         assert_equivalent(SWIN, _random(SWIN), x, backends=("numpy", "tf"), grads=False)
 
 
+@pytest.mark.parametrize("fault", ["grid read as windows", "the scale of a head"])
+def test_a_wrong_grid_attention_is_caught_at_its_node(both_backends, monkeypatch, fault):
+    from xconv.backends.tf import builders
+    from xconv.kinds.window import _keras
+
+    class Faulty(_keras.WindowAttentionLayer):
+        def build(self, input_shape):
+            super().build(input_shape)
+            if fault == "grid read as windows":
+                self.grid = False
+            else:
+                self._score_scale = (int(input_shape[-1]) // self.num_heads) ** -0.5
+
+    def make(info, x, dtype):
+        layer = info.layer
+        return Faulty(layer.num_heads, layer.window_size, grid=layer.grid, scale=layer.scale, dtype=dtype,
+                      name=builders.keras_name(info))(x)  # fmt: skip
+
+    monkeypatch.setitem(builders._BUILDERS, xc.WindowAttention, make)
+    spec = xc.Sequential(
+        xc.Conv2d(3, 4, 1), xc.WindowAttention(4, 2, (2, 3), grid=True, scale=0.5), input_shape=(3, 4, 6)
+    )
+    x = np.random.default_rng(1).standard_normal((2, 3, 4, 6))
+    with pytest.raises(AssertionError, match=r"first part at layer 1 \(WindowAttention\), output"):
+        assert_equivalent(spec, _random(spec), x, backends=("numpy", "tf"), grads=False)
+
+
 def test_patch_merging_slices_in_another_order_are_caught_at_its_node(both_backends, monkeypatch):
     from xconv.backends.tf import builders
     from xconv.kinds.window import _keras
@@ -204,6 +231,22 @@ def _torchvision_swin(window: int, v2: bool = False):
     return _tables_random(model)
 
 
+def _torchvision_maxvit():
+    import torch
+
+    import_torchvision()
+    from torchvision.models.maxvit import MaxVit
+
+    from .zoo_support import _running_statistics
+
+    torch.manual_seed(0)
+    model = MaxVit(
+        input_size=(64, 64), stem_channels=8, partition_size=2, block_channels=[16, 32], block_layers=[1, 1],
+        head_dim=8, stochastic_depth_prob=0.2, num_classes=5,
+    )  # fmt: skip
+    return _running_statistics(_tables_random(model))
+
+
 def _timm_swin(**options):
     import_torchvision()  # (timm imports torchvision)
     import timm
@@ -236,16 +279,20 @@ def _ports(model, shape, dtype):
         ("torchvision v2", (3, 32, 32)),
         ("torchvision v2 padded", (3, 40, 36)),
         ("timm", (3, 32, 32)),
+        ("torchvision maxvit", (3, 64, 64)),
     ],
 )
 def test_swin_ports_to_keras(both_backends, source, shape, dtype):
     """torchvision's Swin and Swin V2 (windows of 4; of 3 on maps they do not divide: padded) and timm's Swin;
     the Keras model imports back as the same spec."""
     window = 3 if "padded" in source else 4
-    model = _timm_swin() if source == "timm" else _torchvision_swin(window, v2="v2" in source)
+    if "maxvit" in source:  # (block and grid attention, MBConv between)
+        model = _torchvision_maxvit()
+    else:
+        model = _timm_swin() if source == "timm" else _torchvision_swin(window, v2="v2" in source)
     km = _ports(model, shape, dtype)
     kinds = {i.kind for i in xc.infer(xc.from_keras(km))}
-    assert {"WindowAttention", "PatchMerging"} <= kinds
+    assert {"WindowAttention", "PatchMerging" if "maxvit" not in source else "Conv2d"} <= kinds
 
 
 def test_a_ported_swin_exports_and_its_index_is_in_torchvision_state(both_backends):

@@ -168,10 +168,12 @@ def _by_canonical_key(
     """``weights`` with each source key (a layer's ``keys``) renamed to its canonical key, and each array
     reshaped when its shape differs from the canonical one only by axes of length 1 ((C,) for (C, 1, 1) or
     (1, 1, 1, C)): the same numbers in the same order, as sources keep them (a layer scale of shape (C, 1, 1), a
-    ConvNeXt V2 response-norm weight of (1, 1, 1, C)). A mapping that has both keys of one weight keeps them
+    ConvNeXt V2 response-norm weight of (1, 1, 1, C)); fixed data of as many entries in any shape, read in
+    order (MaxViT keeps its relative position index (N, N), Swin flat). A mapping that has both keys of one weight keeps them
     both (the canonical one is read, the other unexpected). A fused parameter missing from ``weights`` is
     the concatenation of its parts' arrays, when they are all there."""
     aliases = source_keys(infos)
+    fixed = {f"{i.key}.{n}" for i in infos for n in i.fixed}
     out: dict[str, Any] = {}
     parts = {key for canonical, keys in fused_keys(infos).items() if canonical not in weights for key in keys}
     for canonical, keys in fused_keys(infos).items():
@@ -200,7 +202,9 @@ def _by_canonical_key(
             out[target] = value
             continue
         squeeze = tuple(d for d in array.shape if d != 1) == tuple(d for d in shape if d != 1)
-        out[target] = array.reshape(shape) if squeeze else array
+        # (fixed data, a relative position index kept (N, N) or flat: read flat, then checked entry by entry)
+        flat = target in fixed and array.size == math.prod(shape)
+        out[target] = array.reshape(shape) if squeeze or flat else array
     return out
 
 

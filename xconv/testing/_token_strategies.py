@@ -213,12 +213,14 @@ def window_specs(draw: Any, *, max_stages: int = 2, batch_stats: bool = True) ->
     """A valid random hierarchical windowed transformer in Swin's layout, on maps: a patch embedding (a conv of
     kernel and stride p) and a LayerNorm, 1..max_stages stages of one or two blocks, each x + attn(LayerNorm(x))
     with a window attention of 1 or 2 heads (windows that do and do not divide the map, of one or two sizes,
-    shifted or not, sometimes Swin V2's cosine attention) and x + mlp(LayerNorm(x)) per pixel, a patch merging between stages (sometimes Swin V2's,
+    shifted or not, sometimes Swin V2's cosine attention, or MaxViT's grid attention) and x + mlp(LayerNorm(x))
+    per pixel, a patch merging between stages (sometimes Swin V2's,
     the reduction first; odd sizes are padded), then a LayerNorm, the global average and a Linear head.
     ``batch_stats=False`` (float32 suites) draws LayerNorm eps 0.1, as :func:`attention_blocks` does."""
     patch = draw(st.integers(1, 2))
     height, width = draw(st.integers(2, 6)), draw(st.integers(2, 6))
-    c = draw(st.integers(1, 3))
+    input_shape = (draw(st.integers(1, 3)), height * patch, width * patch)
+    c = input_shape[0]
     heads = draw(st.integers(1, 2))
     e = heads * draw(st.integers(1, 3))
     eps = 1e-5 if batch_stats else 0.1
@@ -229,12 +231,19 @@ def window_specs(draw: Any, *, max_stages: int = 2, batch_stats: bool = True) ->
             layers.append(PatchMerging(e, out, eps=eps, norm_first=draw(st.booleans())))
             e, height, width = out, -(-height // 2), -(-width // 2)
         for block in range(draw(st.integers(1, 2))):
-            wh, ww = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-            shift = (draw(st.integers(0, wh - 1)), draw(st.integers(0, ww - 1))) if block % 2 else (0, 0)
-            cosine = draw(st.integers(0, 2)) == 0  # (Swin V2's)
+            kind = draw(st.sampled_from(["swin", "swin", "v2", "grid"]))
+            if kind == "grid":  # (MaxViT's: windows that divide the map, spread over it, its own scale)
+                wh = draw(st.sampled_from([d for d in range(1, height + 1) if height % d == 0]))
+                ww = draw(st.sampled_from([d for d in range(1, width + 1) if width % d == 0]))
+            else:
+                wh, ww = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+            shift = (
+                (draw(st.integers(0, wh - 1)), draw(st.integers(0, ww - 1))) if block % 2 and kind != "grid" else (0, 0)
+            )
             attention = WindowAttention(
                 e, heads, (wh, ww), shift, qkv_bias=draw(st.booleans()), proj_bias=draw(st.booleans()),
-                cosine=cosine, cpb_hidden=draw(st.integers(1, 6)),
+                cosine=kind == "v2", cpb_hidden=draw(st.integers(1, 6)), grid=kind == "grid",
+                scale=draw(st.sampled_from([None, e**-0.5])) if kind != "v2" else None,
             )  # fmt: skip
             hidden = draw(st.integers(1, 2 * e))
             mlp = [LayerNorm(e, eps=eps), ChannelLinear(e, hidden), GELU(), ChannelLinear(hidden, e)]
@@ -243,7 +252,7 @@ def window_specs(draw: Any, *, max_stages: int = 2, batch_stats: bool = True) ->
                 Add(Identity(), Sequential(*mlp)),
             ]
     layers += [LayerNorm(e, eps=eps), AdaptiveAvgPool2d(1), Flatten(), Linear(e, draw(st.integers(1, 4)))]
-    return Sequential(*layers, input_shape=(c, height * patch, width * patch))
+    return Sequential(*layers, input_shape=input_shape)
 
 
 @st.composite

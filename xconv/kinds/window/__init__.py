@@ -44,6 +44,11 @@ class WindowAttention(Layer):
     ``state_index=True``: the index is in the weights too, as the buffer ``relative_position_index`` of
     (wh*ww)**2 int64 entries (torchvision keeps it in its state_dict); its one accepted value is Swin's.
 
+    ``grid=True`` is MaxViT's grid attention: the map of a whole number of windows, not padded or shifted, is
+    cut into a grid of (H/wh, W/ww) cells, and window (i, j) holds the pixels (a * H/wh + i, b * W/ww + j), its
+    tokens in (a, b) order: wh*ww tokens spread over the whole map. ``scale`` multiplies the scores in place of
+    head_dim ** -0.5 (MaxViT's is embed_dim ** -0.5).
+
     ``cosine=True`` is Swin V2's attention: the scores are the cosines of q and k (each divided by
     max(norm, 1e-12)) times exp(min(``logit_scale``, log 100)) per head (``logit_scale`` (heads, 1, 1)), the
     k third of ``qkv.bias`` is not used (torchvision zeroes it), and the bias table is computed: 16 *
@@ -68,6 +73,8 @@ class WindowAttention(Layer):
     state_index: bool = False
     cosine: bool = False
     cpb_hidden: int = 512
+    grid: bool = False
+    scale: float | None = None
 
     _positional = ("embed_dim", "num_heads", "window_size")
 
@@ -94,10 +101,24 @@ class WindowAttention(Layer):
         self._set("state_index", as_bool(me, "state_index", self.state_index))
         self._set("cosine", as_bool(me, "cosine", self.cosine))
         self._set("cpb_hidden", as_int(me, "cpb_hidden", self.cpb_hidden, minimum=1))
+        self._set("grid", as_bool(me, "grid", self.grid))
+        if self.grid and any(self.shift_size):
+            raise SpecError(
+                f"{me}: grid=True takes no shift_size (its windows span the map). Received: {self.shift_size}"
+            )
+        if self.scale is not None:
+            self._set("scale", as_float(me, "scale", self.scale, low=0.0, low_open=True))
+        if self.cosine and self.scale is not None:
+            raise SpecError(f"{me}: cosine=True scales its scores by its logit scale; scale must be None")
 
     @property
     def head_dim(self) -> int:
         return self.embed_dim // self.num_heads
+
+    @property
+    def score_scale(self) -> float:
+        """What the scores q k^T are multiplied by (without ``cosine``)."""
+        return self.head_dim**-0.5 if self.scale is None else self.scale
 
     @property
     def table_rows(self) -> int:
@@ -180,26 +201,35 @@ def shift_mask(layer: WindowAttention, height: int, width: int) -> np.ndarray | 
     return out
 
 
-def partition(x: np.ndarray, window: tuple[int, int]) -> np.ndarray:
-    """(B, H, W, C) -> (B * windows, wh*ww, C): windows row-major, tokens row-major within each."""
+def partition(x: np.ndarray, window: tuple[int, int], grid: bool = False) -> np.ndarray:
+    """(B, H, W, C) -> (B * windows, wh*ww, C): windows row-major, tokens row-major within each; ``grid``: window
+    (i, j) holds the pixels (a * H/wh + i, b * W/ww + j), tokens in (a, b) order."""
     b, h, w, c = x.shape
     wh, ww = window
-    t = x.reshape(b, h // wh, wh, w // ww, ww, c).transpose(0, 1, 3, 2, 4, 5)
+    if grid:
+        t = x.reshape(b, wh, h // wh, ww, w // ww, c).transpose(0, 2, 4, 1, 3, 5)
+    else:
+        t = x.reshape(b, h // wh, wh, w // ww, ww, c).transpose(0, 1, 3, 2, 4, 5)
     return t.reshape(-1, wh * ww, c)
 
 
-def reverse(t: np.ndarray, b: int, h: int, w: int, window: tuple[int, int]) -> np.ndarray:
+def reverse(t: np.ndarray, b: int, h: int, w: int, window: tuple[int, int], grid: bool = False) -> np.ndarray:
     """The inverse of :func:`partition`: (B * windows, wh*ww, C) -> (B, H, W, C)."""
     wh, ww = window
     c = t.shape[-1]
-    x = t.reshape(b, h // wh, w // ww, wh, ww, c).transpose(0, 1, 3, 2, 4, 5)
+    if grid:
+        x = t.reshape(b, h // wh, w // ww, wh, ww, c).transpose(0, 3, 1, 4, 2, 5)
+    else:
+        x = t.reshape(b, h // wh, w // ww, wh, ww, c).transpose(0, 1, 3, 2, 4, 5)
     return x.reshape(b, h, w, c)
 
 
 def _shape(ctx: _Ctx, layer: WindowAttention, source: Shape | None) -> LayerInfo:
-    c, _, _ = ctx.need_map()
+    c, h, w = ctx.need_map()
     if c != layer.embed_dim:
         raise ctx.error(f"embed_dim={layer.embed_dim} but its input has {c} channels")
+    if layer.grid and (h % layer.window_size[0] or w % layer.window_size[1]):
+        raise ctx.error(f"grid=True needs a map of whole windows {layer.window_size}; its input is {h}x{w}")
     params: dict[str, Shape] = {"qkv.weight": (3 * c, c)}
     if layer.qkv_bias:
         params["qkv.bias"] = (3 * c,)
@@ -271,14 +301,14 @@ def _windows_of(layer: WindowAttention, x: np.ndarray) -> tuple[np.ndarray, tupl
     ph, pw, sh, sw = geo = geometry(layer, h, w)
     xp = np.pad(xh, ((0, 0), (0, ph - h), (0, pw - w), (0, 0)))
     xp = np.roll(xp, (-sh, -sw), axis=(1, 2))
-    return partition(xp, layer.window_size), geo
+    return partition(xp, layer.window_size, layer.grid), geo
 
 
 def _map_of(layer: WindowAttention, t: np.ndarray, shape: tuple[int, ...], geo: tuple[int, int, int, int]) -> Any:
     """Windows of tokens back to the NCHW map (the inverse of :func:`_windows_of`, cropping)."""
     b, _, h, w = shape
     ph, pw, sh, sw = geo
-    xp = np.roll(reverse(t, b, ph, pw, layer.window_size), (sh, sw), axis=(1, 2))
+    xp = np.roll(reverse(t, b, ph, pw, layer.window_size, layer.grid), (sh, sw), axis=(1, 2))
     return np.ascontiguousarray(xp[:, :h, :w].transpose(0, 3, 1, 2))
 
 
@@ -300,7 +330,7 @@ def _parts(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, mode: Mode)
         table = _cpb(p)[0]
         scores = cos["cos"] * scale + bias_of(layer, table)
     else:
-        scale = layer.head_dim**-0.5
+        scale = layer.score_scale
         scores = q @ k.transpose(0, 1, 3, 2) * scale + bias_of(layer, p["relative_position_bias_table"])
     mask = shift_mask(layer, x.shape[2], x.shape[3])
     if mask is not None:

@@ -34,9 +34,12 @@ class WindowAttentionLayer(keras.layers.Layer):
         dropout: float = 0.0,
         cosine: bool = False,
         cpb_hidden: int = 512,
+        grid: bool = False,
+        scale: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.grid, self.scale = bool(grid), None if scale is None else float(scale)
         self.num_heads, self.cosine, self.cpb_hidden = int(num_heads), bool(cosine), int(cpb_hidden)
         self.window_size = (int(window_size[0]), int(window_size[1]))
         self.shift_size = (int(shift_size[0]), int(shift_size[1]))
@@ -63,7 +66,10 @@ class WindowAttentionLayer(keras.layers.Layer):
             self.coords = add(name="coords", shape=shape, initializer="zeros", trainable=False)
         else:
             self.bias_table = add(name="bias_table", shape=(rows, self.num_heads), initializer="zeros")
-        spec = WindowAttention(int(c), self.num_heads, self.window_size, self.shift_size)
+        spec = WindowAttention(
+            int(c), self.num_heads, self.window_size, self.shift_size, grid=self.grid, scale=self.scale
+        )
+        self._score_scale = spec.score_scale
         index = relative_position_index(self.window_size)
         self._pick = np.eye(rows)[index]  # (N*N, rows): row i*N + j is one-hot at token pair (i, j)'s table row
         self._mask = shift_mask(spec, *self.size)
@@ -95,7 +101,7 @@ class WindowAttentionLayer(keras.layers.Layer):
             )
             table = 16 * ops.sigmoid(ops.matmul(hidden, ops.cast(self.cpb2_kernel, x.dtype)))
         else:
-            scale = ops.convert_to_tensor((c // heads) ** -0.5, dtype=x.dtype)
+            scale = ops.convert_to_tensor(self._score_scale, dtype=x.dtype)
             scores = ops.matmul(q * scale, ops.transpose(k, (0, 1, 3, 2)))
             table = ops.cast(self.bias_table, x.dtype)
         pick = ops.convert_to_tensor(self._pick, dtype=x.dtype)
@@ -130,14 +136,18 @@ class WindowAttentionLayer(keras.layers.Layer):
         """(N, pH, pW, C) -> (N * windows, wh*ww, C), windows and their tokens row-major."""
         ph, pw, _, _ = self._geometry
         (wh, ww), c = self.window_size, int(t.shape[-1])
-        t = ops.transpose(ops.reshape(t, (-1, ph // wh, wh, pw // ww, ww, c)), (0, 1, 3, 2, 4, 5))
+        if self.grid:  # (window (i, j): the pixels (a * H/wh + i, b * W/ww + j))
+            t = ops.transpose(ops.reshape(t, (-1, wh, ph // wh, ww, pw // ww, c)), (0, 2, 4, 1, 3, 5))
+        else:
+            t = ops.transpose(ops.reshape(t, (-1, ph // wh, wh, pw // ww, ww, c)), (0, 1, 3, 2, 4, 5))
         return ops.reshape(t, (-1, wh * ww, c))
 
     def _reverse(self, o: Any) -> Any:
         """The inverse of :meth:`_partition`."""
         ph, pw, _, _ = self._geometry
         (wh, ww), c = self.window_size, int(o.shape[-1])
-        o = ops.transpose(ops.reshape(o, (-1, ph // wh, pw // ww, wh, ww, c)), (0, 1, 3, 2, 4, 5))
+        o = ops.reshape(o, (-1, ph // wh, pw // ww, wh, ww, c))
+        o = ops.transpose(o, (0, 3, 1, 4, 2, 5) if self.grid else (0, 1, 3, 2, 4, 5))
         return ops.reshape(o, (-1, ph, pw, c))
 
     def compute_output_shape(self, input_shape: Any) -> Any:
@@ -154,6 +164,8 @@ class WindowAttentionLayer(keras.layers.Layer):
             "dropout": self.dropout,
             "cosine": self.cosine,
             "cpb_hidden": self.cpb_hidden,
+            "grid": self.grid,
+            "scale": self.scale,
         }
 
 
@@ -213,6 +225,8 @@ def _window_attention(info: LayerInfo, x: Any, dtype: str) -> Any:
         layer.dropout,
         layer.cosine,
         layer.cpb_hidden,
+        layer.grid,
+        layer.scale,
         dtype=dtype,
         name=keras_name(info),
     )(x)
@@ -263,7 +277,7 @@ def _own_window_attention(layer: WindowAttentionLayer, where: str, current: tupl
     c = int(layer.qkv_kernel.shape[0])
     spec = WindowAttention(
         c, layer.num_heads, layer.window_size, layer.shift_size, layer.qkv_bias, layer.proj_bias, layer.dropout,
-        cosine=layer.cosine, cpb_hidden=layer.cpb_hidden,
+        cosine=layer.cosine, cpb_hidden=layer.cpb_hidden, grid=layer.grid, scale=layer.scale,
     )  # fmt: skip
     return spec, _arrays(layer, _WINDOW_VARIABLES)
 

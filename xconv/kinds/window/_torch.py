@@ -34,13 +34,15 @@ class WindowAttentionModule(nn.Module):
         state_index: bool = False,
         cosine: bool = False,
         cpb_hidden: int = 512,
+        grid: bool = False,
+        scale: float | None = None,
         device: Any = None,
         dtype: Any = None,
     ) -> None:
         super().__init__()
         factory = {"device": device, "dtype": dtype}
         self.num_heads, self.dropout, self.state_index = int(num_heads), float(dropout), bool(state_index)
-        self.cosine = bool(cosine)
+        self.cosine, self.grid, self.scale = bool(cosine), bool(grid), scale
         self.window_size: tuple[int, int] = (int(window_size[0]), int(window_size[1]))
         self.shift_size: tuple[int, int] = (int(shift_size[0]), int(shift_size[1]))
         self.size: tuple[int, int] = (int(size[0]), int(size[1]))
@@ -56,7 +58,8 @@ class WindowAttentionModule(nn.Module):
             self.register_buffer("relative_coords_table", torch.zeros(1, 2 * wh - 1, 2 * ww - 1, 2, **factory))
         else:
             self.relative_position_bias_table = nn.Parameter(torch.zeros(rows, num_heads, **factory))
-        layer = WindowAttention(embed_dim, num_heads, self.window_size, self.shift_size)
+        layer = WindowAttention(embed_dim, num_heads, self.window_size, self.shift_size, grid=self.grid, scale=scale)
+        self.score_scale = layer.score_scale
         self.geometry = geometry(layer, *self.size)
         mask = shift_mask(layer, *self.size)
         self._fixed: dict[str, np.ndarray | None] = {
@@ -86,7 +89,10 @@ class WindowAttentionModule(nn.Module):
         t = F.pad(x.permute(0, 2, 3, 1), (0, 0, 0, pw - w, 0, ph - h))
         if sh or sw:
             t = torch.roll(t, shifts=(-sh, -sw), dims=(1, 2))
-        t = t.view(b, ph // wh, wh, pw // ww, ww, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, wh * ww, c)
+        if self.grid:  # (window (i, j): the pixels (a * H/wh + i, b * W/ww + j))
+            t = t.reshape(b, wh, ph // wh, ww, pw // ww, c).permute(0, 2, 4, 1, 3, 5).reshape(-1, wh * ww, c)
+        else:
+            t = t.reshape(b, ph // wh, wh, pw // ww, ww, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, wh * ww, c)
         bw, n, _ = t.shape
         bias_used: torch.Tensor | None = self.qkv.bias
         if self.cosine and bias_used is not None:  # (Swin V2: no k bias)
@@ -99,7 +105,7 @@ class WindowAttentionModule(nn.Module):
             scores = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1) * scale
             table = 16 * torch.sigmoid(self.cpb_mlp(self.relative_coords_table).view(-1, self.num_heads))
         else:
-            scores = (q * (c // self.num_heads) ** -0.5) @ k.transpose(-2, -1)
+            scores = (q * self.score_scale) @ k.transpose(-2, -1)
             table = self.relative_position_bias_table
         index = cast(torch.Tensor, self.relative_position_index)
         scores = scores + table[index].view(n, n, -1).permute(2, 0, 1)
@@ -110,7 +116,8 @@ class WindowAttentionModule(nn.Module):
             scores = scores.view(-1, self.num_heads, n, n)
         weights = F.dropout(scores.softmax(dim=-1), p=self.dropout, training=self.training)
         o = self.proj((weights @ v).transpose(1, 2).reshape(bw, n, c))
-        o = o.view(b, ph // wh, pw // ww, wh, ww, c).permute(0, 1, 3, 2, 4, 5).reshape(b, ph, pw, c)
+        o = o.reshape(b, ph // wh, pw // ww, wh, ww, c)
+        o = (o.permute(0, 3, 1, 4, 2, 5) if self.grid else o.permute(0, 1, 3, 2, 4, 5)).reshape(b, ph, pw, c)
         if sh or sw:
             o = torch.roll(o, shifts=(sh, sw), dims=(1, 2))
         return cast(torch.Tensor, o[:, :h, :w].permute(0, 3, 1, 2))
@@ -161,6 +168,8 @@ def _window_attention(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
         layer.state_index,
         layer.cosine,
         layer.cpb_hidden,
+        layer.grid,
+        layer.scale,
         **factory,
     )
 
@@ -191,6 +200,8 @@ def _own_window_attention(m: WindowAttentionModule, name: str, where: str) -> Wi
         m.state_index,
         m.cosine,
         int(m.cpb_mlp[0].out_features) if m.cosine else 512,  # type: ignore[arg-type]
+        m.grid,
+        m.scale,
         name=name,
     )
 
@@ -450,3 +461,94 @@ MATCHERS += [
     (_is_timm("SwinTransformerBlock"), _timm_block),
     (_is_timm("PatchMerging"), _timm_patch_merging),
 ]
+
+
+def _is_maxvit(m: nn.Module) -> bool:
+    return type(m).__name__ == "PartitionAttentionLayer" and type(m).__module__ == "torchvision.models.maxvit"
+
+
+def _maxvit_layer(m: Any, name: str, where: str) -> Any:
+    """torchvision's MaxViT ``PartitionAttentionLayer`` on an NCHW map: x + attn(LayerNorm(x)) in windows of
+    partition_size (block attention) or over the grid of them (grid attention), then x + mlp(LayerNorm(x)), as
+    spec layers; its ``RelativePositionalMultiHeadAttention`` (scale embed_dim ** -0.5, Swin's index) a
+    WindowAttention. The partitions are exact on maps of its ``grid_size``, the only ones imported."""
+    from ...importers._graph import Fragment
+    from ...importers.torch_layers import _layer
+    from ...spec import ChannelLinear, Linear
+
+    parts, mlp = list(m.attn_layer), list(m.mlp_layer)
+    attn = parts[1] if len(parts) == 3 else None
+    what = "torchvision PartitionAttentionLayer"
+    _refuse(
+        where,
+        what,
+        [
+            (attn is None or type(attn).__name__ != "RelativePositionalMultiHeadAttention", "another attention"),
+            (len(mlp) != 5 or type(m.partition_op).__name__ != "WindowPartition", "another structure"),
+        ],
+    )
+    dim, heads, size = int(attn.to_qkv.in_features), int(attn.n_heads), int(attn.size)
+    window = (size, size)
+    _refuse(
+        where,
+        what,
+        [
+            (
+                attn.to_qkv.out_features != 3 * dim or attn.merge.in_features != dim,
+                "an attention dimension not its own",
+            ),
+            (attn.to_qkv.bias is None or attn.merge.bias is None, "projections without biases"),
+            (size * size != int(attn.max_seq_len), f"a sequence of {attn.max_seq_len} (not a square)"),
+            (m.partition_type not in ("window", "grid"), f"partition type {m.partition_type!r}"),
+            (int(m.p if m.partition_type == "window" else m.g) != size, "a partition other than its attention's"),
+        ],
+    )
+    _standard_index(attn, window, where, what)
+    grid = m.partition_type == "grid"
+    attention = WindowAttention(
+        dim, heads, window, grid=grid, scale=float(attn.scale_factor), state_index=True, name=f"{name}.attn_layer.1"
+    )
+    prefix = f"{name}.attn_layer.1"
+    state: dict[str, Any] = {
+        f"{prefix}.qkv.weight": attn.to_qkv.weight,
+        f"{prefix}.qkv.bias": attn.to_qkv.bias,
+        f"{prefix}.proj.weight": attn.merge.weight,
+        f"{prefix}.proj.bias": attn.merge.bias,
+        f"{prefix}.relative_position_bias_table": attn.relative_position_bias_table,
+        f"{prefix}.relative_position_index": attn.relative_position_index,
+    }
+    steps: list[tuple[Any, tuple[int, ...]]] = []
+
+    def add(sub: Any, path: str, reads: int) -> int:
+        spec, own = _layer(sub, f"{name}.{path}", f"{where}.{path}")
+        if isinstance(spec, Linear):  # (per pixel of the map)
+            spec = ChannelLinear(int(sub.in_features), spec.out_features, bias=spec.bias, name=spec.name)
+        state.update(own)
+        steps.append((spec, (reads,)))
+        return len(steps) - 1
+
+    last = add(parts[0], "attn_layer.0", -1)
+    steps.append((attention, (last,)))
+    last = add(parts[2], "attn_layer.2", len(steps) - 1)
+    last = add(m.stochastic_dropout, "stochastic_dropout", last)
+    steps.append(("add", (-1, last)))
+    first = last = len(steps) - 1
+    for k in range(5):
+        last = add(mlp[k], f"mlp_layer.{k}", last)
+    spec_depth, _ = _layer(m.stochastic_dropout, f"{name}.stochastic_dropout_2", f"{where}.stochastic_dropout")
+    steps.append((spec_depth, (last,)))
+    steps.append(("add", (first, len(steps) - 1)))
+    grid_size = (int(m.grid_size[0]), int(m.grid_size[1]))
+
+    def check(shape: Any) -> None:
+        _, _, h, w = shape
+        if (h, w) != grid_size or h % int(m.p) or w % int(m.p):
+            raise UnsupportedLayerError(
+                f"from_torch: {where}: a {h}x{w} map, where it was made for {grid_size[0]}x{grid_size[1]} maps of "
+                "whole partitions"
+            )
+
+    return Fragment(steps, state, check, channels_last=False)
+
+
+MATCHERS.append((_is_maxvit, _maxvit_layer))
