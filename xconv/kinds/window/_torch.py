@@ -477,7 +477,7 @@ def _maxvit_layer(m: Any, name: str, where: str) -> Any:
     from ...spec import ChannelLinear, Linear
 
     parts, mlp = list(m.attn_layer), list(m.mlp_layer)
-    attn = parts[1] if len(parts) == 3 else None
+    attn: Any = parts[1] if len(parts) == 3 else None
     what = "torchvision PartitionAttentionLayer"
     _refuse(
         where,
