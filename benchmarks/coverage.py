@@ -1,8 +1,9 @@
 """How much of timm ports: one model per architecture family (every module of ``timm.list_modules()``), with
 random weights (nothing downloaded), ported to Keras with verification on. Models run in worker processes, one
 at a time each, with a time limit per model: a model that hangs or takes all the memory costs its worker,
-which is started again, not the sweep. Prints, per family, the model tried and the outcome (ported, or the
-refusal's first words), the counts, and writes benchmarks/results/coverage.json.
+which is started again, not the sweep. Prints, per family, the model tried, whether it has attention and the
+outcome (ported, or the refusal's first words), the counts, the attention families' counts and refusals, and
+writes benchmarks/results/coverage.json.
 
     .venv/bin/python benchmarks/coverage.py [--jobs 2] [--timeout 300] [--only resnet,efficientnet]
 
@@ -11,6 +12,11 @@ refusal's first words), the counts, and writes benchmarks/results/coverage.json.
 The model of a family is its smallest-sounding name (atto, pico, nano, tiny, small, b0, 18, ...; test models
 left out), at 3x64x64 (``img_size=64`` passed where the constructor takes it). A family whose models need a
 larger input is counted as refused, with the error.
+
+A family has attention when its built model, before porting, has a submodule that is an
+``nn.MultiheadAttention`` or whose class name contains "attention", "attn" or "multihead" (any case), or
+else when one forward pass of a zero input calls ``scaled_dot_product_attention``, or ``softmax`` on a tensor
+of 4 or more dimensions (seen through a ``TorchFunctionMode``).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 _SMALL = ["atto", "femto", "pico", "nano", "tiny", "xxs", "xs", "mini", "small", "lite", "b0", "18", "t", "s"]
@@ -50,6 +57,33 @@ sys.path.insert(0, {root!r})
 from tests.zoo_support import import_torchvision
 import_torchvision()
 import timm, torch, xconv as xc
+from torch.overrides import TorchFunctionMode
+
+class Calls(TorchFunctionMode):
+    def __init__(self):
+        super().__init__()
+        self.attention = False
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        x = args[0] if args else None
+        if name == "scaled_dot_product_attention" or (name == "softmax" and isinstance(x, torch.Tensor) and x.dim() >= 4):
+            self.attention = True
+        return func(*args, **(kwargs or {{}}))
+
+def has_attention(m):
+    for sub in m.modules():
+        cls = type(sub).__name__.lower()
+        if isinstance(sub, torch.nn.MultiheadAttention) or any(k in cls for k in ("attention", "attn", "multihead")):
+            return True
+    calls = Calls()
+    try:
+        with torch.no_grad(), calls:
+            m(torch.zeros(1, 3, 64, 64))
+    except Exception:  # a model that needs a larger input: the calls made before the error count
+        pass
+    return calls.attention
+
 for line in sys.stdin:
     name = line.strip()
     try:
@@ -58,6 +92,7 @@ for line in sys.stdin:
         except TypeError:
             m = timm.create_model(name, pretrained=False, num_classes=10)
         m.eval()
+        print(json.dumps({{"attention": has_attention(m)}}), flush=True)
         km = xc.port(m, "tf", (3, 64, 64))
         try:
             xc.set_weights(km, m.state_dict())  # strict: the state_dict keys are the ported model's
@@ -73,7 +108,8 @@ for line in sys.stdin:
 
 
 class Worker:
-    """A child process porting one model per line it is sent; started again after a timeout or a crash."""
+    """A child process porting one model per line it is sent, answering whether it has attention, then the
+    outcome; started again after a timeout or a crash."""
 
     def __init__(self) -> None:
         self.proc: subprocess.Popen[str] | None = None
@@ -107,16 +143,20 @@ class Worker:
         assert self.proc is not None and self.proc.stdin is not None
         self.proc.stdin.write(name + "\n")
         self.proc.stdin.flush()
-        try:
-            line = self.lines.get(timeout=timeout)
-        except queue.Empty:
-            self.proc.kill()
-            self.proc = None
-            return {"ok": False, "error": f"timeout after {timeout:.0f} s"}
-        if line is None:
-            self.proc = None
-            return {"ok": False, "error": "the worker process died (memory?)"}
-        return json.loads(line)
+        deadline = time.monotonic() + timeout
+        row: dict = {"attention": False}  # a model that is not built has none
+        while "ok" not in row:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                self.proc.kill()
+                self.proc = None
+                return {**row, "ok": False, "error": f"timeout after {timeout:.0f} s"}
+            if line is None:
+                self.proc = None
+                return {**row, "ok": False, "error": "the worker process died (memory?)"}
+            row.update(json.loads(line))
+        return row
 
 
 def main() -> None:
@@ -149,9 +189,15 @@ def main() -> None:
         for row in pool.map(one, todo):
             rows.append(row)
             outcome = "ported" if row["ok"] else "refused: " + row["error"][:150]
-            print(f"{row['family']:28s} {row['model']:40s} {outcome}", flush=True)
+            attention = "attention" if row["attention"] else ""
+            print(f"{row['family']:28s} {row['model']:40s} {attention:9s} {outcome}", flush=True)
     ported = sum(r["ok"] for r in rows)
     print(f"\ntimm: {ported} of {len(rows)} families port ({len(families) - len(rows)} modules list no model)")
+    attending = [r for r in rows if r["attention"]]
+    print(f"attention: {len(attending)} families, {sum(r['ok'] for r in attending)} of them port; refused:")
+    for r in attending:
+        if not r["ok"]:
+            print(f"  {r['family']:26s} {r['model']:40s} {r['error'][:100]}")
     out = ROOT / "benchmarks" / "results" / "coverage.json"
     if args.only and out.exists():  # a partial sweep replaces its families' rows in the full results
         fresh = {r["family"]: r for r in rows}

@@ -247,22 +247,31 @@ def _torchvision_maxvit():
     return _running_statistics(_tables_random(model))
 
 
-def _timm_swin(**options):
+def _timm_swin(v2: bool = False, **options):
     import_torchvision()  # (timm imports torchvision)
     import timm
     import torch
 
     torch.manual_seed(0)
     config = {"img_size": 32, "window_size": 4, "embed_dim": 16, "depths": (2, 2), "num_heads": (2, 4), **options}
-    return _tables_random(timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=5, **config))
+    name = "swinv2_tiny_window8_256" if v2 else "swin_tiny_patch4_window7_224"
+    model = timm.create_model(name, pretrained=False, num_classes=5, **config)
+    with torch.no_grad():
+        for key, p in model.named_parameters():
+            if key.endswith("logit_scale"):
+                p.uniform_(0.5, 4.0)
+            if key.endswith(("q_bias", "v_bias")):
+                p.normal_(0, 1)
+    return _tables_random(model)
 
 
-def _ports(model, shape, dtype):
+def _ports(model, shape, dtype, state=True):
     import torch
 
     model = model.double() if dtype == "float64" else model.float()
     km = xc.port(model, to="tf", input_shape=shape)  # verify=True: a random batch through both
-    xc.set_weights(km, model.state_dict())  # the source's own state_dict loads as it is
+    if state:
+        xc.set_weights(km, model.state_dict())  # the source's own state_dict loads as it is
     x = np.random.default_rng(1).standard_normal((2, *shape)).astype(dtype)
     with torch.no_grad():
         expect = model(torch.from_numpy(x)).numpy()
@@ -279,6 +288,7 @@ def _ports(model, shape, dtype):
         ("torchvision v2", (3, 32, 32)),
         ("torchvision v2 padded", (3, 40, 36)),
         ("timm", (3, 32, 32)),
+        ("timm v2", (3, 32, 32)),
         ("torchvision maxvit", (3, 64, 64)),
     ],
 )
@@ -289,8 +299,10 @@ def test_swin_ports_to_keras(both_backends, source, shape, dtype):
     if "maxvit" in source:  # (block and grid attention, MBConv between)
         model = _torchvision_maxvit()
     else:
-        model = _timm_swin() if source == "timm" else _torchvision_swin(window, v2="v2" in source)
-    km = _ports(model, shape, dtype)
+        timm = source.startswith("timm")
+        model = _timm_swin(v2="v2" in source) if timm else _torchvision_swin(window, v2="v2" in source)
+    # (timm's Swin V2 keeps its coordinates table and zero k bias out of its state_dict: the port's own weights)
+    km = _ports(model, shape, dtype, state=source != "timm v2")
     kinds = {i.kind for i in xc.infer(xc.from_keras(km))}
     assert {"WindowAttention", "PatchMerging" if "maxvit" not in source else "Conv2d"} <= kinds
 

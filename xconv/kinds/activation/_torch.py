@@ -69,8 +69,19 @@ def _timm_star_relu(m: Any, name: str, where: str) -> tuple[StarReLU, dict[str, 
     return StarReLU(name=name), {"scale": m.scale, "bias": m.bias}
 
 
+def _is_timm_gelu(m: nn.Module) -> bool:
+    """timm's own ``GELU`` and ``GELUTanh`` modules (``F.gelu``, exact or tanh), with no parameters."""
+    return type(m).__name__ in ("GELU", "GELUTanh") and type(m).__module__ == "timm.layers.activations"
+
+
+def _timm_gelu(m: Any, name: str, where: str) -> GELU:
+    if any(True for _ in m.parameters()) or any(True for _ in m.buffers()):
+        raise UnsupportedLayerError(f"from_torch: {where}: timm {type(m).__name__} with tensors is not supported")
+    return GELU("tanh" if type(m).__name__ == "GELUTanh" else "none", name=name)
+
+
 #: (predicate on a module, its importer), for classes of other libraries matched by module and name
-MATCHERS: list[Any] = [(_is_timm_star_relu, _timm_star_relu)]
+MATCHERS: list[Any] = [(_is_timm_star_relu, _timm_star_relu), (_is_timm_gelu, _timm_gelu)]
 
 
 def _prelu(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
