@@ -117,10 +117,6 @@ VARIANTS = {
     "FrozenBatchNorm": ("BatchNorm2d", "frozen"),
     "WindowAttentionStateIndex": ("WindowAttention", "state_index"),
 }
-#: variants whose flag only torch state holds, with the reason Keras' cannot bring it back
-TORCH_ONLY_VARIANTS = {
-    "WindowAttentionStateIndex": "the index is fixed data, a Keras constant: a Keras model's weights never hold it",
-}
 
 
 def test_every_kind_has_an_example():
@@ -173,9 +169,7 @@ def test_every_kind_builds_in_every_backend_and_imports_back(both_backends, kind
         args = (model, shape) if importer == "from_torch" else (model,)
         imported, weights = getattr(xc, importer)(*args, return_weights=True)
         kinds = {i.kind for i in xc.infer(imported)}
-        if variant is not None and importer == "from_keras" and kind in TORCH_ONLY_VARIANTS:
-            assert variant[0] in kinds, f"{importer} does not bring {variant[0]} back: got {sorted(kinds)}"
-        elif variant is not None:  # the variant's flag comes back on every layer of that kind
+        if variant is not None:  # the variant's flag comes back on every layer of that kind
             flags = [getattr(i.layer, variant[1]) for i in xc.infer(imported) if i.kind == variant[0]]
             assert flags and all(flags), f"{importer} does not bring {kind} back: {imported}"
         else:

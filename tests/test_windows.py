@@ -336,3 +336,86 @@ def test_swin_modules_that_are_not_the_known_ones_are_refused(both_backends):
         xc.from_torch(model, (3, 32, 32))
     with pytest.raises(UnsupportedLayerError, match=r"timm pads after its roll"):
         xc.from_torch(_timm_swin(img_size=40, window_size=3), (3, 40, 40))
+
+
+def _hf_swin(size: int, window: int):
+    import_torchvision()
+    import torch
+    import transformers as hf
+
+    torch.manual_seed(0)
+    depths = [2, 2] if window == 4 else [2, 2, 2]
+    config = hf.SwinConfig(
+        image_size=size, patch_size=4, embed_dim=16, depths=depths, num_heads=[2, 4, 4][: len(depths)],
+        window_size=window, num_labels=3,
+    )  # fmt: skip
+    return _tables_random(hf.SwinForImageClassification(config))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(("size", "window"), [(32, 4), (40, 3)])
+def test_hugging_face_swin_ports_to_keras(both_backends, size, window, dtype):
+    """Hugging Face's Swin on tokens: its layers read their tokens as the map of the size their call was given
+    (windows of 3 on 10x10 maps: padded), the pooler's mean of the transposed tokens; its state_dict loads."""
+    import torch
+
+    model = _hf_swin(size, window)
+    model = model.double() if dtype == "float64" else model.float()
+    km = xc.port(model, to="tf", input_shape=(3, size, size), output="logits")
+    xc.set_weights(km, model.state_dict())  # (q, k and v by their own keys, fused)
+    x = np.random.default_rng(1).standard_normal((2, 3, size, size)).astype(dtype)
+    with torch.no_grad():
+        expect = model(torch.from_numpy(x)).logits.numpy()
+    assert max_rel_diff(expect, xc.predict(km, x)) <= TOLERANCE[dtype]
+
+
+def test_parts_of_a_block_that_are_not_the_known_ones_are_refused(both_backends):
+    import torch
+
+    model = _timm_swin()
+    model.layers[0].blocks[0].mlp.act = torch.nn.Softmax(dim=-1)  # (over the channels in timm, not in a spec map)
+    with pytest.raises(UnsupportedLayerError, match=r"its part 'layers\.0\.blocks\.0\.mlp\.act' is a Softmax"):
+        xc.from_torch(model, (3, 32, 32))
+
+    class LoRA(torch.nn.Linear):  # (a subclass computes more than its weight)
+        def forward(self, x):
+            return super().forward(x) + 0.5 * x.sum(-1, keepdim=True)
+
+    model = _timm_swin()
+    old = model.layers[0].blocks[0].attn.qkv
+    model.layers[0].blocks[0].attn.qkv = LoRA(old.in_features, old.out_features)
+    with pytest.raises(UnsupportedLayerError, match=r"projections other than nn\.Linear"):
+        xc.from_torch(model, (3, 32, 32))
+    unshifted = _timm_swin(img_size=40, window_size=3, depths=(1,), num_heads=(2,))  # (padded, not rolled)
+    assert "WindowAttention" in {i.kind for i in xc.infer(xc.from_torch(unshifted, (3, 40, 40)))}
+
+
+def test_a_built_window_attention_takes_the_map_size_it_was_built_for(both_backends):
+    import torch
+
+    tm = xc.build(xc.Sequential(xc.WindowAttention(4, 2, 3, shift_size=1), input_shape=(4, 7, 7)), "torch", seed=0)
+    with pytest.raises(ValueError, match="built for 7x7 maps, given 6x6"):
+        tm(torch.zeros(1, 4, 6, 6))
+
+
+def test_a_reference_wrong_in_float32_alone_is_not_taken_for_rounding(both_backends, monkeypatch):
+    """The float32 re-measure against float64 compares with the reference's own float32 error; a reference
+    whose float32 path is wrong (Keras dropping the shift mask in float32 only) must not excuse the others."""
+    from xconv.backends.tf import builders
+    from xconv.kinds.window import _keras
+
+    class Float32Wrong(_keras.WindowAttentionLayer):
+        def build(self, input_shape):
+            super().build(input_shape)
+            if self.compute_dtype == "float32":
+                self._mask = None
+
+    def make(info, x, dtype):
+        layer = info.layer
+        return Float32Wrong(layer.num_heads, layer.window_size, layer.shift_size, dtype=dtype,
+                            name=builders.keras_name(info))(x)  # fmt: skip
+
+    monkeypatch.setitem(builders._BUILDERS, xc.WindowAttention, make)
+    x = np.random.default_rng(1).standard_normal((2, 3, 12, 12))
+    with pytest.raises(AssertionError, match=r"WindowAttention"):
+        assert_equivalent(SWIN, _random(SWIN), x, backends=("tf", "numpy"), dtype="float32", grads=False)

@@ -280,3 +280,22 @@ def _check_calls(module: nn.Module) -> None:
                 f"from_torch: {label} has its forward replaced on the instance (m.forward = ...); xconv imports a "
                 "module by its class, so restore the class's forward or define a subclass"
             )
+
+
+def called_as_built(m: nn.Module, path: str, members: list[Any]) -> None:
+    """A leaf is mapped by its class, so it must have been called with its input alone: a transposed conv
+    given an ``output_size`` in forward records another output padding than the module's own (refused)."""
+    from .torch_export import _bind, _overload
+
+    for n in members:  # an attention module called with a causal flag computes another function
+        if _overload(n.target) == "scaled_dot_product_attention.default" and _bind(n).get("is_causal"):
+            raise UnsupportedLayerError(f"from_torch: module {path!r} ({type(m).__name__}) computes causal attention")
+    if not isinstance(m, nn.ConvTranspose2d):
+        return
+    for n in members:
+        op = _overload(n.target)
+        if op == "conv_transpose2d.input" and tuple(_bind(n)["output_padding"]) != tuple(m.output_padding):
+            raise UnsupportedLayerError(
+                f"from_torch: module {path!r} (ConvTranspose2d) is called with an output_size in forward; "
+                "give the output_padding to the module instead"
+            )

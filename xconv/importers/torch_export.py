@@ -27,6 +27,8 @@ from typing import Any
 
 from ..backends._torch_env import nn, torch
 from ..errors import UnsupportedLayerError
+from .torch_checks import called_as_built
+from .torch_shapes import call_arguments, inner_shapes
 
 F = torch.nn.functional
 
@@ -114,11 +116,14 @@ def read(module: nn.Module, program: Any, batch_size: int | None = BATCH) -> Any
                     keys = graph.call_function(operator.getitem, (tokens, (slice(None), None, None, slice(None))))
                     keys.meta["xconv_padding"] = tokens.meta["xconv_padding"] = True
                     mask_of = (keys,)
-                inputs_of = (env[src],) * 3 if mha else (env[src], *mask_of)
+                inputs_of = (env[src],) * 3 if mha else (env[src], *mask_of, *call_arguments(leaf, members))
                 call = graph.call_module(path, inputs_of, {"need_weights": False} if mha else {})
+                call.meta["xconv_inner_shapes"] = inner_shapes(members)
                 env[members[-1]] = _shape_of(members[-1], graph.call_function(operator.getitem, (call, 0)))
             else:
-                env[members[-1]] = _shape_of(members[-1], graph.call_module(path, (env[src], *mask_of)))
+                call = graph.call_module(path, (env[src], *mask_of, *call_arguments(leaf, members)))
+                call.meta["xconv_inner_shapes"] = inner_shapes(members)
+                env[members[-1]] = _shape_of(members[-1], call)
             for m in members[:-1]:
                 env[m] = env[members[-1]]  # (only the last is read outside the call)
             continue
@@ -348,8 +353,12 @@ def _groups(nodes: list[Any], leaves: _Leaves, side: set[Any]) -> dict[Any, tupl
             continue
         if runs and runs[-1][0] == leaf[0] and runs[-1][2][-1].next is n:
             runs[-1][2].append(n)
-        elif runs and runs[-1][0] == leaf[0] and all(_leaf_of(m, leaves) is None for m in _between(runs[-1][2][-1], n)):
-            runs[-1][2].append(n)  # (only ignored nodes between)
+        elif (
+            runs
+            and runs[-1][0] == leaf[0]
+            and all(_ignored(m) or _leaf_of(m, leaves) is None for m in _between(runs[-1][2][-1], n))
+        ):
+            runs[-1][2].append(n)  # (only ignored nodes between: shape guards, another module's sizes)
         else:
             runs.append((leaf[0], leaf[1], [n]))
     out: dict[Any, tuple[str, list[Any], Any, Any]] = {}
@@ -366,35 +375,18 @@ def _groups(nodes: list[Any], leaves: _Leaves, side: set[Any]) -> dict[Any, tupl
                 if sizes_inside and "val" in a.meta and not isinstance(a.meta["val"], torch.Tensor):
                     continue  # the batch size (its random mask's shape): the module takes it from its input
                 reads.append(a)
-        _called_as_built(leaves.module.get_submodule(path), path, members)
+        called_as_built(leaves.module.get_submodule(path), path, members)
         sides = [a for a in reads if a in side]
         sided = sides[0] if len(reads) == 2 and len(sides) == 1 else None
         if sided is not None:
             reads = [a for a in reads if a is not sided]
-        read_outside = [m for m in members if any(u not in inside for u in m.users)]
+        read_outside = [m for m in members if any(u not in inside and not _ignored(u) for u in m.users)]
         buffer_read = reads[0].op == "get_attr" if reads else False
         embedding = type(leaves.module.get_submodule(path)) is nn.Embedding  # (ids may be a buffer)
         if len(reads) != 1 or buffer_read and not embedding or read_outside not in ([], [members[-1]]):
             continue
         out[members[0]] = (path, members, reads[0], sided)
     return out
-
-
-def _called_as_built(m: nn.Module, path: str, members: list[Any]) -> None:
-    """A leaf is mapped by its class, so it must have been called with its input alone: a transposed conv
-    given an ``output_size`` in forward records another output padding than the module's own (refused)."""
-    for n in members:  # an attention module called with a causal flag computes another function
-        if _overload(n.target) == "scaled_dot_product_attention.default" and _bind(n).get("is_causal"):
-            raise UnsupportedLayerError(f"from_torch: module {path!r} ({type(m).__name__}) computes causal attention")
-    if not isinstance(m, nn.ConvTranspose2d):
-        return
-    for n in members:
-        op = _overload(n.target)
-        if op == "conv_transpose2d.input" and tuple(_bind(n)["output_padding"]) != tuple(m.output_padding):
-            raise UnsupportedLayerError(
-                f"from_torch: module {path!r} (ConvTranspose2d) is called with an output_size in forward; "
-                "give the output_padding to the module instead"
-            )
 
 
 def _between(a: Any, b: Any) -> list[Any]:

@@ -17,6 +17,7 @@ from ..spec import (
     LayerScale,
     SelfAttention,
     Sequential,
+    TokenMean,
     TokenTypeEmbedding,
 )
 from ._graph import Fragment, Names, Raw, to_spec
@@ -410,6 +411,12 @@ def _import_graph(
             hw = tuple(shapes.shape(args[0]) or ())[2:]  # (a pad of -inf folds into a max pool: by the sizes)
             nodes.append(Raw(pad_name, "torch_pad", [index[args[0]]], payload=(*pad, hw)))
             continue
+        pooled = shapes.token_pool(gm, node, args)
+        if pooled is not None:  # (the mean over the tokens, as (N, C, 1): a flatten of it is itself)
+            pool_name = names.take(str(node.target), own=True) if node.op == "call_module" else names.take(node.name)
+            index[node] = len(nodes)
+            nodes.append(Raw(pool_name, "layer", [index[pooled]], layer=TokenMean(name=pool_name)))
+            continue
         if any(a in shapes.transposed for a in _flat_args(node)):
             raise UnsupportedLayerError(
                 f"from_torch: {where} reads tokens transposed to (N, C, L); they are supported only read back as a "
@@ -446,7 +453,8 @@ def _import_graph(
             name = names.take(node.name) if owner is None else names.take(owner, own=True)
         layer, state = _layer(m, name, where)
         if isinstance(layer, Fragment):
-            index[node] = _fragment(nodes, layer, index[args[0]], node, args[0], shapes, source, names, where)
+            index[node] = _fragment(nodes, layer, index[args[0]], node, args[0], shapes, source, names, name, where)
+            state = {k: t for k, t in layer.state.items() if t is not None}  # (its steps may add to it)
             _own_state(state, owners, where)
             tensors.update(state)
             continue

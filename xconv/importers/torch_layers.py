@@ -10,12 +10,14 @@ from typing import Any
 from ..backends._torch_env import nn, torch
 from ..errors import UnsupportedLayerError
 from ..kinds import (
+    ELEMENTWISE,
     BatchNorm1d,
     BatchNorm2d,
     ChannelLinear,
     ClassToken,
     Conv2d,
     ConvTranspose2d,
+    Dropout,
     Embedding,
     GlobalResponseNorm,
     GroupNorm,
@@ -27,8 +29,12 @@ from ..kinds import (
     PositionEmbedding,
     PReLU,
     SelfAttention,
+    Softmax,
     StarReLU,
+    StochasticDepth,
     TokenTypeEmbedding,
+    ToMap,
+    ToTokens,
     WindowAttention,
     framework_list,
     framework_table,
@@ -326,22 +332,32 @@ def _fragment(
     shapes: Any,
     source: Any,
     names: Names,
+    taken: str,
     where: str,
 ) -> int:
     """Appends the nodes of a module imported as several (a :class:`Fragment`) reading node ``src``; returns
-    the index of its output."""
+    the index of its output. ``taken``: the module's own name, taken already (a step may carry it)."""
     if fragment.channels_last != (arg in shapes.nhwc):
         layout = "a channels-last" if arg in shapes.nhwc else "an NCHW"
         raise UnsupportedLayerError(f"from_torch: {where} is written for another layout than its input, {layout} map")
     if fragment.check is not None:
         fragment.check(shapes.shape(arg))
+    if fragment.make is not None:
+        fragment.steps = fragment.make(shapes.shape(arg), node.meta.get("xconv_inner_shapes"))
     at: dict[int, int] = {-1: src}
+    allowed = (*_PER_FEATURE, *(k for k in ELEMENTWISE if k is not Softmax))
+    for step, _ in fragment.steps:  # (what each part of the module is, per pixel or token)
+        if not isinstance(step, str) and not isinstance(step, allowed):
+            raise UnsupportedLayerError(
+                f"from_torch: {where}: its part {step.name!r} is a {step.kind}; a module imported as several layers "
+                "takes norms, linear layers and elementwise ones over the features only"
+            )
     for k, (step, reads) in enumerate(fragment.steps):
         inputs = [at[r] for r in reads]
         if isinstance(step, str):
             nodes.append(Raw(f"{node.name}.{step}_{k}", step, inputs))
         else:
-            if names.take(step.name, own=True) != step.name:
+            if step.name != taken and names.take(step.name, own=True) != step.name:
                 raise UnsupportedLayerError(f"from_torch: {where}: its layer name {step.name!r} is taken")
             own = {key: t for key, t in fragment.state.items() if key.startswith(f"{step.name}.") and t is not None}
             nodes.append(Raw(step.name, "layer", inputs, layer=_with_source_keys(step, own, source), owned=True))
@@ -349,6 +365,21 @@ def _fragment(
     if fragment.channels_last:
         shapes.nhwc.add(node)
     return at[len(fragment.steps) - 1]
+
+
+#: the layers a Fragment's steps may be besides elementwise ones: they act on each pixel's or token's
+#: features, or are the windowed kinds themselves
+_PER_FEATURE = (
+    LayerNorm,
+    Linear,
+    ChannelLinear,
+    Dropout,
+    StochasticDepth,
+    WindowAttention,
+    PatchMerging,
+    ToMap,
+    ToTokens,
+)
 
 
 def _with_source_keys(layer: Any, state: dict[str, Any], source: dict[int, str]) -> Any:

@@ -51,6 +51,7 @@ class ShapeOps:
         self.pieces: dict[Any, tuple[Any, int, list[tuple[int, int]]]] = {}  # x.chunk / x.split: (src, dim, parts)
         self.ncl: dict[Any, Any] = {}  # an NCHW map viewed as (N, C, H*W): the map
         self.transposed: dict[Any, Any] = {}  # tokens transposed to (N, C, L): the tokens
+        self.pooled: set[Any] = set()  # the mean of transposed tokens, (N, C, 1): read as (N, C)
 
     def shape(self, node: Any) -> tuple[int, ...] | None:
         return getattr(node, "meta", {}).get("xconv_shape")
@@ -201,6 +202,16 @@ class ShapeOps:
             return self._ncl_step(node, src, method, args, where)
         if src in self.transposed:
             return self._transposed_step(node, src, method, args, where)
+        if src in self.pooled:  # (N, C, 1) read as (N, C): flatten(1), view(N, -1), squeeze(-1) are aliases
+            values = {**dict(zip(("start_dim", "end_dim"), self.resolve(args[1:]))), **self.resolve(dict(node.kwargs))}
+            flat = method == "flatten" and values.get("start_dim", 0) == 1 and values.get("end_dim", -1) in (-1, 2)
+            squeeze = method == "squeeze" and self.resolve(args[1:]) in ([-1], [2])
+            view = method in ("view", "reshape") and self._dims(args) in ((BATCH, -1), (BATCH, self.shape(src)[1]))  # type: ignore[index]
+            if flat or squeeze or view:
+                return src, None
+            raise UnsupportedLayerError(
+                f"from_torch: {where}: the mean of the tokens as (N, C, 1) is read only flattened"
+            )
         if src not in self.index:
             return None
         shape = self.shape(src)
@@ -317,6 +328,24 @@ class ShapeOps:
             return sorted(d % 3 for d in self.resolve(args[1:3]) if isinstance(d, int)) == [1, 2]
         return method == "permute" and tuple(self._dims(args)) == (0, 2, 1)
 
+    def token_pool(self, gm: Any, node: Any, args: list[Any]) -> Any:
+        """For ``nn.AdaptiveAvgPool1d(1)`` / ``F.adaptive_avg_pool1d(x, 1)`` of tokens transposed to (N, C, L)
+        (Hugging Face's Swin pooler): the tokens, whose mean it is, as (N, C, 1); None for other calls. A
+        flatten of the (N, C, 1) result then reads as the identity."""
+        if not args or args[0] not in self.transposed:
+            return None
+        if node.op == "call_module":
+            m = gm.get_submodule(node.target)
+            size = m.output_size if type(m) is torch.nn.AdaptiveAvgPool1d else None
+        elif node.op == "call_function" and node.target is torch.nn.functional.adaptive_avg_pool1d:
+            size = args[1] if len(args) > 1 else node.kwargs.get("output_size")
+        else:
+            return None
+        if size not in (1, (1,), [1]):
+            return None
+        self.pooled.add(node)
+        return self.transposed[args[0]]
+
     def _transposed_step(self, node: Any, src: Any, method: str, args: list[Any], where: str) -> Any:
         """A call on tokens transposed to (N, C, L): the view as an (N, C, H, W) map that reads them back as a
         map (ToMap), or a refusal."""
@@ -360,3 +389,18 @@ class ShapeOps:
         if stop <= start:
             raise UnsupportedLayerError(f"from_torch: {where}: an empty slice")
         return src, Narrow(dim, start, stop - start)
+
+
+def call_arguments(leaf: Any, members: list[Any]) -> tuple[Any, ...]:
+    """The constant arguments a leaf module was called with besides its tensor, where its class takes some
+    (Hugging Face's Swin layers: the size of the map their tokens are read as)."""
+    from ..kinds.window._torch_sources import call_arguments as window_arguments
+
+    return window_arguments(leaf, inner_shapes(members))
+
+
+def inner_shapes(members: list[Any]) -> list[tuple[int, ...]]:
+    """The shapes of the tensors a leaf module's call computed, in order (a module that reads its map's size
+    from its arguments shows it here)."""
+    vals = [m.meta.get("val") for m in members]
+    return [tuple(int(d) for d in v.shape) for v in vals if isinstance(v, torch.Tensor)]

@@ -148,11 +148,12 @@ def token_mean(node: Any, args: list[Any]) -> TokenMean | None:
 
 
 def returns_pair(m: Any) -> bool:
-    """Whether a module that imports whole returns (output, attention weights): ``nn.MultiheadAttention`` and
-    Hugging Face's attentions, read through ``[0]``."""
+    """Whether a module that imports whole returns (output, attention weights): ``nn.MultiheadAttention``,
+    Hugging Face's attentions and its Swin layers, read through ``[0]``."""
     from ..kinds.token._torch import is_hf_attention
+    from ..kinds.window._torch_sources import is_hf_swin_layer
 
-    return isinstance(m, torch.nn.MultiheadAttention) or is_hf_attention(m)
+    return isinstance(m, torch.nn.MultiheadAttention) or is_hf_attention(m) or is_hf_swin_layer(m)
 
 
 def self_attention_call(gm: Any, node: Any, where: str) -> bool:
@@ -160,6 +161,10 @@ def self_attention_call(gm: Any, node: Any, where: str) -> bool:
     query, key and value the same tensor, no masks (its output is then read through ``[0]``)."""
     if node.op != "call_module" or not returns_pair(gm.get_submodule(node.target)):
         return False
+    from ..kinds.window._torch_sources import is_hf_swin_layer
+
+    if is_hf_swin_layer(gm.get_submodule(node.target)):  # (a block, called with its map's size)
+        return True
     if not isinstance(gm.get_submodule(node.target), torch.nn.MultiheadAttention):
         if len(node.args) != 1 or any(v is not None for v in node.kwargs.values()):
             raise UnsupportedLayerError(f"from_torch: {where} is supported without a mask or other arguments")

@@ -36,10 +36,12 @@ class WindowAttentionLayer(keras.layers.Layer):
         cpb_hidden: int = 512,
         grid: bool = False,
         scale: float | None = None,
+        state_index: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.grid, self.scale = bool(grid), None if scale is None else float(scale)
+        self.state_index = bool(state_index)  # (the index is a constant here: whether the weights hold it)
         self.num_heads, self.cosine, self.cpb_hidden = int(num_heads), bool(cosine), int(cpb_hidden)
         self.window_size = (int(window_size[0]), int(window_size[1]))
         self.shift_size = (int(shift_size[0]), int(shift_size[1]))
@@ -166,6 +168,7 @@ class WindowAttentionLayer(keras.layers.Layer):
             "cpb_hidden": self.cpb_hidden,
             "grid": self.grid,
             "scale": self.scale,
+            "state_index": self.state_index,
         }
 
 
@@ -227,6 +230,7 @@ def _window_attention(info: LayerInfo, x: Any, dtype: str) -> Any:
         layer.cpb_hidden,
         layer.grid,
         layer.scale,
+        layer.state_index,
         dtype=dtype,
         name=keras_name(info),
     )(x)
@@ -278,8 +282,12 @@ def _own_window_attention(layer: WindowAttentionLayer, where: str, current: tupl
     spec = WindowAttention(
         c, layer.num_heads, layer.window_size, layer.shift_size, layer.qkv_bias, layer.proj_bias, layer.dropout,
         cosine=layer.cosine, cpb_hidden=layer.cpb_hidden, grid=layer.grid, scale=layer.scale,
+        state_index=layer.state_index,
     )  # fmt: skip
-    return spec, _arrays(layer, _WINDOW_VARIABLES)
+    arrays = _arrays(layer, _WINDOW_VARIABLES)
+    if layer.state_index:  # (a constant of the layer, in the weights as the source of its spec keeps it)
+        arrays["relative_position_index"] = relative_position_index(layer.window_size)
+    return spec, arrays
 
 
 def _own_patch_merging(layer: PatchMergingLayer, where: str, current: tuple[int, ...]) -> Any:

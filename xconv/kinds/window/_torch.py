@@ -84,6 +84,8 @@ class WindowAttentionModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
+        if (h, w) != self.size:  # (its shift mask and padding are this size's)
+            raise ValueError(f"WindowAttentionModule: built for {self.size[0]}x{self.size[1]} maps, given {h}x{w}")
         ph, pw, sh, sw = self.geometry
         wh, ww = self.window_size
         t = F.pad(x.permute(0, 2, 3, 1), (0, 0, 0, pw - w, 0, ph - h))

@@ -34,6 +34,22 @@ def _standard_index(m: Any, window: tuple[int, int], where: str, what: str) -> N
         )
 
 
+def _named(m: Any) -> tuple[str, str]:
+    """A module's (class name, module of its class): other libraries' parts are checked by both."""
+    return type(m).__name__, type(m).__module__
+
+
+_MAXVIT = "torchvision.models.maxvit"
+
+
+def _swaps(m: Any) -> bool:
+    """A MaxViT partition layer's axis swaps: (-2, -3) both ways for the grid, none for windows."""
+    swaps = (m.partition_swap, m.departition_swap)
+    if m.partition_type == "window":
+        return all(type(s) is nn.Identity for s in swaps)
+    return all(_named(s) == ("SwapAxes", _MAXVIT) and (s.a, s.b) == (-2, -3) for s in swaps)
+
+
 def _is_torchvision(name: str) -> Any:
     return lambda m: type(m).__name__ == name and type(m).__module__ == "torchvision.models.swin_transformer"
 
@@ -157,7 +173,9 @@ def _timm_block(m: Any, name: str, where: str) -> Any:
         where,
         what,
         [
-            (type(attn).__name__ != "WindowAttention", f"attention {type(attn).__name__}"),
+            (_named(attn) != ("WindowAttention", type(m).__module__), f"attention {type(attn).__name__}"),
+            (type(attn.qkv) is not nn.Linear or type(attn.proj) is not nn.Linear, "projections other than nn.Linear"),
+            (type(attn.softmax) is not nn.Softmax or attn.softmax.dim not in (-1, 3), "another softmax"),
             (tuple(attn.window_size) != window, f"attention window {attn.window_size} (the block's is {window})"),
             (
                 attn.qkv.out_features != 3 * dim or attn.proj.in_features != dim or attn.proj.out_features != dim,
@@ -172,7 +190,10 @@ def _timm_block(m: Any, name: str, where: str) -> Any:
             (v2 and getattr(attn, "k_bias", None) is not None and bool(attn.k_bias.any()), "a k bias that is not 0"),
             (type(attn.proj_drop) is not nn.Dropout or attn.proj_drop.p > 0, "dropout after the projection"),
             (type(attn.attn_drop) is not nn.Dropout, "another attention dropout"),
-            (type(mlp).__name__ != "Mlp" or type(mlp.norm) is not nn.Identity, f"an MLP {type(mlp).__name__}"),
+            (
+                _named(mlp) != ("Mlp", "timm.layers.mlp") or type(mlp.norm) is not nn.Identity,
+                f"an MLP {type(mlp).__name__}",
+            ),
             (any(s >= w for s, w in zip(shift, window)), f"shift_size={shift} not smaller than window_size={window}"),
         ],
     )
@@ -229,7 +250,7 @@ def _timm_block(m: Any, name: str, where: str) -> Any:
 
     def check(shape: Any) -> None:
         _, h, w, _ = shape
-        if h % window[0] or w % window[1]:
+        if any(shift) and (h % window[0] or w % window[1]):  # (unshifted, padding is padding)
             raise UnsupportedLayerError(
                 f"from_torch: {where}: a {h}x{w} map is not a whole number of {window} windows; timm pads after "
                 "its roll (torchvision before), which xconv does not express"
@@ -295,8 +316,14 @@ def _maxvit_layer(m: Any, name: str, where: str) -> Any:
         where,
         what,
         [
-            (attn is None or type(attn).__name__ != "RelativePositionalMultiHeadAttention", "another attention"),
-            (len(mlp) != 5 or type(m.partition_op).__name__ != "WindowPartition", "another structure"),
+            (_named(attn) != ("RelativePositionalMultiHeadAttention", _MAXVIT), "another attention"),
+            (len(mlp) != 5 or _named(m.partition_op) != ("WindowPartition", _MAXVIT), "another structure"),
+            (_named(m.departition_op) != ("WindowDepartition", _MAXVIT), "another departition"),
+            (not _swaps(m), "axes swapped otherwise than its partition type's"),
+            (
+                type(attn.to_qkv) is not nn.Linear or type(attn.merge) is not nn.Linear,
+                "projections other than nn.Linear",
+            ),
         ],
     )
     dim, heads, size = int(attn.to_qkv.in_features), int(attn.n_heads), int(attn.size)
@@ -378,3 +405,176 @@ OTHERS: list[Any] = [
     (_is_timm("SwinTransformerV2Block", _TIMM_V2), _timm_block),
     (_is_maxvit, _maxvit_layer),
 ]
+
+
+_HF_SWIN = "transformers.models.swin.modeling_swin"
+
+
+def is_hf_swin_layer(m: Any) -> bool:
+    """Hugging Face's ``SwinLayer``: a Swin block on tokens, returning (tokens, attention weights)."""
+    return type(m).__name__ == "SwinLayer" and type(m).__module__ == _HF_SWIN
+
+
+def _is_hf_merging(m: Any) -> bool:
+    return type(m).__name__ == "SwinPatchMerging" and type(m).__module__ == _HF_SWIN
+
+
+def call_arguments(m: Any, inner: list[tuple[int, ...]]) -> tuple[Any, ...]:
+    """What a leaf module of these was called with besides its tensor: Hugging Face's Swin layer and patch
+    merging take ``input_dimensions``, the (H, W) their tokens are read as (the first (N, H, W, C) view of
+    their call); the others nothing."""
+    if not (is_hf_swin_layer(m) or _is_hf_merging(m)):
+        return ()
+    views = [s for s in inner if len(s) == 4]
+    return ((int(views[0][1]), int(views[0][2])),) if views else ()
+
+
+def _map_size(shape: Any, inner: Any, where: str) -> tuple[int, int]:
+    """The (H, W) a Hugging Face Swin module read its (N, L, C) tokens as: the first (N, H, W, C) view its call
+    computed (its sizes are arguments of the call, not attributes)."""
+    if shape is None or len(shape) != 3:
+        raise UnsupportedLayerError(f"from_torch: {where} takes tokens (N, L, C); its input is {shape}")
+    _, length, c = shape
+    for s in inner or ():  # (the program's batch may be another than this run's)
+        if len(s) == 4 and s[3] == c and s[1] * s[2] == length:
+            return int(s[1]), int(s[2])
+    raise UnsupportedLayerError(
+        f"from_torch: {where}: the map size its tokens are read as is not known (it is read from the exported "
+        "program's views; the torch.fx front-end does not record them)"
+    )
+
+
+def _hf_drop_path(m: Any, name: str, where: str) -> Any:
+    """Hugging Face's ``SwinDropPath`` (each sample dropped, the rest scaled by 1 / keep: row-mode stochastic
+    depth) or ``nn.Identity``."""
+    from ...importers.torch_layers import _layer
+    from ...spec import StochasticDepth
+
+    if type(m).__name__ == "SwinDropPath" and type(m).__module__ == _HF_SWIN:
+        return StochasticDepth(float(m.drop_prob), "row", name=name)
+    return _layer(m, name, where)[0]
+
+
+def _hf_activation(m: Any, name: str, where: str) -> Any:
+    """Hugging Face's ``GELUActivation`` on ``F.gelu`` (its default), else the module as xconv imports it."""
+    from ...importers.torch_layers import _layer
+    from ...spec import GELU
+
+    if type(m).__name__ == "GELUActivation" and type(m).__module__ == "transformers.activations":
+        if m.act is not torch.nn.functional.gelu:
+            raise UnsupportedLayerError(f"from_torch: {where}: GELUActivation(use_gelu_python=True) is not supported")
+        return GELU(name=name)
+    return _layer(m, name, where)[0]
+
+
+def _hf_swin_layer(m: Any, name: str, where: str) -> Any:
+    """Hugging Face's ``SwinLayer`` on (N, L, C) tokens: x + attn(LayerNorm(x)) in (shifted) windows of the
+    tokens read as an (H, W) map (its pad, roll, window partition and shift mask are torchvision's), then
+    x + mlp(LayerNorm(x)); its ``SwinAttention`` on the sdpa implementation, q, k and v fused as the qkv
+    projection; the map's size as the exported call read it. A window clamped to a smaller map is refused."""
+    from ...importers._graph import Fragment
+    from ...importers.torch_layers import _layer
+    from ...spec import Dropout, ToMap, ToTokens
+    from ..token._torch import fused
+
+    attn = m.attention
+    q, k, v, o = attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj
+    dim, heads = int(q.in_features), int(attn.num_attention_heads)
+    window = int(m.window_size) if isinstance(m.window_size, int) else -1
+    implementation = getattr(attn.config, "_attn_implementation", None)
+    what = "Hugging Face SwinLayer"
+    _refuse(
+        where,
+        what,
+        [
+            (_named(attn) != ("SwinAttention", _HF_SWIN), f"attention {type(attn).__name__}"),
+            (any(type(t) is not nn.Linear for t in (q, k, v, o)), "projections other than nn.Linear"),
+            (_named(attn.relative_position_bias) != ("SwinRelativePositionBias", _HF_SWIN), "another position bias"),
+            (_named(m.mlp) != ("SwinMLP", _HF_SWIN), f"an MLP {type(m.mlp).__name__}"),
+            (implementation != "sdpa", f"attention implementation {implementation!r} (sdpa only)"),
+            (bool(getattr(attn, "is_causal", False)), "causal attention"),
+            (any(t.in_features != dim or t.out_features != dim for t in (q, k, v, o)), "other projection sizes"),
+            (len({t.bias is None for t in (q, k, v)}) != 1, "biases on some of q, k and v only"),
+            (float(attn.scaling) != (dim // heads) ** -0.5, f"scaling={attn.scaling}"),
+            (tuple(attn.relative_position_bias.window_size) != (window, window), "a window clamped to its map"),
+            (type(m.dropout) is not nn.Dropout, "another dropout"),
+        ],
+    )
+    _standard_index(attn.relative_position_bias, (window, window), where, what)
+    a = f"{name}.attention"
+    state: dict[str, Any] = {
+        f"{a}.qkv.weight": fused(q.weight, k.weight, v.weight),
+        f"{a}.qkv.bias": None if q.bias is None else fused(q.bias, k.bias, v.bias),
+        f"{a}.proj.weight": o.weight,
+        f"{a}.proj.bias": o.bias,
+        f"{a}.relative_position_bias_table": attn.relative_position_bias.relative_position_bias_table,
+    }
+    shift = int(m.shift_size)
+
+    def make(shape: Any, inner: Any) -> list[tuple[Any, tuple[int, ...]]]:
+        h, w = _map_size(shape, inner, where)
+        s = 0 if min(h, w) <= window else shift  # (Hugging Face's rule for a map of one window)
+        layer = WindowAttention(
+            dim, heads, (window, window), (s, s), q.bias is not None, o.bias is not None,
+            float(attn.attention_dropout), name=a,
+        )  # fmt: skip
+        steps: list[tuple[Any, tuple[int, ...]]] = []
+
+        def add(spec: Any, reads: int) -> int:
+            steps.append((spec, (reads,)))
+            return len(steps) - 1
+
+        def sub(module: Any, path: str, reads: int) -> int:
+            spec, own = _layer(module, f"{name}.{path}", f"{where}.{path}")
+            state.update(own)
+            return add(spec, reads)
+
+        last = sub(m.layernorm_before, "layernorm_before", -1)
+        last = add(ToMap(h, w, name=f"{name}.to_map"), last)
+        last = add(layer, last)
+        last = add(ToTokens(name=f"{name}.to_tokens"), last)
+        last = add(Dropout(float(m.dropout.p), name=f"{name}.dropout"), last)
+        last = add(_hf_drop_path(m.drop_path, f"{name}.drop_path", f"{where}.drop_path"), last)
+        steps.append(("add", (-1, last)))
+        first = len(steps) - 1
+        last = sub(m.layernorm_after, "layernorm_after", first)
+        last = sub(m.mlp.fc1, "mlp.fc1", last)
+        last = add(_hf_activation(m.mlp.activation_fn, f"{name}.mlp.activation_fn", where), last)
+        last = sub(m.mlp.fc2, "mlp.fc2", last)
+        last = add(Dropout(float(m.dropout.p), name=f"{name}.dropout_2"), last)
+        steps.append(("add", (first, last)))
+        return steps
+
+    return Fragment([], state, None, channels_last=False, make=make)
+
+
+def _hf_patch_merging(m: Any, name: str, where: str) -> Any:
+    """Hugging Face's ``SwinPatchMerging`` on (N, L, C) tokens: read as the (H, W) map of its call, then
+    Swin's patch merging (pad to even, the 2x2 pixels in Swin's order, LayerNorm, the reduction) and read as
+    tokens again."""
+    from ...importers._graph import Fragment
+    from ...spec import ToMap, ToTokens
+
+    norm, reduction = m.norm, m.reduction
+    dim = int(reduction.in_features) // 4
+    _refuse(
+        where,
+        "Hugging Face SwinPatchMerging",
+        [
+            (type(norm) is not nn.LayerNorm or norm.weight is None or norm.bias is None, "a norm other than LayerNorm"),
+            (tuple(norm.normalized_shape) != (4 * dim,), f"a norm over {tuple(norm.normalized_shape)}"),
+            (type(reduction) is not nn.Linear or reduction.bias is not None, "a reduction with a bias"),
+        ],
+    )
+    merging = PatchMerging(dim, int(reduction.out_features), float(norm.eps), name=name)
+    state = {f"{name}.reduction.weight": reduction.weight, f"{name}.norm.weight": norm.weight}
+    state[f"{name}.norm.bias"] = norm.bias
+
+    def make(shape: Any, inner: Any) -> list[tuple[Any, tuple[int, ...]]]:
+        h, w = _map_size(shape, inner, where)
+        return [(ToMap(h, w, name=f"{name}_map"), (-1,)), (merging, (0,)), (ToTokens(name=f"{name}_tokens"), (1,))]
+
+    return Fragment([], state, None, channels_last=False, make=make)
+
+
+OTHERS += [(is_hf_swin_layer, _hf_swin_layer), (_is_hf_merging, _hf_patch_merging)]
