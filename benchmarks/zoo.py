@@ -3,10 +3,13 @@ port to torch, with random weights (nothing downloaded): parameters, port time (
 verification batch; the framework warmed up by a first small port), and the max relative difference of the
 ported model's output from the original's on a fresh batch of 4: max |a - b| / max(1, max |a|) for torchvision
 (float32 and float64), max |a - b| / max |a| for keras.applications (float32; their random-weight logits can be
-1e-19). Prints a Markdown table and
-writes benchmarks/results/zoo.json.
+1e-19); and the windowed-attention models (Swin, Swin V2, MaxViT; small configurations, relative position
+tables drawn), torch -> Keras in float32 and float64. Prints a Markdown table and writes
+benchmarks/results/zoo.json.
 
-    .venv/bin/python benchmarks/zoo.py
+    .venv/bin/python benchmarks/zoo.py [--windows]
+
+(``--windows``: the windowed-attention rows alone, replacing theirs in the results file.)
 
 Inputs are 3x64x64 (torchvision's inception_v3 3x75x75, Keras' Xception 71x71 and InceptionV3 75x75, the
 segmentation models 3x96x96, their "out" entry compared).
@@ -15,6 +18,7 @@ segmentation models 3x96x96, their "out" entry compared).
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
 import sys
 import time
@@ -29,6 +33,7 @@ from tests.zoo_support import (
     KERAS_APPLICATIONS,
     SEGMENTATION,
     TORCHVISION,
+    WINDOW_ZOO,
     keras_model,
     segmentation_model,
     torchvision_model,
@@ -67,6 +72,35 @@ def torch_row(name: str, segmentation: bool = False) -> dict:
     }
 
 
+def window_row(name: str) -> dict:
+    import torch
+
+    make, shape, output, _ = WINDOW_ZOO[name]
+    model = make().float()
+
+    def run(m: object, x: np.ndarray) -> np.ndarray:
+        y = m(torch.from_numpy(x))  # type: ignore[operator]
+        return (y.logits if output == "logits" else y).numpy()
+
+    t = time.perf_counter()
+    km = xc.port(model, to="tf", input_shape=shape, output=output)
+    seconds = time.perf_counter() - t
+    x = np.random.default_rng(1).standard_normal((4, *shape)).astype("float32")
+    with torch.no_grad():
+        err32 = max_rel_diff(run(model, x), xc.predict(km, x))
+        m64 = model.double()
+        km64 = xc.port(m64, to="tf", input_shape=shape, output=output)
+        err64 = max_rel_diff(run(m64, x.astype("float64")), xc.predict(km64, x.astype("float64")))
+    return {
+        "model": name,
+        "direction": "torch -> Keras",
+        "params": sum(p.numel() for p in model.parameters()),
+        "port_s": seconds,
+        "rel_diff_float32": err32,
+        "rel_diff_float64": err64,
+    }
+
+
 def keras_row(name: str) -> dict:
     model = keras_model(name)
     t = time.perf_counter()
@@ -90,16 +124,26 @@ def keras_row(name: str) -> dict:
 
 
 def main() -> None:
-    argparse.ArgumentParser(description=__doc__).parse_args()
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--windows", action="store_true", help="the windowed-attention rows alone")
+    args = parser.parse_args()
     xc.port(torchvision_model("squeezenet1_1"), to="tf", input_shape=(3, 64, 64))  # warm up
-    rows = [torch_row(n) for n in TORCHVISION] + [keras_row(n) for n in KERAS_APPLICATIONS]
-    rows += [torch_row(n, segmentation=True) for n in SEGMENTATION]
+    if args.windows:
+        path = pathlib.Path(__file__).resolve().parent / "results" / "zoo.json"
+        kept = (
+            [r for r in json.loads(path.read_text())["rows"] if r["model"] not in WINDOW_ZOO] if path.exists() else []
+        )
+        rows = kept + [window_row(n) for n in WINDOW_ZOO]
+    else:
+        rows = [torch_row(n) for n in TORCHVISION] + [keras_row(n) for n in KERAS_APPLICATIONS]
+        rows += [torch_row(n, segmentation=True) for n in SEGMENTATION] + [window_row(n) for n in WINDOW_ZOO]
     print("| model | direction | parameters | port time | max rel. diff float32 | float64 |")
     print("|---|---|---:|---:|---:|---:|")
     for r in rows:
         f64 = "" if r["rel_diff_float64"] is None else f"{r['rel_diff_float64']:.1e}"
+        params = f"{r['params'] / 1e6:.1f}M" if r["params"] >= 1e5 else f"{r['params'] / 1e3:.0f}k"
         print(
-            f"| {r['model']} | {r['direction']} | {r['params'] / 1e6:.1f}M | {r['port_s']:.1f} s | "
+            f"| {r['model']} | {r['direction']} | {params} | {r['port_s']:.1f} s | "
             f"{r['rel_diff_float32']:.1e} | {f64} |"
         )
     write("zoo", {"input": "3x64x64 (Xception 71x71, Inception v3 75x75, segmentation 3x96x96)", "rows": rows})

@@ -1,6 +1,7 @@
 """Windowed attention (Swin): random hierarchical window transformers are the same function in numpy, torch and
 Keras (forward, gradients, training); a wrong shift, shift mask, bias index, window order or patch merging is
-caught at its node; torchvision's and timm's Swin port both ways, float32 and float64, or are refused by name."""
+caught at its node; torchvision's Swin, Swin V2 and MaxViT, timm's Swin and Swin V2 and Hugging Face's Swin port
+both ways, float32 and float64, or are refused by name."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import xconv as xc
 from xconv.errors import SpecError, UnsupportedLayerError, WeightError
 from xconv.testing import TOLERANCE, assert_equivalent, max_rel_diff, strategies, train_parity
 
-from .zoo_support import import_torchvision
+from .zoo_support import WINDOW_ZOO, timm_swin, torchvision_swin
 
 SWIN = xc.Sequential(
     xc.Conv2d(3, 4, 2, stride=2),
@@ -172,6 +173,24 @@ def test_a_wrong_grid_attention_is_caught_at_its_node(both_backends, monkeypatch
         assert_equivalent(spec, _random(spec), x, backends=("numpy", "tf"), grads=False)
 
 
+def test_a_roll_after_the_padding_where_timm_rolls_first_is_caught_at_its_node(both_backends, monkeypatch):
+    from xconv.backends.tf import builders
+    from xconv.kinds.window import _keras
+
+    def make(info, x, dtype):  # (the layer built with torchvision's order)
+        layer = info.layer
+        return _keras.WindowAttentionLayer(layer.num_heads, layer.window_size, layer.shift_size, dtype=dtype,
+                                           name=builders.keras_name(info))(x)  # fmt: skip
+
+    monkeypatch.setitem(builders._BUILDERS, xc.WindowAttention, make)
+    spec = xc.Sequential(
+        xc.Conv2d(3, 4, 1), xc.WindowAttention(4, 2, 3, shift_size=1, roll_first=True), input_shape=(3, 7, 8)
+    )
+    x = np.random.default_rng(1).standard_normal((2, 3, 7, 8))
+    with pytest.raises(AssertionError, match=r"first part at layer 1 \(WindowAttention\), output"):
+        assert_equivalent(spec, _random(spec), x, backends=("numpy", "tf"), grads=False)
+
+
 def test_patch_merging_slices_in_another_order_are_caught_at_its_node(both_backends, monkeypatch):
     from xconv.backends.tf import builders
     from xconv.kinds.window import _keras
@@ -193,124 +212,33 @@ def test_patch_merging_slices_in_another_order_are_caught_at_its_node(both_backe
 # ---- torchvision's and timm's Swin ----
 
 
-def _tables_random(model):
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", sorted(WINDOW_ZOO))
+def test_windowed_attention_models_port_to_keras(both_backends, name, dtype):
+    """torchvision's Swin, Swin V2 and MaxViT, timm's Swin and Swin V2 and Hugging Face's Swin (windows of 4; of 3
+    on maps they do not divide: padded); the source's own state_dict loads into the ported model (where it holds
+    every weight), and the Keras model imports back."""
     import torch
 
-    with torch.no_grad():
-        for key, p in model.named_parameters():
-            if key.endswith("relative_position_bias_table"):
-                p.normal_(0, 1)  # (timm and torchvision draw them near zero)
-    return model.eval()
-
-
-def _torchvision_swin(window: int, v2: bool = False):
-    import torch
-
-    tv = import_torchvision()
-    from torchvision.models import swin_transformer as swin
-
-    torch.manual_seed(0)
-    depths = [2, 2, 2] if window == 3 else [2, 2]
-    heads = [2, 2, 4][: len(depths)]
-    parts = {"block": swin.SwinTransformerBlockV2, "downsample_layer": swin.PatchMergingV2} if v2 else {}
-    model = tv.models.SwinTransformer(
-        patch_size=[4, 4],
-        embed_dim=16,
-        depths=depths,
-        num_heads=heads,
-        window_size=[window] * 2,
-        num_classes=5,
-        **parts,
-    )
-    with torch.no_grad():
-        for key, p in model.named_parameters():
-            if key.endswith("logit_scale"):
-                p.uniform_(0.5, 4.0)  # (initialised to log 10 in every head)
-            if v2 and key.endswith("qkv.bias"):
-                p.normal_(0, 1)  # (zero, and its k third unused)
-    return _tables_random(model)
-
-
-def _torchvision_maxvit():
-    import torch
-
-    import_torchvision()
-    from torchvision.models.maxvit import MaxVit
-
-    from .zoo_support import _running_statistics
-
-    torch.manual_seed(0)
-    model = MaxVit(
-        input_size=(64, 64), stem_channels=8, partition_size=2, block_channels=[16, 32], block_layers=[1, 1],
-        head_dim=8, stochastic_depth_prob=0.2, num_classes=5,
-    )  # fmt: skip
-    return _running_statistics(_tables_random(model))
-
-
-def _timm_swin(v2: bool = False, **options):
-    import_torchvision()  # (timm imports torchvision)
-    import timm
-    import torch
-
-    torch.manual_seed(0)
-    config = {"img_size": 32, "window_size": 4, "embed_dim": 16, "depths": (2, 2), "num_heads": (2, 4), **options}
-    name = "swinv2_tiny_window8_256" if v2 else "swin_tiny_patch4_window7_224"
-    model = timm.create_model(name, pretrained=False, num_classes=5, **config)
-    with torch.no_grad():
-        for key, p in model.named_parameters():
-            if key.endswith("logit_scale"):
-                p.uniform_(0.5, 4.0)
-            if key.endswith(("q_bias", "v_bias")):
-                p.normal_(0, 1)
-    return _tables_random(model)
-
-
-def _ports(model, shape, dtype, state=True):
-    import torch
-
+    make, shape, output, loads = WINDOW_ZOO[name]
+    model = make()
     model = model.double() if dtype == "float64" else model.float()
-    km = xc.port(model, to="tf", input_shape=shape)  # verify=True: a random batch through both
-    if state:
-        xc.set_weights(km, model.state_dict())  # the source's own state_dict loads as it is
+    km = xc.port(model, to="tf", input_shape=shape, output=output)  # verify=True: a random batch through both
+    if loads:
+        xc.set_weights(km, model.state_dict())  # (Hugging Face's q, k and v by their own keys, fused)
     x = np.random.default_rng(1).standard_normal((2, *shape)).astype(dtype)
     with torch.no_grad():
-        expect = model(torch.from_numpy(x)).numpy()
+        y = model(torch.from_numpy(x))
+        expect = (y.logits if output == "logits" else y).numpy()
     assert max_rel_diff(expect, xc.predict(km, x)) <= TOLERANCE[dtype]
-    return km
-
-
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize(
-    ("source", "shape"),
-    [
-        ("torchvision", (3, 32, 32)),
-        ("torchvision padded", (3, 40, 36)),
-        ("torchvision v2", (3, 32, 32)),
-        ("torchvision v2 padded", (3, 40, 36)),
-        ("timm", (3, 32, 32)),
-        ("timm v2", (3, 32, 32)),
-        ("torchvision maxvit", (3, 64, 64)),
-    ],
-)
-def test_swin_ports_to_keras(both_backends, source, shape, dtype):
-    """torchvision's Swin and Swin V2 (windows of 4; of 3 on maps they do not divide: padded) and timm's Swin;
-    the Keras model imports back as the same spec."""
-    window = 3 if "padded" in source else 4
-    if "maxvit" in source:  # (block and grid attention, MBConv between)
-        model = _torchvision_maxvit()
-    else:
-        timm = source.startswith("timm")
-        model = _timm_swin(v2="v2" in source) if timm else _torchvision_swin(window, v2="v2" in source)
-    # (timm's Swin V2 keeps its coordinates table and zero k bias out of its state_dict: the port's own weights)
-    km = _ports(model, shape, dtype, state=source != "timm v2")
     kinds = {i.kind for i in xc.infer(xc.from_keras(km))}
-    assert {"WindowAttention", "PatchMerging" if "maxvit" not in source else "Conv2d"} <= kinds
+    assert "WindowAttention" in kinds
 
 
 def test_a_ported_swin_exports_and_its_index_is_in_torchvision_state(both_backends):
     import torch
 
-    model = _torchvision_swin(4)
+    model = torchvision_swin(4)
     spec, weights = xc.from_torch(model, (3, 32, 32), return_weights=True)
     tm = xc.build(spec, "torch")
     xc.set_weights(tm, weights)
@@ -324,55 +252,22 @@ def test_a_ported_swin_exports_and_its_index_is_in_torchvision_state(both_backen
 def test_swin_modules_that_are_not_the_known_ones_are_refused(both_backends):
     import torch
 
-    model = _torchvision_swin(4)
+    model = torchvision_swin(4)
     with torch.no_grad():
         index = model.features[1][0].attn.relative_position_index
         index.copy_(index.flip(0))
     with pytest.raises(UnsupportedLayerError, match=r"ShiftedWindowAttention whose relative_position_index is not"):
         xc.from_torch(model, (3, 32, 32))
-    model = _timm_swin()
+    model = timm_swin()
     model.layers[0].blocks[1].attn_mask.mul_(0.5)
     with pytest.raises(UnsupportedLayerError, match=r"attn_mask is not Swin's shift mask"):
         xc.from_torch(model, (3, 32, 32))
-    with pytest.raises(UnsupportedLayerError, match=r"timm pads after its roll"):
-        xc.from_torch(_timm_swin(img_size=40, window_size=3), (3, 40, 40))
-
-
-def _hf_swin(size: int, window: int):
-    import_torchvision()
-    import torch
-    import transformers as hf
-
-    torch.manual_seed(0)
-    depths = [2, 2] if window == 4 else [2, 2, 2]
-    config = hf.SwinConfig(
-        image_size=size, patch_size=4, embed_dim=16, depths=depths, num_heads=[2, 4, 4][: len(depths)],
-        window_size=window, num_labels=3,
-    )  # fmt: skip
-    return _tables_random(hf.SwinForImageClassification(config))
-
-
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize(("size", "window"), [(32, 4), (40, 3)])
-def test_hugging_face_swin_ports_to_keras(both_backends, size, window, dtype):
-    """Hugging Face's Swin on tokens: its layers read their tokens as the map of the size their call was given
-    (windows of 3 on 10x10 maps: padded), the pooler's mean of the transposed tokens; its state_dict loads."""
-    import torch
-
-    model = _hf_swin(size, window)
-    model = model.double() if dtype == "float64" else model.float()
-    km = xc.port(model, to="tf", input_shape=(3, size, size), output="logits")
-    xc.set_weights(km, model.state_dict())  # (q, k and v by their own keys, fused)
-    x = np.random.default_rng(1).standard_normal((2, 3, size, size)).astype(dtype)
-    with torch.no_grad():
-        expect = model(torch.from_numpy(x)).logits.numpy()
-    assert max_rel_diff(expect, xc.predict(km, x)) <= TOLERANCE[dtype]
 
 
 def test_parts_of_a_block_that_are_not_the_known_ones_are_refused(both_backends):
     import torch
 
-    model = _timm_swin()
+    model = timm_swin()
     model.layers[0].blocks[0].mlp.act = torch.nn.Softmax(dim=-1)  # (over the channels in timm, not in a spec map)
     with pytest.raises(UnsupportedLayerError, match=r"its part 'layers\.0\.blocks\.0\.mlp\.act' is a Softmax"):
         xc.from_torch(model, (3, 32, 32))
@@ -381,12 +276,12 @@ def test_parts_of_a_block_that_are_not_the_known_ones_are_refused(both_backends)
         def forward(self, x):
             return super().forward(x) + 0.5 * x.sum(-1, keepdim=True)
 
-    model = _timm_swin()
+    model = timm_swin()
     old = model.layers[0].blocks[0].attn.qkv
     model.layers[0].blocks[0].attn.qkv = LoRA(old.in_features, old.out_features)
     with pytest.raises(UnsupportedLayerError, match=r"projections other than nn\.Linear"):
         xc.from_torch(model, (3, 32, 32))
-    unshifted = _timm_swin(img_size=40, window_size=3, depths=(1,), num_heads=(2,))  # (padded, not rolled)
+    unshifted = timm_swin(img_size=40, window_size=3, depths=(1,), num_heads=(2,))  # (padded, not rolled)
     assert "WindowAttention" in {i.kind for i in xc.infer(xc.from_torch(unshifted, (3, 40, 40)))}
 
 

@@ -338,3 +338,113 @@ def hf_model(name: str, seed: int = 0) -> Any:
     config, cls = _hf_configs()[name]
     torch.manual_seed(seed)
     return _trained_statistics(cls(config))
+
+
+# ---- windowed attention: small Swin, Swin V2 and MaxViT models, relative position tables drawn ----
+
+
+def _tables_random(model: Any) -> Any:
+    import torch
+
+    with torch.no_grad():
+        for key, p in model.named_parameters():
+            if key.endswith("relative_position_bias_table"):
+                p.normal_(0, 1)  # (timm and torchvision draw them near zero)
+    return model.eval()
+
+
+def torchvision_swin(window: int, v2: bool = False) -> Any:
+    import torch
+
+    tv = import_torchvision()
+    from torchvision.models import swin_transformer as swin
+
+    torch.manual_seed(0)
+    depths = [2, 2, 2] if window == 3 else [2, 2]
+    heads = [2, 2, 4][: len(depths)]
+    parts = {"block": swin.SwinTransformerBlockV2, "downsample_layer": swin.PatchMergingV2} if v2 else {}
+    model = tv.models.SwinTransformer(
+        patch_size=[4, 4],
+        embed_dim=16,
+        depths=depths,
+        num_heads=heads,
+        window_size=[window] * 2,
+        num_classes=5,
+        **parts,
+    )
+    with torch.no_grad():
+        for key, p in model.named_parameters():
+            if key.endswith("logit_scale"):
+                p.uniform_(0.5, 4.0)  # (initialised to log 10 in every head)
+            if v2 and key.endswith("qkv.bias"):
+                p.normal_(0, 1)  # (zero, and its k third unused)
+    return _tables_random(model)
+
+
+def torchvision_maxvit() -> Any:
+    import torch
+
+    import_torchvision()
+    from torchvision.models.maxvit import MaxVit
+
+    torch.manual_seed(0)
+    model = MaxVit(
+        input_size=(64, 64), stem_channels=8, partition_size=2, block_channels=[16, 32], block_layers=[1, 1],
+        head_dim=8, stochastic_depth_prob=0.2, num_classes=5,
+    )  # fmt: skip
+    return _running_statistics(_tables_random(model))
+
+
+def timm_swin(v2: bool = False, **options: Any) -> Any:
+    import_torchvision()  # (timm imports torchvision)
+    import timm
+    import torch
+
+    torch.manual_seed(0)
+    config = {"img_size": 32, "window_size": 4, "embed_dim": 16, "depths": (2, 2), "num_heads": (2, 4), **options}
+    name = "swinv2_tiny_window8_256" if v2 else "swin_tiny_patch4_window7_224"
+    model = timm.create_model(name, pretrained=False, num_classes=5, **config)
+    with torch.no_grad():
+        for key, p in model.named_parameters():
+            if key.endswith("logit_scale"):
+                p.uniform_(0.5, 4.0)
+            if key.endswith(("q_bias", "v_bias")):
+                p.normal_(0, 1)
+    return _tables_random(model)
+
+
+def hf_swin(size: int, window: int) -> Any:
+    import_torchvision()
+    import torch
+    import transformers as hf
+
+    torch.manual_seed(0)
+    depths = [2, 2] if window == 4 else [2, 2, 2]
+    config = hf.SwinConfig(
+        image_size=size, patch_size=4, embed_dim=16, depths=depths, num_heads=[2, 4, 4][: len(depths)],
+        window_size=window, num_labels=3,
+    )  # fmt: skip
+    return _tables_random(hf.SwinForImageClassification(config))
+
+
+#: the windowed-attention models the tests port: name -> (model, input (C, H, W), port's output=, whether the
+#: source's own state_dict loads into the ported model)
+WINDOW_ZOO: dict[str, tuple[Any, tuple[int, int, int], str | None, bool]] = {
+    "torchvision swin (window 4)": (lambda: torchvision_swin(4), (3, 32, 32), None, True),
+    "torchvision swin (window 3, padded)": (lambda: torchvision_swin(3), (3, 40, 36), None, True),
+    "torchvision swin v2 (window 4)": (lambda: torchvision_swin(4, v2=True), (3, 32, 32), None, True),
+    "torchvision swin v2 (window 3, padded)": (lambda: torchvision_swin(3, v2=True), (3, 40, 36), None, True),
+    "torchvision maxvit": (torchvision_maxvit, (3, 64, 64), None, True),
+    "timm swin (window 4)": (timm_swin, (3, 32, 32), None, True),
+    "timm swin (window 3, padded)": (lambda: timm_swin(img_size=40, window_size=3), (3, 40, 40), None, True),
+    # (timm's Swin V2 keeps its coordinates table and zero k bias out of its state_dict)
+    "timm swinv2 (window 4)": (lambda: timm_swin(v2=True), (3, 32, 32), None, False),
+    "timm swinv2 (window 3, padded)": (
+        lambda: timm_swin(v2=True, img_size=40, window_size=3),
+        (3, 40, 40),
+        None,
+        False,
+    ),
+    "Hugging Face swin (window 4)": (lambda: hf_swin(32, 4), (3, 32, 32), "logits", True),
+    "Hugging Face swin (window 3, padded)": (lambda: hf_swin(40, 3), (3, 40, 40), "logits", True),
+}

@@ -213,7 +213,8 @@ def window_specs(draw: Any, *, max_stages: int = 2, batch_stats: bool = True) ->
     """A valid random hierarchical windowed transformer in Swin's layout, on maps: a patch embedding (a conv of
     kernel and stride p) and a LayerNorm, 1..max_stages stages of one or two blocks, each x + attn(LayerNorm(x))
     with a window attention of 1 or 2 heads (windows that do and do not divide the map, of one or two sizes,
-    shifted or not, sometimes Swin V2's cosine attention, or MaxViT's grid attention) and x + mlp(LayerNorm(x))
+    shifted or not, rolled before or after the padding, sometimes Swin V2's cosine attention, or MaxViT's grid
+    attention) and x + mlp(LayerNorm(x))
     per pixel, a patch merging between stages (sometimes Swin V2's,
     the reduction first; odd sizes are padded), then a LayerNorm, the global average and a Linear head.
     ``batch_stats=False`` (float32 suites) draws LayerNorm eps 0.1, as :func:`attention_blocks` does."""
@@ -243,6 +244,7 @@ def window_specs(draw: Any, *, max_stages: int = 2, batch_stats: bool = True) ->
             attention = WindowAttention(
                 e, heads, (wh, ww), shift, qkv_bias=draw(st.booleans()), proj_bias=draw(st.booleans()),
                 cosine=kind == "v2", cpb_hidden=draw(st.integers(1, 6)), grid=kind == "grid",
+                roll_first=kind != "grid" and draw(st.booleans()),
                 scale=draw(st.sampled_from([None, e**-0.5])) if kind != "v2" else None,
             )  # fmt: skip
             hidden = draw(st.integers(1, 2 * e))

@@ -44,6 +44,10 @@ class WindowAttention(Layer):
     ``state_index=True``: the index is in the weights too, as the buffer ``relative_position_index`` of
     (wh*ww)**2 int64 entries (torchvision keeps it in its state_dict); its one accepted value is Swin's.
 
+    ``roll_first=True`` is timm's order: the map is rolled before it is padded (and rolled back after the
+    crop); the shift mask is still that of the padded map's regions. The two orders differ only where the map
+    is padded and shifted.
+
     ``grid=True`` is MaxViT's grid attention: the map of a whole number of windows, not padded or shifted, is
     cut into a grid of (H/wh, W/ww) cells, and window (i, j) holds the pixels (a * H/wh + i, b * W/ww + j), its
     tokens in (a, b) order: wh*ww tokens spread over the whole map. ``scale`` multiplies the scores in place of
@@ -75,6 +79,7 @@ class WindowAttention(Layer):
     cpb_hidden: int = 512
     grid: bool = False
     scale: float | None = None
+    roll_first: bool = False
 
     _positional = ("embed_dim", "num_heads", "window_size")
 
@@ -102,6 +107,7 @@ class WindowAttention(Layer):
         self._set("cosine", as_bool(me, "cosine", self.cosine))
         self._set("cpb_hidden", as_int(me, "cpb_hidden", self.cpb_hidden, minimum=1))
         self._set("grid", as_bool(me, "grid", self.grid))
+        self._set("roll_first", as_bool(me, "roll_first", self.roll_first))
         if self.grid and any(self.shift_size):
             raise SpecError(
                 f"{me}: grid=True takes no shift_size (its windows span the map). Received: {self.shift_size}"
@@ -299,8 +305,11 @@ def _windows_of(layer: WindowAttention, x: np.ndarray) -> tuple[np.ndarray, tupl
     xh = x.transpose(0, 2, 3, 1)
     _, h, w, _ = xh.shape
     ph, pw, sh, sw = geo = geometry(layer, h, w)
-    xp = np.pad(xh, ((0, 0), (0, ph - h), (0, pw - w), (0, 0)))
-    xp = np.roll(xp, (-sh, -sw), axis=(1, 2))
+    pad = ((0, 0), (0, ph - h), (0, pw - w), (0, 0))
+    if layer.roll_first:
+        xp = np.pad(np.roll(xh, (-sh, -sw), axis=(1, 2)), pad)
+    else:
+        xp = np.roll(np.pad(xh, pad), (-sh, -sw), axis=(1, 2))
     return partition(xp, layer.window_size, layer.grid), geo
 
 
@@ -308,8 +317,12 @@ def _map_of(layer: WindowAttention, t: np.ndarray, shape: tuple[int, ...], geo: 
     """Windows of tokens back to the NCHW map (the inverse of :func:`_windows_of`, cropping)."""
     b, _, h, w = shape
     ph, pw, sh, sw = geo
-    xp = np.roll(reverse(t, b, ph, pw, layer.window_size, layer.grid), (sh, sw), axis=(1, 2))
-    return np.ascontiguousarray(xp[:, :h, :w].transpose(0, 3, 1, 2))
+    xp = reverse(t, b, ph, pw, layer.window_size, layer.grid)
+    if layer.roll_first:
+        xp = np.roll(xp[:, :h, :w], (sh, sw), axis=(1, 2))
+    else:
+        xp = np.roll(xp, (sh, sw), axis=(1, 2))[:, :h, :w]
+    return np.ascontiguousarray(xp.transpose(0, 3, 1, 2))
 
 
 def _parts(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, mode: Mode) -> dict[str, Any]:

@@ -37,9 +37,11 @@ class WindowAttentionLayer(keras.layers.Layer):
         grid: bool = False,
         scale: float | None = None,
         state_index: bool = False,
+        roll_first: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.roll_first = bool(roll_first)
         self.grid, self.scale = bool(grid), None if scale is None else float(scale)
         self.state_index = bool(state_index)  # (the index is a constant here: whether the weights hold it)
         self.num_heads, self.cosine, self.cpb_hidden = int(num_heads), bool(cosine), int(cpb_hidden)
@@ -83,8 +85,9 @@ class WindowAttentionLayer(keras.layers.Layer):
         ph, pw, _, _ = self._geometry
         wh, ww = self.window_size
         n, heads = wh * ww, self.num_heads
-        t = ops.pad(x, ((0, 0), (0, ph - h), (0, pw - w), (0, 0))) if (ph, pw) != (h, w) else x
-        t = self._partition(self._roll(t, -1))
+        t = self._roll(x, -1) if self.roll_first else x  # (timm's order: roll, then pad)
+        t = ops.pad(t, ((0, 0), (0, ph - h), (0, pw - w), (0, 0))) if (ph, pw) != (h, w) else t
+        t = self._partition(t if self.roll_first else self._roll(t, -1))
         qkv = ops.matmul(t, ops.cast(self.qkv_kernel, x.dtype))
         if self.qkv_bias_weight is not None:
             bias_used = ops.cast(self.qkv_bias_weight, x.dtype)
@@ -120,8 +123,10 @@ class WindowAttentionLayer(keras.layers.Layer):
         o = ops.matmul(o, ops.cast(self.proj_kernel, x.dtype))
         if self.proj_bias_weight is not None:
             o = o + ops.cast(self.proj_bias_weight, x.dtype)
-        o = self._roll(self._reverse(o), 1)
-        return o[:, :h, :w] if (ph, pw) != (h, w) else o
+        o = self._reverse(o)
+        o = o if self.roll_first else self._roll(o, 1)
+        o = o[:, :h, :w] if (ph, pw) != (h, w) else o
+        return self._roll(o, 1) if self.roll_first else o
 
     @staticmethod
     def _unit(t: Any) -> Any:
@@ -169,6 +174,7 @@ class WindowAttentionLayer(keras.layers.Layer):
             "grid": self.grid,
             "scale": self.scale,
             "state_index": self.state_index,
+            "roll_first": self.roll_first,
         }
 
 
@@ -231,6 +237,7 @@ def _window_attention(info: LayerInfo, x: Any, dtype: str) -> Any:
         layer.grid,
         layer.scale,
         layer.state_index,
+        layer.roll_first,
         dtype=dtype,
         name=keras_name(info),
     )(x)
@@ -282,7 +289,7 @@ def _own_window_attention(layer: WindowAttentionLayer, where: str, current: tupl
     spec = WindowAttention(
         c, layer.num_heads, layer.window_size, layer.shift_size, layer.qkv_bias, layer.proj_bias, layer.dropout,
         cosine=layer.cosine, cpb_hidden=layer.cpb_hidden, grid=layer.grid, scale=layer.scale,
-        state_index=layer.state_index,
+        state_index=layer.state_index, roll_first=layer.roll_first,
     )  # fmt: skip
     arrays = _arrays(layer, _WINDOW_VARIABLES)
     if layer.state_index:  # (a constant of the layer, in the weights as the source of its spec keeps it)

@@ -36,13 +36,14 @@ class WindowAttentionModule(nn.Module):
         cpb_hidden: int = 512,
         grid: bool = False,
         scale: float | None = None,
+        roll_first: bool = False,
         device: Any = None,
         dtype: Any = None,
     ) -> None:
         super().__init__()
         factory = {"device": device, "dtype": dtype}
         self.num_heads, self.dropout, self.state_index = int(num_heads), float(dropout), bool(state_index)
-        self.cosine, self.grid, self.scale = bool(cosine), bool(grid), scale
+        self.cosine, self.grid, self.scale, self.roll_first = bool(cosine), bool(grid), scale, bool(roll_first)
         self.window_size: tuple[int, int] = (int(window_size[0]), int(window_size[1]))
         self.shift_size: tuple[int, int] = (int(shift_size[0]), int(shift_size[1]))
         self.size: tuple[int, int] = (int(size[0]), int(size[1]))
@@ -88,8 +89,11 @@ class WindowAttentionModule(nn.Module):
             raise ValueError(f"WindowAttentionModule: built for {self.size[0]}x{self.size[1]} maps, given {h}x{w}")
         ph, pw, sh, sw = self.geometry
         wh, ww = self.window_size
-        t = F.pad(x.permute(0, 2, 3, 1), (0, 0, 0, pw - w, 0, ph - h))
-        if sh or sw:
+        t = x.permute(0, 2, 3, 1)
+        if (sh or sw) and self.roll_first:  # (timm's order: roll, then pad)
+            t = torch.roll(t, shifts=(-sh, -sw), dims=(1, 2))
+        t = F.pad(t, (0, 0, 0, pw - w, 0, ph - h))
+        if (sh or sw) and not self.roll_first:
             t = torch.roll(t, shifts=(-sh, -sw), dims=(1, 2))
         if self.grid:  # (window (i, j): the pixels (a * H/wh + i, b * W/ww + j))
             t = t.reshape(b, wh, ph // wh, ww, pw // ww, c).permute(0, 2, 4, 1, 3, 5).reshape(-1, wh * ww, c)
@@ -120,9 +124,12 @@ class WindowAttentionModule(nn.Module):
         o = self.proj((weights @ v).transpose(1, 2).reshape(bw, n, c))
         o = o.reshape(b, ph // wh, pw // ww, wh, ww, c)
         o = (o.permute(0, 3, 1, 4, 2, 5) if self.grid else o.permute(0, 1, 3, 2, 4, 5)).reshape(b, ph, pw, c)
-        if sh or sw:
+        if (sh or sw) and not self.roll_first:
             o = torch.roll(o, shifts=(sh, sw), dims=(1, 2))
-        return cast(torch.Tensor, o[:, :h, :w].permute(0, 3, 1, 2))
+        o = o[:, :h, :w]
+        if (sh or sw) and self.roll_first:
+            o = torch.roll(o, shifts=(sh, sw), dims=(1, 2))
+        return cast(torch.Tensor, o.permute(0, 3, 1, 2))
 
     def extra_repr(self) -> str:
         return f"num_heads={self.num_heads}, window_size={self.window_size}, shift_size={self.shift_size}"
@@ -172,6 +179,7 @@ def _window_attention(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
         layer.cpb_hidden,
         layer.grid,
         layer.scale,
+        layer.roll_first,
         **factory,
     )
 
@@ -204,6 +212,7 @@ def _own_window_attention(m: WindowAttentionModule, name: str, where: str) -> Wi
         int(m.cpb_mlp[0].out_features) if m.cosine else 512,  # type: ignore[arg-type]
         m.grid,
         m.scale,
+        m.roll_first,
         name=name,
     )
 

@@ -155,8 +155,8 @@ def _timm_block(m: Any, name: str, where: str) -> Any:
     """timm's ``SwinTransformerBlock`` on a channels-last map: x + attn(norm1(x)), then x + mlp(norm2(x)), as
     spec layers (LayerNorm, WindowAttention, the Mlp per pixel); drop paths as stochastic depth. Its window
     attention is timm's ``WindowAttention`` (fused path or not: the same function) with Swin's index, attending
-    over all of its features; no dropout after the projection. timm rolls before it pads, torchvision after:
-    the two agree on maps that need no padding, the only ones imported. Swin V2's ``SwinTransformerV2Block``:
+    over all of its features; no dropout after the projection. timm rolls before it pads, torchvision after
+    (``roll_first``). Swin V2's ``SwinTransformerV2Block``:
     x + norm1(attn(x)), then x + norm2(mlp(x)); its cosine attention with ``q_bias``, a zero ``k_bias`` and
     ``v_bias`` and the coordinates table it holds (a buffer of the weights here)."""
     from ...importers._graph import Fragment
@@ -201,7 +201,7 @@ def _timm_block(m: Any, name: str, where: str) -> Any:
     qkv_bias = attn.qkv.bias is not None or v2 and attn.q_bias is not None
     layer = WindowAttention(
         dim, int(attn.num_heads), window, shift, qkv_bias, attn.proj.bias is not None, float(attn.attn_drop.p),
-        cosine=v2, cpb_hidden=int(attn.cpb_mlp[0].out_features) if v2 else 512, name=f"{name}.attn",
+        cosine=v2, cpb_hidden=int(attn.cpb_mlp[0].out_features) if v2 else 512, roll_first=True, name=f"{name}.attn",
     )  # fmt: skip
     a = f"{name}.attn"
     state: dict[str, Any] = {f"{a}.qkv.weight": attn.qkv.weight, f"{a}.proj.weight": attn.proj.weight}
@@ -250,11 +250,6 @@ def _timm_block(m: Any, name: str, where: str) -> Any:
 
     def check(shape: Any) -> None:
         _, h, w, _ = shape
-        if any(shift) and (h % window[0] or w % window[1]):  # (unshifted, padding is padding)
-            raise UnsupportedLayerError(
-                f"from_torch: {where}: a {h}x{w} map is not a whole number of {window} windows; timm pads after "
-                "its roll (torchvision before), which xconv does not express"
-            )
         if (shift[0] and h <= window[0]) or (shift[1] and w <= window[1]):
             raise UnsupportedLayerError(f"from_torch: {where}: a shift of {shift} on a {h}x{w} map of one window")
         expected = shift_mask(layer, h, w)
