@@ -314,3 +314,40 @@ def test_a_reference_wrong_in_float32_alone_is_not_taken_for_rounding(both_backe
     x = np.random.default_rng(1).standard_normal((2, 3, 12, 12))
     with pytest.raises(AssertionError, match=r"WindowAttention"):
         assert_equivalent(SWIN, _random(SWIN), x, backends=("tf", "numpy"), dtype="float32", grads=False)
+
+
+def test_hugging_face_swin_called_otherwise_is_refused_and_left_as_it_was(both_backends):
+    """Called with ``always_partition=True`` a Swin layer keeps its shift on a map of one window, where Hugging
+    Face's rule clamps it: refused, and the model left as it was (the importer's runs of it clamp nothing)."""
+    import torch
+
+    from .zoo_support import hf_swin
+
+    class Partitioned(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x, always_partition=True).last_hidden_state
+
+    model = Partitioned(hf_swin(32, 4).swin).eval()
+    with pytest.raises(UnsupportedLayerError, match=r"blocks\.1' \(SwinLayer\): its exported call rolls its 4x4 map"):
+        xc.from_torch(model, (3, 32, 32))
+    assert [b.shift_size for b in model.inner.encoder.layers[1].blocks] == [0, 2]
+
+
+def test_a_mean_of_tokens_read_otherwise_than_flattened_is_refused(both_backends):
+    import torch
+
+    class Pooled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.pool = torch.nn.Conv2d(3, 4, 2, stride=2), torch.nn.AdaptiveAvgPool1d(1)
+
+        def forward(self, x):
+            tokens = self.conv(x).flatten(2).transpose(1, 2)
+            return torch.softmax(self.pool(tokens.transpose(1, 2)), -1).flatten(1)  # (over the 1, not C)
+
+    with pytest.raises(UnsupportedLayerError, match=r"reads a mean of tokens as \(N, C, 1\)"):
+        xc.from_torch(Pooled().eval(), (3, 8, 8))

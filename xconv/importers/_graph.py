@@ -56,8 +56,9 @@ class Fragment:
     check: Any = None
     #: the module reads and returns a channels-last (N, H, W, C) map
     channels_last: bool = True
-    #: (input shape, the shapes its call computed inside, or None) -> the steps, for a module whose steps
-    #: depend on sizes it is given in its call (Hugging Face's Swin layers read their map's size so)
+    #: (input shape, the shapes its call computed inside, its operations' names; both None when unknown) -> the
+    #: steps, for a module whose steps depend on what it is given in its call (Hugging Face's Swin layers read
+    #: their map's size so)
     make: Any = None
 
 

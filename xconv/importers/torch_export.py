@@ -119,10 +119,12 @@ def read(module: nn.Module, program: Any, batch_size: int | None = BATCH) -> Any
                 inputs_of = (env[src],) * 3 if mha else (env[src], *mask_of, *call_arguments(leaf, members))
                 call = graph.call_module(path, inputs_of, {"need_weights": False} if mha else {})
                 call.meta["xconv_inner_shapes"] = inner_shapes(members)
+                call.meta["xconv_inner_ops"] = [str(m.target) for m in members]
                 env[members[-1]] = _shape_of(members[-1], graph.call_function(operator.getitem, (call, 0)))
             else:
                 call = graph.call_module(path, (env[src], *mask_of, *call_arguments(leaf, members)))
                 call.meta["xconv_inner_shapes"] = inner_shapes(members)
+                call.meta["xconv_inner_ops"] = [str(m.target) for m in members]
                 env[members[-1]] = _shape_of(members[-1], call)
             for m in members[:-1]:
                 env[m] = env[members[-1]]  # (only the last is read outside the call)

@@ -80,6 +80,20 @@ class _Tracer(torch.fx.Tracer):
 def import_model(
     module: nn.Module, input_shape: tuple[int, ...], output_key: str | None = None
 ) -> tuple[Sequential, dict[str, np.ndarray]]:
+    """See :func:`_import_model`; the Python state some modules change in their forward (Hugging Face's Swin
+    layers clamp their window and shift) is put back after the importer's runs of the model."""
+    from ..kinds.window._torch_sources import hold_state
+
+    restore = hold_state(module)
+    try:
+        return _import_model(module, input_shape, output_key)
+    finally:
+        restore()
+
+
+def _import_model(
+    module: nn.Module, input_shape: tuple[int, ...], output_key: str | None = None
+) -> tuple[Sequential, dict[str, np.ndarray]]:
     """A torch module -> (spec, canonical weights). The module is exported with ``torch.export`` (non-strict) and
     its program read back as module calls and torch functions (:mod:`.torch_export`); where it cannot be
     exported, or its program maps to no spec, it is traced with ``torch.fx`` instead. Every layer is named by
@@ -261,6 +275,8 @@ def _import_graph(
                 raise UnsupportedLayerError(
                     f"from_torch: forward returns {out.name!r}, a channels-last (permuted) tensor"
                 )
+            if out in shapes.pooled:
+                raise UnsupportedLayerError(f"from_torch: forward returns {out.name!r}, a mean of tokens as (N, C, 1)")
             output = index[out]
             continue
         value = shapes.size_value(node, args)
@@ -417,6 +433,10 @@ def _import_graph(
             index[node] = len(nodes)
             nodes.append(Raw(pool_name, "layer", [index[pooled]], layer=TokenMean(name=pool_name)))
             continue
+        if any(a in shapes.pooled for a in _flat_args(node)):
+            raise UnsupportedLayerError(
+                f"from_torch: {where} reads a mean of tokens as (N, C, 1); it is supported only flattened to (N, C)"
+            )
         if any(a in shapes.transposed for a in _flat_args(node)):
             raise UnsupportedLayerError(
                 f"from_torch: {where} reads tokens transposed to (N, C, L); they are supported only read back as a "

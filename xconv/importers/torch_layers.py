@@ -343,7 +343,8 @@ def _fragment(
     if fragment.check is not None:
         fragment.check(shapes.shape(arg))
     if fragment.make is not None:
-        fragment.steps = fragment.make(shapes.shape(arg), node.meta.get("xconv_inner_shapes"))
+        inner = node.meta.get("xconv_inner_shapes"), node.meta.get("xconv_inner_ops")
+        fragment.steps = fragment.make(shapes.shape(arg), *inner)
     at: dict[int, int] = {-1: src}
     allowed = (*_PER_FEATURE, *(k for k in ELEMENTWISE if k is not Softmax))
     for step, _ in fragment.steps:  # (what each part of the module is, per pixel or token)

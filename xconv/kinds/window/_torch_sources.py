@@ -415,13 +415,26 @@ def _is_hf_merging(m: Any) -> bool:
 
 
 def call_arguments(m: Any, inner: list[tuple[int, ...]]) -> tuple[Any, ...]:
-    """What a leaf module of these was called with besides its tensor: Hugging Face's Swin layer and patch
-    merging take ``input_dimensions``, the (H, W) their tokens are read as (the first (N, H, W, C) view of
-    their call); the others nothing."""
+    """What a leaf module of these is called with besides its tensor when its graph runs again: Hugging Face's
+    Swin layer and patch merging take ``input_dimensions``, the (H, W) their tokens are read as (the first
+    (N, H, W, C) view of their call); the others nothing."""
     if not (is_hf_swin_layer(m) or _is_hf_merging(m)):
         return ()
     views = [s for s in inner if len(s) == 4]
     return ((int(views[0][1]), int(views[0][2])),) if views else ()
+
+
+def hold_state(module: Any) -> Any:
+    """Hugging Face's Swin layers clamp their window and shift in their forward, in the module itself, when a
+    map is no larger than the window: the importer's runs of the model must leave them as they were. Returns
+    the function that puts them back."""
+    held = [(m, m.window_size, m.shift_size) for m in module.modules() if is_hf_swin_layer(m)]
+
+    def restore() -> None:
+        for m, window, shift in held:
+            m.window_size, m.shift_size = window, shift
+
+    return restore
 
 
 def _map_size(shape: Any, inner: Any, where: str) -> tuple[int, int]:
@@ -478,6 +491,7 @@ def _hf_swin_layer(m: Any, name: str, where: str) -> Any:
     window = int(m.window_size) if isinstance(m.window_size, int) else -1
     implementation = getattr(attn.config, "_attn_implementation", None)
     what = "Hugging Face SwinLayer"
+    shift = int(m.shift_size) if isinstance(m.shift_size, int) else -1
     _refuse(
         where,
         what,
@@ -493,6 +507,7 @@ def _hf_swin_layer(m: Any, name: str, where: str) -> Any:
             (float(attn.scaling) != (dim // heads) ** -0.5, f"scaling={attn.scaling}"),
             (tuple(attn.relative_position_bias.window_size) != (window, window), "a window clamped to its map"),
             (type(m.dropout) is not nn.Dropout, "another dropout"),
+            (not 0 <= shift < window, f"shift_size={m.shift_size} (window {m.window_size})"),
         ],
     )
     _standard_index(attn.relative_position_bias, (window, window), where, what)
@@ -504,11 +519,16 @@ def _hf_swin_layer(m: Any, name: str, where: str) -> Any:
         f"{a}.proj.bias": o.bias,
         f"{a}.relative_position_bias_table": attn.relative_position_bias.relative_position_bias_table,
     }
-    shift = int(m.shift_size)
 
-    def make(shape: Any, inner: Any) -> list[tuple[Any, tuple[int, ...]]]:
+    def make(shape: Any, inner: Any, ops: Any) -> list[tuple[Any, tuple[int, ...]]]:
         h, w = _map_size(shape, inner, where)
         s = 0 if min(h, w) <= window else shift  # (Hugging Face's rule for a map of one window)
+        rolled = any("roll" in str(op) for op in ops or ())
+        if rolled != bool(s):  # (called with always_partition=True: a shift its rule would have clamped)
+            raise UnsupportedLayerError(
+                f"from_torch: {where}: its exported call {'rolls' if rolled else 'does not roll'} its {h}x{w} map, "
+                f"where a shift of {s} is Hugging Face's rule for it (called with always_partition?)"
+            )
         layer = WindowAttention(
             dim, heads, (window, window), (s, s), q.bias is not None, o.bias is not None,
             float(attn.attention_dropout), name=a,
@@ -534,7 +554,7 @@ def _hf_swin_layer(m: Any, name: str, where: str) -> Any:
         first = len(steps) - 1
         last = sub(m.layernorm_after, "layernorm_after", first)
         last = sub(m.mlp.fc1, "mlp.fc1", last)
-        last = add(_hf_activation(m.mlp.activation_fn, f"{name}.mlp.activation_fn", where), last)
+        last = add(_hf_activation(m.mlp.activation_fn, f"{name}.mlp.activation_fn", f"{where}.mlp.activation_fn"), last)
         last = sub(m.mlp.fc2, "mlp.fc2", last)
         last = add(Dropout(float(m.dropout.p), name=f"{name}.dropout_2"), last)
         steps.append(("add", (first, last)))
@@ -565,7 +585,7 @@ def _hf_patch_merging(m: Any, name: str, where: str) -> Any:
     state = {f"{name}.reduction.weight": reduction.weight, f"{name}.norm.weight": norm.weight}
     state[f"{name}.norm.bias"] = norm.bias
 
-    def make(shape: Any, inner: Any) -> list[tuple[Any, tuple[int, ...]]]:
+    def make(shape: Any, inner: Any, ops: Any) -> list[tuple[Any, tuple[int, ...]]]:
         h, w = _map_size(shape, inner, where)
         return [(ToMap(h, w, name=f"{name}_map"), (-1,)), (merging, (0,)), (ToTokens(name=f"{name}_tokens"), (1,))]
 
