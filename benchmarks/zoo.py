@@ -41,6 +41,23 @@ from tests.zoo_support import (
 from xconv.testing import max_rel_diff
 
 
+def _measure(model: object, shape: tuple[int, ...], output: str | None, run: object) -> tuple[float, float, float]:
+    """(port time, float32 difference, float64 difference) of a torch model ported to Keras; ``run(model, x)``
+    is the original's output as numpy."""
+    import torch
+
+    t = time.perf_counter()
+    km = xc.port(model, to="tf", input_shape=shape, output=output)
+    seconds = time.perf_counter() - t
+    x = np.random.default_rng(1).standard_normal((4, *shape)).astype("float32")
+    with torch.no_grad():
+        err32 = max_rel_diff(run(model, x), xc.predict(km, x))  # type: ignore[operator]
+        m64 = model.double()  # type: ignore[attr-defined]
+        km64 = xc.port(m64, to="tf", input_shape=shape, output=output)
+        err64 = max_rel_diff(run(m64, x.astype("float64")), xc.predict(km64, x.astype("float64")))  # type: ignore[operator]
+    return seconds, err32, err64
+
+
 def torch_row(name: str, segmentation: bool = False) -> dict:
     import torch
 
@@ -52,15 +69,7 @@ def torch_row(name: str, segmentation: bool = False) -> dict:
         y = m(torch.from_numpy(x))  # type: ignore[operator]
         return (y["out"] if segmentation else y).numpy()
 
-    t = time.perf_counter()
-    km = xc.port(model, to="tf", input_shape=shape, output=output)
-    seconds = time.perf_counter() - t
-    x = np.random.default_rng(1).standard_normal((4, *shape)).astype("float32")
-    with torch.no_grad():
-        err32 = max_rel_diff(run(model, x), xc.predict(km, x))
-        m64 = model.double()
-        km64 = xc.port(m64, to="tf", input_shape=shape, output=output)
-        err64 = max_rel_diff(run(m64, x.astype("float64")), xc.predict(km64, x.astype("float64")))
+    seconds, err32, err64 = _measure(model, shape, output, run)
     params = sum(p.numel() for p in model.parameters())
     return {
         "model": f"torchvision {'segmentation.' if segmentation else ''}{name}",
@@ -82,15 +91,7 @@ def window_row(name: str) -> dict:
         y = m(torch.from_numpy(x))  # type: ignore[operator]
         return (y.logits if output == "logits" else y).numpy()
 
-    t = time.perf_counter()
-    km = xc.port(model, to="tf", input_shape=shape, output=output)
-    seconds = time.perf_counter() - t
-    x = np.random.default_rng(1).standard_normal((4, *shape)).astype("float32")
-    with torch.no_grad():
-        err32 = max_rel_diff(run(model, x), xc.predict(km, x))
-        m64 = model.double()
-        km64 = xc.port(m64, to="tf", input_shape=shape, output=output)
-        err64 = max_rel_diff(run(m64, x.astype("float64")), xc.predict(km64, x.astype("float64")))
+    seconds, err32, err64 = _measure(model, shape, output, run)
     return {
         "model": name,
         "direction": "torch -> Keras",

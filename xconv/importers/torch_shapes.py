@@ -109,21 +109,12 @@ class ShapeOps:
         """Check a layer against its input's layout: on a channels-last tensor only per-pixel layers (LayerNorm,
         Linear -> ChannelLinear, elementwise); nn.LayerNorm and nn.Linear on an NCHW map act on W and are refused."""
         shape = self.shape(src)
-        if isinstance(layer, GlobalResponseNorm):  # written for one layout: imported on that one only
+        if isinstance(layer, (GlobalResponseNorm, WindowAttention, PatchMerging)):  # (written for one layout)
             from ..kinds.norm._torch import grn_channels_last
-
-            if grn_channels_last(m) != (src in self.nhwc):
-                layout = "a channels-last" if src in self.nhwc else "an NCHW"
-                raise UnsupportedLayerError(
-                    f"from_torch: {where} is written for another layout than its input, {layout} map"
-                )
-            if src in self.nhwc:
-                self.nhwc.add(node)
-            return layer
-        if isinstance(layer, (WindowAttention, PatchMerging)):  # (map layers; other libraries' take channels-last)
             from ..kinds.window._torch import channels_last_module
 
-            if channels_last_module(m) != (src in self.nhwc):
+            written = grn_channels_last(m) if isinstance(layer, GlobalResponseNorm) else channels_last_module(m)
+            if written != (src in self.nhwc):
                 layout = "a channels-last" if src in self.nhwc else "an NCHW"
                 raise UnsupportedLayerError(
                     f"from_torch: {where} is written for another layout than its input, {layout} map"

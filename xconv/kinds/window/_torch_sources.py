@@ -151,6 +151,20 @@ def _is_timm(name: str, module: str = "timm.models.swin_transformer") -> Any:
 _TIMM_V2 = "timm.models.swin_transformer_v2"
 
 
+def _per_pixel(sub: Any, name: str, path: str, where: str, state: dict[str, Any], steps: list[Any], reads: int) -> int:
+    """Appends the spec layer of a block's part ``sub`` (at ``{name}.{path}``) to ``steps``, reading step
+    ``reads``, its tensors to ``state``; a Linear acts per pixel of the map: a ChannelLinear. Returns its step."""
+    from ...importers.torch_layers import _layer
+    from ...spec import ChannelLinear, Linear
+
+    spec, own = _layer(sub, f"{name}.{path}", f"{where}.{path}")
+    if isinstance(spec, Linear):
+        spec = ChannelLinear(int(sub.in_features), spec.out_features, bias=spec.bias, name=spec.name)
+    state.update(own)
+    steps.append((spec, (reads,)))
+    return len(steps) - 1
+
+
 def _timm_block(m: Any, name: str, where: str) -> Any:
     """timm's ``SwinTransformerBlock`` on a channels-last map: x + attn(norm1(x)), then x + mlp(norm2(x)), as
     spec layers (LayerNorm, WindowAttention, the Mlp per pixel); drop paths as stochastic depth. Its window
@@ -160,8 +174,6 @@ def _timm_block(m: Any, name: str, where: str) -> Any:
     x + norm1(attn(x)), then x + norm2(mlp(x)); its cosine attention with ``q_bias``, a zero ``k_bias`` and
     ``v_bias`` and the coordinates table it holds (a buffer of the weights here)."""
     from ...importers._graph import Fragment
-    from ...importers.torch_layers import _layer
-    from ...spec import ChannelLinear, Linear
 
     attn, mlp = m.attn, m.mlp
     v2 = type(m).__module__ == _TIMM_V2
@@ -220,12 +232,7 @@ def _timm_block(m: Any, name: str, where: str) -> Any:
     steps: list[tuple[Any, tuple[int, ...]]] = []
 
     def add(sub: Any, path: str, reads: int) -> int:
-        spec, own = _layer(sub, f"{name}.{path}", f"{where}.{path}")
-        if isinstance(spec, Linear):  # (per pixel of the map)
-            spec = ChannelLinear(int(sub.in_features), spec.out_features, bias=spec.bias, name=spec.name)
-        state.update(own)
-        steps.append((spec, (reads,)))
-        return len(steps) - 1
+        return _per_pixel(sub, name, path, where, state, steps, reads)
 
     if v2:  # (post-norm)
         steps.append((layer, (-1,)))
@@ -302,7 +309,6 @@ def _maxvit_layer(m: Any, name: str, where: str) -> Any:
     WindowAttention. The partitions are exact on maps of its ``grid_size``, the only ones imported."""
     from ...importers._graph import Fragment
     from ...importers.torch_layers import _layer
-    from ...spec import ChannelLinear, Linear
 
     parts, mlp = list(m.attn_layer), list(m.mlp_layer)
     attn: Any = parts[1] if len(parts) == 3 else None
@@ -354,12 +360,7 @@ def _maxvit_layer(m: Any, name: str, where: str) -> Any:
     steps: list[tuple[Any, tuple[int, ...]]] = []
 
     def add(sub: Any, path: str, reads: int) -> int:
-        spec, own = _layer(sub, f"{name}.{path}", f"{where}.{path}")
-        if isinstance(spec, Linear):  # (per pixel of the map)
-            spec = ChannelLinear(int(sub.in_features), spec.out_features, bias=spec.bias, name=spec.name)
-        state.update(own)
-        steps.append((spec, (reads,)))
-        return len(steps) - 1
+        return _per_pixel(sub, name, path, where, state, steps, reads)
 
     last = add(parts[0], "attn_layer.0", -1)
     steps.append((attention, (last,)))
