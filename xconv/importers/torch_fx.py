@@ -52,6 +52,7 @@ from .torch_ids import TokenIds, input_vocabulary
 from .torch_layers import (
     _SUPPORTED,
     _as_module,
+    _check_key_clashes,
     _flat_args,
     _fragment,
     _get_attr,
@@ -524,19 +525,6 @@ def _import_graph(
         )
     _check_trace(module, traced, x, output_key)  # last: what the graph does not record
     return spec, {k: tensors[k].detach().cpu().numpy().copy() for k in keys}
-
-
-def _check_key_clashes(module: nn.Module, tensors: dict[str, Any]) -> None:
-    """A canonical key that is the source's key of another tensor (a layer scale ``blk.gamma`` keyed
-    ``blk.layer_scale`` beside an unused ``blk.layer_scale``) would make ``set_weights(ported,
-    model.state_dict())`` load the wrong tensor: refused."""
-    state = module.state_dict(keep_vars=True)
-    for key, t in tensors.items():
-        if key in state and isinstance(state[key], torch.Tensor) and _storage(state[key]) != _storage(t):
-            raise UnsupportedLayerError(
-                f"from_torch: the weight imported as {key!r} is not the model's own {key!r}, which is another "
-                "tensor: its state_dict could not be loaded into the port unambiguously"
-            )
 
 
 def _own_state(state: dict[str, Any], owners: dict[int, str], where: str) -> None:

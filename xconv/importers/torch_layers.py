@@ -398,3 +398,16 @@ def _with_source_keys(layer: Any, state: dict[str, Any], source: dict[int, str])
         if own is not None and own != canonical:
             keys[canonical[len(name) + 1 :]] = own
     return dataclasses.replace(layer, keys=tuple(sorted(keys.items()))) if keys else layer
+
+
+def _check_key_clashes(module: nn.Module, tensors: dict[str, Any]) -> None:
+    """A canonical key that is the source's key of another tensor (a layer scale ``blk.gamma`` keyed
+    ``blk.layer_scale`` beside an unused ``blk.layer_scale``) would make ``set_weights(ported,
+    model.state_dict())`` load the wrong tensor: refused."""
+    state = module.state_dict(keep_vars=True)
+    for key, t in tensors.items():
+        if key in state and isinstance(state[key], torch.Tensor) and _storage(state[key]) != _storage(t):
+            raise UnsupportedLayerError(
+                f"from_torch: the weight imported as {key!r} is not the model's own {key!r}, which is another "
+                "tensor: its state_dict could not be loaded into the port unambiguously"
+            )
