@@ -351,3 +351,32 @@ def test_a_mean_of_tokens_read_otherwise_than_flattened_is_refused(both_backends
 
     with pytest.raises(UnsupportedLayerError, match=r"reads a mean of tokens as \(N, C, 1\)"):
         xc.from_torch(Pooled().eval(), (3, 8, 8))
+
+
+def test_a_reference_gradient_wrong_in_float32_alone_is_not_taken_for_rounding(both_backends, monkeypatch):
+    """The same for gradients: a Keras ReLU whose float32 gradient is doubled (its forward right) as the
+    reference is caught, at the gradients behind it (the ReLU after the Flatten: after a conv Keras makes it the
+    conv's own activation)."""
+    import keras
+    import tensorflow as tf
+
+    from xconv.backends.tf import builders
+
+    class Doubled(keras.layers.Layer):
+        def call(self, x):
+            if self.compute_dtype != "float32":
+                return tf.nn.relu(x)
+
+            @tf.custom_gradient
+            def relu(t):
+                return tf.nn.relu(t), lambda g: 2.0 * g * tf.cast(t > 0, t.dtype)
+
+            return relu(x)
+
+    monkeypatch.setitem(
+        builders._BUILDERS, xc.ReLU, lambda info, x, dtype: Doubled(dtype=dtype, name=builders.keras_name(info))(x)
+    )
+    spec = xc.Sequential(xc.Conv2d(3, 4, 3), xc.Flatten(), xc.ReLU(), xc.Linear(None, 3), input_shape=(3, 6, 6))
+    x = np.random.default_rng(1).standard_normal((2, 3, 6, 6))
+    with pytest.raises(AssertionError, match=r"first part at layer 0 \(Conv2d\), grad"):
+        assert_equivalent(spec, _random(spec), x, backends=("tf", "numpy"), dtype="float32")

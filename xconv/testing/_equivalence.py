@@ -61,7 +61,7 @@ class Row:
     #: rounding, measured), and each backend's distance from that float64 run; None: not measured
     rounding: float | None = None
     from_exact: dict[str, float] = field(default_factory=dict)
-    #: max(1, max |float64 value|) of a measured output
+    #: max(1, max |float64 value|) of a measured output or gradient
     size: float = 1.0
 
     @property
@@ -77,10 +77,11 @@ class Row:
         return self.rounding is not None and exact is not None and exact <= ROUNDING_FACTOR * self.rounding
 
 
-#: the largest float32 error of the reference's own layer output, relative to max(1, its size), taken for
-#: rounding (the largest measured, a window attention behind a LayerNorm of a residual stream of size 550, was
-#: 3e-5): a reference whose float32 path is wrong errs by more, and must not excuse the other backends
-OUTPUT_ROUNDING_LIMIT = 1e-3
+#: the largest float32 error of the reference's own layer output or gradient, relative to max(1, its size),
+#: taken for rounding (the largest measured: a window attention behind a LayerNorm of a residual stream of size
+#: 550, 3e-5 of its output; an attention's in-projection gradient, 2.4e-5): a reference whose float32 path is
+#: wrong errs by more, and must not excuse the other backends
+ROUNDING_LIMIT = 1e-3
 
 
 def lipschitz(layer: Any) -> float | None:
@@ -334,8 +335,8 @@ def _measure_rounding(
     LayerNorm of a residual stream of size 550: 3e-5 of its output in every backend, measured). The reference
     backend runs once more in float64 with the same weights and batch; each such row passes when every backend
     is within ``ROUNDING_FACTOR`` times the reference's own float32 error of that float64 run. A mapping error
-    is a distance of the value's own size, which rounding does not explain; for an output, a reference error
-    beyond ``OUTPUT_ROUNDING_LIMIT`` of the value's size is no rounding either, and excuses nothing."""
+    is a distance of the value's own size, which rounding does not explain; a reference error beyond
+    ``ROUNDING_LIMIT`` of the value's size is no rounding either, and excuses nothing."""
     model = build(spec, names[0], dtype="float64")
     floats = {k: np.asarray(v) for k, v in weights.items()}  # (a BatchNorm's count stays an integer)
     set_weights(model, {k: v.astype(np.float64) if v.dtype.kind == "f" else v for k, v in floats.items()})
@@ -344,16 +345,14 @@ def _measure_rounding(
     for row in rows:
         if row.what == "output":
             exact, got = values[row.layer], {n: runs[n][0][row.layer] for n in names}
-            row.size = max(1.0, float(np.abs(np.asarray(exact, dtype=np.float64)).max(initial=0.0)))
-            rounding = _distance(exact, got[names[0]])
-            row.rounding = rounding if rounding <= OUTPUT_ROUNDING_LIMIT * row.size else None
-            row.from_exact = {n: _distance(exact, got[n]) for n in names[1:]} if row.rounding is not None else {}
-            continue
-        key = None if row.layer is None else f"{row.key}.{row.what[len('grad ') :]}"
-        exact = gx if key is None else grads[key]
-        got = {n: runs[n][1] if key is None else runs[n][2][key] for n in names}
-        row.rounding = _distance(exact, got[names[0]])
-        row.from_exact = {n: _distance(exact, got[n]) for n in names[1:]}
+        else:
+            key = None if row.layer is None else f"{row.key}.{row.what[len('grad ') :]}"
+            exact = gx if key is None else grads[key]
+            got = {n: runs[n][1] if key is None else runs[n][2][key] for n in names}
+        row.size = max(1.0, float(np.abs(np.asarray(exact, dtype=np.float64)).max(initial=0.0)))
+        rounding = _distance(exact, got[names[0]])
+        row.rounding = rounding if rounding <= ROUNDING_LIMIT * row.size else None
+        row.from_exact = {n: _distance(exact, got[n]) for n in names[1:]} if row.rounding is not None else {}
 
 
 def _distance(a: Any, b: Any) -> float:
@@ -418,7 +417,8 @@ def assert_equivalent(
     ``d_abs <= atol`` or ``d_abs / max(1, max |reference|) <= rtol``; NaN or Inf never passes. Defaults:
     :func:`default_tolerance`. With the defaults, a float32 layer output or gradient beyond them also passes
     when every backend is within ``ROUNDING_FACTOR`` (10) times the reference backend's own float32 error of
-    its float64 run, measured on the same weights and batch (the table then shows that rounding). On failure
+    its float64 run (an error of at most ``ROUNDING_LIMIT``, 1e-3, of the value's size), measured on the same
+    weights and batch (the table then shows that rounding). On failure
     raises ``AssertionError`` with the per-layer table and the first
     layer where the backends part. Returns the rows when all pass. ``training``: see :func:`compare_layerwise`.
 
