@@ -207,27 +207,37 @@ def shift_mask(layer: WindowAttention, height: int, width: int) -> np.ndarray | 
     return out
 
 
-def partition(x: np.ndarray, window: tuple[int, int], grid: bool = False) -> np.ndarray:
-    """(B, H, W, C) -> (B * windows, wh*ww, C): windows row-major, tokens row-major within each; ``grid``: window
-    (i, j) holds the pixels (a * H/wh + i, b * W/ww + j), tokens in (a, b) order."""
-    b, h, w, c = x.shape
+#: the pixels of a 2x2 neighbourhood as patch merging reads them, (row, column) offsets, in Swin's order
+MERGE_ORDER = ((0, 0), (1, 0), (0, 1), (1, 1))
+
+Plan = tuple[tuple[int, int, int, int], tuple[int, ...]]
+
+
+def partition_plan(height: int, width: int, window: tuple[int, int], grid: bool = False) -> tuple[Plan, Plan]:
+    """How an (N, H, W, C) map of whole windows becomes windows of tokens and back, for every framework: the
+    map viewed as (N, *view, C) and permuted by ``perm`` is (N, windows (2 axes), tokens (2 axes), C), read as
+    (N * windows, wh*ww, C); the windows viewed so and permuted by the second ``perm`` are the map again, read
+    as (N, H, W, C). Windows row-major, tokens row-major within each; ``grid``: window (i, j) holds the pixels
+    (a * H/wh + i, b * W/ww + j), its tokens in (a, b) order. Returns ((view, perm) in, (view, perm) back)."""
     wh, ww = window
+    rows, cols = height // wh, width // ww
     if grid:
-        t = x.reshape(b, wh, h // wh, ww, w // ww, c).transpose(0, 2, 4, 1, 3, 5)
-    else:
-        t = x.reshape(b, h // wh, wh, w // ww, ww, c).transpose(0, 1, 3, 2, 4, 5)
-    return t.reshape(-1, wh * ww, c)
+        return ((wh, rows, ww, cols), (0, 2, 4, 1, 3, 5)), ((rows, cols, wh, ww), (0, 3, 1, 4, 2, 5))
+    return ((rows, wh, cols, ww), (0, 1, 3, 2, 4, 5)), ((rows, cols, wh, ww), (0, 1, 3, 2, 4, 5))
+
+
+def partition(x: np.ndarray, window: tuple[int, int], grid: bool = False) -> np.ndarray:
+    """(N, H, W, C) -> (N * windows, wh*ww, C), as :func:`partition_plan` says."""
+    _, h, w, c = x.shape
+    (view, perm), _ = partition_plan(h, w, window, grid)
+    return x.reshape(-1, *view, c).transpose(perm).reshape(-1, window[0] * window[1], c)
 
 
 def reverse(t: np.ndarray, b: int, h: int, w: int, window: tuple[int, int], grid: bool = False) -> np.ndarray:
-    """The inverse of :func:`partition`: (B * windows, wh*ww, C) -> (B, H, W, C)."""
-    wh, ww = window
+    """The inverse of :func:`partition`: (N * windows, wh*ww, C) -> (N, H, W, C)."""
+    _, (view, perm) = partition_plan(h, w, window, grid)
     c = t.shape[-1]
-    if grid:
-        x = t.reshape(b, h // wh, w // ww, wh, ww, c).transpose(0, 3, 1, 4, 2, 5)
-    else:
-        x = t.reshape(b, h // wh, w // ww, wh, ww, c).transpose(0, 1, 3, 2, 4, 5)
-    return x.reshape(b, h, w, c)
+    return t.reshape(-1, *view, c).transpose(perm).reshape(b, h, w, c)
 
 
 def _shape(ctx: _Ctx, layer: WindowAttention, source: Shape | None) -> LayerInfo:
@@ -441,14 +451,14 @@ def _merged(x: np.ndarray) -> np.ndarray:
     xh = x.transpose(0, 2, 3, 1)
     _, h, w, _ = xh.shape
     xp = np.pad(xh, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))
-    return np.concatenate([xp[:, 0::2, 0::2], xp[:, 1::2, 0::2], xp[:, 0::2, 1::2], xp[:, 1::2, 1::2]], axis=-1)
+    return np.concatenate([xp[:, r::2, c::2] for r, c in MERGE_ORDER], axis=-1)
 
 
 def _unmerged(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """The gradient of :func:`_merged`: (B, H/2, W/2, 4C) back to the NCHW input's shape."""
     b, c, h, w = shape
     out = np.zeros((b, h + h % 2, w + w % 2, c), dtype=g.dtype)
-    for k, (dr, dc) in enumerate(((0, 0), (1, 0), (0, 1), (1, 1))):
+    for k, (dr, dc) in enumerate(MERGE_ORDER):
         out[:, dr::2, dc::2] = g[..., k * c : (k + 1) * c]
     return np.ascontiguousarray(out[:, :h, :w].transpose(0, 3, 1, 2))
 
@@ -517,4 +527,4 @@ def _fixed(info: LayerInfo) -> dict[str, np.ndarray]:
 register(WindowAttention, _shape, _forward, _backward, fixed=_fixed)
 register(PatchMerging, _merging_shape, _merging_forward, _merging_backward)
 
-__all__ = ["SHIFT_MASK", "PatchMerging", "WindowAttention"]
+__all__ = ["MERGE_ORDER", "SHIFT_MASK", "PatchMerging", "WindowAttention", "partition_plan"]

@@ -12,7 +12,7 @@ import numpy as np
 from ..._info import LayerInfo
 from ...backends._tf_env import keras
 from .._keras_names import keras_name
-from . import PatchMerging, WindowAttention, geometry, relative_position_index, shift_mask
+from . import MERGE_ORDER, PatchMerging, WindowAttention, geometry, partition_plan, relative_position_index, shift_mask
 
 ops = keras.ops
 
@@ -143,19 +143,15 @@ class WindowAttentionLayer(keras.layers.Layer):
         """(N, pH, pW, C) -> (N * windows, wh*ww, C), windows and their tokens row-major."""
         ph, pw, _, _ = self._geometry
         (wh, ww), c = self.window_size, int(t.shape[-1])
-        if self.grid:  # (window (i, j): the pixels (a * H/wh + i, b * W/ww + j))
-            t = ops.transpose(ops.reshape(t, (-1, wh, ph // wh, ww, pw // ww, c)), (0, 2, 4, 1, 3, 5))
-        else:
-            t = ops.transpose(ops.reshape(t, (-1, ph // wh, wh, pw // ww, ww, c)), (0, 1, 3, 2, 4, 5))
-        return ops.reshape(t, (-1, wh * ww, c))
+        (view, perm), _ = partition_plan(ph, pw, self.window_size, self.grid)
+        return ops.reshape(ops.transpose(ops.reshape(t, (-1, *view, c)), perm), (-1, wh * ww, c))
 
     def _reverse(self, o: Any) -> Any:
         """The inverse of :meth:`_partition`."""
         ph, pw, _, _ = self._geometry
-        (wh, ww), c = self.window_size, int(o.shape[-1])
-        o = ops.reshape(o, (-1, ph // wh, pw // ww, wh, ww, c))
-        o = ops.transpose(o, (0, 3, 1, 4, 2, 5) if self.grid else (0, 1, 3, 2, 4, 5))
-        return ops.reshape(o, (-1, ph, pw, c))
+        c = int(o.shape[-1])
+        _, (view, perm) = partition_plan(ph, pw, self.window_size, self.grid)
+        return ops.reshape(ops.transpose(ops.reshape(o, (-1, *view, c)), perm), (-1, ph, pw, c))
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return input_shape
@@ -213,7 +209,7 @@ class PatchMergingLayer(keras.layers.Layer):
 
     def _neighbourhood(self, x: Any) -> list[Any]:
         """The four pixels of every 2x2 neighbourhood, in Swin's order."""
-        return [x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]]
+        return [x[:, r::2, c::2] for r, c in MERGE_ORDER]
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         n, h, w, _ = input_shape

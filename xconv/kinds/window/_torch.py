@@ -10,7 +10,7 @@ import numpy as np
 
 from ..._info import LayerInfo
 from ...backends._torch_env import F, nn, torch
-from . import PatchMerging, WindowAttention, geometry, relative_position_index, shift_mask
+from . import MERGE_ORDER, PatchMerging, WindowAttention, geometry, partition_plan, relative_position_index, shift_mask
 from ._torch_sources import CHANNELS_LAST, OTHERS
 
 
@@ -62,6 +62,7 @@ class WindowAttentionModule(nn.Module):
         layer = WindowAttention(embed_dim, num_heads, self.window_size, self.shift_size, grid=self.grid, scale=scale)
         self.score_scale = layer.score_scale
         self.geometry = geometry(layer, *self.size)
+        self.plan = partition_plan(self.geometry[0], self.geometry[1], self.window_size, self.grid)
         mask = shift_mask(layer, *self.size)
         self._fixed: dict[str, np.ndarray | None] = {
             "relative_position_index": relative_position_index(self.window_size),
@@ -95,10 +96,8 @@ class WindowAttentionModule(nn.Module):
         t = F.pad(t, (0, 0, 0, pw - w, 0, ph - h))
         if (sh or sw) and not self.roll_first:
             t = torch.roll(t, shifts=(-sh, -sw), dims=(1, 2))
-        if self.grid:  # (window (i, j): the pixels (a * H/wh + i, b * W/ww + j))
-            t = t.reshape(b, wh, ph // wh, ww, pw // ww, c).permute(0, 2, 4, 1, 3, 5).reshape(-1, wh * ww, c)
-        else:
-            t = t.reshape(b, ph // wh, wh, pw // ww, ww, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, wh * ww, c)
+        (view, perm), (back_view, back) = self.plan
+        t = t.reshape(b, *view, c).permute(*perm).reshape(-1, wh * ww, c)
         bw, n, _ = t.shape
         bias_used: torch.Tensor | None = self.qkv.bias
         if self.cosine and bias_used is not None:  # (Swin V2: no k bias)
@@ -122,8 +121,7 @@ class WindowAttentionModule(nn.Module):
             scores = scores.view(-1, self.num_heads, n, n)
         weights = F.dropout(scores.softmax(dim=-1), p=self.dropout, training=self.training)
         o = self.proj((weights @ v).transpose(1, 2).reshape(bw, n, c))
-        o = o.reshape(b, ph // wh, pw // ww, wh, ww, c)
-        o = (o.permute(0, 3, 1, 4, 2, 5) if self.grid else o.permute(0, 1, 3, 2, 4, 5)).reshape(b, ph, pw, c)
+        o = o.reshape(b, *back_view, c).permute(*back).reshape(b, ph, pw, c)
         if (sh or sw) and not self.roll_first:
             o = torch.roll(o, shifts=(sh, sw), dims=(1, 2))
         o = o[:, :h, :w]
@@ -157,7 +155,7 @@ class PatchMergingModule(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[2:]
         t = F.pad(x.permute(0, 2, 3, 1), (0, 0, 0, w % 2, 0, h % 2))
-        t = torch.cat([t[:, 0::2, 0::2], t[:, 1::2, 0::2], t[:, 0::2, 1::2], t[:, 1::2, 1::2]], dim=-1)
+        t = torch.cat([t[:, r::2, c::2] for r, c in MERGE_ORDER], dim=-1)
         t = self.reduction(self.norm(t)) if self.norm_first else self.norm(self.reduction(t))
         return cast(torch.Tensor, t.permute(0, 3, 1, 2))
 
