@@ -3,13 +3,13 @@ port to torch, with random weights (nothing downloaded): parameters, port time (
 verification batch; the framework warmed up by a first small port), and the max relative difference of the
 ported model's output from the original's on a fresh batch of 4: max |a - b| / max(1, max |a|) for torchvision
 (float32 and float64), max |a - b| / max |a| for keras.applications (float32; their random-weight logits can be
-1e-19); and the windowed-attention models (Swin, Swin V2, MaxViT; small configurations, relative position
-tables drawn), torch -> Keras in float32 and float64. Prints a Markdown table and writes
+1e-19); and the attention models (Swin, Swin V2, MaxViT; PVT v2, SegFormer; small configurations, relative
+position tables drawn), torch -> Keras in float32 and float64. Prints a Markdown table and writes
 benchmarks/results/zoo.json.
 
-    .venv/bin/python benchmarks/zoo.py [--windows]
+    .venv/bin/python benchmarks/zoo.py [--attention]
 
-(``--windows``: the windowed-attention rows alone, replacing theirs in the results file.)
+(``--attention``: the attention models' rows alone, replacing theirs in the results file.)
 
 Inputs are 3x64x64 (torchvision's inception_v3 3x75x75, Keras' Xception 71x71 and InceptionV3 75x75, the
 segmentation models 3x96x96, their "out" entry compared).
@@ -31,6 +31,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import xconv as xc
 from tests.zoo_support import (
     KERAS_APPLICATIONS,
+    REDUCTION_ZOO,
     SEGMENTATION,
     TORCHVISION,
     WINDOW_ZOO,
@@ -81,10 +82,14 @@ def torch_row(name: str, segmentation: bool = False) -> dict:
     }
 
 
+#: the attention models: windowed (Swin, MaxViT) and spatial-reduction (PVT v2, SegFormer)
+ATTENTION = {**WINDOW_ZOO, **REDUCTION_ZOO}
+
+
 def window_row(name: str) -> dict:
     import torch
 
-    make, shape, output, _ = WINDOW_ZOO[name]
+    make, shape, output, _ = ATTENTION[name]
     model = make().float()
 
     def run(m: object, x: np.ndarray) -> np.ndarray:
@@ -126,18 +131,16 @@ def keras_row(name: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--windows", action="store_true", help="the windowed-attention rows alone")
+    parser.add_argument("--attention", action="store_true", help="the attention models' rows alone")
     args = parser.parse_args()
     xc.port(torchvision_model("squeezenet1_1"), to="tf", input_shape=(3, 64, 64))  # warm up
-    if args.windows:
+    if args.attention:
         path = pathlib.Path(__file__).resolve().parent / "results" / "zoo.json"
-        kept = (
-            [r for r in json.loads(path.read_text())["rows"] if r["model"] not in WINDOW_ZOO] if path.exists() else []
-        )
-        rows = kept + [window_row(n) for n in WINDOW_ZOO]
+        kept = [r for r in json.loads(path.read_text())["rows"] if r["model"] not in ATTENTION] if path.exists() else []
+        rows = kept + [window_row(n) for n in ATTENTION]
     else:
         rows = [torch_row(n) for n in TORCHVISION] + [keras_row(n) for n in KERAS_APPLICATIONS]
-        rows += [torch_row(n, segmentation=True) for n in SEGMENTATION] + [window_row(n) for n in WINDOW_ZOO]
+        rows += [torch_row(n, segmentation=True) for n in SEGMENTATION] + [window_row(n) for n in ATTENTION]
     print("| model | direction | parameters | port time | max rel. diff float32 | float64 |")
     print("|---|---|---:|---:|---:|---:|")
     for r in rows:

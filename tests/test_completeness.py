@@ -104,6 +104,14 @@ EXAMPLES = {
     "Concat": ([xc.Concat(xc.Conv2d(2, 1, 1), xc.Identity())], (2, 3, 3)),
     "Multiply": ([xc.Multiply(xc.Identity(), xc.AdaptiveAvgPool2d(1))], (2, 3, 3)),
     "Subtract": ([xc.Subtract(xc.Conv2d(2, 2, 1), xc.AdaptiveAvgPool2d(1))], (2, 3, 3)),
+    "DotProductAttention": (
+        [
+            xc.ToTokens(),
+            xc.DotProductAttention(xc.Linear(2, 4), xc.Linear(2, 4), xc.Linear(2, 6), num_heads=2),
+            xc.DotProductAttention(xc.Identity(), xc.Narrow(2, 0, 6), xc.Narrow(2, 2, 4), scale=0.5),
+        ],
+        (2, 3, 3),
+    ),
 }
 
 #: kinds an importer does not bring back as themselves, with the reason (none today: every kind imports)

@@ -155,7 +155,7 @@ def test_unsupported_layers_are_named(both_backends):
 
 def test_port_verify_catches_a_wrong_mapping(both_backends, monkeypatch):
     monkeypatch.setattr(layout, "to_keras", unpermuted_dense)
-    with pytest.raises(xc.PortError, match="differs from the torch model"):
+    with pytest.raises(xc.PortError, match="differs from the source torch model"):
         xc.port(hand_torch(), to="tf", input_shape=(3, 8, 8))
 
 
@@ -187,7 +187,7 @@ def test_port_rounding_allowance_still_catches_a_small_mapping_error(both_backen
             return name, spec, {k: (v * 1.001 if k == "0.weight" else v) for k, v in weights.items()}
 
         monkeypatch.setattr(porting, "_import", imported)
-    with pytest.raises(xc.PortError, match=r"differs from the torch model .*rounding alone") as info:
+    with pytest.raises(xc.PortError, match=r"differs from the source torch model .*rounding alone") as info:
         xc.port(model, to="tf", input_shape=(3, 8, 8))
     assert "against the spec computed in float64" in str(info.value)
 

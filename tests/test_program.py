@@ -159,5 +159,5 @@ def test_a_program_batch_norm_read_with_another_eps_is_caught(both_backends, mon
         return bn
 
     monkeypatch.setattr(torch_forms, "_program_batch_norm", wrong)
-    with pytest.raises(xc.PortError, match="differs from the torch model"):
+    with pytest.raises(xc.PortError, match="differs from the source torch model"):
         xc.port(_export(_model()), "tf")

@@ -200,7 +200,7 @@ def test_a_position_embedding_imported_for_another_patch_order_is_caught(both_ba
 
     monkeypatch.setattr(torch_fx, "position_embedding", reversed_rows)
     model = _torchvision_vit()
-    with pytest.raises(PortError, match="differs from the torch model"):
+    with pytest.raises(PortError, match="differs from the source torch model"):
         xc.port(model, to="keras", input_shape=(3, 16, 16))
 
 

@@ -105,7 +105,7 @@ def test_timm_batchnorm_act_ports_and_a_dropped_activation_is_caught(both_backen
 
     monkeypatch.setattr(torch_fx, "_layer", dropped)
     assert "Identity" in [i.kind for i in xc.infer(xc.from_torch(model, (3, 8, 8)))]
-    with pytest.raises(xc.PortError, match="differs from the torch model"):
+    with pytest.raises(xc.PortError, match="differs from the source torch model"):
         xc.port(model, "tf", (3, 8, 8))
 
 

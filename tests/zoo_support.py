@@ -427,6 +427,56 @@ def hf_swin(size: int, window: int) -> Any:
     return _tables_random(hf.SwinForImageClassification(config))
 
 
+def _linears_random(model: Any) -> Any:
+    """Linear and conv weights of unit gain, 1 / sqrt(fan_in), and biases of 0.1 (timm and Hugging Face draw
+    them at 0.02, so small that every attention weight is nearly uniform and a wrong key or query would hardly
+    show)."""
+    import torch
+
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
+                m.weight.normal_(0, (m.weight[0].numel()) ** -0.5)
+                if m.bias is not None:
+                    m.bias.normal_(0, 0.1)
+    return model
+
+
+def timm_pvt_v2() -> Any:
+    """timm's PVT v2 (spatial-reduction attention: keys and values from a strided conv of the map), small."""
+    import_torchvision()
+    import timm
+    import torch
+
+    torch.manual_seed(0)
+    config = {"embed_dims": (16, 32), "depths": (1, 1), "num_heads": (1, 2), "sr_ratios": (2, 1), "mlp_ratios": (2, 2)}
+    model = timm.create_model("pvt_v2_b0", pretrained=False, num_classes=5, **config)
+    return _running_statistics(_linears_random(model))
+
+
+def hf_segformer(segmentation: bool) -> Any:
+    """Hugging Face's SegFormer (its MiT encoder; with ``segmentation``, the all-MLP decoder), small."""
+    import_torchvision()
+    import torch
+    import transformers as hf
+
+    torch.manual_seed(0)
+    config = hf.SegformerConfig(
+        num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16], patch_sizes=[7, 3],
+        strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2], decoder_hidden_size=16, num_labels=3,
+    )  # fmt: skip
+    cls = hf.SegformerForSemanticSegmentation if segmentation else hf.SegformerForImageClassification
+    return _running_statistics(_linears_random(cls(config)))
+
+
+#: the models with attention written out (spatial-reduction attention) the tests port, as WINDOW_ZOO
+REDUCTION_ZOO: dict[str, tuple[Any, tuple[int, int, int], str | None, bool]] = {
+    "timm pvt_v2": (timm_pvt_v2, (3, 32, 32), None, True),
+    "Hugging Face segformer (classification)": (lambda: hf_segformer(False), (3, 32, 32), "logits", True),
+    "Hugging Face segformer (semantic segmentation)": (lambda: hf_segformer(True), (3, 32, 32), "logits", True),
+}
+
+
 #: the windowed-attention models the tests port: name -> (model, input (C, H, W), port's output=, whether the
 #: source's own state_dict loads into the ported model)
 WINDOW_ZOO: dict[str, tuple[Any, tuple[int, int, int], str | None, bool]] = {

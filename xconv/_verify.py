@@ -127,7 +127,7 @@ def _compare(
     source, target = names
     if np.shape(a) != np.shape(b):
         raise PortError(
-            f"port: the {target} model returns shape {np.shape(b)} where the {source} model returns "
+            f"port: the ported {target} model returns shape {np.shape(b)} where the source {source} model returns "
             f"{np.shape(a)}, on {label}"
         )
     err = max_rel_diff(a, b)
@@ -137,7 +137,7 @@ def _compare(
     if ok and dtype == "float32":
         return
     raise PortError(
-        f"port: the {target} model differs from the {source} model by {err:.3g} relative "
+        f"port: the ported {target} model differs from the source {source} model by {err:.3g} relative "
         f"(tolerance {TOLERANCE[dtype]:g}, {dtype}) on {label}; {detail}{blame}; spec: {_short(spec)}"
     )
 

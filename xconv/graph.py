@@ -17,7 +17,7 @@ from ._info import LayerInfo, Shape, _Ctx
 from .errors import SpecError
 from .kinds import KINDS
 from .spec import Layer, Sequential
-from .spec._sequential import Combinator, Concat, Use
+from .spec._sequential import Combinator, Concat, DotProductAttention, Use
 
 __all__ = [
     "SIDE_INPUTS",
@@ -295,12 +295,23 @@ def is_chain(graph: Graph) -> bool:
 
 
 def join_rule(combinator: Combinator, key: str, index: int, shapes_in: list[Shape], sources: list[Any]) -> LayerInfo:
-    """Shape rule of an Add / Multiply (numpy broadcasting of size-1 dimensions, equal ranks) or Concat."""
+    """Shape rule of an Add / Multiply (numpy broadcasting of size-1 dimensions, equal ranks), Concat or
+    DotProductAttention."""
 
     def error(message: str) -> SpecError:
         listed = ", ".join(str(tuple(s)) for s in shapes_in)
         return SpecError(f"{combinator.kind} {key}: {message}; branch output shapes: {listed}")
 
+    if isinstance(combinator, DotProductAttention):
+        if any(len(s) != 2 for s in shapes_in):
+            raise error("queries, keys and values must be token tensors (tokens, features)")
+        (length, e), (s_k, e_k), (s_v, e_v) = shapes_in
+        heads = combinator.num_heads
+        if e != e_k or s_k != s_v:
+            raise error("the keys must have the queries' features and the values' number of tokens")
+        if e % heads or e_v % heads:
+            raise error(f"num_heads={heads} must divide the queries' {e} and the values' {e_v} features")
+        return LayerInfo(index, combinator, shapes_in[0], (length, e_v), {})  # type: ignore[arg-type]
     ranks = {len(s) for s in shapes_in}
     if len(ranks) != 1:
         raise error("branch outputs must have the same rank (all (C, H, W) maps or all flat)")

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..graph import concat_axis, token_vocabulary
 from ..kinds import KINDS
+from ..kinds.token import _dot as dot
 from ..shapes import LayerInfo
 from ..spec import Sequential
 
@@ -108,6 +109,10 @@ def _accumulate(pending: dict[int, np.ndarray], source: int, g: np.ndarray) -> N
 
 def _join_forward(info: LayerInfo, args: list[np.ndarray]) -> np.ndarray:
     kind = info.kind
+    if kind == "DotProductAttention":
+        heads = info.layer.num_heads  # type: ignore[attr-defined]
+        q, k, v = args
+        return dot.forward(q, k, v, heads, dot.head_scale(info.layer, q.shape[-1]))
     if kind == "Concat":
         return np.concatenate(args, axis=concat_axis(info))
     if kind == "Subtract":
@@ -127,6 +132,10 @@ def _unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 def _join_backward(info: LayerInfo, args: list[np.ndarray], g: np.ndarray) -> list[np.ndarray]:
     kind = info.kind
+    if kind == "DotProductAttention":
+        heads = info.layer.num_heads  # type: ignore[attr-defined]
+        q, k, v = args
+        return dot.backward(q, k, v, heads, dot.head_scale(info.layer, q.shape[-1]), g)
     if kind == "Concat":
         axis = concat_axis(info)
         bounds = np.cumsum([a.shape[axis] for a in args])[:-1]

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..graph import SIDE_INPUTS, concat_axis, is_chain, reads_side, side_inputs
 from ..kinds import framework_table
+from ..kinds.token._torch import dot_product_attention
 from ..shapes import LayerInfo
 from ..spec import Sequential
 from ._torch_env import F, nn, torch
@@ -48,6 +49,10 @@ def _install_parameter(root: nn.Module, path: str, parameter: nn.Parameter) -> N
 
 def _join(info: LayerInfo, args: list[Any]) -> Any:
     """A join node on torch tensors (also fx proxies)."""
+    if info.kind == "DotProductAttention":
+        layer = cast(Any, info.layer)
+        q, k, v = args
+        return dot_product_attention(q, k, v, layer.num_heads, layer.scale)
     if info.kind == "Concat":
         return torch.cat(args, dim=concat_axis(info))
     if info.kind == "Subtract":
@@ -80,6 +85,11 @@ def build(spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarra
             if module is None:
                 if info.kind == "Concat":
                     values[info.index] = graph.call_function(torch.cat, (args, concat_axis(info)))
+                elif info.kind == "DotProductAttention":
+                    layer = cast(Any, info.layer)
+                    values[info.index] = graph.call_function(
+                        dot_product_attention, (*args, layer.num_heads, layer.scale)
+                    )
                 else:
                     op = {"Add": operator.add, "Subtract": operator.sub}.get(info.kind, operator.mul)
                     node = args[0]

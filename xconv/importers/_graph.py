@@ -17,17 +17,18 @@ from typing import Any
 
 from .._layer import Layer
 from ..errors import UnsupportedLayerError
-from ..spec import Add, Concat, Identity, Multiply, Sequential, Subtract, Use
+from ..spec import Add, Concat, DotProductAttention, Identity, Multiply, Sequential, Subtract, Use
 
 __all__ = ["Fragment", "Names", "Raw", "drop", "readers", "to_spec"]
 
-JOINS = {"add": Add, "mul": Multiply, "cat": Concat, "sub": Subtract}
+JOINS = {"add": Add, "mul": Multiply, "cat": Concat, "sub": Subtract, "attn": DotProductAttention}
 
 
 @dataclasses.dataclass
 class Raw:
     """One imported operation: ``op`` is "input", "layer" (``layer`` holds the spec layer, named), a join
-    ("add", "mul", "cat" with ``dim``), or a front-end's own marker that a pass must fold away (``payload``)."""
+    ("add", "mul", "cat" with ``dim``, "attn" of queries, keys and values with ``payload`` (heads, scale)), or a
+    front-end's own marker that a pass must fold away (``payload``)."""
 
     name: str  # the source's name for messages: fx node or Keras layer name
     op: str
@@ -248,4 +249,7 @@ def _combinator(node: Raw, branches: list[Any], names: Names) -> Any:
     name = node.name if node.owned else names.take(node.name)
     if cls is Concat:
         return Concat(*branches, dim=node.dim, name=name)
+    if cls is DotProductAttention:
+        heads, scale = node.payload
+        return DotProductAttention(*branches, num_heads=heads, scale=scale, name=name)
     return cls(*branches, name=name)

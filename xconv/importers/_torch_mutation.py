@@ -136,11 +136,16 @@ def _aliases_of(root: nn.Module, target: Any, write: Any, order: dict[Any, int])
 
 def describe(node: Any) -> str:
     """How messages name a traced operation: ``operation 'sinh' (call_method sinh)``, and for a call an exported
-    program kept as ATen, ``operation 'sinh' (aten.sinh)``."""
+    program kept as ATen, ``operation 'sinh' (aten.sinh)``; then the module whose forward made it, where known
+    (``in 'blocks.0.attn' (Attention)``)."""
     target = node.target
+    stack = list((node.meta.get("nn_module_stack") or {}).values())
+    path, cls = stack[-1] if stack and isinstance(stack[-1], tuple) and len(stack[-1]) == 2 else ("", None)
+    cls = getattr(cls, "__name__", str(cls).rsplit(".", 1)[-1])
+    inside = f" in {path!r} ({cls})" if path and "L[" not in str(path) else ""
     if isinstance(target, torch._ops.OpOverload):
-        return f"operation {node.name!r} ({target.namespace}.{target.overloadpacket.__name__})"
-    return f"operation {node.name!r} ({node.op} {getattr(target, '__name__', target)})"
+        return f"operation {node.name!r} ({target.namespace}.{target.overloadpacket.__name__}){inside}"
+    return f"operation {node.name!r} ({node.op} {getattr(target, '__name__', target)}){inside}"
 
 
 def functionalize(root: nn.Module, graph: Any) -> None:

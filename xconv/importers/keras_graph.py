@@ -18,7 +18,7 @@ from ..kinds._keras_layout import to_canonical
 from ..kinds.activation._keras import _ACTIVATION_NAMES, keras_activation
 from ..kinds.conv._keras import GatherPad2D, GroupedConv2D, Subsample2D
 from ..kinds.dense._keras import FeatureOrder
-from ..kinds.token._keras import SelfAttentionLayer
+from ..kinds.token._keras import DotProductAttentionLayer, SelfAttentionLayer
 from ..spec import (
     ChannelLinear,
     Conv2d,
@@ -282,6 +282,9 @@ def import_model(
                 op = {keras.layers.Add: "add", keras.layers.Subtract: "sub"}.get(type(layer), "mul")
                 index[id(out)] = add(Raw(name, op, ids, owned=True))
             continue
+        if type(layer) is DotProductAttentionLayer and len(ids) == 3:  # (xconv's own: queries, keys, values)
+            index[id(out)] = add(Raw(name, "attn", ids, payload=(layer.num_heads, layer.scale), owned=True))
+            continue
         if _is_custom_scale(layer) and len(ids) == 2:  # Inception-ResNet's x + r * scale, as Keras computes it
             scale_name = names.take(f"{layer.name}_scale")
             scaled = add(Raw(scale_name, "layer", [ids[1]], layer=Rescaling(float(layer.scale), name=scale_name)))
@@ -306,7 +309,7 @@ def import_model(
         if len(ids) != 1:
             raise UnsupportedLayerError(
                 f"from_keras: {where} takes {len(ids)} inputs; of the layers that take several, xconv supports "
-                "Add, Subtract, Multiply and Concatenate (and x + y, x - y, x * y)"
+                "Add, Subtract, Multiply and Concatenate (and x + y, x - y, x * y), and xconv's DotProductAttention"
             )
         src = ids[0]
         in_shape = tuple(inputs[0].shape[1:])

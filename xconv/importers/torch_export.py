@@ -12,11 +12,10 @@ maps (:func:`read`):
   ``F.conv2d``, ``aten.view`` -> ``x.view``, ``aten.add_`` -> ``+=``), with its arguments in that function's
   order; a call with no such counterpart stays the ATen call and is refused by name by the importer.
 
-The program is exported for a batch of :data:`BATCH` (a symbolic batch size makes export about three times
-slower). A size list whose first entry is that number, given to a view, reshape or expand of a tensor whose
-first axis is the batch, reads the batch size of the input instead, so it stays free in the spec. Any other
-use of the literal batch size stays a constant: the importer runs the graph on a batch of another size, and
-a graph that depends on it fails there and is refused.
+The program is exported for a batch of :data:`BATCH` (a symbolic batch is about three times slower). A size
+list that starts with it, given to a view, reshape or expand of a tensor whose first axis is the batch, reads
+the input's batch size instead, so it stays free in the spec. Any other use of the literal batch size stays a
+constant: the importer runs the graph on another batch size, and a graph that depends on it is refused.
 """
 
 from __future__ import annotations
@@ -106,9 +105,7 @@ def read(module: nn.Module, program: Any, batch_size: int | None = BATCH) -> Any
             done.update(members)
             leaf = module.get_submodule(path)
             masked = side is not None and side is padding
-            mask_of = (
-                () if side is None else (env[side],)
-            )  # (an attention reading the padding mask, an embedding the types)
+            mask_of = () if side is None else (env[side],)  # (attention reads the padding mask, embeddings types)
             if returns_pair(leaf):  # (output, attention weights): its output [0]; nn.MultiheadAttention as (x, x, x)
                 mha = isinstance(leaf, nn.MultiheadAttention)
                 if masked and not mha:  # Hugging Face's attention takes the mask as sdpa does: (N, 1, 1, L)
@@ -185,6 +182,7 @@ def _shape_of(old: Any, new: Any) -> Any:
     val = old.meta.get("val")
     if isinstance(val, torch.Tensor) and all(isinstance(d, int) for d in val.shape):  # (not data-dependent)
         new.meta["xconv_val"] = tuple(val.shape)
+    new.meta["nn_module_stack"] = old.meta.get("nn_module_stack")  # (an attention's module: its dropout)
     return new
 
 
@@ -541,7 +539,14 @@ _CALLS: dict[str, Callable[[dict[str, Any]], Any]] = {
         },
     ),
     "sym_size.int": lambda a: ("size", [a["self"], a["dim"]]),
+    "unbind.int": lambda a: ("unbind", [a["self"], a["dim"]]),
+    "scaled_dot_product_attention.default": lambda a: _sdpa(a),
 }
+
+
+def _sdpa(a: dict[str, Any]) -> Any:
+    keys = ("attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")  # (checked by the importer)
+    return F.scaled_dot_product_attention, [a["query"], a["key"], a["value"]], {k: a.get(k) for k in keys}
 
 
 #: ATen calls that return (values, indices); read as F.adaptive_max_pool2d, which returns the values alone

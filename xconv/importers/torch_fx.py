@@ -48,6 +48,7 @@ from .torch_forms import (
     _spatial_mean,
     _whole_map_pool,
 )
+from .torch_heads import Heads
 from .torch_ids import TokenIds, input_vocabulary
 from .torch_layers import (
     _SUPPORTED,
@@ -211,6 +212,7 @@ def _import_graph(
     learned = {k for k, _ in module.named_parameters()}
     tokens = TokenIds(gm, params, consts, names, TOKEN_IDS.get())  # the token ids and padding mask
     shapes = ShapeOps(index, consts, nhwc)
+    heads = Heads(module, gm, shapes, nodes, names)  # attention written out: head splits, sdpa calls, merges
     output = None
     live = _live_nodes(gm.graph, output_key)
     for node in gm.graph.nodes:
@@ -279,6 +281,8 @@ def _import_graph(
             if out in shapes.pooled:
                 raise UnsupportedLayerError(f"from_torch: forward returns {out.name!r}, a mean of tokens as (N, C, 1)")
             output = index[out]
+            continue
+        if heads.step(node, args, where):
             continue
         value = shapes.size_value(node, args)
         if value is not NOT:

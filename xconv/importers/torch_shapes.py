@@ -209,6 +209,12 @@ class ShapeOps:
         tokens = self._map_as_tokens(node, src, shape, method, args)
         if tokens is not None:
             return tokens
+        if shape is not None and len(shape) == 3 and method in ("view", "reshape") and src not in self.nhwc:
+            dims = self._dims(args)  # tokens (N, H*W, C) viewed as a channels-last map (N, H, W, C)
+            sizes = len(dims) == 4 and dims[0] is BATCH and all(isinstance(d, int) and d > 0 for d in dims[1:3])
+            if sizes and dims[1] * dims[2] == shape[1] and dims[3] in (shape[2], -1):
+                self.nhwc.add(node)
+                return src, ToMap(dims[1], dims[2])
         if shape is not None and len(shape) == 3 and src not in self.nhwc and self._swaps_last_two(method, args):
             self.transposed[node] = src  # tokens (N, L, C) as (N, C, L): read back as a map next
             return "pending"

@@ -53,7 +53,19 @@ from ..kinds import (
     WindowAttention,
     ZeroPad2d,
 )
-from ._sequential import COMBINATORS, Add, Combinator, Concat, Item, Multiply, Sequential, Subtract, Use, from_dict
+from ._sequential import (
+    COMBINATORS,
+    Add,
+    Combinator,
+    Concat,
+    DotProductAttention,
+    Item,
+    Multiply,
+    Sequential,
+    Subtract,
+    Use,
+    from_dict,
+)
 
 __all__ = [
     "COMBINATORS",
@@ -73,6 +85,7 @@ __all__ = [
     "Concat",
     "Conv2d",
     "ConvTranspose2d",
+    "DotProductAttention",
     "Dropout",
     "Embedding",
     "Flatten",

@@ -1,4 +1,5 @@
-"""Containers: the Sequential chain, the fork-join combinators (Add, Concat, Multiply, Subtract), the named
+"""Containers: the Sequential chain, the fork-join combinators (Add, Concat, Multiply, Subtract, and the attention
+of three token tensors, DotProductAttention), the named
 reference ``Use`` that lets any part read any earlier tensor (a DAG), and their JSON form."""
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .._layer import LAYER_TYPES, Layer
-from .._normalize import as_int, as_name, as_shape
+from .._normalize import as_float, as_int, as_name, as_shape
 from ..errors import SpecError
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "Add",
     "Combinator",
     "Concat",
+    "DotProductAttention",
     "Item",
     "Multiply",
     "Sequential",
@@ -279,8 +281,60 @@ class Concat(Combinator):
         return {"dim": self.dim}
 
 
+@dataclasses.dataclass(frozen=True, init=False, repr=False)
+class DotProductAttention(Combinator):
+    """Multi-head scaled dot-product attention of three token tensors, the outputs of its branches: queries
+    (L, E), keys (S, E) and values (S, Ev). Each is cut into ``num_heads`` heads of consecutive features
+    (head h is features h*d to (h+1)*d); per head, ``softmax(q k^T * scale) v`` over the S keys, with
+    ``scale`` = d ** -0.5 unless given (d: the queries' features per head); the heads' outputs side by side
+    give (L, Ev). torch's ``F.scaled_dot_product_attention`` on the heads split out by
+    ``x.reshape(N, L, heads, d).transpose(1, 2)`` and merged back by ``.transpose(1, 2).reshape(N, L, Ev)``;
+    in Keras, xconv's layer on [queries, keys, values], in ``keras.ops``. No weights: the projections are the
+    branches' own layers (spatial-reduction attention computes its keys from a strided conv of the map).
+
+    >>> from xconv import Linear, Use
+    >>> DotProductAttention(Linear(8, 8), Linear(8, 8), Linear(8, 8), num_heads=2)
+    DotProductAttention(
+        Linear(8, 8),
+        Linear(8, 8),
+        Linear(8, 8),
+        num_heads=2,
+    )
+    """
+
+    num_heads: int
+    scale: float | None
+
+    def __init__(
+        self, *branches: Item, num_heads: int = 1, scale: float | None = None, name: str | None = None
+    ) -> None:
+        if len(branches) != 3:
+            raise SpecError(
+                f"DotProductAttention: needs exactly three branches (queries, keys, values). Received: {len(branches)}"
+            )
+        super().__init__(*branches, name=name)
+        object.__setattr__(self, "num_heads", as_int("DotProductAttention", "num_heads", num_heads, minimum=1))
+        if scale is not None:
+            scale = as_float("DotProductAttention", "scale", scale, low=0.0, low_open=True)
+        object.__setattr__(self, "scale", scale)
+
+    def _extra(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {"num_heads": self.num_heads}
+        if self.scale is not None:
+            extra["scale"] = self.scale
+        return extra
+
+
 Item = Layer | Sequential | Combinator | Use
-COMBINATORS: dict[str, type[Combinator]] = {"Add": Add, "Concat": Concat, "Multiply": Multiply, "Subtract": Subtract}
+COMBINATORS: dict[str, type[Combinator]] = {
+    "Add": Add,
+    "Concat": Concat,
+    "DotProductAttention": DotProductAttention,
+    "Multiply": Multiply,
+    "Subtract": Subtract,
+}
+#: a combinator's own fields (beside its branches and name), as to_dict writes them
+_FIELDS = {"Concat": ("dim",), "DotProductAttention": ("num_heads", "scale")}
 
 
 def _repr(item: Any, depth: int) -> str:
@@ -353,7 +407,7 @@ def _item(item: Any, where: str) -> Any:
             raise SpecError(f"from_dict: item {where}: {e}") from None
     if kind == "Sequential" or kind in COMBINATORS:
         children_key = "layers" if kind == "Sequential" else "branches"
-        allowed = {"kind", "name", children_key} | ({"dim"} if kind == "Concat" else set())
+        allowed = {"kind", "name", children_key} | set(_FIELDS.get(kind, ()))
         unknown = sorted(set(item) - allowed)
         children = item.get(children_key)
         if unknown or not isinstance(children, list):
@@ -362,7 +416,7 @@ def _item(item: Any, where: str) -> Any:
                 f"than {sorted(allowed)}. Received: {str(item)[:200]}"
             )
         parts = [_item(child, f"{where}.{i}") for i, child in enumerate(children)]
-        extra = {"dim": item["dim"]} if "dim" in item else {}
+        extra = {k: item[k] for k in _FIELDS.get(kind, ()) if k in item}
         try:
             if kind == "Sequential":
                 return Sequential(*parts, name=item.get("name"))

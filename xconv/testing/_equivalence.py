@@ -13,6 +13,8 @@ from .._api import build, get_weights, predict, set_weights, side_arrays
 from .._verify import ROUNDING_FACTOR
 from ..backends import canonical_name, get_backend
 from ..graph import token_vocabulary
+from ..kinds.token._dot import carried as dot_carried
+from ..kinds.token._dot import head_scale
 from ..shapes import LayerInfo
 from ..spec import Sequential
 from ..weights import init_weights
@@ -266,7 +268,13 @@ def compare_layerwise(
             for a, i in zip(ins, info.inputs)
         ]
         carried = 0.0 if bound is None else bound * size[0]
-        if info.is_join:
+        if info.kind == "DotProductAttention":  # (its scores rounded at the size of their terms, see dot.carried)
+            q, k, v = ins
+            heads = info.layer.num_heads  # type: ignore[attr-defined]
+            scale = head_scale(info.layer, info.input_shapes[0][-1])
+            errors = tuple(carried_of.get(i, 0.0) for i in info.inputs)
+            carried = dot_carried(q, k, v, heads, scale, (errors[0], errors[1], errors[2]))
+        elif info.is_join:
             carried = sum(size) if info.kind != "Multiply" else float(np.prod([max(1.0, v) for v in size])) * len(size)
         else:
             inherited = np.full(np.shape(layer_in), size[0])  # inputs as large as the errors they carry

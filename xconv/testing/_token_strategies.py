@@ -19,6 +19,7 @@ from ..spec import (
     ChannelLinear,
     ClassToken,
     Conv2d,
+    DotProductAttention,
     Dropout,
     Embedding,
     Flatten,
@@ -68,6 +69,7 @@ TOKEN_KINDS = (
     "TokenMean",
     "WindowAttention",
     "PatchMerging",
+    "DotProductAttention",
 )
 
 
@@ -75,7 +77,8 @@ TOKEN_KINDS = (
 def attention_blocks(
     draw: Any, embed_dim: int, num_heads: int, batch_stats: bool = True, padding_mask: bool = False
 ) -> list[Any]:
-    """One transformer block on (L, embed_dim) tokens: the attention and the MLP, each a residual, with the
+    """One transformer block on (L, embed_dim) tokens: the attention (sometimes written out, a DotProductAttention
+    of q, k and v Linears, then an output Linear) and the MLP, each a residual, with the
     LayerNorm before (pre-norm, ViT) or after the sum (post-norm, BERT). ``batch_stats=False`` (float32 suites)
     draws LayerNorm eps 0.1, as :func:`xconv.testing.strategies.specs` does: normalising a token's few features
     whose values nearly coincide divides their float32 rounding by sqrt(var + eps). (BERT's eps of 1e-12 is not
@@ -95,6 +98,16 @@ def attention_blocks(
     )
     if not projection:
         attention = Sequential(attention, Linear(embed_dim, embed_dim, bias=draw(st.booleans())))
+    if not padding_mask and draw(st.integers(0, 3)) == 0:  # attention written out: q, k, v Linears, then heads
+        value_dim = num_heads * draw(st.integers(1, 3))
+        core = DotProductAttention(
+            Linear(embed_dim, embed_dim, bias=draw(st.booleans())),
+            Linear(embed_dim, embed_dim, bias=draw(st.booleans())),
+            Linear(embed_dim, value_dim, bias=draw(st.booleans())),
+            num_heads=num_heads,
+            scale=draw(st.sampled_from([None, None, 0.3])),
+        )
+        attention = Sequential(core, Linear(value_dim, embed_dim))
     hidden = draw(st.integers(1, 2 * embed_dim))
     act = draw(st.sampled_from([GELU(), GELU(approximate="tanh"), ReLU(), SiLU(), Tanh()]))
     mlp = [Linear(embed_dim, hidden, bias=draw(st.booleans())), act, Dropout(0.0), Linear(hidden, embed_dim)]

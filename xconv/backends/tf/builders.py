@@ -35,6 +35,11 @@ def fused_relus(infos: list[LayerInfo]) -> dict[int, int]:
 
 def _join(info: LayerInfo, args: list[Any], dtype: str) -> Any:
     name = keras_name(info)
+    if info.kind == "DotProductAttention":
+        from ...kinds.token._keras import DotProductAttentionLayer
+
+        layer = cast(Any, info.layer)
+        return DotProductAttentionLayer(layer.num_heads, layer.scale, dtype=dtype, name=name)(args)
     if info.kind == "Concat":
         axis = layout.keras_axis(concat_axis(info), len(info.input_shape) + 1)
         return keras.layers.Concatenate(axis=axis, dtype=dtype, name=name)(args)

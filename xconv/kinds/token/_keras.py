@@ -247,6 +247,37 @@ class SelfAttentionLayer(keras.layers.Layer):
         }
 
 
+@keras.saving.register_keras_serializable(package="xconv", name="DotProductAttention")
+class DotProductAttentionLayer(keras.layers.Layer):
+    """The attention of three token tensors, called on [queries, keys, values] (see
+    :class:`xconv.DotProductAttention`): per head of consecutive features, softmax(q k^T * scale) v, the scale
+    (d ** -0.5 unless given) made in the model's dtype."""
+
+    def __init__(self, num_heads: int = 1, scale: float | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.num_heads, self.scale = int(num_heads), None if scale is None else float(scale)
+
+    def call(self, inputs: Any) -> Any:
+        q, k, v = inputs
+        h = self.num_heads
+        d, dv = int(q.shape[-1]) // h, int(v.shape[-1]) // h
+
+        def heads(t: Any, size: int) -> Any:
+            return ops.transpose(ops.reshape(t, (ops.shape(t)[0], ops.shape(t)[1], h, size)), (0, 2, 1, 3))
+
+        scale = ops.convert_to_tensor(1.0 / math.sqrt(d) if self.scale is None else self.scale, dtype=q.dtype)
+        scores = ops.matmul(heads(q, d), ops.transpose(heads(k, d), (0, 1, 3, 2))) * scale
+        out = ops.matmul(ops.softmax(scores, axis=-1), heads(v, dv))
+        return ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (ops.shape(q)[0], ops.shape(q)[1], h * dv))
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        q, _, v = input_shape
+        return (*q[:-1], v[-1])
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "num_heads": self.num_heads, "scale": self.scale}
+
+
 @keras.saving.register_keras_serializable(package="xconv", name="SelectToken")
 class SelectTokenLayer(keras.layers.Layer):
     """One token's features, ``x[:, index]`` (see :class:`xconv.SelectToken`)."""

@@ -1,0 +1,326 @@
+"""Attention written out in a traced or exported torch forward, read as :class:`~xconv.DotProductAttention`.
+
+A forward that computes attention itself (timm's PVT v2 and Twins, Hugging Face's SegFormer, xconv's own
+built models) splits token tensors (N, L, E) into heads, calls ``F.scaled_dot_product_attention`` on them
+and merges the heads back:
+
+- ``t.reshape(N, L, h, d).transpose(1, 2)`` (or ``.permute(0, 2, 1, 3)``): the heads of the tokens t;
+- ``t.reshape(N, L, P, h, d).permute(2, 0, 3, 1, 4)`` then ``unbind(0)`` or ``[i]``: P packed parts (q, k, v
+  side by side, each head by head), part i the heads of ``t[:, :, i*h*d:(i+1)*h*d]`` (a Narrow);
+- ``F.scaled_dot_product_attention(q, k, v)`` of three such head tensors: the attention, of (N, h, L, dv); or
+  the same written by hand: ``(q * c) @ k.transpose(-2, -1)`` (or the scores times c), ``softmax(-1)``, a
+  dropout of p = 0, ``@ v``;
+- ``o.transpose(1, 2).reshape(N, L, h * dv)``: its tokens.
+
+Each step is checked against the shapes of one run; anything else done to a tensor in between (a mask, a
+dropout of the weights, a causal flag, a head tensor read by another operation) is refused by name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..backends._torch_env import nn, torch
+from ..errors import UnsupportedLayerError
+from ..spec import Narrow
+from ._graph import Names, Raw
+from ._torch_mutation import describe
+from .torch_shapes import BATCH, ShapeOps
+
+F = torch.nn.functional
+
+__all__ = ["Heads"]
+
+
+class Heads:
+    """The head splits, attentions and merges of one traced graph, step by step; :meth:`step` handles a node
+    that is one of them and records the spec nodes it makes."""
+
+    def __init__(self, module: nn.Module, gm: Any, shapes: ShapeOps, nodes: list[Raw], names: Names) -> None:
+        self.module, self.gm, self.shapes, self.nodes, self.names = module, gm, shapes, nodes, names
+        self.viewed: dict[Any, tuple[int, int]] = {}  # tokens viewed as (N, L, h, d): (their node, h)
+        self.split: dict[Any, tuple[int, int]] = {}  # (N, h, L, d): the heads of the spec node's features
+        self.packed_view: dict[Any, tuple[int, int, int, int]] = {}  # (N, L, P, h, d): (node, P, h, d)
+        self.packed: dict[Any, tuple[int, int, int, int]] = {}  # (P, N, h, L, d)
+        self.parts: dict[tuple[int, int, int], int] = {}  # (node, start, length) -> its Narrow node
+        self.out: dict[Any, tuple[int, int]] = {}  # an attention's (N, h, L, dv): (its node, h)
+        self.merging: dict[Any, int] = {}  # ... transposed to (N, L, h, dv)
+        # attention written by hand: q (times a number), q @ k.transpose(-2, -1) (times a number), softmax(-1),
+        # a dropout of p = 0, then @ v
+        self.factor: dict[Any, float] = {}  # heads multiplied by a number: the number
+        self.keys_t: dict[Any, Any] = {}  # k.transpose(-2, -1): k
+        self.scores: dict[Any, tuple[Any, Any, float]] = {}  # q @ k^T (times a number): (q, k, the number)
+        self.probs: dict[Any, tuple[Any, Any, float]] = {}  # their softmax over the keys
+
+    def _states(self) -> tuple[dict[Any, Any], ...]:
+        return (
+            self.viewed, self.split, self.packed_view, self.packed, self.out, self.merging, self.keys_t,
+            self.scores, self.probs,
+        )  # fmt: skip
+
+    def pending(self, node: Any) -> bool:
+        return any(node in d for d in self._states())
+
+    def step(self, node: Any, args: list[Any], where: str) -> bool:
+        """Whether ``node`` is a step of a head split, an attention or a merge (recorded); refuses any other
+        use of a tensor in the middle of one."""
+        index = self.shapes.index
+        op = node.op
+        method = (
+            node.target
+            if op == "call_method"
+            else getattr(node.target, "__name__", "")
+            if op == "call_function"
+            else ""
+        )
+        src = args[0] if args else None
+        if method == "scaled_dot_product_attention":
+            return self._attention(node, args, where)
+        if method == "mul" and len(args) == 2 and not self.pending(src) and self.pending(args[1]):
+            src, args = args[1], [args[1], args[0]]  # (c * q)
+        if src is None or not isinstance(src, torch.fx.Node):
+            return False
+        if (
+            op == "call_module"
+            and self.pending(src)
+            and self.dropout_call(node, src, self.gm.get_submodule(node.target))
+        ):
+            return True
+        if self.pending(src):
+            if method == "size" or method == "getattr" and len(args) == 2 and args[1] == "shape":
+                shape = self.shapes.shape(src)
+                if shape is None:
+                    raise UnsupportedLayerError(f"from_torch: {where}: the size of a head tensor is not known")
+                sizes = (BATCH, *shape[1:])
+                self.shapes.consts[node] = (
+                    sizes if len(args) == 1 or method == "getattr" else sizes[self.shapes.resolve(args[1])]
+                )
+                return True
+            if method == "contiguous":
+                for state in (*self._states(), self.factor):
+                    if src in state:
+                        state[node] = state[src]
+                return True
+            if self._continue(node, src, method, args):
+                return True
+            raise UnsupportedLayerError(
+                f"from_torch: {where} reads a tensor of attention heads; supported: the heads split out by "
+                "t.reshape(N, L, heads, d).transpose(1, 2) (or packed, reshape(N, L, P, heads, d).permute(2, 0, 3, "
+                "1, 4)), read by F.scaled_dot_product_attention (or softmax((q * c) @ k.transpose(-2, -1), -1) @ v), "
+                "and merged back by o.transpose(1, 2).reshape(N, L, heads * d)"
+            )
+        if method not in ("view", "reshape") or src not in index or src in self.shapes.nhwc:
+            return False
+        shape = self.shapes.shape(src)
+        if shape is None or len(shape) != 3:
+            return False
+        _, length, e = shape
+        dims = self._dims(args)
+        if len(dims) == 4 and dims[0] is BATCH and dims[1] in (length, -1):
+            h, d = dims[2], dims[3]
+            h = e // d if h == -1 and isinstance(d, int) and d > 0 and e % d == 0 else h
+            if isinstance(h, int) and h > 0 and (d == -1 or isinstance(d, int) and h * d == e) and e % h == 0:
+                self.viewed[node] = (index[src], h)
+                return True
+        if len(dims) == 5 and dims[0] is BATCH and dims[1] in (length, -1):
+            p, h, d = dims[2], dims[3], dims[4]
+            if all(isinstance(v, int) and v > 0 for v in (p, h)) and e % (p * h) == 0 and d in (-1, e // (p * h)):
+                self.packed_view[node] = (index[src], p, h, e // (p * h))
+                return True
+        return False
+
+    def _continue(self, node: Any, src: Any, method: str, args: list[Any]) -> bool:
+        """The next step from a pending tensor ``src``; False where ``node`` is not one."""
+        dims = self._dims(args) if method in ("permute", "view", "reshape") else ()
+        axes = self.shapes.resolve(list(args[1:3])) if method == "transpose" else []
+        swap = len(axes) == 2 and all(isinstance(d, int) for d in axes) and sorted(d % 4 for d in axes) == [1, 2]
+        swap = swap or method == "permute" and dims == (0, 2, 1, 3)
+        if src in self.viewed and swap:
+            self.split[node] = self.viewed[src]
+            return True
+        if src in self.packed_view and method == "permute" and dims == (2, 0, 3, 1, 4):
+            self.packed[node] = self.packed_view[src]
+            return True
+        if src in self.packed and method == "unbind":
+            dim = self.shapes.resolve(args[1]) if len(args) > 1 else node.kwargs.get("dim", 0)
+            if dim == 0:
+                self.packed[node] = self.packed[src]  # (its items are read by [i] as the packed tensor's)
+                return True
+            return False
+        if src in self.packed and method == "getitem":
+            i = self.shapes.resolve(args[1])
+            i = i[0] if isinstance(i, tuple) and len(i) == 1 else i  # (an exported program's select: (i,))
+            tokens, p, h, d = self.packed[src]
+            if not isinstance(i, int) or not -p <= i < p:
+                return False
+            i %= p
+            part = (tokens, i * h * d, h * d)
+            if part not in self.parts:
+                name = self.names.take(f"{node.name}_part")
+                self.nodes.append(Raw(name, "layer", [tokens], layer=Narrow(2, *part[1:], name=name)))
+                self.parts[part] = len(self.nodes) - 1
+            self.split[node] = (self.parts[part], h)
+            return True
+        if self._by_hand(node, src, method, args):
+            return True
+        if src in self.out and method in ("view", "reshape"):  # (N, h, L, dv) viewed as itself
+            shape = self.shapes.shape(src)
+            assert shape is not None
+            if len(dims) == 4 and dims[0] is BATCH and dims[1] in (shape[1], -1) and tuple(dims[2:]) == shape[2:]:
+                self.out[node] = self.out[src]
+                return True
+        if src in self.out and swap:
+            self.merging[node] = self.out[src][0]
+            return True
+        if src in self.merging and method in ("view", "reshape", "flatten"):
+            shape = self.shapes.shape(src)
+            assert shape is not None
+            _, length, h, dv = shape
+            if method == "flatten":
+                given = {**dict(zip(("start_dim", "end_dim"), args[1:])), **node.kwargs}
+                start, end = (self.shapes.resolve(given.get(k, v)) for k, v in (("start_dim", 0), ("end_dim", -1)))
+                ok = start in (2, -2) and end in (-1, 3)
+            else:
+                ok = len(dims) == 3 and dims[0] is BATCH and dims[1] in (length, -1) and dims[2] in (h * dv, -1)
+                ok = ok and not (dims[1] == -1 and dims[2] == -1)
+            if ok:
+                self.shapes.index[node] = self.merging[src]
+                return True
+        return False
+
+    def _by_hand(self, node: Any, src: Any, method: str, args: list[Any]) -> bool:
+        """A step of attention written by hand (timm's and Hugging Face's non-fused paths); False otherwise."""
+        other = args[1] if len(args) > 1 else None
+        number = self.shapes.resolve(other)
+        number = float(number) if isinstance(number, (int, float)) and not isinstance(number, bool) else None
+        if method in ("mul", "truediv") and number is not None and len(args) == 2 and not node.kwargs:
+            factor = number if method == "mul" else 1.0 / number if number else None
+            if factor is not None and src in self.split:  # q * c
+                self.split[node] = self.split[src]
+                self.factor[node] = self.factor.get(src, 1.0) * factor
+                return True
+            if factor is not None and src in self.scores:  # (q @ k^T) * c
+                q, k, f = self.scores[src]
+                self.scores[node] = (q, k, f * factor)
+                return True
+            return False
+        if src in self.split and method == "transpose":
+            axes = self.shapes.resolve(list(args[1:3]))
+            if (
+                all(isinstance(d, int) for d in axes)
+                and sorted(d % 4 for d in axes) == [2, 3]
+                and src not in self.factor
+            ):
+                self.keys_t[node] = src
+                return True
+            return False
+        if method == "matmul" and len(args) == 2 and not node.kwargs:
+            if src in self.split and other in self.keys_t:
+                self.scores[node] = (src, self.keys_t[other], self.factor.get(src, 1.0))
+                return True
+            if src in self.probs and other in self.split and other not in self.factor:
+                return self._attend(node, *self.probs[src], other)
+            return False
+        if src in self.scores and method == "softmax":
+            values = {**dict(zip(("dim", "_stacklevel", "dtype"), self.shapes.resolve(list(args[1:])))), **node.kwargs}
+            if values.get("dim") in (-1, 3) and values.get("dtype") is None:
+                self.probs[node] = self.scores[src]
+                return True
+            return False
+        if src in self.probs and method == "dropout":  # F.dropout(p, training): p = 0 or not training
+            values = {**dict(zip(("p", "training"), self.shapes.resolve(list(args[1:])))), **node.kwargs}
+            if values.get("p", 0.5) == 0 or values.get("training", True) is False:
+                self.probs[node] = self.probs[src]
+                return True
+        return False
+
+    def dropout_call(self, node: Any, src: Any, m: Any) -> bool:
+        """An ``nn.Dropout`` module of p = 0 called on attention weights: the weights themselves."""
+        if src in self.probs and type(m) is nn.Dropout and m.p == 0:
+            self.probs[node] = self.probs[src]
+            return True
+        return False
+
+    def _attend(self, node: Any, q: Any, k: Any, factor: float, v: Any) -> bool:
+        heads = {self.split[t][1] for t in (q, k, v)}
+        q_shape = self.shapes.shape(q)
+        if len(heads) != 1 or q_shape is None or not factor > 0:
+            return False
+        self._no_hidden_dropout(node, describe(node))
+        scale = None if factor == float(q_shape[-1] ** -0.5) else factor
+        name = self.names.take(node.name)
+        self.nodes.append(
+            Raw(name, "attn", [self.split[t][0] for t in (q, k, v)], payload=(heads.pop(), scale), owned=True)
+        )
+        self.out[node] = (len(self.nodes) - 1, self.split[q][1])
+        return True
+
+    def _attention(self, node: Any, args: list[Any], where: str) -> bool:
+        values = {**dict(zip(("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale"), args))}
+        values.update(self.shapes.resolve(dict(node.kwargs)))
+        q, k, v = (values.get(n) for n in ("query", "key", "value"))
+        if not all(t in self.split for t in (q, k, v)):
+            if any(self.pending(t) for t in (q, k, v)):
+                raise UnsupportedLayerError(
+                    f"from_torch: {where}: queries, keys and values must each be heads split out of tokens"
+                )
+            return False
+        problems = [
+            (values.get("attn_mask") is not None, "a mask"),
+            (bool(values.get("is_causal")), "is_causal=True"),
+            (bool(values.get("enable_gqa")), "enable_gqa=True"),
+            (values.get("dropout_p", 0.0) not in (0, 0.0), f"dropout_p={values.get('dropout_p')}"),
+            (len({self.split[t][1] for t in (q, k, v)}) != 1, "queries, keys and values of different head counts"),
+        ]
+        bad = [what for fails, what in problems if fails]
+        if bad:
+            raise UnsupportedLayerError(f"from_torch: {where}: scaled_dot_product_attention with {bad[0]}")
+        self._no_hidden_dropout(node, where)
+        heads = self.split[q][1]
+        scale = values.get("scale")
+        q_shape = self.shapes.shape(q)
+        assert q_shape is not None
+        if k in self.factor or v in self.factor:
+            raise UnsupportedLayerError(f"from_torch: {where}: keys or values multiplied by a number")
+        if q in self.factor and isinstance(scale, (int, float, type(None))):  # (q * c): the scale times c
+            scale = (q_shape[-1] ** -0.5 if scale is None else float(scale)) * self.factor[q]
+        if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale <= 0):
+            raise UnsupportedLayerError(f"from_torch: {where}: scaled_dot_product_attention with scale={scale!r}")
+        if scale is not None and float(scale) == float(q_shape[-1] ** -0.5):
+            scale = None  # (the default: d ** -0.5)
+        name = self.names.take(node.name)
+        inputs = [self.split[t][0] for t in (q, k, v)]
+        self.nodes.append(
+            Raw(name, "attn", inputs, payload=(heads, None if scale is None else float(scale)), owned=True)
+        )
+        self.out[node] = (len(self.nodes) - 1, heads)
+        return True
+
+    def _no_hidden_dropout(self, node: Any, where: str) -> None:
+        """Refuse an attention whose module holds a dropout of the weights that the traced (eval-mode) call
+        does not show: a dropout module or rate that only the training forward passes to the attention."""
+        stack = list((node.meta.get("nn_module_stack") or {}).values())
+        path = str(stack[-1][0]) if stack else ""  # (no stack: the forward of the model itself)
+        try:
+            owner = self.module.get_submodule(path)
+        except AttributeError:
+            owner = self.module
+        called = {str(n.target) for n in self.gm.graph.nodes if n.op == "call_module"}
+        for attr, value in vars(owner).items():
+            if "drop" in attr.lower() and "path" not in attr.lower() and isinstance(value, float) and value > 0:
+                raise UnsupportedLayerError(
+                    f"from_torch: {where}: its module {path!r} has {attr}={value}, a dropout the traced call does not "
+                    "apply; xconv's DotProductAttention has no dropout"
+                )
+        for attr, child in owner.named_children():
+            if isinstance(child, nn.Dropout) and child.p > 0 and (f"{path}.{attr}" if path else attr) not in called:
+                raise UnsupportedLayerError(
+                    f"from_torch: {where}: its module {path!r} has {attr} = Dropout(p={child.p}), which the "
+                    "traced call does not apply; xconv's DotProductAttention has no dropout"
+                )
+
+    def _dims(self, args: list[Any]) -> tuple[Any, ...]:
+        rest = list(args[1:])
+        if len(rest) == 1 and isinstance(rest[0], (list, tuple)):
+            rest = list(rest[0])
+        return tuple(self.shapes.resolve(rest))

@@ -1,0 +1,70 @@
+"""The numpy reference of DotProductAttention, the attention of three token tensors (queries, keys, values),
+forward and backward: a batch (N, L, E) of queries, (N, S, E) of keys and (N, S, Ev) of values, each cut
+into heads of consecutive features."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def head_scale(layer: object, q_features: int) -> float:
+    """The scale of the scores: the layer's own, else d ** -0.5 (d: the queries' features per head)."""
+    scale = getattr(layer, "scale", None)
+    heads = int(getattr(layer, "num_heads", 1))
+    return float(scale) if scale is not None else float((q_features // heads) ** -0.5)
+
+
+def _heads(t: np.ndarray, heads: int) -> np.ndarray:
+    n, length, e = t.shape
+    return t.reshape(n, length, heads, e // heads).transpose(0, 2, 1, 3)  # (N, heads, L, d)
+
+
+def _merge(t: np.ndarray) -> np.ndarray:
+    n, heads, length, d = t.shape
+    return t.transpose(0, 2, 1, 3).reshape(n, length, heads * d)
+
+
+def _weights(q: np.ndarray, k: np.ndarray, scale: float) -> np.ndarray:
+    scores = np.einsum("nhld,nhsd->nhls", q, k) * scale
+    scores = scores - scores.max(axis=-1, keepdims=True)
+    e = np.exp(scores)
+    out: np.ndarray = e / e.sum(axis=-1, keepdims=True)
+    return out
+
+
+def forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, scale: float) -> np.ndarray:
+    qh, kh, vh = _heads(q, heads), _heads(k, heads), _heads(v, heads)
+    a = _weights(qh, kh, scale)
+    return _merge(np.einsum("nhls,nhsd->nhld", a, vh))
+
+
+def backward(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, scale: float, g: np.ndarray) -> list[np.ndarray]:
+    """The gradients of the queries, keys and values for the output's gradient ``g`` (N, L, Ev)."""
+    qh, kh, vh, gh = _heads(q, heads), _heads(k, heads), _heads(v, heads), _heads(g, heads)
+    a = _weights(qh, kh, scale)
+    gv = np.einsum("nhls,nhld->nhsd", a, gh)
+    ga = np.einsum("nhld,nhsd->nhls", gh, vh)
+    gs = a * (ga - (ga * a).sum(axis=-1, keepdims=True)) * scale  # softmax's Jacobian, then the scale
+    gq = np.einsum("nhls,nhsd->nhld", gs, kh)
+    gk = np.einsum("nhls,nhld->nhsd", gs, qh)
+    return [_merge(gq), _merge(gk), _merge(gv)]
+
+
+def carried(
+    q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, scale: float, sizes: tuple[float, float, float]
+) -> float:
+    """The magnitude the output's rounding errors scale with, to first order, from the reference run's
+    tensors (``sizes``: the magnitudes the inputs' own errors scale with, cq, ck and cv). A score
+    s * sum_d q k is known to s * sum_d (|q| |k| + cq |k| + |q| ck): its terms' size, and the inputs' errors
+    carried through the other factor; a weight a_j whose score moves by dT_j moves the output by
+    a_j dT_j (v_j - out); the values' errors pass through as they are."""
+    cq, ck, cv = sizes
+    qh, kh, vh = (_heads(np.asarray(t, dtype=np.float64), heads) for t in (q, k, v))
+    aq, ak = np.abs(qh), np.abs(kh)
+    terms = np.einsum("nhld,nhsd->nhls", aq, ak) + cq * ak.sum(-1)[:, :, None, :] + ck * aq.sum(-1)[:, :, :, None]
+    terms = terms * scale
+    a = _weights(qh, kh, scale)
+    out = np.einsum("nhls,nhsd->nhld", a, vh)
+    spread = np.abs(vh[:, :, None, :, :] - out[:, :, :, None, :]).max(axis=-1)  # |v_j - out_i|, (N, h, L, S)
+    moved = (a * terms * spread).sum(axis=-1)
+    return float(moved.max(initial=0.0)) + max(float(np.abs(vh).max(initial=0.0)), cv)
