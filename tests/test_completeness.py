@@ -95,7 +95,11 @@ EXAMPLES = {
     "SelectToken": ([xc.ToTokens(), xc.SelectToken(4)], (2, 3, 3)),
     "TokenMean": ([xc.ToTokens(), xc.TokenMean()], (2, 3, 3)),
     "WindowAttention": (
-        [xc.WindowAttention(2, 2, 2), xc.WindowAttention(2, 1, (2, 3), shift_size=(1, 1), qkv_bias=False)],
+        [
+            xc.WindowAttention(2, 2, 2),
+            xc.WindowAttention(2, 1, (2, 3), shift_size=(1, 1), qkv_bias=False),
+            xc.WindowAttention(2, 2, 2, position_bias=False),
+        ],
         (2, 3, 5),
     ),
     "WindowAttentionStateIndex": ([xc.WindowAttention(2, 2, 2, state_index=True)], (2, 4, 4)),

@@ -454,6 +454,22 @@ def timm_pvt_v2() -> Any:
     return _running_statistics(_linears_random(model))
 
 
+def timm_twins() -> Any:
+    """timm's Twins SVT (locally-grouped attention in windows, padded where the map is not whole windows, and
+    global sub-sampled attention), small."""
+    import_torchvision()
+    import timm
+    import torch
+
+    torch.manual_seed(0)
+    config = {
+        "img_size": 32, "embed_dims": (16, 32), "num_heads": (1, 2), "mlp_ratios": (2, 2), "depths": (2, 2),
+        "sr_ratios": (2, 1), "wss": (3, 2),
+    }  # fmt: skip
+    model = timm.create_model("twins_svt_small", pretrained=False, num_classes=5, **config)
+    return _running_statistics(_linears_random(model))
+
+
 def hf_segformer(segmentation: bool) -> Any:
     """Hugging Face's SegFormer (its MiT encoder; with ``segmentation``, the all-MLP decoder), small."""
     import_torchvision()
@@ -472,6 +488,7 @@ def hf_segformer(segmentation: bool) -> Any:
 #: the models with attention written out (spatial-reduction attention) the tests port, as WINDOW_ZOO
 REDUCTION_ZOO: dict[str, tuple[Any, tuple[int, int, int], str | None, bool]] = {
     "timm pvt_v2": (timm_pvt_v2, (3, 32, 32), None, True),
+    "timm twins (windows of 3, padded)": (timm_twins, (3, 32, 32), None, True),
     "Hugging Face segformer (classification)": (lambda: hf_segformer(False), (3, 32, 32), "logits", True),
     "Hugging Face segformer (semantic segmentation)": (lambda: hf_segformer(True), (3, 32, 32), "logits", True),
 }

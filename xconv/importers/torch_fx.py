@@ -212,7 +212,7 @@ def _import_graph(
     learned = {k for k, _ in module.named_parameters()}
     tokens = TokenIds(gm, params, consts, names, TOKEN_IDS.get())  # the token ids and padding mask
     shapes = ShapeOps(index, consts, nhwc)
-    heads = Heads(module, gm, shapes, nodes, names)  # attention written out: head splits, sdpa calls, merges
+    heads = Heads(module, gm, shapes, nodes, names, x)  # attention written out: head splits, sdpa calls, merges
     output = None
     live = _live_nodes(gm.graph, output_key)
     for node in gm.graph.nodes:

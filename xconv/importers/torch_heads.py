@@ -18,7 +18,7 @@ dropout of the weights, a causal flag, a head tensor read by another operation) 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from ..backends._torch_env import nn, torch
 from ..errors import UnsupportedLayerError
@@ -36,8 +36,13 @@ class Heads:
     """The head splits, attentions and merges of one traced graph, step by step; :meth:`step` handles a node
     that is one of them and records the spec nodes it makes."""
 
-    def __init__(self, module: nn.Module, gm: Any, shapes: ShapeOps, nodes: list[Raw], names: Names) -> None:
+    def __init__(
+        self, module: nn.Module, gm: Any, shapes: ShapeOps, nodes: list[Raw], names: Names, x: tuple[Any, ...]
+    ) -> None:
         self.module, self.gm, self.shapes, self.nodes, self.names = module, gm, shapes, nodes, names
+        self.x = x  # (a probe batch: the training-mode run that shows an attention's dropout)
+        self.trained: list[float] | None | bool = False  # its sdpa calls' dropout_p (False: not run yet)
+        self.attended = 0  # the sdpa calls read so far
         self.viewed: dict[Any, tuple[int, int]] = {}  # tokens viewed as (N, L, h, d): (their node, h)
         self.split: dict[Any, tuple[int, int]] = {}  # (N, h, L, d): the heads of the spec node's features
         self.packed_view: dict[Any, tuple[int, int, int, int]] = {}  # (N, L, P, h, d): (node, P, h, d)
@@ -92,9 +97,8 @@ class Heads:
                 if shape is None:
                     raise UnsupportedLayerError(f"from_torch: {where}: the size of a head tensor is not known")
                 sizes = (BATCH, *shape[1:])
-                self.shapes.consts[node] = (
-                    sizes if len(args) == 1 or method == "getattr" else sizes[self.shapes.resolve(args[1])]
-                )
+                dim = self.shapes.resolve(args[1] if len(args) > 1 and method == "size" else node.kwargs.get("dim"))
+                self.shapes.consts[node] = sizes if dim is None else sizes[dim]
                 return True
             if method == "contiguous":
                 for state in (*self._states(), self.factor):
@@ -227,9 +231,9 @@ class Heads:
                 self.probs[node] = self.scores[src]
                 return True
             return False
-        if src in self.probs and method == "dropout":  # F.dropout(p, training): p = 0 or not training
+        if src in self.probs and method == "dropout":  # F.dropout(p): p = 0, or off in every mode
             values = {**dict(zip(("p", "training"), self.shapes.resolve(list(args[1:])))), **node.kwargs}
-            if values.get("p", 0.5) == 0 or values.get("training", True) is False:
+            if values.get("p", 0.5) == 0 or node.meta.get("xconv_dropout") == "never":
                 self.probs[node] = self.probs[src]
                 return True
         return False
@@ -276,6 +280,7 @@ class Heads:
         if bad:
             raise UnsupportedLayerError(f"from_torch: {where}: scaled_dot_product_attention with {bad[0]}")
         self._no_hidden_dropout(node, where)
+        self._no_training_dropout(where)
         heads = self.split[q][1]
         scale = values.get("scale")
         q_shape = self.shapes.shape(q)
@@ -295,6 +300,25 @@ class Heads:
         )
         self.out[node] = (len(self.nodes) - 1, heads)
         return True
+
+    def _no_training_dropout(self, where: str) -> None:
+        """Refuse an sdpa call that drops attention weights in training mode: its ``dropout_p`` in one
+        training-mode run of the module (the traced call is the eval-mode one), the calls taken in order."""
+        if self.trained is False:
+            self.trained = training_dropouts(self.module, self.x)
+        k, self.attended = self.attended, self.attended + 1
+        if self.trained is None:
+            raise UnsupportedLayerError(
+                f"from_torch: {where}: the module's forward does not run in training mode, where its attention's "
+                "dropout would show"
+            )
+        ps = cast(list[float], self.trained)
+        p = ps[k] if k < len(ps) else max(ps, default=0.0)
+        if p > 0:
+            raise UnsupportedLayerError(
+                f"from_torch: {where}: scaled_dot_product_attention drops its weights in training (dropout_p={p}); "
+                "xconv's DotProductAttention has no dropout"
+            )
 
     def _no_hidden_dropout(self, node: Any, where: str) -> None:
         """Refuse an attention whose module holds a dropout of the weights that the traced (eval-mode) call
@@ -324,3 +348,34 @@ class Heads:
         if len(rest) == 1 and isinstance(rest[0], (list, tuple)):
             rest = list(rest[0])
         return tuple(self.shapes.resolve(rest))
+
+
+def training_dropouts(module: nn.Module, x: tuple[Any, ...]) -> list[float] | None:
+    """The ``dropout_p`` of each ``F.scaled_dot_product_attention`` call, in order, of one run of ``module`` in
+    training mode on the batch ``x`` (its modes, buffers and the global random state put back); None where
+    that run fails."""
+    from ._torch_mutation import StateGuard
+
+    seen: list[float] = []
+
+    class Calls(torch.overrides.TorchFunctionMode):
+        def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            kwargs = kwargs or {}
+            if func is F.scaled_dot_product_attention:
+                p = kwargs.get("dropout_p", args[4] if len(args) > 4 else 0.0)
+                seen.append(float(p) if isinstance(p, (int, float)) else 1.0)
+            return func(*args, **kwargs)
+
+    modes = [(m, m.training) for m in module.modules()]
+    guard = StateGuard(module)
+    try:
+        module.train()
+        with torch.no_grad(), torch.random.fork_rng(), Calls():
+            module(*(t.clone() for t in x))
+    except Exception:  # noqa: BLE001 - a forward that does not run in training mode: unknown
+        return None
+    finally:
+        for m, was in modes:
+            m.training = was
+        guard.written()
+    return seen

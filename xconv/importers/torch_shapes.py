@@ -61,15 +61,18 @@ class ShapeOps:
             return {k: self.resolve(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
             return type(value)(self.resolve(v) for v in value)
+        if isinstance(value, slice):
+            return slice(self.resolve(value.start), self.resolve(value.stop), self.resolve(value.step))
         return self.consts.get(value, value) if isinstance(value, torch.fx.Node) else value
 
     def size_value(self, node: Any, args: list[Any]) -> Any:
         """The value of a size computation (x.size(), x.shape[1], c // 2), or NOT."""
         if node.op == "call_method" and node.target == "size" and args and args[0] in self.index:
             dims = self._sizes(args[0])
+            dim = self.resolve(args[1]) if len(args) > 1 else self.resolve(node.kwargs.get("dim"))
             if dims is None:
-                return BATCH if args[1:] == [0] else NOT
-            return dims if len(args) == 1 else dims[self.resolve(args[1])]
+                return BATCH if dim == 0 else NOT
+            return dims if dim is None else dims[dim]
         if (
             node.op == "call_function"
             and node.target is getattr

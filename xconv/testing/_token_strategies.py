@@ -226,8 +226,8 @@ def window_specs(draw: Any, *, max_stages: int = 2, batch_stats: bool = True) ->
     """A valid random hierarchical windowed transformer in Swin's layout, on maps: a patch embedding (a conv of
     kernel and stride p) and a LayerNorm, 1..max_stages stages of one or two blocks, each x + attn(LayerNorm(x))
     with a window attention of 1 or 2 heads (windows that do and do not divide the map, of one or two sizes,
-    shifted or not, rolled before or after the padding, sometimes Swin V2's cosine attention, or MaxViT's grid
-    attention) and x + mlp(LayerNorm(x))
+    shifted or not, rolled before or after the padding, sometimes Swin V2's cosine attention, MaxViT's grid
+    attention, or Twins' without a position bias) and x + mlp(LayerNorm(x))
     per pixel, a patch merging between stages (sometimes Swin V2's,
     the reduction first; odd sizes are padded), then a LayerNorm, the global average and a Linear head.
     ``batch_stats=False`` (float32 suites) draws LayerNorm eps 0.1, as :func:`attention_blocks` does."""
@@ -245,7 +245,7 @@ def window_specs(draw: Any, *, max_stages: int = 2, batch_stats: bool = True) ->
             layers.append(PatchMerging(e, out, eps=eps, norm_first=draw(st.booleans())))
             e, height, width = out, -(-height // 2), -(-width // 2)
         for block in range(draw(st.integers(1, 2))):
-            kind = draw(st.sampled_from(["swin", "swin", "v2", "grid"]))
+            kind = draw(st.sampled_from(["swin", "swin", "v2", "grid", "twins"]))
             if kind == "grid":  # (MaxViT's: windows that divide the map, spread over it, its own scale)
                 wh = draw(st.sampled_from([d for d in range(1, height + 1) if height % d == 0]))
                 ww = draw(st.sampled_from([d for d in range(1, width + 1) if width % d == 0]))
@@ -259,6 +259,7 @@ def window_specs(draw: Any, *, max_stages: int = 2, batch_stats: bool = True) ->
                 cosine=kind == "v2", cpb_hidden=draw(st.integers(1, 6)), grid=kind == "grid",
                 roll_first=kind != "grid" and draw(st.booleans()),
                 scale=draw(st.sampled_from([None, e**-0.5])) if kind != "v2" else None,
+                position_bias=kind != "twins",
             )  # fmt: skip
             hidden = draw(st.integers(1, 2 * e))
             mlp = [LayerNorm(e, eps=eps), ChannelLinear(e, hidden), GELU(), ChannelLinear(hidden, e)]

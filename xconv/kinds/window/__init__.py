@@ -61,6 +61,8 @@ class WindowAttention(Layer):
     log-spaced offsets (a buffer of the weights, not recomputed: its float32 logarithms differ by an ulp
     between libraries).
 
+    ``position_bias=False``: no relative position bias (and no table): Twins' locally-grouped attention.
+
     >>> WindowAttention(96, 3, 7)
     WindowAttention(96, 3, 7)
     >>> WindowAttention(96, 3, (7, 5), shift_size=(3, 2))
@@ -80,6 +82,7 @@ class WindowAttention(Layer):
     grid: bool = False
     scale: float | None = None
     roll_first: bool = False
+    position_bias: bool = True
 
     _positional = ("embed_dim", "num_heads", "window_size")
 
@@ -108,6 +111,12 @@ class WindowAttention(Layer):
         self._set("cpb_hidden", as_int(me, "cpb_hidden", self.cpb_hidden, minimum=1))
         self._set("grid", as_bool(me, "grid", self.grid))
         self._set("roll_first", as_bool(me, "roll_first", self.roll_first))
+        self._set("position_bias", as_bool(me, "position_bias", self.position_bias))
+        if not self.position_bias and (self.cosine or self.state_index):
+            raise SpecError(
+                f"{me}: position_bias=False (no relative position bias) takes neither cosine=True nor "
+                "state_index=True, which are about that bias"
+            )
         if self.grid and any(self.shift_size):
             raise SpecError(
                 f"{me}: grid=True takes no shift_size (its windows span the map). Received: {self.shift_size}"
@@ -260,7 +269,7 @@ def _shape(ctx: _Ctx, layer: WindowAttention, source: Shape | None) -> LayerInfo
         params["cpb_mlp.2.weight"] = (layer.num_heads, hidden)
         params["relative_coords_table"] = (1, 2 * wh - 1, 2 * ww - 1, 2)
         buffers = ("relative_coords_table",)
-    else:
+    elif layer.position_bias:
         params["relative_position_bias_table"] = (layer.table_rows, layer.num_heads)
     fixed: tuple[str, ...] = ()
     if layer.state_index:
@@ -354,7 +363,9 @@ def _parts(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, mode: Mode)
         scores = cos["cos"] * scale + bias_of(layer, table)
     else:
         scale = layer.score_scale
-        scores = q @ k.transpose(0, 1, 3, 2) * scale + bias_of(layer, p["relative_position_bias_table"])
+        scores = q @ k.transpose(0, 1, 3, 2) * scale
+        if layer.position_bias:
+            scores = scores + bias_of(layer, p["relative_position_bias_table"])
     mask = shift_mask(layer, x.shape[2], x.shape[3])
     if mask is not None:
         windows = mask.shape[0]
@@ -412,7 +423,8 @@ def _backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, go: np.n
         g_q = _unnormalized(g_qh, a["qh"], a["qn"])
         g_k = _unnormalized(g_kh, a["kh"], a["kn"])
     else:
-        grads["relative_position_bias_table"] = g_table
+        if layer.position_bias:
+            grads["relative_position_bias_table"] = g_table
         g_q = g_scores @ a["k"] * a["scale"]
         g_k = g_scores.transpose(0, 1, 3, 2) @ a["q"] * a["scale"]
     joined = [g.transpose(0, 2, 1, 3).reshape(bw, n, c) for g in (g_q, g_k, g_v)]

@@ -38,10 +38,11 @@ class WindowAttentionLayer(keras.layers.Layer):
         scale: float | None = None,
         state_index: bool = False,
         roll_first: bool = False,
+        position_bias: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.roll_first = bool(roll_first)
+        self.roll_first, self.position_bias = bool(roll_first), bool(position_bias)
         self.grid, self.scale = bool(grid), None if scale is None else float(scale)
         self.state_index = bool(state_index)  # (the index is a constant here: whether the weights hold it)
         self.num_heads, self.cosine, self.cpb_hidden = int(num_heads), bool(cosine), int(cpb_hidden)
@@ -68,7 +69,7 @@ class WindowAttentionLayer(keras.layers.Layer):
             self.cpb2_kernel = add(name="cpb2_kernel", shape=(hidden, heads), initializer="zeros")
             shape = (1, 2 * wh - 1, 2 * ww - 1, 2)
             self.coords = add(name="coords", shape=shape, initializer="zeros", trainable=False)
-        else:
+        elif self.position_bias:
             self.bias_table = add(name="bias_table", shape=(rows, self.num_heads), initializer="zeros")
         spec = WindowAttention(
             int(c), self.num_heads, self.window_size, self.shift_size, grid=self.grid, scale=self.scale
@@ -108,10 +109,10 @@ class WindowAttentionLayer(keras.layers.Layer):
         else:
             scale = ops.convert_to_tensor(self._score_scale, dtype=x.dtype)
             scores = ops.matmul(q * scale, ops.transpose(k, (0, 1, 3, 2)))
-            table = ops.cast(self.bias_table, x.dtype)
-        pick = ops.convert_to_tensor(self._pick, dtype=x.dtype)
-        bias = ops.transpose(ops.reshape(ops.matmul(pick, table), (n, n, heads)), (2, 0, 1))
-        scores = scores + bias
+            table = ops.cast(self.bias_table, x.dtype) if self.position_bias else None
+        if table is not None:
+            pick = ops.convert_to_tensor(self._pick, dtype=x.dtype)
+            scores = scores + ops.transpose(ops.reshape(ops.matmul(pick, table), (n, n, heads)), (2, 0, 1))
         if self._mask is not None:
             windows = self._mask.shape[0]
             mask = ops.convert_to_tensor(self._mask[None, :, None], dtype=x.dtype)
@@ -171,6 +172,7 @@ class WindowAttentionLayer(keras.layers.Layer):
             "scale": self.scale,
             "state_index": self.state_index,
             "roll_first": self.roll_first,
+            "position_bias": self.position_bias,
         }
 
 
@@ -234,6 +236,7 @@ def _window_attention(info: LayerInfo, x: Any, dtype: str) -> Any:
         layer.scale,
         layer.state_index,
         layer.roll_first,
+        layer.position_bias,
         dtype=dtype,
         name=keras_name(info),
     )(x)
@@ -285,7 +288,7 @@ def _own_window_attention(layer: WindowAttentionLayer, where: str, current: tupl
     spec = WindowAttention(
         c, layer.num_heads, layer.window_size, layer.shift_size, layer.qkv_bias, layer.proj_bias, layer.dropout,
         cosine=layer.cosine, cpb_hidden=layer.cpb_hidden, grid=layer.grid, scale=layer.scale,
-        state_index=layer.state_index, roll_first=layer.roll_first,
+        state_index=layer.state_index, roll_first=layer.roll_first, position_bias=layer.position_bias,
     )  # fmt: skip
     arrays = _arrays(layer, _WINDOW_VARIABLES)
     if layer.state_index:  # (a constant of the layer, in the weights as the source of its spec keeps it)

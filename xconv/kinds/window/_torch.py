@@ -11,6 +11,7 @@ import numpy as np
 from ..._info import LayerInfo
 from ...backends._torch_env import F, nn, torch
 from . import MERGE_ORDER, PatchMerging, WindowAttention, geometry, partition_plan, relative_position_index, shift_mask
+from ._torch_local import LOCAL
 from ._torch_sources import CHANNELS_LAST, OTHERS
 
 
@@ -37,6 +38,7 @@ class WindowAttentionModule(nn.Module):
         grid: bool = False,
         scale: float | None = None,
         roll_first: bool = False,
+        position_bias: bool = True,
         device: Any = None,
         dtype: Any = None,
     ) -> None:
@@ -44,6 +46,7 @@ class WindowAttentionModule(nn.Module):
         factory = {"device": device, "dtype": dtype}
         self.num_heads, self.dropout, self.state_index = int(num_heads), float(dropout), bool(state_index)
         self.cosine, self.grid, self.scale, self.roll_first = bool(cosine), bool(grid), scale, bool(roll_first)
+        self.position_bias = bool(position_bias)
         self.window_size: tuple[int, int] = (int(window_size[0]), int(window_size[1]))
         self.shift_size: tuple[int, int] = (int(shift_size[0]), int(shift_size[1]))
         self.size: tuple[int, int] = (int(size[0]), int(size[1]))
@@ -57,7 +60,7 @@ class WindowAttentionModule(nn.Module):
                 nn.Linear(2, cpb_hidden, **factory), nn.ReLU(), nn.Linear(cpb_hidden, num_heads, bias=False, **factory)
             )
             self.register_buffer("relative_coords_table", torch.zeros(1, 2 * wh - 1, 2 * ww - 1, 2, **factory))
-        else:
+        elif self.position_bias:
             self.relative_position_bias_table = nn.Parameter(torch.zeros(rows, num_heads, **factory))
         layer = WindowAttention(embed_dim, num_heads, self.window_size, self.shift_size, grid=self.grid, scale=scale)
         self.score_scale = layer.score_scale
@@ -104,16 +107,17 @@ class WindowAttentionModule(nn.Module):
             bias_used = torch.cat([bias_used[:c], torch.zeros_like(bias_used[c : 2 * c]), bias_used[2 * c :]])
         qkv = F.linear(t, self.qkv.weight, bias_used)
         q, k, v = qkv.reshape(bw, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        table: torch.Tensor
+        table: torch.Tensor | None = None
         if self.cosine:
             scale = torch.clamp(self.logit_scale, max=math.log(100.0)).exp()
             scores = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1) * scale
             table = 16 * torch.sigmoid(self.cpb_mlp(self.relative_coords_table).view(-1, self.num_heads))
         else:
             scores = (q * self.score_scale) @ k.transpose(-2, -1)
-            table = self.relative_position_bias_table
-        index = cast(torch.Tensor, self.relative_position_index)
-        scores = scores + table[index].view(n, n, -1).permute(2, 0, 1)
+            table = self.relative_position_bias_table if self.position_bias else None
+        if table is not None:
+            index = cast(torch.Tensor, self.relative_position_index)
+            scores = scores + table[index].view(n, n, -1).permute(2, 0, 1)
         mask = cast("torch.Tensor | None", self.attention_mask)
         if mask is not None:
             windows = int(mask.shape[0])
@@ -178,6 +182,7 @@ def _window_attention(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
         layer.grid,
         layer.scale,
         layer.roll_first,
+        layer.position_bias,
         **factory,
     )
 
@@ -211,6 +216,7 @@ def _own_window_attention(m: WindowAttentionModule, name: str, where: str) -> Wi
         m.grid,
         m.scale,
         m.roll_first,
+        m.position_bias,
         name=name,
     )
 
@@ -227,7 +233,7 @@ IMPORTS: dict[type, Any] = {
 }
 
 #: (predicate on a module, its importer), for classes of other libraries matched by module and name
-MATCHERS: list[Any] = [*CHANNELS_LAST, *OTHERS]
+MATCHERS: list[Any] = [*CHANNELS_LAST, *OTHERS, *LOCAL]
 
 
 def channels_last_module(m: nn.Module) -> bool:

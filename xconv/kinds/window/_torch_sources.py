@@ -417,9 +417,11 @@ def _is_hf_merging(m: Any) -> bool:
 
 def call_arguments(m: Any, inner: list[tuple[int, ...]]) -> tuple[Any, ...]:
     """What a leaf module of these is called with besides its tensor when its graph runs again: Hugging Face's
-    Swin layer and patch merging take ``input_dimensions``, the (H, W) their tokens are read as (the first
-    (N, H, W, C) view of their call); the others nothing."""
-    if not (is_hf_swin_layer(m) or _is_hf_merging(m)):
+    Swin layer and patch merging (and Twins' local attention) take the (H, W) their tokens are read as (the
+    first (N, H, W, C) view of their call); the others nothing."""
+    from ._torch_local import is_twins_local
+
+    if not (is_hf_swin_layer(m) or _is_hf_merging(m) or is_twins_local(m)):
         return ()
     views = [s for s in inner if len(s) == 4]
     return ((int(views[0][1]), int(views[0][2])),) if views else ()
