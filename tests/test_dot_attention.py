@@ -510,3 +510,45 @@ def test_sizes_read_by_keyword_and_slices_to_a_traced_size(both_backends):
     x = torch.randn(3, 6, 8)
     with torch.no_grad():
         assert max_rel_diff(model(x).numpy(), tm(x).numpy()) <= TOLERANCE["float32"]
+
+
+# ---- Keras: MultiHeadAttention as cross-attention ----
+
+
+def _keras_cross(dtype: str, **call: object):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    x = keras.Input((6, 8), dtype=dtype)
+    context = keras.layers.Dense(12, dtype=dtype)(x)
+    keys = keras.layers.Dense(10, dtype=dtype)(x)
+    y = keras.layers.MultiHeadAttention(2, 3, dtype=dtype)(x, context)  # (keys and values: the context)
+    mha = keras.layers.MultiHeadAttention(3, 2, value_dim=4, dtype=dtype, **call)
+    z = mha(y, context, key=keys)
+    return keras.Model(x, keras.layers.Add(dtype=dtype)([x, z]))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_keras_cross_attention_ports_to_torch(both_backends, dtype):
+    """Queries from one tensor, keys and values from others: the q, k, v and output projections as Linears and
+    a DotProductAttention at Keras' scale (1 / sqrt(key_dim) through float32, as Keras computes it)."""
+    model = _keras_cross(dtype)
+    tm = xc.port(model, to="torch")  # (verified on random batches)
+    x = np.random.default_rng(1).standard_normal((2, 6, 8)).astype(dtype)
+    assert max_rel_diff(np.asarray(model(x)), xc.predict(tm, x)) <= TOLERANCE[dtype]
+    spec = xc.from_keras(model)
+    scales = [i.layer.scale for i in xc.infer(spec) if i.kind == "DotProductAttention"]
+    assert scales == [float(np.float32(3**-0.5)), float(np.float32(2**-0.5))]
+
+
+def test_keras_cross_attention_with_dropout_or_a_mask_is_refused(both_backends):
+    import keras
+
+    with pytest.raises(UnsupportedLayerError, match="dropout=0.1"):
+        xc.from_keras(_keras_cross("float32", dropout=0.1))
+    x = keras.Input((6, 8))
+    context = keras.layers.Dense(8)(x)
+    mask = np.tril(np.ones((6, 6), dtype=bool))
+    y = keras.layers.MultiHeadAttention(2, 4)(x, context, attention_mask=mask)
+    with pytest.raises(UnsupportedLayerError, match="attention_mask given"):
+        xc.from_keras(keras.Model(x, y))

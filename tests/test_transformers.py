@@ -375,13 +375,14 @@ def test_a_keras_vit_with_multi_head_attention_ports_both_ways(both_backends, dt
     assert {"ToTokens", "SelfAttention", "TokenMean"} <= kinds
 
 
-def test_keras_attention_over_other_tensors_is_refused(both_backends):
+def test_keras_attention_over_other_tensors_whose_scores_are_read_is_refused(both_backends):
+    """(Cross-attention itself imports, as a DotProductAttention: see test_dot_attention.py.)"""
     import keras
 
     x = inputs = keras.Input((4, 8))
     memory = keras.layers.Dense(8)(x)
-    y = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4)(x, memory)
-    with pytest.raises(UnsupportedLayerError, match="self-attention only"):
+    y, _ = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4)(x, memory, return_attention_scores=True)
+    with pytest.raises(UnsupportedLayerError, match="has several outputs"):
         xc.from_keras(keras.Model(inputs, y))
 
 

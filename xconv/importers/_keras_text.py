@@ -241,3 +241,71 @@ def _self_attention_input(layer: Any, ids: list[int], where: str) -> tuple[list[
             f"{', given ' if flags else ''}{', '.join(flags)})"
         )
     return ids[:1], masked
+
+
+def cross_attention(layer: Any, ids: list[int], name: str, where: str, names: Names, add: Any) -> int | None:
+    """``keras.layers.MultiHeadAttention`` called with queries other than its values (cross-attention, ``mha(q,
+    v)`` or ``mha(q, v, key=k)``), without masks: its q, k and v projections (EinsumDense kernels (E, heads,
+    head_dim)) as Linears, a DotProductAttention at Keras' scale (1 / sqrt(key_dim) rounded through float32, as
+    Keras computes it), its output projection (heads, head_dim, E) as a Linear; the index of that last node.
+    None where it is called as self-attention (read as a SelfAttention)."""
+    from ..kinds.token._keras import _KNOWN_ATTENTION_CONFIG
+    from ..spec import Linear
+
+    if type(layer) is not keras.layers.MultiHeadAttention or not layer._inbound_nodes:
+        return None
+    if len(set(ids)) == 1 or _MASK_KEYS in ids or len(ids) not in (2, 3):
+        return None
+    node = layer._inbound_nodes[0]
+    keys = ("query", "value", "key", "query_mask", "value_mask", "key_mask", "attention_mask")
+    given = {**dict(zip(keys, getattr(node.arguments, "args", ()) or ())), **(node.arguments.kwargs or {})}
+    flags = [
+        k
+        for k, v in given.items()
+        if k not in ("query", "value", "key", "training") and v is not None and v is not False
+    ]
+    config = layer.get_config()
+    unknown = sorted(set(config) - _KNOWN_ATTENTION_CONFIG)
+    axes = layer.attention_axes
+    problems = [
+        (bool(flags), f"{', '.join(flags)} given"),
+        (bool(unknown), f"the option {unknown[0] if unknown else ''} (not known to xconv)"),
+        (bool(config.get("use_gate")) or config.get("sliding_window") is not None, "a gate or a sliding window"),
+        (float(layer.dropout) > 0, f"dropout={layer.dropout} (xconv's DotProductAttention has no dropout)"),
+        (layer._output_shape is not None, f"output_shape={layer._output_shape}"),
+        (axes is not None and tuple(axes) not in ((1,), (-2,)), f"attention_axes={axes}"),
+        (
+            any(len(t.kernel.shape) != 3 for t in (layer.query_dense, layer.key_dense, layer.value_dense)),
+            "inputs of other ranks",
+        ),
+    ]
+    bad = [what for fails, what in problems if fails]
+    if bad:
+        raise UnsupportedLayerError(
+            f"from_keras: {where}: MultiHeadAttention called as cross-attention is supported over token tensors "
+            f"without masks or dropout; here {bad[0]}"
+        )
+    sources = {"query": ids[0], "value": ids[1], "key": ids[2] if len(ids) == 3 else ids[1]}
+    made: dict[str, int] = {}
+    for part, dense in (("query", layer.query_dense), ("key", layer.key_dense), ("value", layer.value_dense)):
+        kernel = np.asarray(dense.kernel.numpy())
+        e, width = int(kernel.shape[0]), int(kernel.shape[1] * kernel.shape[2])
+        arrays: dict[str, np.ndarray] = {"weight": kernel.reshape(e, width)}
+        if layer.use_bias:
+            arrays["bias"] = np.asarray(dense.bias.numpy()).reshape(-1)
+        part_name = names.take(f"{name}.{part}")
+        linear = Linear(e, width, bias=layer.use_bias, name=part_name)
+        made[part] = add(Raw(part_name, "layer", [sources[part]], layer=linear), arrays)
+    heads, head_dim = int(layer.num_heads), int(layer.key_dim)
+    scale = float(np.float32(1.0 / np.sqrt(head_dim)))
+    attend = names.take(f"{name}.attention")
+    payload = (heads, None if scale == head_dim**-0.5 else scale)
+    at = add(Raw(attend, "attn", [made["query"], made["key"], made["value"]], payload=payload, owned=True))
+    out = layer.output_dense
+    kernel = np.asarray(out.kernel.numpy())
+    arrays = {"weight": kernel.reshape(-1, kernel.shape[-1])}  # (heads, head_dim, E) as (heads * head_dim, E)
+    if layer.use_bias:
+        arrays["bias"] = np.asarray(out.bias.numpy()).reshape(-1)
+    out_name = names.take(f"{name}.attention_output")
+    linear = Linear(int(arrays["weight"].shape[0]), int(kernel.shape[-1]), bias=layer.use_bias, name=out_name)
+    return int(add(Raw(out_name, "layer", [at], layer=linear), arrays))

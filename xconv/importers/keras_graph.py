@@ -52,6 +52,7 @@ from ._keras_text import (
     _self_attention_input,
     _takes_side_inputs,
     _token_type_reader,
+    cross_attention,
     ids_input,
     input_roles,
 )
@@ -298,6 +299,10 @@ def import_model(
             masked, arrays = _plain_layer(layer, where, tuple(inputs[0].shape[1:]))
             masked = dataclasses.replace(masked, name=name, padding_mask=True)
             index[id(out)] = add(Raw(name, "layer", [ids[0]], layer=masked), arrays)
+            continue
+        crossed = cross_attention(layer, ids, name, where, names, add)
+        if crossed is not None:  # (queries other than its values: projections and a DotProductAttention)
+            index[id(out)] = crossed
             continue
         if type(layer) is keras.layers.MultiHeadAttention:
             ids, keys_masked = _self_attention_input(layer, ids, where)
