@@ -380,3 +380,26 @@ def test_a_reference_gradient_wrong_in_float32_alone_is_not_taken_for_rounding(b
     x = np.random.default_rng(1).standard_normal((2, 3, 6, 6))
     with pytest.raises(AssertionError, match=r"first part at layer 0 \(Conv2d\), grad"):
         assert_equivalent(spec, _random(spec), x, backends=("tf", "numpy"), dtype="float32")
+
+
+def test_a_pad_of_nothing_is_the_tensor_itself(both_backends):
+    """Window attentions pad to whole windows and, on maps that are whole windows, pad by zeros: on any layout
+    and with any number of sizes, that is the tensor itself."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class PadsNothing(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.norm = nn.Conv2d(3, 4, 1), nn.LayerNorm(4)
+
+        def forward(self, x):
+            t = F.pad(self.conv(x).permute(0, 2, 3, 1), (0, 0, 0, 0, 0, 0))  # (channels-last, six sizes)
+            return F.pad(self.norm(t).permute(0, 3, 1, 2), (0, 0, 0, 0))
+
+    model = PadsNothing().eval()
+    km = xc.port(model, to="tf", input_shape=(3, 6, 6))
+    x = np.random.default_rng(1).standard_normal((2, 3, 6, 6)).astype("float32")
+    with torch.no_grad():
+        assert max_rel_diff(model(torch.from_numpy(x)).numpy(), xc.predict(km, x)) <= TOLERANCE["float32"]

@@ -171,6 +171,12 @@ class ShapeOps:
                 torch.flatten,
             )
         )
+        if op == "call_function" and target is torch.nn.functional.pad and src in self.index:
+            sizes = self.resolve(args[1] if len(args) > 1 else node.kwargs.get("pad"))
+            if isinstance(sizes, (list, tuple)) and sizes and all(v == 0 for v in sizes):
+                if src in self.nhwc:  # (a pad of nothing, on any layout: the tensor itself)
+                    self.nhwc.add(node)
+                return src, None
         if not is_torch:
             return None
         if method == "getitem" and src in self.pieces:
