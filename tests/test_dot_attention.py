@@ -334,6 +334,18 @@ def test_an_exported_vit_program_ports_its_attention_written_out(both_backends):
         assert max_rel_diff(model(x).numpy(), xc.predict(km, x.numpy())) <= TOLERANCE["float32"]
 
 
+def _imports_exactly(model, shape=(6, 8)):
+    """``from_torch`` of ``model`` built back in torch computes what the model does (float32)."""
+    import torch
+
+    spec, weights = xc.from_torch(model, shape, return_weights=True)
+    tm = xc.build(spec, "torch")
+    xc.set_weights(tm, weights)
+    x = torch.randn(3, *shape)
+    with torch.no_grad():
+        assert max_rel_diff(model(x).numpy(), tm(x).numpy()) <= TOLERANCE["float32"]
+
+
 def test_two_packings_of_one_tensor_and_other_flattens_import_exactly_or_are_refused(both_backends):
     """The same tokens packed two ways give other parts; a flatten that is not flatten(2) is not the merge."""
     import torch
@@ -366,13 +378,7 @@ def test_two_packings_of_one_tensor_and_other_flattens_import_exactly_or_are_ref
             return F.scaled_dot_product_attention(q, q, q).transpose(1, 2).flatten(end_dim=2)
 
     torch.manual_seed(0)
-    model = PackedTwice().eval()
-    spec, weights = xc.from_torch(model, (6, 8), return_weights=True)
-    tm = xc.build(spec, "torch")
-    xc.set_weights(tm, weights)
-    x = torch.randn(3, 6, 8)
-    with torch.no_grad():
-        assert max_rel_diff(model(x).numpy(), tm(x).numpy()) <= TOLERANCE["float32"]
+    _imports_exactly(PackedTwice().eval())
     with pytest.raises(UnsupportedLayerError, match="reads a tensor of attention heads"):
         xc.from_torch(FlattenedAll().eval(), (6, 8))
 
@@ -503,13 +509,7 @@ def test_sizes_read_by_keyword_and_slices_to_a_traced_size(both_backends):
             return o[:, : x.size(1) - 1]
 
     torch.manual_seed(0)
-    model = Sized().eval()
-    spec, weights = xc.from_torch(model, (6, 8), return_weights=True)
-    tm = xc.build(spec, "torch")
-    xc.set_weights(tm, weights)
-    x = torch.randn(3, 6, 8)
-    with torch.no_grad():
-        assert max_rel_diff(model(x).numpy(), tm(x).numpy()) <= TOLERANCE["float32"]
+    _imports_exactly(Sized().eval())
 
 
 # ---- Keras: MultiHeadAttention as cross-attention ----
