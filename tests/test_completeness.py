@@ -112,7 +112,7 @@ EXAMPLES = {
         [
             xc.ToTokens(),
             xc.DotProductAttention(xc.Linear(2, 4), xc.Linear(2, 4), xc.Linear(2, 6), num_heads=2),
-            xc.DotProductAttention(xc.Identity(), xc.Narrow(2, 0, 6), xc.Narrow(2, 2, 4), scale=0.5),
+            xc.DotProductAttention(xc.Identity(), xc.Narrow(2, 0, 6), xc.Narrow(2, 2, 4), scale=0.5, dropout=0.1),
         ],
         (2, 3, 3),
     ),

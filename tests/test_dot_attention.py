@@ -92,7 +92,7 @@ def test_its_spec_is_checked():
 # ---- a backend that computes another attention is caught at the attention ----
 
 
-def _heads_strided(q, k, v, num_heads, scale=None):
+def _heads_strided(q, k, v, num_heads, scale=None, dropout=0.0, training=False):
     """The heads taken every h-th feature rather than as runs of consecutive features."""
     import torch.nn.functional as F
 
@@ -105,7 +105,7 @@ def _heads_strided(q, k, v, num_heads, scale=None):
     return out.transpose(1, 2).reshape(n, length, v.shape[2])
 
 
-def _scale_off(q, k, v, num_heads, scale=None):
+def _scale_off(q, k, v, num_heads, scale=None, dropout=0.0, training=False):
     """The scores scaled 2% too much."""
     from xconv.kinds.token._torch import dot_product_attention
 
@@ -234,7 +234,6 @@ def test_attention_written_out_ports_both_ways(both_backends, form, dtype):
 def test_what_is_not_that_attention_is_refused_by_name(both_backends):
     import torch
     import torch.nn.functional as F
-    from torch import nn
 
     Separate, _, _ = _modules()
 
@@ -266,23 +265,11 @@ def test_what_is_not_that_attention_is_refused_by_name(both_backends):
             q, k, v = (f(x).view(n, length, 2, e // 2).transpose(1, 2) for f in (self.q, self.k, self.v))
             return F.scaled_dot_product_attention(q, k, v).permute(0, 2, 3, 1).reshape(n, length, e)
 
-    class HiddenDropout(Separate):  # (its weights' dropout passed to sdpa in training only)
-        def __init__(self):
-            super().__init__()
-            self.attn_drop = nn.Dropout(0.1)
-
-        def forward(self, x):
-            n, length, e = x.shape
-            q, k, v = (f(x).view(n, length, 2, e // 2).transpose(1, 2) for f in (self.q, self.k, self.v))
-            p = self.attn_drop.p if self.training else 0.0
-            return F.scaled_dot_product_attention(q, k, v, dropout_p=p).transpose(1, 2).reshape(n, length, e)
-
     for cls, message in [
         (Masked, "with a mask"),
         (Causal, "is_causal=True"),
         (Touched, "reads a tensor of attention heads"),
         (Unmerged, "reads a tensor of attention heads"),
-        (HiddenDropout, r"attn_drop = Dropout\(p=0.1\)"),
     ]:
         with pytest.raises(UnsupportedLayerError, match=message):
             xc.from_torch(cls().eval(), (6, 8))
@@ -398,7 +385,7 @@ def test_a_wrong_attention_deep_in_a_stack_is_caught(both_backends, monkeypatch)
     assert_equivalent(spec, None, x, backends=("numpy", "torch"), grads=False)
     calls = []
 
-    def off_at_the_last(q, k, v, num_heads, scale=None):
+    def off_at_the_last(q, k, v, num_heads, scale=None, dropout=0.0, training=False):
         calls.append(1)
         out = dot_product_attention(q, k, v, num_heads, scale)
         return out + 1e-3 if len(calls) % 3 == 0 else out
@@ -443,7 +430,9 @@ def _by_hand(mode: str):
     return ByHand().eval()
 
 
-@pytest.mark.parametrize("mode", ["q scaled", "scores scaled", "scores divided", "sdpa of a scaled q"])
+@pytest.mark.parametrize(
+    "mode", ["q scaled", "scores scaled", "scores divided", "sdpa of a scaled q", "weights dropped"]
+)
 def test_attention_written_by_hand_ports(both_backends, mode):
     import torch
 
@@ -452,19 +441,22 @@ def test_attention_written_by_hand_ports(both_backends, mode):
     x = np.random.default_rng(1).standard_normal((2, 6, 8)).astype("float32")
     with torch.no_grad():
         assert max_rel_diff(model(torch.from_numpy(x)).numpy(), xc.predict(km, x)) <= TOLERANCE["float32"]
-    scale = {"q scaled": 0.3, "scores scaled": None, "scores divided": None, "sdpa of a scaled q": 1.0}[mode]
+    scale = {"q scaled": 0.3, "sdpa of a scaled q": 1.0}.get(mode)
     (attention,) = [i.layer for i in xc.infer(xc.from_keras(km)) if i.kind == "DotProductAttention"]
     assert (attention.num_heads, attention.scale) == (2, scale)
+    assert attention.dropout == (0.25 if mode == "weights dropped" else 0.0)  # (an nn.Dropout of the weights)
 
 
-@pytest.mark.parametrize("mode", ["k scaled", "softmax in float32", "weights dropped"])
+@pytest.mark.parametrize("mode", ["k scaled", "softmax in float32"])
 def test_attention_written_by_hand_otherwise_is_refused(both_backends, mode):
     with pytest.raises(UnsupportedLayerError, match="reads a tensor of attention heads"):
         xc.from_torch(_by_hand(mode), (6, 8))
 
 
-def test_a_dropout_of_the_weights_only_in_training_is_refused(both_backends):
-    """The traced call is the eval-mode one: a dropout passed only in training is seen in a training-mode run."""
+def test_a_dropout_of_the_weights_in_training_is_the_attention_s(both_backends):
+    """The traced call is the eval-mode one: a dropout passed only in training is seen in a training-mode run,
+    and the ported attention drops as much, in training only."""
+    import torch
     import torch.nn.functional as F
     from torch import nn
 
@@ -486,10 +478,17 @@ def test_a_dropout_of_the_weights_only_in_training_is_refused(both_backends):
             weights = F.dropout((q @ k.transpose(-2, -1) * 0.5).softmax(-1), self.rate, training=self.training)
             return (weights @ v).transpose(1, 2).reshape(n, length, e)
 
-    with pytest.raises(UnsupportedLayerError, match=r"drops its weights in training \(dropout_p=0.5\)"):
-        xc.from_torch(Fused().eval(), (6, 8))
-    with pytest.raises(UnsupportedLayerError, match="reads a tensor of attention heads"):
-        xc.from_torch(ByHand().eval(), (6, 8))
+    x = np.random.default_rng(1).standard_normal((2, 6, 8)).astype("float32")
+    for cls in (Fused, ByHand):
+        torch.manual_seed(0)
+        model = cls().eval()
+        km = xc.port(model, to="tf", input_shape=(6, 8))
+        (attention,) = [i.layer for i in xc.infer(xc.from_keras(km)) if i.kind == "DotProductAttention"]
+        assert attention.dropout == 0.5
+        tm = xc.port(km, to="torch").train()
+        with torch.no_grad():
+            a, b = (tm(torch.from_numpy(x)).numpy() for _ in range(2))
+        assert not np.allclose(a, b)  # (it drops in training)
 
 
 def test_sizes_read_by_keyword_and_slices_to_a_traced_size(both_backends):
@@ -541,14 +540,62 @@ def test_keras_cross_attention_ports_to_torch(both_backends, dtype):
     assert scales == [float(np.float32(3**-0.5)), float(np.float32(2**-0.5))]
 
 
-def test_keras_cross_attention_with_dropout_or_a_mask_is_refused(both_backends):
+def test_keras_cross_attention_keeps_its_dropout_and_a_mask_is_refused(both_backends):
     import keras
 
-    with pytest.raises(UnsupportedLayerError, match="dropout=0.1"):
-        xc.from_keras(_keras_cross("float32", dropout=0.1))
+    spec = xc.from_keras(_keras_cross("float32", dropout=0.1))
+    assert [i.layer.dropout for i in xc.infer(spec) if i.kind == "DotProductAttention"] == [0.0, 0.1]
     x = keras.Input((6, 8))
     context = keras.layers.Dense(8)(x)
     mask = np.tril(np.ones((6, 6), dtype=bool))
     y = keras.layers.MultiHeadAttention(2, 4)(x, context, attention_mask=mask)
     with pytest.raises(UnsupportedLayerError, match="attention_mask given"):
         xc.from_keras(keras.Model(x, y))
+
+
+def test_the_numpy_reference_drops_attention_weights_in_training_with_the_gradient_of_that():
+    """In training, one mask per forward pass, reused by the backward pass: its gradient is the finite
+    difference of the same masked function; in inference nothing is dropped."""
+    spec = xc.Sequential(
+        xc.Linear(3, 4),
+        xc.DotProductAttention(xc.Linear(4, 4), xc.Linear(4, 4), xc.Linear(4, 4), num_heads=2, dropout=0.3),
+        input_shape=(5, 3),
+    )
+    model = xc.build(spec, "numpy", seed=0)
+    model.train()
+    x = np.random.default_rng(0).standard_normal((2, 5, 3))
+    g = np.random.default_rng(1).standard_normal((2, 5, 4))
+    dropped = model.forward_layers(x)[-1]  # (draws the mask)
+    gx, _ = model.backward(x, g)
+    eps, numeric = 1e-6, np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        step = np.zeros_like(x)
+        step[i] = eps
+        up, down = (model.forward_layers(x + s, update=False)[-1] for s in (step, -step))
+        numeric[i] = ((up - down) * g).sum() / (2 * eps)
+    assert np.abs(numeric - gx).max() <= 1e-6 * max(1.0, np.abs(gx).max())
+    model.eval()
+    assert not np.allclose(model(x), dropped)
+
+
+def test_an_attention_whose_training_forward_makes_other_attention_calls_is_refused(both_backends):
+    """Written by hand in eval, sdpa with a dropout in training: the traced calls are not the training run's."""
+    import torch.nn.functional as F
+    from torch import nn
+
+    class Switches(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qkv = nn.Linear(8, 24)
+
+        def forward(self, x):
+            n, length, e = x.shape
+            q, k, v = self.qkv(x).reshape(n, length, 3, 2, 4).permute(2, 0, 3, 1, 4).unbind(0)
+            if self.training:
+                o = F.scaled_dot_product_attention(q, k, v, dropout_p=0.2, scale=0.5)
+            else:
+                o = (q @ k.transpose(-2, -1) * 0.5).softmax(-1) @ v
+            return o.transpose(1, 2).reshape(n, length, e)
+
+    with pytest.raises(UnsupportedLayerError, match="other attention calls"):
+        xc.from_torch(Switches().eval(), (6, 8))  # (on both front-ends)

@@ -950,7 +950,9 @@ def test_a_subtraction_with_its_operands_swapped_is_caught(both_backends, monkey
     spec = xc.Sequential(xc.Subtract(xc.Conv2d(2, 2, 1), xc.Identity()), input_shape=(2, 4, 4))
     real = torch_backend._join
     monkeypatch.setattr(
-        torch_backend, "_join", lambda info, args: args[1] - args[0] if info.kind == "Subtract" else real(info, args)
+        torch_backend,
+        "_join",
+        lambda info, args, *mode: args[1] - args[0] if info.kind == "Subtract" else real(info, args, *mode),
     )
     from xconv.testing import assert_equivalent
 

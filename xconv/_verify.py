@@ -36,7 +36,7 @@ def _random_masks(spec: Sequential) -> bool:
     return any(
         i.kind in _RANDOM_KINDS
         and float(getattr(i.layer, "p", 0.0)) > 0
-        or i.kind == "SelfAttention"
+        or i.kind in ("SelfAttention", "DotProductAttention")
         and float(getattr(i.layer, "dropout", 0.0)) > 0
         for i in infer(spec)
     )

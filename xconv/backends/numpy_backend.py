@@ -56,7 +56,7 @@ class NumpyModel:
         for info in self.infos:
             args = [values[i] for i in info.inputs]
             if info.is_join:
-                values[info.index] = _join_forward(info, args)
+                values[info.index] = _join_forward(info, args, self._drop(info, args, update))
             else:
                 values[info.index] = _FORWARD[type(info.layer)](
                     info, self._params(info), args[0], _Mode(self, info, update)
@@ -80,7 +80,7 @@ class NumpyModel:
                 g = np.zeros_like(values[info.index])
             args = [values[i] for i in info.inputs]
             if info.is_join:
-                input_grads = _join_backward(info, args, g)
+                input_grads = _join_backward(info, args, g, self._drop(info, args, False))
             else:
                 gx, param_grads = _BACKWARD[type(info.layer)](
                     info, self._params(info), args[0], g, _Mode(self, info, False)
@@ -93,6 +93,14 @@ class NumpyModel:
                     _accumulate(pending, source, gi)
         gx = None if self.ids else pending.get(-1, np.zeros_like(x))
         return gx, {k: grads[k] for info in self.infos for k in (f"{info.key}.{n}" for n in info.trainable)}
+
+    def _drop(self, info: LayerInfo, args: list[np.ndarray], update: bool) -> np.ndarray | None:
+        """A DotProductAttention's dropout mask on its weights in training (None otherwise)."""
+        p = float(getattr(info.layer, "dropout", 0.0)) if info.kind == "DotProductAttention" else 0.0
+        if not (self.training and p > 0):
+            return None
+        shape = dot.weights_shape(args[0], args[1], info.layer.num_heads)  # type: ignore[attr-defined]
+        return _Mode(self, info, update).mask(shape, p, self.dtype)
 
     def _batch(self, x: np.ndarray) -> np.ndarray:
         """The input as the model reads it: token ids as int64, numbers in the model's dtype."""
@@ -107,12 +115,12 @@ def _accumulate(pending: dict[int, np.ndarray], source: int, g: np.ndarray) -> N
     pending[source] = g if source not in pending else pending[source] + g
 
 
-def _join_forward(info: LayerInfo, args: list[np.ndarray]) -> np.ndarray:
+def _join_forward(info: LayerInfo, args: list[np.ndarray], drop: np.ndarray | None = None) -> np.ndarray:
     kind = info.kind
     if kind == "DotProductAttention":
         heads = info.layer.num_heads  # type: ignore[attr-defined]
         q, k, v = args
-        return dot.forward(q, k, v, heads, dot.head_scale(info.layer, q.shape[-1]))
+        return dot.forward(q, k, v, heads, dot.head_scale(info.layer, q.shape[-1]), drop)
     if kind == "Concat":
         return np.concatenate(args, axis=concat_axis(info))
     if kind == "Subtract":
@@ -130,12 +138,14 @@ def _unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return g.sum(axis=axes, keepdims=True) if axes else g
 
 
-def _join_backward(info: LayerInfo, args: list[np.ndarray], g: np.ndarray) -> list[np.ndarray]:
+def _join_backward(
+    info: LayerInfo, args: list[np.ndarray], g: np.ndarray, drop: np.ndarray | None = None
+) -> list[np.ndarray]:
     kind = info.kind
     if kind == "DotProductAttention":
         heads = info.layer.num_heads  # type: ignore[attr-defined]
         q, k, v = args
-        return dot.backward(q, k, v, heads, dot.head_scale(info.layer, q.shape[-1]), g)
+        return dot.backward(q, k, v, heads, dot.head_scale(info.layer, q.shape[-1]), g, drop)
     if kind == "Concat":
         axis = concat_axis(info)
         bounds = np.cumsum([a.shape[axis] for a in args])[:-1]

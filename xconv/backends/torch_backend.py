@@ -47,12 +47,12 @@ def _install_parameter(root: nn.Module, path: str, parameter: nn.Parameter) -> N
     owner.register_parameter(leaf, parameter)
 
 
-def _join(info: LayerInfo, args: list[Any]) -> Any:
+def _join(info: LayerInfo, args: list[Any], training: bool = False) -> Any:
     """A join node on torch tensors (also fx proxies)."""
     if info.kind == "DotProductAttention":
         layer = cast(Any, info.layer)
         q, k, v = args
-        return dot_product_attention(q, k, v, layer.num_heads, layer.scale)
+        return dot_product_attention(q, k, v, layer.num_heads, layer.scale, layer.dropout, training)
     if info.kind == "Concat":
         return torch.cat(args, dim=concat_axis(info))
     if info.kind == "Subtract":
@@ -85,10 +85,11 @@ def build(spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarra
             if module is None:
                 if info.kind == "Concat":
                     values[info.index] = graph.call_function(torch.cat, (args, concat_axis(info)))
-                elif info.kind == "DotProductAttention":
+                elif info.kind == "DotProductAttention":  # (its dropout follows the model's mode)
                     layer = cast(Any, info.layer)
+                    mode = (layer.dropout, graph.get_attr("training")) if layer.dropout else ()
                     values[info.index] = graph.call_function(
-                        dot_product_attention, (*args, layer.num_heads, layer.scale)
+                        dot_product_attention, (*args, layer.num_heads, layer.scale, *mode)
                     )
                 else:
                     op = {"Add": operator.add, "Subtract": operator.sub}.get(info.kind, operator.mul)
@@ -332,7 +333,8 @@ def trace(
     with _Mode(model, training):
         for info in infos_of(model):
             args = [values[i] for i in info.inputs]
-            values[info.index] = _join(info, args) if info.is_join else _apply(model, info, args[0], given)
+            join = info.is_join
+            values[info.index] = _join(info, args, model.training) if join else _apply(model, info, args[0], given)
             outs.append(values[info.index].detach().numpy().copy())
     h = values[len(outs) - 1]
     (h * torch.from_numpy(np.ascontiguousarray(upstream))).sum().backward()

@@ -250,6 +250,6 @@ def _combinator(node: Raw, branches: list[Any], names: Names) -> Any:
     if cls is Concat:
         return Concat(*branches, dim=node.dim, name=name)
     if cls is DotProductAttention:
-        heads, scale = node.payload
-        return DotProductAttention(*branches, num_heads=heads, scale=scale, name=name)
+        heads, scale, *dropout = node.payload  # (heads, scale[, dropout])
+        return DotProductAttention(*branches, num_heads=heads, scale=scale, dropout=sum(dropout), name=name)
     return cls(*branches, name=name)

@@ -247,7 +247,8 @@ def cross_attention(layer: Any, ids: list[int], name: str, where: str, names: Na
     """``keras.layers.MultiHeadAttention`` called with queries other than its values (cross-attention, ``mha(q,
     v)`` or ``mha(q, v, key=k)``), without masks: its q, k and v projections (EinsumDense kernels (E, heads,
     head_dim)) as Linears, a DotProductAttention at Keras' scale (1 / sqrt(key_dim) rounded through float32, as
-    Keras computes it), its output projection (heads, head_dim, E) as a Linear; the index of that last node.
+    Keras computes it, with its dropout), its output projection (heads, head_dim, E) as a Linear; the index of
+    that last node.
     None where it is called as self-attention (read as a SelfAttention)."""
     from ..kinds.token._keras import _KNOWN_ATTENTION_CONFIG
     from ..spec import Linear
@@ -271,7 +272,6 @@ def cross_attention(layer: Any, ids: list[int], name: str, where: str, names: Na
         (bool(flags), f"{', '.join(flags)} given"),
         (bool(unknown), f"the option {unknown[0] if unknown else ''} (not known to xconv)"),
         (bool(config.get("use_gate")) or config.get("sliding_window") is not None, "a gate or a sliding window"),
-        (float(layer.dropout) > 0, f"dropout={layer.dropout} (xconv's DotProductAttention has no dropout)"),
         (layer._output_shape is not None, f"output_shape={layer._output_shape}"),
         (axes is not None and tuple(axes) not in ((1,), (-2,)), f"attention_axes={axes}"),
         (
@@ -283,7 +283,7 @@ def cross_attention(layer: Any, ids: list[int], name: str, where: str, names: Na
     if bad:
         raise UnsupportedLayerError(
             f"from_keras: {where}: MultiHeadAttention called as cross-attention is supported over token tensors "
-            f"without masks or dropout; here {bad[0]}"
+            f"without masks; here {bad[0]}"
         )
     sources = {"query": ids[0], "value": ids[1], "key": ids[2] if len(ids) == 3 else ids[1]}
     made: dict[str, int] = {}
@@ -299,7 +299,7 @@ def cross_attention(layer: Any, ids: list[int], name: str, where: str, names: Na
     heads, head_dim = int(layer.num_heads), int(layer.key_dim)
     scale = float(np.float32(1.0 / np.sqrt(head_dim)))
     attend = names.take(f"{name}.attention")
-    payload = (heads, None if scale == head_dim**-0.5 else scale)
+    payload = (heads, None if scale == head_dim**-0.5 else scale, float(layer.dropout))
     at = add(Raw(attend, "attn", [made["query"], made["key"], made["value"]], payload=payload, owned=True))
     out = layer.output_dense
     kernel = np.asarray(out.kernel.numpy())

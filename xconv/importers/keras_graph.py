@@ -284,7 +284,8 @@ def import_model(
                 index[id(out)] = add(Raw(name, op, ids, owned=True))
             continue
         if type(layer) is DotProductAttentionLayer and len(ids) == 3:  # (xconv's own: queries, keys, values)
-            index[id(out)] = add(Raw(name, "attn", ids, payload=(layer.num_heads, layer.scale), owned=True))
+            payload = (layer.num_heads, layer.scale, layer.dropout)
+            index[id(out)] = add(Raw(name, "attn", ids, payload=payload, owned=True))
             continue
         if _is_custom_scale(layer) and len(ids) == 2:  # Inception-ResNet's x + r * scale, as Keras computes it
             scale_name = names.take(f"{layer.name}_scale")

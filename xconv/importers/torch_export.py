@@ -483,6 +483,7 @@ _CALLS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "sub_.Tensor": lambda a: _arith(operator.isub, a),
     "rsub.Scalar": lambda a: (operator.sub, [a["other"], a["self"]]) if a["alpha"] == 1 else None,
     "mul.Tensor": lambda a: (operator.mul, [a["self"], a["other"]]),
+    "matmul.default": lambda a: (operator.matmul, [a["self"], a["other"]]),
     "mul.Scalar": lambda a: (operator.mul, [a["self"], a["other"]]),
     "mul_.Tensor": lambda a: (operator.imul, [a["self"], a["other"]]),
     "div.Tensor": lambda a: (operator.truediv, [a["self"], a["other"]]),

@@ -41,7 +41,7 @@ class Heads:
     ) -> None:
         self.module, self.gm, self.shapes, self.nodes, self.names = module, gm, shapes, nodes, names
         self.x = x  # (a probe batch: the training-mode run that shows an attention's dropout)
-        self.trained: list[float] | None | bool = False  # its sdpa calls' dropout_p (False: not run yet)
+        self.trained: list[Any] | None | bool = False  # its sdpa calls (False: not run yet)
         self.attended = 0  # the sdpa calls read so far
         self.viewed: dict[Any, tuple[int, int]] = {}  # tokens viewed as (N, L, h, d): (their node, h)
         self.split: dict[Any, tuple[int, int]] = {}  # (N, h, L, d): the heads of the spec node's features
@@ -56,6 +56,7 @@ class Heads:
         self.keys_t: dict[Any, Any] = {}  # k.transpose(-2, -1): k
         self.scores: dict[Any, tuple[Any, Any, float]] = {}  # q @ k^T (times a number): (q, k, the number)
         self.probs: dict[Any, tuple[Any, Any, float]] = {}  # their softmax over the keys
+        self.dropped: dict[Any, float] = {}  # weights dropped at p in training (a dropout that follows the mode)
 
     def _states(self) -> tuple[dict[Any, Any], ...]:
         return (
@@ -101,7 +102,7 @@ class Heads:
                 self.shapes.consts[node] = sizes if dim is None else sizes[dim]
                 return True
             if method == "contiguous":
-                for state in (*self._states(), self.factor):
+                for state in (*self._states(), self.factor, self.dropped):
                     if src in state:
                         state[node] = state[src]
                 return True
@@ -223,7 +224,7 @@ class Heads:
                 self.scores[node] = (src, self.keys_t[other], self.factor.get(src, 1.0))
                 return True
             if src in self.probs and other in self.split and other not in self.factor:
-                return self._attend(node, *self.probs[src], other)
+                return self._attend(node, *self.probs[src], other, self.dropped.get(src, 0.0))
             return False
         if src in self.scores and method == "softmax":
             values = {**dict(zip(("dim", "_stacklevel", "dtype"), self.shapes.resolve(list(args[1:])))), **node.kwargs}
@@ -231,31 +232,37 @@ class Heads:
                 self.probs[node] = self.scores[src]
                 return True
             return False
-        if src in self.probs and method == "dropout":  # F.dropout(p): p = 0, or off in every mode
+        if src in self.probs and method == "dropout" and src not in self.dropped:  # F.dropout(p)
             values = {**dict(zip(("p", "training"), self.shapes.resolve(list(args[1:])))), **node.kwargs}
-            if values.get("p", 0.5) == 0 or node.meta.get("xconv_dropout") == "never":
+            p, how = values.get("p", 0.5), node.meta.get("xconv_dropout")
+            if isinstance(p, (int, float)) and (p == 0 or how in ("never", "mode")):
                 self.probs[node] = self.probs[src]
+                if p and how == "mode":  # (drops in training only: the attention's dropout)
+                    self.dropped[node] = float(p)
                 return True
         return False
 
     def dropout_call(self, node: Any, src: Any, m: Any) -> bool:
-        """An ``nn.Dropout`` module of p = 0 called on attention weights: the weights themselves."""
-        if src in self.probs and type(m) is nn.Dropout and m.p == 0:
+        """An ``nn.Dropout`` module called on attention weights: the attention's dropout (p = 0: none)."""
+        if src in self.probs and type(m) is nn.Dropout and src not in self.dropped:
             self.probs[node] = self.probs[src]
+            if m.p > 0:
+                self.dropped[node] = float(m.p)
             return True
         return False
 
-    def _attend(self, node: Any, q: Any, k: Any, factor: float, v: Any) -> bool:
+    def _attend(self, node: Any, q: Any, k: Any, factor: float, v: Any, dropout: float) -> bool:
         heads = {self.split[t][1] for t in (q, k, v)}
         q_shape = self.shapes.shape(q)
         if len(heads) != 1 or q_shape is None or not factor > 0:
             return False
-        self._no_hidden_dropout(node, describe(node))
+        self._trained(describe(node))  # (a training-mode sdpa call in its place would be another function)
+        if not dropout:
+            self._no_hidden_dropout(node, describe(node))
         scale = None if factor == float(q_shape[-1] ** -0.5) else factor
         name = self.names.take(node.name)
-        self.nodes.append(
-            Raw(name, "attn", [self.split[t][0] for t in (q, k, v)], payload=(heads.pop(), scale), owned=True)
-        )
+        payload = (heads.pop(), scale, dropout)
+        self.nodes.append(Raw(name, "attn", [self.split[t][0] for t in (q, k, v)], payload=payload, owned=True))
         self.out[node] = (len(self.nodes) - 1, self.split[q][1])
         return True
 
@@ -279,8 +286,9 @@ class Heads:
         bad = [what for fails, what in problems if fails]
         if bad:
             raise UnsupportedLayerError(f"from_torch: {where}: scaled_dot_product_attention with {bad[0]}")
-        self._no_hidden_dropout(node, where)
-        self._no_training_dropout(where)
+        dropout = self._training_dropout(where)
+        if not dropout:
+            self._no_hidden_dropout(node, where)
         heads = self.split[q][1]
         scale = values.get("scale")
         q_shape = self.shapes.shape(q)
@@ -295,30 +303,41 @@ class Heads:
             scale = None  # (the default: d ** -0.5)
         name = self.names.take(node.name)
         inputs = [self.split[t][0] for t in (q, k, v)]
-        self.nodes.append(
-            Raw(name, "attn", inputs, payload=(heads, None if scale is None else float(scale)), owned=True)
-        )
+        payload = (heads, None if scale is None else float(scale), dropout)
+        self.nodes.append(Raw(name, "attn", inputs, payload=payload, owned=True))
         self.out[node] = (len(self.nodes) - 1, heads)
         return True
 
-    def _no_training_dropout(self, where: str) -> None:
-        """Refuse an sdpa call that drops attention weights in training mode: its ``dropout_p`` in one
-        training-mode run of the module (the traced call is the eval-mode one), the calls taken in order."""
+    def _trained(self, where: str) -> list[tuple[float, tuple[Any, ...]]]:
+        """The sdpa calls of one training-mode run of the module (the traced calls are the eval-mode ones), each
+        (its dropout_p, the shapes it read); refused where some drop and they are not the traced calls one for
+        one, by shape (which dropout is whose would not be known)."""
         if self.trained is False:
             self.trained = training_dropouts(self.module, self.x)
-        k, self.attended = self.attended, self.attended + 1
         if self.trained is None:
             raise UnsupportedLayerError(
                 f"from_torch: {where}: the module's forward does not run in training mode, where its attention's "
                 "dropout would show"
             )
-        ps = cast(list[float], self.trained)
-        p = ps[k] if k < len(ps) else max(ps, default=0.0)
-        if p > 0:
+        calls = cast(list[tuple[float, tuple[Any, ...]]], self.trained)
+        traced = [
+            tuple(tuple(self.shapes.shape(a) or ())[1:] for a in n.args[:3])
+            for n in self.gm.graph.nodes
+            if n.op == "call_function" and n.target is F.scaled_dot_product_attention
+        ]
+        if any(p for p, _ in calls) and [shape for _, shape in calls] != traced:
             raise UnsupportedLayerError(
-                f"from_torch: {where}: scaled_dot_product_attention drops its weights in training (dropout_p={p}); "
-                "xconv's DotProductAttention has no dropout"
+                f"from_torch: {where}: in training mode the forward makes other attention calls ({len(calls)}) than "
+                f"the traced ones ({len(traced)}), some of them dropping their weights: which dropout is whose is "
+                "not known"
             )
+        return calls
+
+    def _training_dropout(self, where: str) -> float:
+        """The dropout the next traced sdpa call applies to its weights in training (see :meth:`_trained`)."""
+        calls = self._trained(where)
+        k, self.attended = self.attended, self.attended + 1
+        return calls[k][0] if k < len(calls) else 0.0
 
     def _no_hidden_dropout(self, node: Any, where: str) -> None:
         """Refuse an attention whose module holds a dropout of the weights that the traced (eval-mode) call
@@ -350,20 +369,21 @@ class Heads:
         return tuple(self.shapes.resolve(rest))
 
 
-def training_dropouts(module: nn.Module, x: tuple[Any, ...]) -> list[float] | None:
-    """The ``dropout_p`` of each ``F.scaled_dot_product_attention`` call, in order, of one run of ``module`` in
-    training mode on the batch ``x`` (its modes, buffers and the global random state put back); None where
-    that run fails."""
+def training_dropouts(module: nn.Module, x: tuple[Any, ...]) -> list[tuple[float, tuple[Any, ...]]] | None:
+    """Each ``F.scaled_dot_product_attention`` call, in order, of one run of ``module`` in training mode on the
+    batch ``x`` (its modes, buffers and the global random state put back): (its ``dropout_p``, the shapes of its
+    queries, keys and values without the batch); None where that run fails."""
     from ._torch_mutation import StateGuard
 
-    seen: list[float] = []
+    seen: list[tuple[float, tuple[Any, ...]]] = []
 
     class Calls(torch.overrides.TorchFunctionMode):
         def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
             kwargs = kwargs or {}
             if func is F.scaled_dot_product_attention:
                 p = kwargs.get("dropout_p", args[4] if len(args) > 4 else 0.0)
-                seen.append(float(p) if isinstance(p, (int, float)) else 1.0)
+                shapes = tuple(tuple(t.shape)[1:] for t in args[:3])
+                seen.append((float(p) if isinstance(p, (int, float)) else 1.0, shapes))
             return func(*args, **kwargs)
 
     modes = [(m, m.training) for m in module.modules()]

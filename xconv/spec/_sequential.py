@@ -286,9 +286,10 @@ class DotProductAttention(Combinator):
     """Multi-head scaled dot-product attention of three token tensors, the outputs of its branches: queries
     (L, E), keys (S, E) and values (S, Ev). Each is cut into ``num_heads`` heads of consecutive features
     (head h is features h*d to (h+1)*d); per head, ``softmax(q k^T * scale) v`` over the S keys, with
-    ``scale`` = d ** -0.5 unless given (d: the queries' features per head); the heads' outputs side by side
-    give (L, Ev). torch's ``F.scaled_dot_product_attention`` on the heads split out by
-    ``x.reshape(N, L, heads, d).transpose(1, 2)`` and merged back by ``.transpose(1, 2).reshape(N, L, Ev)``;
+    ``scale`` = d ** -0.5 unless given (d: the queries' features per head); ``dropout`` drops attention
+    weights in training (as ``dropout_p`` does); the heads' outputs side by side give (L, Ev). torch's
+    ``F.scaled_dot_product_attention`` on the heads split out by ``x.reshape(N, L, heads, d).transpose(1, 2)``
+    and merged back by ``.transpose(1, 2).reshape(N, L, Ev)``;
     in Keras, xconv's layer on [queries, keys, values], in ``keras.ops``. No weights: the projections are the
     branches' own layers (spatial-reduction attention computes its keys from a strided conv of the map).
 
@@ -304,9 +305,15 @@ class DotProductAttention(Combinator):
 
     num_heads: int
     scale: float | None
+    dropout: float
 
     def __init__(
-        self, *branches: Item, num_heads: int = 1, scale: float | None = None, name: str | None = None
+        self,
+        *branches: Item,
+        num_heads: int = 1,
+        scale: float | None = None,
+        dropout: float = 0.0,
+        name: str | None = None,
     ) -> None:
         if len(branches) != 3:
             raise SpecError(
@@ -317,11 +324,15 @@ class DotProductAttention(Combinator):
         if scale is not None:
             scale = as_float("DotProductAttention", "scale", scale, low=0.0, low_open=True)
         object.__setattr__(self, "scale", scale)
+        rate = as_float("DotProductAttention", "dropout", dropout, low=0.0, high=1.0, high_open=True)
+        object.__setattr__(self, "dropout", rate)
 
     def _extra(self) -> dict[str, Any]:
         extra: dict[str, Any] = {"num_heads": self.num_heads}
         if self.scale is not None:
             extra["scale"] = self.scale
+        if self.dropout:
+            extra["dropout"] = self.dropout
         return extra
 
 
@@ -334,7 +345,7 @@ COMBINATORS: dict[str, type[Combinator]] = {
     "Subtract": Subtract,
 }
 #: a combinator's own fields (beside its branches and name), as to_dict writes them
-_FIELDS = {"Concat": ("dim",), "DotProductAttention": ("num_heads", "scale")}
+_FIELDS = {"Concat": ("dim",), "DotProductAttention": ("num_heads", "scale", "dropout")}
 
 
 def _repr(item: Any, depth: int) -> str:

@@ -7,6 +7,11 @@ from __future__ import annotations
 import numpy as np
 
 
+def weights_shape(q: np.ndarray, k: np.ndarray, heads: int) -> tuple[int, int, int, int]:
+    """The shape of the attention weights, (N, heads, L, S)."""
+    return (int(q.shape[0]), heads, int(q.shape[1]), int(k.shape[1]))
+
+
 def head_scale(layer: object, q_features: int) -> float:
     """The scale of the scores: the layer's own, else d ** -0.5 (d: the queries' features per head)."""
     scale = getattr(layer, "scale", None)
@@ -32,18 +37,31 @@ def _weights(q: np.ndarray, k: np.ndarray, scale: float) -> np.ndarray:
     return out
 
 
-def forward(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, scale: float) -> np.ndarray:
+def forward(
+    q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, scale: float, drop: np.ndarray | None = None
+) -> np.ndarray:
+    """``drop``: a keep-mask scaled by 1 / (1 - p) on the weights (training with dropout), or None."""
     qh, kh, vh = _heads(q, heads), _heads(k, heads), _heads(v, heads)
     a = _weights(qh, kh, scale)
-    return _merge(np.einsum("nhls,nhsd->nhld", a, vh))
+    return _merge(np.einsum("nhls,nhsd->nhld", a if drop is None else a * drop, vh))
 
 
-def backward(q: np.ndarray, k: np.ndarray, v: np.ndarray, heads: int, scale: float, g: np.ndarray) -> list[np.ndarray]:
-    """The gradients of the queries, keys and values for the output's gradient ``g`` (N, L, Ev)."""
+def backward(
+    q: np.ndarray,
+    k: np.ndarray,
+    v: np.ndarray,
+    heads: int,
+    scale: float,
+    g: np.ndarray,
+    drop: np.ndarray | None = None,
+) -> list[np.ndarray]:
+    """The gradients of the queries, keys and values for the output's gradient ``g`` (N, L, Ev), with the
+    forward's ``drop`` mask."""
     qh, kh, vh, gh = _heads(q, heads), _heads(k, heads), _heads(v, heads), _heads(g, heads)
     a = _weights(qh, kh, scale)
-    gv = np.einsum("nhls,nhld->nhsd", a, gh)
+    gv = np.einsum("nhls,nhld->nhsd", a if drop is None else a * drop, gh)
     ga = np.einsum("nhld,nhsd->nhls", gh, vh)
+    ga = ga if drop is None else ga * drop
     gs = a * (ga - (ga * a).sum(axis=-1, keepdims=True)) * scale  # softmax's Jacobian, then the scale
     gq = np.einsum("nhls,nhsd->nhld", gs, kh)
     gk = np.einsum("nhls,nhld->nhsd", gs, qh)

@@ -253,11 +253,13 @@ class DotProductAttentionLayer(keras.layers.Layer):
     :class:`xconv.DotProductAttention`): per head of consecutive features, softmax(q k^T * scale) v, the scale
     (d ** -0.5 unless given) made in the model's dtype."""
 
-    def __init__(self, num_heads: int = 1, scale: float | None = None, **kwargs: Any) -> None:
+    def __init__(self, num_heads: int = 1, scale: float | None = None, dropout: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.num_heads, self.scale = int(num_heads), None if scale is None else float(scale)
+        self.dropout = float(dropout)
+        self.seed_generator = keras.random.SeedGenerator() if self.dropout > 0 else None
 
-    def call(self, inputs: Any) -> Any:
+    def call(self, inputs: Any, training: Any = None) -> Any:
         q, k, v = inputs
         h = self.num_heads
         d, dv = int(q.shape[-1]) // h, int(v.shape[-1]) // h
@@ -267,7 +269,10 @@ class DotProductAttentionLayer(keras.layers.Layer):
 
         scale = ops.convert_to_tensor(1.0 / math.sqrt(d) if self.scale is None else self.scale, dtype=q.dtype)
         scores = ops.matmul(heads(q, d), ops.transpose(heads(k, d), (0, 1, 3, 2))) * scale
-        out = ops.matmul(ops.softmax(scores, axis=-1), heads(v, dv))
+        weights = ops.softmax(scores, axis=-1)
+        if training and self.seed_generator is not None:
+            weights = keras.random.dropout(weights, self.dropout, seed=self.seed_generator)
+        out = ops.matmul(weights, heads(v, dv))
         return ops.reshape(ops.transpose(out, (0, 2, 1, 3)), (ops.shape(q)[0], ops.shape(q)[1], h * dv))
 
     def compute_output_shape(self, input_shape: Any) -> Any:
@@ -275,7 +280,7 @@ class DotProductAttentionLayer(keras.layers.Layer):
         return (*q[:-1], v[-1])
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "num_heads": self.num_heads, "scale": self.scale}
+        return {**super().get_config(), "num_heads": self.num_heads, "scale": self.scale, "dropout": self.dropout}
 
 
 @keras.saving.register_keras_serializable(package="xconv", name="SelectToken")
