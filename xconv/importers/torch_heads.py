@@ -82,7 +82,8 @@ class Heads:
         src = args[0] if args else None
         if method == "scaled_dot_product_attention":
             return self._attention(node, args, where)
-        if method == "mul" and len(args) == 2 and not self.pending(src) and self.pending(args[1]):
+        nodes = [a if isinstance(a, torch.fx.Node) else None for a in args[:2]]
+        if method == "mul" and len(args) == 2 and not self.pending(nodes[0]) and self.pending(nodes[1]):
             src, args = args[1], [args[1], args[0]]  # (c * q)
         if src is None or not isinstance(src, torch.fx.Node):
             return False

@@ -58,8 +58,11 @@ _SUPPORTED = (
     "times x, x.chunk / torch.split / x.narrow / x[:, a:b], nn.ChannelShuffle and its view-transpose-view idiom, "
     "nn.ConvTranspose2d, nn.Upsample / nn.UpsamplingNearest2d / nn.UpsamplingBilinear2d / F.interpolate (nearest, "
     "nearest-exact, bilinear; no antialias or recompute_scale_factor; sizes may come from x.shape), nested "
-    "nn.Sequential; x + y / torch.add / +=, x * y / torch.mul (broadcasting), torch.cat / torch.concat; any "
-    "nn.Module whose forward is a fork-join graph of these"
+    "nn.Sequential; x + y / torch.add / +=, x * y / torch.mul (broadcasting), torch.cat / torch.concat; tokens "
+    "(N, L, E) from maps and back (x.flatten(2).transpose(1, 2), x.transpose(1, 2).reshape(N, C, H, W)); attention "
+    "written out (heads by x.reshape(N, L, h, d).transpose(1, 2), F.scaled_dot_product_attention or "
+    "softmax(q @ k.transpose(-2, -1)) @ v, merged by o.transpose(1, 2).reshape(N, L, h * d)); any nn.Module whose "
+    "forward is a graph of these"
 )
 
 
