@@ -395,6 +395,12 @@ def test_a_wrong_attention_deep_in_a_stack_is_caught(both_backends, monkeypatch)
         assert_equivalent(spec, None, x, backends=("numpy", "torch"), grads=False)
 
 
+def _packed(qkv):
+    """timm's fused qkv of (N, L, 24) as queries, keys and values of 2 heads of 4: (N, 2, L, 4) each."""
+    n, length, _ = qkv.shape
+    return qkv.reshape(n, length, 3, 2, 4).permute(2, 0, 3, 1, 4).unbind(0)
+
+
 def _by_hand(mode: str):
     import torch
     import torch.nn.functional as F
@@ -410,7 +416,7 @@ def _by_hand(mode: str):
 
         def forward(self, x):
             n, length, e = x.shape
-            q, k, v = self.qkv(x).reshape(n, length, 3, 2, 4).permute(2, 0, 3, 1, 4).unbind(0)
+            q, k, v = _packed(self.qkv(x))
             if mode == "sdpa of a scaled q":
                 o = F.scaled_dot_product_attention(q * 2.0, k, v)
                 return self.proj(o.transpose(1, 2).reshape(n, length, e))
@@ -467,14 +473,14 @@ def test_a_dropout_of_the_weights_in_training_is_the_attention_s(both_backends):
 
         def forward(self, x):
             n, length, e = x.shape
-            q, k, v = self.qkv(x).reshape(n, length, 3, 2, 4).permute(2, 0, 3, 1, 4).unbind(0)
+            q, k, v = _packed(self.qkv(x))
             o = F.scaled_dot_product_attention(q, k, v, dropout_p=self.rate if self.training else 0.0)
             return o.transpose(1, 2).reshape(n, length, e)
 
     class ByHand(Fused):
         def forward(self, x):
             n, length, e = x.shape
-            q, k, v = self.qkv(x).reshape(n, length, 3, 2, 4).permute(2, 0, 3, 1, 4).unbind(0)
+            q, k, v = _packed(self.qkv(x))
             weights = F.dropout((q @ k.transpose(-2, -1) * 0.5).softmax(-1), self.rate, training=self.training)
             return (weights @ v).transpose(1, 2).reshape(n, length, e)
 
@@ -502,7 +508,7 @@ def test_sizes_read_by_keyword_and_slices_to_a_traced_size(both_backends):
 
         def forward(self, x):
             n, length, e = x.shape
-            q, k, v = self.qkv(x).reshape(n, length, 3, 2, 4).permute(2, 0, 3, 1, 4).unbind(0)
+            q, k, v = _packed(self.qkv(x))
             weights = (q @ k.transpose(-2, -1) / q.size(dim=-1)).softmax(-1)
             o = (weights @ v).transpose(1, 2).reshape(n, length, e)
             return o[:, : x.size(1) - 1]
@@ -590,7 +596,7 @@ def test_an_attention_whose_training_forward_makes_other_attention_calls_is_refu
 
         def forward(self, x):
             n, length, e = x.shape
-            q, k, v = self.qkv(x).reshape(n, length, 3, 2, 4).permute(2, 0, 3, 1, 4).unbind(0)
+            q, k, v = _packed(self.qkv(x))
             if self.training:
                 o = F.scaled_dot_product_attention(q, k, v, dropout_p=0.2, scale=0.5)
             else:
