@@ -395,6 +395,18 @@ def test_a_wrong_attention_deep_in_a_stack_is_caught(both_backends, monkeypatch)
         assert_equivalent(spec, None, x, backends=("numpy", "torch"), grads=False)
 
 
+def _qkv_module():
+    """A module holding timm's fused qkv Linear of 8 features to 2 heads of 4 (its forward written by each test)."""
+    from torch import nn
+
+    class Fused(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qkv = nn.Linear(8, 24)
+
+    return Fused
+
+
 def _packed(qkv):
     """timm's fused qkv of (N, L, 24) as queries, keys and values of 2 heads of 4: (N, 2, L, 4) each."""
     n, length, _ = qkv.shape
@@ -499,13 +511,8 @@ def test_a_dropout_of_the_weights_in_training_is_the_attention_s(both_backends):
 
 def test_sizes_read_by_keyword_and_slices_to_a_traced_size(both_backends):
     import torch
-    from torch import nn
 
-    class Sized(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.qkv = nn.Linear(8, 24)
-
+    class Sized(_qkv_module()):
         def forward(self, x):
             n, length, e = x.shape
             q, k, v = _packed(self.qkv(x))
@@ -587,13 +594,8 @@ def test_the_numpy_reference_drops_attention_weights_in_training_with_the_gradie
 def test_an_attention_whose_training_forward_makes_other_attention_calls_is_refused(both_backends):
     """Written by hand in eval, sdpa with a dropout in training: the traced calls are not the training run's."""
     import torch.nn.functional as F
-    from torch import nn
 
-    class Switches(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.qkv = nn.Linear(8, 24)
-
+    class Switches(_qkv_module()):
         def forward(self, x):
             n, length, e = x.shape
             q, k, v = _packed(self.qkv(x))
