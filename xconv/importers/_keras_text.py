@@ -215,6 +215,15 @@ def _mask_op(op: Any, ids: list[int], where: str) -> int:
     )
 
 
+def _call_flags(layer: Any) -> list[str]:
+    """The options a MultiHeadAttention was called with besides its query, value and key (masks, scores), by
+    name; a mask given as a constant is no tensor of the graph: it is read from the call's arguments."""
+    node = layer._inbound_nodes[0]
+    names = ("query", "value", "key", "query_mask", "value_mask", "key_mask", "attention_mask")
+    given = {**dict(zip(names, getattr(node.arguments, "args", ()) or ())), **(node.arguments.kwargs or {})}
+    return [k for k, v in given.items() if k not in (*names[:3], "training") and v is not None and v is not False]
+
+
 def _self_attention_input(layer: Any, ids: list[int], where: str) -> tuple[list[int], bool]:
     """A MultiHeadAttention's one input when it is called as self-attention: query, value (and key) the same
     tensor, no mask but the padding mask's keys as its ``attention_mask`` (then also True)."""
@@ -222,15 +231,7 @@ def _self_attention_input(layer: Any, ids: list[int], where: str) -> tuple[list[
         return ids[:1], False
     if not layer._inbound_nodes and len(ids) == 3 and ids[0] == ids[1] >= 0 and ids[2] == _MASK_KEYS:
         return ids[:1], True  # (and with the padding mask's keys: keras-hub's TransformerEncoder)
-    node = layer._inbound_nodes[0]
-    names = ("query", "value", "key", "query_mask", "value_mask", "key_mask", "attention_mask")
-    given = {**dict(zip(names, getattr(node.arguments, "args", ()) or ())), **(node.arguments.kwargs or {})}
-    # (a mask given as a constant is no tensor of the graph: it is read from the call's arguments)
-    flags = [
-        k
-        for k, v in given.items()
-        if k not in ("query", "value", "key", "training") and v is not None and v is not False
-    ]
+    flags = _call_flags(layer)
     masked = flags == ["attention_mask"] and ids[-1] == _MASK_KEYS and _MASK_KEYS not in ids[:-1]
     if masked:
         flags, ids = [], ids[:-1]
@@ -257,14 +258,7 @@ def cross_attention(layer: Any, ids: list[int], name: str, where: str, names: Na
         return None
     if len(set(ids)) == 1 or _MASK_KEYS in ids or len(ids) not in (2, 3):
         return None
-    node = layer._inbound_nodes[0]
-    keys = ("query", "value", "key", "query_mask", "value_mask", "key_mask", "attention_mask")
-    given = {**dict(zip(keys, getattr(node.arguments, "args", ()) or ())), **(node.arguments.kwargs or {})}
-    flags = [
-        k
-        for k, v in given.items()
-        if k not in ("query", "value", "key", "training") and v is not None and v is not False
-    ]
+    flags = _call_flags(layer)
     config = layer.get_config()
     unknown = sorted(set(config) - _KNOWN_ATTENTION_CONFIG)
     axes = layer.attention_axes

@@ -121,7 +121,7 @@ class Heads:
         if shape is None or len(shape) != 3:
             return False
         _, length, e = shape
-        dims = self._dims(args)
+        dims = self.shapes._dims(args)
         if len(dims) == 4 and dims[0] is BATCH and dims[1] in (length, -1):
             h, d = dims[2], dims[3]
             h = e // d if h == -1 and isinstance(d, int) and d > 0 and e % d == 0 else h
@@ -137,7 +137,7 @@ class Heads:
 
     def _continue(self, node: Any, src: Any, method: str, args: list[Any]) -> bool:
         """The next step from a pending tensor ``src``; False where ``node`` is not one."""
-        dims = self._dims(args) if method in ("permute", "view", "reshape") else ()
+        dims = self.shapes._dims(args) if method in ("permute", "view", "reshape") else ()
         axes = self.shapes.resolve(list(args[1:3])) if method == "transpose" else []
         swap = len(axes) == 2 and all(isinstance(d, int) for d in axes) and sorted(d % 4 for d in axes) == [1, 2]
         swap = swap or method == "permute" and dims == (0, 2, 1, 3)
@@ -353,21 +353,15 @@ class Heads:
         for attr, value in vars(owner).items():
             if "drop" in attr.lower() and "path" not in attr.lower() and isinstance(value, float) and value > 0:
                 raise UnsupportedLayerError(
-                    f"from_torch: {where}: its module {path!r} has {attr}={value}, a dropout the traced call does not "
-                    "apply; xconv's DotProductAttention has no dropout"
+                    f"from_torch: {where}: its module {path!r} has {attr}={value}, a dropout that neither the traced call "
+                    "nor a training-mode run applies"
                 )
         for attr, child in owner.named_children():
             if isinstance(child, nn.Dropout) and child.p > 0 and (f"{path}.{attr}" if path else attr) not in called:
                 raise UnsupportedLayerError(
-                    f"from_torch: {where}: its module {path!r} has {attr} = Dropout(p={child.p}), which the "
-                    "traced call does not apply; xconv's DotProductAttention has no dropout"
+                    f"from_torch: {where}: its module {path!r} has {attr} = Dropout(p={child.p}), which neither the "
+                    "traced call nor a training-mode run applies"
                 )
-
-    def _dims(self, args: list[Any]) -> tuple[Any, ...]:
-        rest = list(args[1:])
-        if len(rest) == 1 and isinstance(rest[0], (list, tuple)):
-            rest = list(rest[0])
-        return tuple(self.shapes.resolve(rest))
 
 
 def training_dropouts(module: nn.Module, x: tuple[Any, ...]) -> list[tuple[float, tuple[Any, ...]]] | None:
