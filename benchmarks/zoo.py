@@ -7,9 +7,10 @@ ported model's output from the original's on a fresh batch of 4: max |a - b| / m
 position tables drawn), torch -> Keras in float32 and float64. Prints a Markdown table and writes
 benchmarks/results/zoo.json.
 
-    .venv/bin/python benchmarks/zoo.py [--attention]
+    .venv/bin/python benchmarks/zoo.py [--attention] [--features]
 
-(``--attention``: the attention models' rows alone, replacing theirs in the results file.)
+(``--attention``: the attention models' rows alone, replacing theirs in the results file; ``--features``: the same
+for the backbones that return several feature maps, timm's ``features_only`` and torchvision's extractor.)
 
 Inputs are 3x64x64 (torchvision's inception_v3 3x75x75, Keras' Xception 71x71 and InceptionV3 75x75, the
 segmentation models 3x96x96, their "out" entry compared).
@@ -30,6 +31,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 # (the zoo's definitions live with the tests that port it; this script measures the same models)
 import xconv as xc
 from tests.zoo_support import (
+    FEATURES_ZOO,
     KERAS_APPLICATIONS,
     REDUCTION_ZOO,
     SEGMENTATION,
@@ -42,7 +44,7 @@ from tests.zoo_support import (
 from xconv.testing import max_rel_diff
 
 
-def _measure(model: object, shape: tuple[int, ...], output: str | None, run: object) -> tuple[float, float, float]:
+def _measure(model: object, shape: tuple[int, ...], output: object, run: object) -> tuple[float, float, float]:
     """(port time, float32 difference, float64 difference) of a torch model ported to Keras; ``run(model, x)``
     is the original's output as numpy."""
     import torch
@@ -82,19 +84,32 @@ def torch_row(name: str, segmentation: bool = False) -> dict:
     }
 
 
-#: the attention models: windowed (Swin, MaxViT) and spatial-reduction (PVT v2, SegFormer)
+#: the attention models: windowed (Swin, MaxViT) and spatial-reduction (PVT v2, SegFormer); and the backbones
+#: that return several feature maps
 ATTENTION = {**WINDOW_ZOO, **REDUCTION_ZOO}
+ROWS = {**ATTENTION, **FEATURES_ZOO}
+
+
+def _numpy(y: object, output: object) -> object:
+    """A torch model's result as ``port`` reads it: the entry (or entries) ``output`` of a dict, a list of
+    tensors as the list of their arrays."""
+    if isinstance(output, list):
+        return [y[k].numpy() for k in output]  # type: ignore[index]
+    if output is not None:
+        y = y[output]  # type: ignore[index]
+    if isinstance(y, (list, tuple)):
+        return [t.numpy() for t in y]
+    return y.numpy()  # type: ignore[attr-defined]
 
 
 def window_row(name: str) -> dict:
     import torch
 
-    make, shape, output, _ = ATTENTION[name]
-    model = make().float()
+    make, shape, output, _ = ROWS[name]
+    model = make().float().eval()
 
-    def run(m: object, x: np.ndarray) -> np.ndarray:
-        y = m(torch.from_numpy(x))  # type: ignore[operator]
-        return (y.logits if output == "logits" else y).numpy()
+    def run(m: object, x: np.ndarray) -> object:
+        return _numpy(m(torch.from_numpy(x)), output)  # type: ignore[operator]
 
     seconds, err32, err64 = _measure(model, shape, output, run)
     return {
@@ -132,15 +147,17 @@ def keras_row(name: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--attention", action="store_true", help="the attention models' rows alone")
+    parser.add_argument("--features", action="store_true", help="the several-output backbones' rows alone")
     args = parser.parse_args()
     xc.port(torchvision_model("squeezenet1_1"), to="tf", input_shape=(3, 64, 64))  # warm up
-    if args.attention:
+    if args.attention or args.features:
+        chosen = {**(ATTENTION if args.attention else {}), **(FEATURES_ZOO if args.features else {})}
         path = pathlib.Path(__file__).resolve().parent / "results" / "zoo.json"
-        kept = [r for r in json.loads(path.read_text())["rows"] if r["model"] not in ATTENTION] if path.exists() else []
-        rows = kept + [window_row(n) for n in ATTENTION]
+        kept = [r for r in json.loads(path.read_text())["rows"] if r["model"] not in chosen] if path.exists() else []
+        rows = kept + [window_row(n) for n in chosen]
     else:
         rows = [torch_row(n) for n in TORCHVISION] + [keras_row(n) for n in KERAS_APPLICATIONS]
-        rows += [torch_row(n, segmentation=True) for n in SEGMENTATION] + [window_row(n) for n in ATTENTION]
+        rows += [torch_row(n, segmentation=True) for n in SEGMENTATION] + [window_row(n) for n in ROWS]
     print("| model | direction | parameters | port time | max rel. diff float32 | float64 |")
     print("|---|---|---:|---:|---:|---:|")
     for r in rows:

@@ -456,8 +456,10 @@ def test_unclear_inputs_get_one_sentence(both_backends):
     conv = keras.layers.Conv2D(2, 1)(inp)
     with pytest.raises(xc.XconvError, match="returns a dict of 1 output"):
         xc.port(keras.Model(inp, {"a": conv}), "torch")
-    with pytest.raises(xc.XconvError, match="returns a list of 2 output"):
+    with pytest.raises(xc.XconvError, match="returns one tensor twice"):
         xc.port(keras.Model(inp, [conv, conv]), "torch")
+    with pytest.raises(xc.XconvError, match=r"returns a list of 2 output\(s\).*flat list"):
+        xc.port(keras.Model(inp, [conv, [conv]]), "torch")
     with pytest.raises(xc.XconvError, match=r"has no input yet .*keras.Input"):
         xc.port(keras.Sequential([keras.layers.Conv2D(2, 1)]), "torch")
     with torch.device("meta"):

@@ -515,3 +515,59 @@ WINDOW_ZOO: dict[str, tuple[Any, tuple[int, int, int], str | None, bool]] = {
     "Hugging Face swin (window 4)": (lambda: hf_swin(32, 4), (3, 32, 32), "logits", True),
     "Hugging Face swin (window 3, padded)": (lambda: hf_swin(40, 3), (3, 40, 40), "logits", True),
 }
+
+
+def timm_features(name: str, **config: Any) -> Any:
+    """A timm backbone with ``features_only=True`` (a list of its stages' feature maps), small, random weights,
+    trained-like BatchNorm statistics."""
+    import_torchvision()
+    import timm
+    import torch
+
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False, features_only=True, **config)
+    return _running_statistics(model, affine=True)
+
+
+def torchvision_features() -> Any:
+    """torchvision's feature extractor of resnet18 (``create_feature_extractor``): a dict of three stages."""
+    import_torchvision()
+    import torch
+    import torchvision
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    torch.manual_seed(0)
+    nodes = {"layer1": "c2", "layer3": "c4", "layer4": "c5"}
+    return _running_statistics(create_feature_extractor(torchvision.models.resnet18(), return_nodes=nodes), True)
+
+
+def deeplab_with_aux() -> Any:
+    """torchvision's DeepLabV3 (MobileNetV3 backbone) with its auxiliary head: a dict of ``out`` and ``aux``."""
+    import_torchvision()
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.segmentation.deeplabv3_mobilenet_v3_large(
+        weights=None, weights_backbone=None, aux_loss=True, num_classes=3
+    )
+    return _running_statistics(model, affine=True)
+
+
+#: backbones that return several feature maps, as dense-prediction heads read them: name -> (model, input
+#: (C, H, W), port's output=, whether the source's own state_dict loads into the ported model)
+FEATURES_ZOO: dict[str, tuple[Any, tuple[int, int, int], str | list[str] | None, bool]] = {
+    "timm resnet18 (features_only)": (lambda: timm_features("resnet18"), (3, 64, 64), None, True),
+    "timm convnext_atto (features_only)": (lambda: timm_features("convnext_atto"), (3, 64, 64), None, True),
+    "timm efficientnet_b0 (features_only)": (lambda: timm_features("efficientnet_b0"), (3, 64, 64), None, True),
+    "timm pvt_v2 (features_only)": (
+        lambda: timm_features(
+            "pvt_v2_b0", embed_dims=(16, 32), depths=(1, 1), num_heads=(1, 2), sr_ratios=(2, 1), out_indices=(0, 1)
+        ),
+        (3, 32, 32),
+        None,
+        True,
+    ),
+    "torchvision resnet18 feature extractor": (torchvision_features, (3, 64, 64), ["c2", "c4", "c5"], False),
+    "torchvision segmentation.deeplabv3 with aux": (deeplab_with_aux, (3, 64, 64), ["out", "aux"], True),
+}

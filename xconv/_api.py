@@ -199,7 +199,7 @@ def edited_spec(
     and both run on a random batch: the spec is returned only if they agree within ``TOLERANCE``, otherwise
     an :class:`XconvError` says what changed and what to do. The result is kept on the model for as long as
     its structure stays ``now`` (a backend's ``spec_of`` calls this; weights and train/eval are no edit)."""
-    from ._compare import TOLERANCE, max_rel_diff
+    from ._compare import TOLERANCE, max_rel_diff, output_shapes
 
     cached = getattr(model, "xconv_edited", None)
     if isinstance(cached, tuple) and len(cached) == 2 and cached[0] == now:
@@ -232,12 +232,13 @@ def edited_spec(
             f"the model was edited after xconv.build ({what}) and xconv cannot import it as it is now, with "
             f"the input shape it was built for {shape}: {detail}; {todo}"
         ) from None
+    same = output_shapes(a) == output_shapes(b)
     differs = (
-        f"output shape {b.shape[1:]} instead of {a.shape[1:]}"
-        if a.shape != b.shape
+        f"output shape {output_shapes(b)} instead of {output_shapes(a)}"
+        if not same
         else f"{max_rel_diff(a, b):.3g} relative on a random batch"
     )
-    if a.shape != b.shape or not max_rel_diff(a, b) <= TOLERANCE[dtype]:
+    if not same or not max_rel_diff(a, b) <= TOLERANCE[dtype]:
         raise XconvError(
             f"the model was edited after xconv.build ({what}) in a way xconv's importer does not see: imported "
             f"again it computes something else ({differs}); {todo}"
@@ -359,13 +360,14 @@ def transfer_weights(src: Any, dst: Any) -> None:
     set_weights(dst, get_weights(src))
 
 
-def predict(model: Any, x: Any, padding_mask: Any = None, token_types: Any = None) -> np.ndarray:
+def predict(model: Any, x: Any, padding_mask: Any = None, token_types: Any = None) -> Any:
     """Run a built model of either framework on a batch in xconv's logical layout (NCHW, or (N, F)) and
     return numpy in the same layout: Keras models get NHWC and their 4-D output comes back as NCHW. The batch
     is cast to the model's dtype (as Keras does) and its shape checked against the spec's input shape. A text
     encoder takes token ids, and (when its attention reads one) a ``padding_mask`` of the same shape, 1 for a
     token and 0 for padding; left out, every token counts. One whose token-type embedding reads them takes
-    ``token_types`` of that shape too (each token's type); left out, every token is of type 0.
+    ``token_types`` of that shape too (each token's type); left out, every token is of type 0. A model whose
+    spec has ``outputs`` returns the list of them, each in that layout.
 
     >>> import numpy as np, xconv as xc
     >>> model = xc.build(xc.Sequential(xc.Conv2d(3, 8, 3), input_shape=(3, 8, 8)), "numpy", seed=0)
@@ -506,6 +508,8 @@ def summary(
     layers = sum(1 for i in infos if not i.is_join)
     joins = len(infos) - layers
     tail = f"total parameters: {total:,}  ({layers} layers" + (f", {joins} joins)" if joins else ")")
+    if resolved.outputs is not None:  # (the model returns a list)
+        tail += f"\noutputs: {', '.join(resolved.outputs)}"
     text = "\n".join([line(rows[0]), rule, *map(line, rows[1:]), rule, tail])
     if print_fn is not None:
         print_fn(text)

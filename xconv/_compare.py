@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-__all__ = ["TOLERANCE", "VERIFY_BATCHES", "VERIFY_ID_BATCHES", "max_rel_diff", "padding_masks", "probe_batches"]
+__all__ = [
+    "TOLERANCE",
+    "VERIFY_BATCHES",
+    "VERIFY_ID_BATCHES",
+    "max_rel_diff",
+    "output_shapes",
+    "padding_masks",
+    "probe_batches",
+]
 
 #: Default bound on max |a - b| / max(1, max |a|) per dtype. float32: the seed ConvNet reaches ~2e-6 of the
 #: output scale and TF's oneDNN on/off moves results by ~6e-8, so 1e-5 leaves room for deeper random specs
@@ -12,15 +22,23 @@ __all__ = ["TOLERANCE", "VERIFY_BATCHES", "VERIFY_ID_BATCHES", "max_rel_diff", "
 TOLERANCE = {"float32": 1e-5, "float64": 1e-10}
 
 
-def max_rel_diff(reference: np.ndarray, other: np.ndarray) -> float:
-    """max |reference - other| / max(1, max |reference|), elementwise on unsorted arrays of equal shape.
+def max_rel_diff(reference: Any, other: Any) -> float:
+    """max |reference - other| / max(1, max |reference|), elementwise on unsorted arrays of equal shape. The
+    outputs of a model with several are lists: each pair is compared at its own scale and the worst counts.
 
-    NaN or Inf in either array gives ``inf`` (never a pass); a shape mismatch raises ``AssertionError``.
+    NaN or Inf in either array gives ``inf`` (never a pass); a shape mismatch (or lists of other lengths)
+    raises ``AssertionError``.
 
     >>> import numpy as np
     >>> round(max_rel_diff(np.array([10.0, 1.0]), np.array([10.0, 1.001])), 12)  # scaled by max(1, max |a|) = 10
     0.0001
     """
+    if isinstance(reference, (list, tuple)) or isinstance(other, (list, tuple)):
+        if not (isinstance(reference, (list, tuple)) and isinstance(other, (list, tuple))):
+            raise AssertionError("one side is a list of outputs and the other one tensor")  # noqa: TRY004
+        if len(reference) != len(other):
+            raise AssertionError(f"the number of outputs differs: {len(reference)} vs {len(other)}")
+        return max((max_rel_diff(a, b) for a, b in zip(reference, other)), default=0.0)
     a = np.asarray(reference, dtype=np.float64)
     b = np.asarray(other, dtype=np.float64)
     if a.shape != b.shape:
@@ -30,6 +48,13 @@ def max_rel_diff(reference: np.ndarray, other: np.ndarray) -> float:
     if a.size == 0:
         return 0.0
     return float(np.abs(a - b).max() / max(1.0, float(np.abs(a).max())))
+
+
+def output_shapes(y: Any) -> Any:
+    """A model output's shape without the batch, or (several outputs) the list of them."""
+    if isinstance(y, (list, tuple)):
+        return [output_shapes(part) for part in y]
+    return tuple(np.shape(y)[1:])
 
 
 #: the groups of one verification batch, each compared at its own scale: values past a clamp at 6 (the batch

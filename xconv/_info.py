@@ -55,6 +55,9 @@ class LayerInfo:
     inputs: tuple[int, ...] = ()
     #: the shapes of those inputs (``input_shape`` is the first)
     input_shapes: tuple[Shape, ...] = ()
+    #: a spec with ``outputs``: this node's place in the list the model returns (None: not returned). A spec
+    #: without them returns its last node's output alone, and no node has a place
+    output: int | None = None
 
     @property
     def kind(self) -> str:

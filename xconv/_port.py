@@ -22,7 +22,7 @@ def from_torch(
     input_shape: tuple[int, ...] | None = None,
     *,
     return_weights: bool = False,
-    output: str | None = None,
+    output: str | list[str] | None = None,
     input_dtype: str | None = None,
     padding_mask: bool = False,
     token_types: bool = False,
@@ -34,7 +34,9 @@ def from_torch(
     ``return_weights=True``, ``(spec, canonical weights)``. Unsupported operations raise
     :class:`UnsupportedLayerError` naming the operation and what is supported. A model that returns a dict of
     tensors (torchvision's segmentation models return ``{"out": ...}``) is imported for its entry ``output``;
-    without ``output`` the dict must hold exactly one entry.
+    without ``output`` the dict must hold exactly one entry. A model that returns several tensors (a list or
+    tuple, as timm's ``features_only`` backbones; or ``output=[...]``, several entries of a dict, in that order;
+    or an entry that is a tuple of tensors) imports as a spec with ``outputs``, whose models return the list.
 
     ``model`` may also be a ``torch.export.ExportedProgram`` or the path of a ``.pt2`` archive of one
     (``torch.export.save``): its calls are read as the functions they are, under the program's own keys, and
@@ -67,8 +69,7 @@ def from_torch(
     shape = as_shape("from_torch", input_shape)
     _check_materialized(model, "from_torch")
     _check_float_params(model, "from_torch")
-    if output is not None and not isinstance(output, str):
-        raise XconvError(f"from_torch: `output` must be the name of a dict entry. Received: {output!r}")
+    output = _output_keys(output, "from_torch")
     vocabulary = _token_vocabulary(model, input_dtype, "from_torch") if _takes_ids(input_dtype, "from_torch") else None
     built = getattr(model, "xconv_spec", None)  # (as built: the ids it takes stay, whatever was edited since)
     if input_dtype is None and isinstance(built, Sequential):  # a model built by xconv: its spec says what it takes
@@ -104,6 +105,18 @@ def from_torch(
         PADDING_MASK.reset(masked)
         TOKEN_TYPES.reset(typed)
     return (spec, weights) if return_weights else spec
+
+
+def _output_keys(output: Any, who: str) -> str | list[str] | None:
+    """``output`` as given: None, a dict entry's name, or a list of several (returned in that order)."""
+    if output is None or isinstance(output, str):
+        return output
+    keys = list(output) if isinstance(output, (list, tuple)) else None
+    if not keys or any(not isinstance(k, str) for k in keys) or len(set(keys)) != len(keys):
+        raise XconvError(
+            f"{who}: `output` must be the name of a dict entry, or a list of distinct names. Received: {output!r}"
+        )
+    return keys
 
 
 def _source_side(
@@ -252,7 +265,7 @@ def from_keras(
     model: Any,
     *,
     return_weights: bool = False,
-    output: str | None = None,
+    output: str | list[str] | None = None,
     input_shape: tuple[int, ...] | None = None,
 ) -> Any:
     """The spec of a Keras ``Sequential`` or functional model (input shape from the model), layers named by their
@@ -286,11 +299,14 @@ def from_keras(
     from .importers._keras_text import _takes_side_inputs
 
     sides = len(inputs) > 1 and _takes_side_inputs(model)  # token ids, their padding mask and token types
+    output = _output_keys(output, "from_keras")
     if output is not None:
-        if not isinstance(structure, dict) or output not in structure:
+        keys = [output] if isinstance(output, str) else output
+        missing = [k for k in keys if not isinstance(structure, dict) or k not in structure]
+        if missing:
             entries = f"its entries are {sorted(structure)}" if isinstance(structure, dict) else "it returns no dict"
             raise XconvError(f"from_keras: output={output!r} names an entry of the model's dict output; {entries}")
-        outputs = [structure[output]]
+        outputs = [structure[k] for k in keys]  # type: ignore[index]
         structure = None
     length = None
     if input_shape is not None:  # (a text encoder's length, where its inputs take any; else the model's own)
@@ -307,13 +323,14 @@ def from_keras(
                 f"from_keras: input_shape={tuple(given)}, but the model takes {logical} (in xconv's layout); "
                 "input_shape=(L,) gives the length of a text encoder whose inputs take any"
             )
-    if len(inputs) != 1 and not sides or len(outputs) != 1 or isinstance(structure, (dict, list, tuple)):
+    listed = isinstance(structure, (list, tuple)) and all(not isinstance(t, (list, tuple, dict)) for t in structure)
+    if len(inputs) != 1 and not sides or isinstance(structure, (dict, list, tuple)) and not listed:
         what = f"a {type(structure).__name__} of {len(outputs)}" if isinstance(structure, (dict, list, tuple)) else ""
         raise XconvError(
             f"from_keras: the model {model.name!r} takes {len(inputs)} input(s) and returns "
-            f"{what or len(outputs)} output(s); xconv ports a model with one input (a text encoder's token ids, then a padding mask and token types) and one output tensor: "
-            "build keras.Model(model.inputs[0], model.outputs[k]) for the output you want"
-            + (" or give output= (one of its entries)" if isinstance(structure, dict) else "")
+            f"{what or len(outputs)} output(s); xconv ports a model with one input (a text encoder's token ids, then "
+            "a padding mask and token types) that returns one tensor or a flat list of them"
+            + (": give output= (one of its entries, or a list of them)" if isinstance(structure, dict) else "")
         )
     for v in model.weights:
         if "float" in str(v.dtype) and str(v.dtype) not in ("float32", "float64"):
@@ -325,7 +342,7 @@ def from_keras(
 def _import(
     model: Any,
     input_shape: tuple[int, ...] | None,
-    output: str | None = None,
+    output: str | list[str] | None = None,
     input_dtype: str | None = None,
     padding_mask: bool = False,
     token_types: bool = False,
@@ -369,7 +386,7 @@ def port(
     verify: bool = True,
     *,
     seed: int = 0,
-    output: str | None = None,
+    output: str | list[str] | None = None,
     input_dtype: str | None = None,
     padding_mask: bool = False,
     token_types: bool = False,
@@ -390,8 +407,9 @@ def port(
     same batch; the error message gives the three distances and says which side is off: the source (the
     importer missed something it computes) or the ported model.
 
-    ``output``: for a model that returns a dict, the entry to port (see :func:`from_torch` and
-    :func:`from_keras`). ``input_shape`` of a Keras text encoder whose inputs take any length: ``(L,)``, the
+    ``output``: for a model that returns a dict, the entry to port, or a list of entries (see
+    :func:`from_torch` and :func:`from_keras`). A model that returns several tensors is ported whole: both
+    models return the list, and each output is compared at its own scale. ``input_shape`` of a Keras text encoder whose inputs take any length: ``(L,)``, the
     length to port it at.
     ``input_dtype="int64"``: a torch model that takes token ids (see :func:`from_torch`); the batches are then
     random ids and ids at both ends of the vocabulary. A spec (or a Keras model) with Embedding layers first

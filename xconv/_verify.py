@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from ._api import build_with_weights
-from ._compare import TOLERANCE, VERIFY_BATCHES, max_rel_diff, padding_masks, probe_batches
+from ._compare import TOLERANCE, VERIFY_BATCHES, max_rel_diff, output_shapes, padding_masks, probe_batches
 from .backends import get_backend
 from .errors import PortError
 from .graph import side_inputs, token_type_count, token_vocabulary
@@ -43,8 +43,8 @@ def _random_masks(spec: Sequential) -> bool:
 
 
 def _run(
-    name: str, model: Any, x: np.ndarray, training: bool, output: str | None = None, side: Side = None
-) -> np.ndarray:
+    name: str, model: Any, x: np.ndarray, training: bool, output: str | list[str] | None = None, side: Side = None
+) -> Any:
     """The native model's own output, in inference (``training=False``) or in training mode, with its state
     (modes, buffers, Keras moving statistics) as it was before the call. Each model gets its own copy of the
     batch: a torch model that writes into its input would otherwise change what the other model is given.
@@ -54,8 +54,8 @@ def _run(
     extra: dict[str, Any] = {} if output is None else {"output": output}
     extra.update({k: np.array(v, copy=True) for k, v in (side or {}).items()})
     if not training:
-        return backend.forward(model, x, **extra)  # type: ignore[no-any-return]
-    return backend.forward_training(model, x, **extra)  # type: ignore[no-any-return]
+        return backend.forward(model, x, **extra)
+    return backend.forward_training(model, x, **extra)
 
 
 def verify_port(
@@ -66,7 +66,7 @@ def verify_port(
     names: tuple[str, str],
     dtype: str,
     seed: int,
-    output: str | None = None,
+    output: str | list[str] | None = None,
     source_side: dict[str, int] | None = None,
     source_requires: frozenset[str] = frozenset(),
 ) -> None:
@@ -93,7 +93,9 @@ def verify_port(
             part = slice(start, start + len(g))
             start += len(g)
             sided = {k: v[part] for k, v in read.items()}
-            _compare(spec, weights, g, a[part], b[part], names, dtype, f"{label} with {given}", False, sided)
+            _compare(
+                spec, weights, g, _rows(a, part), _rows(b, part), names, dtype, f"{label} with {given}", False, sided
+            )
     neutral = {"padding_mask": np.ones(x.shape, dtype=np.int64), "token_types": np.zeros(x.shape, dtype=np.int64)}
     plain = {k: v for k, v in neutral.items() if k in source_requires}
     a, b = _run(source, source_model, x, False, output, plain), _run(target, target_model, x, False)
@@ -101,7 +103,7 @@ def verify_port(
     for label, g in groups:
         part = slice(start, start + len(g))
         start += len(g)
-        _compare(spec, weights, g, a[part], b[part], names, dtype, label, training=False)
+        _compare(spec, weights, g, _rows(a, part), _rows(b, part), names, dtype, label, training=False)
     train = (source == "torch" and bool(source_model.training)) or source == "tf"
     if train and not _random_masks(spec):
         # BatchNorm on batch statistics (two samples): a torch source in training mode, or a Keras source, which
@@ -112,12 +114,17 @@ def verify_port(
         _compare(spec, weights, g, a, b, names, dtype, f"{VERIFY_BATCHES[0]} in training mode", training=True)
 
 
+def _rows(y: Any, part: slice) -> Any:
+    """The samples ``part`` of a model's output (of each output, for a model with several)."""
+    return [_rows(t, part) for t in y] if isinstance(y, (list, tuple)) else y[part]
+
+
 def _compare(
     spec: Sequential,
     weights: dict[str, Any],
     x: np.ndarray,
-    a: np.ndarray,
-    b: np.ndarray,
+    a: Any,
+    b: Any,
     names: tuple[str, str],
     dtype: str,
     label: str,
@@ -125,10 +132,10 @@ def _compare(
     side: Side = None,
 ) -> None:
     source, target = names
-    if np.shape(a) != np.shape(b):
+    if output_shapes(a) != output_shapes(b) or isinstance(a, (list, tuple)) != isinstance(b, (list, tuple)):
         raise PortError(
-            f"port: the ported {target} model returns shape {np.shape(b)} where the source {source} model returns "
-            f"{np.shape(a)}, on {label}"
+            f"port: the ported {target} model returns {_shown(b)} where the source {source} model returns "
+            f"{_shown(a)}, on {label}"
         )
     err = max_rel_diff(a, b)
     if err <= TOLERANCE[dtype]:
@@ -142,6 +149,13 @@ def _compare(
     )
 
 
+def _shown(y: Any) -> str:
+    """A model output's shape for messages: one tensor's, or the list of several's."""
+    if isinstance(y, (list, tuple)):
+        return f"a list of {len(y)} outputs of shapes {[tuple(np.shape(t)) for t in y]}"
+    return f"shape {tuple(np.shape(y))}"
+
+
 def _reference(
     spec: Sequential,
     weights: dict[str, Any],
@@ -150,7 +164,7 @@ def _reference(
     dtype: str,
     training: bool,
     side: Side = None,
-) -> np.ndarray:
+) -> Any:
     model = build_with_weights(spec, where, weights, dtype=dtype)  # (casts the weights to the model's dtype)
     batch = x if x.dtype.kind in "iu" else x.astype(dtype)  # (token ids stay ints)
     return _run(where, model, batch, training, None, side)
@@ -160,8 +174,8 @@ def _rounding_check(
     spec: Sequential,
     weights: dict[str, Any],
     x: np.ndarray,
-    a: np.ndarray,
-    b: np.ndarray,
+    a: Any,
+    b: Any,
     names: tuple[str, str],
     *,
     training: bool = False,

@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 
-from . import layout as xc_layout
 from . import shapes
 from .errors import XconvError
 from .spec import Sequential, from_dict
@@ -372,10 +371,11 @@ def _keras_file_error(path: str, spec: Any, weights: Any, x: np.ndarray) -> tupl
     dtype = str(model.outputs[0].dtype if ids else model.inputs[0].dtype)
     if not ids:
         x = x.astype(dtype)
-    from .backends.tf.run import _inputs
+    from .backends.tf.run import _inputs, _numpy
 
-    y = np.asarray(model(_inputs(model, x, {}), training=False))  # (no padding mask, every token of type 0)
-    got = xc_layout.to_nchw(y) if y.ndim == 4 else y  # a flat output is in the spec's own order
+    # (no padding mask, every token of type 0; maps to NCHW, a flat output in the spec's own order, several
+    # outputs as the list of them)
+    got = _numpy(model(_inputs(model, x, {}), training=False))
     from ._compare import max_rel_diff
 
     return max_rel_diff(expect, got), dtype

@@ -25,11 +25,14 @@ __all__ = [
     "build_graph",
     "consumers",
     "is_chain",
+    "model_outputs",
     "reads_side",
+    "returns_list",
     "side_inputs",
     "takes_padding_mask",
     "token_type_count",
     "token_vocabulary",
+    "upstreams",
 ]
 
 Graph = list[LayerInfo]
@@ -142,12 +145,19 @@ def build_graph(spec: Sequential, input_shape: Shape) -> tuple[Graph, Sequential
             "the spec ends with a Use of an earlier part (or of the input): its last part must compute the "
             "model's output"
         )
+    places = _places(spec, builder)
+    for node, place in places.items():
+        builder.nodes[node] = dataclasses.replace(builder.nodes[node], output=place)
     readers = consumers(builder.nodes)
-    unread = [info for info in builder.nodes[:-1] if not readers[info.index]]
+    last = len(builder.nodes) - 1
+    unread = [info for info in builder.nodes if not readers[info.index] and info.index not in places]
+    unread = [info for info in unread if info.index != last or places]
     if unread:
+        returned = "one of the model's outputs" if places else "the model's output"
         raise SpecError(
             f"the output of {unread[0].label} is never read: a Use after it goes on from another part, and no "
-            "later part reads it (every part must lead to the model's output)"
+            f"later part reads it{' and it is not one of the outputs' if places else ''} (every part must lead "
+            f"to {returned})"
         )
     # a layer scale is a parameter of the torch module at its key (torchvision's CNBlock.layer_scale), not a
     # module: other parts may sit under its key, but not under its parameter's
@@ -166,7 +176,47 @@ def build_graph(spec: Sequential, input_shape: Shape) -> tuple[Graph, Sequential
     _check_source_keys(builder.nodes)
     _check_ids(builder.nodes, readers)
     _check_padding_masks(builder.nodes, input_shape)
-    return builder.nodes, Sequential(*parts, input_shape=input_shape, name=spec.name)
+    return builder.nodes, Sequential(*parts, input_shape=input_shape, name=spec.name, outputs=spec.outputs)
+
+
+def _places(spec: Sequential, builder: _Builder) -> dict[int, int]:
+    """node -> its place in the list the model returns (a spec with ``outputs``; else empty)."""
+    places: dict[int, int] = {}
+    for place, key in enumerate(spec.outputs or ()):
+        if key not in builder.outputs:
+            known = sorted(builder.outputs)
+            raise SpecError(
+                f"outputs names {key!r}, which is no part's key; a model returns the outputs of its layers, named "
+                f"Sequentials or combinators, by key (the spec has {len(known)}: {', '.join(known[:8])}"
+                f"{', ...' if len(known) > 8 else ''})"
+            )
+        node = builder.outputs[key]
+        if node in places:
+            other = next(k for k in spec.outputs or () if builder.outputs[k] == node)
+            raise SpecError(f"outputs names {other!r} and {key!r}, which are the same tensor; each output is one")
+        places[node] = place
+    return places
+
+
+def model_outputs(graph: Graph) -> list[LayerInfo]:
+    """The nodes whose outputs the model returns, in order: a spec's ``outputs``, else its last node alone."""
+    listed = sorted((info for info in graph if info.output is not None), key=lambda info: int(info.output or 0))
+    return listed or [graph[-1]]
+
+
+def upstreams(infos: Graph, upstream: Any) -> list[Any]:
+    """One upstream array per output of the model (a list for a model with several, else the one array)."""
+    if not returns_list(infos):
+        return [upstream]
+    count = len(model_outputs(infos))
+    if not isinstance(upstream, (list, tuple)) or len(upstream) != count:
+        raise ValueError(f"the model has {count} outputs, so the upstream gradient is a list of {count} arrays")
+    return list(upstream)
+
+
+def returns_list(graph: Graph) -> bool:
+    """Whether the model returns a list of outputs (its spec names ``outputs``) rather than one tensor."""
+    return any(info.output is not None for info in graph)
 
 
 def _check_ids(graph: Graph, readers: dict[int, list[int]]) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..graph import concat_axis, token_vocabulary
+from ..graph import concat_axis, model_outputs, returns_list, token_vocabulary, upstreams
 from ..kinds import KINDS
 from ..kinds.token import _dot as dot
 from ..shapes import LayerInfo
@@ -42,8 +42,14 @@ class NumpyModel:
     def eval(self) -> NumpyModel:
         return self.train(False)
 
-    def __call__(self, x: np.ndarray, **side: np.ndarray | None) -> np.ndarray:
-        return self.forward_layers(x, side=side)[-1]
+    def __call__(self, x: np.ndarray, **side: np.ndarray | None) -> Any:
+        """The output; a spec with ``outputs``: the list of them."""
+        return self.returned(self.forward_layers(x, side=side))
+
+    def returned(self, values: list[np.ndarray]) -> Any:
+        """What the model returns, from every node's output (:meth:`forward_layers`)."""
+        picked = [values[info.index] for info in model_outputs(self.infos)]
+        return picked if returns_list(self.infos) else picked[0]
 
     def forward_layers(
         self, x: np.ndarray, update: bool = True, side: dict[str, np.ndarray | None] | None = None
@@ -64,15 +70,18 @@ class NumpyModel:
         return [values[info.index] for info in self.infos]
 
     def backward(
-        self, x: np.ndarray, grad_output: np.ndarray, **side: np.ndarray | None
+        self, x: np.ndarray, grad_output: Any, **side: np.ndarray | None
     ) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
         """Gradients of sum(output * grad_output) with respect to the input and every trainable weight
-        (canonical keys). Where a tensor feeds several nodes, the gradients from each add up. Uses the
+        (canonical keys); a model with several outputs takes one ``grad_output`` per output, in a list, and
+        sums the products. Where a tensor feeds several nodes, the gradients from each add up. Uses the
         Dropout masks of the last forward pass; does not update statistics."""
         x = self._batch(x)
         outs = self.forward_layers(x, update=False, side=side)
         values = {-1: x, **{info.index: out for info, out in zip(self.infos, outs)}}
-        pending: dict[int, np.ndarray] = {self.infos[-1].index: np.asarray(grad_output, dtype=self.dtype)}
+        pending: dict[int, np.ndarray] = {}
+        for info, g in zip(model_outputs(self.infos), upstreams(self.infos, grad_output)):
+            pending[info.index] = np.asarray(g, dtype=self.dtype)
         grads: dict[str, np.ndarray] = {}
         for info in reversed(self.infos):
             g = pending.pop(info.index, None)
@@ -247,7 +256,7 @@ def permute(x: Any, perm: tuple[int, ...]) -> Any:
     return np.transpose(x, perm)
 
 
-def forward(model: NumpyModel, x: np.ndarray, **side: np.ndarray | None) -> np.ndarray:
+def forward(model: NumpyModel, x: np.ndarray, **side: np.ndarray | None) -> Any:
     """Inference (running statistics, no dropout), whatever the model's mode."""
     was = model.training
     model.eval()
@@ -258,13 +267,13 @@ def forward(model: NumpyModel, x: np.ndarray, **side: np.ndarray | None) -> np.n
 
 
 def forward_training(
-    model: NumpyModel, x: np.ndarray, output: str | None = None, **side: np.ndarray | None
-) -> np.ndarray:
+    model: NumpyModel, x: np.ndarray, output: str | list[str] | None = None, **side: np.ndarray | None
+) -> Any:
     """One training-mode call (BatchNorm on batch statistics), the running statistics left as they were."""
     was = model.training
     model.train()
     try:
-        return model.forward_layers(x, update=False, side=side)[-1]
+        return model.returned(model.forward_layers(x, update=False, side=side))
     finally:
         model.train(was)
 
@@ -272,7 +281,7 @@ def forward_training(
 def trace(
     model: NumpyModel,
     x: np.ndarray,
-    upstream: np.ndarray,
+    upstream: Any,
     training: bool = False,
     **side: np.ndarray | None,
 ) -> tuple[list[np.ndarray], np.ndarray | None, dict[str, np.ndarray]]:

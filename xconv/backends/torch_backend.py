@@ -10,7 +10,16 @@ from typing import Any, cast
 
 import numpy as np
 
-from ..graph import SIDE_INPUTS, concat_axis, is_chain, reads_side, side_inputs
+from ..graph import (
+    SIDE_INPUTS,
+    concat_axis,
+    is_chain,
+    model_outputs,
+    reads_side,
+    returns_list,
+    side_inputs,
+    upstreams,
+)
 from ..kinds import framework_table
 from ..kinds.token._torch import dot_product_attention
 from ..shapes import LayerInfo
@@ -69,7 +78,7 @@ def build(spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarra
     factory = {"device": "meta", "dtype": _TORCH_DTYPES[dtype]}
     modules = [None if info.is_join else _BUILDERS[type(info.layer)](info, factory) for info in infos]
     sides = side_inputs(infos)
-    if is_chain(infos) and not sides:
+    if is_chain(infos) and not sides and not returns_list(infos):
         model: nn.Module = nn.Sequential(*modules)  # type: ignore[arg-type]
     else:
         # A graph: a torch.fx.GraphModule whose submodules sit at the canonical keys (so its state_dict has
@@ -114,7 +123,8 @@ def build(spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarra
                 read = reads_side(info)
                 reads = (args[0],) if read is None else (args[0], side[read])
                 values[info.index] = graph.call_module(info.key, reads)
-        graph.output(values[infos[-1].index])
+        returned = [values[info.index] for info in model_outputs(infos)]
+        graph.output(returned if returns_list(infos) else returned[0])
         model = torch.fx.GraphModule(root, graph, class_name="XconvGraph")
     model = model.to_empty(device="cpu")
     for module in model.modules():  # (fixed buffers, such as a window attention's index, are written again)
@@ -260,7 +270,7 @@ def infos_of(model: nn.Module) -> list[LayerInfo]:
     return infer(cast(Sequential, model.xconv_spec))
 
 
-def forward(model: nn.Module, x: np.ndarray, output: str | None = None, **side: np.ndarray | None) -> np.ndarray:
+def forward(model: nn.Module, x: np.ndarray, output: str | list[str] | None = None, **side: np.ndarray | None) -> Any:
     """Run ``model`` in inference mode (eval) on an NCHW (or (N, F)) numpy batch; returns numpy in the same
     logical layout (a dict-returning model: its entry ``output``, or its one entry). The model's own modes and
     every buffer (a forward may write one) are put back afterwards. ``side``: a text encoder's
@@ -270,8 +280,8 @@ def forward(model: nn.Module, x: np.ndarray, output: str | None = None, **side: 
 
 
 def forward_training(
-    model: nn.Module, x: np.ndarray, output: str | None = None, **side: np.ndarray | None
-) -> np.ndarray:
+    model: nn.Module, x: np.ndarray, output: str | list[str] | None = None, **side: np.ndarray | None
+) -> Any:
     """Run ``model`` as it is (a hand-written model in its own modes, module by module; a model built by xconv in
     training mode) on an NCHW (or (N, F)) numpy batch, without gradients; every buffer (BatchNorm's running
     statistics and count) and every mode is put back afterwards."""
@@ -279,8 +289,8 @@ def forward_training(
 
 
 def _run_kept(
-    model: nn.Module, x: np.ndarray, output: str | None, training: bool | None, side: dict[str, Any]
-) -> np.ndarray:
+    model: nn.Module, x: np.ndarray, output: str | list[str] | None, training: bool | None, side: dict[str, Any]
+) -> Any:
     """One call without gradients in mode ``training`` (None: the modes the model has), its state put back."""
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
     modes = _Mode(model, bool(training))
@@ -299,9 +309,19 @@ def _run_kept(
         with torch.no_grad():
             for b, value in buffers:
                 b.copy_(value)
-    if isinstance(y, dict):
+    return _numpy_output(y, output)
+
+
+def _numpy_output(y: Any, output: str | list[str] | None) -> Any:
+    """A forward's result as numpy: a tensor's array; a list (or tuple) of tensors, the list of their arrays;
+    a dict (a Hugging Face output), its entry ``output`` (or its first), the same way."""
+    if isinstance(y, dict) and isinstance(output, (list, tuple)):
+        y = [y[k] for k in output]
+    elif isinstance(y, dict):
         y = y[output] if output is not None else next(iter(y.values()))
-    return y.numpy()  # type: ignore[no-any-return]
+    if isinstance(y, (list, tuple)):
+        return [_numpy_output(part, None) for part in y]
+    return y.numpy()
 
 
 def _apply(model: nn.Module, info: LayerInfo, x: Any, side: dict[str, Any]) -> Any:
@@ -317,7 +337,7 @@ def _apply(model: nn.Module, info: LayerInfo, x: Any, side: dict[str, Any]) -> A
 def trace(
     model: nn.Module,
     x: np.ndarray,
-    upstream: np.ndarray,
+    upstream: Any,
     training: bool = False,
     **side: np.ndarray | None,
 ) -> tuple[list[np.ndarray], np.ndarray | None, dict[str, np.ndarray]]:
@@ -336,8 +356,12 @@ def trace(
             join = info.is_join
             values[info.index] = _join(info, args, model.training) if join else _apply(model, info, args[0], given)
             outs.append(values[info.index].detach().numpy().copy())
-    h = values[len(outs) - 1]
-    (h * torch.from_numpy(np.ascontiguousarray(upstream))).sum().backward()
+    infos = infos_of(model)
+    loss = sum(
+        (values[info.index] * torch.from_numpy(np.ascontiguousarray(u))).sum()
+        for info, u in zip(model_outputs(infos), upstreams(infos, upstream))
+    )
+    cast(torch.Tensor, loss).backward()  # type: ignore[no-untyped-call]  # untyped in torch
     grads = {
         k: (np.zeros(tuple(p.shape), dtype=x.dtype) if p.grad is None else p.grad.numpy().copy())
         for k, p in model.named_parameters(remove_duplicate=False)
@@ -375,7 +399,7 @@ def train(
     return np.asarray(losses)
 
 
-def import_model(module: nn.Module, input_shape: tuple[int, ...], output: str | None = None) -> Any:
+def import_model(module: nn.Module, input_shape: tuple[int, ...], output: str | list[str] | None = None) -> Any:
     from ..importers.torch_fx import import_model as run
 
     return run(module, input_shape, output)

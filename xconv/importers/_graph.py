@@ -102,18 +102,23 @@ def drop(nodes: list[Raw], i: int) -> None:
             node.inputs = [src if k == i else k for k in node.inputs]
 
 
-def to_spec(nodes: list[Raw], output: int, input_shape: tuple[int, ...], names: Names, who: str) -> Sequential:
-    """The nested spec computing node ``output`` from node 0."""
+def to_spec(
+    nodes: list[Raw], output: int | list[int], input_shape: tuple[int, ...], names: Names, who: str
+) -> Sequential:
+    """The nested spec computing node ``output`` from node 0; or, given a list of nodes, the spec whose model
+    returns the list of their outputs (``Sequential(outputs=...)``, each named by its part's key)."""
     for node in nodes:
         if node.alive and node.op not in ("input", "layer", *JOINS):
             raise UnsupportedLayerError(f"{who}: {node.where()} could not be folded into a neighbouring layer")
-    while not nodes[output].alive:  # folded away: its input computes the same tensor now
-        output = nodes[output].inputs[0]
+    several = isinstance(output, list)
+    ends = [_alive(nodes, i) for i in (output if isinstance(output, list) else [output])]
+    if len(set(ends)) != len(ends):
+        raise UnsupportedLayerError(f"{who}: the model returns one tensor twice; each output must be its own")
     users = readers(nodes)
     live = {i for i, n in enumerate(nodes) if n.alive}
-    # keep only what the output depends on
+    # keep only what the outputs depend on
     needed: set[int] = set()
-    stack = [output]
+    stack = list(ends)
     while stack:
         i = stack.pop()
         if i not in needed:
@@ -122,16 +127,42 @@ def to_spec(nodes: list[Raw], output: int, input_shape: tuple[int, ...], names: 
     region = live & needed
     if 0 not in region:
         raise UnsupportedLayerError(f"{who}: the model's output does not depend on its input")
+    if several and 0 in ends:
+        raise UnsupportedLayerError(
+            f"{who}: one of the model's outputs is its input; a spec returns its parts' outputs"
+        )
     users = {i: [u for u in us if u in region] for i, us in users.items()}
+    keys = [_key(nodes, i, names, who) for i in ends] if several else None
+    last = max(ends)
     taken = set(names.used)
     try:
-        items = _chain(nodes, users, 0, output, region, names, who)
+        if region - _ancestors(nodes, last, -1):
+            raise _NotNested(f"{who}: the outputs branch off")
+        items = _chain(nodes, users, 0, last, region, names, who)
     except _NotNested:
         names.used = taken  # (the names the nested attempt took are free again)
-        items = _flat(nodes, region, output, names, who)
+        items = _flat(nodes, region, last, names, who)
     if not items:  # the model returns its input
         items = [Identity(name=names.take("identity"))]
-    return Sequential(*items, input_shape=input_shape)
+    return Sequential(*items, input_shape=input_shape, outputs=keys)
+
+
+def _alive(nodes: list[Raw], i: int) -> int:
+    while not nodes[i].alive:  # folded away: its input computes the same tensor now
+        i = nodes[i].inputs[0]
+    return i
+
+
+def _key(nodes: list[Raw], i: int, names: Names, who: str) -> str:
+    """The key of node ``i`` in the spec (an output's: the model returns it by that key)."""
+    node = nodes[i]
+    if node.op == "layer":
+        if node.layer.name is None:
+            raise UnsupportedLayerError(f"{who}: {node.where()} has no name to be returned by")
+        return str(node.layer.name)
+    if not node.owned:
+        node.name, node.owned = names.take(node.name), True
+    return node.name
 
 
 class _NotNested(UnsupportedLayerError):

@@ -5,10 +5,24 @@ one reader."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
+from .. import layout
 from ..errors import UnsupportedLayerError
-from ..kinds import AvgPool2d, Conv2d, Flatten, Hardsigmoid, Hardtanh, Narrow, Rescaling, ToMap, ToTokens, ZeroPad2d
+from ..kinds import (
+    AvgPool2d,
+    Conv2d,
+    Flatten,
+    Hardsigmoid,
+    Hardtanh,
+    Linear,
+    Narrow,
+    Rescaling,
+    ToMap,
+    ToTokens,
+    ZeroPad2d,
+)
 from ._graph import Names, Raw, drop, readers
 
 
@@ -202,11 +216,11 @@ def _fold_avgpool_pads(nodes: list[Raw]) -> None:
 
 
 def crops_as_narrows(
-    nodes: list[Raw], raw: dict[int, Any], output: int, names: Names
-) -> tuple[list[Raw], dict[int, Any], int]:
+    nodes: list[Raw], raw: dict[int, Any], outputs: list[int], names: Names
+) -> tuple[list[Raw], dict[int, Any], list[int]]:
     """Each Cropping2D the folds left (none of its neighbours absorbs it) as exact slices: a Narrow over the
     height, then one over the width (a side that crops nothing gets none). Returns the new nodes, the raw weights
-    and the output node, renumbered."""
+    and the output nodes, renumbered."""
     out: list[Raw] = []
     remap: dict[int, int] = {}
     for i, node in enumerate(nodes):
@@ -223,7 +237,7 @@ def crops_as_narrows(
                 out.append(Raw(name, "layer", [last], layer=Narrow(axis, before, size - before - after, name=name)))
                 last = len(out) - 1
         remap[i] = last
-    return out, {remap[k]: v for k, v in raw.items()}, remap[output]
+    return out, {remap[k]: v for k, v in raw.items()}, [remap[i] for i in outputs]
 
 
 def _grid(length: int, sizes: tuple[int, ...]) -> tuple[int, int] | None:
@@ -234,3 +248,65 @@ def _grid(length: int, sizes: tuple[int, ...]) -> tuple[int, int] | None:
     elif w == -1 and h > 0 and length % h == 0:
         w = length // h
     return (int(h), int(w)) if h > 0 and w > 0 and h * w == length else None
+
+
+def returned_tensors(model: Any, entry: str | list[str] | None) -> tuple[list[Any], bool]:
+    """The tensors a Keras model returns (``entry``: of a dict, that entry, or a list of them), and whether it
+    returns them as a list (several outputs; a model built by xconv with a list of one too, as its spec says: a
+    functional Keras model returns a list of one as the tensor itself)."""
+    struct: Any = getattr(model, "_outputs_struct", None)
+    if entry is None:
+        spec = getattr(model, "xconv_spec", None)
+        one = spec is not None and spec.outputs is not None
+        return list(model.outputs), isinstance(struct, (list, tuple)) and (len(model.outputs) > 1 or one)
+    if isinstance(entry, str):
+        return [struct[entry]], False
+    return [struct[k] for k in entry], True
+
+
+def flat_outputs(
+    nodes: list[Raw], outputs: list[int], every: bool = False
+) -> tuple[list[int], list[tuple[int, ...] | None]]:
+    """:func:`flat_output` for each of the model's outputs: (the output nodes, each one's FeatureOrder)."""
+    pairs = [flat_output(nodes, i, every) for i in outputs]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def flat_output(nodes: list[Raw], output: int, every: bool = False) -> tuple[int, tuple[int, ...] | None]:
+    """Make the model's output vector the Keras model's own. A Keras Flatten orders features H,W,C; a Dense after
+    it absorbs that in its weights, but when the flattened features reach the output, the spec's Flatten must
+    be channels-last too (the torch model then permutes before flattening), else the ported torch model returns
+    the same values in another order. An xconv-built model ends in a ``FeatureOrder`` that restores C,H,W order:
+    that is a plain Flatten's output, so the layer folds away (``_finish`` checks it has the order it must).
+    Returns the output node and that layer's order (None without one). With ``every``, every Flatten of a map
+    is made channels-last, wherever its features go."""
+    if every:
+        for node in nodes:
+            if node.alive and node.op == "layer" and isinstance(node.layer, Flatten) and node.payload:
+                h, w, c = node.payload[1]
+                if layout.flatten_permutation((c, h, w)) is not None:
+                    node.layer = dataclasses.replace(node.layer, channels_last=True)
+
+    for i, node in enumerate(nodes):
+        if not (node.alive and node.op == "keras_feature_order"):
+            continue
+        if i != output:
+            continue  # (another output's, or read inside: refused once every output is done)
+        node.alive = False
+        return node.inputs[0], node.payload
+    stack, seen = [output], set()
+    while stack:
+        i = stack.pop()
+        if i in seen:
+            continue
+        seen.add(i)
+        node = nodes[i]
+        if node.op == "layer" and isinstance(node.layer, Linear):
+            continue  # a Dense absorbs the order in its weights
+        if node.op == "layer" and isinstance(node.layer, Flatten):
+            h, w, c = node.payload[1] if node.payload else (1, 1, 1)
+            if layout.flatten_permutation((c, h, w)) is not None:
+                node.layer = dataclasses.replace(node.layer, channels_last=True)
+            continue
+        stack.extend(node.inputs)
+    return output, None

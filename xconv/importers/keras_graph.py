@@ -13,6 +13,7 @@ import numpy as np
 from .. import layout, shapes
 from ..backends._tf_env import keras
 from ..errors import UnsupportedLayerError
+from ..graph import model_outputs
 from ..kinds import framework_list, framework_table
 from ..kinds._keras_layout import to_canonical
 from ..kinds.activation._keras import _ACTIVATION_NAMES, keras_activation
@@ -39,6 +40,8 @@ from ._keras_folds import (
     _scalars_as_rescaling,
     _tensor_op,
     crops_as_narrows,
+    flat_outputs,
+    returned_tensors,
 )
 from ._keras_hub import MaskKeys, expand_calls, first_output_only
 from ._keras_text import (
@@ -83,15 +86,15 @@ def _calls(
     nested model's call is replaced by its own calls, between two aliases ``(None, [tensor], same tensor)``
     that tie its input and output to the outer graph's tensors."""
     sides = depth == 0 and len(model.inputs) > 1 and _takes_side_inputs(model)
-    ends = [model.outputs[0]] if output is None else [output]
-    if len(model.inputs) != 1 and not sides or output is None and len(model.outputs) != 1:
+    ends = list(model.outputs) if output is None else list(output)
+    if len(model.inputs) != 1 and not sides or output is None and len(model.outputs) != 1 and depth > 0:
         where = "the model" if depth == 0 else f"the nested model {model.name!r}"
         raise UnsupportedLayerError(f"from_keras: {where} must have one input and one output")
     if depth > 16:
         raise UnsupportedLayerError(f"from_keras: models nested more than 16 deep ({model.name!r})")
     order: list[tuple[Any, list[Any], Any]] = []
     done: set[int] = {id(t) for t in model.inputs}
-    stack: list[tuple[Any, bool]] = [(ends[0], False)]
+    stack: list[tuple[Any, bool]] = [(end, False) for end in reversed(ends)]
     while stack:
         t, expanded = stack.pop()
         if id(t) in done:
@@ -139,6 +142,7 @@ def _default_names(spec: Sequential, auto: set[str]) -> Sequential:
 
     for c in spec.layers:
         refs(c)
+    used.update(spec.outputs or ())  # (and the parts the model returns)
 
     def child(prefix: str, i: int) -> str:
         return f"{prefix}.{i}" if prefix else str(i)
@@ -161,15 +165,17 @@ def _default_names(spec: Sequential, auto: set[str]) -> Sequential:
             return item.rebuild(branches, name if keep else None)
         return item if keep or name is None else dataclasses.replace(item, name=None)
 
-    return Sequential(*(strip(c, str(i)) for i, c in enumerate(spec.layers)), input_shape=spec.input_shape)
+    layers = (strip(c, str(i)) for i, c in enumerate(spec.layers))
+    return Sequential(*layers, input_shape=spec.input_shape, outputs=spec.outputs)
 
 
 def import_model(
-    model: keras.Model, length: int | None = None, entry: str | None = None
+    model: keras.Model, length: int | None = None, entry: str | list[str] | None = None
 ) -> tuple[Sequential, dict[str, np.ndarray]]:
     """A Keras Sequential or functional model (hand-written, or a loaded .keras file of an xconv model) ->
     (spec, canonical weights). ``length``: a text encoder's sequence length, where its inputs take any;
-    ``entry``: the output of a model that returns a dict."""
+    ``entry``: the output of a model that returns a dict (a list: several of its entries). A model that returns a
+    list (or ``entry`` a list) imports as a spec with ``outputs``."""
     import dataclasses
 
     ids = ids_input(model)
@@ -182,8 +188,8 @@ def import_model(
             f"Received: {shape}" + (" (give input_shape=(L,) for a text encoder's length)" if shape == (None,) else "")
         )
     input_shape = (shape[2], shape[0], shape[1]) if len(shape) == 3 else shape
-    end = None if entry is None else model._outputs_struct[entry]
-    calls = _calls(model, inline=True, output=end)
+    ends, several = returned_tensors(model, entry)
+    calls = _calls(model, inline=True, output=ends)
     inputs_of = list(model.inputs)
     if length is not None:  # (the sequence axis of every tensor, at that length)
         sized: dict[int, Any] = {}
@@ -466,10 +472,9 @@ def import_model(
     _fold_hard_sigmoids(nodes)
     _scalars_as_rescaling(nodes)
     _fold_reshapes(nodes)
-    last = model.outputs[0] if end is None else end
     if length is not None:
-        last = _at(last, length, sized)
-    nodes, raw, model_output = crops_as_narrows(nodes, raw, index[id(last)], names)
+        ends = [_at(last, length, sized) for last in ends]
+    nodes, raw, returned = crops_as_narrows(nodes, raw, [index[id(last)] for last in ends], names)
     import copy
 
     from ..errors import SpecError
@@ -478,8 +483,8 @@ def import_model(
     for n in saved:
         n.inputs = list(n.inputs)
     try:
-        output, order = _flat_output(nodes, model_output)
-        return _finish(nodes, output, input_shape, names, auto, raw, order)
+        output, order = flat_outputs(nodes, returned)
+        return _finish(nodes, output if several else output[0], input_shape, names, auto, raw, order)
     except SpecError as e:
         if "different orders" not in str(e):
             raise UnsupportedLayerError(f"from_keras: the model's graph does not make a valid spec: {e}") from None
@@ -487,31 +492,32 @@ def import_model(
     # flat tensors of Keras' order (a Flatten's H,W,C) joined with others (a Dense's output, which is in no map
     # order): every Flatten of a map is read channels-last, so that each flat tensor is the Keras model's own
     try:
-        output, order = _flat_output(saved, model_output, every=True)
-        return _finish(saved, output, input_shape, names, auto, raw, order)
+        output, order = flat_outputs(saved, returned, every=True)
+        return _finish(saved, output if several else output[0], input_shape, names, auto, raw, order)
     except SpecError:
         raise UnsupportedLayerError(f"from_keras: the model's graph does not make a valid spec: {first}") from None
 
 
 def _finish(
     nodes: list[Raw],
-    output: int,
+    output: int | list[int],
     input_shape: tuple[int, ...],
     names: Names,
     auto: set[str],
     raw: dict[int, dict[str, np.ndarray]],
-    order: tuple[int, ...] | None = None,
+    orders: list[tuple[int, ...] | None],
 ) -> tuple[Sequential, dict[str, np.ndarray]]:
-
     named = to_spec(nodes, output, input_shape, names, "from_keras")
     auto |= {n for n in names.used if ".skip" in n and n not in names.reserved}
     spec = _default_names(named, auto)
-    if order is not None:  # xconv's FeatureOrder at the output: exactly the spec's C,H,W order, or refused
-        perm = layout.flatten_permutation(shapes.infer(spec)[-1].output_source)
+    for info, order in zip(model_outputs(shapes.infer(spec)), orders):
+        if order is None:  # (xconv's FeatureOrder at an output: exactly the spec's C,H,W order, or refused)
+            continue
+        perm = layout.flatten_permutation(info.output_source)
         if perm is None or list(order) != [int(v) for v in np.argsort(perm)]:
             raise UnsupportedLayerError(
-                "from_keras: the model's last layer (FeatureOrder) reorders its features other than into the C,H,W "
-                "order of the maps they were flattened from; only that order is supported"
+                "from_keras: the model's output layer (FeatureOrder) reorders its features other than into the "
+                "C,H,W order of the maps they were flattened from; only that order is supported"
             )
     by_name = {node.layer.name: i for i, node in enumerate(nodes) if node.alive and node.op == "layer"}
     weights_out: dict[str, np.ndarray] = {}
@@ -554,47 +560,3 @@ def _plain_layer(layer: Any, where: str, current: tuple[int, ...]) -> tuple[Any,
 #: family's Keras part
 _KERAS_IMPORTS: dict[type, Any] = framework_table("keras", "KERAS_IMPORTS")
 _KERAS_MATCHERS: list[Any] = framework_list("keras", "KERAS_MATCHERS")
-
-
-def _flat_output(nodes: list[Raw], output: int, every: bool = False) -> tuple[int, tuple[int, ...] | None]:
-    """Make the model's output vector the Keras model's own. A Keras Flatten orders features H,W,C; a Dense after
-    it absorbs that in its weights, but when the flattened features reach the output, the spec's Flatten must
-    be channels-last too (the torch model then permutes before flattening), else the ported torch model returns
-    the same values in another order. An xconv-built model ends in a ``FeatureOrder`` that restores C,H,W order:
-    that is a plain Flatten's output, so the layer folds away (``_finish`` checks it has the order it must).
-    Returns the output node and that layer's order (None without one). With ``every``, every Flatten of a map
-    is made channels-last, wherever its features go."""
-    import dataclasses
-
-    if every:
-        for node in nodes:
-            if node.alive and node.op == "layer" and isinstance(node.layer, Flatten) and node.payload:
-                h, w, c = node.payload[1]
-                if layout.flatten_permutation((c, h, w)) is not None:
-                    node.layer = dataclasses.replace(node.layer, channels_last=True)
-
-    for i, node in enumerate(nodes):
-        if not (node.alive and node.op == "keras_feature_order"):
-            continue
-        if i != output:
-            raise UnsupportedLayerError(
-                f"from_keras: layer {node.name!r} (FeatureOrder) is not the model's output; xconv puts it only there"
-            )
-        node.alive = False
-        return node.inputs[0], node.payload
-    stack, seen = [output], set()
-    while stack:
-        i = stack.pop()
-        if i in seen:
-            continue
-        seen.add(i)
-        node = nodes[i]
-        if node.op == "layer" and isinstance(node.layer, Linear):
-            continue  # a Dense absorbs the order in its weights
-        if node.op == "layer" and isinstance(node.layer, Flatten):
-            h, w, c = node.payload[1] if node.payload else (1, 1, 1)
-            if layout.flatten_permutation((c, h, w)) is not None:
-                node.layer = dataclasses.replace(node.layer, channels_last=True)
-            continue
-        stack.extend(node.inputs)
-    return output, None

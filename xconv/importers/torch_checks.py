@@ -114,7 +114,7 @@ def _probe_batch(module: nn.Module, shape: tuple[int, ...]) -> tuple[Any, ...]:
     return (torch.from_numpy(x).to(dtype),)
 
 
-def _check_trace(module: nn.Module, traced: Any, x: tuple[Any, ...], output_key: str | None) -> None:
+def _check_trace(module: nn.Module, traced: Any, x: tuple[Any, ...], output_key: str | list[str] | None) -> None:
     """The traced graph (with its in-place writes made explicit) must compute what ``module`` computes, run
     eagerly on the same batch with the same random seed: what torch.fx does not record (``out += y`` is traced
     as ``out + y``, so another name for ``out`` that eager execution updates keeps the old value in the graph;
@@ -134,11 +134,16 @@ def _check_trace(module: nn.Module, traced: Any, x: tuple[Any, ...], output_key:
     guard.refuse_parameter_writes("from_torch")
     from .torch_layers import _pick_output
 
-    a, b = (_pick_output(v, output_key) if isinstance(v, dict) else v for v in (eager, traced))
-    if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
-        return  # not one tensor: refused with its own message by the importer
-    tol = 1e-12 if a.dtype == torch.float64 else 1e-6
-    err = float("inf") if a.shape != b.shape else _traced_error(a.double().numpy(), b.double().numpy())
+    a, b = (_pick_output(v, output_key) if isinstance(v, (dict, list, tuple)) else v for v in (eager, traced))
+    pairs = list(zip(a, b)) if isinstance(a, list) and isinstance(b, list) and len(a) == len(b) else [(a, b)]
+    err, tol = 0.0, 1e-6
+    for a, b in pairs:
+        if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
+            return  # not tensors: refused with its own message by the importer
+        tol = 1e-12 if a.dtype == torch.float64 else 1e-6
+        err = float("inf") if a.shape != b.shape else _traced_error(a.double().numpy(), b.double().numpy())
+        if not err <= tol:
+            break
     if not err <= tol:
         raise UnsupportedLayerError(
             f"from_torch: the graph traced from {type(module).__name__}.forward computes something else "

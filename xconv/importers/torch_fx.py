@@ -59,6 +59,7 @@ from .torch_layers import (
     _get_attr,
     _layer,
     _live_nodes,
+    _output_node,
     _pick_output,
     _shape,
     _with_source_keys,
@@ -80,7 +81,7 @@ class _Tracer(torch.fx.Tracer):
 
 
 def import_model(
-    module: nn.Module, input_shape: tuple[int, ...], output_key: str | None = None
+    module: nn.Module, input_shape: tuple[int, ...], output_key: str | list[str] | None = None
 ) -> tuple[Sequential, dict[str, np.ndarray]]:
     """See :func:`_import_model`; the Python state some modules change in their forward (Hugging Face's Swin
     layers clamp their window and shift) is put back after the importer's runs of the model."""
@@ -94,7 +95,7 @@ def import_model(
 
 
 def _import_model(
-    module: nn.Module, input_shape: tuple[int, ...], output_key: str | None = None
+    module: nn.Module, input_shape: tuple[int, ...], output_key: str | list[str] | None = None
 ) -> tuple[Sequential, dict[str, np.ndarray]]:
     """A torch module -> (spec, canonical weights). The module is exported with ``torch.export`` (non-strict) and
     its program read back as module calls and torch functions (:mod:`.torch_export`); where it cannot be
@@ -153,7 +154,7 @@ def _import_model(
 
 
 def _import_traced(
-    module: nn.Module, input_shape: tuple[int, ...], output_key: str | None, why: str
+    module: nn.Module, input_shape: tuple[int, ...], output_key: str | list[str] | None, why: str
 ) -> tuple[Sequential, dict[str, np.ndarray]]:
     """The torch.fx front-end, for modules torch.export cannot export (``why``)."""
     _check_calls(module)
@@ -174,7 +175,7 @@ def _import_traced(
 
 
 def _import_graph(
-    module: nn.Module, gm: Any, input_shape: tuple[int, ...], output_key: str | None, retrace: Any
+    module: nn.Module, gm: Any, input_shape: tuple[int, ...], output_key: str | list[str] | None, retrace: Any
 ) -> tuple[Sequential, dict[str, np.ndarray]]:
     """The traced or exported graph ``gm`` of ``module`` -> (spec, canonical weights); ``retrace()`` gives the
     graph once more, in the mode the module is in then (functional calls' training flags are told apart)."""
@@ -213,7 +214,7 @@ def _import_graph(
     tokens = TokenIds(gm, params, consts, names, TOKEN_IDS.get())  # the token ids and padding mask
     shapes = ShapeOps(index, consts, nhwc)
     heads = Heads(module, gm, shapes, nodes, names, x)  # attention written out: head splits, sdpa calls, merges
-    output = None
+    output: int | list[int] | None = None
     live = _live_nodes(gm.graph, output_key)
     for node in gm.graph.nodes:
         if node not in live and node.op not in ("placeholder", "output"):
@@ -269,18 +270,9 @@ def _import_graph(
             params[node] = token
             continue
         if node.op == "output":
-            out = _pick_output(args[0], output_key)
-            if out not in index:
-                raise UnsupportedLayerError(
-                    f"from_torch: forward must return one tensor computed from its input. Received: {out!r}"[:300]
-                )
-            if out in nhwc:
-                raise UnsupportedLayerError(
-                    f"from_torch: forward returns {out.name!r}, a channels-last (permuted) tensor"
-                )
-            if out in shapes.pooled:
-                raise UnsupportedLayerError(f"from_torch: forward returns {out.name!r}, a mean of tokens as (N, C, 1)")
-            output = index[out]
+            picked = _pick_output(args[0], output_key)
+            ends = [_output_node(o, index, nhwc, shapes) for o in (picked if isinstance(picked, list) else [picked])]
+            output = ends if isinstance(picked, list) else ends[0]
             continue
         if heads.step(node, args, where):
             continue

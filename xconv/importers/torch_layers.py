@@ -291,30 +291,57 @@ def _layer(m: nn.Module, name: str, where: str) -> tuple[Any, dict[str, Any]]:
     return layer, {f"{layer.name}.{k}": t for k, t in state.items() if t is not None}
 
 
-def _pick_output(out: Any, key: str | None) -> Any:
-    """The returned tensor: the entry ``key`` of a returned dict (or its one entry), else the value itself."""
+def _pick_output(out: Any, key: str | list[str] | None) -> Any:
+    """The returned value: the entry ``key`` of a returned dict (or its one entry; a list of keys: the list of
+    those entries), else the value itself. A list or tuple of tensors is returned as a list (several outputs)."""
     if isinstance(out, dict):
+        if isinstance(key, (list, tuple)):
+            missing = [k for k in key if k not in out]
+            if missing:
+                raise UnsupportedLayerError(
+                    f"from_torch: output={list(key)!r} names {missing[0]!r}, which is not an entry of the returned "
+                    f"dict ({sorted(out)})"
+                )
+            return [out[k] for k in key]
         if key is None:
             if len(out) != 1:
                 raise UnsupportedLayerError(
-                    f"from_torch: forward returns a dict with entries {sorted(out)}; choose one with output=..."
+                    f"from_torch: forward returns a dict with entries {sorted(out)}; choose one with output=... "
+                    "(or several, output=[...])"
                 )
-            return next(iter(out.values()))
-        if key not in out:
+            out = next(iter(out.values()))
+        elif key not in out:
             raise UnsupportedLayerError(
                 f"from_torch: output={key!r} is not an entry of the returned dict ({sorted(out)})"
             )
-        return out[key]
-    if key is not None:
+        else:
+            out = out[key]
+    elif key is not None:
         raise UnsupportedLayerError(f"from_torch: output={key!r} was given but forward does not return a dict")
-    return out
+    return list(out) if isinstance(out, (list, tuple)) else out
 
 
-def _live_nodes(graph: Any, key: str | None) -> set[Any]:
-    """The nodes the (chosen) output depends on."""
+def _output_node(out: Any, index: dict[Any, int], nhwc: Any, shapes: Any) -> int:
+    """The raw node of one returned tensor, refused by name where it is not a tensor the spec computes."""
+    if not isinstance(out, torch.fx.Node) or out not in index:
+        raise UnsupportedLayerError(
+            f"from_torch: forward must return tensors computed from its input (one, or a list of them). Received: "
+            f"{out!r}"[:300]
+        )
+    if out in nhwc:
+        raise UnsupportedLayerError(f"from_torch: forward returns {out.name!r}, a channels-last (permuted) tensor")
+    if out in shapes.pooled:
+        raise UnsupportedLayerError(f"from_torch: forward returns {out.name!r}, a mean of tokens as (N, C, 1)")
+    return index[out]
+
+
+def _live_nodes(graph: Any, key: str | list[str] | None) -> set[Any]:
+    """The nodes the (chosen) outputs depend on."""
     out_node = next(n for n in graph.nodes if n.op == "output")
     value = out_node.args[0]
-    if isinstance(value, dict) and key in value:
+    if isinstance(value, dict) and isinstance(key, (list, tuple)):
+        value = [value[k] for k in key if k in value]
+    elif isinstance(value, dict) and key in value:
         value = value[key]
     stack = nodes_in(value)
     live: set[Any] = set()

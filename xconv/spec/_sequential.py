@@ -81,6 +81,10 @@ class Sequential:
     ``"0.weight"``, ``"1.weight"``, ...); a named one stays one element. The input shape may instead be given
     to ``build`` or ``summary``.
 
+    The model's output is its last part's. With ``outputs`` (the top-level Sequential only), the model returns
+    a list instead: the outputs of the parts with those keys (layers, named Sequentials, combinators), in that
+    order, as a backbone's feature maps for a dense-prediction head. Every part must then lead to one of them.
+
     >>> from xconv import Conv2d, ReLU, Flatten, Linear
     >>> spec = Sequential(Conv2d(3, 8, 3, padding=1), ReLU(), Flatten(), Linear(None, 10), input_shape=(3, 8, 8))
     >>> len(spec)
@@ -90,10 +94,23 @@ class Sequential:
     layers: tuple[Item, ...]
     input_shape: tuple[int, ...] | None
     name: str | None
+    #: the keys of the parts whose outputs the model returns, as a list, in order (None: the last part's alone)
+    outputs: tuple[str, ...] | None
 
-    def __init__(self, *layers: Item, input_shape: Iterable[int] | None = None, name: str | None = None) -> None:
+    def __init__(
+        self,
+        *layers: Item,
+        input_shape: Iterable[int] | None = None,
+        name: str | None = None,
+        outputs: Iterable[str] | None = None,
+    ) -> None:
         flat: list[Item] = []
         for position, layer in enumerate(layers):
+            if isinstance(layer, Sequential) and layer.outputs is not None:
+                raise SpecError(
+                    f"Sequential: the nested Sequential at position {position} has outputs={list(layer.outputs)}; "
+                    "only the top-level Sequential says which parts the model returns"
+                )
             if isinstance(layer, Sequential):
                 if layer.input_shape is not None and position > 0:
                     raise SpecError(
@@ -120,6 +137,7 @@ class Sequential:
         shape = None if input_shape is None else as_shape("Sequential", input_shape)
         object.__setattr__(self, "input_shape", shape)
         object.__setattr__(self, "name", as_name("Sequential", name))
+        object.__setattr__(self, "outputs", _outputs(outputs))
 
     @property
     def kind(self) -> str:
@@ -146,6 +164,7 @@ class Sequential:
         object.__setattr__(out, "layers", self.layers)
         object.__setattr__(out, "input_shape", None if input_shape is None else as_shape("Sequential", input_shape))
         object.__setattr__(out, "name", self.name)
+        object.__setattr__(out, "outputs", self.outputs)
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -156,7 +175,25 @@ class Sequential:
             "input_shape": None if self.input_shape is None else list(self.input_shape),
             "name": self.name,
             "layers": [_item_dict(layer) for layer in self.layers],
+            **({} if self.outputs is None else {"outputs": list(self.outputs)}),
         }
+
+
+def _outputs(outputs: Iterable[str] | None) -> tuple[str, ...] | None:
+    if outputs is None:
+        return None
+    if isinstance(outputs, str) or not isinstance(outputs, Iterable):
+        raise SpecError(f"Sequential: outputs must be a list of part keys. Received: {outputs!r}")
+    keys = tuple(outputs)
+    bad = [k for k in keys if not isinstance(k, str) or not k]
+    if not keys or bad:
+        raise SpecError(
+            f"Sequential: outputs must be a non-empty list of part keys (strings). Received: {list(keys)!r}"
+        )
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise SpecError(f"Sequential: outputs names {twice[0]!r} twice; each output is one part's")
+    return keys
 
 
 @dataclasses.dataclass(frozen=True, init=False, repr=False)
@@ -353,9 +390,11 @@ def _repr(item: Any, depth: int) -> str:
     if isinstance(item, (Layer, Use)):
         return repr(item)
     if isinstance(item, Sequential):
-        children, extra = item.layers, {}
+        children, extra = item.layers, dict[str, Any]()
         if item.input_shape is not None:
             extra["input_shape"] = item.input_shape
+        if item.outputs is not None:
+            extra["outputs"] = list(item.outputs)
     else:
         children, extra = item.branches, item._extra()
     if item.name is not None:
@@ -393,7 +432,7 @@ def from_dict(data: Mapping[str, Any]) -> Sequential:
     if not isinstance(layers_data, list):
         raise SpecError(f"from_dict: `layers` must be a list. Received: {layers_data!r}")
     layers = [_item(item, str(index)) for index, item in enumerate(layers_data)]
-    return Sequential(*layers, input_shape=data.get("input_shape"), name=data.get("name"))
+    return Sequential(*layers, input_shape=data.get("input_shape"), name=data.get("name"), outputs=data.get("outputs"))
 
 
 #: how deeply containers may nest in a spec read from data

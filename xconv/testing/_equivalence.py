@@ -12,7 +12,7 @@ from .. import shapes
 from .._api import build, get_weights, predict, set_weights, side_arrays
 from .._verify import ROUNDING_FACTOR
 from ..backends import canonical_name, get_backend
-from ..graph import token_vocabulary
+from ..graph import model_outputs, returns_list, token_vocabulary
 from ..kinds.token._dot import carried as dot_carried
 from ..kinds.token._dot import head_scale
 from ..shapes import LayerInfo
@@ -233,8 +233,10 @@ def compare_layerwise(
     xs = _inputs(resolved, infos, x, dtype)
     side = side_arrays(padding_mask, token_types, xs, infos, "compare_layerwise")
     w = init_weights(infos, seed, dtype) if weights is None else weights
-    out_shape = (xs.shape[0], *infos[-1].output_shape)
-    upstream = np.random.default_rng(seed + 1).standard_normal(out_shape).astype(dtype)
+    draw = np.random.default_rng(seed + 1)
+    returned = model_outputs(infos)
+    ups = [draw.standard_normal((xs.shape[0], *info.output_shape)).astype(dtype) for info in returned]
+    upstream: Any = ups if returns_list(infos) else ups[0]
     runs = {}
     forwards = {}
     for name in names:
@@ -249,7 +251,6 @@ def compare_layerwise(
     out_tol = default_tolerance(dtype, "output") if rtol is None else rtol
     grad_tol = default_tolerance(dtype, "grad") if rtol is None else rtol
     rows: list[Row] = []
-    last_carried = 0.0
     carried_of: dict[int, float] = {}  # node -> the magnitude its output's errors scale with
     for info in infos:
         row = Row(info.index, info.kind, "output", tolerance=out_tol, atol=atol or 0.0, key=info.key)
@@ -288,7 +289,6 @@ def compare_layerwise(
         for n in names[1:]:
             row.diffs[n] = _diff(runs[ref][0][info.index], runs[n][0][info.index], carried)
         rows.append(row)
-        last_carried = carried
         if training:
             for bname in info.buffers:
                 key = f"{info.key}.{bname}"
@@ -305,12 +305,14 @@ def compare_layerwise(
                 rows.append(grow)
     if forwards:
         # each backend's model called as a whole must compute what its layers compute one by one: a builder
-        # that wires a join to the wrong tensor shows here (the per-layer trace follows the spec's wiring)
-        last = infos[-1]
-        row = Row(last.index, last.kind, "model call", tolerance=out_tol, atol=atol or 0.0, key=last.key)
-        for n in names:
-            row.diffs[n] = _diff(runs[n][0][last.index], forwards[n], last_carried)
-        rows.append(row)
+        # that wires a join to the wrong tensor shows here (the per-layer trace follows the spec's wiring);
+        # a model with several outputs, each of them
+        for place, out in enumerate(returned):
+            row = Row(out.index, out.kind, "model call", tolerance=out_tol, atol=atol or 0.0, key=out.key)
+            for n in names:
+                called = forwards[n][place] if returns_list(infos) else forwards[n]
+                row.diffs[n] = _diff(runs[n][0][out.index], called, carried_of[out.index])
+            rows.append(row)
     if grads and runs[ref][1] is not None:  # (token ids have no gradient)
         row = Row(None, "input", "grad input", tolerance=grad_tol, atol=atol or 0.0)
         for n in names[1:]:
@@ -324,12 +326,18 @@ def compare_layerwise(
     return rows
 
 
+def _float64(upstream: Any) -> Any:
+    if isinstance(upstream, list):
+        return [np.asarray(u, dtype=np.float64) for u in upstream]
+    return np.asarray(upstream, dtype=np.float64)
+
+
 def _measure_rounding(
     rows: list[Row],
     spec: Sequential,
     weights: Mapping[str, Any],
     xs: np.ndarray,
-    upstream: np.ndarray,
+    upstream: Any,
     training: bool,
     side: dict[str, np.ndarray],
     runs: dict[str, Any],
@@ -349,7 +357,7 @@ def _measure_rounding(
     floats = {k: np.asarray(v) for k, v in weights.items()}  # (a BatchNorm's count stays an integer)
     set_weights(model, {k: v.astype(np.float64) if v.dtype.kind == "f" else v for k, v in floats.items()})
     batch = xs if xs.dtype.kind in "iu" else xs.astype(np.float64)
-    values, gx, grads = get_backend(names[0]).trace(model, batch, upstream.astype(np.float64), training, **side)[:3]
+    values, gx, grads = get_backend(names[0]).trace(model, batch, _float64(upstream), training, **side)[:3]
     for row in rows:
         if row.what == "output":
             exact, got = values[row.layer], {n: runs[n][0][row.layer] for n in names}

@@ -11,7 +11,7 @@ from .. import shapes
 from .._api import build, get_weights, set_weights
 from ..backends import get_backend
 from ..errors import SpecError
-from ..graph import side_inputs, token_type_count, token_vocabulary
+from ..graph import model_outputs, returns_list, side_inputs, token_type_count, token_vocabulary
 from ..spec import Sequential
 from ..weights import init_weights
 
@@ -83,6 +83,11 @@ def train_parity(
         raise ValueError(
             f"train_parity: layer {drop[0].key} is {drop[0].layer!r}; dropout masks differ between frameworks, "
             "so trajectories cannot be compared (use Dropout(0) to keep the layer)"
+        )
+    if returns_list(infos):
+        raise SpecError(
+            f"train_parity trains a classifier on one output with cross-entropy; this spec returns "
+            f"{len(model_outputs(infos))} (outputs={list(resolved.outputs or ())})"
         )
     out = infos[-1].output_shape
     if len(out) != 1:

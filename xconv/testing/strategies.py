@@ -215,7 +215,8 @@ def specs(
 ) -> Sequential:
     """A valid random ``Sequential`` with ``input_shape`` set: convs, pools, BatchNorm2d, activations and
     Dropout on a (C, H, W) map, then optionally Flatten with Linear, BatchNorm1d, activations and Dropout;
-    1..max_layers layers (a fork-join block counts as one; ``graphs=False`` draws chains only). Sizes odd and even, sometimes C == H == W, sometimes 1x1 maps before Flatten.
+    1..max_layers layers (a fork-join block counts as one; ``graphs=False`` draws chains only, and one output;
+    graphs return, one time in four, the outputs of one or two earlier parts with the last, ``outputs=``). Sizes odd and even, sometimes C == H == W, sometimes 1x1 maps before Flatten.
     ``kinds`` limits the layer kinds drawn (default: all, :data:`ALL_KINDS`; :data:`CORE_KINDS` for the
     core's four); ``groups=False`` draws only ungrouped convs. ``batch_stats=False`` draws no BatchNorm with
     ``track_running_stats=False`` (which normalises with batch statistics even in inference): in float32,
@@ -376,7 +377,25 @@ def specs(
                 shape = (out,)
     if not layers:
         layers.append(ReLU() if "ReLU" in kinds else Flatten())
-    return Sequential(*layers, input_shape=input_shape)
+    returned = None
+    if graphs and len(layers) > 1 and draw(st.integers(0, 3)) == 0:  # several outputs: earlier parts and the last
+        picked = draw(st.lists(st.integers(0, len(layers) - 2), min_size=1, max_size=2, unique=True))
+        returned = [_named(layers, k) for k in [*picked, len(layers) - 1]]
+    return Sequential(*layers, input_shape=input_shape, outputs=returned)
+
+
+def _named(layers: list[Any], k: int) -> str:
+    """The name of top-level part ``k``, naming it ``t{k}`` first where it has none (for a Use or an output)."""
+    part = layers[k]
+    if part.name is None:
+        named = f"t{k}"
+        if isinstance(part, Sequential):
+            layers[k] = Sequential(*part.layers, name=named)
+        elif hasattr(part, "rebuild"):  # a combinator
+            layers[k] = part.rebuild(part.branches, named)
+        else:
+            layers[k] = replace(part, name=named)
+    return str(layers[k].name)
 
 
 @st.composite
@@ -395,18 +414,7 @@ def _reference(
     if not fits:
         return Identity()
     k, earlier = draw(st.sampled_from(fits))
-    source = None
-    if k >= 0:
-        part = layers[k]
-        if part.name is None:
-            named = f"t{k}"
-            if isinstance(part, Sequential):
-                layers[k] = Sequential(*part.layers, name=named)
-            elif hasattr(part, "rebuild"):  # a combinator
-                layers[k] = part.rebuild(part.branches, named)
-            else:
-                layers[k] = replace(part, name=named)
-        source = layers[k].name
+    source = _named(layers, k) if k >= 0 else None
     if earlier == shape and "Add" in kinds and (draw(st.booleans()) or "Concat" not in kinds):
         join: Any = Add(Identity(), Use(source))
         if draw(st.booleans()):  # the same tensor read by a second join at once

@@ -93,7 +93,7 @@ def permute(x: Any, perm: tuple[int, ...]) -> Any:
     return tf.transpose(x, perm)
 
 
-def import_model(model: Any, length: int | None = None, output: str | None = None) -> Any:
+def import_model(model: Any, length: int | None = None, output: str | list[str] | None = None) -> Any:
     from ...importers.keras_graph import import_model as run
 
     return run(model, length, output)

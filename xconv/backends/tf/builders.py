@@ -9,7 +9,7 @@ from typing import Any, cast
 import numpy as np
 
 from ... import layout
-from ...graph import concat_axis, reads_side, side_inputs, token_vocabulary
+from ...graph import concat_axis, model_outputs, reads_side, returns_list, side_inputs, token_vocabulary
 from ...kinds import Conv2d, Linear, ReLU, framework_table
 from ...kinds._keras_names import keras_name
 from ...shapes import LayerInfo
@@ -28,6 +28,8 @@ def fused_relus(infos: list[LayerInfo]) -> dict[int, int]:
     out = {}
     for info in infos:
         nxt = readers.get(info.index, [])
+        if info.output is not None:  # (the model returns the pre-activation tensor)
+            continue
         if isinstance(info.layer, (Conv2d, Linear)) and len(nxt) == 1 and isinstance(infos[nxt[0]].layer, ReLU):
             out[info.index] = nxt[0]
     return out
@@ -90,7 +92,8 @@ def build(spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarra
         sys.setrecursionlimit(max(limit, 20 * len(infos) + 1000))
         try:
             model_inputs = [inputs, *side.values()] if side else inputs
-            model = keras.Model(model_inputs, _output_order(infos, values[infos[-1].index], dtype), name="xconv")
+            returned = [_output_order(info, values[info.index], dtype) for info in model_outputs(infos)]
+            model = keras.Model(model_inputs, returned if returns_list(infos) else returned[0], name="xconv")
         finally:
             sys.setrecursionlimit(limit)
     except ValueError as e:
@@ -110,17 +113,17 @@ def build(spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarra
     return model
 
 
-def _output_order(infos: list[LayerInfo], y: Any, dtype: str) -> Any:
-    """The model's output, features flattened from a map put back in C,H,W order (the torch model's vector):
+def _output_order(info: LayerInfo, y: Any, dtype: str) -> Any:
+    """A model's output (node ``info``), features flattened from a map put back in C,H,W order (the torch model's vector):
     a Keras Flatten gives H,W,C order, which a Dense after it absorbs in its weights, but an output has no
     weights to absorb it."""
     from ...kinds.dense._keras import FeatureOrder
 
-    perm = layout.flatten_permutation(infos[-1].output_source)
+    perm = layout.flatten_permutation(info.output_source)
     if perm is None:
         return y
     order = np.argsort(perm)
-    return FeatureOrder(order, dtype=dtype, name=f"{keras_name(infos[-1])}_chw_order")(y)
+    return FeatureOrder(order, dtype=dtype, name=f"{keras_name(info)}_chw_order")(y)
 
 
 def _build_nodes(

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ... import layout
+from ...graph import upstreams
 from ...kinds._keras_layout import to_canonical
 from ...kinds.token._keras import SelfAttentionLayer, TokenTypeEmbeddingLayer
 from .._tf_env import keras, tf
@@ -37,35 +38,48 @@ def _inputs(model: keras.Model, x: np.ndarray, side: dict[str, np.ndarray | None
     return given
 
 
-def forward(model: keras.Model, x: np.ndarray, output: str | None = None, **side: np.ndarray | None) -> np.ndarray:
+def forward(model: keras.Model, x: np.ndarray, output: str | list[str] | None = None, **side: np.ndarray | None) -> Any:
     """Run ``model`` on an NCHW (or (N, F)) numpy batch; returns numpy in NCHW (or (N, F), features in C,H,W
-    order where they were flattened from a map: the model itself returns them so, nothing is reordered here)."""
-    y: np.ndarray = np.asarray(_entry(model(_inputs(model, x, side), training=False), output))
-    if y.ndim == 4:
-        nchw: np.ndarray = layout.to_nchw(y)
-        return nchw
-    return y
+    order where they were flattened from a map: the model itself returns them so, nothing is reordered here).
+    A model with several outputs gives the list of them."""
+    return _numpy(_listed(model, _entry(model(_inputs(model, x, side), training=False), output)))
+
+
+def _listed(model: keras.Model, y: Any) -> Any:
+    """A model built by xconv whose spec lists its outputs returns a list, one of one too (a functional Keras
+    model returns a list of one output as the tensor itself)."""
+    spec = getattr(model, "xconv_spec", None)
+    listed = spec is not None and spec.outputs is not None
+    return [y] if listed and not isinstance(y, (list, tuple)) else y
+
+
+def _numpy(y: Any) -> Any:
+    if isinstance(y, (list, tuple)):
+        return [_numpy(part) for part in y]
+    return _nchw(np.asarray(y))
 
 
 def forward_training(
-    model: keras.Model, x: np.ndarray, output: str | None = None, **side: np.ndarray | None
-) -> np.ndarray:
+    model: keras.Model, x: np.ndarray, output: str | list[str] | None = None, **side: np.ndarray | None
+) -> Any:
     """One call with ``training=True`` (as ``fit`` calls it: BatchNorm on batch statistics, except layers that
     are not trainable), on an NCHW (or (N, F)) batch; the moving statistics (every non-trainable variable) are
     put back afterwards."""
     saved = [(v, v.numpy()) for v in model.non_trainable_variables]
     try:
-        y: np.ndarray = np.asarray(_entry(model(_inputs(model, x, side), training=True), output))
+        y = _listed(model, _entry(model(_inputs(model, x, side), training=True), output))
     finally:
         for v, value in saved:
             v.assign(value)
-    return _nchw(y)
+    return _numpy(y)
 
 
-def _entry(y: Any, output: str | None) -> Any:
+def _entry(y: Any, output: str | list[str] | None) -> Any:
     """A model's output: the entry ``output`` of one that returns a dict (or its one entry)."""
     if not isinstance(y, dict):
         return y
+    if isinstance(output, (list, tuple)):
+        return [y[k] for k in output]
     if output is None:
         if len(y) != 1:
             raise ValueError(f"the model returns a dict of {sorted(y)}: say which entry (output=)")
@@ -80,7 +94,7 @@ def _nchw(y: np.ndarray) -> np.ndarray:
 def trace(
     model: keras.Model,
     x: np.ndarray,
-    upstream: np.ndarray,
+    upstream: Any,
     training: bool = False,
     **side: np.ndarray | None,
 ) -> tuple[list[np.ndarray], np.ndarray | None, dict[str, np.ndarray]]:
@@ -93,7 +107,8 @@ def trace(
 
     infos = infer(model.xconv_spec)
     xv = tf.constant(layout.to_nhwc(x) if x.ndim == 4 else x)
-    up = tf.constant(layout.to_nhwc(upstream) if upstream.ndim == 4 else upstream)  # a vector is in C,H,W order
+    # (one per output; a vector is in C,H,W order, as the model returns it)
+    ups = [tf.constant(layout.to_nhwc(u) if np.ndim(u) == 4 else np.asarray(u)) for u in upstreams(infos, upstream)]
     variables = {(i.index, n): v for i in infos for n, v in _params(model, i).items() if n not in i.buffers}
     fused = fused_relus(infos)
     relu_of = {relu: conv for conv, relu in fused.items()}
@@ -151,7 +166,7 @@ def trace(
                 values[info.index] = h
             else:
                 values[info.index] = value[out_of[names[-1]]]
-        loss = tf.reduce_sum(value[id(model.outputs[0])] * up)
+        loss = tf.add_n([tf.reduce_sum(value[id(t)] * up) for t, up in zip(model.outputs, ups)])
     keys = list(variables)
     ids = x.dtype.kind in "iu"  # token ids: no gradient
     sources = [*([] if ids else [xv]), *variables.values()]
