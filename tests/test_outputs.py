@@ -273,3 +273,83 @@ def test_feature_backbones_port_to_keras(both_backends, name, dtype):
     assert max_rel_diff(expect, got) <= TOLERANCE[dtype]
     if dtype == "float32":
         assert len(xc.from_keras(km).outputs) == len(expect)
+
+
+# ---- found by review ----
+
+
+def test_a_returned_pad_is_not_folded_into_the_conv_after_it(both_backends):
+    """A fold that needs a tensor's one reader counts the model's return as a reader: the padded map stays an
+    output of its own size, in torch and in Keras."""
+    import keras
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class Padded(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(3, 4, 1)
+            self.d = nn.Conv2d(4, 2, 3)
+
+        def forward(self, x):
+            p = F.pad(self.c(x), (1, 1, 1, 1))
+            return p, self.d(p)
+
+    torch.manual_seed(0)
+    model = Padded().eval()
+    spec = xc.from_torch(model, (3, 6, 6))
+    assert [i.output_shape for i in model_outputs(xc.infer(spec))] == [(4, 8, 8), (2, 6, 6)]
+    km = xc.port(model, to="tf", input_shape=(3, 6, 6))
+    assert [tuple(t.shape[1:]) for t in km.outputs] == [(8, 8, 4), (6, 6, 2)]
+    inp = keras.Input((5, 5, 3))
+    padded = keras.layers.ZeroPadding2D(1, name="z")(keras.layers.Conv2D(4, 1, name="c")(inp))
+    two = keras.Model(inp, [padded, keras.layers.Conv2D(2, 3, name="c2")(padded)])
+    assert [i.output_shape for i in model_outputs(xc.infer(xc.from_keras(two)))] == [(4, 7, 7), (2, 5, 5)]
+    xc.port(two, to="torch")
+
+
+def test_verify_bounds_each_output_by_its_own_rounding(both_backends):
+    """A deep output whose float32 rounding is large (a cancellation of terms of 1e4) must not lend its allowance
+    to a shallow one: a bias 2e-4 off in the shallow output fails alone and beside it."""
+    import torch
+    from torch import nn
+
+    from xconv._verify import verify_port
+
+    class Two(nn.Module):
+        def __init__(self, both):
+            super().__init__()
+            self.both = both
+            self.l0, self.l1, self.l2 = nn.Linear(4, 4), nn.Linear(4, 2), nn.Linear(2, 1)
+            with torch.no_grad():
+                w = torch.randn(1, 4) * 1e4
+                self.l1.weight.copy_(torch.cat([w, w * (1 + 1e-6)]))
+                self.l1.bias.zero_()
+                self.l2.weight.copy_(torch.tensor([[1.0, -1.0]]))
+                self.l2.bias.zero_()
+
+        def forward(self, x):
+            h = self.l0(x)
+            return (h, self.l2(self.l1(h))) if self.both else h
+
+    for both in (False, True):
+        torch.manual_seed(0)
+        model = Two(both).eval()
+        spec, weights = xc.from_torch(model, (4,), return_weights=True)
+        km = xc.port(model, to="tf", input_shape=(4,))
+        bias = km.get_layer("l0").bias
+        bias.assign(bias.numpy() + np.array([2e-4, 0, 0, 0], dtype="float32"))
+        with pytest.raises(xc.PortError, match="the ported tf model 0.000"):
+            verify_port(model, km, spec, weights, ("torch", "tf"), "float32", 0)
+
+
+def test_a_spec_with_outputs_is_format_version_3():
+    """A reader of version 2 would drop the outputs; version 3 makes it refuse. Unknown top-level fields (a
+    misspelled ``output``) are refused too."""
+    data = pyramid().to_dict()
+    assert data["version"] == 3 and xc.Sequential(xc.ReLU(), input_shape=(1, 2, 2)).to_dict()["version"] == 2
+    with pytest.raises(xc.SpecError, match="unknown top-level fields \\['output'\\]"):
+        xc.from_dict({**{k: v for k, v in data.items() if k != "outputs"}, "output": data["outputs"]})
+    with pytest.raises(xc.SpecError, match="`outputs` come with format version 3"):
+        xc.from_dict({**data, "version": 2})

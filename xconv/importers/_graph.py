@@ -93,6 +93,24 @@ def readers(nodes: list[Raw]) -> dict[int, list[int]]:
     return out
 
 
+def returned_marker(nodes: list[Raw], output: int | list[int]) -> int | None:
+    """Before the folds: a model with several outputs gets a marker node reading them, so that a fold that
+    needs a tensor's one reader sees the model's return as a reader too (a returned pad is not folded into the
+    conv after it). Its index, or None (one output)."""
+    if not isinstance(output, list):
+        return None
+    nodes.append(Raw("returned", "returned", list(output)))
+    return len(nodes) - 1
+
+
+def read_returned(nodes: list[Raw], at: int | None, output: int | list[int]) -> int | list[int]:
+    """After the folds: the returned nodes, as the marker ``at`` reads them now (the marker removed)."""
+    if at is None:
+        return output
+    nodes[at].alive = False
+    return list(nodes[at].inputs)
+
+
 def drop(nodes: list[Raw], i: int) -> None:
     """Remove node ``i`` (one input), rewiring its readers to its input."""
     src = nodes[i].inputs[0]

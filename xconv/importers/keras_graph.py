@@ -30,7 +30,7 @@ from ..spec import (
     Sequential,
     ZeroPad2d,
 )
-from ._graph import Names, Raw, to_spec
+from ._graph import Names, Raw, returned_marker, to_spec
 from ._keras_folds import (
     _fold_avgpool_pads,
     _fold_convs,
@@ -466,15 +466,18 @@ def import_model(
                         payload=("from", (1, 1, int(out.shape[-1]))),
                     )
                 )
+    if length is not None:
+        ends = [_at(last, length, sized) for last in ends]
+    at = returned_marker(nodes, [index[id(last)] for last in ends] if several else index[id(ends[0])])
     fold_transpose_crops(nodes)
     _fold_convs(nodes)
     _fold_avgpool_pads(nodes)
     _fold_hard_sigmoids(nodes)
     _scalars_as_rescaling(nodes)
     _fold_reshapes(nodes)
-    if length is not None:
-        ends = [_at(last, length, sized) for last in ends]
-    nodes, raw, returned = crops_as_narrows(nodes, raw, [index[id(last)] for last in ends], names)
+    nodes, raw, (kept,) = crops_as_narrows(nodes, raw, [index[id(ends[0])] if at is None else at], names)
+    returned = [kept] if at is None else list(nodes[kept].inputs)
+    nodes[kept].alive = nodes[kept].alive if at is None else False  # (the marker of the returned tensors)
     import copy
 
     from ..errors import SpecError

@@ -20,7 +20,7 @@ from ..spec import (
     TokenMean,
     TokenTypeEmbedding,
 )
-from ._graph import Fragment, Names, Raw, to_spec
+from ._graph import Fragment, Names, Raw, read_returned, returned_marker, to_spec
 from ._torch_mutation import StateGuard, describe, functionalize
 from .torch_checks import (
     PADDING_MASK,
@@ -495,7 +495,9 @@ def _import_graph(
         )
     if output is None:
         raise UnsupportedLayerError("from_torch: forward returns nothing")
+    at = returned_marker(nodes, output)
     _fold_pads(nodes)
+    output = read_returned(nodes, at, output)
     _rename_under_owners(nodes, names, tensors)
     _check_key_clashes(module, tensors)
     from ..errors import SpecError

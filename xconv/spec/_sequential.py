@@ -30,6 +30,9 @@ __all__ = [
 FORMAT = "xconv.spec"
 #: 2: nested containers, combinators and names; version 1 files (flat chains) still load
 FORMAT_VERSION = 2
+#: the version of a spec with ``outputs`` (a model returning a list): a reader that knows only version 2
+#: refuses it, where it would drop the outputs and return the last part's alone
+OUTPUTS_VERSION = 3
 
 
 @dataclasses.dataclass(frozen=True, init=False)
@@ -171,7 +174,7 @@ class Sequential:
         """A JSON-ready dict; ``xconv.from_dict`` turns it back into an equal spec."""
         return {
             "format": FORMAT,
-            "version": FORMAT_VERSION,
+            "version": FORMAT_VERSION if self.outputs is None else OUTPUTS_VERSION,
             "input_shape": None if self.input_shape is None else list(self.input_shape),
             "name": self.name,
             "layers": [_item_dict(layer) for layer in self.layers],
@@ -424,9 +427,19 @@ def from_dict(data: Mapping[str, Any]) -> Sequential:
     if not isinstance(data, Mapping) or data.get("format") != FORMAT:
         raise SpecError(f"from_dict: expected a dict with format={FORMAT!r}. Received: {str(data)[:200]}")
     version = data.get("version")
-    if version not in (1, FORMAT_VERSION):
+    if version not in (1, FORMAT_VERSION, OUTPUTS_VERSION):
         raise SpecError(
-            f"from_dict: unsupported spec format version {version!r}; this xconv reads 1 and {FORMAT_VERSION}"
+            f"from_dict: unsupported spec format version {version!r}; this xconv reads 1 to {OUTPUTS_VERSION}"
+        )
+    unknown = sorted(set(data) - {"format", "version", "input_shape", "name", "layers", "outputs"})
+    if unknown:
+        raise SpecError(
+            f"from_dict: unknown top-level fields {unknown}; a spec has format, version, input_shape, "
+            "name, layers and (version 3) outputs"
+        )
+    if "outputs" in data and version != OUTPUTS_VERSION:
+        raise SpecError(
+            f"from_dict: `outputs` come with format version {OUTPUTS_VERSION}. Received: version {version!r}"
         )
     layers_data = data.get("layers")
     if not isinstance(layers_data, list):
