@@ -168,3 +168,69 @@ def test_keras_hub_bert_positions_read_from_another_row_are_caught(both_backends
     monkeypatch.setattr(_keras_hub, "_weighted", shifted)
     with pytest.raises(PortError):
         xc.port(_bert(), to="torch", input_shape=(6,), output="sequence_output")
+
+
+def _mit(dtype: str = "float32"):
+    """keras-hub's MiT (SegFormer's backbone), two stages: spatial reduction 2 then 1, drop paths 0 and 0.1."""
+    import keras_hub
+
+    return _randomized(
+        keras_hub.models.MiTBackbone(
+            layerwise_depths=[1, 1],
+            num_layers=2,
+            layerwise_num_heads=[1, 2],
+            layerwise_sr_ratios=[2, 1],
+            max_drop_path_rate=0.1,
+            layerwise_patch_sizes=[7, 3],
+            layerwise_strides=[4, 2],
+            image_shape=(32, 32, 3),
+            hidden_dims=[16, 32],
+            dtype=dtype,
+        )
+    )
+
+
+def test_keras_hub_mit_ports_both_ways(both_backends):
+    """Its overlapping patch embedding, spatial-reduction attention (xconv's DotProductAttention, with the
+    weights' dropout of 0.1), Mix-FFN (depthwise conv on the square map, tanh GELU) and drop paths; its pyramid
+    of stage maps as several outputs. (float32: keras-hub builds MiT's inner layers in float32 whatever the
+    backbone's dtype.)"""
+    import keras
+    import torch
+
+    dtype = "float32"
+    model = _mit(dtype)
+    torch_model = xc.port(model, to="torch")
+    x = np.random.default_rng(1).standard_normal((2, 32, 32, 3)).astype(dtype)
+    want = np.asarray(model(x))
+    with torch.no_grad():
+        got = torch_model(torch.from_numpy(xc.to_nchw(x))).numpy()
+    assert max_rel_diff(xc.to_nchw(want), got) <= TOLERANCE[dtype]
+    infos = xc.infer(xc.spec_of(torch_model))
+    attention = [i for i in infos if i.kind == "DotProductAttention"]
+    assert [a.layer.dropout for a in attention] == [pytest.approx(0.1)] * 2
+    assert [i.layer.p for i in infos if i.kind == "StochasticDepth"] == [pytest.approx(0.1)] * 2
+    back = xc.port(torch_model, to="keras")
+    assert max_rel_diff(want, np.asarray(back(x))) <= TOLERANCE[dtype]
+    ported = np.sort(np.concatenate([w.ravel() for w in xc.get_weights(back).values()]))
+    source = np.sort(np.concatenate([np.ravel(v.numpy()) for v in model.weights]))
+    assert np.array_equal(ported, source)
+    pyramid = keras.Model(model.inputs, model.pyramid_outputs)
+    levels = xc.port(pyramid, to="torch", output=["P1", "P2"])
+    want = [xc.to_nchw(np.asarray(t)) for t in pyramid(x).values()]
+    assert max_rel_diff(want, xc.predict(levels, xc.to_nchw(x))) <= TOLERANCE[dtype]
+
+
+def test_keras_hub_mit_keys_and_values_swapped_are_caught(both_backends, monkeypatch):
+    """An importer that gave the attention its values as keys and its keys as values: port refuses it."""
+    from xconv.importers import _keras_hub_mit
+
+    real = _keras_hub_mit._attention
+
+    def swapped(layer, x, prefix, names):
+        calls, out = real(layer, x, prefix, names)
+        return [(f, [ins[0], ins[2], ins[1]] if len(ins) == 3 else ins, o) for f, ins, o in calls], out
+
+    monkeypatch.setattr(_keras_hub_mit, "_attention", swapped)
+    with pytest.raises(PortError):
+        xc.port(_mit(), to="torch")

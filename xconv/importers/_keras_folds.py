@@ -172,7 +172,7 @@ def _fold_reshapes(nodes: list[Raw]) -> None:
             node.op, node.layer, node.payload = "layer", Flatten(name=node.name), None
         elif len(src) == 3 and target in ((src[0] * src[1], src[2]), (-1, src[2])):  # an NHWC map as tokens
             node.op, node.layer, node.payload = "layer", ToTokens(name=node.name), None
-        elif len(src) == 2 and len(target) == 3 and target[2] == src[1] and _grid(src[0], target[:2]) is not None:
+        elif len(src) == 2 and len(target) == 3 and target[2] in (src[1], -1) and _grid(src[0], target[:2]) is not None:
             h, w = _grid(src[0], target[:2])  # type: ignore[misc]  # tokens read back as an NHWC map
             node.op, node.layer, node.payload = "layer", ToMap(h, w, name=node.name), None
         elif len(src) == 1 and target == (1, 1, src[0]):

@@ -447,3 +447,12 @@ def expand_calls(calls: list[Call]) -> tuple[list[Call], dict[int, str]]:
             continue
         out += known(layer, inputs, result, names)
     return _positions_added(out), names
+
+
+def _register_mit() -> None:
+    from ._keras_hub_mit import MIT_EXPANSIONS
+
+    _EXPANSIONS.update(MIT_EXPANSIONS)
+
+
+_register_mit()
