@@ -234,3 +234,101 @@ def test_keras_hub_mit_keys_and_values_swapped_are_caught(both_backends, monkeyp
     monkeypatch.setattr(_keras_hub_mit, "_attention", swapped)
     with pytest.raises(PortError):
         xc.port(_mit(), to="torch")
+
+
+def _swin(image: int = 32, window: int = 4):
+    """keras-hub's Swin, two stages of two blocks (the second of each shifted where the map allows), drop paths."""
+    return _swin_with(image=image, window=window)
+
+
+def _swin_with(image: int = 32, window: int = 4, depths=(2, 2)):
+    import keras_hub
+
+    return _randomized(
+        keras_hub.models.SwinTransformerBackbone(
+            image_shape=(image, image, 3),
+            patch_size=4,
+            embed_dim=16,
+            depths=list(depths),
+            num_heads=[1, 2],
+            window_size=window,
+            drop_path=0.1,
+        )
+    )
+
+
+def test_keras_hub_swin_ports_both_ways(both_backends):
+    """Its patch embedding, blocks (xconv's WindowAttention holding keras-hub's qkv, projection and relative
+    position table, shifted in every second block), patch merging and drop paths; every keras-hub number in the
+    port and back. (float32: its MLP uses Keras' GELU.)"""
+    import torch
+
+    model = _swin()
+    torch_model = xc.port(model, to="torch")
+    x = np.random.default_rng(1).standard_normal((2, 32, 32, 3)).astype("float32")
+    want = np.asarray(model(x))
+    with torch.no_grad():
+        got = torch_model(torch.from_numpy(xc.to_nchw(x))).numpy()
+    assert max_rel_diff(want, got) <= TOLERANCE["float32"]
+    windows = [i.layer for i in xc.infer(xc.spec_of(torch_model)) if i.kind == "WindowAttention"]
+    assert [w.shift_size for w in windows] == [(0, 0), (2, 2), (0, 0), (0, 0)]  # (the 4x4 stage: one window)
+    back = xc.port(torch_model, to="keras")
+    assert max_rel_diff(want, np.asarray(back(x))) <= TOLERANCE["float32"]
+    ported = np.sort(np.concatenate([w.ravel() for w in xc.get_weights(back).values() if w.dtype.kind == "f"]))
+    source = np.sort(np.concatenate([np.ravel(v.numpy()) for v in model.weights]))
+    assert np.array_equal(ported, source)
+
+
+def test_keras_hub_swin_refusals_and_a_lost_shift(both_backends, monkeypatch):
+    """keras-hub builds a shifted block's mask before the padding: on a map its windows do not divide it is
+    refused. An importer that dropped the shift is caught by port's verification."""
+    from xconv.kinds.window import _keras as window_keras
+
+    with pytest.raises(UnsupportedLayerError, match="a shift on a 6x6 map its windows of 4 do not divide"):
+        xc.from_keras(_swin(image=48))
+    xc.port(_swin_with(depths=[2, 0]), to="torch")  # (an empty last stage is its input; verified)
+    real = window_keras.WindowAttentionLayer
+
+    def unshifted(heads, window, shift, **options):
+        return real(heads, window, (0, 0), **options)
+
+    monkeypatch.setattr(window_keras, "WindowAttentionLayer", unshifted)
+    with pytest.raises(PortError):
+        xc.port(_swin(), to="torch")
+
+
+def test_keras_hub_mit_options_it_cannot_read_are_refused(both_backends):
+    """Another dropout of the attention weights (whole rows, or Gaussian) and drop-path rates outside [0, 1)
+    are refused by name rather than ported as the plain forms."""
+    model = _mit()
+    model.get_layer("hierarchical_encoder_0_0").attn.dropout.noise_shape = (None, 1, 1, 1)
+    with pytest.raises(UnsupportedLayerError, match="the weights' dropout"):
+        xc.from_keras(model)
+    model = _mit()
+    model.get_layer("hierarchical_encoder_1_0").drop_path.rate = 1.0
+    with pytest.raises(UnsupportedLayerError, match="rate=1.0"):
+        xc.from_keras(model)
+
+
+def test_keras_hub_segformer_backbone_ports(both_backends):
+    """SegFormer's backbone: the MiT's pyramid read through the nested model that returns it (each of its
+    outputs tied to the outer graph), a Dense per level, bilinear resizing to the first level's size, the
+    concatenation and the fusing conv, BatchNorm and ReLU."""
+    import keras_hub
+    import torch
+
+    from xconv.backends.tf.run import forward
+
+    model = _randomized(keras_hub.models.SegFormerBackbone(image_encoder=_mit(), projection_filters=8))
+    for v in model.weights:  # (running variances must be positive)
+        if "variance" in v.path:
+            v.assign(np.abs(v.numpy()) + 0.5)
+    torch_model = xc.port(model, to="torch")
+    x = np.random.default_rng(1).standard_normal((2, 3, 32, 32)).astype("float32")
+    want = forward(model, x)  # (training=False; called without it, this model gave other outputs, measured)
+    with torch.no_grad():
+        got = torch_model(torch.from_numpy(x)).numpy()
+    assert want.shape == (2, 8, 8, 8)
+    assert max_rel_diff(want, got) <= TOLERANCE["float32"]
+    kinds = {i.kind for i in xc.infer(xc.spec_of(torch_model))}
+    assert {"DotProductAttention", "Upsample", "Concat", "BatchNorm2d"} <= kinds

@@ -449,10 +449,12 @@ def expand_calls(calls: list[Call]) -> tuple[list[Call], dict[int, str]]:
     return _positions_added(out), names
 
 
-def _register_mit() -> None:
+def _register() -> None:
+    """The families read in modules of their own."""
     from ._keras_hub_mit import MIT_EXPANSIONS
+    from ._keras_hub_swin import SWIN_EXPANSIONS
 
-    _EXPANSIONS.update(MIT_EXPANSIONS)
+    _EXPANSIONS.update({**MIT_EXPANSIONS, **SWIN_EXPANSIONS})
 
 
-_register_mit()
+_register()

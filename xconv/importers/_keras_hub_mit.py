@@ -72,6 +72,7 @@ def _drop_path(layer: Any, x: Any, name: str, names: dict[int, str]) -> tuple[li
     if not _module_of(layer, "DropPath", "mit"):
         raise UnsupportedLayerError(f"from_keras: layer {layer.name!r} ({type(layer).__name__}) is not supported")
     rate = float(layer.rate)
+    _refuse(layer, [(not 0.0 <= rate < 1.0, f"rate={rate}")])
     if rate == 0.0:
         return [], x
     drop = keras.layers.Dropout(rate, noise_shape=(None, 1, 1), dtype=layer.dtype_policy, name=name)
@@ -87,7 +88,14 @@ def _attention(layer: Any, x: Any, prefix: str, names: dict[int, str]) -> tuple[
     n, c = int(x.shape[1]), int(x.shape[2])
     heads, dtype = int(layer.num_heads), layer.dtype_policy
     e = int(layer.q.units)
-    _refuse(layer, [(e != c or c % heads != 0, f"{heads} heads of {e} features on tokens of {c}")])
+    drop = layer.dropout
+    _refuse(
+        layer,
+        [
+            (e != c or c % heads != 0, f"{heads} heads of {e} features on tokens of {c}"),
+            (type(drop) is not keras.layers.Dropout or drop.noise_shape is not None, f"the weights' dropout {drop!r}"),
+        ],
+    )
     side = _side(layer, n)
     names.update(
         {

@@ -87,13 +87,14 @@ def _calls(
     that tie its input and output to the outer graph's tensors."""
     sides = depth == 0 and len(model.inputs) > 1 and _takes_side_inputs(model)
     ends = list(model.outputs) if output is None else list(output)
-    if len(model.inputs) != 1 and not sides or output is None and len(model.outputs) != 1 and depth > 0:
+    if len(model.inputs) != 1 and not sides:
         where = "the model" if depth == 0 else f"the nested model {model.name!r}"
-        raise UnsupportedLayerError(f"from_keras: {where} must have one input and one output")
+        raise UnsupportedLayerError(f"from_keras: {where} must have one input")
     if depth > 16:
         raise UnsupportedLayerError(f"from_keras: models nested more than 16 deep ({model.name!r})")
     order: list[tuple[Any, list[Any], Any]] = []
     done: set[int] = {id(t) for t in model.inputs}
+    inlined: set[int] = set()  # (the nested models' calls already inlined: once for all their outputs)
     stack: list[tuple[Any, bool]] = [(end, False) for end in reversed(ends)]
     while stack:
         t, expanded = stack.pop()
@@ -107,15 +108,19 @@ def _calls(
         inputs = list(node.input_tensors)
         if expanded:
             several = len(node.output_tensors) != 1
-            if several and not (first_output_only(op) and t is node.output_tensors[0]):
+            nested = inline and isinstance(op, keras.Model)
+            if several and not nested and not (first_output_only(op) and t is node.output_tensors[0]):
                 raise UnsupportedLayerError(f"from_keras: layer {op.name!r} ({type(op).__name__}) has several outputs")
             done.add(id(t))
-            if inline and isinstance(op, keras.Model):
+            if nested:  # (its calls once, each output it returns tied to the outer tensor)
                 if len(inputs) != 1:
                     raise UnsupportedLayerError(f"from_keras: nested model {op.name!r} takes {len(inputs)} inputs")
-                order.append((None, inputs, op.inputs[0]))
-                order.extend(_calls(op, inline, depth + 1))
-                order.append((None, [op.outputs[0]], t))
+                if id(node) not in inlined:
+                    inlined.add(id(node))
+                    order.append((None, inputs, op.inputs[0]))
+                    order.extend(_calls(op, inline, depth + 1))
+                place = [id(o) for o in node.output_tensors].index(id(t))
+                order.append((None, [op.outputs[place]], t))
             else:
                 order.append((op, inputs, t))
             continue
