@@ -554,6 +554,15 @@ def deeplab_with_aux() -> Any:
     return _running_statistics(model, affine=True)
 
 
+def hidden_states(make: Any) -> Any:
+    """A Hugging Face model (``make()``) that returns its ``hidden_states`` too (a tuple of every stage's output;
+    its classifier unread, so its state_dict holds more than the port)."""
+    import_torchvision()
+    model = make()
+    model.config.output_hidden_states = True
+    return model
+
+
 #: backbones that return several feature maps, as dense-prediction heads read them: name -> (model, input
 #: (C, H, W), port's output=, whether the source's own state_dict loads into the ported model)
 FEATURES_ZOO: dict[str, tuple[Any, tuple[int, int, int], str | list[str] | None, bool]] = {
@@ -570,4 +579,16 @@ FEATURES_ZOO: dict[str, tuple[Any, tuple[int, int, int], str | list[str] | None,
     ),
     "torchvision resnet18 feature extractor": (torchvision_features, (3, 64, 64), ["c2", "c4", "c5"], False),
     "torchvision segmentation.deeplabv3 with aux": (deeplab_with_aux, (3, 64, 64), ["out", "aux"], True),
+    "Hugging Face ResNet (hidden_states)": (
+        lambda: hidden_states(lambda: hf_model("ResNet")),
+        (3, 64, 64),
+        "hidden_states",
+        False,
+    ),
+    "Hugging Face segformer (hidden_states)": (
+        lambda: hidden_states(lambda: hf_segformer(False)),
+        (3, 32, 32),
+        "hidden_states",
+        False,
+    ),
 }
