@@ -14,7 +14,7 @@ import xconv as xc
 from xconv.errors import SpecError, UnsupportedLayerError
 from xconv.testing import TOLERANCE, assert_equivalent, max_rel_diff
 
-from .zoo_support import REDUCTION_ZOO
+from .zoo_support import REDUCTION_ZOO, port_entry
 
 
 def reduction_spec(
@@ -284,18 +284,9 @@ def test_spatial_reduction_attention_models_port_to_keras(both_backends, name, d
     """timm's PVT v2 and Hugging Face's SegFormer (classification, and semantic segmentation with its all-MLP
     decoder: per-stage Linears, bilinear upsampling, concatenation, a fusing conv): ported with verification,
     their own state_dict loads into the ported model, and the Keras model imports back."""
-    import torch
-
-    make, shape, output, loads = REDUCTION_ZOO[name]
-    model = make()
-    model = model.double() if dtype == "float64" else model.float()
-    km = xc.port(model, to="tf", input_shape=shape, output=output)
-    if loads:
-        xc.set_weights(km, model.state_dict())
-    x = np.random.default_rng(1).standard_normal((2, *shape)).astype(dtype)
-    with torch.no_grad():
-        y = model(torch.from_numpy(x))
-        expect = (y.logits if output == "logits" else y).numpy()
+    output = REDUCTION_ZOO[name][2]
+    _, km, x, y = port_entry(REDUCTION_ZOO[name], dtype)
+    expect = (y.logits if output == "logits" else y).numpy()
     assert max_rel_diff(expect, xc.predict(km, x)) <= TOLERANCE[dtype]
     if dtype == "float32":
         kinds = {i.kind for i in xc.infer(xc.from_keras(km))}

@@ -18,6 +18,17 @@ def _randomized(model, scale: float = 0.3):
     return model
 
 
+def _ported_to_torch(model, x):
+    """``model`` ported to torch with verification: (the torch model, the Keras model's output on the NHWC
+    batch ``x``, the torch model's on it as NCHW)."""
+    import torch
+
+    torch_model = xc.port(model, to="torch")
+    with torch.no_grad():
+        got = torch_model(torch.from_numpy(xc.to_nchw(x))).numpy()
+    return torch_model, np.asarray(model(x)), got
+
+
 def _backbone(kind: str, dtype: str = "float32", **options):
     import keras_hub
 
@@ -32,14 +43,10 @@ def _backbone(kind: str, dtype: str = "float32", **options):
     [("ViTBackbone", {}), ("ViTBackbone", {"use_class_token": False}), ("DeiTBackbone", {})],
 )
 def test_keras_hub_vision_transformers_port_both_ways(both_backends, kind, options):
-    import torch
 
     model = _backbone(kind, **options)
-    torch_model = xc.port(model, to="torch")
     x = np.random.default_rng(1).standard_normal((2, 16, 16, 3)).astype("float32")
-    want = np.asarray(model(x))
-    with torch.no_grad():
-        got = torch_model(torch.from_numpy(xc.to_nchw(x))).numpy()
+    torch_model, want, got = _ported_to_torch(model, x)
     assert max_rel_diff(want, got) <= TOLERANCE["float32"]
     back = xc.port(torch_model, to="keras")
     assert max_rel_diff(want, np.asarray(back(x))) <= TOLERANCE["float32"]
@@ -196,15 +203,11 @@ def test_keras_hub_mit_ports_both_ways(both_backends):
     of stage maps as several outputs. (float32: keras-hub builds MiT's inner layers in float32 whatever the
     backbone's dtype.)"""
     import keras
-    import torch
 
     dtype = "float32"
     model = _mit(dtype)
-    torch_model = xc.port(model, to="torch")
     x = np.random.default_rng(1).standard_normal((2, 32, 32, 3)).astype(dtype)
-    want = np.asarray(model(x))
-    with torch.no_grad():
-        got = torch_model(torch.from_numpy(xc.to_nchw(x))).numpy()
+    torch_model, want, got = _ported_to_torch(model, x)
     assert max_rel_diff(xc.to_nchw(want), got) <= TOLERANCE[dtype]
     infos = xc.infer(xc.spec_of(torch_model))
     attention = [i for i in infos if i.kind == "DotProductAttention"]
@@ -261,14 +264,10 @@ def test_keras_hub_swin_ports_both_ways(both_backends):
     """Its patch embedding, blocks (xconv's WindowAttention holding keras-hub's qkv, projection and relative
     position table, shifted in every second block), patch merging and drop paths; every keras-hub number in the
     port and back. (float32: its MLP uses Keras' GELU.)"""
-    import torch
 
     model = _swin()
-    torch_model = xc.port(model, to="torch")
     x = np.random.default_rng(1).standard_normal((2, 32, 32, 3)).astype("float32")
-    want = np.asarray(model(x))
-    with torch.no_grad():
-        got = torch_model(torch.from_numpy(xc.to_nchw(x))).numpy()
+    torch_model, want, got = _ported_to_torch(model, x)
     assert max_rel_diff(want, got) <= TOLERANCE["float32"]
     windows = [i.layer for i in xc.infer(xc.spec_of(torch_model)) if i.kind == "WindowAttention"]
     assert [w.shift_size for w in windows] == [(0, 0), (2, 2), (0, 0), (0, 0)]  # (the 4x4 stage: one window)

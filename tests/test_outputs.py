@@ -12,7 +12,7 @@ import xconv as xc
 from xconv.graph import model_outputs
 from xconv.testing import TOLERANCE, compare_layerwise, max_rel_diff, train_parity
 
-from .zoo_support import FEATURES_ZOO
+from .zoo_support import FEATURES_ZOO, port_entry
 
 
 def pyramid(outputs=("block", "act", "head", "side")):
@@ -256,17 +256,8 @@ def test_feature_backbones_port_to_keras(both_backends, name, dtype):
     """timm's ``features_only`` backbones, torchvision's feature extractor and a segmentation model with its
     auxiliary head: every output ported with verification, the source's state_dict loaded where its keys are
     the module's own, and the Keras model imports back."""
-    import torch
-
-    make, shape, output, loads = FEATURES_ZOO[name]
-    model = make().eval()
-    model = model.double() if dtype == "float64" else model.float()
-    km = xc.port(model, to="tf", input_shape=shape, output=output)
-    if loads:
-        xc.set_weights(km, model.state_dict())
-    x = np.random.default_rng(1).standard_normal((2, *shape)).astype(dtype)
-    with torch.no_grad():
-        y = model(torch.from_numpy(x))
+    output = FEATURES_ZOO[name][2]
+    _, km, x, y = port_entry(FEATURES_ZOO[name], dtype)
     if isinstance(output, str):  # (an entry that is a tuple: Hugging Face's hidden states)
         y = y[output]
     expect = [y[k].numpy() for k in output] if isinstance(output, list) else [t.numpy() for t in y]

@@ -592,3 +592,24 @@ FEATURES_ZOO: dict[str, tuple[Any, tuple[int, int, int], str | list[str] | None,
         False,
     ),
 }
+
+
+def port_entry(entry: tuple[Any, tuple[int, ...], Any, bool], dtype: str) -> tuple[Any, Any, Any, Any]:
+    """A zoo entry (model, input (C, H, W), port's output=, whether its state_dict loads) ported to Keras with
+    verification in ``dtype``, its own state_dict loaded where it loads: (source model, Keras model, a fresh
+    batch, the source's result on it)."""
+    import numpy as np
+    import torch
+
+    import xconv as xc
+
+    make, shape, output, loads = entry
+    model = make().eval()
+    model = model.double() if dtype == "float64" else model.float()
+    km = xc.port(model, to="tf", input_shape=shape, output=output)
+    if loads:
+        xc.set_weights(km, model.state_dict())
+    x = np.random.default_rng(1).standard_normal((2, *shape)).astype(dtype)
+    with torch.no_grad():
+        y = model(torch.from_numpy(x))
+    return model, km, x, y
