@@ -103,10 +103,8 @@ def returned_marker(nodes: list[Raw], output: int | list[int]) -> int | None:
     return len(nodes) - 1
 
 
-def read_returned(nodes: list[Raw], at: int | None, output: int | list[int]) -> int | list[int]:
-    """After the folds: the returned nodes, as the marker ``at`` reads them now (the marker removed)."""
-    if at is None:
-        return output
+def read_returned(nodes: list[Raw], at: int) -> list[int]:
+    """After the folds: the returned nodes, as the marker at ``at`` reads them now (the marker removed)."""
     nodes[at].alive = False
     return list(nodes[at].inputs)
 

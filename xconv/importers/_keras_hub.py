@@ -54,6 +54,17 @@ def _weighted(layer: Any, shape: tuple[Any, ...], values: dict[str, np.ndarray])
     return layer
 
 
+def drop_path(layer: Any, rate: float, x: Any, name: str) -> tuple[list[Call], Any]:
+    """A keras-hub drop path (``layer``, dropping whole samples at ``rate`` in training) on the tokens ``x``: a
+    Dropout with ``noise_shape=(None, 1, 1)`` (stochastic depth), no call at rate 0; rates outside [0, 1)
+    refused. Returns (the calls, their output)."""
+    _refuse(layer, [(not 0.0 <= rate < 1.0, f"rate={rate}")])
+    if rate == 0.0:
+        return [], x
+    out = _Tensor(x.shape)
+    return [(keras.layers.Dropout(rate, noise_shape=(None, 1, 1), dtype=layer.dtype_policy, name=name), [x], out)], out
+
+
 def _vit_embedding(layer: Any, inputs: list[Any], out: Any, names: dict[int, str]) -> list[Call]:
     """``ViTPatchingAndEmbedding``: the patch conv, its map read as tokens, the class token in front, then the
     position embeddings (a table of ``num_positions`` rows looked up at 0..L-1: all of it, added)."""

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..backends._tf_env import keras
 from ..errors import UnsupportedLayerError
-from ._keras_hub import Call, _module_of, _refuse, _Tensor
+from ._keras_hub import Call, _module_of, _refuse, _Tensor, drop_path
 
 __all__ = ["MIT_EXPANSIONS"]
 
@@ -68,16 +68,10 @@ def _embedding(layer: Any, inputs: list[Any], out: Any, names: dict[int, str]) -
     ]
 
 
-def _drop_path(layer: Any, x: Any, name: str, names: dict[int, str]) -> tuple[list[Call], Any]:
+def _drop_path(layer: Any, x: Any, name: str) -> tuple[list[Call], Any]:
     if not _module_of(layer, "DropPath", "mit"):
         raise UnsupportedLayerError(f"from_keras: layer {layer.name!r} ({type(layer).__name__}) is not supported")
-    rate = float(layer.rate)
-    _refuse(layer, [(not 0.0 <= rate < 1.0, f"rate={rate}")])
-    if rate == 0.0:
-        return [], x
-    drop = keras.layers.Dropout(rate, noise_shape=(None, 1, 1), dtype=layer.dtype_policy, name=name)
-    out = _Tensor(x.shape)
-    return [(drop, [x], out)], out
+    return drop_path(layer, float(layer.rate), x, name)
 
 
 def _attention(layer: Any, x: Any, prefix: str, names: dict[int, str]) -> tuple[list[Call], Any]:
@@ -166,9 +160,9 @@ def _encoder(layer: Any, inputs: list[Any], out: Any, names: dict[int, str]) -> 
     names.update({id(layer.norm1): f"{prefix}.norm1", id(layer.norm2): f"{prefix}.norm2"})
     normed, mid, normed2 = _Tensor(x.shape), _Tensor(x.shape), _Tensor(x.shape)
     attn_calls, a = _attention(layer.attn, normed, f"{prefix}.attn", names)
-    drop1, a = _drop_path(layer.drop_path, a, f"{prefix}.drop_path", names)
+    drop1, a = _drop_path(layer.drop_path, a, f"{prefix}.drop_path")
     mlp_calls, m = _mix_ffn(layer.mlp, normed2, f"{prefix}.mlp", names)
-    drop2, m = _drop_path(layer.drop_path, m, f"{prefix}.drop_path_1", names)
+    drop2, m = _drop_path(layer.drop_path, m, f"{prefix}.drop_path_1")
     return [
         (layer.norm1, [x], normed),
         *attn_calls,

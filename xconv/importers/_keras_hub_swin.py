@@ -25,7 +25,7 @@ import numpy as np
 
 from ..backends._tf_env import keras
 from ..errors import UnsupportedLayerError
-from ._keras_hub import Call, _module_of, _refuse, _Tensor, _weighted
+from ._keras_hub import Call, _module_of, _refuse, _Tensor, _weighted, drop_path
 
 __all__ = ["SWIN_EXPANSIONS"]
 
@@ -58,12 +58,7 @@ def _drop_path(layer: Any, x: Any, name: str) -> tuple[list[Call], Any]:
         return [], x
     if not _is(layer, "DropPath"):
         raise UnsupportedLayerError(f"from_keras: layer {layer.name!r} ({type(layer).__name__}) is not supported")
-    rate = float(layer.drop_prob)
-    _refuse(layer, [(not 0.0 <= rate < 1.0, f"drop_prob={rate}")])
-    if rate == 0.0:
-        return [], x
-    out = _Tensor(x.shape)
-    return [(keras.layers.Dropout(rate, noise_shape=(None, 1, 1), dtype=layer.dtype_policy, name=name), [x], out)], out
+    return drop_path(layer, float(layer.drop_prob), x, name)
 
 
 def _window_attention(block: Any, x: Any, prefix: str, names: dict[int, str]) -> tuple[list[Call], Any]:

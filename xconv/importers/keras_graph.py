@@ -30,7 +30,7 @@ from ..spec import (
     Sequential,
     ZeroPad2d,
 )
-from ._graph import Names, Raw, returned_marker, to_spec
+from ._graph import Names, Raw, read_returned, returned_marker, to_spec
 from ._keras_folds import (
     _fold_avgpool_pads,
     _fold_convs,
@@ -481,8 +481,7 @@ def import_model(
     _scalars_as_rescaling(nodes)
     _fold_reshapes(nodes)
     nodes, raw, (kept,) = crops_as_narrows(nodes, raw, [index[id(ends[0])] if at is None else at], names)
-    returned = [kept] if at is None else list(nodes[kept].inputs)
-    nodes[kept].alive = nodes[kept].alive if at is None else False  # (the marker of the returned tensors)
+    returned = [kept] if at is None else read_returned(nodes, kept)  # (``kept``: the marker, renumbered)
     import copy
 
     from ..errors import SpecError

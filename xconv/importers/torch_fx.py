@@ -497,7 +497,7 @@ def _import_graph(
         raise UnsupportedLayerError("from_torch: forward returns nothing")
     at = returned_marker(nodes, output)
     _fold_pads(nodes)
-    output = read_returned(nodes, at, output)
+    output = output if at is None else read_returned(nodes, at)
     _rename_under_owners(nodes, names, tensors)
     _check_key_clashes(module, tensors)
     from ..errors import SpecError
