@@ -10,8 +10,9 @@ writes benchmarks/results/coverage.json.
 (``--only`` updates those families' rows in the results file and prints the counts over all of them.)
 
 The model of a family is its smallest-sounding name (atto, pico, nano, tiny, small, b0, 18, ...; test models
-left out), at 3x64x64 (``img_size=64`` passed where the constructor takes it). A family whose models need a
-larger input is counted as refused, with the error.
+left out), at 3x64x64 (``img_size=64`` passed where the constructor takes it). A model whose own forward does
+not run at 64x64 (EfficientFormer's attention bias is fixed for a 7x7 map) is ported at the input size of its
+timm configuration instead; its row records the size.
 
 A family has attention when its built model, before porting, has a submodule that is an
 ``nn.MultiheadAttention`` or whose class name contains "attention", "attn" or "multihead" (any case), or
@@ -71,7 +72,7 @@ class Calls(TorchFunctionMode):
             self.attention = True
         return func(*args, **(kwargs or {{}}))
 
-def has_attention(m):
+def has_attention(m, side):
     for sub in m.modules():
         cls = type(sub).__name__.lower()
         if isinstance(sub, torch.nn.MultiheadAttention) or any(k in cls for k in ("attention", "attn", "multihead")):
@@ -79,27 +80,39 @@ def has_attention(m):
     calls = Calls()
     try:
         with torch.no_grad(), calls:
-            m(torch.zeros(1, 3, 64, 64))
-    except Exception:  # a model that needs a larger input: the calls made before the error count
+            m(torch.zeros(1, 3, side, side))
+    except Exception:  # a model that does not run: the calls made before the error count
         pass
     return calls.attention
+
+def runs(m, side):
+    try:
+        with torch.no_grad():
+            m(torch.zeros(1, 3, side, side))
+        return True
+    except Exception:
+        return False
 
 for line in sys.stdin:
     name = line.strip()
     try:
+        side = 64
         try:
             m = timm.create_model(name, pretrained=False, num_classes=10, img_size=64)
         except TypeError:
             m = timm.create_model(name, pretrained=False, num_classes=10)
         m.eval()
-        print(json.dumps({{"attention": has_attention(m)}}), flush=True)
-        km = xc.port(m, "tf", (3, 64, 64))
+        if not runs(m, 64):  # (timm's own forward needs its own input size: EfficientFormer's fixed 7x7 bias)
+            side = int(m.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
+            m = timm.create_model(name, pretrained=False, num_classes=10).eval()
+        print(json.dumps({{"attention": has_attention(m, side), "input": side}}), flush=True)
+        km = xc.port(m, "tf", (3, side, side))
         try:
             xc.set_weights(km, m.state_dict())  # strict: the state_dict keys are the ported model's
         except xc.WeightError:  # folded weight standardisation has keys of its own: from_torch's weights load
             if not any(".standardized." in k for k in xc.get_weights(km)):
                 raise
-            xc.set_weights(km, xc.from_torch(m, (3, 64, 64), return_weights=True)[1])
+            xc.set_weights(km, xc.from_torch(m, (3, side, side), return_weights=True)[1])
         result = {{"ok": True}}
     except Exception as e:
         result = {{"ok": False, "error": f"{{type(e).__name__}}: {{e}}"[:300]}}

@@ -31,6 +31,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 # (the zoo's definitions live with the tests that port it; this script measures the same models)
 import xconv as xc
 from tests.zoo_support import (
+    BIAS_ZOO,
     FEATURES_ZOO,
     KERAS_APPLICATIONS,
     REDUCTION_ZOO,
@@ -84,9 +85,9 @@ def torch_row(name: str, segmentation: bool = False) -> dict:
     }
 
 
-#: the attention models: windowed (Swin, MaxViT) and spatial-reduction (PVT v2, SegFormer); and the backbones
-#: that return several feature maps
-ATTENTION = {**WINDOW_ZOO, **REDUCTION_ZOO}
+#: the attention models: windowed (Swin, MaxViT), spatial-reduction (PVT v2, SegFormer) and with a learned bias
+#: per relative offset (EfficientFormer, LeViT); and the backbones that return several feature maps
+ATTENTION = {**WINDOW_ZOO, **REDUCTION_ZOO, **BIAS_ZOO}
 ROWS = {**ATTENTION, **FEATURES_ZOO}
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import xconv as xc
-from xconv.testing import assert_equivalent, max_rel_diff
+from xconv.errors import UnsupportedLayerError
+from xconv.testing import TOLERANCE, assert_equivalent, max_rel_diff
 
 CONVNEXT_LIKE = xc.Sequential(
     xc.Conv2d(4, 8, 2, stride=2, name="stem"),
@@ -311,3 +312,65 @@ def test_catches_a_dropped_batchnorm_shift(both_backends, monkeypatch):
     bn.beta.assign(np.ones(3, dtype="float32"))
     with pytest.raises(xc.PortError, match="BatchNorm2d"):
         xc.port(model, to="torch")
+
+
+# ---- PositionEmbedding2d: a learned (1, C, H, W) tensor added to a map (timm's PiT) ----
+
+
+def _map_plus_table(buffer: bool = False, shape: tuple[int, ...] = (1, 2, 3, 4)):
+    import torch
+
+    class PosEmbed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 2, 1)
+            table = torch.randn(shape)
+            if buffer:
+                self.register_buffer("pos_embed", table)
+            else:
+                self.pos_embed = torch.nn.Parameter(table)
+
+        def forward(self, x):
+            return self.conv(x) + self.pos_embed
+
+    return PosEmbed().eval()
+
+
+def test_a_map_plus_a_learned_table_ports_with_the_source_state_dict(both_backends):
+    import torch
+
+    model = _map_plus_table()
+    spec = xc.from_torch(model, (3, 3, 4))
+    assert [i.kind for i in xc.infer(spec)] == ["Conv2d", "PositionEmbedding2d"]
+    km = xc.port(model, "tf", (3, 3, 4))
+    xc.set_weights(km, model.state_dict())  # (its key is the source's pos_embed)
+    x = np.random.default_rng(0).standard_normal((2, 3, 3, 4)).astype(np.float32)
+    with torch.no_grad():
+        expect = model(torch.from_numpy(x)).numpy()
+    assert max_rel_diff(expect, xc.predict(km, x)) <= TOLERANCE["float32"]
+
+
+def test_a_map_plus_a_buffer_or_a_table_of_another_shape_is_refused(both_backends):
+    with pytest.raises(UnsupportedLayerError, match="not a parameter of the model"):
+        xc.from_torch(_map_plus_table(buffer=True), (3, 3, 4))
+    with pytest.raises(UnsupportedLayerError, match="only a sum, difference or product of two tensors"):
+        xc.from_torch(_map_plus_table(shape=(1, 2, 3, 1)), (3, 3, 4))  # (broadcast over the columns)
+
+
+def test_a_keras_map_table_laid_out_otherwise_is_caught(both_backends, monkeypatch):
+    """Keras' (1, H, W, C) table read as if it were (1, W, H, C) transposed: caught at that layer."""
+    from xconv import layout
+    from xconv.testing import strategies
+
+    spec = xc.Sequential(xc.Conv2d(2, 3, 1), xc.PositionEmbedding2d(3, 3, 3), input_shape=(2, 3, 3))
+    weights = strategies.weights(spec).example()
+    x = np.random.default_rng(0).standard_normal((2, 2, 3, 3))
+    assert_equivalent(spec, weights, x, backends=("numpy", "tf"))
+    real = layout.to_keras
+
+    def swapped(kind, value, source, ops=layout.NUMPY_OPS):
+        return ops.transpose(value, (0, 3, 2, 1)) if kind == "map" else real(kind, value, source, ops)
+
+    monkeypatch.setattr(layout, "to_keras", swapped)
+    with pytest.raises(AssertionError, match=r"\(PositionEmbedding2d\), output"):
+        assert_equivalent(spec, weights, x, backends=("numpy", "tf"))

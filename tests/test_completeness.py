@@ -37,7 +37,7 @@ EXAMPLES = {
     "AvgPool2d": ([xc.AvgPool2d(2)], (2, 4, 4)),
     "AdaptiveAvgPool2d": ([xc.AdaptiveAvgPool2d((2, 3))], (2, 5, 7)),
     "BatchNorm2d": ([xc.BatchNorm2d(2)], (2, 3, 3)),
-    "BatchNorm1d": ([xc.Flatten(), xc.BatchNorm1d(18)], (2, 3, 3)),
+    "BatchNorm1d": ([xc.ToTokens(), xc.BatchNorm1d(2), xc.Flatten(), xc.BatchNorm1d(18)], (2, 3, 3)),
     "Dropout": ([xc.Dropout(0.3)], (2, 3, 3)),
     "LeakyReLU": ([xc.LeakyReLU(0.2)], (2, 3, 3)),
     "Sigmoid": ([xc.Sigmoid()], (2, 3, 3)),
@@ -57,7 +57,11 @@ EXAMPLES = {
     "LayerNorm": ([xc.LayerNorm(2, eps=1e-6), xc.Flatten(), xc.LayerNorm(18, elementwise_affine=False)], (2, 3, 3)),
     "ChannelLinear": ([xc.ChannelLinear(2, 4)], (2, 3, 3)),
     "LayerScale": ([xc.LayerScale(2), xc.ToTokens(), xc.LayerScale(2)], (2, 3, 3)),
-    "Narrow": ([xc.Narrow(1, 1, 2), xc.Narrow(-1, 0, 2), xc.ToTokens(), xc.Narrow(1, 2, 4)], (3, 3, 3)),
+    "PositionEmbedding2d": ([xc.PositionEmbedding2d(2, 3, 3)], (2, 3, 3)),
+    "Narrow": (
+        [xc.Narrow(1, 1, 2), xc.Narrow(-1, 0, 2), xc.ToTokens(), xc.Narrow(1, 2, 4), xc.Narrow(1, 1, 1, groups=2)],
+        (3, 3, 3),
+    ),
     "ChannelShuffle": ([xc.ChannelShuffle(2)], (4, 3, 3)),
     "Upsample": (
         [
@@ -113,6 +117,21 @@ EXAMPLES = {
             xc.ToTokens(),
             xc.DotProductAttention(xc.Linear(2, 4), xc.Linear(2, 4), xc.Linear(2, 6), num_heads=2),
             xc.DotProductAttention(xc.Identity(), xc.Narrow(2, 0, 6), xc.Narrow(2, 2, 4), scale=0.5, dropout=0.1),
+            xc.Linear(4, 12),
+            xc.DotProductAttention(
+                *(xc.Narrow(2, start, 2, groups=2) for start in (0, 2, 4)),
+                num_heads=2,
+                bias_grid=(3, 3),
+                state_index=True,
+            ),
+            xc.Linear(4, 8),
+            xc.DotProductAttention(
+                xc.Sequential(xc.ToMap(3, 3), xc.AvgPool2d(1, stride=2), xc.ToTokens()),
+                xc.Identity(),
+                xc.Identity(),
+                bias_grid=(3, 3),
+                bias_stride=2,
+            ),
         ],
         (2, 3, 3),
     ),

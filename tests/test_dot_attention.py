@@ -92,7 +92,7 @@ def test_its_spec_is_checked():
 # ---- a backend that computes another attention is caught at the attention ----
 
 
-def _heads_strided(q, k, v, num_heads, scale=None, dropout=0.0, training=False):
+def _heads_strided(q, k, v, num_heads, scale=None, dropout=0.0, training=False, bias=None):
     """The heads taken every h-th feature rather than as runs of consecutive features."""
     import torch.nn.functional as F
 
@@ -105,7 +105,7 @@ def _heads_strided(q, k, v, num_heads, scale=None, dropout=0.0, training=False):
     return out.transpose(1, 2).reshape(n, length, v.shape[2])
 
 
-def _scale_off(q, k, v, num_heads, scale=None, dropout=0.0, training=False):
+def _scale_off(q, k, v, num_heads, scale=None, dropout=0.0, training=False, bias=None):
     """The scores scaled 2% too much."""
     from xconv.kinds.token._torch import dot_product_attention
 
@@ -376,7 +376,7 @@ def test_a_wrong_attention_deep_in_a_stack_is_caught(both_backends, monkeypatch)
     assert_equivalent(spec, None, x, backends=("numpy", "torch"), grads=False)
     calls = []
 
-    def off_at_the_last(q, k, v, num_heads, scale=None, dropout=0.0, training=False):
+    def off_at_the_last(q, k, v, num_heads, scale=None, dropout=0.0, training=False, bias=None):
         calls.append(1)
         out = dot_product_attention(q, k, v, num_heads, scale)
         return out + 1e-3 if len(calls) % 3 == 0 else out

@@ -69,8 +69,8 @@ def test_a_small_vit_trains_the_same_in_both_frameworks(both_backends):
 def test_heads_must_divide_the_features_and_tokens_go_only_where_they_are_taken():
     with pytest.raises(SpecError, match="not divisible by num_heads=3"):
         xc.SelfAttention(10, 3)
-    with pytest.raises(SpecError, match=r"layer 2 \(BatchNorm1d\): its input is a token tensor \(4, 2\)"):
-        xc.infer(xc.Sequential(xc.ToTokens(), xc.Linear(2, 2), xc.BatchNorm1d(2), input_shape=(2, 2, 2)))
+    with pytest.raises(SpecError, match=r"layer 2 \(GroupNorm\): its input is a token tensor \(4, 2\)"):
+        xc.infer(xc.Sequential(xc.ToTokens(), xc.Linear(2, 2), xc.GroupNorm(1, 2), input_shape=(2, 2, 2)))
     with pytest.raises(SpecError, match=r"layer 1 \(Conv2d\): its input is a token tensor \(4, 2\)"):
         xc.infer(xc.Sequential(xc.ToTokens(), xc.Conv2d(2, 2, 1), input_shape=(2, 2, 2)))
     with pytest.raises(SpecError, match="length=5 but its input has 4 tokens"):

@@ -215,6 +215,8 @@ TIMM: dict[str, tuple[int, int, int]] = {
     "inception_next_atto": (3, 64, 64),
     "rdnet_tiny": (3, 64, 64),
     "fastvit_t8": (3, 64, 64),
+    "pit_ti_224": (3, 64, 64),  # (its map's learned pos_embed, a PositionEmbedding2d)
+    "visformer_tiny": (3, 64, 64),  # (attention over a map's pixels, heads of its channels)
     "poolformer": (3, 64, 64),
     "poolformerv2": (3, 64, 64),
     "convformer": (3, 64, 64),
@@ -248,7 +250,11 @@ TIMM_FLOAT64: tuple[str, ...] = (
 
 
 #: constructor arguments that keep a test model small (VGG's 4096-wide head as a 512-wide one)
-TIMM_OPTIONS: dict[str, dict[str, Any]] = {"vgg11": {"mlp_ratio": 0.125}}
+TIMM_OPTIONS: dict[str, dict[str, Any]] = {
+    "vgg11": {"mlp_ratio": 0.125},
+    "pit_ti_224": {"img_size": 64},
+    "visformer_tiny": {"img_size": 64, "embed_dim": 48, "depth": (1, 1, 1)},
+}
 
 
 def _metaformers() -> dict[str, dict[str, Any]]:
@@ -348,8 +354,8 @@ def _tables_random(model: Any) -> Any:
 
     with torch.no_grad():
         for key, p in model.named_parameters():
-            if key.endswith("relative_position_bias_table"):
-                p.normal_(0, 1)  # (timm and torchvision draw them near zero)
+            if key.endswith(("relative_position_bias_table", "attention_biases")):
+                p.normal_(0, 1)  # (timm and torchvision draw them near zero, timm's learned biases zero)
     return model.eval()
 
 
@@ -470,6 +476,50 @@ def timm_twins() -> Any:
     return _running_statistics(_linears_random(model))
 
 
+def timm_efficientformer() -> Any:
+    """timm's EfficientFormer, small: its last stage's attention adds a learned bias per relative offset on the
+    7x7 map of a 224x224 input (``attention_biases[:, attention_bias_idxs]``, the index in its state_dict),
+    its q, k and v one Linear packed head by head; trained-looking statistics, layer scales and tables."""
+    import_torchvision()
+    import torch
+    from timm.models.efficientformer import EfficientFormer
+
+    torch.manual_seed(0)
+    model = EfficientFormer(depths=(1, 1, 1, 2), embed_dims=(8, 8, 16, 16), num_vit=1, num_classes=5)
+    return _tables_random(_linears_random(_trained_statistics(model)))
+
+
+def timm_levit() -> Any:
+    """timm's LeViT (distilled), small: attentions with a learned bias per relative offset, q, k and v packed
+    head by head, its subsampling attention (the queries from every other row and column), tokens normalised
+    as one batch (``LinearNorm``), Hardswish; trained-looking statistics and tables."""
+    import_torchvision()
+    import torch
+    from timm.models.levit import LevitDistilled
+
+    torch.manual_seed(0)
+    config = {"embed_dim": (16, 24), "key_dim": 4, "depth": (1, 1), "num_heads": (2, 3), "mlp_ratio": 2}
+    model = LevitDistilled(img_size=64, num_classes=5, **config)
+    return _tables_random(_linears_random(_trained_statistics(model)))
+
+
+def hf_levit(teacher: bool = False) -> Any:
+    """Hugging Face's LeViT, small (three stages, subsampling attentions between them); with ``teacher``, its
+    two heads averaged; trained-looking statistics and tables."""
+    import_torchvision()
+    import torch
+    import transformers as hf
+
+    config = hf.LevitConfig(
+        image_size=64, hidden_sizes=[16, 24, 32], num_attention_heads=[2, 3, 4], depths=[1, 1, 1],
+        key_dim=[4, 4, 4], mlp_ratio=[2, 2, 2], attention_ratio=[2, 2, 2], drop_path_rate=0, num_labels=3,
+        down_ops=[["Subsample", 4, 4, 4, 2, 2], ["Subsample", 4, 6, 4, 2, 2]],
+    )  # fmt: skip
+    torch.manual_seed(0)
+    cls = hf.LevitForImageClassificationWithTeacher if teacher else hf.LevitForImageClassification
+    return _tables_random(_linears_random(_trained_statistics(cls(config))))
+
+
 def hf_segformer(segmentation: bool) -> Any:
     """Hugging Face's SegFormer (its MiT encoder; with ``segmentation``, the all-MLP decoder), small."""
     import_torchvision()
@@ -491,6 +541,16 @@ REDUCTION_ZOO: dict[str, tuple[Any, tuple[int, int, int], str | None, bool]] = {
     "timm twins (windows of 3, padded)": (timm_twins, (3, 32, 32), None, True),
     "Hugging Face segformer (classification)": (lambda: hf_segformer(False), (3, 32, 32), "logits", True),
     "Hugging Face segformer (semantic segmentation)": (lambda: hf_segformer(True), (3, 32, 32), "logits", True),
+}
+
+
+#: the models with a learned attention bias per relative offset the tests port: name -> (model, input (C, H, W),
+#: port's output=, whether the source's own state_dict loads into the ported model)
+BIAS_ZOO: dict[str, tuple[Any, tuple[int, int, int], str | None, bool]] = {
+    "timm efficientformer": (timm_efficientformer, (3, 224, 224), None, True),
+    "timm levit": (timm_levit, (3, 64, 64), None, True),
+    "Hugging Face levit": (hf_levit, (3, 64, 64), "logits", True),
+    "Hugging Face levit (with teacher)": (lambda: hf_levit(teacher=True), (3, 64, 64), "logits", True),
 }
 
 

@@ -361,7 +361,21 @@ def join_rule(combinator: Combinator, key: str, index: int, shapes_in: list[Shap
             raise error("the keys must have the queries' features and the values' number of tokens")
         if e % heads or e_v % heads:
             raise error(f"num_heads={heads} must divide the queries' {e} and the values' {e_v} features")
-        return LayerInfo(index, combinator, shapes_in[0], (length, e_v), {})  # type: ignore[arg-type]
+        params: dict[str, Shape] = {}
+        fixed: tuple[str, ...] = ()
+        if combinator.bias_grid is not None:
+            (h, w), stride = combinator.bias_grid, combinator.bias_stride
+            queries = -(-h // stride) * -(-w // stride)
+            if s_k != h * w or length != queries:
+                raise error(
+                    f"bias_grid={combinator.bias_grid} with bias_stride={stride} needs {h * w} keys and "
+                    f"{queries} queries; it has {s_k} and {length}"
+                )
+            params["attention_biases"] = (heads, h * w)
+            if combinator.state_index:
+                params["attention_bias_idxs"] = (length, s_k)
+                fixed = ("attention_bias_idxs",)
+        return LayerInfo(index, combinator, shapes_in[0], (length, e_v), params, buffers=fixed, fixed=fixed)  # type: ignore[arg-type]
     ranks = {len(s) for s in shapes_in}
     if len(ranks) != 1:
         raise error("branch outputs must have the same rank (all (C, H, W) maps or all flat)")

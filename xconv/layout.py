@@ -93,7 +93,7 @@ def to_keras(kind: str, x: Any, source: tuple[int, ...] | int | None, ops: Array
     spatial flip, since both frameworks define the transposed conv as the input gradient of the same
     cross-correlation; checked against both frameworks in float64), "linear" ((out, in) with
     inputs in C,H,W order -> (in, out) in H,W,C order), "vector" (features along the last axis, C,H,W ->
-    H,W,C order: BatchNorm1d vectors after Flatten, flat activations), "scale" ((C, 1, 1) -> (C,)), "depthwise"
+    H,W,C order: BatchNorm1d vectors after Flatten, flat activations), "scale" ((C, 1, 1) -> (C,)), "map" ((1, C, H, W) -> (1, H, W, C)), "depthwise"
     ((C*m, 1, kh, kw) -> (kh, kw, C, m)), anything else unchanged. ``source`` is the (C, H, W) map the features
     were flattened from, or None (for "depthwise": the conv's input channels C)."""
     if kind == "depthwise":  # (C*m, 1, kh, kw) -> DepthwiseConv2D's (kh, kw, C, m): output channel c*m + j
@@ -105,6 +105,8 @@ def to_keras(kind: str, x: Any, source: tuple[int, ...] | int | None, ops: Array
         return ops.reshape(x, (int(x.shape[0]),))
     if kind == "map_slope":  # PReLU slopes shared over the pixels: (C,) -> (1, 1, C)
         return ops.reshape(x, (1, 1, int(x.shape[0])))
+    if kind == "map":  # a learned map: (1, C, H, W) -> (1, H, W, C)
+        return ops.transpose(x, (0, 2, 3, 1))
     perm = flatten_permutation(source)
     if kind in ("conv", "conv_transpose"):
         return ops.transpose(x, OIHW_TO_HWIO)
@@ -124,6 +126,8 @@ def to_canonical(kind: str, x: Any, source: tuple[int, ...] | int | None, ops: A
         return ops.reshape(x, (int(x.shape[0]), 1, 1))
     if kind == "map_slope":  # (1, 1, C) -> (C,)
         return ops.reshape(x, (int(x.shape[-1]),))
+    if kind == "map":  # (1, H, W, C) -> (1, C, H, W)
+        return ops.transpose(x, (0, 3, 1, 2))
     perm = flatten_permutation(source)
     inverse = None if perm is None else np.argsort(perm)
     if kind in ("conv", "conv_transpose"):

@@ -38,7 +38,8 @@ def init_weights(infos: list[LayerInfo], seed: int | None, dtype: str) -> dict[s
     """xconv's framework-independent initializer (the seed notebook's ``random_weight`` / ``zero_weight``):
     conv and linear weights ~ N(0, 2 / fan_in) with fan_in = prod(shape[1:]) (Kaiming normal), biases zero;
     BatchNorm as torch: weight 1, bias 0, running_mean 0, running_var 1, num_batches_tracked 0 (int64);
-    LayerNorm and GroupNorm weight 1 (a patch merging's too); window attention's biases 0, Swin V2's logit
+    LayerNorm and GroupNorm weight 1 (a patch merging's too); window attention's biases 0, an attention's learned
+    bias table 0 (timm's), Swin V2's logit
     scale log 10 (torchvision's) and its coordinates Swin's; layer scale 1e-6 (torchvision's and Keras' ConvNeXt default); PReLU slopes
     0.25 (torch's); StarReLU scale 1.
 
@@ -60,7 +61,7 @@ def init_weights(infos: list[LayerInfo], seed: int | None, dtype: str) -> dict[s
                 out[key] = np.zeros(shape, dtype=np.int64)
             elif name == "variance":  # Normalization
                 out[key] = np.ones(shape, dtype=dtype)
-            elif name in ("bias", "running_mean", "mean"):
+            elif name in ("bias", "running_mean", "mean", "attention_biases"):
                 out[key] = np.zeros(shape, dtype=dtype)
             elif name == "layer_scale":
                 out[key] = np.full(shape, 1e-6, dtype=dtype)

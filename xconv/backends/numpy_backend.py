@@ -62,7 +62,7 @@ class NumpyModel:
         for info in self.infos:
             args = [values[i] for i in info.inputs]
             if info.is_join:
-                values[info.index] = _join_forward(info, args, self._drop(info, args, update))
+                values[info.index] = _join_forward(info, args, self._drop(info, args, update), self._params(info))
             else:
                 values[info.index] = _FORWARD[type(info.layer)](
                     info, self._params(info), args[0], _Mode(self, info, update)
@@ -89,7 +89,11 @@ class NumpyModel:
                 g = np.zeros_like(values[info.index])
             args = [values[i] for i in info.inputs]
             if info.is_join:
-                input_grads = _join_backward(info, args, g, self._drop(info, args, False))
+                input_grads, param_grads = _join_backward(
+                    info, args, g, self._drop(info, args, False), self._params(info)
+                )
+                for name, value in param_grads.items():
+                    grads[f"{info.key}.{name}"] = value
             else:
                 gx, param_grads = _BACKWARD[type(info.layer)](
                     info, self._params(info), args[0], g, _Mode(self, info, False)
@@ -124,12 +128,15 @@ def _accumulate(pending: dict[int, np.ndarray], source: int, g: np.ndarray) -> N
     pending[source] = g if source not in pending else pending[source] + g
 
 
-def _join_forward(info: LayerInfo, args: list[np.ndarray], drop: np.ndarray | None = None) -> np.ndarray:
+def _join_forward(
+    info: LayerInfo, args: list[np.ndarray], drop: np.ndarray | None = None, params: dict[str, np.ndarray] | None = None
+) -> np.ndarray:
     kind = info.kind
     if kind == "DotProductAttention":
         heads = info.layer.num_heads  # type: ignore[attr-defined]
         q, k, v = args
-        return dot.forward(q, k, v, heads, dot.head_scale(info.layer, q.shape[-1]), drop)
+        bias = dot.bias_of(info.layer, params or {})
+        return dot.forward(q, k, v, heads, dot.head_scale(info.layer, q.shape[-1]), drop, bias)
     if kind == "Concat":
         return np.concatenate(args, axis=concat_axis(info))
     if kind == "Subtract":
@@ -148,13 +155,25 @@ def _unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _join_backward(
-    info: LayerInfo, args: list[np.ndarray], g: np.ndarray, drop: np.ndarray | None = None
-) -> list[np.ndarray]:
-    kind = info.kind
-    if kind == "DotProductAttention":
+    info: LayerInfo,
+    args: list[np.ndarray],
+    g: np.ndarray,
+    drop: np.ndarray | None = None,
+    params: dict[str, np.ndarray] | None = None,
+) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
+    """The gradients of a join's inputs, and of its weights (a DotProductAttention's bias table)."""
+    if info.kind == "DotProductAttention":
         heads = info.layer.num_heads  # type: ignore[attr-defined]
         q, k, v = args
-        return dot.backward(q, k, v, heads, dot.head_scale(info.layer, q.shape[-1]), g, drop)
+        bias = dot.bias_of(info.layer, params or {})
+        grads, g_bias = dot.backward(q, k, v, heads, dot.head_scale(info.layer, q.shape[-1]), g, drop, bias)
+        table = {} if bias is None else {"attention_biases": dot.bias_table_grad(info.layer, g_bias)}
+        return grads, table
+    return _join_input_grads(info, args, g), {}
+
+
+def _join_input_grads(info: LayerInfo, args: list[np.ndarray], g: np.ndarray) -> list[np.ndarray]:
+    kind = info.kind
     if kind == "Concat":
         axis = concat_axis(info)
         bounds = np.cumsum([a.shape[axis] for a in args])[:-1]

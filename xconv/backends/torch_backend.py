@@ -21,6 +21,7 @@ from ..graph import (
     upstreams,
 )
 from ..kinds import framework_table
+from ..kinds.token._dot import bias_index
 from ..kinds.token._torch import dot_product_attention
 from ..shapes import LayerInfo
 from ..spec import Sequential
@@ -56,12 +57,31 @@ def _install_parameter(root: nn.Module, path: str, parameter: nn.Parameter) -> N
     owner.register_parameter(leaf, parameter)
 
 
-def _join(info: LayerInfo, args: list[Any], training: bool = False) -> Any:
-    """A join node on torch tensors (also fx proxies)."""
+def _attention_bias(root: nn.Module, graph: Any, info: LayerInfo, factory: dict[str, Any]) -> Any:
+    """A DotProductAttention's bias: its table ``attention_biases`` (a parameter) and index
+    ``attention_bias_idxs`` (a buffer, in the state_dict where ``state_index``) at its key, and the graph's
+    ``table[:, index]``."""
+    layer = cast(Any, info.layer)
+    table, index = f"{info.key}.attention_biases", f"{info.key}.attention_bias_idxs"
+    _install_parameter(root, table, nn.Parameter(torch.empty(info.params["attention_biases"], **factory)))
+    owner, leaf = _owner(root, index)
+    (h, w), stride = layer.bias_grid, layer.bias_stride
+    shape = (-(-h // stride) * -(-w // stride), h * w)
+    owner.register_buffer(leaf, torch.empty(shape, dtype=torch.int64, device="meta"), persistent=layer.state_index)
+    return graph.call_function(operator.getitem, (graph.get_attr(table), (slice(None), graph.get_attr(index))))
+
+
+def _join(info: LayerInfo, args: list[Any], training: bool = False, model: nn.Module | None = None) -> Any:
+    """A join node on torch tensors (also fx proxies); a DotProductAttention's bias table is ``model``'s."""
     if info.kind == "DotProductAttention":
         layer = cast(Any, info.layer)
         q, k, v = args
-        return dot_product_attention(q, k, v, layer.num_heads, layer.scale, layer.dropout, training)
+        bias = None
+        if layer.bias_grid is not None:
+            assert model is not None
+            table = model.get_parameter(f"{info.key}.attention_biases")
+            bias = table[:, model.get_buffer(f"{info.key}.attention_bias_idxs")]
+        return dot_product_attention(q, k, v, layer.num_heads, layer.scale, layer.dropout, training, bias)
     if info.kind == "Concat":
         return torch.cat(args, dim=concat_axis(info))
     if info.kind == "Subtract":
@@ -97,8 +117,9 @@ def build(spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarra
                 elif info.kind == "DotProductAttention":  # (its dropout follows the model's mode)
                     layer = cast(Any, info.layer)
                     mode = (layer.dropout, graph.get_attr("training")) if layer.dropout else ()
+                    bias = {} if layer.bias_grid is None else {"bias": _attention_bias(root, graph, info, factory)}
                     values[info.index] = graph.call_function(
-                        dot_product_attention, (*args, layer.num_heads, layer.scale, *mode)
+                        dot_product_attention, (*args, layer.num_heads, layer.scale, *mode), bias
                     )
                 else:
                     op = {"Add": operator.add, "Subtract": operator.sub}.get(info.kind, operator.mul)
@@ -127,6 +148,12 @@ def build(spec: Sequential, infos: list[LayerInfo], weights: dict[str, np.ndarra
         graph.output(returned if returns_list(infos) else returned[0])
         model = torch.fx.GraphModule(root, graph, class_name="XconvGraph")
     model = model.to_empty(device="cpu")
+    for info in infos:  # (an attention's bias index, fixed; GraphModule made every buffer persistent)
+        if info.is_join and getattr(info.layer, "bias_grid", None) is not None:
+            layer = cast(Any, info.layer)
+            owner, leaf = _owner(model, f"{info.key}.attention_bias_idxs")
+            index = torch.from_numpy(bias_index(layer.bias_grid, layer.bias_stride))
+            owner.register_buffer(leaf, index, persistent=layer.state_index)
     for module in model.modules():  # (fixed buffers, such as a window attention's index, are written again)
         fill = getattr(module, "fill_buffers", None)
         if callable(fill):
@@ -354,7 +381,9 @@ def trace(
         for info in infos_of(model):
             args = [values[i] for i in info.inputs]
             join = info.is_join
-            values[info.index] = _join(info, args, model.training) if join else _apply(model, info, args[0], given)
+            values[info.index] = (
+                _join(info, args, model.training, model) if join else _apply(model, info, args[0], given)
+            )
             outs.append(values[info.index].detach().numpy().copy())
     infos = infos_of(model)
     loss = sum(

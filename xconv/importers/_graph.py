@@ -27,7 +27,8 @@ JOINS = {"add": Add, "mul": Multiply, "cat": Concat, "sub": Subtract, "attn": Do
 @dataclasses.dataclass
 class Raw:
     """One imported operation: ``op`` is "input", "layer" (``layer`` holds the spec layer, named), a join
-    ("add", "mul", "cat" with ``dim``, "attn" of queries, keys and values with ``payload`` (heads, scale)), or a
+    ("add", "mul", "cat" with ``dim``, "attn" of queries, keys and values with ``payload`` (heads, scale,
+    dropout, the fields of a learned bias)), or a
     front-end's own marker that a pass must fold away (``payload``)."""
 
     name: str  # the source's name for messages: fx node or Keras layer name
@@ -297,6 +298,7 @@ def _combinator(node: Raw, branches: list[Any], names: Names) -> Any:
     if cls is Concat:
         return Concat(*branches, dim=node.dim, name=name)
     if cls is DotProductAttention:
-        heads, scale, *dropout = node.payload  # (heads, scale[, dropout])
-        return DotProductAttention(*branches, num_heads=heads, scale=scale, dropout=sum(dropout), name=name)
+        heads, scale, *rest = node.payload  # (heads, scale[, dropout[, its learned bias's fields]])
+        dropout, fields = (rest + [0.0, {}][len(rest) :])[:2]
+        return DotProductAttention(*branches, num_heads=heads, scale=scale, dropout=dropout, name=name, **fields)
     return cls(*branches, name=name)

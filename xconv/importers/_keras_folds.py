@@ -282,7 +282,8 @@ def flat_output(nodes: list[Raw], output: int, every: bool = False) -> tuple[int
     is made channels-last, wherever its features go."""
     if every:
         for node in nodes:
-            if node.alive and node.op == "layer" and isinstance(node.layer, Flatten) and node.payload:
+            map_flattened = node.payload and len(node.payload[1]) == 3  # (tokens flatten in one order in both)
+            if node.alive and node.op == "layer" and isinstance(node.layer, Flatten) and map_flattened:
                 h, w, c = node.payload[1]
                 if layout.flatten_permutation((c, h, w)) is not None:
                     node.layer = dataclasses.replace(node.layer, channels_last=True)
@@ -304,7 +305,7 @@ def flat_output(nodes: list[Raw], output: int, every: bool = False) -> tuple[int
         if node.op == "layer" and isinstance(node.layer, Linear):
             continue  # a Dense absorbs the order in its weights
         if node.op == "layer" and isinstance(node.layer, Flatten):
-            h, w, c = node.payload[1] if node.payload else (1, 1, 1)
+            h, w, c = node.payload[1] if node.payload and len(node.payload[1]) == 3 else (1, 1, 1)
             if layout.flatten_permutation((c, h, w)) is not None:
                 node.layer = dataclasses.replace(node.layer, channels_last=True)
             continue

@@ -199,8 +199,9 @@ def functionalize(root: nn.Module, graph: Any) -> None:
 
 
 def _checksum(t: Any) -> tuple[float, float]:
-    """The sum and the norm, accumulated in float64 (no copy of the tensor)."""
+    """The sum and the norm, accumulated in float64 (no copy of a float tensor; an integer one is converted)."""
     with torch.no_grad():
+        t = t if t.is_floating_point() or t.is_complex() else t.double()
         return float(t.sum(dtype=torch.float64)), float(torch.linalg.vector_norm(t, dtype=torch.float64))
 
 
@@ -219,9 +220,23 @@ class StateGuard:
         self.saved = {n: t.detach().clone() for n, t in self.tensors.items() if n.startswith("buffer")}
         # a write through .data does not move the version counter: parameters are also summed (one pass, no copy)
         self.sums = {n: _checksum(t) for n, t in self.tensors.items() if n.startswith("parameter")}
+        # the modules' own caches (timm's and Hugging Face's attention_bias_cache of tensors computed from
+        # parameters, which train() empties and an eval-mode forward fills): empty while the guard runs, so that
+        # a trace computes from the parameters (an export would read a cached tensor as a constant), then put
+        # back as they were, so that importing leaves the module computing what it computed
+        self.caches = [
+            (m, name, dict(value))
+            for m in module.modules()
+            for name, value in vars(m).items()
+            if name.endswith("_cache") and isinstance(value, dict)
+        ]
+        for m, name, _ in self.caches:
+            setattr(m, name, {})
 
     def written(self) -> list[str]:
-        """The tensors written since the guard was made; buffers are restored."""
+        """The tensors written since the guard was made; buffers and the modules' caches are restored."""
+        for m, name, saved in self.caches:
+            setattr(m, name, dict(saved))
         changed = [
             n
             for n, t in self.tensors.items()

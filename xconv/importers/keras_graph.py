@@ -19,7 +19,7 @@ from ..kinds._keras_layout import to_canonical
 from ..kinds.activation._keras import _ACTIVATION_NAMES, keras_activation
 from ..kinds.conv._keras import GatherPad2D, GroupedConv2D, Subsample2D
 from ..kinds.dense._keras import FeatureOrder
-from ..kinds.token._keras import DotProductAttentionLayer, SelfAttentionLayer
+from ..kinds.token._keras import DotProductAttentionLayer, SelfAttentionLayer, attention_bias
 from ..spec import (
     ChannelLinear,
     Conv2d,
@@ -295,8 +295,9 @@ def import_model(
                 index[id(out)] = add(Raw(name, op, ids, owned=True))
             continue
         if type(layer) is DotProductAttentionLayer and len(ids) == 3:  # (xconv's own: queries, keys, values)
-            payload = (layer.num_heads, layer.scale, layer.dropout)
-            index[id(out)] = add(Raw(name, "attn", ids, payload=payload, owned=True))
+            fields, arrays = attention_bias(layer)
+            payload = (layer.num_heads, layer.scale, layer.dropout, fields)
+            index[id(out)] = add(Raw(name, "attn", ids, payload=payload, owned=True), arrays)
             continue
         if _is_custom_scale(layer) and len(ids) == 2:  # Inception-ResNet's x + r * scale, as Keras computes it
             scale_name = names.take(f"{layer.name}_scale")
@@ -527,6 +528,7 @@ def _finish(
                 "C,H,W order of the maps they were flattened from; only that order is supported"
             )
     by_name = {node.layer.name: i for i, node in enumerate(nodes) if node.alive and node.op == "layer"}
+    by_name.update({node.name: i for i, node in enumerate(nodes) if node.alive and node.op == "attn"})
     weights_out: dict[str, np.ndarray] = {}
     for old, new in zip(shapes.infer(named), shapes.infer(spec)):
         if not new.params:

@@ -290,7 +290,8 @@ def _check_calls(module: nn.Module) -> None:
 def called_as_built(m: nn.Module, path: str, members: list[Any]) -> None:
     """A leaf is mapped by its class, so it must have been called with its input alone: a transposed conv
     given an ``output_size`` in forward records another output padding than the module's own (refused)."""
-    from .torch_export import _bind, _overload
+    from .torch_calls import bind as _bind
+    from .torch_calls import overload as _overload
 
     for n in members:  # an attention module called with a causal flag computes another function
         if _overload(n.target) == "scaled_dot_product_attention.default" and _bind(n).get("is_causal"):

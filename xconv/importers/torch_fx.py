@@ -66,7 +66,14 @@ from .torch_layers import (
     own_leaf_types,
 )
 from .torch_shapes import BATCH, NOT, ShapeOps
-from .torch_tokens import class_tokens, expanded_parameter, position_embedding, self_attention_call, token_mean
+from .torch_tokens import (
+    TokenBatches,
+    class_tokens,
+    expanded_parameter,
+    position_embedding,
+    self_attention_call,
+    token_mean,
+)
 
 F = torch.nn.functional
 
@@ -201,19 +208,19 @@ def _import_graph(
     names = Names(reserved)
     nodes: list[Raw] = []
     index: dict[Any, int] = {}
-    params: dict[Any, Any] = {}
+    params: dict[Any, Any] = {}  # get_attr nodes (and views of them): their tensors
     batch: set[Any] = set()
     tensors: dict[str, Any] = {}
     source = state_keys(module)  # storage of a parameter or buffer (and its views) -> its state_dict key
-    calls: dict[str, int] = {}
-    owners: dict[int, str] = {}  # storage of a weight tensor -> the canonical key it was imported under
+    calls, owners = dict[str, int](), dict[int, str]()  # (owners: a weight's storage -> its canonical key)
     consts: dict[Any, Any] = {}  # sizes and arithmetic on them, evaluated (the batch size stays BATCH)
     nhwc: set[Any] = set()  # tensors permuted to channels-last, (N, H, W, C)
     attention_calls: set[Any] = set()  # nn.MultiheadAttention calls: their output tuple, read through [0]
     learned = {k for k, _ in module.named_parameters()}
     tokens = TokenIds(gm, params, consts, names, TOKEN_IDS.get())  # the token ids and padding mask
     shapes = ShapeOps(index, consts, nhwc)
-    heads = Heads(module, gm, shapes, nodes, names, x)  # attention written out: head splits, sdpa calls, merges
+    # attention written out, step by step; tokens normalised as one batch of N * L features (timm's LeViT)
+    heads, batches = Heads(module, gm, shapes, nodes, names, x, params, source), TokenBatches(gm, shapes)
     output: int | list[int] | None = None
     live = _live_nodes(gm.graph, output_key)
     for node in gm.graph.nodes:
@@ -269,6 +276,8 @@ def _import_graph(
         if token is not None:  # a learned token, expanded over the batch
             params[node] = token
             continue
+        if batches.step(node, args, where):  # (first: the output may read what it refuses)
+            continue
         if node.op == "output":
             picked = _pick_output(args[0], output_key)
             ends = [_output_node(o, index, nhwc, shapes) for o in (picked if isinstance(picked, list) else [picked])]
@@ -316,10 +325,8 @@ def _import_graph(
             index[node] = len(nodes)
             nodes.append(Raw(node.name, "layer", [index[x_node]], layer=layer))
             continue
-        embedding = (
-            position_embedding(node, args, params, index, source, learned, names, where) if join == "add" else None
-        )
-        added = tokens.added(args, index) if join == "add" else None
+        summed = (node, args, params, index, source, learned, names, where, nhwc)  # (tokens or a map plus a table)
+        embedding, added = (position_embedding(*summed), tokens.added(args, index)) if join == "add" else (None, None)
         if added is not None:  # tokens plus an embedding of fixed ids
             embedding = added
         if embedding is not None:
@@ -498,6 +505,8 @@ def _import_graph(
     at = returned_marker(nodes, output)
     _fold_pads(nodes)
     output = output if at is None else read_returned(nodes, at)
+    _own_state(heads.state, owners, "an attention's bias")  # (the tables; their fixed indices may be shared)
+    tensors.update({**heads.state, **heads.fixed})
     _rename_under_owners(nodes, names, tensors)
     _check_key_clashes(module, tensors)
     from ..errors import SpecError

@@ -18,13 +18,18 @@ dropout of the weights, a causal flag, a head tensor read by another operation) 
 
 from __future__ import annotations
 
+import math
 from typing import Any, cast
+
+import numpy as np
 
 from ..backends._torch_env import nn, torch
 from ..errors import UnsupportedLayerError
-from ..spec import Narrow
+from ..kinds.token._dot import bias_index
+from ..spec import Narrow, ToMap, ToTokens
 from ._graph import Names, Raw
 from ._torch_mutation import describe
+from .torch_checks import storage_of
 from .torch_shapes import BATCH, ShapeOps
 
 F = torch.nn.functional
@@ -37,10 +42,32 @@ class Heads:
     that is one of them and records the spec nodes it makes."""
 
     def __init__(
-        self, module: nn.Module, gm: Any, shapes: ShapeOps, nodes: list[Raw], names: Names, x: tuple[Any, ...]
+        self,
+        module: nn.Module,
+        gm: Any,
+        shapes: ShapeOps,
+        nodes: list[Raw],
+        names: Names,
+        x: tuple[Any, ...],
+        params: dict[Any, Any] | None = None,
+        source: dict[Any, str] | None = None,
     ) -> None:
         self.module, self.gm, self.shapes, self.nodes, self.names = module, gm, shapes, nodes, names
         self.x = x  # (a probe batch: the training-mode run that shows an attention's dropout)
+        self.params = {} if params is None else params  # get_attr nodes (and views of them): their tensors
+        self.source = {} if source is None else source  # a tensor's storage -> its state_dict key
+        self.state: dict[str, Any] = {}  # the attentions' bias tables by canonical key
+        self.fixed: dict[str, Any] = {}  # ... and their indices, where the module keeps them in its state_dict
+        self.biases: dict[Any, tuple[Any, Any]] = {}  # table[:, index]: (the table's node, the index's node)
+        self.head_parts: dict[Any, tuple[str, int, int, list[int]]] = {}  # heads split by size along d
+        self.keys_direct: dict[Any, tuple[int, int]] = {}  # (N, L, h, d) permuted to (N, h, d, L): keys^T
+        self.grouped: dict[tuple[int, int, int, int], int] = {}  # (node, start, length, groups) -> its Narrow
+        # heads of an NCHW map's channels over its pixels (Visformer, EfficientFormer V2): the map's tokens
+        self.map_packed: dict[Any, tuple[Any, int, int, int]] = {}  # (N, P, h, d, H*W): (map node, P, h, d)
+        self.map_heads: dict[Any, tuple[int, int]] = {}  # (N, h, d, H*W): (its tokens' node, h)
+        self.map_merging: dict[Any, int] = {}  # an attention's (N, h, dv, L): its node
+        self.tokens_of: dict[Any, int] = {}  # a map's node -> the ToTokens node made of it
+        self._state_keys: set[str] | None = None
         self.trained: list[Any] | None | bool = False  # its sdpa calls (False: not run yet)
         self.attended = 0  # the sdpa calls read so far
         self.viewed: dict[Any, tuple[int, int]] = {}  # tokens viewed as (N, L, h, d): (their node, h)
@@ -54,14 +81,16 @@ class Heads:
         # a dropout of p = 0, then @ v
         self.factor: dict[Any, float] = {}  # heads multiplied by a number: the number
         self.keys_t: dict[Any, Any] = {}  # k.transpose(-2, -1): k
-        self.scores: dict[Any, tuple[Any, Any, float]] = {}  # q @ k^T (times a number): (q, k, the number)
-        self.probs: dict[Any, tuple[Any, Any, float]] = {}  # their softmax over the keys
+        # q @ k^T (times a number, plus a learned bias): (q, k, the number, the bias's node or None)
+        self.scores: dict[Any, tuple[Any, Any, float, Any]] = {}
+        self.probs: dict[Any, tuple[Any, Any, float, Any]] = {}  # their softmax over the keys
         self.dropped: dict[Any, float] = {}  # weights dropped at p in training (a dropout that follows the mode)
 
     def _states(self) -> tuple[dict[Any, Any], ...]:
         return (
             self.viewed, self.split, self.packed_view, self.packed, self.out, self.merging, self.keys_t,
-            self.scores, self.probs,
+            self.scores, self.probs, self.head_parts, self.keys_direct, self.biases, self.map_packed,
+            self.map_heads, self.map_merging,
         )  # fmt: skip
 
     def pending(self, node: Any) -> bool:
@@ -82,6 +111,8 @@ class Heads:
         src = args[0] if args else None
         if method == "scaled_dot_product_attention":
             return self._attention(node, args, where)
+        if self._bias_table(node, method, args):
+            return True
         nodes = [a if isinstance(a, torch.fx.Node) else None for a in args[:2]]
         if method == "mul" and len(args) == 2 and not self.pending(nodes[0]) and self.pending(nodes[1]):
             src, args = args[1], [args[1], args[0]]  # (c * q)
@@ -109,6 +140,11 @@ class Heads:
                 return True
             if self._continue(node, src, method, args):
                 return True
+            if src in self.biases:
+                raise UnsupportedLayerError(
+                    f"from_torch: {where} reads an attention bias table[:, index]; supported: only added to the "
+                    "scaled scores, (q @ k.transpose(-2, -1)) * c + bias, or given as sdpa's attn_mask"
+                )
             raise UnsupportedLayerError(
                 f"from_torch: {where} reads a tensor of attention heads; supported: the heads split out by "
                 "t.reshape(N, L, heads, d).transpose(1, 2) (or packed, reshape(N, L, P, heads, d).permute(2, 0, 3, "
@@ -118,6 +154,8 @@ class Heads:
         if method not in ("view", "reshape") or src not in index or src in self.shapes.nhwc:
             return False
         shape = self.shapes.shape(src)
+        if shape is not None and len(shape) == 4:
+            return self._map_view(node, src, shape, self.shapes._dims(args))
         if shape is None or len(shape) != 3:
             return False
         _, length, e = shape
@@ -144,6 +182,18 @@ class Heads:
         if src in self.viewed and swap:
             self.split[node] = self.viewed[src]
             return True
+        swap_last = len(axes) == 2 and all(isinstance(d, int) for d in axes) and sorted(d % 4 for d in axes) == [2, 3]
+        swap_last = swap_last or method == "permute" and dims == (0, 1, 3, 2)
+        if self._map_step(node, src, method, dims, swap_last):
+            return True
+        if src in self.viewed and method == "permute" and dims == (0, 2, 3, 1):  # (N, h, d, L): keys, transposed
+            self.keys_direct[node] = self.viewed[src]
+            self.keys_t[node] = node
+            return True
+        if (src in self.viewed or src in self.split) and method == "split":
+            return self._split_heads(node, src, args)
+        if src in self.head_parts and method == "getitem":
+            return self._head_part(node, src, args)
         if src in self.packed_view and method == "permute" and dims == (2, 0, 3, 1, 4):
             self.packed[node] = self.packed_view[src]
             return True
@@ -194,6 +244,151 @@ class Heads:
                 return True
         return False
 
+    def _map_view(self, node: Any, src: Any, shape: tuple[int, ...], dims: tuple[Any, ...]) -> bool:
+        """An NCHW map's channels viewed as heads over its pixels: ``x.reshape(N, P, h, d, -1)`` (P packed parts,
+        each head by head) or ``x.reshape(N, h, d, -1)``; False for other views."""
+        _, c, hh, ww = shape
+        if len(dims) not in (4, 5) or dims[0] is not BATCH or dims[-1] not in (-1, hh * ww):
+            return False
+        middle = list(dims[1:-1])
+        known = math.prod(v for v in middle if v != -1)
+        if middle.count(-1) == 1 and dims[-1] != -1 and known > 0 and c % known == 0:
+            middle[middle.index(-1)] = c // known  # (the head size given as -1: reshape(N, h, -1, H*W))
+        if not all(isinstance(v, int) and v > 0 for v in middle) or math.prod(middle) != c:
+            return False
+        dims = (dims[0], *middle, dims[-1])
+        if len(dims) == 5:
+            self.map_packed[node] = (src, *dims[1:4])
+            return True
+        if len(dims) == 4:
+            self.map_heads[node] = (self._map_tokens(src), dims[1])
+            self.keys_direct[node], self.keys_t[node] = self.map_heads[node], node  # ((N, h, d, L): keys^T)
+            return True
+        return False
+
+    def _map_tokens(self, src: Any) -> int:
+        """The tokens (N, H*W, C) of the map ``src``, pixels row by row: a ToTokens node (one per map)."""
+        if src not in self.tokens_of:
+            name = self.names.take(f"{src.name}_tokens")
+            self.nodes.append(Raw(name, "layer", [self.shapes.index[src]], layer=ToTokens(name=name)))
+            self.tokens_of[src] = len(self.nodes) - 1
+        return self.tokens_of[src]
+
+    def _map_step(self, node: Any, src: Any, method: str, dims: tuple[Any, ...], swap_last: bool) -> bool:
+        """The next step from a map's heads, or an attention's heads read back as a map; False otherwise."""
+        if src in self.map_packed and method == "permute" and dims == (1, 0, 2, 4, 3):  # (P, N, h, L, d)
+            m, p, h, d = self.map_packed[src]
+            self.packed[node] = (self._map_tokens(m), p, h, d)
+            return True
+        if src in self.map_heads and swap_last:  # (N, h, L, d)
+            self.split[node] = self.map_heads[src]
+            return True
+        if src in self.map_heads and method == "permute" and dims == (0, 1, 2, 3):
+            self.map_heads[node] = self.map_heads[src]
+            self.keys_direct[node], self.keys_t[node] = self.map_heads[src], node
+            return True
+        if src in self.out and swap_last:  # (N, h, dv, L): to be read as a map
+            self.map_merging[node] = self.out[src][0]
+            return True
+        if src in self.map_merging and method in ("view", "reshape"):
+            shape = self.shapes.shape(src)
+            assert shape is not None
+            _, h, dv, length = shape
+            ok = len(dims) == 4 and dims[0] is BATCH and dims[1] in (-1, h * dv) and -1 not in dims[2:]
+            if ok and isinstance(dims[2], int) and isinstance(dims[3], int) and dims[2] * dims[3] == length:
+                name = self.names.take(f"{node.name}_map")
+                layer = ToMap(dims[2], dims[3], name=name)
+                self.nodes.append(Raw(name, "layer", [self.map_merging[src]], layer=layer))
+                self.shapes.index[node] = len(self.nodes) - 1
+                return True
+        return False
+
+    def _split_heads(self, node: Any, src: Any, args: list[Any]) -> bool:
+        """``t.split(sizes, dim=-1)`` of heads, (N, L, h, d) or (N, h, L, d): each head's features cut into
+        parts side by side (timm's ``qkv.view(N, L, h, -1).split([kd, kd, vd], dim=3)``)."""
+        node_kwargs = {"split_size" if k == "split_size_or_sections" else k: v for k, v in node.kwargs.items()}
+        given = {**dict(zip(("split_size", "dim"), self.shapes.resolve(list(args[1:])))), **node_kwargs}
+        sizes, dim = self.shapes.resolve(given.get("split_size")), self.shapes.resolve(given.get("dim", 0))
+        shape = self.shapes.shape(src)
+        if shape is None or len(shape) != 4 or dim not in (3, -1):
+            return False
+        d = shape[3]
+        if isinstance(sizes, int) and not isinstance(sizes, bool) and sizes > 0:
+            sizes = [sizes] * (d // sizes) + ([d % sizes] if d % sizes else [])
+        sizes = list(sizes) if isinstance(sizes, (list, tuple)) else None
+        if not sizes or not all(isinstance(v, int) and v > 0 for v in sizes) or sum(sizes) != d:
+            return False
+        state, (tokens, h) = ("viewed", self.viewed[src]) if src in self.viewed else ("split", self.split[src])
+        self.head_parts[node] = (state, tokens, h, sizes)
+        return True
+
+    def _head_part(self, node: Any, src: Any, args: list[Any]) -> bool:
+        """Part i of heads split by size: the heads of a Narrow with ``groups=heads`` of their tokens."""
+        state, tokens, h, sizes = self.head_parts[src]
+        i = self.shapes.resolve(args[1])
+        if not isinstance(i, int) or isinstance(i, bool) or not -len(sizes) <= i < len(sizes):
+            return False
+        i %= len(sizes)
+        part = (tokens, sum(sizes[:i]), sizes[i], h)
+        if part not in self.grouped:
+            name = self.names.take(f"{node.name}_part")
+            self.nodes.append(Raw(name, "layer", [tokens], layer=Narrow(2, *part[1:3], groups=h, name=name)))
+            self.grouped[part] = len(self.nodes) - 1
+        (self.viewed if state == "viewed" else self.split)[node] = (self.grouped[part], h)
+        return True
+
+    def _bias_table(self, node: Any, method: str, args: list[Any]) -> bool:
+        """``table[:, index]`` of a learned (heads, T) table and a fixed (L, S) integer index: an attention's
+        bias, read where it is added to the scores (or given to sdpa as its ``attn_mask``)."""
+        if method != "getitem" or len(args) != 2 or args[0] not in self.params:
+            return False
+        at = args[1]
+        if not (isinstance(at, tuple) and len(at) == 2 and at[0] == slice(None) and at[1] in self.params):
+            return False
+        table, index = self.params[args[0]], self.params[at[1]]
+        if not (isinstance(table, torch.Tensor) and table.dim() == 2 and table.is_floating_point()):
+            return False
+        if not (isinstance(index, torch.Tensor) and index.dim() == 2 and index.dtype in (torch.int64, torch.int32)):
+            return False
+        self.biases[node] = (args[0], at[1])
+        return True
+
+    def _bias(self, bias: Any, heads: int, length: int, keys: int, where: str) -> tuple[str, dict[str, Any]]:
+        """The name of an attention adding ``bias`` (a :meth:`_bias_table` node) and its DotProductAttention
+        fields; records the table (and the index, where the module keeps it in its state_dict)."""
+        table_node, index_node = self.biases[bias]
+        table, index = self.params[table_node], self.params[index_node]
+        table_key = self.source.get(storage_of(table), str(table_node.target))
+        index_key = self.source.get(storage_of(index), str(index_node.target))
+        if table_key not in dict(self.module.named_parameters()):
+            raise UnsupportedLayerError(f"from_torch: {where}: the attention bias table {table_key!r} is not learned")
+        if tuple(index.shape) != (length, keys) or table.shape[0] != heads:
+            raise UnsupportedLayerError(
+                f"from_torch: {where}: the attention bias {table_key!r}[:, {index_key!r}] is not of (heads, queries, "
+                f"keys) = ({heads}, {length}, {keys})"
+            )
+        if table.shape[1] != keys:
+            raise UnsupportedLayerError(
+                f"from_torch: {where}: the attention bias table {table_key!r} has {table.shape[1]} entries per head; "
+                f"a bias per relative offset on the map of {keys} keys has one per key"
+            )
+        fields = _bias_grid(index.cpu().numpy(), int(table.shape[1]))
+        if fields is None:
+            raise UnsupportedLayerError(
+                f"from_torch: {where}: the attention bias index {index_key!r} is not the relative-offset index of "
+                "a map (|dy| * W + |dx| between queries taken every stride-th row and column and all the keys); "
+                "no other bias index is supported"
+            )
+        owner, _, leaf = table_key.rpartition(".")
+        name = self.names.take(owner, own=True) if owner and leaf == "attention_biases" else self.names.take(leaf)
+        if self._state_keys is None:
+            self._state_keys = set(self.module.state_dict().keys())
+        fields["state_index"] = index_key in self._state_keys
+        self.state[f"{name}.attention_biases"] = table
+        if fields["state_index"]:
+            self.fixed[f"{name}.attention_bias_idxs"] = index
+        return name, fields
+
     def _by_hand(self, node: Any, src: Any, method: str, args: list[Any]) -> bool:
         """A step of attention written by hand (timm's and Hugging Face's non-fused paths); False otherwise."""
         other = args[1] if len(args) > 1 else None
@@ -205,9 +400,15 @@ class Heads:
                 self.split[node] = self.split[src]
                 self.factor[node] = self.factor.get(src, 1.0) * factor
                 return True
-            if factor is not None and src in self.scores:  # (q @ k^T) * c
-                q, k, f = self.scores[src]
-                self.scores[node] = (q, k, f * factor)
+            if factor is not None and src in self.scores and self.scores[src][3] is None:  # (q @ k^T) * c
+                q, k, f, _ = self.scores[src]
+                self.scores[node] = (q, k, f * factor, None)
+                return True
+            return False
+        if method == "add" and len(args) == 2 and not node.kwargs:  # scores + bias (either order)
+            a, b = args if args[0] in self.scores else args[::-1]
+            if a in self.scores and b in self.biases and self.scores[a][3] is None:
+                self.scores[node] = (*self.scores[a][:3], b)
                 return True
             return False
         if src in self.split and method == "transpose":
@@ -222,10 +423,11 @@ class Heads:
             return False
         if method == "matmul" and len(args) == 2 and not node.kwargs:
             if src in self.split and other in self.keys_t:
-                self.scores[node] = (src, self.keys_t[other], self.factor.get(src, 1.0))
+                self.scores[node] = (src, self.keys_t[other], self.factor.get(src, 1.0), None)
                 return True
             if src in self.probs and other in self.split and other not in self.factor:
-                return self._attend(node, *self.probs[src], other, self.dropped.get(src, 0.0))
+                q, k, f, bias = self.probs[src]
+                return self._attend(node, q, k, f, other, self.dropped.get(src, 0.0), bias)
             return False
         if src in self.scores and method == "softmax":
             values = {**dict(zip(("dim", "_stacklevel", "dtype"), self.shapes.resolve(list(args[1:])))), **node.kwargs}
@@ -252,19 +454,29 @@ class Heads:
             return True
         return False
 
-    def _attend(self, node: Any, q: Any, k: Any, factor: float, v: Any, dropout: float) -> bool:
-        heads = {self.split[t][1] for t in (q, k, v)}
-        q_shape = self.shapes.shape(q)
-        if len(heads) != 1 or q_shape is None or not factor > 0:
+    def _heads_of(self, t: Any) -> tuple[int, int]:
+        """(the spec node, heads) of queries, keys or values split into heads (keys also transposed)."""
+        return self.split[t] if t in self.split else self.keys_direct[t]
+
+    def _attend(self, node: Any, q: Any, k: Any, factor: float, v: Any, dropout: float, bias: Any = None) -> bool:
+        heads = {self._heads_of(t)[1] for t in (q, k, v)}
+        q_shape, v_shape = self.shapes.shape(q), self.shapes.shape(v)
+        if len(heads) != 1 or q_shape is None or v_shape is None or not factor > 0:
             return False
         self._trained(describe(node))  # (a training-mode sdpa call in its place would be another function)
         if not dropout:
             self._no_hidden_dropout(node, describe(node))
         scale = None if factor == float(q_shape[-1] ** -0.5) else factor
-        name = self.names.take(node.name)
-        payload = (heads.pop(), scale, dropout)
-        self.nodes.append(Raw(name, "attn", [self.split[t][0] for t in (q, k, v)], payload=payload, owned=True))
-        self.out[node] = (len(self.nodes) - 1, self.split[q][1])
+        h = heads.pop()
+        name, fields = (
+            (self.names.take(node.name), {})
+            if bias is None
+            else self._bias(bias, h, q_shape[2], v_shape[2], describe(node))
+        )
+        payload = (h, scale, dropout, fields)
+        inputs = [self._heads_of(t)[0] for t in (q, k, v)]
+        self.nodes.append(Raw(name, "attn", inputs, payload=payload, owned=True))
+        self.out[node] = (len(self.nodes) - 1, h)
         return True
 
     def _attention(self, node: Any, args: list[Any], where: str) -> bool:
@@ -277,8 +489,9 @@ class Heads:
                     f"from_torch: {where}: queries, keys and values must each be heads split out of tokens"
                 )
             return False
+        mask = values.get("attn_mask")
         problems = [
-            (values.get("attn_mask") is not None, "a mask"),
+            (mask is not None and mask not in self.biases, "a mask"),
             (bool(values.get("is_causal")), "is_causal=True"),
             (bool(values.get("enable_gqa")), "enable_gqa=True"),
             (values.get("dropout_p", 0.0) not in (0, 0.0), f"dropout_p={values.get('dropout_p')}"),
@@ -302,9 +515,15 @@ class Heads:
             raise UnsupportedLayerError(f"from_torch: {where}: scaled_dot_product_attention with scale={scale!r}")
         if scale is not None and float(scale) == float(q_shape[-1] ** -0.5):
             scale = None  # (the default: d ** -0.5)
-        name = self.names.take(node.name)
+        fields: dict[str, Any] = {}
+        if mask is None:
+            name = self.names.take(node.name)
+        else:
+            v_shape = self.shapes.shape(v)
+            assert v_shape is not None
+            name, fields = self._bias(mask, heads, q_shape[2], v_shape[2], where)
         inputs = [self.split[t][0] for t in (q, k, v)]
-        payload = (heads, None if scale is None else float(scale), dropout)
+        payload = (heads, None if scale is None else float(scale), dropout, fields)
         self.nodes.append(Raw(name, "attn", inputs, payload=payload, owned=True))
         self.out[node] = (len(self.nodes) - 1, heads)
         return True
@@ -362,6 +581,21 @@ class Heads:
                     f"from_torch: {where}: its module {path!r} has {attr} = Dropout(p={child.p}), which neither the "
                     "traced call nor a training-mode run applies"
                 )
+
+
+def _bias_grid(index: np.ndarray, table: int) -> dict[str, Any] | None:
+    """The ``bias_grid`` and ``bias_stride`` whose relative-offset index is ``index`` (L, S), for a table of
+    ``table`` entries; None where there is none."""
+    length, keys = index.shape
+    for h in range(1, keys + 1):
+        if keys % h:
+            continue
+        w = keys // h
+        for stride in range(1, max(h, w) + 1):
+            fits = h * w == table and -(-h // stride) * -(-w // stride) == length
+            if fits and np.array_equal(bias_index((h, w), stride), index):
+                return {"bias_grid": (h, w), "bias_stride": stride}
+    return None
 
 
 def training_dropouts(module: nn.Module, x: tuple[Any, ...]) -> list[tuple[float, tuple[Any, ...]]] | None:

@@ -14,11 +14,13 @@ from ..backends._torch_env import torch
 from ..errors import UnsupportedLayerError
 from ..spec import (
     ELEMENTWISE,
+    BatchNorm1d,
     ChannelLinear,
     ChannelShuffle,
     GlobalResponseNorm,
     LayerNorm,
     Linear,
+    MaxPool2d,
     Narrow,
     PatchMerging,
     SelectToken,
@@ -140,6 +142,11 @@ class ShapeOps:
                 )
             self.nhwc.add(node)
             return layer
+        if isinstance(layer, BatchNorm1d) and shape is not None and len(shape) != 2 and not _on_tokens(m):
+            raise UnsupportedLayerError(
+                f"from_torch: {where} normalises the channels C of an (N, C, L) tensor; supported on a flat (N, F) "
+                "input, or on each feature of tokens as bn(x.flatten(0, 1)).reshape_as(x)"
+            )
         own_map_norm = type(m).__name__ == "ChannelLayerNorm"
         if isinstance(layer, (LayerNorm, Linear)) and not own_map_norm and (shape is None or len(shape) not in (2, 3)):
             raise UnsupportedLayerError(
@@ -242,6 +249,10 @@ class ShapeOps:
                 f"from_torch: {where}: permute{perm} is supported only as x.permute(0, 2, 3, 1) "
                 "of an NCHW map and back (x.permute(0, 3, 1, 2))"
             )
+        if method == "getitem" and shape is not None and len(shape) == 4:
+            sub = self._subsample(node, src, shape, self.resolve(args[1]))
+            if sub is not None:
+                return sub
         if src in self.nhwc or shape is None:
             return None
         rank = len(shape)
@@ -378,6 +389,29 @@ class ShapeOps:
             rest = list(rest[0])
         return tuple(self.resolve(rest))
 
+    def _subsample(self, node: Any, src: Any, shape: tuple[int, ...], key: Any) -> Any:
+        """``x[:, :, ::sh, ::sw]`` of a map (``x[:, ::sh, ::sw]`` channels-last: timm's LeViT), every sh-th row
+        and sw-th column from the first: a MaxPool2d of kernel 1 and that stride; None for other indexing."""
+        key = key if isinstance(key, tuple) else (key,)
+        axes = (1, 2) if src in self.nhwc else (2, 3)
+        if not all(isinstance(k, slice) for k in key) or len(key) > 4 or any(k != slice(None) for k in key[: axes[0]]):
+            return None
+        key = key + (slice(None),) * (4 - len(key))
+        if any(k != slice(None) for k in key[axes[1] + 1 :]):
+            return None
+        strides = []
+        for axis in axes:
+            k = key[axis]
+            whole = k.start in (None, 0) and (k.stop is None or isinstance(k.stop, int) and k.stop >= shape[axis])
+            if not whole or not (k.step is None or isinstance(k.step, int) and k.step >= 1):
+                return None
+            strides.append(1 if k.step is None else k.step)
+        if strides == [1, 1]:
+            return None
+        if src in self.nhwc:
+            self.nhwc.add(node)
+        return src, MaxPool2d(1, stride=tuple(strides))
+
     def _slice(self, src: Any, shape: tuple[int, ...], key: Any, where: str) -> Any:
         """x[:, a:b] (one sliced axis, step 1) as a Narrow; x[:] an alias."""
         key = key if isinstance(key, tuple) else (key,)
@@ -410,3 +444,10 @@ def inner_shapes(members: list[Any]) -> list[tuple[int, ...]]:
     from its arguments shows it here)."""
     vals = [m.meta.get("val") for m in members]
     return [tuple(int(d) for d in v.shape) for v in vals if isinstance(v, torch.Tensor)]
+
+
+def _on_tokens(m: Any) -> bool:
+    """Whether ``m`` is xconv's BatchNorm1d over each feature of (N, L, E) tokens."""
+    from ..kinds.norm._torch import TokenBatchNorm1d
+
+    return type(m) is TokenBatchNorm1d

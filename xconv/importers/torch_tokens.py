@@ -8,7 +8,7 @@ from typing import Any
 
 from ..backends._torch_env import torch
 from ..errors import UnsupportedLayerError
-from ..spec import ClassToken, PositionEmbedding, TokenMean
+from ..spec import ClassToken, PositionEmbedding, PositionEmbedding2d, TokenMean
 from ._graph import Names, Raw
 from .torch_checks import storage_of as _storage
 from .torch_shapes import BATCH, ShapeOps
@@ -100,13 +100,23 @@ def position_embedding(
     learned: set[str],
     names: Names,
     where: str,
+    nhwc: set[Any] = frozenset(),  # type: ignore[assignment]
 ) -> tuple[Raw, dict[str, Any]] | None:
-    """Tokens plus a learned parameter of their shape (1, L, E): a PositionEmbedding node and its state; None
-    when the sum is not of a parameter and a computed tensor."""
+    """Tokens plus a learned parameter of their shape (1, L, E): a PositionEmbedding node and its state; an
+    NCHW map plus one of its shape (1, C, H, W): a PositionEmbedding2d; None when the sum is not of a parameter
+    and a computed tensor of its shape."""
     if len(args) != 2 or node.kwargs or sum(a in params for a in args) != 1 or sum(a in index for a in args) != 1:
         return None
     p_node, x = (args[0], args[1]) if args[0] in params else (args[1], args[0])
     shape, p = _shape(x), params[p_node]
+    if shape is not None and len(shape) == 4 and x not in nhwc:  # (a map: PiT's pos_embed, (1, C, H, W))
+        if not isinstance(p, torch.Tensor) or tuple(p.shape) != (1, *shape[1:]):
+            return None
+        _learned(p, source, learned, p_node, where, "learned embedding of the map")
+        key = source.get(_storage(p), str(p_node.target))
+        name = names.take(key.replace(".", "_"))
+        layer2d = PositionEmbedding2d(*(int(d) for d in shape[1:]), name=name, keys=(("embedding", key),))
+        return Raw(name, "layer", [index[x]], layer=layer2d, owned=True), {f"{name}.embedding": p}
     if shape is None or len(shape) != 3:
         return None
     if not isinstance(p, torch.Tensor) or tuple(p.shape) != (1, *shape[1:]):
@@ -182,3 +192,52 @@ def self_attention_call(gm: Any, node: Any, where: str) -> bool:
 
 def _shape(node: Any) -> tuple[int, ...] | None:
     return getattr(node, "meta", {}).get("xconv_shape")
+
+
+class TokenBatches:
+    """timm's LeViT normalises tokens (N, L, E) as one batch of N * L feature vectors: ``t.flatten(0, 1)``, an
+    ``nn.BatchNorm1d`` call on it, and the result viewed back in the tokens' shape (``reshape_as(t)``). The
+    three steps import as one BatchNorm1d on the tokens; any other use of the flattened batch, or of its
+    normalised form, is refused by name."""
+
+    def __init__(self, gm: Any, shapes: ShapeOps) -> None:
+        self.gm, self.shapes = gm, shapes
+        self.flat: dict[Any, Any] = {}  # t.flatten(0, 1): t
+        self.normed: dict[Any, Any] = {}  # the BatchNorm1d call on it: t
+
+    def step(self, node: Any, args: list[Any], where: str) -> bool:
+        """Whether ``node`` is a step that is handled here (the flatten, or the view back); refuses any other
+        reader of their tensors. The BatchNorm1d call itself is imported as the module it is (False)."""
+        index = self.shapes.index
+        nodes: list[Any] = []
+        torch.fx.node.map_arg((tuple(args), dict(node.kwargs)), nodes.append)
+        read = [a for a in nodes if a in self.flat]
+        method = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+        src = args[0] if args else None
+        back = method in ("reshape_as", "view_as", "view", "reshape")
+        if src in self.normed and back and self.shapes.shape(node) == self.shapes.shape(self.normed[src]):
+            index[node] = index[src]
+            return True
+        if any(a in self.normed for a in nodes):
+            raise UnsupportedLayerError(
+                f"from_torch: {where} reads tokens normalised as one batch of N * L features; supported: only "
+                "their view back in the tokens' shape, bn(x.flatten(0, 1)).reshape_as(x)"
+            )
+        if read:
+            module = self.gm.get_submodule(node.target) if node.op == "call_module" else None
+            if type(module) is torch.nn.BatchNorm1d and args == [read[0]] and not node.kwargs:
+                self.normed[node] = self.flat[read[0]]
+                return False
+            raise UnsupportedLayerError(
+                f"from_torch: {where} reads tokens flattened with the batch, (N * L, E); supported: only an "
+                "nn.BatchNorm1d of them, viewed back in the tokens' shape, bn(x.flatten(0, 1)).reshape_as(x)"
+            )
+        if method != "flatten" or src not in index or src in self.shapes.nhwc:
+            return False
+        shape = self.shapes.shape(src)
+        given = {**dict(zip(("start_dim", "end_dim"), self.shapes.resolve(list(args[1:])))), **node.kwargs}
+        if shape is None or len(shape) != 3 or given.get("start_dim", 0) != 0 or given.get("end_dim") not in (1, -2):
+            return False
+        self.flat[node] = src
+        index[node] = index[src]
+        return True

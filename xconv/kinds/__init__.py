@@ -27,7 +27,7 @@ from .activation import (
     StarReLU,
     Tanh,
 )
-from .channel import ChannelShuffle, LayerScale, Narrow, Normalization, Rescaling, ZeroPad2d
+from .channel import ChannelShuffle, LayerScale, Narrow, Normalization, PositionEmbedding2d, Rescaling, ZeroPad2d
 from .conv import Conv2d, ConvTranspose2d
 from .dense import ChannelLinear, Flatten, Linear
 from .norm import BatchNorm1d, BatchNorm2d, GlobalResponseNorm, GroupNorm, LayerNorm
@@ -87,6 +87,7 @@ __all__ = [
     "PaddedPositions",
     "PatchMerging",
     "PositionEmbedding",
+    "PositionEmbedding2d",
     "ReLU",
     "Rescaling",
     "SelectToken",

@@ -77,8 +77,13 @@ def register(
 
 def fixed_values(info: LayerInfo) -> dict[str, Any]:
     """The values of a node's fixed buffers (``LayerInfo.fixed``): numpy arrays, computed by its kind."""
-    if not info.fixed or info.is_join:
+    if not info.fixed:
         return {}
+    if info.is_join:  # (a DotProductAttention's bias index)
+        from .token._dot import bias_index
+
+        layer: Any = info.layer
+        return {"attention_bias_idxs": bias_index(layer.bias_grid, layer.bias_stride)}
     rule = KINDS[type(info.layer)].fixed
     values: dict[str, Any] = rule(info)
     return {name: values[name] for name in info.fixed}

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .._layer import LAYER_TYPES, Layer
-from .._normalize import as_float, as_int, as_name, as_shape
+from .._normalize import as_bool, as_float, as_int, as_name, as_pair, as_shape
 from ..errors import SpecError
 
 __all__ = [
@@ -330,8 +330,17 @@ class DotProductAttention(Combinator):
     weights in training (as ``dropout_p`` does); the heads' outputs side by side give (L, Ev). torch's
     ``F.scaled_dot_product_attention`` on the heads split out by ``x.reshape(N, L, heads, d).transpose(1, 2)``
     and merged back by ``.transpose(1, 2).reshape(N, L, Ev)``;
-    in Keras, xconv's layer on [queries, keys, values], in ``keras.ops``. No weights: the projections are the
-    branches' own layers (spatial-reduction attention computes its keys from a strided conv of the map).
+    in Keras, xconv's layer on [queries, keys, values], in ``keras.ops``. The projections are the branches' own
+    layers (spatial-reduction attention computes its keys from a strided conv of the map).
+
+    ``bias_grid=(H, W)``: the keys are the H*W tokens of a map, row by row, and a learned bias per head and
+    relative offset is added to the scores (LeViT's, EfficientFormer's, TinyViT's ``attention_biases``): the
+    weight ``attention_biases`` (heads, H*W); between query i, at the point (y, x) * ``bias_stride`` of the
+    map (the queries: the map's points taken every ``bias_stride`` rows and columns, row by row), and key j at
+    (y', x'), the bias ``attention_biases[:, |y - y'| * W + |x - x'|]``. torch:
+    ``attention_biases[:, attention_bias_idxs]`` added to the scores (sdpa's ``attn_mask``). The index is
+    fixed data; ``state_index=True`` keeps it in the weights too, as the buffer ``attention_bias_idxs`` of
+    (L, S) int64 entries (EfficientFormer keeps it in its state_dict).
 
     >>> from xconv import Linear, Use
     >>> DotProductAttention(Linear(8, 8), Linear(8, 8), Linear(8, 8), num_heads=2)
@@ -346,6 +355,9 @@ class DotProductAttention(Combinator):
     num_heads: int
     scale: float | None
     dropout: float
+    bias_grid: tuple[int, int] | None
+    bias_stride: int
+    state_index: bool
 
     def __init__(
         self,
@@ -353,6 +365,9 @@ class DotProductAttention(Combinator):
         num_heads: int = 1,
         scale: float | None = None,
         dropout: float = 0.0,
+        bias_grid: int | tuple[int, int] | None = None,
+        bias_stride: int = 1,
+        state_index: bool = False,
         name: str | None = None,
     ) -> None:
         if len(branches) != 3:
@@ -366,6 +381,16 @@ class DotProductAttention(Combinator):
         object.__setattr__(self, "scale", scale)
         rate = as_float("DotProductAttention", "dropout", dropout, low=0.0, high=1.0, high_open=True)
         object.__setattr__(self, "dropout", rate)
+        me = "DotProductAttention"
+        grid = None if bias_grid is None else as_pair(me, "bias_grid", bias_grid, minimum=1)
+        object.__setattr__(self, "bias_grid", grid)
+        object.__setattr__(self, "bias_stride", as_int(me, "bias_stride", bias_stride, minimum=1))
+        object.__setattr__(self, "state_index", as_bool(me, "state_index", state_index))
+        if grid is None and (self.bias_stride != 1 or self.state_index):
+            raise SpecError(
+                f"{me}: bias_stride and state_index describe the learned bias, which needs bias_grid. Received: "
+                f"bias_stride={bias_stride!r}, state_index={state_index!r}"
+            )
 
     def _extra(self) -> dict[str, Any]:
         extra: dict[str, Any] = {"num_heads": self.num_heads}
@@ -373,6 +398,12 @@ class DotProductAttention(Combinator):
             extra["scale"] = self.scale
         if self.dropout:
             extra["dropout"] = self.dropout
+        if self.bias_grid is not None:
+            extra["bias_grid"] = self.bias_grid
+        if self.bias_stride != 1:
+            extra["bias_stride"] = self.bias_stride
+        if self.state_index:
+            extra["state_index"] = True
         return extra
 
 
@@ -385,7 +416,10 @@ COMBINATORS: dict[str, type[Combinator]] = {
     "Subtract": Subtract,
 }
 #: a combinator's own fields (beside its branches and name), as to_dict writes them
-_FIELDS = {"Concat": ("dim",), "DotProductAttention": ("num_heads", "scale", "dropout")}
+_FIELDS = {
+    "Concat": ("dim",),
+    "DotProductAttention": ("num_heads", "scale", "dropout", "bias_grid", "bias_stride", "state_index"),
+}
 
 
 def _repr(item: Any, depth: int) -> str:

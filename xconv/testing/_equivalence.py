@@ -13,6 +13,7 @@ from .._api import build, get_weights, predict, set_weights, side_arrays
 from .._verify import ROUNDING_FACTOR
 from ..backends import canonical_name, get_backend
 from ..graph import model_outputs, returns_list, token_vocabulary
+from ..kinds.token._dot import bias_of as dot_bias
 from ..kinds.token._dot import carried as dot_carried
 from ..kinds.token._dot import head_scale
 from ..shapes import LayerInfo
@@ -106,6 +107,7 @@ def lipschitz(layer: Any) -> float | None:
         "StochasticDepth": 1.0,
         "Narrow": 1.0,
         "ChannelShuffle": 1.0,
+        "PositionEmbedding2d": 1.0,  # (x plus a table: its input's error passes through)
         "Upsample": 1.0,
         "Flatten": 1.0,  # a reordering copy: it carries its input's error and adds none
         # means and maxima of their inputs (weights >= 0 that sum to at most 1): they carry their input's error
@@ -127,7 +129,7 @@ def _term_scale(info: Any, weights: Mapping[str, Any], layer_in: np.ndarray) -> 
     """For a conv, transposed conv, Linear or ChannelLinear: max of |W| applied to |x| (bias left out), the size of
     the terms each output sums. Rounding in a sum scales with its terms, not with its result: 220 terms of size
     ~100 that cancel to an output near 1 carry float32 errors of ~3e-5 (measured, torch and Keras alike). A layer
-    scale: max |s| |x|. 0 for other layers."""
+    scale: max |s| |x|; a map's embedding: max |x| + |p|. 0 for other layers."""
     from ..backends import numpy_backend
 
     name = {
@@ -136,6 +138,7 @@ def _term_scale(info: Any, weights: Mapping[str, Any], layer_in: np.ndarray) -> 
         "ChannelLinear": "weight",
         "ConvTranspose2d": "weight",
         "LayerScale": "layer_scale",
+        "PositionEmbedding2d": "embedding",
     }.get(info.kind)
     if name is None:
         return 0.0
@@ -274,7 +277,8 @@ def compare_layerwise(
             heads = info.layer.num_heads  # type: ignore[attr-defined]
             scale = head_scale(info.layer, info.input_shapes[0][-1])
             errors = tuple(carried_of.get(i, 0.0) for i in info.inputs)
-            carried = dot_carried(q, k, v, heads, scale, (errors[0], errors[1], errors[2]))
+            bias = dot_bias(info.layer, {n: np.asarray(_as_array(w[f"{info.key}.{n}"])) for n in info.params})
+            carried = dot_carried(q, k, v, heads, scale, (errors[0], errors[1], errors[2]), bias)
         elif info.is_join:
             carried = sum(size) if info.kind != "Multiply" else float(np.prod([max(1.0, v) for v in size])) * len(size)
         else:

@@ -31,6 +31,7 @@ from ..spec import (
     LeakyReLU,
     MaxPool2d,
     Narrow,
+    PositionEmbedding2d,
     PReLU,
     ReLU,
     Sequential,
@@ -78,6 +79,7 @@ ALL_KINDS = CORE_KINDS + (
     "LayerNorm",
     "ChannelLinear",
     "LayerScale",
+    "PositionEmbedding2d",
     "Narrow",
     "ChannelShuffle",
     "GroupNorm",
@@ -95,6 +97,7 @@ CHANNEL_KINDS = (
     "LayerNorm",
     "ChannelLinear",
     "LayerScale",
+    "PositionEmbedding2d",
     "Narrow",
     "ChannelShuffle",
     "GroupNorm",
@@ -268,7 +271,8 @@ def channel_layers(
     batch_stats: bool = True,
 ) -> Layer | None:
     """A channel-axis layer valid for a (C, H, W) input: LayerNorm over the channels, ChannelLinear,
-    LayerScale, Narrow along any non-batch axis (negative dims too), ChannelShuffle and GroupNorm with any
+    LayerScale, PositionEmbedding2d, Narrow along any non-batch axis (negative dims too; sometimes the slice of
+    each of several groups), ChannelShuffle and GroupNorm with any
     divisor of C (GroupNorm's eps as LayerNorm's: 0.1 in float32 suites), PReLU with one slope or one per
     channel, GlobalResponseNorm."""
     options = [k for k in CHANNEL_KINDS if k in kinds]
@@ -282,11 +286,14 @@ def channel_layers(
         return ChannelLinear(c, draw(st.integers(1, max_channels)), bias=draw(st.booleans()))
     if kind == "LayerScale":
         return LayerScale(c)
+    if kind == "PositionEmbedding2d":
+        return PositionEmbedding2d(c, _h, _w)
     if kind == "Narrow":
         dim = draw(st.sampled_from([1, 1, 2, 3, -1, -2, -3]))
         size = shape[dim % 4 - 1]
-        start = draw(st.integers(0, size - 1))
-        return Narrow(dim, start, draw(st.integers(1, size - start)))
+        groups = draw(st.sampled_from([1, 1, *(g for g in range(2, size + 1) if size % g == 0)]))
+        start = draw(st.integers(0, size // groups - 1))
+        return Narrow(dim, start, draw(st.integers(1, size // groups - start)), groups=groups)
     if kind == "GroupNorm" and c * _h * _w > 1:  # (a group of one value is refused: it normalises to 0)
         groups = draw(st.sampled_from([g for g in range(1, c + 1) if c % g == 0 and c // g * _h * _w > 1]))
         eps = draw(st.sampled_from([1e-5, 1e-3] if batch_stats else [0.1]))

@@ -15,6 +15,7 @@ from ..spec import (
     GELU,
     AdaptiveAvgPool2d,
     Add,
+    BatchNorm1d,
     BatchNorm2d,
     ChannelLinear,
     ClassToken,
@@ -75,7 +76,12 @@ TOKEN_KINDS = (
 
 @st.composite
 def attention_blocks(
-    draw: Any, embed_dim: int, num_heads: int, batch_stats: bool = True, padding_mask: bool = False
+    draw: Any,
+    embed_dim: int,
+    num_heads: int,
+    batch_stats: bool = True,
+    padding_mask: bool = False,
+    grid: tuple[int, int] | None = None,
 ) -> list[Any]:
     """One transformer block on (L, embed_dim) tokens: the attention (sometimes written out, a DotProductAttention
     of q, k and v Linears, then an output Linear) and the MLP, each a residual, with the
@@ -83,7 +89,11 @@ def attention_blocks(
     draws LayerNorm eps 0.1, as :func:`xconv.testing.strategies.specs` does: normalising a token's few features
     whose values nearly coincide divides their float32 rounding by sqrt(var + eps). (BERT's eps of 1e-12 is not
     drawn: a token of nearly equal features then turns float64 rounding into 3e-10 of the output, measured.)
-    ``padding_mask``: the attention reads the model's padding mask."""
+    With ``batch_stats``, the MLP sometimes normalises its hidden features over every token of the batch
+    (LeViT's BatchNorm1d). ``padding_mask``: the attention reads the model's padding mask. ``grid``: the tokens
+    are the (H, W) points
+    of a map, and an attention written out sometimes adds a learned bias per relative offset (LeViT's), its
+    q, k and v sometimes one Linear whose features are packed head by head (Narrows with ``groups``)."""
     pre = draw(st.booleans())
     eps = draw(st.sampled_from([1e-5, 1e-6] if batch_stats else [0.1]))
     projection = draw(st.integers(0, 3)) > 0  # else BERT's: the output projection a Linear of its own
@@ -100,17 +110,29 @@ def attention_blocks(
         attention = Sequential(attention, Linear(embed_dim, embed_dim, bias=draw(st.booleans())))
     if not padding_mask and draw(st.integers(0, 3)) == 0:  # attention written out: q, k, v Linears, then heads
         value_dim = num_heads * draw(st.integers(1, 3))
-        core = DotProductAttention(
+        bias = {"bias_grid": grid, "state_index": draw(st.booleans())} if grid and draw(st.booleans()) else {}
+        branches: list[Any] = [
             Linear(embed_dim, embed_dim, bias=draw(st.booleans())),
             Linear(embed_dim, embed_dim, bias=draw(st.booleans())),
             Linear(embed_dim, value_dim, bias=draw(st.booleans())),
-            num_heads=num_heads,
-            scale=draw(st.sampled_from([None, None, 0.3])),
-        )
-        attention = Sequential(core, Linear(value_dim, embed_dim))
+        ]
+        if draw(st.integers(0, 2)) == 0:  # one Linear, each head's q, k and v side by side (timm's LeViT)
+            d, dv = embed_dim // num_heads, value_dim // num_heads
+            packed = Linear(embed_dim, 2 * embed_dim + value_dim, bias=draw(st.booleans()))
+            parts = [(0, d), (d, d), (2 * d, dv)]
+            branches = [Narrow(2, start, size, groups=num_heads) for start, size in parts]
+            core = DotProductAttention(*branches, num_heads=num_heads, scale=draw(st.sampled_from([None, 0.3])), **bias)
+            attention = Sequential(packed, core, Linear(value_dim, embed_dim))
+        else:
+            core = DotProductAttention(
+                *branches, num_heads=num_heads, scale=draw(st.sampled_from([None, None, 0.3])), **bias
+            )
+            attention = Sequential(core, Linear(value_dim, embed_dim))
     hidden = draw(st.integers(1, 2 * embed_dim))
     act = draw(st.sampled_from([GELU(), GELU(approximate="tanh"), ReLU(), SiLU(), Tanh()]))
     mlp = [Linear(embed_dim, hidden, bias=draw(st.booleans())), act, Dropout(0.0), Linear(hidden, embed_dim)]
+    if batch_stats and draw(st.integers(0, 3)) == 0:  # LeViT's: each feature normalised over every token
+        mlp.insert(1, BatchNorm1d(hidden))
     if draw(st.integers(0, 2)) == 0:  # timm's layer scales (DeiT III)
         attention = Sequential(attention, LayerScale(embed_dim))
         mlp.append(LayerScale(embed_dim))
@@ -158,8 +180,9 @@ def transformer_specs(
     length += prefix
     if draw(st.integers(0, 3)) > 0:
         layers.append(PositionEmbedding(length, e))
+    grid = None if prefix else (grid_h, grid_w)
     for _ in range(draw(st.integers(1, max_blocks))):
-        layers += draw(attention_blocks(e, heads, batch_stats))
+        layers += draw(attention_blocks(e, heads, batch_stats, grid=grid))
     end = draw(st.sampled_from(["tokens", "select", "mean", "mean", "map"]))
     if end == "map":  # the patch tokens as a map again (a hybrid's next conv stage)
         if prefix:

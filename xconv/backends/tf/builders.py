@@ -41,7 +41,16 @@ def _join(info: LayerInfo, args: list[Any], dtype: str) -> Any:
         from ...kinds.token._keras import DotProductAttentionLayer
 
         layer = cast(Any, info.layer)
-        return DotProductAttentionLayer(layer.num_heads, layer.scale, layer.dropout, dtype=dtype, name=name)(args)
+        return DotProductAttentionLayer(
+            layer.num_heads,
+            layer.scale,
+            layer.dropout,
+            layer.bias_grid,
+            layer.bias_stride,
+            layer.state_index,
+            dtype=dtype,
+            name=name,
+        )(args)
     if info.kind == "Concat":
         axis = layout.keras_axis(concat_axis(info), len(info.input_shape) + 1)
         return keras.layers.Concatenate(axis=axis, dtype=dtype, name=name)(args)

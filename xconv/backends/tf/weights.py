@@ -145,6 +145,7 @@ def _new_buffer(kind: str, source: Any, shape: tuple[int, ...]) -> bool:
         "conv_transpose": layout.OIHW_TO_HWIO,
         "depthwise": layout.OIHW_TO_HWIO,
         "linear": (1, 0),
+        "map": (0, 2, 3, 1),
     }.get(kind)
     if perm is None:
         return False

@@ -1,9 +1,10 @@
-"""Per-channel maps and rearrangements: Rescaling, Normalization, LayerScale, Narrow, ChannelShuffle and ZeroPad2d."""
+"""Per-channel maps and rearrangements: Rescaling, Normalization, LayerScale, PositionEmbedding2d, Narrow,
+ChannelShuffle and ZeroPad2d."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -144,13 +145,21 @@ class Narrow(Layer):
     length)``: ``x.chunk``, ``torch.split`` and ``x[:, a:b]`` import as Narrow layers. dim 1 is the channels
     (the features of a flat input), 2 and 3 are H and W; negative dims count from the end.
 
+    ``groups``: the axis is cut into that many equal consecutive groups, the slice is taken from each, and the
+    slices are put side by side: ``x.unflatten(dim, (groups, -1)).narrow(dim + 1, start, length).flatten(dim,
+    dim + 1)``. One head's part of features packed head by head, each head's queries, keys and values side by
+    side (timm's ``qkv.view(N, L, heads, -1).split([kd, kd, vd], dim=3)``), is a Narrow with ``groups=heads``.
+
     >>> Narrow(1, 0, 16)
     Narrow(1, 0, 16)
+    >>> Narrow(2, 4, 4, groups=2)
+    Narrow(2, 4, 4, groups=2)
     """
 
     dim: int
     start: int
     length: int
+    groups: int = 1
 
     _positional = ("dim", "start", "length")
 
@@ -161,6 +170,27 @@ class Narrow(Layer):
             raise SpecError(f"{me}: `dim` must not be the batch axis. Received: dim={self.dim!r}")
         self._set("start", as_int(me, "start", self.start, minimum=0))
         self._set("length", as_int(me, "length", self.length, minimum=1))
+        self._set("groups", as_int(me, "groups", self.groups, minimum=1))
+
+
+@dataclass(frozen=True, repr=False)
+class PositionEmbedding2d(Layer):
+    """A learned tensor added to a (C, H, W) map, one number per channel and pixel: ``x + embedding`` with
+    ``embedding`` of shape (1, C, H, W) (timm's PiT and Visformer ``pos_embed``; in Keras (1, H, W, C)).
+
+    >>> PositionEmbedding2d(64, 14, 14)
+    PositionEmbedding2d(64, 14, 14)
+    """
+
+    channels: int
+    height: int
+    width: int
+
+    _positional = ("channels", "height", "width")
+
+    def _validate(self) -> None:
+        for field in self._positional:
+            self._set(field, as_int("PositionEmbedding2d", field, getattr(self, field), minimum=1))
 
 
 @dataclass(frozen=True, repr=False)
@@ -231,6 +261,14 @@ def _layer_scale(ctx: _Ctx, layer: LayerScale, source: Shape | None) -> LayerInf
     return LayerInfo(ctx.index, layer, ctx.shape, ctx.shape, {"layer_scale": (c, 1, 1)})
 
 
+def _embedding_2d(ctx: _Ctx, layer: PositionEmbedding2d, source: Shape | None) -> LayerInfo:
+    if ctx.need_map() != (layer.channels, layer.height, layer.width):
+        raise ctx.error(
+            f"its embedding is of a ({layer.channels}, {layer.height}, {layer.width}) map; its input is {ctx.shape}"
+        )
+    return LayerInfo(ctx.index, layer, ctx.shape, ctx.shape, {"embedding": (1, *ctx.shape)})
+
+
 def _narrow(ctx: _Ctx, layer: Narrow, source: Shape | None) -> LayerInfo:
     from ...layout import flatten_permutation
 
@@ -239,14 +277,17 @@ def _narrow(ctx: _Ctx, layer: Narrow, source: Shape | None) -> LayerInfo:
         raise ctx.error(f"dim={layer.dim} is not a non-batch axis of its (N, *{ctx.shape}) input")
     axis = layer.dim % rank
     size = ctx.shape[axis - 1]
-    if layer.start + layer.length > size:
-        raise ctx.error(f"start={layer.start} + length={layer.length} exceeds the size {size} of dim {axis}")
+    if size % layer.groups:
+        raise ctx.error(f"groups={layer.groups} does not divide the size {size} of dim {axis}")
+    if layer.start + layer.length > size // layer.groups:
+        group = f"each of its {layer.groups} groups of {size // layer.groups}" if layer.groups > 1 else f"dim {axis}"
+        raise ctx.error(f"start={layer.start} + length={layer.length} exceeds the size of {group}")
     if rank == 2 and flatten_permutation(source) is not None:
         raise ctx.error(
             "a slice of features flattened from a map is not supported (their order differs between NCHW and NHWC)"
         )
     out = list(ctx.shape)
-    out[axis - 1] = layer.length
+    out[axis - 1] = layer.length * layer.groups
     return LayerInfo(ctx.index, layer, ctx.shape, tuple(out), {})
 
 
@@ -277,10 +318,17 @@ def _norm_denominator(p: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     return out
 
 
-def _narrow_index(info: LayerInfo, ndim: int) -> tuple[slice, ...]:
-    layer = info.layer
-    index = [slice(None)] * ndim
-    index[narrow_axis(info)] = slice(layer.start, layer.start + layer.length)  # type: ignore[attr-defined]
+def narrow_entries(info: LayerInfo) -> np.ndarray:
+    """The entries of its axis a Narrow layer takes, in order (a gather)."""
+    layer = cast(Narrow, info.layer)
+    size = info.input_shape[narrow_axis(info) - 1] // layer.groups
+    starts = np.arange(layer.groups)[:, None] * size
+    return (starts + np.arange(layer.start, layer.start + layer.length)[None, :]).reshape(-1)
+
+
+def _narrow_index(info: LayerInfo, ndim: int) -> tuple[slice | np.ndarray, ...]:
+    index: list[slice | np.ndarray] = [slice(None)] * ndim
+    index[narrow_axis(info)] = narrow_entries(info)
     return tuple(index)
 
 
@@ -299,6 +347,7 @@ _RULES: dict[type, Any] = {
     Rescaling: _rescaling,
     Normalization: _normalization,
     LayerScale: _layer_scale,
+    PositionEmbedding2d: _embedding_2d,
     Narrow: _narrow,
     ChannelShuffle: _shuffle,
 }
@@ -313,6 +362,7 @@ _FORWARD: dict[type, Any] = {
 
 _FORWARD_C: dict[type, Any] = {
     LayerScale: lambda info, p, x, mode: x * p["layer_scale"],
+    PositionEmbedding2d: lambda info, p, x, mode: x + p["embedding"],
     Narrow: lambda info, p, x, mode: x[_narrow_index(info, x.ndim)],
     ChannelShuffle: lambda info, p, x, mode: x[:, _order(info)],
 }
@@ -330,6 +380,7 @@ _BACKWARD_C: dict[type, Any] = {
         go * p["layer_scale"],
         {"layer_scale": (go * x).sum(axis=(0, 1)) if x.ndim == 3 else (go * x).sum(axis=(0, 2, 3))[:, None, None]},
     ),
+    PositionEmbedding2d: lambda info, p, x, go, mode: (go, {"embedding": go.sum(axis=0, keepdims=True)}),
     Narrow: lambda info, p, x, go, mode: (_narrow_backward(info, x, go), {}),
     ChannelShuffle: lambda info, p, x, go, mode: (go[:, np.argsort(_order(info))], {}),
 }
@@ -340,6 +391,7 @@ for _kind in (
     Normalization,
     ZeroPad2d,
     LayerScale,
+    PositionEmbedding2d,
     Narrow,
     ChannelShuffle,
 ):

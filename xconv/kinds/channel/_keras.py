@@ -16,6 +16,7 @@ from . import (
     LayerScale,
     Narrow,
     Normalization,
+    PositionEmbedding2d,
     Rescaling,
     ZeroPad2d,
     narrow_axis,
@@ -70,26 +71,45 @@ class ChannelScale(keras.layers.Layer):
         return x * tf.cast(self.gamma, x.dtype)
 
 
-@keras.saving.register_keras_serializable(package="xconv", name="Narrow")
-class NarrowLayer(keras.layers.Layer):
-    """``length`` entries from ``start`` along ``axis`` (a slice; torch's ``x.narrow``)."""
+@keras.saving.register_keras_serializable(package="xconv", name="PositionEmbedding2d")
+class PositionEmbedding2dLayer(keras.layers.Layer):
+    """``x + embedding``, a learned (1, H, W, C) tensor added to the NHWC map (see
+    :class:`xconv.PositionEmbedding2d`)."""
 
-    def __init__(self, axis: int, start: int, length: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.axis, self.start, self.length = int(axis), int(start), int(length)
+    def build(self, input_shape: Any) -> None:
+        shape = (1, *(int(d) for d in input_shape[1:]))
+        self.embedding = self.add_weight(shape=shape, initializer="zeros", name="embedding")
 
     def call(self, x: Any) -> Any:
+        return x + tf.cast(self.embedding, x.dtype)
+
+
+@keras.saving.register_keras_serializable(package="xconv", name="Narrow")
+class NarrowLayer(keras.layers.Layer):
+    """``length`` entries from ``start`` along ``axis`` (a slice; torch's ``x.narrow``); with ``groups``, those
+    of each of that many equal groups of the axis, side by side (a gather)."""
+
+    def __init__(self, axis: int, start: int, length: int, groups: int = 1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.axis, self.start, self.length, self.groups = int(axis), int(start), int(length), int(groups)
+
+    def call(self, x: Any) -> Any:
+        if self.groups > 1:
+            size = int(x.shape[self.axis]) // self.groups
+            taken = [g * size + i for g in range(self.groups) for i in range(self.start, self.start + self.length)]
+            return keras.ops.take(x, taken, axis=self.axis)
         index = [slice(None)] * len(x.shape)
         index[self.axis] = slice(self.start, self.start + self.length)
         return x[tuple(index)]
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         shape = list(input_shape)
-        shape[self.axis] = self.length
+        shape[self.axis] = self.length * self.groups
         return tuple(shape)
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "axis": self.axis, "start": self.start, "length": self.length}
+        config = {**super().get_config(), "axis": self.axis, "start": self.start, "length": self.length}
+        return {**config, "groups": self.groups} if self.groups != 1 else config
 
 
 @keras.saving.register_keras_serializable(package="xconv")
@@ -118,10 +138,12 @@ BUILDERS: dict[type, Any] = {
     )(x),
     Normalization: lambda info, x, dtype: ChannelNormalization(dtype=dtype, name=keras_name(info))(x),
     LayerScale: lambda info, x, dtype: ChannelScale(dtype=dtype, name=keras_name(info))(x),
+    PositionEmbedding2d: lambda info, x, dtype: PositionEmbedding2dLayer(dtype=dtype, name=keras_name(info))(x),
     Narrow: lambda info, x, dtype: NarrowLayer(
         layout.keras_axis(narrow_axis(info), len(info.input_shape) + 1),
         info.layer.start,
         info.layer.length,
+        info.layer.groups,
         dtype=dtype,
         name=keras_name(info),
     )(x),
@@ -138,10 +160,12 @@ BUILDERS: dict[type, Any] = {
 VARIABLES: dict[type, Any] = {
     Normalization: lambda layer, info: {"mean": layer.mean, "variance": layer.variance},
     LayerScale: lambda layer, info: {"layer_scale": layer.gamma},
+    PositionEmbedding2d: lambda layer, info: {"embedding": layer.embedding},
 }
 LAYOUTS: dict[type, Any] = {
     Normalization: lambda info, name: "vector",
     LayerScale: lambda info, name: "same" if len(info.input_shape) == 2 else "scale",
+    PositionEmbedding2d: lambda info, name: "map",
 }
 
 
@@ -203,10 +227,14 @@ def _is_applications_layer_scale(layer: Any) -> bool:
 KERAS_IMPORTS: dict[type, Any] = {
     ChannelScale: _keras_layer_scale,
     NarrowLayer: lambda layer, where, current: (
-        Narrow(layout.canonical_axis(layer.axis, len(current) + 1), layer.start, layer.length),
+        Narrow(layout.canonical_axis(layer.axis, len(current) + 1), layer.start, layer.length, groups=layer.groups),
         {},
     ),
     ChannelGather: _keras_channel_gather,
+    PositionEmbedding2dLayer: lambda layer, where, current: (
+        PositionEmbedding2d(*current),
+        {"embedding": np.asarray(layer.embedding.numpy())},
+    ),
     keras.layers.Rescaling: _keras_rescaling,
     ChannelRescaling: _keras_rescaling,
     ChannelNormalization: lambda layer, where, current: (

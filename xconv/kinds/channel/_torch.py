@@ -7,7 +7,16 @@ from typing import Any, cast
 from ..._info import LayerInfo
 from ...backends._torch_env import nn, torch
 from ...errors import UnsupportedLayerError
-from . import ChannelShuffle, LayerScale, Narrow, Normalization, Rescaling, ZeroPad2d, narrow_axis
+from . import (
+    ChannelShuffle,
+    LayerScale,
+    Narrow,
+    Normalization,
+    PositionEmbedding2d,
+    Rescaling,
+    ZeroPad2d,
+    narrow_axis,
+)
 
 
 def _channels(value: Any, ndim: int) -> torch.Tensor:
@@ -64,18 +73,35 @@ class LayerScaleModule(nn.Module):
         return self.layer_scale * x
 
 
-class NarrowModule(nn.Module):
-    """``x.narrow(dim, start, length)``: a slice along one axis (``x.chunk``, ``torch.split``, ``x[:, a:b]``)."""
+class PositionEmbedding2dModule(nn.Module):
+    """``x + embedding``, a learned (1, C, H, W) tensor added to the map (timm's PiT ``pos_embed``)."""
 
-    def __init__(self, dim: int, start: int, length: int) -> None:
+    def __init__(self, channels: int, height: int, width: int, device: Any = None, dtype: Any = None) -> None:
         super().__init__()
-        self.dim, self.start, self.length = dim, start, length
+        self.embedding = nn.Parameter(torch.zeros((1, channels, height, width), device=device, dtype=dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.narrow(self.dim, self.start, self.length)
+        return x + self.embedding
+
+
+class NarrowModule(nn.Module):
+    """``x.narrow(dim, start, length)``: a slice along one axis (``x.chunk``, ``torch.split``, ``x[:, a:b]``);
+    with ``groups``, the slice of each of that many equal groups of the axis, side by side."""
+
+    def __init__(self, dim: int, start: int, length: int, groups: int = 1) -> None:
+        super().__init__()
+        self.dim, self.start, self.length, self.groups = dim, start, length, groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.groups == 1:
+            return x.narrow(self.dim, self.start, self.length)
+        dim = self.dim % x.dim()
+        shape = (*x.shape[:dim], self.groups, x.shape[dim] // self.groups, *x.shape[dim + 1 :])
+        return x.reshape(shape).narrow(dim + 1, self.start, self.length).flatten(dim, dim + 1)
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, start={self.start}, length={self.length}"
+        groups = f", groups={self.groups}" if self.groups != 1 else ""
+        return f"dim={self.dim}, start={self.start}, length={self.length}{groups}"
 
 
 def _rescaling(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
@@ -93,7 +119,10 @@ BUILDERS: dict[type, Any] = {
     LayerScale: lambda info, factory: LayerScaleModule(
         info.layer.num_features, shape=info.params["layer_scale"], **factory
     ),
-    Narrow: lambda info, factory: NarrowModule(narrow_axis(info), info.layer.start, info.layer.length),
+    PositionEmbedding2d: lambda info, factory: PositionEmbedding2dModule(*info.input_shape, **factory),
+    Narrow: lambda info, factory: NarrowModule(
+        narrow_axis(info), info.layer.start, info.layer.length, info.layer.groups
+    ),
     ChannelShuffle: lambda info, factory: nn.ChannelShuffle(info.layer.groups),
     ZeroPad2d: lambda info, factory: nn.ZeroPad2d((*info.layer.padding[1], *info.layer.padding[0])),
 }
@@ -111,7 +140,8 @@ IMPORTS: dict[type, Any] = {
     RescalingModule: lambda m, name, where: Rescaling(m.scale, m.offset, name=name),
     NormalizationModule: lambda m, name, where: Normalization(int(m.mean.numel()), name=name),
     LayerScaleModule: lambda m, name, where: LayerScale(int(m.layer_scale.shape[0]), name=name),
-    NarrowModule: lambda m, name, where: Narrow(m.dim, m.start, m.length, name=name),
+    PositionEmbedding2dModule: lambda m, name, where: PositionEmbedding2d(*m.embedding.shape[1:], name=name),
+    NarrowModule: lambda m, name, where: Narrow(m.dim, m.start, m.length, groups=m.groups, name=name),
     nn.ChannelShuffle: lambda m, name, where: ChannelShuffle(int(m.groups), name=name),
     nn.ZeroPad2d: _torch_zero_pad,
 }

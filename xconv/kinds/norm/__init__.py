@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,6 +80,8 @@ class BatchNorm2d(_BatchNorm):
 @dataclass(frozen=True, repr=False)
 class BatchNorm1d(_BatchNorm):
     """Batch normalisation over the features of a flat input (after Linear or Flatten), PyTorch's defaults.
+    On tokens (L, E), over each feature of every token of the batch: torch's ``bn(x.flatten(0, 1))
+    .reshape_as(x)`` (timm's LeViT), Keras' ``BatchNormalization(axis=-1)`` on (N, L, E).
 
     >>> BatchNorm1d(64, momentum=None)
     BatchNorm1d(64, momentum=None)
@@ -147,12 +150,14 @@ def _batchnorm(ctx: _Ctx, layer: _BatchNorm, source: Shape | None) -> LayerInfo:
         features = ctx.need_map()[0]
         what = "channels"
     else:
-        if len(ctx.shape) != 1:
+        if len(ctx.shape) not in (1, 2):
             raise ctx.error(
-                f"BatchNorm1d needs a flat input (after Linear or Flatten) but its input has shape {ctx.shape}; "
-                "use BatchNorm2d on (C, H, W) maps"
+                f"BatchNorm1d needs a flat input (after Linear or Flatten) or tokens (L, E), but its input has shape "
+                f"{ctx.shape}; use BatchNorm2d on (C, H, W) maps"
             )
-        features, what = ctx.shape[0], "features"
+        if len(ctx.shape) == 2 and layer.frozen:
+            raise ctx.error("frozen=True is supported on a flat input, not on tokens")
+        features, what = ctx.shape[-1], "features" if len(ctx.shape) == 1 else "features per token"
     if layer.num_features != features:
         raise ctx.error(f"num_features={layer.num_features} but its input has {features} {what}")
     n = (layer.num_features,)
@@ -217,6 +222,10 @@ def _bn_stats(
 
 
 def _bn_forward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, mode: Mode) -> np.ndarray:
+    if len(info.input_shape) == 2:  # tokens: the (N * L, E) batch of their features
+        return _bn_forward(
+            dataclasses.replace(info, input_shape=info.input_shape[1:]), p, x.reshape(-1, x.shape[-1]), mode
+        ).reshape(x.shape)
     layer = info.layer
     mean, var, batch = _bn_stats(info, p, x, mode)
     if batch and mode.training and layer.track_running_stats and mode.update:  # type: ignore[attr-defined]
@@ -238,6 +247,10 @@ def _bn_forward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, mode: 
 
 
 def _bn_backward(info: LayerInfo, p: dict[str, np.ndarray], x: np.ndarray, go: np.ndarray, mode: Mode) -> Any:
+    if len(info.input_shape) == 2:  # tokens: the (N * L, E) batch of their features
+        flat = dataclasses.replace(info, input_shape=info.input_shape[1:])
+        gx, grads = _bn_backward(flat, p, x.reshape(-1, x.shape[-1]), go.reshape(-1, go.shape[-1]), mode)
+        return gx.reshape(x.shape), grads
     layer = info.layer
     mean, var, batch = _bn_stats(info, p, x, mode)
     shape, axes = _bn_shape(x), _bn_axes(x)
@@ -381,7 +394,7 @@ for _kind in (
         _RULES[_kind],
         {**_FORWARD, **_FORWARD_C}[_kind],
         {**_BACKWARD, **_BACKWARD_C}[_kind],
-        tokens=_kind is LayerNorm,
+        tokens=_kind in (LayerNorm, BatchNorm1d),
     )
 
 

@@ -208,7 +208,7 @@ def _keras_batch_norm(layer: Any, where: str, current: tuple[int, ...]) -> Any:
         count = layer.num_batches_tracked.numpy() if torch_bn else 0
         weights["num_batches_tracked"] = np.asarray(count, dtype=np.int64)
     return cls(
-        current[0],
+        current[0] if len(current) != 2 else current[-1],  # (tokens (L, E): each of the E features)
         eps=float(layer.epsilon),
         momentum=momentum,
         affine=bool(layer.center or layer.scale),

@@ -74,9 +74,19 @@ class FrozenBatchNorm1d(_FrozenBatchNorm, nn.BatchNorm1d):
     """BatchNorm1d that stays in inference mode and learns nothing (see ``BatchNorm1d(frozen=True)``)."""
 
 
+class TokenBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm1d over each feature of every token, (N, L, E): ``bn(x.flatten(0, 1)).reshape_as(x)``, as timm's
+    LeViT writes it (torch's own BatchNorm1d takes (N, C, L) as channels C)."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return super().forward(input.flatten(0, 1)).reshape_as(input)
+
+
 def _batchnorm(info: LayerInfo, factory: dict[str, Any]) -> nn.Module:
     layer = cast("BatchNorm2d | BatchNorm1d", info.layer)
     cls: type[nn.Module] = nn.BatchNorm2d if isinstance(layer, BatchNorm2d) else nn.BatchNorm1d
+    if len(info.input_shape) == 2:
+        cls = TokenBatchNorm1d
     if layer.frozen:
         cls = FrozenBatchNorm2d if isinstance(layer, BatchNorm2d) else FrozenBatchNorm1d
     learned = layer.affine_params
@@ -154,6 +164,7 @@ IMPORTS: dict[type, Any] = {
     nn.BatchNorm1d: _torch_batch_norm,
     FrozenBatchNorm2d: _torch_batch_norm,
     FrozenBatchNorm1d: _torch_batch_norm,
+    TokenBatchNorm1d: _torch_batch_norm,
     nn.LayerNorm: _torch_layer_norm,
     ChannelLayerNorm: _torch_layer_norm,
     nn.GroupNorm: lambda m, name, where: GroupNorm(

@@ -17,6 +17,7 @@ import numpy as np
 from ..._info import LayerInfo
 from ...backends._tf_env import keras, tf
 from ...errors import UnsupportedLayerError
+from ...spec._sequential import DotProductAttention
 from .._keras_names import keras_name
 from . import (
     ClassToken,
@@ -30,6 +31,7 @@ from . import (
     ToMap,
     ToTokens,
 )
+from ._dot import bias_index
 
 ops = keras.ops
 
@@ -250,14 +252,35 @@ class SelfAttentionLayer(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package="xconv", name="DotProductAttention")
 class DotProductAttentionLayer(keras.layers.Layer):
     """The attention of three token tensors, called on [queries, keys, values] (see
-    :class:`xconv.DotProductAttention`): per head of consecutive features, softmax(q k^T * scale) v, the scale
-    (d ** -0.5 unless given) made in the model's dtype."""
+    :class:`xconv.DotProductAttention`): per head of consecutive features, softmax(q k^T * scale + bias) v, the
+    scale (d ** -0.5 unless given) made in the model's dtype; with ``bias_grid``, the bias is its weight
+    ``attention_biases`` at the relative-offset index, a constant of the layer (else none)."""
 
-    def __init__(self, num_heads: int = 1, scale: float | None = None, dropout: float = 0.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        num_heads: int = 1,
+        scale: float | None = None,
+        dropout: float = 0.0,
+        bias_grid: Any = None,
+        bias_stride: int = 1,
+        state_index: bool = False,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.num_heads, self.scale = int(num_heads), None if scale is None else float(scale)
         self.dropout = float(dropout)
         self.seed_generator = keras.random.SeedGenerator() if self.dropout > 0 else None
+        self.bias_grid = None if bias_grid is None else (int(bias_grid[0]), int(bias_grid[1]))
+        self.bias_stride = int(bias_stride)
+        self.state_index = bool(state_index)  # (where torch keeps the index in its state_dict; Keras never does)
+        self.bias_index = None if self.bias_grid is None else bias_index(self.bias_grid, self.bias_stride)
+
+    def build(self, input_shape: Any) -> None:
+        if self.bias_grid is not None:  # (the learned bias per relative offset; its index is a constant)
+            size = self.bias_grid[0] * self.bias_grid[1]
+            self.attention_biases = self.add_weight(
+                shape=(self.num_heads, size), initializer="zeros", name="attention_biases"
+            )
 
     def call(self, inputs: Any, training: Any = None) -> Any:
         q, k, v = inputs
@@ -269,6 +292,8 @@ class DotProductAttentionLayer(keras.layers.Layer):
 
         scale = ops.convert_to_tensor(1.0 / math.sqrt(d) if self.scale is None else self.scale, dtype=q.dtype)
         scores = ops.matmul(heads(q, d), ops.transpose(heads(k, d), (0, 1, 3, 2))) * scale
+        if self.bias_index is not None:
+            scores = scores + ops.take(ops.cast(self.attention_biases, q.dtype), self.bias_index, axis=1)
         weights = ops.softmax(scores, axis=-1)
         if training and self.seed_generator is not None:
             weights = keras.random.dropout(weights, self.dropout, seed=self.seed_generator)
@@ -280,7 +305,10 @@ class DotProductAttentionLayer(keras.layers.Layer):
         return (*q[:-1], v[-1])
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "num_heads": self.num_heads, "scale": self.scale, "dropout": self.dropout}
+        config = {**super().get_config(), "num_heads": self.num_heads, "scale": self.scale, "dropout": self.dropout}
+        if self.bias_grid is not None:
+            config.update(bias_grid=list(self.bias_grid), bias_stride=self.bias_stride, state_index=self.state_index)
+        return config
 
 
 @keras.saving.register_keras_serializable(package="xconv", name="SelectToken")
@@ -366,12 +394,28 @@ _ATTENTION_VARIABLES = {
 }
 
 
+def attention_bias(layer: DotProductAttentionLayer) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A DotProductAttentionLayer's learned bias: its DotProductAttention fields and its arrays (the table;
+    the index too where torch keeps it in its state_dict), none where it has none."""
+    if layer.bias_grid is None:
+        return {}, {}
+    fields = {"bias_grid": layer.bias_grid, "bias_stride": layer.bias_stride, "state_index": layer.state_index}
+    arrays: dict[str, Any] = {"attention_biases": np.asarray(layer.attention_biases.numpy())}
+    if layer.state_index:
+        arrays["attention_bias_idxs"] = bias_index(layer.bias_grid, layer.bias_stride)
+    return fields, arrays
+
+
 VARIABLES: dict[type, Any] = {
     ClassToken: lambda layer, info: {"token": layer.token},
     Embedding: lambda layer, info: {"weight": layer.embeddings},
     PositionEmbedding: lambda layer, info: {"embedding": layer.embedding},
     TokenTypeEmbedding: lambda layer, info: {"weight": layer.weight},
     SelfAttention: lambda layer, info: {name: getattr(layer, _ATTENTION_VARIABLES[name]) for name in info.params},
+    # (its bias index is a constant of the layer, not a variable)
+    DotProductAttention: lambda layer, info: (
+        {"attention_biases": layer.attention_biases} if "attention_biases" in info.params else {}
+    ),
 }
 
 

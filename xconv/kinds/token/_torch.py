@@ -184,17 +184,18 @@ def dot_product_attention(
     scale: float | None = None,
     dropout: float = 0.0,
     training: bool = False,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """DotProductAttention on (N, L, E) queries, (N, S, E) keys and (N, S, Ev) values: the heads split out
     (consecutive features), ``F.scaled_dot_product_attention`` (``scale`` None: d ** -0.5; the weights dropped
-    at ``dropout`` in ``training``), the heads merged."""
+    at ``dropout`` in ``training``; ``bias`` (heads, L, S) added to the scores), the heads merged."""
     n, length, _ = q.shape
 
     def heads(t: torch.Tensor) -> torch.Tensor:
         return t.reshape(n, t.shape[1], num_heads, t.shape[2] // num_heads).transpose(1, 2)
 
     p = dropout if training else 0.0
-    out = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), dropout_p=p, scale=scale)
+    out = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=bias, dropout_p=p, scale=scale)
     return out.transpose(1, 2).reshape(n, length, v.shape[2])
 
 
