@@ -12,7 +12,7 @@ writes benchmarks/results/coverage.json.
 The model of a family is its smallest-sounding name (atto, pico, nano, tiny, small, b0, 18, ...; test models
 left out), at 3x64x64 (``img_size=64`` passed where the constructor takes it). A model whose own forward does
 not run at 64x64 (EfficientFormer's attention bias is fixed for a 7x7 map) is ported at the input size of its
-timm configuration instead; its row records the size.
+timm configuration instead, where that is at most 256; its row records the size.
 
 A family has attention when its built model, before porting, has a submodule that is an
 ``nn.MultiheadAttention`` or whose class name contains "attention", "attn" or "multihead" (any case), or
@@ -96,23 +96,25 @@ def runs(m, side):
 for line in sys.stdin:
     name = line.strip()
     try:
-        side = 64
+        side = (64, 64)
         try:
             m = timm.create_model(name, pretrained=False, num_classes=10, img_size=64)
         except TypeError:
             m = timm.create_model(name, pretrained=False, num_classes=10)
         m.eval()
-        if not runs(m, 64):  # (timm's own forward needs its own input size: EfficientFormer's fixed 7x7 bias)
-            side = int(m.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
+        print(json.dumps({{"attention": has_attention(m, 64)}}), flush=True)
+        own = tuple(int(d) for d in m.pretrained_cfg.get("input_size", (3, 224, 224))[-2:])
+        if max(own) <= 256 and not runs(m, 64):  # (timm's own forward needs its input size: EfficientFormer's 7x7 bias)
+            side = own
             m = timm.create_model(name, pretrained=False, num_classes=10).eval()
-        print(json.dumps({{"attention": has_attention(m, side), "input": side}}), flush=True)
-        km = xc.port(m, "tf", (3, side, side))
+        print(json.dumps({{"input": "x".join(map(str, (3, *side)))}}), flush=True)
+        km = xc.port(m, "tf", (3, *side))
         try:
             xc.set_weights(km, m.state_dict())  # strict: the state_dict keys are the ported model's
         except xc.WeightError:  # folded weight standardisation has keys of its own: from_torch's weights load
             if not any(".standardized." in k for k in xc.get_weights(km)):
                 raise
-            xc.set_weights(km, xc.from_torch(m, (3, side, side), return_weights=True)[1])
+            xc.set_weights(km, xc.from_torch(m, (3, *side), return_weights=True)[1])
         result = {{"ok": True}}
     except Exception as e:
         result = {{"ok": False, "error": f"{{type(e).__name__}}: {{e}}"[:300]}}
@@ -138,15 +140,15 @@ class Worker:
             text=True,
             env=env,
         )
-        self.lines = queue.Queue()
+        self.lines = lines = queue.Queue()
         out = self.proc.stdout
         assert out is not None
 
-        def read() -> None:
+        def read() -> None:  # (into this process's queue: a killed one's last lines go nowhere else)
             for line in out:
                 if line.startswith("{"):
-                    self.lines.put(line)
-            self.lines.put(None)  # the process ended
+                    lines.put(line)
+            lines.put(None)  # the process ended
 
         threading.Thread(target=read, daemon=True).start()
 

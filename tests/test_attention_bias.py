@@ -482,6 +482,61 @@ def test_importing_leaves_a_module_s_bias_cache_as_it_was(both_backends):
         assert max_rel_diff(fresh, ported(x).numpy()) <= TOLERANCE["float32"]
 
 
+def test_a_cache_its_parameters_do_not_give_is_refused_and_no_cache_is_changed(both_backends):
+    """A module reading a ``*_cache`` dict that is not a pure cache (or a stale one) computes otherwise than its
+    trace, which runs with the caches empty: refused. Its dicts stay the same objects with the same contents;
+    dicts of other types are not touched."""
+    import collections
+
+    import torch
+
+    class Scaled(torch.nn.Module):
+        def __init__(self, cache):
+            super().__init__()
+            self.conv, self.scale_cache = torch.nn.Conv2d(3, 2, 1), cache
+            self.scale_cache["scale"] = 2.0
+
+        def forward(self, x):
+            return self.conv(x) * self.scale_cache.get("scale", 1.0)
+
+    plain = Scaled({}).eval()
+    cache = plain.scale_cache
+    with pytest.raises(UnsupportedLayerError, match="a cache of the module's"):
+        xc.from_torch(plain, (3, 4, 4))
+    assert plain.scale_cache is cache and cache == {"scale": 2.0}
+    other = Scaled(collections.defaultdict(float)).eval()  # (not a plain dict: read as it is, a constant)
+    assert [i.kind for i in xc.infer(xc.from_torch(other, (3, 4, 4)))] == ["Conv2d", "Rescaling"]
+    assert type(other.scale_cache) is collections.defaultdict and dict(other.scale_cache) == {"scale": 2.0}
+    stale = _timm_attention()
+    x = torch.randn(2, 9, 8)
+    with torch.no_grad():
+        stale(x)
+        stale.attention_biases.mul_(-3.0)  # (its cache now computes otherwise than its parameters)
+        before = stale(x)
+    with pytest.raises(UnsupportedLayerError, match="a cache of the module's"):
+        xc.port(stale, "tf", (9, 8))
+    with torch.no_grad():
+        assert torch.equal(stale(x), before)  # (port's own runs in eval mode left its cache as it was too)
+
+
+def test_a_view_of_a_map_of_one_row_is_not_read_as_heads(both_backends):
+    """On a map of one row H*W is W: ShuffleNet's view (N, g, C / g, H, W) is a channel shuffle there too."""
+    import torch
+
+    class Shuffle(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            n, c, h, w = y.shape
+            return y.view(n, 2, c // 2, h, w).transpose(1, 2).contiguous().view(n, c, h, w)
+
+    spec = xc.from_torch(Shuffle().eval(), (3, 1, 5))
+    assert [i.kind for i in xc.infer(spec)] == ["Conv2d", "ChannelShuffle"]
+
+
 def test_a_model_run_before_its_import_ports(both_backends):
     """Hugging Face's LeViT caches its biases at its first eval-mode call; an export would read the cached tensor
     as a constant of the forward. The import traces it with its caches empty."""

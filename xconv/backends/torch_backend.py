@@ -282,13 +282,20 @@ class _Mode:
     def __init__(self, model: nn.Module, training: bool) -> None:
         # every submodule's own flag: a BatchNorm frozen with bn.eval() inside a training model stays frozen
         self.model, self.training, self.was = model, training, [(m, m.training) for m in model.modules()]
+        self.caches: Any = None
 
     def __enter__(self) -> None:
-        self.model.train(self.training)
+        from ..importers._torch_mutation import KeptCaches
+
+        self.caches = KeptCaches(self.model)  # (a module's train() may empty its caches: put back after)
+        if any(flag != self.training for _, flag in self.was):  # (a model in that mode already runs as it is)
+            self.model.train(self.training)
 
     def __exit__(self, *exc: object) -> None:
         for m, flag in self.was:
             m.training = flag
+        if self.caches is not None:
+            self.caches.restore()
 
 
 def infos_of(model: nn.Module) -> list[LayerInfo]:

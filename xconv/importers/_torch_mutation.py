@@ -205,13 +205,39 @@ def _checksum(t: Any) -> tuple[float, float]:
         return float(t.sum(dtype=torch.float64)), float(torch.linalg.vector_norm(t, dtype=torch.float64))
 
 
+class KeptCaches:
+    """The modules' own caches, attributes named ``*_cache`` that are plain dicts (timm's and Hugging Face's
+    ``attention_bias_cache`` of tensors computed from parameters, which their ``train()`` empties and an
+    eval-mode forward fills): saved, and put back by :meth:`restore`, the same objects with the same contents,
+    so that the module computes what it computed before. With ``empty``, emptied until then: a trace or
+    export then computes from the parameters (an export would read a cached tensor as a constant); the check
+    of the trace against the module runs with the module's own caches."""
+
+    def __init__(self, module: nn.Module, empty: bool = False) -> None:
+        self.saved = [
+            (m, name, value, dict(value))
+            for m in module.modules()
+            for name, value in vars(m).items()
+            if name.endswith("_cache") and type(value) is dict
+        ]
+        for _, _, value, _ in self.saved if empty else ():
+            value.clear()
+
+    def restore(self) -> None:
+        for m, name, value, contents in self.saved:
+            setattr(m, name, value)
+            value.clear()
+            value.update(contents)
+
+
 class StateGuard:
     """Sees whether running ``module`` (torch.fx tracing runs its forward, and operations on its own tensors
     run for real) wrote into its parameters or buffers: each tensor's version counter moves with every
     in-place write. Buffers are copied first and put back when written; a written parameter cannot be put
     back without a copy of all of them, so it is only named."""
 
-    def __init__(self, module: nn.Module) -> None:
+    def __init__(self, module: nn.Module, empty_caches: bool = False) -> None:
+        """``empty_caches``: the modules' caches are empty while the guard runs (see :class:`KeptCaches`)."""
         self.tensors = {
             **{f"parameter {n!r}": t for n, t in module.named_parameters()},
             **{f"buffer {n!r}": t for n, t in module.named_buffers()},
@@ -220,23 +246,11 @@ class StateGuard:
         self.saved = {n: t.detach().clone() for n, t in self.tensors.items() if n.startswith("buffer")}
         # a write through .data does not move the version counter: parameters are also summed (one pass, no copy)
         self.sums = {n: _checksum(t) for n, t in self.tensors.items() if n.startswith("parameter")}
-        # the modules' own caches (timm's and Hugging Face's attention_bias_cache of tensors computed from
-        # parameters, which train() empties and an eval-mode forward fills): empty while the guard runs, so that
-        # a trace computes from the parameters (an export would read a cached tensor as a constant), then put
-        # back as they were, so that importing leaves the module computing what it computed
-        self.caches = [
-            (m, name, dict(value))
-            for m in module.modules()
-            for name, value in vars(m).items()
-            if name.endswith("_cache") and isinstance(value, dict)
-        ]
-        for m, name, _ in self.caches:
-            setattr(m, name, {})
+        self.caches = KeptCaches(module, empty=empty_caches)
 
     def written(self) -> list[str]:
         """The tensors written since the guard was made; buffers and the modules' caches are restored."""
-        for m, name, saved in self.caches:
-            setattr(m, name, dict(saved))
+        self.caches.restore()
         changed = [
             n
             for n, t in self.tensors.items()

@@ -148,8 +148,9 @@ def _check_trace(module: nn.Module, traced: Any, x: tuple[Any, ...], output_key:
         raise UnsupportedLayerError(
             f"from_torch: the graph traced from {type(module).__name__}.forward computes something else "
             f"than the forward itself ({err:.3g} relative): an in-place update under another name (out += y while "
-            "another variable still holds out; a write through .data or another view), or Python code the trace "
-            "does not record; write it out of place (out = out + y)"
+            "another variable still holds out; a write through .data or another view), Python code the trace "
+            "does not record, or a cache of the module's (a *_cache dict, emptied for the trace) that its "
+            "parameters do not give; write it out of place (out = out + y)"
         )
 
 

@@ -130,7 +130,7 @@ def _import_model(
                 f"from_torch: the exported program could not be read ({type(e).__name__}: {e})"[:400]
             ) from None
         return _import_graph(module, gm, input_shape, output_key, None)
-    guard = StateGuard(module)
+    guard = StateGuard(module, empty_caches=True)
     first: UnsupportedLayerError | None = None
     why = ""
     try:
@@ -165,7 +165,7 @@ def _import_traced(
 ) -> tuple[Sequential, dict[str, np.ndarray]]:
     """The torch.fx front-end, for modules torch.export cannot export (``why``)."""
     _check_calls(module)
-    guard = StateGuard(module)
+    guard = StateGuard(module, empty_caches=True)
     try:
         graph = _Tracer().trace(module)
         gm = torch.fx.GraphModule(module, graph)

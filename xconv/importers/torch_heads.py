@@ -62,7 +62,8 @@ class Heads:
         self.head_parts: dict[Any, tuple[str, int, int, list[int]]] = {}  # heads split by size along d
         self.keys_direct: dict[Any, tuple[int, int]] = {}  # (N, L, h, d) permuted to (N, h, d, L): keys^T
         self.grouped: dict[tuple[int, int, int, int], int] = {}  # (node, start, length, groups) -> its Narrow
-        # heads of an NCHW map's channels over its pixels (Visformer, EfficientFormer V2): the map's tokens
+        # heads of an NCHW map's channels over its pixels (Visformer's; EfficientFormer V2 writes its attention
+        # so too, but mixes its heads, which is refused): the map's tokens
         self.map_packed: dict[Any, tuple[Any, int, int, int]] = {}  # (N, P, h, d, H*W): (map node, P, h, d)
         self.map_heads: dict[Any, tuple[int, int]] = {}  # (N, h, d, H*W): (its tokens' node, h)
         self.map_merging: dict[Any, int] = {}  # an attention's (N, h, dv, L): its node
@@ -248,8 +249,8 @@ class Heads:
         """An NCHW map's channels viewed as heads over its pixels: ``x.reshape(N, P, h, d, -1)`` (P packed parts,
         each head by head) or ``x.reshape(N, h, d, -1)``; False for other views."""
         _, c, hh, ww = shape
-        if len(dims) not in (4, 5) or dims[0] is not BATCH or dims[-1] not in (-1, hh * ww):
-            return False
+        if len(dims) not in (4, 5) or dims[0] is not BATCH or dims[-1] not in (-1, hh * ww) or min(hh, ww) == 1:
+            return False  # (on a map of one row or column H*W is W or H: a view of it is not told apart)
         middle = list(dims[1:-1])
         known = math.prod(v for v in middle if v != -1)
         if middle.count(-1) == 1 and dims[-1] != -1 and known > 0 and c % known == 0:
