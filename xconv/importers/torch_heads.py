@@ -12,6 +12,10 @@ and merges the heads back:
   dropout of p = 0, ``@ v``;
 - ``o.transpose(1, 2).reshape(N, L, h * dv)``: its tokens.
 
+Also heads split by size (``view(N, L, h, -1).split([kd, kd, vd], dim=3)``: Narrows with ``groups``), keys
+permuted directly (``k.permute(0, 2, 3, 1)``), heads of an NCHW map's channels over its pixels, and a learned
+bias ``table[:, index]`` added to the scores (:mod:`.torch_head_bias`).
+
 Each step is checked against the shapes of one run; anything else done to a tensor in between (a mask, a
 dropout of the weights, a causal flag, a head tensor read by another operation) is refused by name.
 """
@@ -21,15 +25,12 @@ from __future__ import annotations
 import math
 from typing import Any, cast
 
-import numpy as np
-
 from ..backends._torch_env import nn, torch
 from ..errors import UnsupportedLayerError
-from ..kinds.token._dot import bias_index
 from ..spec import Narrow, ToMap, ToTokens
 from ._graph import Names, Raw
 from ._torch_mutation import describe
-from .torch_checks import storage_of
+from .torch_head_bias import AttentionBiases
 from .torch_shapes import BATCH, ShapeOps
 
 F = torch.nn.functional
@@ -37,7 +38,7 @@ F = torch.nn.functional
 __all__ = ["Heads"]
 
 
-class Heads:
+class Heads(AttentionBiases):
     """The head splits, attentions and merges of one traced graph, step by step; :meth:`step` handles a node
     that is one of them and records the spec nodes it makes."""
 
@@ -338,58 +339,6 @@ class Heads:
         (self.viewed if state == "viewed" else self.split)[node] = (self.grouped[part], h)
         return True
 
-    def _bias_table(self, node: Any, method: str, args: list[Any]) -> bool:
-        """``table[:, index]`` of a learned (heads, T) table and a fixed (L, S) integer index: an attention's
-        bias, read where it is added to the scores (or given to sdpa as its ``attn_mask``)."""
-        if method != "getitem" or len(args) != 2 or args[0] not in self.params:
-            return False
-        at = args[1]
-        if not (isinstance(at, tuple) and len(at) == 2 and at[0] == slice(None) and at[1] in self.params):
-            return False
-        table, index = self.params[args[0]], self.params[at[1]]
-        if not (isinstance(table, torch.Tensor) and table.dim() == 2 and table.is_floating_point()):
-            return False
-        if not (isinstance(index, torch.Tensor) and index.dim() == 2 and index.dtype in (torch.int64, torch.int32)):
-            return False
-        self.biases[node] = (args[0], at[1])
-        return True
-
-    def _bias(self, bias: Any, heads: int, length: int, keys: int, where: str) -> tuple[str, dict[str, Any]]:
-        """The name of an attention adding ``bias`` (a :meth:`_bias_table` node) and its DotProductAttention
-        fields; records the table (and the index, where the module keeps it in its state_dict)."""
-        table_node, index_node = self.biases[bias]
-        table, index = self.params[table_node], self.params[index_node]
-        table_key = self.source.get(storage_of(table), str(table_node.target))
-        index_key = self.source.get(storage_of(index), str(index_node.target))
-        if table_key not in dict(self.module.named_parameters()):
-            raise UnsupportedLayerError(f"from_torch: {where}: the attention bias table {table_key!r} is not learned")
-        if tuple(index.shape) != (length, keys) or table.shape[0] != heads:
-            raise UnsupportedLayerError(
-                f"from_torch: {where}: the attention bias {table_key!r}[:, {index_key!r}] is not of (heads, queries, "
-                f"keys) = ({heads}, {length}, {keys})"
-            )
-        if table.shape[1] != keys:
-            raise UnsupportedLayerError(
-                f"from_torch: {where}: the attention bias table {table_key!r} has {table.shape[1]} entries per head; "
-                f"a bias per relative offset on the map of {keys} keys has one per key"
-            )
-        fields = _bias_grid(index.cpu().numpy(), int(table.shape[1]))
-        if fields is None:
-            raise UnsupportedLayerError(
-                f"from_torch: {where}: the attention bias index {index_key!r} is not the relative-offset index of "
-                "a map (|dy| * W + |dx| between queries taken every stride-th row and column and all the keys); "
-                "no other bias index is supported"
-            )
-        owner, _, leaf = table_key.rpartition(".")
-        name = self.names.take(owner, own=True) if owner and leaf == "attention_biases" else self.names.take(leaf)
-        if self._state_keys is None:
-            self._state_keys = set(self.module.state_dict().keys())
-        fields["state_index"] = index_key in self._state_keys
-        self.state[f"{name}.attention_biases"] = table
-        if fields["state_index"]:
-            self.fixed[f"{name}.attention_bias_idxs"] = index
-        return name, fields
-
     def _by_hand(self, node: Any, src: Any, method: str, args: list[Any]) -> bool:
         """A step of attention written by hand (timm's and Hugging Face's non-fused paths); False otherwise."""
         other = args[1] if len(args) > 1 else None
@@ -582,21 +531,6 @@ class Heads:
                     f"from_torch: {where}: its module {path!r} has {attr} = Dropout(p={child.p}), which neither the "
                     "traced call nor a training-mode run applies"
                 )
-
-
-def _bias_grid(index: np.ndarray, table: int) -> dict[str, Any] | None:
-    """The ``bias_grid`` and ``bias_stride`` whose relative-offset index is ``index`` (L, S), for a table of
-    ``table`` entries; None where there is none."""
-    length, keys = index.shape
-    for h in range(1, keys + 1):
-        if keys % h:
-            continue
-        w = keys // h
-        for stride in range(1, max(h, w) + 1):
-            fits = h * w == table and -(-h // stride) * -(-w // stride) == length
-            if fits and np.array_equal(bias_index((h, w), stride), index):
-                return {"bias_grid": (h, w), "bias_stride": stride}
-    return None
 
 
 def training_dropouts(module: nn.Module, x: tuple[Any, ...]) -> list[tuple[float, tuple[Any, ...]]] | None:
